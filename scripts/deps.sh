@@ -1,0 +1,33 @@
+#!/bin/sh
+# deps.sh — install every Debian package chokepoint needs to build, run, test
+# and benchmark. Idempotent: packages already installed are skipped, and
+# apt-get runs only when something is missing. Run as root on Debian 12.
+set -eu
+
+BUILD="meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+       libuv1-dev libsqlite3-dev libfyaml-dev libcmocka-dev libxxhash-dev"
+RUNTEST="python3 python3-pytest sqlite3 postfix swaks sasl2-bin
+         libsasl2-modules procps"
+
+missing=""
+for p in $BUILD $RUNTEST ${EXTRA_PKGS:-}; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing="$missing $p"
+    fi
+done
+if [ -z "$missing" ]; then
+    echo "deps: all packages present"
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing packages:$missing (run as root: make deps)" >&2
+    exit 1
+fi
+echo "deps: installing$missing"
+# Postfix asks a debconf question on install; answer it ("no configuration":
+# the tests write their own private main.cf and never touch the system one).
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,798 @@
+/*
+ * config.c — load chokepoint.yaml through a declared schema.
+ *
+ * The YAML is parsed by libfyaml into a document tree; this file walks the
+ * tree with tables of known keys (nginx-style directive tables), so unknown
+ * keys, wrong types and out-of-range values are refused with the file, line
+ * and column of the offending node. libfyaml was chosen over libcyaml for
+ * those line:column positions (STYLE.md allows either).
+ *
+ * Trust: the config file is trusted operator input, but it is still checked
+ * completely — a typo must be a clear error, never a silent default.
+ */
+#include "core/config.h"
+
+#include <libfyaml.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/custmap.h"
+#include "util/parse.h"
+#include "util/xalloc.h"
+
+struct loader {
+    const char *file;
+    char *err;
+    struct cp_config *cfg;
+};
+
+enum ftype {
+    FT_STR,
+    FT_BOOL,
+    FT_DURATION,
+    FT_SIZE,
+    FT_U32,
+    FT_LOG,
+    FT_LEVEL,
+    FT_ACCT_MODE,
+    FT_LISTEN,
+};
+
+struct field {
+    const char *name;
+    enum ftype type;
+    size_t off;
+    uint64_t min, max;
+};
+
+#define OFF(m) offsetof(struct cp_config, m)
+#define U64MAX UINT64_MAX
+
+static const struct field daemon_fields[] = {
+    {"listen", FT_LISTEN, 0, 0, 0},
+    {"admin_socket", FT_STR, OFF(admin_socket), 0, 0},
+    {"log", FT_LOG, OFF(log_syslog), 0, 0},
+    {"log_level", FT_LEVEL, OFF(log_level), 0, 0},
+    {"decision_log", FT_STR, OFF(decision_log), 0, 0},
+    {"shadow", FT_BOOL, OFF(shadow), 0, 0},
+    {NULL, 0, 0, 0, 0},
+};
+static const struct field protocol_fields[] = {
+    {"max_line", FT_SIZE, OFF(proto.max_line), 64, 65536},
+    {"max_attributes", FT_U32, OFF(proto.max_attributes), 8,
+     POLICY_HARD_MAX_ATTRIBUTES},
+    {"max_request", FT_SIZE, OFF(proto.max_request), 256,
+     POLICY_HARD_MAX_REQUEST},
+    {"idle_timeout", FT_DURATION, OFF(idle_timeout_ms), 1000, 86400000},
+    {"max_connections", FT_U32, OFF(max_connections), 1, 1000000},
+    {NULL, 0, 0, 0, 0},
+};
+static const struct field store_fields[] = {
+    {"path", FT_STR, OFF(store_path), 0, 0},
+    {"checkpoint_interval", FT_DURATION, OFF(checkpoint_ms), 100, 3600000},
+    {NULL, 0, 0, 0, 0},
+};
+static const struct field identity_fields[] = {
+    {"customer_map", FT_STR, OFF(customer_map), 0, 0},
+    {"ipv4_prefix", FT_U32, OFF(ipv4_prefix), 8, 32},
+    {"ipv6_prefix", FT_U32, OFF(ipv6_prefix), 16, 128},
+    {"default_class", FT_STR, OFF(default_class_name), 0, 0},
+    {"unauthenticated_class", FT_STR, OFF(unauth_class_name), 0, 0},
+    {NULL, 0, 0, 0, 0},
+};
+static const struct field accounting_fields[] = {
+    {"mode", FT_ACCT_MODE, OFF(acct_mode), 0, 0},
+    {"reservation_timeout", FT_DURATION, OFF(reservation_timeout_ms), 1000,
+     86400000},
+    {"max_pending", FT_U32, OFF(max_pending), 16, 10000000},
+    {NULL, 0, 0, 0, 0},
+};
+
+static int load_classes(struct loader *ld, struct fy_node *key,
+                        struct fy_node *map);
+
+static const struct section {
+    const char *name;
+    const struct field *fields;
+} sections[] = {
+    {"daemon", daemon_fields},         {"protocol", protocol_fields},
+    {"store", store_fields},           {"identity", identity_fields},
+    {"accounting", accounting_fields}, {"classes", NULL},
+};
+
+/* ---- errors and node positions ---- */
+
+static int
+node_line(struct fy_node *n, int *col)
+{
+    struct fy_token *t = n ? fy_node_get_scalar_token(n) : NULL;
+    const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
+
+    *col = m ? m->column + 1 : 0;
+    return m ? m->line + 1 : 0;
+}
+
+static int __attribute__((format(printf, 3, 4)))
+fail(struct loader *ld, struct fy_node *at, const char *fmt, ...)
+{
+    char msg[CP_ERR_MAX];
+    va_list ap;
+    int col, line = node_line(at, &col);
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        snprintf(ld->err, CP_ERR_MAX, "%s:%d:%d: %s", ld->file, line, col,
+                 msg);
+    else
+        snprintf(ld->err, CP_ERR_MAX, "%s: %s", ld->file, msg);
+    return -1;
+}
+
+static const char *
+scalar(struct fy_node *n, size_t *len)
+{
+    if (n == NULL || !fy_node_is_scalar(n) || fy_node_is_alias(n))
+        return NULL;
+    return fy_node_get_scalar(n, len);
+}
+
+static bool
+scalar_eq(const char *s, size_t len, const char *lit)
+{
+    return len == strlen(lit) && memcmp(s, lit, len) == 0;
+}
+
+/* ---- scalar fields ---- */
+
+static int
+parse_bool(struct loader *ld, struct fy_node *v, bool *out)
+{
+    size_t len;
+    const char *s = scalar(v, &len);
+
+    if (s && (scalar_eq(s, len, "true") || scalar_eq(s, len, "yes") ||
+              scalar_eq(s, len, "on"))) {
+        *out = true;
+        return 0;
+    }
+    if (s && (scalar_eq(s, len, "false") || scalar_eq(s, len, "no") ||
+              scalar_eq(s, len, "off"))) {
+        *out = false;
+        return 0;
+    }
+    return fail(ld, v, "expected true or false");
+}
+
+static int
+parse_enum(struct loader *ld, struct fy_node *v, const char *const *names,
+           int *out)
+{
+    size_t len;
+    const char *s = scalar(v, &len);
+    int i;
+
+    for (i = 0; s && names[i]; i++) {
+        if (scalar_eq(s, len, names[i])) {
+            *out = i;
+            return 0;
+        }
+    }
+    return fail(ld, v, "expected one of %s%s%s%s%s", names[0],
+                names[1] ? ", " : "", names[1] ? names[1] : "",
+                names[1] && names[2] ? ", " : "",
+                names[1] && names[2] ? names[2] : "");
+}
+
+static int
+parse_number(struct loader *ld, struct fy_node *v, const struct field *f,
+             uint64_t *out)
+{
+    size_t len;
+    const char *s = scalar(v, &len);
+    bool ok = false;
+
+    if (s && f->type == FT_DURATION)
+        ok = parse_duration_ms(s, len, out);
+    else if (s && f->type == FT_SIZE)
+        ok = parse_size(s, len, out);
+    else if (s)
+        ok = parse_u64(s, len, out);
+    if (!ok)
+        return fail(ld, v, "%s: expected %s", f->name,
+                    f->type == FT_DURATION ? "a duration like 30s, 5m, 1h"
+                    : f->type == FT_SIZE   ? "a size like 4096, 16k, 20M"
+                                           : "a non-negative integer");
+    if (*out < f->min || *out > f->max)
+        return fail(ld, v, "%s: value out of range", f->name);
+    return 0;
+}
+
+static int
+parse_listen_one(struct loader *ld, struct fy_node *v, struct cp_listen *l)
+{
+    size_t len;
+    const char *s = scalar(v, &len);
+    const char *colon;
+    uint64_t port;
+
+    memset(l, 0, sizeof(*l));
+    if (s && len > 5 && memcmp(s, "unix:", 5) == 0 && s[5] == '/') {
+        l->kind = CP_LISTEN_UNIX;
+        l->path = xmemdup0(s + 5, len - 5);
+        if (len - 5 >= 108) /* sizeof(sun_path) */
+            return fail(ld, v, "unix socket path too long");
+    } else if (s && len > 5 && memcmp(s, "inet:", 5) == 0 &&
+               (colon = memrchr(s + 5, ':', len - 5)) != NULL) {
+        const char *h = s + 5;
+        size_t hlen = (size_t)(colon - h);
+
+        if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+            h++;
+            hlen -= 2;
+        }
+        if (hlen == 0 ||
+            !parse_u64(colon + 1, len - (size_t)(colon + 1 - s), &port) ||
+            port == 0 || port > 65535)
+            return fail(ld, v, "expected inet:ADDRESS:PORT");
+        l->kind = CP_LISTEN_INET;
+        l->host = xmemdup0(h, hlen);
+        l->port = (uint16_t)port;
+    } else {
+        return fail(ld, v, "expected unix:/PATH or inet:ADDRESS:PORT");
+    }
+    l->spec = xmemdup0(s, len);
+    return 0;
+}
+
+static int
+parse_listen(struct loader *ld, struct fy_node *v)
+{
+    struct cp_config *cfg = ld->cfg;
+    struct fy_node *item;
+    void *it = NULL;
+    size_t i;
+
+    if (!fy_node_is_sequence(v))
+        return fail(ld, v, "listen: expected a list");
+    for (i = 0; i < cfg->nlisten; i++) {
+        free(cfg->listen[i].spec);
+        free(cfg->listen[i].path);
+        free(cfg->listen[i].host);
+    }
+    cfg->nlisten = 0;
+    while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
+        if (cfg->nlisten >= 32)
+            return fail(ld, item, "listen: at most 32 listeners");
+        cfg->listen = xreallocarray(cfg->listen, cfg->nlisten + 1,
+                                    sizeof(*cfg->listen));
+        if (parse_listen_one(ld, item, &cfg->listen[cfg->nlisten++]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+set_field(struct loader *ld, const struct field *f, struct fy_node *key,
+          struct fy_node *v)
+{
+    static const char *const logs[] = {"stderr", "syslog", NULL};
+    static const char *const levels[] = {"debug", "info", "warning", "error",
+                                         NULL};
+    static const char *const modes[] = {"two-phase", "rcpt", NULL};
+    char *base = (char *)ld->cfg;
+    uint64_t n;
+    size_t len;
+    const char *s;
+    int e = 0;
+
+    switch (f->type) {
+    case FT_STR:
+        if ((s = scalar(v, &len)) == NULL || len == 0 || memchr(s, 0, len))
+            return fail(ld, v ? v : key, "%s: expected a string", f->name);
+        free(*(char **)(base + f->off));
+        *(char **)(base + f->off) = xmemdup0(s, len);
+        return 0;
+    case FT_BOOL:
+        return parse_bool(ld, v, (bool *)(base + f->off));
+    case FT_DURATION:
+    case FT_SIZE:
+        if (parse_number(ld, v, f, &n) < 0)
+            return -1;
+        if (f->type == FT_SIZE)
+            *(size_t *)(base + f->off) = (size_t)n;
+        else
+            *(uint64_t *)(base + f->off) = n;
+        return 0;
+    case FT_U32:
+        if (parse_number(ld, v, f, &n) < 0)
+            return -1;
+        if (f->off == OFF(proto.max_attributes))
+            *(size_t *)(base + f->off) = (size_t)n;
+        else if (f->off == OFF(ipv4_prefix) || f->off == OFF(ipv6_prefix))
+            *(unsigned *)(base + f->off) = (unsigned)n;
+        else
+            *(uint32_t *)(base + f->off) = (uint32_t)n;
+        return 0;
+    case FT_LOG:
+        if (parse_enum(ld, v, logs, &e) < 0)
+            return -1;
+        ld->cfg->log_syslog = (e == 1);
+        return 0;
+    case FT_LEVEL:
+        if (parse_enum(ld, v, levels, &e) < 0)
+            return -1;
+        ld->cfg->log_level = (enum msg_level)e;
+        return 0;
+    case FT_ACCT_MODE:
+        if (parse_enum(ld, v, modes, &e) < 0)
+            return -1;
+        ld->cfg->acct_mode = (enum cp_acct_mode)e;
+        return 0;
+    case FT_LISTEN:
+        return parse_listen(ld, v);
+    }
+    return fail(ld, key, "internal: unknown field type");
+}
+
+static int
+load_section(struct loader *ld, const struct field *fields,
+             struct fy_node *key, struct fy_node *map)
+{
+    struct fy_node_pair *pair;
+    void *it = NULL;
+    size_t klen, ksec;
+    const char *sec = scalar(key, &ksec);
+
+    if (map == NULL ||
+        (fy_node_is_scalar(map) && scalar(map, &klen) && klen == 0))
+        return 0; /* "daemon:" with nothing under it */
+    if (!fy_node_is_mapping(map))
+        return fail(ld, key, "%.*s: expected a mapping", (int)ksec, sec);
+    while ((pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        struct fy_node *k = fy_node_pair_key(pair);
+        struct fy_node *v = fy_node_pair_value(pair);
+        const char *name = scalar(k, &klen);
+        const struct field *f;
+
+        for (f = fields; name && f->name; f++)
+            if (scalar_eq(name, klen, f->name))
+                break;
+        if (name == NULL || f->name == NULL)
+            return fail(ld, k, "unknown key '%.*s' in section %.*s",
+                        name ? (int)klen : 1, name ? name : "?", (int)ksec,
+                        sec);
+        if (v == NULL)
+            return fail(ld, k, "%s: missing value", f->name);
+        if (set_field(ld, f, k, v) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- classes and rules ---- */
+
+static const char *const metric_names[] = {"messages", "recipients", "bytes",
+                                           "domains", NULL};
+static const char *const action_names[] = {"dunno", "defer", "reject", "hold",
+                                           "warn",  "prepend", NULL};
+
+const char *
+cp_metric_name(enum cp_metric m)
+{
+    return m < CP_METRIC_COUNT ? metric_names[m] : "?";
+}
+
+const char *
+cp_action_name(enum cp_action a)
+{
+    return a < CP_ACT_COUNT ? action_names[a] : "?";
+}
+
+static const char *const rule_keys[] = {"metric", "window", "max", "action",
+                                        "shadow", NULL};
+static const char *const class_keys[] = {"limits", "action", "shadow", NULL};
+
+/* Refuse keys of mapping `m` that are not in `allowed`. */
+static int
+check_keys(struct loader *ld, struct fy_node *m, const char *const *allowed,
+           const char *what)
+{
+    struct fy_node_pair *pair;
+    void *it = NULL;
+
+    while ((pair = fy_node_mapping_iterate(m, &it)) != NULL) {
+        struct fy_node *k = fy_node_pair_key(pair);
+        size_t len, i;
+        const char *name = scalar(k, &len);
+
+        for (i = 0; name && allowed[i]; i++)
+            if (scalar_eq(name, len, allowed[i]))
+                break;
+        if (name == NULL || allowed[i] == NULL)
+            return fail(ld, k, "unknown key '%.*s' in %s",
+                        name ? (int)len : 1, name ? name : "?", what);
+    }
+    return 0;
+}
+
+static void
+rule_set_name(struct cp_rule *r)
+{
+    char w[24];
+
+    format_duration(w, sizeof(w), r->window_ms);
+    snprintf(r->name, sizeof(r->name), "%s/%s", cp_metric_name(r->metric), w);
+}
+
+const char *
+cp_rule_parse_name(struct cp_rule *r, const char *s, size_t len)
+{
+    const char *slash = memchr(s, '/', len);
+    int i;
+
+    if (slash == NULL)
+        return "expected METRIC/WINDOW, e.g. messages/1h";
+    for (i = 0; metric_names[i]; i++)
+        if (scalar_eq(s, (size_t)(slash - s), metric_names[i]))
+            break;
+    if (metric_names[i] == NULL)
+        return "unknown metric (messages, recipients, bytes, domains)";
+    r->metric = (enum cp_metric)i;
+    if (!parse_duration_ms(slash + 1, len - (size_t)(slash + 1 - s),
+                           &r->window_ms))
+        return "bad window: expected a duration like 1m, 1h, 1d";
+    if (r->window_ms < 1000 || r->window_ms > 366ULL * 86400000)
+        return "window must be between 1s and 366d";
+    rule_set_name(r);
+    return NULL;
+}
+
+static int
+load_rule(struct loader *ld, struct fy_node *m, struct cp_rule *r,
+          enum cp_action dflt_action, bool dflt_shadow)
+{
+    static const struct field f_window = {"window", FT_DURATION, 0, 1000,
+                                          366ULL * 86400000};
+    static const struct field f_max = {"max", FT_SIZE, 0, 1, 1ULL << 50};
+    struct fy_node *v;
+    int e;
+
+    memset(r, 0, sizeof(*r));
+    r->action = dflt_action;
+    r->shadow = dflt_shadow;
+    if (!fy_node_is_mapping(m))
+        return fail(ld, m, "a limit is a mapping {metric, window, max}");
+    if (check_keys(ld, m, rule_keys, "limit") < 0)
+        return -1;
+    if ((v = fy_node_mapping_lookup_by_string(m, "metric", 6)) == NULL)
+        return fail(ld, m, "limit without metric");
+    if (parse_enum(ld, v, metric_names, &e) < 0)
+        return -1;
+    r->metric = (enum cp_metric)e;
+    if ((v = fy_node_mapping_lookup_by_string(m, "window", 6)) == NULL)
+        return fail(ld, m, "limit without window");
+    if (parse_number(ld, v, &f_window, &r->window_ms) < 0)
+        return -1;
+    if ((v = fy_node_mapping_lookup_by_string(m, "max", 3)) == NULL)
+        return fail(ld, m, "limit without max");
+    if (parse_number(ld, v, &f_max, &r->max) < 0)
+        return -1;
+    if ((v = fy_node_mapping_lookup_by_string(m, "action", 6)) != NULL) {
+        if (parse_enum(ld, v, action_names + 1, &e) < 0)
+            return -1;
+        r->action = (enum cp_action)(e + 1);
+    }
+    if ((v = fy_node_mapping_lookup_by_string(m, "shadow", 6)) != NULL &&
+        parse_bool(ld, v, &r->shadow) < 0)
+        return -1;
+    rule_set_name(r);
+    return 0;
+}
+
+static int
+load_class(struct loader *ld, struct fy_node *key, struct fy_node *body,
+           struct cp_class *c)
+{
+    enum cp_action action = CP_ACT_DEFER;
+    bool shadow = false;
+    struct fy_node *v, *item;
+    void *it = NULL;
+    int e;
+
+    if (body == NULL || !fy_node_is_mapping(body))
+        return fail(ld, key, "class: expected a mapping with 'limits'");
+    if (check_keys(ld, body, class_keys, "class") < 0)
+        return -1;
+    if ((v = fy_node_mapping_lookup_by_string(body, "action", 6)) != NULL) {
+        if (parse_enum(ld, v, action_names + 1, &e) < 0)
+            return -1;
+        action = (enum cp_action)(e + 1);
+    }
+    if ((v = fy_node_mapping_lookup_by_string(body, "shadow", 6)) != NULL &&
+        parse_bool(ld, v, &shadow) < 0)
+        return -1;
+    v = fy_node_mapping_lookup_by_string(body, "limits", 6);
+    if (v == NULL || !fy_node_is_sequence(v))
+        return fail(ld, key, "class: 'limits' must be a list");
+    it = NULL;
+    while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
+        struct cp_rule *r = &c->rules.rule[c->rules.n];
+
+        if (c->rules.n >= CP_MAX_RULES)
+            return fail(ld, key, "class: at most %d limits", CP_MAX_RULES);
+        if (load_rule(ld, item, r, action, shadow) < 0)
+            return -1;
+        for (size_t i = 0; i < c->rules.n; i++)
+            if (strcmp(c->rules.rule[i].name, r->name) == 0)
+                return fail(ld, fy_node_mapping_lookup_by_string(item,
+                                                                 "window", 6),
+                            "class %s: %s given twice", c->name, r->name);
+        c->rules.n++;
+    }
+    return 0;
+}
+
+static int
+load_classes(struct loader *ld, struct fy_node *key, struct fy_node *map)
+{
+    struct cp_config *cfg = ld->cfg;
+    struct fy_node_pair *pair;
+    void *it = NULL;
+
+    if (map == NULL || !fy_node_is_mapping(map))
+        return fail(ld, key, "classes: expected a mapping of class names");
+    while ((pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        size_t len;
+        struct fy_node *k = fy_node_pair_key(pair);
+        const char *name = scalar(k, &len);
+        struct cp_class *c;
+
+        if (name == NULL || len == 0 || len > 64)
+            return fail(ld, k, "bad class name");
+        if (cfg->nclasses >= 256)
+            return fail(ld, k, "at most 256 classes");
+        cfg->classes = xreallocarray(cfg->classes, cfg->nclasses + 1,
+                                     sizeof(*cfg->classes));
+        c = &cfg->classes[cfg->nclasses++];
+        memset(c, 0, sizeof(*c));
+        c->name = xmemdup0(name, len);
+        if (load_class(ld, k, fy_node_pair_value(pair), c) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- slots ---- */
+
+/* Give every rule of `rs` a counter slot; -1 if out of slots. */
+static int
+assign_slots(struct cp_config *cfg, struct cp_ruleset *rs)
+{
+    for (size_t i = 0; i < rs->n; i++) {
+        struct cp_rule *r = &rs->rule[i];
+        size_t s;
+
+        for (s = 0; s < cfg->nslots; s++)
+            if (cfg->slots[s].metric == r->metric &&
+                cfg->slots[s].window_ms == r->window_ms)
+                break;
+        if (s == cfg->nslots) {
+            if (cfg->nslots >= CP_MAX_SLOTS)
+                return -1;
+            cfg->slots[s].metric = r->metric;
+            cfg->slots[s].window_ms = r->window_ms;
+            snprintf(cfg->slots[s].name, sizeof(cfg->slots[s].name), "%s",
+                     r->name);
+            cfg->nslots++;
+        }
+        r->slot = (uint8_t)s;
+    }
+    return 0;
+}
+
+static int
+finish(struct loader *ld)
+{
+    struct cp_config *cfg = ld->cfg;
+    size_t i;
+
+    if (cfg->nlisten == 0)
+        return fail(ld, NULL, "daemon.listen: at least one listener needed");
+    if (cfg->nclasses == 0)
+        return fail(ld, NULL, "classes: at least one class needed");
+    cfg->default_class = cp_config_class(cfg, cfg->default_class_name);
+    if (cfg->default_class == NULL)
+        return fail(ld, NULL, "identity.default_class '%s' is not a class",
+                    cfg->default_class_name);
+    cfg->unauth_class = cp_config_class(cfg, cfg->unauth_class_name);
+    if (cfg->unauth_class == NULL)
+        return fail(ld, NULL,
+                    "identity.unauthenticated_class '%s' is not a class",
+                    cfg->unauth_class_name);
+    for (i = 0; i < cfg->nclasses; i++)
+        if (assign_slots(cfg, &cfg->classes[i].rules) < 0)
+            return fail(ld, NULL,
+                        "more than %d distinct metric/window counters",
+                        CP_MAX_SLOTS);
+    if (cfg->customer_map && cp_custmap_load(cfg, ld->err) < 0)
+        return -1;
+    for (i = 0; i < cfg->ncustomers; i++)
+        if (assign_slots(cfg, &cfg->customers[i]->rules) < 0)
+            return fail(ld, NULL,
+                        "%s:%d: more than %d distinct metric/window counters",
+                        cfg->customer_map, cfg->customers[i]->line,
+                        CP_MAX_SLOTS);
+    return 0;
+}
+
+/* ---- top level ---- */
+
+static void
+set_defaults(struct cp_config *cfg)
+{
+    cfg->admin_socket = xstrdup("/run/chokepoint/admin.sock");
+    cfg->log_level = MSG_INFO;
+    cfg->proto.max_line = 2048;
+    cfg->proto.max_attributes = 64;
+    cfg->proto.max_request = 16384;
+    cfg->idle_timeout_ms = 300000;
+    cfg->max_connections = 4096;
+    cfg->store_path = xstrdup("/var/lib/chokepoint/state.db");
+    cfg->checkpoint_ms = 5000;
+    cfg->ipv4_prefix = 32;
+    cfg->ipv6_prefix = 64;
+    cfg->default_class_name = xstrdup("residential");
+    cfg->unauth_class_name = xstrdup("unauthenticated");
+    cfg->acct_mode = CP_ACCT_TWO_PHASE;
+    cfg->reservation_timeout_ms = 600000;
+    cfg->max_pending = 100000;
+}
+
+struct diag_capture {
+    char *err;
+    bool have;
+};
+
+static void
+diag_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
+{
+    struct diag_capture *dc = user;
+
+    (void)diag;
+    if (dc->have)
+        return;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+        len--;
+    snprintf(dc->err, CP_ERR_MAX, "%.*s", (int)(len > 400 ? 400 : len), buf);
+    dc->have = true;
+}
+
+static struct fy_document *
+parse_file(const char *file, char *err)
+{
+    struct diag_capture dc = {err, false};
+    struct fy_diag_cfg dcfg;
+    struct fy_parse_cfg pcfg;
+    struct fy_document *doc;
+    struct fy_diag *diag;
+
+    fy_diag_cfg_default(&dcfg);
+    dcfg.fp = NULL;
+    dcfg.output_fn = diag_output;
+    dcfg.user = &dc;
+    dcfg.colorize = false;
+    dcfg.show_source = false;
+    dcfg.show_position = true;
+    diag = fy_diag_create(&dcfg);
+    memset(&pcfg, 0, sizeof(pcfg));
+    pcfg.flags = FYPCF_QUIET | FYPCF_DEFAULT_VERSION_1_2;
+    pcfg.diag = diag;
+    doc = fy_document_build_from_file(&pcfg, file);
+    if (doc == NULL && !dc.have)
+        snprintf(err, CP_ERR_MAX, "%s: cannot read or parse the file", file);
+    else if (doc == NULL && strstr(err, file) == NULL) {
+        char tmp[CP_ERR_MAX];
+
+        snprintf(tmp, sizeof(tmp), "%s: %s", file, err);
+        memcpy(err, tmp, CP_ERR_MAX);
+    }
+    fy_diag_destroy(diag);
+    return doc;
+}
+
+static int
+load_root(struct loader *ld, struct fy_node *root)
+{
+    struct fy_node_pair *pair;
+    void *it = NULL;
+
+    if (root == NULL || !fy_node_is_mapping(root))
+        return fail(ld, root, "expected a mapping of sections (daemon, "
+                              "protocol, store, identity, accounting, "
+                              "classes)");
+    while ((pair = fy_node_mapping_iterate(root, &it)) != NULL) {
+        struct fy_node *k = fy_node_pair_key(pair);
+        size_t len, i;
+        const char *name = scalar(k, &len);
+
+        for (i = 0; name && i < sizeof(sections) / sizeof(sections[0]); i++)
+            if (scalar_eq(name, len, sections[i].name))
+                break;
+        if (name == NULL || i == sizeof(sections) / sizeof(sections[0]))
+            return fail(ld, k, "unknown section '%.*s'",
+                        name ? (int)len : 1, name ? name : "?");
+        if (sections[i].fields == NULL) {
+            if (load_classes(ld, k, fy_node_pair_value(pair)) < 0)
+                return -1;
+        } else if (load_section(ld, sections[i].fields, k,
+                                fy_node_pair_value(pair)) < 0) {
+            return -1;
+        }
+    }
+    return finish(ld);
+}
+
+struct cp_config *
+cp_config_load(const char *file, char *err)
+{
+    struct cp_config *cfg = xcalloc(1, sizeof(*cfg));
+    struct loader ld = {file, err, cfg};
+    struct fy_document *doc;
+    int rc;
+
+    err[0] = '\0';
+    cfg->file = xstrdup(file);
+    set_defaults(cfg);
+    doc = parse_file(file, err);
+    if (doc == NULL) {
+        cp_config_free(cfg);
+        return NULL;
+    }
+    rc = load_root(&ld, fy_document_root(doc));
+    fy_document_destroy(doc);
+    if (rc < 0) {
+        cp_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+void
+cp_config_free(struct cp_config *cfg)
+{
+    size_t i;
+
+    if (cfg == NULL)
+        return;
+    cp_custmap_free(cfg);
+    for (i = 0; i < cfg->nlisten; i++) {
+        free(cfg->listen[i].spec);
+        free(cfg->listen[i].path);
+        free(cfg->listen[i].host);
+    }
+    free(cfg->listen);
+    for (i = 0; i < cfg->nclasses; i++)
+        free(cfg->classes[i].name);
+    free(cfg->classes);
+    free(cfg->file);
+    free(cfg->admin_socket);
+    free(cfg->decision_log);
+    free(cfg->store_path);
+    free(cfg->customer_map);
+    free(cfg->default_class_name);
+    free(cfg->unauth_class_name);
+    free(cfg);
+}
+
+const struct cp_class *
+cp_config_class(const struct cp_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nclasses; i++)
+        if (strcmp(cfg->classes[i].name, name) == 0)
+            return &cfg->classes[i];
+    return NULL;
+}

@@ -1,0 +1,152 @@
+/*
+ * config.h — chokepoint's configuration: the declared schema of
+ * chokepoint.yaml, the customer map it names, and the derived tables the
+ * engine uses (rules per class and per customer, counter slots).
+ *
+ * A struct cp_config is immutable once cp_config_load() returns it; a
+ * reload builds a new one and swaps it whole (doc/design.md). Errors name
+ * the file, the line (and column for YAML) and the reason.
+ * Thread: loading is pure apart from reading the two files; any thread.
+ */
+#ifndef CP_CORE_CONFIG_H
+#define CP_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/policy.h"
+#include "util/hmap.h"
+#include "util/msg.h"
+
+#define CP_MAX_SLOTS 12      /* distinct (metric, window) counters */
+#define CP_MAX_RULES 12      /* rules per class or customer */
+#define CP_RULE_NAME_MAX 32  /* "recipients/10080m" fits */
+#define CP_ERR_MAX 512
+
+enum cp_metric {
+    CP_METRIC_MESSAGES,
+    CP_METRIC_RECIPIENTS,
+    CP_METRIC_BYTES,
+    CP_METRIC_DOMAINS,
+    CP_METRIC_COUNT
+};
+
+enum cp_action {
+    CP_ACT_DUNNO,
+    CP_ACT_DEFER,   /* DEFER_IF_PERMIT 4.7.1 */
+    CP_ACT_REJECT,  /* REJECT 5.7.1 */
+    CP_ACT_HOLD,
+    CP_ACT_WARN,
+    CP_ACT_PREPEND,
+    CP_ACT_COUNT
+};
+
+/* One limit: at most `max` units of `metric`, refilling over `window_ms`. */
+struct cp_rule {
+    char name[CP_RULE_NAME_MAX]; /* "metric/window", as written */
+    enum cp_metric metric;
+    uint64_t window_ms;
+    uint64_t max;
+    enum cp_action action;
+    bool shadow;
+    uint8_t slot; /* counter slot of (metric, window) */
+};
+
+struct cp_ruleset {
+    struct cp_rule rule[CP_MAX_RULES];
+    size_t n;
+};
+
+struct cp_class {
+    char *name;
+    struct cp_ruleset rules;
+};
+
+/* A counter slot: what one stored counter measures. */
+struct cp_slot {
+    enum cp_metric metric;
+    uint64_t window_ms;
+    char name[CP_RULE_NAME_MAX]; /* canonical "messages/3600s" */
+};
+
+struct cp_customer {
+    char *id;
+    const struct cp_class *cls;
+    struct cp_ruleset rules; /* the class's rules with overrides applied */
+    bool has_overrides;
+    int line;                /* where class/overrides were given */
+    size_t idx;              /* position in cp_config.customers */
+};
+
+enum cp_listen_kind { CP_LISTEN_UNIX, CP_LISTEN_INET };
+
+struct cp_listen {
+    enum cp_listen_kind kind;
+    char *spec; /* as written, e.g. "inet:127.0.0.1:10031" */
+    char *path; /* unix */
+    char *host; /* inet */
+    uint16_t port;
+};
+
+enum cp_acct_mode { CP_ACCT_TWO_PHASE, CP_ACCT_RCPT };
+
+struct cp_config {
+    char *file;
+
+    /* daemon: */
+    struct cp_listen *listen;
+    size_t nlisten;
+    char *admin_socket;
+    bool log_syslog;
+    enum msg_level log_level;
+    char *decision_log; /* NULL: JSON lines go to the main log */
+    bool shadow;
+
+    /* protocol: */
+    struct policy_limits proto;
+    uint64_t idle_timeout_ms;
+    uint32_t max_connections;
+
+    /* store: */
+    char *store_path;
+    uint64_t checkpoint_ms;
+
+    /* identity: */
+    char *customer_map; /* NULL: no map */
+    unsigned ipv4_prefix, ipv6_prefix;
+    char *default_class_name, *unauth_class_name;
+    const struct cp_class *default_class, *unauth_class;
+
+    /* accounting: */
+    enum cp_acct_mode acct_mode;
+    uint64_t reservation_timeout_ms;
+    uint32_t max_pending; /* messages between RCPT and END-OF-MESSAGE */
+
+    struct cp_class *classes;
+    size_t nclasses;
+    struct cp_slot slots[CP_MAX_SLOTS];
+    size_t nslots;
+
+    /* customer map */
+    struct cp_customer **customers;
+    size_t ncustomers;
+    struct hmap logins;   /* login → struct cp_map_entry */
+    struct hmap networks; /* (family, plen, masked bytes) → entry */
+    uint8_t v4_plens[33], v6_plens[129]; /* populated lengths, descending */
+    size_t n_v4_plens, n_v6_plens;
+};
+
+/*
+ * Load and validate `file` and the customer map it names. Returns NULL and
+ * writes "file:line[:col]: reason" into err (CP_ERR_MAX bytes) on failure.
+ */
+struct cp_config *cp_config_load(const char *file, char *err);
+void cp_config_free(struct cp_config *cfg);
+
+const struct cp_class *cp_config_class(const struct cp_config *cfg,
+                                       const char *name);
+const char *cp_metric_name(enum cp_metric m);
+const char *cp_action_name(enum cp_action a);
+
+#endif

@@ -1,0 +1,471 @@
+/*
+ * engine.c — decisions and two-phase accounting; see engine.h.
+ *
+ * Every request becomes at most one store operation (struct cp_meter_op),
+ * so a fleet store can make each decision one atomic round trip. Pending
+ * messages live in a hash table by `instance` and in a list by age; the
+ * table is capped by accounting.max_pending (the oldest is released early
+ * when it is full), so a client inventing instances cannot grow memory.
+ */
+#include "core/engine.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/parse.h"
+#include "util/xalloc.h"
+
+struct cp_pending {
+    char *instance;
+    size_t ilen;
+    char *key;
+    size_t keylen;
+    int64_t created_ms;
+    double reserved[CP_METRIC_COUNT];
+    struct cp_pending *older, *newer;
+};
+
+static bool
+pending_eq(const void *val, const void *key, size_t len)
+{
+    const struct cp_pending *p = val;
+
+    return p->ilen == len && memcmp(p->instance, key, len) == 0;
+}
+
+void
+cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
+               struct cp_store *store)
+{
+    memset(e, 0, sizeof(*e));
+    e->cfg = cfg;
+    e->store = store;
+    hmap_init(&e->pending, 1024);
+}
+
+static void
+pending_free(struct cp_pending *p)
+{
+    free(p->instance);
+    free(p->key);
+    free(p);
+}
+
+void
+cp_engine_fini(struct cp_engine *e)
+{
+    struct cp_pending *p, *next;
+
+    for (p = e->oldest; p != NULL; p = next) {
+        next = p->newer;
+        pending_free(p);
+    }
+    hmap_fini(&e->pending);
+    memset(e, 0, sizeof(*e));
+}
+
+void
+cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg)
+{
+    e->cfg = cfg;
+}
+
+size_t
+cp_engine_pending(const struct cp_engine *e)
+{
+    return e->pending.count;
+}
+
+const char *
+cp_action_word(enum cp_action a)
+{
+    static const char *const w[] = {"DUNNO", "DEFER_IF_PERMIT", "REJECT",
+                                    "HOLD",  "WARN",            "PREPEND"};
+
+    return a < CP_ACT_COUNT ? w[a] : "DUNNO";
+}
+
+const char *
+cp_stage_name(enum cp_stage s)
+{
+    static const char *const n[] = {"RCPT", "DATA", "END-OF-MESSAGE",
+                                    "OTHER"};
+
+    return n[s];
+}
+
+void
+cp_engine_rate(const struct cp_rule *r, double *rate)
+{
+    *rate = (double)r->max / (double)r->window_ms;
+}
+
+/* ---- pending messages ---- */
+
+static void
+pending_unlink(struct cp_engine *e, struct cp_pending *p)
+{
+    if (p->older)
+        p->older->newer = p->newer;
+    else
+        e->oldest = p->newer;
+    if (p->newer)
+        p->newer->older = p->older;
+    else
+        e->newest = p->older;
+    hmap_del(&e->pending, hmap_hash(p->instance, p->ilen), p->instance,
+             p->ilen, pending_eq);
+}
+
+/* Give the reservation back to the account and forget the message. */
+static void
+pending_release(struct cp_engine *e, struct cp_pending *p, int64_t now_ms)
+{
+    struct cp_meter_op op;
+    struct cp_meter_result res;
+
+    memset(&op, 0, sizeof(op));
+    op.key = p->key;
+    op.keylen = p->keylen;
+    op.now_ms = now_ms;
+    memcpy(op.release, p->reserved, sizeof(op.release));
+    op.slots = e->cfg->slots;
+    op.nslots = e->cfg->nslots;
+    e->store->ops->meter(e->store, &op, &res);
+    pending_unlink(e, p);
+    pending_free(p);
+}
+
+static struct cp_pending *
+pending_add(struct cp_engine *e, const struct policy_str *inst,
+            const struct cp_identity *id, int64_t now_ms)
+{
+    struct cp_pending *p;
+
+    while (e->pending.count >= e->cfg->max_pending && e->oldest != NULL) {
+        e->stats.pending_evicted++;
+        pending_release(e, e->oldest, now_ms);
+    }
+    p = xcalloc(1, sizeof(*p));
+    p->instance = xmemdup0(inst->p, inst->len);
+    p->ilen = inst->len;
+    p->key = xmemdup0(id->key, id->keylen);
+    p->keylen = id->keylen;
+    p->created_ms = now_ms;
+    p->older = e->newest;
+    if (e->newest)
+        e->newest->newer = p;
+    else
+        e->oldest = p;
+    e->newest = p;
+    hmap_put(&e->pending, hmap_hash(inst->p, inst->len), p);
+    return p;
+}
+
+size_t
+cp_engine_expire(struct cp_engine *e, int64_t now_ms)
+{
+    size_t n = 0;
+
+    while (e->oldest != NULL &&
+           now_ms - e->oldest->created_ms >=
+               (int64_t)e->cfg->reservation_timeout_ms) {
+        pending_release(e, e->oldest, now_ms);
+        e->stats.pending_expired++;
+        n++;
+    }
+    return n;
+}
+
+/* ---- building the operation ---- */
+
+static enum cp_stage
+stage_of(const struct policy_request *req)
+{
+    if (policy_str_eq(req->protocol_state, "RCPT"))
+        return CP_STAGE_RCPT;
+    if (policy_str_eq(req->protocol_state, "DATA"))
+        return CP_STAGE_DATA;
+    if (policy_str_eq(req->protocol_state, "END-OF-MESSAGE"))
+        return CP_STAGE_EOM;
+    return CP_STAGE_OTHER;
+}
+
+static uint64_t
+attr_u64(struct policy_str s)
+{
+    uint64_t v = 0;
+
+    if (s.p == NULL || !parse_u64(s.p, s.len, &v))
+        return 0;
+    return v;
+}
+
+static uint32_t
+domain_hash(struct policy_str rcpt)
+{
+    const char *at;
+    uint32_t h;
+
+    if (rcpt.p == NULL || (at = memrchr(rcpt.p, '@', rcpt.len)) == NULL)
+        return 0;
+    /* Case-insensitive: hash a lower-cased copy of at most 255 bytes. */
+    char dom[256];
+    size_t n = rcpt.len - (size_t)(at + 1 - rcpt.p);
+
+    if (n == 0)
+        return 0;
+    if (n > sizeof(dom))
+        n = sizeof(dom);
+    for (size_t i = 0; i < n; i++) {
+        char c = at[1 + i];
+
+        dom[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    h = (uint32_t)hmap_hash(dom, n);
+    return h ? h : 1;
+}
+
+/* Per-metric costs of this request. */
+struct costs {
+    double v[CP_METRIC_COUNT]; /* domains: 1 means "count if new" */
+};
+
+static void
+build_op(const struct cp_engine *e, const struct cp_identity *id,
+         const struct costs *c, int64_t now_ms, struct cp_meter_op *op)
+{
+    op->key = id->key;
+    op->keylen = id->keylen;
+    op->now_ms = now_ms;
+    op->slots = e->cfg->slots;
+    op->nslots = e->cfg->nslots;
+    op->nrules = id->rules->n;
+    for (size_t i = 0; i < id->rules->n; i++) {
+        const struct cp_rule *r = &id->rules->rule[i];
+        struct cp_meter_rule *m = &op->rule[i];
+
+        m->slot = r->slot;
+        m->enforce = !r->shadow && !e->cfg->shadow &&
+                     (r->action == CP_ACT_DEFER || r->action == CP_ACT_REJECT);
+        m->domain = r->metric == CP_METRIC_DOMAINS;
+        m->cap = (double)r->max;
+        cp_engine_rate(r, &m->rate);
+        m->cost = m->domain ? 0 : c->v[r->metric];
+        if (m->domain && c->v[CP_METRIC_DOMAINS] == 0)
+            m->domain = false; /* no recipient in this request */
+    }
+}
+
+/* ---- the reply ---- */
+
+static void
+describe_window(char *out, size_t n, uint64_t ms)
+{
+    static const struct {
+        uint64_t ms;
+        const char *one, *many;
+    } u[] = {{86400000, "day", "days"},
+             {3600000, "hour", "hours"},
+             {60000, "minute", "minutes"},
+             {1000, "second", "seconds"}};
+
+    for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
+        if (ms % u[i].ms == 0) {
+            uint64_t k = ms / u[i].ms;
+
+            if (k == 1)
+                snprintf(out, n, "per %s", u[i].one);
+            else
+                snprintf(out, n, "per %llu %s", (unsigned long long)k,
+                         u[i].many);
+            return;
+        }
+    }
+    snprintf(out, n, "per %llu ms", (unsigned long long)ms);
+}
+
+static void
+describe_wait(char *out, size_t n, double s)
+{
+    if (s < 1)
+        snprintf(out, n, "a moment");
+    else if (s < 120)
+        snprintf(out, n, "%.0f seconds", ceil(s));
+    else if (s < 7200)
+        snprintf(out, n, "%.0f minutes", ceil(s / 60));
+    else
+        snprintf(out, n, "%.0f hours", ceil(s / 3600));
+}
+
+static void
+reply_text(struct cp_decision *d)
+{
+    static const char *const what[] = {"messages", "recipients",
+                                       "bytes of mail", "recipient domains"};
+    const struct cp_rule *r = &d->rule;
+    char win[48], wait[32];
+
+    describe_window(win, sizeof(win), r->window_ms);
+    describe_wait(wait, sizeof(wait), d->retry_s);
+    switch (d->verdict) {
+    case CP_ACT_DEFER:
+        snprintf(d->text, sizeof(d->text),
+                 "4.7.1 Sending limit reached: this account may send %llu %s "
+                 "%s; try again in %s",
+                 (unsigned long long)r->max, what[r->metric], win, wait);
+        break;
+    case CP_ACT_REJECT:
+        snprintf(d->text, sizeof(d->text),
+                 "5.7.1 Sending limit exceeded: this account may send %llu %s "
+                 "%s",
+                 (unsigned long long)r->max, what[r->metric], win);
+        break;
+    case CP_ACT_HOLD:
+        snprintf(d->text, sizeof(d->text), "chokepoint: over limit %s",
+                 r->name);
+        break;
+    case CP_ACT_WARN:
+        snprintf(d->text, sizeof(d->text), "chokepoint: over limit %s",
+                 r->name);
+        break;
+    case CP_ACT_PREPEND:
+        snprintf(d->text, sizeof(d->text), "X-Chokepoint: over-limit %s",
+                 r->name);
+        break;
+    default:
+        d->text[0] = '\0';
+    }
+}
+
+/* Turn the store's answer into the decision. */
+static void
+finish(struct cp_engine *e, const struct cp_meter_op *op,
+       const struct cp_meter_result *res, struct cp_decision *d)
+{
+    const struct cp_ruleset *rs = d->id.rules;
+    int pick = res->denied;
+    bool shadow = false;
+
+    /* Enforced denial first; else a non-blocking action that is not
+     * shadowed (hold, prepend, warn); else the first shadowed breach. */
+    for (size_t i = 0; pick < 0 && i < op->nrules; i++)
+        if ((res->over & (1u << i)) && !rs->rule[i].shadow && !e->cfg->shadow)
+            pick = (int)i;
+    for (size_t i = 0; pick < 0 && i < op->nrules; i++)
+        if (res->over & (1u << i)) {
+            pick = (int)i;
+            shadow = true;
+        }
+    if (pick < 0)
+        return;
+    d->has_rule = true;
+    d->rule = rs->rule[pick];
+    d->value = res->level[pick];
+    d->cost = res->cost[pick];
+    d->limit = (double)d->rule.max;
+    d->retry_s = (d->value + d->cost - d->limit) / op->rule[pick].rate / 1000;
+    if (d->retry_s < 0)
+        d->retry_s = 0;
+    d->verdict = d->rule.action;
+    d->shadow = shadow || e->cfg->shadow;
+    /* Shadow rules on a non-blocking breach still answer DUNNO. */
+    d->action = d->shadow ? CP_ACT_DUNNO : d->verdict;
+    reply_text(d);
+    if (d->shadow)
+        e->stats.shadow_would[d->verdict]++;
+}
+
+static void
+decide_rcpt(struct cp_engine *e, const struct policy_request *req,
+            int64_t now_ms, struct cp_decision *d)
+{
+    bool two_phase = e->cfg->acct_mode == CP_ACCT_TWO_PHASE &&
+                     req->instance.p != NULL && req->instance.len > 0;
+    struct cp_pending *p = NULL;
+    struct cp_meter_op op;
+    struct cp_meter_result res;
+    struct costs c;
+
+    if (two_phase)
+        p = hmap_get(&e->pending, hmap_hash(req->instance.p, req->instance.len),
+                     req->instance.p, req->instance.len, pending_eq);
+    if (p != NULL && (p->keylen != d->id.keylen ||
+                      memcmp(p->key, d->id.key, p->keylen) != 0))
+        p = NULL; /* instance reused by another account: treat as new */
+    memset(&c, 0, sizeof(c));
+    c.v[CP_METRIC_MESSAGES] = p ? 0 : 1;
+    c.v[CP_METRIC_RECIPIENTS] = 1;
+    c.v[CP_METRIC_BYTES] = p ? 0 : (double)attr_u64(req->size);
+    c.v[CP_METRIC_DOMAINS] = 1;
+    memset(&op, 0, sizeof(op));
+    build_op(e, &d->id, &c, now_ms, &op);
+    op.domain_hash = domain_hash(req->recipient);
+    e->store->ops->meter(e->store, &op, &res);
+    finish(e, &op, &res, d);
+    if (res.denied >= 0 || !two_phase)
+        return;
+    if (p == NULL)
+        p = pending_add(e, &req->instance, &d->id, now_ms);
+    p->reserved[CP_METRIC_MESSAGES] += c.v[CP_METRIC_MESSAGES];
+    p->reserved[CP_METRIC_RECIPIENTS] += 1;
+    p->reserved[CP_METRIC_BYTES] += c.v[CP_METRIC_BYTES];
+    p->reserved[CP_METRIC_DOMAINS] += res.new_domain ? 1 : 0;
+}
+
+static void
+decide_eom(struct cp_engine *e, const struct policy_request *req,
+           int64_t now_ms, struct cp_decision *d)
+{
+    struct cp_pending *p = NULL;
+    struct cp_meter_op op;
+    struct cp_meter_result res;
+    struct costs c;
+
+    if (e->cfg->acct_mode != CP_ACCT_TWO_PHASE)
+        return;
+    if (req->instance.p != NULL)
+        p = hmap_get(&e->pending, hmap_hash(req->instance.p, req->instance.len),
+                     req->instance.p, req->instance.len, pending_eq);
+    memset(&c, 0, sizeof(c));
+    c.v[CP_METRIC_MESSAGES] = 1;
+    c.v[CP_METRIC_RECIPIENTS] = (double)attr_u64(req->recipient_count);
+    c.v[CP_METRIC_BYTES] = (double)attr_u64(req->size);
+    memset(&op, 0, sizeof(op));
+    build_op(e, &d->id, &c, now_ms, &op);
+    if (p != NULL) {
+        memcpy(op.release, p->reserved, sizeof(op.release));
+        /* Domains were counted at RCPT; keep them (see design.md). */
+        op.release[CP_METRIC_DOMAINS] = 0;
+    }
+    e->store->ops->meter(e->store, &op, &res);
+    finish(e, &op, &res, d);
+    if (p != NULL) {
+        pending_unlink(e, p);
+        pending_free(p);
+    }
+    e->stats.settled++;
+}
+
+int
+cp_engine_decide(struct cp_engine *e, const struct policy_request *req,
+                 int64_t now_ms, struct cp_decision *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->stage = stage_of(req);
+    d->action = d->verdict = CP_ACT_DUNNO;
+    e->stats.requests++;
+    if (cp_identity_resolve(e->cfg, req, &d->id) < 0) {
+        e->stats.identity_errors++;
+        e->stats.by_action[CP_ACT_DUNNO]++;
+        return -1;
+    }
+    if (d->stage == CP_STAGE_RCPT)
+        decide_rcpt(e, req, now_ms, d);
+    else if (d->stage == CP_STAGE_EOM)
+        decide_eom(e, req, now_ms, d);
+    e->stats.by_action[d->action]++;
+    return 0;
+}

@@ -1,0 +1,86 @@
+/*
+ * engine.h — the policy decision engine: request in, decision out. No I/O,
+ * no clock of its own (the caller passes `now_ms`, so the simulator can run
+ * it on a virtual clock), no logging (the decision carries its explanation).
+ *
+ * Two-phase accounting: the first RCPT of a message (`instance`) reserves
+ * one message and its declared size, every RCPT one recipient and maybe one
+ * new domain; END-OF-MESSAGE releases the reservation and charges Postfix's
+ * final recipient_count and size; a message that never gets there is
+ * released by cp_engine_expire() after accounting.reservation_timeout.
+ *
+ * Ownership: the engine borrows the config and the store; the caller keeps
+ * both alive and swaps the config with cp_engine_set_config().
+ * Thread: the loop thread only.
+ */
+#ifndef CP_CORE_ENGINE_H
+#define CP_CORE_ENGINE_H
+
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/identity.h"
+#include "core/policy.h"
+#include "core/store.h"
+#include "util/hmap.h"
+
+enum cp_stage { CP_STAGE_RCPT, CP_STAGE_DATA, CP_STAGE_EOM, CP_STAGE_OTHER };
+
+struct cp_stats {
+    uint64_t requests;
+    uint64_t by_action[CP_ACT_COUNT];     /* what was answered */
+    uint64_t shadow_would[CP_ACT_COUNT];  /* what shadow mode suppressed */
+    uint64_t identity_errors;
+    uint64_t pending_expired;             /* released after the timeout */
+    uint64_t pending_evicted;             /* released early: table full */
+    uint64_t settled;                     /* messages charged at EOM */
+};
+
+struct cp_pending;
+
+struct cp_engine {
+    const struct cp_config *cfg;
+    struct cp_store *store;
+    struct hmap pending;                  /* instance → struct cp_pending */
+    struct cp_pending *oldest, *newest;   /* by creation time */
+    struct cp_stats stats;
+};
+
+#define CP_TEXT_MAX 320
+
+struct cp_decision {
+    enum cp_stage stage;
+    enum cp_action action;   /* what is answered */
+    enum cp_action verdict;  /* what the rules call for */
+    bool shadow;             /* verdict suppressed by shadow mode */
+    bool has_rule;
+    struct cp_rule rule;     /* the rule that fired (copy: outlives reloads) */
+    double value;            /* level before this request's cost */
+    double cost, limit, retry_s;
+    struct cp_identity id;
+    char text[CP_TEXT_MAX];  /* reply text after the action word */
+};
+
+void cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
+                    struct cp_store *store);
+/* Frees pending reservations without releasing them (shutdown). */
+void cp_engine_fini(struct cp_engine *e);
+void cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg);
+
+/* Decide one request. Returns 0, or -1 if no identity could be derived
+ * (d->action is then DUNNO). */
+int cp_engine_decide(struct cp_engine *e, const struct policy_request *req,
+                     int64_t now_ms, struct cp_decision *d);
+
+/* Release reservations older than the timeout; returns how many. */
+size_t cp_engine_expire(struct cp_engine *e, int64_t now_ms);
+size_t cp_engine_pending(const struct cp_engine *e);
+
+/* Postfix action word: "DUNNO", "DEFER_IF_PERMIT", "REJECT", ... */
+const char *cp_action_word(enum cp_action a);
+const char *cp_stage_name(enum cp_stage s);
+
+/* Build the meter rules of a ruleset (shared with the admin view). */
+void cp_engine_rate(const struct cp_rule *r, double *rate);
+
+#endif

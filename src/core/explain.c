@@ -1,0 +1,109 @@
+/* explain.c — see explain.h. */
+#include "core/explain.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+void
+cp_format_time(char *out, size_t n, int64_t ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(ms % 1000));
+}
+
+static void
+json_field(struct strbuf *sb, const char *name, struct policy_str v)
+{
+    sb_printf(sb, ",\"%s\":", name);
+    if (v.p == NULL) {
+        sb_puts(sb, "null");
+        return;
+    }
+    sb_json_str(sb, v.p, v.len > EXPLAIN_MAX_FIELD ? EXPLAIN_MAX_FIELD : v.len);
+}
+
+static void
+json_str(struct strbuf *sb, const char *name, const char *v)
+{
+    sb_printf(sb, ",\"%s\":", name);
+    if (v == NULL)
+        sb_puts(sb, "null");
+    else
+        sb_json_str(sb, v, strlen(v));
+}
+
+void
+cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
+                const struct policy_request *req, int64_t now_ms)
+{
+    char ts[32];
+
+    cp_format_time(ts, sizeof(ts), now_ms);
+    sb_printf(sb, "{\"ts\":\"%s\"", ts);
+    json_str(sb, "stage", cp_stage_name(d->stage));
+    json_str(sb, "action", cp_action_word(d->action));
+    json_str(sb, "verdict", cp_action_word(d->verdict));
+    sb_printf(sb, ",\"shadow\":%s", d->shadow ? "true" : "false");
+    json_str(sb, "key", d->id.key[0] ? d->id.key : NULL);
+    json_str(sb, "identity", d->id.key[0] == '\0' ? NULL
+                             : d->id.kind == CP_ID_SASL ? "sasl"
+                                                         : "address");
+    json_str(sb, "customer", d->id.cust ? d->id.cust->id : NULL);
+    json_str(sb, "class", d->id.cls ? d->id.cls->name : NULL);
+    json_field(sb, "sasl_username", req->sasl_username);
+    json_field(sb, "client_address", req->client_address);
+    json_field(sb, "sender", req->sender);
+    json_field(sb, "recipient", req->recipient);
+    json_field(sb, "instance", req->instance);
+    json_field(sb, "queue_id", req->queue_id);
+    if (d->has_rule) {
+        json_str(sb, "rule", d->rule.name);
+        json_str(sb, "metric", cp_metric_name(d->rule.metric));
+        sb_printf(sb, ",\"window_s\":%llu",
+                  (unsigned long long)(d->rule.window_ms / 1000));
+        sb_puts(sb, ",\"value\":");
+        sb_json_num(sb, d->value);
+        sb_puts(sb, ",\"cost\":");
+        sb_json_num(sb, d->cost);
+        sb_puts(sb, ",\"limit\":");
+        sb_json_num(sb, d->limit);
+        sb_puts(sb, ",\"retry_s\":");
+        sb_json_num(sb, d->retry_s);
+        json_str(sb, "text", d->text);
+    } else {
+        sb_puts(sb, ",\"rule\":null");
+    }
+    sb_puts(sb, "}");
+}
+
+void
+cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
+                const struct policy_request *req)
+{
+    char login[EXPLAIN_MAX_FIELD * 4 + 4], client[64], inst[64];
+
+    str_escape(login, sizeof(login), req->sasl_username.p ? req->sasl_username.p
+                                                          : "",
+               req->sasl_username.len, EXPLAIN_MAX_FIELD);
+    str_escape(client, sizeof(client),
+               req->client_address.p ? req->client_address.p : "",
+               req->client_address.len, 46);
+    str_escape(inst, sizeof(inst), req->instance.p ? req->instance.p : "",
+               req->instance.len, 40);
+    sb_printf(sb, "%s%s: stage=%s key=%s class=%s login=%s client=%s "
+                  "instance=%s",
+              d->shadow ? "shadow " : "",
+              d->shadow ? cp_action_word(d->verdict) : cp_action_word(d->action),
+              cp_stage_name(d->stage), d->id.key[0] ? d->id.key : "-",
+              d->id.cls ? d->id.cls->name : "-", login[0] ? login : "-",
+              client, inst);
+    if (d->has_rule)
+        sb_printf(sb, " rule=%s value=%.2f cost=%.0f limit=%.0f retry=%.0fs",
+                  d->rule.name, d->value, d->cost, d->limit, d->retry_s);
+}

@@ -1,0 +1,124 @@
+/* identity.c — see identity.h. */
+#include "core/identity.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/custmap.h"
+#include "util/hmap.h"
+#include "util/inet.h"
+
+static void
+set_key(struct cp_identity *id, const char *prefix, const char *s, size_t len)
+{
+    size_t plen = strlen(prefix);
+
+    if (plen + len >= sizeof(id->key)) {
+        id->keylen = (size_t)snprintf(id->key, sizeof(id->key), "%c#%016llx",
+                                      prefix[0],
+                                      (unsigned long long)hmap_hash(s, len));
+        return;
+    }
+    memcpy(id->key, prefix, plen);
+    memcpy(id->key + plen, s, len);
+    id->keylen = plen + len;
+    id->key[id->keylen] = '\0';
+}
+
+static void
+set_customer(struct cp_identity *id, const struct cp_customer *c)
+{
+    id->cust = c;
+    id->cls = c->cls;
+    id->rules = &c->rules;
+    set_key(id, "c:", c->id, strlen(c->id));
+}
+
+static void
+from_login(const struct cp_config *cfg, const char *s, size_t len,
+           struct cp_identity *id)
+{
+    const struct cp_customer *c = cp_custmap_login(cfg, s, len);
+
+    id->kind = CP_ID_SASL;
+    if (c != NULL) {
+        set_customer(id, c);
+        return;
+    }
+    id->cls = cfg->default_class;
+    id->rules = &id->cls->rules;
+    set_key(id, "u:", s, len);
+}
+
+static void
+from_addr(const struct cp_config *cfg, const struct inet_addr *addr,
+          struct cp_identity *id)
+{
+    const struct cp_customer *c = cp_custmap_network(cfg, addr);
+    struct inet_addr a = *addr;
+    unsigned plen = a.family == 4 ? cfg->ipv4_prefix : cfg->ipv6_prefix;
+    char net[INET_PREFIX_STRLEN];
+
+    id->kind = CP_ID_ADDR;
+    if (c != NULL) {
+        set_customer(id, c);
+        return;
+    }
+    id->cls = cfg->unauth_class;
+    id->rules = &id->cls->rules;
+    inet_mask(&a, plen);
+    inet_format_prefix(net, sizeof(net), &a, plen);
+    set_key(id, "ip:", net, strlen(net));
+}
+
+int
+cp_identity_resolve(const struct cp_config *cfg,
+                    const struct policy_request *req, struct cp_identity *out)
+{
+    struct inet_addr addr;
+
+    memset(out, 0, sizeof(*out));
+    if (req->sasl_username.p != NULL && req->sasl_username.len > 0) {
+        from_login(cfg, req->sasl_username.p, req->sasl_username.len, out);
+        return 0;
+    }
+    if (req->client_address.p == NULL ||
+        !inet_parse(req->client_address.p, req->client_address.len, &addr))
+        return -1;
+    from_addr(cfg, &addr, out);
+    return 0;
+}
+
+int
+cp_identity_lookup(const struct cp_config *cfg, const char *s, size_t len,
+                   struct cp_identity *out)
+{
+    struct inet_addr addr;
+    unsigned plen;
+
+    memset(out, 0, sizeof(*out));
+    if (len > 2 && memcmp(s, "c:", 2) == 0) {
+        const struct cp_customer *c = cp_custmap_customer(cfg, s + 2, len - 2);
+
+        if (c == NULL)
+            return -1;
+        out->kind = CP_ID_SASL;
+        set_customer(out, c);
+        return 0;
+    }
+    if (len > 2 && memcmp(s, "u:", 2) == 0) {
+        from_login(cfg, s + 2, len - 2, out);
+        return 0;
+    }
+    if (len > 3 && memcmp(s, "ip:", 3) == 0 &&
+        inet_parse_prefix(s + 3, len - 3, &addr, &plen)) {
+        from_addr(cfg, &addr, out);
+        return 0;
+    }
+    if (inet_parse(s, len, &addr)) {
+        from_addr(cfg, &addr, out);
+        return 0;
+    }
+    from_login(cfg, s, len, out);
+    return 0;
+}

@@ -1,0 +1,319 @@
+/*
+ * admin.c — the admin socket used by the `chokepoint` command line.
+ *
+ * Protocol: the client sends one line, "[json ]COMMAND [ARG]\n", and reads
+ * the reply until EOF. Commands: status, show ACCOUNT. Replies are text for
+ * people, or one JSON object with the "json" prefix. The socket is mode
+ * 0600: whoever can connect is an administrator. Limits: ADMIN_MAX_LINE
+ * bytes per command line; a client gets ADMIN_TIMEOUT_MS to send it.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/explain.h"
+#include "core/identity.h"
+#include "daemon/daemon.h"
+#include "util/msg.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+#define ADMIN_MAX_LINE 1024
+#define ADMIN_TIMEOUT_MS 5000
+
+struct admin_conn {
+    uv_pipe_t pipe;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    struct daemon *d;
+    struct strbuf in, out;
+    int open_handles;
+    bool done;
+};
+
+static void
+on_closed(uv_handle_t *h)
+{
+    struct admin_conn *a = h->data;
+
+    if (--a->open_handles > 0)
+        return;
+    sb_fini(&a->in);
+    sb_fini(&a->out);
+    free(a);
+}
+
+static void
+admin_conn_close(struct admin_conn *a)
+{
+    if (uv_is_closing((uv_handle_t *)&a->pipe))
+        return;
+    uv_close((uv_handle_t *)&a->pipe, on_closed);
+    uv_close((uv_handle_t *)&a->timer, on_closed);
+}
+
+static void
+status(struct daemon *d, struct strbuf *o, bool json)
+{
+    const struct cp_stats *s = &d->engine.stats;
+    size_t accts = d->ms->base.ops->count(&d->ms->base);
+    size_t bytes = d->ms->base.ops->bytes(&d->ms->base);
+    int64_t up = (daemon_now_ms() - d->started_ms) / 1000;
+
+    if (!json) {
+        sb_printf(o, "chokepointd %s, up %llds, config %s%s\n", CP_VERSION,
+                  (long long)up, d->cfg->file,
+                  d->cfg->shadow ? " (SHADOW MODE)" : "");
+        sb_printf(o, "accounts: %zu (%zu bytes, %.0f per account)\n", accts,
+                  bytes, accts ? (double)bytes / (double)accts : 0.0);
+        sb_printf(o, "connections: %zu open, %llu refused\n", d->nconns,
+                  (unsigned long long)d->stats.conns_refused);
+        sb_printf(o, "pending messages: %zu\n",
+                  cp_engine_pending(&d->engine));
+        sb_printf(o, "requests: %llu\n", (unsigned long long)s->requests);
+        for (int a = 0; a < CP_ACT_COUNT; a++)
+            sb_printf(o, "  %-16s %llu (shadow would: %llu)\n",
+                      cp_action_word((enum cp_action)a),
+                      (unsigned long long)s->by_action[a],
+                      (unsigned long long)s->shadow_would[a]);
+        sb_printf(o, "protocol errors: %llu, checkpoints: %llu (%llu "
+                     "errors)\n",
+                  (unsigned long long)d->stats.protocol_errors,
+                  (unsigned long long)d->stats.ckpt_runs,
+                  (unsigned long long)d->stats.ckpt_errors);
+        return;
+    }
+    sb_printf(o, "{\"version\":\"%s\",\"uptime_s\":%lld,\"config\":", CP_VERSION,
+              (long long)up);
+    sb_json_str(o, d->cfg->file, strlen(d->cfg->file));
+    sb_printf(o, ",\"shadow\":%s,\"accounts\":%zu,\"store_bytes\":%zu,"
+                 "\"connections\":%zu,\"connections_refused\":%llu,"
+                 "\"pending_messages\":%zu,\"requests\":%llu,"
+                 "\"protocol_errors\":%llu,\"idle_timeouts\":%llu,"
+                 "\"reservations_expired\":%llu,\"checkpoints\":%llu,"
+                 "\"checkpoint_errors\":%llu,\"checkpoint_rows\":%llu,"
+                 "\"decisions\":{",
+              d->cfg->shadow ? "true" : "false", accts, bytes, d->nconns,
+              (unsigned long long)d->stats.conns_refused,
+              cp_engine_pending(&d->engine), (unsigned long long)s->requests,
+              (unsigned long long)d->stats.protocol_errors,
+              (unsigned long long)d->stats.idle_timeouts,
+              (unsigned long long)s->pending_expired,
+              (unsigned long long)d->stats.ckpt_runs,
+              (unsigned long long)d->stats.ckpt_errors,
+              (unsigned long long)d->stats.ckpt_rows);
+    for (int a = 0; a < CP_ACT_COUNT; a++)
+        sb_printf(o, "%s\"%s\":%llu", a ? "," : "",
+                  cp_action_word((enum cp_action)a),
+                  (unsigned long long)s->by_action[a]);
+    sb_puts(o, "},\"shadow_would\":{");
+    for (int a = 0; a < CP_ACT_COUNT; a++)
+        sb_printf(o, "%s\"%s\":%llu", a ? "," : "",
+                  cp_action_word((enum cp_action)a),
+                  (unsigned long long)s->shadow_would[a]);
+    sb_puts(o, "}}\n");
+}
+
+static void
+show_counters(struct daemon *d, const struct cp_identity *id,
+              const struct cp_counters *c, bool tracked, struct strbuf *o,
+              bool json)
+{
+    int64_t now = daemon_now_ms();
+
+    for (size_t i = 0; i < id->rules->n; i++) {
+        const struct cp_rule *r = &id->rules->rule[i];
+        double rate, v;
+
+        cp_engine_rate(r, &rate);
+        v = tracked ? cp_meter_level_now(c, r->slot, rate, now) : 0;
+        if (json) {
+            sb_printf(o, "%s{\"rule\":\"%s\",\"metric\":\"%s\","
+                         "\"window_s\":%llu,\"value\":",
+                      i ? "," : "", r->name, cp_metric_name(r->metric),
+                      (unsigned long long)(r->window_ms / 1000));
+            sb_json_num(o, v);
+            sb_printf(o, ",\"limit\":%llu,\"action\":\"%s\",\"shadow\":%s}",
+                      (unsigned long long)r->max, cp_action_name(r->action),
+                      r->shadow || d->cfg->shadow ? "true" : "false");
+        } else {
+            sb_printf(o, "  %-20s %12.2f / %-10llu %s%s\n", r->name, v,
+                      (unsigned long long)r->max, cp_action_name(r->action),
+                      r->shadow || d->cfg->shadow ? " (shadow)" : "");
+        }
+    }
+}
+
+static void
+show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
+     bool json)
+{
+    struct cp_identity id;
+    struct cp_counters c;
+    bool tracked;
+
+    if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
+        sb_printf(o, json ? "{\"error\":\"unknown account\"}\n"
+                          : "error: unknown account\n");
+        return;
+    }
+    memset(&c, 0, sizeof(c));
+    tracked = d->ms->base.ops->peek(&d->ms->base, id.key, id.keylen, &c);
+    if (!json) {
+        sb_printf(o, "account %s  customer %s  class %s%s\n", id.key,
+                  id.cust ? id.cust->id : "-", id.cls->name,
+                  tracked ? "" : "  (no traffic recorded)");
+        sb_puts(o, "  rule                        level / limit      action\n");
+        show_counters(d, &id, &c, tracked, o, false);
+        return;
+    }
+    sb_puts(o, "{\"key\":");
+    sb_json_str(o, id.key, id.keylen);
+    sb_puts(o, ",\"customer\":");
+    if (id.cust)
+        sb_json_str(o, id.cust->id, strlen(id.cust->id));
+    else
+        sb_puts(o, "null");
+    sb_puts(o, ",\"class\":");
+    sb_json_str(o, id.cls->name, strlen(id.cls->name));
+    sb_printf(o, ",\"tracked\":%s,\"counters\":[", tracked ? "true" : "false");
+    show_counters(d, &id, &c, tracked, o, true);
+    sb_puts(o, "]}\n");
+}
+
+static void
+on_written(uv_write_t *w, int status)
+{
+    (void)status;
+    admin_conn_close(w->data);
+}
+
+static void
+run_command(struct admin_conn *a, const char *line, size_t len)
+{
+    bool json = false;
+    const char *sp;
+
+    if (len >= 5 && memcmp(line, "json ", 5) == 0) {
+        json = true;
+        line += 5;
+        len -= 5;
+    }
+    sp = memchr(line, ' ', len);
+    if (len == 6 && memcmp(line, "status", 6) == 0) {
+        status(a->d, &a->out, json);
+    } else if (sp && sp - line == 4 && memcmp(line, "show", 4) == 0) {
+        show(a->d, sp + 1, len - 5, &a->out, json);
+    } else {
+        char esc[80];
+
+        msg_warn("admin: unknown command \"%s\"",
+                 str_escape(esc, sizeof(esc), line, len, 40));
+        sb_puts(&a->out, json ? "{\"error\":\"unknown command\"}\n"
+                              : "error: unknown command (status, show "
+                                "ACCOUNT)\n");
+    }
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char rbuf[ADMIN_MAX_LINE];
+
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(rbuf, sizeof(rbuf));
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct admin_conn *a = s->data;
+    char *nl;
+    uv_buf_t wb;
+
+    if (a->done)
+        return;
+    if (nread < 0) {
+        admin_conn_close(a);
+        return;
+    }
+    sb_append(&a->in, buf->base, (size_t)nread);
+    if (a->in.len > ADMIN_MAX_LINE) {
+        msg_warn("admin: command line too long");
+        admin_conn_close(a);
+        return;
+    }
+    if ((nl = memchr(a->in.data, '\n', a->in.len)) == NULL)
+        return;
+    a->done = true;
+    uv_read_stop(s);
+    run_command(a, a->in.data, (size_t)(nl - a->in.data));
+    wb = uv_buf_init(a->out.data, (unsigned)a->out.len);
+    a->wreq.data = a;
+    if (uv_write(&a->wreq, s, &wb, 1, on_written) < 0)
+        admin_conn_close(a);
+}
+
+static void
+on_timeout(uv_timer_t *t)
+{
+    struct admin_conn *a = t->data;
+
+    if (!a->done)
+        admin_conn_close(a);
+}
+
+static void
+on_connection(uv_stream_t *server, int status)
+{
+    struct daemon *d = server->data;
+    struct admin_conn *a;
+
+    if (status < 0)
+        return;
+    a = xcalloc(1, sizeof(*a));
+    a->d = d;
+    sb_init(&a->in);
+    sb_init(&a->out);
+    uv_pipe_init(d->loop, &a->pipe, 0);
+    uv_timer_init(d->loop, &a->timer);
+    a->pipe.data = a;
+    a->timer.data = a;
+    a->open_handles = 2;
+    if (uv_accept(server, (uv_stream_t *)&a->pipe) < 0) {
+        admin_conn_close(a);
+        return;
+    }
+    uv_timer_start(&a->timer, on_timeout, ADMIN_TIMEOUT_MS, 0);
+    uv_read_start((uv_stream_t *)&a->pipe, on_alloc, on_read);
+}
+
+int
+admin_listen(struct daemon *d)
+{
+    int rc;
+
+    if (server_unix_bind(d->loop, &d->admin, d->cfg->admin_socket, 0600) < 0)
+        return -1;
+    d->admin.data = d;
+    d->admin_open = true;
+    d->admin_path = xstrdup(d->cfg->admin_socket);
+    if ((rc = uv_listen((uv_stream_t *)&d->admin, 16, on_connection)) < 0) {
+        msg_error("listen %s: %s", d->cfg->admin_socket, uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+void
+admin_close(struct daemon *d)
+{
+    if (d->admin_open && !uv_is_closing((uv_handle_t *)&d->admin)) {
+        uv_close((uv_handle_t *)&d->admin, NULL);
+        d->admin_open = false;
+        unlink(d->admin_path);
+    }
+    free(d->admin_path);
+    d->admin_path = NULL;
+}

@@ -1,0 +1,339 @@
+/*
+ * conn.c — one policy client connection: read bytes, feed the codec, decide
+ * each complete request in order, write the replies.
+ *
+ * Peer errors (a limit exceeded, a malformed line, a client that does not
+ * read its replies) are logged with the connection's peer and an escaped,
+ * truncated excerpt, and the connection is closed; other connections are
+ * not affected. A connection idle for protocol.idle_timeout is closed.
+ * Lifetime: a conn owns its stream and timer handles and is freed when both
+ * close callbacks have run.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/explain.h"
+#include "core/policy.h"
+#include "daemon/daemon.h"
+#include "util/msg.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+union any_stream {
+    uv_pipe_t pipe;
+    uv_tcp_t tcp;
+    uv_handle_t handle;
+    uv_stream_t stream;
+};
+
+struct conn {
+    union any_stream h;
+    uv_timer_t idle;
+    struct daemon *d;
+    struct conn *prev, *next;
+    struct policy_parser parser;
+    struct strbuf out;
+    char peer[64];
+    char rbuf[DAEMON_READ_BUF];
+    int open_handles;
+    bool closing;
+    uint64_t requests;
+};
+
+struct write_req {
+    uv_write_t req;
+    size_t len;
+    char data[];
+};
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+
+    if (--c->open_handles > 0)
+        return;
+    policy_parser_fini(&c->parser);
+    sb_fini(&c->out);
+    free(c);
+}
+
+static void
+conn_close(struct conn *c)
+{
+    struct daemon *d = c->d;
+
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    d->nconns--;
+    uv_close(&c->h.handle, on_handle_closed);
+    uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+}
+
+static void
+on_idle(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+
+    c->d->stats.idle_timeouts++;
+    if (policy_parser_pending(&c->parser))
+        msg_warn("%s: closing: request incomplete after idle timeout",
+                 c->peer);
+    else
+        msg_debug("%s: closing idle connection", c->peer);
+    conn_close(c);
+}
+
+static void
+on_written(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct conn *c = req->handle->data;
+
+    if (status < 0 && status != UV_ECANCELED && !c->closing) {
+        msg_warn("%s: write: %s", c->peer, uv_strerror(status));
+        conn_close(c);
+    }
+    free(w);
+}
+
+static void
+flush_out(struct conn *c)
+{
+    struct write_req *w;
+    uv_buf_t buf;
+    int rc;
+
+    if (c->out.len == 0 || c->closing)
+        return;
+    buf = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    rc = uv_try_write(&c->h.stream, &buf, 1);
+    if (rc == (int)c->out.len) {
+        sb_reset(&c->out);
+        return;
+    }
+    if (rc < 0 && rc != UV_EAGAIN) {
+        msg_warn("%s: write: %s", c->peer, uv_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    if (rc < 0)
+        rc = 0;
+    if (uv_stream_get_write_queue_size(&c->h.stream) + c->out.len >
+        DAEMON_MAX_WRITE_QUEUE) {
+        msg_warn("%s: closing: client does not read its replies", c->peer);
+        conn_close(c);
+        return;
+    }
+    w = xmalloc(sizeof(*w) + c->out.len - (size_t)rc);
+    w->len = c->out.len - (size_t)rc;
+    memcpy(w->data, c->out.data + rc, w->len);
+    sb_reset(&c->out);
+    buf = uv_buf_init(w->data, (unsigned)w->len);
+    if ((rc = uv_write(&w->req, &c->h.stream, &buf, 1, on_written)) < 0) {
+        free(w);
+        msg_warn("%s: write: %s", c->peer, uv_strerror(rc));
+        conn_close(c);
+    }
+}
+
+static void
+handle_request(struct conn *c)
+{
+    struct daemon *d = c->d;
+    struct policy_request req;
+    struct cp_decision dec;
+    int64_t now = daemon_now_ms();
+
+    c->requests++;
+    policy_request_get(&c->parser, &req);
+    if (!policy_str_eq(req.request, "smtpd_access_policy")) {
+        char esc[80];
+
+        d->stats.bad_requests++;
+        msg_warn("%s: request type '%s' is not smtpd_access_policy; "
+                 "answering DUNNO",
+                 c->peer,
+                 str_escape(esc, sizeof(esc), req.request.p ? req.request.p
+                                                            : "",
+                            req.request.len, 40));
+        policy_format_reply(&c->out, "DUNNO", NULL);
+        return;
+    }
+    if (cp_engine_decide(&d->engine, &req, now, &dec) < 0) {
+        d->stats.bad_requests++;
+        msg_warn("%s: request has neither sasl_username nor a valid "
+                 "client_address; answering DUNNO",
+                 c->peer);
+    }
+    daemon_log_decision(d, &dec, &req, now);
+    policy_format_reply(&c->out, cp_action_word(dec.action), dec.text);
+}
+
+static void
+protocol_error(struct conn *c, enum policy_status st, const char *data,
+               size_t len)
+{
+    char esc[160];
+    const char *line;
+    size_t llen;
+
+    policy_parser_excerpt(&c->parser, &line, &llen);
+    if (llen > 0) {
+        data = line;
+        len = llen;
+    }
+    c->d->stats.protocol_errors++;
+    msg_warn("%s: closing: %s (after %llu requests) near \"%s\"", c->peer,
+             policy_status_str(st), (unsigned long long)c->requests,
+             str_escape(esc, sizeof(esc), data, len, 32));
+    conn_close(c);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+
+    (void)suggested;
+    *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    size_t off = 0;
+
+    if (nread < 0) {
+        if (nread != UV_EOF && nread != UV_ECONNRESET)
+            msg_warn("%s: read: %s", c->peer, uv_strerror((int)nread));
+        else if (policy_parser_pending(&c->parser))
+            msg_warn("%s: client closed in the middle of a request",
+                     c->peer);
+        conn_close(c);
+        return;
+    }
+    uv_timer_again(&c->idle);
+    while (off < (size_t)nread && !c->closing) {
+        size_t used = 0;
+        enum policy_status st = policy_feed(&c->parser, buf->base + off,
+                                            (size_t)nread - off, &used);
+
+        if (st == POLICY_REQUEST) {
+            handle_request(c);
+        } else if (st != POLICY_NEED_MORE) {
+            protocol_error(c, st, buf->base + off + used,
+                           (size_t)nread - off - used);
+            return;
+        }
+        off += used;
+    }
+    flush_out(c);
+}
+
+static void
+peer_name(struct conn *c)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof(sa);
+    char host[64];
+
+    if (c->h.handle.type == UV_TCP &&
+        uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&sa, &len) == 0) {
+        if (sa.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&sa, host, sizeof(host));
+        else
+            uv_ip6_name((struct sockaddr_in6 *)&sa, host, sizeof(host));
+        snprintf(c->peer, sizeof(c->peer), "tcp:%s", host);
+    } else {
+        snprintf(c->peer, sizeof(c->peer), "unix#%llu",
+                 (unsigned long long)c->d->stats.conns_accepted);
+    }
+}
+
+static void
+on_refused_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void
+refuse(struct daemon *d, uv_stream_t *server)
+{
+    int64_t now = daemon_now_ms();
+    union any_stream *s = xcalloc(1, sizeof(*s));
+
+    /* Accept and close at once, so the client gets a clean EOF. */
+    if (server->type == UV_TCP)
+        uv_tcp_init(d->loop, &s->tcp);
+    else
+        uv_pipe_init(d->loop, &s->pipe, 0);
+    uv_accept(server, &s->stream);
+    uv_close(&s->handle, on_refused_closed);
+    d->stats.conns_refused++;
+    d->refused_since_log++;
+    if (now - d->refuse_logged_ms >= 10000) {
+        msg_warn("refused %llu connections: protocol.max_connections (%u) "
+                 "reached",
+                 (unsigned long long)d->refused_since_log,
+                 d->cfg->max_connections);
+        d->refuse_logged_ms = now;
+        d->refused_since_log = 0;
+    }
+}
+
+void
+conn_start(struct daemon *d, uv_stream_t *server)
+{
+    struct conn *c;
+    int rc;
+
+    if (d->nconns >= d->cfg->max_connections || d->stopping) {
+        refuse(d, server);
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    c->d = d;
+    if (server->type == UV_TCP) {
+        uv_tcp_init(d->loop, &c->h.tcp);
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    } else {
+        uv_pipe_init(d->loop, &c->h.pipe, 0);
+    }
+    uv_timer_init(d->loop, &c->idle);
+    c->h.handle.data = c;
+    c->idle.data = c;
+    c->open_handles = 2;
+    policy_parser_init(&c->parser, &d->cfg->proto);
+    sb_init(&c->out);
+    d->stats.conns_accepted++;
+    c->next = d->conns;
+    if (d->conns)
+        d->conns->prev = c;
+    d->conns = c;
+    d->nconns++;
+    if ((rc = uv_accept(server, &c->h.stream)) < 0) {
+        msg_warn("accept: %s", uv_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    peer_name(c);
+    uv_timer_start(&c->idle, on_idle, d->cfg->idle_timeout_ms,
+                   d->cfg->idle_timeout_ms);
+    uv_read_start(&c->h.stream, on_alloc, on_read);
+}
+
+void
+conn_close_all(struct daemon *d)
+{
+    while (d->conns != NULL)
+        conn_close(d->conns);
+}

@@ -1,0 +1,93 @@
+/*
+ * daemon.h — chokepointd's process state: one struct owned by the loop
+ * thread, holding the running configuration, the engine, the store and the
+ * sockets. Modules: server.c (listeners, connection limit), conn.c (policy
+ * connections), admin.c (admin socket), checkpoint.c (durability), main.c
+ * (start-up, signals, reload, shutdown).
+ */
+#ifndef CP_DAEMON_DAEMON_H
+#define CP_DAEMON_DAEMON_H
+
+#include <stdio.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/engine.h"
+#include "store/memstore.h"
+#include "store/sqlite.h"
+
+#define DAEMON_READ_BUF 4096          /* bytes read per uv read callback */
+#define DAEMON_MAX_WRITE_QUEUE 262144 /* unsent reply bytes per connection */
+
+struct conn;
+struct listener;
+
+struct dstats {
+    uint64_t conns_accepted, conns_refused, conns_closed_error;
+    uint64_t protocol_errors, idle_timeouts, bad_requests;
+    uint64_t ckpt_runs, ckpt_errors, ckpt_rows;
+    int64_t ckpt_last_ms;
+    uint64_t ckpt_last_us;
+};
+
+struct daemon {
+    uv_loop_t *loop;
+    struct cp_config *cfg;
+    struct memstore *ms;
+    struct cp_sqlite *db;
+    struct cp_engine engine;
+    FILE *decision_log;
+
+    struct listener *listeners;
+    size_t nlisteners;
+    uv_pipe_t admin;
+    char *admin_path; /* as bound at start (the config may be reloaded) */
+    bool admin_open;
+
+    struct conn *conns; /* doubly-linked list of policy connections */
+    size_t nconns;
+
+    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_timer_t expire_timer, ckpt_timer;
+    uv_work_t ckpt_work;
+    bool ckpt_running;
+    struct ckpt_batch ckpt_batch;
+    char ckpt_err[CP_ERR_MAX];
+    int ckpt_rc;
+
+    int64_t started_ms;
+    int64_t refuse_logged_ms;
+    uint64_t refused_since_log;
+    bool stopping;
+    struct dstats stats;
+};
+
+int64_t daemon_now_ms(void);
+
+/* server.c */
+int server_listen(struct daemon *d);
+/* Bind a unix socket at `path` (a stale socket there is removed) and chmod
+ * it to `mode`. 0, or -1 after logging. */
+int server_unix_bind(uv_loop_t *loop, uv_pipe_t *p, const char *path,
+                     int mode);
+void server_close(struct daemon *d);
+
+/* conn.c */
+void conn_start(struct daemon *d, uv_stream_t *server);
+void conn_close_all(struct daemon *d);
+
+/* admin.c */
+int admin_listen(struct daemon *d);
+void admin_close(struct daemon *d);
+
+/* checkpoint.c */
+void ckpt_start(struct daemon *d);
+void ckpt_stop(struct daemon *d);
+/* Final checkpoint after the loop has stopped (synchronous). */
+void ckpt_final(struct daemon *d);
+
+/* main.c: log one decision (text line, JSON line). */
+void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
+                         const struct policy_request *req, int64_t now_ms);
+
+#endif

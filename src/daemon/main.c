@@ -1,0 +1,304 @@
+/*
+ * main.c — chokepointd: start-up, signals, reload, shutdown.
+ *
+ *   chokepointd [-c FILE] [--check] [--version]
+ *
+ * Start-up errors (bad config, unusable store or socket) are fatal with a
+ * message naming what and where. SIGHUP reloads the configuration and the
+ * customer map: the new configuration is built completely and swapped in
+ * whole, or refused with the old one kept. SIGTERM/SIGINT stop accepting,
+ * close connections, write a final checkpoint and exit 0.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/explain.h"
+#include "daemon/daemon.h"
+#include "util/msg.h"
+#include "util/strbuf.h"
+
+#define DEFAULT_CONFIG "/etc/chokepoint/chokepoint.yaml"
+#define EXPIRE_TICK_MS 1000
+
+int64_t
+daemon_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+open_decision_log(struct daemon *d)
+{
+    if (d->decision_log) {
+        fclose(d->decision_log);
+        d->decision_log = NULL;
+    }
+    if (d->cfg->decision_log == NULL)
+        return;
+    d->decision_log = fopen(d->cfg->decision_log, "a");
+    if (d->decision_log == NULL)
+        msg_error("decision_log %s: %s; JSON lines go to the main log",
+                  d->cfg->decision_log, strerror(errno));
+}
+
+void
+daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
+                    const struct policy_request *req, int64_t now_ms)
+{
+    bool notable = dec->action != CP_ACT_DUNNO || dec->shadow;
+    struct strbuf sb;
+
+    if (!notable && !msg_enabled(MSG_DEBUG))
+        return;
+    sb_init(&sb);
+    cp_explain_text(&sb, dec, req);
+    if (notable)
+        msg_info("%s", sb.data);
+    else
+        msg_debug("%s", sb.data);
+    sb_reset(&sb);
+    cp_explain_json(&sb, dec, req, now_ms);
+    if (d->decision_log) {
+        sb_append(&sb, "\n", 1);
+        fwrite(sb.data, 1, sb.len, d->decision_log);
+        fflush(d->decision_log);
+    } else if (notable) {
+        msg_info("decision %s", sb.data);
+    }
+    sb_fini(&sb);
+}
+
+static bool
+same_slots(const struct cp_config *a, const struct cp_config *b)
+{
+    if (a->nslots != b->nslots)
+        return false;
+    for (size_t i = 0; i < a->nslots; i++)
+        if (strcmp(a->slots[i].name, b->slots[i].name) != 0)
+            return false;
+    return true;
+}
+
+static void
+warn_restart_needed(const struct cp_config *old, const struct cp_config *new)
+{
+    bool listen_same = old->nlisten == new->nlisten;
+
+    for (size_t i = 0; listen_same && i < old->nlisten; i++)
+        listen_same = strcmp(old->listen[i].spec, new->listen[i].spec) == 0;
+    if (!listen_same)
+        msg_warn("reload: daemon.listen changed; restart to apply it");
+    if (strcmp(old->store_path, new->store_path) != 0)
+        msg_warn("reload: store.path changed; restart to apply it");
+    if (strcmp(old->admin_socket, new->admin_socket) != 0)
+        msg_warn("reload: daemon.admin_socket changed; restart to apply it");
+}
+
+static void
+reload(struct daemon *d)
+{
+    char err[CP_ERR_MAX];
+    struct cp_config *ncfg = cp_config_load(d->cfg->file, err), *old;
+
+    if (ncfg == NULL) {
+        msg_error("reload refused, keeping the running configuration: %s",
+                  err);
+        return;
+    }
+    old = d->cfg;
+    warn_restart_needed(old, ncfg);
+    if (!same_slots(old, ncfg))
+        memstore_remap(d->ms, old->slots, old->nslots, ncfg->slots,
+                       ncfg->nslots);
+    d->cfg = ncfg;
+    cp_engine_set_config(&d->engine, ncfg);
+    msg_init("chokepointd", ncfg->log_syslog, ncfg->log_level);
+    open_decision_log(d);
+    if (old->checkpoint_ms != ncfg->checkpoint_ms)
+        uv_timer_start(&d->ckpt_timer, d->ckpt_timer.timer_cb,
+                       ncfg->checkpoint_ms, ncfg->checkpoint_ms);
+    cp_config_free(old);
+    msg_info("reload: configuration %s loaded (%zu classes, %zu customers%s)",
+             ncfg->file, ncfg->nclasses, ncfg->ncustomers,
+             ncfg->shadow ? ", shadow mode" : "");
+}
+
+static void
+on_expire_tick(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    size_t n = cp_engine_expire(&d->engine, daemon_now_ms());
+
+    if (n > 0)
+        msg_debug("released %zu reservations of messages that did not reach "
+                  "END-OF-MESSAGE",
+                  n);
+}
+
+static void
+shutdown_daemon(struct daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    msg_info("shutting down");
+    server_close(d);
+    admin_close(d);
+    conn_close_all(d);
+    uv_timer_stop(&d->expire_timer);
+    uv_close((uv_handle_t *)&d->expire_timer, NULL);
+    ckpt_stop(d);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+}
+
+static void
+on_signal(uv_signal_t *s, int signum)
+{
+    struct daemon *d = s->data;
+
+    if (signum == SIGHUP)
+        reload(d);
+    else
+        shutdown_daemon(d);
+}
+
+static void
+usage(FILE *fp)
+{
+    fprintf(fp, "usage: chokepointd [-c FILE] [--check] [--version]\n"
+                "  -c, --config FILE  configuration (default %s)\n"
+                "  --check            validate the configuration and the "
+                "customer map, then exit\n"
+                "  --version          print the version and exit\n",
+            DEFAULT_CONFIG);
+}
+
+static void
+signals_start(struct daemon *d)
+{
+    uv_signal_t *s[] = {&d->sig_hup, &d->sig_term, &d->sig_int};
+    int nums[] = {SIGHUP, SIGTERM, SIGINT};
+
+    for (size_t i = 0; i < 3; i++) {
+        uv_signal_init(d->loop, s[i]);
+        s[i]->data = d;
+        uv_signal_start(s[i], on_signal, nums[i]);
+    }
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void
+restore_state(struct daemon *d)
+{
+    char err[CP_ERR_MAX];
+    struct timespec t0, t1;
+    long n;
+
+    d->db = cp_sqlite_open(d->cfg->store_path, err);
+    if (d->db == NULL)
+        msg_fatal("store: %s", err);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    n = cp_sqlite_load(d->db, d->cfg->slots, d->cfg->nslots, d->ms, err);
+    if (n < 0)
+        msg_fatal("store %s: %s", d->cfg->store_path, err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    msg_info("restored %ld accounts from %s in %.0f ms", n,
+             d->cfg->store_path,
+             (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                 (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+}
+
+static int
+run(const char *file)
+{
+    struct daemon d;
+    char err[CP_ERR_MAX];
+
+    memset(&d, 0, sizeof(d));
+    d.cfg = cp_config_load(file, err);
+    if (d.cfg == NULL)
+        msg_fatal("%s", err);
+    msg_init("chokepointd", d.cfg->log_syslog, d.cfg->log_level);
+    d.loop = uv_default_loop();
+    d.started_ms = daemon_now_ms();
+    d.ms = memstore_new(1024);
+    restore_state(&d);
+    cp_engine_init(&d.engine, d.cfg, &d.ms->base);
+    open_decision_log(&d);
+    if (server_listen(&d) < 0 || admin_listen(&d) < 0)
+        msg_fatal("cannot open the sockets; exiting");
+    signals_start(&d);
+    uv_timer_init(d.loop, &d.expire_timer);
+    d.expire_timer.data = &d;
+    uv_timer_start(&d.expire_timer, on_expire_tick, EXPIRE_TICK_MS,
+                   EXPIRE_TICK_MS);
+    ckpt_start(&d);
+    msg_info("chokepointd %s started: %zu classes, %zu customers, "
+             "%zu accounts%s",
+             CP_VERSION, d.cfg->nclasses, d.cfg->ncustomers,
+             d.ms->base.ops->count(&d.ms->base),
+             d.cfg->shadow ? ", SHADOW MODE (answers DUNNO)" : "");
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    ckpt_final(&d);
+    cp_engine_fini(&d.engine);
+    cp_sqlite_close(d.db);
+    memstore_free(d.ms);
+    if (d.decision_log)
+        fclose(d.decision_log);
+    free(d.listeners);
+    cp_config_free(d.cfg);
+    uv_loop_close(d.loop);
+    msg_info("stopped");
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *file = DEFAULT_CONFIG;
+    bool check = false;
+
+    msg_init("chokepointd", false, MSG_INFO);
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+            i + 1 < argc) {
+            file = argv[++i];
+        } else if (strcmp(argv[i], "--check") == 0) {
+            check = true;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("chokepointd %s\n", CP_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "-h") == 0 ||
+                   strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (check) {
+        char err[CP_ERR_MAX];
+        struct cp_config *cfg = cp_config_load(file, err);
+
+        if (cfg == NULL) {
+            fprintf(stderr, "chokepointd: %s\n", err);
+            return 1;
+        }
+        printf("%s: OK: %zu listeners, %zu classes, %zu customers, %zu "
+               "counters per account%s\n",
+               file, cfg->nlisten, cfg->nclasses, cfg->ncustomers,
+               cfg->nslots, cfg->shadow ? ", shadow mode" : "");
+        cp_config_free(cfg);
+        return 0;
+    }
+    return run(file);
+}

@@ -1,0 +1,246 @@
+/* memstore.c — see memstore.h. */
+#include "store/memstore.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/msg.h"
+#include "util/xalloc.h"
+
+struct acct {
+    struct cp_counters c;
+    uint8_t dirty;
+    uint8_t keylen;
+    char key[]; /* not NUL-terminated */
+};
+
+static bool
+acct_eq(const void *val, const void *key, size_t len)
+{
+    const struct acct *a = val;
+
+    return a->keylen == len && memcmp(a->key, key, len) == 0;
+}
+
+static struct acct *
+acct_get(struct memstore *ms, const char *key, size_t len, bool create,
+         bool *created)
+{
+    uint64_t h = hmap_hash(key, len);
+    struct acct *a = hmap_get(&ms->accts, h, key, len, acct_eq);
+
+    *created = false;
+    if (a != NULL || !create)
+        return a;
+    if (len == 0 || len >= CP_KEY_MAX)
+        msg_panic("memstore: bad key length %zu", len);
+    a = xcalloc(1, sizeof(*a) + len);
+    a->keylen = (uint8_t)len;
+    memcpy(a->key, key, len);
+    hmap_put(&ms->accts, h, a);
+    ms->key_bytes += len;
+    *created = true;
+    return a;
+}
+
+static void
+ms_meter(struct cp_store *st, const struct cp_meter_op *op,
+         struct cp_meter_result *res)
+{
+    struct memstore *ms = (struct memstore *)st;
+    bool created;
+    struct acct *a = acct_get(ms, op->key, op->keylen, op->nrules > 0,
+                              &created);
+
+    if (a == NULL) { /* a release for an account that is gone */
+        memset(res, 0, sizeof(*res));
+        res->denied = -1;
+        return;
+    }
+    cp_meter_apply(&a->c, op, res);
+    res->created = created;
+    if (!a->dirty) {
+        a->dirty = 1;
+        ms->dirty++;
+    }
+}
+
+static bool
+ms_peek(struct cp_store *st, const char *key, size_t len,
+        struct cp_counters *out)
+{
+    struct memstore *ms = (struct memstore *)st;
+    bool created;
+    struct acct *a = acct_get(ms, key, len, false, &created);
+
+    if (a == NULL)
+        return false;
+    *out = a->c;
+    return true;
+}
+
+static size_t
+ms_count(struct cp_store *st)
+{
+    return ((struct memstore *)st)->accts.count;
+}
+
+static size_t
+ms_bytes(struct cp_store *st)
+{
+    struct memstore *ms = (struct memstore *)st;
+
+    /* malloc rounds each allocation up to 16 bytes plus an 8-byte header */
+    return hmap_bytes(&ms->accts) +
+           ms->accts.count * (((sizeof(struct acct) + 8 + 15) / 16) * 16) +
+           ms->key_bytes;
+}
+
+static const struct cp_store_ops memstore_ops = {
+    .meter = ms_meter,
+    .peek = ms_peek,
+    .count = ms_count,
+    .bytes = ms_bytes,
+};
+
+struct memstore *
+memstore_new(size_t expected)
+{
+    struct memstore *ms = xcalloc(1, sizeof(*ms));
+
+    ms->base.ops = &memstore_ops;
+    hmap_init(&ms->accts, expected);
+    return ms;
+}
+
+void
+memstore_free(struct memstore *ms)
+{
+    if (ms == NULL)
+        return;
+    HMAP_FOREACH(&ms->accts, i)
+    free(ms->accts.ents[i].val);
+    hmap_fini(&ms->accts);
+    free(ms);
+}
+
+void
+memstore_restore(struct memstore *ms, const char *key, size_t len,
+                 const struct cp_counters *c)
+{
+    bool created;
+    struct acct *a = acct_get(ms, key, len, true, &created);
+
+    a->c = *c;
+}
+
+static void
+batch_add(struct ckpt_batch *b, const struct acct *a)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 1024;
+        b->rec = xreallocarray(b->rec, b->cap, sizeof(*b->rec));
+    }
+    b->rec[b->n].key_off = b->keys.len;
+    b->rec[b->n].keylen = a->keylen;
+    b->rec[b->n].c = a->c;
+    sb_append(&b->keys, a->key, a->keylen);
+    b->n++;
+}
+
+void
+memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b)
+{
+    b->n = 0;
+    sb_reset(&b->keys);
+    if (ms->dirty == 0)
+        return;
+    HMAP_FOREACH(&ms->accts, i)
+    {
+        struct acct *a = ms->accts.ents[i].val;
+
+        if (a->dirty) {
+            batch_add(b, a);
+            a->dirty = 0;
+        }
+    }
+    ms->dirty = 0;
+}
+
+void
+memstore_mark_dirty(struct memstore *ms, const struct ckpt_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        bool created;
+        struct acct *a = acct_get(ms, b->keys.data + b->rec[i].key_off,
+                                  b->rec[i].keylen, false, &created);
+
+        if (a != NULL && !a->dirty) {
+            a->dirty = 1;
+            ms->dirty++;
+        }
+    }
+}
+
+void
+memstore_remap(struct memstore *ms, const struct cp_slot *from, size_t nfrom,
+               const struct cp_slot *to, size_t nto)
+{
+    int map[CP_MAX_SLOTS];
+
+    for (size_t j = 0; j < nto; j++) {
+        map[j] = -1;
+        for (size_t i = 0; i < nfrom; i++)
+            if (strcmp(from[i].name, to[j].name) == 0)
+                map[j] = (int)i;
+    }
+    HMAP_FOREACH(&ms->accts, k)
+    {
+        struct acct *a = ms->accts.ents[k].val;
+        float old[CP_MAX_SLOTS];
+
+        memcpy(old, a->c.level, sizeof(old));
+        memset(a->c.level, 0, sizeof(a->c.level));
+        for (size_t j = 0; j < nto; j++)
+            if (map[j] >= 0)
+                a->c.level[j] = old[map[j]];
+        if (!a->dirty) {
+            a->dirty = 1;
+            ms->dirty++;
+        }
+    }
+}
+
+void
+ckpt_batch_init(struct ckpt_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+    sb_init(&b->keys);
+}
+
+void
+ckpt_batch_fini(struct ckpt_batch *b)
+{
+    sb_fini(&b->keys);
+    free(b->rec);
+    memset(b, 0, sizeof(*b));
+}
+
+void
+ckpt_batch_set_slots(struct ckpt_batch *b, const struct cp_slot *slots,
+                     size_t n)
+{
+    size_t off = 0;
+
+    b->slots[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(slots[i].name);
+
+        if (off + l + 2 > sizeof(b->slots))
+            msg_panic("slot names too long");
+        if (i > 0)
+            b->slots[off++] = ',';
+        memcpy(b->slots + off, slots[i].name, l + 1);
+        off += l;
+    }
+}

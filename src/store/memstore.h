@@ -1,0 +1,63 @@
+/*
+ * memstore.h — the embedded counter store: every account's counters in one
+ * hash table in memory, owned by the loop thread, made durable by
+ * checkpoints of the accounts changed since the last one (src/store/sqlite.c
+ * writes them on a worker thread).
+ *
+ * Memory: one allocation per account (struct cp_counters + key, about
+ * 100 + key bytes) plus 16 bytes of table slot at ≤ 3/4 load; see
+ * doc/performance.md for the measured figure.
+ */
+#ifndef CP_STORE_MEMSTORE_H
+#define CP_STORE_MEMSTORE_H
+
+#include <stddef.h>
+
+#include "core/store.h"
+#include "util/hmap.h"
+#include "util/strbuf.h"
+
+struct memstore {
+    struct cp_store base; /* first: a memstore is a cp_store */
+    struct hmap accts;
+    size_t key_bytes;
+    size_t dirty;
+};
+
+/* A copy of changed accounts, handed to the checkpoint worker. */
+struct ckpt_record {
+    size_t key_off;
+    size_t keylen;
+    struct cp_counters c;
+};
+
+struct ckpt_batch {
+    struct strbuf keys;
+    struct ckpt_record *rec;
+    size_t n, cap;
+    char slots[CP_MAX_SLOTS * CP_RULE_NAME_MAX]; /* "name,name,..." */
+};
+
+struct memstore *memstore_new(size_t expected);
+void memstore_free(struct memstore *ms);
+/* Insert or overwrite one account without marking it dirty (loading). */
+void memstore_restore(struct memstore *ms, const char *key, size_t len,
+                      const struct cp_counters *c);
+/* Move changed accounts into `b` (cleared first) and mark them clean. */
+void memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b);
+/* Mark the accounts of a failed batch dirty again. */
+void memstore_mark_dirty(struct memstore *ms, const struct ckpt_batch *b);
+/*
+ * After a reload changed the slot table: move every account's levels from
+ * slot positions named in `from` to those in `to` (by name; dropped slots
+ * are discarded).
+ */
+void memstore_remap(struct memstore *ms, const struct cp_slot *from,
+                    size_t nfrom, const struct cp_slot *to, size_t nto);
+
+void ckpt_batch_init(struct ckpt_batch *b);
+void ckpt_batch_fini(struct ckpt_batch *b);
+void ckpt_batch_set_slots(struct ckpt_batch *b, const struct cp_slot *slots,
+                          size_t n);
+
+#endif

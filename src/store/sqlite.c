@@ -1,0 +1,227 @@
+/* sqlite.c — see sqlite.h. */
+#include "store/sqlite.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/xalloc.h"
+
+#define BLOB_LEN (CP_MAX_SLOTS * 4 + CP_DOM_RING * 4 + 1)
+
+struct cp_sqlite {
+    sqlite3 *db;
+    sqlite3_stmt *upsert;
+};
+
+static int
+db_fail(struct cp_sqlite *db, const char *what, char *err)
+{
+    snprintf(err, CP_ERR_MAX, "sqlite %s: %s", what, sqlite3_errmsg(db->db));
+    return -1;
+}
+
+static const char schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS accounts(key TEXT PRIMARY KEY,"
+    " t INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;";
+
+struct cp_sqlite *
+cp_sqlite_open(const char *path, char *err)
+{
+    struct cp_sqlite *db = xcalloc(1, sizeof(*db));
+    char *msg = NULL;
+
+    if (sqlite3_open_v2(path, &db->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                            SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, CP_ERR_MAX, "%s: cannot open database: %s", path,
+                 db->db ? sqlite3_errmsg(db->db) : "out of memory");
+        cp_sqlite_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db->db, 5000);
+    if (sqlite3_exec(db->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, CP_ERR_MAX, "%s: cannot set up database: %s", path,
+                 msg ? msg : "?");
+        sqlite3_free(msg);
+        cp_sqlite_close(db);
+        return NULL;
+    }
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT INTO accounts(key,t,data) VALUES(?,?,?) "
+                           "ON CONFLICT(key) DO UPDATE SET t=excluded.t, "
+                           "data=excluded.data",
+                           -1, &db->upsert, NULL) != SQLITE_OK) {
+        db_fail(db, "prepare", err);
+        cp_sqlite_close(db);
+        return NULL;
+    }
+    return db;
+}
+
+void
+cp_sqlite_close(struct cp_sqlite *db)
+{
+    if (db == NULL)
+        return;
+    sqlite3_finalize(db->upsert);
+    sqlite3_close(db->db);
+    free(db);
+}
+
+static void
+encode(unsigned char *out, const struct cp_counters *c)
+{
+    memcpy(out, c->level, CP_MAX_SLOTS * 4);
+    memcpy(out + CP_MAX_SLOTS * 4, c->dom, CP_DOM_RING * 4);
+    out[BLOB_LEN - 1] = c->dom_next;
+}
+
+/* Map stored slot i to current slot map[i] (-1: dropped). */
+static void
+slot_map(const char *stored, const struct cp_slot *slots, size_t nslots,
+         int map[CP_MAX_SLOTS])
+{
+    const char *p = stored;
+
+    for (size_t i = 0; i < CP_MAX_SLOTS; i++) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+
+        map[i] = -1;
+        for (size_t j = 0; len > 0 && j < nslots; j++)
+            if (strlen(slots[j].name) == len &&
+                memcmp(slots[j].name, p, len) == 0)
+                map[i] = (int)j;
+        if (end == NULL) {
+            for (i++; i < CP_MAX_SLOTS; i++)
+                map[i] = -1;
+            break;
+        }
+        p = end + 1;
+    }
+}
+
+static void
+decode(const unsigned char *in, const int map[CP_MAX_SLOTS],
+       struct cp_counters *c)
+{
+    float lv[CP_MAX_SLOTS];
+
+    memcpy(lv, in, sizeof(lv));
+    for (size_t i = 0; i < CP_MAX_SLOTS; i++)
+        if (map[i] >= 0 && lv[i] > 0 && lv[i] < 1e30f)
+            c->level[map[i]] = lv[i];
+    memcpy(c->dom, in + CP_MAX_SLOTS * 4, CP_DOM_RING * 4);
+    c->dom_next = in[BLOB_LEN - 1] % CP_DOM_RING;
+}
+
+static int
+read_slots(struct cp_sqlite *db, char *out, size_t n, char *err)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    out[0] = '\0';
+    if (sqlite3_prepare_v2(db->db, "SELECT v FROM meta WHERE k='slots'", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_fail(db, "read", err);
+}
+
+long
+cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
+               size_t nslots, struct memstore *ms, char *err)
+{
+    char stored[CP_MAX_SLOTS * CP_RULE_NAME_MAX];
+    int map[CP_MAX_SLOTS];
+    sqlite3_stmt *st;
+    long n = 0;
+    int rc;
+
+    if (read_slots(db, stored, sizeof(stored), err) < 0)
+        return -1;
+    slot_map(stored, slots, nslots, map);
+    if (sqlite3_prepare_v2(db->db, "SELECT key, t, data FROM accounts", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(st, 0);
+        int klen = sqlite3_column_bytes(st, 0);
+        const void *blob = sqlite3_column_blob(st, 2);
+        struct cp_counters c;
+
+        if (key == NULL || klen <= 0 || klen >= CP_KEY_MAX || blob == NULL ||
+            sqlite3_column_bytes(st, 2) != BLOB_LEN)
+            continue; /* not ours: skip rather than refuse to start */
+        memset(&c, 0, sizeof(c));
+        c.t_ms = sqlite3_column_int64(st, 1);
+        decode(blob, map, &c);
+        memstore_restore(ms, key, (size_t)klen, &c);
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(db, "load", err);
+    return n;
+}
+
+static int
+write_rows(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
+{
+    unsigned char blob[BLOB_LEN];
+
+    for (size_t i = 0; i < b->n; i++) {
+        const struct ckpt_record *r = &b->rec[i];
+
+        encode(blob, &r->c);
+        sqlite3_reset(db->upsert);
+        sqlite3_bind_text(db->upsert, 1, b->keys.data + r->key_off,
+                          (int)r->keylen, SQLITE_STATIC);
+        sqlite3_bind_int64(db->upsert, 2, r->c.t_ms);
+        sqlite3_bind_blob(db->upsert, 3, blob, BLOB_LEN, SQLITE_TRANSIENT);
+        if (sqlite3_step(db->upsert) != SQLITE_DONE)
+            return db_fail(db, "write", err);
+    }
+    return 0;
+}
+
+int
+cp_sqlite_write(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(db, "begin", err);
+    rc = sqlite3_prepare_v2(db->db,
+                            "INSERT INTO meta(k,v) VALUES('slots',?) "
+                            "ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, b->slots, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_OK || write_rows(db, b, err) < 0) {
+        if (rc != SQLITE_OK)
+            db_fail(db, "write meta", err);
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    if (sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        db_fail(db, "commit", err);
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,41 @@
+/*
+ * strbuf.h — a growable byte buffer for building replies, JSON and log
+ * lines, plus the escaping used wherever untrusted text is shown.
+ *
+ * A strbuf is always NUL-terminated after its `len` bytes. It grows with
+ * xrealloc (OOM is fatal); callers that append untrusted data bound it first.
+ */
+#ifndef CP_UTIL_STRBUF_H
+#define CP_UTIL_STRBUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct strbuf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+void sb_init(struct strbuf *sb);
+void sb_fini(struct strbuf *sb);
+void sb_reset(struct strbuf *sb);
+void sb_append(struct strbuf *sb, const char *data, size_t len);
+void sb_puts(struct strbuf *sb, const char *s);
+void sb_printf(struct strbuf *sb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Append `s` as a JSON string literal, quotes included. */
+void sb_json_str(struct strbuf *sb, const char *s, size_t len);
+/* Append a finite number in JSON ("null" for NaN/inf), at most 3 decimals. */
+void sb_json_num(struct strbuf *sb, double v);
+
+/*
+ * Escape untrusted bytes for a log line: printable ASCII is kept, anything
+ * else becomes \xNN, and the result is cut at `max_in` input bytes with
+ * "..." appended. Writes at most `outsz` bytes including the NUL; returns
+ * `out`.
+ */
+const char *str_escape(char *out, size_t outsz, const char *in, size_t inlen,
+                       size_t max_in);
+
+#endif

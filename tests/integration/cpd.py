@@ -1,0 +1,216 @@
+"""Start and stop a real chokepointd for the integration tests.
+
+Everything lives under a temporary directory: config, customer map, state
+database, sockets, logs. The daemon is started by the test and stopped by
+its PID; nothing else is signalled.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("CHOKEPOINT_BUILD", os.path.join(ROOT, "build"))
+CHOKEPOINTD = os.path.join(BUILD, "chokepointd")
+CHOKEPOINT = os.path.join(BUILD, "chokepoint")
+
+DEFAULT_CLASSES = """
+classes:
+  residential:
+    limits:
+      - { metric: messages, window: 1h, max: 100 }
+  unauthenticated:
+    limits:
+      - { metric: messages, window: 1h, max: 100 }
+"""
+
+
+class Daemon:
+    """One chokepointd under `tmpdir`.
+
+    `classes` is the YAML text of the `classes:` section (and anything else
+    appended to the generated config); `customer_map` the text of the map.
+    `extra` maps top-level sections to YAML text added inside them, e.g.
+    {"daemon": "shadow: true"}.
+    """
+
+    def __init__(self, tmpdir, classes=DEFAULT_CLASSES, customer_map="",
+                 extra=None, tcp_port=None):
+        self.dir = str(tmpdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.policy_sock = os.path.join(self.dir, "policy.sock")
+        self.admin_sock = os.path.join(self.dir, "admin.sock")
+        self.config = os.path.join(self.dir, "chokepoint.yaml")
+        self.map = os.path.join(self.dir, "customers.map")
+        self.db = os.path.join(self.dir, "state.db")
+        self.log = os.path.join(self.dir, "chokepointd.log")
+        self.decisions = os.path.join(self.dir, "decisions.jsonl")
+        self.tcp_port = tcp_port
+        self.proc = None
+        self.logf = None
+        self.write_config(classes, customer_map, extra or {})
+
+    def config_text(self, classes, extra):
+        listen = "    - unix:%s\n" % self.policy_sock
+        if self.tcp_port:
+            listen += "    - inet:127.0.0.1:%d\n" % self.tcp_port
+        sect = {k: "".join("  %s\n" % l for l in v.strip().splitlines())
+                for k, v in extra.items()}
+        return ("daemon:\n  listen:\n" + listen +
+                "  admin_socket: %s\n  log: stderr\n  log_level: debug\n"
+                "  decision_log: %s\n" % (self.admin_sock, self.decisions) +
+                sect.get("daemon", "") +
+                "protocol:\n" + sect.get("protocol", "  max_line: 2048\n") +
+                "store:\n  path: %s\n" % self.db +
+                sect.get("store", "  checkpoint_interval: 1s\n") +
+                "identity:\n  customer_map: %s\n" % self.map +
+                sect.get("identity", "") +
+                "accounting:\n" +
+                sect.get("accounting", "  reservation_timeout: 3s\n") +
+                classes)
+
+    def write_config(self, classes, customer_map="", extra=None):
+        with open(self.config, "w") as f:
+            f.write(self.config_text(classes, extra or {}))
+        with open(self.map, "w") as f:
+            f.write(customer_map)
+
+    def start(self, timeout=10.0):
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([CHOKEPOINTD, "-c", self.config],
+                                     stdout=self.logf, stderr=self.logf)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("chokepointd exited %d:\n%s" %
+                                   (self.proc.returncode, self.read_log()))
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(self.policy_sock)
+                s.close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("chokepointd did not start:\n" + self.read_log())
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def reload(self, wait=1.0):
+        """SIGHUP, then wait until the log shows the outcome."""
+        before = self.read_log().count("reload")
+        self.send_signal(signal.SIGHUP)
+        deadline = time.time() + wait + 5
+        while time.time() < deadline:
+            if self.read_log().count("reload") > before:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("no reload line in log")
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        if self.logf:
+            self.logf.close()
+            self.logf = None
+        return rc
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def read_log(self):
+        try:
+            with open(self.log, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def decisions_list(self):
+        try:
+            with open(self.decisions) as f:
+                return [json.loads(l) for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
+
+    def ctl(self, *args, check=True):
+        """Run `chokepoint --json -s ADMIN args...` and return parsed JSON."""
+        r = subprocess.run([CHOKEPOINT, "-s", self.admin_sock, "--json"] +
+                           list(args), capture_output=True, text=True,
+                           timeout=10)
+        if check and r.returncode != 0:
+            raise RuntimeError("chokepoint %s failed: %s" % (args, r.stderr))
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    def counter(self, key, rule):
+        """Current value of counter `rule` (e.g. "messages/1h") of `key`."""
+        acct = self.ctl("show", key)
+        for c in acct["counters"]:
+            if c["rule"] == rule:
+                return c["value"]
+        raise KeyError(rule)
+
+
+def policy_request(attrs):
+    """Encode one policy request (dict) as Postfix sends it."""
+    return "".join("%s=%s\n" % kv for kv in attrs.items()).encode() + b"\n"
+
+
+def rcpt_request(user="u1@example.net", instance="i1", recipient="r@example.com",
+                 client="192.0.2.10", state="RCPT", **more):
+    a = {"request": "smtpd_access_policy", "protocol_state": state,
+         "protocol_name": "ESMTP", "client_address": client,
+         "client_name": "unknown", "helo_name": "pc", "sender": user,
+         "recipient": recipient, "recipient_count": "0", "queue_id": "",
+         "instance": instance, "size": "0", "sasl_method": "plain" if user else "",
+         "sasl_username": user}
+    a.update(more)
+    return a
+
+
+class PolicyClient:
+    """A raw policy-protocol connection (unix socket or TCP)."""
+
+    def __init__(self, address, timeout=5.0):
+        if isinstance(address, tuple):
+            self.s = socket.create_connection(address, timeout=timeout)
+        else:
+            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.s.settimeout(timeout)
+            self.s.connect(address)
+        self.buf = b""
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def read_reply(self):
+        """One reply (bytes up to and including the empty line); b"" on EOF."""
+        while b"\n\n" not in self.buf:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += chunk
+        i = self.buf.index(b"\n\n") + 2
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def ask(self, attrs):
+        self.send(policy_request(attrs))
+        return self.read_reply().decode(errors="replace")
+
+    def close(self):
+        self.s.close()

@@ -1,0 +1,419 @@
+"""chokepointd behind a real Postfix smarthost.
+
+One private Postfix (tests/integration/postfix.py) serves the whole module:
+smtpd on a free loopback port with SASL logins from a private sasldb,
+relaying to smtp-sink; check_policy_service in smtpd_recipient_restrictions
+(first, before a check_recipient_access map that rejects one address), in
+smtpd_data_restrictions and in smtpd_end_of_data_restrictions. Postfix's
+policy socket is a symlink that each test points at its own chokepointd
+(per-test config, map, state and logs). Clients are swaks (SASL PLAIN or
+no SASL) and Postfix's smtp-source.
+
+Every assertion is about what a user sees: the SMTP reply at the client,
+what reached the sink, the decision log, `chokepoint show`.
+
+Run: /usr/bin/python3 -m pytest -v tests/integration/test_postfix.py
+(as root: Postfix is started with -c on a private config directory).
+"""
+import os
+import re
+import shutil
+import signal
+import time
+import uuid
+
+import pytest
+
+from cpd import Daemon, CHOKEPOINTD
+import postfix as pfmod
+
+RESERVATION_TIMEOUT = 3.0  # cpd.py's accounting: reservation_timeout
+CHECKPOINT = 1.0           # cpd.py's store: checkpoint_interval
+
+# Logins in the private sasldb (all password "secret").
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace",
+         "heidi", "ivan", "judy", "mallory"]
+
+
+def classes(residential="", unauthenticated="", other=""):
+    """A classes: section; empty arguments give limits that never bite.
+
+    Windows of 1d are used for counters a test only reads, so that the
+    leak (max/window per second) stays far below the test's tolerance."""
+    res = residential or "      - { metric: messages, window: 1d, max: 1000 }\n"
+    una = unauthenticated or "      - { metric: messages, window: 1d, max: 1000 }\n"
+    return ("classes:\n  residential:\n    limits:\n" + res +
+            "  unauthenticated:\n    limits:\n" + una + other)
+
+
+def lim(metric, window, mx, extra=""):
+    return "      - { metric: %s, window: %s, max: %s%s }\n" % (
+        metric, window, mx, (", " + extra) if extra else "")
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def pf():
+    if os.geteuid() != 0:
+        pytest.skip("a private Postfix instance needs root")
+    for tool in ("postfix", "smtp-sink", "smtp-source", "swaks", "saslpasswd2"):
+        if shutil.which(tool) is None:
+            pytest.skip("%s is not installed" % tool)
+    p = pfmod.Postfix()
+    try:
+        p.start()
+        for u in USERS:
+            p.add_user(u)
+        yield p
+    finally:
+        p.stop()
+        if not os.environ.get("CHOKEPOINT_KEEP_TMP"):
+            p.cleanup()
+
+
+@pytest.fixture
+def cpd(pf, request):
+    """Factory: cpd(classes_yaml, customer_map="", extra=None) -> a started
+    Daemon whose policy socket Postfix now uses. Stopped (by PID) after the
+    test."""
+    made = []
+    name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40]
+
+    def make(classes_yaml, customer_map="", extra=None, start=True):
+        d = os.path.join(pf.base, "cpd-%s-%d" % (name, len(made)))
+        os.makedirs(d)
+        os.chmod(d, 0o755)  # Postfix's smtpd (user postfix) must reach the socket
+        daemon = Daemon(d, classes=classes_yaml, customer_map=customer_map,
+                        extra=extra or {})
+        made.append(daemon)
+        pf.use_policy_socket(daemon.policy_sock)
+        if start:
+            daemon.start()
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.stop()
+
+
+# ----------------------------------------------------------------- helpers
+
+def login(user):
+    return "%s@%s" % (user, pfmod.REALM)
+
+
+def marker():
+    return "chokepoint-test-" + uuid.uuid4().hex
+
+
+def context(pf, daemon=None):
+    """Tail of the logs, for assertion messages."""
+    out = "\n--- maillog (tail) ---\n" + "\n".join(pf.maillog().splitlines()[-25:])
+    if daemon is not None:
+        out += "\n--- chokepointd log (tail) ---\n" + \
+               "\n".join(daemon.read_log().splitlines()[-25:])
+    return out
+
+
+def send(pf, user, mark, to="someone@example.com", **kw):
+    body = kw.pop("body", None) or ("test message\n" + mark)
+    return pf.swaks(to, user=login(user) if user else None, body=body, **kw)
+
+
+def assert_accepted(pf, daemon, r):
+    assert r.accepted, "expected the message to be queued:\n%r%s" % (r, context(pf, daemon))
+
+
+def assert_deferred(pf, daemon, r):
+    """450 4.7.1 at RCPT with a human-readable text; returns the text."""
+    assert not r.accepted, "expected a deferral, message was queued:\n%r%s" % (
+        r, context(pf, daemon))
+    lines = r.replies("450")
+    assert lines, "expected a 450 reply:\n%r%s" % (r, context(pf, daemon))
+    m = re.search(r"450 4\.7\.1 <[^>]*>: Recipient address rejected: (.*)$", lines[0])
+    assert m, "expected '450 4.7.1 ... Recipient address rejected: TEXT', got %r" % lines[0]
+    text = m.group(1).strip()
+    # Something a customer can read, not a bare code or token.
+    assert len(text.split()) >= 3 and re.search(r"[A-Za-z]{3}", text), \
+        "deferral text is not human-readable: %r" % text
+    return text
+
+
+def deferrals(daemon, rule=None, shadow=None):
+    out = []
+    for d in daemon.decisions_list():
+        action = str(d.get("action", "")).upper()
+        if not action.startswith("DEFER"):
+            continue
+        if rule is not None and d.get("rule") != rule:
+            continue
+        if shadow is not None and bool(d.get("shadow")) != shadow:
+            continue
+        out.append(d)
+    return out
+
+
+def non_dunno(daemon):
+    return [d for d in daemon.decisions_list()
+            if str(d.get("action", "")).upper() != "DUNNO"]
+
+
+def approx(v, tol=0.1):
+    return pytest.approx(v, abs=tol)
+
+
+def show(daemon, key):
+    return daemon.ctl("show", key)
+
+
+def counter(daemon, key, rule):
+    return daemon.counter(key, rule)
+
+
+# ------------------------------------------------------------------- tests
+
+def test_residential_login_deferred_after_limit(pf, cpd):
+    """1. Three messages of a residential login pass, the fourth is deferred
+    with 450 4.7.1 and a readable reason; the decision log has it."""
+    d = cpd(classes(residential=lim("messages", "1h", 3)))
+    mark = marker()
+    for i in range(3):
+        assert_accepted(pf, d, send(pf, "alice", mark))
+    r = send(pf, "alice", mark)
+    text = assert_deferred(pf, d, r)
+
+    assert len(pf.wait_delivered(mark, 3)) == 3
+    time.sleep(1.0)
+    assert len(pf.delivered_with(mark)) == 3, "the deferred message was delivered"
+
+    defs = deferrals(d, rule="messages/1h")
+    assert len(defs) == 1, "decision log: %r" % d.decisions_list()
+    rec = defs[0]
+    assert rec.get("key") == "u:" + login("alice")
+    assert not rec.get("shadow")
+    assert rec.get("limit") == 3
+    assert float(rec.get("value")) >= 3 - 0.1
+    # The deferred attempt is not counted as a message.
+    assert counter(d, login("alice"), "messages/1h") == approx(3)
+
+
+def test_rejected_recipient_not_counted(pf, cpd):
+    """2. Three recipients, Postfix rejects one after the policy check:
+    the account is charged 2 recipients and 1 message."""
+    d = cpd(classes(residential=lim("messages", "1d", 50) +
+                    lim("recipients", "1d", 50)))
+    mark = marker()
+    r = send(pf, "bob", mark,
+             to=["one@example.com", pfmod.REJECTED_RCPT, "two@example.org"])
+    assert_accepted(pf, d, r)
+    assert any("554 5.1.1" in l for l in r.replies("554")), r
+    msgs = pf.wait_delivered(mark, 1)
+    assert len(msgs) == 1
+    assert msgs[0].count("X-Rcpt-Args:") == 2
+
+    acct = show(d, login("bob"))
+    assert acct["key"] == "u:" + login("bob")
+    assert counter(d, login("bob"), "recipients/1d") == approx(2), acct
+    assert counter(d, login("bob"), "messages/1d") == approx(1), acct
+    # Still 2 after any reservation would have timed out.
+    time.sleep(RESERVATION_TIMEOUT + 1.0)
+    assert counter(d, login("bob"), "recipients/1d") == approx(2)
+    assert counter(d, login("bob"), "messages/1d") == approx(1)
+
+
+@pytest.mark.parametrize("quit_after", ["RCPT", "DATA"])
+def test_aborted_message_released(pf, cpd, quit_after):
+    """3. A message abandoned before END-OF-MESSAGE holds its reservation
+    (a concurrent message over the limit is deferred) and counts 0 once the
+    reservation times out: the limit is then available again."""
+    user = "carol" if quit_after == "RCPT" else "dave"
+    d = cpd(classes(residential=lim("messages", "1h", 1) +
+                    lim("recipients", "1d", 50)))
+    mark = marker()
+    rcpts = ["x@example.com", "y@example.com"]
+    if quit_after == "RCPT":
+        r = send(pf, user, mark, to=rcpts, quit_after="RCPT")
+        assert r.rc == 0 and not r.accepted, r
+        assert r.out.count("250 2.1.5") == 2, r  # both RCPTs accepted
+    else:
+        # Drop the connection inside the DATA content (no final dot).
+        t = pf.abort_in_data(rcpts, user=login(user))
+        replies = [rep for c, rep in t]
+        assert any(rep.startswith("354") for rep in replies), t
+        assert sum(rep.startswith("250 2.1.5") for rep in replies) == 2, t
+    # While the reservation is held, the limit of 1 is in use.
+    assert_deferred(pf, d, send(pf, user, mark))
+
+    time.sleep(RESERVATION_TIMEOUT + 1.5)
+    assert counter(d, login(user), "messages/1h") == approx(0)
+    assert counter(d, login(user), "recipients/1d") == approx(0)
+
+    assert_accepted(pf, d, send(pf, user, mark))
+    assert counter(d, login(user), "messages/1h") == approx(1)
+    assert counter(d, login(user), "recipients/1d") == approx(1)
+    assert_deferred(pf, d, send(pf, user, mark))
+    assert len(pf.wait_delivered(mark, 1)) == 1
+
+
+def test_two_logins_share_customer_limit(pf, cpd):
+    """4. Two logins mapped to one customer share its limit."""
+    cmap = ("# two logins of one customer\n"
+            "%s  cust-1  smallbiz\n"
+            "%s  cust-1\n" % (login("erin"), login("frank")))
+    other = "  smallbiz:\n    limits:\n" + lim("messages", "1h", 2)
+    d = cpd(classes(other=other), customer_map=cmap)
+    mark = marker()
+    assert_accepted(pf, d, send(pf, "erin", mark))
+    assert_accepted(pf, d, send(pf, "erin", mark))
+    assert_deferred(pf, d, send(pf, "frank", mark))
+    # A login outside the map is not affected.
+    assert_accepted(pf, d, send(pf, "grace", mark))
+
+    acct = show(d, login("frank"))
+    assert acct["key"] == "c:cust-1", acct
+    assert acct["customer"] == "cust-1"
+    assert acct["class"] == "smallbiz"
+    assert counter(d, "c:cust-1", "messages/1h") == approx(2)
+    defs = deferrals(d, rule="messages/1h")
+    assert len(defs) == 1 and defs[0].get("key") == "c:cust-1" and \
+        defs[0].get("customer") == "cust-1", d.decisions_list()
+    assert len(pf.wait_delivered(mark, 3)) == 3
+
+
+def test_unauthenticated_keyed_by_prefix(pf, cpd):
+    """5. Mail without SASL (relayed for 127.0.0.0/8 by permit_mynetworks)
+    is keyed by the client's /24: 127.0.0.1 and 127.0.0.2 share a limit."""
+    d = cpd(classes(unauthenticated=lim("messages", "1h", 2)),
+            extra={"identity": "ipv4_prefix: 24"})
+    mark = marker()
+    assert_accepted(pf, d, send(pf, None, mark))
+    assert_accepted(pf, d, send(pf, None, mark))
+    r = send(pf, None, mark, extra=["--local-interface", "127.0.0.2"])
+    assert_deferred(pf, d, r)
+    assert "127.0.0.2" in pf.maillog()  # it really came from .2
+
+    for ip in ("127.0.0.1", "127.0.0.2"):
+        acct = show(d, ip)
+        assert acct["key"] == "ip:127.0.0.0/24", acct
+        assert acct["class"] == "unauthenticated", acct
+    assert counter(d, "127.0.0.1", "messages/1h") == approx(2)
+    defs = deferrals(d, rule="messages/1h")
+    assert len(defs) == 1 and defs[0].get("key") == "ip:127.0.0.0/24", \
+        d.decisions_list()
+    assert len(pf.wait_delivered(mark, 2)) == 2
+
+
+def test_smtp_source_unauthenticated_burst(pf, cpd):
+    """smtp-source sends 20 messages in 4 parallel sessions without SASL;
+    with a limit of 10 exactly 10 get through and 10 are deferred."""
+    d = cpd(classes(unauthenticated=lim("messages", "1h", 10)))
+    to = "burst-%s@example.org" % uuid.uuid4().hex[:12]
+    p = pf.smtp_source(20, to=to, sessions=4)
+    assert p.returncode == 0, p.stderr
+    warned = [l for l in p.stderr.splitlines()
+              if "recipient rejected: 450 4.7.1" in l]
+    assert len(warned) == 10, p.stderr + context(pf, d)
+
+    assert len(pf.wait_delivered(to, 10)) == 10
+    time.sleep(1.0)
+    assert len(pf.delivered_with(to)) == 10, "more than the limit was delivered"
+    assert len(deferrals(d, rule="messages/1h")) == 10
+    acct = show(d, "127.0.0.1")
+    assert acct["key"] == "ip:127.0.0.1/32", acct
+    assert counter(d, "127.0.0.1", "messages/1h") == approx(10)
+
+
+def test_shadow_mode_lets_everything_through(pf, cpd):
+    """6. In shadow mode nothing is deferred, but the would-be deferrals are
+    logged with "shadow": true."""
+    d = cpd(classes(residential=lim("messages", "1h", 2)),
+            extra={"daemon": "shadow: true"})
+    mark = marker()
+    for i in range(4):
+        assert_accepted(pf, d, send(pf, "heidi", mark))
+    assert len(pf.wait_delivered(mark, 4)) == 4
+
+    shadow = deferrals(d, rule="messages/1h", shadow=True)
+    assert shadow, "no shadow deferral logged: %r" % d.decisions_list()
+    # Messages 3 and 4 would have been deferred (one RCPT each).
+    assert len(shadow) == 2, shadow
+    assert all(x.get("key") == "u:" + login("heidi") for x in shadow)
+    assert not deferrals(d, shadow=False), "a real deferral in shadow mode"
+    assert counter(d, login("heidi"), "messages/1h") == approx(4)
+
+
+def test_sighup_raised_limit_keeps_counters(pf, cpd):
+    """7. After SIGHUP with a raised limit the deferred login can send
+    again, and its counter was not reset by the reload."""
+    d = cpd(classes(residential=lim("messages", "1h", 2)))
+    mark = marker()
+    assert_accepted(pf, d, send(pf, "ivan", mark))
+    assert_accepted(pf, d, send(pf, "ivan", mark))
+    assert_deferred(pf, d, send(pf, "ivan", mark))
+    before = counter(d, login("ivan"), "messages/1h")
+    assert before == approx(2)
+
+    d.write_config(classes(residential=lim("messages", "1h", 4)))
+    d.reload()
+    assert d.alive()
+    assert counter(d, login("ivan"), "messages/1h") == approx(before)
+    assert show(d, login("ivan"))["counters"][0]["limit"] == 4
+
+    assert_accepted(pf, d, send(pf, "ivan", mark))
+    assert_accepted(pf, d, send(pf, "ivan", mark))
+    # 2 before + 2 after the reload = the new limit of 4: had the reload
+    # reset the counter, this one would pass.
+    assert_deferred(pf, d, send(pf, "ivan", mark))
+    assert counter(d, login("ivan"), "messages/1h") == approx(4)
+    assert len(pf.wait_delivered(mark, 4)) == 4
+
+
+def test_kill9_restart_keeps_counters(pf, cpd):
+    """8. kill -9 after a checkpoint, restart: counters survive and the
+    limit still applies. A SIGTERM restart loses nothing at all."""
+    d = cpd(classes(residential=lim("messages", "1h", 4)))
+    mark = marker()
+    assert_accepted(pf, d, send(pf, "judy", mark))
+    assert_accepted(pf, d, send(pf, "judy", mark))
+    time.sleep(CHECKPOINT * 2.5)
+    old_pid = d.proc.pid
+    d.kill9()
+    d.start()
+    assert d.proc.pid != old_pid
+    assert counter(d, login("judy"), "messages/1h") == approx(2)
+
+    assert_accepted(pf, d, send(pf, "judy", mark))
+    # Clean stop: the final checkpoint has the third message; restart at once.
+    assert d.stop() == 0, d.read_log()
+    d.start()
+    assert counter(d, login("judy"), "messages/1h") == approx(3)
+    assert_accepted(pf, d, send(pf, "judy", mark))
+    assert_deferred(pf, d, send(pf, "judy", mark))
+    assert len(pf.wait_delivered(mark, 4)) == 4
+
+
+def test_bad_config_on_sighup_refused(pf, cpd):
+    """9. A broken config on SIGHUP is refused with file:line in the log;
+    the daemon stays up with the old limits."""
+    d = cpd(classes(residential=lim("messages", "1h", 2)))
+    mark = marker()
+    assert_accepted(pf, d, send(pf, "mallory", mark))
+
+    d.write_config(classes(residential=lim("messages", "1h", 50) +
+                           lim("messagez", "1h", 50)))
+    with open(d.config) as f:
+        bad_line = next(i for i, l in enumerate(f, 1) if "messagez" in l)
+    log_before = len(d.read_log())
+    d.reload()
+    time.sleep(0.3)
+    new_log = d.read_log()[log_before:]
+    assert re.search(r"%s:%d\b" % (re.escape(d.config), bad_line), new_log), \
+        "reload error does not name %s:%d:\n%s" % (d.config, bad_line, new_log)
+    assert d.alive()
+
+    # The old limit of 2 is still in force (not 50).
+    assert_accepted(pf, d, send(pf, "mallory", mark))
+    assert_deferred(pf, d, send(pf, "mallory", mark))
+    assert show(d, login("mallory"))["counters"][0]["limit"] == 2
+    assert len(pf.wait_delivered(mark, 2)) == 2
