@@ -33,7 +33,10 @@ struct map_loader {
     char *err;
     int line;
     struct hmap customers; /* id → struct cp_customer */
-    struct cp_ruleset *pending; /* overrides per customer index */
+    struct pending_ov {
+        struct cp_ruleset rules;
+        int line;
+    } *pending; /* overrides per customer index */
 };
 
 static bool
@@ -145,7 +148,7 @@ add_override(struct map_loader *ml, struct cp_customer *c, const char *t,
              size_t len)
 {
     const char *eq = memchr(t, '=', len);
-    struct cp_ruleset *rs = &ml->pending[c->idx];
+    struct cp_ruleset *rs = &ml->pending[c->idx].rules;
     struct cp_rule r;
     const char *why;
 
@@ -198,9 +201,12 @@ parse_line(struct map_loader *ml, char *s, size_t len)
         return -1;
     for (ti = 2; ti < n; ti++) {
         if (memchr(tok[ti], '=', tlen[ti]) || memchr(tok[ti], '/', tlen[ti])) {
-            if (c->has_overrides && c->line != ml->line)
+            struct pending_ov *po = &ml->pending[c->idx];
+
+            if (c->has_overrides && po->line != ml->line)
                 return map_fail(ml, "overrides of customer %s already given "
-                                    "on line %d", c->id, c->line);
+                                    "on line %d", c->id, po->line);
+            po->line = ml->line;
             if (add_override(ml, c, tok[ti], tlen[ti]) < 0)
                 return -1;
             c->has_overrides = true;
@@ -299,7 +305,7 @@ cp_custmap_load(struct cp_config *cfg, char *err)
     rc = read_lines(&ml, fp);
     fclose(fp);
     for (size_t i = 0; rc == 0 && i < cfg->ncustomers; i++)
-        rc = resolve_rules(&ml, cfg->customers[i], &ml.pending[i]);
+        rc = resolve_rules(&ml, cfg->customers[i], &ml.pending[i].rules);
     hmap_fini(&ml.customers);
     free(ml.pending);
     return rc;

@@ -140,11 +140,18 @@ def assert_deferred(pf, daemon, r):
     return text
 
 
-def deferrals(daemon, rule=None, shadow=None):
+def verdict(rec):
+    """What the daemon decided: "verdict" (what it would do; in shadow mode
+    the answer sent, "action", is DUNNO), else "action"."""
+    return str(rec.get("verdict") or rec.get("action") or "").upper()
+
+
+def deferrals(daemon, rule=None, shadow=None, stage=None):
     out = []
     for d in daemon.decisions_list():
-        action = str(d.get("action", "")).upper()
-        if not action.startswith("DEFER"):
+        if not verdict(d).startswith("DEFER"):
+            continue
+        if stage is not None and d.get("stage") != stage:
             continue
         if rule is not None and d.get("rule") != rule:
             continue
@@ -256,6 +263,35 @@ def test_aborted_message_released(pf, cpd, quit_after):
     assert len(pf.wait_delivered(mark, 1)) == 1
 
 
+def test_bytes_limit_checked_at_end_of_message(pf, cpd):
+    """The size of a message without SIZE= is known only at END-OF-MESSAGE:
+    the message that would cross a bytes limit is deferred after the final
+    dot (450 4.7.1) and not charged; a smaller one that fits still passes."""
+    d = cpd(classes(residential=lim("bytes", "1h", 3000) +
+                    lim("messages", "1d", 50)))
+    mark = marker()
+    big = mark + "\n" + ("0123456789" * 7 + "\n") * 28   # ~2 KB
+    r1 = send(pf, "bob", mark, body=big)
+    assert_accepted(pf, d, r1)
+    b1 = counter(d, login("bob"), "bytes/1h")
+    assert 2000 < b1 < 3000, b1
+
+    r2 = send(pf, "bob", mark, body=big)
+    assert not r2.accepted, r2
+    lines = r2.replies("450")
+    assert lines and "4.7.1" in lines[0], "%r%s" % (r2, context(pf, d))
+    # Deferred after the content was sent, not at RCPT.
+    assert "354 " in r2.out and r2.out.index("354 ") < r2.out.index(lines[0])
+    assert counter(d, login("bob"), "bytes/1h") == approx(b1, 5)
+    assert counter(d, login("bob"), "messages/1d") == approx(1)
+
+    r3 = send(pf, "bob", mark)  # small: fits in what is left
+    assert_accepted(pf, d, r3)
+    assert len(pf.wait_delivered(mark, 2)) == 2
+    time.sleep(0.5)
+    assert len(pf.delivered_with(mark)) == 2
+
+
 def test_two_logins_share_customer_limit(pf, cpd):
     """4. Two logins mapped to one customer share its limit."""
     cmap = ("# two logins of one customer\n"
@@ -326,7 +362,7 @@ def test_smtp_source_unauthenticated_burst(pf, cpd):
 
 def test_shadow_mode_lets_everything_through(pf, cpd):
     """6. In shadow mode nothing is deferred, but the would-be deferrals are
-    logged with "shadow": true."""
+    logged with "shadow": true (answer DUNNO, verdict DEFER_IF_PERMIT)."""
     d = cpd(classes(residential=lim("messages", "1h", 2)),
             extra={"daemon": "shadow: true"})
     mark = marker()
@@ -336,11 +372,32 @@ def test_shadow_mode_lets_everything_through(pf, cpd):
 
     shadow = deferrals(d, rule="messages/1h", shadow=True)
     assert shadow, "no shadow deferral logged: %r" % d.decisions_list()
-    # Messages 3 and 4 would have been deferred (one RCPT each).
-    assert len(shadow) == 2, shadow
+    assert all(str(x.get("action")).upper() == "DUNNO" for x in shadow), shadow
     assert all(x.get("key") == "u:" + login("heidi") for x in shadow)
+    # Messages 3 and 4 would have been deferred, at RCPT.
+    assert len({x.get("instance") for x in shadow}) == 2, shadow
+    assert len(deferrals(d, rule="messages/1h", shadow=True, stage="RCPT")) == 2
     assert not deferrals(d, shadow=False), "a real deferral in shadow mode"
     assert counter(d, login("heidi"), "messages/1h") == approx(4)
+
+
+def test_shadow_mode_logs_each_would_be_deferral_once(pf, cpd):
+    """6b. A message that would have been deferred at RCPT would never have
+    reached END-OF-MESSAGE: the shadow log has one would-be deferral per
+    such message, not a second one at END-OF-MESSAGE (which would double
+    the "would have" counts a postmaster reads before enforcing)."""
+    d = cpd(classes(residential=lim("messages", "1h", 1)),
+            extra={"daemon": "shadow: true"})
+    mark = marker()
+    for i in range(3):
+        assert_accepted(pf, d, send(pf, "heidi", mark))
+    shadow = deferrals(d, shadow=True)
+    per_msg = {}
+    for x in shadow:
+        per_msg.setdefault(x.get("instance"), []).append(x.get("stage"))
+    assert len(per_msg) == 2, shadow
+    assert all(len(v) == 1 for v in per_msg.values()), \
+        "would-be deferrals logged more than once per message: %r" % per_msg
 
 
 def test_sighup_raised_limit_keeps_counters(pf, cpd):

@@ -1,1 +1,183 @@
-int main(void){return 0;}
+/* test_config.c — the config schema and the customer map: what loads, and
+ * that every refusal names the file, the line and the reason. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "core/config.h"
+#include "core/custmap.h"
+#include "helpers.h"
+#include "util/inet.h"
+
+static const char base[] = "daemon:\n"
+                           "  listen: [unix:/tmp/x.sock]\n"
+                           "classes:\n"
+                           "  residential:\n"
+                           "    limits:\n"
+                           "      - { metric: messages, window: 1h, max: 10 }\n"
+                           "      - { metric: bytes, window: 1d, max: 20M }\n"
+                           "  unauthenticated:\n"
+                           "    limits:\n"
+                           "      - { metric: messages, window: 60m, max: 5 }\n";
+
+static struct cp_config *
+load(const char *yaml, char *err)
+{
+    return cp_config_load(tmpfile_with(0, yaml), err);
+}
+
+static void
+test_example_config(void **state)
+{
+    char err[CP_ERR_MAX];
+    struct cp_config *cfg = cp_config_load("etc/chokepoint.yaml", err);
+
+    (void)state;
+    /* the shipped example names a map under /etc that need not exist */
+    if (cfg == NULL)
+        assert_non_null(strstr(err, "customers.map"));
+    cp_config_free(cfg);
+}
+
+static void
+test_base(void **state)
+{
+    char err[CP_ERR_MAX];
+    struct cp_config *cfg = load(base, err);
+
+    (void)state;
+    assert_non_null(cfg);
+    assert_int_equal(cfg->nclasses, 2);
+    assert_int_equal(cfg->nslots, 2); /* 60m is the same window as 1h */
+    assert_string_equal(cfg->classes[1].rules.rule[0].name, "messages/1h");
+    assert_int_equal(cfg->classes[0].rules.rule[1].max, 20 * 1048576);
+    assert_int_equal(cfg->classes[0].rules.rule[0].action, CP_ACT_DEFER);
+    assert_int_equal(cfg->checkpoint_ms, 5000);
+    assert_int_equal(cfg->listen[0].kind, CP_LISTEN_UNIX);
+    cp_config_free(cfg);
+}
+
+static void
+expect_error(const char *yaml, const char *where, const char *what)
+{
+    char err[CP_ERR_MAX];
+    struct cp_config *cfg = load(yaml, err);
+
+    assert_null(cfg);
+    if (strstr(err, where) == NULL || strstr(err, what) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\" or \"%s\"", err, where, what);
+}
+
+static void
+test_errors(void **state)
+{
+    char buf[2048];
+
+    (void)state;
+    snprintf(buf, sizeof(buf), "%sstore:\n  checkpoint_intervl: 5s\n", base);
+    expect_error(buf, ":12:3:", "unknown key 'checkpoint_intervl'");
+    snprintf(buf, sizeof(buf), "%sstore:\n  checkpoint_interval: soon\n", base);
+    expect_error(buf, ":12:24:", "expected a duration");
+    snprintf(buf, sizeof(buf), "%sprotocol:\n  max_line: 10\n", base);
+    expect_error(buf, ":12:13:", "out of range");
+    expect_error("daemon:\n  log: journal\n", ":2:8:",
+                 "expected one of stderr, syslog");
+    snprintf(buf, sizeof(buf), "%sdaemon:\n  shadow: true\n", base);
+    expect_error(buf, ":11:1:", "duplicate key");
+    expect_error("daemon: [\n", ":", "");
+    expect_error("classes:\n  r:\n    limits:\n      - { metric: msgs, "
+                 "window: 1h, max: 1 }\n",
+                 ":4:19:", "expected one of messages");
+    expect_error("daemon:\n  listen: [tcp:1.2.3.4]\n", ":2:12:",
+                 "expected unix:/PATH or inet:ADDRESS:PORT");
+    expect_error("daemon:\n  listen: [unix:/x]\nclasses:\n  r:\n    limits: "
+                 "[]\n",
+                 "", "default_class 'residential' is not a class");
+}
+
+static struct cp_config *
+load_with_map(const char *map, char *err)
+{
+    char yaml[2048];
+
+    snprintf(yaml, sizeof(yaml), "%sidentity:\n  customer_map: %s\n", base,
+             tmpfile_with(1, map));
+    return load(yaml, err);
+}
+
+static void
+test_map(void **state)
+{
+    char err[CP_ERR_MAX];
+    struct cp_config *cfg =
+        load_with_map("# comment\n"
+                      "alice@isp.example  c1  residential messages/1h=50 "
+                      "recipients/1d=500\n"
+                      "alice2@isp.example c1\n"
+                      "192.0.2.0/24       c2  unauthenticated\n"
+                      "192.0.2.7          c3\n"
+                      "2001:db8::/32      c2\n",
+                      err);
+    const struct cp_customer *c;
+    struct inet_addr a;
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    c = cp_custmap_login(cfg, "alice2@isp.example", 18);
+    assert_non_null(c);
+    assert_string_equal(c->id, "c1");
+    assert_int_equal(c->rules.n, 3);
+    assert_int_equal(c->rules.rule[0].max, 50);
+    assert_string_equal(c->rules.rule[2].name, "recipients/1d");
+    assert_int_equal(cfg->nslots, 3);
+    assert_true(inet_parse("192.0.2.99", 10, &a));
+    assert_string_equal(cp_custmap_network(cfg, &a)->id, "c2");
+    assert_true(inet_parse("192.0.2.7", 9, &a));
+    assert_string_equal(cp_custmap_network(cfg, &a)->id, "c3");
+    assert_true(inet_parse("2001:db8:1::1", 13, &a));
+    assert_string_equal(cp_custmap_network(cfg, &a)->id, "c2");
+    assert_true(inet_parse("198.51.100.1", 12, &a));
+    assert_null(cp_custmap_network(cfg, &a));
+    cp_config_free(cfg);
+}
+
+static void
+expect_map_error(const char *map, const char *what)
+{
+    char err[CP_ERR_MAX];
+    struct cp_config *cfg = load_with_map(map, err);
+
+    assert_null(cfg);
+    if (strstr(err, what) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\"", err, what);
+}
+
+static void
+test_map_errors(void **state)
+{
+    (void)state;
+    expect_map_error("a@x c1\nb@x c1 nosuchclass\n", ":2: unknown class");
+    expect_map_error("a@x c1 residential\nb@x c1 unauthenticated\n",
+                     ":2: customer c1 already has class residential");
+    expect_map_error("a@x c1\na@x c2\n", ":2: key 'a@x' is listed twice");
+    expect_map_error("a@x c1 messages/1h=0\n", ":1: override");
+    expect_map_error("a@x c1 parcels/1h=3\n", "unknown metric");
+    expect_map_error("10.0.0.0/33 c1\n", ":1: '10.0.0.0/33' is not a valid");
+    expect_map_error("onlykey\n", ":1: expected KEY CUSTOMER");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_example_config), cmocka_unit_test(test_base),
+        cmocka_unit_test(test_errors),         cmocka_unit_test(test_map),
+        cmocka_unit_test(test_map_errors),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

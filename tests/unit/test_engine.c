@@ -1,1 +1,275 @@
-int main(void){return 0;}
+/* test_engine.c — decisions and two-phase accounting on a virtual clock,
+ * with the embedded memory store. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "core/engine.h"
+#include "helpers.h"
+#include "store/memstore.h"
+
+#define MIN 60000
+
+static const char yaml_fmt[] =
+    "daemon:\n"
+    "  listen: [unix:/tmp/x.sock]\n"
+    "  shadow: %s\n"
+    "identity:\n"
+    "  customer_map: %s\n"
+    "  ipv4_prefix: 24\n"
+    "accounting:\n"
+    "  reservation_timeout: 10m\n"
+    "  max_pending: 16\n"
+    "classes:\n"
+    "  residential:\n"
+    "    limits:\n"
+    "      - { metric: messages, window: 1h, max: 3 }\n"
+    "      - { metric: recipients, window: 1h, max: 5 }\n"
+    "      - { metric: bytes, window: 1h, max: 1000 }\n"
+    "      - { metric: domains, window: 1h, max: 100, shadow: true }\n"
+    "  unauthenticated:\n"
+    "    limits:\n"
+    "      - { metric: messages, window: 1h, max: 2, action: reject }\n";
+
+struct fixture {
+    struct cp_config *cfg;
+    struct memstore *ms;
+    struct cp_engine e;
+};
+
+static int
+setup_mode(void **state, const char *shadow)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    char yaml[2048], err[CP_ERR_MAX];
+
+    snprintf(yaml, sizeof(yaml), yaml_fmt, shadow,
+             tmpfile_with(1, "a@x c1\nb@x c1\n"));
+    f->cfg = cp_config_load(tmpfile_with(0, yaml), err);
+    if (f->cfg == NULL)
+        fail_msg("%s", err);
+    f->ms = memstore_new(16);
+    cp_engine_init(&f->e, f->cfg, &f->ms->base);
+    *state = f;
+    return 0;
+}
+
+static int
+setup(void **state)
+{
+    return setup_mode(state, "false");
+}
+
+static int
+setup_shadow(void **state)
+{
+    return setup_mode(state, "true");
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    cp_engine_fini(&f->e);
+    memstore_free(f->ms);
+    cp_config_free(f->cfg);
+    free(f);
+    return 0;
+}
+
+static struct policy_str
+S(const char *s)
+{
+    struct policy_str r = {s, s ? strlen(s) : 0};
+
+    return r;
+}
+
+static enum cp_action
+ask(struct fixture *f, int64_t now, const char *stage, const char *user,
+    const char *client, const char *inst, const char *rcpt,
+    const char *count, const char *size, struct cp_decision *d)
+{
+    struct policy_request r;
+    struct cp_decision local;
+
+    memset(&r, 0, sizeof(r));
+    r.request = S("smtpd_access_policy");
+    r.protocol_state = S(stage);
+    r.sasl_username = S(user);
+    r.client_address = S(client);
+    r.instance = S(inst);
+    r.recipient = S(rcpt);
+    r.recipient_count = S(count);
+    r.size = S(size);
+    cp_engine_decide(&f->e, &r, now, d ? d : &local);
+    return (d ? d : &local)->action;
+}
+
+static double
+level(struct fixture *f, const char *key, unsigned slot, int64_t now)
+{
+    struct cp_counters c;
+
+    if (!f->ms->base.ops->peek(&f->ms->base, key, strlen(key), &c))
+        return -1;
+    return cp_meter_level_now(&c, slot, 0, now); /* no leak */
+}
+
+static void
+test_settle_counts_final_recipients(void **state)
+{
+    struct fixture *f = *state;
+
+    ask(f, 0, "RCPT", "a@x", "192.0.2.1", "m1", "r1@d", "0", "0", NULL);
+    ask(f, 0, "RCPT", "a@x", "192.0.2.1", "m1", "r2@d", "0", "0", NULL);
+    ask(f, 0, "RCPT", "a@x", "192.0.2.1", "m1", "r3@d", "0", "0", NULL);
+    assert_true(level(f, "c:c1", 1, 0) == 3); /* recipients reserved */
+    ask(f, 0, "DATA", "a@x", "192.0.2.1", "m1", "", "2", "0", NULL);
+    ask(f, 0, "END-OF-MESSAGE", "a@x", "192.0.2.1", "m1", "", "2", "300",
+        NULL);
+    assert_true(level(f, "c:c1", 0, 0) == 1); /* messages */
+    assert_true(level(f, "c:c1", 1, 0) == 2); /* recipients settled */
+    assert_true(level(f, "c:c1", 2, 0) == 300); /* bytes */
+    assert_int_equal(cp_engine_pending(&f->e), 0);
+}
+
+static void
+test_abort_released_after_timeout(void **state)
+{
+    struct fixture *f = *state;
+
+    ask(f, 0, "RCPT", "a@x", "192.0.2.1", "m1", "r1@d", "0", "100", NULL);
+    assert_true(level(f, "c:c1", 0, 0) == 1);
+    assert_int_equal(cp_engine_expire(&f->e, 9 * MIN), 0);
+    assert_int_equal(cp_engine_expire(&f->e, 10 * MIN), 1);
+    assert_true(level(f, "c:c1", 0, 0) == 0);
+    assert_true(level(f, "c:c1", 1, 0) == 0);
+    assert_true(level(f, "c:c1", 2, 0) == 0);
+}
+
+static void
+test_shared_customer_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_decision d;
+    char inst[8];
+
+    for (int i = 0; i < 3; i++) {
+        snprintf(inst, sizeof(inst), "m%d", i);
+        assert_int_equal(ask(f, 0, "RCPT", i % 2 ? "b@x" : "a@x", "192.0.2.1",
+                             inst, "r@d", "0", "0", NULL),
+                         CP_ACT_DUNNO);
+        ask(f, 0, "END-OF-MESSAGE", "a@x", "192.0.2.1", inst, "", "1", "0",
+            NULL);
+    }
+    assert_int_equal(ask(f, 0, "RCPT", "b@x", "192.0.2.1", "m9", "r@d", "0",
+                         "0", &d),
+                     CP_ACT_DEFER);
+    assert_string_equal(d.rule.name, "messages/1h");
+    assert_string_equal(d.id.key, "c:c1");
+    assert_non_null(strstr(d.text, "4.7.1 Sending limit reached"));
+    assert_non_null(strstr(d.text, "3 messages per hour"));
+    assert_non_null(strstr(d.text, "20 minutes"));
+    /* 20 minutes later one message has drained */
+    assert_int_equal(ask(f, 20 * MIN, "RCPT", "b@x", "192.0.2.1", "m9", "r@d",
+                         "0", "0", NULL),
+                     CP_ACT_DUNNO);
+}
+
+static void
+test_unauthenticated_by_prefix(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_decision d;
+
+    ask(f, 0, "RCPT", "", "198.51.100.7", "u1", "r@d", "0", "0", &d);
+    assert_string_equal(d.id.key, "ip:198.51.100.0/24");
+    ask(f, 0, "RCPT", NULL, "198.51.100.8", "u2", "r@d", "0", "0", &d);
+    assert_int_equal(ask(f, 0, "RCPT", NULL, "198.51.100.9", "u3", "r@d", "0",
+                         "0", &d),
+                     CP_ACT_REJECT);
+    assert_non_null(strstr(d.text, "5.7.1"));
+    ask(f, 0, "RCPT", NULL, "2001:db8:1:2:3::4", "u4", "r@d", "0", "0", &d);
+    assert_string_equal(d.id.key, "ip:2001:db8:1:2::/64");
+    assert_int_equal(cp_engine_decide(&f->e, &(struct policy_request){0}, 0,
+                                      &d),
+                     -1);
+}
+
+static void
+test_eom_bytes_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_decision d;
+
+    ask(f, 0, "RCPT", "a@x", "192.0.2.1", "m1", "r@d", "0", "0", NULL);
+    assert_int_equal(ask(f, 0, "END-OF-MESSAGE", "a@x", "192.0.2.1", "m1", "",
+                         "1", "5000", &d),
+                     CP_ACT_DEFER);
+    assert_string_equal(d.rule.name, "bytes/1h");
+    /* the refused message is not counted at all */
+    assert_true(level(f, "c:c1", 0, 0) == 0);
+    assert_true(level(f, "c:c1", 2, 0) == 0);
+}
+
+static void
+test_pending_cap(void **state)
+{
+    struct fixture *f = *state;
+    char inst[16], user[16];
+
+    for (int i = 0; i < 40; i++) {
+        snprintf(inst, sizeof(inst), "i%d", i);
+        snprintf(user, sizeof(user), "u%d@x", i);
+        ask(f, 0, "RCPT", user, "192.0.2.1", inst, "r@d", "0", "0", NULL);
+    }
+    assert_int_equal(cp_engine_pending(&f->e), 16);
+    assert_int_equal(f->e.stats.pending_evicted, 24);
+    assert_true(level(f, "u:u0@x", 0, 0) == 0); /* evicted → released */
+    assert_true(level(f, "u:u39@x", 0, 0) == 1);
+}
+
+static void
+test_shadow_mode(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_decision d;
+    char inst[8];
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(inst, sizeof(inst), "m%d", i);
+        assert_int_equal(ask(f, 0, "RCPT", "a@x", "192.0.2.1", inst, "r@d",
+                             "0", "0", &d),
+                         CP_ACT_DUNNO);
+    }
+    assert_true(d.shadow);
+    assert_int_equal(d.verdict, CP_ACT_DEFER);
+    assert_int_equal(f->e.stats.shadow_would[CP_ACT_DEFER], 2);
+    assert_true(level(f, "c:c1", 0, 0) == 5); /* everything counted */
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_settle_counts_final_recipients,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_released_after_timeout,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_customer_limit, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unauthenticated_by_prefix, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_eom_bytes_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shadow_mode, setup_shadow,
+                                        teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
