@@ -474,3 +474,9 @@ def test_bad_config_on_sighup_refused(pf, cpd):
     assert_deferred(pf, d, send(pf, "mallory", mark))
     assert show(d, login("mallory"))["counters"][0]["limit"] == 2
     assert len(pf.wait_delivered(mark, 2)) == 2
+
+    # The error tells the postmaster what would have been valid: all four
+    # metrics, not only the first few.
+    err = [l for l in new_log.splitlines() if "%s:%d" % (d.config, bad_line) in l]
+    assert all(m in err[0] for m in ("messages", "recipients", "bytes", "domains")), \
+        "error does not list the valid metrics: %r" % err[0]

@@ -1,0 +1,82 @@
+# chokepoint — top-level commands (Meson + Ninja underneath).
+#
+#   make deps    install the Debian packages needed (idempotent; root)
+#   make         build into build/
+#   make run     deps + build + run chokepointd on etc/chokepoint-dev.yaml
+#   make test    deps + build + every test suite (unit, integration with real
+#                Postfix, ASan/UBSan run, fuzz-corpus replay); ends with
+#                "N passed, N failed"
+#   make bench   policy throughput vs the do-nothing bound and the peers
+#   make fuzz    run the fuzz targets for FUZZ_SECONDS each (default 60)
+
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+RUN_DIR ?= /tmp/chokepoint-run
+
+.PHONY: all deps build run test unit integration asan fuzz-build fuzz-replay \
+        fuzz bench clean check-includes
+
+all: build
+
+deps:
+	sh scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --werror
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: deps build
+	sh scripts/run-dev.sh $(BUILD) $(RUN_DIR)
+
+test: deps build
+	sh scripts/run-tests.sh
+
+unit: build
+	meson test -C $(BUILD) --print-errorlogs
+
+integration: build
+	/usr/bin/python3 -m pytest -v tests/integration
+
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) --werror -Db_sanitize=address,undefined \
+	    -Db_lundef=false -Dbuildtype=debug
+
+asan: $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=undefined -D_GNU_SOURCE -std=c17 -Isrc
+FUZZ_UTIL = src/util/msg.c src/util/xalloc.c src/util/strbuf.c \
+	src/util/parse.c src/util/inet.c src/util/hmap.c
+
+fuzz-build:
+	mkdir -p $(FUZZ_BUILD)
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_policy \
+	    tests/fuzz/fuzz_policy.c src/core/policy.c $(FUZZ_UTIL) -lxxhash -lm
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_config \
+	    tests/fuzz/fuzz_custmap.c src/core/config.c src/core/custmap.c \
+	    src/core/policy.c $(FUZZ_UTIL) -lfyaml -lxxhash -lm
+
+fuzz-replay: fuzz-build
+	$(FUZZ_BUILD)/fuzz_policy -runs=0 tests/fuzz/corpus/policy
+	$(FUZZ_BUILD)/fuzz_config -runs=0 tests/fuzz/corpus/config
+
+fuzz: fuzz-build
+	mkdir -p $(FUZZ_BUILD)/corpus-policy $(FUZZ_BUILD)/corpus-config
+	$(FUZZ_BUILD)/fuzz_policy -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-policy tests/fuzz/corpus/policy
+	$(FUZZ_BUILD)/fuzz_config -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-config tests/fuzz/corpus/config
+
+bench: deps build
+	sh bench/run.sh
+
+check-includes:
+	sh scripts/check-includes.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
