@@ -14,6 +14,21 @@ struct acct {
     char key[]; /* not NUL-terminated */
 };
 
+/* Remember that `a` changed since the last checkpoint. */
+static void
+mark_dirty(struct memstore *ms, struct acct *a)
+{
+    if (a->dirty)
+        return;
+    if (ms->dirty == ms->dirty_cap) {
+        ms->dirty_cap = ms->dirty_cap ? ms->dirty_cap * 2 : 1024;
+        ms->dirty_list = xreallocarray(ms->dirty_list, ms->dirty_cap,
+                                       sizeof(*ms->dirty_list));
+    }
+    ms->dirty_list[ms->dirty++] = a;
+    a->dirty = 1;
+}
+
 static bool
 acct_eq(const void *val, const void *key, size_t len)
 {
@@ -59,10 +74,7 @@ ms_meter(struct cp_store *st, const struct cp_meter_op *op,
     }
     cp_meter_apply(&a->c, op, res);
     res->created = created;
-    if (!a->dirty) {
-        a->dirty = 1;
-        ms->dirty++;
-    }
+    mark_dirty(ms, a);
 }
 
 static bool
@@ -121,6 +133,7 @@ memstore_free(struct memstore *ms)
     HMAP_FOREACH(&ms->accts, i)
     free(ms->accts.ents[i].val);
     hmap_fini(&ms->accts);
+    free(ms->dirty_list);
     free(ms);
 }
 
@@ -153,16 +166,9 @@ memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b)
 {
     b->n = 0;
     sb_reset(&b->keys);
-    if (ms->dirty == 0)
-        return;
-    HMAP_FOREACH(&ms->accts, i)
-    {
-        struct acct *a = ms->accts.ents[i].val;
-
-        if (a->dirty) {
-            batch_add(b, a);
-            a->dirty = 0;
-        }
+    for (size_t i = 0; i < ms->dirty; i++) {
+        batch_add(b, ms->dirty_list[i]);
+        ms->dirty_list[i]->dirty = 0;
     }
     ms->dirty = 0;
 }
@@ -175,10 +181,8 @@ memstore_mark_dirty(struct memstore *ms, const struct ckpt_batch *b)
         struct acct *a = acct_get(ms, b->keys.data + b->rec[i].key_off,
                                   b->rec[i].keylen, false, &created);
 
-        if (a != NULL && !a->dirty) {
-            a->dirty = 1;
-            ms->dirty++;
-        }
+        if (a != NULL)
+            mark_dirty(ms, a);
     }
 }
 
@@ -204,10 +208,7 @@ memstore_remap(struct memstore *ms, const struct cp_slot *from, size_t nfrom,
         for (size_t j = 0; j < nto; j++)
             if (map[j] >= 0)
                 a->c.level[j] = old[map[j]];
-        if (!a->dirty) {
-            a->dirty = 1;
-            ms->dirty++;
-        }
+        mark_dirty(ms, a);
     }
 }
 

@@ -17,11 +17,15 @@
 #include "util/hmap.h"
 #include "util/strbuf.h"
 
+struct acct;
+
 struct memstore {
     struct cp_store base; /* first: a memstore is a cp_store */
     struct hmap accts;
     size_t key_bytes;
-    size_t dirty;
+    size_t dirty;          /* entries in dirty_list */
+    struct acct **dirty_list; /* accounts changed since the last collect */
+    size_t dirty_cap;
 };
 
 /* A copy of changed accounts, handed to the checkpoint worker. */

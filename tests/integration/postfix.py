@@ -444,9 +444,6 @@ class Postfix:
                 return got
             time.sleep(0.2)
 
-    def queue_ids_sent(self):
-        return re.findall(r" ([0-9A-F]{6,}): to=<[^>]*>.*status=sent", self.maillog())
-
 
 def _pid_alive(pid):
     try:

@@ -18,13 +18,12 @@ Run: /usr/bin/python3 -m pytest -v tests/integration/test_postfix.py
 import os
 import re
 import shutil
-import signal
 import time
 import uuid
 
 import pytest
 
-from cpd import Daemon, CHOKEPOINTD
+from cpd import Daemon
 import postfix as pfmod
 
 RESERVATION_TIMEOUT = 3.0  # cpd.py's accounting: reservation_timeout
@@ -159,11 +158,6 @@ def deferrals(daemon, rule=None, shadow=None, stage=None):
             continue
         out.append(d)
     return out
-
-
-def non_dunno(daemon):
-    return [d for d in daemon.decisions_list()
-            if str(d.get("action", "")).upper() != "DUNNO"]
 
 
 def approx(v, tol=0.1):

@@ -1,0 +1,151 @@
+#!/bin/sh
+# bench/run.sh — policy decisions/s of chokepointd against the do-nothing
+# upper bound (shared/bench/policy-upper-bound.c), side by side in one run,
+# on a unix socket, for each connection count and account population.
+#
+# For every case it runs the bound, then chokepointd, with the same load
+# (shared/bench/policy-load.c), and prints a last line
+#   policy conns=C accounts=A rps=X bound_rps=Y ratio=X/Y p99_us=Z rss_mb=M
+# The 1M-account population is written straight into the state database
+# before chokepointd starts (so the run also measures restart time with 1M
+# accounts: see "restored ... in N ms" in the output).
+#
+# Knobs (environment): CONNS="1 8 32" ACCOUNTS="1000 1000000" DURATION=10
+# WARMUP=2 DIST=zipf:1.0 MODE=-m (whole transactions RCPT+DATA+EOM; set
+# MODE= for RCPT-only requests) REPEAT=1 (runs per case; the median is kept)
+# PEERS=1 also runs shared/bench/peers/run-peers.sh (postfwd,
+# policyd-rate-limit) afterwards.
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SHARED=${SHARED:-$ROOT/../shared/bench}
+[ -d "$SHARED" ] || SHARED=/work/shared/bench
+CONNS=${CONNS:-"1 8 32"}
+ACCOUNTS=${ACCOUNTS:-"1000 1000000"}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+DIST=${DIST:-zipf:1.0}
+MODE=${MODE--m}
+REPEAT=${REPEAT:-1}
+OUT=$ROOT/bench/out
+BIN=$OUT/bin
+mkdir -p "$BIN"
+rm -f "$OUT"/*.sock
+cc -O2 -pthread -o "$BIN/policy-load" "$SHARED/policy-load.c"
+cc -O2 -pthread -o "$BIN/policy-upper-bound" "$SHARED/policy-upper-bound.c"
+[ -x build/chokepointd ] || ninja -C build
+
+SOCK=$OUT/policy.sock
+UBSOCK=$OUT/ub.sock
+PIDS=""
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+write_config() { # db
+    cat > "$OUT/bench.yaml" <<YAML
+daemon:
+  listen: [unix:$SOCK]
+  admin_socket: $OUT/admin.sock
+  log: stderr
+  log_level: info
+protocol:
+  max_connections: 1000
+store:
+  path: $1
+  checkpoint_interval: 5s
+classes:
+  residential:
+    limits:
+      - { metric: messages,   window: 1h, max: 1000000 }
+      - { metric: messages,   window: 1d, max: 5000000 }
+      - { metric: recipients, window: 1h, max: 3000000 }
+      - { metric: domains,    window: 1h, max: 500000 }
+      - { metric: bytes,      window: 1d, max: 50G }
+  unauthenticated:
+    limits:
+      - { metric: messages,   window: 1h, max: 1000000 }
+YAML
+}
+
+# Write `n` accounts u0000000@customers.example.net ... into a fresh db.
+prefill() { # db n
+    rm -f "$1" "$1-wal" "$1-shm"
+    sqlite3 "$1" <<SQL
+PRAGMA journal_mode=WAL;
+CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE accounts(key TEXT PRIMARY KEY, t INTEGER NOT NULL,
+                      data BLOB NOT NULL) WITHOUT ROWID;
+INSERT INTO meta VALUES('slots',
+  'messages/1h,messages/1d,recipients/1h,domains/1h,bytes/1d');
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $2 - 1)
+INSERT INTO accounts
+  SELECT printf('u:u%07d@customers.example.net', i),
+         CAST(strftime('%s','now') AS INTEGER) * 1000, zeroblob(81) FROM n;
+SQL
+}
+
+wait_sock() {
+    i=0
+    while [ ! -S "$1" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+}
+
+rss_mb() {
+    awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+field() { # name line
+    echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
+}
+
+load() { # target conns users
+    "$BIN/policy-load" -s "$1" -c "$2" -u "$3" -k "$DIST" -d "$DURATION" \
+        -w "$WARMUP" $MODE 2>/dev/null | tail -1
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+for accts in $ACCOUNTS; do
+    db=$OUT/state-$accts.db
+    prefill "$db" "$accts"
+    write_config "$db"
+    for c in $CONNS; do
+        ub_all="" cp_all="" p99_all=""
+        r=0
+        while [ $r -lt "$REPEAT" ]; do
+            r=$((r + 1))
+            rm -f "$UBSOCK"
+            "$BIN/policy-upper-bound" -s "unix:$UBSOCK" 2>/dev/null &
+            ub=$!
+            PIDS="$ub"
+            wait_sock "$UBSOCK"
+            ubline=$(load "unix:$UBSOCK" "$c" "$accts")
+            kill "$ub"; wait "$ub" 2>/dev/null || true
+            ub_all="$ub_all $(field rps "$ubline")"
+
+            build/chokepointd -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
+            cp=$!
+            PIDS="$cp"
+            wait_sock "$SOCK"
+            cpline=$(load "unix:$SOCK" "$c" "$accts")
+            rss=$(rss_mb "$cp")
+            kill "$cp"; wait "$cp" 2>/dev/null || true
+            cp_all="$cp_all $(field rps "$cpline")"
+            p99_all="$p99_all $(field p99_us "$cpline")"
+            errs=$(field errors "$cpline")
+            [ "$errs" = 0 ] || echo "WARNING: chokepointd run had errors: $cpline"
+            grep -h "restored" "$OUT/chokepointd.log" | sed 's/^/  /'
+        done
+        ubr=$(echo $ub_all | tr ' ' '\n' | median)
+        cpr=$(echo $cp_all | tr ' ' '\n' | median)
+        p99=$(echo $p99_all | tr ' ' '\n' | median)
+        echo "  bound: $ubline"
+        echo "  chokepointd: $cpline"
+        ratio=$(awk -v a="$cpr" -v b="$ubr" 'BEGIN { printf "%.2f", a / b }')
+        echo "policy conns=$c accounts=$accts rps=$cpr bound_rps=$ubr ratio=$ratio p99_us=$p99 rss_mb=$rss"
+    done
+done
+if [ "${PEERS:-0}" = 1 ]; then
+    sh "$SHARED/peers/run-peers.sh" install bench
+fi
