@@ -128,21 +128,28 @@ def wait_for(pred, timeout=5.0, what="condition"):
         time.sleep(0.02)
 
 
+def log_text(d):
+    """The text log, split only at LF (Daemon.read_log() uses universal
+    newlines, which would turn a raw CR in a log line into a line break)."""
+    with open(d.log, "rb") as f:
+        return f.read().decode("utf-8", errors="backslashreplace")
+
+
 def wait_log(d, pattern, timeout=3.0):
     """The first log line matching regex `pattern` (str)."""
     rx = re.compile(pattern)
 
     def find():
-        for line in d.read_log().split("\n"):
+        for line in log_text(d).split("\n"):
             if rx.search(line):
                 return line
         return None
-    return wait_for(find, timeout, "log line /%s/ in:\n%s" % (pattern, d.read_log()))
+    return wait_for(find, timeout, "log line /%s/ in:\n%s" % (pattern, log_text(d)))
 
 
 def log_lines(d, pattern):
     rx = re.compile(pattern)
-    return [l for l in d.read_log().split("\n") if rx.search(l)]
+    return [l for l in log_text(d).split("\n") if rx.search(l)]
 
 
 def assert_log_clean(d):
@@ -710,7 +717,7 @@ def test_values_cannot_inject_reply_lines(start):
     # ... and "\n\n" inside a value ends the request: what follows is a
     # second request (no request= attribute: DUNNO), never reply text.
     a = rcpt_request(user=user, instance=inst + "b")
-    a["recipient"] = "x\n\naction=REJECT\nrequest=smtpd_access_policy"
+    a["recipient"] = "x\n\naction=REJECT"
     c.send(policy_request(a))
     r1, r2 = c.read_reply(), c.read_reply()
     assert (r1, r2) == (DUNNO, DUNNO)
