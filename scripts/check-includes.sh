@@ -1,0 +1,29 @@
+#!/bin/sh
+# check-includes.sh — dependencies point down only:
+#   util ← core ← store ← daemon, and cli uses util only (it talks to the
+#   daemon through the admin socket). Also refuses the banned functions
+#   (STYLE.md) anywhere in src/. Exit 1 with the offending lines.
+set -u
+cd "$(dirname "$0")/.."
+bad=0
+check() { # dir, forbidden-pattern
+    hits=$(grep -rnE "#include \"($2)/" "src/$1" 2>/dev/null)
+    if [ -n "$hits" ]; then
+        echo "layering: src/$1 must not include $2:"
+        echo "$hits"
+        bad=1
+    fi
+}
+check util "core|store|daemon|cli"
+check core "store|daemon|cli"
+check store "daemon|cli"
+check cli "core|store|daemon"
+banned='\b(strcpy|strcat|sprintf|vsprintf|gets|strtok|strncpy|atoi|atol|sscanf|alloca|system|popen)\('
+hits=$(grep -rnE "$banned" src)
+if [ -n "$hits" ]; then
+    echo "banned functions:"
+    echo "$hits"
+    bad=1
+fi
+[ $bad = 0 ] && echo "check-includes: layering and banned functions OK"
+exit $bad
