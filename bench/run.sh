@@ -146,6 +146,42 @@ for accts in $ACCOUNTS; do
         echo "policy conns=$c accounts=$accts rps=$cpr bound_rps=$ubr ratio=$ratio p99_us=$p99 rss_mb=$rss"
     done
 done
-if [ "${PEERS:-0}" = 1 ]; then
+[ "${PEERS:-0}" = 1 ] || exit 0
+
+# ---- Peers: postfwd and policyd-rate-limit, over TCP as they serve it ----
+# run-peers.sh starts each peer (and the TCP bound) per case and writes
+# results.tsv; chokepointd is then run on TCP with the same load (RCPT-only
+# requests, as the peers count at RCPT) and compared with the same bound.
+PEER_WORK=$OUT/peers
+PEER_LIST=${PEER_LIST:-"ub-tcp postfwd2 prl-memory"}
+PEER_USERS=${PEER_USERS:-"1000 100000"}
+rm -f "$PEER_WORK/results.tsv"
+WORK=$PEER_WORK PEERS="$PEER_LIST" CONNS="$CONNS" USERS="$PEER_USERS" \
+    DURATION=$DURATION WARMUP=$WARMUP DIST=$DIST \
     sh "$SHARED/peers/run-peers.sh" install bench
-fi
+TCPPORT=10931
+for u in $PEER_USERS; do
+    prefill "$OUT/state-peers.db" "$u"
+    write_config "$OUT/state-peers.db"
+    sed -i "s#  listen: \[unix:$SOCK\]#  listen: [unix:$SOCK, 'inet:127.0.0.1:$TCPPORT']#" \
+        "$OUT/bench.yaml"
+    for c in $CONNS; do
+        build/chokepointd -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
+        cp=$!
+        PIDS="$cp"
+        wait_sock "$SOCK"
+        line=$("$BIN/policy-load" -s "127.0.0.1:$TCPPORT" -c "$c" -u "$u" \
+            -k "$DIST" -d "$DURATION" -w "$WARMUP" 2>/dev/null | tail -1)
+        kill "$cp"; wait "$cp" 2>/dev/null || true
+        rps=$(field rps "$line")
+        awk -F'\t' -v c="$c" -v u="$u" -v rps="$rps" -v p99="$(field p99_us "$line")" '
+            $2 == c && $3 == u { r[$1] = $5; q[$1] = $7 }
+            END {
+                b = r["ub-tcp"]
+                printf "peers conns=%s accounts=%s bound_tcp_rps=%s chokepointd_rps=%s ratio=%.2f p99_us=%s", c, u, b, rps, rps / b, p99
+                for (p in r) if (p != "ub-tcp")
+                    printf " %s_rps=%s %s_ratio=%.3f %s_p99_us=%s", p, r[p], p, r[p] / b, p, q[p]
+                printf " chokepointd_vs_best_peer=%.1fx\n", rps / ((r["postfwd2"] > r["prl-memory"]) ? r["postfwd2"] : r["prl-memory"])
+            }' "$PEER_WORK/results.tsv"
+    done
+done

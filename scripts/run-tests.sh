@@ -35,6 +35,7 @@ pytest_run() { # builddir, name
         --junitxml="$OUT/$2.xml" tests/integration
 }
 
+suite layering sh scripts/check-includes.sh
 suite unit meson_unit build unit
 cp build/meson-logs/unit.json "$OUT/unit.json" 2>/dev/null
 suite integration pytest_run build integration

@@ -181,10 +181,14 @@ parse_enum(struct loader *ld, struct fy_node *v, const char *const *names,
             return 0;
         }
     }
-    return fail(ld, v, "expected one of %s%s%s%s%s", names[0],
-                names[1] ? ", " : "", names[1] ? names[1] : "",
-                names[1] && names[2] ? ", " : "",
-                names[1] && names[2] ? names[2] : "");
+    char list[256];
+    size_t off = 0;
+
+    list[0] = '\0';
+    for (i = 0; names[i] && off < sizeof(list); i++)
+        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
+                                i ? ", " : "", names[i]);
+    return fail(ld, v, "expected one of %s", list);
 }
 
 static int

@@ -439,6 +439,13 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
         memcpy(op.release, p->reserved, sizeof(op.release));
         /* Domains were counted at RCPT; keep them (see design.md). */
         op.release[CP_METRIC_DOMAINS] = 0;
+        /* What was reserved was checked at RCPT (and, in shadow mode,
+         * reported there): only a cost above the reservation is news. */
+        for (size_t i = 0; i < op.nrules; i++) {
+            enum cp_metric m = d->id.rules->rule[i].metric;
+
+            op.rule[i].nocheck = c.v[m] <= p->reserved[m];
+        }
     }
     e->store->ops->meter(e->store, &op, &res);
     finish(e, &op, &res, d);

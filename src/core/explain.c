@@ -50,8 +50,12 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
     json_str(sb, "action", cp_action_word(d->action));
     json_str(sb, "verdict", cp_action_word(d->verdict));
     sb_printf(sb, ",\"shadow\":%s", d->shadow ? "true" : "false");
-    json_str(sb, "key", d->id.key[0] ? d->id.key : NULL);
-    json_str(sb, "identity", d->id.key[0] == '\0' ? NULL
+    sb_puts(sb, ",\"key\":");
+    if (d->id.keylen > 0)
+        sb_json_str(sb, d->id.key, d->id.keylen);
+    else
+        sb_puts(sb, "null");
+    json_str(sb, "identity", d->id.keylen == 0 ? NULL
                              : d->id.kind == CP_ID_SASL ? "sasl"
                                                          : "address");
     json_str(sb, "customer", d->id.cust ? d->id.cust->id : NULL);
@@ -87,6 +91,7 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
                 const struct policy_request *req)
 {
     char login[EXPLAIN_MAX_FIELD * 4 + 4], client[64], inst[64];
+    char key[CP_KEY_MAX * 4 + 4];
 
     str_escape(login, sizeof(login), req->sasl_username.p ? req->sasl_username.p
                                                           : "",
@@ -96,11 +101,12 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
                req->client_address.len, 46);
     str_escape(inst, sizeof(inst), req->instance.p ? req->instance.p : "",
                req->instance.len, 40);
+    str_escape(key, sizeof(key), d->id.key, d->id.keylen, CP_KEY_MAX);
     sb_printf(sb, "%s%s: stage=%s key=%s class=%s login=%s client=%s "
                   "instance=%s",
               d->shadow ? "shadow " : "",
               d->shadow ? cp_action_word(d->verdict) : cp_action_word(d->action),
-              cp_stage_name(d->stage), d->id.key[0] ? d->id.key : "-",
+              cp_stage_name(d->stage), key[0] ? key : "-",
               d->id.cls ? d->id.cls->name : "-", login[0] ? login : "-",
               client, inst);
     if (d->has_rule)

@@ -61,7 +61,8 @@ cp_meter_apply(struct cp_counters *c, const struct cp_meter_op *op,
         res->cost[i] = r->domain ? (res->new_domain ? 1 : 0) : r->cost;
         lv[r->slot] = (float)res->level[i];
         used |= 1u << r->slot;
-        if (res->cost[i] > 0 && res->level[i] + res->cost[i] > r->cap + 1e-6) {
+        if (!r->nocheck && res->cost[i] > 0 &&
+            res->level[i] + res->cost[i] > r->cap + 1e-6) {
             res->over |= 1u << i;
             if (r->enforce && res->denied < 0)
                 res->denied = (int)i;

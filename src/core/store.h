@@ -36,6 +36,8 @@ struct cp_meter_rule {
     uint8_t slot;
     bool enforce;    /* over cap denies the whole operation */
     bool domain;     /* cost is 1 if the recipient domain is new, else 0 */
+    bool nocheck;    /* add the cost, never report a breach (already
+                        checked when it was reserved) */
     double cap;      /* units (the rule's max) */
     double rate;     /* units leaked per ms: max / window */
     double cost;     /* units to add (ignored when domain) */

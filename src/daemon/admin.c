@@ -160,7 +160,10 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     memset(&c, 0, sizeof(c));
     tracked = d->ms->base.ops->peek(&d->ms->base, id.key, id.keylen, &c);
     if (!json) {
-        sb_printf(o, "account %s  customer %s  class %s%s\n", id.key,
+        char key[CP_KEY_MAX * 4 + 4];
+
+        str_escape(key, sizeof(key), id.key, id.keylen, CP_KEY_MAX);
+        sb_printf(o, "account %s  customer %s  class %s%s\n", key,
                   id.cust ? id.cust->id : "-", id.cls->name,
                   tracked ? "" : "  (no traffic recorded)");
         sb_puts(o, "  rule                        level / limit      action\n");

@@ -46,6 +46,8 @@ struct write_req {
     char data[];
 };
 
+static void flush_out(struct conn *c);
+
 static void
 on_handle_closed(uv_handle_t *h)
 {
@@ -75,6 +77,34 @@ conn_close(struct conn *c)
     d->nconns--;
     uv_close(&c->h.handle, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->handle->data;
+
+    (void)status;
+    free(req);
+    conn_close(c);
+}
+
+/* Send the replies already decided, then close (a protocol error after
+ * good requests in the same read must not swallow their answers). */
+static void
+conn_close_flushed(struct conn *c)
+{
+    uv_shutdown_t *req;
+
+    flush_out(c);
+    if (c->closing)
+        return;
+    uv_read_stop(&c->h.stream);
+    req = xmalloc(sizeof(*req));
+    if (uv_shutdown(req, &c->h.stream, on_shutdown) < 0) {
+        free(req);
+        conn_close(c);
+    }
 }
 
 static void
@@ -194,7 +224,7 @@ protocol_error(struct conn *c, enum policy_status st, const char *data,
     msg_warn("%s: closing: %s (after %llu requests) near \"%s\"", c->peer,
              policy_status_str(st), (unsigned long long)c->requests,
              str_escape(esc, sizeof(esc), data, len, 32));
-    conn_close(c);
+    conn_close_flushed(c);
 }
 
 static void
@@ -211,6 +241,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
     size_t off = 0;
+    bool was_pending;
 
     if (nread < 0) {
         if (nread != UV_EOF && nread != UV_ECONNRESET)
@@ -221,7 +252,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    uv_timer_again(&c->idle);
+    was_pending = policy_parser_pending(&c->parser);
     while (off < (size_t)nread && !c->closing) {
         size_t used = 0;
         enum policy_status st = policy_feed(&c->parser, buf->base + off,
@@ -229,6 +260,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
         if (st == POLICY_REQUEST) {
             handle_request(c);
+            was_pending = false;
         } else if (st != POLICY_NEED_MORE) {
             protocol_error(c, st, buf->base + off + used,
                            (size_t)nread - off - used);
@@ -237,6 +269,11 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         off += used;
     }
     flush_out(c);
+    /* The idle timer restarts when a request completes or a new one
+     * begins, not on every byte: a request must be complete within
+     * idle_timeout of its first byte (no trickling one byte at a time). */
+    if (!c->closing && (!policy_parser_pending(&c->parser) || !was_pending))
+        uv_timer_again(&c->idle);
 }
 
 static void

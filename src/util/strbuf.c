@@ -83,26 +83,61 @@ sb_printf(struct strbuf *sb, const char *fmt, ...)
     sb->len += (size_t)n;
 }
 
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t
+utf8_seq(const unsigned char *s, size_t len)
+{
+    size_t n;
+    unsigned cp;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2, cp = s[0] & 0x1f;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        n = 3, cp = s[0] & 0x0f;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4, cp = s[0] & 0x07;
+    else
+        return 0;
+    if (n > len)
+        return 0; /* cut in the middle of a character */
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0; /* overlong or surrogate */
+    return n;
+}
+
 void
 sb_json_str(struct strbuf *sb, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t i;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
 
     sb_reserve(sb, len + 2);
     sb->data[sb->len++] = '"';
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
+    while (i < len) {
+        unsigned char c = u[i];
+        size_t n = utf8_seq(u + i, len - i);
         char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 
         if (c == '"' || c == '\\') {
             esc[1] = (char)c;
             sb_append(sb, esc, 2);
-        } else if (c < 0x20 || c == 0x7f) {
+        } else if (c < 0x20 || c == 0x7f || n == 0) {
+            /* controls, and bytes that are not UTF-8, as \u00XX */
             sb_append(sb, esc, 6);
+            n = 1;
         } else {
-            sb_append(sb, (const char *)&c, 1);
+            sb_append(sb, s + i, n);
         }
+        i += n ? n : 1;
     }
     sb_append(sb, "\"", 1);
 }

@@ -251,6 +251,12 @@ test_shadow_mode(void **state)
     assert_int_equal(d.verdict, CP_ACT_DEFER);
     assert_int_equal(f->e.stats.shadow_would[CP_ACT_DEFER], 2);
     assert_true(level(f, "c:c1", 0, 0) == 5); /* everything counted */
+    /* settling a would-be-deferred message reports nothing new */
+    ask(f, 0, "END-OF-MESSAGE", "a@x", "192.0.2.1", "m4", "", "1", "0", &d);
+    assert_false(d.shadow);
+    assert_int_equal(d.verdict, CP_ACT_DUNNO);
+    assert_int_equal(f->e.stats.shadow_would[CP_ACT_DEFER], 2);
+    assert_true(level(f, "c:c1", 0, 0) == 5);
 }
 
 int

@@ -113,6 +113,14 @@ test_escape(void **state)
     sb_init(&sb);
     sb_json_str(&sb, "q\"\\\n\x01", 5);
     assert_string_equal(sb.data, "\"q\\\"\\\\\\u000a\\u0001\"");
+    /* valid UTF-8 kept; invalid bytes and a cut character escaped */
+    sb_reset(&sb);
+    sb_json_str(&sb, "\xc3\xa9\xff\xc3", 4);
+    assert_string_equal(sb.data, "\"\xc3\xa9\\u00ff\\u00c3\"");
+    sb_reset(&sb);
+    sb_json_str(&sb, "\xed\xa0\x80\xe0\x80\xaf", 6); /* surrogate, overlong */
+    assert_string_equal(sb.data,
+                        "\"\\u00ed\\u00a0\\u0080\\u00e0\\u0080\\u00af\"");
     sb_fini(&sb);
 }
 
