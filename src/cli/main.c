@@ -1,133 +1,27 @@
 /*
- * chokepoint — the command line for chokepointd's admin socket.
- *
- *   chokepoint [-s SOCKET] [--json] status
- *   chokepoint [-s SOCKET] [--json] show ACCOUNT   (login, IP, or c:/u:/ip: key)
- *
- * It sends one command line and prints the daemon's reply. Exit status:
- * 0 ok, 1 the daemon reported an error, 2 usage, 3 cannot connect.
+ * main.c — `chokepoint`: dispatch to the subcommand. `sim` and `replay` run
+ * the engine in this process (cli/inproc.c); every other command talks to
+ * a running chokepointd (cli/ctl.c).
  */
-#include <errno.h>
-#include <stdbool.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-#define DEFAULT_SOCKET "/run/chokepoint/admin.sock"
-#define CLI_MAX_ARG 512
-
-static int
-usage(FILE *fp, int rc)
-{
-    fprintf(fp,
-            "usage: chokepoint [-s SOCKET] [--json] COMMAND\n"
-            "commands:\n"
-            "  status          counters, connections, decisions so far\n"
-            "  show ACCOUNT    an account's counters against its limits;\n"
-            "                  ACCOUNT is a SASL login, an IP address, or a "
-            "key\n"
-            "                  (c:CUSTOMER, u:LOGIN, ip:NETWORK/LEN)\n"
-            "options:\n"
-            "  -s SOCKET       admin socket (default %s)\n"
-            "  --json          print the daemon's JSON reply\n",
-            DEFAULT_SOCKET);
-    return rc;
-}
-
-static int
-connect_admin(const char *path)
-{
-    struct sockaddr_un sa;
-    int fd;
-
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        fprintf(stderr, "chokepoint: socket path too long\n");
-        return -1;
-    }
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        fprintf(stderr, "chokepoint: cannot connect to %s: %s\n", path,
-                strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int
-send_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
+#include "cli/cli.h"
 
 int
 main(int argc, char **argv)
 {
-    const char *sock = DEFAULT_SOCKET;
-    bool json = false;
-    char line[CLI_MAX_ARG * 2];
-    const char *cmd = NULL, *arg = NULL;
-    int fd, i, n;
-    bool err = false;
-    char buf[65536];
-    ssize_t r;
-
-    for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
-            sock = argv[++i];
-        else if (strcmp(argv[i], "--json") == 0)
-            json = true;
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-            return usage(stdout, 0);
-        else if (cmd == NULL)
-            cmd = argv[i];
-        else if (arg == NULL)
-            arg = argv[i];
-        else
-            return usage(stderr, 2);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-s") == 0) {
+            i++; /* skip the option's value */
+            continue;
+        }
+        if (argv[i][0] == '-')
+            continue;
+        if (strcmp(argv[i], "sim") == 0)
+            return sim_main(argc - i, argv + i);
+        if (strcmp(argv[i], "replay") == 0)
+            return replay_main(argc - i, argv + i);
+        break;
     }
-    if (cmd == NULL || (strcmp(cmd, "status") == 0 && arg != NULL) ||
-        (strcmp(cmd, "show") == 0 && arg == NULL))
-        return usage(stderr, 2);
-    if (strcmp(cmd, "status") != 0 && strcmp(cmd, "show") != 0) {
-        fprintf(stderr, "chokepoint: unknown command '%s'\n", cmd);
-        return usage(stderr, 2);
-    }
-    if (arg && (strlen(arg) > CLI_MAX_ARG || strpbrk(arg, "\r\n"))) {
-        fprintf(stderr, "chokepoint: bad argument\n");
-        return 2;
-    }
-    n = snprintf(line, sizeof(line), "%s%s%s%s\n", json ? "json " : "", cmd,
-                 arg ? " " : "", arg ? arg : "");
-    if ((fd = connect_admin(sock)) < 0)
-        return 3;
-    if (send_all(fd, line, (size_t)n) < 0) {
-        fprintf(stderr, "chokepoint: write: %s\n", strerror(errno));
-        close(fd);
-        return 3;
-    }
-    while ((r = read(fd, buf, sizeof(buf))) > 0) {
-        if (memmem(buf, (size_t)r, "error", 5) &&
-            (memcmp(buf, "error:", 6) == 0 || memcmp(buf, "{\"error\"", 8) == 0))
-            err = true;
-        fwrite(buf, 1, (size_t)r, stdout);
-    }
-    close(fd);
-    return err ? 1 : 0;
+    return ctl_main(argc, argv);
 }

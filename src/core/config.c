@@ -709,7 +709,8 @@ parse_file(const char *file, char *err)
 }
 
 static int
-load_root(struct loader *ld, struct fy_node *root)
+load_root(struct loader *ld, struct fy_node *root, bool map_override,
+          const char *map)
 {
     struct fy_node_pair *pair;
     void *it = NULL;
@@ -737,11 +738,15 @@ load_root(struct loader *ld, struct fy_node *root)
             return -1;
         }
     }
+    if (map_override) {
+        free(ld->cfg->customer_map);
+        ld->cfg->customer_map = map ? xstrdup(map) : NULL;
+    }
     return finish(ld);
 }
 
-struct cp_config *
-cp_config_load(const char *file, char *err)
+static struct cp_config *
+config_load(const char *file, bool map_override, const char *map, char *err)
 {
     struct cp_config *cfg = xcalloc(1, sizeof(*cfg));
     struct loader ld = {file, err, cfg};
@@ -756,13 +761,25 @@ cp_config_load(const char *file, char *err)
         cp_config_free(cfg);
         return NULL;
     }
-    rc = load_root(&ld, fy_document_root(doc));
+    rc = load_root(&ld, fy_document_root(doc), map_override, map);
     fy_document_destroy(doc);
     if (rc < 0) {
         cp_config_free(cfg);
         return NULL;
     }
     return cfg;
+}
+
+struct cp_config *
+cp_config_load(const char *file, char *err)
+{
+    return config_load(file, false, NULL, err);
+}
+
+struct cp_config *
+cp_config_load_map(const char *file, const char *map, char *err)
+{
+    return config_load(file, true, map, err);
 }
 
 void

@@ -142,6 +142,10 @@ struct cp_config {
  * writes "file:line[:col]: reason" into err (CP_ERR_MAX bytes) on failure.
  */
 struct cp_config *cp_config_load(const char *file, char *err);
+/* The same, with identity.customer_map replaced by `map` (NULL: none);
+ * for the simulator and replay, which bring their own customers. */
+struct cp_config *cp_config_load_map(const char *file, const char *map,
+                                     char *err);
 void cp_config_free(struct cp_config *cfg);
 
 const struct cp_class *cp_config_class(const struct cp_config *cfg,

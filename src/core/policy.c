@@ -111,6 +111,14 @@ policy_feed(struct policy_parser *p, const char *data, size_t len,
     return POLICY_NEED_MORE;
 }
 
+struct policy_str
+policy_str_c(const char *s)
+{
+    struct policy_str r = {s, s ? strlen(s) : 0};
+
+    return r;
+}
+
 bool
 policy_str_eq(struct policy_str s, const char *lit)
 {

@@ -97,6 +97,8 @@ void policy_parser_excerpt(const struct policy_parser *p, const char **s,
 const char *policy_status_str(enum policy_status st);
 
 bool policy_str_eq(struct policy_str s, const char *lit);
+/* A policy_str over a C string (NULL stays absent). */
+struct policy_str policy_str_c(const char *s);
 
 /*
  * Append "action=<action>[ <text>]\n\n" to `out`. Any byte of `action` or

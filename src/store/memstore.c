@@ -18,7 +18,7 @@ struct acct {
 static void
 mark_dirty(struct memstore *ms, struct acct *a)
 {
-    if (a->dirty)
+    if (a->dirty || !ms->track_dirty)
         return;
     if (ms->dirty == ms->dirty_cap) {
         ms->dirty_cap = ms->dirty_cap ? ms->dirty_cap * 2 : 1024;
@@ -121,6 +121,7 @@ memstore_new(size_t expected)
     struct memstore *ms = xcalloc(1, sizeof(*ms));
 
     ms->base.ops = &memstore_ops;
+    ms->track_dirty = true;
     hmap_init(&ms->accts, expected);
     return ms;
 }

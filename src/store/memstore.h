@@ -26,6 +26,7 @@ struct memstore {
     size_t dirty;          /* entries in dirty_list */
     struct acct **dirty_list; /* accounts changed since the last collect */
     size_t dirty_cap;
+    bool track_dirty;      /* false: no checkpoints (simulation) */
 };
 
 /* A copy of changed accounts, handed to the checkpoint worker. */

@@ -1,0 +1,37 @@
+/*
+ * inproc.h — the engine hosted in the command-line process, on a virtual
+ * clock, for `chokepoint sim` and `chokepoint replay`: the same config
+ * loader, identity, engine and memory store as chokepointd, without
+ * sockets, threads or disk. Decisions are therefore the daemon's decisions.
+ */
+#ifndef CP_CLI_INPROC_H
+#define CP_CLI_INPROC_H
+
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/engine.h"
+#include "store/memstore.h"
+
+struct inproc {
+    struct cp_config *cfg;
+    struct memstore *ms;
+    struct cp_engine engine;
+    int64_t expired_ms; /* virtual time of the last expiry pass */
+};
+
+/*
+ * Load `config_file` (with identity.customer_map replaced by `map` when
+ * `override_map` is true). Returns 0, or -1 with `err` (CP_ERR_MAX).
+ */
+int inproc_open(struct inproc *ip, const char *config_file,
+                bool override_map, const char *map, char *err);
+void inproc_close(struct inproc *ip);
+/* Decide at virtual time `now_ms` (non-decreasing); reservations older
+ * than the timeout are released first, as the daemon's timer would. */
+void inproc_decide(struct inproc *ip, const struct policy_request *req,
+                   int64_t now_ms, struct cp_decision *d);
+/* Release every reservation due by `now_ms` (end of a run). */
+void inproc_flush(struct inproc *ip, int64_t now_ms);
+
+#endif
