@@ -60,10 +60,13 @@ fuzz-build:
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_config \
 	    tests/fuzz/fuzz_custmap.c src/core/config.c src/core/custmap.c \
 	    src/core/policy.c $(FUZZ_UTIL) -lfyaml -lxxhash -lm
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_maillog \
+	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
 
 fuzz-replay: fuzz-build
 	$(FUZZ_BUILD)/fuzz_policy -runs=0 tests/fuzz/corpus/policy
 	$(FUZZ_BUILD)/fuzz_config -runs=0 tests/fuzz/corpus/config
+	$(FUZZ_BUILD)/fuzz_maillog -runs=0 tests/fuzz/corpus/maillog
 
 fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-policy $(FUZZ_BUILD)/corpus-config
@@ -71,6 +74,9 @@ fuzz: fuzz-build
 	    $(FUZZ_BUILD)/corpus-policy tests/fuzz/corpus/policy
 	$(FUZZ_BUILD)/fuzz_config -max_total_time=$(FUZZ_SECONDS) \
 	    $(FUZZ_BUILD)/corpus-config tests/fuzz/corpus/config
+	mkdir -p $(FUZZ_BUILD)/corpus-maillog
+	$(FUZZ_BUILD)/fuzz_maillog -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-maillog tests/fuzz/corpus/maillog
 
 bench: deps build
 	sh bench/run.sh

@@ -1,0 +1,2 @@
+/* maillog.c — being written. */
+#include "core/maillog.h"

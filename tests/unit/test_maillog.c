@@ -1,0 +1,6 @@
+/* test_maillog.c — being written. */
+int
+main(void)
+{
+    return 0;
+}
