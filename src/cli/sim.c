@@ -1,13 +1,179 @@
-/* sim.c — `chokepoint sim`: not yet written. */
+/*
+ * sim.c — `chokepoint sim SCENARIO.yaml [--config FILE] [--json]
+ * [--svg DIR] [--live SOCKET] [--map-out FILE]`.
+ *
+ * Builds the simulated ISP from the scenario (simgen.c), writes the customer
+ * map that tells chokepoint each customer's class, plays the stream
+ * through the engine (simrun.c) and prints the efficacy report
+ * (simreport.c). In-process runs use the config with the generated map in
+ * place of its own; --live sends the same requests to a running
+ * chokepointd started with --sim-clock and that map (--map-out).
+ */
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/sim.h"
+
+void
+sim_die(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "chokepoint sim: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+static int
+usage(FILE *fp, int rc)
+{
+    fprintf(fp,
+            "usage: chokepoint sim SCENARIO.yaml [--config FILE] [--json] "
+            "[--svg DIR]\n"
+            "                      [--live SOCKET] [--map-out FILE]\n"
+            "  --config FILE   chokepoint configuration (default "
+            "etc/chokepoint.yaml)\n"
+            "  --json          print the report as one JSON object\n"
+            "  --svg DIR       write charts into DIR\n"
+            "  --live SOCKET   send the requests to a chokepointd started "
+            "with --sim-clock\n"
+            "  --map-out FILE  write the customer map (for --live) and exit\n");
+    return rc;
+}
+
+/* One line per customer: its login (or address) → customer id, class. */
+static void
+write_map(const struct sim *s, const char *path)
+{
+    FILE *fp = fopen(path, "w");
+    char login[64], ip[16];
+
+    if (fp == NULL)
+        sim_die("%s: cannot write the customer map", path);
+    for (uint32_t i = 0; i < s->nsenders; i++) {
+        const struct sim_class *k = &s->sc.cls[s->senders[i].cls];
+
+        sim_login(login, sizeof(login), i);
+        if (k->sasl) {
+            fprintf(fp, "%s c%07u %s\n", login, i, k->name);
+        } else {
+            sim_format_ip(ip, sizeof(ip), s->senders[i].ip);
+            fprintf(fp, "%s c%07u %s\n", ip, i, k->name);
+        }
+    }
+    if (fclose(fp) != 0)
+        sim_die("%s: write error", path);
+}
+
+struct opts {
+    const char *scenario, *config, *svg, *live, *map_out;
+    bool json;
+};
+
+static int
+parse_args(int argc, char **argv, struct opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->config = "etc/chokepoint.yaml";
+    for (int i = 1; i < argc; i++) {
+        bool more = i + 1 < argc;
+
+        if (strcmp(argv[i], "--json") == 0)
+            o->json = true;
+        else if (strcmp(argv[i], "--config") == 0 && more)
+            o->config = argv[++i];
+        else if (strcmp(argv[i], "--svg") == 0 && more)
+            o->svg = argv[++i];
+        else if (strcmp(argv[i], "--live") == 0 && more)
+            o->live = argv[++i];
+        else if (strcmp(argv[i], "--map-out") == 0 && more)
+            o->map_out = argv[++i];
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return usage(stdout, 0) - 1;
+        else if (argv[i][0] != '-' && o->scenario == NULL)
+            o->scenario = argv[i];
+        else
+            return usage(stderr, 2);
+    }
+    return o->scenario ? 0 : usage(stderr, 2);
+}
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+open_driver(struct sim *s, const struct opts *o, struct sim_driver *d)
+{
+    char map[] = "/tmp/chokepoint-sim-map-XXXXXX", err[CP_ERR_MAX];
+    int fd;
+
+    memset(d, 0, sizeof(*d));
+    if (o->live) {
+        if (sim_live_connect(d, o->live) < 0)
+            sim_die("cannot connect to %s", o->live);
+        return;
+    }
+    if ((fd = mkstemp(map)) < 0)
+        sim_die("cannot create a temporary file");
+    close(fd);
+    write_map(s, map);
+    if (inproc_open(&d->ip, o->config, true, map, err) < 0) {
+        unlink(map);
+        sim_die("%s", err);
+    }
+    unlink(map);
+}
 
 int
 sim_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "chokepoint sim: not yet implemented\n");
-    return 2;
+    static struct sim s; /* large; lives for the whole run */
+    struct sim_driver d;
+    struct sim_metrics m;
+    struct opts o;
+    char err[512];
+    double t0;
+    int rc;
+
+    if ((rc = parse_args(argc, argv, &o)) != 0)
+        return rc < 0 ? 0 : rc;
+    if (scenario_load(o.scenario, &s.sc, err) < 0)
+        sim_die("%s", err);
+    t0 = now_s();
+    sim_generate(&s);
+    if (o.map_out) {
+        write_map(&s, o.map_out);
+        sim_free(&s);
+        return 0;
+    }
+    open_driver(&s, &o, &d);
+    sim_run(&s, &d);
+    s.wall_s = now_s() - t0;
+    sim_metrics(&s, &m);
+    if (o.json)
+        sim_report_json(stdout, &s, &m, o.config);
+    else
+        sim_report_text(stdout, &s, &m, o.config);
+    if (o.svg && sim_write_svg(o.svg, &s) < 0)
+        sim_die("%s: cannot write the charts", o.svg);
+    if (d.live)
+        close(d.fd);
+    else
+        inproc_close(&d.ip);
+    sim_free(&s);
+    return 0;
 }

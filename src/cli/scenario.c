@@ -1,0 +1,251 @@
+/*
+ * scenario.c — load a scenario file through declared field tables
+ * (util/yamlwalk.c); every field has a default, so a scenario states only
+ * what differs (doc/sim.md lists them all).
+ */
+#include "cli/scenario.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util/yamlwalk.h"
+
+#define DAY 86400000ULL
+#define HOUR 3600000ULL
+
+static const char *const kind_names[] = {"blaster", "low_and_slow", "campaign",
+                                         "stolen_credentials", "unauth_relay",
+                                         NULL};
+static const char *const diurnal_names[] = {"residential", "business", "flat",
+                                            NULL};
+
+const char *
+sim_kind_name(int kind)
+{
+    return kind >= 0 && kind < SIM_KIND_COUNT ? kind_names[kind] : "?";
+}
+
+#define LN(type, m) offsetof(type, m)
+
+static const struct yw_field lognormal_f[] = {
+    {"median", YW_SIZE, LN(struct sim_lognormal, median), 0, 1e12, NULL},
+    {"sigma", YW_DOUBLE, LN(struct sim_lognormal, sigma), 0, 5, NULL},
+    {"max", YW_SIZE, LN(struct sim_lognormal, max), 0, 1e12, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field count_f[] = {
+    {"mean", YW_DOUBLE, LN(struct sim_count, mean), 1, 1e6, NULL},
+    {"max", YW_U32, LN(struct sim_count, max), 1, 1e6, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field retry_f[] = {
+    {"after", YW_DURATION, LN(struct sim_retry, after_ms), 0, 7 * DAY, NULL},
+    {"attempts", YW_U32, LN(struct sim_retry, attempts), 0, 1000, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field burst_f[] = {
+    {"share", YW_DOUBLE, LN(struct sim_burst, share), 0, 1, NULL},
+    {"messages", YW_U32, LN(struct sim_burst, messages), 0, 1e6, NULL},
+    {"within", YW_DURATION, LN(struct sim_burst, within_ms), 1000, 7 * DAY,
+     NULL},
+    {"recipients", YW_MAP, LN(struct sim_burst, recipients), 0, 0, count_f},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field newsletter_f[] = {
+    {"recipients", YW_U32, LN(struct sim_newsletter, recipients), 0, 1e8,
+     NULL},
+    {"per_message", YW_U32, LN(struct sim_newsletter, per_message), 1, 1e5,
+     NULL},
+    {"weekday", YW_U32, LN(struct sim_newsletter, weekday), 0, 6, NULL},
+    {"hour", YW_U32, LN(struct sim_newsletter, hour), 0, 23, NULL},
+    {"per_minute", YW_U32, LN(struct sim_newsletter, per_minute), 1, 1e6,
+     NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+#define C(m) offsetof(struct sim_class, m)
+static const struct yw_field class_f[] = {
+    {"class", YW_STR, C(name), SIM_NAME_MAX, 0, NULL},
+    {"customers", YW_U32, C(customers), 1, 1e7, NULL},
+    {"active_share", YW_DOUBLE, C(active_share), 0, 1, NULL},
+    {"messages_per_day", YW_MAP, C(per_day), 0, 0, lognormal_f},
+    {"recipients", YW_MAP, C(recipients), 0, 0, count_f},
+    {"size", YW_MAP, C(size), 0, 0, lognormal_f},
+    {"diurnal", YW_ENUM, C(diurnal), 0, 0, diurnal_names},
+    {"weekend", YW_DOUBLE, C(weekend), 0, 10, NULL},
+    {"address_book", YW_U32, C(address_book), 1, 1e6, NULL},
+    {"new_recipient_share", YW_DOUBLE, C(new_recipient_share), 0, 1, NULL},
+    {"roaming_share", YW_DOUBLE, C(roaming_share), 0, 1, NULL},
+    {"cgnat_share", YW_DOUBLE, C(cgnat_share), 0, 1, NULL},
+    {"sasl", YW_BOOL, C(sasl), 0, 0, NULL},
+    {"burst", YW_MAP, C(burst), 0, 0, burst_f},
+    {"newsletter", YW_MAP, C(newsletter), 0, 0, newsletter_f},
+    {"retry", YW_MAP, C(retry), 0, 0, retry_f},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef C
+
+#define I(m) offsetof(struct sim_infection, m)
+static const struct yw_field infection_f[] = {
+    {"kind", YW_ENUM, I(kind), 0, 0, kind_names},
+    {"class", YW_STR, I(class_name), SIM_NAME_MAX, 0, NULL},
+    {"accounts", YW_U32, I(accounts), 0, 1e6, NULL},
+    {"calibrate", YW_BOOL, I(calibrate), 0, 0, NULL},
+    {"volume_share", YW_DOUBLE, I(volume_share), 0, 1, NULL},
+    {"start_from", YW_DURATION, I(start_from_ms), 0, 366 * DAY, NULL},
+    {"start_to", YW_DURATION, I(start_to_ms), 0, 366 * DAY, NULL},
+    {"duration_min", YW_DURATION, I(duration_min_ms), 60000, 366 * DAY, NULL},
+    {"duration_max", YW_DURATION, I(duration_max_ms), 60000, 366 * DAY, NULL},
+    {"rate_per_hour", YW_DOUBLE, I(rate_per_hour), 0.01, 1e6, NULL},
+    {"recipients", YW_MAP, I(recipients), 0, 0, count_f},
+    {"per_zombie", YW_U32, I(per_zombie), 1, 1e6, NULL},
+    {"within", YW_DURATION, I(within_ms), 60000, 7 * DAY, NULL},
+    {"networks", YW_U32, I(networks), 1, 1e6, NULL},
+    {"retry", YW_MAP, I(retry), 0, 0, retry_f},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef I
+
+#define S(m) offsetof(struct scenario, m)
+static const struct yw_field top_f[] = {
+    {"name", YW_STR, S(name), sizeof(((struct scenario *)0)->name), 0, NULL},
+    {"seed", YW_U32, S(seed), 0, 4294967295.0, NULL},
+    {"start", YW_DATE, S(start_ms), 0, 0, NULL},
+    {"days", YW_U32, S(days), 1, 366, NULL},
+    {"spam_share", YW_DOUBLE, S(spam_share), 0, 0.99, NULL},
+    {"customers", YW_SKIP, 0, 0, 0, NULL},
+    {"infections", YW_SKIP, 0, 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef S
+
+static void
+class_defaults(struct sim_class *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "residential");
+    c->customers = 1000;
+    c->active_share = 0.6;
+    c->per_day = (struct sim_lognormal){2, 1.0, 300};
+    c->recipients = (struct sim_count){1.5, 50};
+    c->size = (struct sim_lognormal){20000, 1.0, 25e6};
+    c->weekend = 1.0;
+    c->address_book = 40;
+    c->new_recipient_share = 0.1;
+    c->sasl = true;
+    c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}};
+    c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300};
+    c->retry = (struct sim_retry){15 * 60000, 8};
+}
+
+static void
+infection_defaults(struct sim_infection *f)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->class_name, sizeof(f->class_name), "residential");
+    f->accounts = 10;
+    f->calibrate = true;
+    f->volume_share = 0;
+    f->start_to_ms = 6 * DAY;
+    f->duration_min_ms = 2 * HOUR;
+    f->duration_max_ms = 24 * HOUR;
+    f->rate_per_hour = 1000;
+    f->recipients = (struct sim_count){10, 50};
+    f->per_zombie = 5;
+    f->within_ms = HOUR;
+    f->networks = 30;
+}
+
+static int
+load_list(struct yw *w, struct fy_node *seq, struct scenario *sc, bool classes)
+{
+    struct fy_node *item;
+    void *it = NULL;
+
+    if (!fy_node_is_sequence(seq))
+        return yw_fail(w, seq, "expected a list");
+    while ((item = fy_node_sequence_iterate(seq, &it)) != NULL) {
+        if (classes) {
+            if (sc->ncls == SIM_MAX_CLASSES)
+                return yw_fail(w, item, "at most %d classes", SIM_MAX_CLASSES);
+            class_defaults(&sc->cls[sc->ncls]);
+            if (yw_load(w, item, class_f, &sc->cls[sc->ncls]) < 0)
+                return -1;
+            sc->ncls++;
+        } else {
+            if (sc->ninf == SIM_MAX_INFECTIONS)
+                return yw_fail(w, item, "at most %d infections",
+                               SIM_MAX_INFECTIONS);
+            infection_defaults(&sc->inf[sc->ninf]);
+            if (yw_load(w, item, infection_f, &sc->inf[sc->ninf]) < 0)
+                return -1;
+            sc->ninf++;
+        }
+    }
+    return 0;
+}
+
+static int
+check(struct yw *w, struct scenario *sc)
+{
+    for (uint32_t i = 0; i < sc->ninf; i++) {
+        struct sim_infection *f = &sc->inf[i];
+
+        f->cls = -1;
+        for (uint32_t c = 0; c < sc->ncls; c++)
+            if (strcmp(sc->cls[c].name, f->class_name) == 0)
+                f->cls = (int)c;
+        if (f->cls < 0)
+            return yw_fail(w, NULL, "infection %u: class '%s' is not in "
+                                    "customers",
+                           i + 1, f->class_name);
+        if (f->start_to_ms < f->start_from_ms ||
+            f->duration_max_ms < f->duration_min_ms)
+            return yw_fail(w, NULL, "infection %u: a range ends before it "
+                                    "starts",
+                           i + 1);
+    }
+    if (sc->ncls == 0)
+        return yw_fail(w, NULL, "no customers");
+    return 0;
+}
+
+int
+scenario_load(const char *file, struct scenario *sc, char *err)
+{
+    struct yw w = {file, err};
+    struct fy_document *doc;
+    struct fy_node_pair *pair;
+    void *it = NULL;
+    int rc = 0;
+
+    memset(sc, 0, sizeof(*sc));
+    snprintf(sc->file, sizeof(sc->file), "%s", file);
+    snprintf(sc->name, sizeof(sc->name), "unnamed");
+    sc->seed = 1;
+    sc->start_ms = 1793577600000LL; /* 2026-11-02, a Monday */
+    sc->days = 7;
+    if ((doc = yw_parse_file(&w)) == NULL)
+        return -1;
+    struct fy_node *root = fy_document_root(doc);
+
+    if (root == NULL || !fy_node_is_mapping(root))
+        rc = yw_fail(&w, root, "expected a mapping");
+    while (rc == 0 && root && (pair = fy_node_mapping_iterate(root, &it)) != NULL) {
+        size_t len;
+        struct fy_node *k = fy_node_pair_key(pair);
+        const char *name = yw_scalar(k, &len);
+
+        if (name && len == 9 && memcmp(name, "customers", 9) == 0)
+            rc = load_list(&w, fy_node_pair_value(pair), sc, true);
+        else if (name && len == 10 && memcmp(name, "infections", 10) == 0)
+            rc = load_list(&w, fy_node_pair_value(pair), sc, false);
+    }
+    if (rc == 0)
+        rc = yw_load(&w, root, top_f, sc);
+    if (rc == 0)
+        rc = check(&w, sc);
+    fy_document_destroy(doc);
+    return rc;
+}

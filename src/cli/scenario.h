@@ -1,0 +1,110 @@
+/*
+ * scenario.h — the simulator's scenario file (doc/sim.md): the span, the
+ * customer population by class with its legitimate behaviour, and the
+ * infections with their kinds, counts and rates.
+ */
+#ifndef CP_CLI_SCENARIO_H
+#define CP_CLI_SCENARIO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SIM_MAX_CLASSES 8
+#define SIM_MAX_INFECTIONS 16
+#define SIM_NAME_MAX 64
+
+enum sim_diurnal { SIM_DIURNAL_RESIDENTIAL, SIM_DIURNAL_BUSINESS,
+                   SIM_DIURNAL_FLAT };
+
+enum sim_kind {
+    SIM_BLASTER,     /* as fast as the server takes it, forged senders */
+    SIM_LOWSLOW,     /* a few dozen an hour, round the clock */
+    SIM_CAMPAIGN,    /* many zombies, a handful each, same hour */
+    SIM_STOLEN,      /* one login from many unrelated networks */
+    SIM_UNAUTH,      /* no login: relayed by client address */
+    SIM_KIND_COUNT
+};
+
+struct sim_lognormal {
+    double median, sigma, max;
+};
+
+struct sim_count {
+    double mean;   /* 1 + geometric */
+    uint32_t max;
+};
+
+struct sim_burst {          /* a legitimate burst, once in the period */
+    double share;           /* of the class's active customers */
+    uint32_t messages;
+    uint64_t within_ms;
+    struct sim_count recipients;
+};
+
+struct sim_newsletter {     /* a weekly send to a big list */
+    uint32_t recipients;    /* 0: none */
+    uint32_t per_message;   /* recipients per message (BCC batches) */
+    int weekday;            /* 0 = Monday */
+    uint32_t hour;
+    uint32_t per_minute;    /* messages per minute while sending */
+};
+
+struct sim_retry {
+    uint64_t after_ms;      /* 0: no retry */
+    uint32_t attempts;      /* retries after the first try */
+};
+
+struct sim_class {
+    char name[SIM_NAME_MAX];    /* the chokepoint class */
+    uint32_t customers;
+    double active_share;
+    struct sim_lognormal per_day; /* messages per active customer-day */
+    struct sim_count recipients;
+    struct sim_lognormal size;
+    int diurnal;                /* enum sim_diurnal */
+    double weekend;             /* weekend-day volume vs a weekday */
+    uint32_t address_book;
+    double new_recipient_share;
+    double roaming_share;       /* customers also sending from elsewhere */
+    double cgnat_share;         /* customers behind shared addresses */
+    bool sasl;                  /* false: relayed by client address */
+    struct sim_burst burst;
+    struct sim_newsletter newsletter;
+    struct sim_retry retry;
+};
+
+struct sim_infection {
+    int kind;                   /* enum sim_kind */
+    char class_name[SIM_NAME_MAX];
+    int cls;                    /* index into scenario.cls */
+    uint32_t accounts;          /* after calibration */
+    bool calibrate;             /* scale `accounts` to reach spam_share */
+    double volume_share;        /* of the spam volume, for calibration */
+    uint64_t start_from_ms, start_to_ms; /* offsets from the start */
+    uint64_t duration_min_ms, duration_max_ms;
+    double rate_per_hour;
+    struct sim_count recipients;
+    uint32_t per_zombie;        /* campaign: messages per zombie */
+    uint64_t within_ms;         /* campaign: all zombies within this */
+    uint32_t networks;          /* stolen credentials: networks used */
+    struct sim_retry retry;
+};
+
+struct scenario {
+    char file[256];
+    char name[128];
+    uint32_t seed;
+    int64_t start_ms;
+    uint32_t days;
+    double spam_share;          /* target with no chokepoint; 0: none */
+    struct sim_class cls[SIM_MAX_CLASSES];
+    uint32_t ncls;
+    struct sim_infection inf[SIM_MAX_INFECTIONS];
+    uint32_t ninf;
+};
+
+/* Load and check. 0, or -1 with `err` (YW_ERR_MAX bytes). */
+int scenario_load(const char *file, struct scenario *sc, char *err);
+const char *sim_kind_name(int kind);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * sim.h — `chokepoint sim`: the driver (in-process engine or a live
+ * chokepointd), the run, and the report. See doc/sim.md.
+ */
+#ifndef CP_CLI_SIM_H
+#define CP_CLI_SIM_H
+
+#include <stdio.h>
+
+#include "cli/inproc.h"
+#include "cli/simmodel.h"
+
+struct sim_driver {
+    bool live;
+    int fd;            /* live: the policy connection */
+    struct inproc ip;  /* in-process engine */
+};
+
+struct sim_kind_metrics {
+    uint32_t zombies, caught;
+    uint64_t spam, accepted;
+    double accepted_median, accepted_p90, detect_minutes_median;
+};
+
+struct sim_metrics {
+    double spam_share_before, spam_share_after;
+    uint32_t zombie_accounts, zombie_accounts_caught;
+    double accepted_median, accepted_p90, detect_minutes_median;
+    uint64_t legit_customer_days, legit_customer_days_deferred;
+    uint64_t legit_messages_deferred, legit_messages_lost;
+    uint32_t legit_accounts_blocked, flagged_clean, flagged_infected;
+    uint32_t infected_accounts;
+    double flag_precision, flag_recall;
+    struct sim_kind_metrics kind[SIM_KIND_COUNT];
+};
+
+/* simrun.c */
+void sim_run(struct sim *s, struct sim_driver *d);
+int sim_live_connect(struct sim_driver *d, const char *path);
+/* simreport.c */
+void sim_metrics(const struct sim *s, struct sim_metrics *m);
+void sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
+                     const char *config);
+void sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
+                     const char *config);
+int sim_write_svg(const char *dir, const struct sim *s);
+/* sim.c: report a fatal error and exit 1. */
+void sim_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * simmodel.h — the simulator's world: customers (senders), infections
+ * (zombies), the time-ordered stream of message events, and what happened
+ * to each (the ground truth and the outcomes the report is made of).
+ *
+ * Ownership: one struct sim owns everything; sim_free() releases it.
+ */
+#ifndef CP_CLI_SIMMODEL_H
+#define CP_CLI_SIMMODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cli/scenario.h"
+#include "util/rng.h"
+
+#define SIM_HOUR 3600000LL
+#define SIM_DAY 86400000LL
+
+enum sim_sender_flags {
+    SIM_ACTIVE = 1,     /* sends legitimate mail in the period */
+    SIM_ROAMING = 2,    /* sometimes sends from another network */
+    SIM_INFECTED = 4,   /* has at least one infection */
+    SIM_FLAGGED = 8,    /* chokepoint deferred or refused any of its mail */
+    SIM_BURST = 16,     /* does one legitimate burst */
+};
+
+struct sim_sender {          /* one customer */
+    uint32_t cls;
+    uint32_t ip;             /* home IPv4, host order */
+    float per_day;           /* legitimate messages per weekday */
+    uint8_t flags;
+};
+
+struct sim_zombie {          /* one infection of one account */
+    uint32_t sender;         /* the infected customer */
+    uint32_t inf;            /* index into scenario.inf */
+    uint32_t ip;             /* unauth relay: its address */
+    int64_t start_ms, end_ms;
+    uint32_t spam_sent, spam_accepted;
+    int64_t first_stop_ms;   /* first deferral/refusal, -1: never */
+};
+
+enum sim_event_type { EV_LEGIT, EV_BURST, EV_NEWSLETTER, EV_SPAM };
+
+struct sim_event {
+    int64_t t_ms;
+    uint32_t who;            /* sender (legit) or zombie (spam) */
+    uint32_t id;             /* the message: seeds its content */
+    uint8_t type;
+    uint8_t attempt;         /* 0: first try */
+};
+
+enum sim_outcome { SIM_DELIVERED, SIM_DEFERRED, SIM_REFUSED };
+
+struct sim_series {          /* per hour of the period */
+    uint32_t *ham_tried, *ham_sent, *spam_tried, *spam_sent, *legit_defer;
+    uint32_t hours;
+};
+
+struct sim_totals {
+    uint64_t ham, ham_delivered, ham_deferred_any, ham_lost;
+    uint64_t spam, spam_delivered;
+    uint64_t attempts, requests;
+    uint64_t held;           /* HOLD: stopped, in the hold queue */
+};
+
+struct sim {
+    struct scenario sc;
+    struct rng rng;
+    struct sim_sender *senders;
+    uint32_t nsenders;
+    uint32_t class_first[SIM_MAX_CLASSES]; /* first sender of each class */
+    struct sim_zombie *zombies;
+    uint32_t nzombies, capzombies;
+    struct sim_event *ev;    /* first tries, sorted by time */
+    uint64_t nev, capev;
+    uint8_t *custday;        /* [sender * days + day]: bit 0 had legit
+                                mail, bit 1 a legit deferral */
+    struct sim_series series;
+    struct sim_totals tot;
+    double legit_expected;   /* expected legitimate messages (calibration) */
+    double wall_s;
+};
+
+/* simgen.c: population, infections (calibrated), first-try events. */
+void sim_generate(struct sim *s);
+void sim_free(struct sim *s);
+/* Hourly weight (sums to 24 over a day) of a diurnal profile. */
+double sim_diurnal(int profile, int hour);
+/* Login, customer id and address of a sender. */
+void sim_login(char *out, size_t n, uint32_t sender);
+void sim_format_ip(char *out, size_t n, uint32_t ip);
+
+#endif

@@ -1,0 +1,270 @@
+/*
+ * simreport.c — turn a finished simulation into the efficacy report (text
+ * or JSON, keys documented in doc/sim.md) and SVG charts.
+ *
+ * Definitions: a zombie account is one infection of one account (the
+ * SASL login, or the client address for unauth_relay); it is caught when
+ * chokepoint deferred or refused any of its mail during the infection;
+ * detection time runs from the infection's start to that first stop. A
+ * legitimate customer-day is a (customer, day) with legitimate mail while
+ * the customer was not infected; it is deferred if any of that mail was.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/sim.h"
+#include "util/xalloc.h"
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double
+quantile(double *v, size_t n, double q)
+{
+    if (n == 0)
+        return NAN;
+    qsort(v, n, sizeof(*v), cmp_double);
+    return v[(size_t)floor(q * (double)(n - 1) + 0.5)];
+}
+
+static void
+zombie_metrics(const struct sim *s, struct sim_metrics *m)
+{
+    double *acc = xcalloc(s->nzombies + 1, sizeof(double));
+    double *det = xcalloc(s->nzombies + 1, sizeof(double));
+    size_t na = 0, nd = 0;
+
+    for (int k = -1; k < SIM_KIND_COUNT; k++) {
+        na = nd = 0;
+        for (uint32_t i = 0; i < s->nzombies; i++) {
+            const struct sim_zombie *z = &s->zombies[i];
+
+            if (k >= 0 && s->sc.inf[z->inf].kind != k)
+                continue;
+            acc[na++] = z->spam_accepted;
+            if (z->first_stop_ms >= 0)
+                det[nd++] = (double)(z->first_stop_ms - z->start_ms) / 60000;
+            if (k >= 0) {
+                m->kind[k].zombies++;
+                m->kind[k].caught += z->first_stop_ms >= 0;
+                m->kind[k].spam += z->spam_sent;
+                m->kind[k].accepted += z->spam_accepted;
+            }
+        }
+        if (k < 0) {
+            m->zombie_accounts = (uint32_t)na;
+            m->zombie_accounts_caught = (uint32_t)nd;
+            m->accepted_p90 = quantile(acc, na, 0.9);
+            m->accepted_median = quantile(acc, na, 0.5);
+            m->detect_minutes_median = quantile(det, nd, 0.5);
+        } else {
+            m->kind[k].accepted_p90 = quantile(acc, na, 0.9);
+            m->kind[k].accepted_median = quantile(acc, na, 0.5);
+            m->kind[k].detect_minutes_median = quantile(det, nd, 0.5);
+        }
+    }
+    free(acc);
+    free(det);
+}
+
+static void
+customer_metrics(const struct sim *s, struct sim_metrics *m)
+{
+    uint32_t days = s->sc.days;
+    uint8_t *infday = xcalloc((size_t)s->nsenders * days, 1);
+
+    for (uint32_t i = 0; i < s->nzombies; i++) {
+        const struct sim_zombie *z = &s->zombies[i];
+        int64_t d0 = (z->start_ms - s->sc.start_ms) / SIM_DAY;
+        int64_t d1 = (z->end_ms - 1 - s->sc.start_ms) / SIM_DAY;
+
+        for (int64_t d = d0 < 0 ? 0 : d0; d <= d1 && d < days; d++)
+            infday[(size_t)z->sender * days + (size_t)d] = 1;
+    }
+    for (uint32_t p = 0; p < s->nsenders; p++) {
+        bool lost = false;
+
+        for (uint32_t d = 0; d < days; d++) {
+            uint8_t cd = s->custday[(size_t)p * days + d];
+
+            if (!(cd & 1) || infday[(size_t)p * days + d])
+                continue;
+            m->legit_customer_days++;
+            m->legit_customer_days_deferred += (cd & 2) != 0;
+            lost |= (cd & 4) != 0;
+        }
+        if (s->senders[p].flags & SIM_INFECTED) {
+            m->infected_accounts++;
+            continue;
+        }
+        m->legit_accounts_blocked += lost;
+        m->flagged_clean += (s->senders[p].flags & SIM_FLAGGED) != 0;
+    }
+    free(infday);
+}
+
+void
+sim_metrics(const struct sim *s, struct sim_metrics *m)
+{
+    uint64_t before = s->tot.ham + s->tot.spam;
+    uint64_t after = s->tot.ham_delivered + s->tot.spam_delivered;
+    uint32_t unauth = 0;
+
+    memset(m, 0, sizeof(*m));
+    m->spam_share_before = before ? (double)s->tot.spam / (double)before : 0;
+    m->spam_share_after = after ? (double)s->tot.spam_delivered / (double)after
+                                : 0;
+    zombie_metrics(s, m);
+    customer_metrics(s, m);
+    m->legit_messages_deferred = s->tot.ham_deferred_any;
+    m->legit_messages_lost = s->tot.ham_lost;
+    /* accounts: SASL kinds are the customer's login; unauth is the address */
+    for (uint32_t i = 0; i < s->nzombies; i++)
+        unauth += s->sc.inf[s->zombies[i].inf].kind == SIM_UNAUTH;
+    m->infected_accounts += unauth;
+    m->flagged_infected = m->kind[SIM_UNAUTH].caught;
+    for (uint32_t p = 0; p < s->nsenders; p++)
+        if ((s->senders[p].flags & (SIM_INFECTED | SIM_FLAGGED)) ==
+            (SIM_INFECTED | SIM_FLAGGED))
+            m->flagged_infected++;
+    m->flag_precision =
+        m->flagged_infected + m->flagged_clean
+            ? (double)m->flagged_infected /
+                  (double)(m->flagged_infected + m->flagged_clean)
+            : NAN;
+    m->flag_recall = m->infected_accounts ? (double)m->flagged_infected /
+                                                (double)m->infected_accounts
+                                          : NAN;
+}
+
+static void
+json_num(FILE *fp, const char *key, double v, bool comma)
+{
+    if (isnan(v))
+        fprintf(fp, "\"%s\":null%s", key, comma ? "," : "");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        fprintf(fp, "\"%s\":%.0f%s", key, v, comma ? "," : "");
+    else
+        fprintf(fp, "\"%s\":%.6g%s", key, v, comma ? "," : "");
+}
+
+void
+sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
+                const char *config)
+{
+    fprintf(fp, "{\"scenario\":\"%s\",\"name\":\"%s\",\"config\":\"%s\",",
+            s->sc.file, s->sc.name, config);
+    json_num(fp, "seed", s->sc.seed, true);
+    json_num(fp, "days", s->sc.days, true);
+    json_num(fp, "customers", s->nsenders, true);
+    json_num(fp, "spam_share_before", m->spam_share_before, true);
+    json_num(fp, "spam_share_after", m->spam_share_after, true);
+    json_num(fp, "zombie_accounts", m->zombie_accounts, true);
+    json_num(fp, "zombie_accounts_caught", m->zombie_accounts_caught, true);
+    json_num(fp, "spam_accepted_per_zombie_median", m->accepted_median, true);
+    json_num(fp, "spam_accepted_per_zombie_p90", m->accepted_p90, true);
+    json_num(fp, "detect_minutes_median", m->detect_minutes_median, true);
+    json_num(fp, "legit_customer_days", (double)m->legit_customer_days, true);
+    json_num(fp, "legit_customer_days_deferred",
+             (double)m->legit_customer_days_deferred, true);
+    json_num(fp, "legit_messages_deferred", (double)m->legit_messages_deferred,
+             true);
+    json_num(fp, "legit_messages_lost", (double)m->legit_messages_lost, true);
+    json_num(fp, "legit_accounts_blocked", m->legit_accounts_blocked, true);
+    json_num(fp, "account_flag_precision", m->flag_precision, true);
+    json_num(fp, "account_flag_recall", m->flag_recall, true);
+    json_num(fp, "ham_messages", (double)s->tot.ham, true);
+    json_num(fp, "ham_delivered", (double)s->tot.ham_delivered, true);
+    json_num(fp, "spam_messages", (double)s->tot.spam, true);
+    json_num(fp, "spam_delivered", (double)s->tot.spam_delivered, true);
+    json_num(fp, "held", (double)s->tot.held, true);
+    json_num(fp, "attempts", (double)s->tot.attempts, true);
+    json_num(fp, "policy_requests", (double)s->tot.requests, true);
+    json_num(fp, "wall_seconds", s->wall_s, true);
+    fprintf(fp, "\"by_kind\":{");
+    for (int k = 0, first = 1; k < SIM_KIND_COUNT; k++) {
+        const struct sim_kind_metrics *km = &m->kind[k];
+
+        if (km->zombies == 0)
+            continue;
+        fprintf(fp, "%s\"%s\":{", first ? "" : ",", sim_kind_name(k));
+        first = 0;
+        json_num(fp, "zombie_accounts", km->zombies, true);
+        json_num(fp, "zombie_accounts_caught", km->caught, true);
+        json_num(fp, "spam_messages", (double)km->spam, true);
+        json_num(fp, "spam_accepted", (double)km->accepted, true);
+        json_num(fp, "spam_accepted_per_zombie_median", km->accepted_median,
+                 true);
+        json_num(fp, "spam_accepted_per_zombie_p90", km->accepted_p90, true);
+        json_num(fp, "detect_minutes_median", km->detect_minutes_median,
+                 false);
+        fprintf(fp, "}");
+    }
+    fprintf(fp, "}}\n");
+}
+
+static void
+pct(FILE *fp, const char *label, double num, double den)
+{
+    fprintf(fp, "  %-44s %12.0f / %-12.0f (%.3f %%)\n", label, num, den,
+            den > 0 ? 100 * num / den : 0);
+}
+
+void
+sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
+                const char *config)
+{
+    fprintf(fp, "chokepoint sim: %s (%s), seed %u, %u days, %u customers\n",
+            s->sc.name, s->sc.file, s->sc.seed, s->sc.days, s->nsenders);
+    fprintf(fp, "config: %s; %llu messages, %llu attempts, %llu policy "
+                "requests in %.1f s\n\n",
+            config, (unsigned long long)(s->tot.ham + s->tot.spam),
+            (unsigned long long)s->tot.attempts,
+            (unsigned long long)s->tot.requests, s->wall_s);
+    fprintf(fp, "outbound spam share      before %6.2f %%   after %6.3f %%\n",
+            100 * m->spam_share_before, 100 * m->spam_share_after);
+    pct(fp, "zombie accounts caught", m->zombie_accounts_caught,
+        m->zombie_accounts);
+    fprintf(fp, "  spam accepted per zombie: median %.0f, p90 %.0f; "
+                "detection: median %.1f min\n",
+            m->accepted_median, m->accepted_p90, m->detect_minutes_median);
+    pct(fp, "legit customer-days with a deferral",
+        (double)m->legit_customer_days_deferred,
+        (double)m->legit_customer_days);
+    pct(fp, "legit messages deferred at least once",
+        (double)m->legit_messages_deferred, (double)s->tot.ham);
+    pct(fp, "legit messages never delivered", (double)m->legit_messages_lost,
+        (double)s->tot.ham);
+    fprintf(fp, "  legit accounts with mail lost (\"blocked\"): %u\n",
+            m->legit_accounts_blocked);
+    fprintf(fp, "  account flags: precision %.3f, recall %.3f (%u infected, "
+                "%u clean flagged)\n\n",
+            m->flag_precision, m->flag_recall, m->flagged_infected,
+            m->flagged_clean);
+    fprintf(fp, "  %-20s %8s %8s %10s %10s %8s %8s %10s\n", "kind", "zombies",
+            "caught", "spam", "accepted", "acc/z50", "acc/z90", "detect50");
+    for (int k = 0; k < SIM_KIND_COUNT; k++) {
+        const struct sim_kind_metrics *km = &m->kind[k];
+
+        if (km->zombies == 0)
+            continue;
+        char det[24];
+
+        if (isnan(km->detect_minutes_median))
+            snprintf(det, sizeof(det), "-");
+        else
+            snprintf(det, sizeof(det), "%.1fm", km->detect_minutes_median);
+        fprintf(fp, "  %-20s %8u %8u %10llu %10llu %8.0f %8.0f %10s\n",
+                sim_kind_name(k), km->zombies, km->caught,
+                (unsigned long long)km->spam,
+                (unsigned long long)km->accepted, km->accepted_median,
+                km->accepted_p90, det);
+    }
+}

@@ -1,0 +1,428 @@
+/*
+ * simrun.c — play the simulated stream through chokepoint: every message
+ * event becomes the requests Postfix would send (one RCPT per recipient,
+ * then DATA and END-OF-MESSAGE with recipient_count and size, one
+ * `instance`), decided by the in-process engine on the virtual clock or by
+ * a running chokepointd over the policy protocol (--live). A deferred
+ * message is tried again the way its sender would (a person's mail client
+ * retries; a trojan usually does not) and counts as sent only when accepted.
+ *
+ * The client gives up a message at the first recipient that is deferred or
+ * refused (as mail clients do), so the engine sees the same aborted
+ * transactions as with a real Postfix: reservations released by timeout.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli/sim.h"
+#include "util/xalloc.h"
+
+#define FOREIGN_BASE 0xc6330000u /* 198.51.0.0/16: networks not the ISP's */
+#define STOLEN_BASE 0xcb000000u  /* 203.0.0.0/8: where stolen logins are used */
+
+static const char *const freemail[] = {
+    "gmail.example", "yahoo.example", "hotmail.example", "outlook.example",
+    "aol.example",   "gmx.example",   "web.example",     "mail.example",
+    "yandex.example", "icloud.example"};
+#define NFREEMAIL (sizeof(freemail) / sizeof(freemail[0]))
+
+struct sim_msg {
+    struct rng r;             /* content generator, seeded by the message */
+    const struct sim_event *e;
+    bool spam, sasl;
+    uint32_t sender;          /* customer charged (or infected) */
+    uint32_t nrcpt;
+    uint64_t size;
+    char login[64], ip[16], from[96];
+};
+
+/* ---- the content of one message ---- */
+
+static void
+recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
+{
+    const struct sim_class *k = &s->sc.cls[s->senders[m->sender].cls];
+
+    if (m->spam) {
+        uint64_t x = rng_next(&m->r);
+
+        if (x % 4)
+            snprintf(out, n, "x%llu@%s", (unsigned long long)(x >> 20) % 10000000,
+                     freemail[(x >> 8) % NFREEMAIL]);
+        else
+            snprintf(out, n, "x%llu@d%llu.example",
+                     (unsigned long long)(x >> 20) % 10000000,
+                     (unsigned long long)(x >> 4) % 5000);
+        return;
+    }
+    if (m->e->type == EV_NEWSLETTER) {
+        uint32_t sub = m->e->id * 131u + i;
+
+        snprintf(out, n, "sub%u@%s", sub % 1000000, freemail[sub % NFREEMAIL]);
+        return;
+    }
+    if (rng_unit(&m->r) < k->new_recipient_share) {
+        uint64_t x = rng_next(&m->r);
+
+        snprintf(out, n, "new%llu@d%llu.example",
+                 (unsigned long long)(x >> 20) % 1000000,
+                 (unsigned long long)(x >> 4) % 2000);
+        return;
+    }
+    /* the address book: a few domains per customer, stable */
+    uint32_t b = (uint32_t)rng_below(&m->r, k->address_book);
+    uint32_t h = (m->sender * 2654435761u) ^ (b * 40503u);
+
+    snprintf(out, n, "p%u.%u@%s", m->sender, b,
+             (h % 5) < 3 ? freemail[(h >> 4) % 4] : "isp.example");
+}
+
+static void
+build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->e = e;
+    rng_seed(&m->r, ((uint64_t)s->sc.seed << 32) ^ (e->id * 0x9e3779b97f4a7c15ULL));
+    m->sasl = true;
+    if (e->type == EV_SPAM) {
+        const struct sim_zombie *z = &s->zombies[e->who];
+        const struct sim_infection *f = &s->sc.inf[z->inf];
+        uint32_t ip = z->ip;
+
+        m->spam = true;
+        m->sender = z->sender;
+        m->nrcpt = rng_count(&m->r, f->recipients.mean, f->recipients.max);
+        m->size = (uint64_t)rng_lognormal(&m->r, 6000, 0.15);
+        m->sasl = f->kind != SIM_UNAUTH;
+        if (f->kind == SIM_STOLEN) /* one of `networks` /24s abroad */
+            ip = STOLEN_BASE +
+                 ((e->who * 7919u + (uint32_t)rng_below(&m->r, f->networks) *
+                                        104729u) %
+                  65536u) * 256u +
+                 1 + (uint32_t)rng_below(&m->r, 250);
+        sim_format_ip(m->ip, sizeof(m->ip), ip);
+        snprintf(m->from, sizeof(m->from), "x%llu@%s",
+                 (unsigned long long)rng_below(&m->r, 100000000),
+                 freemail[rng_below(&m->r, NFREEMAIL)]);
+    } else {
+        const struct sim_sender *p = &s->senders[e->who];
+        const struct sim_class *k = &s->sc.cls[p->cls];
+        uint32_t ip = p->ip;
+
+        m->sender = e->who;
+        m->sasl = k->sasl;
+        if (e->type == EV_NEWSLETTER)
+            m->nrcpt = k->newsletter.per_message;
+        else if (e->type == EV_BURST)
+            m->nrcpt = rng_count(&m->r, k->burst.recipients.mean,
+                                 k->burst.recipients.max);
+        else
+            m->nrcpt = rng_count(&m->r, k->recipients.mean, k->recipients.max);
+        m->size = (uint64_t)rng_lognormal(&m->r, k->size.median, k->size.sigma);
+        if (m->size > k->size.max)
+            m->size = (uint64_t)k->size.max;
+        if ((p->flags & SIM_ROAMING) && rng_unit(&m->r) < 0.2)
+            ip = FOREIGN_BASE + 0x8000 + (uint32_t)rng_below(&m->r, 30000);
+        sim_format_ip(m->ip, sizeof(m->ip), ip);
+    }
+    sim_login(m->login, sizeof(m->login), m->sender);
+    if (!m->spam)
+        snprintf(m->from, sizeof(m->from), "%s", m->login);
+    if (!m->sasl)
+        m->login[0] = '\0';
+}
+
+/* ---- asking chokepoint ---- */
+
+struct ask {
+    const char *stage, *rcpt, *count;
+    char inst[32], size[24];
+};
+
+static enum cp_action
+ask_inproc(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
+           int64_t now)
+{
+    struct policy_request r;
+    struct cp_decision dec;
+
+    memset(&r, 0, sizeof(r));
+    r.request = policy_str_c("smtpd_access_policy");
+    r.protocol_state = policy_str_c(a->stage);
+    r.protocol_name = policy_str_c("ESMTP");
+    r.client_address = policy_str_c(m->ip);
+    r.sender = policy_str_c(m->from);
+    r.recipient = policy_str_c(a->rcpt);
+    r.recipient_count = policy_str_c(a->count);
+    r.size = policy_str_c(a->size);
+    r.instance = policy_str_c(a->inst);
+    r.sasl_username = policy_str_c(m->login);
+    r.sasl_method = policy_str_c(m->sasl ? "plain" : "");
+    inproc_decide(&d->ip, &r, now, &dec);
+    return dec.action;
+}
+
+static enum cp_action
+action_of(const char *reply, size_t len)
+{
+    static const struct {
+        const char *w;
+        enum cp_action a;
+    } words[] = {{"action=DEFER_IF_PERMIT", CP_ACT_DEFER},
+                 {"action=REJECT", CP_ACT_REJECT},
+                 {"action=HOLD", CP_ACT_HOLD},
+                 {"action=WARN", CP_ACT_WARN},
+                 {"action=PREPEND", CP_ACT_PREPEND}};
+
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (len >= strlen(words[i].w) &&
+            memcmp(reply, words[i].w, strlen(words[i].w)) == 0)
+            return words[i].a;
+    return CP_ACT_DUNNO;
+}
+
+static enum cp_action
+ask_live(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
+         int64_t now)
+{
+    char req[2048], rep[1024];
+    int n = snprintf(req, sizeof(req),
+                     "request=smtpd_access_policy\nprotocol_state=%s\n"
+                     "protocol_name=ESMTP\nclient_address=%s\nsender=%s\n"
+                     "recipient=%s\nrecipient_count=%s\nsize=%s\n"
+                     "instance=%s\nsasl_method=%s\nsasl_username=%s\n"
+                     "chokepoint_sim_time=%lld\n\n",
+                     a->stage, m->ip, m->from, a->rcpt, a->count, a->size,
+                     a->inst, m->sasl ? "plain" : "", m->login, (long long)now);
+    size_t got = 0;
+
+    if (write(d->fd, req, (size_t)n) != n)
+        sim_die("live: write: %s", strerror(errno));
+    while (got < 4 || memcmp(rep + got - 2, "\n\n", 2) != 0) {
+        ssize_t r = read(d->fd, rep + got, sizeof(rep) - got);
+
+        if (r <= 0 || got + (size_t)r >= sizeof(rep))
+            sim_die("live: the daemon closed the connection or sent junk");
+        got += (size_t)r;
+    }
+    return action_of(rep, got);
+}
+
+static enum cp_action
+ask(struct sim *s, struct sim_driver *d, const struct sim_msg *m,
+    const struct ask *a, int64_t now)
+{
+    s->tot.requests++;
+    return d->live ? ask_live(d, m, a, now) : ask_inproc(d, m, a, now);
+}
+
+static enum sim_outcome
+outcome_of(enum cp_action act)
+{
+    return act == CP_ACT_DEFER    ? SIM_DEFERRED
+           : act == CP_ACT_REJECT ? SIM_REFUSED
+           : act == CP_ACT_HOLD   ? SIM_REFUSED
+                                  : SIM_DELIVERED;
+}
+
+/* One SMTP transaction; stops at the first recipient not accepted. */
+static enum sim_outcome
+transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now)
+{
+    char rcpt[128], count[16];
+    struct ask a = {"RCPT", rcpt, "0", "", ""};
+    enum cp_action act;
+
+    snprintf(a.inst, sizeof(a.inst), "m%u.%u", m->e->id, m->e->attempt);
+    snprintf(a.size, sizeof(a.size), "%llu", (unsigned long long)m->size);
+    for (uint32_t i = 0; i < m->nrcpt; i++) {
+        recipient(s, m, i, rcpt, sizeof(rcpt));
+        act = ask(s, d, m, &a, now);
+        if (act == CP_ACT_DEFER || act == CP_ACT_REJECT)
+            return outcome_of(act);
+    }
+    snprintf(count, sizeof(count), "%u", m->nrcpt);
+    a.rcpt = "";
+    a.count = count;
+    a.stage = "DATA";
+    if ((act = ask(s, d, m, &a, now)) == CP_ACT_DEFER || act == CP_ACT_REJECT)
+        return outcome_of(act);
+    a.stage = "END-OF-MESSAGE";
+    act = ask(s, d, m, &a, now);
+    if (act == CP_ACT_HOLD)
+        s->tot.held++;
+    return outcome_of(act);
+}
+
+/* ---- retries: a binary heap of events by time ---- */
+
+struct heap {
+    struct sim_event *v;
+    size_t n, cap;
+};
+
+static bool
+ev_before(const struct sim_event *a, const struct sim_event *b)
+{
+    return a->t_ms != b->t_ms ? a->t_ms < b->t_ms : a->id < b->id;
+}
+
+static void
+heap_push(struct heap *h, struct sim_event e)
+{
+    size_t i;
+
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 1024;
+        h->v = xreallocarray(h->v, h->cap, sizeof(*h->v));
+    }
+    for (i = h->n++; i > 0 && ev_before(&e, &h->v[(i - 1) / 2]); i = (i - 1) / 2)
+        h->v[i] = h->v[(i - 1) / 2];
+    h->v[i] = e;
+}
+
+static struct sim_event
+heap_pop(struct heap *h)
+{
+    struct sim_event top = h->v[0], last = h->v[--h->n];
+    size_t i = 0, c;
+
+    while ((c = 2 * i + 1) < h->n) {
+        if (c + 1 < h->n && ev_before(&h->v[c + 1], &h->v[c]))
+            c++;
+        if (!ev_before(&h->v[c], &last))
+            break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n > 0)
+        h->v[i] = last;
+    return top;
+}
+
+/* ---- bookkeeping ---- */
+
+static uint32_t
+hour_of(const struct sim *s, int64_t t)
+{
+    int64_t h = (t - s->sc.start_ms) / SIM_HOUR;
+
+    return h < 0 ? 0 : h >= s->series.hours ? s->series.hours - 1 : (uint32_t)h;
+}
+
+static const struct sim_retry *
+retry_of(const struct sim *s, const struct sim_event *e)
+{
+    if (e->type == EV_SPAM)
+        return &s->sc.inf[s->zombies[e->who].inf].retry;
+    return &s->sc.cls[s->senders[e->who].cls].retry;
+}
+
+static void
+record(struct sim *s, const struct sim_event *e, const struct sim_msg *m,
+       enum sim_outcome o, struct heap *retries)
+{
+    uint32_t h = hour_of(s, e->t_ms);
+    const struct sim_retry *rt = retry_of(s, e);
+    bool retry = o == SIM_DEFERRED && rt->after_ms > 0 &&
+                 e->attempt < rt->attempts && e->attempt < 250;
+
+    if (m->spam) {
+        struct sim_zombie *z = &s->zombies[e->who];
+
+        if (e->attempt == 0) {
+            s->tot.spam++;
+            z->spam_sent++;
+            s->series.spam_tried[h]++;
+        }
+        if (o == SIM_DELIVERED) {
+            s->tot.spam_delivered++;
+            z->spam_accepted++;
+            s->series.spam_sent[h]++;
+        } else if (z->first_stop_ms < 0) {
+            z->first_stop_ms = e->t_ms;
+        }
+        if (o != SIM_DELIVERED && s->sc.inf[z->inf].kind != SIM_UNAUTH)
+            s->senders[z->sender].flags |= SIM_FLAGGED;
+    } else {
+        size_t cd = (size_t)m->sender * s->sc.days + h / 24;
+
+        if (e->attempt == 0) {
+            s->tot.ham++;
+            s->series.ham_tried[h]++;
+            s->custday[cd] |= 1;
+        }
+        if (o == SIM_DELIVERED) {
+            s->tot.ham_delivered++;
+            s->series.ham_sent[h]++;
+        } else {
+            s->series.legit_defer[h]++;
+            s->custday[(size_t)m->sender * s->sc.days +
+                       hour_of(s, e->t_ms) / 24] |= 2;
+            s->senders[m->sender].flags |= SIM_FLAGGED;
+            if (e->attempt == 0)
+                s->tot.ham_deferred_any++;
+            if (!retry) {
+                s->tot.ham_lost++;
+                s->custday[cd] |= 4;
+            }
+        }
+    }
+    if (retry) {
+        struct sim_event r = *e;
+
+        r.t_ms = e->t_ms + (int64_t)rt->after_ms;
+        r.attempt++;
+        heap_push(retries, r);
+    }
+}
+
+void
+sim_run(struct sim *s, struct sim_driver *d)
+{
+    struct heap retries = {0};
+    int64_t end = s->sc.start_ms + s->sc.days * SIM_DAY;
+    uint64_t i = 0;
+
+    while (i < s->nev || retries.n > 0) {
+        struct sim_event e;
+        struct sim_msg m;
+        enum sim_outcome o;
+
+        if (retries.n > 0 && (i == s->nev || ev_before(&retries.v[0], &s->ev[i])))
+            e = heap_pop(&retries);
+        else
+            e = s->ev[i++];
+        if (e.t_ms >= end)
+            continue; /* retries past the end of the period */
+        build_msg(s, &e, &m);
+        s->tot.attempts++;
+        o = transact(s, d, &m, e.t_ms);
+        record(s, &e, &m, o, &retries);
+    }
+    free(retries.v);
+    if (!d->live)
+        inproc_flush(&d->ip, end + 86400000);
+}
+
+int
+sim_live_connect(struct sim_driver *d, const char *path)
+{
+    struct sockaddr_un sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    d->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (d->fd < 0 || connect(d->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return -1;
+    d->live = true;
+    return 0;
+}
