@@ -205,6 +205,15 @@ check(struct yw *w, struct scenario *sc)
             return yw_fail(w, NULL, "infection %u: a range ends before it "
                                     "starts",
                            i + 1);
+        if (f->start_from_ms >= sc->days * DAY)
+            return yw_fail(w, NULL, "infection %u: starts after the end of "
+                                    "the %u-day period",
+                           i + 1, sc->days);
+        /* the default start window (6 days) shrinks to a shorter period */
+        if (f->start_to_ms >= sc->days * DAY)
+            f->start_to_ms = sc->days * DAY - DAY / 8;
+        if (f->start_to_ms < f->start_from_ms)
+            f->start_to_ms = f->start_from_ms;
     }
     if (sc->ncls == 0)
         return yw_fail(w, NULL, "no customers");

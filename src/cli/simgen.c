@@ -187,8 +187,10 @@ newsletter_events(struct sim *s)
             for (uint32_t d = 0; d < s->sc.days; d++) {
                 if (weekday(s, d) != nl->weekday)
                     continue;
+                /* senders of one class spread over 8 hours from `hour` */
                 int64_t t0 = s->sc.start_ms + d * SIM_DAY +
-                             nl->hour * SIM_HOUR + (int64_t)i * 60000;
+                             (nl->hour + i % 8) * SIM_HOUR +
+                             (int64_t)(i / 8 % 60) * 60000;
 
                 for (uint32_t j = 0; j < msgs; j++)
                     add_event(s, t0 + (int64_t)j * 60000 / nl->per_minute, who,
@@ -334,8 +336,10 @@ make_zombies(struct sim *s)
         double vol = 0;
         uint32_t n = 0;
 
+        /* stop at the count whose volume is nearest the target */
         while (target[i] < 0 ? n < f->accounts
-                             : (n == 0 || vol < target[i]) &&
+                             : (n == 0 || vol + volume_per_account(f) / 2 <
+                                              target[i]) &&
                                    n < s->sc.cls[f->cls].customers) {
             vol += place_zombie(s, i, campaign);
             n++;

@@ -79,6 +79,7 @@ customer_metrics(const struct sim *s, struct sim_metrics *m)
 {
     uint32_t days = s->sc.days;
     uint8_t *infday = xcalloc((size_t)s->nsenders * days, 1);
+    uint8_t *sasl_infected = xcalloc(s->nsenders, 1);
 
     for (uint32_t i = 0; i < s->nzombies; i++) {
         const struct sim_zombie *z = &s->zombies[i];
@@ -87,6 +88,10 @@ customer_metrics(const struct sim *s, struct sim_metrics *m)
 
         for (int64_t d = d0 < 0 ? 0 : d0; d <= d1 && d < days; d++)
             infday[(size_t)z->sender * days + (size_t)d] = 1;
+        /* the account of an unauth_relay zombie is its address, not the
+         * customer's login */
+        if (s->sc.inf[z->inf].kind != SIM_UNAUTH)
+            sasl_infected[z->sender] = 1;
     }
     for (uint32_t p = 0; p < s->nsenders; p++) {
         bool lost = false;
@@ -101,13 +106,16 @@ customer_metrics(const struct sim *s, struct sim_metrics *m)
             lost |= (cd & 4) != 0;
         }
         if (s->senders[p].flags & SIM_INFECTED) {
-            m->infected_accounts++;
+            m->infected_accounts += sasl_infected[p];
+            m->flagged_infected +=
+                sasl_infected[p] && (s->senders[p].flags & SIM_FLAGGED);
             continue;
         }
         m->legit_accounts_blocked += lost;
         m->flagged_clean += (s->senders[p].flags & SIM_FLAGGED) != 0;
     }
     free(infday);
+    free(sasl_infected);
 }
 
 void
@@ -129,11 +137,7 @@ sim_metrics(const struct sim *s, struct sim_metrics *m)
     for (uint32_t i = 0; i < s->nzombies; i++)
         unauth += s->sc.inf[s->zombies[i].inf].kind == SIM_UNAUTH;
     m->infected_accounts += unauth;
-    m->flagged_infected = m->kind[SIM_UNAUTH].caught;
-    for (uint32_t p = 0; p < s->nsenders; p++)
-        if ((s->senders[p].flags & (SIM_INFECTED | SIM_FLAGGED)) ==
-            (SIM_INFECTED | SIM_FLAGGED))
-            m->flagged_infected++;
+    m->flagged_infected += m->kind[SIM_UNAUTH].caught;
     m->flag_precision =
         m->flagged_infected + m->flagged_clean
             ? (double)m->flagged_infected /
@@ -210,6 +214,17 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
     fprintf(fp, "}}\n");
 }
 
+/* "%.Nf" of v, or "-" when there is nothing to measure (NaN). */
+static const char *
+num(char *buf, size_t n, double v, int decimals)
+{
+    if (isnan(v))
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%.*f", decimals, v);
+    return buf;
+}
+
 static void
 pct(FILE *fp, const char *label, double num, double den)
 {
@@ -232,9 +247,13 @@ sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
             100 * m->spam_share_before, 100 * m->spam_share_after);
     pct(fp, "zombie accounts caught", m->zombie_accounts_caught,
         m->zombie_accounts);
-    fprintf(fp, "  spam accepted per zombie: median %.0f, p90 %.0f; "
-                "detection: median %.1f min\n",
-            m->accepted_median, m->accepted_p90, m->detect_minutes_median);
+    char a[32], b[32], c[32];
+
+    fprintf(fp, "  spam accepted per zombie: median %s, p90 %s; "
+                "detection: median %s min\n",
+            num(a, sizeof(a), m->accepted_median, 0),
+            num(b, sizeof(b), m->accepted_p90, 0),
+            num(c, sizeof(c), m->detect_minutes_median, 1));
     pct(fp, "legit customer-days with a deferral",
         (double)m->legit_customer_days_deferred,
         (double)m->legit_customer_days);
@@ -244,27 +263,24 @@ sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
         (double)s->tot.ham);
     fprintf(fp, "  legit accounts with mail lost (\"blocked\"): %u\n",
             m->legit_accounts_blocked);
-    fprintf(fp, "  account flags: precision %.3f, recall %.3f (%u infected, "
+    fprintf(fp, "  account flags: precision %s, recall %s (%u infected, "
                 "%u clean flagged)\n\n",
-            m->flag_precision, m->flag_recall, m->flagged_infected,
+            num(a, sizeof(a), m->flag_precision, 3),
+            num(b, sizeof(b), m->flag_recall, 3), m->flagged_infected,
             m->flagged_clean);
     fprintf(fp, "  %-20s %8s %8s %10s %10s %8s %8s %10s\n", "kind", "zombies",
-            "caught", "spam", "accepted", "acc/z50", "acc/z90", "detect50");
+            "caught", "spam", "accepted", "acc/z50", "acc/z90", "det50min");
     for (int k = 0; k < SIM_KIND_COUNT; k++) {
         const struct sim_kind_metrics *km = &m->kind[k];
 
         if (km->zombies == 0)
             continue;
-        char det[24];
-
-        if (isnan(km->detect_minutes_median))
-            snprintf(det, sizeof(det), "-");
-        else
-            snprintf(det, sizeof(det), "%.1fm", km->detect_minutes_median);
-        fprintf(fp, "  %-20s %8u %8u %10llu %10llu %8.0f %8.0f %10s\n",
+        fprintf(fp, "  %-20s %8u %8u %10llu %10llu %8s %8s %10s\n",
                 sim_kind_name(k), km->zombies, km->caught,
                 (unsigned long long)km->spam,
-                (unsigned long long)km->accepted, km->accepted_median,
-                km->accepted_p90, det);
+                (unsigned long long)km->accepted,
+                num(a, sizeof(a), km->accepted_median, 0),
+                num(b, sizeof(b), km->accepted_p90, 0),
+                num(c, sizeof(c), km->detect_minutes_median, 1));
     }
 }

@@ -16,6 +16,7 @@
 #include "core/policy.h"
 #include "daemon/daemon.h"
 #include "util/msg.h"
+#include "util/parse.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
 
@@ -174,6 +175,33 @@ flush_out(struct conn *c)
     }
 }
 
+/*
+ * --sim-clock (simulation and tests only): the request's
+ * chokepoint_sim_time attribute is the clock, and reservations expire on
+ * that clock instead of the daemon's timer.
+ */
+static int64_t
+sim_time(struct conn *c, int64_t now)
+{
+    struct daemon *d = c->d;
+    uint64_t v;
+
+    for (size_t i = 0; i < c->parser.nattrs; i++) {
+        const struct policy_attr *a = &c->parser.attrs[i];
+
+        if (policy_str_eq(a->name, "chokepoint_sim_time") &&
+            parse_u64(a->value.p, a->value.len, &v) && v < INT64_MAX) {
+            now = (int64_t)v;
+            break;
+        }
+    }
+    if (now - d->sim_expired_ms >= 1000) {
+        cp_engine_expire(&d->engine, now);
+        d->sim_expired_ms = now;
+    }
+    return now;
+}
+
 static void
 handle_request(struct conn *c)
 {
@@ -182,6 +210,8 @@ handle_request(struct conn *c)
     struct cp_decision dec;
     int64_t now = daemon_now_ms();
 
+    if (d->sim_clock)
+        now = sim_time(c, now);
     c->requests++;
     policy_request_get(&c->parser, &req);
     if (!policy_str_eq(req.request, "smtpd_access_policy")) {

@@ -55,6 +55,8 @@ struct daemon {
     char ckpt_err[CP_ERR_MAX];
     int ckpt_rc;
 
+    bool sim_clock;          /* --sim-clock: time from the request */
+    int64_t sim_expired_ms;  /* virtual time of the last expiry pass */
     int64_t started_ms;
     int64_t refuse_logged_ms;
     uint64_t refused_since_log;

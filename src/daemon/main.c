@@ -1,7 +1,7 @@
 /*
  * main.c — chokepointd: start-up, signals, reload, shutdown.
  *
- *   chokepointd [-c FILE] [--check] [--version]
+ *   chokepointd [-c FILE] [--check] [--version] [--sim-clock]
  *
  * Start-up errors (bad config, unusable store or socket) are fatal with a
  * message naming what and where. SIGHUP reloads the configuration and the
@@ -177,7 +177,11 @@ usage(FILE *fp)
                 "  -c, --config FILE  configuration (default %s)\n"
                 "  --check            validate the configuration and the "
                 "customer map, then exit\n"
-                "  --version          print the version and exit\n",
+                "  --version          print the version and exit\n"
+                "  --sim-clock        take the time from each request's "
+                "chokepoint_sim_time\n"
+                "                     attribute (chokepoint sim --live; "
+                "never in production)\n",
             DEFAULT_CONFIG);
 }
 
@@ -217,7 +221,7 @@ restore_state(struct daemon *d)
 }
 
 static int
-run(const char *file)
+run(const char *file, bool sim_clock)
 {
     struct daemon d;
     char err[CP_ERR_MAX];
@@ -238,8 +242,13 @@ run(const char *file)
     signals_start(&d);
     uv_timer_init(d.loop, &d.expire_timer);
     d.expire_timer.data = &d;
-    uv_timer_start(&d.expire_timer, on_expire_tick, EXPIRE_TICK_MS,
-                   EXPIRE_TICK_MS);
+    d.sim_clock = sim_clock;
+    if (sim_clock)
+        msg_warn("--sim-clock: the clock comes from the clients' "
+                 "chokepoint_sim_time attribute; for simulation only");
+    else
+        uv_timer_start(&d.expire_timer, on_expire_tick, EXPIRE_TICK_MS,
+                       EXPIRE_TICK_MS);
     ckpt_start(&d);
     msg_info("chokepointd %s started: %zu classes, %zu customers, "
              "%zu accounts%s",
@@ -264,7 +273,7 @@ int
 main(int argc, char **argv)
 {
     const char *file = DEFAULT_CONFIG;
-    bool check = false;
+    bool check = false, sim_clock = false;
 
     msg_init("chokepointd", false, MSG_INFO);
     for (int i = 1; i < argc; i++) {
@@ -273,6 +282,8 @@ main(int argc, char **argv)
             file = argv[++i];
         } else if (strcmp(argv[i], "--check") == 0) {
             check = true;
+        } else if (strcmp(argv[i], "--sim-clock") == 0) {
+            sim_clock = true;
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("chokepointd %s\n", CP_VERSION);
             return 0;
@@ -300,5 +311,5 @@ main(int argc, char **argv)
         cp_config_free(cfg);
         return 0;
     }
-    return run(file);
+    return run(file, sim_clock);
 }
