@@ -58,9 +58,11 @@ class Daemon:
             listen += "    - inet:127.0.0.1:%d\n" % self.tcp_port
         sect = {k: "".join("  %s\n" % l for l in v.strip().splitlines())
                 for k, v in extra.items()}
+        level = "" if "log_level" in extra.get("daemon", "") else \
+            "  log_level: debug\n"
         return ("daemon:\n  listen:\n" + listen +
-                "  admin_socket: %s\n  log: stderr\n  log_level: debug\n"
-                "  decision_log: %s\n" % (self.admin_sock, self.decisions) +
+                "  admin_socket: %s\n  log: stderr\n" % self.admin_sock +
+                level + "  decision_log: %s\n" % self.decisions +
                 sect.get("daemon", "") +
                 "protocol:\n" + sect.get("protocol", "  max_line: 2048\n") +
                 "store:\n  path: %s\n" % self.db +
@@ -77,9 +79,10 @@ class Daemon:
         with open(self.map, "w") as f:
             f.write(customer_map)
 
-    def start(self, timeout=10.0):
+    def start(self, timeout=10.0, args=()):
         self.logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([CHOKEPOINTD, "-c", self.config],
+        self.proc = subprocess.Popen([CHOKEPOINTD, "-c", self.config] +
+                                     list(args),
                                      stdout=self.logf, stderr=self.logf)
         deadline = time.time() + timeout
         while time.time() < deadline:

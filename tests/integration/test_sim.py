@@ -1,0 +1,191 @@
+"""chokepoint sim: the simulator's report on the shipped scenarios.
+
+These tests check that the simulation is sane and honest (the baseline
+reaches the configured spam share, ground-truth counts add up, a seed gives
+the same report, the protocol path decides exactly as the in-process
+engine) and pin down what per-customer limits alone can and cannot do.
+They do not assert the efficacy targets of the detection work (issue 4).
+"""
+import json
+import os
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from cpd import CHOKEPOINT, ROOT, Daemon
+
+SCEN = os.path.join(ROOT, "sim", "scenarios")
+CONFIG = os.path.join(ROOT, "etc", "chokepoint.yaml")
+KEYS = ["spam_share_before", "spam_share_after", "zombie_accounts",
+        "zombie_accounts_caught", "spam_accepted_per_zombie_median",
+        "spam_accepted_per_zombie_p90", "detect_minutes_median",
+        "legit_customer_days", "legit_customer_days_deferred",
+        "legit_messages_deferred", "legit_accounts_blocked",
+        "account_flag_precision", "account_flag_recall", "by_kind"]
+
+
+def sim(scenario, *args, check=True):
+    r = subprocess.run([CHOKEPOINT, "sim", os.path.join(SCEN, scenario),
+                        "--config", CONFIG] + list(args),
+                       capture_output=True, text=True, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError("sim failed (%d): %s" % (r.returncode, r.stderr))
+    return r
+
+
+def sim_json(scenario, *args):
+    return json.loads(sim(scenario, "--json", *args).stdout)
+
+
+def assert_consistent(rep):
+    for k in KEYS:
+        assert k in rep, k
+    assert rep["ham_delivered"] <= rep["ham_messages"]
+    assert rep["spam_delivered"] <= rep["spam_messages"]
+    total = rep["ham_messages"] + rep["spam_messages"]
+    assert rep["spam_share_before"] == pytest.approx(
+        rep["spam_messages"] / total, rel=1e-4)
+    sent = rep["ham_delivered"] + rep["spam_delivered"]
+    assert rep["spam_share_after"] == pytest.approx(
+        rep["spam_delivered"] / sent, rel=1e-4)
+    kinds = rep["by_kind"].values()
+    assert sum(k["spam_messages"] for k in kinds) == rep["spam_messages"]
+    assert sum(k["spam_accepted"] for k in kinds) == rep["spam_delivered"]
+    assert sum(k["zombie_accounts"] for k in kinds) == rep["zombie_accounts"]
+    assert sum(k["zombie_accounts_caught"] for k in kinds) == \
+        rep["zombie_accounts_caught"]
+    assert rep["zombie_accounts_caught"] <= rep["zombie_accounts"]
+    assert rep["legit_customer_days_deferred"] <= rep["legit_customer_days"]
+    assert rep["legit_messages_deferred"] <= rep["ham_messages"]
+    # every message took at least one attempt, each at least 3 requests
+    assert rep["attempts"] >= total
+    assert rep["policy_requests"] >= rep["attempts"]
+
+
+@pytest.fixture(scope="module")
+def week():
+    return sim_json("isp-week.yaml")
+
+
+def test_default_week_baseline_and_counts(week):
+    assert_consistent(week)
+    assert week["customers"] == 100000
+    assert week["spam_share_before"] == pytest.approx(0.30, abs=0.015)
+    assert set(week["by_kind"]) == {"blaster", "low_and_slow", "campaign",
+                                    "stolen_credentials", "unauth_relay"}
+    # per-customer limits alone cut spam but cannot reach the target
+    assert week["spam_share_after"] < week["spam_share_before"] / 2
+    assert week["spam_share_after"] > 0.005
+    # and never touch a clean customer's day in the default week
+    assert week["legit_accounts_blocked"] == 0
+
+
+@pytest.mark.parametrize("scenario,kind", [
+    ("blaster.yaml", "blaster"),
+    ("low-and-slow.yaml", "low_and_slow"),
+    ("campaign.yaml", "campaign"),
+    ("stolen-credentials.yaml", "stolen_credentials"),
+    ("unauth-relay.yaml", "unauth_relay"),
+])
+def test_infection_kind_scenarios(scenario, kind):
+    rep = sim_json(scenario)
+    assert_consistent(rep)
+    assert set(rep["by_kind"]) == {kind}
+    assert rep["zombie_accounts"] >= 1
+    assert rep["spam_share_before"] == pytest.approx(0.30, abs=0.03)
+    k = rep["by_kind"][kind]
+    if kind == "campaign":
+        # a handful per zombie: far under every per-account cap
+        assert k["zombie_accounts_caught"] == 0
+        assert k["spam_accepted"] == k["spam_messages"]
+    elif kind in ("blaster", "unauth_relay"):
+        # high-rate senders hit the hourly caps within minutes
+        assert k["zombie_accounts_caught"] == k["zombie_accounts"]
+        assert k["detect_minutes_median"] < 10
+        assert rep["spam_share_after"] < 0.05
+
+
+def test_same_seed_same_report():
+    a = sim_json("small-live.yaml")
+    b = sim_json("small-live.yaml")
+    a.pop("wall_seconds")
+    b.pop("wall_seconds")
+    assert a == b
+
+
+def test_live_protocol_path_agrees(tmp_path):
+    mapfile = tmp_path / "sim.map"
+    sim("small-live.yaml", "--map-out", str(mapfile))
+    with open(CONFIG) as f:
+        classes = f.read().split("\nclasses:\n", 1)[1]
+    d = Daemon(tmp_path / "d", classes="classes:\n" + classes,
+               customer_map=mapfile.read_text(),
+               extra={"daemon": "log_level: info",
+                      "accounting": "reservation_timeout: 10m"})
+    d.start(args=["--sim-clock"])
+    try:
+        r = subprocess.run([CHOKEPOINT, "sim",
+                            os.path.join(SCEN, "small-live.yaml"),
+                            "--config", d.config, "--json", "--live",
+                            d.policy_sock],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        live = json.loads(r.stdout)
+    finally:
+        assert d.stop() == 0
+    inproc = json.loads(subprocess.run(
+        [CHOKEPOINT, "sim", os.path.join(SCEN, "small-live.yaml"),
+         "--config", d.config, "--json"],
+        capture_output=True, text=True, timeout=300, check=True).stdout)
+    for rep in (live, inproc):
+        rep.pop("wall_seconds")
+    assert live["policy_requests"] > 10000
+    assert live == inproc
+
+
+def test_cgnat_and_roaming_do_not_matter():
+    rep = sim_json("cgnat-roaming.yaml")
+    assert_consistent(rep)
+    assert rep["spam_messages"] == 0 and rep["zombie_accounts"] == 0
+    assert rep["legit_customer_days"] > 10000
+    assert rep["legit_customer_days_deferred"] == 0
+
+
+@pytest.mark.parametrize("scenario", ["newsletter-spike.yaml",
+                                      "holiday-burst.yaml"])
+def test_hard_legit_scenarios_report(scenario):
+    rep = sim_json(scenario)
+    assert_consistent(rep)
+    assert rep["spam_messages"] == 0
+    # a deferred person's client retries: nothing is lost for good
+    assert rep["legit_messages_lost"] == 0
+    assert rep["legit_accounts_blocked"] == 0
+
+
+def test_svg_charts(tmp_path):
+    out = tmp_path / "charts"
+    sim("small-live.yaml", "--svg", str(out))
+    names = sorted(os.listdir(out))
+    assert names == ["legit-deferrals.svg", "spam-per-zombie.svg",
+                     "volume.svg"]
+    rects = {}
+    for n in names:
+        root = ET.parse(out / n).getroot()
+        assert root.tag.endswith("svg")
+        rects[n] = len(root.findall("{http://www.w3.org/2000/svg}rect"))
+    # one bar per hour and kind of mail, at least; zombies in 3 bins
+    assert rects["volume.svg"] > 24
+    assert rects["spam-per-zombie.svg"] >= 7
+
+
+def test_bad_scenario_is_refused_with_position(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndays: 3\ncustomers:\n  - class: residential\n"
+                   "    customrs: 10\n")
+    r = subprocess.run([CHOKEPOINT, "sim", str(bad)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1
+    assert re.search(r"bad\.yaml:5:5: unknown key 'customrs'", r.stderr), \
+        r.stderr
