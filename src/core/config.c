@@ -20,11 +20,11 @@
 
 #include "core/custmap.h"
 #include "util/parse.h"
+#include "util/yamlwalk.h"
 #include "util/xalloc.h"
 
 struct loader {
-    const char *file;
-    char *err;
+    struct yw yw; /* file and error buffer */
     struct cp_config *cfg;
 };
 
@@ -102,43 +102,12 @@ static const struct section {
     {"accounting", accounting_fields}, {"classes", NULL},
 };
 
-/* ---- errors and node positions ---- */
+/* ---- errors and node positions: util/yamlwalk.c ---- */
 
-static int
-node_line(struct fy_node *n, int *col)
-{
-    struct fy_token *t = n ? fy_node_get_scalar_token(n) : NULL;
-    const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
+_Static_assert(CP_ERR_MAX == YW_ERR_MAX, "one error buffer size");
 
-    *col = m ? m->column + 1 : 0;
-    return m ? m->line + 1 : 0;
-}
-
-static int __attribute__((format(printf, 3, 4)))
-fail(struct loader *ld, struct fy_node *at, const char *fmt, ...)
-{
-    char msg[CP_ERR_MAX];
-    va_list ap;
-    int col, line = node_line(at, &col);
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (line > 0)
-        snprintf(ld->err, CP_ERR_MAX, "%s:%d:%d: %s", ld->file, line, col,
-                 msg);
-    else
-        snprintf(ld->err, CP_ERR_MAX, "%s: %s", ld->file, msg);
-    return -1;
-}
-
-static const char *
-scalar(struct fy_node *n, size_t *len)
-{
-    if (n == NULL || !fy_node_is_scalar(n) || fy_node_is_alias(n))
-        return NULL;
-    return fy_node_get_scalar(n, len);
-}
+#define fail(ld, at, ...) yw_fail(&(ld)->yw, (at), __VA_ARGS__)
+#define scalar(n, len) yw_scalar((n), (len))
 
 static bool
 scalar_eq(const char *s, size_t len, const char *lit)
@@ -622,7 +591,7 @@ finish(struct loader *ld)
             return fail(ld, NULL,
                         "more than %d distinct metric/window counters",
                         CP_MAX_SLOTS);
-    if (cfg->customer_map && cp_custmap_load(cfg, ld->err) < 0)
+    if (cfg->customer_map && cp_custmap_load(cfg, ld->yw.err) < 0)
         return -1;
     for (i = 0; i < cfg->ncustomers; i++)
         if (assign_slots(cfg, &cfg->customers[i]->rules) < 0)
@@ -654,58 +623,6 @@ set_defaults(struct cp_config *cfg)
     cfg->acct_mode = CP_ACCT_TWO_PHASE;
     cfg->reservation_timeout_ms = 600000;
     cfg->max_pending = 100000;
-}
-
-struct diag_capture {
-    char *err;
-    bool have;
-};
-
-static void
-diag_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
-{
-    struct diag_capture *dc = user;
-
-    (void)diag;
-    if (dc->have)
-        return;
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
-        len--;
-    snprintf(dc->err, CP_ERR_MAX, "%.*s", (int)(len > 400 ? 400 : len), buf);
-    dc->have = true;
-}
-
-static struct fy_document *
-parse_file(const char *file, char *err)
-{
-    struct diag_capture dc = {err, false};
-    struct fy_diag_cfg dcfg;
-    struct fy_parse_cfg pcfg;
-    struct fy_document *doc;
-    struct fy_diag *diag;
-
-    fy_diag_cfg_default(&dcfg);
-    dcfg.fp = NULL;
-    dcfg.output_fn = diag_output;
-    dcfg.user = &dc;
-    dcfg.colorize = false;
-    dcfg.show_source = false;
-    dcfg.show_position = true;
-    diag = fy_diag_create(&dcfg);
-    memset(&pcfg, 0, sizeof(pcfg));
-    pcfg.flags = FYPCF_QUIET | FYPCF_DEFAULT_VERSION_1_2;
-    pcfg.diag = diag;
-    doc = fy_document_build_from_file(&pcfg, file);
-    if (doc == NULL && !dc.have)
-        snprintf(err, CP_ERR_MAX, "%s: cannot read or parse the file", file);
-    else if (doc == NULL && strstr(err, file) == NULL) {
-        char tmp[CP_ERR_MAX];
-
-        snprintf(tmp, sizeof(tmp), "%s: %s", file, err);
-        memcpy(err, tmp, CP_ERR_MAX);
-    }
-    fy_diag_destroy(diag);
-    return doc;
 }
 
 static int
@@ -749,14 +666,14 @@ static struct cp_config *
 config_load(const char *file, bool map_override, const char *map, char *err)
 {
     struct cp_config *cfg = xcalloc(1, sizeof(*cfg));
-    struct loader ld = {file, err, cfg};
+    struct loader ld = {{file, err}, cfg};
     struct fy_document *doc;
     int rc;
 
     err[0] = '\0';
     cfg->file = xstrdup(file);
     set_defaults(cfg);
-    doc = parse_file(file, err);
+    doc = yw_parse_file(&ld.yw);
     if (doc == NULL) {
         cp_config_free(cfg);
         return NULL;

@@ -1,6 +1,7 @@
 /* yamlwalk.c — see yamlwalk.h. */
 #include "util/yamlwalk.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -59,21 +60,38 @@ yw_parse_file(struct yw *w)
     struct fy_document *doc;
     struct fy_diag *diag;
 
+    FILE *fp = fopen(w->file, "r");
+
     w->err[0] = '\0';
+    if (fp == NULL) {
+        snprintf(w->err, YW_ERR_MAX, "%s: cannot open: %s", w->file,
+                 strerror(errno));
+        return NULL;
+    }
+    fclose(fp);
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL;
     dcfg.output_fn = diag_output;
     dcfg.user = w;
     dcfg.colorize = false;
+    dcfg.show_source = false;
+    dcfg.show_position = true;
     diag = fy_diag_create(&dcfg);
     memset(&pcfg, 0, sizeof(pcfg));
     pcfg.flags = FYPCF_QUIET | FYPCF_DEFAULT_VERSION_1_2;
     pcfg.diag = diag;
     doc = fy_document_build_from_file(&pcfg, w->file);
     fy_diag_destroy(diag);
-    if (doc == NULL && w->err[0] == '\0')
-        snprintf(w->err, YW_ERR_MAX, "%s: cannot read or parse the file",
+    if (doc == NULL && (w->err[0] == '\0' || strstr(w->err, "[ERR]"))) {
+        /* libfyaml's generic failure: in practice an empty document */
+        snprintf(w->err, YW_ERR_MAX, "%s: empty or not a YAML document",
                  w->file);
+    } else if (doc == NULL && strstr(w->err, w->file) == NULL) {
+        char tmp[YW_ERR_MAX];
+
+        snprintf(tmp, sizeof(tmp), "%s: %s", w->file, w->err);
+        memcpy(w->err, tmp, YW_ERR_MAX);
+    }
     return doc;
 }
 
