@@ -18,13 +18,14 @@
 #include "util/xalloc.h"
 
 struct cp_pending {
-    char *instance;
+    char *instance;  /* both point into buf: one allocation per message */
     size_t ilen;
     char *key;
     size_t keylen;
     int64_t created_ms;
     double reserved[CP_METRIC_COUNT];
     struct cp_pending *older, *newer;
+    char buf[];
 };
 
 static bool
@@ -48,8 +49,6 @@ cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
 static void
 pending_free(struct cp_pending *p)
 {
-    free(p->instance);
-    free(p->key);
     free(p);
 }
 
@@ -148,10 +147,14 @@ pending_add(struct cp_engine *e, const struct policy_str *inst,
         e->stats.pending_evicted++;
         pending_release(e, e->oldest, now_ms);
     }
-    p = xcalloc(1, sizeof(*p));
-    p->instance = xmemdup0(inst->p, inst->len);
+    /* instance ≤ protocol.max_line, key < CP_KEY_MAX: no overflow */
+    p = xmalloc(sizeof(*p) + inst->len + id->keylen);
+    memset(p, 0, sizeof(*p));
+    p->instance = p->buf;
+    memcpy(p->instance, inst->p, inst->len);
     p->ilen = inst->len;
-    p->key = xmemdup0(id->key, id->keylen);
+    p->key = p->buf + inst->len;
+    memcpy(p->key, id->key, id->keylen);
     p->keylen = id->keylen;
     p->created_ms = now_ms;
     p->older = e->newest;
