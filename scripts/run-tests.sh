@@ -46,8 +46,9 @@ if make -s asan >"$OUT/asan-build.log" 2>&1; then
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     suite asan-unit meson_unit build-asan asan-unit
     cp build-asan/meson-logs/asan-unit.json "$OUT/asan-unit.json" 2>/dev/null
+    export CHOKEPOINT_SANITIZED=1
     suite asan-integ pytest_run build-asan asan-integ
-    unset ASAN_OPTIONS UBSAN_OPTIONS
+    unset ASAN_OPTIONS UBSAN_OPTIONS CHOKEPOINT_SANITIZED
 else
     cat "$OUT/asan-build.log"
     echo 1 > "$OUT/asan-build.rc"
