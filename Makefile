@@ -43,7 +43,7 @@ integration: build
 
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) --werror -Db_sanitize=address,undefined \
-	    -Db_lundef=false -Dbuildtype=debug
+	    -Db_lundef=false -Dbuildtype=debugoptimized
 
 asan: $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
