@@ -1,13 +1,1574 @@
-/* replay.c — `chokepoint replay`: not yet written. */
+/*
+ * replay.c — `chokepoint replay MAILLOG`: run a real Postfix mail.log
+ * through the engine, in shadow mode, on the log's own clock, and report
+ * who would have been deferred, held or rejected, when and why.
+ *
+ *   chokepoint replay MAILLOG|- [--config FILE] [--json] [--no-map]
+ *                    [--year YYYY] [--instance NAME]... [--list N]
+ *
+ * Reconstruction (doc/replay.md has the full rules):
+ *   smtpd "QID: client=…, sasl_username=…"  a submission (in-flight table)
+ *   qmgr  "QID: from=<…>, size=N, nrcpt=N"  it becomes a message; it waits
+ *         in a reorder buffer (min-heap by qmgr time) for its recipients
+ *   smtp/lmtp/… "QID: to=<…>, status=…"     its recipients
+ *   qmgr  "QID: removed", all nrcpt seen, or REPLAY_REORDER_MS of log time
+ *         → driven through the engine in time order: one RCPT per
+ *         recipient (unknown ones padded), DATA, END-OF-MESSAGE.
+ * Mail that did not come through smtpd (pickup, bounce notifications,
+ * content-filter re-injection) is skipped and counted.
+ *
+ * Memory does not grow with the log: the in-flight table holds at most
+ * REPLAY_MAX_INFLIGHT queue ids (idle ones age out after
+ * REPLAY_INFLIGHT_AGE_MS of log time), the reorder buffer at most
+ * REPLAY_MAX_REORDER messages, each with at most REPLAY_MAX_RCPT_BYTES of
+ * recipients; the report keeps at most --list decisions. What grows is one
+ * entry per distinct account (the engine's store grows the same way).
+ *
+ * Trust: the log is operator input that carries client-controlled text;
+ * it is only ever parsed (core/maillog.c) and shown escaped.
+ */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/inproc.h"
+#include "core/explain.h"
+#include "core/maillog.h"
+#include "util/parse.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
 
+#define REPLAY_DEFAULT_CONFIG "/etc/chokepoint/chokepoint.yaml"
+#define REPLAY_MAX_INFLIGHT 100000     /* queue ids tracked at once */
+#define REPLAY_INFLIGHT_AGE_MS 3600000 /* idle queue ids forgotten */
+#define REPLAY_REORDER_MS 60000        /* wait for recipients */
+#define REPLAY_MAX_REORDER 10000       /* messages waiting at once */
+#define REPLAY_MAX_RCPT_BYTES 4096     /* recipients kept per message */
+#define REPLAY_MAX_NRCPT 10000         /* RCPT requests per message */
+#define REPLAY_MAX_FIELD 512           /* bytes of a login, sender... */
+#define REPLAY_MAX_ACCOUNTS 1000000    /* then lumped together */
+#define REPLAY_MAX_RULES 64            /* distinct rule names counted */
+#define REPLAY_MAX_INSTANCES 8         /* --instance options */
+#define REPLAY_DEFAULT_LIST 1000       /* decisions and accounts shown */
+#define REPLAY_READ_BUF 65536
+#define REPLAY_KEY_MAX (MAILLOG_MAX_LINE + 2) /* host instance qid */
+#define REPLAY_OTHER_ACCOUNTS "(other accounts)"
+
+/* Why a queue id is not a customer submission. */
+enum rp_skip {
+    SKIP_PICKUP,       /* sendmail/pickup: local submission */
+    SKIP_NOTIFICATION, /* a bounce or delay notification */
+    SKIP_REINJECTED,   /* came back from a content filter (orig_queue_id) */
+    SKIP_INSTANCE,     /* an instance not selected with --instance */
+    SKIP_NULL_SENDER,  /* from=<> without a submission: a bounce */
+    SKIP_COUNT
+};
+
+static const char *const skip_names[SKIP_COUNT] = {
+    "pickup", "notification", "reinjected", "other_instance", "null_sender"};
+
+enum rp_state {
+    RP_NEW,       /* just created by this line */
+    RP_SUBMITTED, /* seen at smtpd, waiting for qmgr */
+    RP_SKIPPED,   /* not a customer submission (skip_why) */
+    RP_QUEUED,    /* in the reorder buffer */
+    RP_DONE,      /* replayed, or unmatched: later lines are ignored */
+};
+
+struct rp_entry {
+    char *key;
+    size_t keylen;
+    enum rp_state state;
+    enum rp_skip skip_why;
+    bool in_heap, removed;
+    int64_t touched_ms;             /* log clock at the last line */
+    struct rp_entry *older, *newer; /* by touched_ms */
+    char qid[MAILLOG_MAX_QUEUE_ID + 1];
+    char *login, *method, *client_addr, *client_name, *sender;
+    int64_t queued_ms;
+    uint64_t seq, size, nrcpt;
+    char *rcpts; /* NUL-separated, at most REPLAY_MAX_RCPT_BYTES */
+    size_t rlen, rcap;
+    uint64_t nknown; /* distinct recipients seen (kept or not) */
+};
+
+struct rp_account {
+    char *key;
+    size_t keylen;
+    const char *customer, *cls; /* in the config */
+    char *login;                /* the first login seen, if any */
+    uint64_t messages, recipients, would_total;
+    uint64_t would[CP_ACT_COUNT];
+    int64_t first_ms, last_ms; /* first and last would-be decision */
+};
+
+struct rp_listed {
+    int64_t t_ms;
+    char qid[MAILLOG_MAX_QUEUE_ID + 1];
+    char *key, *login, *client, *sender, *text;
+    const char *customer;
+    enum cp_stage stage;
+    enum cp_action verdict;
+    char rule[CP_RULE_NAME_MAX];
+    double value, cost, limit, retry_s;
+    uint64_t nrcpt, over;
+};
+
+struct rp_rulecount {
+    char name[CP_RULE_NAME_MAX];
+    uint64_t n;
+};
+
+struct rp_counts {
+    uint64_t lines, too_long, kinds[MAILLOG_KIND_COUNT];
+    uint64_t submissions, messages, recipients, padded, nrcpt_capped;
+    uint64_t no_qmgr, qmgr_unmatched, evicted, deliveries_unmatched;
+    uint64_t qmgr_repeat, rejects, rejected_by_postfix, no_identity;
+    uint64_t skipped[SKIP_COUNT];
+    uint64_t would_total, would[CP_ACT_COUNT], shadow_rule;
+    uint64_t reorder_full;
+};
+
+struct rp_opts {
+    const char *file, *config;
+    bool json, no_map;
+    int year;
+    size_t list;
+    const char *instances[REPLAY_MAX_INSTANCES];
+    size_t ninstances;
+};
+
+struct replay {
+    struct rp_opts o;
+    struct inproc ip;
+    struct maillog_ctx ctx;
+    struct maillog_framer fr;
+    struct hmap table; /* key → struct rp_entry */
+    struct rp_entry *oldest, *newest;
+    struct rp_entry **heap;
+    size_t nheap;
+    uint64_t seq;
+    bool have_clock;
+    int64_t clock_ms, engine_ms, first_ms, last_ms;
+    struct hmap accounts; /* key → struct rp_account */
+    struct rp_account *other;
+    struct rp_listed *listed;
+    size_t nlisted;
+    struct rp_rulecount rules[REPLAY_MAX_RULES + 1]; /* last: "(other)" */
+    size_t nrules;
+    struct rp_counts n;
+    char keybuf[REPLAY_KEY_MAX];
+    double elapsed_s;
+};
+
+/* ---- small helpers ---- */
+
+static char *
+dup_field(struct maillog_str s)
+{
+    if (s.p == NULL)
+        return NULL;
+    return xmemdup0(s.p, s.len < REPLAY_MAX_FIELD ? s.len : REPLAY_MAX_FIELD);
+}
+
+static bool
+mstr_is(struct maillog_str s, const char *lit)
+{
+    return s.p != NULL && s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
+}
+
+static bool
+entry_eq(const void *val, const void *key, size_t len)
+{
+    const struct rp_entry *e = val;
+
+    return e->keylen == len && memcmp(e->key, key, len) == 0;
+}
+
+static bool
+account_eq(const void *val, const void *key, size_t len)
+{
+    const struct rp_account *a = val;
+
+    return a->keylen == len && memcmp(a->key, key, len) == 0;
+}
+
+static int64_t
+now_realtime_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double
+now_mono_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the in-flight table: queue ids by (host, instance, qid) ---- */
+
+/* "host instance qid" into r->keybuf; returns its length. */
+static size_t
+make_key(struct replay *r, const struct maillog_event *ev,
+         struct maillog_str qid)
+{
+    struct maillog_str parts[3] = {ev->host, ev->instance, qid};
+    size_t n = 0;
+
+    for (size_t i = 0; i < 3; i++) {
+        if (parts[i].len > REPLAY_KEY_MAX - 1 - n)
+            break; /* cannot happen: the parts are in one bounded line */
+        memcpy(r->keybuf + n, parts[i].p, parts[i].len);
+        n += parts[i].len;
+        if (i < 2 && n < REPLAY_KEY_MAX)
+            r->keybuf[n++] = ' ';
+    }
+    return n;
+}
+
+static struct rp_entry *
+table_get(struct replay *r, size_t keylen)
+{
+    return hmap_get(&r->table, hmap_hash(r->keybuf, keylen), r->keybuf, keylen,
+                    entry_eq);
+}
+
+static void
+list_unlink(struct replay *r, struct rp_entry *e)
+{
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        r->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        r->newest = e->older;
+    e->older = e->newer = NULL;
+}
+
+static void
+list_append(struct replay *r, struct rp_entry *e)
+{
+    e->older = r->newest;
+    e->newer = NULL;
+    if (r->newest)
+        r->newest->newer = e;
+    else
+        r->oldest = e;
+    r->newest = e;
+}
+
+/* A line mentioned `e`: it is the newest again. */
+static void
+touch(struct replay *r, struct rp_entry *e)
+{
+    e->touched_ms = r->clock_ms;
+    if (r->newest != e) {
+        list_unlink(r, e);
+        list_append(r, e);
+    }
+}
+
+static void
+entry_clear(struct rp_entry *e)
+{
+    free(e->login);
+    free(e->method);
+    free(e->client_addr);
+    free(e->client_name);
+    free(e->sender);
+    e->login = e->method = e->client_addr = e->client_name = NULL;
+    e->sender = NULL;
+    free(e->rcpts);
+    e->rcpts = NULL;
+    e->rlen = e->rcap = 0;
+    e->nknown = 0;
+    e->removed = false;
+}
+
+static void
+entry_free(struct replay *r, struct rp_entry *e)
+{
+    list_unlink(r, e);
+    hmap_del(&r->table, hmap_hash(e->key, e->keylen), e->key, e->keylen,
+             entry_eq);
+    entry_clear(e);
+    free(e->key);
+    free(e);
+}
+
+static void heap_drain_through(struct replay *r, struct rp_entry *e);
+
+/* Forget `e`; a submission that never reached qmgr is incomplete. */
+static void
+forget(struct replay *r, struct rp_entry *e, bool evicted)
+{
+    if (e->in_heap)
+        heap_drain_through(r, e);
+    if (e->state == RP_SUBMITTED) {
+        r->n.no_qmgr++;
+        if (evicted)
+            r->n.evicted++;
+    }
+    entry_free(r, e);
+}
+
+static struct rp_entry *
+table_add(struct replay *r, size_t keylen, struct maillog_str qid)
+{
+    struct rp_entry *e;
+
+    while (r->table.count >= REPLAY_MAX_INFLIGHT && r->oldest != NULL)
+        forget(r, r->oldest, true);
+    e = xcalloc(1, sizeof(*e));
+    e->key = xmemdup0(r->keybuf, keylen);
+    e->keylen = keylen;
+    memcpy(e->qid, qid.p, qid.len); /* <= MAILLOG_MAX_QUEUE_ID */
+    e->touched_ms = r->clock_ms;
+    list_append(r, e);
+    hmap_put(&r->table, hmap_hash(e->key, keylen), e);
+    return e;
+}
+
+/* The entry for the event's queue id, created (empty) if `create`. */
+static struct rp_entry *
+lookup(struct replay *r, const struct maillog_event *ev, struct maillog_str qid,
+       bool create)
+{
+    size_t keylen = make_key(r, ev, qid);
+    struct rp_entry *e = table_get(r, keylen);
+
+    if (e != NULL)
+        touch(r, e);
+    else if (create)
+        e = table_add(r, keylen, qid);
+    return e;
+}
+
+static void
+age_table(struct replay *r)
+{
+    while (r->oldest != NULL &&
+           r->clock_ms - r->oldest->touched_ms >= REPLAY_INFLIGHT_AGE_MS)
+        forget(r, r->oldest, false);
+}
+
+/* ---- the reorder buffer: a min-heap by (qmgr time, arrival) ---- */
+
+static bool
+heap_less(const struct rp_entry *a, const struct rp_entry *b)
+{
+    return a->queued_ms != b->queued_ms ? a->queued_ms < b->queued_ms
+                                        : a->seq < b->seq;
+}
+
+static void
+heap_swap(struct replay *r, size_t i, size_t j)
+{
+    struct rp_entry *t = r->heap[i];
+
+    r->heap[i] = r->heap[j];
+    r->heap[j] = t;
+}
+
+static void
+heap_push(struct replay *r, struct rp_entry *e)
+{
+    size_t i = r->nheap++;
+
+    r->heap[i] = e;
+    e->in_heap = true;
+    while (i > 0 && heap_less(r->heap[i], r->heap[(i - 1) / 2])) {
+        heap_swap(r, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static struct rp_entry *
+heap_pop(struct replay *r)
+{
+    struct rp_entry *top = r->heap[0];
+    size_t i = 0;
+
+    r->heap[0] = r->heap[--r->nheap];
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+
+        if (l < r->nheap && heap_less(r->heap[l], r->heap[m]))
+            m = l;
+        if (l + 1 < r->nheap && heap_less(r->heap[l + 1], r->heap[m]))
+            m = l + 1;
+        if (m == i)
+            break;
+        heap_swap(r, i, m);
+        i = m;
+    }
+    top->in_heap = false;
+    return top;
+}
+
+static bool
+ready(const struct replay *r, const struct rp_entry *e)
+{
+    return e->removed || (e->nrcpt > 0 && e->nknown >= e->nrcpt) ||
+           r->clock_ms - e->queued_ms >= REPLAY_REORDER_MS;
+}
+
+static void drive(struct replay *r, struct rp_entry *e);
+
+/* Replay the oldest waiting message; free it if Postfix removed it. */
+static void
+heap_drive_top(struct replay *r)
+{
+    struct rp_entry *e = heap_pop(r);
+
+    drive(r, e);
+    e->state = RP_DONE;
+    if (e->removed)
+        entry_free(r, e);
+}
+
+static void
+heap_drain_ready(struct replay *r)
+{
+    while (r->nheap > 0 && ready(r, r->heap[0]))
+        heap_drive_top(r);
+}
+
+/* Replay waiting messages in order until `e` has been replayed (it is
+ * about to be forgotten or reused). */
+static void
+heap_drain_through(struct replay *r, struct rp_entry *e)
+{
+    bool keep = !e->removed;
+
+    e->removed = false; /* heap_drive_top must not free it */
+    while (e->in_heap)
+        heap_drive_top(r);
+    e->removed = !keep;
+}
+
+/* ---- the report's accumulators ---- */
+
+static struct rp_account *
+account_get(struct replay *r, const struct cp_identity *id, const char *login)
+{
+    uint64_t h = hmap_hash(id->key, id->keylen);
+    struct rp_account *a =
+        hmap_get(&r->accounts, h, id->key, id->keylen, account_eq);
+
+    if (a != NULL)
+        return a;
+    if (r->accounts.count >= REPLAY_MAX_ACCOUNTS) {
+        if (r->other == NULL) {
+            r->other = xcalloc(1, sizeof(*r->other));
+            r->other->key = xstrdup(REPLAY_OTHER_ACCOUNTS);
+            r->other->keylen = strlen(REPLAY_OTHER_ACCOUNTS);
+        }
+        return r->other;
+    }
+    a = xcalloc(1, sizeof(*a));
+    a->key = xmemdup0(id->key, id->keylen);
+    a->keylen = id->keylen;
+    a->customer = id->cust ? id->cust->id : NULL;
+    a->cls = id->cls ? id->cls->name : NULL;
+    a->login = login ? xstrdup(login) : NULL;
+    hmap_put(&r->accounts, h, a);
+    return a;
+}
+
+static void
+count_rule(struct replay *r, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < r->nrules; i++)
+        if (strcmp(r->rules[i].name, name) == 0)
+            break;
+    if (i == r->nrules) {
+        if (r->nrules < REPLAY_MAX_RULES) {
+            snprintf(r->rules[i].name, CP_RULE_NAME_MAX, "%s", name);
+            r->nrules++;
+        } else {
+            i = REPLAY_MAX_RULES;
+            snprintf(r->rules[i].name, CP_RULE_NAME_MAX, "(other)");
+        }
+    }
+    r->rules[i].n++;
+}
+
+/* ---- driving the engine ---- */
+
+/* How bad a would-be verdict is: the one a message is reported under. */
+static int
+severity(enum cp_action a)
+{
+    static const int s[CP_ACT_COUNT] = {0, 3, 4, 2, 1, 1};
+
+    return a < CP_ACT_COUNT ? s[a] : 0;
+}
+
+/* What one message would have met: its worst decision. */
+struct rp_outcome {
+    struct cp_decision worst;
+    bool any, shadow_rule;
+    uint64_t over; /* requests with a would-be verdict */
+};
+
+static void
+note(struct rp_outcome *o, const struct cp_decision *d)
+{
+    if (!d->has_rule || d->verdict == CP_ACT_DUNNO)
+        return;
+    if (d->rule.shadow) {
+        o->shadow_rule = true; /* would not act even when enforced */
+        return;
+    }
+    o->over++;
+    if (!o->any || severity(d->verdict) > severity(o->worst.verdict))
+        o->worst = *d;
+    o->any = true;
+}
+
+static void
+ask(struct replay *r, struct policy_request *req, const char *stage,
+    struct rp_outcome *o)
+{
+    struct cp_decision d;
+
+    req->protocol_state = policy_str_c(stage);
+    inproc_decide(&r->ip, req, r->engine_ms, &d);
+    note(o, &d);
+}
+
+/* The i-th recipient kept for `e`, or NULL. */
+static const char *
+nth_rcpt(const struct rp_entry *e, size_t *off)
+{
+    const char *s;
+
+    if (e->rcpts == NULL || *off >= e->rlen)
+        return NULL;
+    s = e->rcpts + *off;
+    *off += strlen(s) + 1;
+    return s;
+}
+
+static void
+fill_request(const struct rp_entry *e, const char *instance, const char *size,
+             const char *count, struct policy_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    req->request = policy_str_c("smtpd_access_policy");
+    req->protocol_name = policy_str_c("ESMTP");
+    req->client_address = policy_str_c(e->client_addr);
+    req->client_name = policy_str_c(e->client_name);
+    req->sasl_method = policy_str_c(e->method);
+    req->sasl_username = policy_str_c(e->login);
+    req->sender = policy_str_c(e->sender ? e->sender : "");
+    req->queue_id = policy_str_c(e->qid);
+    req->instance = policy_str_c(instance);
+    req->size = policy_str_c(size);
+    req->recipient_count = policy_str_c(count);
+}
+
+/* RCPT per recipient (unknown ones padded), DATA, END-OF-MESSAGE. */
+static void
+run_message(struct replay *r, const struct rp_entry *e,
+            struct policy_request *req, struct rp_outcome *o)
+{
+    uint64_t n = e->nrcpt < REPLAY_MAX_NRCPT ? e->nrcpt : REPLAY_MAX_NRCPT;
+    char pad[64];
+    size_t off = 0;
+
+    if (n < e->nrcpt)
+        r->n.nrcpt_capped++;
+    for (uint64_t i = 0; i < n; i++) {
+        const char *rcpt = nth_rcpt(e, &off);
+
+        if (rcpt == NULL) {
+            snprintf(pad, sizeof(pad), "unknown-%llu@recipient.invalid",
+                     (unsigned long long)i + 1);
+            rcpt = pad;
+            r->n.padded++;
+        }
+        req->recipient = policy_str_c(rcpt);
+        ask(r, req, "RCPT", o);
+    }
+    req->recipient = policy_str_c(NULL);
+    ask(r, req, "DATA", o);
+    ask(r, req, "END-OF-MESSAGE", o);
+}
+
+static void
+list_decision(struct replay *r, const struct rp_entry *e,
+              const struct rp_outcome *o)
+{
+    struct rp_listed *l;
+    const struct cp_decision *d = &o->worst;
+
+    if (r->nlisted >= r->o.list)
+        return;
+    l = &r->listed[r->nlisted++];
+    l->t_ms = r->engine_ms;
+    memcpy(l->qid, e->qid, sizeof(l->qid));
+    l->key = xmemdup0(d->id.key, d->id.keylen);
+    l->customer = d->id.cust ? d->id.cust->id : NULL;
+    l->login = e->login ? xstrdup(e->login) : NULL;
+    l->client = e->client_addr ? xstrdup(e->client_addr) : NULL;
+    l->sender = e->sender ? xstrdup(e->sender) : NULL;
+    l->text = xstrdup(d->text);
+    l->stage = d->stage;
+    l->verdict = d->verdict;
+    memcpy(l->rule, d->rule.name, sizeof(l->rule));
+    l->value = d->value;
+    l->cost = d->cost;
+    l->limit = d->limit;
+    l->retry_s = d->retry_s;
+    l->nrcpt = e->nrcpt;
+    l->over = o->over;
+}
+
+static void
+account_message(struct replay *r, const struct cp_identity *id,
+                const struct rp_entry *e, const struct rp_outcome *o)
+{
+    struct rp_account *a = account_get(r, id, e->login);
+
+    a->messages++;
+    a->recipients += e->nrcpt;
+    if (!o->any)
+        return;
+    if (a->would_total == 0)
+        a->first_ms = r->engine_ms;
+    a->last_ms = r->engine_ms;
+    a->would_total++;
+    a->would[o->worst.verdict]++;
+}
+
+/* Replay one message at its qmgr time. */
+static void
+drive(struct replay *r, struct rp_entry *e)
+{
+    struct policy_request req;
+    struct cp_identity id;
+    struct rp_outcome o;
+    char inst[MAILLOG_MAX_QUEUE_ID + 24], size[24], count[24];
+
+    snprintf(inst, sizeof(inst), "%s.%llu", e->qid, (unsigned long long)e->seq);
+    snprintf(size, sizeof(size), "%llu", (unsigned long long)e->size);
+    snprintf(count, sizeof(count), "%llu", (unsigned long long)e->nrcpt);
+    fill_request(e, inst, size, count, &req);
+    if (cp_identity_resolve(r->ip.cfg, &req, &id) < 0) {
+        r->n.no_identity++; /* the daemon would answer DUNNO */
+        return;
+    }
+    if (e->queued_ms > r->engine_ms)
+        r->engine_ms = e->queued_ms; /* the engine's clock never goes back */
+    memset(&o, 0, sizeof(o));
+    run_message(r, e, &req, &o);
+    r->n.messages++;
+    r->n.recipients += e->nrcpt;
+    r->n.shadow_rule += o.shadow_rule;
+    account_message(r, &id, e, &o);
+    if (!o.any)
+        return;
+    r->n.would_total++;
+    r->n.would[o.worst.verdict]++;
+    count_rule(r, o.worst.rule.name);
+    list_decision(r, e, &o);
+}
+
+/* ---- events ---- */
+
+static bool
+instance_selected(const struct replay *r, struct maillog_str inst)
+{
+    if (r->o.ninstances == 0)
+        return true;
+    for (size_t i = 0; i < r->o.ninstances; i++)
+        if (strlen(r->o.instances[i]) == inst.len &&
+            memcmp(r->o.instances[i], inst.p, inst.len) == 0)
+            return true;
+    return false;
+}
+
+static void
+skip_entry(struct rp_entry *e, enum rp_skip why)
+{
+    entry_clear(e);
+    e->state = RP_SKIPPED;
+    e->skip_why = why;
+}
+
+static void
+on_client(struct replay *r, const struct maillog_event *ev)
+{
+    struct rp_entry *e = lookup(r, ev, ev->queue_id, true);
+
+    if (e->in_heap)
+        heap_drain_through(r, e); /* queue id reused: finish the old one */
+    if (e->state == RP_SUBMITTED)
+        r->n.no_qmgr++; /* a second client= before any qmgr */
+    if (ev->orig_queue_id.p != NULL) {
+        skip_entry(e, SKIP_REINJECTED);
+        return;
+    }
+    if (!instance_selected(r, ev->instance)) {
+        skip_entry(e, SKIP_INSTANCE);
+        return;
+    }
+    entry_clear(e);
+    e->state = RP_SUBMITTED;
+    e->client_addr = dup_field(ev->client_addr);
+    e->client_name = dup_field(ev->client_name);
+    e->login = dup_field(ev->sasl_username);
+    e->method = dup_field(ev->sasl_method);
+    r->n.submissions++;
+}
+
+static void
+on_local(struct replay *r, const struct maillog_event *ev,
+         struct maillog_str qid, enum rp_skip why)
+{
+    struct rp_entry *e = lookup(r, ev, qid, true);
+
+    if (e->state == RP_NEW)
+        skip_entry(e, why);
+}
+
+static void
+on_qmgr(struct replay *r, const struct maillog_event *ev)
+{
+    struct rp_entry *e = lookup(r, ev, ev->queue_id, false);
+
+    if (e == NULL) {
+        e = lookup(r, ev, ev->queue_id, true);
+        e->state = RP_DONE; /* later lines about it are not news */
+        if (ev->from.len == 0)
+            r->n.skipped[SKIP_NULL_SENDER]++;
+        else
+            r->n.qmgr_unmatched++; /* submitted before the log starts */
+        return;
+    }
+    if (e->state == RP_SKIPPED) {
+        r->n.skipped[e->skip_why]++;
+        e->state = RP_DONE;
+        return;
+    }
+    if (e->state != RP_SUBMITTED) {
+        r->n.qmgr_repeat++; /* a deferred message back in the active queue */
+        return;
+    }
+    if (r->nheap >= REPLAY_MAX_REORDER) {
+        r->n.reorder_full++;
+        heap_drive_top(r);
+    }
+    e->state = RP_QUEUED;
+    e->sender = dup_field(ev->from);
+    e->size = ev->size;
+    e->nrcpt = ev->nrcpt;
+    e->queued_ms = ev->ts_ms;
+    e->seq = ++r->seq;
+    heap_push(r, e);
+}
+
+static bool
+rcpt_known(const struct rp_entry *e, struct maillog_str to)
+{
+    size_t off = 0;
+    const char *s;
+
+    while ((s = nth_rcpt(e, &off)) != NULL)
+        if (strlen(s) == to.len && memcmp(s, to.p, to.len) == 0)
+            return true;
+    return false;
+}
+
+/* Append a recipient if it fits in REPLAY_MAX_RCPT_BYTES. */
+static void
+keep_rcpt(struct rp_entry *e, struct maillog_str to)
+{
+    size_t need = e->rlen + to.len + 1;
+
+    if (need > REPLAY_MAX_RCPT_BYTES)
+        return; /* padded when replayed */
+    if (need > e->rcap) {
+        e->rcap = need < 256 ? 256 : REPLAY_MAX_RCPT_BYTES;
+        e->rcpts = xrealloc(e->rcpts, e->rcap);
+    }
+    memcpy(e->rcpts + e->rlen, to.p, to.len);
+    e->rcpts[e->rlen + to.len] = '\0';
+    e->rlen = need;
+}
+
+static void
+on_delivery(struct replay *r, const struct maillog_event *ev)
+{
+    struct rp_entry *e = lookup(r, ev, ev->queue_id, false);
+
+    if (e == NULL) {
+        r->n.deliveries_unmatched++;
+        return;
+    }
+    if (!e->in_heap || ev->to.len == 0 || rcpt_known(e, ev->to))
+        return;
+    e->nknown++;
+    keep_rcpt(e, ev->to);
+}
+
+static void
+on_removed(struct replay *r, const struct maillog_event *ev)
+{
+    struct rp_entry *e = lookup(r, ev, ev->queue_id, false);
+
+    if (e == NULL)
+        return;
+    if (e->in_heap)
+        e->removed = true; /* replayed (and freed) in turn */
+    else
+        forget(r, e, false);
+}
+
+/* A reject with a queue id that ends the whole message (cleanup header or
+ * body checks, milters, smtpd at DATA or END-OF-MESSAGE) — not a single
+ * recipient rejected at RCPT. */
+static void
+on_reject(struct replay *r, const struct maillog_event *ev)
+{
+    struct rp_entry *e;
+
+    r->n.rejects++;
+    if (ev->queue_id.p == NULL)
+        return;
+    if (mstr_is(ev->program, "smtpd") && mstr_is(ev->reject_stage, "RCPT"))
+        return;
+    e = lookup(r, ev, ev->queue_id, false);
+    if (e == NULL || e->state != RP_SUBMITTED)
+        return;
+    r->n.rejected_by_postfix++;
+    entry_free(r, e);
+}
+
+static void
+on_event(struct replay *r, const struct maillog_event *ev)
+{
+    switch (ev->kind) {
+    case MAILLOG_SMTPD_CLIENT:
+        on_client(r, ev);
+        break;
+    case MAILLOG_PICKUP:
+        on_local(r, ev, ev->queue_id, SKIP_PICKUP);
+        break;
+    case MAILLOG_NOTIFICATION:
+        on_local(r, ev, ev->new_queue_id, SKIP_NOTIFICATION);
+        break;
+    case MAILLOG_QMGR_FROM:
+        on_qmgr(r, ev);
+        break;
+    case MAILLOG_DELIVERY:
+        on_delivery(r, ev);
+        break;
+    case MAILLOG_QMGR_REMOVED:
+        on_removed(r, ev);
+        break;
+    case MAILLOG_REJECT:
+        on_reject(r, ev);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- the line loop ---- */
+
+static void
+advance_clock(struct replay *r, int64_t ts)
+{
+    if (!r->have_clock) {
+        r->have_clock = true;
+        r->clock_ms = r->first_ms = r->last_ms = ts;
+        return;
+    }
+    if (ts < r->first_ms)
+        r->first_ms = ts;
+    if (ts > r->last_ms)
+        r->last_ms = ts;
+    if (ts > r->clock_ms)
+        r->clock_ms = ts; /* the log clock never goes back */
+}
+
+static void
+handle_line(struct replay *r, const char *line, size_t len)
+{
+    struct maillog_event ev;
+
+    r->n.lines++;
+    r->n.kinds[maillog_parse(&r->ctx, line, len, &ev)]++;
+    if (!ev.has_time)
+        return;
+    advance_clock(r, ev.ts_ms);
+    on_event(r, &ev);
+    heap_drain_ready(r);
+    age_table(r);
+}
+
+static void
+feed_bytes(struct replay *r, const char *buf, size_t len)
+{
+    size_t off = 0, used, n;
+    const char *line;
+
+    while (off < len) {
+        enum maillog_frame st =
+            maillog_framer_feed(&r->fr, buf + off, len - off, &used, &line, &n);
+
+        off += used;
+        if (st == MAILLOG_LINE) {
+            handle_line(r, line, n);
+        } else if (st == MAILLOG_TOO_LONG) {
+            r->n.lines++;
+            r->n.too_long++;
+        }
+    }
+}
+
+/* Read the whole log; returns 0 or -1 (read error, reported). */
+static int
+read_log(struct replay *r, int fd)
+{
+    char *buf = xmalloc(REPLAY_READ_BUF);
+    const char *line;
+    size_t n;
+    int rc = 0;
+
+    for (;;) {
+        ssize_t got = read(fd, buf, REPLAY_READ_BUF);
+
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            fprintf(stderr, "chokepoint replay: %s: %s\n", r->o.file,
+                    strerror(errno));
+            rc = -1;
+            break;
+        }
+        if (got == 0)
+            break;
+        feed_bytes(r, buf, (size_t)got);
+    }
+    if (maillog_framer_finish(&r->fr, &line, &n) == MAILLOG_LINE)
+        handle_line(r, line, n);
+    free(buf);
+    return rc;
+}
+
+/* End of log: replay what waits, count what never reached qmgr. */
+static void
+finish_log(struct replay *r)
+{
+    while (r->nheap > 0)
+        heap_drive_top(r);
+    while (r->oldest != NULL)
+        forget(r, r->oldest, false);
+}
+
+/* ---- the report ---- */
+
+static int
+account_cmp(const void *a, const void *b)
+{
+    const struct rp_account *x = *(struct rp_account *const *)a;
+    const struct rp_account *y = *(struct rp_account *const *)b;
+
+    if (x->would_total != y->would_total)
+        return x->would_total > y->would_total ? -1 : 1;
+    if (x->messages != y->messages)
+        return x->messages > y->messages ? -1 : 1;
+    return strcmp(x->key, y->key);
+}
+
+/* Every account, worst first; the caller frees the array. */
+static struct rp_account **
+sorted_accounts(struct replay *r, size_t *n)
+{
+    struct rp_account **v = xcalloc(r->accounts.count + 1, sizeof(*v));
+    size_t k = 0;
+
+    HMAP_FOREACH(&r->accounts, i)
+    {
+        v[k++] = r->accounts.ents[i].val;
+    }
+    if (r->other != NULL)
+        v[k++] = r->other;
+    qsort(v, k, sizeof(*v), account_cmp);
+    *n = k;
+    return v;
+}
+
+static uint64_t
+incomplete(const struct replay *r)
+{
+    return r->n.no_qmgr + r->n.qmgr_unmatched;
+}
+
+static uint64_t
+skipped_total(const struct replay *r)
+{
+    uint64_t t = 0;
+
+    for (size_t i = 0; i < SKIP_COUNT; i++)
+        t += r->n.skipped[i];
+    return t;
+}
+
+static uint64_t
+parsed_lines(const struct replay *r)
+{
+    return r->n.lines - r->n.too_long - r->n.kinds[MAILLOG_UNKNOWN];
+}
+
+static double
+lines_per_s(const struct replay *r)
+{
+    return r->elapsed_s > 0 ? (double)r->n.lines / r->elapsed_s : 0;
+}
+
+/* JSON: "name":"time" or null */
+static void
+json_time(struct strbuf *sb, const char *name, bool have, int64_t ms)
+{
+    char ts[40];
+
+    sb_printf(sb, "\"%s\":", name);
+    if (!have) {
+        sb_puts(sb, "null");
+        return;
+    }
+    cp_format_time(ts, sizeof(ts), ms);
+    sb_printf(sb, "\"%s\"", ts);
+}
+
+static void
+json_strf(struct strbuf *sb, const char *name, const char *v, bool comma)
+{
+    sb_printf(sb, "%s\"%s\":", comma ? "," : "", name);
+    if (v == NULL)
+        sb_puts(sb, "null");
+    else
+        sb_json_str(sb, v, strlen(v));
+}
+
+static void
+json_u64(struct strbuf *sb, const char *name, uint64_t v, bool comma)
+{
+    sb_printf(sb, "%s\"%s\":%llu", comma ? "," : "", name,
+              (unsigned long long)v);
+}
+
+static void
+json_num(struct strbuf *sb, const char *name, double v)
+{
+    sb_printf(sb, ",\"%s\":", name);
+    sb_json_num(sb, v);
+}
+
+static void
+json_lines(struct strbuf *sb, const struct replay *r)
+{
+    sb_puts(sb, "\"lines\":{");
+    json_u64(sb, "read", r->n.lines, false);
+    json_u64(sb, "parsed", parsed_lines(r), true);
+    json_u64(sb, "unknown", r->n.kinds[MAILLOG_UNKNOWN], true);
+    json_u64(sb, "too_long", r->n.too_long, true);
+    sb_puts(sb, ",\"by_kind\":{");
+    for (int k = 0; k < MAILLOG_KIND_COUNT; k++)
+        json_u64(sb, maillog_kind_name((enum maillog_kind)k), r->n.kinds[k],
+                 k > 0);
+    sb_puts(sb, "}},");
+    sb_printf(sb, "\"elapsed_s\":%.3f,\"lines_per_s\":%.0f,", r->elapsed_s,
+              lines_per_s(r));
+    sb_puts(sb, "\"log_span\":{");
+    json_time(sb, "first", r->have_clock, r->first_ms);
+    sb_puts(sb, ",");
+    json_time(sb, "last", r->have_clock, r->last_ms);
+    json_num(sb, "seconds",
+             r->have_clock ? (double)(r->last_ms - r->first_ms) / 1000 : 0);
+    sb_puts(sb, "},");
+}
+
+static void
+json_messages(struct strbuf *sb, const struct replay *r)
+{
+    json_u64(sb, "submissions", r->n.submissions, false);
+    json_u64(sb, "messages", r->n.messages, true);
+    json_u64(sb, "recipients", r->n.recipients, true);
+    json_u64(sb, "recipients_padded", r->n.padded, true);
+    json_u64(sb, "nrcpt_capped", r->n.nrcpt_capped, true);
+    sb_puts(sb, ",\"incomplete\":{");
+    json_u64(sb, "total", incomplete(r), false);
+    json_u64(sb, "no_qmgr", r->n.no_qmgr, true);
+    json_u64(sb, "qmgr_without_submission", r->n.qmgr_unmatched, true);
+    json_u64(sb, "evicted", r->n.evicted, true);
+    sb_puts(sb, "}");
+    json_u64(sb, "deliveries_unmatched", r->n.deliveries_unmatched, true);
+    json_u64(sb, "qmgr_repeats", r->n.qmgr_repeat, true);
+    sb_puts(sb, ",\"not_submissions\":{");
+    json_u64(sb, "total", skipped_total(r), false);
+    for (size_t i = 0; i < SKIP_COUNT; i++)
+        json_u64(sb, skip_names[i], r->n.skipped[i], true);
+    sb_puts(sb, "}");
+    json_u64(sb, "postfix_reject_lines", r->n.rejects, true);
+    json_u64(sb, "rejected_by_postfix", r->n.rejected_by_postfix, true);
+    json_u64(sb, "no_identity", r->n.no_identity, true);
+    json_u64(sb, "reorder_overflow", r->n.reorder_full, true);
+}
+
+static void
+json_would(struct strbuf *sb, const struct replay *r)
+{
+    bool first = true;
+
+    sb_puts(sb, ",\"would\":{");
+    json_u64(sb, "messages", r->n.would_total, false);
+    sb_puts(sb, ",\"by_verdict\":{");
+    for (int a = 1; a < CP_ACT_COUNT; a++) {
+        if (r->n.would[a] == 0)
+            continue;
+        json_u64(sb, cp_action_word((enum cp_action)a), r->n.would[a], !first);
+        first = false;
+    }
+    sb_puts(sb, "},\"by_rule\":{");
+    for (size_t i = 0; i <= REPLAY_MAX_RULES; i++) {
+        if (r->rules[i].n == 0)
+            continue;
+        sb_printf(sb, "%s", i > 0 ? "," : "");
+        sb_json_str(sb, r->rules[i].name, strlen(r->rules[i].name));
+        sb_printf(sb, ":%llu", (unsigned long long)r->rules[i].n);
+    }
+    sb_puts(sb, "}");
+    json_u64(sb, "shadow_rule_breaches", r->n.shadow_rule, true);
+    sb_puts(sb, "}");
+}
+
+static void
+json_decision(struct strbuf *sb, const struct rp_listed *l)
+{
+    sb_puts(sb, "{");
+    json_time(sb, "time", true, l->t_ms);
+    json_strf(sb, "queue_id", l->qid, true);
+    json_strf(sb, "key", l->key, true);
+    json_strf(sb, "customer", l->customer, true);
+    json_strf(sb, "login", l->login, true);
+    json_strf(sb, "client", l->client, true);
+    json_strf(sb, "sender", l->sender, true);
+    json_u64(sb, "recipients", l->nrcpt, true);
+    json_strf(sb, "stage", cp_stage_name(l->stage), true);
+    json_strf(sb, "rule", l->rule, true);
+    json_strf(sb, "verdict", cp_action_word(l->verdict), true);
+    json_num(sb, "value", l->value);
+    json_num(sb, "cost", l->cost);
+    json_num(sb, "limit", l->limit);
+    json_num(sb, "retry_s", l->retry_s);
+    json_u64(sb, "requests_over", l->over, true);
+    json_strf(sb, "text", l->text, true);
+    sb_puts(sb, "}");
+}
+
+static void
+json_account(struct strbuf *sb, const struct rp_account *a)
+{
+    sb_puts(sb, "{");
+    json_strf(sb, "key", a->key, false);
+    json_strf(sb, "customer", a->customer, true);
+    json_strf(sb, "class", a->cls, true);
+    json_strf(sb, "login", a->login, true);
+    json_u64(sb, "messages", a->messages, true);
+    json_u64(sb, "recipients", a->recipients, true);
+    json_u64(sb, "would", a->would_total, true);
+    json_u64(sb, "would_defer", a->would[CP_ACT_DEFER], true);
+    json_u64(sb, "would_reject", a->would[CP_ACT_REJECT], true);
+    json_u64(sb, "would_hold", a->would[CP_ACT_HOLD], true);
+    json_u64(sb, "would_warn", a->would[CP_ACT_WARN] + a->would[CP_ACT_PREPEND],
+             true);
+    sb_puts(sb, ",");
+    json_time(sb, "first_would", a->would_total > 0, a->first_ms);
+    sb_puts(sb, ",");
+    json_time(sb, "last_would", a->would_total > 0, a->last_ms);
+    sb_puts(sb, "}");
+}
+
+static void
+report_json(struct replay *r, struct strbuf *sb)
+{
+    struct rp_account **acc;
+    size_t nacc, shown;
+
+    sb_puts(sb, "{");
+    json_strf(sb, "file", r->o.file, false);
+    json_strf(sb, "config", r->o.config, true);
+    sb_puts(sb, ",");
+    json_lines(sb, r);
+    json_messages(sb, r);
+    json_would(sb, r);
+    sb_puts(sb, ",\"decisions\":[");
+    for (size_t i = 0; i < r->nlisted; i++) {
+        sb_puts(sb, i ? "," : "");
+        json_decision(sb, &r->listed[i]);
+    }
+    sb_printf(sb, "],\"decisions_truncated\":%s,\"accounts\":[",
+              r->n.would_total > r->nlisted ? "true" : "false");
+    acc = sorted_accounts(r, &nacc);
+    shown = nacc < r->o.list ? nacc : r->o.list;
+    for (size_t i = 0; i < shown; i++) {
+        sb_puts(sb, i ? "," : "");
+        json_account(sb, acc[i]);
+    }
+    sb_printf(sb, "],\"accounts_total\":%zu,\"accounts_truncated\":%s}\n", nacc,
+              shown < nacc ? "true" : "false");
+    free(acc);
+}
+
+/* Untrusted text for the text report: escaped, cut at 64 bytes. */
+static const char *
+esc(char *out, size_t n, const char *s)
+{
+    if (s == NULL)
+        return "-";
+    return str_escape(out, n, s, strlen(s), 64);
+}
+
+static void
+text_summary(struct replay *r, struct strbuf *sb)
+{
+    char a[40], b[40];
+
+    sb_printf(sb, "replay of %s with %s\n", r->o.file, r->o.config);
+    sb_printf(sb,
+              "lines:       %llu read, %llu parsed, %llu unknown, %llu too "
+              "long (%.0f lines/s, %.2f s)\n",
+              (unsigned long long)r->n.lines,
+              (unsigned long long)parsed_lines(r),
+              (unsigned long long)r->n.kinds[MAILLOG_UNKNOWN],
+              (unsigned long long)r->n.too_long, lines_per_s(r), r->elapsed_s);
+    if (r->have_clock) {
+        cp_format_time(a, sizeof(a), r->first_ms);
+        cp_format_time(b, sizeof(b), r->last_ms);
+        sb_printf(sb, "log span:    %s .. %s (%.1f h)\n", a, b,
+                  (double)(r->last_ms - r->first_ms) / 3600000.0);
+    }
+    sb_printf(
+        sb,
+        "submissions: %llu at smtpd; %llu messages replayed "
+        "(%llu recipients, %llu padded)\n",
+        (unsigned long long)r->n.submissions, (unsigned long long)r->n.messages,
+        (unsigned long long)r->n.recipients, (unsigned long long)r->n.padded);
+    sb_printf(sb,
+              "incomplete:  %llu (%llu never reached qmgr, %llu qmgr without "
+              "submission)\n",
+              (unsigned long long)incomplete(r),
+              (unsigned long long)r->n.no_qmgr,
+              (unsigned long long)r->n.qmgr_unmatched);
+    sb_printf(sb, "skipped:     %llu not customer submissions (",
+              (unsigned long long)skipped_total(r));
+    for (size_t i = 0; i < SKIP_COUNT; i++)
+        sb_printf(sb, "%s%s %llu", i ? ", " : "", skip_names[i],
+                  (unsigned long long)r->n.skipped[i]);
+    sb_printf(sb, "); %llu rejected by Postfix\n",
+              (unsigned long long)r->n.rejected_by_postfix);
+}
+
+static void
+text_would(struct replay *r, struct strbuf *sb)
+{
+    char ts[40], k[80], l[80], c[80];
+
+    sb_printf(sb, "would-be:    %llu messages",
+              (unsigned long long)r->n.would_total);
+    for (int a = 1; a < CP_ACT_COUNT; a++)
+        if (r->n.would[a] > 0)
+            sb_printf(sb, ", %s %llu", cp_action_word((enum cp_action)a),
+                      (unsigned long long)r->n.would[a]);
+    for (size_t i = 0; i <= REPLAY_MAX_RULES; i++)
+        if (r->rules[i].n > 0)
+            sb_printf(sb, "%s%s %llu",
+                      i ? ", " : "; by rule: ", r->rules[i].name,
+                      (unsigned long long)r->rules[i].n);
+    sb_puts(sb, "\n");
+    if (r->nlisted > 0)
+        sb_printf(sb, "\ndecisions%s:\n",
+                  r->n.would_total > r->nlisted ? " (first ones)" : "");
+    for (size_t i = 0; i < r->nlisted; i++) {
+        const struct rp_listed *d = &r->listed[i];
+
+        cp_format_time(ts, sizeof(ts), d->t_ms);
+        sb_printf(sb, "  %s %s %s %s %s %.2f/%.0f login=%s client=%s: %s\n", ts,
+                  d->qid, esc(k, sizeof(k), d->key), cp_action_word(d->verdict),
+                  d->rule, d->value, d->limit, esc(l, sizeof(l), d->login),
+                  esc(c, sizeof(c), d->client), d->text);
+    }
+}
+
+static void
+text_accounts(struct replay *r, struct strbuf *sb)
+{
+    struct rp_account **acc;
+    size_t nacc, shown;
+    char k[80], cu[80], a[40], b[40];
+
+    acc = sorted_accounts(r, &nacc);
+    shown = nacc < r->o.list ? nacc : r->o.list;
+    sb_printf(sb, "\naccounts (%zu%s):\n", nacc,
+              shown < nacc ? ", worst shown" : "");
+    sb_printf(sb, "  %-32s %-16s %8s %8s %6s %6s %6s  %s\n", "key", "customer",
+              "messages", "rcpts", "defer", "reject", "hold", "first .. last");
+    for (size_t i = 0; i < shown; i++) {
+        const struct rp_account *x = acc[i];
+
+        a[0] = b[0] = '\0';
+        if (x->would_total > 0) {
+            cp_format_time(a, sizeof(a), x->first_ms);
+            cp_format_time(b, sizeof(b), x->last_ms);
+        }
+        sb_printf(sb, "  %-32s %-16s %8llu %8llu %6llu %6llu %6llu  %s%s%s\n",
+                  esc(k, sizeof(k), x->key), esc(cu, sizeof(cu), x->customer),
+                  (unsigned long long)x->messages,
+                  (unsigned long long)x->recipients,
+                  (unsigned long long)x->would[CP_ACT_DEFER],
+                  (unsigned long long)x->would[CP_ACT_REJECT],
+                  (unsigned long long)x->would[CP_ACT_HOLD], a,
+                  x->would_total ? " .. " : "", b);
+    }
+    free(acc);
+}
+
+static void
+report_text(struct replay *r, struct strbuf *sb)
+{
+    text_summary(r, sb);
+    text_would(r, sb);
+    text_accounts(r, sb);
+}
+
+/* ---- set-up and tear-down ---- */
+
+static int
+usage(FILE *fp, int rc)
+{
+    fprintf(fp,
+            "usage: chokepoint replay MAILLOG|- [options]\n"
+            "Replay a Postfix mail.log through the engine in shadow mode and\n"
+            "report who would have been deferred, held or rejected.\n"
+            "options:\n"
+            "  --config FILE    configuration (default %s)\n"
+            "  --no-map         ignore the configuration's customer map\n"
+            "  --json           one JSON object instead of text\n"
+            "  --year YYYY      year of the first classic syslog timestamp\n"
+            "                   (default: this year, or last year if the log\n"
+            "                   would otherwise start in the future)\n"
+            "  --instance NAME  replay only submissions of this Postfix\n"
+            "                   instance (syslog_name prefix, e.g. postfix);\n"
+            "                   may be repeated\n"
+            "  --list N         decisions and accounts listed (default %d)\n",
+            REPLAY_DEFAULT_CONFIG, REPLAY_DEFAULT_LIST);
+    return rc;
+}
+
+/* The option's value: "--opt=VALUE" or the next argument. */
+static const char *
+opt_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t n = strlen(name);
+
+    if (strncmp(argv[*i], name, n) != 0)
+        return NULL;
+    if (argv[*i][n] == '=')
+        return argv[*i] + n + 1;
+    if (argv[*i][n] != '\0' || *i + 1 >= argc)
+        return NULL;
+    return argv[++*i];
+}
+
+static bool
+number_opt(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    return parse_u64(v, strlen(v), out) && *out >= lo && *out <= hi;
+}
+
+/* Returns 0 (options in *o), -1 (help printed) or 2 (usage error). */
+static int
+parse_opts(int argc, char **argv, struct rp_opts *o)
+{
+    uint64_t v;
+    const char *s;
+
+    o->config = REPLAY_DEFAULT_CONFIG;
+    o->list = REPLAY_DEFAULT_LIST;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout, 0);
+            return -1; /* done, successfully */
+        }
+        if (strcmp(a, "--json") == 0) {
+            o->json = true;
+        } else if (strcmp(a, "--no-map") == 0) {
+            o->no_map = true;
+        } else if ((s = opt_value(argc, argv, &i, "--config")) ||
+                   (s = opt_value(argc, argv, &i, "-c"))) {
+            o->config = s;
+        } else if ((s = opt_value(argc, argv, &i, "--year"))) {
+            if (!number_opt(s, 1970, 9999, &v))
+                return usage(stderr, 2);
+            o->year = (int)v;
+        } else if ((s = opt_value(argc, argv, &i, "--list"))) {
+            if (!number_opt(s, 0, 1000000, &v))
+                return usage(stderr, 2);
+            o->list = (size_t)v;
+        } else if ((s = opt_value(argc, argv, &i, "--instance"))) {
+            if (o->ninstances >= REPLAY_MAX_INSTANCES)
+                return usage(stderr, 2);
+            o->instances[o->ninstances++] = s;
+        } else if ((a[0] != '-' || strcmp(a, "-") == 0) && o->file == NULL) {
+            o->file = a;
+        } else {
+            fprintf(stderr, "chokepoint replay: bad argument: %s\n", a);
+            return usage(stderr, 2);
+        }
+    }
+    if (o->file == NULL)
+        return usage(stderr, 2);
+    return 0;
+}
+
+static struct replay *
+replay_new(const struct rp_opts *o)
+{
+    struct replay *r = xcalloc(1, sizeof(*r));
+
+    r->o = *o;
+    maillog_ctx_init(&r->ctx, o->year, now_realtime_ms());
+    maillog_framer_init(&r->fr);
+    hmap_init(&r->table, 1024);
+    hmap_init(&r->accounts, 1024);
+    r->heap = xcalloc(REPLAY_MAX_REORDER, sizeof(*r->heap));
+    r->listed = xcalloc(o->list ? o->list : 1, sizeof(*r->listed));
+    return r;
+}
+
+static void
+account_free(struct rp_account *a)
+{
+    free(a->key);
+    free(a->login);
+    free(a);
+}
+
+static void
+replay_free(struct replay *r)
+{
+    while (r->oldest != NULL)
+        entry_free(r, r->oldest);
+    hmap_fini(&r->table);
+    HMAP_FOREACH(&r->accounts, i)
+    {
+        account_free(r->accounts.ents[i].val);
+    }
+    hmap_fini(&r->accounts);
+    if (r->other != NULL)
+        account_free(r->other);
+    for (size_t i = 0; i < r->nlisted; i++) {
+        struct rp_listed *l = &r->listed[i];
+
+        free(l->key);
+        free(l->login);
+        free(l->client);
+        free(l->sender);
+        free(l->text);
+    }
+    free(r->listed);
+    free(r->heap);
+    inproc_close(&r->ip);
+    free(r);
+}
+
+static int
+open_log(const char *file)
+{
+    int fd;
+
+    if (strcmp(file, "-") == 0)
+        return 0;
+    fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        fprintf(stderr, "chokepoint replay: %s: %s\n", file, strerror(errno));
+    return fd;
+}
+
+static void
+write_report(struct replay *r)
+{
+    struct strbuf sb;
+
+    sb_init(&sb);
+    if (r->o.json)
+        report_json(r, &sb);
+    else
+        report_text(r, &sb);
+    fwrite(sb.data, 1, sb.len, stdout);
+    fflush(stdout);
+    sb_fini(&sb);
+}
+
+/*
+ * chokepoint replay: load the config (shadow forced on: the mail was
+ * delivered, the report says what would have happened), stream the log,
+ * print the report. Exit status 0, 1 (config or log unreadable), 2 (usage).
+ */
 int
 replay_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "chokepoint replay: not yet implemented\n");
-    return 2;
+    struct rp_opts o;
+    struct replay *r;
+    char err[CP_ERR_MAX];
+    int fd, rc, prc;
+    double t0;
+
+    memset(&o, 0, sizeof(o));
+    if ((prc = parse_opts(argc, argv, &o)) != 0)
+        return prc < 0 ? 0 : prc;
+    r = replay_new(&o);
+    if (inproc_open(&r->ip, o.config, o.no_map, NULL, err) < 0) {
+        fprintf(stderr, "chokepoint replay: %s\n", err);
+        replay_free(r);
+        return 1;
+    }
+    r->ip.cfg->shadow = true;
+    if ((fd = open_log(o.file)) < 0) {
+        replay_free(r);
+        return 1;
+    }
+    t0 = now_mono_s();
+    rc = read_log(r, fd);
+    finish_log(r);
+    r->elapsed_s = now_mono_s() - t0;
+    if (fd != 0)
+        close(fd);
+    if (rc == 0)
+        write_report(r);
+    replay_free(r);
+    return rc == 0 ? 0 : 1;
 }
