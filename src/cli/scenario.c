@@ -223,7 +223,7 @@ check(struct yw *w, struct scenario *sc)
 int
 scenario_load(const char *file, struct scenario *sc, char *err)
 {
-    struct yw w = {file, err};
+    struct yw w = {file, err, NULL};
     struct fy_document *doc;
     struct fy_node_pair *pair;
     void *it = NULL;
@@ -235,8 +235,10 @@ scenario_load(const char *file, struct scenario *sc, char *err)
     sc->seed = 1;
     sc->start_ms = 1793577600000LL; /* 2026-11-02, a Monday */
     sc->days = 7;
-    if ((doc = yw_parse_file(&w)) == NULL)
+    if ((doc = yw_parse_file(&w)) == NULL) {
+        yw_done(&w, NULL);
         return -1;
+    }
     struct fy_node *root = fy_document_root(doc);
 
     if (root == NULL || !fy_node_is_mapping(root))
@@ -255,6 +257,6 @@ scenario_load(const char *file, struct scenario *sc, char *err)
         rc = yw_load(&w, root, top_f, sc);
     if (rc == 0)
         rc = check(&w, sc);
-    fy_document_destroy(doc);
+    yw_done(&w, doc);
     return rc;
 }

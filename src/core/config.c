@@ -93,6 +93,9 @@ static const struct field accounting_fields[] = {
 static int load_classes(struct loader *ld, struct fy_node *key,
                         struct fy_node *map);
 
+static int load_detection(struct loader *ld, struct fy_node *key,
+                          struct fy_node *map);
+
 static const struct section {
     const char *name;
     const struct field *fields;
@@ -100,7 +103,10 @@ static const struct section {
     {"daemon", daemon_fields},         {"protocol", protocol_fields},
     {"store", store_fields},           {"identity", identity_fields},
     {"accounting", accounting_fields}, {"classes", NULL},
+    {"detection", NULL},
 };
+
+
 
 /* ---- errors and node positions: util/yamlwalk.c ---- */
 
@@ -113,6 +119,91 @@ static bool
 scalar_eq(const char *s, size_t len, const char *lit)
 {
     return len == strlen(lit) && memcmp(s, lit, len) == 0;
+}
+
+/* ---- detection: loaded with util/yamlwalk tables ---- */
+
+static const char *const signal_names[] = {
+    "forged_sender", "owned_sender", "new_recipient", "known_recipient",
+    "rate_jump",     "networks",     NULL};
+static const char *const block_actions[] = {"reject", "hold", NULL};
+
+const char *
+cp_signal_name(enum cp_signal s)
+{
+    return s < CP_SIG_COUNT ? signal_names[s] : "?";
+}
+
+#define DW(i, name)                                                            \
+    {name, YW_DOUBLE,                                                          \
+     offsetof(struct cp_detection, weight) + (i) * sizeof(double), -100, 100,  \
+     NULL}
+static const struct yw_field weight_fields[] = {
+    DW(CP_SIG_FORGED_SENDER, "forged_sender"),
+    DW(CP_SIG_OWNED_SENDER, "owned_sender"),
+    DW(CP_SIG_NEW_RECIPIENT, "new_recipient"),
+    DW(CP_SIG_KNOWN_RECIPIENT, "known_recipient"),
+    DW(CP_SIG_RATE_JUMP, "rate_jump"),
+    DW(CP_SIG_NETWORKS, "networks"),
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef DW
+_Static_assert(CP_SIG_COUNT == 6, "weight_fields lists every signal");
+
+#define DO(m) offsetof(struct cp_detection, m)
+static const struct yw_field detection_fields[] = {
+    {"enabled", YW_BOOL, DO(enabled), 0, 0, NULL},
+    {"shadow", YW_BOOL, DO(shadow), 0, 0, NULL},
+    {"half_life", YW_DURATION, DO(half_life_ms), 60000, 30 * 86400000.0,
+     NULL},
+    {"floor", YW_DOUBLE, DO(floor), -1000, 0, NULL},
+    {"watch_at", YW_DOUBLE, DO(watch_at), 0.1, 1000, NULL},
+    {"throttle_at", YW_DOUBLE, DO(throttle_at), 0.1, 1000, NULL},
+    {"block_at", YW_DOUBLE, DO(block_at), 0.1, 1000, NULL},
+    {"watch_factor", YW_DOUBLE, DO(watch_factor), 0.01, 1, NULL},
+    {"probation", YW_DURATION, DO(probation_ms), 0, 366 * 86400000.0, NULL},
+    {"block_action", YW_ENUM, DO(block_action), 0, 0, block_actions},
+    {"help_url", YW_STR, DO(help_url), sizeof(((struct cp_detection *)0)->help_url), 0, NULL},
+    {"networks", YW_U32, DO(networks), 2, 1000, NULL},
+    {"rate_factor", YW_DOUBLE, DO(rate_factor), 1, 1000, NULL},
+    {"weights", YW_MAP, DO(weight), 0, 0, weight_fields},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef DO
+
+static void
+detection_defaults(struct cp_detection *d)
+{
+    static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1, -0.2, 0.5, 2.0};
+
+    memset(d, 0, sizeof(*d));
+    d->enabled = true;
+    d->half_life_ms = 6 * 3600000ULL;
+    d->floor = -5;
+    d->watch_at = 4;
+    d->throttle_at = 8;
+    d->block_at = 15;
+    d->watch_factor = 0.5;
+    d->probation_ms = 7 * 86400000ULL;
+    d->block_action = CP_BLOCK_REJECT;
+    d->networks = 3;
+    d->rate_factor = 4;
+    memcpy(d->weight, w, sizeof(w));
+}
+
+static int
+load_detection(struct loader *ld, struct fy_node *key, struct fy_node *map)
+{
+    struct cp_detection *d = &ld->cfg->det;
+
+    if (map == NULL || !fy_node_is_mapping(map))
+        return fail(ld, key, "detection: expected a mapping");
+    if (yw_load(&ld->yw, map, detection_fields, d) < 0)
+        return -1;
+    if (!(d->watch_at <= d->throttle_at && d->throttle_at <= d->block_at))
+        return fail(ld, key, "detection: expected watch_at <= throttle_at "
+                             "<= block_at");
+    return 0;
 }
 
 /* ---- scalar fields ---- */
@@ -367,7 +458,8 @@ cp_action_name(enum cp_action a)
 
 static const char *const rule_keys[] = {"metric", "window", "max", "action",
                                         "shadow", NULL};
-static const char *const class_keys[] = {"limits", "action", "shadow", NULL};
+static const char *const class_keys[] = {"limits", "action", "shadow",
+                                         "detection", NULL};
 
 /* Refuse keys of mapping `m` that are not in `allowed`. */
 static int
@@ -487,6 +579,10 @@ load_class(struct loader *ld, struct fy_node *key, struct fy_node *body,
     }
     if ((v = fy_node_mapping_lookup_by_string(body, "shadow", 6)) != NULL &&
         parse_bool(ld, v, &shadow) < 0)
+        return -1;
+    c->detect = true;
+    if ((v = fy_node_mapping_lookup_by_string(body, "detection", 9)) != NULL &&
+        parse_bool(ld, v, &c->detect) < 0)
         return -1;
     v = fy_node_mapping_lookup_by_string(body, "limits", 6);
     if (v == NULL || !fy_node_is_sequence(v))
@@ -623,6 +719,7 @@ set_defaults(struct cp_config *cfg)
     cfg->acct_mode = CP_ACCT_TWO_PHASE;
     cfg->reservation_timeout_ms = 600000;
     cfg->max_pending = 100000;
+    detection_defaults(&cfg->det);
 }
 
 static int
@@ -648,7 +745,9 @@ load_root(struct loader *ld, struct fy_node *root, bool map_override,
             return fail(ld, k, "unknown section '%.*s'",
                         name ? (int)len : 1, name ? name : "?");
         if (sections[i].fields == NULL) {
-            if (load_classes(ld, k, fy_node_pair_value(pair)) < 0)
+            if ((strcmp(sections[i].name, "classes") == 0
+                     ? load_classes(ld, k, fy_node_pair_value(pair))
+                     : load_detection(ld, k, fy_node_pair_value(pair))) < 0)
                 return -1;
         } else if (load_section(ld, sections[i].fields, k,
                                 fy_node_pair_value(pair)) < 0) {
@@ -666,7 +765,7 @@ static struct cp_config *
 config_load(const char *file, bool map_override, const char *map, char *err)
 {
     struct cp_config *cfg = xcalloc(1, sizeof(*cfg));
-    struct loader ld = {{file, err}, cfg};
+    struct loader ld = {{file, err, NULL}, cfg};
     struct fy_document *doc;
     int rc;
 
@@ -675,11 +774,12 @@ config_load(const char *file, bool map_override, const char *map, char *err)
     set_defaults(cfg);
     doc = yw_parse_file(&ld.yw);
     if (doc == NULL) {
+        yw_done(&ld.yw, NULL);
         cp_config_free(cfg);
         return NULL;
     }
     rc = load_root(&ld, fy_document_root(doc), map_override, map);
-    fy_document_destroy(doc);
+    yw_done(&ld.yw, doc);
     if (rc < 0) {
         cp_config_free(cfg);
         return NULL;

@@ -113,6 +113,20 @@ utf8_seq(const unsigned char *s, size_t len)
     return n;
 }
 
+size_t
+utf8_check(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, n;
+
+    while (i < len) {
+        if ((n = utf8_seq(u + i, len - i)) == 0)
+            return i;
+        i += n;
+    }
+    return len;
+}
+
 void
 sb_json_str(struct strbuf *sb, const char *s, size_t len)
 {

@@ -29,6 +29,9 @@ void sb_json_str(struct strbuf *sb, const char *s, size_t len);
 /* Append a finite number in JSON ("null" for NaN/inf), at most 3 decimals. */
 void sb_json_num(struct strbuf *sb, double v);
 
+/* Offset of the first byte that is not valid UTF-8, or len if all is. */
+size_t utf8_check(const char *s, size_t len);
+
 /*
  * Escape untrusted bytes for a log line: printable ASCII is kept, anything
  * else becomes \xNN, and the result is cut at `max_in` input bytes with

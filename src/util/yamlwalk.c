@@ -11,6 +11,8 @@
 #include <time.h>
 
 #include "util/parse.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
 
 const char *
 yw_scalar(struct fy_node *n, size_t *len)
@@ -52,6 +54,55 @@ diag_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
     snprintf(w->err, YW_ERR_MAX, "%.*s", (int)(len > 400 ? 400 : len), buf);
 }
 
+/* Read the whole file (at most YW_MAX_FILE bytes) into a new buffer. */
+static char *
+read_file(struct yw *w, size_t *len)
+{
+    FILE *fp = fopen(w->file, "rb");
+    char *buf;
+    size_t n;
+
+    if (fp == NULL) {
+        snprintf(w->err, YW_ERR_MAX, "%s: cannot open: %s", w->file,
+                 strerror(errno));
+        return NULL;
+    }
+    buf = xmalloc(YW_MAX_FILE + 1);
+    n = fread(buf, 1, YW_MAX_FILE + 1, fp);
+    if (ferror(fp) || n > YW_MAX_FILE) {
+        snprintf(w->err, YW_ERR_MAX, "%s: %s", w->file,
+                 ferror(fp) ? "read error" : "larger than 1 MiB");
+        fclose(fp);
+        free(buf);
+        return NULL;
+    }
+    fclose(fp);
+    *len = n;
+    return buf;
+}
+
+/* YAML is UTF-8; refusing anything else first also keeps malformed bytes
+ * away from the parser (libfyaml 0.7.12 loops forever on some). */
+static int
+check_utf8(struct yw *w, const char *buf, size_t len)
+{
+    size_t bad = utf8_check(buf, len);
+    int line = 1, col = 1;
+
+    if (bad == len && memchr(buf, '\0', len) == NULL)
+        return 0;
+    if (bad == len)
+        bad = (size_t)((const char *)memchr(buf, '\0', len) - buf);
+    for (size_t i = 0; i < bad; i++, col++)
+        if (buf[i] == '\n') {
+            line++;
+            col = 0;
+        }
+    snprintf(w->err, YW_ERR_MAX, "%s:%d:%d: not UTF-8 text", w->file, line,
+             col);
+    return -1;
+}
+
 struct fy_document *
 yw_parse_file(struct yw *w)
 {
@@ -59,16 +110,16 @@ yw_parse_file(struct yw *w)
     struct fy_parse_cfg pcfg;
     struct fy_document *doc;
     struct fy_diag *diag;
-
-    FILE *fp = fopen(w->file, "r");
+    size_t len;
+    char *buf;
 
     w->err[0] = '\0';
-    if (fp == NULL) {
-        snprintf(w->err, YW_ERR_MAX, "%s: cannot open: %s", w->file,
-                 strerror(errno));
+    if ((buf = read_file(w, &len)) == NULL)
+        return NULL;
+    if (check_utf8(w, buf, len) < 0) {
+        free(buf);
         return NULL;
     }
-    fclose(fp);
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL;
     dcfg.output_fn = diag_output;
@@ -80,8 +131,10 @@ yw_parse_file(struct yw *w)
     memset(&pcfg, 0, sizeof(pcfg));
     pcfg.flags = FYPCF_QUIET | FYPCF_DEFAULT_VERSION_1_2;
     pcfg.diag = diag;
-    doc = fy_document_build_from_file(&pcfg, w->file);
+    /* the document points into buf: it lives until yw_done() */
+    doc = fy_document_build_from_string(&pcfg, buf, len);
     fy_diag_destroy(diag);
+    w->buf = buf;
     if (doc == NULL && (w->err[0] == '\0' || strstr(w->err, "[ERR]"))) {
         /* libfyaml's generic failure: in practice an empty document */
         snprintf(w->err, YW_ERR_MAX, "%s: empty or not a YAML document",
@@ -93,6 +146,15 @@ yw_parse_file(struct yw *w)
         memcpy(w->err, tmp, YW_ERR_MAX);
     }
     return doc;
+}
+
+void
+yw_done(struct yw *w, struct fy_document *doc)
+{
+    if (doc != NULL)
+        fy_document_destroy(doc);
+    free(w->buf);
+    w->buf = NULL;
 }
 
 static bool

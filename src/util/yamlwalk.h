@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #define YW_ERR_MAX 512
+#define YW_MAX_FILE (1024 * 1024) /* bytes of one YAML file */
 
 enum yw_type {
     YW_U32,      /* uint32_t */
@@ -37,10 +38,14 @@ struct yw_field {
 struct yw {
     const char *file;
     char *err; /* YW_ERR_MAX bytes */
+    char *buf; /* the file's text, referenced by the document */
 };
 
-/* Parse a file; NULL with w->err set on a syntax error. */
+/* Parse a file (UTF-8, at most YW_MAX_FILE bytes); NULL with w->err set on
+ * an error. Call yw_done() afterwards in either case. */
 struct fy_document *yw_parse_file(struct yw *w);
+/* Destroy the document (may be NULL) and the text it points into. */
+void yw_done(struct yw *w, struct fy_document *doc);
 /* Fill `base` from mapping `map` per `fields` (NULL-name terminated). */
 int yw_load(struct yw *w, struct fy_node *map, const struct yw_field *fields,
             void *base);
