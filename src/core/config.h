@@ -61,6 +61,35 @@ struct cp_ruleset {
 struct cp_class {
     char *name;
     struct cp_ruleset rules;
+    bool detect; /* compromise detection applies to this class */
+};
+
+/* Evidence signals, each with a log-likelihood-ratio weight. */
+enum cp_signal {
+    CP_SIG_FORGED_SENDER,   /* envelope sender the account does not own */
+    CP_SIG_OWNED_SENDER,    /* one it does */
+    CP_SIG_NEW_RECIPIENT,   /* a recipient never mailed before */
+    CP_SIG_KNOWN_RECIPIENT, /* one mailed before */
+    CP_SIG_RATE_JUMP,       /* a message beyond the account's usual hour */
+    CP_SIG_NETWORKS,        /* a login used from many networks at once */
+    CP_SIG_COUNT
+};
+
+enum cp_block_action { CP_BLOCK_REJECT, CP_BLOCK_HOLD };
+
+struct cp_detection {
+    bool enabled;
+    bool shadow;            /* log state actions, answer as in NORMAL */
+    uint64_t half_life_ms;  /* evidence fades by half in this time */
+    double floor;           /* lowest score (good history is capped) */
+    double watch_at, throttle_at, block_at;
+    double watch_factor;    /* limits in WATCH and PROBATION scale by this */
+    uint64_t probation_ms;
+    int block_action;       /* enum cp_block_action */
+    char help_url[256];
+    uint32_t networks;      /* distinct /24 (/48) per hour before it counts */
+    double rate_factor;     /* a message beyond factor × usual hour counts */
+    double weight[CP_SIG_COUNT];
 };
 
 /* A counter slot: what one stored counter measures. */
@@ -123,6 +152,8 @@ struct cp_config {
     uint64_t reservation_timeout_ms;
     uint32_t max_pending; /* messages between RCPT and END-OF-MESSAGE */
 
+    struct cp_detection det;
+
     struct cp_class *classes;
     size_t nclasses;
     struct cp_slot slots[CP_MAX_SLOTS];
@@ -151,6 +182,7 @@ void cp_config_free(struct cp_config *cfg);
 const struct cp_class *cp_config_class(const struct cp_config *cfg,
                                        const char *name);
 const char *cp_metric_name(enum cp_metric m);
+const char *cp_signal_name(enum cp_signal s);
 const char *cp_action_name(enum cp_action a);
 
 #endif

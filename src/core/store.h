@@ -30,6 +30,18 @@ struct cp_counters {
     float level[CP_MAX_SLOTS];     /* units in the bucket, per slot */
     uint32_t dom[CP_DOM_RING];     /* hashes of recent recipient domains */
     uint8_t dom_next;
+    uint8_t state;                 /* enum cp_state (core/lifecycle.h) */
+    uint8_t repeat;                /* times the account was blocked */
+    uint32_t state_since_s;        /* when the state began */
+};
+
+struct cp_evidence;
+
+/* The live record of an account (embedded store: valid until the next
+ * store call). */
+struct cp_account_ref {
+    struct cp_counters *c;
+    struct cp_evidence *ev;        /* NULL unless asked for */
 };
 
 struct cp_meter_rule {
@@ -88,6 +100,13 @@ struct cp_store_ops {
     /* Copy an account's counters; false if it is not tracked. */
     bool (*peek)(struct cp_store *st, const char *key, size_t len,
                  struct cp_counters *out);
+    /*
+     * The live record of an account, created if `create`; with `evidence`
+     * its evidence is allocated on first use. False if absent. Not yet: a
+     * networked (fleet) store will need an operation-shaped equivalent.
+     */
+    bool (*account)(struct cp_store *st, const char *key, size_t len,
+                    bool create, bool evidence, struct cp_account_ref *out);
     size_t (*count)(struct cp_store *st);
     size_t (*bytes)(struct cp_store *st); /* memory used, approximately */
 };

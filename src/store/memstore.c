@@ -1,14 +1,17 @@
 /* memstore.c — see memstore.h. */
 #include "store/memstore.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/evidence.h"
 #include "util/msg.h"
 #include "util/xalloc.h"
 
 struct acct {
     struct cp_counters c;
+    struct cp_evidence *ev; /* allocated while the account is active */
     uint8_t dirty;
     uint8_t keylen;
     char key[]; /* not NUL-terminated */
@@ -91,6 +94,27 @@ ms_peek(struct cp_store *st, const char *key, size_t len,
     return true;
 }
 
+static bool
+ms_account(struct cp_store *st, const char *key, size_t len, bool create,
+           bool evidence, struct cp_account_ref *out)
+{
+    struct memstore *ms = (struct memstore *)st;
+    bool created;
+    struct acct *a = acct_get(ms, key, len, create, &created);
+
+    if (a == NULL)
+        return false;
+    if (evidence && a->ev == NULL) {
+        a->ev = xcalloc(1, sizeof(*a->ev));
+        ms->evidence++;
+    }
+    if (create)
+        mark_dirty(ms, a);
+    out->c = &a->c;
+    out->ev = a->ev;
+    return true;
+}
+
 static size_t
 ms_count(struct cp_store *st)
 {
@@ -105,12 +129,14 @@ ms_bytes(struct cp_store *st)
     /* malloc rounds each allocation up to 16 bytes plus an 8-byte header */
     return hmap_bytes(&ms->accts) +
            ms->accts.count * (((sizeof(struct acct) + 8 + 15) / 16) * 16) +
-           ms->key_bytes;
+           ms->key_bytes +
+           ms->evidence * (((sizeof(struct cp_evidence) + 8 + 15) / 16) * 16);
 }
 
 static const struct cp_store_ops memstore_ops = {
     .meter = ms_meter,
     .peek = ms_peek,
+    .account = ms_account,
     .count = ms_count,
     .bytes = ms_bytes,
 };
@@ -132,7 +158,12 @@ memstore_free(struct memstore *ms)
     if (ms == NULL)
         return;
     HMAP_FOREACH(&ms->accts, i)
-    free(ms->accts.ents[i].val);
+    {
+        struct acct *a = ms->accts.ents[i].val;
+
+        free(a->ev);
+        free(a);
+    }
     hmap_fini(&ms->accts);
     free(ms->dirty_list);
     free(ms);
@@ -211,6 +242,27 @@ memstore_remap(struct memstore *ms, const struct cp_slot *from, size_t nfrom,
                 a->c.level[j] = old[map[j]];
         mark_dirty(ms, a);
     }
+}
+
+size_t
+memstore_sweep(struct memstore *ms, const struct cp_detection *det,
+               int64_t now_ms, int64_t idle_ms)
+{
+    size_t n = 0;
+
+    HMAP_FOREACH(&ms->accts, i)
+    {
+        struct acct *a = ms->accts.ents[i].val;
+
+        if (a->ev == NULL || now_ms - a->ev->t_ms < idle_ms ||
+            fabs(cp_evidence_score(a->ev, det, now_ms)) > 0.5)
+            continue;
+        free(a->ev);
+        a->ev = NULL;
+        ms->evidence--;
+        n++;
+    }
+    return n;
 }
 
 void

@@ -27,6 +27,7 @@ struct memstore {
     struct acct **dirty_list; /* accounts changed since the last collect */
     size_t dirty_cap;
     bool track_dirty;      /* false: no checkpoints (simulation) */
+    size_t evidence;       /* accounts with evidence allocated */
 };
 
 /* A copy of changed accounts, handed to the checkpoint worker. */
@@ -59,6 +60,13 @@ void memstore_mark_dirty(struct memstore *ms, const struct ckpt_batch *b);
  */
 void memstore_remap(struct memstore *ms, const struct cp_slot *from,
                     size_t nfrom, const struct cp_slot *to, size_t nto);
+
+/*
+ * Free the evidence of accounts idle for `idle_ms` whose score has faded to
+ * about zero (their state and counters stay). Returns how many.
+ */
+size_t memstore_sweep(struct memstore *ms, const struct cp_detection *det,
+                      int64_t now_ms, int64_t idle_ms);
 
 void ckpt_batch_init(struct ckpt_batch *b);
 void ckpt_batch_fini(struct ckpt_batch *b);

@@ -8,7 +8,9 @@
 
 #include "util/xalloc.h"
 
-#define BLOB_LEN (CP_MAX_SLOTS * 4 + CP_DOM_RING * 4 + 1)
+/* levels, domain ring, ring position; then state, repeat, state_since */
+#define BLOB_LEN_V1 (CP_MAX_SLOTS * 4 + CP_DOM_RING * 4 + 1)
+#define BLOB_LEN (BLOB_LEN_V1 + 6)
 
 struct cp_sqlite {
     sqlite3 *db;
@@ -79,7 +81,10 @@ encode(unsigned char *out, const struct cp_counters *c)
 {
     memcpy(out, c->level, CP_MAX_SLOTS * 4);
     memcpy(out + CP_MAX_SLOTS * 4, c->dom, CP_DOM_RING * 4);
-    out[BLOB_LEN - 1] = c->dom_next;
+    out[BLOB_LEN_V1 - 1] = c->dom_next;
+    out[BLOB_LEN_V1] = c->state;
+    out[BLOB_LEN_V1 + 1] = c->repeat;
+    memcpy(out + BLOB_LEN_V1 + 2, &c->state_since_s, 4);
 }
 
 /* Map stored slot i to current slot map[i] (-1: dropped). */
@@ -108,7 +113,7 @@ slot_map(const char *stored, const struct cp_slot *slots, size_t nslots,
 }
 
 static void
-decode(const unsigned char *in, const int map[CP_MAX_SLOTS],
+decode(const unsigned char *in, size_t len, const int map[CP_MAX_SLOTS],
        struct cp_counters *c)
 {
     float lv[CP_MAX_SLOTS];
@@ -118,7 +123,12 @@ decode(const unsigned char *in, const int map[CP_MAX_SLOTS],
         if (map[i] >= 0 && lv[i] > 0 && lv[i] < 1e30f)
             c->level[map[i]] = lv[i];
     memcpy(c->dom, in + CP_MAX_SLOTS * 4, CP_DOM_RING * 4);
-    c->dom_next = in[BLOB_LEN - 1] % CP_DOM_RING;
+    c->dom_next = in[BLOB_LEN_V1 - 1] % CP_DOM_RING;
+    if (len >= BLOB_LEN) {
+        c->state = in[BLOB_LEN_V1];
+        c->repeat = in[BLOB_LEN_V1 + 1];
+        memcpy(&c->state_since_s, in + BLOB_LEN_V1 + 2, 4);
+    }
 }
 
 static int
@@ -160,12 +170,14 @@ cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
         const void *blob = sqlite3_column_blob(st, 2);
         struct cp_counters c;
 
+        int blen = sqlite3_column_bytes(st, 2);
+
         if (key == NULL || klen <= 0 || klen >= CP_KEY_MAX || blob == NULL ||
-            sqlite3_column_bytes(st, 2) != BLOB_LEN)
+            (blen != BLOB_LEN && blen != BLOB_LEN_V1))
             continue; /* not ours: skip rather than refuse to start */
         memset(&c, 0, sizeof(c));
         c.t_ms = sqlite3_column_int64(st, 1);
-        decode(blob, map, &c);
+        decode(blob, (size_t)blen, map, &c);
         memstore_restore(ms, key, (size_t)klen, &c);
         n++;
     }

@@ -1,0 +1,225 @@
+/*
+ * evidence.c — see evidence.h.
+ *
+ * Signals, per RCPT request:
+ *   message level (first RCPT of a message):
+ *     forged_sender / owned_sender — the envelope sender is (not) one the
+ *       account owns: its SASL login, or a sender it used at least twice
+ *       while its score was low (learned, so aliases are accepted);
+ *     rate_jump — more messages this hour than rate_factor × the account's
+ *       usual active hour (+5, so new accounts get slack);
+ *     networks — the login used from `networks` or more distinct /24 (/48)
+ *       networks within the hour (stolen credentials);
+ *   recipient level: new_recipient / known_recipient — against a 256-bit
+ *     filter of recipients the account has mailed; a message's recipient
+ *     evidence is capped at ±1 so one big message cannot decide alone.
+ */
+#include "core/evidence.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "util/hmap.h"
+
+#define HOUR_MS 3600000
+
+static uint32_t
+hash_ci(struct policy_str s)
+{
+    char buf[256];
+    size_t n = s.len < sizeof(buf) ? s.len : sizeof(buf);
+    uint32_t h;
+
+    for (size_t i = 0; i < n; i++) {
+        char c = s.p[i];
+
+        buf[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    h = (uint32_t)hmap_hash(buf, n);
+    return h ? h : 1;
+}
+
+static void
+decay(struct cp_evidence *ev, const struct cp_detection *det, int64_t now)
+{
+    double dt = (double)(now - ev->t_ms), f;
+
+    if (ev->t_ms == 0 || dt <= 0) {
+        if (ev->t_ms == 0)
+            ev->t_ms = now;
+        return;
+    }
+    f = exp2(-dt / (double)det->half_life_ms);
+    ev->score = (float)(ev->score * f);
+    for (int i = 0; i < CP_SIG_COUNT; i++)
+        ev->sig[i] = (float)(ev->sig[i] * f);
+    ev->t_ms = now;
+}
+
+static void
+fire(struct cp_evidence *ev, const struct cp_detection *det, enum cp_signal s,
+     double scale, uint32_t *fired)
+{
+    double w = det->weight[s] * scale;
+
+    ev->score = (float)(ev->score + w);
+    ev->sig[s] = (float)(ev->sig[s] + w);
+    ev->fired[s]++;
+    *fired |= 1u << s;
+}
+
+double
+cp_evidence_score(const struct cp_evidence *ev, const struct cp_detection *det,
+                  int64_t now_ms)
+{
+    double dt = (double)(now_ms - ev->t_ms);
+
+    if (dt <= 0)
+        return ev->score;
+    return ev->score * exp2(-dt / (double)det->half_life_ms);
+}
+
+/* ---- message-level signals ---- */
+
+static bool
+owned(struct cp_evidence *ev, const struct cp_ev_input *in, uint32_t h)
+{
+    if (in->sasl && in->login.len == in->sender.len &&
+        hash_ci(in->login) == h)
+        return true;
+    for (int i = 0; i < CP_EV_OWNED; i++)
+        if (ev->owned[i] == h && ev->owned_n[i] >= 2)
+            return true;
+    return false;
+}
+
+/* While the account looks clean, remember the senders it uses. */
+static void
+learn_sender(struct cp_evidence *ev, uint32_t h)
+{
+    int low = 0;
+
+    for (int i = 0; i < CP_EV_OWNED; i++) {
+        if (ev->owned[i] == h) {
+            if (ev->owned_n[i] < 255)
+                ev->owned_n[i]++;
+            return;
+        }
+        if (ev->owned_n[i] < ev->owned_n[low])
+            low = i;
+    }
+    ev->owned[low] = h;
+    ev->owned_n[low] = 1;
+}
+
+static void
+sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
+              const struct cp_ev_input *in, uint32_t *fired)
+{
+    uint32_t h;
+
+    if (in->sender.p == NULL || in->sender.len == 0)
+        return; /* null sender (bounces): no evidence either way */
+    h = hash_ci(in->sender);
+    fire(ev, det, owned(ev, in, h) ? CP_SIG_OWNED_SENDER : CP_SIG_FORGED_SENDER,
+         1, fired);
+    if (ev->score <= det->watch_at / 2)
+        learn_sender(ev, h);
+}
+
+static void
+rate_signal(struct cp_evidence *ev, const struct cp_detection *det,
+            int64_t now, uint32_t *fired)
+{
+    uint32_t hour = (uint32_t)(now / HOUR_MS);
+    double usual;
+
+    if (hour != ev->hour) {
+        if (ev->hour_count > 0 && ev->score <= det->watch_at / 2)
+            ev->hourly_mean = ev->hourly_mean == 0
+                                  ? ev->hour_count
+                                  : 0.9f * ev->hourly_mean +
+                                        0.1f * ev->hour_count;
+        ev->hour = hour;
+        ev->hour_count = 0;
+    }
+    if (ev->hour_count < UINT16_MAX)
+        ev->hour_count++;
+    usual = ev->hourly_mean > 2 ? ev->hourly_mean : 2;
+    if (ev->hour_count > det->rate_factor * usual + 5)
+        fire(ev, det, CP_SIG_RATE_JUMP, 1, fired);
+}
+
+static uint32_t
+net_hash(const struct inet_addr *a)
+{
+    struct inet_addr n = *a;
+
+    inet_mask(&n, a->family == 4 ? 24 : 48);
+    return (uint32_t)hmap_hash(&n, sizeof(n)) | 1;
+}
+
+static void
+network_signal(struct cp_evidence *ev, const struct cp_detection *det,
+               const struct cp_ev_input *in, uint32_t *fired)
+{
+    uint32_t h = net_hash(in->client), now_s = (uint32_t)(in->now_ms / 1000);
+    int slot = -1, oldest = 0;
+    uint32_t recent = 0;
+
+    for (int i = 0; i < CP_EV_NETS; i++) {
+        if (ev->nets[i] == h)
+            slot = i;
+        if (ev->nets_s[i] < ev->nets_s[oldest])
+            oldest = i;
+    }
+    if (slot < 0)
+        slot = oldest;
+    ev->nets[slot] = h;
+    ev->nets_s[slot] = now_s;
+    for (int i = 0; i < CP_EV_NETS; i++)
+        recent += ev->nets[i] != 0 && now_s - ev->nets_s[i] < 3600;
+    if (recent >= det->networks)
+        fire(ev, det, CP_SIG_NETWORKS, 1, fired);
+}
+
+/* ---- recipient-level signal ---- */
+
+static void
+recipient_signal(struct cp_evidence *ev, const struct cp_detection *det,
+                 struct policy_str rcpt, uint32_t *fired)
+{
+    uint64_t h = hmap_hash(rcpt.p, rcpt.len);
+    unsigned b1 = (unsigned)(h & 255), b2 = (unsigned)((h >> 8) & 255);
+    bool known = (ev->bloom[b1 / 64] >> (b1 % 64) & 1) &&
+                 (ev->bloom[b2 / 64] >> (b2 % 64) & 1);
+    enum cp_signal s = known ? CP_SIG_KNOWN_RECIPIENT : CP_SIG_NEW_RECIPIENT;
+    double w = det->weight[s];
+
+    ev->bloom[b1 / 64] |= 1ULL << (b1 % 64);
+    ev->bloom[b2 / 64] |= 1ULL << (b2 % 64);
+    if (fabs(ev->msg_rcpt + w) > 1.0)
+        return; /* this message's recipients have had their say */
+    ev->msg_rcpt = (float)(ev->msg_rcpt + w);
+    fire(ev, det, s, 1, fired);
+}
+
+double
+cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
+                 const struct cp_ev_input *in, uint32_t *fired)
+{
+    *fired = 0;
+    decay(ev, det, in->now_ms);
+    if (in->new_message) {
+        ev->msg_rcpt = 0;
+        sender_signal(ev, det, in, fired);
+        rate_signal(ev, det, in->now_ms, fired);
+        if (in->sasl && in->client != NULL)
+            network_signal(ev, det, in, fired);
+    }
+    if (in->recipient.p != NULL && in->recipient.len > 0)
+        recipient_signal(ev, det, in->recipient, fired);
+    if (ev->score < det->floor)
+        ev->score = (float)det->floor;
+    return ev->score;
+}

@@ -1,0 +1,60 @@
+/*
+ * evidence.h — per-account evidence of compromise from the policy stream,
+ * combined into one score: the sum of the log-likelihood ratios of the
+ * signals observed (positive: more likely a compromised account, negative:
+ * more likely its owner), fading with a half-life so that old evidence is
+ * forgotten, and floored so that a long good history cannot buy unlimited
+ * credit. doc/detection.md explains the signals and their weights.
+ *
+ * Pure: no I/O, no clock (the caller passes now_ms). One struct per active
+ * account (~190 bytes), owned by the store.
+ */
+#ifndef CP_CORE_EVIDENCE_H
+#define CP_CORE_EVIDENCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/policy.h"
+#include "util/inet.h"
+
+#define CP_EV_OWNED 4  /* envelope senders remembered as the account's */
+#define CP_EV_NETS 4   /* client networks remembered */
+#define CP_EV_BLOOM 4  /* 64-bit words of the recipient filter (256 bits) */
+
+struct cp_evidence {
+    int64_t t_ms;                 /* last update (decay reference) */
+    float score;
+    float hourly_mean;            /* messages per active hour, EWMA */
+    float msg_rcpt;               /* recipient evidence in this message */
+    uint32_t hour;                /* hour index of hour_count */
+    uint16_t hour_count;
+    uint8_t owned_n[CP_EV_OWNED];
+    uint32_t owned[CP_EV_OWNED];  /* sender hashes */
+    uint32_t nets[CP_EV_NETS];    /* client /24 or /48 hashes */
+    uint32_t nets_s[CP_EV_NETS];  /* when each was last used, seconds */
+    uint64_t bloom[CP_EV_BLOOM];  /* recipients mailed */
+    float sig[CP_SIG_COUNT];      /* each signal's share of the score */
+    uint32_t fired[CP_SIG_COUNT]; /* times each signal fired */
+};
+
+struct cp_ev_input {
+    int64_t now_ms;
+    bool new_message;             /* first RCPT of a message */
+    bool sasl;
+    struct policy_str login, sender, recipient;
+    const struct inet_addr *client; /* NULL if unknown */
+};
+
+/*
+ * Add one RCPT's evidence. Returns the score after it; *fired gets a bit
+ * per signal that fired.
+ */
+double cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
+                        const struct cp_ev_input *in, uint32_t *fired);
+/* The score as of now_ms (faded), without changing anything. */
+double cp_evidence_score(const struct cp_evidence *ev,
+                         const struct cp_detection *det, int64_t now_ms);
+
+#endif

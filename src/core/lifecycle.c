@@ -1,0 +1,65 @@
+/* lifecycle.c — see lifecycle.h. */
+#include "core/lifecycle.h"
+
+#include <string.h>
+
+#define QUIET_S 3600 /* WATCH must stay quiet this long to become NORMAL */
+
+static const char *const names[] = {"NORMAL",  "WATCH",       "THROTTLED",
+                                    "BLOCKED", "MANUAL_HOLD", "PROBATION"};
+
+const char *
+cp_state_name(enum cp_state s)
+{
+    return s < CP_ST_COUNT ? names[s] : "?";
+}
+
+int
+cp_state_parse(const char *s)
+{
+    for (int i = 0; i < CP_ST_COUNT; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static double
+block_threshold(const struct cp_detection *det, enum cp_state st,
+                unsigned repeat)
+{
+    double b = det->block_at;
+
+    /* a repeat offender is blocked on less evidence, never below throttle */
+    b -= (det->block_at - det->throttle_at) * (repeat > 2 ? 2 : repeat) / 3;
+    return st == CP_ST_PROBATION ? b / 2 : b;
+}
+
+enum cp_state
+cp_lifecycle_step(const struct cp_detection *det, enum cp_state st,
+                  unsigned repeat, int64_t since_s, double score,
+                  int64_t now_ms)
+{
+    double k = st == CP_ST_PROBATION ? 0.5 : 1.0;
+    int64_t in_state = now_ms / 1000 - since_s;
+
+    if (st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD)
+        return st;
+    if (score >= block_threshold(det, st, repeat))
+        return CP_ST_BLOCKED;
+    if (score >= det->throttle_at * k)
+        return CP_ST_THROTTLED;
+    switch (st) {
+    case CP_ST_THROTTLED:
+        return score < det->watch_at ? CP_ST_WATCH : st;
+    case CP_ST_WATCH:
+        return score < det->watch_at / 2 && in_state >= QUIET_S ? CP_ST_NORMAL
+                                                                 : st;
+    case CP_ST_PROBATION:
+        return in_state * 1000 >= (int64_t)det->probation_ms &&
+                       score < det->watch_at / 2
+                   ? CP_ST_NORMAL
+                   : st;
+    default:
+        return score >= det->watch_at ? CP_ST_WATCH : st;
+    }
+}
