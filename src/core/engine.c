@@ -357,10 +357,17 @@ finish(struct cp_engine *e, const struct cp_meter_op *op,
     for (size_t i = 0; pick < 0 && i < op->nrules; i++)
         if ((res->over & (1u << i)) && !rs->rule[i].shadow && !e->cfg->shadow)
             pick = (int)i;
-    for (size_t i = 0; pick < 0 && i < op->nrules; i++)
-        if (res->over & (1u << i)) {
-            pick = (int)i;
-            shadow = true;
+    /* shadowed breaches: prefer a rule that would block if enforced */
+    for (int pass = 0; pass < 2 && pick < 0; pass++)
+        for (size_t i = 0; pick < 0 && i < op->nrules; i++) {
+            const struct cp_rule *r = &rs->rule[i];
+            bool blocking = !r->shadow && (r->action == CP_ACT_DEFER ||
+                                           r->action == CP_ACT_REJECT);
+
+            if ((res->over & (1u << i)) && (pass == 1 || blocking)) {
+                pick = (int)i;
+                shadow = true;
+            }
         }
     if (pick < 0)
         return;
