@@ -63,6 +63,9 @@ fuzz-build:
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_maillog \
 	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
 
+# libFuzzer targets abort on leaks; third-party leaks are suppressed there
+export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0
+
 fuzz-replay: fuzz-build
 	$(FUZZ_BUILD)/fuzz_policy -runs=0 tests/fuzz/corpus/policy
 	$(FUZZ_BUILD)/fuzz_config -runs=0 tests/fuzz/corpus/config

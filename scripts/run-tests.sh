@@ -44,11 +44,12 @@ suite integration pytest_run build integration
 if make -s asan >"$OUT/asan-build.log" 2>&1; then
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    export LSAN_OPTIONS=suppressions=$(pwd)/tests/fuzz/lsan.supp:print_suppressions=0
     suite asan-unit meson_unit build-asan asan-unit
     cp build-asan/meson-logs/asan-unit.json "$OUT/asan-unit.json" 2>/dev/null
     export CHOKEPOINT_SANITIZED=1
     suite asan-integ pytest_run build-asan asan-integ
-    unset ASAN_OPTIONS UBSAN_OPTIONS CHOKEPOINT_SANITIZED
+    unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS CHOKEPOINT_SANITIZED
 else
     cat "$OUT/asan-build.log"
     echo 1 > "$OUT/asan-build.rc"
