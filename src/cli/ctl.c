@@ -3,7 +3,9 @@
  * socket.
  *
  *   chokepoint [-s SOCKET] [--json] status
- *   chokepoint [-s SOCKET] [--json] show ACCOUNT   (login, IP, or c:/u:/ip: key)
+ *   chokepoint [-s SOCKET] [--json] show|history ACCOUNT
+ *   chokepoint [-s SOCKET] [--json] block|release ACCOUNT --reason TEXT
+ * (ACCOUNT: a login, an IP address, or a c:/u:/ip: key)
  *
  * It sends one command line and prints the daemon's reply. Exit status:
  * 0 ok, 1 the daemon reported an error, 2 usage, 3 cannot connect.
@@ -28,10 +30,15 @@ ctl_usage(FILE *fp, int rc)
             "usage: chokepoint [-s SOCKET] [--json] COMMAND\n"
             "commands:\n"
             "  status          counters, connections, decisions so far\n"
-            "  show ACCOUNT    an account's counters against its limits;\n"
-            "                  ACCOUNT is a SASL login, an IP address, or a "
-            "key\n"
-            "                  (c:CUSTOMER, u:LOGIN, ip:NETWORK/LEN)\n"
+            "  show ACCOUNT    an account's state, evidence, counters against "
+            "its\n"
+            "                  limits and recent history; ACCOUNT is a SASL "
+            "login,\n"
+            "                  an IP address, or a key (c:CUSTOMER, u:LOGIN,\n"
+            "                  ip:NETWORK/LEN)\n"
+            "  history ACCOUNT the account's state changes, newest first\n"
+            "  block ACCOUNT --reason TEXT     hold all its mail (MANUAL_HOLD)\n"
+            "  release ACCOUNT --reason TEXT   release to PROBATION\n"
             "  sim SCENARIO    simulate an ISP's outbound stream (chokepoint sim "
             "-h)\n"
             "  replay MAILLOG  run a Postfix mail.log through the engine "
@@ -83,12 +90,34 @@ send_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
+/* How many arguments each command takes; -1: unknown command. */
+static int
+ctl_arity(const char *cmd)
+{
+    static const struct {
+        const char *name;
+        int args;
+    } cmds[] = {{"status", 0}, {"show", 1},    {"history", 1},
+                {"block", 1},  {"release", 1}};
+
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (strcmp(cmd, cmds[i].name) == 0)
+            return cmds[i].args;
+    return -1;
+}
+
+static bool
+ctl_clean(const char *s)
+{
+    return s == NULL || (strlen(s) <= CLI_MAX_ARG && !strpbrk(s, "\r\n"));
+}
+
 int
 ctl_main(int argc, char **argv)
 {
-    const char *sock = DEFAULT_SOCKET;
+    const char *sock = DEFAULT_SOCKET, *reason = NULL;
     bool json = false;
-    char line[CLI_MAX_ARG * 2];
+    char line[CLI_MAX_ARG * 3];
     const char *cmd = NULL, *arg = NULL;
     int fd, i, n;
     bool err = false;
@@ -98,6 +127,8 @@ ctl_main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
             sock = argv[++i];
+        else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc)
+            reason = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             json = true;
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
@@ -109,19 +140,29 @@ ctl_main(int argc, char **argv)
         else
             return ctl_usage(stderr, 2);
     }
-    if (cmd == NULL || (strcmp(cmd, "status") == 0 && arg != NULL) ||
-        (strcmp(cmd, "show") == 0 && arg == NULL))
+    if (cmd == NULL)
         return ctl_usage(stderr, 2);
-    if (strcmp(cmd, "status") != 0 && strcmp(cmd, "show") != 0) {
+    if (ctl_arity(cmd) < 0) {
         fprintf(stderr, "chokepoint: unknown command '%s'\n", cmd);
         return ctl_usage(stderr, 2);
     }
-    if (arg && (strlen(arg) > CLI_MAX_ARG || strpbrk(arg, "\r\n"))) {
+    if ((ctl_arity(cmd) == 1) != (arg != NULL))
+        return ctl_usage(stderr, 2);
+    if ((strcmp(cmd, "block") == 0 || strcmp(cmd, "release") == 0) &&
+        (reason == NULL || reason[0] == '\0')) {
+        fprintf(stderr, "chokepoint: %s needs --reason TEXT (it is recorded "
+                        "in the account's history)\n",
+                cmd);
+        return 2;
+    }
+    if (!ctl_clean(arg) || !ctl_clean(reason) ||
+        (arg && strchr(arg, ' '))) {
         fprintf(stderr, "chokepoint: bad argument\n");
         return 2;
     }
-    n = snprintf(line, sizeof(line), "%s%s%s%s\n", json ? "json " : "", cmd,
-                 arg ? " " : "", arg ? arg : "");
+    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s\n", json ? "json " : "",
+                 cmd, arg ? " " : "", arg ? arg : "", reason ? " " : "",
+                 reason ? reason : "");
     if ((fd = connect_admin(sock)) < 0)
         return 3;
     if (send_all(fd, line, (size_t)n) < 0) {

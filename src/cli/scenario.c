@@ -78,6 +78,7 @@ static const struct yw_field class_f[] = {
     {"new_recipient_share", YW_DOUBLE, C(new_recipient_share), 0, 1, NULL},
     {"roaming_share", YW_DOUBLE, C(roaming_share), 0, 1, NULL},
     {"cgnat_share", YW_DOUBLE, C(cgnat_share), 0, 1, NULL},
+    {"alias_share", YW_DOUBLE, C(alias_share), 0, 1, NULL},
     {"sasl", YW_BOOL, C(sasl), 0, 0, NULL},
     {"burst", YW_MAP, C(burst), 0, 0, burst_f},
     {"newsletter", YW_MAP, C(newsletter), 0, 0, newsletter_f},
@@ -102,6 +103,7 @@ static const struct yw_field infection_f[] = {
     {"per_zombie", YW_U32, I(per_zombie), 1, 1e6, NULL},
     {"within", YW_DURATION, I(within_ms), 60000, 7 * DAY, NULL},
     {"networks", YW_U32, I(networks), 1, 1e6, NULL},
+    {"forge_share", YW_DOUBLE, I(forge_share), 0, 1, NULL},
     {"retry", YW_MAP, I(retry), 0, 0, retry_f},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -134,6 +136,7 @@ class_defaults(struct sim_class *c)
     c->address_book = 40;
     c->new_recipient_share = 0.1;
     c->sasl = true;
+    c->alias_share = 0.05;
     c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}};
     c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300};
     c->retry = (struct sim_retry){15 * 60000, 8};
@@ -155,6 +158,7 @@ infection_defaults(struct sim_infection *f)
     f->per_zombie = 5;
     f->within_ms = HOUR;
     f->networks = 30;
+    f->forge_share = -1;
 }
 
 static int
@@ -205,6 +209,13 @@ check(struct yw *w, struct scenario *sc)
             return yw_fail(w, NULL, "infection %u: a range ends before it "
                                     "starts",
                            i + 1);
+        if (f->forge_share < 0) {
+            /* bots forge; spammers with a stolen password often do not */
+            static const double dflt[SIM_KIND_COUNT] = {0.9, 0.7, 0.8, 0.3,
+                                                        1.0};
+
+            f->forge_share = dflt[f->kind];
+        }
         if (f->start_from_ms >= sc->days * DAY)
             return yw_fail(w, NULL, "infection %u: starts after the end of "
                                     "the %u-day period",

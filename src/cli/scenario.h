@@ -67,6 +67,8 @@ struct sim_class {
     double new_recipient_share;
     double roaming_share;       /* customers also sending from elsewhere */
     double cgnat_share;         /* customers behind shared addresses */
+    double alias_share;         /* customers who also send as another
+                                   address of theirs (family, alias) */
     bool sasl;                  /* false: relayed by client address */
     struct sim_burst burst;
     struct sim_newsletter newsletter;
@@ -87,6 +89,9 @@ struct sim_infection {
     uint32_t per_zombie;        /* campaign: messages per zombie */
     uint64_t within_ms;         /* campaign: all zombies within this */
     uint32_t networks;          /* stolen credentials: networks used */
+    double forge_share;         /* spam with a forged envelope sender (the
+                                   rest uses the account's own address);
+                                   < 0: the kind's default */
     struct sim_retry retry;
 };
 

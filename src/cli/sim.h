@@ -24,6 +24,7 @@ struct sim_kind_metrics {
 
 struct sim_metrics {
     double spam_share_before, spam_share_after;
+    double spam_share_after_nocampaign; /* campaigns need content signals */
     uint32_t zombie_accounts, zombie_accounts_caught;
     double accepted_median, accepted_p90, detect_minutes_median;
     uint64_t legit_customer_days, legit_customer_days_deferred;

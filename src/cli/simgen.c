@@ -116,6 +116,8 @@ make_customers(struct sim *s)
                 p->flags |= SIM_ACTIVE;
             if (rng_unit(&s->rng) < k->roaming_share)
                 p->flags |= SIM_ROAMING;
+            if (rng_unit(&s->rng) < k->alias_share)
+                p->flags |= SIM_ALIAS;
             if (rng_unit(&s->rng) < k->cgnat_share)
                 p->ip = CGNAT_BASE + 1 + cgnat++ / CGNAT_PER_IP;
             else

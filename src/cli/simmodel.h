@@ -23,6 +23,7 @@ enum sim_sender_flags {
     SIM_INFECTED = 4,   /* has at least one infection */
     SIM_FLAGGED = 8,    /* chokepoint deferred or refused any of its mail */
     SIM_BURST = 16,     /* does one legitimate burst */
+    SIM_ALIAS = 32,     /* also sends as an alias address */
 };
 
 struct sim_sender {          /* one customer */

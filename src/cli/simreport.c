@@ -131,6 +131,13 @@ sim_metrics(const struct sim *s, struct sim_metrics *m)
                                 : 0;
     zombie_metrics(s, m);
     customer_metrics(s, m);
+    {
+        double camp = (double)m->kind[SIM_CAMPAIGN].accepted;
+        double sent = (double)after - camp;
+
+        m->spam_share_after_nocampaign =
+            sent > 0 ? ((double)s->tot.spam_delivered - camp) / sent : 0;
+    }
     m->legit_messages_deferred = s->tot.ham_deferred_any;
     m->legit_messages_lost = s->tot.ham_lost;
     /* accounts: SASL kinds are the customer's login; unauth is the address */
@@ -170,6 +177,8 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
     json_num(fp, "customers", s->nsenders, true);
     json_num(fp, "spam_share_before", m->spam_share_before, true);
     json_num(fp, "spam_share_after", m->spam_share_after, true);
+    json_num(fp, "spam_share_after_without_campaigns",
+             m->spam_share_after_nocampaign, true);
     json_num(fp, "zombie_accounts", m->zombie_accounts, true);
     json_num(fp, "zombie_accounts_caught", m->zombie_accounts_caught, true);
     json_num(fp, "spam_accepted_per_zombie_median", m->accepted_median, true);
@@ -243,8 +252,10 @@ sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
             config, (unsigned long long)(s->tot.ham + s->tot.spam),
             (unsigned long long)s->tot.attempts,
             (unsigned long long)s->tot.requests, s->wall_s);
-    fprintf(fp, "outbound spam share      before %6.2f %%   after %6.3f %%\n",
-            100 * m->spam_share_before, 100 * m->spam_share_after);
+    fprintf(fp, "outbound spam share      before %6.2f %%   after %6.3f %%   "
+                "(after, without campaigns: %.3f %%)\n",
+            100 * m->spam_share_before, 100 * m->spam_share_after,
+            100 * m->spam_share_after_nocampaign);
     pct(fp, "zombie accounts caught", m->zombie_accounts_caught,
         m->zombie_accounts);
     char a[32], b[32], c[32];

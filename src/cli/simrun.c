@@ -106,9 +106,12 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
                   65536u) * 256u +
                  1 + (uint32_t)rng_below(&m->r, 250);
         sim_format_ip(m->ip, sizeof(m->ip), ip);
-        snprintf(m->from, sizeof(m->from), "x%llu@%s",
-                 (unsigned long long)rng_below(&m->r, 100000000),
-                 freemail[rng_below(&m->r, NFREEMAIL)]);
+        if (rng_unit(&m->r) < f->forge_share)
+            snprintf(m->from, sizeof(m->from), "x%llu@%s",
+                     (unsigned long long)rng_below(&m->r, 100000000),
+                     freemail[rng_below(&m->r, NFREEMAIL)]);
+        else
+            sim_login(m->from, sizeof(m->from), m->sender);
     } else {
         const struct sim_sender *p = &s->senders[e->who];
         const struct sim_class *k = &s->sc.cls[p->cls];
@@ -126,13 +129,25 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
         m->size = (uint64_t)rng_lognormal(&m->r, k->size.median, k->size.sigma);
         if (m->size > k->size.max)
             m->size = (uint64_t)k->size.max;
-        if ((p->flags & SIM_ROAMING) && rng_unit(&m->r) < 0.2)
-            ip = FOREIGN_BASE + 0x8000 + (uint32_t)rng_below(&m->r, 30000);
+        /* roaming: 20 % of the mail from one of two networks of the day
+         * (the office, the phone's carrier), not a new one each time */
+        if ((p->flags & SIM_ROAMING) && rng_unit(&m->r) < 0.2) {
+            uint32_t day = (uint32_t)((e->t_ms - s->sc.start_ms) / SIM_DAY);
+            uint32_t alt = (uint32_t)rng_below(&m->r, 2);
+
+            ip = FOREIGN_BASE + 0x8000 +
+                 ((e->who * 2654435761u + day * 40503u + alt * 97u) % 30000u);
+        }
         sim_format_ip(m->ip, sizeof(m->ip), ip);
+        sim_login(m->from, sizeof(m->from), m->sender);
+        if ((p->flags & SIM_ALIAS) && rng_unit(&m->r) < 0.3) {
+            char login[64];
+
+            sim_login(login, sizeof(login), m->sender);
+            snprintf(m->from, sizeof(m->from), "family.%s", login);
+        }
     }
     sim_login(m->login, sizeof(m->login), m->sender);
-    if (!m->spam)
-        snprintf(m->from, sizeof(m->from), "%s", m->login);
     if (!m->sasl)
         m->login[0] = '\0';
 }

@@ -186,7 +186,7 @@ detection_defaults(struct cp_detection *d)
     d->watch_factor = 0.5;
     d->probation_ms = 7 * 86400000ULL;
     d->block_action = CP_BLOCK_REJECT;
-    d->networks = 3;
+    d->networks = 4;
     d->rate_factor = 4;
     memcpy(d->weight, w, sizeof(w));
 }

@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/evidence.h"
+#include "core/lifecycle.h"
+#include "util/inet.h"
 #include "util/parse.h"
 #include "util/xalloc.h"
 
@@ -238,7 +241,8 @@ struct costs {
 
 static void
 build_op(const struct cp_engine *e, const struct cp_identity *id,
-         const struct costs *c, int64_t now_ms, struct cp_meter_op *op)
+         const struct costs *c, int64_t now_ms, double scale,
+         struct cp_meter_op *op)
 {
     op->key = id->key;
     op->keylen = id->keylen;
@@ -254,8 +258,9 @@ build_op(const struct cp_engine *e, const struct cp_identity *id,
         m->enforce = !r->shadow && !e->cfg->shadow &&
                      (r->action == CP_ACT_DEFER || r->action == CP_ACT_REJECT);
         m->domain = r->metric == CP_METRIC_DOMAINS;
-        m->cap = (double)r->max;
+        m->cap = (double)r->max * scale;
         cp_engine_rate(r, &m->rate);
+        m->rate *= scale;
         m->cost = m->domain ? 0 : c->v[r->metric];
         if (m->domain && c->v[CP_METRIC_DOMAINS] == 0)
             m->domain = false; /* no recipient in this request */
@@ -388,6 +393,108 @@ finish(struct cp_engine *e, const struct cp_meter_op *op,
         e->stats.shadow_would[d->verdict]++;
 }
 
+/* ---- compromise detection and account states ---- */
+
+static double
+limit_scale(const struct cp_engine *e, const struct cp_decision *d)
+{
+    return d->state == CP_ST_WATCH || d->state == CP_ST_PROBATION
+               ? e->cfg->det.watch_factor
+               : 1.0;
+}
+
+static void
+transition(struct cp_engine *e, struct cp_counters *c, int to,
+           int64_t now_ms, struct cp_decision *d)
+{
+    d->prev_state = c->state;
+    d->state = (uint8_t)to;
+    d->state_changed = true;
+    c->state = (uint8_t)to;
+    c->state_since_s = (uint32_t)(now_ms / 1000);
+    if (to == CP_ST_BLOCKED && c->repeat < 255)
+        c->repeat++;
+    if (e->on_transition)
+        e->on_transition(e->transition_arg, d, now_ms);
+}
+
+/* Gather this RCPT's evidence and move the account's state. */
+static void
+detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
+       int64_t now_ms, struct cp_decision *d)
+{
+    const struct cp_detection *det = &e->cfg->det;
+    bool evidence = det->enabled && d->id.cls->detect;
+    struct cp_account_ref ref;
+    struct cp_ev_input in;
+    struct inet_addr client;
+    int next;
+
+    if (!e->store->ops->account(e->store, d->id.key, d->id.keylen, true,
+                                evidence, &ref))
+        return;
+    d->state = d->prev_state = ref.c->state;
+    if (!evidence)
+        return;
+    memset(&in, 0, sizeof(in));
+    in.now_ms = now_ms;
+    in.new_message = new_msg;
+    in.sasl = d->id.kind == CP_ID_SASL;
+    in.login = req->sasl_username;
+    in.sender = req->sender;
+    in.recipient = req->recipient;
+    if (req->client_address.p &&
+        inet_parse(req->client_address.p, req->client_address.len, &client))
+        in.client = &client;
+    d->detected = true;
+    d->score = cp_evidence_rcpt(ref.ev, det, &in, &d->fired);
+    next = cp_lifecycle_step(det, ref.c->state, ref.c->repeat,
+                             ref.c->state_since_s, d->score,
+                             cp_evidence_corroboration(ref.ev), now_ms);
+    if (next != ref.c->state)
+        transition(e, ref.c, next, now_ms, d);
+}
+
+/* The account's state decides the reply (blocked, throttled)? */
+static bool
+state_verdict(struct cp_engine *e, struct cp_decision *d)
+{
+    const struct cp_detection *det = &e->cfg->det;
+    const char *url = det->help_url[0] ? det->help_url : "your provider";
+
+    switch (d->state) {
+    case CP_ST_BLOCKED:
+    case CP_ST_MANUAL_HOLD:
+        d->verdict = det->block_action == CP_BLOCK_HOLD ? CP_ACT_HOLD
+                                                        : CP_ACT_REJECT;
+        snprintf(d->text, sizeof(d->text),
+                 d->verdict == CP_ACT_HOLD
+                     ? "chokepoint: account %s blocked"
+                     : "5.7.1 This account is blocked: it sent mail the way a "
+                       "compromised computer or password does. See %s "
+                       "(account %.60s)",
+                 d->verdict == CP_ACT_HOLD ? d->id.key : url, d->id.key);
+        break;
+    case CP_ST_THROTTLED:
+        d->verdict = CP_ACT_DEFER;
+        snprintf(d->text, sizeof(d->text),
+                 "4.7.1 Unusual sending activity on this account: mail is "
+                 "delayed. See %s",
+                 url);
+        break;
+    default:
+        return false;
+    }
+    d->by_state = true;
+    d->shadow = e->cfg->shadow || det->shadow;
+    d->action = d->shadow ? CP_ACT_DUNNO : d->verdict;
+    if (d->shadow) {
+        e->stats.shadow_would[d->verdict]++;
+        return false; /* the mail would be accepted: count it */
+    }
+    return true;
+}
+
 static void
 decide_rcpt(struct cp_engine *e, const struct policy_request *req,
             int64_t now_ms, struct cp_decision *d)
@@ -405,16 +512,20 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
     if (p != NULL && (p->keylen != d->id.keylen ||
                       memcmp(p->key, d->id.key, p->keylen) != 0))
         p = NULL; /* instance reused by another account: treat as new */
+    detect(e, req, p == NULL, now_ms, d);
+    if (state_verdict(e, d))
+        return; /* blocked or throttled: nothing reserved */
     memset(&c, 0, sizeof(c));
     c.v[CP_METRIC_MESSAGES] = p ? 0 : 1;
     c.v[CP_METRIC_RECIPIENTS] = 1;
     c.v[CP_METRIC_BYTES] = p ? 0 : (double)attr_u64(req->size);
     c.v[CP_METRIC_DOMAINS] = 1;
     memset(&op, 0, sizeof(op));
-    build_op(e, &d->id, &c, now_ms, &op);
+    build_op(e, &d->id, &c, now_ms, limit_scale(e, d), &op);
     op.domain_hash = domain_hash(req->recipient);
     e->store->ops->meter(e->store, &op, &res);
-    finish(e, &op, &res, d);
+    if (!d->by_state)
+        finish(e, &op, &res, d);
     if (res.denied >= 0 || !two_phase)
         return;
     if (p == NULL)
@@ -423,6 +534,24 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
     p->reserved[CP_METRIC_RECIPIENTS] += 1;
     p->reserved[CP_METRIC_BYTES] += c.v[CP_METRIC_BYTES];
     p->reserved[CP_METRIC_DOMAINS] += res.new_domain ? 1 : 0;
+}
+
+/*
+ * An account blocked or throttled while its message was in DATA: refuse it
+ * at END-OF-MESSAGE too. (In shadow mode the state was reported at RCPT.)
+ */
+static bool
+eom_blocked(struct cp_engine *e, struct cp_decision *d)
+{
+    struct cp_account_ref ref;
+
+    if (!e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+                                false, &ref))
+        return false;
+    d->state = d->prev_state = ref.c->state;
+    if (e->cfg->shadow || e->cfg->det.shadow)
+        return false;
+    return state_verdict(e, d);
 }
 
 static void
@@ -439,12 +568,17 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
     if (req->instance.p != NULL)
         p = hmap_get(&e->pending, hmap_hash(req->instance.p, req->instance.len),
                      req->instance.p, req->instance.len, pending_eq);
+    if (eom_blocked(e, d)) {
+        if (p != NULL)
+            pending_release(e, p, now_ms);
+        return;
+    }
     memset(&c, 0, sizeof(c));
     c.v[CP_METRIC_MESSAGES] = 1;
     c.v[CP_METRIC_RECIPIENTS] = (double)attr_u64(req->recipient_count);
     c.v[CP_METRIC_BYTES] = (double)attr_u64(req->size);
     memset(&op, 0, sizeof(op));
-    build_op(e, &d->id, &c, now_ms, &op);
+    build_op(e, &d->id, &c, now_ms, limit_scale(e, d), &op);
     if (p != NULL) {
         memcpy(op.release, p->reserved, sizeof(op.release));
         /* Domains were counted at RCPT; keep them (see design.md). */
@@ -464,6 +598,34 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
         pending_free(p);
     }
     e->stats.settled++;
+}
+
+int
+cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
+                    int to, int64_t now_ms, struct cp_decision *d)
+{
+    struct cp_account_ref ref;
+    int from;
+
+    memset(d, 0, sizeof(*d));
+    d->id = *id;
+    d->stage = CP_STAGE_OTHER;
+    if (!e->store->ops->account(e->store, id->key, id->keylen, true, false,
+                                &ref))
+        return -1;
+    from = ref.c->state;
+    d->state = d->prev_state = (uint8_t)from;
+    if (to == CP_ST_PROBATION && from == CP_ST_NORMAL)
+        return -1; /* nothing to release */
+    if (to != CP_ST_PROBATION && to != CP_ST_MANUAL_HOLD)
+        return -1;
+    if (to == CP_ST_PROBATION && ref.ev != NULL) {
+        /* a fresh start: the evidence that led to the block is spent */
+        ref.ev->score = 0;
+        memset(ref.ev->sig, 0, sizeof(ref.ev->sig));
+    }
+    transition(e, ref.c, to, now_ms, d);
+    return 0;
 }
 
 int

@@ -37,6 +37,15 @@ struct cp_stats {
 };
 
 struct cp_pending;
+struct cp_decision;
+
+/*
+ * Called inside cp_engine_decide() when an account changes state, before
+ * the decision is returned: the daemon makes the change durable there, so
+ * no reply ever depends on a state that a crash could forget.
+ */
+typedef void (*cp_transition_fn)(void *arg, const struct cp_decision *d,
+                                 int64_t now_ms);
 
 struct cp_engine {
     const struct cp_config *cfg;
@@ -44,6 +53,8 @@ struct cp_engine {
     struct hmap pending;                  /* instance → struct cp_pending */
     struct cp_pending *oldest, *newest;   /* by creation time */
     struct cp_stats stats;
+    cp_transition_fn on_transition;       /* may be NULL */
+    void *transition_arg;
 };
 
 #define CP_TEXT_MAX 320
@@ -59,6 +70,13 @@ struct cp_decision {
     double cost, limit, retry_s;
     struct cp_identity id;
     char text[CP_TEXT_MAX];  /* reply text after the action word */
+    /* compromise detection (doc/detection.md) */
+    bool detected;           /* evidence was gathered for this request */
+    bool by_state;           /* the account's state decided the verdict */
+    bool state_changed;
+    uint8_t state, prev_state; /* enum cp_state */
+    double score;
+    uint32_t fired;          /* bit per enum cp_signal fired */
 };
 
 void cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
@@ -79,6 +97,15 @@ size_t cp_engine_pending(const struct cp_engine *e);
 /* Postfix action word: "DUNNO", "DEFER_IF_PERMIT", "REJECT", ... */
 const char *cp_action_word(enum cp_action a);
 const char *cp_stage_name(enum cp_stage s);
+
+/*
+ * A person's decision (chokepoint block / release): set the account's
+ * state; release moves BLOCKED/MANUAL_HOLD to PROBATION and clears the
+ * evidence. Calls on_transition like an automatic change. Returns 0, or -1
+ * if `to` is not allowed from the current state.
+ */
+int cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
+                        int to, int64_t now_ms, struct cp_decision *d);
 
 /* Build the meter rules of a ruleset (shared with the admin view). */
 void cp_engine_rate(const struct cp_rule *r, double *rate);

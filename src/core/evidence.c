@@ -5,7 +5,9 @@
  *   message level (first RCPT of a message):
  *     forged_sender / owned_sender — the envelope sender is (not) one the
  *       account owns: its SASL login, or a sender it used at least twice
- *       while its score was low (learned, so aliases are accepted);
+ *       while its score was low (learned, so aliases are accepted); for an
+ *       account without an address-shaped login, unknown senders count
+ *       only once it has a regular sender or keeps changing senders;
  *     rate_jump — more messages this hour than rate_factor × the account's
  *       usual active hour (+5, so new accounts get slack);
  *     networks — the login used from `networks` or more distinct /24 (/48)
@@ -17,6 +19,7 @@
 #include "core/evidence.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util/hmap.h"
@@ -68,6 +71,16 @@ fire(struct cp_evidence *ev, const struct cp_detection *det, enum cp_signal s,
     *fired |= 1u << s;
 }
 
+int
+cp_evidence_corroboration(const struct cp_evidence *ev)
+{
+    int n = 0;
+
+    for (int i = 0; i < CP_SIG_COUNT; i++)
+        n += ev->sig[i] >= 1.0f;
+    return n;
+}
+
 double
 cp_evidence_score(const struct cp_evidence *ev, const struct cp_detection *det,
                   int64_t now_ms)
@@ -84,7 +97,7 @@ cp_evidence_score(const struct cp_evidence *ev, const struct cp_detection *det,
 static bool
 owned(struct cp_evidence *ev, const struct cp_ev_input *in, uint32_t h)
 {
-    if (in->sasl && in->login.len == in->sender.len &&
+    if (in->sasl && in->login.p != NULL && in->login.len == in->sender.len &&
         hash_ci(in->login) == h)
         return true;
     for (int i = 0; i < CP_EV_OWNED; i++)
@@ -112,6 +125,27 @@ learn_sender(struct cp_evidence *ev, uint32_t h)
     ev->owned_n[low] = 1;
 }
 
+/*
+ * Is an unowned sender evidence? For a login that is an address, or once
+ * the account has a sender it uses regularly, yes. Otherwise (a new
+ * account keyed by address) only when it keeps changing sender: every
+ * remembered sender seen just once.
+ */
+static bool
+sender_expected(const struct cp_evidence *ev, const struct cp_ev_input *in)
+{
+    int once = 0;
+
+    if (in->sasl && memchr(in->login.p, '@', in->login.len) != NULL)
+        return true;
+    for (int i = 0; i < CP_EV_OWNED; i++) {
+        if (ev->owned_n[i] >= 2)
+            return true;
+        once += ev->owned_n[i] == 1;
+    }
+    return once == CP_EV_OWNED;
+}
+
 static void
 sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
               const struct cp_ev_input *in, uint32_t *fired)
@@ -121,9 +155,12 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
     if (in->sender.p == NULL || in->sender.len == 0)
         return; /* null sender (bounces): no evidence either way */
     h = hash_ci(in->sender);
-    fire(ev, det, owned(ev, in, h) ? CP_SIG_OWNED_SENDER : CP_SIG_FORGED_SENDER,
-         1, fired);
-    if (ev->score <= det->watch_at / 2)
+    if (owned(ev, in, h))
+        fire(ev, det, CP_SIG_OWNED_SENDER, 1, fired);
+    else if (sender_expected(ev, in))
+        fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
+    /* learn while the account looks clean (before this message counts) */
+    if (ev->score < det->watch_at)
         learn_sender(ev, h);
 }
 
@@ -170,7 +207,9 @@ network_signal(struct cp_evidence *ev, const struct cp_detection *det,
     for (int i = 0; i < CP_EV_NETS; i++) {
         if (ev->nets[i] == h)
             slot = i;
-        if (ev->nets_s[i] < ev->nets_s[oldest])
+        /* an empty slot first, else the least recently used */
+        if (ev->nets[oldest] != 0 &&
+            (ev->nets[i] == 0 || ev->nets_s[i] < ev->nets_s[oldest]))
             oldest = i;
     }
     if (slot < 0)
@@ -222,4 +261,33 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
     if (ev->score < det->floor)
         ev->score = (float)det->floor;
     return ev->score;
+}
+
+void
+cp_evidence_explain(const struct cp_evidence *ev,
+                    const struct cp_detection *det, int64_t now_ms,
+                    char *out, size_t n)
+{
+    double f = ev->t_ms && now_ms > ev->t_ms
+                   ? exp2(-(double)(now_ms - ev->t_ms) /
+                          (double)det->half_life_ms)
+                   : 1.0;
+    bool used[CP_SIG_COUNT] = {false};
+    size_t off;
+
+    off = (size_t)snprintf(out, n, "score %.1f", ev->score * f);
+    for (int k = 0; k < CP_SIG_COUNT && off < n; k++) {
+        int best = -1;
+
+        for (int i = 0; i < CP_SIG_COUNT; i++)
+            if (!used[i] && ev->fired[i] > 0 &&
+                (best < 0 || fabs(ev->sig[i]) > fabs(ev->sig[best])))
+                best = i;
+        if (best < 0)
+            break;
+        used[best] = true;
+        off += (size_t)snprintf(out + off, n - off, "%s %s %+.1f (%ux)",
+                                k ? "," : ":", cp_signal_name(best),
+                                ev->sig[best] * f, ev->fired[best]);
+    }
 }

@@ -53,8 +53,19 @@ struct cp_ev_input {
  */
 double cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
                         const struct cp_ev_input *in, uint32_t *fired);
+/* How many different signals each raised the score by at least 1 (as of
+ * the last update): a block needs corroboration by two or more. */
+int cp_evidence_corroboration(const struct cp_evidence *ev);
 /* The score as of now_ms (faded), without changing anything. */
 double cp_evidence_score(const struct cp_evidence *ev,
                          const struct cp_detection *det, int64_t now_ms);
+
+/*
+ * "score 12.3: forged_sender +8.0 (8x), new_recipient +3.1 (31x), ..." —
+ * the signals that raised the score, largest first, for logs and reports.
+ */
+void cp_evidence_explain(const struct cp_evidence *ev,
+                         const struct cp_detection *det, int64_t now_ms,
+                         char *out, size_t n);
 
 #endif

@@ -1,6 +1,8 @@
 /* explain.c — see explain.h. */
 #include "core/explain.h"
 
+#include "core/lifecycle.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -82,6 +84,22 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
         json_str(sb, "text", d->text);
     } else {
         sb_puts(sb, ",\"rule\":null");
+        if (d->by_state)
+            json_str(sb, "text", d->text);
+    }
+    if (d->detected || d->state_changed || d->state != 0) {
+        json_str(sb, "state", cp_state_name((enum cp_state)d->state));
+        if (d->state_changed)
+            json_str(sb, "previous_state",
+                     cp_state_name((enum cp_state)d->prev_state));
+        sb_puts(sb, ",\"score\":");
+        sb_json_num(sb, d->score);
+        sb_puts(sb, ",\"signals\":[");
+        for (int i = 0, n = 0; i < CP_SIG_COUNT; i++)
+            if (d->fired & (1u << i))
+                sb_printf(sb, "%s\"%s\"", n++ ? "," : "",
+                          cp_signal_name((enum cp_signal)i));
+        sb_puts(sb, "]");
     }
     sb_puts(sb, "}");
 }
@@ -112,4 +130,12 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
     if (d->has_rule)
         sb_printf(sb, " rule=%s value=%.2f cost=%.0f limit=%.0f retry=%.0fs",
                   d->rule.name, d->value, d->cost, d->limit, d->retry_s);
+    if (d->state_changed)
+        sb_printf(sb, " state=%s->%s",
+                  cp_state_name((enum cp_state)d->prev_state),
+                  cp_state_name((enum cp_state)d->state));
+    else if (d->state != 0)
+        sb_printf(sb, " state=%s", cp_state_name((enum cp_state)d->state));
+    if (d->detected)
+        sb_printf(sb, " score=%.1f", d->score);
 }

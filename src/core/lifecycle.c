@@ -37,14 +37,14 @@ block_threshold(const struct cp_detection *det, enum cp_state st,
 enum cp_state
 cp_lifecycle_step(const struct cp_detection *det, enum cp_state st,
                   unsigned repeat, int64_t since_s, double score,
-                  int64_t now_ms)
+                  int signals, int64_t now_ms)
 {
     double k = st == CP_ST_PROBATION ? 0.5 : 1.0;
     int64_t in_state = now_ms / 1000 - since_s;
 
     if (st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD)
         return st;
-    if (score >= block_threshold(det, st, repeat))
+    if (score >= block_threshold(det, st, repeat) && signals >= 2)
         return CP_ST_BLOCKED;
     if (score >= det->throttle_at * k)
         return CP_ST_THROTTLED;

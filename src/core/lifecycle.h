@@ -36,11 +36,13 @@ int cp_state_parse(const char *s);
 /*
  * The state an account moves to, given its score now. `repeat` is the
  * number of earlier blocks (each lowers block_at), `since_s` when the
- * current state began.
+ * current state began, `signals` how many different signals back the score
+ * (cp_evidence_corroboration): one signal alone, however strong, never
+ * blocks — it can throttle.
  */
 enum cp_state cp_lifecycle_step(const struct cp_detection *det,
                                 enum cp_state st, unsigned repeat,
-                                int64_t since_s, double score,
+                                int64_t since_s, double score, int signals,
                                 int64_t now_ms);
 
 #endif

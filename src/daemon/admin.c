@@ -1,18 +1,23 @@
 /*
  * admin.c — the admin socket used by the `chokepoint` command line.
  *
- * Protocol: the client sends one line, "[json ]COMMAND [ARG]\n", and reads
- * the reply until EOF. Commands: status, show ACCOUNT. Replies are text for
- * people, or one JSON object with the "json" prefix. The socket is mode
- * 0600: whoever can connect is an administrator. Limits: ADMIN_MAX_LINE
- * bytes per command line; a client gets ADMIN_TIMEOUT_MS to send it.
+ * Protocol: the client sends one line, "[json ]COMMAND [ARG [REASON...]]\n",
+ * and reads the reply until EOF. Commands: status, show ACCOUNT, history
+ * ACCOUNT, block ACCOUNT REASON, release ACCOUNT REASON. Replies are text
+ * for people, or one JSON object with the "json" prefix. The socket is mode
+ * 0600 and the peer's uid must be root's or the daemon's (SO_PEERCRED);
+ * manual changes are recorded with that uid and the reason. Limits:
+ * ADMIN_MAX_LINE bytes per command line; a client gets ADMIN_TIMEOUT_MS.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/explain.h"
+#include "core/evidence.h"
 #include "core/identity.h"
+#include "core/lifecycle.h"
 #include "daemon/daemon.h"
 #include "util/msg.h"
 #include "util/strbuf.h"
@@ -23,6 +28,7 @@
 
 struct admin_conn {
     uv_pipe_t pipe;
+    char who[32];      /* "uid N" of the peer */
     uv_timer_t timer;
     uv_write_t wreq;
     struct daemon *d;
@@ -144,6 +150,77 @@ show_counters(struct daemon *d, const struct cp_identity *id,
     }
 }
 
+/* State, score and evidence: text lines, or JSON members (",..."). */
+static void
+show_state(struct daemon *d, const struct cp_identity *id,
+           const struct cp_counters *c, struct strbuf *o, bool json)
+{
+    struct cp_account_ref ref;
+    char ev[400] = "no evidence", since[32];
+    int64_t now = daemon_now_ms();
+
+    if (d->ms->base.ops->account(&d->ms->base, id->key, id->keylen, false,
+                                 false, &ref) &&
+        ref.ev != NULL)
+        cp_evidence_explain(ref.ev, &d->cfg->det, now, ev, sizeof(ev));
+    cp_format_time(since, sizeof(since), (int64_t)c->state_since_s * 1000);
+    if (json) {
+        sb_printf(o, "\"state\":\"%s\",\"since\":\"%s\",\"blocks\":%u,"
+                     "\"evidence\":",
+                  cp_state_name((enum cp_state)c->state),
+                  c->state_since_s ? since : "", c->repeat);
+        sb_json_str(o, ev, strlen(ev));
+        sb_puts(o, ",");
+        return;
+    }
+    sb_printf(o, "  state %s%s%s, blocked %u times before\n  evidence: %s\n",
+              cp_state_name((enum cp_state)c->state),
+              c->state_since_s ? " since " : "", c->state_since_s ? since : "",
+              c->repeat, ev);
+}
+
+struct hist_ctx {
+    struct strbuf *o;
+    bool json;
+    int n;
+};
+
+static void
+hist_row(void *arg, int64_t t, const char *from, const char *to,
+         const char *actor, const char *reason)
+{
+    struct hist_ctx *h = arg;
+    char ts[32];
+
+    cp_format_time(ts, sizeof(ts), t);
+    if (!h->json) {
+        sb_printf(h->o, "  %s  %s -> %s  by %s: %s\n", ts, from, to, actor,
+                  reason);
+        return;
+    }
+    sb_printf(h->o, "%s{\"time\":\"%s\",\"from\":\"%s\",\"to\":\"%s\","
+                    "\"actor\":",
+              h->n++ ? "," : "", ts, from, to);
+    sb_json_str(h->o, actor, strlen(actor));
+    sb_puts(h->o, ",\"reason\":");
+    sb_json_str(h->o, reason, strlen(reason));
+    sb_puts(h->o, "}");
+}
+
+static void
+show_history(struct daemon *d, const struct cp_identity *id, int limit,
+             struct strbuf *o, bool json)
+{
+    struct hist_ctx h = {o, json, 0};
+
+    if (!json)
+        sb_puts(o, "  history (newest first):\n");
+    if (cp_sqlite_history(d->db_sync, id->key, id->keylen, limit, hist_row,
+                          &h) == 0 &&
+        !json)
+        sb_puts(o, "  (no state changes)\n");
+}
+
 static void
 show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
      bool json)
@@ -159,6 +236,9 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     }
     memset(&c, 0, sizeof(c));
     tracked = d->ms->base.ops->peek(&d->ms->base, id.key, id.keylen, &c);
+    if (json)
+        sb_puts(o, "{");
+    show_state(d, &id, &c, o, json);
     if (!json) {
         char key[CP_KEY_MAX * 4 + 4];
 
@@ -168,9 +248,10 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
                   tracked ? "" : "  (no traffic recorded)");
         sb_puts(o, "  rule                        level / limit      action\n");
         show_counters(d, &id, &c, tracked, o, false);
+        show_history(d, &id, 10, o, false);
         return;
     }
-    sb_puts(o, "{\"key\":");
+    sb_puts(o, "\"key\":");
     sb_json_str(o, id.key, id.keylen);
     sb_puts(o, ",\"customer\":");
     if (id.cust)
@@ -181,6 +262,8 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     sb_json_str(o, id.cls->name, strlen(id.cls->name));
     sb_printf(o, ",\"tracked\":%s,\"counters\":[", tracked ? "true" : "false");
     show_counters(d, &id, &c, tracked, o, true);
+    sb_puts(o, "],\"history\":[");
+    show_history(d, &id, 10, o, true);
     sb_puts(o, "]}\n");
 }
 
@@ -191,30 +274,108 @@ on_written(uv_write_t *w, int status)
     admin_conn_close(w->data);
 }
 
+/* block / release ACCOUNT REASON: a person's state change. */
+static void
+manual(struct admin_conn *a, int to, const char *args, size_t len,
+       struct strbuf *o, bool json)
+{
+    struct daemon *d = a->d;
+    const char *sp = memchr(args, ' ', len);
+    size_t klen = sp ? (size_t)(sp - args) : len;
+    char reason[256];
+    struct cp_identity id;
+    struct cp_decision dec;
+    int rc;
+
+    snprintf(reason, sizeof(reason), "%.*s",
+             sp ? (int)(len - klen - 1) : 0, sp ? sp + 1 : "");
+    if (klen == 0 || reason[0] == '\0' ||
+        cp_identity_lookup(d->cfg, args, klen, &id) < 0) {
+        sb_puts(o, json ? "{\"error\":\"usage: ACCOUNT REASON\"}\n"
+                        : "error: give an account and a reason\n");
+        return;
+    }
+    d->actor = a->who;
+    d->reason = reason;
+    rc = cp_engine_set_state(&d->engine, &id, to, daemon_now_ms(), &dec);
+    d->actor = d->reason = NULL;
+    if (rc < 0) {
+        sb_printf(o, json ? "{\"error\":\"account is %s\"}\n"
+                          : "error: account is %s: nothing to do\n",
+                  cp_state_name((enum cp_state)dec.state));
+        return;
+    }
+    sb_printf(o, json ? "{\"key\":\"%s\",\"from\":\"%s\",\"to\":\"%s\"}\n"
+                      : "%s: %s -> %s\n",
+              id.key, cp_state_name((enum cp_state)dec.prev_state),
+              cp_state_name((enum cp_state)dec.state));
+}
+
+static void
+history(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
+        bool json)
+{
+    struct cp_identity id;
+
+    if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
+        sb_puts(o, json ? "{\"error\":\"unknown account\"}\n"
+                        : "error: unknown account\n");
+        return;
+    }
+    if (json) {
+        sb_puts(o, "{\"key\":");
+        sb_json_str(o, id.key, id.keylen);
+        sb_puts(o, ",\"history\":[");
+    } else {
+        sb_printf(o, "account %s\n", id.key);
+    }
+    show_history(d, &id, 100, o, json);
+    if (json)
+        sb_puts(o, "]}\n");
+}
+
+static bool
+is_cmd(const char *line, size_t len, const char *cmd, const char **arg,
+       size_t *alen)
+{
+    size_t n = strlen(cmd);
+
+    if (len < n + 2 || memcmp(line, cmd, n) != 0 || line[n] != ' ')
+        return false;
+    *arg = line + n + 1;
+    *alen = len - n - 1;
+    return true;
+}
+
 static void
 run_command(struct admin_conn *a, const char *line, size_t len)
 {
+    const char *arg;
+    size_t alen;
     bool json = false;
-    const char *sp;
-
     if (len >= 5 && memcmp(line, "json ", 5) == 0) {
         json = true;
         line += 5;
         len -= 5;
     }
-    sp = memchr(line, ' ', len);
     if (len == 6 && memcmp(line, "status", 6) == 0) {
         status(a->d, &a->out, json);
-    } else if (sp && sp - line == 4 && memcmp(line, "show", 4) == 0) {
-        show(a->d, sp + 1, len - 5, &a->out, json);
+    } else if (is_cmd(line, len, "show", &arg, &alen)) {
+        show(a->d, arg, alen, &a->out, json);
+    } else if (is_cmd(line, len, "history", &arg, &alen)) {
+        history(a->d, arg, alen, &a->out, json);
+    } else if (is_cmd(line, len, "block", &arg, &alen)) {
+        manual(a, CP_ST_MANUAL_HOLD, arg, alen, &a->out, json);
+    } else if (is_cmd(line, len, "release", &arg, &alen)) {
+        manual(a, CP_ST_PROBATION, arg, alen, &a->out, json);
     } else {
         char esc[80];
 
         msg_warn("admin: unknown command \"%s\"",
                  str_escape(esc, sizeof(esc), line, len, 40));
         sb_puts(&a->out, json ? "{\"error\":\"unknown command\"}\n"
-                              : "error: unknown command (status, show "
-                                "ACCOUNT)\n");
+                              : "error: unknown command (status, show, "
+                                "history, block, release)\n");
     }
 }
 
@@ -267,6 +428,24 @@ on_timeout(uv_timer_t *t)
         admin_conn_close(a);
 }
 
+/* Only root and the daemon's own user may administer it. */
+static bool
+peer_ok(struct admin_conn *a)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    uv_os_fd_t fd;
+
+    if (uv_fileno((uv_handle_t *)&a->pipe, &fd) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return false;
+    snprintf(a->who, sizeof(a->who), "uid %u", (unsigned)cred.uid);
+    if (cred.uid == 0 || cred.uid == geteuid())
+        return true;
+    msg_warn("admin: refused a connection from uid %u", (unsigned)cred.uid);
+    return false;
+}
+
 static void
 on_connection(uv_stream_t *server, int status)
 {
@@ -284,7 +463,7 @@ on_connection(uv_stream_t *server, int status)
     a->pipe.data = a;
     a->timer.data = a;
     a->open_handles = 2;
-    if (uv_accept(server, (uv_stream_t *)&a->pipe) < 0) {
+    if (uv_accept(server, (uv_stream_t *)&a->pipe) < 0 || !peer_ok(a)) {
         admin_conn_close(a);
         return;
     }

@@ -34,7 +34,10 @@ struct daemon {
     uv_loop_t *loop;
     struct cp_config *cfg;
     struct memstore *ms;
-    struct cp_sqlite *db;
+    struct cp_sqlite *db;      /* checkpoint worker's connection */
+    struct cp_sqlite *db_sync; /* loop thread's: state changes */
+    const char *actor;         /* who makes the current manual change */
+    const char *reason;
     struct cp_engine engine;
     FILE *decision_log;
 
@@ -48,7 +51,7 @@ struct daemon {
     size_t nconns;
 
     uv_signal_t sig_hup, sig_term, sig_int;
-    uv_timer_t expire_timer, ckpt_timer;
+    uv_timer_t expire_timer, ckpt_timer, sweep_timer;
     uv_work_t ckpt_work;
     bool ckpt_running;
     struct ckpt_batch ckpt_batch;

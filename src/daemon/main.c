@@ -15,7 +15,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/evidence.h"
 #include "core/explain.h"
+#include "core/lifecycle.h"
 #include "daemon/daemon.h"
 #include "util/msg.h"
 #include "util/strbuf.h"
@@ -51,7 +53,8 @@ void
 daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
                     const struct policy_request *req, int64_t now_ms)
 {
-    bool notable = dec->action != CP_ACT_DUNNO || dec->shadow;
+    bool notable = dec->action != CP_ACT_DUNNO || dec->shadow ||
+                   dec->state_changed;
     struct strbuf sb;
 
     if (!notable && !msg_enabled(MSG_DEBUG))
@@ -72,6 +75,49 @@ daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
         msg_info("decision %s", sb.data);
     }
     sb_fini(&sb);
+}
+
+/*
+ * An account changed state (engine callback, before the reply): make it
+ * durable and say why. A failed write is logged; mail decisions go on.
+ */
+static void
+on_transition(void *arg, const struct cp_decision *dec, int64_t now_ms)
+{
+    struct daemon *d = arg;
+    struct cp_account_ref ref;
+    char reason[400], err[CP_ERR_MAX], key[CP_KEY_MAX * 4 + 4];
+    const char *from = cp_state_name((enum cp_state)dec->prev_state);
+    const char *to = cp_state_name((enum cp_state)dec->state);
+
+    if (!d->ms->base.ops->account(&d->ms->base, dec->id.key, dec->id.keylen,
+                                  false, false, &ref))
+        return;
+    if (d->actor != NULL)
+        snprintf(reason, sizeof(reason), "%s", d->reason ? d->reason : "");
+    else if (ref.ev != NULL)
+        cp_evidence_explain(ref.ev, &d->cfg->det, now_ms, reason,
+                            sizeof(reason));
+    else
+        snprintf(reason, sizeof(reason), "-");
+    str_escape(key, sizeof(key), dec->id.key, dec->id.keylen, CP_KEY_MAX);
+    msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
+             d->actor ? d->actor : "evidence", reason);
+    if (cp_sqlite_transition(d->db_sync, dec->id.key, dec->id.keylen, ref.c,
+                             from, to, now_ms, d->actor ? d->actor : "auto",
+                             reason, err) < 0)
+        msg_error("account %s: state change not recorded: %s", key, err);
+}
+
+static void
+on_sweep(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    size_t n = memstore_sweep(d->ms, &d->cfg->det, daemon_now_ms(),
+                              2 * 86400000LL);
+
+    if (n > 0)
+        msg_debug("freed the evidence of %zu idle accounts", n);
 }
 
 static bool
@@ -153,6 +199,8 @@ shutdown_daemon(struct daemon *d)
     conn_close_all(d);
     uv_timer_stop(&d->expire_timer);
     uv_close((uv_handle_t *)&d->expire_timer, NULL);
+    uv_timer_stop(&d->sweep_timer);
+    uv_close((uv_handle_t *)&d->sweep_timer, NULL);
     ckpt_stop(d);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
@@ -211,9 +259,12 @@ restore_state(struct daemon *d)
         msg_fatal("store: %s", err);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     n = cp_sqlite_load(d->db, d->cfg->slots, d->cfg->nslots, d->ms, err);
-    if (n < 0)
+    if (n < 0 || cp_sqlite_load_states(d->db, d->ms, err) < 0)
         msg_fatal("store %s: %s", d->cfg->store_path, err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    d->db_sync = cp_sqlite_open(d->cfg->store_path, err);
+    if (d->db_sync == NULL)
+        msg_fatal("store: %s", err);
     msg_info("restored %ld accounts from %s in %.0f ms", n,
              d->cfg->store_path,
              (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
@@ -236,6 +287,8 @@ run(const char *file, bool sim_clock)
     d.ms = memstore_new(1024);
     restore_state(&d);
     cp_engine_init(&d.engine, d.cfg, &d.ms->base);
+    d.engine.on_transition = on_transition;
+    d.engine.transition_arg = &d;
     open_decision_log(&d);
     if (server_listen(&d) < 0 || admin_listen(&d) < 0)
         msg_fatal("cannot open the sockets; exiting");
@@ -250,6 +303,9 @@ run(const char *file, bool sim_clock)
         uv_timer_start(&d.expire_timer, on_expire_tick, EXPIRE_TICK_MS,
                        EXPIRE_TICK_MS);
     ckpt_start(&d);
+    uv_timer_init(d.loop, &d.sweep_timer);
+    d.sweep_timer.data = &d;
+    uv_timer_start(&d.sweep_timer, on_sweep, 3600000, 3600000);
     msg_info("chokepointd %s started: %zu classes, %zu customers, "
              "%zu accounts%s",
              CP_VERSION, d.cfg->nclasses, d.cfg->ncustomers,
@@ -259,6 +315,7 @@ run(const char *file, bool sim_clock)
     ckpt_final(&d);
     cp_engine_fini(&d.engine);
     cp_sqlite_close(d.db);
+    cp_sqlite_close(d.db_sync);
     memstore_free(d.ms);
     if (d.decision_log)
         fclose(d.decision_log);

@@ -29,7 +29,14 @@ static const char schema[] =
     "PRAGMA synchronous=NORMAL;"
     "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS accounts(key TEXT PRIMARY KEY,"
-    " t INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;";
+    " t INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS account_states(key TEXT PRIMARY KEY,"
+    " state INTEGER NOT NULL, repeat INTEGER NOT NULL,"
+    " since INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS history(id INTEGER PRIMARY KEY,"
+    " key TEXT NOT NULL, t INTEGER NOT NULL, from_state TEXT NOT NULL,"
+    " to_state TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS history_key ON history(key, t);";
 
 struct cp_sqlite *
 cp_sqlite_open(const char *path, char *err)
@@ -187,6 +194,10 @@ cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
     return n;
 }
 
+/* Rows per transaction: bounds how long a checkpoint holds the write lock
+ * that a state change on the loop thread may be waiting for. */
+#define CKPT_ROWS_PER_TX 2000
+
 static int
 write_rows(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
 {
@@ -194,6 +205,12 @@ write_rows(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
 
     for (size_t i = 0; i < b->n; i++) {
         const struct ckpt_record *r = &b->rec[i];
+
+        if (i > 0 && i % CKPT_ROWS_PER_TX == 0 &&
+            (sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK ||
+             sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+                 SQLITE_OK))
+            return db_fail(db, "commit", err);
 
         encode(blob, &r->c);
         sqlite3_reset(db->upsert);
@@ -236,4 +253,105 @@ cp_sqlite_write(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
         return -1;
     }
     return 0;
+}
+
+int
+cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
+                     const struct cp_counters *c, const char *from,
+                     const char *to, int64_t t_ms, const char *actor,
+                     const char *reason, char *err)
+{
+    static const char *const sql[] = {
+        "INSERT INTO account_states(key,state,repeat,since) VALUES(?,?,?,?) "
+        "ON CONFLICT(key) DO UPDATE SET state=excluded.state,"
+        " repeat=excluded.repeat, since=excluded.since",
+        "INSERT INTO history(key,t,from_state,to_state,actor,reason) "
+        "VALUES(?,?,?,?,?,?)"};
+    sqlite3_stmt *st[2] = {NULL, NULL};
+    int ok;
+
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(db, "begin", err);
+    ok = sqlite3_prepare_v2(db->db, sql[0], -1, &st[0], NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(db->db, sql[1], -1, &st[1], NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_bind_text(st[0], 1, key, (int)keylen, SQLITE_STATIC);
+        sqlite3_bind_int(st[0], 2, c->state);
+        sqlite3_bind_int(st[0], 3, c->repeat);
+        sqlite3_bind_int64(st[0], 4, c->state_since_s);
+        sqlite3_bind_text(st[1], 1, key, (int)keylen, SQLITE_STATIC);
+        sqlite3_bind_int64(st[1], 2, t_ms);
+        sqlite3_bind_text(st[1], 3, from, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st[1], 4, to, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st[1], 5, actor, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st[1], 6, reason, -1, SQLITE_STATIC);
+        ok = sqlite3_step(st[0]) == SQLITE_DONE &&
+             sqlite3_step(st[1]) == SQLITE_DONE;
+    }
+    sqlite3_finalize(st[0]);
+    sqlite3_finalize(st[1]);
+    if (!ok || sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        db_fail(db, "state change", err);
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+long
+cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms, char *err)
+{
+    sqlite3_stmt *st;
+    long n = 0;
+    int rc;
+
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT key, state, repeat, since FROM "
+                           "account_states",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(st, 0);
+        int klen = sqlite3_column_bytes(st, 0);
+        struct cp_account_ref ref;
+
+        if (key == NULL || klen <= 0 || klen >= CP_KEY_MAX)
+            continue;
+        if (!ms->base.ops->account(&ms->base, key, (size_t)klen, true, false,
+                                   &ref))
+            continue;
+        ref.c->state = (uint8_t)sqlite3_column_int(st, 1);
+        ref.c->repeat = (uint8_t)sqlite3_column_int(st, 2);
+        ref.c->state_since_s = (uint32_t)sqlite3_column_int64(st, 3);
+        n++;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? n : db_fail(db, "load states", err);
+}
+
+int
+cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
+                  int limit, cp_history_fn fn, void *arg)
+{
+    sqlite3_stmt *st;
+    int rc, n = 0;
+
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT t, from_state, to_state, actor, reason "
+                           "FROM history WHERE key=? ORDER BY t DESC, id DESC "
+                           "LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, key, (int)keylen, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        fn(arg, sqlite3_column_int64(st, 0),
+           (const char *)sqlite3_column_text(st, 1),
+           (const char *)sqlite3_column_text(st, 2),
+           (const char *)sqlite3_column_text(st, 3),
+           (const char *)sqlite3_column_text(st, 4));
+        n++;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? n : -1;
 }

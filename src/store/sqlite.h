@@ -29,4 +29,25 @@ long cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
 int cp_sqlite_write(struct cp_sqlite *db, const struct ckpt_batch *b,
                     char *err);
 
+/*
+ * Record a state change durably (one transaction: the current state and a
+ * history row). Called on the loop thread, with its own connection, before
+ * the reply that depends on the state. 0, or -1 with `err`.
+ */
+int cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
+                         const struct cp_counters *c, const char *from,
+                         const char *to, int64_t t_ms, const char *actor,
+                         const char *reason, char *err);
+/* Apply the recorded states over the loaded counters (they may be newer
+ * than the last checkpoint). Number of accounts, or -1 with `err`. */
+long cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms,
+                           char *err);
+
+typedef void (*cp_history_fn)(void *arg, int64_t t_ms, const char *from,
+                              const char *to, const char *actor,
+                              const char *reason);
+/* The account's latest `limit` state changes, newest first. */
+int cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
+                      int limit, cp_history_fn fn, void *arg);
+
 #endif

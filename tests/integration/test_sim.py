@@ -3,8 +3,9 @@
 These tests check that the simulation is sane and honest (the baseline
 reaches the configured spam share, ground-truth counts add up, a seed gives
 the same report, the protocol path decides exactly as the in-process
-engine) and pin down what per-customer limits alone can and cannot do.
-They do not assert the efficacy targets of the detection work (issue 4).
+engine), and hold the shipped configuration to the efficacy targets of
+BRIEF.md where it meets them (doc/efficacy.md: distributed campaigns are
+the known gap, reported separately).
 """
 import json
 import os
@@ -82,11 +83,24 @@ def test_default_week_baseline_and_counts(week):
     assert week["spam_share_before"] == pytest.approx(0.30, abs=0.015)
     assert set(week["by_kind"]) == {"blaster", "low_and_slow", "campaign",
                                     "stolen_credentials", "unauth_relay"}
-    # per-customer limits alone cut spam but cannot reach the target
-    assert week["spam_share_after"] < week["spam_share_before"] / 2
-    assert week["spam_share_after"] > 0.005
-    # and never touch a clean customer's day in the default week
+
+
+def test_default_week_targets(week):
+    """BRIEF.md targets, met except for distributed campaigns."""
     assert week["legit_accounts_blocked"] == 0
+    assert week["legit_customer_days_deferred"] <= \
+        0.001 * week["legit_customer_days"]
+    assert week["spam_share_after_without_campaigns"] <= 0.005
+    for kind, k in week["by_kind"].items():
+        if kind == "campaign":
+            continue
+        assert k["zombie_accounts_caught"] >= 0.99 * k["zombie_accounts"]
+        assert k["spam_accepted_per_zombie_median"] <= 10, kind
+    # the known gap: 5 messages per zombie are too few for per-account
+    # evidence; campaigns need content fingerprints (milter, C4)
+    camp = week["by_kind"]["campaign"]
+    assert camp["zombie_accounts_caught"] < 0.05 * camp["zombie_accounts"]
+    assert week["spam_share_after"] > 0.005
 
 
 @pytest.mark.parametrize("scenario,kind", [
@@ -102,16 +116,18 @@ def test_infection_kind_scenarios(scenario, kind):
     assert set(rep["by_kind"]) == {kind}
     assert rep["zombie_accounts"] >= 1
     assert rep["spam_share_before"] == pytest.approx(0.30, abs=0.03)
+    assert rep["legit_accounts_blocked"] == 0
     k = rep["by_kind"][kind]
     if kind == "campaign":
-        # a handful per zombie: far under every per-account cap
-        assert k["zombie_accounts_caught"] == 0
-        assert k["spam_accepted"] == k["spam_messages"]
-    elif kind in ("blaster", "unauth_relay"):
-        # high-rate senders hit the hourly caps within minutes
+        # a handful per zombie: below what per-account evidence can see
+        assert k["zombie_accounts_caught"] < 0.05 * k["zombie_accounts"]
+        assert k["spam_accepted"] >= 0.95 * k["spam_messages"]
+    else:
         assert k["zombie_accounts_caught"] == k["zombie_accounts"]
+        assert k["spam_accepted_per_zombie_median"] <= 10
+        assert rep["spam_share_after"] <= 0.005
+    if kind in ("blaster", "unauth_relay", "stolen_credentials"):
         assert k["detect_minutes_median"] < 10
-        assert rep["spam_share_after"] < 0.05
 
 
 def test_same_seed_same_report():

@@ -1,0 +1,234 @@
+/* test_detection.c — evidence signals, the fading score, and the account
+ * lifecycle: what moves an account between states and what never does. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <math.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/evidence.h"
+#include "core/lifecycle.h"
+
+#define MIN 60000LL
+#define HOUR 3600000LL
+
+static struct cp_detection det;
+
+static int
+setup(void **state)
+{
+    static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1, -0.2, 0.5, 2.0};
+
+    (void)state;
+    memset(&det, 0, sizeof(det));
+    det.enabled = true;
+    det.half_life_ms = 6 * HOUR;
+    det.floor = -5;
+    det.watch_at = 4;
+    det.throttle_at = 8;
+    det.block_at = 15;
+    det.watch_factor = 0.5;
+    det.probation_ms = 7 * 24 * HOUR;
+    det.networks = 4;
+    det.rate_factor = 4;
+    memcpy(det.weight, w, sizeof(w));
+    return 0;
+}
+
+static double
+send(struct cp_evidence *ev, int64_t t, const char *login, const char *from,
+     const char *rcpt, const char *ip, uint32_t *fired)
+{
+    struct cp_ev_input in;
+    struct inet_addr a;
+    uint32_t f;
+
+    memset(&in, 0, sizeof(in));
+    in.now_ms = t;
+    in.new_message = true;
+    in.sasl = login != NULL;
+    in.login = policy_str_c(login);
+    in.sender = policy_str_c(from);
+    in.recipient = policy_str_c(rcpt);
+    if (ip && inet_parse(ip, strlen(ip), &a))
+        in.client = &a;
+    return cp_evidence_rcpt(ev, &det, &in, fired ? fired : &f);
+}
+
+static void
+test_owner_mail_lowers_score(void **state)
+{
+    struct cp_evidence ev;
+    uint32_t fired;
+    double s = 0;
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 30; i++)
+        s = send(&ev, i * MIN, "ann@isp.example", "ann@isp.example",
+                 i % 2 ? "mum@mail.example" : "bob@mail.example", "10.0.0.1",
+                 &fired);
+    assert_true(s <= -4.9); /* floored */
+    assert_true(fired & (1u << CP_SIG_OWNED_SENDER));
+    assert_true(fired & (1u << CP_SIG_KNOWN_RECIPIENT));
+}
+
+static void
+test_zombie_corroborated_within_ten_messages(void **state)
+{
+    struct cp_evidence ev;
+    char rcpt[64], from[64];
+    double s = 0;
+    int i;
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    for (i = 0; i < 10 && s < det.block_at; i++) {
+        snprintf(rcpt, sizeof(rcpt), "victim%d@freemail.example", i);
+        snprintf(from, sizeof(from), "x%d@forged.example", i);
+        s = send(&ev, i * 1000, "ann@isp.example", from, rcpt, "10.0.0.1",
+                 NULL);
+        /* the other recipients of the same message */
+        for (int r = 0; r < 8; r++) {
+            struct cp_ev_input in;
+            uint32_t f;
+
+            memset(&in, 0, sizeof(in));
+            in.now_ms = i * 1000;
+            in.sasl = true;
+            in.login = policy_str_c("ann@isp.example");
+            snprintf(rcpt, sizeof(rcpt), "v%d.%d@freemail.example", i, r);
+            in.recipient = policy_str_c(rcpt);
+            s = cp_evidence_rcpt(&ev, &det, &in, &f);
+        }
+    }
+    assert_true(s >= det.throttle_at);
+    assert_true(cp_evidence_corroboration(&ev) >= 2);
+}
+
+static void
+test_alias_is_learned(void **state)
+{
+    struct cp_evidence ev;
+    uint32_t fired = 0;
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    send(&ev, 0, "ann@isp.example", "family@isp.example", "a@x.example",
+         "10.0.0.1", &fired);
+    assert_true(fired & (1u << CP_SIG_FORGED_SENDER));
+    send(&ev, MIN, "ann@isp.example", "family@isp.example", "a@x.example",
+         "10.0.0.1", &fired);
+    send(&ev, 2 * MIN, "ann@isp.example", "family@isp.example",
+         "a@x.example", "10.0.0.1", &fired);
+    assert_true(fired & (1u << CP_SIG_OWNED_SENDER));
+}
+
+static void
+test_address_keyed_account_learns_its_sender(void **state)
+{
+    struct cp_evidence ev;
+    uint32_t fired = 0;
+    char from[32];
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    /* a static-IP business: unknown at first, never "forged" */
+    for (int i = 0; i < 5; i++) {
+        send(&ev, i * MIN, NULL, "office@shop.example", "c@x.example",
+             "192.0.2.7", &fired);
+        assert_false(fired & (1u << CP_SIG_FORGED_SENDER));
+    }
+    assert_true(fired & (1u << CP_SIG_OWNED_SENDER));
+    /* a trojan behind another address: every message a new sender */
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 6; i++) {
+        snprintf(from, sizeof(from), "x%d@forged.example", i);
+        send(&ev, i * MIN, NULL, from, "c@x.example", "192.0.2.8", &fired);
+    }
+    assert_true(fired & (1u << CP_SIG_FORGED_SENDER));
+}
+
+static void
+test_networks_and_decay(void **state)
+{
+    struct cp_evidence ev;
+    uint32_t fired = 0;
+    const char *nets[] = {"10.0.0.1", "10.0.1.1", "10.0.2.1", "10.0.3.1"};
+    double s;
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 4; i++)
+        send(&ev, i * MIN, "ann@isp.example", "ann@isp.example",
+             "a@x.example", nets[i], &fired);
+    assert_true(fired & (1u << CP_SIG_NETWORKS));
+    s = cp_evidence_score(&ev, &det, 3 * MIN);
+    /* one half-life later, half the score */
+    assert_true(fabs(cp_evidence_score(&ev, &det, 3 * MIN + 6 * HOUR) - s / 2) <
+                1e-3);
+}
+
+static void
+test_lifecycle(void **state)
+{
+    (void)state;
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_NORMAL, 0, 0, 3, 2, 0),
+                     CP_ST_NORMAL);
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_NORMAL, 0, 0, 5, 2, 0),
+                     CP_ST_WATCH);
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_WATCH, 0, 0, 9, 2, 0),
+                     CP_ST_THROTTLED);
+    /* one signal alone never blocks, however strong */
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_THROTTLED, 0, 0, 50, 1, 0),
+                     CP_ST_THROTTLED);
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_THROTTLED, 0, 0, 15, 2, 0),
+                     CP_ST_BLOCKED);
+    /* a repeat offender is blocked on less */
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_THROTTLED, 2, 0, 11, 2, 0),
+                     CP_ST_BLOCKED);
+    /* blocks are left only by a person */
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_BLOCKED, 0, 0, -5, 0, 0),
+                     CP_ST_BLOCKED);
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_MANUAL_HOLD, 0, 0, 0, 0, 0),
+                     CP_ST_MANUAL_HOLD);
+    /* hysteresis: THROTTLED needs the score under watch_at to step down */
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_THROTTLED, 0, 0, 5, 2, 0),
+                     CP_ST_THROTTLED);
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_THROTTLED, 0, 0, 3, 2, 0),
+                     CP_ST_WATCH);
+    /* WATCH becomes NORMAL only after a quiet hour */
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_WATCH, 0, 0, 1, 0, HOUR / 2),
+                     CP_ST_WATCH);
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_WATCH, 0, 0, 1, 0, HOUR),
+                     CP_ST_NORMAL);
+    /* PROBATION: half the thresholds, then NORMAL after the period */
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_PROBATION, 1, 0, 4.5, 2, 0),
+                     CP_ST_THROTTLED);
+    assert_int_equal(cp_lifecycle_step(&det, CP_ST_PROBATION, 1, 0, 0, 0,
+                                       (int64_t)det.probation_ms),
+                     CP_ST_NORMAL);
+    assert_int_equal(cp_state_parse("BLOCKED"), CP_ST_BLOCKED);
+    assert_int_equal(cp_state_parse("blocked"), -1);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_owner_mail_lowers_score, setup),
+        cmocka_unit_test_setup(test_zombie_corroborated_within_ten_messages,
+                               setup),
+        cmocka_unit_test_setup(test_alias_is_learned, setup),
+        cmocka_unit_test_setup(test_address_keyed_account_learns_its_sender,
+                               setup),
+        cmocka_unit_test_setup(test_networks_and_decay, setup),
+        cmocka_unit_test_setup(test_lifecycle, setup),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
