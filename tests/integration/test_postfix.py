@@ -18,12 +18,13 @@ Run: /usr/bin/python3 -m pytest -v tests/integration/test_postfix.py
 import os
 import re
 import shutil
+import subprocess
 import time
 import uuid
 
 import pytest
 
-from cpd import Daemon
+from cpd import CHOKEPOINT, Daemon
 import postfix as pfmod
 
 RESERVATION_TIMEOUT = 3.0  # cpd.py's accounting: reservation_timeout
@@ -481,3 +482,84 @@ def test_bad_config_on_sighup_refused(pf, cpd):
     err = [l for l in new_log.splitlines() if "%s:%d" % (d.config, bad_line) in l]
     assert all(m in err[0] for m in ("messages", "recipients", "bytes", "domains")), \
         "error does not list the valid metrics: %r" % err[0]
+
+
+# ------------------------------------------------ compromise detection
+
+def refusals(r):
+    """The server's error replies in a swaks transcript."""
+    return "\n".join(l for l in r.out.splitlines() if l.startswith("<**"))
+
+
+DETECTION_CLASSES = classes(
+    residential=lim("messages", "1d", 1000) + lim("recipients", "1d", 10000),
+    other="  business:\n    limits:\n" + lim("messages", "1d", 10000) +
+          lim("recipients", "1d", 100000))
+
+
+def test_zombie_burst_blocked_newsletter_untouched(pf, cpd):
+    """A trojan on mallory's PC: forged senders, fresh freemail recipients
+    -> BLOCKED within a few messages (5.7.1 at the client, explained by
+    `chokepoint show`). Meanwhile bob, a business customer, sends his
+    newsletter from his own address and is never touched."""
+    daemon = cpd(DETECTION_CLASSES,
+                 customer_map="%s shop-1 business\n" % login("bob"))
+    subscribers = ["reader%d@list.example" % i for i in range(5)]
+    blocked_at, spam_accepted = None, 0
+    for i in range(12):
+        news = send(pf, "bob", marker(), to=subscribers,
+                    sender=login("bob"))
+        assert_accepted(pf, daemon, news)
+        spam = send(pf, "mallory", marker(),
+                    to=["v%d.%d@freemail%d.example" % (i, r, r)
+                        for r in range(8)],
+                    sender="x%d@forged%d.example" % (i, i))
+        spam_accepted += spam.accepted
+        if "5.7.1" in refusals(spam):
+            blocked_at = i + 1
+            break
+    assert blocked_at is not None and blocked_at <= 10, \
+        "not blocked within 10 messages" + context(pf, daemon)
+    assert spam_accepted <= 6
+    text = refusals(spam)
+    assert "blocked" in text and re.search(r"<\*\* +5\d\d ", text), spam
+    acct = show(daemon, login("mallory"))
+    assert acct["state"] == "BLOCKED", acct
+    assert "forged_sender" in acct["evidence"], acct
+    assert acct["history"][0]["to"] == "BLOCKED"
+    assert acct["history"][0]["actor"] == "auto"
+    assert show(daemon, login("bob"))["state"] == "NORMAL"
+    # a blocked account stays blocked, whatever it sends now
+    again = send(pf, "mallory", marker(), sender=login("mallory"))
+    assert not again.accepted
+
+
+def test_block_release_survive_restart(pf, cpd):
+    """A person blocks an account (chokepoint block), the block survives
+    kill -9, release puts it on PROBATION; history records who and why."""
+    daemon = cpd(DETECTION_CLASSES)
+    assert_accepted(pf, daemon, send(pf, "judy", marker()))
+    r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "block",
+                        login("judy"), "--reason", "ticket 4711"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "MANUAL_HOLD" in r.stdout, r
+    held = send(pf, "judy", marker())
+    assert not held.accepted and "blocked" in refusals(held), held
+    daemon.kill9()
+    daemon.start()
+    assert show(daemon, login("judy"))["state"] == "MANUAL_HOLD"
+    assert not send(pf, "judy", marker()).accepted
+    r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "release",
+                        login("judy"), "--reason", "cleaned up, ticket 4711"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "PROBATION" in r.stdout, r
+    assert_accepted(pf, daemon, send(pf, "judy", marker()))
+    hist = daemon.ctl("history", login("judy"))["history"]
+    assert [h["to"] for h in hist] == ["PROBATION", "MANUAL_HOLD"]
+    assert hist[0]["reason"] == "cleaned up, ticket 4711"
+    assert hist[1]["actor"].startswith("uid ")
+    # a release without a reason is refused by the CLI
+    r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "release",
+                        login("judy")], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2 and "--reason" in r.stderr
