@@ -8,7 +8,9 @@
 #   policy conns=C accounts=A rps=X bound_rps=Y ratio=X/Y p99_us=Z rss_mb=M
 # The 1M-account population is written straight into the state database
 # before chokepointd starts (so the run also measures restart time with 1M
-# accounts: see "restored ... in N ms" in the output).
+# accounts: see "restored ... in N ms" in the output). rss_idle_mb is the
+# daemon's memory right after start-up, before any request: the cost of
+# idle accounts; rss_mb is after the run (active accounts carry evidence).
 #
 # Knobs (environment): CONNS="1 8 32" ACCOUNTS="1000 1000000" DURATION=10
 # WARMUP=2 DIST=zipf:1.0 MODE=-m (whole transactions RCPT+DATA+EOM; set
@@ -128,6 +130,7 @@ for accts in $ACCOUNTS; do
             cp=$!
             PIDS="$cp"
             wait_sock "$SOCK"
+            idle=$(rss_mb "$cp")
             cpline=$(load "unix:$SOCK" "$c" "$accts")
             rss=$(rss_mb "$cp")
             kill "$cp"; wait "$cp" 2>/dev/null || true
@@ -143,7 +146,7 @@ for accts in $ACCOUNTS; do
         echo "  bound: $ubline"
         echo "  chokepointd: $cpline"
         ratio=$(awk -v a="$cpr" -v b="$ubr" 'BEGIN { printf "%.2f", a / b }')
-        echo "policy conns=$c accounts=$accts rps=$cpr bound_rps=$ubr ratio=$ratio p99_us=$p99 rss_mb=$rss"
+        echo "policy conns=$c accounts=$accts rps=$cpr bound_rps=$ubr ratio=$ratio p99_us=$p99 rss_mb=$rss rss_idle_mb=$idle"
     done
 done
 [ "${PEERS:-0}" = 1 ] || exit 0
