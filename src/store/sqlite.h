@@ -25,9 +25,9 @@ void cp_sqlite_close(struct cp_sqlite *db);
 /* Load every account into `ms`; returns the number or -1 with `err`. */
 long cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
                     size_t nslots, struct memstore *ms, char *err);
-/* Write a batch in one transaction. 0, or -1 with `err`. */
-int cp_sqlite_write(struct cp_sqlite *db, const struct ckpt_batch *b,
-                    char *err);
+/* Write a batch (sorted by key in place first, so rows land on
+ * neighbouring pages). 0, or -1 with `err`. */
+int cp_sqlite_write(struct cp_sqlite *db, struct ckpt_batch *b, char *err);
 
 /*
  * Record a state change durably (one transaction: the current state and a
