@@ -18,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "cli/sim.h"
+#include "util/clock.h"
 
 void
 sim_die(const char *fmt, ...)
@@ -109,10 +110,7 @@ parse_args(int argc, char **argv, struct opts *o)
 static double
 now_s(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)clock_mono_us() / 1e6;
 }
 
 static void

@@ -8,19 +8,11 @@
  * A failed write is logged and its accounts are marked dirty again.
  */
 #include <string.h>
-#include <time.h>
 
 #include "daemon/daemon.h"
+#include "util/clock.h"
 #include "util/msg.h"
 
-static uint64_t
-mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static void
 work(uv_work_t *w)
@@ -36,7 +28,7 @@ after_work(uv_work_t *w, int status)
     struct daemon *d = w->data;
 
     d->ckpt_running = false;
-    d->stats.ckpt_last_us = mono_us() - d->stats.ckpt_last_us;
+    d->stats.ckpt_last_us = clock_mono_us() - d->stats.ckpt_last_us;
     if (status < 0 || d->ckpt_rc < 0) {
         d->stats.ckpt_errors++;
         msg_error("checkpoint of %zu accounts failed: %s; will retry",
@@ -63,7 +55,7 @@ on_tick(uv_timer_t *t)
     memstore_collect_dirty(d->ms, &d->ckpt_batch);
     d->ckpt_running = true;
     d->ckpt_work.data = d;
-    d->stats.ckpt_last_us = mono_us();
+    d->stats.ckpt_last_us = clock_mono_us();
     if (uv_queue_work(d->loop, &d->ckpt_work, work, after_work) < 0) {
         d->ckpt_running = false;
         memstore_mark_dirty(d->ms, &d->ckpt_batch);

@@ -19,6 +19,7 @@
 #include "core/explain.h"
 #include "core/lifecycle.h"
 #include "daemon/daemon.h"
+#include "util/clock.h"
 #include "util/msg.h"
 #include "util/strbuf.h"
 
@@ -28,10 +29,7 @@
 int64_t
 daemon_now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_wall_ms();
 }
 
 static void
@@ -251,24 +249,23 @@ static void
 restore_state(struct daemon *d)
 {
     char err[CP_ERR_MAX];
-    struct timespec t0, t1;
+    uint64_t t0;
     long n;
 
     d->db = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db == NULL)
         msg_fatal("store: %s", err);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = clock_mono_us();
     n = cp_sqlite_load(d->db, d->cfg->slots, d->cfg->nslots, d->ms, err);
     if (n < 0 || cp_sqlite_load_states(d->db, d->ms, err) < 0)
         msg_fatal("store %s: %s", d->cfg->store_path, err);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+
     d->db_sync = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db_sync == NULL)
         msg_fatal("store: %s", err);
     msg_info("restored %ld accounts from %s in %.0f ms", n,
              d->cfg->store_path,
-             (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
-                 (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+             (double)(clock_mono_us() - t0) / 1e3);
 }
 
 static int
