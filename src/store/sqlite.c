@@ -29,7 +29,7 @@ static const char schema[] =
     "PRAGMA synchronous=NORMAL;"
     /* checkpoints rewrite the same rows: keep their pages cached, and fold
      * the WAL back into the database less often (each fold is an fsync) */
-    "PRAGMA cache_size=-65536;"
+    "PRAGMA cache_size=-16384;"
     "PRAGMA wal_autocheckpoint=16384;"
     "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS accounts(key TEXT PRIMARY KEY,"
