@@ -30,6 +30,7 @@ ctl_usage(FILE *fp, int rc)
             "usage: chokepoint [-s SOCKET] [--json] COMMAND\n"
             "commands:\n"
             "  status          counters, connections, decisions so far\n"
+            "  top [N]         accounts by state and evidence score (20)\n"
             "  show ACCOUNT    an account's state, evidence, counters against "
             "its\n"
             "                  limits and recent history; ACCOUNT is a SASL "
@@ -97,8 +98,8 @@ ctl_arity(const char *cmd)
     static const struct {
         const char *name;
         int args;
-    } cmds[] = {{"status", 0}, {"show", 1},    {"history", 1},
-                {"block", 1},  {"release", 1}};
+    } cmds[] = {{"status", 0}, {"top", 2},     {"show", 1},
+                {"history", 1}, {"block", 1},  {"release", 1}};
 
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (strcmp(cmd, cmds[i].name) == 0)
@@ -146,7 +147,8 @@ ctl_main(int argc, char **argv)
         fprintf(stderr, "chokepoint: unknown command '%s'\n", cmd);
         return ctl_usage(stderr, 2);
     }
-    if ((ctl_arity(cmd) == 1) != (arg != NULL))
+    /* arity 2: an optional argument */
+    if (ctl_arity(cmd) < 2 && (ctl_arity(cmd) == 1) != (arg != NULL))
         return ctl_usage(stderr, 2);
     if ((strcmp(cmd, "block") == 0 || strcmp(cmd, "release") == 0) &&
         (reason == NULL || reason[0] == '\0')) {

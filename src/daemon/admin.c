@@ -2,7 +2,7 @@
  * admin.c — the admin socket used by the `chokepoint` command line.
  *
  * Protocol: the client sends one line, "[json ]COMMAND [ARG [REASON...]]\n",
- * and reads the reply until EOF. Commands: status, show ACCOUNT, history
+ * and reads the reply until EOF. Commands: status, top [N], show ACCOUNT, history
  * ACCOUNT, block ACCOUNT REASON, release ACCOUNT REASON. Replies are text
  * for people, or one JSON object with the "json" prefix. The socket is mode
  * 0600 and the peer's uid must be root's or the daemon's (SO_PEERCRED);
@@ -20,6 +20,7 @@
 #include "core/lifecycle.h"
 #include "daemon/daemon.h"
 #include "util/msg.h"
+#include "util/parse.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
 
@@ -334,6 +335,44 @@ history(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         sb_puts(o, "]}\n");
 }
 
+#define ADMIN_TOP_MAX 100
+
+/* top [N]: accounts by state and evidence score. */
+static void
+top(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
+    bool json)
+{
+    static struct memstore_top_row rows[ADMIN_TOP_MAX];
+    uint64_t n = 20;
+    size_t k;
+
+    if (len > 0 && (!parse_u64(arg, len, &n) || n == 0))
+        n = 20;
+    if (n > ADMIN_TOP_MAX)
+        n = ADMIN_TOP_MAX;
+    k = memstore_top(d->ms, &d->cfg->det, daemon_now_ms(), rows, (size_t)n);
+    sb_puts(o, json ? "{\"accounts\":[" : "  state        score  account\n");
+    for (size_t i = 0; i < k; i++) {
+        const char *st = cp_state_name((enum cp_state)rows[i].state);
+
+        if (json) {
+            sb_printf(o, "%s{\"key\":", i ? "," : "");
+            sb_json_str(o, rows[i].key, rows[i].keylen);
+            sb_printf(o, ",\"state\":\"%s\",\"score\":", st);
+            sb_json_num(o, rows[i].score);
+            sb_puts(o, "}");
+        } else {
+            char key[CP_KEY_MAX * 4 + 4];
+
+            str_escape(key, sizeof(key), rows[i].key, rows[i].keylen,
+                       CP_KEY_MAX);
+            sb_printf(o, "  %-11s %6.1f  %s\n", st, rows[i].score, key);
+        }
+    }
+    if (json)
+        sb_puts(o, "]}\n");
+}
+
 static bool
 is_cmd(const char *line, size_t len, const char *cmd, const char **arg,
        size_t *alen)
@@ -360,6 +399,10 @@ run_command(struct admin_conn *a, const char *line, size_t len)
     }
     if (len == 6 && memcmp(line, "status", 6) == 0) {
         status(a->d, &a->out, json);
+    } else if (len == 3 && memcmp(line, "top", 3) == 0) {
+        top(a->d, "", 0, &a->out, json);
+    } else if (is_cmd(line, len, "top", &arg, &alen)) {
+        top(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "show", &arg, &alen)) {
         show(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "history", &arg, &alen)) {
@@ -374,7 +417,7 @@ run_command(struct admin_conn *a, const char *line, size_t len)
         msg_warn("admin: unknown command \"%s\"",
                  str_escape(esc, sizeof(esc), line, len, 40));
         sb_puts(&a->out, json ? "{\"error\":\"unknown command\"}\n"
-                              : "error: unknown command (status, show, "
+                              : "error: unknown command (status, top, show, "
                                 "history, block, release)\n");
     }
 }

@@ -234,7 +234,9 @@ handle_request(struct conn *c)
                  c->peer);
     }
     daemon_log_decision(d, &dec, &req, now);
-    policy_format_reply(&c->out, cp_action_word(dec.action), dec.text);
+    /* the text explains a verdict; DUNNO (also shadow mode) goes bare */
+    policy_format_reply(&c->out, cp_action_word(dec.action),
+                        dec.action == CP_ACT_DUNNO ? NULL : dec.text);
 }
 
 static void

@@ -265,6 +265,41 @@ memstore_sweep(struct memstore *ms, const struct cp_detection *det,
     return n;
 }
 
+size_t
+memstore_top(struct memstore *ms, const struct cp_detection *det,
+             int64_t now_ms, struct memstore_top_row *rows, size_t n)
+{
+    size_t found = 0;
+
+    if (n == 0)
+        return 0;
+    HMAP_FOREACH(&ms->accts, i)
+    {
+        struct acct *a = ms->accts.ents[i].val;
+        double score = a->ev ? cp_evidence_score(a->ev, det, now_ms) : 0;
+        /* rank: states other than NORMAL first, then by score */
+        double rank = (a->c.state ? 1e9 : 0) + score;
+        size_t at;
+
+        if (a->ev == NULL && a->c.state == 0)
+            continue;
+        if (found == n && rank <= (rows[n - 1].state ? 1e9 : 0) +
+                                       rows[n - 1].score)
+            continue;
+        at = found < n ? found++ : n - 1;
+        while (at > 0 && rank > (rows[at - 1].state ? 1e9 : 0) +
+                                    rows[at - 1].score) {
+            rows[at] = rows[at - 1];
+            at--;
+        }
+        memcpy(rows[at].key, a->key, a->keylen);
+        rows[at].keylen = a->keylen;
+        rows[at].score = score;
+        rows[at].state = a->c.state;
+    }
+    return found;
+}
+
 void
 ckpt_batch_init(struct ckpt_batch *b)
 {

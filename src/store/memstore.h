@@ -68,6 +68,22 @@ void memstore_remap(struct memstore *ms, const struct cp_slot *from,
 size_t memstore_sweep(struct memstore *ms, const struct cp_detection *det,
                       int64_t now_ms, int64_t idle_ms);
 
+/* One account of memstore_top(). */
+struct memstore_top_row {
+    char key[CP_KEY_MAX];
+    size_t keylen;
+    double score;
+    uint8_t state;
+};
+
+/*
+ * The `n` accounts with the highest current evidence score, or in a state
+ * other than NORMAL, highest first (`rows` has room for n). Returns how
+ * many were found. O(accounts): for the admin socket, not the hot path.
+ */
+size_t memstore_top(struct memstore *ms, const struct cp_detection *det,
+                    int64_t now_ms, struct memstore_top_row *rows, size_t n);
+
 void ckpt_batch_init(struct ckpt_batch *b);
 void ckpt_batch_fini(struct ckpt_batch *b);
 void ckpt_batch_set_slots(struct ckpt_batch *b, const struct cp_slot *slots,
