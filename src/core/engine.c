@@ -213,25 +213,12 @@ static uint32_t
 domain_hash(struct policy_str rcpt)
 {
     const char *at;
-    uint32_t h;
+    size_t n;
 
     if (rcpt.p == NULL || (at = memrchr(rcpt.p, '@', rcpt.len)) == NULL)
         return 0;
-    /* Case-insensitive: hash a lower-cased copy of at most 255 bytes. */
-    char dom[256];
-    size_t n = rcpt.len - (size_t)(at + 1 - rcpt.p);
-
-    if (n == 0)
-        return 0;
-    if (n > sizeof(dom))
-        n = sizeof(dom);
-    for (size_t i = 0; i < n; i++) {
-        char c = at[1 + i];
-
-        dom[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-    }
-    h = (uint32_t)hmap_hash(dom, n);
-    return h ? h : 1;
+    n = rcpt.len - (size_t)(at + 1 - rcpt.p);
+    return n == 0 ? 0 : hmap_hash_lower32(at + 1, n);
 }
 
 /* Per-metric costs of this request. */

@@ -29,17 +29,7 @@
 static uint32_t
 hash_ci(struct policy_str s)
 {
-    char buf[256];
-    size_t n = s.len < sizeof(buf) ? s.len : sizeof(buf);
-    uint32_t h;
-
-    for (size_t i = 0; i < n; i++) {
-        char c = s.p[i];
-
-        buf[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-    }
-    h = (uint32_t)hmap_hash(buf, n);
-    return h ? h : 1;
+    return hmap_hash_lower32(s.p, s.len);
 }
 
 static void

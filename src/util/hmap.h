@@ -29,6 +29,9 @@ struct hmap {
 typedef bool (*hmap_eq_fn)(const void *val, const void *key, size_t keylen);
 
 uint64_t hmap_hash(const void *key, size_t len);
+/* Case-insensitive (ASCII) 32-bit hash of at most the first 256 bytes,
+ * never 0 (0 means "none" to callers). */
+uint32_t hmap_hash_lower32(const char *s, size_t len);
 void hmap_init(struct hmap *m, size_t expected);
 /* Frees the table only; values belong to the caller. */
 void hmap_fini(struct hmap *m);
