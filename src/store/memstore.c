@@ -44,12 +44,22 @@ static struct acct *
 acct_get(struct memstore *ms, const char *key, size_t len, bool create,
          bool *created)
 {
-    uint64_t h = hmap_hash(key, len);
-    struct acct *a = hmap_get(&ms->accts, h, key, len, acct_eq);
+    uint64_t h;
+    struct acct *a = ms->last;
 
     *created = false;
-    if (a != NULL || !create)
+    /* A decision looks its account up twice (state, then meter): the
+     * second finds it here. Accounts are never freed while the store
+     * lives, so the pointer stays valid. */
+    if (a != NULL && acct_eq(a, key, len))
         return a;
+    h = hmap_hash(key, len);
+    a = hmap_get(&ms->accts, h, key, len, acct_eq);
+    if (a != NULL || !create) {
+        if (a != NULL)
+            ms->last = a;
+        return a;
+    }
     if (len == 0 || len >= CP_KEY_MAX)
         msg_panic("memstore: bad key length %zu", len);
     a = xcalloc(1, sizeof(*a) + len);
@@ -58,6 +68,7 @@ acct_get(struct memstore *ms, const char *key, size_t len, bool create,
     hmap_put(&ms->accts, h, a);
     ms->key_bytes += len;
     *created = true;
+    ms->last = a;
     return a;
 }
 

@@ -28,6 +28,7 @@ struct memstore {
     size_t dirty_cap;
     bool track_dirty;      /* false: no checkpoints (simulation) */
     size_t evidence;       /* accounts with evidence allocated */
+    struct acct *last;     /* the account looked up last */
 };
 
 /* A copy of changed accounts, handed to the checkpoint worker. */
