@@ -454,3 +454,27 @@ def _pid_alive(pid):
         return True
     # A zombie child would still answer; master is not our child.
     return True
+
+
+def running(users, tools=("postfix", "smtp-sink", "smtp-source", "swaks",
+                          "saslpasswd2")):
+    """Generator for a module-scoped pytest fixture: a started instance with
+    `users` in its sasldb, stopped (and its directory removed unless
+    CHOKEPOINT_KEEP_TMP is set) afterwards. Skips without root or tools."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("a private Postfix instance needs root")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip("%s is not installed" % tool)
+    p = Postfix()
+    try:
+        p.start()
+        for u in users:
+            p.add_user(u)
+        yield p
+    finally:
+        p.stop()
+        if not os.environ.get("CHOKEPOINT_KEEP_TMP"):
+            p.cleanup()

@@ -55,21 +55,7 @@ def lim(metric, window, mx, extra=""):
 
 @pytest.fixture(scope="module")
 def pf():
-    if os.geteuid() != 0:
-        pytest.skip("a private Postfix instance needs root")
-    for tool in ("postfix", "smtp-sink", "smtp-source", "swaks", "saslpasswd2"):
-        if shutil.which(tool) is None:
-            pytest.skip("%s is not installed" % tool)
-    p = pfmod.Postfix()
-    try:
-        p.start()
-        for u in USERS:
-            p.add_user(u)
-        yield p
-    finally:
-        p.stop()
-        if not os.environ.get("CHOKEPOINT_KEEP_TMP"):
-            p.cleanup()
+    yield from pfmod.running(USERS)
 
 
 @pytest.fixture

@@ -314,21 +314,7 @@ def test_generated_log_consistent(tmp_path, config):
 
 @pytest.fixture(scope="module")
 def pf():
-    if os.geteuid() != 0:
-        pytest.skip("a private Postfix instance needs root")
-    for tool in ("postfix", "smtp-sink", "swaks", "saslpasswd2"):
-        if shutil.which(tool) is None:
-            pytest.skip("%s is not installed" % tool)
-    p = pfmod.Postfix()
-    try:
-        p.start()
-        for u in ("rita", "sam"):
-            p.add_user(u)
-        yield p
-    finally:
-        p.stop()
-        if not os.environ.get("CHOKEPOINT_KEEP_TMP"):
-            p.cleanup()
+    yield from pfmod.running(("rita", "sam"))
 
 
 def wait_removed(pf, qids, timeout=20.0):
