@@ -16,28 +16,20 @@
 
 #include "core/evidence.h"
 #include "core/lifecycle.h"
+#include "util/agemap.h"
 #include "util/inet.h"
 #include "util/parse.h"
 #include "util/xalloc.h"
 
 struct cp_pending {
-    char *instance;  /* both point into buf: one allocation per message */
-    size_t ilen;
-    char *key;
+    struct agemap_ent age; /* key: the instance, in buf */
+    char *key;             /* the account, in buf: one allocation */
     size_t keylen;
-    int64_t created_ms;
     double reserved[CP_METRIC_COUNT];
-    struct cp_pending *older, *newer;
     char buf[];
 };
 
-static bool
-pending_eq(const void *val, const void *key, size_t len)
-{
-    const struct cp_pending *p = val;
-
-    return p->ilen == len && memcmp(p->instance, key, len) == 0;
-}
+#define PENDING(ent) agemap_entry((ent), struct cp_pending, age)
 
 void
 cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
@@ -46,7 +38,7 @@ cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
     memset(e, 0, sizeof(*e));
     e->cfg = cfg;
     e->store = store;
-    hmap_init(&e->pending, 1024);
+    agemap_init(&e->pending, 1024);
 }
 
 static void
@@ -58,13 +50,13 @@ pending_free(struct cp_pending *p)
 void
 cp_engine_fini(struct cp_engine *e)
 {
-    struct cp_pending *p, *next;
+    struct agemap_ent *a, *next;
 
-    for (p = e->oldest; p != NULL; p = next) {
-        next = p->newer;
-        pending_free(p);
+    for (a = e->pending.oldest; a != NULL; a = next) {
+        next = a->newer;
+        pending_free(PENDING(a));
     }
-    hmap_fini(&e->pending);
+    agemap_fini(&e->pending);
     memset(e, 0, sizeof(*e));
 }
 
@@ -77,7 +69,7 @@ cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg)
 size_t
 cp_engine_pending(const struct cp_engine *e)
 {
-    return e->pending.count;
+    return agemap_count(&e->pending);
 }
 
 const char *
@@ -109,16 +101,15 @@ cp_engine_rate(const struct cp_rule *r, double *rate)
 static void
 pending_unlink(struct cp_engine *e, struct cp_pending *p)
 {
-    if (p->older)
-        p->older->newer = p->newer;
-    else
-        e->oldest = p->newer;
-    if (p->newer)
-        p->newer->older = p->older;
-    else
-        e->newest = p->older;
-    hmap_del(&e->pending, hmap_hash(p->instance, p->ilen), p->instance,
-             p->ilen, pending_eq);
+    agemap_del(&e->pending, &p->age);
+}
+
+static struct cp_pending *
+pending_get(const struct cp_engine *e, struct policy_str inst)
+{
+    struct agemap_ent *a = agemap_get(&e->pending, inst.p, inst.len);
+
+    return a ? PENDING(a) : NULL;
 }
 
 /* Give the reservation back to the account and forget the message. */
@@ -146,27 +137,22 @@ pending_add(struct cp_engine *e, const struct policy_str *inst,
 {
     struct cp_pending *p;
 
-    while (e->pending.count >= e->cfg->max_pending && e->oldest != NULL) {
+    while (agemap_count(&e->pending) >= e->cfg->max_pending &&
+           e->pending.oldest != NULL) {
         e->stats.pending_evicted++;
-        pending_release(e, e->oldest, now_ms);
+        pending_release(e, PENDING(e->pending.oldest), now_ms);
     }
     /* instance ≤ protocol.max_line, key < CP_KEY_MAX: no overflow */
     p = xmalloc(sizeof(*p) + inst->len + id->keylen);
     memset(p, 0, sizeof(*p));
-    p->instance = p->buf;
-    memcpy(p->instance, inst->p, inst->len);
-    p->ilen = inst->len;
+    memcpy(p->buf, inst->p, inst->len);
+    p->age.key = p->buf;
+    p->age.klen = inst->len;
+    p->age.t_ms = now_ms;
     p->key = p->buf + inst->len;
     memcpy(p->key, id->key, id->keylen);
     p->keylen = id->keylen;
-    p->created_ms = now_ms;
-    p->older = e->newest;
-    if (e->newest)
-        e->newest->newer = p;
-    else
-        e->oldest = p;
-    e->newest = p;
-    hmap_put(&e->pending, hmap_hash(inst->p, inst->len), p);
+    agemap_put(&e->pending, &p->age);
     return p;
 }
 
@@ -175,10 +161,10 @@ cp_engine_expire(struct cp_engine *e, int64_t now_ms)
 {
     size_t n = 0;
 
-    while (e->oldest != NULL &&
-           now_ms - e->oldest->created_ms >=
+    while (e->pending.oldest != NULL &&
+           now_ms - e->pending.oldest->t_ms >=
                (int64_t)e->cfg->reservation_timeout_ms) {
-        pending_release(e, e->oldest, now_ms);
+        pending_release(e, PENDING(e->pending.oldest), now_ms);
         e->stats.pending_expired++;
         n++;
     }
@@ -494,8 +480,7 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
     struct costs c;
 
     if (two_phase)
-        p = hmap_get(&e->pending, hmap_hash(req->instance.p, req->instance.len),
-                     req->instance.p, req->instance.len, pending_eq);
+        p = pending_get(e, req->instance);
     if (p != NULL && (p->keylen != d->id.keylen ||
                       memcmp(p->key, d->id.key, p->keylen) != 0))
         p = NULL; /* instance reused by another account: treat as new */
@@ -553,8 +538,7 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
     if (e->cfg->acct_mode != CP_ACCT_TWO_PHASE)
         return;
     if (req->instance.p != NULL)
-        p = hmap_get(&e->pending, hmap_hash(req->instance.p, req->instance.len),
-                     req->instance.p, req->instance.len, pending_eq);
+        p = pending_get(e, req->instance);
     if (eom_blocked(e, d)) {
         if (p != NULL)
             pending_release(e, p, now_ms);

@@ -22,7 +22,7 @@
 #include "core/identity.h"
 #include "core/policy.h"
 #include "core/store.h"
-#include "util/hmap.h"
+#include "util/agemap.h"
 
 enum cp_stage { CP_STAGE_RCPT, CP_STAGE_DATA, CP_STAGE_EOM, CP_STAGE_OTHER };
 
@@ -50,8 +50,7 @@ typedef void (*cp_transition_fn)(void *arg, const struct cp_decision *d,
 struct cp_engine {
     const struct cp_config *cfg;
     struct cp_store *store;
-    struct hmap pending;                  /* instance → struct cp_pending */
-    struct cp_pending *oldest, *newest;   /* by creation time */
+    struct agemap pending;                /* instance → struct cp_pending */
     struct cp_stats stats;
     cp_transition_fn on_transition;       /* may be NULL */
     void *transition_arg;
