@@ -96,15 +96,6 @@ static int load_classes(struct loader *ld, struct fy_node *key,
 static int load_detection(struct loader *ld, struct fy_node *key,
                           struct fy_node *map);
 
-static const struct section {
-    const char *name;
-    const struct field *fields;
-} sections[] = {
-    {"daemon", daemon_fields},         {"protocol", protocol_fields},
-    {"store", store_fields},           {"identity", identity_fields},
-    {"accounting", accounting_fields}, {"classes", NULL},
-    {"detection", NULL},
-};
 
 
 
@@ -125,7 +116,8 @@ scalar_eq(const char *s, size_t len, const char *lit)
 
 static const char *const signal_names[] = {
     "forged_sender", "owned_sender", "new_recipient", "known_recipient",
-    "rate_jump",     "networks",     NULL};
+    "rate_jump",     "networks",     "bad_recipient",   "remote_reject",
+    "delivered",     NULL};
 static const char *const block_actions[] = {"reject", "hold", NULL};
 
 const char *
@@ -145,10 +137,13 @@ static const struct yw_field weight_fields[] = {
     DW(CP_SIG_KNOWN_RECIPIENT, "known_recipient"),
     DW(CP_SIG_RATE_JUMP, "rate_jump"),
     DW(CP_SIG_NETWORKS, "networks"),
+    DW(CP_SIG_BAD_RECIPIENT, "bad_recipient"),
+    DW(CP_SIG_REMOTE_REJECT, "remote_reject"),
+    DW(CP_SIG_DELIVERED, "delivered"),
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DW
-_Static_assert(CP_SIG_COUNT == 6, "weight_fields lists every signal");
+_Static_assert(CP_SIG_COUNT == 9, "weight_fields lists every signal");
 
 #define DO(m) offsetof(struct cp_detection, m)
 static const struct yw_field detection_fields[] = {
@@ -171,10 +166,56 @@ static const struct yw_field detection_fields[] = {
 };
 #undef DO
 
+#define SZ(type, m) sizeof(((struct type *)0)->m)
+#define DV(m) offsetof(struct cp_delivery, m)
+static const struct yw_field delivery_fields[] = {
+    {"log", YW_STR, DV(log), SZ(cp_delivery, log), 0, NULL},
+    {"poll", YW_DURATION, DV(poll_ms), 100, 60000, NULL},
+    {"max_queue_ids", YW_U32, DV(max_queue_ids), 0, 10000000, NULL},
+    {"queue_id_ttl", YW_DURATION, DV(queue_id_ttl_ms), 60000,
+     30 * 86400000.0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef DV
+
+#define NO(m) offsetof(struct cp_notify, m)
+static const struct yw_field notify_fields[] = {
+    {"sendmail", YW_STR, NO(sendmail), SZ(cp_notify, sendmail), 0, NULL},
+    {"from", YW_STR, NO(from), SZ(cp_notify, from), 0, NULL},
+    {"abuse_to", YW_STR, NO(abuse_to), SZ(cp_notify, abuse_to), 0, NULL},
+    {"customer", YW_BOOL, NO(customer), 0, 0, NULL},
+    {"customer_template", YW_STR, NO(customer_template),
+     SZ(cp_notify, customer_template), 0, NULL},
+    {"webhook", YW_STR, NO(webhook), SZ(cp_notify, webhook), 0, NULL},
+    {"timeout", YW_DURATION, NO(timeout_ms), 100, 300000, NULL},
+    {"attempts", YW_U32, NO(attempts), 1, 100, NULL},
+    {"retry", YW_DURATION, NO(retry_ms), 100, 86400000.0, NULL},
+    {"max_per_hour", YW_U32, NO(max_per_hour), 0, 1000000, NULL},
+    {"reporting_mta", YW_STR, NO(reporting_mta), SZ(cp_notify, reporting_mta),
+     0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef NO
+
+#define CO(m) offsetof(struct cp_containment, m)
+static const struct yw_field containment_fields[] = {
+    {"hold_command", YW_STR, CO(hold_command), SZ(cp_containment, hold_command),
+     0, NULL},
+    {"release_command", YW_STR, CO(release_command),
+     SZ(cp_containment, release_command), 0, NULL},
+    {"self_release_max", YW_U32, CO(self_release_max), 0, 1000, NULL},
+    {"self_release_period", YW_DURATION, CO(self_release_period_ms), 3600000,
+     3660 * 86400000.0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef CO
+#undef SZ
+
 static void
 detection_defaults(struct cp_detection *d)
 {
-    static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1, -0.2, 0.5, 2.0};
+    static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
+                                           2.0, 1.0,  1.5, -0.05};
 
     memset(d, 0, sizeof(*d));
     d->enabled = true;
@@ -720,7 +761,38 @@ set_defaults(struct cp_config *cfg)
     cfg->reservation_timeout_ms = 600000;
     cfg->max_pending = 100000;
     detection_defaults(&cfg->det);
+    cfg->delivery.poll_ms = 1000;
+    cfg->delivery.max_queue_ids = 200000;
+    cfg->delivery.queue_id_ttl_ms = 5 * 86400000ULL;
+    snprintf(cfg->notify.sendmail, sizeof(cfg->notify.sendmail), "%s",
+             "/usr/sbin/sendmail -t -i");
+    cfg->notify.customer = true;
+    cfg->notify.timeout_ms = 10000;
+    cfg->notify.attempts = 5;
+    cfg->notify.retry_ms = 30000;
+    cfg->notify.max_per_hour = 100;
+    cfg->contain.self_release_max = 1;
+    cfg->contain.self_release_period_ms = 30 * 86400000ULL;
 }
+
+static const struct section {
+    const char *name;
+    const struct field *fields;
+    const struct yw_field *yw; /* loaded with util/yamlwalk instead */
+    size_t off;                /* of the struct yw fills, in cp_config */
+} sections[] = {
+    {"daemon", daemon_fields, NULL, 0},
+    {"protocol", protocol_fields, NULL, 0},
+    {"store", store_fields, NULL, 0},
+    {"identity", identity_fields, NULL, 0},
+    {"accounting", accounting_fields, NULL, 0},
+    {"classes", NULL, NULL, 0},
+    {"detection", NULL, NULL, 0},
+    {"delivery", NULL, delivery_fields, offsetof(struct cp_config, delivery)},
+    {"notify", NULL, notify_fields, offsetof(struct cp_config, notify)},
+    {"containment", NULL, containment_fields,
+     offsetof(struct cp_config, contain)},
+};
 
 static int
 load_root(struct loader *ld, struct fy_node *root, bool map_override,
@@ -744,7 +816,15 @@ load_root(struct loader *ld, struct fy_node *root, bool map_override,
         if (name == NULL || i == sizeof(sections) / sizeof(sections[0]))
             return fail(ld, k, "unknown section '%.*s'",
                         name ? (int)len : 1, name ? name : "?");
-        if (sections[i].fields == NULL) {
+        if (sections[i].yw != NULL) {
+            struct fy_node *v = fy_node_pair_value(pair);
+
+            if (v == NULL || !fy_node_is_mapping(v))
+                return fail(ld, k, "%s: expected a mapping", sections[i].name);
+            if (yw_load(&ld->yw, v, sections[i].yw,
+                        (char *)ld->cfg + sections[i].off) < 0)
+                return -1;
+        } else if (sections[i].fields == NULL) {
             if ((strcmp(sections[i].name, "classes") == 0
                      ? load_classes(ld, k, fy_node_pair_value(pair))
                      : load_detection(ld, k, fy_node_pair_value(pair))) < 0)
@@ -823,6 +903,7 @@ cp_config_free(struct cp_config *cfg)
     free(cfg->customer_map);
     free(cfg->default_class_name);
     free(cfg->unauth_class_name);
+    free(cfg->notify_template);
     free(cfg);
 }
 

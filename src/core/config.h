@@ -72,6 +72,9 @@ enum cp_signal {
     CP_SIG_KNOWN_RECIPIENT, /* one mailed before */
     CP_SIG_RATE_JUMP,       /* a message beyond the account's usual hour */
     CP_SIG_NETWORKS,        /* a login used from many networks at once */
+    CP_SIG_BAD_RECIPIENT,   /* delivery: recipient unknown (5.1.x) */
+    CP_SIG_REMOTE_REJECT,   /* delivery: refused by policy (5.7.x, 4.7.x) */
+    CP_SIG_DELIVERED,       /* delivery: accepted by the next hop */
     CP_SIG_COUNT
 };
 
@@ -90,6 +93,37 @@ struct cp_detection {
     uint32_t networks;      /* distinct /24 (/48) per hour before it counts */
     double rate_factor;     /* a message beyond factor × usual hour counts */
     double weight[CP_SIG_COUNT];
+};
+
+/* delivery: — the mail.log follower and the queue-id table. */
+struct cp_delivery {
+    char log[256];             /* mail.log to follow; "": none */
+    uint64_t poll_ms;          /* how often the log is read */
+    uint32_t max_queue_ids;    /* queue id → account entries kept */
+    uint64_t queue_id_ttl_ms;  /* forgotten after (Postfix: 5d lifetime) */
+};
+
+/* notify: — what is sent when an account is blocked. */
+struct cp_notify {
+    char sendmail[512];        /* command (no shell) reading a message */
+    char from[256];            /* envelope and header sender */
+    char abuse_to[256];        /* ARF reports; "": none */
+    bool customer;             /* mail the customer's contact address */
+    char customer_template[256]; /* file; "": built-in */
+    char webhook[512];         /* http(s) URL for a JSON POST; "": none */
+    uint64_t timeout_ms;       /* per attempt */
+    uint32_t attempts;         /* tries per notification */
+    uint64_t retry_ms;         /* first retry delay, doubling */
+    uint32_t max_per_hour;     /* incidents notified per hour, all accounts */
+    char reporting_mta[256];   /* host name in reports; "": this host */
+};
+
+/* containment: — retroactive hold and self-service release. */
+struct cp_containment {
+    char hold_command[512];    /* reads queue ids on stdin; "": off */
+    char release_command[512];
+    uint32_t self_release_max; /* self-service releases per period */
+    uint64_t self_release_period_ms;
 };
 
 /* A counter slot: what one stored counter measures. */
@@ -153,6 +187,10 @@ struct cp_config {
     uint32_t max_pending; /* messages between RCPT and END-OF-MESSAGE */
 
     struct cp_detection det;
+    struct cp_delivery delivery;
+    struct cp_notify notify;
+    char *notify_template;     /* customer_template's text, or NULL */
+    struct cp_containment contain;
 
     struct cp_class *classes;
     size_t nclasses;

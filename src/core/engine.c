@@ -31,6 +31,16 @@ struct cp_pending {
 
 #define PENDING(ent) agemap_entry((ent), struct cp_pending, age)
 
+/* A message in the Postfix queue, by queue id (delivery outcomes). */
+struct cp_queued {
+    struct agemap_ent age; /* key: the queue id, in buf */
+    float ev;              /* its delivery evidence so far */
+    uint16_t keylen;       /* the account, after the queue id in buf */
+    char buf[];
+};
+
+#define QUEUED(ent) agemap_entry((ent), struct cp_queued, age)
+
 void
 cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
                struct cp_store *store)
@@ -39,6 +49,7 @@ cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
     e->cfg = cfg;
     e->store = store;
     agemap_init(&e->pending, 1024);
+    agemap_init(&e->queued, 1024);
 }
 
 static void
@@ -57,6 +68,11 @@ cp_engine_fini(struct cp_engine *e)
         pending_free(PENDING(a));
     }
     agemap_fini(&e->pending);
+    for (a = e->queued.oldest; a != NULL; a = next) {
+        next = a->newer;
+        free(QUEUED(a));
+    }
+    agemap_fini(&e->queued);
     memset(e, 0, sizeof(*e));
 }
 
@@ -156,11 +172,22 @@ pending_add(struct cp_engine *e, const struct policy_str *inst,
     return p;
 }
 
+static void
+queued_del(struct cp_engine *e, struct cp_queued *q)
+{
+    agemap_del(&e->queued, &q->age);
+    free(q);
+}
+
 size_t
 cp_engine_expire(struct cp_engine *e, int64_t now_ms)
 {
     size_t n = 0;
 
+    while (e->queued.oldest != NULL &&
+           now_ms - e->queued.oldest->t_ms >=
+               (int64_t)e->cfg->delivery.queue_id_ttl_ms)
+        queued_del(e, QUEUED(e->queued.oldest));
     while (e->pending.oldest != NULL &&
            now_ms - e->pending.oldest->t_ms >=
                (int64_t)e->cfg->reservation_timeout_ms) {
@@ -526,6 +553,32 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
     return state_verdict(e, d);
 }
 
+/* Remember which account a queued message belongs to. */
+static void
+queued_add(struct cp_engine *e, struct policy_str qid,
+           const struct cp_identity *id, int64_t now_ms)
+{
+    struct cp_queued *q;
+    struct agemap_ent *old;
+
+    if (e->cfg->delivery.max_queue_ids == 0 || qid.p == NULL ||
+        qid.len == 0 || qid.len > CP_QUEUE_ID_MAX)
+        return;
+    if ((old = agemap_get(&e->queued, qid.p, qid.len)) != NULL)
+        queued_del(e, QUEUED(old)); /* reused (long queue ids never are) */
+    while (agemap_count(&e->queued) >= e->cfg->delivery.max_queue_ids)
+        queued_del(e, QUEUED(e->queued.oldest));
+    q = xmalloc(sizeof(*q) + qid.len + id->keylen);
+    memcpy(q->buf, qid.p, qid.len);
+    memcpy(q->buf + qid.len, id->key, id->keylen);
+    q->age.key = q->buf;
+    q->age.klen = qid.len;
+    q->age.t_ms = now_ms;
+    q->ev = 0;
+    q->keylen = (uint16_t)id->keylen;
+    agemap_put(&e->queued, &q->age);
+}
+
 static void
 decide_eom(struct cp_engine *e, const struct policy_request *req,
            int64_t now_ms, struct cp_decision *d)
@@ -569,6 +622,120 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
         pending_free(p);
     }
     e->stats.settled++;
+    if (d->action == CP_ACT_DUNNO || d->action == CP_ACT_WARN ||
+        d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD)
+        queued_add(e, req->queue_id, &d->id, now_ms);
+}
+
+/* ---- delivery outcomes ---- */
+
+static bool
+starts(const char *s, size_t len, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    return len >= n && memcmp(s, lit, n) == 0;
+}
+
+enum cp_outcome
+cp_outcome_of(const char *status, size_t slen, const char *dsn, size_t dlen)
+{
+    if (status == NULL)
+        return CP_OUT_NONE;
+    if (slen == 4 && memcmp(status, "sent", 4) == 0)
+        return CP_OUT_DELIVERED;
+    if (dsn == NULL)
+        return CP_OUT_NONE;
+    if (slen == 7 && memcmp(status, "bounced", 7) == 0) {
+        if (starts(dsn, dlen, "5.1."))
+            return CP_OUT_BAD_RECIPIENT;
+        if (starts(dsn, dlen, "5.7."))
+            return CP_OUT_REJECTED;
+    } else if (slen == 8 && memcmp(status, "deferred", 8) == 0 &&
+               starts(dsn, dlen, "4.7.")) {
+        return CP_OUT_DEFERRED_POLICY;
+    }
+    return CP_OUT_NONE;
+}
+
+int
+cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
+                  enum cp_outcome o, int64_t now_ms, struct cp_decision *d)
+{
+    static const struct {
+        enum cp_signal sig;
+        double scale;
+    } map[] = {
+        [CP_OUT_DELIVERED] = {CP_SIG_DELIVERED, 1},
+        [CP_OUT_BAD_RECIPIENT] = {CP_SIG_BAD_RECIPIENT, 1},
+        [CP_OUT_REJECTED] = {CP_SIG_REMOTE_REJECT, 1},
+        [CP_OUT_DEFERRED_POLICY] = {CP_SIG_REMOTE_REJECT, 0.25},
+    };
+    const struct cp_detection *det = &e->cfg->det;
+    struct agemap_ent *a = agemap_get(&e->queued, qid, qlen);
+    struct cp_account_ref ref;
+    struct cp_queued *q;
+    int next;
+
+    memset(d, 0, sizeof(*d));
+    d->stage = CP_STAGE_OTHER;
+    if (a == NULL) {
+        e->stats.outcomes_unknown++;
+        return 0;
+    }
+    q = QUEUED(a);
+    e->stats.outcomes++;
+    if (o == CP_OUT_NONE || !det->enabled ||
+        cp_identity_lookup(e->cfg, q->buf + qlen, q->keylen, &d->id) < 0 ||
+        !d->id.cls->detect ||
+        !e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+                                true, &ref))
+        return 1;
+    d->state = d->prev_state = ref.c->state;
+    d->detected = true;
+    d->score = cp_evidence_outcome(ref.ev, det, map[o].sig, map[o].scale,
+                                   &q->ev, now_ms, &d->fired);
+    next = cp_lifecycle_step(det, ref.c->state, ref.c->repeat,
+                             ref.c->state_since_s, d->score,
+                             cp_evidence_corroboration(ref.ev), now_ms);
+    if (next != ref.c->state)
+        transition(e, ref.c, next, now_ms, d);
+    return 1;
+}
+
+void
+cp_engine_dequeue(struct cp_engine *e, const char *qid, size_t qlen)
+{
+    struct agemap_ent *a = agemap_get(&e->queued, qid, qlen);
+
+    if (a != NULL)
+        queued_del(e, QUEUED(a));
+}
+
+size_t
+cp_engine_queued(const struct cp_engine *e, const char *key, size_t keylen,
+                 void (*fn)(void *arg, const char *qid, size_t qlen),
+                 void *arg)
+{
+    size_t n = 0;
+
+    /* A linear walk: only when an account is blocked or released. */
+    for (const struct agemap_ent *a = e->queued.oldest; a; a = a->newer) {
+        const struct cp_queued *q = QUEUED(a);
+
+        if (q->keylen == keylen &&
+            memcmp(q->buf + a->klen, key, keylen) == 0) {
+            fn(arg, a->key, a->klen);
+            n++;
+        }
+    }
+    return n;
+}
+
+size_t
+cp_engine_queued_count(const struct cp_engine *e)
+{
+    return agemap_count(&e->queued);
 }
 
 int

@@ -34,6 +34,8 @@ struct cp_stats {
     uint64_t pending_expired;             /* released after the timeout */
     uint64_t pending_evicted;             /* released early: table full */
     uint64_t settled;                     /* messages charged at EOM */
+    uint64_t outcomes;                    /* delivery outcomes attributed */
+    uint64_t outcomes_unknown;            /* for a queue id not recorded */
 };
 
 struct cp_pending;
@@ -51,12 +53,14 @@ struct cp_engine {
     const struct cp_config *cfg;
     struct cp_store *store;
     struct agemap pending;                /* instance → struct cp_pending */
+    struct agemap queued;                 /* queue id → struct cp_queued */
     struct cp_stats stats;
     cp_transition_fn on_transition;       /* may be NULL */
     void *transition_arg;
 };
 
 #define CP_TEXT_MAX 320
+#define CP_QUEUE_ID_MAX 32 /* bytes; Postfix long queue ids are <= 17 */
 
 struct cp_decision {
     enum cp_stage stage;
@@ -105,6 +109,39 @@ const char *cp_stage_name(enum cp_stage s);
  */
 int cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
                         int to, int64_t now_ms, struct cp_decision *d);
+
+/*
+ * Delivery outcomes. At END-OF-MESSAGE the engine records the message's
+ * queue id with its account (delivery.max_queue_ids entries at most, each
+ * forgotten after delivery.queue_id_ttl or when the log says the message
+ * left the queue); the mail-log follower reports what became of it.
+ */
+enum cp_outcome {
+    CP_OUT_NONE,          /* nothing to learn (sent to a filter, ...) */
+    CP_OUT_DELIVERED,     /* status=sent */
+    CP_OUT_BAD_RECIPIENT, /* bounced, 5.1.x: no such user or domain */
+    CP_OUT_REJECTED,      /* bounced, 5.7.x: refused by policy */
+    CP_OUT_DEFERRED_POLICY, /* deferred, 4.7.x */
+};
+/* Classify a delivery record's status word and DSN ("sent", "2.0.0"). */
+enum cp_outcome cp_outcome_of(const char *status, size_t slen,
+                              const char *dsn, size_t dlen);
+/*
+ * One recipient's outcome for queue id `qid`: evidence for its account,
+ * and maybe a state change (on_transition is called, d says what). Returns
+ * 1 if the queue id was known, 0 if not.
+ */
+int cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
+                      enum cp_outcome o, int64_t now_ms,
+                      struct cp_decision *d);
+/* The message left the queue: forget its queue id. */
+void cp_engine_dequeue(struct cp_engine *e, const char *qid, size_t qlen);
+/* Call fn for each recorded queue id of an account; returns how many. */
+size_t cp_engine_queued(const struct cp_engine *e, const char *key,
+                        size_t keylen,
+                        void (*fn)(void *arg, const char *qid, size_t qlen),
+                        void *arg);
+size_t cp_engine_queued_count(const struct cp_engine *e);
 
 /* Build the meter rules of a ruleset (shared with the admin view). */
 void cp_engine_rate(const struct cp_rule *r, double *rate);

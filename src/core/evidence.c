@@ -12,6 +12,12 @@
  *       usual active hour (+5, so new accounts get slack);
  *     networks — the login used from `networks` or more distinct /24 (/48)
  *       networks within the hour (stolen credentials);
+ *   delivery level (from the mail log, cp_evidence_outcome):
+ *     bad_recipient — the next hop said the recipient does not exist
+ *       (5.1.x): address lists harvested or guessed;
+ *     remote_reject — refused by the receiver's policy (5.7.x; a 4.7.x
+ *       deferral counts a quarter): the receiver thinks it is spam;
+ *     delivered — accepted (a small credit per recipient);
  *   recipient level: new_recipient / known_recipient — against a 256-bit
  *     filter of recipients the account has mailed; a message's recipient
  *     evidence is capped at ±1 so one big message cannot decide alone.
@@ -248,6 +254,24 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
     }
     if (in->recipient.p != NULL && in->recipient.len > 0)
         recipient_signal(ev, det, in->recipient, fired);
+    if (ev->score < det->floor)
+        ev->score = (float)det->floor;
+    return ev->score;
+}
+
+double
+cp_evidence_outcome(struct cp_evidence *ev, const struct cp_detection *det,
+                    enum cp_signal s, double scale, float *msg, int64_t now_ms,
+                    uint32_t *fired)
+{
+    double w = det->weight[s] * scale;
+
+    *fired = 0;
+    decay(ev, det, now_ms);
+    if (*msg + w <= 2.0 && *msg + w >= -0.5) {
+        *msg = (float)(*msg + w);
+        fire(ev, det, s, scale, fired);
+    }
     if (ev->score < det->floor)
         ev->score = (float)det->floor;
     return ev->score;

@@ -53,6 +53,17 @@ struct cp_ev_input {
  */
 double cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
                         const struct cp_ev_input *in, uint32_t *fired);
+/*
+ * Add one delivery outcome of a message (from the mail log): signal
+ * bad_recipient, remote_reject or delivered, times `scale`. `*msg` is the
+ * message's delivery evidence so far (kept by the caller with its queue
+ * id): a message's outcomes count at most +2 and -0.5 in all, so one big
+ * message to a stale list cannot decide alone. Returns the score after.
+ */
+double cp_evidence_outcome(struct cp_evidence *ev,
+                           const struct cp_detection *det, enum cp_signal s,
+                           double scale, float *msg, int64_t now_ms,
+                           uint32_t *fired);
 /* How many different signals each raised the score by at least 1 (as of
  * the last update): a block needs corroboration by two or more. */
 int cp_evidence_corroboration(const struct cp_evidence *ev);

@@ -110,6 +110,86 @@ ask(struct fixture *f, int64_t now, const char *stage, const char *user,
     return (d ? d : &local)->action;
 }
 
+/* END-OF-MESSAGE with a queue id, after one RCPT. */
+static void
+queue_msg(struct fixture *f, int64_t now, const char *user, const char *inst,
+          const char *qid)
+{
+    struct policy_request r;
+    struct cp_decision d;
+
+    ask(f, now, "RCPT", user, "10.0.0.1", inst, "r@y", NULL, NULL, NULL);
+    memset(&r, 0, sizeof(r));
+    r.request = S("smtpd_access_policy");
+    r.protocol_state = S("END-OF-MESSAGE");
+    r.sasl_username = S(user);
+    r.client_address = S("10.0.0.1");
+    r.instance = S(inst);
+    r.recipient_count = S("1");
+    r.size = S("10");
+    r.queue_id = S(qid);
+    cp_engine_decide(&f->e, &r, now, &d);
+}
+
+static void
+collect_qid(void *arg, const char *qid, size_t len)
+{
+    char *out = arg;
+    size_t n = strlen(out);
+
+    snprintf(out + n, 256 - n, "%.*s ", (int)len, qid);
+}
+
+static void
+test_queue_ids_and_outcomes(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_decision d;
+    char ids[256] = "";
+
+    queue_msg(f, 0, "a@x", "i1", "4AbC1");
+    queue_msg(f, 1000, "b@x", "i2", "4AbC2");
+    queue_msg(f, 2000, "a@x", "i3", "4AbC3");
+    assert_int_equal(cp_engine_queued_count(&f->e), 3);
+    assert_int_equal(cp_engine_queued(&f->e, "c:c1", 4, collect_qid, ids), 3);
+    assert_string_equal(ids, "4AbC1 4AbC2 4AbC3 ");
+    assert_int_equal(cp_engine_outcome(&f->e, "4AbC1", 5,
+                                       CP_OUT_BAD_RECIPIENT, 3000, &d),
+                     1);
+    assert_string_equal(d.id.key, "c:c1");
+    assert_true(d.detected);
+    assert_true(d.fired & (1u << CP_SIG_BAD_RECIPIENT));
+    assert_true(d.score > 0.5); /* +1.0 on top of -0.3 from the RCPTs */
+    /* a second bad recipient of the same message adds; a third is capped */
+    cp_engine_outcome(&f->e, "4AbC1", 5, CP_OUT_BAD_RECIPIENT, 3000, &d);
+    cp_engine_outcome(&f->e, "4AbC1", 5, CP_OUT_BAD_RECIPIENT, 3000, &d);
+    assert_int_equal(d.fired, 0);
+    cp_engine_dequeue(&f->e, "4AbC1", 5);
+    assert_int_equal(cp_engine_outcome(&f->e, "4AbC1", 5,
+                                       CP_OUT_BAD_RECIPIENT, 3000, &d),
+                     0);
+    assert_int_equal(f->e.stats.outcomes_unknown, 1);
+    /* forgotten after queue_id_ttl (default 5 days) */
+    cp_engine_expire(&f->e, 6 * 86400000LL);
+    assert_int_equal(cp_engine_queued_count(&f->e), 0);
+}
+
+static void
+test_outcome_classification(void **state)
+{
+    (void)state;
+#define OUT(st, dsn) cp_outcome_of(st, strlen(st), dsn, sizeof(dsn) - 1)
+    assert_int_equal(OUT("sent", "2.0.0"), CP_OUT_DELIVERED);
+    assert_int_equal(OUT("bounced", "5.1.1"), CP_OUT_BAD_RECIPIENT);
+    assert_int_equal(OUT("bounced", "5.1.10"), CP_OUT_BAD_RECIPIENT);
+    assert_int_equal(OUT("bounced", "5.7.1"), CP_OUT_REJECTED);
+    assert_int_equal(OUT("bounced", "5.2.2"), CP_OUT_NONE); /* mailbox full */
+    assert_int_equal(OUT("deferred", "4.7.1"), CP_OUT_DEFERRED_POLICY);
+    assert_int_equal(OUT("deferred", "4.4.1"), CP_OUT_NONE);
+    assert_int_equal(cp_outcome_of("bounced", 7, NULL, 0), CP_OUT_NONE);
+#undef OUT
+}
+
 static double
 level(struct fixture *f, const char *key, unsigned slot, int64_t now)
 {
@@ -263,6 +343,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_queue_ids_and_outcomes, setup,
+                                        teardown),
+        cmocka_unit_test(test_outcome_classification),
         cmocka_unit_test_setup_teardown(test_settle_counts_final_recipients,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_released_after_timeout,
