@@ -83,6 +83,11 @@ status(struct daemon *d, struct strbuf *o, bool json)
                       cp_action_word((enum cp_action)a),
                       (unsigned long long)s->by_action[a],
                       (unsigned long long)s->shadow_would[a]);
+        sb_printf(o, "queued messages tracked: %zu; delivery outcomes: %llu "
+                     "(%llu for untracked queue ids)\n",
+                  cp_engine_queued_count(&d->engine),
+                  (unsigned long long)s->outcomes,
+                  (unsigned long long)s->outcomes_unknown);
         sb_printf(o, "protocol errors: %llu, checkpoints: %llu (%llu "
                      "errors)\n",
                   (unsigned long long)d->stats.protocol_errors,
@@ -118,7 +123,11 @@ status(struct daemon *d, struct strbuf *o, bool json)
         sb_printf(o, "%s\"%s\":%llu", a ? "," : "",
                   cp_action_word((enum cp_action)a),
                   (unsigned long long)s->shadow_would[a]);
-    sb_puts(o, "}}\n");
+    sb_printf(o, "},\"delivery\":{\"queue_ids\":%zu,\"outcomes\":%llu,"
+                 "\"outcomes_unknown\":%llu}}\n",
+              cp_engine_queued_count(&d->engine),
+              (unsigned long long)s->outcomes,
+              (unsigned long long)s->outcomes_unknown);
 }
 
 static void

@@ -21,6 +21,7 @@
 
 struct conn;
 struct listener;
+struct logfollow;
 
 struct dstats {
     uint64_t conns_accepted, conns_refused, conns_closed_error;
@@ -58,6 +59,8 @@ struct daemon {
     char ckpt_err[CP_ERR_MAX];
     int ckpt_rc;
 
+    struct logfollow *logfollow;
+
     bool sim_clock;          /* --sim-clock: time from the request */
     int64_t sim_expired_ms;  /* virtual time of the last expiry pass */
     int64_t started_ms;
@@ -90,6 +93,10 @@ void ckpt_start(struct daemon *d);
 void ckpt_stop(struct daemon *d);
 /* Final checkpoint after the loop has stopped (synchronous). */
 void ckpt_final(struct daemon *d);
+
+/* logfollow.c: follow delivery.log (always started: a reload may set it) */
+struct logfollow *logfollow_start(struct daemon *d);
+void logfollow_stop(struct logfollow *lf);
 
 /* main.c: log one decision (text line, JSON line). */
 void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,

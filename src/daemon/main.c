@@ -200,6 +200,8 @@ shutdown_daemon(struct daemon *d)
     uv_timer_stop(&d->sweep_timer);
     uv_close((uv_handle_t *)&d->sweep_timer, NULL);
     ckpt_stop(d);
+    logfollow_stop(d->logfollow);
+    d->logfollow = NULL;
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
@@ -300,6 +302,7 @@ run(const char *file, bool sim_clock)
         uv_timer_start(&d.expire_timer, on_expire_tick, EXPIRE_TICK_MS,
                        EXPIRE_TICK_MS);
     ckpt_start(&d);
+    d.logfollow = logfollow_start(&d);
     uv_timer_init(d.loop, &d.sweep_timer);
     d.sweep_timer.data = &d;
     uv_timer_start(&d.sweep_timer, on_sweep, 3600000, 3600000);

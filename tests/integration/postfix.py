@@ -13,7 +13,10 @@ unprivileged daemons can reach the files and sockets in it):
                        so one Postfix instance serves many daemons.
 
 Postfix listens on 127.0.0.1 only, on a free port; it relays everything
-(relayhost) to smtp-sink on another free port. Postfix is stopped with
+(relayhost) to smtp-sink on another free port, except two test domains
+(transport map): mail to @nosuch.example goes to a second smtp-sink that refuses
+every recipient with "550 5.1.1" (bounces), and mail to @stuck.example to a port
+where nothing listens (it stays in the queue, deferred). Postfix is stopped with
 `postfix -c BASE/etc stop` (which signals the master PID in its own pid
 file) and, if that fails, by that PID; smtp-sink by its PID. Nothing else
 is signalled.
@@ -24,6 +27,7 @@ entries of earlier runs whose directory is gone), stop() removes it again.
 """
 import base64
 import glob
+import json
 import os
 import pwd
 import re
@@ -40,6 +44,8 @@ REALM = "test.example"
 # Recipients that Postfix itself rejects (after the policy check) through
 # check_recipient_access.
 REJECTED_RCPT = "rejected@example.net"
+BOUNCE_DOMAIN = "nosuch.example"  # next hop: 550 5.1.1 for every recipient
+STUCK_DOMAIN = "stuck.example"    # next hop: connection refused
 
 
 def free_port():
@@ -123,6 +129,7 @@ local_recipient_maps =
 alias_maps =
 alias_database =
 relayhost = [127.0.0.1]:{sink_port}
+transport_maps = texthash:{d}/etc/transport
 mynetworks = 127.0.0.0/8
 biff = no
 smtputf8_enable = no
@@ -203,7 +210,10 @@ class Postfix:
         self.sink_port = free_port()
         while self.sink_port == self.port:
             self.sink_port = free_port()
+        self.bounce_port = free_port()
+        self.dead_port = free_port()
         self.sink = None
+        self.bounce_sink = None
         self.sink_out = None
         self.users = {}
         self.started = False
@@ -228,6 +238,10 @@ class Postfix:
             d=self.base, sink_port=self.sink_port, sock=self.policy_link,
             realm=REALM, rejected=REJECTED_RCPT))
         self._write("master.cf", MASTER_CF.format(port=self.port))
+        self._write("transport",
+                    "%s smtp:[127.0.0.1]:%d\n%s smtp:[127.0.0.1]:%d\n" % (
+                        BOUNCE_DOMAIN, self.bounce_port, STUCK_DOMAIN,
+                        self.dead_port))
         self._write("recipient_access",
                     "%s REJECT 5.1.1 test: no such user here\n" % REJECTED_RCPT)
         self._write("sasl/smtpd.conf",
@@ -267,6 +281,11 @@ class Postfix:
             ["smtp-sink", "-u", "postfix", "-d",
              os.path.join(self.sink_dir, "msg-%H%M%S-"),
              "127.0.0.1:%d" % self.sink_port, "100"],
+            stdout=self.sink_out, stderr=subprocess.STDOUT)
+        self.bounce_sink = subprocess.Popen(
+            ["smtp-sink", "-u", "postfix", "-f", "RCPT", "-B",
+             "550 5.1.1 Recipient address rejected: User unknown",
+             "127.0.0.1:%d" % self.bounce_port, "100"],
             stdout=self.sink_out, stderr=subprocess.STDOUT)
         r = subprocess.run(["postfix", "-c", self.etc, "start"],
                            capture_output=True, text=True)
@@ -311,15 +330,15 @@ class Postfix:
                 time.sleep(0.1)
             if _pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        if self.sink is not None:
-            if self.sink.poll() is None:
-                self.sink.terminate()
+        for sink in (self.sink, self.bounce_sink):
+            if sink is not None and sink.poll() is None:
+                sink.terminate()
                 try:
-                    self.sink.wait(5)
+                    sink.wait(5)
                 except subprocess.TimeoutExpired:
-                    self.sink.kill()
-                    self.sink.wait()
-            self.sink = None
+                    sink.kill()
+                    sink.wait()
+        self.sink = self.bounce_sink = None
         if self.sink_out:
             self.sink_out.close()
             self.sink_out = None
@@ -409,6 +428,25 @@ class Postfix:
                 "127.0.0.1:%d" % self.port]
         return subprocess.run(args, capture_output=True, text=True,
                               timeout=timeout)
+
+    def sendmail_command(self):
+        """A notify.sendmail command line that submits through this
+        instance (its pickup service)."""
+        return "/usr/sbin/sendmail -C %s -t -i" % self.etc
+
+    def queue(self):
+        """The queue as a list of postqueue -j records (dicts)."""
+        r = subprocess.run(["postqueue", "-c", self.etc, "-j"],
+                           capture_output=True, text=True, check=True)
+        return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+
+    def flush(self):
+        subprocess.run(["postqueue", "-c", self.etc, "-f"],
+                       capture_output=True, text=True)
+
+    def delete_queue(self):
+        subprocess.run(["postsuper", "-c", self.etc, "-d", "ALL"],
+                       capture_output=True, text=True)
 
     # ---- what happened ----------------------------------------------
     def maillog(self):
