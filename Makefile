@@ -59,7 +59,8 @@ fuzz-build:
 	    tests/fuzz/fuzz_policy.c src/core/policy.c $(FUZZ_UTIL) -lxxhash -lm
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_config \
 	    tests/fuzz/fuzz_custmap.c src/core/config.c src/core/custmap.c \
-	    src/core/policy.c src/util/yamlwalk.c $(FUZZ_UTIL) -lfyaml -lxxhash -lm
+	    src/core/policy.c src/core/notice.c src/util/yamlwalk.c $(FUZZ_UTIL) \
+	    -lfyaml -lxxhash -lm
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_maillog \
 	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
 

@@ -4,7 +4,8 @@
  *
  *   chokepoint [-s SOCKET] [--json] status
  *   chokepoint [-s SOCKET] [--json] show|history ACCOUNT
- *   chokepoint [-s SOCKET] [--json] block|release ACCOUNT --reason TEXT
+ *   chokepoint [-s SOCKET] [--json] block|release|allow ACCOUNT --reason TEXT
+ *   chokepoint [-s SOCKET] [--json] release ACCOUNT --self-service
  * (ACCOUNT: a login, an IP address, or a c:/u:/ip: key)
  *
  * It sends one command line and prints the daemon's reply. Exit status:
@@ -40,6 +41,13 @@ ctl_usage(FILE *fp, int rc)
             "  history ACCOUNT the account's state changes, newest first\n"
             "  block ACCOUNT --reason TEXT     hold all its mail (MANUAL_HOLD)\n"
             "  release ACCOUNT --reason TEXT   release to PROBATION\n"
+            "  release ACCOUNT --self-service  the customer's own release "
+            "(limited\n"
+            "                                  per period; BLOCKED only)\n"
+            "  allow ACCOUNT --reason TEXT     vouch for it: no state "
+            "actions, limits\n"
+            "                                  still apply (release "
+            "withdraws it)\n"
             "  sim SCENARIO    simulate an ISP's outbound stream (chokepoint sim "
             "-h)\n"
             "  replay MAILLOG  run a Postfix mail.log through the engine "
@@ -99,7 +107,8 @@ ctl_arity(const char *cmd)
         const char *name;
         int args;
     } cmds[] = {{"status", 0}, {"top", 2},     {"show", 1},
-                {"history", 1}, {"block", 1},  {"release", 1}};
+                {"history", 1}, {"block", 1},  {"release", 1},
+                {"allow", 1}};
 
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (strcmp(cmd, cmds[i].name) == 0)
@@ -117,7 +126,7 @@ int
 ctl_main(int argc, char **argv)
 {
     const char *sock = DEFAULT_SOCKET, *reason = NULL;
-    bool json = false;
+    bool json = false, self = false;
     char line[CLI_MAX_ARG * 3];
     const char *cmd = NULL, *arg = NULL;
     int fd, i, n;
@@ -132,6 +141,8 @@ ctl_main(int argc, char **argv)
             reason = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             json = true;
+        else if (strcmp(argv[i], "--self-service") == 0)
+            self = true;
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
             return ctl_usage(stdout, 0);
         else if (cmd == NULL)
@@ -150,7 +161,12 @@ ctl_main(int argc, char **argv)
     /* arity 2: an optional argument */
     if (ctl_arity(cmd) < 2 && (ctl_arity(cmd) == 1) != (arg != NULL))
         return ctl_usage(stderr, 2);
-    if ((strcmp(cmd, "block") == 0 || strcmp(cmd, "release") == 0) &&
+    if (self && strcmp(cmd, "release") != 0)
+        return ctl_usage(stderr, 2);
+    if (self && (reason == NULL || reason[0] == '\0'))
+        reason = "the customer confirmed the clean-up";
+    if ((strcmp(cmd, "block") == 0 || strcmp(cmd, "release") == 0 ||
+         strcmp(cmd, "allow") == 0) &&
         (reason == NULL || reason[0] == '\0')) {
         fprintf(stderr, "chokepoint: %s needs --reason TEXT (it is recorded "
                         "in the account's history)\n",
@@ -163,7 +179,8 @@ ctl_main(int argc, char **argv)
         return 2;
     }
     n = snprintf(line, sizeof(line), "%s%s%s%s%s%s\n", json ? "json " : "",
-                 cmd, arg ? " " : "", arg ? arg : "", reason ? " " : "",
+                 self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
+                 reason ? " " : "",
                  reason ? reason : "");
     if ((fd = connect_admin(sock)) < 0)
         return 3;

@@ -12,6 +12,7 @@
  */
 #include "core/config.h"
 
+#include <errno.h>
 #include <libfyaml.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "core/custmap.h"
+#include "core/notice.h"
 #include "util/parse.h"
 #include "util/yamlwalk.h"
 #include "util/xalloc.h"
@@ -704,6 +706,71 @@ assign_slots(struct cp_config *cfg, struct cp_ruleset *rs)
     return 0;
 }
 
+/* A whole file, NUL-terminated, at most max bytes; NULL with err set. */
+static char *
+read_small_file(const char *path, size_t max, size_t *len, char *err)
+{
+    FILE *fp = fopen(path, "rb");
+    char *buf;
+    size_t n;
+
+    if (fp == NULL) {
+        snprintf(err, CP_ERR_MAX, "%s: cannot open: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    buf = xmalloc(max + 2);
+    n = fread(buf, 1, max + 1, fp);
+    fclose(fp);
+    if (n > max) {
+        snprintf(err, CP_ERR_MAX, "%s: longer than %zu bytes", path, max);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* notify: — what must hold together; the customer template is read and
+ * checked here, so a bad template is refused like any bad config. */
+static int
+finish_notify(struct loader *ld)
+{
+    struct cp_notify *n = &ld->cfg->notify;
+    bool any = n->customer || n->abuse_to[0] || n->webhook[0];
+    char *text;
+    size_t len;
+
+    if (n->webhook[0] && strncmp(n->webhook, "http://", 7) != 0 &&
+        strncmp(n->webhook, "https://", 8) != 0)
+        return fail(ld, NULL, "notify.webhook: expected an http:// or "
+                              "https:// URL");
+    if (n->from[0] == '\0') {
+        if (n->abuse_to[0] || n->webhook[0])
+            return fail(ld, NULL, "notify.from: needed to send notifications");
+        return 0; /* notifications off */
+    }
+    if (any && strchr(n->from, '@') == NULL)
+        return fail(ld, NULL, "notify.from: expected an address");
+    if (n->customer_template[0] == '\0')
+        return 0;
+    text = read_small_file(n->customer_template, NOTICE_MAX_TEMPLATE, &len,
+                           ld->yw.err);
+    if (text == NULL)
+        return -1;
+    if (cp_notice_template_check(text, len, ld->yw.err + 0) < 0) {
+        char why[CP_ERR_MAX];
+
+        snprintf(why, sizeof(why), "%s", ld->yw.err);
+        snprintf(ld->yw.err, CP_ERR_MAX, "%s: %s", n->customer_template, why);
+        free(text);
+        return -1;
+    }
+    ld->cfg->notify_template = text;
+    return 0;
+}
+
 static int
 finish(struct loader *ld)
 {
@@ -728,6 +795,8 @@ finish(struct loader *ld)
             return fail(ld, NULL,
                         "more than %d distinct metric/window counters",
                         CP_MAX_SLOTS);
+    if (finish_notify(ld) < 0)
+        return -1;
     if (cfg->customer_map && cp_custmap_load(cfg, ld->yw.err) < 0)
         return -1;
     for (i = 0; i < cfg->ncustomers; i++)
@@ -765,7 +834,7 @@ set_defaults(struct cp_config *cfg)
     cfg->delivery.max_queue_ids = 200000;
     cfg->delivery.queue_id_ttl_ms = 5 * 86400000ULL;
     snprintf(cfg->notify.sendmail, sizeof(cfg->notify.sendmail), "%s",
-             "/usr/sbin/sendmail -t -i");
+             "/usr/sbin/sendmail -i");
     cfg->notify.customer = true;
     cfg->notify.timeout_ms = 10000;
     cfg->notify.attempts = 5;

@@ -135,6 +135,7 @@ struct cp_slot {
 
 struct cp_customer {
     char *id;
+    char *contact;           /* notifications; NULL: none given */
     const struct cp_class *cls;
     struct cp_ruleset rules; /* the class's rules with overrides applied */
     bool has_overrides;

@@ -169,6 +169,30 @@ add_override(struct map_loader *ml, struct cp_customer *c, const char *t,
     return 0;
 }
 
+/* contact=ADDR: where notifications for the customer go (not the possibly
+ * compromised mailbox). A plain address: local@domain, printable ASCII. */
+static int
+set_contact(struct map_loader *ml, struct cp_customer *c, const char *a,
+            size_t len)
+{
+    const char *at = memchr(a, '@', len);
+
+    if (len > 254 || at == NULL || at == a || at == a + len - 1)
+        return map_fail(ml, "contact=: expected an address local@domain");
+    for (size_t i = 0; i < len; i++)
+        if (a[i] <= ' ' || a[i] > '~' || a[i] == '<' || a[i] == '>' ||
+            a[i] == ',' || a[i] == '"')
+            return map_fail(ml, "contact=: character 0x%02x not allowed",
+                            (unsigned char)a[i]);
+    if (c->contact != NULL &&
+        (strlen(c->contact) != len || memcmp(c->contact, a, len) != 0))
+        return map_fail(ml, "customer %s already has contact %s", c->id,
+                        c->contact);
+    if (c->contact == NULL)
+        c->contact = xmemdup0(a, len);
+    return 0;
+}
+
 static int
 parse_line(struct map_loader *ml, char *s, size_t len)
 {
@@ -200,6 +224,11 @@ parse_line(struct map_loader *ml, char *s, size_t len)
     if (add_key(ml, tok[0], tlen[0], c) < 0)
         return -1;
     for (ti = 2; ti < n; ti++) {
+        if (tlen[ti] > 8 && memcmp(tok[ti], "contact=", 8) == 0) {
+            if (set_contact(ml, c, tok[ti] + 8, tlen[ti] - 8) < 0)
+                return -1;
+            continue;
+        }
         if (memchr(tok[ti], '=', tlen[ti]) || memchr(tok[ti], '/', tlen[ti])) {
             struct pending_ov *po = &ml->pending[c->idx];
 
@@ -330,6 +359,7 @@ cp_custmap_free(struct cp_config *cfg)
     }
     for (size_t i = 0; i < cfg->ncustomers; i++) {
         free(cfg->customers[i]->id);
+        free(cfg->customers[i]->contact);
         free(cfg->customers[i]);
     }
     free(cfg->customers);

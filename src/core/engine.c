@@ -405,7 +405,8 @@ limit_scale(const struct cp_engine *e, const struct cp_decision *d)
 
 static void
 transition(struct cp_engine *e, struct cp_counters *c, int to,
-           int64_t now_ms, struct cp_decision *d)
+           int64_t now_ms, struct cp_decision *d,
+           const struct policy_request *req)
 {
     d->prev_state = c->state;
     d->state = (uint8_t)to;
@@ -415,7 +416,7 @@ transition(struct cp_engine *e, struct cp_counters *c, int to,
     if (to == CP_ST_BLOCKED && c->repeat < 255)
         c->repeat++;
     if (e->on_transition)
-        e->on_transition(e->transition_arg, d, now_ms);
+        e->on_transition(e->transition_arg, d, req, now_ms);
 }
 
 /* Gather this RCPT's evidence and move the account's state. */
@@ -452,7 +453,7 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
                              ref.c->state_since_s, d->score,
                              cp_evidence_corroboration(ref.ev), now_ms);
     if (next != ref.c->state)
-        transition(e, ref.c, next, now_ms, d);
+        transition(e, ref.c, next, now_ms, d, req);
 }
 
 /* The account's state decides the reply (blocked, throttled)? */
@@ -699,7 +700,7 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
                              ref.c->state_since_s, d->score,
                              cp_evidence_corroboration(ref.ev), now_ms);
     if (next != ref.c->state)
-        transition(e, ref.c, next, now_ms, d);
+        transition(e, ref.c, next, now_ms, d, NULL);
     return 1;
 }
 
@@ -755,14 +756,18 @@ cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
     d->state = d->prev_state = (uint8_t)from;
     if (to == CP_ST_PROBATION && from == CP_ST_NORMAL)
         return -1; /* nothing to release */
-    if (to != CP_ST_PROBATION && to != CP_ST_MANUAL_HOLD)
+    if (to == CP_ST_PROBATION && from == CP_ST_ALLOWED)
+        to = CP_ST_NORMAL; /* the allowance is withdrawn */
+    if (to == from ||
+        (to != CP_ST_PROBATION && to != CP_ST_MANUAL_HOLD &&
+         to != CP_ST_ALLOWED && to != CP_ST_NORMAL))
         return -1;
     if (to == CP_ST_PROBATION && ref.ev != NULL) {
         /* a fresh start: the evidence that led to the block is spent */
         ref.ev->score = 0;
         memset(ref.ev->sig, 0, sizeof(ref.ev->sig));
     }
-    transition(e, ref.c, to, now_ms, d);
+    transition(e, ref.c, to, now_ms, d, NULL);
     return 0;
 }
 

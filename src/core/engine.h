@@ -44,9 +44,12 @@ struct cp_decision;
 /*
  * Called inside cp_engine_decide() when an account changes state, before
  * the decision is returned: the daemon makes the change durable there, so
- * no reply ever depends on a state that a crash could forget.
+ * no reply ever depends on a state that a crash could forget. `req` is the
+ * request that caused it, or NULL (a person's decision, a delivery
+ * outcome from the mail log).
  */
 typedef void (*cp_transition_fn)(void *arg, const struct cp_decision *d,
+                                 const struct policy_request *req,
                                  int64_t now_ms);
 
 struct cp_engine {
@@ -102,10 +105,11 @@ const char *cp_action_word(enum cp_action a);
 const char *cp_stage_name(enum cp_stage s);
 
 /*
- * A person's decision (chokepoint block / release): set the account's
- * state; release moves BLOCKED/MANUAL_HOLD to PROBATION and clears the
- * evidence. Calls on_transition like an automatic change. Returns 0, or -1
- * if `to` is not allowed from the current state.
+ * A person's decision (chokepoint block / release / allow): set the
+ * account's state to MANUAL_HOLD, PROBATION (release: clears the
+ * evidence; from ALLOWED it goes to NORMAL instead) or ALLOWED. Calls
+ * on_transition like an automatic change. Returns 0, or -1 if `to` is not
+ * allowed from the current state (nothing to release, already there).
  */
 int cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
                         int to, int64_t now_ms, struct cp_decision *d);

@@ -6,7 +6,8 @@
 #define QUIET_S 3600 /* WATCH must stay quiet this long to become NORMAL */
 
 static const char *const names[] = {"NORMAL",  "WATCH",       "THROTTLED",
-                                    "BLOCKED", "MANUAL_HOLD", "PROBATION"};
+                                    "BLOCKED", "MANUAL_HOLD", "PROBATION",
+                                    "ALLOWED"};
 
 const char *
 cp_state_name(enum cp_state s)
@@ -42,7 +43,7 @@ cp_lifecycle_step(const struct cp_detection *det, enum cp_state st,
     double k = st == CP_ST_PROBATION ? 0.5 : 1.0;
     int64_t in_state = now_ms / 1000 - since_s;
 
-    if (st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD)
+    if (st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD || st == CP_ST_ALLOWED)
         return st;
     if (score >= block_threshold(det, st, repeat) && signals >= 2)
         return CP_ST_BLOCKED;

@@ -9,7 +9,8 @@
  *   BLOCKED / MANUAL_HOLD ──release (person)──▶ PROBATION ──quiet for
  *   `probation`──▶ NORMAL;   PROBATION uses half the thresholds.
  *
- * BLOCKED and MANUAL_HOLD are only left by a person (chokepoint release).
+ * BLOCKED and MANUAL_HOLD are only left by a person (chokepoint release),
+ * and so is ALLOWED (chokepoint allow; release returns it to NORMAL).
  * Pure: no I/O, no clock.
  */
 #ifndef CP_CORE_LIFECYCLE_H
@@ -26,6 +27,8 @@ enum cp_state {
     CP_ST_BLOCKED,
     CP_ST_MANUAL_HOLD,
     CP_ST_PROBATION,
+    CP_ST_ALLOWED, /* a person vouched for it: evidence is kept, no state
+                      action; limits still apply (chokepoint allow) */
     CP_ST_COUNT
 };
 

@@ -3,7 +3,8 @@
  *
  * Protocol: the client sends one line, "[json ]COMMAND [ARG [REASON...]]\n",
  * and reads the reply until EOF. Commands: status, top [N], show ACCOUNT, history
- * ACCOUNT, block ACCOUNT REASON, release ACCOUNT REASON. Replies are text
+ * ACCOUNT, block ACCOUNT REASON, release ACCOUNT REASON, self-release
+ * ACCOUNT REASON (limited per period), allow ACCOUNT REASON. Replies are text
  * for people, or one JSON object with the "json" prefix. The socket is mode
  * 0600 and the peer's uid must be root's or the daemon's (SO_PEERCRED);
  * manual changes are recorded with that uid and the reason. Limits:
@@ -66,7 +67,9 @@ status(struct daemon *d, struct strbuf *o, bool json)
     size_t accts = d->ms->base.ops->count(&d->ms->base);
     size_t bytes = d->ms->base.ops->bytes(&d->ms->base);
     int64_t up = (daemon_now_ms() - d->started_ms) / 1000;
+    struct outbox_stats ob;
 
+    outbox_stats(d->outbox, &ob);
     if (!json) {
         sb_printf(o, "chokepointd %s, up %llds, config %s%s\n", CP_VERSION,
                   (long long)up, d->cfg->file,
@@ -88,6 +91,14 @@ status(struct daemon *d, struct strbuf *o, bool json)
                   cp_engine_queued_count(&d->engine),
                   (unsigned long long)s->outcomes,
                   (unsigned long long)s->outcomes_unknown);
+        sb_printf(o, "notifications and commands: %zu waiting, %llu sent, "
+                     "%llu retried, %llu failed, %llu dropped, %llu over "
+                     "notify.max_per_hour\n",
+                  ob.queued, (unsigned long long)ob.sent,
+                  (unsigned long long)ob.retried,
+                  (unsigned long long)ob.failed,
+                  (unsigned long long)ob.dropped,
+                  (unsigned long long)ob.suppressed);
         sb_printf(o, "protocol errors: %llu, checkpoints: %llu (%llu "
                      "errors)\n",
                   (unsigned long long)d->stats.protocol_errors,
@@ -124,10 +135,16 @@ status(struct daemon *d, struct strbuf *o, bool json)
                   cp_action_word((enum cp_action)a),
                   (unsigned long long)s->shadow_would[a]);
     sb_printf(o, "},\"delivery\":{\"queue_ids\":%zu,\"outcomes\":%llu,"
-                 "\"outcomes_unknown\":%llu}}\n",
+                 "\"outcomes_unknown\":%llu},",
               cp_engine_queued_count(&d->engine),
               (unsigned long long)s->outcomes,
               (unsigned long long)s->outcomes_unknown);
+    sb_printf(o, "\"outbox\":{\"queued\":%zu,\"sent\":%llu,\"retried\":%llu,"
+                 "\"failed\":%llu,\"dropped\":%llu,\"suppressed\":%llu}}\n",
+              ob.queued, (unsigned long long)ob.sent,
+              (unsigned long long)ob.retried, (unsigned long long)ob.failed,
+              (unsigned long long)ob.dropped,
+              (unsigned long long)ob.suppressed);
 }
 
 static void
@@ -284,15 +301,51 @@ on_written(uv_write_t *w, int status)
     admin_conn_close(w->data);
 }
 
-/* block / release ACCOUNT REASON: a person's state change. */
+/*
+ * Self-service release (the customer says the clean-up is done): only from
+ * BLOCKED (an automatic block; MANUAL_HOLD is the abuse desk's), at most
+ * containment.self_release_max times per self_release_period. NULL if
+ * allowed, else why not.
+ */
+static const char *
+self_release_refused(struct daemon *d, const struct cp_identity *id,
+                     char *why, size_t n)
+{
+    const struct cp_containment *c = &d->cfg->contain;
+    struct cp_counters cnt;
+    long used;
+
+    if (!d->ms->base.ops->peek(&d->ms->base, id->key, id->keylen, &cnt) ||
+        cnt.state != CP_ST_BLOCKED)
+        return "only an automatically blocked account can be released by "
+               "its owner";
+    used = cp_sqlite_count_actor(d->db_sync, id->key, id->keylen,
+                                 "self-service",
+                                 daemon_now_ms() -
+                                     (int64_t)c->self_release_period_ms);
+    if (used < 0)
+        return "the history cannot be read";
+    if ((unsigned long)used >= c->self_release_max) {
+        snprintf(why, n,
+                 "self-service release used %ld of %u times in the last %llu "
+                 "days: the abuse desk must release this account",
+                 used, c->self_release_max,
+                 (unsigned long long)(c->self_release_period_ms / 86400000));
+        return why;
+    }
+    return NULL;
+}
+
+/* block / release / allow ACCOUNT REASON: a person's state change;
+ * self-release ACCOUNT REASON: the customer's own, limited. */
 static void
-manual(struct admin_conn *a, int to, const char *args, size_t len,
+manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
        struct strbuf *o, bool json)
 {
     struct daemon *d = a->d;
     const char *sp = memchr(args, ' ', len);
     size_t klen = sp ? (size_t)(sp - args) : len;
-    char reason[256];
+    char reason[256], actor[96];
     struct cp_identity id;
     struct cp_decision dec;
     int rc;
@@ -305,7 +358,23 @@ manual(struct admin_conn *a, int to, const char *args, size_t len,
                         : "error: give an account and a reason\n");
         return;
     }
-    d->actor = a->who;
+    if (self) {
+        char why[200];
+        const char *no = self_release_refused(d, &id, why, sizeof(why));
+
+        if (no != NULL) {
+            if (json) {
+                sb_puts(o, "{\"error\":");
+                sb_json_str(o, no, strlen(no));
+                sb_puts(o, "}\n");
+            } else {
+                sb_printf(o, "error: %s\n", no);
+            }
+            return;
+        }
+        snprintf(actor, sizeof(actor), "self-service (%s)", a->who);
+    }
+    d->actor = self ? actor : a->who;
     d->reason = reason;
     rc = cp_engine_set_state(&d->engine, &id, to, daemon_now_ms(), &dec);
     d->actor = d->reason = NULL;
@@ -417,9 +486,13 @@ run_command(struct admin_conn *a, const char *line, size_t len)
     } else if (is_cmd(line, len, "history", &arg, &alen)) {
         history(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "block", &arg, &alen)) {
-        manual(a, CP_ST_MANUAL_HOLD, arg, alen, &a->out, json);
+        manual(a, CP_ST_MANUAL_HOLD, false, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, arg, alen, &a->out, json);
+        manual(a, CP_ST_PROBATION, false, arg, alen, &a->out, json);
+    } else if (is_cmd(line, len, "self-release", &arg, &alen)) {
+        manual(a, CP_ST_PROBATION, true, arg, alen, &a->out, json);
+    } else if (is_cmd(line, len, "allow", &arg, &alen)) {
+        manual(a, CP_ST_ALLOWED, false, arg, alen, &a->out, json);
     } else {
         char esc[80];
 
@@ -427,7 +500,8 @@ run_command(struct admin_conn *a, const char *line, size_t len)
                  str_escape(esc, sizeof(esc), line, len, 40));
         sb_puts(&a->out, json ? "{\"error\":\"unknown command\"}\n"
                               : "error: unknown command (status, top, show, "
-                                "history, block, release)\n");
+                                "history, block, release, self-release, "
+                                "allow)\n");
     }
 }
 

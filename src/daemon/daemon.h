@@ -22,6 +22,8 @@
 struct conn;
 struct listener;
 struct logfollow;
+struct outbox;
+struct cp_incident;
 
 struct dstats {
     uint64_t conns_accepted, conns_refused, conns_closed_error;
@@ -37,6 +39,7 @@ struct daemon {
     struct memstore *ms;
     struct cp_sqlite *db;      /* checkpoint worker's connection */
     struct cp_sqlite *db_sync; /* loop thread's: state changes */
+    char hostname[256];        /* notify.reporting_mta, or gethostname() */
     const char *actor;         /* who makes the current manual change */
     const char *reason;
     struct cp_engine engine;
@@ -60,6 +63,7 @@ struct daemon {
     int ckpt_rc;
 
     struct logfollow *logfollow;
+    struct outbox *outbox;
 
     bool sim_clock;          /* --sim-clock: time from the request */
     int64_t sim_expired_ms;  /* virtual time of the last expiry pass */
@@ -97,6 +101,29 @@ void ckpt_final(struct daemon *d);
 /* logfollow.c: follow delivery.log (always started: a reload may set it) */
 struct logfollow *logfollow_start(struct daemon *d);
 void logfollow_stop(struct logfollow *lf);
+
+/* outbox.c: notifications and hold/release commands, on a worker thread */
+struct outbox_stats {
+    uint64_t sent, retried, failed, dropped, suppressed;
+    size_t queued;
+};
+struct outbox *outbox_start(void);
+/* Stops the worker (after its current job) and drops what is left. */
+void outbox_stop(struct outbox *ob);
+void outbox_stats(struct outbox *ob, struct outbox_stats *out);
+/* Queue the notifications of an incident (per notify:, rate-limited). */
+void outbox_incident(struct outbox *ob, const struct cp_config *cfg,
+                     const struct cp_incident *in, int64_t now_ms);
+/* Queue a command with `input` on its stdin (retried like a mail). */
+void outbox_command(struct outbox *ob, const struct cp_config *cfg,
+                    const char *what, const char *command, const char *account,
+                    const char *input, size_t len);
+
+/* spawn.c: run `cmdline` (split at blanks, no shell) + `extra` (NULL-
+ * terminated, may be NULL) with `input` on stdin; blocking. 0 if it exited
+ * 0; else -1 with its output and status in out. */
+int spawn_run(const char *cmdline, const char *const *extra, const char *input,
+              size_t inlen, uint64_t timeout_ms, char *out, size_t outsz);
 
 /* main.c: log one decision (text line, JSON line). */
 void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,

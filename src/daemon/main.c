@@ -14,10 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/evidence.h"
 #include "core/explain.h"
 #include "core/lifecycle.h"
+#include "core/notice.h"
 #include "daemon/daemon.h"
 #include "util/clock.h"
 #include "util/msg.h"
@@ -75,16 +77,103 @@ daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
     sb_fini(&sb);
 }
 
+static bool
+is_blocked(int st)
+{
+    return st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD;
+}
+
+static void
+add_qid(void *arg, const char *qid, size_t len)
+{
+    struct strbuf *sb = arg;
+
+    sb_append(sb, qid, len);
+    sb_append(sb, "\n", 1);
+}
+
+/*
+ * Retroactive hold: the account's mail still in the Postfix queue (queue
+ * ids recorded at END-OF-MESSAGE) is put on hold when it is blocked and
+ * released when it is released (containment.hold_command /
+ * release_command, queue ids on stdin, run by the outbox thread).
+ */
+static void
+contain(struct daemon *d, const struct cp_decision *dec, const char *key,
+        bool hold)
+{
+    const char *cmd = hold ? d->cfg->contain.hold_command
+                           : d->cfg->contain.release_command;
+    struct strbuf ids;
+    size_t n;
+
+    if (cmd[0] == '\0')
+        return;
+    sb_init(&ids);
+    n = cp_engine_queued(&d->engine, dec->id.key, dec->id.keylen, add_qid,
+                         &ids);
+    if (n > 0) {
+        msg_info("account %s: %s %zu queued messages", key,
+                 hold ? "holding" : "releasing", n);
+        outbox_command(d->outbox, d->cfg, hold ? "hold" : "release", cmd, key,
+                       ids.data, ids.len);
+    }
+    sb_fini(&ids);
+}
+
+static const char *
+req_field(struct policy_str s, char *buf, size_t n)
+{
+    if (s.p == NULL || s.len == 0)
+        return NULL;
+    snprintf(buf, n, "%.*s", (int)s.len, s.p);
+    return buf;
+}
+
+/* An incident: an account has just been blocked. Tell the customer, the
+ * abuse desk and the ticket system (per notify:). */
+static void
+notify(struct daemon *d, const struct cp_decision *dec,
+       const struct policy_request *req, const char *key, const char *reason,
+       uint64_t incident, int64_t now_ms)
+{
+    char client[64], helo[256], sender[256], rcpt[256];
+    struct cp_incident in;
+
+    memset(&in, 0, sizeof(in));
+    in.id = incident;
+    in.account = key;
+    in.customer = dec->id.cust ? dec->id.cust->id : NULL;
+    in.contact = dec->id.cust ? dec->id.cust->contact : NULL;
+    in.state = cp_state_name((enum cp_state)dec->state);
+    in.prev_state = cp_state_name((enum cp_state)dec->prev_state);
+    in.at_ms = now_ms;
+    in.score = dec->score;
+    in.evidence = d->actor ? "" : reason;
+    in.reason = d->actor ? reason : "automatic";
+    in.help_url = d->cfg->det.help_url;
+    in.reporting_mta = d->hostname;
+    if (req != NULL) {
+        in.client_addr = req_field(req->client_address, client, sizeof(client));
+        in.helo = req_field(req->helo_name, helo, sizeof(helo));
+        in.sample_sender = req_field(req->sender, sender, sizeof(sender));
+        in.sample_recipient = req_field(req->recipient, rcpt, sizeof(rcpt));
+    }
+    outbox_incident(d->outbox, d->cfg, &in, now_ms);
+}
+
 /*
  * An account changed state (engine callback, before the reply): make it
  * durable and say why. A failed write is logged; mail decisions go on.
  */
 static void
-on_transition(void *arg, const struct cp_decision *dec, int64_t now_ms)
+on_transition(void *arg, const struct cp_decision *dec,
+              const struct policy_request *req, int64_t now_ms)
 {
     struct daemon *d = arg;
     struct cp_account_ref ref;
     char reason[400], err[CP_ERR_MAX], key[CP_KEY_MAX * 4 + 4];
+    int64_t row;
     const char *from = cp_state_name((enum cp_state)dec->prev_state);
     const char *to = cp_state_name((enum cp_state)dec->state);
 
@@ -101,10 +190,17 @@ on_transition(void *arg, const struct cp_decision *dec, int64_t now_ms)
     str_escape(key, sizeof(key), dec->id.key, dec->id.keylen, CP_KEY_MAX);
     msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
              d->actor ? d->actor : "evidence", reason);
-    if (cp_sqlite_transition(d->db_sync, dec->id.key, dec->id.keylen, ref.c,
-                             from, to, now_ms, d->actor ? d->actor : "auto",
-                             reason, err) < 0)
+    row = cp_sqlite_transition(d->db_sync, dec->id.key, dec->id.keylen, ref.c,
+                               from, to, now_ms, d->actor ? d->actor : "auto",
+                               reason, err);
+    if (row < 0)
         msg_error("account %s: state change not recorded: %s", key, err);
+    if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
+        contain(d, dec, key, true);
+        notify(d, dec, req, key, reason, row > 0 ? (uint64_t)row : 0, now_ms);
+    } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
+        contain(d, dec, key, false);
+    }
 }
 
 static void
@@ -303,6 +399,12 @@ run(const char *file, bool sim_clock)
                        EXPIRE_TICK_MS);
     ckpt_start(&d);
     d.logfollow = logfollow_start(&d);
+    d.outbox = outbox_start();
+    if (d.cfg->notify.reporting_mta[0] != '\0')
+        snprintf(d.hostname, sizeof(d.hostname), "%s",
+                 d.cfg->notify.reporting_mta);
+    else if (gethostname(d.hostname, sizeof(d.hostname) - 1) < 0)
+        snprintf(d.hostname, sizeof(d.hostname), "localhost");
     uv_timer_init(d.loop, &d.sweep_timer);
     d.sweep_timer.data = &d;
     uv_timer_start(&d.sweep_timer, on_sweep, 3600000, 3600000);
@@ -312,6 +414,7 @@ run(const char *file, bool sim_clock)
              d.ms->base.ops->count(&d.ms->base),
              d.cfg->shadow ? ", SHADOW MODE (answers DUNNO)" : "");
     uv_run(d.loop, UV_RUN_DEFAULT);
+    outbox_stop(d.outbox);
     ckpt_final(&d);
     cp_engine_fini(&d.engine);
     cp_sqlite_close(d.db);

@@ -272,7 +272,7 @@ cp_sqlite_write(struct cp_sqlite *db, struct ckpt_batch *b, char *err)
     return 0;
 }
 
-int
+int64_t
 cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
                      const struct cp_counters *c, const char *from,
                      const char *to, int64_t t_ms, const char *actor,
@@ -285,6 +285,7 @@ cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
         "INSERT INTO history(key,t,from_state,to_state,actor,reason) "
         "VALUES(?,?,?,?,?,?)"};
     sqlite3_stmt *st[2] = {NULL, NULL};
+    int64_t row = 0;
     int ok;
 
     if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
@@ -304,6 +305,7 @@ cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
         sqlite3_bind_text(st[1], 6, reason, -1, SQLITE_STATIC);
         ok = sqlite3_step(st[0]) == SQLITE_DONE &&
              sqlite3_step(st[1]) == SQLITE_DONE;
+        row = sqlite3_last_insert_rowid(db->db);
     }
     sqlite3_finalize(st[0]);
     sqlite3_finalize(st[1]);
@@ -312,7 +314,7 @@ cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
         sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
-    return 0;
+    return row;
 }
 
 long
@@ -371,4 +373,25 @@ cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? n : -1;
+}
+
+long
+cp_sqlite_count_actor(struct cp_sqlite *db, const char *key, size_t keylen,
+                      const char *actor_prefix, int64_t since_ms)
+{
+    sqlite3_stmt *st;
+    long n = -1;
+
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT count(*) FROM history WHERE key=? AND t>=? "
+                           "AND substr(actor,1,length(?3))=?3",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, key, (int)keylen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, since_ms);
+    sqlite3_bind_text(st, 3, actor_prefix, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
 }

@@ -32,12 +32,13 @@ int cp_sqlite_write(struct cp_sqlite *db, struct ckpt_batch *b, char *err);
 /*
  * Record a state change durably (one transaction: the current state and a
  * history row). Called on the loop thread, with its own connection, before
- * the reply that depends on the state. 0, or -1 with `err`.
+ * the reply that depends on the state. Returns the history row's id (> 0:
+ * the incident number of a block), or -1 with `err`.
  */
-int cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
-                         const struct cp_counters *c, const char *from,
-                         const char *to, int64_t t_ms, const char *actor,
-                         const char *reason, char *err);
+int64_t cp_sqlite_transition(struct cp_sqlite *db, const char *key,
+                             size_t keylen, const struct cp_counters *c,
+                             const char *from, const char *to, int64_t t_ms,
+                             const char *actor, const char *reason, char *err);
 /* Apply the recorded states over the loaded counters (they may be newer
  * than the last checkpoint). Number of accounts, or -1 with `err`. */
 long cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms,
@@ -47,6 +48,11 @@ typedef void (*cp_history_fn)(void *arg, int64_t t_ms, const char *from,
                               const char *to, const char *actor,
                               const char *reason);
 /* The account's latest `limit` state changes, newest first. */
+/* History rows of an account since `since_ms` whose actor starts with
+ * `actor_prefix` (self-service releases per period); -1 on error. */
+long cp_sqlite_count_actor(struct cp_sqlite *db, const char *key,
+                           size_t keylen, const char *actor_prefix,
+                           int64_t since_ms);
 int cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
                       int limit, cp_history_fn fn, void *arg);
 

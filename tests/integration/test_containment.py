@@ -94,3 +94,149 @@ def test_bounces_at_next_hop_raise_the_score(pf, cpd):
     assert show(daemon, login("kim"))["state"] == "NORMAL"
     st = daemon.ctl("status")
     assert st["delivery"]["outcomes"] >= 18, st
+
+
+class Webhook:
+    """A local HTTP server (127.0.0.1, free port) recording POSTs; the
+    first `fail_first` requests are answered 500, to exercise retries."""
+
+    def __init__(self, fail_first=0):
+        import http.server
+        import threading
+        hook = self
+        self.posts = []
+        self.fail_first = fail_first
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                hook.posts.append((self.path, dict(self.headers), body))
+                code = 500 if len(hook.posts) <= hook.fail_first else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def zombie_until_blocked(pf, daemon, user, rounds=12):
+    """Forged senders, fresh recipients, until 5.7.1; returns the round."""
+    for i in range(rounds):
+        spam = send(pf, user, marker(),
+                    to=["v%d.%d@freemail%d.example" % (i, r, r)
+                        for r in range(8)],
+                    sender="x%d@forged%d.example" % (i, i))
+        if "5.7.1" in refusals(spam):
+            return i + 1
+    raise AssertionError("not blocked" + context(pf, daemon))
+
+
+def test_block_notifies_customer_abuse_desk_and_webhook(pf, cpd):
+    """mia's PC is a zombie. When she is BLOCKED, chokepointd sends (once):
+    a mail to her contact address from the customer map, an ARF report to
+    the abuse desk (both through Postfix, to the sink), and a JSON webhook
+    that is retried after a 500."""
+    hook = Webhook(fail_first=1)
+    try:
+        daemon = cpd(
+            customer_map="%s cust-77 contact=owner.mia@home.example\n" %
+            login("mia"),
+            extra={"notify": "sendmail: %s\nfrom: abuse@isp.example\n"
+                             "abuse_to: abuse-desk@isp.example\n"
+                             "webhook: %s\nretry: 300ms\nattempts: 3\n"
+                             "reporting_mta: smtp.isp.example" % (
+                                 pf.sendmail_command(), hook.url)})
+        zombie_until_blocked(pf, daemon, "mia")
+        cust = pf.wait_delivered("owner.mia@home.example", 1)
+        assert len(cust) == 1, "no customer mail" + context(pf, daemon)
+        assert "cust-77" in cust[0] and "X-Chokepoint-Incident:" in cust[0]
+        assert re.search(r"(?m)^Auto-Submitted: auto-generated", cust[0])
+        arf = pf.wait_delivered("Feedback-Type: abuse", 1)
+        assert len(arf) == 1, "no ARF report" + context(pf, daemon)
+        assert "report-type=feedback-report" in arf[0]
+        assert "abuse-desk@isp.example" in arf[0]
+        assert "text/rfc822-headers" in arf[0]
+        assert "forged_sender" in arf[0]
+        assert wait_for(lambda: len(hook.posts) >= 2), \
+            "webhook not retried: %r" % hook.posts + context(pf, daemon)
+        import json
+        ev = json.loads(hook.posts[1][2])
+        assert ev["event"] == "incident" and ev["state"] == "BLOCKED"
+        assert ev["account"] == "c:cust-77" and ev["customer"] == "cust-77"
+        assert ev["incident"] > 0
+        assert hook.posts[1][1]["Content-Type"] == "application/json"
+        # once per incident: more refused mail sends nothing new
+        for _ in range(3):
+            assert not send(pf, "mia", marker()).accepted
+        time.sleep(1.5)
+        assert len(pf.delivered_with("owner.mia@home.example")) == 1
+        assert len(hook.posts) == 2
+        st = daemon.ctl("status")["outbox"]
+        assert st["sent"] == 3 and st["retried"] == 1 and st["failed"] == 0, st
+    finally:
+        hook.close()
+
+
+def queued_ids(results):
+    ids = []
+    for r in results:
+        m = re.search(r"queued as ([0-9A-Za-z]+)", r.out)
+        assert m, r
+        ids.append(m.group(1))
+    return ids
+
+
+def queue_names(pf, ids):
+    return {q["queue_id"]: q["queue_name"] for q in pf.queue()
+            if q["queue_id"] in ids}
+
+
+def test_block_holds_queued_mail_release_frees_it(pf, cpd):
+    """nina's mail to a dead next hop sits in the queue. `chokepoint block`
+    puts exactly her queued messages on hold (postsuper -h, queue ids
+    recorded at END-OF-MESSAGE); `chokepoint release` takes them off hold.
+    otto's queued mail is not touched."""
+    daemon = cpd(extra={"containment":
+                        "hold_command: /usr/sbin/postsuper -c %s -h -\n"
+                        "release_command: /usr/sbin/postsuper -c %s -H -" %
+                        (pf.etc, pf.etc)})
+    stuck = "%s@%s" % ("x", pfmod.STUCK_DOMAIN)
+    mine = queued_ids([send(pf, "nina", marker(), to=stuck,
+                            sender=login("nina")) for _ in range(3)])
+    other = queued_ids([send(pf, "otto", marker(), to=stuck,
+                             sender=login("otto"))])
+    try:
+        assert wait_for(lambda: len(queue_names(pf, mine + other)) == 4)
+        r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "block",
+                            login("nina"), "--reason", "ticket 99"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r
+        assert wait_for(lambda: set(queue_names(pf, mine).values()) ==
+                        {"hold"}), queue_names(pf, mine) + context(pf, daemon)
+        assert queue_names(pf, other)[other[0]] != "hold"
+        r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "release",
+                            login("nina"), "--reason", "cleaned"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r
+        assert wait_for(lambda: "hold" not in queue_names(pf, mine).values()
+                        and len(queue_names(pf, mine)) == 3), \
+            queue_names(pf, mine)
+        log = daemon.read_log()
+        assert "holding 3 queued messages" in log
+        assert "releasing 3 queued messages" in log
+    finally:
+        subprocess.run(["postsuper", "-c", pf.etc, "-d", "-"],
+                       input="\n".join(mine + other) + "\n", text=True,
+                       capture_output=True)

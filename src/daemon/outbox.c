@@ -1,0 +1,388 @@
+/*
+ * outbox.c — everything chokepointd sends off the loop thread: the
+ * notifications of an incident (customer mail and ARF report through the
+ * MTA's sendmail, the JSON webhook through libcurl) and the retroactive
+ * hold / release commands (postsuper). One worker thread runs the jobs in
+ * order; a failed job is retried with doubling delays (notify.retry,
+ * notify.attempts), then given up with an error in the log. Mail decisions
+ * never wait for it: the loop thread only appends to the queue.
+ *
+ * Each job carries copies of everything it needs (command, URL, timeout),
+ * so a reload never changes a job under the worker. Jobs live in memory
+ * only: on shutdown the ones not yet done are logged and dropped.
+ *
+ * Thread: outbox_incident/outbox_hold/outbox_stats on the loop thread; the
+ * rest on the worker.
+ */
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lifecycle.h"
+#include "core/notice.h"
+#include "daemon.h"
+#include "util/clock.h"
+#include "util/msg.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+#define OUTBOX_MAX_JOBS 10000 /* queued jobs; more are refused (logged) */
+#define OUTBOX_OUT_MAX 512    /* bytes of a command's output kept */
+
+enum job_kind { JOB_MAIL, JOB_WEBHOOK, JOB_COMMAND };
+
+struct job {
+    struct job *next;
+    enum job_kind kind;
+    char what[64];      /* "customer mail", "ARF report", "hold", ... */
+    char account[CP_KEY_MAX * 4 + 4]; /* escaped, for the log */
+    uint64_t incident;
+    char *target;       /* command line, or URL */
+    char *from, *to;    /* JOB_MAIL */
+    struct strbuf body; /* message, JSON, or queue ids */
+    uint64_t timeout_ms, retry_ms;
+    unsigned attempts, max_attempts;
+    uint64_t due_us;    /* monotonic */
+};
+
+struct outbox {
+    uv_thread_t thread;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    struct job *head;
+    size_t njobs;
+    bool stop;
+    struct outbox_stats st; /* under mu */
+    /* loop thread: the hourly notification budget */
+    int64_t hour;
+    uint32_t this_hour;
+};
+
+static void
+job_free(struct job *j)
+{
+    free(j->target);
+    free(j->from);
+    free(j->to);
+    sb_fini(&j->body);
+    free(j);
+}
+
+/* ---- worker ---- */
+
+static size_t
+discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+static int
+post_webhook(struct job *j, char *err, size_t errsz)
+{
+    char ebuf[CURL_ERROR_SIZE] = "";
+    struct curl_slist *h = NULL;
+    CURL *c = curl_easy_init();
+    long code = 0;
+    CURLcode rc;
+
+    if (c == NULL) {
+        snprintf(err, errsz, "curl_easy_init failed");
+        return -1;
+    }
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, "User-Agent: chokepoint/" CP_VERSION);
+    curl_easy_setopt(c, CURLOPT_URL, j->target);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, j->body.data);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)j->body.len);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)j->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        snprintf(err, errsz, "%s", ebuf[0] ? ebuf : curl_easy_strerror(rc));
+        return -1;
+    }
+    if (code < 200 || code > 299) {
+        snprintf(err, errsz, "HTTP status %ld", code);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+run_job(struct job *j, char *err, size_t errsz)
+{
+    const char *mail_args[] = {"-f", j->from, "--", j->to, NULL};
+
+    switch (j->kind) {
+    case JOB_MAIL:
+        return spawn_run(j->target, mail_args, j->body.data, j->body.len,
+                         j->timeout_ms, err, errsz);
+    case JOB_COMMAND:
+        return spawn_run(j->target, NULL, j->body.data, j->body.len,
+                         j->timeout_ms, err, errsz);
+    case JOB_WEBHOOK:
+        return post_webhook(j, err, errsz);
+    }
+    return -1;
+}
+
+/* The first job that is due, unlinked; or NULL with *wait_us set. */
+static struct job *
+take_due(struct outbox *ob, uint64_t now, uint64_t *wait_us)
+{
+    struct job **pp, *j;
+
+    *wait_us = UINT64_MAX;
+    for (pp = &ob->head; (j = *pp) != NULL; pp = &j->next) {
+        if (j->due_us <= now) {
+            *pp = j->next;
+            ob->njobs--;
+            return j;
+        }
+        if (j->due_us - now < *wait_us)
+            *wait_us = j->due_us - now;
+    }
+    return NULL;
+}
+
+static void
+append(struct outbox *ob, struct job *j)
+{
+    struct job **pp = &ob->head;
+
+    while (*pp)
+        pp = &(*pp)->next;
+    j->next = NULL;
+    *pp = j;
+    ob->njobs++;
+}
+
+static void
+worker(void *arg)
+{
+    struct outbox *ob = arg;
+
+    uv_mutex_lock(&ob->mu);
+    while (!ob->stop) {
+        uint64_t wait_us;
+        struct job *j = take_due(ob, clock_mono_us(), &wait_us);
+        char err[OUTBOX_OUT_MAX];
+        int rc;
+
+        if (j == NULL) {
+            if (wait_us == UINT64_MAX)
+                uv_cond_wait(&ob->cv, &ob->mu);
+            else
+                uv_cond_timedwait(&ob->cv, &ob->mu, wait_us * 1000);
+            continue;
+        }
+        uv_mutex_unlock(&ob->mu);
+        rc = run_job(j, err, sizeof(err));
+        j->attempts++;
+        if (rc == 0)
+            msg_info("account %s: %s%s%s sent (incident %llu, attempt %u)",
+                     j->account, j->what, j->to ? " to " : "",
+                     j->to ? j->to : "", (unsigned long long)j->incident,
+                     j->attempts);
+        else if (j->attempts < j->max_attempts)
+            msg_warn("account %s: %s failed (attempt %u of %u, retrying in "
+                     "%.1f s): %s",
+                     j->account, j->what, j->attempts, j->max_attempts,
+                     (double)(j->retry_ms << (j->attempts - 1)) / 1000, err);
+        else
+            msg_error("account %s: %s failed %u times, given up: %s",
+                      j->account, j->what, j->attempts, err);
+        uv_mutex_lock(&ob->mu);
+        if (rc == 0) {
+            ob->st.sent++;
+            job_free(j);
+        } else if (j->attempts < j->max_attempts) {
+            ob->st.retried++;
+            j->due_us = clock_mono_us() +
+                        (j->retry_ms << (j->attempts - 1)) * 1000;
+            append(ob, j);
+        } else {
+            ob->st.failed++;
+            job_free(j);
+        }
+    }
+    uv_mutex_unlock(&ob->mu);
+}
+
+/* ---- loop thread ---- */
+
+struct outbox *
+outbox_start(void)
+{
+    struct outbox *ob = xcalloc(1, sizeof(*ob));
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    uv_mutex_init(&ob->mu);
+    uv_cond_init(&ob->cv);
+    if (uv_thread_create(&ob->thread, worker, ob) != 0)
+        msg_fatal("outbox: cannot start its thread");
+    return ob;
+}
+
+void
+outbox_stop(struct outbox *ob)
+{
+    struct job *j, *next;
+
+    if (ob == NULL)
+        return;
+    uv_mutex_lock(&ob->mu);
+    ob->stop = true;
+    uv_cond_signal(&ob->cv);
+    uv_mutex_unlock(&ob->mu);
+    uv_thread_join(&ob->thread); /* waits for a running job's timeout */
+    for (j = ob->head; j != NULL; j = next) {
+        next = j->next;
+        msg_warn("account %s: %s not sent (shutting down after %u attempts)",
+                 j->account, j->what, j->attempts);
+        job_free(j);
+    }
+    uv_cond_destroy(&ob->cv);
+    uv_mutex_destroy(&ob->mu);
+    curl_global_cleanup();
+    free(ob);
+}
+
+void
+outbox_stats(struct outbox *ob, struct outbox_stats *out)
+{
+    uv_mutex_lock(&ob->mu);
+    *out = ob->st;
+    out->queued = ob->njobs;
+    uv_mutex_unlock(&ob->mu);
+}
+
+static struct job *
+job_new(const struct cp_config *cfg, enum job_kind kind, const char *what,
+        const char *account, uint64_t incident)
+{
+    struct job *j = xcalloc(1, sizeof(*j));
+
+    j->kind = kind;
+    snprintf(j->what, sizeof(j->what), "%s", what);
+    snprintf(j->account, sizeof(j->account), "%s", account);
+    j->incident = incident;
+    sb_init(&j->body);
+    j->timeout_ms = cfg->notify.timeout_ms;
+    j->retry_ms = cfg->notify.retry_ms;
+    j->max_attempts = cfg->notify.attempts;
+    j->due_us = clock_mono_us();
+    return j;
+}
+
+static void
+submit(struct outbox *ob, struct job *j)
+{
+    uv_mutex_lock(&ob->mu);
+    if (ob->njobs >= OUTBOX_MAX_JOBS) {
+        ob->st.dropped++;
+        uv_mutex_unlock(&ob->mu);
+        msg_error("account %s: %s dropped: %d jobs already waiting",
+                  j->account, j->what, OUTBOX_MAX_JOBS);
+        job_free(j);
+        return;
+    }
+    append(ob, j);
+    uv_cond_signal(&ob->cv);
+    uv_mutex_unlock(&ob->mu);
+}
+
+static void
+mail_job(struct outbox *ob, const struct cp_config *cfg, const char *what,
+         const char *account, uint64_t incident, const char *to,
+         struct strbuf *msg)
+{
+    struct job *j = job_new(cfg, JOB_MAIL, what, account, incident);
+
+    j->target = xstrdup(cfg->notify.sendmail);
+    j->from = xstrdup(cfg->notify.from);
+    j->to = xstrdup(to);
+    sb_append(&j->body, msg->data, msg->len);
+    submit(ob, j);
+}
+
+void
+outbox_incident(struct outbox *ob, const struct cp_config *cfg,
+                const struct cp_incident *in, int64_t now_ms)
+{
+    const struct cp_notify *n = &cfg->notify;
+    char err[CP_ERR_MAX];
+    struct strbuf sb;
+
+    if (n->from[0] == '\0' ||
+        (!n->customer && n->abuse_to[0] == '\0' && n->webhook[0] == '\0'))
+        return; /* notifications not configured */
+    if (now_ms / 3600000 != ob->hour) {
+        ob->hour = now_ms / 3600000;
+        ob->this_hour = 0;
+    }
+    if (ob->this_hour >= n->max_per_hour) {
+        uv_mutex_lock(&ob->mu);
+        ob->st.suppressed++;
+        uv_mutex_unlock(&ob->mu);
+        msg_warn("account %s: incident %llu not notified: "
+                 "notify.max_per_hour (%u) reached",
+                 in->account, (unsigned long long)in->id, n->max_per_hour);
+        return;
+    }
+    ob->this_hour++;
+    sb_init(&sb);
+    if (n->customer && in->contact != NULL) {
+        if (cp_notice_customer(in, n->from, cfg->notify_template, &sb, err) ==
+            0)
+            mail_job(ob, cfg, "customer mail", in->account, in->id,
+                     in->contact, &sb);
+        else
+            msg_error("account %s: customer mail not sent: %s", in->account,
+                      err);
+    } else if (n->customer) {
+        msg_info("account %s: no contact= in the customer map; customer "
+                 "not notified",
+                 in->account);
+    }
+    sb_reset(&sb);
+    if (n->abuse_to[0] != '\0') {
+        if (cp_notice_arf(in, n->from, n->abuse_to, &sb, err) == 0)
+            mail_job(ob, cfg, "ARF report", in->account, in->id, n->abuse_to,
+                     &sb);
+        else
+            msg_error("account %s: ARF report not sent: %s", in->account,
+                      err);
+    }
+    if (n->webhook[0] != '\0') {
+        struct job *j = job_new(cfg, JOB_WEBHOOK, "webhook", in->account,
+                                in->id);
+
+        j->target = xstrdup(n->webhook);
+        cp_notice_webhook(in, &j->body);
+        submit(ob, j);
+    }
+    sb_fini(&sb);
+}
+
+void
+outbox_command(struct outbox *ob, const struct cp_config *cfg,
+               const char *what, const char *command, const char *account,
+               const char *input, size_t len)
+{
+    struct job *j = job_new(cfg, JOB_COMMAND, what, account, 0);
+
+    j->target = xstrdup(command);
+    sb_append(&j->body, input, len);
+    submit(ob, j);
+}
