@@ -2,6 +2,7 @@
 the ranking in `chokepoint top`, the evidence in the decision log, and
 detection in shadow mode. The real-Postfix detection tests are in
 test_postfix.py."""
+import re
 import subprocess
 
 from cpd import CHOKEPOINT, Daemon, PolicyClient, rcpt_request
@@ -84,3 +85,70 @@ def test_detection_shadow_answers_dunno_but_records(tmp_path):
         assert would and would[-1]["verdict"] == "REJECT"
     finally:
         assert d.stop() == 0
+
+
+def ctl(d, *args):
+    return subprocess.run([CHOKEPOINT, "-s", d.admin_sock] + list(args),
+                          capture_output=True, text=True, timeout=10)
+
+
+def test_self_service_release_is_limited_per_period(tmp_path):
+    """The customer may release an automatic block once per period
+    (containment.self_release_max); the next block needs the abuse desk.
+    A block by the abuse desk (MANUAL_HOLD) is never self-released."""
+    d = Daemon(tmp_path, classes=CLASSES + "containment:\n"
+               "  self_release_max: 1\n  self_release_period: 30d\n").start()
+    try:
+        c = PolicyClient(d.policy_sock)
+        zombie_traffic(c, "zed@isp.example", 16)
+        assert d.ctl("show", "zed@isp.example")["state"] == "BLOCKED"
+        r = ctl(d, "release", "zed@isp.example", "--self-service")
+        assert r.returncode == 0 and "PROBATION" in r.stdout, r
+        hist = d.ctl("history", "zed@isp.example")["history"]
+        assert hist[0]["actor"].startswith("self-service (uid ")
+        assert hist[0]["reason"] == "the customer confirmed the clean-up"
+        zombie_traffic(c, "zed@isp.example", 16)
+        assert d.ctl("show", "zed@isp.example")["state"] == "BLOCKED"
+        r = ctl(d, "release", "zed@isp.example", "--self-service")
+        assert r.returncode == 1 and "abuse desk" in r.stdout + r.stderr, r
+        assert d.ctl("show", "zed@isp.example")["state"] == "BLOCKED"
+        # the abuse desk can
+        r = ctl(d, "release", "zed@isp.example", "--reason", "ticket 12")
+        assert r.returncode == 0, r
+        # a manual hold is the abuse desk's to lift
+        assert ctl(d, "block", "amy@isp.example", "--reason",
+                   "ticket 13").returncode == 0
+        r = ctl(d, "release", "amy@isp.example", "--self-service")
+        assert r.returncode == 1 and "automatically blocked" in r.stdout, r
+    finally:
+        assert d.stop() == 0
+
+
+def test_allow_keeps_limits_but_no_state_actions(tmp_path):
+    """`chokepoint allow` vouches for an account: zombie-like traffic (a
+    mailing tool with odd senders) is not throttled or blocked, the evidence
+    is still shown, the allowance survives a restart, and release
+    withdraws it (back to NORMAL)."""
+    d = Daemon(tmp_path, classes=CLASSES).start()
+    try:
+        assert ctl(d, "allow", "tool@isp.example").returncode == 2
+        r = ctl(d, "allow", "tool@isp.example", "--reason", "ticket 7: "
+                "mailing tool sends for many domains")
+        assert r.returncode == 0 and "ALLOWED" in r.stdout, r
+        c = PolicyClient(d.policy_sock)
+        replies = zombie_traffic(c, "tool@isp.example", 16)
+        assert all(x.strip() == "action=DUNNO" for x in replies), replies
+        acct = d.ctl("show", "tool@isp.example")
+        assert acct["state"] == "ALLOWED", acct
+        assert float(re.match(r"score (-?[\d.]+)", acct["evidence"]).group(1)) \
+            > 15, acct
+        d.kill9()
+        d.start()
+        assert d.ctl("show", "tool@isp.example")["state"] == "ALLOWED"
+        r = ctl(d, "release", "tool@isp.example", "--reason", "done")
+        assert r.returncode == 0 and "NORMAL" in r.stdout, r
+        c = PolicyClient(d.policy_sock)
+        replies = zombie_traffic(c, "tool@isp.example", 16)
+        assert any("5.7.1" in x or "4.7.1" in x for x in replies)
+    finally:
+        d.stop()
