@@ -113,6 +113,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
                  "\"connections\":%zu,\"connections_refused\":%llu,"
                  "\"pending_messages\":%zu,\"requests\":%llu,"
                  "\"protocol_errors\":%llu,\"idle_timeouts\":%llu,"
+                 "\"refusals_unlogged\":%llu,"
                  "\"reservations_expired\":%llu,\"checkpoints\":%llu,"
                  "\"checkpoint_errors\":%llu,\"checkpoint_rows\":%llu,"
                  "\"decisions\":{",
@@ -121,6 +122,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
               cp_engine_pending(&d->engine), (unsigned long long)s->requests,
               (unsigned long long)d->stats.protocol_errors,
               (unsigned long long)d->stats.idle_timeouts,
+              (unsigned long long)d->stats.refusals_unlogged,
               (unsigned long long)s->pending_expired,
               (unsigned long long)d->stats.ckpt_runs,
               (unsigned long long)d->stats.ckpt_errors,

@@ -28,6 +28,7 @@ struct cp_incident;
 struct dstats {
     uint64_t conns_accepted, conns_refused, conns_closed_error;
     uint64_t protocol_errors, idle_timeouts, bad_requests;
+    uint64_t refusals_unlogged;
     uint64_t ckpt_runs, ckpt_errors, ckpt_rows;
     int64_t ckpt_last_ms;
     uint64_t ckpt_last_us;
@@ -69,6 +70,9 @@ struct daemon {
     int64_t sim_expired_ms;  /* virtual time of the last expiry pass */
     int64_t started_ms;
     int64_t refuse_logged_ms;
+    double refusal_tokens;          /* see daemon_log_decision() */
+    int64_t refusal_t_ms, refusal_summary_ms;
+    uint64_t refusal_unlogged_since;
     uint64_t refused_since_log;
     bool stopping;
     struct dstats stats;

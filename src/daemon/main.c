@@ -49,6 +49,44 @@ open_decision_log(struct daemon *d)
                   d->cfg->decision_log, strerror(errno));
 }
 
+/*
+ * A blocked zombie keeps trying, often thousands of times an hour: its
+ * refusals (decided by the account's state, no state change) are logged
+ * through a token bucket of REFUSAL_LOG_RATE lines a second (burst
+ * REFUSAL_LOG_BURST) shared by all accounts; the rest are counted
+ * (status: refusals_unlogged) and summed up in one line a minute.
+ */
+#define REFUSAL_LOG_RATE 10.0
+#define REFUSAL_LOG_BURST 50.0
+
+static bool
+refusal_log_allowed(struct daemon *d, int64_t now_ms)
+{
+    int64_t mono = (int64_t)(clock_mono_us() / 1000);
+    double t = d->refusal_tokens +
+               (double)(mono - d->refusal_t_ms) * REFUSAL_LOG_RATE / 1000.0;
+
+    d->refusal_tokens = t > REFUSAL_LOG_BURST ? REFUSAL_LOG_BURST : t;
+    d->refusal_t_ms = mono;
+    if (d->refusal_unlogged_since > 0 && mono - d->refusal_summary_ms >= 60000) {
+        msg_info("%llu refusals of blocked or throttled accounts not logged "
+                 "in the last minute (log rate limit)",
+                 (unsigned long long)d->refusal_unlogged_since);
+        d->refusal_unlogged_since = 0;
+        d->refusal_summary_ms = mono;
+    }
+    (void)now_ms;
+    if (d->refusal_tokens >= 1.0) {
+        d->refusal_tokens -= 1.0;
+        return true;
+    }
+    if (d->refusal_unlogged_since == 0)
+        d->refusal_summary_ms = mono;
+    d->refusal_unlogged_since++;
+    d->stats.refusals_unlogged++;
+    return false;
+}
+
 void
 daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
                     const struct policy_request *req, int64_t now_ms)
@@ -58,6 +96,9 @@ daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
     struct strbuf sb;
 
     if (!notable && !msg_enabled(MSG_DEBUG))
+        return;
+    if (dec->by_state && !dec->state_changed &&
+        !refusal_log_allowed(d, now_ms))
         return;
     sb_init(&sb);
     cp_explain_text(&sb, dec, req);
@@ -400,6 +441,8 @@ run(const char *file, bool sim_clock)
     ckpt_start(&d);
     d.logfollow = logfollow_start(&d);
     d.outbox = outbox_start();
+    d.refusal_tokens = REFUSAL_LOG_BURST;
+    d.refusal_t_ms = (int64_t)(clock_mono_us() / 1000);
     if (d.cfg->notify.reporting_mta[0] != '\0')
         snprintf(d.hostname, sizeof(d.hostname), "%s",
                  d.cfg->notify.reporting_mta);

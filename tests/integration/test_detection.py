@@ -152,3 +152,27 @@ def test_allow_keeps_limits_but_no_state_actions(tmp_path):
         assert any("5.7.1" in x or "4.7.1" in x for x in replies)
     finally:
         d.stop()
+
+
+def test_refusals_of_a_blocked_account_are_rate_limited_in_the_log(tmp_path):
+    """A blocked zombie that keeps trying does not flood the log: its
+    refusals are logged at a bounded rate and the rest counted."""
+    d = Daemon(tmp_path, classes=CLASSES,
+               extra={"daemon": "log_level: info"}).start()
+    try:
+        c = PolicyClient(d.policy_sock)
+        zombie_traffic(c, "zed@isp.example", 16)
+        for i in range(300):
+            r = c.ask(rcpt_request(user="zed@isp.example",
+                                   sender="s@forged.example",
+                                   recipient="r%d@x.example" % i,
+                                   instance="late%d" % i))
+            assert "5.7.1" in r
+        refusals = [l for l in d.read_log().splitlines()
+                    if "REJECT" in l and "zed@isp.example" in l]
+        assert 20 <= len(refusals) <= 120, len(refusals)
+        st = d.ctl("status")
+        assert st["refusals_unlogged"] >= 180, st
+        assert st["decisions"]["REJECT"] >= 300
+    finally:
+        assert d.stop() == 0
