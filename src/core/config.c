@@ -128,10 +128,8 @@ cp_signal_name(enum cp_signal s)
     return s < CP_SIG_COUNT ? signal_names[s] : "?";
 }
 
-#define DW(i, name)                                                            \
-    {name, YW_DOUBLE,                                                          \
-     offsetof(struct cp_detection, weight) + (i) * sizeof(double), -100, 100,  \
-     NULL}
+/* offsets within the weight array (the "weights" map is loaded there) */
+#define DW(i, name) {name, YW_DOUBLE, (i) * sizeof(double), -100, 100, NULL}
 static const struct yw_field weight_fields[] = {
     DW(CP_SIG_FORGED_SENDER, "forged_sender"),
     DW(CP_SIG_OWNED_SENDER, "owned_sender"),
@@ -182,6 +180,7 @@ static const struct yw_field delivery_fields[] = {
 
 #define NO(m) offsetof(struct cp_notify, m)
 static const struct yw_field notify_fields[] = {
+    {"smtp", YW_STR, NO(smtp), SZ(cp_notify, smtp), 0, NULL},
     {"sendmail", YW_STR, NO(sendmail), SZ(cp_notify, sendmail), 0, NULL},
     {"from", YW_STR, NO(from), SZ(cp_notify, from), 0, NULL},
     {"abuse_to", YW_STR, NO(abuse_to), SZ(cp_notify, abuse_to), 0, NULL},
@@ -746,6 +745,8 @@ finish_notify(struct loader *ld)
         strncmp(n->webhook, "https://", 8) != 0)
         return fail(ld, NULL, "notify.webhook: expected an http:// or "
                               "https:// URL");
+    if (n->smtp[0] && strncmp(n->smtp, "smtp://", 7) != 0)
+        return fail(ld, NULL, "notify.smtp: expected smtp://HOST[:PORT]");
     if (n->from[0] == '\0') {
         if (n->abuse_to[0] || n->webhook[0])
             return fail(ld, NULL, "notify.from: needed to send notifications");

@@ -60,6 +60,47 @@ test_base(void **state)
     cp_config_free(cfg);
 }
 
+/* The detection, delivery, notify and containment sections land where they
+ * should (a wrong offset once sent the weights past the struct). */
+static void
+test_sections(void **state)
+{
+    static const char extra[] =
+        "detection:\n"
+        "  watch_at: 3\n"
+        "  weights: { forged_sender: 3.5, delivered: -0.25 }\n"
+        "delivery:\n"
+        "  log: /var/log/mail.log\n"
+        "  max_queue_ids: 1000\n"
+        "notify:\n"
+        "  from: abuse@isp.example\n"
+        "  smtp: smtp://127.0.0.1:25\n"
+        "  webhook: https://tickets.example/hook\n"
+        "containment:\n"
+        "  hold_command: /usr/sbin/postsuper -h -\n"
+        "  self_release_max: 2\n";
+    char yaml[2048], err[CP_ERR_MAX];
+    struct cp_config *cfg;
+
+    (void)state;
+    snprintf(yaml, sizeof(yaml), "%s%s", base, extra);
+    cfg = load(yaml, err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_true(cfg->det.weight[CP_SIG_FORGED_SENDER] == 3.5);
+    assert_true(cfg->det.weight[CP_SIG_DELIVERED] == -0.25);
+    assert_true(cfg->det.weight[CP_SIG_NETWORKS] == 2.0); /* default kept */
+    assert_true(cfg->det.watch_at == 3);
+    assert_string_equal(cfg->delivery.log, "/var/log/mail.log");
+    assert_int_equal(cfg->delivery.max_queue_ids, 1000);
+    assert_string_equal(cfg->notify.smtp, "smtp://127.0.0.1:25");
+    assert_string_equal(cfg->notify.webhook, "https://tickets.example/hook");
+    assert_string_equal(cfg->notify.sendmail, "/usr/sbin/sendmail -i");
+    assert_string_equal(cfg->contain.hold_command, "/usr/sbin/postsuper -h -");
+    assert_int_equal(cfg->contain.self_release_max, 2);
+    cp_config_free(cfg);
+}
+
 static void
 expect_error(const char *yaml, const char *where, const char *what)
 {
@@ -175,6 +216,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_config), cmocka_unit_test(test_base),
+        cmocka_unit_test(test_sections),
         cmocka_unit_test(test_errors),         cmocka_unit_test(test_map),
         cmocka_unit_test(test_map_errors),
     };
