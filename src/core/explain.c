@@ -7,18 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-void
-cp_format_time(char *out, size_t n, int64_t ms)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(ms % 1000));
-}
-
 static void
 json_field(struct strbuf *sb, const char *name, struct policy_str v)
 {

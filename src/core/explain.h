@@ -19,7 +19,5 @@ void cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
                      const struct policy_request *req, int64_t now_ms);
 void cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
                      const struct policy_request *req);
-/* "2026-11-23T16:40:01.123Z" */
-void cp_format_time(char *out, size_t n, int64_t ms);
 
 #endif

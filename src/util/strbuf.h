@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct strbuf {
     char *data;
@@ -40,5 +41,8 @@ size_t utf8_check(const char *s, size_t len);
  */
 const char *str_escape(char *out, size_t outsz, const char *in, size_t inlen,
                        size_t max_in);
+
+/* "2026-11-23T16:40:01.123Z" (UTC, from ms since the epoch) */
+void cp_format_time(char *out, size_t n, int64_t ms);
 
 #endif
