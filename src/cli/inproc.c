@@ -43,6 +43,15 @@ inproc_decide(struct inproc *ip, const struct policy_request *req,
 }
 
 void
+inproc_outcome(struct inproc *ip, const char *qid, size_t qlen,
+               enum cp_outcome o, int64_t now_ms)
+{
+    struct cp_decision d;
+
+    cp_engine_outcome(&ip->engine, qid, qlen, o, now_ms, &d);
+}
+
+void
 inproc_flush(struct inproc *ip, int64_t now_ms)
 {
     cp_engine_expire(&ip->engine, now_ms);

@@ -31,6 +31,10 @@ void inproc_close(struct inproc *ip);
  * than the timeout are released first, as the daemon's timer would. */
 void inproc_decide(struct inproc *ip, const struct policy_request *req,
                    int64_t now_ms, struct cp_decision *d);
+/* A delivery outcome for queue id `qid` at `now_ms` (what the daemon's
+ * mail-log follower reports). */
+void inproc_outcome(struct inproc *ip, const char *qid, size_t qlen,
+                    enum cp_outcome o, int64_t now_ms);
 /* Release every reservation due by `now_ms` (end of a run). */
 void inproc_flush(struct inproc *ip, int64_t now_ms);
 

@@ -59,6 +59,8 @@ static const struct yw_field newsletter_f[] = {
      NULL},
     {"weekday", YW_U32, LN(struct sim_newsletter, weekday), 0, 6, NULL},
     {"hour", YW_U32, LN(struct sim_newsletter, hour), 0, 23, NULL},
+    {"invalid_share", YW_DOUBLE, LN(struct sim_newsletter, invalid_share), 0,
+     1, NULL},
     {"per_minute", YW_U32, LN(struct sim_newsletter, per_minute), 1, 1e6,
      NULL},
     {NULL, 0, 0, 0, 0, NULL},
@@ -76,6 +78,7 @@ static const struct yw_field class_f[] = {
     {"weekend", YW_DOUBLE, C(weekend), 0, 10, NULL},
     {"address_book", YW_U32, C(address_book), 1, 1e6, NULL},
     {"new_recipient_share", YW_DOUBLE, C(new_recipient_share), 0, 1, NULL},
+    {"invalid_share", YW_DOUBLE, C(invalid_share), 0, 1, NULL},
     {"roaming_share", YW_DOUBLE, C(roaming_share), 0, 1, NULL},
     {"cgnat_share", YW_DOUBLE, C(cgnat_share), 0, 1, NULL},
     {"alias_share", YW_DOUBLE, C(alias_share), 0, 1, NULL},
@@ -104,6 +107,8 @@ static const struct yw_field infection_f[] = {
     {"within", YW_DURATION, I(within_ms), 60000, 7 * DAY, NULL},
     {"networks", YW_U32, I(networks), 1, 1e6, NULL},
     {"forge_share", YW_DOUBLE, I(forge_share), 0, 1, NULL},
+    {"invalid_share", YW_DOUBLE, I(invalid_share), 0, 1, NULL},
+    {"rejected_share", YW_DOUBLE, I(rejected_share), 0, 1, NULL},
     {"retry", YW_MAP, I(retry), 0, 0, retry_f},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -116,6 +121,7 @@ static const struct yw_field top_f[] = {
     {"start", YW_DATE, S(start_ms), 0, 0, NULL},
     {"days", YW_U32, S(days), 1, 366, NULL},
     {"spam_share", YW_DOUBLE, S(spam_share), 0, 0.99, NULL},
+    {"delivery", YW_BOOL, S(delivery), 0, 0, NULL},
     {"customers", YW_SKIP, 0, 0, 0, NULL},
     {"infections", YW_SKIP, 0, 0, 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
@@ -135,10 +141,11 @@ class_defaults(struct sim_class *c)
     c->weekend = 1.0;
     c->address_book = 40;
     c->new_recipient_share = 0.1;
+    c->invalid_share = 0.03;
     c->sasl = true;
     c->alias_share = 0.05;
     c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}};
-    c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300};
+    c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300, 0.01};
     c->retry = (struct sim_retry){15 * 60000, 8};
 }
 
@@ -159,6 +166,8 @@ infection_defaults(struct sim_infection *f)
     f->within_ms = HOUR;
     f->networks = 30;
     f->forge_share = -1;
+    f->invalid_share = -1;
+    f->rejected_share = 0.05;
 }
 
 static int
@@ -216,6 +225,14 @@ check(struct yw *w, struct scenario *sc)
 
             f->forge_share = dflt[f->kind];
         }
+        if (f->invalid_share < 0) {
+            /* harvested and guessed lists; a stolen login's spammer
+             * brings a cleaner list */
+            static const double dflt[SIM_KIND_COUNT] = {0.3, 0.3, 0.25, 0.15,
+                                                        0.3};
+
+            f->invalid_share = dflt[f->kind];
+        }
         if (f->start_from_ms >= sc->days * DAY)
             return yw_fail(w, NULL, "infection %u: starts after the end of "
                                     "the %u-day period",
@@ -246,6 +263,7 @@ scenario_load(const char *file, struct scenario *sc, char *err)
     sc->seed = 1;
     sc->start_ms = 1793577600000LL; /* 2026-11-02, a Monday */
     sc->days = 7;
+    sc->delivery = true;
     if ((doc = yw_parse_file(&w)) == NULL) {
         yw_done(&w, NULL);
         return -1;

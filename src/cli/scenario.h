@@ -47,6 +47,7 @@ struct sim_newsletter {     /* a weekly send to a big list */
     int weekday;            /* 0 = Monday */
     uint32_t hour;
     uint32_t per_minute;    /* messages per minute while sending */
+    double invalid_share;   /* subscribers that no longer exist */
 };
 
 struct sim_retry {
@@ -65,6 +66,8 @@ struct sim_class {
     double weekend;             /* weekend-day volume vs a weekday */
     uint32_t address_book;
     double new_recipient_share;
+    double invalid_share;       /* new recipients that do not exist
+                                   (typos, stale addresses): bounce */
     double roaming_share;       /* customers also sending from elsewhere */
     double cgnat_share;         /* customers behind shared addresses */
     double alias_share;         /* customers who also send as another
@@ -92,6 +95,9 @@ struct sim_infection {
     double forge_share;         /* spam with a forged envelope sender (the
                                    rest uses the account's own address);
                                    < 0: the kind's default */
+    double invalid_share;       /* recipients that do not exist (harvested
+                                   and guessed lists); < 0: kind's default */
+    double rejected_share;      /* refused as spam by the receiver (5.7.1) */
     struct sim_retry retry;
 };
 
@@ -102,6 +108,8 @@ struct scenario {
     int64_t start_ms;
     uint32_t days;
     double spam_share;          /* target with no chokepoint; 0: none */
+    bool delivery;              /* feed delivery outcomes (bounces) to the
+                                   engine, as the mail-log follower does */
     struct sim_class cls[SIM_MAX_CLASSES];
     uint32_t ncls;
     struct sim_infection inf[SIM_MAX_INFECTIONS];

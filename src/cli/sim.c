@@ -121,6 +121,10 @@ open_driver(struct sim *s, const struct opts *o, struct sim_driver *d)
 
     memset(d, 0, sizeof(*d));
     if (o->live) {
+        if (s->sc.delivery)
+            sim_die("%s: --live cannot report delivery outcomes (chokepointd "
+                    "reads them from the mail log); set 'delivery: false'",
+                    s->sc.file);
         if (sim_live_connect(d, o->live) < 0)
             sim_die("cannot connect to %s", o->live);
         return;

@@ -198,6 +198,12 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
     json_num(fp, "spam_messages", (double)s->tot.spam, true);
     json_num(fp, "spam_delivered", (double)s->tot.spam_delivered, true);
     json_num(fp, "held", (double)s->tot.held, true);
+    json_num(fp, "outcomes_delivered",
+             (double)s->tot.outcomes[CP_OUT_DELIVERED], true);
+    json_num(fp, "outcomes_bad_recipient",
+             (double)s->tot.outcomes[CP_OUT_BAD_RECIPIENT], true);
+    json_num(fp, "outcomes_rejected",
+             (double)s->tot.outcomes[CP_OUT_REJECTED], true);
     json_num(fp, "attempts", (double)s->tot.attempts, true);
     json_num(fp, "policy_requests", (double)s->tot.requests, true);
     json_num(fp, "wall_seconds", s->wall_s, true);
@@ -252,6 +258,12 @@ sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
             config, (unsigned long long)(s->tot.ham + s->tot.spam),
             (unsigned long long)s->tot.attempts,
             (unsigned long long)s->tot.requests, s->wall_s);
+    if (s->sc.delivery)
+        fprintf(fp, "delivery outcomes reported: %llu delivered, %llu no such "
+                    "recipient, %llu refused as spam\n\n",
+                (unsigned long long)s->tot.outcomes[CP_OUT_DELIVERED],
+                (unsigned long long)s->tot.outcomes[CP_OUT_BAD_RECIPIENT],
+                (unsigned long long)s->tot.outcomes[CP_OUT_REJECTED]);
     fprintf(fp, "outbound spam share      before %6.2f %%   after %6.3f %%   "
                 "(after, without campaigns: %.3f %%)\n",
             100 * m->spam_share_before, 100 * m->spam_share_after,

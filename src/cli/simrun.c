@@ -10,6 +10,11 @@
  * The client gives up a message at the first recipient that is deferred or
  * refused (as mail clients do), so the engine sees the same aborted
  * transactions as with a real Postfix: reservations released by timeout.
+ *
+ * Delivery outcomes (scenario `delivery: true`, in-process only): each
+ * recipient of a queued message exists or not and is accepted or refused
+ * as spam at the next hop (the shares in the scenario); the engine hears
+ * of it 2-60 s later by queue id, as chokepointd hears from the mail log.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -43,7 +48,10 @@ struct sim_msg {
 
 /* ---- the content of one message ---- */
 
-static void
+/* What a recipient is, for whether it exists (delivery outcomes). */
+enum rtype { R_BOOK, R_NEW, R_LIST, R_SPAM };
+
+static enum rtype
 recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
 {
     const struct sim_class *k = &s->sc.cls[s->senders[m->sender].cls];
@@ -58,13 +66,13 @@ recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
             snprintf(out, n, "x%llu@d%llu.example",
                      (unsigned long long)(x >> 20) % 10000000,
                      (unsigned long long)(x >> 4) % 5000);
-        return;
+        return R_SPAM;
     }
     if (m->e->type == EV_NEWSLETTER) {
         uint32_t sub = m->e->id * 131u + i;
 
         snprintf(out, n, "sub%u@%s", sub % 1000000, freemail[sub % NFREEMAIL]);
-        return;
+        return R_LIST;
     }
     if (rng_unit(&m->r) < k->new_recipient_share) {
         uint64_t x = rng_next(&m->r);
@@ -72,7 +80,7 @@ recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
         snprintf(out, n, "new%llu@d%llu.example",
                  (unsigned long long)(x >> 20) % 1000000,
                  (unsigned long long)(x >> 4) % 2000);
-        return;
+        return R_NEW;
     }
     /* the address book: a few domains per customer, stable */
     uint32_t b = (uint32_t)rng_below(&m->r, k->address_book);
@@ -80,6 +88,43 @@ recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
 
     snprintf(out, n, "p%u.%u@%s", m->sender, b,
              (h % 5) < 3 ? freemail[(h >> 4) % 4] : "isp.example");
+    return R_BOOK;
+}
+
+/*
+ * What becomes of each recipient at the next hop: it does not exist
+ * (5.1.1), it is refused as spam (5.7.1), or it is delivered. Drawn from
+ * a generator of its own, so the recipients themselves do not change.
+ */
+struct fate {
+    struct rng r;
+    uint32_t n[4]; /* by enum cp_outcome: delivered, bad, rejected */
+};
+
+static void
+fate_of(struct sim *s, const struct sim_msg *m, enum rtype t, struct fate *f)
+{
+    const struct sim_class *k = &s->sc.cls[s->senders[m->sender].cls];
+    double bad = 0, rej = 0, u = rng_unit(&f->r);
+
+    switch (t) {
+    case R_BOOK:
+        bad = 0.002;
+        break;
+    case R_NEW:
+        bad = k->invalid_share;
+        break;
+    case R_LIST:
+        bad = k->newsletter.invalid_share;
+        break;
+    case R_SPAM:
+        bad = s->sc.inf[s->zombies[m->e->who].inf].invalid_share;
+        rej = s->sc.inf[s->zombies[m->e->who].inf].rejected_share;
+        break;
+    }
+    f->n[u < bad         ? CP_OUT_BAD_RECIPIENT
+         : u < bad + rej ? CP_OUT_REJECTED
+                         : CP_OUT_DELIVERED]++;
 }
 
 static void
@@ -156,7 +201,7 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
 
 struct ask {
     const char *stage, *rcpt, *count;
-    char inst[32], size[24];
+    char inst[32], size[24], qid[32];
 };
 
 static enum cp_action
@@ -178,6 +223,7 @@ ask_inproc(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
     r.instance = policy_str_c(a->inst);
     r.sasl_username = policy_str_c(m->login);
     r.sasl_method = policy_str_c(m->sasl ? "plain" : "");
+    r.queue_id = policy_str_c(a->qid);
     inproc_decide(&d->ip, &r, now, &dec);
     return dec.action;
 }
@@ -245,21 +291,105 @@ outcome_of(enum cp_action act)
                                   : SIM_DELIVERED;
 }
 
+/* ---- delivery outcomes: a heap of (time, queue id, outcome, count) ---- */
+
+struct fate_ev {
+    int64_t t_ms;
+    uint32_t id;
+    uint8_t attempt, outcome;
+    uint32_t n;
+};
+
+struct fate_heap {
+    struct fate_ev *v;
+    size_t n, cap;
+};
+
+static void
+fate_push(struct fate_heap *h, struct fate_ev e)
+{
+    size_t i;
+
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 1024;
+        h->v = xreallocarray(h->v, h->cap, sizeof(*h->v));
+    }
+    for (i = h->n++; i > 0 && e.t_ms < h->v[(i - 1) / 2].t_ms; i = (i - 1) / 2)
+        h->v[i] = h->v[(i - 1) / 2];
+    h->v[i] = e;
+}
+
+static struct fate_ev
+fate_pop(struct fate_heap *h)
+{
+    struct fate_ev top = h->v[0], last = h->v[--h->n];
+    size_t i = 0, c;
+
+    while ((c = 2 * i + 1) < h->n) {
+        if (c + 1 < h->n && h->v[c + 1].t_ms < h->v[c].t_ms)
+            c++;
+        if (h->v[c].t_ms >= last.t_ms)
+            break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n > 0)
+        h->v[i] = last;
+    return top;
+}
+
+/* Report the outcomes due by `now` to the engine. */
+static void
+fate_drain(struct sim *s, struct sim_driver *d, struct fate_heap *h,
+           int64_t now)
+{
+    while (h->n > 0 && h->v[0].t_ms <= now) {
+        struct fate_ev e = fate_pop(h);
+        char qid[32];
+        int n = snprintf(qid, sizeof(qid), "Q%u.%u", e.id, e.attempt);
+
+        for (uint32_t i = 0; i < e.n; i++)
+            inproc_outcome(&d->ip, qid, (size_t)n, e.outcome, e.t_ms);
+        s->tot.outcomes[e.outcome] += e.n;
+    }
+}
+
+/* The message was queued: its recipients' fates arrive 2-60 s later. */
+static void
+fate_schedule(struct fate_heap *h, const struct sim_msg *m, struct fate *f,
+              int64_t now)
+{
+    int64_t at = now + 2000 + (int64_t)rng_below(&f->r, 58000);
+
+    for (int o = CP_OUT_DELIVERED; o <= CP_OUT_REJECTED; o++)
+        if (f->n[o] > 0)
+            fate_push(h, (struct fate_ev){at, m->e->id, m->e->attempt,
+                                          (uint8_t)o, f->n[o]});
+}
+
 /* One SMTP transaction; stops at the first recipient not accepted. */
 static enum sim_outcome
-transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now)
+transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
+         struct fate_heap *fates)
 {
     char rcpt[128], count[16];
-    struct ask a = {"RCPT", rcpt, "0", "", ""};
+    struct ask a = {"RCPT", rcpt, "0", "", "", ""};
     enum cp_action act;
+    struct fate f;
 
+    memset(&f, 0, sizeof(f));
+    rng_seed(&f.r, ((uint64_t)s->sc.seed << 32) ^ 0x5deece66dULL ^
+                       ((uint64_t)m->e->id * 0xbf58476d1ce4e5b9ULL) ^
+                       m->e->attempt);
     snprintf(a.inst, sizeof(a.inst), "m%u.%u", m->e->id, m->e->attempt);
     snprintf(a.size, sizeof(a.size), "%llu", (unsigned long long)m->size);
     for (uint32_t i = 0; i < m->nrcpt; i++) {
-        recipient(s, m, i, rcpt, sizeof(rcpt));
+        enum rtype t = recipient(s, m, i, rcpt, sizeof(rcpt));
+
         act = ask(s, d, m, &a, now);
         if (act == CP_ACT_DEFER || act == CP_ACT_REJECT)
             return outcome_of(act);
+        fate_of(s, m, t, &f);
     }
     snprintf(count, sizeof(count), "%u", m->nrcpt);
     a.rcpt = "";
@@ -268,9 +398,12 @@ transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now)
     if ((act = ask(s, d, m, &a, now)) == CP_ACT_DEFER || act == CP_ACT_REJECT)
         return outcome_of(act);
     a.stage = "END-OF-MESSAGE";
+    snprintf(a.qid, sizeof(a.qid), "Q%u.%u", m->e->id, m->e->attempt);
     act = ask(s, d, m, &a, now);
     if (act == CP_ACT_HOLD)
         s->tot.held++;
+    else if (s->sc.delivery && !d->live && outcome_of(act) == SIM_DELIVERED)
+        fate_schedule(fates, m, &f, now);
     return outcome_of(act);
 }
 
@@ -401,6 +534,7 @@ void
 sim_run(struct sim *s, struct sim_driver *d)
 {
     struct heap retries = {0};
+    struct fate_heap fates = {0};
     int64_t end = s->sc.start_ms + s->sc.days * SIM_DAY;
     uint64_t i = 0;
 
@@ -417,10 +551,13 @@ sim_run(struct sim *s, struct sim_driver *d)
             continue; /* retries past the end of the period */
         build_msg(s, &e, &m);
         s->tot.attempts++;
-        o = transact(s, d, &m, e.t_ms);
+        fate_drain(s, d, &fates, e.t_ms);
+        o = transact(s, d, &m, e.t_ms, &fates);
         record(s, &e, &m, o, &retries);
     }
+    fate_drain(s, d, &fates, INT64_MAX);
     free(retries.v);
+    free(fates.v);
     if (!d->live)
         inproc_flush(&d->ip, end + 86400000);
 }

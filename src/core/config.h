@@ -105,7 +105,8 @@ struct cp_delivery {
 
 /* notify: — what is sent when an account is blocked. */
 struct cp_notify {
-    char sendmail[512];        /* command (no shell) reading a message */
+    char smtp[256];            /* smtp://host:port to submit to, or "" */
+    char sendmail[512];        /* else this command (no shell) */
     char from[256];            /* envelope and header sender */
     char abuse_to[256];        /* ARF reports; "": none */
     bool customer;             /* mail the customer's contact address */
@@ -135,6 +136,7 @@ struct cp_slot {
 
 struct cp_customer {
     char *id;
+    size_t idlen;
     char *contact;           /* notifications; NULL: none given */
     const struct cp_class *cls;
     struct cp_ruleset rules; /* the class's rules with overrides applied */
@@ -203,6 +205,7 @@ struct cp_config {
     size_t ncustomers;
     struct hmap logins;   /* login → struct cp_map_entry */
     struct hmap networks; /* (family, plen, masked bytes) → entry */
+    struct hmap customer_ids; /* id → struct cp_customer */
     uint8_t v4_plens[33], v6_plens[129]; /* populated lengths, descending */
     size_t n_v4_plens, n_v6_plens;
 };

@@ -32,7 +32,6 @@ struct map_loader {
     struct cp_config *cfg;
     char *err;
     int line;
-    struct hmap customers; /* id → struct cp_customer */
     struct pending_ov {
         struct cp_ruleset rules;
         int line;
@@ -52,7 +51,7 @@ customer_eq(const void *val, const void *key, size_t len)
 {
     const struct cp_customer *c = val;
 
-    return strlen(c->id) == len && memcmp(c->id, key, len) == 0;
+    return c->idlen == len && memcmp(c->id, key, len) == 0;
 }
 
 static int __attribute__((format(printf, 2, 3)))
@@ -82,13 +81,15 @@ get_customer(struct map_loader *ml, const char *id, size_t len)
 {
     struct cp_config *cfg = ml->cfg;
     uint64_t h = hmap_hash(id, len);
-    struct cp_customer *c = hmap_get(&ml->customers, h, id, len, customer_eq);
+    struct cp_customer *c = hmap_get(&cfg->customer_ids, h, id, len,
+                                     customer_eq);
 
     if (c != NULL)
         return c;
     c = xcalloc(1, sizeof(*c));
     c->id = xmemdup0(id, len);
-    hmap_put(&ml->customers, h, c);
+    c->idlen = len;
+    hmap_put(&cfg->customer_ids, h, c);
     cfg->customers = xreallocarray(cfg->customers, cfg->ncustomers + 1,
                                    sizeof(*cfg->customers));
     ml->pending = xreallocarray(ml->pending, cfg->ncustomers + 1,
@@ -319,23 +320,22 @@ read_lines(struct map_loader *ml, FILE *fp)
 int
 cp_custmap_load(struct cp_config *cfg, char *err)
 {
-    struct map_loader ml = {cfg, err, 0, {0}, NULL};
+    struct map_loader ml = {cfg, err, 0, NULL};
     FILE *fp;
     int rc;
 
     hmap_init(&cfg->logins, 64);
     hmap_init(&cfg->networks, 64);
+    hmap_init(&cfg->customer_ids, 64);
     if ((fp = fopen(cfg->customer_map, "r")) == NULL) {
         snprintf(err, CP_ERR_MAX, "%s: cannot open: %s", cfg->customer_map,
                  strerror(errno));
         return -1;
     }
-    hmap_init(&ml.customers, 64);
     rc = read_lines(&ml, fp);
     fclose(fp);
     for (size_t i = 0; rc == 0 && i < cfg->ncustomers; i++)
         rc = resolve_rules(&ml, cfg->customers[i], &ml.pending[i].rules);
-    hmap_fini(&ml.customers);
     free(ml.pending);
     return rc;
 }
@@ -363,6 +363,8 @@ cp_custmap_free(struct cp_config *cfg)
         free(cfg->customers[i]);
     }
     free(cfg->customers);
+    if (cfg->customer_ids.ents != NULL)
+        hmap_fini(&cfg->customer_ids);
     cfg->customers = NULL;
     cfg->ncustomers = 0;
 }
@@ -402,8 +404,8 @@ cp_custmap_network(const struct cp_config *cfg, const struct inet_addr *addr)
 const struct cp_customer *
 cp_custmap_customer(const struct cp_config *cfg, const char *id, size_t len)
 {
-    for (size_t i = 0; i < cfg->ncustomers; i++)
-        if (customer_eq(cfg->customers[i], id, len))
-            return cfg->customers[i];
-    return NULL;
+    if (cfg->customer_ids.ents == NULL)
+        return NULL;
+    return hmap_get(&cfg->customer_ids, hmap_hash(id, len), id, len,
+                    customer_eq);
 }

@@ -1,7 +1,8 @@
 /*
  * outbox.c — everything chokepointd sends off the loop thread: the
- * notifications of an incident (customer mail and ARF report through the
- * MTA's sendmail, the JSON webhook through libcurl) and the retroactive
+ * notifications of an incident (customer mail and ARF report submitted
+ * over SMTP with libcurl or through the MTA's sendmail command, the JSON
+ * webhook through libcurl) and the retroactive
  * hold / release commands (postsuper). One worker thread runs the jobs in
  * order; a failed job is retried with doubling delays (notify.retry,
  * notify.attempts), then given up with an error in the log. Mail decisions
@@ -29,7 +30,7 @@
 #define OUTBOX_MAX_JOBS 10000 /* queued jobs; more are refused (logged) */
 #define OUTBOX_OUT_MAX 512    /* bytes of a command's output kept */
 
-enum job_kind { JOB_MAIL, JOB_WEBHOOK, JOB_COMMAND };
+enum job_kind { JOB_MAIL, JOB_SMTP, JOB_WEBHOOK, JOB_COMMAND };
 
 struct job {
     struct job *next;
@@ -38,7 +39,8 @@ struct job {
     char account[CP_KEY_MAX * 4 + 4]; /* escaped, for the log */
     uint64_t incident;
     char *target;       /* command line, or URL */
-    char *from, *to;    /* JOB_MAIL */
+    char *from, *to;    /* JOB_MAIL, JOB_SMTP */
+    size_t sent;        /* JOB_SMTP: bytes of body handed to curl */
     struct strbuf body; /* message, JSON, or queue ids */
     uint64_t timeout_ms, retry_ms;
     unsigned attempts, max_attempts;
@@ -118,6 +120,54 @@ post_webhook(struct job *j, char *err, size_t errsz)
     return 0;
 }
 
+static size_t
+smtp_read(char *buf, size_t size, size_t n, void *arg)
+{
+    struct job *j = arg;
+    size_t left = j->body.len - j->sent, k = size * n < left ? size * n : left;
+
+    memcpy(buf, j->body.data + j->sent, k);
+    j->sent += k;
+    return k;
+}
+
+/* Submit over SMTP (libcurl: dot-stuffing, LF -> CRLF, the transaction). */
+static int
+send_smtp(struct job *j, char *err, size_t errsz)
+{
+    char ebuf[CURL_ERROR_SIZE] = "", from[NOTICE_MAX_ADDR + 3];
+    struct curl_slist *rcpt = NULL;
+    CURL *c = curl_easy_init();
+    CURLcode rc;
+
+    if (c == NULL) {
+        snprintf(err, errsz, "curl_easy_init failed");
+        return -1;
+    }
+    snprintf(from, sizeof(from), "<%s>", j->from);
+    rcpt = curl_slist_append(rcpt, j->to);
+    j->sent = 0;
+    curl_easy_setopt(c, CURLOPT_URL, j->target);
+    curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
+    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, smtp_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, j);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_CRLF, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)j->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    rc = curl_easy_perform(c);
+    curl_slist_free_all(rcpt);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        snprintf(err, errsz, "%s", ebuf[0] ? ebuf : curl_easy_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 static int
 run_job(struct job *j, char *err, size_t errsz)
 {
@@ -127,6 +177,8 @@ run_job(struct job *j, char *err, size_t errsz)
     case JOB_MAIL:
         return spawn_run(j->target, mail_args, j->body.data, j->body.len,
                          j->timeout_ms, err, errsz);
+    case JOB_SMTP:
+        return send_smtp(j, err, errsz);
     case JOB_COMMAND:
         return spawn_run(j->target, NULL, j->body.data, j->body.len,
                          j->timeout_ms, err, errsz);
@@ -307,9 +359,11 @@ mail_job(struct outbox *ob, const struct cp_config *cfg, const char *what,
          const char *account, uint64_t incident, const char *to,
          struct strbuf *msg)
 {
-    struct job *j = job_new(cfg, JOB_MAIL, what, account, incident);
+    bool smtp = cfg->notify.smtp[0] != '\0';
+    struct job *j = job_new(cfg, smtp ? JOB_SMTP : JOB_MAIL, what, account,
+                            incident);
 
-    j->target = xstrdup(cfg->notify.sendmail);
+    j->target = xstrdup(smtp ? cfg->notify.smtp : cfg->notify.sendmail);
     j->from = xstrdup(cfg->notify.from);
     j->to = xstrdup(to);
     sb_append(&j->body, msg->data, msg->len);

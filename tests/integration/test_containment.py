@@ -189,6 +189,24 @@ def test_block_notifies_customer_abuse_desk_and_webhook(pf, cpd):
         hook.close()
 
 
+def test_notifications_over_smtp(pf, cpd):
+    """notify.smtp: the ARF report is submitted over SMTP (libcurl) straight
+    to an SMTP server (the sink), with no sendmail binary involved; a
+    customer without contact= gets no mail (and the log says so)."""
+    daemon = cpd(extra={"notify": "smtp: smtp://127.0.0.1:%d\n"
+                                  "from: abuse@isp.example\n"
+                                  "abuse_to: arf-smtp@isp.example\n"
+                                  "reporting_mta: smtp.isp.example" %
+                                  pf.sink_port})
+    zombie_until_blocked(pf, daemon, "pete")
+    arf = pf.wait_delivered("arf-smtp@isp.example", 1)
+    assert len(arf) == 1, "no ARF report" + context(pf, daemon)
+    assert "Feedback-Type: abuse" in arf[0]
+    assert "Source-IP: 127.0.0.1" in arf[0]
+    assert "no contact= in the customer map" in daemon.read_log()
+    assert daemon.ctl("status")["outbox"]["sent"] == 1
+
+
 def queued_ids(results):
     ids = []
     for r in results:

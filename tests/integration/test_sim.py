@@ -97,10 +97,14 @@ def test_default_week_targets(week):
         assert k["zombie_accounts_caught"] >= 0.99 * k["zombie_accounts"]
         assert k["spam_accepted_per_zombie_median"] <= 10, kind
     # the known gap: 5 messages per zombie are too few for per-account
-    # evidence; campaigns need content fingerprints (milter, C4)
+    # evidence; bounces (delivery outcomes) catch most campaign zombies,
+    # but only after most of their handful went out. Campaigns need
+    # content fingerprints across accounts (milter, C4).
     camp = week["by_kind"]["campaign"]
-    assert camp["zombie_accounts_caught"] < 0.05 * camp["zombie_accounts"]
+    assert camp["zombie_accounts_caught"] >= 0.5 * camp["zombie_accounts"]
+    assert camp["spam_accepted"] >= 0.5 * camp["spam_messages"]
     assert week["spam_share_after"] > 0.005
+    assert week["outcomes_bad_recipient"] > 0
 
 
 @pytest.mark.parametrize("scenario,kind", [
@@ -119,9 +123,9 @@ def test_infection_kind_scenarios(scenario, kind):
     assert rep["legit_accounts_blocked"] == 0
     k = rep["by_kind"][kind]
     if kind == "campaign":
-        # a handful per zombie: below what per-account evidence can see
-        assert k["zombie_accounts_caught"] < 0.05 * k["zombie_accounts"]
-        assert k["spam_accepted"] >= 0.95 * k["spam_messages"]
+        # a handful per zombie: bounces catch most zombies, but late
+        assert k["zombie_accounts_caught"] >= 0.5 * k["zombie_accounts"]
+        assert k["spam_accepted"] >= 0.5 * k["spam_messages"]
     else:
         assert k["zombie_accounts_caught"] == k["zombie_accounts"]
         assert k["spam_accepted_per_zombie_median"] <= 10
@@ -185,6 +189,8 @@ def test_hard_legit_scenarios_report(scenario):
     # a deferred person's client retries: nothing is lost for good
     assert rep["legit_messages_lost"] == 0
     assert rep["legit_accounts_blocked"] == 0
+    assert rep["legit_customer_days_deferred"] <= \
+        0.001 * rep["legit_customer_days"]
 
 
 def test_svg_charts(tmp_path):
@@ -212,3 +218,13 @@ def test_bad_scenario_is_refused_with_position(tmp_path):
     assert r.returncode == 1
     assert re.search(r"bad\.yaml:5:5: unknown key 'customrs'", r.stderr), \
         r.stderr
+
+
+def test_live_refuses_a_scenario_with_delivery_outcomes():
+    """--live cannot feed bounces (the daemon reads them from the mail
+    log): a scenario that models them is refused, saying what to change."""
+    r = subprocess.run([CHOKEPOINT, "sim", os.path.join(SCEN, "blaster.yaml"),
+                        "--live", "/nonexistent.sock"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "delivery: false" in r.stderr
