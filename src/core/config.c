@@ -21,6 +21,7 @@
 
 #include "core/custmap.h"
 #include "core/notice.h"
+#include "util/inet.h"
 #include "util/parse.h"
 #include "util/yamlwalk.h"
 #include "util/xalloc.h"
@@ -119,7 +120,7 @@ scalar_eq(const char *s, size_t len, const char *lit)
 static const char *const signal_names[] = {
     "forged_sender", "owned_sender", "new_recipient", "known_recipient",
     "rate_jump",     "networks",     "bad_recipient",   "remote_reject",
-    "delivered",     NULL};
+    "delivered",     "dnsbl",         NULL};
 static const char *const block_actions[] = {"reject", "hold", NULL};
 
 const char *
@@ -140,10 +141,11 @@ static const struct yw_field weight_fields[] = {
     DW(CP_SIG_BAD_RECIPIENT, "bad_recipient"),
     DW(CP_SIG_REMOTE_REJECT, "remote_reject"),
     DW(CP_SIG_DELIVERED, "delivered"),
+    DW(CP_SIG_DNSBL, "dnsbl"),
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DW
-_Static_assert(CP_SIG_COUNT == 9, "weight_fields lists every signal");
+_Static_assert(CP_SIG_COUNT == 10, "weight_fields lists every signal");
 
 #define DO(m) offsetof(struct cp_detection, m)
 static const struct yw_field detection_fields[] = {
@@ -177,6 +179,19 @@ static const struct yw_field delivery_fields[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DV
+
+#define DB(m) offsetof(struct cp_dnsbl, m)
+static const struct yw_field dnsbl_fields[] = {
+    {"zones", YW_STR, DB(zones_text), SZ(cp_dnsbl, zones_text), 0, NULL},
+    {"ignore", YW_STR, DB(ignore_text), SZ(cp_dnsbl, ignore_text), 0, NULL},
+    {"servers", YW_STR, DB(servers), SZ(cp_dnsbl, servers), 0, NULL},
+    {"timeout", YW_DURATION, DB(timeout_ms), 100, 30000, NULL},
+    {"cache_ttl", YW_DURATION, DB(cache_ttl_ms), 60000, 7 * 86400000.0,
+     NULL},
+    {"max_cache", YW_U32, DB(max_cache), 16, 10000000, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef DB
 
 #define NO(m) offsetof(struct cp_notify, m)
 static const struct yw_field notify_fields[] = {
@@ -216,7 +231,7 @@ static void
 detection_defaults(struct cp_detection *d)
 {
     static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
-                                           2.0, 2.0,  1.5, -0.05};
+                                           2.0, 2.0,  1.5, -0.05, 2.5};
 
     memset(d, 0, sizeof(*d));
     d->enabled = true;
@@ -731,6 +746,70 @@ read_small_file(const char *path, size_t max, size_t *len, char *err)
     return buf;
 }
 
+/* Split "a, b c" at commas and blanks; calls fn per item; -1 on its error. */
+static int
+each_item(struct loader *ld, const char *text, const char *what,
+          int (*fn)(struct loader *ld, const char *item, size_t len))
+{
+    const char *p = text;
+
+    while (*p) {
+        size_t n;
+
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        n = strcspn(p, ", \t");
+        if (n == 0)
+            break;
+        if (fn(ld, p, n) < 0)
+            return fail(ld, NULL, "%s: bad item '%.*s'", what, (int)n, p);
+        p += n;
+    }
+    return 0;
+}
+
+static int
+add_zone(struct loader *ld, const char *s, size_t n)
+{
+    struct cp_dnsbl *b = &ld->cfg->dnsbl;
+
+    if (b->nzones == CP_DNSBL_MAX_ZONES || n >= sizeof(b->zone[0]) - 1)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.'))
+            return -1;
+    snprintf(b->zone[b->nzones++], sizeof(b->zone[0]), "%.*s", (int)n, s);
+    return 0;
+}
+
+static int
+add_ignore(struct loader *ld, const char *s, size_t n)
+{
+    struct cp_dnsbl *b = &ld->cfg->dnsbl;
+    struct inet_addr a;
+
+    if (b->nignore == CP_DNSBL_MAX_IGNORE || !inet_parse(s, n, &a) ||
+        a.family != 4)
+        return -1;
+    b->ignore[b->nignore++] = (uint32_t)a.bytes[0] << 24 |
+                              (uint32_t)a.bytes[1] << 16 |
+                              (uint32_t)a.bytes[2] << 8 | a.bytes[3];
+    return 0;
+}
+
+static int
+finish_dnsbl(struct loader *ld)
+{
+    struct cp_dnsbl *b = &ld->cfg->dnsbl;
+
+    return each_item(ld, b->zones_text, "dnsbl.zones", add_zone) < 0 ||
+                   each_item(ld, b->ignore_text, "dnsbl.ignore",
+                             add_ignore) < 0
+               ? -1
+               : 0;
+}
+
 /* notify: — what must hold together; the customer template is read and
  * checked here, so a bad template is refused like any bad config. */
 static int
@@ -796,7 +875,7 @@ finish(struct loader *ld)
             return fail(ld, NULL,
                         "more than %d distinct metric/window counters",
                         CP_MAX_SLOTS);
-    if (finish_notify(ld) < 0)
+    if (finish_notify(ld) < 0 || finish_dnsbl(ld) < 0)
         return -1;
     if (cfg->customer_map && cp_custmap_load(cfg, ld->yw.err) < 0)
         return -1;
@@ -831,6 +910,9 @@ set_defaults(struct cp_config *cfg)
     cfg->reservation_timeout_ms = 600000;
     cfg->max_pending = 100000;
     detection_defaults(&cfg->det);
+    cfg->dnsbl.timeout_ms = 2000;
+    cfg->dnsbl.cache_ttl_ms = 3600000;
+    cfg->dnsbl.max_cache = 100000;
     cfg->delivery.poll_ms = 1000;
     cfg->delivery.max_queue_ids = 200000;
     cfg->delivery.queue_id_ttl_ms = 5 * 86400000ULL;
@@ -860,6 +942,7 @@ static const struct section {
     {"detection", NULL, NULL, 0},
     {"delivery", NULL, delivery_fields, offsetof(struct cp_config, delivery)},
     {"notify", NULL, notify_fields, offsetof(struct cp_config, notify)},
+    {"dnsbl", NULL, dnsbl_fields, offsetof(struct cp_config, dnsbl)},
     {"containment", NULL, containment_fields,
      offsetof(struct cp_config, contain)},
 };

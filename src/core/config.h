@@ -75,6 +75,7 @@ enum cp_signal {
     CP_SIG_BAD_RECIPIENT,   /* delivery: recipient unknown (5.1.x) */
     CP_SIG_REMOTE_REJECT,   /* delivery: refused by policy (5.7.x, 4.7.x) */
     CP_SIG_DELIVERED,       /* delivery: accepted by the next hop */
+    CP_SIG_DNSBL,           /* client address on an infected-host list */
     CP_SIG_COUNT
 };
 
@@ -101,6 +102,25 @@ struct cp_delivery {
     uint64_t poll_ms;          /* how often the log is read */
     uint32_t max_queue_ids;    /* queue id → account entries kept */
     uint64_t queue_id_ttl_ms;  /* forgotten after (Postfix: 5d lifetime) */
+};
+
+/* dnsbl: — look-ups of the client address in infected-host lists
+ * (XBL/CBL-type). Answers in `ignore` (PBL-type: "dynamic address, should
+ * not send directly" — expected on the submission port) are not evidence. */
+#define CP_DNSBL_MAX_ZONES 8
+#define CP_DNSBL_MAX_IGNORE 16
+struct cp_dnsbl {
+    char zones_text[512];      /* "xbl.example, cbl.example"; "": off */
+    char ignore_text[256];     /* "127.0.0.10, 127.0.0.11" */
+    char servers[256];         /* "127.0.0.1:5353"; "": /etc/resolv.conf */
+    uint64_t timeout_ms;
+    uint64_t cache_ttl_ms;
+    uint32_t max_cache;        /* addresses remembered */
+    /* parsed at load */
+    char zone[CP_DNSBL_MAX_ZONES][128];
+    uint32_t nzones;
+    uint32_t ignore[CP_DNSBL_MAX_IGNORE]; /* IPv4, host order */
+    uint32_t nignore;
 };
 
 /* notify: — what is sent when an account is blocked. */
@@ -191,6 +211,7 @@ struct cp_config {
 
     struct cp_detection det;
     struct cp_delivery delivery;
+    struct cp_dnsbl dnsbl;
     struct cp_notify notify;
     char *notify_template;     /* customer_template's text, or NULL */
     struct cp_containment contain;

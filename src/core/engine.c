@@ -659,6 +659,40 @@ cp_outcome_of(const char *status, size_t slen, const char *dsn, size_t dlen)
     return CP_OUT_NONE;
 }
 
+/* Evidence that arrives after the replies (the mail log, a DNSBL answer):
+ * apply it to the account `key` and move its state. */
+struct late {
+    enum cp_signal sig;
+    double scale;
+    float *msg; /* delivery: the message's evidence so far; NULL: dnsbl */
+};
+
+static void
+late_evidence(struct cp_engine *e, const char *key, size_t keylen,
+              const struct late *l, int64_t now_ms, struct cp_decision *d)
+{
+    const struct cp_detection *det = &e->cfg->det;
+    struct cp_account_ref ref;
+    int next;
+
+    if (!det->enabled ||
+        cp_identity_lookup(e->cfg, key, keylen, &d->id) < 0 ||
+        !d->id.cls->detect ||
+        !e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+                                true, &ref))
+        return;
+    d->state = d->prev_state = ref.c->state;
+    d->detected = true;
+    d->score = l->msg ? cp_evidence_outcome(ref.ev, det, l->sig, l->scale,
+                                            l->msg, now_ms, &d->fired)
+                      : cp_evidence_listed(ref.ev, det, now_ms, &d->fired);
+    next = cp_lifecycle_step(det, ref.c->state, ref.c->repeat,
+                             ref.c->state_since_s, d->score,
+                             cp_evidence_corroboration(ref.ev), now_ms);
+    if (next != ref.c->state)
+        transition(e, ref.c, next, now_ms, d, NULL);
+}
+
 int
 cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
                   enum cp_outcome o, int64_t now_ms, struct cp_decision *d)
@@ -672,11 +706,9 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
         [CP_OUT_REJECTED] = {CP_SIG_REMOTE_REJECT, 1},
         [CP_OUT_DEFERRED_POLICY] = {CP_SIG_REMOTE_REJECT, 0.25},
     };
-    const struct cp_detection *det = &e->cfg->det;
     struct agemap_ent *a = agemap_get(&e->queued, qid, qlen);
-    struct cp_account_ref ref;
     struct cp_queued *q;
-    int next;
+    struct late l;
 
     memset(d, 0, sizeof(*d));
     d->stage = CP_STAGE_OTHER;
@@ -686,22 +718,24 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
     }
     q = QUEUED(a);
     e->stats.outcomes++;
-    if (o == CP_OUT_NONE || !det->enabled ||
-        cp_identity_lookup(e->cfg, q->buf + qlen, q->keylen, &d->id) < 0 ||
-        !d->id.cls->detect ||
-        !e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
-                                true, &ref))
+    if (o == CP_OUT_NONE)
         return 1;
-    d->state = d->prev_state = ref.c->state;
-    d->detected = true;
-    d->score = cp_evidence_outcome(ref.ev, det, map[o].sig, map[o].scale,
-                                   &q->ev, now_ms, &d->fired);
-    next = cp_lifecycle_step(det, ref.c->state, ref.c->repeat,
-                             ref.c->state_since_s, d->score,
-                             cp_evidence_corroboration(ref.ev), now_ms);
-    if (next != ref.c->state)
-        transition(e, ref.c, next, now_ms, d, NULL);
+    l.sig = map[o].sig;
+    l.scale = map[o].scale;
+    l.msg = &q->ev;
+    late_evidence(e, q->buf + qlen, q->keylen, &l, now_ms, d);
     return 1;
+}
+
+void
+cp_engine_listed(struct cp_engine *e, const char *key, size_t keylen,
+                 int64_t now_ms, struct cp_decision *d)
+{
+    struct late l = {CP_SIG_DNSBL, 1, NULL};
+
+    memset(d, 0, sizeof(*d));
+    d->stage = CP_STAGE_OTHER;
+    late_evidence(e, key, keylen, &l, now_ms, d);
 }
 
 void

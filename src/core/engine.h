@@ -138,6 +138,10 @@ enum cp_outcome cp_outcome_of(const char *status, size_t slen,
 int cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
                       enum cp_outcome o, int64_t now_ms,
                       struct cp_decision *d);
+/* The client address of account `key` is on an infected-host list (a
+ * DNSBL answer): evidence, and maybe a state change (as above). */
+void cp_engine_listed(struct cp_engine *e, const char *key, size_t keylen,
+                      int64_t now_ms, struct cp_decision *d);
 /* The message left the queue: forget its queue id. */
 void cp_engine_dequeue(struct cp_engine *e, const char *qid, size_t qlen);
 /* Call fn for each recorded queue id of an account; returns how many. */

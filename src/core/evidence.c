@@ -18,6 +18,8 @@
  *     remote_reject — refused by the receiver's policy (5.7.x; a 4.7.x
  *       deferral counts a quarter): the receiver thinks it is spam;
  *     delivered — accepted (a small credit per recipient);
+ *   dnsbl (cp_evidence_listed): the client address is on an infected-host
+ *     list (XBL/CBL-type), at most once an hour;
  *   recipient level: new_recipient / known_recipient — against a 256-bit
  *     filter of recipients the account has mailed; a message's recipient
  *     evidence is capped at ±1 so one big message cannot decide alone.
@@ -274,6 +276,21 @@ cp_evidence_outcome(struct cp_evidence *ev, const struct cp_detection *det,
     }
     if (ev->score < det->floor)
         ev->score = (float)det->floor;
+    return ev->score;
+}
+
+double
+cp_evidence_listed(struct cp_evidence *ev, const struct cp_detection *det,
+                   int64_t now_ms, uint32_t *fired)
+{
+    uint32_t now_s = (uint32_t)(now_ms / 1000);
+
+    *fired = 0;
+    decay(ev, det, now_ms);
+    if (ev->listed_s == 0 || now_s - ev->listed_s >= 3600) {
+        ev->listed_s = now_s;
+        fire(ev, det, CP_SIG_DNSBL, 1, fired);
+    }
     return ev->score;
 }
 

@@ -37,6 +37,7 @@ struct cp_evidence {
     uint64_t bloom[CP_EV_BLOOM];  /* recipients mailed */
     float sig[CP_SIG_COUNT];      /* each signal's share of the score */
     uint32_t fired[CP_SIG_COUNT]; /* times each signal fired */
+    uint32_t listed_s;            /* last dnsbl evidence, seconds */
 };
 
 struct cp_ev_input {
@@ -64,6 +65,14 @@ double cp_evidence_outcome(struct cp_evidence *ev,
                            const struct cp_detection *det, enum cp_signal s,
                            double scale, float *msg, int64_t now_ms,
                            uint32_t *fired);
+/*
+ * The client address is on an infected-host list (DNSBL answer, which
+ * arrives after the reply): counts at most once an hour per account, since
+ * repeated look-ups of one listing are one fact. Returns the score after.
+ */
+double cp_evidence_listed(struct cp_evidence *ev,
+                          const struct cp_detection *det, int64_t now_ms,
+                          uint32_t *fired);
 /* How many different signals each raised the score by at least 1 (as of
  * the last update): a block needs corroboration by two or more. */
 int cp_evidence_corroboration(const struct cp_evidence *ev);

@@ -68,8 +68,10 @@ status(struct daemon *d, struct strbuf *o, bool json)
     size_t bytes = d->ms->base.ops->bytes(&d->ms->base);
     int64_t up = (daemon_now_ms() - d->started_ms) / 1000;
     struct outbox_stats ob;
+    struct dnsbl_stats bl;
 
     outbox_stats(d->outbox, &ob);
+    dnsbl_stats(d->dnsbl, &bl);
     if (!json) {
         sb_printf(o, "chokepointd %s, up %llds, config %s%s\n", CP_VERSION,
                   (long long)up, d->cfg->file,
@@ -91,6 +93,14 @@ status(struct daemon *d, struct strbuf *o, bool json)
                   cp_engine_queued_count(&d->engine),
                   (unsigned long long)s->outcomes,
                   (unsigned long long)s->outcomes_unknown);
+        sb_printf(o, "dnsbl: %llu look-ups, %llu answered, %llu failed, %llu "
+                     "addresses listed, %llu charged to accounts, %zu "
+                     "cached\n",
+                  (unsigned long long)bl.queries,
+                  (unsigned long long)bl.answers,
+                  (unsigned long long)bl.failures,
+                  (unsigned long long)bl.listed,
+                  (unsigned long long)bl.charged, bl.cached);
         sb_printf(o, "notifications and commands: %zu waiting, %llu sent, "
                      "%llu retried, %llu failed, %llu dropped, %llu over "
                      "notify.max_per_hour\n",
@@ -141,6 +151,12 @@ status(struct daemon *d, struct strbuf *o, bool json)
               cp_engine_queued_count(&d->engine),
               (unsigned long long)s->outcomes,
               (unsigned long long)s->outcomes_unknown);
+    sb_printf(o, "\"dnsbl\":{\"queries\":%llu,\"answers\":%llu,"
+                 "\"failures\":%llu,\"listed\":%llu,\"charged\":%llu,"
+                 "\"cached\":%zu},",
+              (unsigned long long)bl.queries, (unsigned long long)bl.answers,
+              (unsigned long long)bl.failures, (unsigned long long)bl.listed,
+              (unsigned long long)bl.charged, bl.cached);
     sb_printf(o, "\"outbox\":{\"queued\":%zu,\"sent\":%llu,\"retried\":%llu,"
                  "\"failed\":%llu,\"dropped\":%llu,\"suppressed\":%llu}}\n",
               ob.queued, (unsigned long long)ob.sent,

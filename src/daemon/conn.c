@@ -234,6 +234,8 @@ handle_request(struct conn *c)
                  c->peer);
     }
     daemon_log_decision(d, &dec, &req, now);
+    if (dec.detected)
+        dnsbl_check(d->dnsbl, &dec, &req);
     /* the text explains a verdict; DUNNO (also shadow mode) goes bare */
     policy_format_reply(&c->out, cp_action_word(dec.action),
                         dec.action == CP_ACT_DUNNO ? NULL : dec.text);

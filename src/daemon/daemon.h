@@ -23,6 +23,7 @@ struct conn;
 struct listener;
 struct logfollow;
 struct outbox;
+struct dnsbl;
 struct cp_incident;
 
 struct dstats {
@@ -65,6 +66,7 @@ struct daemon {
 
     struct logfollow *logfollow;
     struct outbox *outbox;
+    struct dnsbl *dnsbl;
 
     bool sim_clock;          /* --sim-clock: time from the request */
     int64_t sim_expired_ms;  /* virtual time of the last expiry pass */
@@ -122,6 +124,19 @@ void outbox_incident(struct outbox *ob, const struct cp_config *cfg,
 void outbox_command(struct outbox *ob, const struct cp_config *cfg,
                     const char *what, const char *command, const char *account,
                     const char *input, size_t len);
+
+/* dnsbl.c: infected-host list look-ups of client addresses (c-ares) */
+struct dnsbl_stats {
+    uint64_t queries, answers, failures, listed, charged;
+    size_t cached;
+};
+struct dnsbl *dnsbl_start(struct daemon *d);
+void dnsbl_reload(struct dnsbl *b);
+void dnsbl_stop(struct dnsbl *b);
+/* After a decision with evidence: look up (or reuse) the client address. */
+void dnsbl_check(struct dnsbl *b, const struct cp_decision *dec,
+                 const struct policy_request *req);
+void dnsbl_stats(const struct dnsbl *b, struct dnsbl_stats *out);
 
 /* spawn.c: run `cmdline` (split at blanks, no shell) + `extra` (NULL-
  * terminated, may be NULL) with `input` on stdin; blocking. 0 if it exited

@@ -301,6 +301,11 @@ reload(struct daemon *d)
     cp_engine_set_config(&d->engine, ncfg);
     msg_init("chokepointd", ncfg->log_syslog, ncfg->log_level);
     open_decision_log(d);
+    if (strcmp(old->dnsbl.zones_text, ncfg->dnsbl.zones_text) != 0 ||
+        strcmp(old->dnsbl.ignore_text, ncfg->dnsbl.ignore_text) != 0 ||
+        strcmp(old->dnsbl.servers, ncfg->dnsbl.servers) != 0 ||
+        old->dnsbl.timeout_ms != ncfg->dnsbl.timeout_ms)
+        dnsbl_reload(d->dnsbl);
     if (old->checkpoint_ms != ncfg->checkpoint_ms)
         uv_timer_start(&d->ckpt_timer, d->ckpt_timer.timer_cb,
                        ncfg->checkpoint_ms, ncfg->checkpoint_ms);
@@ -339,6 +344,8 @@ shutdown_daemon(struct daemon *d)
     ckpt_stop(d);
     logfollow_stop(d->logfollow);
     d->logfollow = NULL;
+    dnsbl_stop(d->dnsbl);
+    d->dnsbl = NULL;
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
@@ -441,6 +448,7 @@ run(const char *file, bool sim_clock)
     ckpt_start(&d);
     d.logfollow = logfollow_start(&d);
     d.outbox = outbox_start();
+    d.dnsbl = dnsbl_start(&d);
     d.refusal_tokens = REFUSAL_LOG_BURST;
     d.refusal_t_ms = (int64_t)(clock_mono_us() / 1000);
     if (d.cfg->notify.reporting_mta[0] != '\0')
