@@ -91,6 +91,9 @@ static const struct yw_field class_f[] = {
 #undef C
 
 #define I(m) offsetof(struct sim_infection, m)
+static const char *const helo_names[] = {"default", "own", "random", "fixed",
+                                         "recipient", NULL};
+
 static const struct yw_field infection_f[] = {
     {"kind", YW_ENUM, I(kind), 0, 0, kind_names},
     {"class", YW_STR, I(class_name), SIM_NAME_MAX, 0, NULL},
@@ -109,6 +112,7 @@ static const struct yw_field infection_f[] = {
     {"forge_share", YW_DOUBLE, I(forge_share), 0, 1, NULL},
     {"invalid_share", YW_DOUBLE, I(invalid_share), 0, 1, NULL},
     {"rejected_share", YW_DOUBLE, I(rejected_share), 0, 1, NULL},
+    {"helo", YW_ENUM, I(helo), 0, 0, helo_names},
     {"retry", YW_MAP, I(retry), 0, 0, retry_f},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -224,6 +228,15 @@ check(struct yw *w, struct scenario *sc)
                                                         1.0};
 
             f->forge_share = dflt[f->kind];
+        }
+        if (f->helo == SIM_HELO_DEFAULT) {
+            /* bots bring their own SMTP engine and make names up; a
+             * stolen password is used from the spammer's machine */
+            static const int dflt[SIM_KIND_COUNT] = {
+                SIM_HELO_RANDOM, SIM_HELO_OWN, SIM_HELO_RANDOM,
+                SIM_HELO_FIXED, SIM_HELO_RANDOM};
+
+            f->helo = dflt[f->kind];
         }
         if (f->invalid_share < 0) {
             /* harvested and guessed lists; a stolen login's spammer

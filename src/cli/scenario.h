@@ -16,6 +16,14 @@
 enum sim_diurnal { SIM_DIURNAL_RESIDENTIAL, SIM_DIURNAL_BUSINESS,
                    SIM_DIURNAL_FLAT };
 
+enum sim_helo {
+    SIM_HELO_DEFAULT,  /* the kind's usual */
+    SIM_HELO_OWN,      /* the infected PC's own name (as its owner's mail) */
+    SIM_HELO_RANDOM,   /* a made-up name per connection (spamware) */
+    SIM_HELO_FIXED,    /* one foreign name (the spammer's machine) */
+    SIM_HELO_RECIPIENT, /* the recipient's domain */
+};
+
 enum sim_kind {
     SIM_BLASTER,     /* as fast as the server takes it, forged senders */
     SIM_LOWSLOW,     /* a few dozen an hour, round the clock */
@@ -98,6 +106,7 @@ struct sim_infection {
     double invalid_share;       /* recipients that do not exist (harvested
                                    and guessed lists); < 0: kind's default */
     double rejected_share;      /* refused as spam by the receiver (5.7.1) */
+    int helo;                   /* enum sim_helo */
     struct sim_retry retry;
 };
 

@@ -43,7 +43,7 @@ struct sim_msg {
     uint32_t sender;          /* customer charged (or infected) */
     uint32_t nrcpt;
     uint64_t size;
-    char login[64], ip[16], from[96];
+    char login[64], ip[16], from[96], helo[64];
 };
 
 /* ---- the content of one message ---- */
@@ -151,6 +151,19 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
                   65536u) * 256u +
                  1 + (uint32_t)rng_below(&m->r, 250);
         sim_format_ip(m->ip, sizeof(m->ip), ip);
+        switch (f->helo) {
+        case SIM_HELO_OWN:
+            snprintf(m->helo, sizeof(m->helo), "pc-%u", z->sender);
+            break;
+        case SIM_HELO_FIXED:
+            snprintf(m->helo, sizeof(m->helo), "host%u.example", e->who);
+            break;
+        case SIM_HELO_RECIPIENT: /* set per message below */
+            break;
+        default:
+            snprintf(m->helo, sizeof(m->helo), "%08llx",
+                     (unsigned long long)rng_below(&m->r, 1ULL << 32));
+        }
         if (rng_unit(&m->r) < f->forge_share)
             snprintf(m->from, sizeof(m->from), "x%llu@%s",
                      (unsigned long long)rng_below(&m->r, 100000000),
@@ -184,6 +197,15 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
                  ((e->who * 2654435761u + day * 40503u + alt * 97u) % 30000u);
         }
         sim_format_ip(m->ip, sizeof(m->ip), ip);
+        /* the customer's computer by name; away from home, the phone,
+         * whose client sends its address as a literal */
+        if (ip != p->ip)
+            snprintf(m->helo, sizeof(m->helo), "[10.%u.%u.%u]",
+                     (unsigned)rng_below(&m->r, 256),
+                     (unsigned)rng_below(&m->r, 256),
+                     (unsigned)rng_below(&m->r, 256));
+        else
+            snprintf(m->helo, sizeof(m->helo), "pc-%u", e->who);
         sim_login(m->from, sizeof(m->from), m->sender);
         if ((p->flags & SIM_ALIAS) && rng_unit(&m->r) < 0.3) {
             char login[64];
@@ -224,6 +246,7 @@ ask_inproc(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
     r.sasl_username = policy_str_c(m->login);
     r.sasl_method = policy_str_c(m->sasl ? "plain" : "");
     r.queue_id = policy_str_c(a->qid);
+    r.helo_name = policy_str_c(m->helo);
     inproc_decide(&d->ip, &r, now, &dec);
     return dec.action;
 }
@@ -257,9 +280,10 @@ ask_live(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
                      "protocol_name=ESMTP\nclient_address=%s\nsender=%s\n"
                      "recipient=%s\nrecipient_count=%s\nsize=%s\n"
                      "instance=%s\nsasl_method=%s\nsasl_username=%s\n"
-                     "chokepoint_sim_time=%lld\n\n",
+                     "helo_name=%s\nchokepoint_sim_time=%lld\n\n",
                      a->stage, m->ip, m->from, a->rcpt, a->count, a->size,
-                     a->inst, m->sasl ? "plain" : "", m->login, (long long)now);
+                     a->inst, m->sasl ? "plain" : "", m->login, m->helo,
+                     (long long)now);
     size_t got = 0;
 
     if (write(d->fd, req, (size_t)n) != n)
@@ -385,6 +409,10 @@ transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
     snprintf(a.size, sizeof(a.size), "%llu", (unsigned long long)m->size);
     for (uint32_t i = 0; i < m->nrcpt; i++) {
         enum rtype t = recipient(s, m, i, rcpt, sizeof(rcpt));
+
+        if (i == 0 && m->spam &&
+            s->sc.inf[s->zombies[m->e->who].inf].helo == SIM_HELO_RECIPIENT)
+            snprintf(m->helo, sizeof(m->helo), "%s", strchr(rcpt, '@') + 1);
 
         act = ask(s, d, m, &a, now);
         if (act == CP_ACT_DEFER || act == CP_ACT_REJECT)

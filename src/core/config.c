@@ -120,7 +120,8 @@ scalar_eq(const char *s, size_t len, const char *lit)
 static const char *const signal_names[] = {
     "forged_sender", "owned_sender", "new_recipient", "known_recipient",
     "rate_jump",     "networks",     "bad_recipient",   "remote_reject",
-    "delivered",     "dnsbl",         NULL};
+    "delivered",     "dnsbl",         "helo_new",        "helo_forged",
+    NULL};
 static const char *const block_actions[] = {"reject", "hold", NULL};
 
 const char *
@@ -142,10 +143,12 @@ static const struct yw_field weight_fields[] = {
     DW(CP_SIG_REMOTE_REJECT, "remote_reject"),
     DW(CP_SIG_DELIVERED, "delivered"),
     DW(CP_SIG_DNSBL, "dnsbl"),
+    DW(CP_SIG_HELO_NEW, "helo_new"),
+    DW(CP_SIG_HELO_FORGED, "helo_forged"),
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DW
-_Static_assert(CP_SIG_COUNT == 10, "weight_fields lists every signal");
+_Static_assert(CP_SIG_COUNT == 12, "weight_fields lists every signal");
 
 #define DO(m) offsetof(struct cp_detection, m)
 static const struct yw_field detection_fields[] = {
@@ -231,7 +234,8 @@ static void
 detection_defaults(struct cp_detection *d)
 {
     static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
-                                           2.0, 2.0,  1.5, -0.05, 2.5};
+                                           2.0, 2.0,  1.5, -0.05, 2.5,
+                                           0.5, 2.0};
 
     memset(d, 0, sizeof(*d));
     d->enabled = true;

@@ -76,6 +76,8 @@ enum cp_signal {
     CP_SIG_REMOTE_REJECT,   /* delivery: refused by policy (5.7.x, 4.7.x) */
     CP_SIG_DELIVERED,       /* delivery: accepted by the next hop */
     CP_SIG_DNSBL,           /* client address on an infected-host list */
+    CP_SIG_HELO_NEW,        /* a HELO the account's devices never used */
+    CP_SIG_HELO_FORGED,     /* HELO names the recipient's domain */
     CP_SIG_COUNT
 };
 

@@ -444,6 +444,7 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
     in.login = req->sasl_username;
     in.sender = req->sender;
     in.recipient = req->recipient;
+    in.helo = req->helo_name;
     if (req->client_address.p &&
         inet_parse(req->client_address.p, req->client_address.len, &client))
         in.client = &client;

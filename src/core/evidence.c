@@ -20,6 +20,12 @@
  *     delivered — accepted (a small credit per recipient);
  *   dnsbl (cp_evidence_listed): the client address is on an infected-host
  *     list (XBL/CBL-type), at most once an hour;
+ *     helo_new — a HELO name none of the account's devices used (learned
+ *       while the score is low, like senders; IP literals such as
+ *       "[192.168.1.5]" count as one name, since phones and Thunderbird
+ *       send the address they have), only once the account has a regular
+ *       HELO; helo_forged — the HELO is the recipient's domain (spamware
+ *       pretending to be the receiver's own host);
  *   recipient level: new_recipient / known_recipient — against a 256-bit
  *     filter of recipients the account has mailed; a message's recipient
  *     evidence is capped at ±1 so one big message cannot decide alone.
@@ -29,6 +35,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "util/hmap.h"
 
@@ -220,6 +227,63 @@ network_signal(struct cp_evidence *ev, const struct cp_detection *det,
         fire(ev, det, CP_SIG_NETWORKS, 1, fired);
 }
 
+static uint32_t
+helo_hash(struct policy_str h)
+{
+    if (h.len > 0 && (h.p[0] == '[' || inet_parse(h.p, h.len, &(struct inet_addr){0})))
+        return 1; /* every address literal is one "name" */
+    return hash_ci(h) | 2;
+}
+
+static bool
+helo_is_domain_of(struct policy_str helo, struct policy_str rcpt)
+{
+    const char *at = rcpt.p ? memchr(rcpt.p, '@', rcpt.len) : NULL;
+    size_t dlen;
+
+    if (at == NULL || helo.len == 0)
+        return false;
+    dlen = rcpt.len - (size_t)(at + 1 - rcpt.p);
+    return dlen == helo.len && dlen > 0 &&
+           strncasecmp(at + 1, helo.p, dlen) == 0;
+}
+
+static void
+helo_signal(struct cp_evidence *ev, const struct cp_detection *det,
+            const struct cp_ev_input *in, uint32_t *fired)
+{
+    uint32_t h;
+    int low = 0;
+    bool known = false, regular = false;
+
+    if (in->helo.p == NULL || in->helo.len == 0)
+        return;
+    if (helo_is_domain_of(in->helo, in->recipient)) {
+        fire(ev, det, CP_SIG_HELO_FORGED, 1, fired);
+        return;
+    }
+    h = helo_hash(in->helo);
+    for (int i = 0; i < CP_EV_HELOS; i++) {
+        known |= ev->helo[i] == h && ev->helo_n[i] >= 2;
+        regular |= ev->helo_n[i] >= 3;
+    }
+    if (!known && regular)
+        fire(ev, det, CP_SIG_HELO_NEW, 1, fired);
+    if (ev->score >= det->watch_at / 2)
+        return; /* learn only while the account looks clean */
+    for (int i = 0; i < CP_EV_HELOS; i++) {
+        if (ev->helo[i] == h) {
+            if (ev->helo_n[i] < 255)
+                ev->helo_n[i]++;
+            return;
+        }
+        if (ev->helo_n[i] < ev->helo_n[low])
+            low = i;
+    }
+    ev->helo[low] = h;
+    ev->helo_n[low] = 1;
+}
+
 /* ---- recipient-level signal ---- */
 
 static void
@@ -251,6 +315,7 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
         ev->msg_rcpt = 0;
         sender_signal(ev, det, in, fired);
         rate_signal(ev, det, in->now_ms, fired);
+        helo_signal(ev, det, in, fired);
         if (in->sasl && in->client != NULL)
             network_signal(ev, det, in, fired);
     }

@@ -22,6 +22,7 @@
 #define CP_EV_OWNED 4  /* envelope senders remembered as the account's */
 #define CP_EV_NETS 4   /* client networks remembered */
 #define CP_EV_BLOOM 4  /* 64-bit words of the recipient filter (256 bits) */
+#define CP_EV_HELOS 4  /* HELO names remembered (the account's devices) */
 
 struct cp_evidence {
     int64_t t_ms;                 /* last update (decay reference) */
@@ -38,13 +39,15 @@ struct cp_evidence {
     float sig[CP_SIG_COUNT];      /* each signal's share of the score */
     uint32_t fired[CP_SIG_COUNT]; /* times each signal fired */
     uint32_t listed_s;            /* last dnsbl evidence, seconds */
+    uint32_t helo[CP_EV_HELOS];   /* HELO hashes (IP literals as one) */
+    uint8_t helo_n[CP_EV_HELOS];  /* messages seen with each */
 };
 
 struct cp_ev_input {
     int64_t now_ms;
     bool new_message;             /* first RCPT of a message */
     bool sasl;
-    struct policy_str login, sender, recipient;
+    struct policy_str login, sender, recipient, helo;
     const struct inet_addr *client; /* NULL if unknown */
 };
 

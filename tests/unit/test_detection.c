@@ -59,6 +59,60 @@ send(struct cp_evidence *ev, int64_t t, const char *login, const char *from,
     return cp_evidence_rcpt(ev, &det, &in, fired ? fired : &f);
 }
 
+static uint32_t
+send_helo(struct cp_evidence *ev, int64_t t, const char *helo,
+          const char *rcpt)
+{
+    struct cp_ev_input in;
+    uint32_t f;
+
+    memset(&in, 0, sizeof(in));
+    in.now_ms = t;
+    in.new_message = true;
+    in.sasl = true;
+    in.login = policy_str_c("ann@isp.example");
+    in.sender = policy_str_c("ann@isp.example");
+    in.recipient = policy_str_c(rcpt);
+    in.helo = policy_str_c(helo);
+    cp_evidence_rcpt(ev, &det, &in, &f);
+    return f;
+}
+
+static void
+test_helo_signals(void **state)
+{
+    struct cp_evidence ev;
+    uint32_t f;
+
+    (void)state;
+    det.weight[CP_SIG_HELO_NEW] = 0.5;
+    det.weight[CP_SIG_HELO_FORGED] = 2.0;
+    memset(&ev, 0, sizeof(ev));
+    /* a new account: nothing is unusual yet */
+    f = send_helo(&ev, 0, "DESKTOP-7H2K9LQ", "mum@home.example");
+    assert_false(f & (1u << CP_SIG_HELO_NEW));
+    for (int i = 1; i < 6; i++)
+        send_helo(&ev, i * MIN, "DESKTOP-7H2K9LQ", "mum@home.example");
+    /* the phone: address literals, a new one on every network, are one */
+    for (int i = 0; i < 3; i++) {
+        char lit[32];
+
+        snprintf(lit, sizeof(lit), "[10.%d.0.%d]", i, i + 1);
+        f = send_helo(&ev, (10 + i) * MIN, lit, "mum@home.example");
+    }
+    f = send_helo(&ev, 20 * MIN, "[172.16.9.9]", "mum@home.example");
+    assert_false(f & (1u << CP_SIG_HELO_NEW));
+    f = send_helo(&ev, 21 * MIN, "DESKTOP-7H2K9LQ", "mum@home.example");
+    assert_false(f & (1u << CP_SIG_HELO_NEW));
+    /* spamware makes a name up */
+    f = send_helo(&ev, 22 * MIN, "qzkxwv", "v1@free.example");
+    assert_true(f & (1u << CP_SIG_HELO_NEW));
+    /* or claims to be the recipient's own host */
+    f = send_helo(&ev, 23 * MIN, "FREE.example", "v2@free.example");
+    assert_true(f & (1u << CP_SIG_HELO_FORGED));
+    assert_false(f & (1u << CP_SIG_HELO_NEW));
+}
+
 static void
 test_owner_mail_lowers_score(void **state)
 {
@@ -221,6 +275,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_owner_mail_lowers_score, setup),
+        cmocka_unit_test_setup(test_helo_signals, setup),
         cmocka_unit_test_setup(test_zombie_corroborated_within_ten_messages,
                                setup),
         cmocka_unit_test_setup(test_alias_is_learned, setup),
