@@ -78,6 +78,7 @@ enum cp_signal {
     CP_SIG_DNSBL,           /* client address on an infected-host list */
     CP_SIG_HELO_NEW,        /* a HELO the account's devices never used */
     CP_SIG_HELO_FORGED,     /* HELO names the recipient's domain */
+    CP_SIG_ODD_HOUR,        /* mail at an hour of day the account never used */
     CP_SIG_COUNT
 };
 

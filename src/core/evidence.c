@@ -26,6 +26,9 @@
  *       send the address they have), only once the account has a regular
  *       HELO; helo_forged — the HELO is the recipient's domain (spamware
  *       pretending to be the receiver's own host);
+ *     odd_hour — a message at an hour of the day (UTC) in which the
+ *       account has never sent, once it has sent 30 messages while clean
+ *       (people keep hours; bots send round the clock);
  *   recipient level: new_recipient / known_recipient — against a 256-bit
  *     filter of recipients the account has mailed; a message's recipient
  *     evidence is capped at ±1 so one big message cannot decide alone.
@@ -227,6 +230,21 @@ network_signal(struct cp_evidence *ev, const struct cp_detection *det,
         fire(ev, det, CP_SIG_NETWORKS, 1, fired);
 }
 
+static void
+hour_signal(struct cp_evidence *ev, const struct cp_detection *det,
+            int64_t now, uint32_t *fired)
+{
+    uint32_t bit = 1u << (uint32_t)((now / HOUR_MS) % 24);
+
+    if (ev->msgs_learned >= 30 && !(ev->hours_used & bit))
+        fire(ev, det, CP_SIG_ODD_HOUR, 1, fired);
+    if (ev->score < det->watch_at / 2) {
+        ev->hours_used |= bit;
+        if (ev->msgs_learned < UINT16_MAX)
+            ev->msgs_learned++;
+    }
+}
+
 static uint32_t
 helo_hash(struct policy_str h)
 {
@@ -316,6 +334,7 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
         sender_signal(ev, det, in, fired);
         rate_signal(ev, det, in->now_ms, fired);
         helo_signal(ev, det, in, fired);
+        hour_signal(ev, det, in->now_ms, fired);
         if (in->sasl && in->client != NULL)
             network_signal(ev, det, in, fired);
     }

@@ -41,6 +41,8 @@ struct cp_evidence {
     uint32_t listed_s;            /* last dnsbl evidence, seconds */
     uint32_t helo[CP_EV_HELOS];   /* HELO hashes (IP literals as one) */
     uint8_t helo_n[CP_EV_HELOS];  /* messages seen with each */
+    uint32_t hours_used;          /* bit per hour of day (UTC) with mail */
+    uint16_t msgs_learned;        /* messages learned from (saturates) */
 };
 
 struct cp_ev_input {

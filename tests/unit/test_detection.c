@@ -114,6 +114,30 @@ test_helo_signals(void **state)
 }
 
 static void
+test_odd_hour(void **state)
+{
+    struct cp_evidence ev;
+    uint32_t f = 0;
+
+    (void)state;
+    det.weight[CP_SIG_ODD_HOUR] = 0.3;
+    memset(&ev, 0, sizeof(ev));
+    /* office hours, three days: nothing odd, even the first 3 a.m. */
+    for (int d = 0; d < 3; d++)
+        for (int h = 9; h < 19; h++) {
+            send(&ev, d * 24 * HOUR + h * HOUR, "ann@isp.example",
+                 "ann@isp.example", "mum@home.example", NULL, &f);
+            assert_false(f & (1u << CP_SIG_ODD_HOUR));
+        }
+    send(&ev, 3 * 24 * HOUR + 10 * HOUR, "ann@isp.example",
+         "ann@isp.example", "mum@home.example", NULL, &f);
+    assert_false(f & (1u << CP_SIG_ODD_HOUR));
+    send(&ev, 4 * 24 * HOUR + 3 * HOUR + 5 * MIN, "ann@isp.example",
+         "ann@isp.example", "mum@home.example", NULL, &f);
+    assert_true(f & (1u << CP_SIG_ODD_HOUR));
+}
+
+static void
 test_owner_mail_lowers_score(void **state)
 {
     struct cp_evidence ev;
@@ -276,6 +300,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_owner_mail_lowers_score, setup),
         cmocka_unit_test_setup(test_helo_signals, setup),
+        cmocka_unit_test_setup(test_odd_hour, setup),
         cmocka_unit_test_setup(test_zombie_corroborated_within_ten_messages,
                                setup),
         cmocka_unit_test_setup(test_alias_is_learned, setup),
