@@ -38,7 +38,7 @@ struct addr {              /* one client address, cached */
     struct inet_addr a;
     uint8_t status;
     uint8_t outstanding;   /* look-ups not yet answered */
-    char zone[128];        /* where it was found */
+    uint8_t zone;          /* where it was found (index in dnsbl.zone) */
 };
 
 struct query {
@@ -162,14 +162,13 @@ on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
             ad->outstanding--;
         if (listed && ad->status != ADDR_LISTED) {
             ad->status = ADDR_LISTED;
-            snprintf(ad->zone, sizeof(ad->zone), "%s",
-                     q->zone < c->nzones ? c->zone[q->zone] : "?");
+            ad->zone = (uint8_t)q->zone;
             b->st.listed++;
         } else if (ad->outstanding == 0 && ad->status == ADDR_PENDING) {
             ad->status = ADDR_CLEAN;
         }
         if (listed)
-            charge(b, q->key, q->keylen, ad->zone);
+            charge(b, q->key, q->keylen, c->zone[q->zone]);
     }
     free(q);
 }
@@ -301,7 +300,8 @@ dnsbl_check(struct dnsbl *b, const struct cp_decision *dec,
     if ((ent = agemap_get(&b->cache, (const char *)&a, sizeof(a))) != NULL) {
         ad = ADDR(ent);
         if (ad->status == ADDR_LISTED)
-            charge(b, dec->id.key, dec->id.keylen, ad->zone);
+            charge(b, dec->id.key, dec->id.keylen,
+                   ad->zone < c->nzones ? c->zone[ad->zone] : "?");
         return;
     }
     while (agemap_count(&b->cache) >= c->max_cache && b->cache.oldest)
