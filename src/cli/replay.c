@@ -13,7 +13,8 @@
  *   smtp/lmtp/… "QID: to=<…>, status=…"     its recipients
  *   qmgr  "QID: removed", all nrcpt seen, or REPLAY_REORDER_MS of log time
  *         → driven through the engine in time order: one RCPT per
- *         recipient (unknown ones padded), DATA, END-OF-MESSAGE.
+ *         recipient (unknown ones padded), DATA, END-OF-MESSAGE, then
+ *         its delivery outcomes (bounces, refusals) as evidence.
  * Mail that did not come through smtpd (pickup, bounce notifications,
  * content-filter re-injection) is skipped and counted.
  *
@@ -96,6 +97,7 @@ struct rp_entry {
     char *rcpts; /* NUL-separated, at most REPLAY_MAX_RCPT_BYTES */
     size_t rlen, rcap;
     uint64_t nknown; /* distinct recipients seen (kept or not) */
+    uint32_t fate[CP_OUT_DEFERRED_POLICY + 1]; /* delivery outcomes seen */
 };
 
 struct rp_account {
@@ -605,6 +607,12 @@ run_message(struct replay *r, const struct rp_entry *e,
     req->recipient = policy_str_c(NULL);
     ask(r, req, "DATA", o);
     ask(r, req, "END-OF-MESSAGE", o);
+    /* what the log said became of it: evidence, as the daemon's mail-log
+     * follower would report it (after the message, by queue id) */
+    for (int k = CP_OUT_DELIVERED; k <= CP_OUT_DEFERRED_POLICY; k++)
+        for (uint32_t i = 0; i < e->fate[k]; i++)
+            inproc_outcome(&r->ip, e->qid, strlen(e->qid), (enum cp_outcome)k,
+                           r->engine_ms);
 }
 
 static void
@@ -817,6 +825,13 @@ on_delivery(struct replay *r, const struct maillog_event *ev)
     if (e == NULL) {
         r->n.deliveries_unmatched++;
         return;
+    }
+    if (e->in_heap) {
+        enum cp_outcome o = cp_outcome_of(ev->status.p, ev->status.len,
+                                          ev->dsn.p, ev->dsn.len);
+
+        if (o != CP_OUT_NONE && e->fate[o] < UINT32_MAX)
+            e->fate[o]++;
     }
     if (!e->in_heap || ev->to.len == 0 || rcpt_known(e, ev->to))
         return;

@@ -829,15 +829,19 @@ finish_notify(struct loader *ld)
         strncmp(n->webhook, "https://", 8) != 0)
         return fail(ld, NULL, "notify.webhook: expected an http:// or "
                               "https:// URL");
-    if (n->smtp[0] && strncmp(n->smtp, "smtp://", 7) != 0)
-        return fail(ld, NULL, "notify.smtp: expected smtp://HOST[:PORT]");
+    if (n->smtp[0] && strncmp(n->smtp, "smtp://", 7) != 0 &&
+        strncmp(n->smtp, "smtps://", 8) != 0)
+        return fail(ld, NULL, "notify.smtp: expected smtp://HOST[:PORT] "
+                              "or smtps://HOST[:PORT]");
     if (n->from[0] == '\0') {
         if (n->abuse_to[0] || n->webhook[0])
             return fail(ld, NULL, "notify.from: needed to send notifications");
         return 0; /* notifications off */
     }
-    if (any && strchr(n->from, '@') == NULL)
-        return fail(ld, NULL, "notify.from: expected an address");
+    if (any && (strchr(n->from, '@') == NULL ||
+                strpbrk(n->from, " \t<>\"(),;") != NULL))
+        return fail(ld, NULL, "notify.from: expected a plain address "
+                              "(local@domain, no display name)");
     if (n->customer_template[0] == '\0')
         return 0;
     text = read_small_file(n->customer_template, NOTICE_MAX_TEMPLATE, &len,

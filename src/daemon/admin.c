@@ -109,6 +109,9 @@ status(struct daemon *d, struct strbuf *o, bool json)
                   (unsigned long long)ob.failed,
                   (unsigned long long)ob.dropped,
                   (unsigned long long)ob.suppressed);
+        sb_printf(o, "refusals of blocked accounts not logged (rate "
+                     "limit): %llu\n",
+                  (unsigned long long)d->stats.refusals_unlogged);
         sb_printf(o, "protocol errors: %llu, checkpoints: %llu (%llu "
                      "errors)\n",
                   (unsigned long long)d->stats.protocol_errors,

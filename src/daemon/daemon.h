@@ -107,6 +107,7 @@ void ckpt_final(struct daemon *d);
 /* logfollow.c: follow delivery.log (always started: a reload may set it) */
 struct logfollow *logfollow_start(struct daemon *d);
 void logfollow_stop(struct logfollow *lf);
+void logfollow_set_interval(struct logfollow *lf, uint64_t ms); /* reload */
 
 /* outbox.c: notifications and hold/release commands, on a worker thread */
 struct outbox_stats {

@@ -217,6 +217,13 @@ logfollow_start(struct daemon *d)
     return lf;
 }
 
+void
+logfollow_set_interval(struct logfollow *lf, uint64_t ms)
+{
+    if (lf != NULL)
+        uv_timer_start(&lf->timer, on_tick, ms, ms);
+}
+
 static void
 on_closed(uv_handle_t *h)
 {

@@ -236,7 +236,12 @@ on_transition(void *arg, const struct cp_decision *dec,
                                reason, err);
     if (row < 0)
         msg_error("account %s: state change not recorded: %s", key, err);
-    if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
+    if (d->actor == NULL && (d->cfg->shadow || d->cfg->det.shadow)) {
+        /* shadow mode: the state is recorded, nothing is done about it */
+        if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
+            msg_info("account %s: shadow mode: no notification, no hold",
+                     key);
+    } else if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
         contain(d, dec, key, true);
         notify(d, dec, req, key, reason, row > 0 ? (uint64_t)row : 0, now_ms);
     } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
@@ -264,6 +269,17 @@ same_slots(const struct cp_config *a, const struct cp_config *b)
         if (strcmp(a->slots[i].name, b->slots[i].name) != 0)
             return false;
     return true;
+}
+
+/* notify.reporting_mta, or this host's name. */
+static void
+set_hostname(struct daemon *d)
+{
+    if (d->cfg->notify.reporting_mta[0] != '\0')
+        snprintf(d->hostname, sizeof(d->hostname), "%s",
+                 d->cfg->notify.reporting_mta);
+    else if (gethostname(d->hostname, sizeof(d->hostname) - 1) < 0)
+        snprintf(d->hostname, sizeof(d->hostname), "localhost");
 }
 
 static void
@@ -306,6 +322,9 @@ reload(struct daemon *d)
         strcmp(old->dnsbl.servers, ncfg->dnsbl.servers) != 0 ||
         old->dnsbl.timeout_ms != ncfg->dnsbl.timeout_ms)
         dnsbl_reload(d->dnsbl);
+    set_hostname(d);
+    if (old->delivery.poll_ms != ncfg->delivery.poll_ms)
+        logfollow_set_interval(d->logfollow, ncfg->delivery.poll_ms);
     if (old->checkpoint_ms != ncfg->checkpoint_ms)
         uv_timer_start(&d->ckpt_timer, d->ckpt_timer.timer_cb,
                        ncfg->checkpoint_ms, ncfg->checkpoint_ms);

@@ -158,6 +158,8 @@ send_smtp(struct job *j, char *err, size_t errsz)
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY); /* STARTTLS
+                                                        if offered */
     rc = curl_easy_perform(c);
     curl_slist_free_all(rcpt);
     curl_easy_cleanup(c);

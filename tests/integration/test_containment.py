@@ -71,13 +71,18 @@ def test_bounces_at_next_hop_raise_the_score(pf, cpd):
     bad_recipient in `chokepoint show`. kim's mail is delivered and kim
     stays NORMAL."""
     daemon = cpd()
-    for i in range(6):
+    accepted = 0
+    for i in range(8):
         r = send(pf, "ivan", marker(), sender=login("ivan"),
                  to=["u%d.%d@%s" % (i, k, pfmod.BOUNCE_DOMAIN)
                      for k in range(3)])
-        assert r.accepted, r
         assert send(pf, "kim", marker(), sender=login("kim"),
                     to="friend@example.com").accepted
+        if not r.accepted:
+            assert "4.7.1" in refusals(r), r
+            break
+        accepted += 1
+    assert accepted >= 2  # the evidence comes after delivery
 
     def throttled():
         return show(daemon, login("ivan"))["state"] in ("THROTTLED",
@@ -93,7 +98,7 @@ def test_bounces_at_next_hop_raise_the_score(pf, cpd):
     assert not later.accepted and "4.7.1" in refusals(later), later
     assert show(daemon, login("kim"))["state"] == "NORMAL"
     st = daemon.ctl("status")
-    assert st["delivery"]["outcomes"] >= 18, st
+    assert st["delivery"]["outcomes"] >= 3 * accepted, st
 
 
 class Webhook:

@@ -73,7 +73,10 @@ def test_detection_shadow_answers_dunno_but_records(tmp_path):
     d = Daemon(tmp_path, classes=CLASSES,
                extra={"daemon": "log_level: info"})
     with open(d.config, "a") as f:
-        f.write("detection:\n  shadow: true\n")
+        f.write("detection:\n  shadow: true\n"
+                "notify:\n  from: abuse@isp.example\n"
+                "  smtp: smtp://127.0.0.1:9\n  abuse_to: a@isp.example\n"
+                "containment:\n  hold_command: /bin/false\n")
     d.start()
     try:
         c = PolicyClient(d.policy_sock)
@@ -83,6 +86,10 @@ def test_detection_shadow_answers_dunno_but_records(tmp_path):
         assert acct["state"] == "BLOCKED"
         would = [x for x in d.decisions_list() if x["shadow"]]
         assert would and would[-1]["verdict"] == "REJECT"
+        # shadow mode does nothing about the block: no report, no hold
+        assert "shadow mode: no notification, no hold" in d.read_log()
+        ob = d.ctl("status")["outbox"]
+        assert ob["queued"] == 0 and ob["sent"] == 0 and ob["failed"] == 0
     finally:
         assert d.stop() == 0
 

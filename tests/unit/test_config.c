@@ -99,6 +99,24 @@ test_sections(void **state)
     assert_string_equal(cfg->contain.hold_command, "/usr/sbin/postsuper -h -");
     assert_int_equal(cfg->contain.self_release_max, 2);
     cp_config_free(cfg);
+    /* refusals name the setting */
+    snprintf(yaml, sizeof(yaml), "%s%s", base,
+             "notify:\n  from: Abuse Desk <abuse@isp.example>\n"
+             "  abuse_to: a@isp.example\n");
+    assert_null(load(yaml, err));
+    assert_non_null(strstr(err, "notify.from: expected a plain address"));
+    snprintf(yaml, sizeof(yaml), "%s%s", base,
+             "dnsbl:\n  zones: xbl.example, bad/zone\n");
+    assert_null(load(yaml, err));
+    assert_non_null(strstr(err, "dnsbl.zones: bad item 'bad/zone'"));
+    snprintf(yaml, sizeof(yaml), "%s%s", base,
+             "dnsbl:\n  zones: xbl.example\n  ignore: 127.0.0.10, ::1\n");
+    assert_null(load(yaml, err));
+    assert_non_null(strstr(err, "dnsbl.ignore: bad item '::1'"));
+    snprintf(yaml, sizeof(yaml), "%s%s", base,
+             "notify:\n  from: a@isp.example\n  webhook: ftp://x\n");
+    assert_null(load(yaml, err));
+    assert_non_null(strstr(err, "notify.webhook"));
 }
 
 static void
@@ -209,6 +227,10 @@ test_map_errors(void **state)
     expect_map_error("a@x c1 parcels/1h=3\n", "unknown metric");
     expect_map_error("10.0.0.0/33 c1\n", ":1: '10.0.0.0/33' is not a valid");
     expect_map_error("onlykey\n", ":1: expected KEY CUSTOMER");
+    expect_map_error("a@x c1 contact=nobody\n", ":1: contact=: expected");
+    expect_map_error("a@x c1 contact=a\rb@x\n", ":1: contact=: character");
+    expect_map_error("a@x c1 contact=p@h.example\nb@x c1 contact=q@h.example\n",
+                     ":2: customer c1 already has contact p@h.example");
 }
 
 int
