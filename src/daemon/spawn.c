@@ -68,6 +68,8 @@ spawn_run(const char *cmdline, const char *const *extra, const char *input,
     char line[1024], *argv[SPAWN_MAX_ARGS + 8];
     int in[2] = {-1, -1}, pout[2] = {-1, -1}, n, status = 0, rc = -1;
     posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t def;
     size_t outlen = 0, written = 0;
     uint64_t deadline = clock_mono_us() + timeout_ms * 1000;
     bool out_open = true, exited = false;
@@ -90,7 +92,14 @@ spawn_run(const char *cmdline, const char *const *extra, const char *input,
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
     posix_spawn_file_actions_adddup2(&fa, pout[1], 2);
-    errno = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    /* the daemon ignores SIGPIPE; the command gets the default back */
+    posix_spawnattr_init(&attr);
+    sigemptyset(&def);
+    sigaddset(&def, SIGPIPE);
+    posix_spawnattr_setsigdefault(&attr, &def);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+    errno = posix_spawn(&pid, argv[0], &fa, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     if (errno != 0) {
         snprintf(out, outsz, "%s: %s", argv[0], strerror(errno));
