@@ -315,127 +315,9 @@ outcome_of(enum cp_action act)
                                   : SIM_DELIVERED;
 }
 
-/* ---- delivery outcomes: a heap of (time, queue id, outcome, count) ---- */
-
-struct fate_ev {
-    int64_t t_ms;
-    uint32_t id;
-    uint8_t attempt, outcome;
-    uint32_t n;
-};
-
-struct fate_heap {
-    struct fate_ev *v;
-    size_t n, cap;
-};
-
-static void
-fate_push(struct fate_heap *h, struct fate_ev e)
-{
-    size_t i;
-
-    if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 1024;
-        h->v = xreallocarray(h->v, h->cap, sizeof(*h->v));
-    }
-    for (i = h->n++; i > 0 && e.t_ms < h->v[(i - 1) / 2].t_ms; i = (i - 1) / 2)
-        h->v[i] = h->v[(i - 1) / 2];
-    h->v[i] = e;
-}
-
-static struct fate_ev
-fate_pop(struct fate_heap *h)
-{
-    struct fate_ev top = h->v[0], last = h->v[--h->n];
-    size_t i = 0, c;
-
-    while ((c = 2 * i + 1) < h->n) {
-        if (c + 1 < h->n && h->v[c + 1].t_ms < h->v[c].t_ms)
-            c++;
-        if (h->v[c].t_ms >= last.t_ms)
-            break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n > 0)
-        h->v[i] = last;
-    return top;
-}
-
-/* Report the outcomes due by `now` to the engine. */
-static void
-fate_drain(struct sim *s, struct sim_driver *d, struct fate_heap *h,
-           int64_t now)
-{
-    while (h->n > 0 && h->v[0].t_ms <= now) {
-        struct fate_ev e = fate_pop(h);
-        char qid[32];
-        int n = snprintf(qid, sizeof(qid), "Q%u.%u", e.id, e.attempt);
-
-        for (uint32_t i = 0; i < e.n; i++)
-            inproc_outcome(&d->ip, qid, (size_t)n, e.outcome, e.t_ms);
-        s->tot.outcomes[e.outcome] += e.n;
-    }
-}
-
-/* The message was queued: its recipients' fates arrive 2-60 s later. */
-static void
-fate_schedule(struct fate_heap *h, const struct sim_msg *m, struct fate *f,
-              int64_t now)
-{
-    int64_t at = now + 2000 + (int64_t)rng_below(&f->r, 58000);
-
-    for (int o = CP_OUT_DELIVERED; o <= CP_OUT_REJECTED; o++)
-        if (f->n[o] > 0)
-            fate_push(h, (struct fate_ev){at, m->e->id, m->e->attempt,
-                                          (uint8_t)o, f->n[o]});
-}
-
-/* One SMTP transaction; stops at the first recipient not accepted. */
-static enum sim_outcome
-transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
-         struct fate_heap *fates)
-{
-    char rcpt[128], count[16];
-    struct ask a = {"RCPT", rcpt, "0", "", "", ""};
-    enum cp_action act;
-    struct fate f;
-
-    memset(&f, 0, sizeof(f));
-    rng_seed(&f.r, ((uint64_t)s->sc.seed << 32) ^ 0x5deece66dULL ^
-                       ((uint64_t)m->e->id * 0xbf58476d1ce4e5b9ULL) ^
-                       m->e->attempt);
-    snprintf(a.inst, sizeof(a.inst), "m%u.%u", m->e->id, m->e->attempt);
-    snprintf(a.size, sizeof(a.size), "%llu", (unsigned long long)m->size);
-    for (uint32_t i = 0; i < m->nrcpt; i++) {
-        enum rtype t = recipient(s, m, i, rcpt, sizeof(rcpt));
-
-        if (i == 0 && m->spam &&
-            s->sc.inf[s->zombies[m->e->who].inf].helo == SIM_HELO_RECIPIENT)
-            snprintf(m->helo, sizeof(m->helo), "%s", strchr(rcpt, '@') + 1);
-
-        act = ask(s, d, m, &a, now);
-        if (act == CP_ACT_DEFER || act == CP_ACT_REJECT)
-            return outcome_of(act);
-        fate_of(s, m, t, &f);
-    }
-    snprintf(count, sizeof(count), "%u", m->nrcpt);
-    a.rcpt = "";
-    a.count = count;
-    a.stage = "DATA";
-    if ((act = ask(s, d, m, &a, now)) == CP_ACT_DEFER || act == CP_ACT_REJECT)
-        return outcome_of(act);
-    a.stage = "END-OF-MESSAGE";
-    snprintf(a.qid, sizeof(a.qid), "Q%u.%u", m->e->id, m->e->attempt);
-    act = ask(s, d, m, &a, now);
-    if (act == CP_ACT_HOLD)
-        s->tot.held++;
-    else if (s->sc.delivery && !d->live && outcome_of(act) == SIM_DELIVERED)
-        fate_schedule(fates, m, &f, now);
-    return outcome_of(act);
-}
-
-/* ---- retries: a binary heap of events by time ---- */
+/* ---- a binary heap of events by time: retries, and delivery outcomes
+ * (an outcome travels as a sim_event: id and attempt name the message,
+ * type is the enum cp_outcome, who the number of recipients) ---- */
 
 struct heap {
     struct sim_event *v;
@@ -479,6 +361,81 @@ heap_pop(struct heap *h)
     if (h->n > 0)
         h->v[i] = last;
     return top;
+}
+
+/* Report the outcomes due by `now` to the engine. */
+static void
+fate_drain(struct sim *s, struct sim_driver *d, struct heap *h, int64_t now)
+{
+    while (h->n > 0 && h->v[0].t_ms <= now) {
+        struct sim_event e = heap_pop(h);
+        char qid[32];
+        int n = snprintf(qid, sizeof(qid), "Q%u.%u", e.id, e.attempt);
+
+        for (uint32_t i = 0; i < e.who; i++)
+            inproc_outcome(&d->ip, qid, (size_t)n, (enum cp_outcome)e.type,
+                           e.t_ms);
+        s->tot.outcomes[e.type] += e.who;
+    }
+}
+
+/* The message was queued: its recipients' fates arrive 2-60 s later. */
+static void
+fate_schedule(struct heap *h, const struct sim_msg *m, struct fate *f,
+              int64_t now)
+{
+    int64_t at = now + 2000 + (int64_t)rng_below(&f->r, 58000);
+
+    for (int o = CP_OUT_DELIVERED; o <= CP_OUT_REJECTED; o++)
+        if (f->n[o] > 0)
+            heap_push(h, (struct sim_event){.t_ms = at, .who = f->n[o],
+                                            .id = m->e->id,
+                                            .type = (uint8_t)o,
+                                            .attempt = m->e->attempt});
+}
+
+/* One SMTP transaction; stops at the first recipient not accepted. */
+static enum sim_outcome
+transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
+         struct heap *fates)
+{
+    char rcpt[128], count[16];
+    struct ask a = {"RCPT", rcpt, "0", "", "", ""};
+    enum cp_action act;
+    struct fate f;
+
+    memset(&f, 0, sizeof(f));
+    rng_seed(&f.r, ((uint64_t)s->sc.seed << 32) ^ 0x5deece66dULL ^
+                       ((uint64_t)m->e->id * 0xbf58476d1ce4e5b9ULL) ^
+                       m->e->attempt);
+    snprintf(a.inst, sizeof(a.inst), "m%u.%u", m->e->id, m->e->attempt);
+    snprintf(a.size, sizeof(a.size), "%llu", (unsigned long long)m->size);
+    for (uint32_t i = 0; i < m->nrcpt; i++) {
+        enum rtype t = recipient(s, m, i, rcpt, sizeof(rcpt));
+
+        if (i == 0 && m->spam &&
+            s->sc.inf[s->zombies[m->e->who].inf].helo == SIM_HELO_RECIPIENT)
+            snprintf(m->helo, sizeof(m->helo), "%s", strchr(rcpt, '@') + 1);
+
+        act = ask(s, d, m, &a, now);
+        if (act == CP_ACT_DEFER || act == CP_ACT_REJECT)
+            return outcome_of(act);
+        fate_of(s, m, t, &f);
+    }
+    snprintf(count, sizeof(count), "%u", m->nrcpt);
+    a.rcpt = "";
+    a.count = count;
+    a.stage = "DATA";
+    if ((act = ask(s, d, m, &a, now)) == CP_ACT_DEFER || act == CP_ACT_REJECT)
+        return outcome_of(act);
+    a.stage = "END-OF-MESSAGE";
+    snprintf(a.qid, sizeof(a.qid), "Q%u.%u", m->e->id, m->e->attempt);
+    act = ask(s, d, m, &a, now);
+    if (act == CP_ACT_HOLD)
+        s->tot.held++;
+    else if (s->sc.delivery && !d->live && outcome_of(act) == SIM_DELIVERED)
+        fate_schedule(fates, m, &f, now);
+    return outcome_of(act);
 }
 
 /* ---- bookkeeping ---- */
@@ -562,7 +519,7 @@ void
 sim_run(struct sim *s, struct sim_driver *d)
 {
     struct heap retries = {0};
-    struct fate_heap fates = {0};
+    struct heap fates = {0};
     int64_t end = s->sc.start_ms + s->sc.days * SIM_DAY;
     uint64_t i = 0;
 

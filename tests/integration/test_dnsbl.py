@@ -11,16 +11,8 @@ import time
 import pytest
 
 from cpd import Daemon, PolicyClient, rcpt_request
+from test_detection import CLASSES
 
-CLASSES = """
-classes:
-  residential:
-    limits:
-      - { metric: messages, window: 1d, max: 100000 }
-  unauthenticated:
-    limits:
-      - { metric: messages, window: 1d, max: 100000 }
-"""
 
 ZONE6 = """\
 :127.0.0.2:Listed in the test XBL: infected host
