@@ -63,6 +63,8 @@ fuzz-build:
 	    -lfyaml -lxxhash -lm
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_maillog \
 	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_notice \
+	    tests/fuzz/fuzz_notice.c src/core/notice.c $(FUZZ_UTIL) -lxxhash -lm
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0
@@ -71,6 +73,7 @@ fuzz-replay: fuzz-build
 	$(FUZZ_BUILD)/fuzz_policy -runs=0 tests/fuzz/corpus/policy
 	$(FUZZ_BUILD)/fuzz_config -runs=0 tests/fuzz/corpus/config
 	$(FUZZ_BUILD)/fuzz_maillog -runs=0 tests/fuzz/corpus/maillog
+	$(FUZZ_BUILD)/fuzz_notice -runs=0 tests/fuzz/corpus/notice
 
 fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-policy $(FUZZ_BUILD)/corpus-config
@@ -81,6 +84,9 @@ fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-maillog
 	$(FUZZ_BUILD)/fuzz_maillog -max_total_time=$(FUZZ_SECONDS) \
 	    $(FUZZ_BUILD)/corpus-maillog tests/fuzz/corpus/maillog
+	mkdir -p $(FUZZ_BUILD)/corpus-notice
+	$(FUZZ_BUILD)/fuzz_notice -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-notice tests/fuzz/corpus/notice
 
 bench: deps build
 	sh bench/run.sh
