@@ -41,6 +41,7 @@
 #include <strings.h>
 
 #include "util/hmap.h"
+#include "util/strbuf.h"
 
 #define HOUR_MS 3600000
 
@@ -76,6 +77,7 @@ fire(struct cp_evidence *ev, const struct cp_detection *det, enum cp_signal s,
     ev->score = (float)(ev->score + w);
     ev->sig[s] = (float)(ev->sig[s] + w);
     ev->fired[s]++;
+    ev->last_s[s] = (uint32_t)(ev->t_ms / 1000);
     *fired |= 1u << s;
 }
 
@@ -405,4 +407,59 @@ cp_evidence_explain(const struct cp_evidence *ev,
                                 k ? "," : ":", cp_signal_name(best),
                                 ev->sig[best] * f, ev->fired[best]);
     }
+}
+
+void
+cp_evidence_detail(const struct cp_evidence *ev,
+                   const struct cp_detection *det, int64_t now_ms,
+                   struct strbuf *o, bool json)
+{
+    double f = ev->t_ms && now_ms > ev->t_ms
+                   ? exp2(-(double)(now_ms - ev->t_ms) /
+                          (double)det->half_life_ms)
+                   : 1.0;
+    int senders = 0, helos = 0, hours = __builtin_popcount(ev->hours_used);
+    bool first = true;
+    char t[32];
+
+    for (int i = 0; i < CP_EV_OWNED; i++)
+        senders += ev->owned_n[i] >= 2;
+    for (int i = 0; i < CP_EV_HELOS; i++)
+        helos += ev->helo_n[i] >= 2;
+    sb_puts(o, json ? ",\"signals\":[" : "  signals (weight, times, share of the "
+                                         "score now, last):\n");
+    for (int i = 0; i < CP_SIG_COUNT; i++) {
+        if (ev->fired[i] == 0)
+            continue;
+        cp_format_time(t, sizeof(t), (int64_t)ev->last_s[i] * 1000);
+        if (json) {
+            sb_printf(o, "%s{\"signal\":\"%s\",\"weight\":", first ? "" : ",",
+                      cp_signal_name((enum cp_signal)i));
+            sb_json_num(o, det->weight[i]);
+            sb_printf(o, ",\"times\":%u,\"share\":", ev->fired[i]);
+            sb_json_num(o, ev->sig[i] * f);
+            sb_printf(o, ",\"last\":\"%s\"}", t);
+        } else {
+            sb_printf(o, "    %-16s %+5.2f %6ux %+7.1f  %s\n",
+                      cp_signal_name((enum cp_signal)i), det->weight[i],
+                      ev->fired[i], ev->sig[i] * f, t);
+        }
+        first = false;
+    }
+    if (json) {
+        sb_puts(o, "],\"baseline\":{\"usual_messages_per_hour\":");
+        sb_json_num(o, ev->hourly_mean);
+        sb_printf(o, ",\"messages_this_hour\":%u,\"senders_owned\":%d,"
+                     "\"helos_known\":%d,\"hours_of_day_used\":%d,"
+                     "\"messages_learned\":%u}",
+                  ev->hour == (uint32_t)(now_ms / HOUR_MS) ? ev->hour_count : 0,
+                  senders, helos, hours, ev->msgs_learned);
+        return;
+    }
+    sb_printf(o, "  baseline: %.1f messages in a usual active hour (%u this "
+                 "hour), %d senders owned, %d HELOs known, %d hours of the "
+                 "day used, learned from %u messages\n",
+              ev->hourly_mean,
+              ev->hour == (uint32_t)(now_ms / HOUR_MS) ? ev->hour_count : 0,
+              senders, helos, hours, ev->msgs_learned);
 }

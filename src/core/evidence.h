@@ -43,6 +43,7 @@ struct cp_evidence {
     uint8_t helo_n[CP_EV_HELOS];  /* messages seen with each */
     uint32_t hours_used;          /* bit per hour of day (UTC) with mail */
     uint16_t msgs_learned;        /* messages learned from (saturates) */
+    uint32_t last_s[CP_SIG_COUNT]; /* when each signal last fired, s */
 };
 
 struct cp_ev_input {
@@ -92,5 +93,17 @@ double cp_evidence_score(const struct cp_evidence *ev,
 void cp_evidence_explain(const struct cp_evidence *ev,
                          const struct cp_detection *det, int64_t now_ms,
                          char *out, size_t n);
+
+/*
+ * The evidence in detail, for `chokepoint show`: per signal that fired, its
+ * weight, how often, its share of the score now and when it last fired;
+ * then the learned baselines the signals compare against (the usual hour,
+ * senders, HELOs, hours of day). JSON members (",\"signals\":[...],...")
+ * or text lines.
+ */
+struct strbuf;
+void cp_evidence_detail(const struct cp_evidence *ev,
+                        const struct cp_detection *det, int64_t now_ms,
+                        struct strbuf *o, bool json);
 
 #endif

@@ -203,13 +203,14 @@ static void
 show_state(struct daemon *d, const struct cp_identity *id,
            const struct cp_counters *c, struct strbuf *o, bool json)
 {
-    struct cp_account_ref ref;
+    struct cp_account_ref ref = {NULL, NULL};
     char ev[400] = "no evidence", since[32];
     int64_t now = daemon_now_ms();
 
-    if (d->ms->base.ops->account(&d->ms->base, id->key, id->keylen, false,
-                                 false, &ref) &&
-        ref.ev != NULL)
+    if (!d->ms->base.ops->account(&d->ms->base, id->key, id->keylen, false,
+                                  false, &ref))
+        ref.ev = NULL;
+    if (ref.ev != NULL)
         cp_evidence_explain(ref.ev, &d->cfg->det, now, ev, sizeof(ev));
     cp_format_time(since, sizeof(since), (int64_t)c->state_since_s * 1000);
     if (json) {
@@ -218,6 +219,8 @@ show_state(struct daemon *d, const struct cp_identity *id,
                   cp_state_name((enum cp_state)c->state),
                   c->state_since_s ? since : "", c->repeat);
         sb_json_str(o, ev, strlen(ev));
+        if (ref.ev != NULL)
+            cp_evidence_detail(ref.ev, &d->cfg->det, now, o, true);
         sb_puts(o, ",");
         return;
     }
@@ -225,6 +228,8 @@ show_state(struct daemon *d, const struct cp_identity *id,
               cp_state_name((enum cp_state)c->state),
               c->state_since_s ? " since " : "", c->state_since_s ? since : "",
               c->repeat, ev);
+    if (ref.ev != NULL)
+        cp_evidence_detail(ref.ev, &d->cfg->det, now, o, false);
 }
 
 struct hist_ctx {

@@ -65,6 +65,21 @@ def test_top_ranks_the_zombie_and_log_carries_evidence(tmp_path):
         assert "forged_sender" in changes[-1]["signals"] or \
             "new_recipient" in changes[-1]["signals"]
         assert "NORMAL -> " in d.read_log() or "-> BLOCKED" in d.read_log()
+        # show: every signal with its weight, count, share and last time,
+        # and the baselines it was compared against
+        acct = d.ctl("show", "zed@isp.example")
+        sig = {x["signal"]: x for x in acct["signals"]}
+        assert sig["forged_sender"]["weight"] == 1.0
+        assert sig["forged_sender"]["times"] >= 5
+        assert sig["forged_sender"]["share"] > 1
+        assert re.match(r"\d{4}-\d\d-\d\dT", sig["forged_sender"]["last"])
+        assert acct["baseline"]["messages_this_hour"] >= 5
+        ann = d.ctl("show", "ann@isp.example")
+        assert ann["baseline"]["senders_owned"] == 1, ann
+        text = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "show",
+                               "zed@isp.example"], capture_output=True,
+                              text=True, timeout=10).stdout
+        assert "signals (weight" in text and "baseline:" in text, text
     finally:
         assert d.stop() == 0
 
