@@ -523,6 +523,24 @@ static const char *const rule_keys[] = {"metric", "window", "max", "action",
 static const char *const class_keys[] = {"limits", "action", "shadow",
                                          "detection", NULL};
 
+/* A class's `detection:` — false, true, or a mapping of per-class state
+ * settings: { enabled, shadow, block_action }. */
+static const struct yw_field class_detection_fields[] = {
+    {"enabled", YW_BOOL, offsetof(struct cp_class, detect), 0, 0, NULL},
+    {"shadow", YW_BOOL, offsetof(struct cp_class, det_shadow), 0, 0, NULL},
+    {"block_action", YW_ENUM, offsetof(struct cp_class, block_action), 0, 0,
+     block_actions},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static int
+load_class_detection(struct loader *ld, struct fy_node *v, struct cp_class *c)
+{
+    if (fy_node_is_mapping(v))
+        return yw_load(&ld->yw, v, class_detection_fields, c);
+    return parse_bool(ld, v, &c->detect);
+}
+
 /* Refuse keys of mapping `m` that are not in `allowed`. */
 static int
 check_keys(struct loader *ld, struct fy_node *m, const char *const *allowed,
@@ -643,8 +661,9 @@ load_class(struct loader *ld, struct fy_node *key, struct fy_node *body,
         parse_bool(ld, v, &shadow) < 0)
         return -1;
     c->detect = true;
+    c->block_action = -1;
     if ((v = fy_node_mapping_lookup_by_string(body, "detection", 9)) != NULL &&
-        parse_bool(ld, v, &c->detect) < 0)
+        load_class_detection(ld, v, c) < 0)
         return -1;
     v = fy_node_mapping_lookup_by_string(body, "limits", 6);
     if (v == NULL || !fy_node_is_sequence(v))

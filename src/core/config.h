@@ -61,7 +61,9 @@ struct cp_ruleset {
 struct cp_class {
     char *name;
     struct cp_ruleset rules;
-    bool detect; /* compromise detection applies to this class */
+    bool detect;      /* compromise detection applies to this class */
+    bool det_shadow;  /* its state actions are only logged */
+    int block_action; /* enum cp_block_action; -1: detection.block_action */
 };
 
 /* Evidence signals, each with a log-likelihood-ratio weight. */

@@ -463,12 +463,14 @@ state_verdict(struct cp_engine *e, struct cp_decision *d)
 {
     const struct cp_detection *det = &e->cfg->det;
     const char *url = det->help_url[0] ? det->help_url : "your provider";
+    const struct cp_class *k = d->id.cls;
+    int block = k && k->block_action >= 0 ? k->block_action
+                                          : det->block_action;
 
     switch (d->state) {
     case CP_ST_BLOCKED:
     case CP_ST_MANUAL_HOLD:
-        d->verdict = det->block_action == CP_BLOCK_HOLD ? CP_ACT_HOLD
-                                                        : CP_ACT_REJECT;
+        d->verdict = block == CP_BLOCK_HOLD ? CP_ACT_HOLD : CP_ACT_REJECT;
         snprintf(d->text, sizeof(d->text),
                  d->verdict == CP_ACT_HOLD
                      ? "chokepoint: account %s blocked"
@@ -488,7 +490,7 @@ state_verdict(struct cp_engine *e, struct cp_decision *d)
         return false;
     }
     d->by_state = true;
-    d->shadow = e->cfg->shadow || det->shadow;
+    d->shadow = e->cfg->shadow || det->shadow || (k && k->det_shadow);
     d->action = d->shadow ? CP_ACT_DUNNO : d->verdict;
     if (d->shadow) {
         e->stats.shadow_would[d->verdict]++;
@@ -550,7 +552,8 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
                                 false, &ref))
         return false;
     d->state = d->prev_state = ref.c->state;
-    if (e->cfg->shadow || e->cfg->det.shadow)
+    if (e->cfg->shadow || e->cfg->det.shadow ||
+        (d->id.cls && d->id.cls->det_shadow))
         return false;
     return state_verdict(e, d);
 }
@@ -597,6 +600,8 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
     if (eom_blocked(e, d)) {
         if (p != NULL)
             pending_release(e, p, now_ms);
+        if (d->action == CP_ACT_HOLD) /* held: a release frees it */
+            queued_add(e, req->queue_id, &d->id, now_ms);
         return;
     }
     memset(&c, 0, sizeof(c));

@@ -236,7 +236,9 @@ on_transition(void *arg, const struct cp_decision *dec,
                                reason, err);
     if (row < 0)
         msg_error("account %s: state change not recorded: %s", key, err);
-    if (d->actor == NULL && (d->cfg->shadow || d->cfg->det.shadow)) {
+    if (d->actor == NULL &&
+        (d->cfg->shadow || d->cfg->det.shadow ||
+         (dec->id.cls != NULL && dec->id.cls->det_shadow))) {
         /* shadow mode: the state is recorded, nothing is done about it */
         if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
             msg_info("account %s: shadow mode: no notification, no hold",

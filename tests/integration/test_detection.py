@@ -198,3 +198,41 @@ def test_refusals_of_a_blocked_account_are_rate_limited_in_the_log(tmp_path):
         assert st["decisions"]["REJECT"] >= 300
     finally:
         assert d.stop() == 0
+
+
+def test_per_class_detection_settings(tmp_path):
+    """A class may hold instead of reject (block_action), watch in shadow
+    mode, or have no detection at all; other classes keep the defaults."""
+    classes = CLASSES + """
+  business:
+    detection: { block_action: hold }
+    limits:
+      - { metric: messages, window: 1d, max: 100000 }
+  trial:
+    detection: { shadow: true }
+    limits:
+      - { metric: messages, window: 1d, max: 100000 }
+  lists:
+    detection: false
+    limits:
+      - { metric: messages, window: 1d, max: 100000 }
+"""
+    d = Daemon(tmp_path, classes=classes, customer_map=(
+        "biz@isp.example c-biz business\n"
+        "new@isp.example c-new trial\n"
+        "list@isp.example c-list lists\n")).start()
+    try:
+        c = PolicyClient(d.policy_sock)
+        home = zombie_traffic(c, "home@isp.example", 16)
+        assert any("action=REJECT 5.7.1" in r for r in home)
+        biz = zombie_traffic(c, "biz@isp.example", 16)
+        assert any(r.startswith("action=HOLD") for r in biz), biz
+        assert not any("REJECT" in r for r in biz)
+        trial = zombie_traffic(c, "new@isp.example", 16)
+        assert all(r.strip() == "action=DUNNO" for r in trial)
+        assert d.ctl("show", "new@isp.example")["state"] == "BLOCKED"
+        lists = zombie_traffic(c, "list@isp.example", 16)
+        assert all(r.strip() == "action=DUNNO" for r in lists)
+        assert d.ctl("show", "list@isp.example")["state"] == "NORMAL"
+    finally:
+        assert d.stop() == 0

@@ -99,6 +99,30 @@ test_sections(void **state)
     assert_string_equal(cfg->contain.hold_command, "/usr/sbin/postsuper -h -");
     assert_int_equal(cfg->contain.self_release_max, 2);
     cp_config_free(cfg);
+    /* a class's detection: a mapping of its state settings */
+    snprintf(yaml, sizeof(yaml), "%s%s", base,
+             "  business:\n"
+             "    detection: { block_action: hold, shadow: true }\n"
+             "    limits: [{ metric: messages, window: 1h, max: 10 }]\n"
+             "  lists:\n"
+             "    detection: false\n"
+             "    limits: [{ metric: messages, window: 1h, max: 10 }]\n");
+    cfg = load(yaml, err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_int_equal(cp_config_class(cfg, "business")->block_action,
+                     CP_BLOCK_HOLD);
+    assert_true(cp_config_class(cfg, "business")->det_shadow);
+    assert_true(cp_config_class(cfg, "business")->detect);
+    assert_false(cp_config_class(cfg, "lists")->detect);
+    assert_int_equal(cp_config_class(cfg, "residential")->block_action, -1);
+    cp_config_free(cfg);
+    snprintf(yaml, sizeof(yaml), "%s%s", base,
+             "  business:\n"
+             "    detection: { block_action: bounce }\n"
+             "    limits: [{ metric: messages, window: 1h, max: 10 }]\n");
+    assert_null(load(yaml, err));
+    assert_non_null(strstr(err, "block_action"));
     /* refusals name the setting */
     snprintf(yaml, sizeof(yaml), "%s%s", base,
              "notify:\n  from: Abuse Desk <abuse@isp.example>\n"
