@@ -114,8 +114,12 @@ struct outbox_stats {
     uint64_t sent, retried, failed, dropped, suppressed;
     size_t queued;
 };
-struct outbox *outbox_start(void);
-/* Stops the worker (after its current job) and drops what is left. */
+/* Resumes the jobs left in the store's outbox table (store_path: the
+ * worker opens its own connection; NULL: memory only); new jobs are written
+ * through loop_db (borrowed, loop thread). */
+struct outbox *outbox_start(const char *store_path, struct cp_sqlite *loop_db);
+/* Stops the worker (after its current job); what is left stays in the
+ * outbox table for the next start. */
 void outbox_stop(struct outbox *ob);
 void outbox_stats(struct outbox *ob, struct outbox_stats *out);
 /* Queue the notifications of an incident (per notify:, rate-limited). */

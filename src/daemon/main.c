@@ -231,6 +231,9 @@ on_transition(void *arg, const struct cp_decision *dec,
     str_escape(key, sizeof(key), dec->id.key, dec->id.keylen, CP_KEY_MAX);
     msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
              d->actor ? d->actor : "evidence", reason);
+    /* the state and the jobs of its incident: one transaction */
+    if (cp_sqlite_begin(d->db_sync, err) < 0)
+        msg_error("account %s: %s", key, err);
     row = cp_sqlite_transition(d->db_sync, dec->id.key, dec->id.keylen, ref.c,
                                from, to, now_ms, d->actor ? d->actor : "auto",
                                reason, err);
@@ -249,6 +252,8 @@ on_transition(void *arg, const struct cp_decision *dec,
     } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
         contain(d, dec, key, false);
     }
+    if (cp_sqlite_commit(d->db_sync, err) < 0)
+        msg_error("account %s: state change not recorded: %s", key, err);
 }
 
 static void
@@ -468,7 +473,7 @@ run(const char *file, bool sim_clock)
                        EXPIRE_TICK_MS);
     ckpt_start(&d);
     d.logfollow = logfollow_start(&d);
-    d.outbox = outbox_start();
+    d.outbox = outbox_start(d.cfg->store_path, d.db_sync);
     d.dnsbl = dnsbl_start(&d);
     d.refusal_tokens = REFUSAL_LOG_BURST;
     d.refusal_t_ms = (int64_t)(clock_mono_us() / 1000);

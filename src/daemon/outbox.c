@@ -9,11 +9,16 @@
  * never wait for it: the loop thread only appends to the queue.
  *
  * Each job carries copies of everything it needs (command, URL, timeout),
- * so a reload never changes a job under the worker. Jobs live in memory
- * only: on shutdown the ones not yet done are logged and dropped.
+ * so a reload never changes a job under the worker. Jobs are also rows of
+ * the store's `outbox` table: added on the loop thread (inside the
+ * transaction of the state change that caused them, see main.c), updated
+ * after a failed attempt and deleted when done or given up by the worker,
+ * on a connection of its own. A restart, or a crash, resumes the jobs not
+ * yet done; one that had just succeeded when the process died is sent
+ * again (at least once, never lost).
  *
- * Thread: outbox_incident/outbox_hold/outbox_stats on the loop thread; the
- * rest on the worker.
+ * Thread: outbox_start/stop, outbox_incident/command/stats on the loop
+ * thread; the rest on the worker.
  */
 #include <curl/curl.h>
 #include <stdlib.h>
@@ -45,6 +50,7 @@ struct job {
     uint64_t timeout_ms, retry_ms;
     unsigned attempts, max_attempts;
     uint64_t due_us;    /* monotonic */
+    int64_t row;        /* its row in the outbox table, 0: none */
 };
 
 struct outbox {
@@ -55,6 +61,8 @@ struct outbox {
     size_t njobs;
     bool stop;
     struct outbox_stats st; /* under mu */
+    struct cp_sqlite *db;      /* the worker's connection; NULL: no store */
+    struct cp_sqlite *loop_db; /* the loop thread's (borrowed) */
     /* loop thread: the hourly notification budget */
     int64_t hour;
     uint32_t this_hour;
@@ -221,6 +229,36 @@ append(struct outbox *ob, struct job *j)
     ob->njobs++;
 }
 
+/* Doubling delays: retry, 2 retry, 4 retry, ... (attempts >= 1). */
+static uint64_t
+retry_delay_ms(const struct job *j)
+{
+    unsigned k = j->attempts - 1 < 20 ? j->attempts - 1 : 20;
+
+    return j->retry_ms << k;
+}
+
+/* After an attempt: forget the job's row (done, given up) or note when it
+ * is due again. Worker thread, its own connection. A failed write is
+ * logged: the job goes on in memory (and may run twice after a restart). */
+static void
+persist_attempt(struct outbox *ob, struct job *j, bool finished)
+{
+    char err[CP_ERR_MAX];
+    int rc;
+
+    if (ob->db == NULL || j->row <= 0)
+        return;
+    rc = finished ? cp_sqlite_outbox_done(ob->db, j->row, err)
+                  : cp_sqlite_outbox_retry(ob->db, j->row, j->attempts,
+                                           clock_wall_ms() +
+                                               (int64_t)retry_delay_ms(j),
+                                           err);
+    if (rc < 0)
+        msg_error("account %s: %s: outbox not updated: %s", j->account,
+                  j->what, err);
+}
+
 static void
 worker(void *arg)
 {
@@ -252,18 +290,18 @@ worker(void *arg)
             msg_warn("account %s: %s failed (attempt %u of %u, retrying in "
                      "%.1f s): %s",
                      j->account, j->what, j->attempts, j->max_attempts,
-                     (double)(j->retry_ms << (j->attempts - 1)) / 1000, err);
+                     (double)retry_delay_ms(j) / 1000, err);
         else
             msg_error("account %s: %s failed %u times, given up: %s",
                       j->account, j->what, j->attempts, err);
+        persist_attempt(ob, j, rc == 0 || j->attempts >= j->max_attempts);
         uv_mutex_lock(&ob->mu);
         if (rc == 0) {
             ob->st.sent++;
             job_free(j);
         } else if (j->attempts < j->max_attempts) {
             ob->st.retried++;
-            j->due_us = clock_mono_us() +
-                        (j->retry_ms << (j->attempts - 1)) * 1000;
+            j->due_us = clock_mono_us() + retry_delay_ms(j) * 1000;
             append(ob, j);
         } else {
             ob->st.failed++;
@@ -275,14 +313,67 @@ worker(void *arg)
 
 /* ---- loop thread ---- */
 
+static char *
+dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+/* A job of the outbox table, as it was when the last process stopped. */
+static void
+resume_row(void *arg, const struct cp_outbox_row *r)
+{
+    struct outbox *ob = arg;
+    struct job *j = xcalloc(1, sizeof(*j));
+    int64_t wait = r->due_ms - clock_wall_ms();
+
+    j->kind = r->kind >= JOB_MAIL && r->kind <= JOB_COMMAND
+                  ? (enum job_kind)r->kind
+                  : JOB_COMMAND;
+    snprintf(j->what, sizeof(j->what), "%s", r->what);
+    snprintf(j->account, sizeof(j->account), "%s", r->account);
+    j->incident = r->incident;
+    j->target = xstrdup(r->target);
+    j->from = dup_or_null(r->from);
+    j->to = dup_or_null(r->to);
+    sb_init(&j->body);
+    sb_append(&j->body, r->body, r->body_len);
+    j->timeout_ms = r->timeout_ms;
+    j->retry_ms = r->retry_ms;
+    j->attempts = r->attempts;
+    j->max_attempts = r->max_attempts > r->attempts ? r->max_attempts
+                                                    : r->attempts + 1;
+    j->due_us = clock_mono_us() + (wait > 0 ? (uint64_t)wait * 1000 : 0);
+    j->row = r->id;
+    if ((j->kind == JOB_MAIL || j->kind == JOB_SMTP) &&
+        (j->from == NULL || j->to == NULL))
+        j->kind = JOB_COMMAND; /* cannot happen unless edited by hand */
+    append(ob, j);
+}
+
 struct outbox *
-outbox_start(void)
+outbox_start(const char *store_path, struct cp_sqlite *loop_db)
 {
     struct outbox *ob = xcalloc(1, sizeof(*ob));
+    char err[CP_ERR_MAX];
+    long n;
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     uv_mutex_init(&ob->mu);
     uv_cond_init(&ob->cv);
+    ob->loop_db = loop_db;
+    if (store_path != NULL &&
+        (ob->db = cp_sqlite_open(store_path, err)) == NULL)
+        msg_fatal("outbox: %s", err);
+    if (ob->db != NULL) {
+        n = cp_sqlite_outbox_load(ob->db, resume_row, ob, err);
+        if (n < 0)
+            msg_fatal("outbox: %s", err);
+        if (n > 0)
+            msg_info("outbox: resuming %ld notification and hold jobs left "
+                     "by the last run",
+                     n);
+    }
     if (uv_thread_create(&ob->thread, worker, ob) != 0)
         msg_fatal("outbox: cannot start its thread");
     return ob;
@@ -302,10 +393,17 @@ outbox_stop(struct outbox *ob)
     uv_thread_join(&ob->thread); /* waits for a running job's timeout */
     for (j = ob->head; j != NULL; j = next) {
         next = j->next;
-        msg_warn("account %s: %s not sent (shutting down after %u attempts)",
-                 j->account, j->what, j->attempts);
+        if (j->row > 0)
+            msg_info("account %s: %s not sent yet (%u attempts): kept for "
+                     "the next start",
+                     j->account, j->what, j->attempts);
+        else
+            msg_warn("account %s: %s not sent (shutting down after %u "
+                     "attempts)",
+                     j->account, j->what, j->attempts);
         job_free(j);
     }
+    cp_sqlite_close(ob->db);
     uv_cond_destroy(&ob->cv);
     uv_mutex_destroy(&ob->mu);
     curl_global_cleanup();
@@ -339,11 +437,48 @@ job_new(const struct cp_config *cfg, enum job_kind kind, const char *what,
     return j;
 }
 
+/* Write the job to the outbox table (loop thread, its connection). */
+static void
+persist_new(struct outbox *ob, struct job *j)
+{
+    struct cp_outbox_row r;
+    char err[CP_ERR_MAX];
+
+    if (ob->loop_db == NULL)
+        return;
+    memset(&r, 0, sizeof(r));
+    r.kind = j->kind;
+    r.what = j->what;
+    r.account = j->account;
+    r.incident = j->incident;
+    r.target = j->target;
+    r.from = j->from;
+    r.to = j->to;
+    r.body = j->body.data;
+    r.body_len = j->body.len;
+    r.timeout_ms = j->timeout_ms;
+    r.retry_ms = j->retry_ms;
+    r.max_attempts = j->max_attempts;
+    r.due_ms = clock_wall_ms();
+    j->row = cp_sqlite_outbox_add(ob->loop_db, &r, err);
+    if (j->row < 0) {
+        j->row = 0;
+        msg_error("account %s: %s not written to the outbox table (it is "
+                  "sent, but lost if the daemon stops first): %s",
+                  j->account, j->what, err);
+    }
+}
+
 static void
 submit(struct outbox *ob, struct job *j)
 {
+    size_t queued;
+
     uv_mutex_lock(&ob->mu);
-    if (ob->njobs >= OUTBOX_MAX_JOBS) {
+    queued = ob->njobs;
+    uv_mutex_unlock(&ob->mu);
+    if (queued >= OUTBOX_MAX_JOBS) {
+        uv_mutex_lock(&ob->mu);
         ob->st.dropped++;
         uv_mutex_unlock(&ob->mu);
         msg_error("account %s: %s dropped: %d jobs already waiting",
@@ -351,6 +486,7 @@ submit(struct outbox *ob, struct job *j)
         job_free(j);
         return;
     }
+    persist_new(ob, j); /* outside the lock: the worker must not wait */
     append(ob, j);
     uv_cond_signal(&ob->cv);
     uv_mutex_unlock(&ob->mu);

@@ -15,6 +15,7 @@
 struct cp_sqlite {
     sqlite3 *db;
     sqlite3_stmt *upsert;
+    bool in_tx; /* inside cp_sqlite_begin(): statements do not commit */
 };
 
 static int
@@ -40,7 +41,14 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS history(id INTEGER PRIMARY KEY,"
     " key TEXT NOT NULL, t INTEGER NOT NULL, from_state TEXT NOT NULL,"
     " to_state TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS history_key ON history(key, t);";
+    "CREATE INDEX IF NOT EXISTS history_key ON history(key, t);"
+    /* jobs of the outbox thread not yet done (src/daemon/outbox.c) */
+    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY,"
+    " kind INTEGER NOT NULL, what TEXT NOT NULL, account TEXT NOT NULL,"
+    " incident INTEGER NOT NULL, target TEXT NOT NULL, sender TEXT,"
+    " rcpt TEXT, body BLOB NOT NULL, timeout INTEGER NOT NULL,"
+    " retry INTEGER NOT NULL, attempts INTEGER NOT NULL,"
+    " max_attempts INTEGER NOT NULL, due INTEGER NOT NULL);";
 
 struct cp_sqlite *
 cp_sqlite_open(const char *path, char *err)
@@ -272,6 +280,53 @@ cp_sqlite_write(struct cp_sqlite *db, struct ckpt_batch *b, char *err)
     return 0;
 }
 
+static bool
+tx_begin(struct cp_sqlite *db)
+{
+    return db->in_tx ||
+           sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) ==
+               SQLITE_OK;
+}
+
+static bool
+tx_commit(struct cp_sqlite *db)
+{
+    return db->in_tx ||
+           sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+}
+
+static void
+tx_rollback(struct cp_sqlite *db)
+{
+    if (!db->in_tx)
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int
+cp_sqlite_begin(struct cp_sqlite *db, char *err)
+{
+    if (db->in_tx)
+        return 0; /* not nested: the outer transaction holds */
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(db, "begin", err);
+    db->in_tx = true;
+    return 0;
+}
+
+int
+cp_sqlite_commit(struct cp_sqlite *db, char *err)
+{
+    if (!db->in_tx)
+        return 0;
+    db->in_tx = false;
+    if (sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        db_fail(db, "commit", err);
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 int64_t
 cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
                      const struct cp_counters *c, const char *from,
@@ -288,7 +343,7 @@ cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
     int64_t row = 0;
     int ok;
 
-    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    if (!tx_begin(db))
         return db_fail(db, "begin", err);
     ok = sqlite3_prepare_v2(db->db, sql[0], -1, &st[0], NULL) == SQLITE_OK &&
          sqlite3_prepare_v2(db->db, sql[1], -1, &st[1], NULL) == SQLITE_OK;
@@ -309,9 +364,9 @@ cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
     }
     sqlite3_finalize(st[0]);
     sqlite3_finalize(st[1]);
-    if (!ok || sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (!ok || !tx_commit(db)) {
         db_fail(db, "state change", err);
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        tx_rollback(db);
         return -1;
     }
     return row;
@@ -394,4 +449,123 @@ cp_sqlite_count_actor(struct cp_sqlite *db, const char *key, size_t keylen,
         n = (long)sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return n;
+}
+
+/* ---- the outbox ---- */
+
+int64_t
+cp_sqlite_outbox_add(struct cp_sqlite *db, const struct cp_outbox_row *r,
+                     char *err)
+{
+    sqlite3_stmt *st;
+    int64_t id = -1;
+
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT INTO outbox(kind,what,account,incident,"
+                           "target,sender,rcpt,body,timeout,retry,attempts,"
+                           "max_attempts,due) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    sqlite3_bind_int(st, 1, r->kind);
+    sqlite3_bind_text(st, 2, r->what, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r->account, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (int64_t)r->incident);
+    sqlite3_bind_text(st, 5, r->target, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, r->from, -1, SQLITE_STATIC); /* NULL: none */
+    sqlite3_bind_text(st, 7, r->to, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 8, r->body ? r->body : "", (int)r->body_len,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(st, 9, (int64_t)r->timeout_ms);
+    sqlite3_bind_int64(st, 10, (int64_t)r->retry_ms);
+    sqlite3_bind_int(st, 11, (int)r->attempts);
+    sqlite3_bind_int(st, 12, (int)r->max_attempts);
+    sqlite3_bind_int64(st, 13, r->due_ms);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        id = sqlite3_last_insert_rowid(db->db);
+    else
+        db_fail(db, "outbox insert", err);
+    sqlite3_finalize(st);
+    return id;
+}
+
+/* One statement on a row id (and maybe two integers). */
+static int
+outbox_exec(struct cp_sqlite *db, const char *sql, int64_t id, int64_t a,
+            int64_t b, char *err)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_bind_parameter_count(st) == 3) {
+        sqlite3_bind_int64(st, 2, a);
+        sqlite3_bind_int64(st, 3, b);
+    }
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_fail(db, "outbox", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int
+cp_sqlite_outbox_retry(struct cp_sqlite *db, int64_t id, unsigned attempts,
+                       int64_t due_ms, char *err)
+{
+    return outbox_exec(db, "UPDATE outbox SET attempts=?2, due=?3 WHERE id=?1",
+                       id, attempts, due_ms, err);
+}
+
+int
+cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id, char *err)
+{
+    return outbox_exec(db, "DELETE FROM outbox WHERE id=?1", id, 0, 0, err);
+}
+
+static const char *
+col_text(sqlite3_stmt *st, int i)
+{
+    const char *s = (const char *)sqlite3_column_text(st, i);
+
+    return s ? s : "";
+}
+
+long
+cp_sqlite_outbox_load(struct cp_sqlite *db, cp_outbox_fn fn, void *arg,
+                      char *err)
+{
+    sqlite3_stmt *st;
+    long n = 0;
+    int rc;
+
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT id,kind,what,account,incident,target,"
+                           "sender,rcpt,body,timeout,retry,attempts,"
+                           "max_attempts,due FROM outbox ORDER BY id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct cp_outbox_row r;
+
+        memset(&r, 0, sizeof(r));
+        r.id = sqlite3_column_int64(st, 0);
+        r.kind = sqlite3_column_int(st, 1);
+        r.what = col_text(st, 2);
+        r.account = col_text(st, 3);
+        r.incident = (uint64_t)sqlite3_column_int64(st, 4);
+        r.target = col_text(st, 5);
+        r.from = (const char *)sqlite3_column_text(st, 6);
+        r.to = (const char *)sqlite3_column_text(st, 7);
+        r.body = sqlite3_column_blob(st, 8);
+        r.body_len = (size_t)sqlite3_column_bytes(st, 8);
+        r.timeout_ms = (uint64_t)sqlite3_column_int64(st, 9);
+        r.retry_ms = (uint64_t)sqlite3_column_int64(st, 10);
+        r.attempts = (unsigned)sqlite3_column_int(st, 11);
+        r.max_attempts = (unsigned)sqlite3_column_int(st, 12);
+        r.due_ms = sqlite3_column_int64(st, 13);
+        fn(arg, &r);
+        n++;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? n : db_fail(db, "outbox load", err);
 }

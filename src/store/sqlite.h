@@ -30,6 +30,15 @@ long cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
 int cp_sqlite_write(struct cp_sqlite *db, struct ckpt_batch *b, char *err);
 
 /*
+ * Group the following writes of this connection (a state change and the
+ * notification jobs of its incident) into one transaction, so that a
+ * crash keeps both or neither. Not nested: a begin inside a begin is a
+ * no-op. 0, or -1 with `err` (the writes then commit one by one).
+ */
+int cp_sqlite_begin(struct cp_sqlite *db, char *err);
+int cp_sqlite_commit(struct cp_sqlite *db, char *err);
+
+/*
  * Record a state change durably (one transaction: the current state and a
  * history row). Called on the loop thread, with its own connection, before
  * the reply that depends on the state. Returns the history row's id (> 0:
@@ -55,5 +64,34 @@ long cp_sqlite_count_actor(struct cp_sqlite *db, const char *key,
                            int64_t since_ms);
 int cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
                       int limit, cp_history_fn fn, void *arg);
+
+/*
+ * The outbox: notifications and hold commands not yet done, so that a
+ * restart (or a crash) resumes them instead of losing them. Rows are
+ * added on the loop thread (its connection, possibly inside the state
+ * change's transaction) and retried or deleted by the outbox thread (its
+ * own connection). Strings are NUL-terminated; `from`/`to` may be NULL.
+ */
+struct cp_outbox_row {
+    int64_t id;
+    int kind;
+    const char *what, *account, *target, *from, *to;
+    const void *body;
+    size_t body_len;
+    uint64_t incident, timeout_ms, retry_ms;
+    unsigned attempts, max_attempts;
+    int64_t due_ms; /* wall clock */
+};
+typedef void (*cp_outbox_fn)(void *arg, const struct cp_outbox_row *r);
+
+/* The new row's id (> 0), or -1 with `err`. */
+int64_t cp_sqlite_outbox_add(struct cp_sqlite *db,
+                             const struct cp_outbox_row *r, char *err);
+int cp_sqlite_outbox_retry(struct cp_sqlite *db, int64_t id,
+                           unsigned attempts, int64_t due_ms, char *err);
+int cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id, char *err);
+/* Every row, oldest first; their number, or -1 with `err`. */
+long cp_sqlite_outbox_load(struct cp_sqlite *db, cp_outbox_fn fn, void *arg,
+                           char *err);
 
 #endif

@@ -4,6 +4,7 @@ detection in shadow mode. The real-Postfix detection tests are in
 test_postfix.py."""
 import re
 import subprocess
+import time
 
 from cpd import CHOKEPOINT, Daemon, PolicyClient, rcpt_request
 
@@ -236,3 +237,41 @@ def test_per_class_detection_settings(tmp_path):
         assert d.ctl("show", "list@isp.example")["state"] == "NORMAL"
     finally:
         assert d.stop() == 0
+
+
+def test_notification_survives_a_crash(tmp_path):
+    """The ticket system is down when zed is blocked: the webhook is
+    retried, chokepointd is killed with -9, and after the restart the
+    notification of the same incident is delivered once; a later restart
+    sends nothing again."""
+    import json
+    from test_containment import Webhook, wait_for
+    hook = Webhook(fail_first=10 ** 6)
+    d = Daemon(tmp_path, classes=CLASSES + (
+        "notify:\n  from: abuse@isp.example\n  customer: false\n"
+        "  webhook: %s\n  retry: 200ms\n  attempts: 50\n" % hook.url))
+    try:
+        d.start()
+        c = PolicyClient(d.policy_sock)
+        zombie_traffic(c, "zed@isp.example", 16)
+        assert d.ctl("show", "zed@isp.example")["state"] == "BLOCKED"
+        assert wait_for(lambda: len(hook.posts) >= 2), hook.posts
+        assert d.ctl("status")["outbox"]["queued"] == 1
+        incident = json.loads(hook.posts[0][2])["incident"]
+        d.kill9()
+        hook.fail_first = 0
+        failed = len(hook.posts)
+        d.start()
+        assert "resuming 1 notification" in d.read_log(), d.read_log()
+        assert wait_for(lambda: len(hook.posts) > failed), d.read_log()
+        ev = json.loads(hook.posts[-1][2])
+        assert ev["incident"] == incident and ev["state"] == "BLOCKED"
+        assert wait_for(lambda: d.ctl("status")["outbox"]["sent"] == 1)
+        assert d.stop() == 0
+        d.start()
+        time.sleep(1.0)
+        assert len(hook.posts) == failed + 1, hook.posts[failed:]
+        assert d.ctl("status")["outbox"]["queued"] == 0
+    finally:
+        d.stop()
+        hook.close()
