@@ -23,6 +23,7 @@
 #include "core/policy.h"
 #include "core/store.h"
 #include "util/agemap.h"
+#include "util/strbuf.h"
 
 enum cp_stage { CP_STAGE_RCPT, CP_STAGE_DATA, CP_STAGE_EOM, CP_STAGE_OTHER };
 
@@ -57,6 +58,11 @@ struct cp_engine {
     struct cp_store *store;
     struct agemap pending;                /* instance → struct cp_pending */
     struct agemap queued;                 /* queue id → struct cp_queued */
+    /* the queue-id journal (cp_engine_queued_journal), if enabled */
+    bool q_journal;
+    bool q_rewrite;                       /* journal lost: write them all */
+    uint32_t q_seq, q_seq_written;        /* last recorded, last collected */
+    struct strbuf q_gone;                 /* forgotten since: len, bytes */
     struct cp_stats stats;
     cp_transition_fn on_transition;       /* may be NULL */
     void *transition_arg;
@@ -150,6 +156,28 @@ size_t cp_engine_queued(const struct cp_engine *e, const char *key,
                         void (*fn)(void *arg, const char *qid, size_t qlen),
                         void *arg);
 size_t cp_engine_queued_count(const struct cp_engine *e);
+
+/*
+ * Durability of the queue-id table (the daemon's checkpoints; the
+ * simulator has none). With e->q_journal set, the engine notes which
+ * queue ids it records and forgets. cp_engine_queued_journal() reports
+ * the changes since its last call: `gone` for each id forgotten (NULL
+ * qid: forget every stored id first, the journal overflowed or a write
+ * failed), then `add` for each id recorded, oldest first. After a failed
+ * write call cp_engine_queued_journal_lost(): the next report is whole.
+ * cp_engine_queued_restore() puts back a stored id at start-up (oldest
+ * first; ids past delivery.queue_id_ttl are skipped). Loop thread.
+ */
+typedef void (*cp_qid_add_fn)(void *arg, const char *qid, size_t qlen,
+                              const char *key, size_t klen, int64_t t_ms);
+typedef void (*cp_qid_gone_fn)(void *arg, const char *qid, size_t qlen);
+bool cp_engine_queued_dirty(const struct cp_engine *e);
+void cp_engine_queued_journal(struct cp_engine *e, cp_qid_add_fn add,
+                              cp_qid_gone_fn gone, void *arg);
+void cp_engine_queued_journal_lost(struct cp_engine *e);
+void cp_engine_queued_restore(struct cp_engine *e, const char *qid,
+                              size_t qlen, const char *key, size_t klen,
+                              int64_t t_ms, int64_t now_ms);
 
 /* Build the meter rules of a ruleset (shared with the admin view). */
 void cp_engine_rate(const struct cp_rule *r, double *rate);

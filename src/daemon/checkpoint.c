@@ -6,6 +6,10 @@
  * one transaction. One checkpoint runs at a time; if the previous one is
  * still writing, the tick is skipped and the changes wait for the next.
  * A failed write is logged and its accounts are marked dirty again.
+ *
+ * The queue-id table rides along: the ids the engine recorded and forgot
+ * since the last checkpoint (its journal) are written in a transaction of
+ * their own; after a failed write the next checkpoint rewrites them all.
  */
 #include <string.h>
 
@@ -19,7 +23,21 @@ work(uv_work_t *w)
 {
     struct daemon *d = w->data;
 
-    d->ckpt_rc = cp_sqlite_write(d->db, &d->ckpt_batch, d->ckpt_err);
+    d->ckpt_rc = d->ckpt_batch.n == 0
+                     ? 0
+                     : cp_sqlite_write(d->db, &d->ckpt_batch, d->ckpt_err);
+    d->qid_rc = d->qid_batch.nadd + d->qid_batch.ngone == 0 &&
+                        !d->qid_batch.clear
+                    ? 0
+                    : cp_sqlite_write_queued(d->db, &d->qid_batch, d->qid_err);
+}
+
+static void
+collect_queued(struct daemon *d)
+{
+    cp_qid_batch_reset(&d->qid_batch);
+    cp_engine_queued_journal(&d->engine, cp_qid_batch_add, cp_qid_batch_gone,
+                             &d->qid_batch);
 }
 
 static void
@@ -29,6 +47,11 @@ after_work(uv_work_t *w, int status)
 
     d->ckpt_running = false;
     d->stats.ckpt_last_us = clock_mono_us() - d->stats.ckpt_last_us;
+    if (status < 0 || d->qid_rc < 0) {
+        msg_error("checkpoint of queue ids failed: %s; will rewrite them",
+                  status < 0 ? uv_strerror(status) : d->qid_err);
+        cp_engine_queued_journal_lost(&d->engine);
+    }
     if (status < 0 || d->ckpt_rc < 0) {
         d->stats.ckpt_errors++;
         msg_error("checkpoint of %zu accounts failed: %s; will retry",
@@ -49,16 +72,19 @@ on_tick(uv_timer_t *t)
 {
     struct daemon *d = t->data;
 
-    if (d->ckpt_running || d->ms->dirty == 0)
+    if (d->ckpt_running ||
+        (d->ms->dirty == 0 && !cp_engine_queued_dirty(&d->engine)))
         return;
     ckpt_batch_set_slots(&d->ckpt_batch, d->cfg->slots, d->cfg->nslots);
     memstore_collect_dirty(d->ms, &d->ckpt_batch);
+    collect_queued(d);
     d->ckpt_running = true;
     d->ckpt_work.data = d;
     d->stats.ckpt_last_us = clock_mono_us();
     if (uv_queue_work(d->loop, &d->ckpt_work, work, after_work) < 0) {
         d->ckpt_running = false;
         memstore_mark_dirty(d->ms, &d->ckpt_batch);
+        cp_engine_queued_journal_lost(&d->engine);
     }
 }
 
@@ -66,6 +92,7 @@ void
 ckpt_start(struct daemon *d)
 {
     ckpt_batch_init(&d->ckpt_batch);
+    cp_qid_batch_init(&d->qid_batch);
     uv_timer_init(d->loop, &d->ckpt_timer);
     d->ckpt_timer.data = d;
     uv_timer_start(&d->ckpt_timer, on_tick, d->cfg->checkpoint_ms,
@@ -91,5 +118,10 @@ ckpt_final(struct daemon *d)
         msg_error("final checkpoint failed: %s", d->ckpt_err);
     else
         msg_info("final checkpoint: %zu accounts written", d->ckpt_batch.n);
+    collect_queued(d);
+    if ((d->qid_batch.nadd + d->qid_batch.ngone > 0 || d->qid_batch.clear) &&
+        cp_sqlite_write_queued(d->db, &d->qid_batch, d->qid_err) < 0)
+        msg_error("final checkpoint of queue ids failed: %s", d->qid_err);
     ckpt_batch_fini(&d->ckpt_batch);
+    cp_qid_batch_fini(&d->qid_batch);
 }

@@ -61,8 +61,9 @@ struct daemon {
     uv_work_t ckpt_work;
     bool ckpt_running;
     struct ckpt_batch ckpt_batch;
-    char ckpt_err[CP_ERR_MAX];
-    int ckpt_rc;
+    struct cp_qid_batch qid_batch;
+    char ckpt_err[CP_ERR_MAX], qid_err[CP_ERR_MAX];
+    int ckpt_rc, qid_rc;
 
     struct logfollow *logfollow;
     struct outbox *outbox;

@@ -440,6 +440,37 @@ restore_state(struct daemon *d)
              (double)(clock_mono_us() - t0) / 1e3);
 }
 
+static void
+restore_qid(void *arg, const char *qid, size_t qlen, const char *key,
+            size_t klen, int64_t t_ms)
+{
+    struct daemon *d = arg;
+
+    cp_engine_queued_restore(&d->engine, qid, qlen, key, klen, t_ms,
+                             daemon_now_ms());
+}
+
+/* The queue ids of mail accepted before the restart (and still within
+ * delivery.queue_id_ttl): their outcomes are attributed, a block holds
+ * them. */
+static void
+restore_queued(struct daemon *d)
+{
+    char err[CP_ERR_MAX];
+    int64_t since = daemon_now_ms() - (int64_t)d->cfg->delivery.queue_id_ttl_ms;
+    long n;
+
+    d->engine.q_journal = true;
+    if (d->cfg->delivery.max_queue_ids == 0)
+        return;
+    n = cp_sqlite_load_queued(d->db, since, restore_qid, d, err);
+    if (n < 0)
+        msg_fatal("store %s: %s", d->cfg->store_path, err);
+    if (n > 0)
+        msg_info("restored %zu queue ids of queued mail",
+                 cp_engine_queued_count(&d->engine));
+}
+
 static int
 run(const char *file, bool sim_clock)
 {
@@ -458,6 +489,7 @@ run(const char *file, bool sim_clock)
     cp_engine_init(&d.engine, d.cfg, &d.ms->base);
     d.engine.on_transition = on_transition;
     d.engine.transition_arg = &d;
+    restore_queued(&d);
     open_decision_log(&d);
     if (server_listen(&d) < 0 || admin_listen(&d) < 0)
         msg_fatal("cannot open the sockets; exiting");

@@ -48,7 +48,10 @@ static const char schema[] =
     " incident INTEGER NOT NULL, target TEXT NOT NULL, sender TEXT,"
     " rcpt TEXT, body BLOB NOT NULL, timeout INTEGER NOT NULL,"
     " retry INTEGER NOT NULL, attempts INTEGER NOT NULL,"
-    " max_attempts INTEGER NOT NULL, due INTEGER NOT NULL);";
+    " max_attempts INTEGER NOT NULL, due INTEGER NOT NULL);"
+    /* queue ids of accepted mail → account (delivery outcomes, hold) */
+    "CREATE TABLE IF NOT EXISTS queued(qid TEXT PRIMARY KEY,"
+    " key TEXT NOT NULL, t INTEGER NOT NULL) WITHOUT ROWID;";
 
 struct cp_sqlite *
 cp_sqlite_open(const char *path, char *err)
@@ -568,4 +571,156 @@ cp_sqlite_outbox_load(struct cp_sqlite *db, cp_outbox_fn fn, void *arg,
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? n : db_fail(db, "outbox load", err);
+}
+
+/* ---- queue ids ---- */
+
+void
+cp_qid_batch_init(struct cp_qid_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+    sb_init(&b->add);
+    sb_init(&b->gone);
+}
+
+void
+cp_qid_batch_fini(struct cp_qid_batch *b)
+{
+    sb_fini(&b->add);
+    sb_fini(&b->gone);
+}
+
+void
+cp_qid_batch_reset(struct cp_qid_batch *b)
+{
+    b->clear = false;
+    b->nadd = b->ngone = 0;
+    sb_reset(&b->add);
+    sb_reset(&b->gone);
+}
+
+/* Records: gone = [u8 qlen][qid]; add = [u8 qlen][qid][u16 klen][key][i64 t]
+ * (lengths are checked by the engine: qid <= 32, key < CP_KEY_MAX). */
+void
+cp_qid_batch_add(void *arg, const char *qid, size_t qlen, const char *key,
+                 size_t klen, int64_t t_ms)
+{
+    struct cp_qid_batch *b = arg;
+    uint8_t q = (uint8_t)qlen;
+    uint16_t k = (uint16_t)klen;
+
+    sb_append(&b->add, (const char *)&q, 1);
+    sb_append(&b->add, qid, qlen);
+    sb_append(&b->add, (const char *)&k, 2);
+    sb_append(&b->add, key, klen);
+    sb_append(&b->add, (const char *)&t_ms, 8);
+    b->nadd++;
+}
+
+void
+cp_qid_batch_gone(void *arg, const char *qid, size_t qlen)
+{
+    struct cp_qid_batch *b = arg;
+    uint8_t q = (uint8_t)qlen;
+
+    if (qid == NULL) { /* everything stored goes */
+        b->clear = true;
+        b->ngone = 0;
+        sb_reset(&b->gone);
+        return;
+    }
+    sb_append(&b->gone, (const char *)&q, 1);
+    sb_append(&b->gone, qid, qlen);
+    b->ngone++;
+}
+
+static int
+qid_rows(struct cp_sqlite *db, const struct cp_qid_batch *b, char *err)
+{
+    sqlite3_stmt *del = NULL, *ins = NULL;
+    int ok;
+
+    ok = sqlite3_prepare_v2(db->db, "DELETE FROM queued WHERE qid=?", -1,
+                            &del, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(db->db,
+                            "INSERT OR REPLACE INTO queued(qid,key,t) "
+                            "VALUES(?,?,?)",
+                            -1, &ins, NULL) == SQLITE_OK;
+    for (size_t i = 0; ok && i < b->gone.len;) {
+        uint8_t q = (uint8_t)b->gone.data[i];
+
+        sqlite3_reset(del);
+        sqlite3_bind_text(del, 1, b->gone.data + i + 1, q, SQLITE_STATIC);
+        ok = sqlite3_step(del) == SQLITE_DONE;
+        i += 1 + (size_t)q;
+    }
+    for (size_t i = 0; ok && i < b->add.len;) {
+        const char *p = b->add.data + i;
+        uint8_t q = (uint8_t)p[0];
+        uint16_t k;
+        int64_t t;
+
+        memcpy(&k, p + 1 + q, 2);
+        memcpy(&t, p + 3 + q + k, 8);
+        sqlite3_reset(ins);
+        sqlite3_bind_text(ins, 1, p + 1, q, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 2, p + 3 + q, k, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 3, t);
+        ok = sqlite3_step(ins) == SQLITE_DONE;
+        i += 11 + (size_t)q + k;
+    }
+    sqlite3_finalize(del);
+    sqlite3_finalize(ins);
+    return ok ? 0 : db_fail(db, "queue ids", err);
+}
+
+int
+cp_sqlite_write_queued(struct cp_sqlite *db, const struct cp_qid_batch *b,
+                       char *err)
+{
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(db, "begin", err);
+    if ((b->clear && sqlite3_exec(db->db, "DELETE FROM queued", NULL, NULL,
+                                  NULL) != SQLITE_OK &&
+         db_fail(db, "queue ids", err) < 0) ||
+        qid_rows(db, b, err) < 0) {
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    if (sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        db_fail(db, "commit", err);
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+long
+cp_sqlite_load_queued(struct cp_sqlite *db, int64_t since_ms, cp_qid_fn fn,
+                      void *arg, char *err)
+{
+    sqlite3_stmt *st = NULL;
+    long n = 0;
+    int rc;
+
+    if (sqlite3_prepare_v2(db->db, "DELETE FROM queued WHERE t<?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    sqlite3_bind_int64(st, 1, since_ms);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(db, "queue ids", err);
+    if (sqlite3_prepare_v2(db->db, "SELECT qid,key,t FROM queued ORDER BY t",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        fn(arg, (const char *)sqlite3_column_text(st, 0),
+           (size_t)sqlite3_column_bytes(st, 0),
+           (const char *)sqlite3_column_text(st, 1),
+           (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_int64(st, 2));
+        n++;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? n : db_fail(db, "load queue ids", err);
 }

@@ -290,3 +290,33 @@ def test_block_holds_queued_mail_release_frees_it(pf, cpd, how, tmp_path):
         subprocess.run(["postsuper", "-c", pf.etc, "-d", "-"],
                        input="\n".join(mine + other) + "\n", text=True,
                        capture_output=True)
+
+
+def test_queue_ids_survive_a_restart(pf, cpd):
+    """quinn's mail sits in the queue when chokepointd is killed with -9
+    (after a checkpoint). After the restart a block still holds it: the
+    queue ids recorded at END-OF-MESSAGE were kept in the store."""
+    daemon = cpd(extra={"containment": "hold_command: /usr/sbin/postsuper "
+                                       "-c %s -h -" % pf.etc})
+    stuck = "%s@%s" % ("y", pfmod.STUCK_DOMAIN)
+    mine = queued_ids([send(pf, "quinn", marker(), to=stuck,
+                            sender=login("quinn")) for _ in range(2)])
+    try:
+        assert wait_for(lambda: len(queue_names(pf, mine)) == 2)
+        assert daemon.ctl("status")["delivery"]["queue_ids"] >= 2
+        time.sleep(1.5)  # store.checkpoint_interval is 1s in the tests
+        daemon.kill9()
+        daemon.start()
+        assert "restored" in daemon.read_log() and \
+            "queue ids of queued mail" in daemon.read_log()
+        r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "block",
+                            login("quinn"), "--reason", "ticket 100"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r
+        assert wait_for(lambda: set(queue_names(pf, mine).values()) ==
+                        {"hold"}), queue_names(pf, mine) + context(pf, daemon)
+        assert "holding 2 queued messages" in daemon.read_log()
+    finally:
+        subprocess.run(["postsuper", "-c", pf.etc, "-d", "-"],
+                       input="\n".join(mine) + "\n", text=True,
+                       capture_output=True)
