@@ -121,7 +121,7 @@ static const char *const signal_names[] = {
     "forged_sender", "owned_sender", "new_recipient", "known_recipient",
     "rate_jump",     "networks",     "bad_recipient",   "remote_reject",
     "delivered",     "dnsbl",         "helo_new",        "helo_forged",
-    "odd_hour",      NULL};
+    "odd_hour",      "tls_new",      "uniform_size",    NULL};
 static const char *const block_actions[] = {"reject", "hold", NULL};
 
 const char *
@@ -146,10 +146,12 @@ static const struct yw_field weight_fields[] = {
     DW(CP_SIG_HELO_NEW, "helo_new"),
     DW(CP_SIG_HELO_FORGED, "helo_forged"),
     DW(CP_SIG_ODD_HOUR, "odd_hour"),
+    DW(CP_SIG_TLS_NEW, "tls_new"),
+    DW(CP_SIG_UNIFORM_SIZE, "uniform_size"),
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DW
-_Static_assert(CP_SIG_COUNT == 13, "weight_fields lists every signal");
+_Static_assert(CP_SIG_COUNT == 15, "weight_fields lists every signal");
 
 #define DO(m) offsetof(struct cp_detection, m)
 static const struct yw_field detection_fields[] = {
@@ -236,7 +238,7 @@ detection_defaults(struct cp_detection *d)
 {
     static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
                                            2.0, 2.0,  1.5, -0.05, 2.5,
-                                           0.5, 2.0,  0.3};
+                                           0.5, 2.0,  0.3, 0.5, 1.0};
 
     memset(d, 0, sizeof(*d));
     d->enabled = true;

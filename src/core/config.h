@@ -81,6 +81,8 @@ enum cp_signal {
     CP_SIG_HELO_NEW,        /* a HELO the account's devices never used */
     CP_SIG_HELO_FORGED,     /* HELO names the recipient's domain */
     CP_SIG_ODD_HOUR,        /* mail at an hour of day the account never used */
+    CP_SIG_TLS_NEW,         /* a TLS stack the account's devices never used */
+    CP_SIG_UNIFORM_SIZE,    /* a run of messages of near-identical size */
     CP_SIG_COUNT
 };
 

@@ -465,6 +465,8 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
     in.sender = req->sender;
     in.recipient = req->recipient;
     in.helo = req->helo_name;
+    in.tls_protocol = req->encryption_protocol;
+    in.tls_cipher = req->encryption_cipher;
     if (req->client_address.p &&
         inet_parse(req->client_address.p, req->client_address.len, &client))
         in.client = &client;
@@ -559,6 +561,36 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
     p->reserved[CP_METRIC_DOMAINS] += res.new_domain ? 1 : 0;
 }
 
+/* END-OF-MESSAGE evidence (the final size) and maybe a state change, which
+ * then decides this message too. */
+static void
+detect_eom(struct cp_engine *e, const struct policy_request *req,
+           int64_t now_ms, struct cp_decision *d)
+{
+    const struct cp_detection *det = &e->cfg->det;
+    struct cp_account_ref ref;
+    uint32_t fired;
+    double score;
+    int next;
+
+    if (!det->enabled || !d->id.cls->detect ||
+        !e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+                                true, &ref))
+        return;
+    score = cp_evidence_eom(ref.ev, det, attr_u64(req->size), now_ms, &fired);
+    if (fired == 0)
+        return;
+    d->detected = true;
+    d->score = score;
+    d->fired = fired;
+    d->state = d->prev_state = ref.c->state;
+    next = cp_lifecycle_step(det, ref.c->state, ref.c->repeat,
+                             ref.c->state_since_s, score,
+                             cp_evidence_corroboration(ref.ev), now_ms);
+    if (next != ref.c->state)
+        transition(e, ref.c, next, now_ms, d, req);
+}
+
 /*
  * An account blocked or throttled while its message was in DATA: refuse it
  * at END-OF-MESSAGE too. (In shadow mode the state was reported at RCPT.)
@@ -571,7 +603,8 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
     if (!e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
                                 false, &ref))
         return false;
-    d->state = d->prev_state = ref.c->state;
+    if (!d->state_changed) /* else detect_eom() has set both */
+        d->state = d->prev_state = ref.c->state;
     if (e->cfg->shadow || e->cfg->det.shadow ||
         (d->id.cls && d->id.cls->det_shadow))
         return false;
@@ -618,6 +651,7 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
         return;
     if (req->instance.p != NULL)
         p = pending_get(e, req->instance);
+    detect_eom(e, req, now_ms, d);
     if (eom_blocked(e, d)) {
         if (p != NULL)
             pending_release(e, p, now_ms);

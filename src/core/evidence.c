@@ -29,6 +29,15 @@
  *     odd_hour — a message at an hour of the day (UTC) in which the
  *       account has never sent, once it has sent 30 messages while clean
  *       (people keep hours; bots send round the clock);
+ *     tls_new — a TLS stack (protocol and cipher Postfix negotiated, or
+ *       plaintext) none of the account's devices used, once it has one it
+ *       used three times: a bot's own SMTP engine, a spammer's tool;
+ *   END-OF-MESSAGE (cp_evidence_eom):
+ *     uniform_size — the 5th, 10th, 20th, 40th ... message in a row whose
+ *       sizes are all within 2 % (+64 bytes) of each other, from an account
+ *       whose sizes were seen to vary while it was clean: one template
+ *       sent again and again. Doubling steps, because the run is one fact
+ *       that grows more certain, not independent evidence per message;
  *   recipient level: new_recipient / known_recipient — against a 256-bit
  *     filter of recipients the account has mailed; a message's recipient
  *     evidence is capped at ±1 so one big message cannot decide alone.
@@ -76,7 +85,8 @@ fire(struct cp_evidence *ev, const struct cp_detection *det, enum cp_signal s,
 
     ev->score = (float)(ev->score + w);
     ev->sig[s] = (float)(ev->sig[s] + w);
-    ev->fired[s]++;
+    if (ev->fired[s] < UINT16_MAX)
+        ev->fired[s]++;
     ev->last_s[s] = (uint32_t)(ev->t_ms / 1000);
     *fired |= 1u << s;
 }
@@ -304,6 +314,51 @@ helo_signal(struct cp_evidence *ev, const struct cp_detection *det,
     ev->helo_n[low] = 1;
 }
 
+/* A client's TLS stack as Postfix saw it: protocol and cipher (the
+ * client's preference decides the cipher unless tls_preempt_cipherlist);
+ * plaintext is a stack of its own. */
+static uint32_t
+tls_hash(const struct cp_ev_input *in)
+{
+    uint32_t h;
+
+    if (in->tls_protocol.p == NULL || in->tls_protocol.len == 0)
+        return 1;
+    h = hash_ci(in->tls_protocol);
+    if (in->tls_cipher.p != NULL)
+        h = h * 0x9e3779b1u ^ hash_ci(in->tls_cipher);
+    return h | 2;
+}
+
+static void
+tls_signal(struct cp_evidence *ev, const struct cp_detection *det,
+           const struct cp_ev_input *in, uint32_t *fired)
+{
+    uint32_t h = tls_hash(in);
+    int low = 0;
+    bool known = false, regular = false;
+
+    for (int i = 0; i < CP_EV_TLS; i++) {
+        known |= ev->tls[i] == h && ev->tls_n[i] >= 2;
+        regular |= ev->tls_n[i] >= 3;
+    }
+    if (!known && regular)
+        fire(ev, det, CP_SIG_TLS_NEW, 1, fired);
+    if (ev->score >= det->watch_at / 2)
+        return; /* learn only while the account looks clean */
+    for (int i = 0; i < CP_EV_TLS; i++) {
+        if (ev->tls[i] == h) {
+            if (ev->tls_n[i] < 255)
+                ev->tls_n[i]++;
+            return;
+        }
+        if (ev->tls_n[i] < ev->tls_n[low])
+            low = i;
+    }
+    ev->tls[low] = h;
+    ev->tls_n[low] = 1;
+}
+
 /* ---- recipient-level signal ---- */
 
 static void
@@ -337,11 +392,53 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
         rate_signal(ev, det, in->now_ms, fired);
         helo_signal(ev, det, in, fired);
         hour_signal(ev, det, in->now_ms, fired);
+        tls_signal(ev, det, in, fired);
         if (in->sasl && in->client != NULL)
             network_signal(ev, det, in, fired);
     }
     if (in->recipient.p != NULL && in->recipient.len > 0)
         recipient_signal(ev, det, in->recipient, fired);
+    if (ev->score < det->floor)
+        ev->score = (float)det->floor;
+    return ev->score;
+}
+
+/* Does `size` keep the run within 2 % (+64 bytes) of its extremes? */
+static bool
+size_fits(const struct cp_evidence *ev, uint32_t size)
+{
+    uint32_t lo = size < ev->size_lo ? size : ev->size_lo;
+    uint32_t hi = size > ev->size_hi ? size : ev->size_hi;
+
+    return (double)hi <= (double)lo * 1.02 + 64;
+}
+
+double
+cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
+                uint64_t size, int64_t now_ms, uint32_t *fired)
+{
+    uint32_t s = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+
+    *fired = 0;
+    decay(ev, det, now_ms);
+    if (size == 0)
+        return ev->score; /* not reported: no evidence */
+    if (ev->size_n > 0 && size_fits(ev, s)) {
+        ev->size_lo = s < ev->size_lo ? s : ev->size_lo;
+        ev->size_hi = s > ev->size_hi ? s : ev->size_hi;
+        if (ev->size_n < 255)
+            ev->size_n++;
+    } else {
+        if (ev->size_n > 0 && ev->score < det->watch_at / 2)
+            ev->size_varied = true;
+        ev->size_lo = ev->size_hi = s;
+        ev->size_n = 1;
+    }
+    /* 5, 10, 20, 40, 80, 160: the run's evidence grows with its log */
+    if (ev->size_varied && ev->size_n >= CP_EV_SIZE_RUN &&
+        ev->size_n % CP_EV_SIZE_RUN == 0 &&
+        __builtin_popcount((unsigned)(ev->size_n / CP_EV_SIZE_RUN)) == 1)
+        fire(ev, det, CP_SIG_UNIFORM_SIZE, 1, fired);
     if (ev->score < det->floor)
         ev->score = (float)det->floor;
     return ev->score;

@@ -7,7 +7,7 @@
  * credit. doc/detection.md explains the signals and their weights.
  *
  * Pure: no I/O, no clock (the caller passes now_ms). One struct per active
- * account (~190 bytes), owned by the store.
+ * account (see doc/performance.md for its size), owned by the store.
  */
 #ifndef CP_CORE_EVIDENCE_H
 #define CP_CORE_EVIDENCE_H
@@ -23,6 +23,8 @@
 #define CP_EV_NETS 4   /* client networks remembered */
 #define CP_EV_BLOOM 4  /* 64-bit words of the recipient filter (256 bits) */
 #define CP_EV_HELOS 4  /* HELO names remembered (the account's devices) */
+#define CP_EV_TLS 2    /* TLS stacks remembered (protocol + cipher) */
+#define CP_EV_SIZE_RUN 5 /* messages of near-identical size: uniform_size */
 
 struct cp_evidence {
     int64_t t_ms;                 /* last update (decay reference) */
@@ -37,13 +39,18 @@ struct cp_evidence {
     uint32_t nets_s[CP_EV_NETS];  /* when each was last used, seconds */
     uint64_t bloom[CP_EV_BLOOM];  /* recipients mailed */
     float sig[CP_SIG_COUNT];      /* each signal's share of the score */
-    uint32_t fired[CP_SIG_COUNT]; /* times each signal fired */
+    uint16_t fired[CP_SIG_COUNT]; /* times each signal fired (saturates) */
     uint32_t listed_s;            /* last dnsbl evidence, seconds */
     uint32_t helo[CP_EV_HELOS];   /* HELO hashes (IP literals as one) */
     uint8_t helo_n[CP_EV_HELOS];  /* messages seen with each */
     uint32_t hours_used;          /* bit per hour of day (UTC) with mail */
     uint16_t msgs_learned;        /* messages learned from (saturates) */
     uint32_t last_s[CP_SIG_COUNT]; /* when each signal last fired, s */
+    uint32_t tls[CP_EV_TLS];      /* TLS stack hashes (1: plaintext) */
+    uint8_t tls_n[CP_EV_TLS];     /* messages seen with each */
+    uint8_t size_n;               /* messages in the current size run */
+    bool size_varied;             /* a run broke while the account was clean */
+    uint32_t size_lo, size_hi;    /* smallest and largest size in the run */
 };
 
 struct cp_ev_input {
@@ -51,6 +58,7 @@ struct cp_ev_input {
     bool new_message;             /* first RCPT of a message */
     bool sasl;
     struct policy_str login, sender, recipient, helo;
+    struct policy_str tls_protocol, tls_cipher; /* absent: plaintext */
     const struct inet_addr *client; /* NULL if unknown */
 };
 
@@ -60,6 +68,12 @@ struct cp_ev_input {
  */
 double cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
                         const struct cp_ev_input *in, uint32_t *fired);
+/*
+ * END-OF-MESSAGE: the message's final size (uniform_size). Returns the
+ * score after it.
+ */
+double cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
+                       uint64_t size, int64_t now_ms, uint32_t *fired);
 /*
  * Add one delivery outcome of a message (from the mail log): signal
  * bad_recipient, remote_reject or delivered, times `scale`. `*msg` is the

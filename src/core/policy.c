@@ -141,7 +141,7 @@ policy_request_get(const struct policy_parser *p, struct policy_request *req)
         F(sender),          F(recipient),       F(recipient_count),
         F(size),            F(instance),        F(queue_id),
         F(sasl_method),     F(sasl_username),   F(encryption_protocol),
-        F(server_port),
+        F(encryption_cipher), F(server_port),
 #undef F
     };
     size_t i, j;

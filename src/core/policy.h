@@ -55,7 +55,7 @@ struct policy_request {
     struct policy_str client_address, client_name, helo_name;
     struct policy_str sender, recipient, recipient_count, size;
     struct policy_str instance, queue_id, sasl_method, sasl_username;
-    struct policy_str encryption_protocol, server_port;
+    struct policy_str encryption_protocol, encryption_cipher, server_port;
 };
 
 struct policy_parser {

@@ -113,6 +113,104 @@ test_helo_signals(void **state)
     assert_false(f & (1u << CP_SIG_HELO_NEW));
 }
 
+static uint32_t
+send_tls(struct cp_evidence *ev, int64_t t, const char *proto,
+         const char *cipher)
+{
+    struct cp_ev_input in;
+    uint32_t f;
+
+    memset(&in, 0, sizeof(in));
+    in.now_ms = t;
+    in.new_message = true;
+    in.sasl = true;
+    in.login = policy_str_c("ann@isp.example");
+    in.sender = policy_str_c("ann@isp.example");
+    in.recipient = policy_str_c("mum@home.example");
+    in.tls_protocol = policy_str_c(proto);
+    in.tls_cipher = policy_str_c(cipher);
+    cp_evidence_rcpt(ev, &det, &in, &f);
+    return f;
+}
+
+/* tls_new: the PC's and the phone's stacks are learned; a plaintext
+ * session or another stack is new; nothing fires before a regular stack. */
+static void
+test_tls_signal(void **state)
+{
+    struct cp_evidence ev;
+    const uint32_t bit = 1u << CP_SIG_TLS_NEW;
+
+    (void)state;
+    det.weight[CP_SIG_TLS_NEW] = 0.5;
+    memset(&ev, 0, sizeof(ev));
+    assert_false(send_tls(&ev, 0, NULL, NULL) & bit); /* nothing learned */
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 4; i++)
+        assert_false(send_tls(&ev, i * MIN, "TLSv1.3",
+                              "TLS_AES_256_GCM_SHA384") & bit);
+    /* the phone: new until it has been used twice */
+    assert_true(send_tls(&ev, 10 * MIN, "TLSv1.3",
+                         "TLS_CHACHA20_POLY1305_SHA256") & bit);
+    assert_true(send_tls(&ev, 11 * MIN, "TLSv1.3",
+                         "TLS_CHACHA20_POLY1305_SHA256") & bit);
+    assert_false(send_tls(&ev, 12 * MIN, "TLSv1.3",
+                          "TLS_CHACHA20_POLY1305_SHA256") & bit);
+    assert_false(send_tls(&ev, 13 * MIN, "tlsv1.3",
+                          "TLS_AES_256_GCM_SHA384") & bit);
+    /* a bot's SMTP engine: plaintext, or an old stack */
+    assert_true(send_tls(&ev, 20 * MIN, NULL, NULL) & bit);
+    assert_true(send_tls(&ev, 21 * MIN, "TLSv1", "AES128-SHA") & bit);
+    assert_int_equal(ev.fired[CP_SIG_TLS_NEW], 4);
+}
+
+static double
+eom(struct cp_evidence *ev, int64_t t, uint64_t size, uint32_t *fired)
+{
+    return cp_evidence_eom(ev, &det, size, t, fired);
+}
+
+/* uniform_size: a run of near-identical sizes from an account whose sizes
+ * vary fires at the 5th, 10th, 20th message of the run, not at each. */
+static void
+test_uniform_size(void **state)
+{
+    static const uint64_t mixed[] = {3100, 18000, 5200, 2400, 950000, 7000};
+    struct cp_evidence ev;
+    uint32_t f;
+    int fires = 0;
+
+    (void)state;
+    det.weight[CP_SIG_UNIFORM_SIZE] = 1.0;
+    memset(&ev, 0, sizeof(ev));
+    /* an account that only ever sends one report: never learned as varied */
+    for (int i = 0; i < 20; i++) {
+        eom(&ev, i * MIN, 4096, &f);
+        assert_int_equal(f, 0);
+    }
+    memset(&ev, 0, sizeof(ev));
+    for (size_t i = 0; i < sizeof(mixed) / sizeof(mixed[0]); i++) {
+        eom(&ev, (int64_t)i * MIN, mixed[i], &f);
+        assert_int_equal(f, 0);
+    }
+    assert_true(ev.size_varied);
+    eom(&ev, 10 * MIN, 0, &f); /* size unknown: no evidence */
+    assert_int_equal(f, 0);
+    /* the template, +-1 % */
+    for (int i = 0; i < 40; i++) {
+        eom(&ev, (20 + i) * MIN, 6000 + (i * 37) % 120, &f);
+        if (f & (1u << CP_SIG_UNIFORM_SIZE)) {
+            assert_true(i + 1 == 5 || i + 1 == 10 || i + 1 == 20 ||
+                        i + 1 == 40);
+            fires++;
+        }
+    }
+    assert_int_equal(fires, 4);
+    /* a different size breaks the run */
+    eom(&ev, 70 * MIN, 12000, &f);
+    assert_int_equal(ev.size_n, 1);
+}
+
 static void
 test_odd_hour(void **state)
 {
@@ -301,6 +399,8 @@ main(void)
         cmocka_unit_test_setup(test_owner_mail_lowers_score, setup),
         cmocka_unit_test_setup(test_helo_signals, setup),
         cmocka_unit_test_setup(test_odd_hour, setup),
+        cmocka_unit_test_setup(test_tls_signal, setup),
+        cmocka_unit_test_setup(test_uniform_size, setup),
         cmocka_unit_test_setup(test_zombie_corroborated_within_ten_messages,
                                setup),
         cmocka_unit_test_setup(test_alias_is_learned, setup),
