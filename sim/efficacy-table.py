@@ -14,7 +14,8 @@ BUILD = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build")
 CONFIG = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "etc",
                                                             "chokepoint.yaml")
 SCENARIOS = ["isp-week", "blaster", "low-and-slow", "campaign",
-             "stolen-credentials", "unauth-relay", "newsletter-spike",
+             "stolen-credentials", "unauth-relay", "quiet-template",
+             "newsletter-spike",
              "holiday-burst", "cgnat-roaming"]
 
 

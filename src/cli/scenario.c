@@ -82,6 +82,7 @@ static const struct yw_field class_f[] = {
     {"roaming_share", YW_DOUBLE, C(roaming_share), 0, 1, NULL},
     {"cgnat_share", YW_DOUBLE, C(cgnat_share), 0, 1, NULL},
     {"alias_share", YW_DOUBLE, C(alias_share), 0, 1, NULL},
+    {"tls_share", YW_DOUBLE, C(tls_share), 0, 1, NULL},
     {"sasl", YW_BOOL, C(sasl), 0, 0, NULL},
     {"burst", YW_MAP, C(burst), 0, 0, burst_f},
     {"newsletter", YW_MAP, C(newsletter), 0, 0, newsletter_f},
@@ -93,6 +94,8 @@ static const struct yw_field class_f[] = {
 #define I(m) offsetof(struct sim_infection, m)
 static const char *const helo_names[] = {"default", "own", "random", "fixed",
                                          "recipient", NULL};
+static const char *const tls_names[] = {"default", "own", "other", "none",
+                                        NULL};
 
 static const struct yw_field infection_f[] = {
     {"kind", YW_ENUM, I(kind), 0, 0, kind_names},
@@ -113,6 +116,8 @@ static const struct yw_field infection_f[] = {
     {"invalid_share", YW_DOUBLE, I(invalid_share), 0, 1, NULL},
     {"rejected_share", YW_DOUBLE, I(rejected_share), 0, 1, NULL},
     {"helo", YW_ENUM, I(helo), 0, 0, helo_names},
+    {"tls", YW_ENUM, I(tls), 0, 0, tls_names},
+    {"size_spread", YW_DOUBLE, I(size_spread), 0, 3, NULL},
     {"retry", YW_MAP, I(retry), 0, 0, retry_f},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -148,6 +153,7 @@ class_defaults(struct sim_class *c)
     c->invalid_share = 0.03;
     c->sasl = true;
     c->alias_share = 0.05;
+    c->tls_share = 0.95;
     c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}};
     c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300, 0.01};
     c->retry = (struct sim_retry){15 * 60000, 8};
@@ -172,6 +178,7 @@ infection_defaults(struct sim_infection *f)
     f->forge_share = -1;
     f->invalid_share = -1;
     f->rejected_share = 0.05;
+    f->size_spread = 0.15;
 }
 
 static int
@@ -237,6 +244,15 @@ check(struct yw *w, struct scenario *sc)
                 SIM_HELO_FIXED, SIM_HELO_RANDOM};
 
             f->helo = dflt[f->kind];
+        }
+        if (f->tls == SIM_TLS_DEFAULT) {
+            /* the same engines: plaintext; low-and-slow malware sends
+             * through the PC's own mail client */
+            static const int dflt[SIM_KIND_COUNT] = {
+                SIM_TLS_NONE, SIM_TLS_OWN, SIM_TLS_NONE, SIM_TLS_OTHER,
+                SIM_TLS_NONE};
+
+            f->tls = dflt[f->kind];
         }
         if (f->invalid_share < 0) {
             /* harvested and guessed lists; a stolen login's spammer

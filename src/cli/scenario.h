@@ -24,6 +24,13 @@ enum sim_helo {
     SIM_HELO_RECIPIENT, /* the recipient's domain */
 };
 
+enum sim_tls {
+    SIM_TLS_DEFAULT,   /* the kind's usual */
+    SIM_TLS_OWN,       /* the infected PC's own mail client's stack */
+    SIM_TLS_OTHER,     /* another stack (the spammer's tool) */
+    SIM_TLS_NONE,      /* plaintext (a bot's own SMTP engine) */
+};
+
 enum sim_kind {
     SIM_BLASTER,     /* as fast as the server takes it, forged senders */
     SIM_LOWSLOW,     /* a few dozen an hour, round the clock */
@@ -78,6 +85,7 @@ struct sim_class {
                                    (typos, stale addresses): bounce */
     double roaming_share;       /* customers also sending from elsewhere */
     double cgnat_share;         /* customers behind shared addresses */
+    double tls_share;           /* customers whose mail client uses TLS */
     double alias_share;         /* customers who also send as another
                                    address of theirs (family, alias) */
     bool sasl;                  /* false: relayed by client address */
@@ -107,6 +115,9 @@ struct sim_infection {
                                    and guessed lists); < 0: kind's default */
     double rejected_share;      /* refused as spam by the receiver (5.7.1) */
     int helo;                   /* enum sim_helo */
+    int tls;                    /* enum sim_tls */
+    double size_spread;         /* sigma of the log of spam sizes (a
+                                   template varies little) */
     struct sim_retry retry;
 };
 

@@ -44,7 +44,44 @@ struct sim_msg {
     uint32_t nrcpt;
     uint64_t size;
     char login[64], ip[16], from[96], helo[64];
+    const char *tls_proto, *tls_cipher; /* "": plaintext */
 };
+
+/* TLS stacks as Postfix logs them (protocol, cipher): the first five are
+ * today's mail clients, the last two old libraries; a customer's PC gets
+ * one of the first five, a phone away from home the second. */
+static const char *const tls_stacks[][2] = {
+    {"TLSv1.3", "TLS_AES_256_GCM_SHA384"},
+    {"TLSv1.3", "TLS_AES_128_GCM_SHA256"},
+    {"TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256"},
+    {"TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384"},
+    {"TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256"},
+    {"TLSv1.2", "AES256-SHA"},
+    {"TLSv1", "ECDHE-RSA-AES256-SHA"},
+};
+#define NSTACKS (sizeof(tls_stacks) / sizeof(tls_stacks[0]))
+
+/* The stack of customer `who`'s own computer, -1: plaintext. Fixed per
+ * customer (a hash: nothing stored). */
+static int
+pc_stack(const struct sim *s, uint32_t who)
+{
+    uint32_t h = who * 2654435761u ^ 0x5bd1e995u;
+
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    if ((double)(h >> 8) / (1 << 24) >= s->sc.cls[s->senders[who].cls].tls_share)
+        return -1;
+    return (int)(h % 5);
+}
+
+static void
+set_tls(struct sim_msg *m, int stack)
+{
+    m->tls_proto = stack < 0 ? "" : tls_stacks[stack][0];
+    m->tls_cipher = stack < 0 ? "" : tls_stacks[stack][1];
+}
 
 /* ---- the content of one message ---- */
 
@@ -142,8 +179,11 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
         m->spam = true;
         m->sender = z->sender;
         m->nrcpt = rng_count(&m->r, f->recipients.mean, f->recipients.max);
-        m->size = (uint64_t)rng_lognormal(&m->r, 6000, 0.15);
+        m->size = (uint64_t)rng_lognormal(&m->r, 6000, f->size_spread);
         m->sasl = f->kind != SIM_UNAUTH;
+        set_tls(m, f->tls == SIM_TLS_OWN     ? pc_stack(s, z->sender)
+                   : f->tls == SIM_TLS_OTHER ? (int)(e->who * 7919u % NSTACKS)
+                                             : -1);
         if (f->kind == SIM_STOLEN) /* one of `networks` /24s abroad */
             ip = STOLEN_BASE +
                  ((e->who * 7919u + (uint32_t)rng_below(&m->r, f->networks) *
@@ -199,6 +239,7 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
         sim_format_ip(m->ip, sizeof(m->ip), ip);
         /* the customer's computer by name; away from home, the phone,
          * whose client sends its address as a literal */
+        set_tls(m, ip != p->ip ? 1 : pc_stack(s, e->who));
         if (ip != p->ip)
             snprintf(m->helo, sizeof(m->helo), "[10.%u.%u.%u]",
                      (unsigned)rng_below(&m->r, 256),
@@ -247,6 +288,8 @@ ask_inproc(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
     r.sasl_method = policy_str_c(m->sasl ? "plain" : "");
     r.queue_id = policy_str_c(a->qid);
     r.helo_name = policy_str_c(m->helo);
+    r.encryption_protocol = policy_str_c(m->tls_proto);
+    r.encryption_cipher = policy_str_c(m->tls_cipher);
     inproc_decide(&d->ip, &r, now, &dec);
     return dec.action;
 }
@@ -280,10 +323,11 @@ ask_live(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
                      "protocol_name=ESMTP\nclient_address=%s\nsender=%s\n"
                      "recipient=%s\nrecipient_count=%s\nsize=%s\n"
                      "instance=%s\nsasl_method=%s\nsasl_username=%s\n"
-                     "helo_name=%s\nchokepoint_sim_time=%lld\n\n",
+                     "helo_name=%s\nencryption_protocol=%s\n"
+                     "encryption_cipher=%s\nchokepoint_sim_time=%lld\n\n",
                      a->stage, m->ip, m->from, a->rcpt, a->count, a->size,
                      a->inst, m->sasl ? "plain" : "", m->login, m->helo,
-                     (long long)now);
+                     m->tls_proto, m->tls_cipher, (long long)now);
     size_t got = 0;
 
     if (write(d->fd, req, (size_t)n) != n)

@@ -32,6 +32,7 @@
  *     tls_new — a TLS stack (protocol and cipher Postfix negotiated, or
  *       plaintext) none of the account's devices used, once it has one it
  *       used three times: a bot's own SMTP engine, a spammer's tool;
+ *       half weight when helo_new fired for the same message;
  *   END-OF-MESSAGE (cp_evidence_eom):
  *     uniform_size — the 5th, 10th, 20th, 40th ... message in a row whose
  *       sizes are all within 2 % (+64 bytes) of each other, from an account
@@ -342,8 +343,11 @@ tls_signal(struct cp_evidence *ev, const struct cp_detection *det,
         known |= ev->tls[i] == h && ev->tls_n[i] >= 2;
         regular |= ev->tls_n[i] >= 3;
     }
+    /* a new HELO and a new stack are often one new program: together
+     * they count 1.5 times one, not twice */
     if (!known && regular)
-        fire(ev, det, CP_SIG_TLS_NEW, 1, fired);
+        fire(ev, det, CP_SIG_TLS_NEW,
+             *fired & (1u << CP_SIG_HELO_NEW) ? 0.5 : 1, fired);
     if (ev->score >= det->watch_at / 2)
         return; /* learn only while the account looks clean */
     for (int i = 0; i < CP_EV_TLS; i++) {
