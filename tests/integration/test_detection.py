@@ -275,3 +275,40 @@ def test_notification_survives_a_crash(tmp_path):
     finally:
         d.stop()
         hook.close()
+
+
+def test_tls_stack_and_uniform_size_reach_the_evidence(tmp_path):
+    """Over the policy protocol: the TLS attributes Postfix sends
+    (encryption_protocol, encryption_cipher) are learned per account and a
+    plaintext session from the same login is tls_new; a run of messages of
+    one size (END-OF-MESSAGE size) is uniform_size. Both show in
+    `chokepoint show` with their weights."""
+    d = Daemon(tmp_path, classes=CLASSES).start()
+    try:
+        c = PolicyClient(d.policy_sock)
+        tls = {"encryption_protocol": "TLSv1.3",
+               "encryption_cipher": "TLS_AES_256_GCM_SHA384"}
+
+        def msg(i, size, enc):
+            a = rcpt_request(user="ann@isp.example", sender="ann@isp.example",
+                             recipient="mum@home.example", instance="t%d" % i,
+                             **enc)
+            assert "action=DUNNO" in c.ask(a)
+            a.update(protocol_state="END-OF-MESSAGE", recipient="",
+                     recipient_count="1", size=str(size))
+            assert "action=DUNNO" in c.ask(a)
+
+        for i, size in enumerate([3000, 41000, 7200, 12000]):
+            msg(i, size, tls)
+        sig = {x["signal"] for x in d.ctl("show", "ann@isp.example")["signals"]}
+        assert "tls_new" not in sig and "uniform_size" not in sig, sig
+        for i in range(5):
+            msg(10 + i, 6000 + i, {"encryption_protocol": "",
+                                   "encryption_cipher": ""})
+        sig = {x["signal"]: x for x in
+               d.ctl("show", "ann@isp.example")["signals"]}
+        assert sig["tls_new"]["weight"] == 0.5 and \
+            sig["tls_new"]["times"] == 2, sig  # learned after two
+        assert sig["uniform_size"]["times"] == 1, sig
+    finally:
+        assert d.stop() == 0
