@@ -41,7 +41,8 @@ for name in SCENARIOS:
              "%d / %d" % (r["zombie_accounts_caught"], z) if z else "–",
              "%d / %d" % (r["spam_accepted_per_zombie_median"],
                           r["spam_accepted_per_zombie_p90"]) if z else "–",
-             "%.1f" % r["detect_minutes_median"] if z else "–",
+             "%.1f" % r["detect_minutes_median"]
+             if z and r["detect_minutes_median"] is not None else "–",
              r["legit_customer_days_deferred"], r["legit_customer_days"],
              pct(r["legit_customer_days_deferred"] /
                  max(1, r["legit_customer_days"])),
