@@ -35,6 +35,7 @@ mkdir -p "$BIN"
 rm -f "$OUT"/*.sock
 cc -O2 -pthread -o "$BIN/policy-load" "$SHARED/policy-load.c"
 cc -O2 -pthread -o "$BIN/policy-upper-bound" "$SHARED/policy-upper-bound.c"
+CHOKEPOINTD=${CHOKEPOINTD:-build/chokepointd} # another binary: A/B runs
 [ -x build/chokepointd ] || ninja -C build
 
 SOCK=$OUT/policy.sock
@@ -126,7 +127,10 @@ for accts in $ACCOUNTS; do
             kill "$ub"; wait "$ub" 2>/dev/null || true
             ub_all="$ub_all $(field rps "$ubline")"
 
-            build/chokepointd -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
+            # the previous run's queue ids (the load sends one per message)
+            # would be restored too: rss_idle measures the accounts alone
+            [ "$r" -eq 1 ] || sqlite3 "$db" "DELETE FROM queue_ids" 2>/dev/null || true
+            "$CHOKEPOINTD" -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
             cp=$!
             PIDS="$cp"
             wait_sock "$SOCK"

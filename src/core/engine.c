@@ -35,15 +35,11 @@ struct cp_pending {
 struct cp_queued {
     struct agemap_ent age; /* key: the queue id, in buf */
     float ev;              /* its delivery evidence so far (not stored) */
-    uint32_t seq;          /* journal: order of recording */
+    uint64_t seq;          /* journal: order of recording */
     uint16_t keylen;       /* the account, after the queue id in buf */
     char buf[];
 };
 
-/* Forgotten ids beyond this many bytes: the journal gives up and the next
- * checkpoint rewrites the table (a burst of deliveries between two
- * checkpoints, or checkpoints failing). */
-#define QUEUED_GONE_MAX (4u << 20)
 
 #define QUEUED(ent) agemap_entry((ent), struct cp_queued, age)
 
@@ -56,7 +52,6 @@ cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
     e->store = store;
     agemap_init(&e->pending, 1024);
     agemap_init(&e->queued, 1024);
-    sb_init(&e->q_gone);
 }
 
 static void
@@ -80,7 +75,6 @@ cp_engine_fini(struct cp_engine *e)
         free(QUEUED(a));
     }
     agemap_fini(&e->queued);
-    sb_fini(&e->q_gone);
     memset(e, 0, sizeof(*e));
 }
 
@@ -183,18 +177,6 @@ pending_add(struct cp_engine *e, const struct policy_str *inst,
 static void
 queued_del(struct cp_engine *e, struct cp_queued *q)
 {
-    /* an id recorded after the last report was never stored */
-    if (e->q_journal && !e->q_rewrite && q->seq <= e->q_seq_written) {
-        uint8_t n = (uint8_t)q->age.klen; /* <= CP_QUEUE_ID_MAX */
-
-        if (e->q_gone.len + 1 + n > QUEUED_GONE_MAX) {
-            e->q_rewrite = true;
-            sb_reset(&e->q_gone);
-        } else {
-            sb_append(&e->q_gone, (const char *)&n, 1);
-            sb_append(&e->q_gone, q->age.key, n);
-        }
-    }
     agemap_del(&e->queued, &q->age);
     free(q);
 }
@@ -837,39 +819,30 @@ cp_engine_queued_count(const struct cp_engine *e)
 bool
 cp_engine_queued_dirty(const struct cp_engine *e)
 {
-    return e->q_journal && (e->q_rewrite || e->q_gone.len > 0 ||
-                            e->q_seq != e->q_seq_written);
+    return e->q_journal && e->q_seq != e->q_seq_written;
 }
 
-void
-cp_engine_queued_journal(struct cp_engine *e, cp_qid_add_fn add,
-                         cp_qid_gone_fn gone, void *arg)
+uint64_t
+cp_engine_queued_journal(const struct cp_engine *e, cp_qid_add_fn add,
+                         void *arg)
 {
     const struct agemap_ent *a = e->queued.newest;
-    uint32_t since = e->q_rewrite ? 0 : e->q_seq_written;
 
-    if (e->q_rewrite)
-        gone(arg, NULL, 0);
-    for (size_t i = 0; i < e->q_gone.len; i += 1 + (uint8_t)e->q_gone.data[i])
-        gone(arg, e->q_gone.data + i + 1, (uint8_t)e->q_gone.data[i]);
     /* ids are appended in order: the new ones are the newest */
-    while (a != NULL && QUEUED(a)->seq > since)
+    while (a != NULL && QUEUED(a)->seq > e->q_seq_written)
         a = a->older;
     for (a = a ? a->newer : e->queued.oldest; a != NULL; a = a->newer) {
         const struct cp_queued *q = QUEUED(a);
 
         add(arg, a->key, a->klen, q->buf + a->klen, q->keylen, a->t_ms);
     }
-    sb_reset(&e->q_gone);
-    e->q_rewrite = false;
-    e->q_seq_written = e->q_seq;
+    return e->q_seq;
 }
 
 void
-cp_engine_queued_journal_lost(struct cp_engine *e)
+cp_engine_queued_stored(struct cp_engine *e, uint64_t mark)
 {
-    e->q_rewrite = true;
-    sb_reset(&e->q_gone);
+    e->q_seq_written = mark;
 }
 
 void

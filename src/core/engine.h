@@ -23,7 +23,6 @@
 #include "core/policy.h"
 #include "core/store.h"
 #include "util/agemap.h"
-#include "util/strbuf.h"
 
 enum cp_stage { CP_STAGE_RCPT, CP_STAGE_DATA, CP_STAGE_EOM, CP_STAGE_OTHER };
 
@@ -60,9 +59,7 @@ struct cp_engine {
     struct agemap queued;                 /* queue id → struct cp_queued */
     /* the queue-id journal (cp_engine_queued_journal), if enabled */
     bool q_journal;
-    bool q_rewrite;                       /* journal lost: write them all */
-    uint32_t q_seq, q_seq_written;        /* last recorded, last collected */
-    struct strbuf q_gone;                 /* forgotten since: len, bytes */
+    uint64_t q_seq, q_seq_written;        /* last recorded, last stored */
     struct cp_stats stats;
     cp_transition_fn on_transition;       /* may be NULL */
     void *transition_arg;
@@ -159,22 +156,23 @@ size_t cp_engine_queued_count(const struct cp_engine *e);
 
 /*
  * Durability of the queue-id table (the daemon's checkpoints; the
- * simulator has none). With e->q_journal set, the engine notes which
- * queue ids it records and forgets. cp_engine_queued_journal() reports
- * the changes since its last call: `gone` for each id forgotten (NULL
- * qid: forget every stored id first, the journal overflowed or a write
- * failed), then `add` for each id recorded, oldest first. After a failed
- * write call cp_engine_queued_journal_lost(): the next report is whole.
+ * simulator has none). With e->q_journal set, cp_engine_queued_journal()
+ * calls `add` for each queue id recorded since the last stored one,
+ * oldest first, and returns a mark; after the write succeeded,
+ * cp_engine_queued_stored(mark) moves the journal past them (after a
+ * failure the next report repeats them). Forgotten ids are not journalled:
+ * the store keeps the newest delivery.max_queue_ids rows within
+ * delivery.queue_id_ttl, so after a restart ids of mail that has left the
+ * queue may come back (a hold names them, postsuper skips them).
  * cp_engine_queued_restore() puts back a stored id at start-up (oldest
  * first; ids past delivery.queue_id_ttl are skipped). Loop thread.
  */
 typedef void (*cp_qid_add_fn)(void *arg, const char *qid, size_t qlen,
                               const char *key, size_t klen, int64_t t_ms);
-typedef void (*cp_qid_gone_fn)(void *arg, const char *qid, size_t qlen);
 bool cp_engine_queued_dirty(const struct cp_engine *e);
-void cp_engine_queued_journal(struct cp_engine *e, cp_qid_add_fn add,
-                              cp_qid_gone_fn gone, void *arg);
-void cp_engine_queued_journal_lost(struct cp_engine *e);
+uint64_t cp_engine_queued_journal(const struct cp_engine *e,
+                                  cp_qid_add_fn add, void *arg);
+void cp_engine_queued_stored(struct cp_engine *e, uint64_t mark);
 void cp_engine_queued_restore(struct cp_engine *e, const char *qid,
                               size_t qlen, const char *key, size_t klen,
                               int64_t t_ms, int64_t now_ms);

@@ -7,9 +7,11 @@
  * still writing, the tick is skipped and the changes wait for the next.
  * A failed write is logged and its accounts are marked dirty again.
  *
- * The queue-id table rides along: the ids the engine recorded and forgot
- * since the last checkpoint (its journal) are written in a transaction of
- * their own; after a failed write the next checkpoint rewrites them all.
+ * The queue-id table rides along: the ids the engine recorded since the
+ * last checkpoint (its journal) are appended in a transaction of their
+ * own, and the table pruned to delivery.max_queue_ids within
+ * delivery.queue_id_ttl; after a failed write the next checkpoint writes
+ * them again.
  */
 #include <string.h>
 
@@ -17,6 +19,21 @@
 #include "util/clock.h"
 #include "util/msg.h"
 
+
+/* The engine's limits, copied on the loop thread (qid_keep, qid_since). */
+static int
+write_queued(struct daemon *d)
+{
+    return cp_sqlite_write_queued(d->db, &d->qid_batch, d->qid_keep,
+                                  d->qid_since, d->qid_err);
+}
+
+static void
+queued_limits(struct daemon *d)
+{
+    d->qid_keep = d->cfg->delivery.max_queue_ids;
+    d->qid_since = daemon_now_ms() - (int64_t)d->cfg->delivery.queue_id_ttl_ms;
+}
 
 static void
 work(uv_work_t *w)
@@ -26,18 +43,15 @@ work(uv_work_t *w)
     d->ckpt_rc = d->ckpt_batch.n == 0
                      ? 0
                      : cp_sqlite_write(d->db, &d->ckpt_batch, d->ckpt_err);
-    d->qid_rc = d->qid_batch.nadd + d->qid_batch.ngone == 0 &&
-                        !d->qid_batch.clear
-                    ? 0
-                    : cp_sqlite_write_queued(d->db, &d->qid_batch, d->qid_err);
+    d->qid_rc = d->qid_batch.nadd == 0 ? 0 : write_queued(d);
 }
 
 static void
 collect_queued(struct daemon *d)
 {
     cp_qid_batch_reset(&d->qid_batch);
-    cp_engine_queued_journal(&d->engine, cp_qid_batch_add, cp_qid_batch_gone,
-                             &d->qid_batch);
+    d->qid_mark = cp_engine_queued_journal(&d->engine, cp_qid_batch_add,
+                                           &d->qid_batch);
 }
 
 static void
@@ -47,11 +61,12 @@ after_work(uv_work_t *w, int status)
 
     d->ckpt_running = false;
     d->stats.ckpt_last_us = clock_mono_us() - d->stats.ckpt_last_us;
-    if (status < 0 || d->qid_rc < 0) {
-        msg_error("checkpoint of queue ids failed: %s; will rewrite them",
+    if (status < 0 || d->qid_rc < 0)
+        msg_error("checkpoint of %zu queue ids failed: %s; will retry",
+                  d->qid_batch.nadd,
                   status < 0 ? uv_strerror(status) : d->qid_err);
-        cp_engine_queued_journal_lost(&d->engine);
-    }
+    else
+        cp_engine_queued_stored(&d->engine, d->qid_mark);
     if (status < 0 || d->ckpt_rc < 0) {
         d->stats.ckpt_errors++;
         msg_error("checkpoint of %zu accounts failed: %s; will retry",
@@ -78,13 +93,13 @@ on_tick(uv_timer_t *t)
     ckpt_batch_set_slots(&d->ckpt_batch, d->cfg->slots, d->cfg->nslots);
     memstore_collect_dirty(d->ms, &d->ckpt_batch);
     collect_queued(d);
+    queued_limits(d);
     d->ckpt_running = true;
     d->ckpt_work.data = d;
     d->stats.ckpt_last_us = clock_mono_us();
     if (uv_queue_work(d->loop, &d->ckpt_work, work, after_work) < 0) {
         d->ckpt_running = false;
         memstore_mark_dirty(d->ms, &d->ckpt_batch);
-        cp_engine_queued_journal_lost(&d->engine);
     }
 }
 
@@ -119,8 +134,8 @@ ckpt_final(struct daemon *d)
     else
         msg_info("final checkpoint: %zu accounts written", d->ckpt_batch.n);
     collect_queued(d);
-    if ((d->qid_batch.nadd + d->qid_batch.ngone > 0 || d->qid_batch.clear) &&
-        cp_sqlite_write_queued(d->db, &d->qid_batch, d->qid_err) < 0)
+    queued_limits(d);
+    if (d->qid_batch.nadd > 0 && write_queued(d) < 0)
         msg_error("final checkpoint of queue ids failed: %s", d->qid_err);
     ckpt_batch_fini(&d->ckpt_batch);
     cp_qid_batch_fini(&d->qid_batch);

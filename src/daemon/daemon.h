@@ -62,6 +62,8 @@ struct daemon {
     bool ckpt_running;
     struct ckpt_batch ckpt_batch;
     struct cp_qid_batch qid_batch;
+    uint64_t qid_mark, qid_keep; /* journal position; rows to keep */
+    int64_t qid_since;           /* rows recorded before are pruned */
     char ckpt_err[CP_ERR_MAX], qid_err[CP_ERR_MAX];
     int ckpt_rc, qid_rc;
 

@@ -458,17 +458,20 @@ restore_queued(struct daemon *d)
 {
     char err[CP_ERR_MAX];
     int64_t since = daemon_now_ms() - (int64_t)d->cfg->delivery.queue_id_ttl_ms;
+    uint64_t t0 = clock_mono_us();
     long n;
 
     d->engine.q_journal = true;
     if (d->cfg->delivery.max_queue_ids == 0)
         return;
-    n = cp_sqlite_load_queued(d->db, since, restore_qid, d, err);
+    n = cp_sqlite_load_queued(d->db, d->cfg->delivery.max_queue_ids, since,
+                              restore_qid, d, err);
     if (n < 0)
         msg_fatal("store %s: %s", d->cfg->store_path, err);
     if (n > 0)
-        msg_info("restored %zu queue ids of queued mail",
-                 cp_engine_queued_count(&d->engine));
+        msg_info("restored %zu queue ids of queued mail in %.0f ms",
+                 cp_engine_queued_count(&d->engine),
+                 (double)(clock_mono_us() - t0) / 1e3);
 }
 
 static int

@@ -49,9 +49,10 @@ static const char schema[] =
     " rcpt TEXT, body BLOB NOT NULL, timeout INTEGER NOT NULL,"
     " retry INTEGER NOT NULL, attempts INTEGER NOT NULL,"
     " max_attempts INTEGER NOT NULL, due INTEGER NOT NULL);"
-    /* queue ids of accepted mail → account (delivery outcomes, hold) */
-    "CREATE TABLE IF NOT EXISTS queued(qid TEXT PRIMARY KEY,"
-    " key TEXT NOT NULL, t INTEGER NOT NULL) WITHOUT ROWID;";
+    /* queue ids of accepted mail → account (delivery outcomes, hold),
+     * appended in time order; pruned by count and age, never by qid */
+    "CREATE TABLE IF NOT EXISTS queue_ids(id INTEGER PRIMARY KEY,"
+    " qid TEXT NOT NULL, key TEXT NOT NULL, t INTEGER NOT NULL);";
 
 struct cp_sqlite *
 cp_sqlite_open(const char *path, char *err)
@@ -580,27 +581,23 @@ cp_qid_batch_init(struct cp_qid_batch *b)
 {
     memset(b, 0, sizeof(*b));
     sb_init(&b->add);
-    sb_init(&b->gone);
 }
 
 void
 cp_qid_batch_fini(struct cp_qid_batch *b)
 {
     sb_fini(&b->add);
-    sb_fini(&b->gone);
 }
 
 void
 cp_qid_batch_reset(struct cp_qid_batch *b)
 {
-    b->clear = false;
-    b->nadd = b->ngone = 0;
+    b->nadd = 0;
     sb_reset(&b->add);
-    sb_reset(&b->gone);
 }
 
-/* Records: gone = [u8 qlen][qid]; add = [u8 qlen][qid][u16 klen][key][i64 t]
- * (lengths are checked by the engine: qid <= 32, key < CP_KEY_MAX). */
+/* A record: [u8 qlen][qid][u16 klen][key][i64 t] (lengths are checked by
+ * the engine: qid <= 32, key < CP_KEY_MAX). */
 void
 cp_qid_batch_add(void *arg, const char *qid, size_t qlen, const char *key,
                  size_t klen, int64_t t_ms)
@@ -617,43 +614,15 @@ cp_qid_batch_add(void *arg, const char *qid, size_t qlen, const char *key,
     b->nadd++;
 }
 
-void
-cp_qid_batch_gone(void *arg, const char *qid, size_t qlen)
-{
-    struct cp_qid_batch *b = arg;
-    uint8_t q = (uint8_t)qlen;
-
-    if (qid == NULL) { /* everything stored goes */
-        b->clear = true;
-        b->ngone = 0;
-        sb_reset(&b->gone);
-        return;
-    }
-    sb_append(&b->gone, (const char *)&q, 1);
-    sb_append(&b->gone, qid, qlen);
-    b->ngone++;
-}
-
 static int
 qid_rows(struct cp_sqlite *db, const struct cp_qid_batch *b, char *err)
 {
-    sqlite3_stmt *del = NULL, *ins = NULL;
+    sqlite3_stmt *ins = NULL;
     int ok;
 
-    ok = sqlite3_prepare_v2(db->db, "DELETE FROM queued WHERE qid=?", -1,
-                            &del, NULL) == SQLITE_OK &&
-         sqlite3_prepare_v2(db->db,
-                            "INSERT OR REPLACE INTO queued(qid,key,t) "
-                            "VALUES(?,?,?)",
+    ok = sqlite3_prepare_v2(db->db,
+                            "INSERT INTO queue_ids(qid,key,t) VALUES(?,?,?)",
                             -1, &ins, NULL) == SQLITE_OK;
-    for (size_t i = 0; ok && i < b->gone.len;) {
-        uint8_t q = (uint8_t)b->gone.data[i];
-
-        sqlite3_reset(del);
-        sqlite3_bind_text(del, 1, b->gone.data + i + 1, q, SQLITE_STATIC);
-        ok = sqlite3_step(del) == SQLITE_DONE;
-        i += 1 + (size_t)q;
-    }
     for (size_t i = 0; ok && i < b->add.len;) {
         const char *p = b->add.data + i;
         uint8_t q = (uint8_t)p[0];
@@ -669,21 +638,39 @@ qid_rows(struct cp_sqlite *db, const struct cp_qid_batch *b, char *err)
         ok = sqlite3_step(ins) == SQLITE_DONE;
         i += 11 + (size_t)q + k;
     }
-    sqlite3_finalize(del);
     sqlite3_finalize(ins);
     return ok ? 0 : db_fail(db, "queue ids", err);
 }
 
+/* Keep the newest `keep` rows recorded at or after since_ms. */
+static int
+qid_prune(struct cp_sqlite *db, uint64_t keep, int64_t since_ms, char *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(
+            db->db,
+            "DELETE FROM queue_ids WHERE id <= "
+            "(SELECT max(id) FROM queue_ids) - ?1 OR id < coalesce("
+            "(SELECT id FROM queue_ids WHERE t >= ?2 ORDER BY id LIMIT 1),"
+            " (SELECT max(id) + 1 FROM queue_ids))",
+            -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    sqlite3_bind_int64(st, 1, (int64_t)keep);
+    sqlite3_bind_int64(st, 2, since_ms);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_fail(db, "queue ids", err);
+}
+
 int
 cp_sqlite_write_queued(struct cp_sqlite *db, const struct cp_qid_batch *b,
-                       char *err)
+                       uint64_t keep, int64_t since_ms, char *err)
 {
     if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
         return db_fail(db, "begin", err);
-    if ((b->clear && sqlite3_exec(db->db, "DELETE FROM queued", NULL, NULL,
-                                  NULL) != SQLITE_OK &&
-         db_fail(db, "queue ids", err) < 0) ||
-        qid_rows(db, b, err) < 0) {
+    if (qid_rows(db, b, err) < 0 || qid_prune(db, keep, since_ms, err) < 0) {
         sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
@@ -696,23 +683,18 @@ cp_sqlite_write_queued(struct cp_sqlite *db, const struct cp_qid_batch *b,
 }
 
 long
-cp_sqlite_load_queued(struct cp_sqlite *db, int64_t since_ms, cp_qid_fn fn,
-                      void *arg, char *err)
+cp_sqlite_load_queued(struct cp_sqlite *db, uint64_t keep, int64_t since_ms,
+                      cp_qid_fn fn, void *arg, char *err)
 {
     sqlite3_stmt *st = NULL;
     long n = 0;
     int rc;
 
-    if (sqlite3_prepare_v2(db->db, "DELETE FROM queued WHERE t<?", -1, &st,
-                           NULL) != SQLITE_OK)
-        return db_fail(db, "prepare", err);
-    sqlite3_bind_int64(st, 1, since_ms);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return db_fail(db, "queue ids", err);
-    if (sqlite3_prepare_v2(db->db, "SELECT qid,key,t FROM queued ORDER BY t",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (qid_prune(db, keep, since_ms, err) < 0)
+        return -1;
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT qid,key,t FROM queue_ids ORDER BY id", -1,
+                           &st, NULL) != SQLITE_OK)
         return db_fail(db, "prepare", err);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         fn(arg, (const char *)sqlite3_column_text(st, 0),

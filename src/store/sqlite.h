@@ -95,31 +95,33 @@ long cp_sqlite_outbox_load(struct cp_sqlite *db, cp_outbox_fn fn, void *arg,
                            char *err);
 
 /*
- * Queue ids (the engine's queue id → account table), written with each
- * checkpoint from the engine's journal (cp_engine_queued_journal: the
- * batch functions are its callbacks), so that mail queued before a
- * restart is still attributed and held. At most a checkpoint interval of
- * recorded ids is lost in a crash.
+ * Queue ids (the engine's queue id → account table), appended with each
+ * checkpoint from the engine's journal (cp_engine_queued_journal, with
+ * cp_qid_batch_add as its callback), so that mail queued before a restart
+ * is still attributed and held. At most a checkpoint interval of recorded
+ * ids is lost in a crash. The table is pruned to the newest `keep` rows
+ * recorded at or after `since_ms` (delivery.max_queue_ids,
+ * delivery.queue_id_ttl); ids are never deleted one by one.
  */
 struct cp_qid_batch {
-    bool clear;               /* forget every stored id first */
-    struct strbuf gone, add;  /* encoded records (sqlite.c) */
-    size_t ngone, nadd;
+    struct strbuf add; /* encoded records (sqlite.c) */
+    size_t nadd;
 };
 void cp_qid_batch_init(struct cp_qid_batch *b);
 void cp_qid_batch_fini(struct cp_qid_batch *b);
 void cp_qid_batch_reset(struct cp_qid_batch *b);
 void cp_qid_batch_add(void *arg, const char *qid, size_t qlen,
                       const char *key, size_t klen, int64_t t_ms);
-void cp_qid_batch_gone(void *arg, const char *qid, size_t qlen);
-/* One transaction. 0, or -1 with `err` (nothing written). */
+/* One transaction: append, then prune. 0, or -1 with `err` (nothing
+ * written). */
 int cp_sqlite_write_queued(struct cp_sqlite *db, const struct cp_qid_batch *b,
-                           char *err);
+                           uint64_t keep, int64_t since_ms, char *err);
 typedef void (*cp_qid_fn)(void *arg, const char *qid, size_t qlen,
                           const char *key, size_t klen, int64_t t_ms);
-/* Delete the ids recorded before since_ms, then call fn for the others,
- * oldest first. Their number, or -1 with `err`. */
-long cp_sqlite_load_queued(struct cp_sqlite *db, int64_t since_ms,
-                           cp_qid_fn fn, void *arg, char *err);
+/* Prune as above, then call fn for each stored id, oldest first. Their
+ * number, or -1 with `err`. */
+long cp_sqlite_load_queued(struct cp_sqlite *db, uint64_t keep,
+                           int64_t since_ms, cp_qid_fn fn, void *arg,
+                           char *err);
 
 #endif

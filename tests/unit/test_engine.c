@@ -175,7 +175,7 @@ test_queue_ids_and_outcomes(void **state)
 }
 
 struct journal {
-    char add[256], gone[256];
+    char add[256];
 };
 
 static void
@@ -189,54 +189,42 @@ j_add(void *arg, const char *qid, size_t qlen, const char *key, size_t klen,
              qid, (int)klen, key, (long long)t_ms);
 }
 
-static void
-j_gone(void *arg, const char *qid, size_t qlen)
-{
-    struct journal *j = arg;
-    size_t n = strlen(j->gone);
-
-    if (qid == NULL)
-        snprintf(j->gone + n, sizeof(j->gone) - n, "* ");
-    else
-        snprintf(j->gone + n, sizeof(j->gone) - n, "%.*s ", (int)qlen, qid);
-}
-
-/* The queue-id journal a checkpoint writes: what was recorded and
- * forgotten since the last report; ids that never reached the store are
- * not reported as forgotten; restored ids are not reported again. */
+/* The queue-id journal a checkpoint writes: the ids recorded since the
+ * last stored report, oldest first; a failed write (no _stored) repeats
+ * them; restored ids are not reported again. */
 static void
 test_queue_id_journal(void **state)
 {
     struct fixture *f = *state;
-    struct journal j = {"", ""};
+    struct journal j = {""};
+    uint64_t mark;
 
     f->e.q_journal = true;
     queue_msg(f, 0, "a@x", "i1", "Q1");
     queue_msg(f, 1000, "b@x", "i2", "Q2");
     assert_true(cp_engine_queued_dirty(&f->e));
-    cp_engine_queued_journal(&f->e, j_add, j_gone, &j);
+    mark = cp_engine_queued_journal(&f->e, j_add, &j);
     assert_string_equal(j.add, "Q1=c:c1@0 Q2=c:c1@1000 ");
-    assert_string_equal(j.gone, "");
+    cp_engine_queued_stored(&f->e, mark);
     assert_false(cp_engine_queued_dirty(&f->e));
     queue_msg(f, 2000, "a@x", "i3", "Q3");
     queue_msg(f, 3000, "a@x", "i4", "Q4");
-    cp_engine_dequeue(&f->e, "Q1", 2); /* stored: reported */
-    cp_engine_dequeue(&f->e, "Q4", 2); /* never stored: not reported */
+    cp_engine_dequeue(&f->e, "Q4", 2); /* forgotten: not journalled */
     memset(&j, 0, sizeof(j));
-    cp_engine_queued_journal(&f->e, j_add, j_gone, &j);
+    mark = cp_engine_queued_journal(&f->e, j_add, &j);
     assert_string_equal(j.add, "Q3=c:c1@2000 ");
-    assert_string_equal(j.gone, "Q1 ");
-    /* a failed write: the next report is whole */
-    cp_engine_queued_journal_lost(&f->e);
+    /* the write failed: the next report repeats it */
+    queue_msg(f, 3 * 3600000LL, "a@x", "i5", "Q5"); /* under the cap */
     memset(&j, 0, sizeof(j));
-    cp_engine_queued_journal(&f->e, j_add, j_gone, &j);
-    assert_string_equal(j.gone, "* ");
-    assert_string_equal(j.add, "Q2=c:c1@1000 Q3=c:c1@2000 ");
+    mark = cp_engine_queued_journal(&f->e, j_add, &j);
+    assert_string_equal(j.add, "Q3=c:c1@2000 Q5=c:c1@10800000 ");
+    cp_engine_queued_stored(&f->e, mark);
     /* restore: kept unless older than queue_id_ttl, not reported again */
-    cp_engine_queued_restore(&f->e, "R1", 2, "c:c2", 4, 4000, 5000);
+    cp_engine_queued_restore(&f->e, "R1", 2, "c:c2", 4, 4 * 3600000LL,
+                             5 * 3600000LL);
     cp_engine_queued_restore(&f->e, "R0", 2, "c:c2", 4, 0,
                              6 * 86400000LL);
-    assert_int_equal(cp_engine_queued_count(&f->e), 3);
+    assert_int_equal(cp_engine_queued_count(&f->e), 5);
     assert_false(cp_engine_queued_dirty(&f->e));
 }
 
