@@ -127,23 +127,44 @@ owned(struct cp_evidence *ev, const struct cp_ev_input *in, uint32_t h)
     return false;
 }
 
-/* While the account looks clean, remember the senders it uses. */
+/*
+ * The small remembered sets (senders, HELOs, TLS stacks): k hashes with a
+ * use count each. remember() counts one use of x, replacing the least
+ * used entry when x is new; callers learn only while the account looks
+ * clean.
+ */
 static void
-learn_sender(struct cp_evidence *ev, uint32_t h)
+remember(uint32_t *hash, uint8_t *count, int k, uint32_t x)
 {
     int low = 0;
 
-    for (int i = 0; i < CP_EV_OWNED; i++) {
-        if (ev->owned[i] == h) {
-            if (ev->owned_n[i] < 255)
-                ev->owned_n[i]++;
+    for (int i = 0; i < k; i++) {
+        if (hash[i] == x) {
+            if (count[i] < 255)
+                count[i]++;
             return;
         }
-        if (ev->owned_n[i] < ev->owned_n[low])
+        if (count[i] < count[low])
             low = i;
     }
-    ev->owned[low] = h;
-    ev->owned_n[low] = 1;
+    hash[low] = x;
+    count[low] = 1;
+}
+
+/* Is x in the set, used at least twice? Does the set have an entry used
+ * three times (the account has a habit to compare with)? */
+static bool
+remembered(const uint32_t *hash, const uint8_t *count, int k, uint32_t x,
+           bool *regular)
+{
+    bool known = false;
+
+    *regular = false;
+    for (int i = 0; i < k; i++) {
+        known |= hash[i] == x && count[i] >= 2;
+        *regular |= count[i] >= 3;
+    }
+    return known;
 }
 
 /*
@@ -182,7 +203,7 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
         fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
     /* learn while the account looks clean (before this message counts) */
     if (ev->score < det->watch_at)
-        learn_sender(ev, h);
+        remember(ev->owned, ev->owned_n, CP_EV_OWNED, h);
 }
 
 static void
@@ -284,8 +305,7 @@ helo_signal(struct cp_evidence *ev, const struct cp_detection *det,
             const struct cp_ev_input *in, uint32_t *fired)
 {
     uint32_t h;
-    int low = 0;
-    bool known = false, regular = false;
+    bool regular;
 
     if (in->helo.p == NULL || in->helo.len == 0)
         return;
@@ -294,25 +314,11 @@ helo_signal(struct cp_evidence *ev, const struct cp_detection *det,
         return;
     }
     h = helo_hash(in->helo);
-    for (int i = 0; i < CP_EV_HELOS; i++) {
-        known |= ev->helo[i] == h && ev->helo_n[i] >= 2;
-        regular |= ev->helo_n[i] >= 3;
-    }
-    if (!known && regular)
+    if (!remembered(ev->helo, ev->helo_n, CP_EV_HELOS, h, &regular) &&
+        regular)
         fire(ev, det, CP_SIG_HELO_NEW, 1, fired);
-    if (ev->score >= det->watch_at / 2)
-        return; /* learn only while the account looks clean */
-    for (int i = 0; i < CP_EV_HELOS; i++) {
-        if (ev->helo[i] == h) {
-            if (ev->helo_n[i] < 255)
-                ev->helo_n[i]++;
-            return;
-        }
-        if (ev->helo_n[i] < ev->helo_n[low])
-            low = i;
-    }
-    ev->helo[low] = h;
-    ev->helo_n[low] = 1;
+    if (ev->score < det->watch_at / 2)
+        remember(ev->helo, ev->helo_n, CP_EV_HELOS, h);
 }
 
 /* A client's TLS stack as Postfix saw it: protocol and cipher (the
@@ -336,31 +342,15 @@ tls_signal(struct cp_evidence *ev, const struct cp_detection *det,
            const struct cp_ev_input *in, uint32_t *fired)
 {
     uint32_t h = tls_hash(in);
-    int low = 0;
-    bool known = false, regular = false;
+    bool regular;
 
-    for (int i = 0; i < CP_EV_TLS; i++) {
-        known |= ev->tls[i] == h && ev->tls_n[i] >= 2;
-        regular |= ev->tls_n[i] >= 3;
-    }
     /* a new HELO and a new stack are often one new program: together
      * they count 1.5 times one, not twice */
-    if (!known && regular)
+    if (!remembered(ev->tls, ev->tls_n, CP_EV_TLS, h, &regular) && regular)
         fire(ev, det, CP_SIG_TLS_NEW,
              *fired & (1u << CP_SIG_HELO_NEW) ? 0.5 : 1, fired);
-    if (ev->score >= det->watch_at / 2)
-        return; /* learn only while the account looks clean */
-    for (int i = 0; i < CP_EV_TLS; i++) {
-        if (ev->tls[i] == h) {
-            if (ev->tls_n[i] < 255)
-                ev->tls_n[i]++;
-            return;
-        }
-        if (ev->tls_n[i] < ev->tls_n[low])
-            low = i;
-    }
-    ev->tls[low] = h;
-    ev->tls_n[low] = 1;
+    if (ev->score < det->watch_at / 2)
+        remember(ev->tls, ev->tls_n, CP_EV_TLS, h);
 }
 
 /* ---- recipient-level signal ---- */

@@ -240,6 +240,17 @@ write_rows(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
     return 0;
 }
 
+/* COMMIT, or ROLLBACK if that fails. 0, or -1 with `err`. */
+static int
+commit_or_rollback(struct cp_sqlite *db, char *err)
+{
+    if (sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    db_fail(db, "commit", err);
+    sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
 static int
 rec_cmp(const void *x, const void *y, void *keys)
 {
@@ -276,12 +287,7 @@ cp_sqlite_write(struct cp_sqlite *db, struct ckpt_batch *b, char *err)
         sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
-    if (sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        db_fail(db, "commit", err);
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
+    return commit_or_rollback(db, err);
 }
 
 static bool
@@ -323,12 +329,7 @@ cp_sqlite_commit(struct cp_sqlite *db, char *err)
     if (!db->in_tx)
         return 0;
     db->in_tx = false;
-    if (sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        db_fail(db, "commit", err);
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
+    return commit_or_rollback(db, err);
 }
 
 int64_t
@@ -674,12 +675,7 @@ cp_sqlite_write_queued(struct cp_sqlite *db, const struct cp_qid_batch *b,
         sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
     }
-    if (sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        db_fail(db, "commit", err);
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
+    return commit_or_rollback(db, err);
 }
 
 long

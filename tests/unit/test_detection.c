@@ -59,6 +59,19 @@ send(struct cp_evidence *ev, int64_t t, const char *login, const char *from,
     return cp_evidence_rcpt(ev, &det, &in, fired ? fired : &f);
 }
 
+/* A message from ann, as herself, to her mother. */
+static void
+ann_input(struct cp_ev_input *in, int64_t t)
+{
+    memset(in, 0, sizeof(*in));
+    in->now_ms = t;
+    in->new_message = true;
+    in->sasl = true;
+    in->login = policy_str_c("ann@isp.example");
+    in->sender = policy_str_c("ann@isp.example");
+    in->recipient = policy_str_c("mum@home.example");
+}
+
 static uint32_t
 send_helo(struct cp_evidence *ev, int64_t t, const char *helo,
           const char *rcpt)
@@ -66,12 +79,7 @@ send_helo(struct cp_evidence *ev, int64_t t, const char *helo,
     struct cp_ev_input in;
     uint32_t f;
 
-    memset(&in, 0, sizeof(in));
-    in.now_ms = t;
-    in.new_message = true;
-    in.sasl = true;
-    in.login = policy_str_c("ann@isp.example");
-    in.sender = policy_str_c("ann@isp.example");
+    ann_input(&in, t);
     in.recipient = policy_str_c(rcpt);
     in.helo = policy_str_c(helo);
     cp_evidence_rcpt(ev, &det, &in, &f);
@@ -120,13 +128,7 @@ send_tls(struct cp_evidence *ev, int64_t t, const char *proto,
     struct cp_ev_input in;
     uint32_t f;
 
-    memset(&in, 0, sizeof(in));
-    in.now_ms = t;
-    in.new_message = true;
-    in.sasl = true;
-    in.login = policy_str_c("ann@isp.example");
-    in.sender = policy_str_c("ann@isp.example");
-    in.recipient = policy_str_c("mum@home.example");
+    ann_input(&in, t);
     in.tls_protocol = policy_str_c(proto);
     in.tls_cipher = policy_str_c(cipher);
     cp_evidence_rcpt(ev, &det, &in, &f);
