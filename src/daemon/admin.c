@@ -274,6 +274,60 @@ show_history(struct daemon *d, const struct cp_identity *id, int limit,
         sb_puts(o, "  (no state changes)\n");
 }
 
+struct recent_ctx {
+    struct strbuf *o;
+    bool json;
+    int n;
+};
+
+static void
+recent_row(void *arg, const struct recent_entry *e)
+{
+    struct recent_ctx *c = arg;
+    const char *act = cp_action_word((enum cp_action)e->action);
+    const char *verdict = cp_action_word((enum cp_action)e->verdict);
+    const char *stage = cp_stage_name((enum cp_stage)e->stage);
+    char ts[32];
+
+    cp_format_time(ts, sizeof(ts), e->t_ms);
+    if (!c->json) {
+        char text[RECENT_TEXT * 4 + 4]; /* may carry a hostile login */
+
+        str_escape(text, sizeof(text), e->text, strlen(e->text),
+                   RECENT_TEXT);
+        sb_printf(c->o, "    %s  %-14s %s%s%s%s%s%s%s%s\n", ts, stage, act,
+                  e->shadow ? " (shadow: would " : "",
+                  e->shadow ? verdict : "", e->shadow ? ")" : "",
+                  e->rule[0] ? "  rule " : "", e->rule, text[0] ? "  " : "",
+                  text);
+        return;
+    }
+    sb_printf(c->o, "%s{\"time\":\"%s\",\"stage\":\"%s\",\"action\":\"%s\","
+                    "\"verdict\":\"%s\",\"shadow\":%s,\"state\":\"%s\","
+                    "\"rule\":",
+              c->n++ ? "," : "", ts, stage, act, verdict,
+              e->shadow ? "true" : "false",
+              cp_state_name((enum cp_state)e->state));
+    sb_json_str(c->o, e->rule, strlen(e->rule));
+    sb_puts(c->o, ",\"text\":");
+    sb_json_str(c->o, e->text, strlen(e->text));
+    sb_puts(c->o, "}");
+}
+
+/* The account's latest notable decisions (the daemon's ring, recent.c). */
+static void
+show_recent(struct daemon *d, const struct cp_identity *id, struct strbuf *o,
+            bool json)
+{
+    struct recent_ctx c = {o, json, 0};
+
+    if (!json)
+        sb_puts(o, "  recent decisions (newest first):\n");
+    if (recent_each(d->recent, id->key, id->keylen, 10, recent_row, &c) == 0 &&
+        !json)
+        sb_puts(o, "    (none since the daemon started)\n");
+}
+
 static void
 show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
      bool json)
@@ -301,6 +355,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
                   tracked ? "" : "  (no traffic recorded)");
         sb_puts(o, "  rule                        level / limit      action\n");
         show_counters(d, &id, &c, tracked, o, false);
+        show_recent(d, &id, o, false);
         show_history(d, &id, 10, o, false);
         return;
     }
@@ -315,6 +370,8 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     sb_json_str(o, id.cls->name, strlen(id.cls->name));
     sb_printf(o, ",\"tracked\":%s,\"counters\":[", tracked ? "true" : "false");
     show_counters(d, &id, &c, tracked, o, true);
+    sb_puts(o, "],\"recent\":[");
+    show_recent(d, &id, o, true);
     sb_puts(o, "],\"history\":[");
     show_history(d, &id, 10, o, true);
     sb_puts(o, "]}\n");

@@ -70,6 +70,7 @@ struct daemon {
     struct logfollow *logfollow;
     struct outbox *outbox;
     struct dnsbl *dnsbl;
+    struct recent *recent;
 
     bool sim_clock;          /* --sim-clock: time from the request */
     int64_t sim_expired_ms;  /* virtual time of the last expiry pass */
@@ -151,6 +152,25 @@ void dnsbl_stats(const struct dnsbl *b, struct dnsbl_stats *out);
  * 0; else -1 with its output and status in out. */
 int spawn_run(const char *cmdline, const char *const *extra, const char *input,
               size_t inlen, uint64_t timeout_ms, char *out, size_t outsz);
+
+/* recent.c: the last notable decisions, for `chokepoint show` */
+#define RECENT_MAX 10000 /* decisions kept (all accounts) */
+#define RECENT_TEXT 96   /* bytes of a reply text kept */
+struct recent_entry {
+    int64_t t_ms;
+    uint64_t key_hash;
+    uint8_t stage, action, verdict, state, prev_state;
+    bool shadow, state_changed;
+    char rule[CP_RULE_NAME_MAX]; /* "" none, "state": the account's state */
+    char text[RECENT_TEXT];      /* reply text, cut */
+};
+typedef void (*recent_fn)(void *arg, const struct recent_entry *e);
+struct recent *recent_new(size_t cap);
+void recent_free(struct recent *r);
+void recent_add(struct recent *r, const struct cp_decision *d, int64_t now_ms);
+/* The account's entries, newest first, at most `limit`; how many. */
+size_t recent_each(const struct recent *r, const char *key, size_t klen,
+                   size_t limit, recent_fn fn, void *arg);
 
 /* main.c: log one decision (text line, JSON line). */
 void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,

@@ -97,6 +97,8 @@ daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
 
     if (!notable && !msg_enabled(MSG_DEBUG))
         return;
+    if (notable)
+        recent_add(d->recent, dec, now_ms);
     if (dec->by_state && !dec->state_changed &&
         !refusal_log_allowed(d, now_ms))
         return;
@@ -488,6 +490,7 @@ run(const char *file, bool sim_clock)
     d.loop = uv_default_loop();
     d.started_ms = daemon_now_ms();
     d.ms = memstore_new(1024);
+    d.recent = recent_new(RECENT_MAX);
     restore_state(&d);
     cp_engine_init(&d.engine, d.cfg, &d.ms->base);
     d.engine.on_transition = on_transition;
@@ -532,6 +535,7 @@ run(const char *file, bool sim_clock)
     cp_sqlite_close(d.db);
     cp_sqlite_close(d.db_sync);
     memstore_free(d.ms);
+    recent_free(d.recent);
     if (d.decision_log)
         fclose(d.decision_log);
     free(d.listeners);

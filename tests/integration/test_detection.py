@@ -75,12 +75,22 @@ def test_top_ranks_the_zombie_and_log_carries_evidence(tmp_path):
         assert sig["forged_sender"]["share"] > 1
         assert re.match(r"\d{4}-\d\d-\d\dT", sig["forged_sender"]["last"])
         assert acct["baseline"]["messages_this_hour"] >= 5
+        # its recent decisions, newest first: the refusals of its state
+        recent = acct["recent"]
+        assert 1 <= len(recent) <= 10, recent
+        assert recent[0]["action"] == "REJECT" and recent[0]["rule"] == \
+            "state" and "5.7.1" in recent[0]["text"], recent[0]
+        assert recent[0]["time"] >= recent[-1]["time"]
+        assert any(x["state"] in ("THROTTLED", "BLOCKED") for x in recent)
         ann = d.ctl("show", "ann@isp.example")
         assert ann["baseline"]["senders_owned"] == 1, ann
+        assert ann["recent"] == [], ann["recent"]
         text = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "show",
                                "zed@isp.example"], capture_output=True,
                               text=True, timeout=10).stdout
         assert "signals (weight" in text and "baseline:" in text, text
+        assert "recent decisions (newest first)" in text and \
+            "REJECT" in text, text
     finally:
         assert d.stop() == 0
 
