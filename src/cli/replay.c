@@ -512,7 +512,7 @@ count_rule(struct replay *r, const char *name)
 static int
 severity(enum cp_action a)
 {
-    static const int s[CP_ACT_COUNT] = {0, 3, 4, 2, 1, 1};
+    static const int s[CP_ACT_COUNT] = {0, 3, 4, 2, 1, 1, 1};
 
     return a < CP_ACT_COUNT ? s[a] : 0;
 }

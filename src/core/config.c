@@ -228,6 +228,8 @@ static const struct yw_field containment_fields[] = {
     {"self_release_max", YW_U32, CO(self_release_max), 0, 1000, NULL},
     {"self_release_period", YW_DURATION, CO(self_release_period_ms), 3600000,
      3660 * 86400000.0, NULL},
+    {"suspect_transport", YW_STR, CO(suspect_transport),
+     SZ(cp_containment, suspect_transport), 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef CO
@@ -517,7 +519,9 @@ cp_metric_name(enum cp_metric m)
 const char *
 cp_action_name(enum cp_action a)
 {
-    return a < CP_ACT_COUNT ? action_names[a] : "?";
+    if (a == CP_ACT_FILTER)
+        return "filter"; /* not in action_names: no rule may use it */
+    return a < CP_ACT_FILTER ? action_names[a] : "?";
 }
 
 static const char *const rule_keys[] = {"metric", "window", "max", "action",
@@ -881,6 +885,28 @@ finish_notify(struct loader *ld)
     return 0;
 }
 
+/* containment.suspect_transport: "transport:[nexthop]" as Postfix's
+ * FILTER action takes it; it goes into replies, so no blanks or controls. */
+static int
+finish_containment(struct loader *ld)
+{
+    const char *t = ld->cfg->contain.suspect_transport, *colon;
+
+    if (t[0] == '\0')
+        return 0;
+    colon = strchr(t, ':');
+    if (colon == NULL || colon == t)
+        return fail(ld, NULL, "containment.suspect_transport: expected "
+                              "transport:nexthop (a master.cf service, e.g. "
+                              "smtp-suspect:), got '%s'",
+                    t);
+    for (const char *p = t; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return fail(ld, NULL, "containment.suspect_transport: no blanks "
+                                  "or control characters allowed");
+    return 0;
+}
+
 static int
 finish(struct loader *ld)
 {
@@ -905,7 +931,8 @@ finish(struct loader *ld)
             return fail(ld, NULL,
                         "more than %d distinct metric/window counters",
                         CP_MAX_SLOTS);
-    if (finish_notify(ld) < 0 || finish_dnsbl(ld) < 0)
+    if (finish_notify(ld) < 0 || finish_dnsbl(ld) < 0 ||
+        finish_containment(ld) < 0)
         return -1;
     if (cfg->customer_map && cp_custmap_load(cfg, ld->yw.err) < 0)
         return -1;

@@ -39,6 +39,8 @@ enum cp_action {
     CP_ACT_HOLD,
     CP_ACT_WARN,
     CP_ACT_PREPEND,
+    CP_ACT_FILTER,  /* FILTER transport:nexthop (reputation pool; not a rule
+                       action) */
     CP_ACT_COUNT
 };
 
@@ -152,6 +154,9 @@ struct cp_containment {
     char release_command[512];
     uint32_t self_release_max; /* self-service releases per period */
     uint64_t self_release_period_ms;
+    /* reputation pool: mail of WATCH and PROBATION accounts is answered
+     * FILTER <suspect_transport> ("transport:nexthop"); "": off */
+    char suspect_transport[128];
 };
 
 /* A counter slot: what one stored counter measures. */

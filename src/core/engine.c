@@ -94,7 +94,8 @@ const char *
 cp_action_word(enum cp_action a)
 {
     static const char *const w[] = {"DUNNO", "DEFER_IF_PERMIT", "REJECT",
-                                    "HOLD",  "WARN",            "PREPEND"};
+                                    "HOLD",  "WARN",            "PREPEND",
+                                    "FILTER"};
 
     return a < CP_ACT_COUNT ? w[a] : "DUNNO";
 }
@@ -503,6 +504,34 @@ state_verdict(struct cp_engine *e, struct cp_decision *d)
     return true;
 }
 
+/*
+ * Reputation pool: mail of an account under suspicion (WATCH, PROBATION)
+ * that would be accepted as it is is sent through the separate transport
+ * instead (Postfix: FILTER transport:nexthop, a master.cf service with its
+ * own source address), so what slips through does not spoil the addresses
+ * that carry everyone else's mail. A rule's WARN or PREPEND answer keeps
+ * precedence (one action per reply).
+ */
+static void
+pool_route(struct cp_engine *e, struct cp_decision *d)
+{
+    const char *t = e->cfg->contain.suspect_transport;
+    const struct cp_class *k = d->id.cls;
+
+    if (t[0] == '\0' || d->action != CP_ACT_DUNNO ||
+        d->verdict != CP_ACT_DUNNO ||
+        (d->state != CP_ST_WATCH && d->state != CP_ST_PROBATION))
+        return;
+    d->verdict = CP_ACT_FILTER;
+    d->by_state = true;
+    snprintf(d->text, sizeof(d->text), "%s", t);
+    d->shadow = e->cfg->shadow || e->cfg->det.shadow || (k && k->det_shadow);
+    if (d->shadow)
+        e->stats.shadow_would[CP_ACT_FILTER]++;
+    else
+        d->action = CP_ACT_FILTER;
+}
+
 static void
 decide_rcpt(struct cp_engine *e, const struct policy_request *req,
             int64_t now_ms, struct cp_decision *d)
@@ -533,6 +562,7 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
     e->store->ops->meter(e->store, &op, &res);
     if (!d->by_state)
         finish(e, &op, &res, d);
+    pool_route(e, d);
     if (res.denied >= 0 || !two_phase)
         return;
     if (p == NULL)
@@ -661,13 +691,15 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
     }
     e->store->ops->meter(e->store, &op, &res);
     finish(e, &op, &res, d);
+    pool_route(e, d);
     if (p != NULL) {
         pending_unlink(e, p);
         pending_free(p);
     }
     e->stats.settled++;
     if (d->action == CP_ACT_DUNNO || d->action == CP_ACT_WARN ||
-        d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD)
+        d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD ||
+        d->action == CP_ACT_FILTER)
         queued_add(e, req->queue_id, &d->id, now_ms);
 }
 

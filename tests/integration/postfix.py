@@ -16,7 +16,9 @@ Postfix listens on 127.0.0.1 only, on a free port; it relays everything
 (relayhost) to smtp-sink on another free port, except two test domains
 (transport map): mail to @nosuch.example goes to a second smtp-sink that refuses
 every recipient with "550 5.1.1" (bounces), and mail to @stuck.example to a port
-where nothing listens (it stays in the queue, deferred). Postfix is stopped with
+where nothing listens (it stays in the queue, deferred). master.cf also has
+`smtp-suspect`, an smtp transport that says HELO suspect.test.example (the
+reputation pool's transport in the tests). Postfix is stopped with
 `postfix -c BASE/etc stop` (which signals the master PID in its own pid
 file) and, if that fails, by that PID; smtp-sink by its PID. Nothing else
 is signalled.
@@ -101,6 +103,10 @@ proxymap  unix  -       -       n       -       -       proxymap
 proxywrite unix -       -       n       -       1       proxymap
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
+# the reputation pool: chokepointd answers FILTER smtp-suspect:... for
+# accounts under suspicion; this transport greets with its own name
+smtp-suspect unix -     -       n       -       -       smtp
+  -o smtp_helo_name=suspect.test.example -o syslog_name=postfix/suspect
 showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error

@@ -320,3 +320,30 @@ def test_queue_ids_survive_a_restart(pf, cpd):
         subprocess.run(["postsuper", "-c", pf.etc, "-d", "-"],
                        input="\n".join(mine) + "\n", text=True,
                        capture_output=True)
+
+
+def test_suspect_accounts_leave_through_the_reputation_pool(pf, cpd):
+    """containment.suspect_transport: lena is released after a block
+    (PROBATION): her mail is answered FILTER and leaves through the
+    smtp-suspect transport (its own HELO at the next hop); kim's mail
+    leaves through the normal one."""
+    daemon = cpd(extra={"containment": "suspect_transport: "
+                                       "smtp-suspect:[127.0.0.1]:%d" %
+                                       pf.sink_port})
+    for args in (["block", login("lena"), "--reason", "ticket 5"],
+                 ["release", login("lena"), "--reason", "cleaned"]):
+        r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock] + args,
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r
+    assert show(daemon, login("lena"))["state"] == "PROBATION"
+    lena, kim = marker(), marker()
+    assert send(pf, "lena", lena, sender=login("lena")).accepted
+    assert send(pf, "kim", kim, sender=login("kim")).accepted
+    got = pf.wait_delivered(lena, 1)
+    assert len(got) == 1, "not delivered" + context(pf, daemon)
+    assert "X-Helo-Args: suspect.test.example" in got[0], got[0][:400]
+    other = pf.wait_delivered(kim, 1)
+    assert len(other) == 1 and "suspect.test.example" not in other[0]
+    acct = show(daemon, login("lena"))
+    assert acct["recent"][0]["action"] == "FILTER", acct["recent"]
+    assert acct["recent"][0]["text"].startswith("smtp-suspect:")

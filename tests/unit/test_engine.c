@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "core/engine.h"
+#include "core/lifecycle.h"
 #include "helpers.h"
 #include "store/memstore.h"
 
@@ -228,6 +229,48 @@ test_queue_id_journal(void **state)
     assert_false(cp_engine_queued_dirty(&f->e));
 }
 
+/* Reputation pool: a released account (PROBATION) is answered FILTER with
+ * the suspect transport for mail that would be accepted; a deferral stays
+ * a deferral; back in NORMAL it is DUNNO again; shadow mode only counts. */
+static void
+test_suspect_pool(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_identity id;
+    struct cp_decision d;
+
+    snprintf(f->cfg->contain.suspect_transport,
+             sizeof(f->cfg->contain.suspect_transport), "smtp-suspect:");
+    assert_int_equal(ask(f, 0, "RCPT", "a@x", "10.0.0.1", "p1", "r@y", NULL,
+                         NULL, NULL),
+                     CP_ACT_DUNNO);
+    assert_int_equal(cp_identity_lookup(f->cfg, "a@x", 3, &id), 0);
+    assert_int_equal(cp_engine_set_state(&f->e, &id, CP_ST_MANUAL_HOLD, MIN,
+                                         &d),
+                     0);
+    assert_int_equal(cp_engine_set_state(&f->e, &id, CP_ST_PROBATION, 2 * MIN,
+                                         &d),
+                     0);
+    ask(f, 60 * MIN, "RCPT", "a@x", "10.0.0.1", "p2", "r@y", NULL, NULL, &d);
+    assert_int_equal(d.action, CP_ACT_FILTER);
+    assert_string_equal(d.text, "smtp-suspect:");
+    assert_string_equal(cp_action_word(d.action), "FILTER");
+    /* PROBATION halves the limits (3 messages/h -> 1.5): the next message
+     * is over its limit and deferred, not routed */
+    ask(f, 61 * MIN, "RCPT", "a@x", "10.0.0.1", "p3", "r@y", NULL, NULL, &d);
+    assert_int_equal(d.action, CP_ACT_DEFER);
+    /* an account in NORMAL is not routed */
+    ask(f, 5 * MIN, "RCPT", "b2@x", "10.0.0.2", "p4", "r@y", NULL, NULL, &d);
+    assert_int_equal(d.action, CP_ACT_DUNNO);
+    f->cfg->shadow = true;
+    ask(f, 6 * 3600000LL, "RCPT", "a@x", "10.0.0.1", "p5", "r@y", NULL, NULL,
+        &d);
+    assert_int_equal(d.action, CP_ACT_DUNNO);
+    assert_int_equal(d.verdict, CP_ACT_FILTER);
+    assert_true(f->e.stats.shadow_would[CP_ACT_FILTER] >= 1);
+    f->cfg->shadow = false;
+}
+
 static void
 test_outcome_classification(void **state)
 {
@@ -401,6 +444,7 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_queue_id_journal, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_suspect_pool, setup, teardown),
         cmocka_unit_test(test_outcome_classification),
         cmocka_unit_test_setup_teardown(test_settle_counts_final_recipients,
                                         setup, teardown),
