@@ -64,6 +64,8 @@ struct sim_totals {
     uint64_t spam, spam_delivered;
     uint64_t attempts, requests;
     uint64_t held;           /* HOLD: stopped, in the hold queue */
+    uint64_t spam_pooled, ham_pooled; /* delivered with FILTER: through the
+                                         reputation pool */
     uint64_t outcomes[4];    /* delivery outcomes reported, by
                                 enum cp_outcome */
 };

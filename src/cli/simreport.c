@@ -17,6 +17,17 @@
 #include "cli/sim.h"
 #include "util/xalloc.h"
 
+/* Spam share of the mail that left through the ordinary transports (not
+ * the reputation pool): what the main addresses' reputation sees. */
+static double
+share_outside_pool(const struct sim *s)
+{
+    double spam = (double)(s->tot.spam_delivered - s->tot.spam_pooled);
+    double all = spam + (double)(s->tot.ham_delivered - s->tot.ham_pooled);
+
+    return all > 0 ? spam / all : 0;
+}
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -198,6 +209,10 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
     json_num(fp, "spam_messages", (double)s->tot.spam, true);
     json_num(fp, "spam_delivered", (double)s->tot.spam_delivered, true);
     json_num(fp, "held", (double)s->tot.held, true);
+    json_num(fp, "spam_delivered_via_pool", (double)s->tot.spam_pooled, true);
+    json_num(fp, "ham_delivered_via_pool", (double)s->tot.ham_pooled, true);
+    json_num(fp, "spam_share_after_outside_pool", share_outside_pool(s),
+             true);
     json_num(fp, "outcomes_delivered",
              (double)s->tot.outcomes[CP_OUT_DELIVERED], true);
     json_num(fp, "outcomes_bad_recipient",
@@ -286,6 +301,14 @@ sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
         (double)s->tot.ham);
     fprintf(fp, "  legit accounts with mail lost (\"blocked\"): %u\n",
             m->legit_accounts_blocked);
+    if (s->tot.spam_pooled + s->tot.ham_pooled > 0)
+        fprintf(fp, "  through the reputation pool: %llu of %llu spam "
+                    "delivered, %llu legit messages; spam share of the mail "
+                    "outside the pool %.3f %%\n",
+                (unsigned long long)s->tot.spam_pooled,
+                (unsigned long long)s->tot.spam_delivered,
+                (unsigned long long)s->tot.ham_pooled,
+                100 * share_outside_pool(s));
     fprintf(fp, "  account flags: precision %s, recall %s (%u infected, "
                 "%u clean flagged)\n\n",
             num(a, sizeof(a), m->flag_precision, 3),

@@ -45,6 +45,7 @@ struct sim_msg {
     uint64_t size;
     char login[64], ip[16], from[96], helo[64];
     const char *tls_proto, *tls_cipher; /* "": plaintext */
+    bool pooled;              /* a reply said FILTER: the reputation pool */
 };
 
 /* TLS stacks as Postfix logs them (protocol, cipher): the first five are
@@ -304,7 +305,8 @@ action_of(const char *reply, size_t len)
                  {"action=REJECT", CP_ACT_REJECT},
                  {"action=HOLD", CP_ACT_HOLD},
                  {"action=WARN", CP_ACT_WARN},
-                 {"action=PREPEND", CP_ACT_PREPEND}};
+                 {"action=PREPEND", CP_ACT_PREPEND},
+                 {"action=FILTER", CP_ACT_FILTER}};
 
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (len >= strlen(words[i].w) &&
@@ -343,11 +345,16 @@ ask_live(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
 }
 
 static enum cp_action
-ask(struct sim *s, struct sim_driver *d, const struct sim_msg *m,
+ask(struct sim *s, struct sim_driver *d, struct sim_msg *m,
     const struct ask *a, int64_t now)
 {
+    enum cp_action act;
+
     s->tot.requests++;
-    return d->live ? ask_live(d, m, a, now) : ask_inproc(d, m, a, now);
+    act = d->live ? ask_live(d, m, a, now) : ask_inproc(d, m, a, now);
+    if (act == CP_ACT_FILTER) /* Postfix: for the whole message */
+        m->pooled = true;
+    return act;
 }
 
 static enum sim_outcome
@@ -452,6 +459,7 @@ transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
     rng_seed(&f.r, ((uint64_t)s->sc.seed << 32) ^ 0x5deece66dULL ^
                        ((uint64_t)m->e->id * 0xbf58476d1ce4e5b9ULL) ^
                        m->e->attempt);
+    m->pooled = false;
     snprintf(a.inst, sizeof(a.inst), "m%u.%u", m->e->id, m->e->attempt);
     snprintf(a.size, sizeof(a.size), "%llu", (unsigned long long)m->size);
     for (uint32_t i = 0; i < m->nrcpt; i++) {
@@ -519,6 +527,7 @@ record(struct sim *s, const struct sim_event *e, const struct sim_msg *m,
         }
         if (o == SIM_DELIVERED) {
             s->tot.spam_delivered++;
+            s->tot.spam_pooled += m->pooled;
             z->spam_accepted++;
             s->series.spam_sent[h]++;
         } else if (z->first_stop_ms < 0) {
@@ -536,6 +545,7 @@ record(struct sim *s, const struct sim_event *e, const struct sim_msg *m,
         }
         if (o == SIM_DELIVERED) {
             s->tot.ham_delivered++;
+            s->tot.ham_pooled += m->pooled;
             s->series.ham_sent[h]++;
         } else {
             s->series.legit_defer[h]++;

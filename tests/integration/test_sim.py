@@ -228,3 +228,27 @@ def test_live_refuses_a_scenario_with_delivery_outcomes():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "delivery: false" in r.stderr
+
+
+def test_reputation_pool_carries_the_suspects_mail(tmp_path):
+    """With containment.suspect_transport set, the mail of accounts in
+    WATCH or PROBATION leaves through the pool (FILTER): what is accepted
+    does not change, but the spam share of the mail outside the pool
+    falls; without it nothing is routed."""
+    text = open(CONFIG).read()
+    assert "  # suspect_transport:" in text
+    cfg = tmp_path / "pool.yaml"
+    cfg.write_text(text.replace("  # suspect_transport:",
+                                "  suspect_transport:"))
+    plain = sim_json("campaign.yaml")
+    r = subprocess.run([CHOKEPOINT, "sim", os.path.join(SCEN, "campaign.yaml"),
+                        "--config", str(cfg), "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    pool = json.loads(r.stdout)
+    assert plain["spam_delivered_via_pool"] == 0
+    assert pool["spam_delivered"] == plain["spam_delivered"]
+    assert pool["ham_delivered"] == plain["ham_delivered"]
+    assert pool["spam_delivered_via_pool"] > 0.2 * pool["spam_delivered"]
+    assert pool["spam_share_after_outside_pool"] < \
+        0.9 * pool["spam_share_after"]
