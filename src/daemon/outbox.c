@@ -319,17 +319,29 @@ dup_or_null(const char *s)
     return s ? xstrdup(s) : NULL;
 }
 
-/* A job of the outbox table, as it was when the last process stopped. */
+/* A job of the outbox table, as it was when the last process stopped. A
+ * row that cannot be a job (edited by hand: unknown kind, a mail without
+ * its addresses) is logged and deleted, never run as something else. */
 static void
 resume_row(void *arg, const struct cp_outbox_row *r)
 {
     struct outbox *ob = arg;
-    struct job *j = xcalloc(1, sizeof(*j));
+    struct job *j;
     int64_t wait = r->due_ms - clock_wall_ms();
+    char err[CP_ERR_MAX];
 
-    j->kind = r->kind >= JOB_MAIL && r->kind <= JOB_COMMAND
-                  ? (enum job_kind)r->kind
-                  : JOB_COMMAND;
+    if (r->kind < JOB_MAIL || r->kind > JOB_COMMAND ||
+        ((r->kind == JOB_MAIL || r->kind == JOB_SMTP) &&
+         (r->from == NULL || r->to == NULL))) {
+        msg_error("outbox: row %lld is not a job this version can run; "
+                  "deleted",
+                  (long long)r->id);
+        if (cp_sqlite_outbox_done(ob->db, r->id, err) < 0)
+            msg_error("outbox: %s", err);
+        return;
+    }
+    j = xcalloc(1, sizeof(*j));
+    j->kind = (enum job_kind)r->kind;
     snprintf(j->what, sizeof(j->what), "%s", r->what);
     snprintf(j->account, sizeof(j->account), "%s", r->account);
     j->incident = r->incident;
@@ -337,7 +349,8 @@ resume_row(void *arg, const struct cp_outbox_row *r)
     j->from = dup_or_null(r->from);
     j->to = dup_or_null(r->to);
     sb_init(&j->body);
-    sb_append(&j->body, r->body, r->body_len);
+    if (r->body_len > 0)
+        sb_append(&j->body, r->body, r->body_len);
     j->timeout_ms = r->timeout_ms;
     j->retry_ms = r->retry_ms;
     j->attempts = r->attempts;
@@ -345,9 +358,6 @@ resume_row(void *arg, const struct cp_outbox_row *r)
                                                     : r->attempts + 1;
     j->due_us = clock_mono_us() + (wait > 0 ? (uint64_t)wait * 1000 : 0);
     j->row = r->id;
-    if ((j->kind == JOB_MAIL || j->kind == JOB_SMTP) &&
-        (j->from == NULL || j->to == NULL))
-        j->kind = JOB_COMMAND; /* cannot happen unless edited by hand */
     append(ob, j);
 }
 

@@ -278,7 +278,17 @@ def test_notification_survives_a_crash(tmp_path):
         assert ev["incident"] == incident and ev["state"] == "BLOCKED"
         assert wait_for(lambda: d.ctl("status")["outbox"]["sent"] == 1)
         assert d.stop() == 0
+        # a row no version could run (edited by hand) is dropped, not run
+        import sqlite3
+        db = sqlite3.connect(d.db)
+        db.execute("INSERT INTO outbox(kind,what,account,incident,target,"
+                   "sender,rcpt,body,timeout,retry,attempts,max_attempts,due)"
+                   " VALUES(99,'x','u:x',0,'/bin/false',NULL,NULL,x'',1,1,0,"
+                   "1,0)")
+        db.commit()
+        db.close()
         d.start()
+        assert "is not a job this version can run; deleted" in d.read_log()
         time.sleep(1.0)
         assert len(hook.posts) == failed + 1, hook.posts[failed:]
         assert d.ctl("status")["outbox"]["queued"] == 0
