@@ -482,21 +482,20 @@ persist_new(struct outbox *ob, struct job *j)
 static void
 submit(struct outbox *ob, struct job *j)
 {
-    size_t queued;
+    bool full;
 
     uv_mutex_lock(&ob->mu);
-    queued = ob->njobs;
+    full = ob->njobs >= OUTBOX_MAX_JOBS;
+    ob->st.dropped += full;
     uv_mutex_unlock(&ob->mu);
-    if (queued >= OUTBOX_MAX_JOBS) {
-        uv_mutex_lock(&ob->mu);
-        ob->st.dropped++;
-        uv_mutex_unlock(&ob->mu);
+    if (full) {
         msg_error("account %s: %s dropped: %d jobs already waiting",
                   j->account, j->what, OUTBOX_MAX_JOBS);
         job_free(j);
         return;
     }
     persist_new(ob, j); /* outside the lock: the worker must not wait */
+    uv_mutex_lock(&ob->mu);
     append(ob, j);
     uv_cond_signal(&ob->cv);
     uv_mutex_unlock(&ob->mu);
