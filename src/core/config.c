@@ -1117,6 +1117,12 @@ cp_config_free(struct cp_config *cfg)
     free(cfg);
 }
 
+bool
+cp_config_state_shadow(const struct cp_config *cfg, const struct cp_class *k)
+{
+    return cfg->shadow || cfg->det.shadow || (k != NULL && k->det_shadow);
+}
+
 const struct cp_class *
 cp_config_class(const struct cp_config *cfg, const char *name)
 {

@@ -259,5 +259,9 @@ const struct cp_class *cp_config_class(const struct cp_config *cfg,
 const char *cp_metric_name(enum cp_metric m);
 const char *cp_signal_name(enum cp_signal s);
 const char *cp_action_name(enum cp_action a);
+/* Are the actions of account states only logged for class `k` (NULL: any
+ * class)? daemon.shadow, detection.shadow, or the class's own shadow. */
+bool cp_config_state_shadow(const struct cp_config *cfg,
+                            const struct cp_class *k);
 
 #endif

@@ -495,7 +495,7 @@ state_verdict(struct cp_engine *e, struct cp_decision *d)
         return false;
     }
     d->by_state = true;
-    d->shadow = e->cfg->shadow || det->shadow || (k && k->det_shadow);
+    d->shadow = cp_config_state_shadow(e->cfg, k);
     d->action = d->shadow ? CP_ACT_DUNNO : d->verdict;
     if (d->shadow) {
         e->stats.shadow_would[d->verdict]++;
@@ -516,7 +516,6 @@ static void
 pool_route(struct cp_engine *e, struct cp_decision *d)
 {
     const char *t = e->cfg->contain.suspect_transport;
-    const struct cp_class *k = d->id.cls;
 
     if (t[0] == '\0' || d->action != CP_ACT_DUNNO ||
         d->verdict != CP_ACT_DUNNO ||
@@ -525,7 +524,7 @@ pool_route(struct cp_engine *e, struct cp_decision *d)
     d->verdict = CP_ACT_FILTER;
     d->by_state = true;
     snprintf(d->text, sizeof(d->text), "%s", t);
-    d->shadow = e->cfg->shadow || e->cfg->det.shadow || (k && k->det_shadow);
+    d->shadow = cp_config_state_shadow(e->cfg, d->id.cls);
     if (d->shadow)
         e->stats.shadow_would[CP_ACT_FILTER]++;
     else
@@ -617,16 +616,15 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
         return false;
     if (!d->state_changed) /* else detect_eom() has set both */
         d->state = d->prev_state = ref.c->state;
-    if (e->cfg->shadow || e->cfg->det.shadow ||
-        (d->id.cls && d->id.cls->det_shadow))
+    if (cp_config_state_shadow(e->cfg, d->id.cls))
         return false;
     return state_verdict(e, d);
 }
 
 /* Remember which account a queued message belongs to. */
 static void
-queued_add(struct cp_engine *e, struct policy_str qid,
-           const struct cp_identity *id, int64_t now_ms)
+queued_add(struct cp_engine *e, struct policy_str qid, const char *key,
+           size_t keylen, int64_t now_ms)
 {
     struct cp_queued *q;
     struct agemap_ent *old;
@@ -638,15 +636,15 @@ queued_add(struct cp_engine *e, struct policy_str qid,
         queued_del(e, QUEUED(old)); /* reused (long queue ids never are) */
     while (agemap_count(&e->queued) >= e->cfg->delivery.max_queue_ids)
         queued_del(e, QUEUED(e->queued.oldest));
-    q = xmalloc(sizeof(*q) + qid.len + id->keylen);
+    q = xmalloc(sizeof(*q) + qid.len + keylen);
     memcpy(q->buf, qid.p, qid.len);
-    memcpy(q->buf + qid.len, id->key, id->keylen);
+    memcpy(q->buf + qid.len, key, keylen);
     q->age.key = q->buf;
     q->age.klen = qid.len;
     q->age.t_ms = now_ms;
     q->ev = 0;
     q->seq = ++e->q_seq;
-    q->keylen = (uint16_t)id->keylen;
+    q->keylen = (uint16_t)keylen; /* < CP_KEY_MAX */
     agemap_put(&e->queued, &q->age);
 }
 
@@ -668,7 +666,7 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
         if (p != NULL)
             pending_release(e, p, now_ms);
         if (d->action == CP_ACT_HOLD) /* held: a release frees it */
-            queued_add(e, req->queue_id, &d->id, now_ms);
+            queued_add(e, req->queue_id, d->id.key, d->id.keylen, now_ms);
         return;
     }
     memset(&c, 0, sizeof(c));
@@ -700,7 +698,7 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
     if (d->action == CP_ACT_DUNNO || d->action == CP_ACT_WARN ||
         d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD ||
         d->action == CP_ACT_FILTER)
-        queued_add(e, req->queue_id, &d->id, now_ms);
+        queued_add(e, req->queue_id, d->id.key, d->id.keylen, now_ms);
 }
 
 /* ---- delivery outcomes ---- */
@@ -882,17 +880,11 @@ cp_engine_queued_restore(struct cp_engine *e, const char *qid, size_t qlen,
                          const char *key, size_t klen, int64_t t_ms,
                          int64_t now_ms)
 {
-    struct cp_identity id;
-
-    if (qlen == 0 || qlen > CP_QUEUE_ID_MAX || klen == 0 ||
-        klen >= CP_KEY_MAX ||
+    if (klen == 0 || klen >= CP_KEY_MAX ||
         now_ms - t_ms >= (int64_t)e->cfg->delivery.queue_id_ttl_ms ||
         (e->queued.newest != NULL && t_ms < e->queued.newest->t_ms))
         return;
-    memset(&id, 0, sizeof(id));
-    memcpy(id.key, key, klen);
-    id.keylen = klen;
-    queued_add(e, (struct policy_str){qid, qlen}, &id, t_ms);
+    queued_add(e, (struct policy_str){qid, qlen}, key, klen, t_ms);
     e->q_seq_written = e->q_seq; /* stored already */
 }
 

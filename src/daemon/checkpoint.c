@@ -20,19 +20,12 @@
 #include "util/msg.h"
 
 
-/* The engine's limits, copied on the loop thread (qid_keep, qid_since). */
+/* Worker: append the batch, prune by the limits copied with it. */
 static int
 write_queued(struct daemon *d)
 {
     return cp_sqlite_write_queued(d->db, &d->qid_batch, d->qid_keep,
                                   d->qid_since, d->qid_err);
-}
-
-static void
-queued_limits(struct daemon *d)
-{
-    d->qid_keep = d->cfg->delivery.max_queue_ids;
-    d->qid_since = daemon_now_ms() - (int64_t)d->cfg->delivery.queue_id_ttl_ms;
 }
 
 static void
@@ -46,12 +39,22 @@ work(uv_work_t *w)
     d->qid_rc = d->qid_batch.nadd == 0 ? 0 : write_queued(d);
 }
 
+/* Loop thread: the ids recorded since the last stored batch, and the
+ * limits the worker prunes by (the config may be reloaded meanwhile). */
 static void
 collect_queued(struct daemon *d)
 {
     cp_qid_batch_reset(&d->qid_batch);
     d->qid_mark = cp_engine_queued_journal(&d->engine, cp_qid_batch_add,
                                            &d->qid_batch);
+    d->qid_keep = d->cfg->delivery.max_queue_ids;
+    d->qid_since = ckpt_queued_since(d);
+}
+
+int64_t
+ckpt_queued_since(const struct daemon *d)
+{
+    return daemon_now_ms() - (int64_t)d->cfg->delivery.queue_id_ttl_ms;
 }
 
 static void
@@ -93,7 +96,6 @@ on_tick(uv_timer_t *t)
     ckpt_batch_set_slots(&d->ckpt_batch, d->cfg->slots, d->cfg->nslots);
     memstore_collect_dirty(d->ms, &d->ckpt_batch);
     collect_queued(d);
-    queued_limits(d);
     d->ckpt_running = true;
     d->ckpt_work.data = d;
     d->stats.ckpt_last_us = clock_mono_us();
@@ -134,7 +136,6 @@ ckpt_final(struct daemon *d)
     else
         msg_info("final checkpoint: %zu accounts written", d->ckpt_batch.n);
     collect_queued(d);
-    queued_limits(d);
     if (d->qid_batch.nadd > 0 && write_queued(d) < 0)
         msg_error("final checkpoint of queue ids failed: %s", d->qid_err);
     ckpt_batch_fini(&d->ckpt_batch);

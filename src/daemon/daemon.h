@@ -105,6 +105,8 @@ void admin_close(struct daemon *d);
 /* checkpoint.c */
 void ckpt_start(struct daemon *d);
 void ckpt_stop(struct daemon *d);
+/* Queue ids recorded before this are past delivery.queue_id_ttl. */
+int64_t ckpt_queued_since(const struct daemon *d);
 /* Final checkpoint after the loop has stopped (synchronous). */
 void ckpt_final(struct daemon *d);
 

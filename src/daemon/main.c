@@ -241,9 +241,7 @@ on_transition(void *arg, const struct cp_decision *dec,
                                reason, err);
     if (row < 0)
         msg_error("account %s: state change not recorded: %s", key, err);
-    if (d->actor == NULL &&
-        (d->cfg->shadow || d->cfg->det.shadow ||
-         (dec->id.cls != NULL && dec->id.cls->det_shadow))) {
+    if (d->actor == NULL && cp_config_state_shadow(d->cfg, dec->id.cls)) {
         /* shadow mode: the state is recorded, nothing is done about it */
         if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
             msg_info("account %s: shadow mode: no notification, no hold",
@@ -459,15 +457,14 @@ static void
 restore_queued(struct daemon *d)
 {
     char err[CP_ERR_MAX];
-    int64_t since = daemon_now_ms() - (int64_t)d->cfg->delivery.queue_id_ttl_ms;
     uint64_t t0 = clock_mono_us();
     long n;
 
     d->engine.q_journal = true;
     if (d->cfg->delivery.max_queue_ids == 0)
         return;
-    n = cp_sqlite_load_queued(d->db, d->cfg->delivery.max_queue_ids, since,
-                              restore_qid, d, err);
+    n = cp_sqlite_load_queued(d->db, d->cfg->delivery.max_queue_ids,
+                              ckpt_queued_since(d), restore_qid, d, err);
     if (n < 0)
         msg_fatal("store %s: %s", d->cfg->store_path, err);
     if (n > 0)

@@ -290,35 +290,35 @@ cp_sqlite_write(struct cp_sqlite *db, struct ckpt_batch *b, char *err)
     return commit_or_rollback(db, err);
 }
 
-static bool
-tx_begin(struct cp_sqlite *db)
+/* BEGIN, unless inside cp_sqlite_begin() (the outer transaction holds). */
+static int
+tx_begin(struct cp_sqlite *db, char *err)
 {
-    return db->in_tx ||
-           sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) ==
-               SQLITE_OK;
+    if (db->in_tx)
+        return 0;
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(db, "begin", err);
+    return 0;
 }
 
-static bool
-tx_commit(struct cp_sqlite *db)
+/* End what tx_begin() began: COMMIT if `ok`, else ROLLBACK (`err` is set
+ * by the caller). Inside cp_sqlite_begin() the outer transaction decides. */
+static int
+tx_end(struct cp_sqlite *db, bool ok, char *err)
 {
-    return db->in_tx ||
-           sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
-}
-
-static void
-tx_rollback(struct cp_sqlite *db)
-{
-    if (!db->in_tx)
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+    if (db->in_tx)
+        return ok ? 0 : -1;
+    if (ok)
+        return commit_or_rollback(db, err);
+    sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }
 
 int
 cp_sqlite_begin(struct cp_sqlite *db, char *err)
 {
-    if (db->in_tx)
-        return 0; /* not nested: the outer transaction holds */
-    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return db_fail(db, "begin", err);
+    if (tx_begin(db, err) < 0)
+        return -1;
     db->in_tx = true;
     return 0;
 }
@@ -348,8 +348,8 @@ cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
     int64_t row = 0;
     int ok;
 
-    if (!tx_begin(db))
-        return db_fail(db, "begin", err);
+    if (tx_begin(db, err) < 0)
+        return -1;
     ok = sqlite3_prepare_v2(db->db, sql[0], -1, &st[0], NULL) == SQLITE_OK &&
          sqlite3_prepare_v2(db->db, sql[1], -1, &st[1], NULL) == SQLITE_OK;
     if (ok) {
@@ -369,12 +369,9 @@ cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
     }
     sqlite3_finalize(st[0]);
     sqlite3_finalize(st[1]);
-    if (!ok || !tx_commit(db)) {
+    if (!ok)
         db_fail(db, "state change", err);
-        tx_rollback(db);
-        return -1;
-    }
-    return row;
+    return tx_end(db, ok, err) < 0 ? -1 : row;
 }
 
 long
@@ -669,13 +666,12 @@ int
 cp_sqlite_write_queued(struct cp_sqlite *db, const struct cp_qid_batch *b,
                        uint64_t keep, int64_t since_ms, char *err)
 {
-    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return db_fail(db, "begin", err);
-    if (qid_rows(db, b, err) < 0 || qid_prune(db, keep, since_ms, err) < 0) {
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+    if (tx_begin(db, err) < 0)
         return -1;
-    }
-    return commit_or_rollback(db, err);
+    return tx_end(db,
+                  qid_rows(db, b, err) == 0 &&
+                      qid_prune(db, keep, since_ms, err) == 0,
+                  err);
 }
 
 long
