@@ -161,8 +161,8 @@ int spawn_run(const char *cmdline, const char *const *extra, const char *input,
 struct recent_entry {
     int64_t t_ms;
     uint64_t key_hash;
-    uint8_t stage, action, verdict, state, prev_state;
-    bool shadow, state_changed;
+    uint8_t stage, action, verdict, state;
+    bool shadow;
     char rule[CP_RULE_NAME_MAX]; /* "" none, "state": the account's state */
     char text[RECENT_TEXT];      /* reply text, cut */
 };

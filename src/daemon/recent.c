@@ -53,8 +53,6 @@ recent_add(struct recent *r, const struct cp_decision *d, int64_t now_ms)
     e->verdict = (uint8_t)d->verdict;
     e->shadow = d->shadow;
     e->state = d->state;
-    e->prev_state = d->prev_state;
-    e->state_changed = d->state_changed;
     if (d->has_rule)
         memcpy(e->rule, d->rule.name, sizeof(e->rule));
     else if (d->by_state)
