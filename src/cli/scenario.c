@@ -50,6 +50,7 @@ static const struct yw_field burst_f[] = {
     {"within", YW_DURATION, LN(struct sim_burst, within_ms), 1000, 7 * DAY,
      NULL},
     {"recipients", YW_MAP, LN(struct sim_burst, recipients), 0, 0, count_f},
+    {"size_spread", YW_DOUBLE, LN(struct sim_burst, size_spread), 0, 3, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 static const struct yw_field newsletter_f[] = {
@@ -62,6 +63,8 @@ static const struct yw_field newsletter_f[] = {
     {"invalid_share", YW_DOUBLE, LN(struct sim_newsletter, invalid_share), 0,
      1, NULL},
     {"per_minute", YW_U32, LN(struct sim_newsletter, per_minute), 1, 1e6,
+     NULL},
+    {"size_spread", YW_DOUBLE, LN(struct sim_newsletter, size_spread), 0, 3,
      NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -154,8 +157,8 @@ class_defaults(struct sim_class *c)
     c->sasl = true;
     c->alias_share = 0.05;
     c->tls_share = 0.95;
-    c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}};
-    c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300, 0.01};
+    c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}, 0.01};
+    c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300, 0.01, 0.005};
     c->retry = (struct sim_retry){15 * 60000, 8};
 }
 

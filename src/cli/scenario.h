@@ -54,6 +54,7 @@ struct sim_burst {          /* a legitimate burst, once in the period */
     uint32_t messages;
     uint64_t within_ms;
     struct sim_count recipients;
+    double size_spread;     /* one template: sigma of ln(size) around it */
 };
 
 struct sim_newsletter {     /* a weekly send to a big list */
@@ -63,6 +64,7 @@ struct sim_newsletter {     /* a weekly send to a big list */
     uint32_t hour;
     uint32_t per_minute;    /* messages per minute while sending */
     double invalid_share;   /* subscribers that no longer exist */
+    double size_spread;     /* one issue: sigma of ln(size) around it */
 };
 
 struct sim_retry {

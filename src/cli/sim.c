@@ -1,6 +1,6 @@
 /*
  * sim.c — `chokepoint sim SCENARIO.yaml [--config FILE] [--json]
- * [--svg DIR] [--live SOCKET] [--map-out FILE]`.
+ * [--svg DIR] [--live SOCKET] [--map-out FILE] [--explain]`.
  *
  * Builds the simulated ISP from the scenario (simgen.c), writes the customer
  * map that tells chokepoint each customer's class, plays the stream
@@ -39,14 +39,19 @@ usage(FILE *fp, int rc)
     fprintf(fp,
             "usage: chokepoint sim SCENARIO.yaml [--config FILE] [--json] "
             "[--svg DIR]\n"
-            "                      [--live SOCKET] [--map-out FILE]\n"
+            "                      [--live SOCKET] [--map-out FILE] "
+            "[--explain]\n"
             "  --config FILE   chokepoint configuration (default "
             "etc/chokepoint.yaml)\n"
             "  --json          print the report as one JSON object\n"
             "  --svg DIR       write charts into DIR\n"
             "  --live SOCKET   send the requests to a chokepointd started "
             "with --sim-clock\n"
-            "  --map-out FILE  write the customer map (for --live) and exit\n");
+            "  --map-out FILE  write the customer map (for --live) and exit\n"
+            "  --explain       print to stderr the evidence of every "
+            "legitimate account\n"
+            "                  that was throttled or blocked (false "
+            "positives)\n");
     return rc;
 }
 
@@ -76,7 +81,7 @@ write_map(const struct sim *s, const char *path)
 
 struct opts {
     const char *scenario, *config, *svg, *live, *map_out;
-    bool json;
+    bool json, explain;
 };
 
 static int
@@ -89,6 +94,8 @@ parse_args(int argc, char **argv, struct opts *o)
 
         if (strcmp(argv[i], "--json") == 0)
             o->json = true;
+        else if (strcmp(argv[i], "--explain") == 0)
+            o->explain = true;
         else if (strcmp(argv[i], "--config") == 0 && more)
             o->config = argv[++i];
         else if (strcmp(argv[i], "--svg") == 0 && more)
@@ -138,6 +145,7 @@ open_driver(struct sim *s, const struct opts *o, struct sim_driver *d)
         sim_die("%s", err);
     }
     unlink(map);
+    d->explain = o->explain ? stderr : NULL;
 }
 
 int

@@ -14,6 +14,7 @@ struct sim_driver {
     bool live;
     int fd;            /* live: the policy connection */
     struct inproc ip;  /* in-process engine */
+    FILE *explain;     /* in-process: why legitimate accounts were stopped */
 };
 
 struct sim_kind_metrics {

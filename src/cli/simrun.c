@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include "cli/sim.h"
+#include "core/evidence.h"
+#include "core/lifecycle.h"
 #include "util/xalloc.h"
 
 #define FOREIGN_BASE 0xc6330000u /* 198.51.0.0/16: networks not the ISP's */
@@ -225,7 +227,23 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
                                  k->burst.recipients.max);
         else
             m->nrcpt = rng_count(&m->r, k->recipients.mean, k->recipients.max);
-        m->size = (uint64_t)rng_lognormal(&m->r, k->size.median, k->size.sigma);
+        if (e->type == EV_LEGIT) {
+            m->size = (uint64_t)rng_lognormal(&m->r, k->size.median,
+                                              k->size.sigma);
+        } else {
+            /* a burst (a mail merge, one greeting card) or a newsletter is
+             * one template: its size drawn once per sender, each message
+             * within `size_spread` of it (names and addresses differ) */
+            struct rng t;
+
+            rng_seed(&t, ((uint64_t)s->sc.seed << 32) ^
+                             ((uint64_t)e->who * 0x9e3779b97f4a7c15ULL) ^
+                             e->type);
+            m->size = (uint64_t)rng_lognormal(
+                &m->r, rng_lognormal(&t, k->size.median, k->size.sigma),
+                e->type == EV_BURST ? k->burst.size_spread
+                                    : k->newsletter.size_spread);
+        }
         if (m->size > k->size.max)
             m->size = (uint64_t)k->size.max;
         /* roaming: 20 % of the mail from one of two networks of the day
@@ -268,6 +286,29 @@ struct ask {
     char inst[32], size[24], qid[32];
 };
 
+/* --explain: a legitimate account stopped, and the evidence that did it */
+static void
+explain_false_positive(struct sim_driver *d, const struct sim_msg *m,
+                       const struct cp_decision *dec, int64_t now)
+{
+    struct cp_store *st = &d->ip.ms->base;
+    struct cp_account_ref ref;
+    char why[400], t[32];
+
+    if (!st->ops->account(st, dec->id.key, dec->id.keylen, false, false,
+                          &ref) ||
+        ref.ev == NULL)
+        return;
+    cp_evidence_explain(ref.ev, &d->ip.cfg->det, now, why, sizeof(why));
+    cp_format_time(t, sizeof(t), now);
+    fprintf(d->explain, "%s %s (legitimate, %s message): %s -> %s: %s\n", t,
+            m->login, m->e->type == EV_BURST        ? "burst"
+                      : m->e->type == EV_NEWSLETTER ? "newsletter"
+                                                    : "ordinary",
+            cp_state_name((enum cp_state)dec->prev_state),
+            cp_state_name((enum cp_state)dec->state), why);
+}
+
 static enum cp_action
 ask_inproc(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
            int64_t now)
@@ -292,6 +333,9 @@ ask_inproc(struct sim_driver *d, const struct sim_msg *m, const struct ask *a,
     r.encryption_protocol = policy_str_c(m->tls_proto);
     r.encryption_cipher = policy_str_c(m->tls_cipher);
     inproc_decide(&d->ip, &r, now, &dec);
+    if (d->explain != NULL && !m->spam && dec.state_changed &&
+        (dec.state == CP_ST_THROTTLED || dec.state == CP_ST_BLOCKED))
+        explain_false_positive(d, m, &dec, now);
     return dec.action;
 }
 

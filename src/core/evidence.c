@@ -34,11 +34,17 @@
  *       used three times: a bot's own SMTP engine, a spammer's tool;
  *       half weight when helo_new fired for the same message;
  *   END-OF-MESSAGE (cp_evidence_eom):
- *     uniform_size — the 5th, 10th, 20th, 40th ... message in a row whose
- *       sizes are all within 2 % (+64 bytes) of each other, from an account
- *       whose sizes were seen to vary while it was clean: one template
- *       sent again and again. Doubling steps, because the run is one fact
- *       that grows more certain, not independent evidence per message;
+ *     uniform_size — one template sent for hours to many: a run of
+ *       messages whose final sizes lie within 2 % (+64 bytes) of each other
+ *       (other sizes in between are tolerated up to one in four, so the
+ *       owner's own mail does not hide a bot's), of at least
+ *       CP_EV_RUN_MSGS messages to about 16 or more distinct recipients,
+ *       started at least CP_EV_RUN_SPAN_S (3 h) ago. Fires once an hour
+ *       while the run lasts. People's mail varies in size; a person's mail
+ *       merge or greeting cards are one template too, but over within an
+ *       hour or two. While it has fired in the last two hours, the
+ *       account's own sender earns no owned_sender credit: a bot in the
+ *       owner's mail client sends as the owner, so then it tells nothing;
  *   recipient level: new_recipient / known_recipient — against a 256-bit
  *     filter of recipients the account has mailed; a message's recipient
  *     evidence is capped at ±1 so one big message cannot decide alone.
@@ -188,6 +194,26 @@ sender_expected(const struct cp_evidence *ev, const struct cp_ev_input *in)
     return once == CP_EV_OWNED;
 }
 
+/*
+ * A per-message fact about the account (its own sender, a busy hour).
+ * While a template run is on (uniform_size fired in the last two hours),
+ * the hour's messages are one campaign, and such a fact counts once an
+ * hour: otherwise a bot in the owner's mail client earns the owner's
+ * credit with every message it sends.
+ */
+static void
+fire_repeat(struct cp_evidence *ev, const struct cp_detection *det,
+            enum cp_signal s, uint32_t *fired)
+{
+    uint32_t now_s = (uint32_t)(ev->t_ms / 1000);
+    uint32_t run = ev->last_s[CP_SIG_UNIFORM_SIZE];
+
+    if (run != 0 && now_s - run < 7200 && ev->last_s[s] != 0 &&
+        now_s - ev->last_s[s] < 3600)
+        return;
+    fire(ev, det, s, 1, fired);
+}
+
 static void
 sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
               const struct cp_ev_input *in, uint32_t *fired)
@@ -198,7 +224,7 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
         return; /* null sender (bounces): no evidence either way */
     h = hash_ci(in->sender);
     if (owned(ev, in, h))
-        fire(ev, det, CP_SIG_OWNED_SENDER, 1, fired);
+        fire_repeat(ev, det, CP_SIG_OWNED_SENDER, fired);
     else if (sender_expected(ev, in))
         fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
     /* learn while the account looks clean (before this message counts) */
@@ -226,7 +252,7 @@ rate_signal(struct cp_evidence *ev, const struct cp_detection *det,
         ev->hour_count++;
     usual = ev->hourly_mean > 2 ? ev->hourly_mean : 2;
     if (ev->hour_count > det->rate_factor * usual + 5)
-        fire(ev, det, CP_SIG_RATE_JUMP, 1, fired);
+        fire_repeat(ev, det, CP_SIG_RATE_JUMP, fired);
 }
 
 static uint32_t
@@ -368,6 +394,7 @@ recipient_signal(struct cp_evidence *ev, const struct cp_detection *det,
 
     ev->bloom[b1 / 64] |= 1ULL << (b1 % 64);
     ev->bloom[b2 / 64] |= 1ULL << (b2 % 64);
+    ev->run_rcpts |= 1u << ((h >> 16) & 31);
     if (fabs(ev->msg_rcpt + w) > 1.0)
         return; /* this message's recipients have had their say */
     ev->msg_rcpt = (float)(ev->msg_rcpt + w);
@@ -412,26 +439,34 @@ cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
                 uint64_t size, int64_t now_ms, uint32_t *fired)
 {
     uint32_t s = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+    uint32_t now_s = (uint32_t)(now_ms / 1000);
+    bool fits;
 
     *fired = 0;
     decay(ev, det, now_ms);
     if (size == 0)
         return ev->score; /* not reported: no evidence */
-    if (ev->size_n > 0 && size_fits(ev, s)) {
+    fits = ev->size_n > 0 && size_fits(ev, s);
+    if (fits) {
         ev->size_lo = s < ev->size_lo ? s : ev->size_lo;
         ev->size_hi = s > ev->size_hi ? s : ev->size_hi;
         if (ev->size_n < 255)
             ev->size_n++;
+    } else if (ev->size_n >= 4 && ev->size_miss < ev->size_n / 4) {
+        ev->size_miss++; /* another message in between: the run goes on */
     } else {
-        if (ev->size_n > 0 && ev->score < det->watch_at / 2)
-            ev->size_varied = true;
         ev->size_lo = ev->size_hi = s;
         ev->size_n = 1;
+        ev->size_miss = 0;
+        ev->run_start_s = now_s;
+        ev->run_rcpts = 0;
     }
-    /* 5, 10, 20, 40, 80, 160: the run's evidence grows with its log */
-    if (ev->size_varied && ev->size_n >= CP_EV_SIZE_RUN &&
-        ev->size_n % CP_EV_SIZE_RUN == 0 &&
-        __builtin_popcount((unsigned)(ev->size_n / CP_EV_SIZE_RUN)) == 1)
+    /* a message of the template, three hours or more after the first */
+    if (fits && ev->size_n >= CP_EV_RUN_MSGS &&
+        now_s - ev->run_start_s >= CP_EV_RUN_SPAN_S &&
+        __builtin_popcount(ev->run_rcpts) >= CP_EV_RUN_RCPT_BITS &&
+        (ev->last_s[CP_SIG_UNIFORM_SIZE] == 0 ||
+         now_s - ev->last_s[CP_SIG_UNIFORM_SIZE] >= 3600))
         fire(ev, det, CP_SIG_UNIFORM_SIZE, 1, fired);
     if (ev->score < det->floor)
         ev->score = (float)det->floor;

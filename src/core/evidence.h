@@ -24,7 +24,10 @@
 #define CP_EV_BLOOM 4  /* 64-bit words of the recipient filter (256 bits) */
 #define CP_EV_HELOS 4  /* HELO names remembered (the account's devices) */
 #define CP_EV_TLS 2    /* TLS stacks remembered (protocol + cipher) */
-#define CP_EV_SIZE_RUN 5 /* messages of near-identical size: uniform_size */
+/* uniform_size: one template for hours, to many recipients */
+#define CP_EV_RUN_MSGS 20        /* messages in the run */
+#define CP_EV_RUN_SPAN_S 10800   /* since the run started: 3 hours */
+#define CP_EV_RUN_RCPT_BITS 12   /* of 32 sketch bits: about 16 recipients */
 
 struct cp_evidence {
     int64_t t_ms;                 /* last update (decay reference) */
@@ -48,9 +51,11 @@ struct cp_evidence {
     uint32_t last_s[CP_SIG_COUNT]; /* when each signal last fired, s */
     uint32_t tls[CP_EV_TLS];      /* TLS stack hashes (1: plaintext) */
     uint8_t tls_n[CP_EV_TLS];     /* messages seen with each */
-    uint8_t size_n;               /* messages in the current size run */
-    bool size_varied;             /* a run broke while the account was clean */
+    uint8_t size_n;               /* messages in the size run (saturates) */
+    uint8_t size_miss;            /* other sizes since the run started */
     uint32_t size_lo, size_hi;    /* smallest and largest size in the run */
+    uint32_t run_start_s;         /* when the size run started, seconds */
+    uint32_t run_rcpts;           /* recipients of the run: a bit per hash */
 };
 
 struct cp_ev_input {

@@ -172,45 +172,77 @@ eom(struct cp_evidence *ev, int64_t t, uint64_t size, uint32_t *fired)
     return cp_evidence_eom(ev, &det, size, t, fired);
 }
 
-/* uniform_size: a run of near-identical sizes from an account whose sizes
- * vary fires at the 5th, 10th, 20th message of the run, not at each. */
+/* One message of `size` from ann, as herself, to `rcpt`; the bits of
+ * the RCPT and END-OF-MESSAGE evidence. */
+static uint32_t
+ann_sends(struct cp_evidence *ev, int64_t t, const char *rcpt, uint64_t size)
+{
+    struct cp_ev_input in;
+    uint32_t f1, f2;
+
+    ann_input(&in, t);
+    in.recipient = policy_str_c(rcpt);
+    cp_evidence_rcpt(ev, &det, &in, &f1);
+    eom(ev, t, size, &f2);
+    return f1 | f2;
+}
+
+/* uniform_size: one template for hours to many recipients fires once an
+ * hour from the third hour, and suspends the owned_sender credit; a
+ * report to one address, a two-hour mail merge and varied mail never. */
 static void
 test_uniform_size(void **state)
 {
-    static const uint64_t mixed[] = {3100, 18000, 5200, 2400, 950000, 7000};
+    const uint32_t u = 1u << CP_SIG_UNIFORM_SIZE, o = 1u << CP_SIG_OWNED_SENDER;
     struct cp_evidence ev;
+    char rcpt[64];
     uint32_t f;
-    int fires = 0;
+    int fires = 0, credits_after = 0;
 
     (void)state;
-    det.weight[CP_SIG_UNIFORM_SIZE] = 1.0;
+    det.weight[CP_SIG_UNIFORM_SIZE] = 3.0;
+    /* the nightly report, one size, one address, every 5 minutes for 8 h */
     memset(&ev, 0, sizeof(ev));
-    /* an account that only ever sends one report: never learned as varied */
-    for (int i = 0; i < 20; i++) {
-        eom(&ev, i * MIN, 4096, &f);
-        assert_int_equal(f, 0);
-    }
+    for (int i = 0; i < 96; i++)
+        assert_false(ann_sends(&ev, i * 5 * MIN, "ops@isp.example", 4096) & u);
+    /* a mail merge: 300 recipients, one template, within two hours */
     memset(&ev, 0, sizeof(ev));
-    for (size_t i = 0; i < sizeof(mixed) / sizeof(mixed[0]); i++) {
-        eom(&ev, (int64_t)i * MIN, mixed[i], &f);
-        assert_int_equal(f, 0);
+    for (int i = 0; i < 300; i++) {
+        snprintf(rcpt, sizeof(rcpt), "guest%d@example.org", i);
+        assert_false(ann_sends(&ev, i * 24000LL, rcpt, 6000 + (i * 37) % 100) &
+                     u);
     }
-    assert_true(ev.size_varied);
-    eom(&ev, 10 * MIN, 0, &f); /* size unknown: no evidence */
+    /* people's mail: sizes all over the place, for a day */
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 288; i++) {
+        snprintf(rcpt, sizeof(rcpt), "friend%d@example.org", i);
+        assert_false(ann_sends(&ev, i * 5 * MIN, rcpt,
+                               2000 + (uint64_t)(i * 7919) % 90000) & u);
+    }
+    eom(&ev, 300 * 5 * MIN, 0, &f); /* size unknown: no evidence */
     assert_int_equal(f, 0);
-    /* the template, +-1 % */
-    for (int i = 0; i < 40; i++) {
-        eom(&ev, (20 + i) * MIN, 6000 + (i * 37) % 120, &f);
-        if (f & (1u << CP_SIG_UNIFORM_SIZE)) {
-            assert_true(i + 1 == 5 || i + 1 == 10 || i + 1 == 20 ||
-                        i + 1 == 40);
+    /* the bot in ann's mail client: a dozen an hour, one template, a new
+     * address each, and ann's own mail (another size) now and then */
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 72; i++) {
+        int64_t t = i * 5 * MIN;
+
+        snprintf(rcpt, sizeof(rcpt), "victim%d@example.net", i);
+        f = ann_sends(&ev, t, rcpt, i % 10 == 9 ? 45000 : 6000 + i % 50);
+        if (f & u) {
+            assert_true(t >= 3 * HOUR);
             fires++;
         }
+        if (fires > 0 && !(f & u))
+            credits_after += (f & o) != 0;
     }
-    assert_int_equal(fires, 4);
-    /* a different size breaks the run */
-    eom(&ev, 70 * MIN, 12000, &f);
-    assert_int_equal(ev.size_n, 1);
+    assert_int_equal(fires, 3); /* hours 3, 4 and 5 */
+    assert_int_equal(credits_after, 0);
+    /* mostly other sizes from now on: the run ends */
+    for (int i = 0; i < 20; i++)
+        ann_sends(&ev, 6 * HOUR + i * MIN, "mum@home.example",
+                  10000 + (uint64_t)i * 5000);
+    assert_true(ev.size_n < CP_EV_RUN_MSGS);
 }
 
 static void
