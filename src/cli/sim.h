@@ -15,6 +15,7 @@ struct sim_driver {
     int fd;            /* live: the policy connection */
     struct inproc ip;  /* in-process engine */
     FILE *explain;     /* in-process: why legitimate accounts were stopped */
+    const struct sim *sim;
 };
 
 struct sim_kind_metrics {

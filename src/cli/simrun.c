@@ -301,8 +301,12 @@ explain_false_positive(struct sim_driver *d, const struct sim_msg *m,
         return;
     cp_evidence_explain(ref.ev, &d->ip.cfg->det, now, why, sizeof(why));
     cp_format_time(t, sizeof(t), now);
-    fprintf(d->explain, "%s %s (legitimate, %s message): %s -> %s: %s\n", t,
-            m->login, m->e->type == EV_BURST        ? "burst"
+    fprintf(d->explain, "%s %s (%s, %s message): %s -> %s: %s\n", t,
+            m->login,
+            d->sim->senders[m->sender].flags & SIM_INFECTED
+                ? "legitimate mail of a customer infected at some time"
+                : "legitimate",
+            m->e->type == EV_BURST        ? "burst"
                       : m->e->type == EV_NEWSLETTER ? "newsletter"
                                                     : "ordinary",
             cp_state_name((enum cp_state)dec->prev_state),
@@ -621,6 +625,7 @@ sim_run(struct sim *s, struct sim_driver *d)
     int64_t end = s->sc.start_ms + s->sc.days * SIM_DAY;
     uint64_t i = 0;
 
+    d->sim = s;
     while (i < s->nev || retries.n > 0) {
         struct sim_event e;
         struct sim_msg m;

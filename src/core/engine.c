@@ -450,6 +450,10 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
     in.helo = req->helo_name;
     in.tls_protocol = req->encryption_protocol;
     in.tls_cipher = req->encryption_cipher;
+    in.refused = (ref.c->state == CP_ST_THROTTLED ||
+                  ref.c->state == CP_ST_BLOCKED ||
+                  ref.c->state == CP_ST_MANUAL_HOLD) &&
+                 !cp_config_state_shadow(e->cfg, d->id.cls);
     if (req->client_address.p &&
         inet_parse(req->client_address.p, req->client_address.len, &client))
         in.client = &client;

@@ -90,6 +90,8 @@ fire(struct cp_evidence *ev, const struct cp_detection *det, enum cp_signal s,
 {
     double w = det->weight[s] * scale;
 
+    if (w == 0)
+        return; /* off (or no credit now) */
     ev->score = (float)(ev->score + w);
     ev->sig[s] = (float)(ev->sig[s] + w);
     if (ev->fired[s] < UINT16_MAX)
@@ -405,6 +407,15 @@ double
 cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
                  const struct cp_ev_input *in, uint32_t *fired)
 {
+    struct cp_detection nocredit;
+
+    /* Mail the account's state refuses is tried again, to the same
+     * recipients: that they are "known" then is no credit. */
+    if (in->refused) {
+        nocredit = *det;
+        nocredit.weight[CP_SIG_KNOWN_RECIPIENT] = 0;
+        det = &nocredit;
+    }
     *fired = 0;
     decay(ev, det, in->now_ms);
     if (in->new_message) {
@@ -439,7 +450,7 @@ cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
                 uint64_t size, int64_t now_ms, uint32_t *fired)
 {
     uint32_t s = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
-    uint32_t now_s = (uint32_t)(now_ms / 1000);
+    uint32_t now_s = (uint32_t)(now_ms / 1000), gap;
     bool fits;
 
     *fired = 0;
@@ -447,7 +458,9 @@ cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
     if (size == 0)
         return ev->score; /* not reported: no evidence */
     fits = ev->size_n > 0 && size_fits(ev, s);
+    gap = now_s - ev->run_last_s;
     if (fits) {
+        ev->run_last_s = now_s;
         ev->size_lo = s < ev->size_lo ? s : ev->size_lo;
         ev->size_hi = s > ev->size_hi ? s : ev->size_hi;
         if (ev->size_n < 255)
@@ -458,11 +471,12 @@ cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
         ev->size_lo = ev->size_hi = s;
         ev->size_n = 1;
         ev->size_miss = 0;
-        ev->run_start_s = now_s;
+        ev->run_start_s = ev->run_last_s = now_s;
         ev->run_rcpts = 0;
     }
-    /* a message of the template, three hours or more after the first */
-    if (fits && ev->size_n >= CP_EV_RUN_MSGS &&
+    /* a message of the template, three hours or more after the first and
+     * soon after the one before it */
+    if (fits && gap <= CP_EV_RUN_GAP_S && ev->size_n >= CP_EV_RUN_MSGS &&
         now_s - ev->run_start_s >= CP_EV_RUN_SPAN_S &&
         __builtin_popcount(ev->run_rcpts) >= CP_EV_RUN_RCPT_BITS &&
         (ev->last_s[CP_SIG_UNIFORM_SIZE] == 0 ||

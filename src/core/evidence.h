@@ -28,6 +28,7 @@
 #define CP_EV_RUN_MSGS 20        /* messages in the run */
 #define CP_EV_RUN_SPAN_S 10800   /* since the run started: 3 hours */
 #define CP_EV_RUN_RCPT_BITS 12   /* of 32 sketch bits: about 16 recipients */
+#define CP_EV_RUN_GAP_S 1800     /* and steady: the one before within 30 min */
 
 struct cp_evidence {
     int64_t t_ms;                 /* last update (decay reference) */
@@ -56,6 +57,7 @@ struct cp_evidence {
     uint32_t size_lo, size_hi;    /* smallest and largest size in the run */
     uint32_t run_start_s;         /* when the size run started, seconds */
     uint32_t run_rcpts;           /* recipients of the run: a bit per hash */
+    uint32_t run_last_s;          /* the run's latest message, seconds */
 };
 
 struct cp_ev_input {
@@ -65,6 +67,7 @@ struct cp_ev_input {
     struct policy_str login, sender, recipient, helo;
     struct policy_str tls_protocol, tls_cipher; /* absent: plaintext */
     const struct inet_addr *client; /* NULL if unknown */
+    bool refused;                 /* the account's state refuses this mail */
 };
 
 /*

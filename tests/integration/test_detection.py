@@ -298,37 +298,59 @@ def test_notification_survives_a_crash(tmp_path):
 
 
 def test_tls_stack_and_uniform_size_reach_the_evidence(tmp_path):
-    """Over the policy protocol: the TLS attributes Postfix sends
+    """Over the policy protocol (the daemon's clock taken from the
+    requests, --sim-clock): the TLS attributes Postfix sends
     (encryption_protocol, encryption_cipher) are learned per account and a
-    plaintext session from the same login is tls_new; a run of messages of
-    one size (END-OF-MESSAGE size) is uniform_size. Both show in
-    `chokepoint show` with their weights."""
-    d = Daemon(tmp_path, classes=CLASSES).start()
+    plaintext session from the same login is tls_new; one template (the
+    END-OF-MESSAGE size within 2 %) sent to a new address every five
+    minutes is uniform_size from its third hour, once an hour, and from
+    then on the owner's sender earns its credit once an hour, not with
+    every message. All of it shows in `chokepoint show`."""
+    d = Daemon(tmp_path, classes=CLASSES).start(args=["--sim-clock"])
+    t0 = 1798000000000  # ms
     try:
         c = PolicyClient(d.policy_sock)
         tls = {"encryption_protocol": "TLSv1.3",
                "encryption_cipher": "TLS_AES_256_GCM_SHA384"}
 
-        def msg(i, size, enc):
+        def msg(i, size, enc, t_ms, rcpt="mum@home.example"):
             a = rcpt_request(user="ann@isp.example", sender="ann@isp.example",
-                             recipient="mum@home.example", instance="t%d" % i,
-                             **enc)
+                             recipient=rcpt, instance="t%d" % i,
+                             chokepoint_sim_time=str(t_ms), **enc)
             assert "action=DUNNO" in c.ask(a)
             a.update(protocol_state="END-OF-MESSAGE", recipient="",
                      recipient_count="1", size=str(size))
             assert "action=DUNNO" in c.ask(a)
 
+        def signals():
+            return {x["signal"]: x for x in
+                    d.ctl("show", "ann@isp.example")["signals"]}
+
         for i, size in enumerate([3000, 41000, 7200, 12000]):
-            msg(i, size, tls)
-        sig = {x["signal"] for x in d.ctl("show", "ann@isp.example")["signals"]}
+            msg(i, size, tls, t0 + i * 60000)
+        sig = signals()
         assert "tls_new" not in sig and "uniform_size" not in sig, sig
-        for i in range(5):
-            msg(10 + i, 6000 + i, {"encryption_protocol": "",
-                                   "encryption_cipher": ""})
-        sig = {x["signal"]: x for x in
-               d.ctl("show", "ann@isp.example")["signals"]}
+        for i in range(3):
+            msg(10 + i, 9000 + i * 4000, {"encryption_protocol": "",
+                                          "encryption_cipher": ""},
+                t0 + (10 + i) * 60000)
+        sig = signals()
         assert sig["tls_new"]["weight"] == 0.5 and \
             sig["tls_new"]["times"] == 2, sig  # learned after two
-        assert sig["uniform_size"]["times"] == 1, sig
+        # the template: 6,000 bytes +- 40, a new address every 5 minutes,
+        # for 4 hours and 10 minutes
+        t1 = t0 + 3600000
+        owned = {}
+        for i in range(50):
+            msg(100 + i, 6000 + (i * 7) % 40, tls, t1 + i * 300000,
+                rcpt="x%d@victims.example" % i)
+            owned[i] = signals()["owned_sender"]["times"]
+        sig = signals()
+        assert sig["uniform_size"]["weight"] == 6 and \
+            sig["uniform_size"]["times"] == 2, sig  # at 3 h and at 4 h
+        # the first 36 messages (3 h) earned the credit each; after the
+        # template was seen, once an hour
+        assert owned[35] - owned[0] == 35, owned
+        assert owned[49] - owned[36] <= 1, owned
     finally:
         assert d.stop() == 0

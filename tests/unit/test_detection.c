@@ -238,11 +238,43 @@ test_uniform_size(void **state)
     }
     assert_int_equal(fires, 3); /* hours 3, 4 and 5 */
     assert_int_equal(credits_after, 0);
+    /* the same template again after a pause of an hour: not steady, so
+     * the first message back is no evidence (a lone message that happens
+     * to have the size of a run that ended never is) */
+    assert_false(ann_sends(&ev, 7 * HOUR, "late@example.net", 6010) & u);
+    assert_true(ann_sends(&ev, 7 * HOUR + 5 * MIN, "later@example.net",
+                          6020) & u);
     /* mostly other sizes from now on: the run ends */
     for (int i = 0; i < 20; i++)
-        ann_sends(&ev, 6 * HOUR + i * MIN, "mum@home.example",
+        ann_sends(&ev, 8 * HOUR + i * MIN, "mum@home.example",
                   10000 + (uint64_t)i * 5000);
     assert_true(ev.size_n < CP_EV_RUN_MSGS);
+}
+
+/* Mail the account's state refuses is retried to the same recipients:
+ * "known" then earns no credit; the other signals count as ever. */
+static void
+test_refused_mail_earns_no_known_credit(void **state)
+{
+    struct cp_evidence ev;
+    struct cp_ev_input in;
+    uint32_t f;
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    ann_input(&in, 0);
+    in.recipient = policy_str_c("x1@victims.example");
+    cp_evidence_rcpt(&ev, &det, &in, &f);
+    assert_true(f & (1u << CP_SIG_NEW_RECIPIENT));
+    in.now_ms = 10 * MIN; /* deferred; tried again */
+    in.refused = true;
+    cp_evidence_rcpt(&ev, &det, &in, &f);
+    assert_false(f & (1u << CP_SIG_KNOWN_RECIPIENT));
+    assert_int_equal(ev.fired[CP_SIG_KNOWN_RECIPIENT], 0);
+    in.refused = false; /* accepted now: it counts */
+    in.now_ms = 20 * MIN;
+    cp_evidence_rcpt(&ev, &det, &in, &f);
+    assert_true(f & (1u << CP_SIG_KNOWN_RECIPIENT));
 }
 
 static void
@@ -435,6 +467,7 @@ main(void)
         cmocka_unit_test_setup(test_odd_hour, setup),
         cmocka_unit_test_setup(test_tls_signal, setup),
         cmocka_unit_test_setup(test_uniform_size, setup),
+        cmocka_unit_test_setup(test_refused_mail_earns_no_known_credit, setup),
         cmocka_unit_test_setup(test_zombie_corroborated_within_ten_messages,
                                setup),
         cmocka_unit_test_setup(test_alias_is_learned, setup),
