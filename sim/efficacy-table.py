@@ -15,7 +15,7 @@ CONFIG = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "etc",
                                                             "chokepoint.yaml")
 SCENARIOS = ["isp-week", "blaster", "low-and-slow", "campaign",
              "stolen-credentials", "unauth-relay", "quiet-template",
-             "newsletter-spike",
+             "newsletter-spike", "slow-merge",
              "holiday-burst", "cgnat-roaming"]
 
 

@@ -13,6 +13,7 @@
 #include "core/config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <libfyaml.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -529,13 +530,14 @@ static const char *const rule_keys[] = {"metric", "window", "max", "action",
 static const char *const class_keys[] = {"limits", "action", "shadow",
                                          "detection", NULL};
 
-/* A class's `detection:` — false, true, or a mapping of per-class state
- * settings: { enabled, shadow, block_action }. */
+/* A class's `detection:` — false, true, or a mapping of per-class
+ * settings: { enabled, shadow, block_action, weights }. */
 static const struct yw_field class_detection_fields[] = {
     {"enabled", YW_BOOL, offsetof(struct cp_class, detect), 0, 0, NULL},
     {"shadow", YW_BOOL, offsetof(struct cp_class, det_shadow), 0, 0, NULL},
     {"block_action", YW_ENUM, offsetof(struct cp_class, block_action), 0, 0,
      block_actions},
+    {"weights", YW_MAP, offsetof(struct cp_class, weight), 0, 0, weight_fields},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -668,6 +670,8 @@ load_class(struct loader *ld, struct fy_node *key, struct fy_node *body,
         return -1;
     c->detect = true;
     c->block_action = -1;
+    for (int i = 0; i < CP_SIG_COUNT; i++)
+        c->weight[i] = NAN;
     if ((v = fy_node_mapping_lookup_by_string(body, "detection", 9)) != NULL &&
         load_class_detection(ld, v, c) < 0)
         return -1;
@@ -926,6 +930,14 @@ finish(struct loader *ld)
         return fail(ld, NULL,
                     "identity.unauthenticated_class '%s' is not a class",
                     cfg->unauth_class_name);
+    for (i = 0; i < cfg->nclasses; i++) {
+        struct cp_class *c = &cfg->classes[i];
+
+        c->det = cfg->det;
+        for (int s = 0; s < CP_SIG_COUNT; s++)
+            if (!isnan(c->weight[s]))
+                c->det.weight[s] = c->weight[s];
+    }
     for (i = 0; i < cfg->nclasses; i++)
         if (assign_slots(cfg, &cfg->classes[i].rules) < 0)
             return fail(ld, NULL,

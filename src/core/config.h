@@ -60,14 +60,6 @@ struct cp_ruleset {
     size_t n;
 };
 
-struct cp_class {
-    char *name;
-    struct cp_ruleset rules;
-    bool detect;      /* compromise detection applies to this class */
-    bool det_shadow;  /* its state actions are only logged */
-    int block_action; /* enum cp_block_action; -1: detection.block_action */
-};
-
 /* Evidence signals, each with a log-likelihood-ratio weight. */
 enum cp_signal {
     CP_SIG_FORGED_SENDER,   /* envelope sender the account does not own */
@@ -103,6 +95,17 @@ struct cp_detection {
     uint32_t networks;      /* distinct /24 (/48) per hour before it counts */
     double rate_factor;     /* a message beyond factor × usual hour counts */
     double weight[CP_SIG_COUNT];
+};
+
+struct cp_class {
+    char *name;
+    struct cp_ruleset rules;
+    bool detect;      /* compromise detection applies to this class */
+    bool det_shadow;  /* its state actions are only logged */
+    int block_action; /* enum cp_block_action; -1: detection.block_action */
+    double weight[CP_SIG_COUNT]; /* detection.weights of its own; NaN: the
+                                    global one */
+    struct cp_detection det; /* detection: with its weights (when loaded) */
 };
 
 /* delivery: — the mail.log follower and the queue-id table. */
@@ -263,5 +266,13 @@ const char *cp_action_name(enum cp_action a);
  * class)? daemon.shadow, detection.shadow, or the class's own shadow. */
 bool cp_config_state_shadow(const struct cp_config *cfg,
                             const struct cp_class *k);
+
+/* The detection settings that apply to class `k` (NULL: the global ones):
+ * detection: with the class's own weights. */
+static inline const struct cp_detection *
+cp_class_det(const struct cp_config *cfg, const struct cp_class *k)
+{
+    return k != NULL ? &k->det : &cfg->det;
+}
 
 #endif

@@ -427,7 +427,7 @@ static void
 detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
        int64_t now_ms, struct cp_decision *d)
 {
-    const struct cp_detection *det = &e->cfg->det;
+    const struct cp_detection *det = cp_class_det(e->cfg, d->id.cls);
     bool evidence = det->enabled && d->id.cls->detect;
     struct cp_account_ref ref;
     struct cp_ev_input in;
@@ -582,7 +582,7 @@ static void
 detect_eom(struct cp_engine *e, const struct policy_request *req,
            int64_t now_ms, struct cp_decision *d)
 {
-    const struct cp_detection *det = &e->cfg->det;
+    const struct cp_detection *det = cp_class_det(e->cfg, d->id.cls);
     struct cp_account_ref ref;
     uint32_t fired;
     double score;
@@ -748,16 +748,17 @@ static void
 late_evidence(struct cp_engine *e, const char *key, size_t keylen,
               const struct late *l, int64_t now_ms, struct cp_decision *d)
 {
-    const struct cp_detection *det = &e->cfg->det;
+    const struct cp_detection *det;
     struct cp_account_ref ref;
     int next;
 
-    if (!det->enabled ||
+    if (!e->cfg->det.enabled ||
         cp_identity_lookup(e->cfg, key, keylen, &d->id) < 0 ||
         !d->id.cls->detect ||
         !e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
                                 true, &ref))
         return;
+    det = cp_class_det(e->cfg, d->id.cls);
     d->state = d->prev_state = ref.c->state;
     d->detected = true;
     d->score = l->msg ? cp_evidence_outcome(ref.ev, det, l->sig, l->scale,

@@ -204,6 +204,7 @@ show_state(struct daemon *d, const struct cp_identity *id,
            const struct cp_counters *c, struct strbuf *o, bool json)
 {
     struct cp_account_ref ref = {NULL, NULL};
+    const struct cp_detection *det = cp_class_det(d->cfg, id->cls);
     char ev[400] = "no evidence", since[32];
     int64_t now = daemon_now_ms();
 
@@ -211,7 +212,7 @@ show_state(struct daemon *d, const struct cp_identity *id,
                                   false, &ref))
         ref.ev = NULL;
     if (ref.ev != NULL)
-        cp_evidence_explain(ref.ev, &d->cfg->det, now, ev, sizeof(ev));
+        cp_evidence_explain(ref.ev, det, now, ev, sizeof(ev));
     cp_format_time(since, sizeof(since), (int64_t)c->state_since_s * 1000);
     if (json) {
         sb_printf(o, "\"state\":\"%s\",\"since\":\"%s\",\"blocks\":%u,"
@@ -220,7 +221,7 @@ show_state(struct daemon *d, const struct cp_identity *id,
                   c->state_since_s ? since : "", c->repeat);
         sb_json_str(o, ev, strlen(ev));
         if (ref.ev != NULL)
-            cp_evidence_detail(ref.ev, &d->cfg->det, now, o, true);
+            cp_evidence_detail(ref.ev, det, now, o, true);
         sb_puts(o, ",");
         return;
     }
@@ -229,7 +230,7 @@ show_state(struct daemon *d, const struct cp_identity *id,
               c->state_since_s ? " since " : "", c->state_since_s ? since : "",
               c->repeat, ev);
     if (ref.ev != NULL)
-        cp_evidence_detail(ref.ev, &d->cfg->det, now, o, false);
+        cp_evidence_detail(ref.ev, det, now, o, false);
 }
 
 struct hist_ctx {

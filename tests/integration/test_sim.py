@@ -180,8 +180,33 @@ def test_cgnat_and_roaming_do_not_matter():
     assert rep["legit_customer_days_deferred"] == 0
 
 
+def test_quiet_template_zombies_are_caught_by_their_template(tmp_path):
+    """The quietest zombie (the owner's mail client, address, HELO and TLS
+    stack, a dozen an hour) is caught by uniform_size, and only by it:
+    with its weight set to 0 none is caught. Not within 10 messages,
+    though: the template has to run for three hours first."""
+    rep = sim_json("quiet-template.yaml")
+    assert_consistent(rep)
+    k = rep["by_kind"]["low_and_slow"]
+    assert k["zombie_accounts_caught"] == k["zombie_accounts"] > 20
+    assert rep["legit_accounts_blocked"] == 0
+    assert rep["spam_share_after"] < rep["spam_share_before"] / 4
+    cfg = tmp_path / "no-template.yaml"
+    with open(CONFIG) as f:
+        text = f.read()
+    assert "    uniform_size: 6.0 " in text
+    cfg.write_text(text.replace("    uniform_size: 6.0 ",
+                                "    uniform_size: 0.0 "))
+    off = json.loads(subprocess.run(
+        [CHOKEPOINT, "sim", os.path.join(SCEN, "quiet-template.yaml"),
+         "--config", str(cfg), "--json"],
+        capture_output=True, text=True, timeout=300, check=True).stdout)
+    assert off["by_kind"]["low_and_slow"]["zombie_accounts_caught"] == 0
+
+
 @pytest.mark.parametrize("scenario", ["newsletter-spike.yaml",
-                                      "holiday-burst.yaml"])
+                                      "holiday-burst.yaml",
+                                      "slow-merge.yaml"])
 def test_hard_legit_scenarios_report(scenario):
     rep = sim_json(scenario)
     assert_consistent(rep)

@@ -117,6 +117,36 @@ test_sections(void **state)
     assert_false(cp_config_class(cfg, "lists")->detect);
     assert_int_equal(cp_config_class(cfg, "residential")->block_action, -1);
     cp_config_free(cfg);
+    /* a class's own weights; the others are the global ones, wherever
+     * the detection section is */
+    snprintf(yaml, sizeof(yaml), "%s%s", base,
+             "  business:\n"
+             "    detection: { weights: { uniform_size: 1.5, owned_sender: 0 } }\n"
+             "    limits: [{ metric: messages, window: 1h, max: 10 }]\n"
+             "detection:\n"
+             "  weights: { forged_sender: 3.5 }\n");
+    cfg = load(yaml, err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    {
+        const struct cp_class *b = cp_config_class(cfg, "business");
+        const struct cp_class *r = cp_config_class(cfg, "residential");
+
+        assert_true(cp_class_det(cfg, b)->weight[CP_SIG_UNIFORM_SIZE] == 1.5);
+        assert_true(cp_class_det(cfg, b)->weight[CP_SIG_OWNED_SENDER] == 0);
+        assert_true(cp_class_det(cfg, b)->weight[CP_SIG_FORGED_SENDER] == 3.5);
+        assert_true(cp_class_det(cfg, r)->weight[CP_SIG_UNIFORM_SIZE] ==
+                    cfg->det.weight[CP_SIG_UNIFORM_SIZE]);
+        assert_true(cp_class_det(cfg, r)->weight[CP_SIG_FORGED_SENDER] == 3.5);
+        assert_true(cp_class_det(cfg, NULL) == &cfg->det);
+    }
+    cp_config_free(cfg);
+    snprintf(yaml, sizeof(yaml), "%s%s", base,
+             "  business:\n"
+             "    detection: { weights: { uniform_sizes: 1 } }\n"
+             "    limits: [{ metric: messages, window: 1h, max: 10 }]\n");
+    assert_null(load(yaml, err));
+    assert_non_null(strstr(err, "uniform_sizes"));
     snprintf(yaml, sizeof(yaml), "%s%s", base,
              "  business:\n"
              "    detection: { block_action: bounce }\n"
