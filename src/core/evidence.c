@@ -383,9 +383,11 @@ tls_signal(struct cp_evidence *ev, const struct cp_detection *det,
 
 /* ---- recipient-level signal ---- */
 
+/* Mail the account's state refuses (`refused`) is tried again, to the
+ * same recipients: that they are "known" then is no credit. */
 static void
 recipient_signal(struct cp_evidence *ev, const struct cp_detection *det,
-                 struct policy_str rcpt, uint32_t *fired)
+                 struct policy_str rcpt, bool refused, uint32_t *fired)
 {
     uint64_t h = hmap_hash(rcpt.p, rcpt.len);
     unsigned b1 = (unsigned)(h & 255), b2 = (unsigned)((h >> 8) & 255);
@@ -397,7 +399,7 @@ recipient_signal(struct cp_evidence *ev, const struct cp_detection *det,
     ev->bloom[b1 / 64] |= 1ULL << (b1 % 64);
     ev->bloom[b2 / 64] |= 1ULL << (b2 % 64);
     ev->run_rcpts |= 1u << ((h >> 16) & 31);
-    if (fabs(ev->msg_rcpt + w) > 1.0)
+    if (fabs(ev->msg_rcpt + w) > 1.0 || (known && refused))
         return; /* this message's recipients have had their say */
     ev->msg_rcpt = (float)(ev->msg_rcpt + w);
     fire(ev, det, s, 1, fired);
@@ -407,15 +409,6 @@ double
 cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
                  const struct cp_ev_input *in, uint32_t *fired)
 {
-    struct cp_detection nocredit;
-
-    /* Mail the account's state refuses is tried again, to the same
-     * recipients: that they are "known" then is no credit. */
-    if (in->refused) {
-        nocredit = *det;
-        nocredit.weight[CP_SIG_KNOWN_RECIPIENT] = 0;
-        det = &nocredit;
-    }
     *fired = 0;
     decay(ev, det, in->now_ms);
     if (in->new_message) {
@@ -429,7 +422,7 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
             network_signal(ev, det, in, fired);
     }
     if (in->recipient.p != NULL && in->recipient.len > 0)
-        recipient_signal(ev, det, in->recipient, fired);
+        recipient_signal(ev, det, in->recipient, in->refused, fired);
     if (ev->score < det->floor)
         ev->score = (float)det->floor;
     return ev->score;
