@@ -65,6 +65,10 @@ fuzz-build:
 	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_notice \
 	    tests/fuzz/fuzz_notice.c src/core/notice.c $(FUZZ_UTIL) -lxxhash -lm
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_evidence \
+	    tests/fuzz/fuzz_evidence.c src/core/evidence.c src/core/config.c \
+	    src/core/custmap.c src/core/policy.c src/core/notice.c \
+	    src/util/yamlwalk.c $(FUZZ_UTIL) -lfyaml -lxxhash -lm
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0
@@ -74,6 +78,7 @@ fuzz-replay: fuzz-build
 	$(FUZZ_BUILD)/fuzz_config -runs=0 tests/fuzz/corpus/config
 	$(FUZZ_BUILD)/fuzz_maillog -runs=0 tests/fuzz/corpus/maillog
 	$(FUZZ_BUILD)/fuzz_notice -runs=0 tests/fuzz/corpus/notice
+	$(FUZZ_BUILD)/fuzz_evidence -runs=0 tests/fuzz/corpus/evidence
 
 fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-policy $(FUZZ_BUILD)/corpus-config
@@ -87,6 +92,9 @@ fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-notice
 	$(FUZZ_BUILD)/fuzz_notice -max_total_time=$(FUZZ_SECONDS) \
 	    $(FUZZ_BUILD)/corpus-notice tests/fuzz/corpus/notice
+	mkdir -p $(FUZZ_BUILD)/corpus-evidence
+	$(FUZZ_BUILD)/fuzz_evidence -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-evidence tests/fuzz/corpus/evidence
 
 bench: deps build
 	sh bench/run.sh

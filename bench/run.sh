@@ -129,7 +129,8 @@ for accts in $ACCOUNTS; do
 
             # the previous run's queue ids (the load sends one per message)
             # would be restored too: rss_idle measures the accounts alone
-            [ "$r" -eq 1 ] || sqlite3 "$db" "DELETE FROM queue_ids" 2>/dev/null || true
+            # (and the evidence its clean stop stored: printed, then dropped)
+            [ "$r" -eq 1 ] || sqlite3 "$db" "DELETE FROM queue_ids; DELETE FROM evidence" 2>/dev/null || true
             "$CHOKEPOINTD" -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
             cp=$!
             PIDS="$cp"
@@ -142,8 +143,16 @@ for accts in $ACCOUNTS; do
             p99_all="$p99_all $(field p99_us "$cpline")"
             errs=$(field errors "$cpline")
             [ "$errs" = 0 ] || echo "WARNING: chokepointd run had errors: $cpline"
-            grep -h "restored" "$OUT/chokepointd.log" | sed 's/^/  /'
+            grep -h "restored\|final checkpoint" "$OUT/chokepointd.log" | sed 's/^/  /'
         done
+        # a restart that keeps the evidence the last clean stop stored
+        "$CHOKEPOINTD" -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
+        cp=$!
+        PIDS="$cp"
+        wait_sock "$SOCK"
+        echo "  restart with the stored evidence: rss_mb=$(rss_mb "$cp")"
+        kill "$cp"; wait "$cp" 2>/dev/null || true
+        grep -h "restored" "$OUT/chokepointd.log" | sed 's/^/    /'
         ubr=$(echo $ub_all | tr ' ' '\n' | median)
         cpr=$(echo $cp_all | tr ' ' '\n' | median)
         p99=$(echo $p99_all | tr ' ' '\n' | median)

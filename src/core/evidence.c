@@ -513,6 +513,48 @@ cp_evidence_listed(struct cp_evidence *ev, const struct cp_detection *det,
     return ev->score;
 }
 
+static const unsigned char ev_magic[4] = {'C', 'P', 'E', 'V'};
+
+void
+cp_evidence_pack(const struct cp_evidence *ev, unsigned char *out)
+{
+    uint16_t fmt = CP_EV_FORMAT, size = (uint16_t)sizeof(*ev);
+
+    memcpy(out, ev_magic, 4);
+    memcpy(out + 4, &fmt, 2);
+    memcpy(out + 6, &size, 2);
+    memcpy(out + 8, ev, sizeof(*ev));
+}
+
+static bool
+sane(float x)
+{
+    return isfinite(x) && fabsf(x) <= 1e7f;
+}
+
+bool
+cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len)
+{
+    const unsigned char *p = in;
+    uint16_t fmt, size;
+
+    if (len != CP_EV_PACKED || memcmp(p, ev_magic, 4) != 0)
+        return false;
+    memcpy(&fmt, p + 4, 2);
+    memcpy(&size, p + 6, 2);
+    if (fmt != CP_EV_FORMAT || size != sizeof(*ev))
+        return false;
+    memcpy(ev, p + 8, sizeof(*ev));
+    /* no value the evidence code produces is beyond these */
+    if (!sane(ev->score) || !sane(ev->hourly_mean) || !sane(ev->msg_rcpt) ||
+        ev->t_ms < 0 || ev->t_ms > (int64_t)1 << 50 /* year 37648 */)
+        return false;
+    for (int i = 0; i < CP_SIG_COUNT; i++)
+        if (!sane(ev->sig[i]))
+            return false;
+    return true;
+}
+
 void
 cp_evidence_explain(const struct cp_evidence *ev,
                     const struct cp_detection *det, int64_t now_ms,

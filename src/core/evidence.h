@@ -109,6 +109,18 @@ double cp_evidence_score(const struct cp_evidence *ev,
                          const struct cp_detection *det, int64_t now_ms);
 
 /*
+ * The evidence as stored by checkpoints: a header (magic, CP_EV_FORMAT,
+ * the struct's size) and the struct's bytes. Bump CP_EV_FORMAT whenever
+ * struct cp_evidence changes meaning; a stored record of another format
+ * or size is not read back (the account starts with clean evidence, as
+ * before evidence was stored). unpack also refuses non-finite numbers.
+ */
+#define CP_EV_FORMAT 1
+#define CP_EV_PACKED (8 + sizeof(struct cp_evidence))
+void cp_evidence_pack(const struct cp_evidence *ev, unsigned char *out);
+bool cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len);
+
+/*
  * "score 12.3: forged_sender +8.0 (8x), new_recipient +3.1 (31x), ..." —
  * the signals that raised the score, largest first, for logs and reports.
  */

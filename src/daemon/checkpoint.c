@@ -7,18 +7,29 @@
  * still writing, the tick is skipped and the changes wait for the next.
  * A failed write is logged and its accounts are marked dirty again.
  *
+ * Evidence rides along for the accounts in the middle of detection (a
+ * state other than NORMAL, or a score of at least half of watch_at), so a
+ * crash does not give a half-detected zombie a clean start; the final
+ * checkpoint of a clean stop stores all of it, in chunks. A stored copy
+ * that is no longer wanted (faded, released, swept) is deleted.
+ *
  * The queue-id table rides along: the ids the engine recorded since the
  * last checkpoint (its journal) are appended in a transaction of their
  * own, and the table pruned to delivery.max_queue_ids within
  * delivery.queue_id_ttl; after a failed write the next checkpoint writes
  * them again.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "daemon/daemon.h"
 #include "util/clock.h"
 #include "util/msg.h"
 
+
+/* Accounts per batch of the final checkpoint: bounds the copy (each may
+ * carry 336 bytes of evidence). */
+#define CKPT_FINAL_CHUNK 65536
 
 /* Worker: append the batch, prune by the limits copied with it. */
 static int
@@ -94,7 +105,12 @@ on_tick(uv_timer_t *t)
         (d->ms->dirty == 0 && !cp_engine_queued_dirty(&d->engine)))
         return;
     ckpt_batch_set_slots(&d->ckpt_batch, d->cfg->slots, d->cfg->nslots);
-    memstore_collect_dirty(d->ms, &d->ckpt_batch);
+    memstore_collect_dirty(d->ms, &d->ckpt_batch,
+                           &(struct ckpt_ev_policy){
+                               .det = &d->cfg->det,
+                               .min_score = d->cfg->det.watch_at / 2,
+                               .now_ms = daemon_now_ms()},
+                           SIZE_MAX);
     collect_queued(d);
     d->ckpt_running = true;
     d->ckpt_work.data = d;
@@ -128,13 +144,28 @@ ckpt_final(struct daemon *d)
 {
     if (d->ckpt_running)
         msg_panic("ckpt_final with a checkpoint running");
+    struct ckpt_ev_policy all = {.det = &d->cfg->det, .all = true,
+                                 .now_ms = daemon_now_ms()};
+    size_t n = 0, nev = 0;
+    uint64_t t0 = clock_mono_us();
+    int rc = 0;
+
     ckpt_batch_set_slots(&d->ckpt_batch, d->cfg->slots, d->cfg->nslots);
-    memstore_collect_dirty(d->ms, &d->ckpt_batch);
-    if (d->ckpt_batch.n > 0 &&
-        cp_sqlite_write(d->db, &d->ckpt_batch, d->ckpt_err) < 0)
+    /* a clean stop keeps all evidence: the next start goes on from it */
+    memstore_mark_evidence_dirty(d->ms);
+    while (rc == 0 && d->ms->dirty > 0) {
+        memstore_collect_dirty(d->ms, &d->ckpt_batch, &all,
+                               CKPT_FINAL_CHUNK);
+        rc = cp_sqlite_write(d->db, &d->ckpt_batch, d->ckpt_err);
+        n += d->ckpt_batch.n;
+        nev += d->ckpt_batch.nev;
+    }
+    if (rc < 0)
         msg_error("final checkpoint failed: %s", d->ckpt_err);
     else
-        msg_info("final checkpoint: %zu accounts written", d->ckpt_batch.n);
+        msg_info("final checkpoint: %zu accounts written (%zu with "
+                 "evidence) in %.0f ms",
+                 n, nev, (double)(clock_mono_us() - t0) / 1e3);
     collect_queued(d);
     if (d->qid_batch.nadd > 0 && write_queued(d) < 0)
         msg_error("final checkpoint of queue ids failed: %s", d->qid_err);

@@ -422,15 +422,25 @@ restore_state(struct daemon *d)
 {
     char err[CP_ERR_MAX];
     uint64_t t0;
-    long n;
+    long n, nev, dropped;
 
     d->db = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db == NULL)
         msg_fatal("store: %s", err);
     t0 = clock_mono_us();
     n = cp_sqlite_load(d->db, d->cfg->slots, d->cfg->nslots, d->ms, err);
-    if (n < 0 || cp_sqlite_load_states(d->db, d->ms, err) < 0)
+    if (n < 0 || cp_sqlite_load_states(d->db, d->ms, err) < 0 ||
+        (nev = cp_sqlite_load_evidence(d->db, d->ms, &dropped, err)) < 0)
         msg_fatal("store %s: %s", d->cfg->store_path, err);
+    if (nev > 0)
+        msg_info("restored the evidence of %ld accounts (%.0f ms since the "
+                 "start of the restore)",
+                 nev, (double)(clock_mono_us() - t0) / 1e3);
+    if (dropped > 0)
+        msg_warn("store %s: %ld evidence records not read back (another "
+                 "format, damaged, or of no account): those accounts start "
+                 "with clean evidence",
+                 d->cfg->store_path, dropped);
 
     d->db_sync = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db_sync == NULL)

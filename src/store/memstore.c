@@ -9,10 +9,13 @@
 #include "util/msg.h"
 #include "util/xalloc.h"
 
+#define DIRTY 1     /* changed since the last collect */
+#define EV_STORED 2 /* the store has evidence of it (to delete when gone) */
+
 struct acct {
     struct cp_counters c;
     struct cp_evidence *ev; /* allocated while the account is active */
-    uint8_t dirty;
+    uint8_t dirty;          /* DIRTY | EV_STORED */
     uint8_t keylen;
     char key[]; /* not NUL-terminated */
 };
@@ -21,7 +24,7 @@ struct acct {
 static void
 mark_dirty(struct memstore *ms, struct acct *a)
 {
-    if (a->dirty || !ms->track_dirty)
+    if ((a->dirty & DIRTY) || !ms->track_dirty)
         return;
     if (ms->dirty == ms->dirty_cap) {
         ms->dirty_cap = ms->dirty_cap ? ms->dirty_cap * 2 : 1024;
@@ -29,7 +32,7 @@ mark_dirty(struct memstore *ms, struct acct *a)
                                        sizeof(*ms->dirty_list));
     }
     ms->dirty_list[ms->dirty++] = a;
-    a->dirty = 1;
+    a->dirty |= DIRTY;
 }
 
 static bool
@@ -119,7 +122,7 @@ ms_account(struct cp_store *st, const char *key, size_t len, bool create,
         a->ev = xcalloc(1, sizeof(*a->ev));
         ms->evidence++;
     }
-    if (create)
+    if (create || evidence)
         mark_dirty(ms, a);
     out->c = &a->c;
     out->ev = a->ev;
@@ -190,30 +193,93 @@ memstore_restore(struct memstore *ms, const char *key, size_t len,
     a->c = *c;
 }
 
-static void
-batch_add(struct ckpt_batch *b, const struct acct *a)
+/* Does `a`'s evidence go with this checkpoint? */
+static bool
+evidence_wanted(const struct acct *a, const struct ckpt_ev_policy *p)
 {
+    if (a->ev == NULL)
+        return false;
+    return p->all || a->c.state != 0 ||
+           cp_evidence_score(a->ev, p->det, p->now_ms) >= p->min_score;
+}
+
+static void
+batch_add(struct ckpt_batch *b, struct acct *a, const struct ckpt_ev_policy *p)
+{
+    struct ckpt_record *r;
+
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 1024;
         b->rec = xreallocarray(b->rec, b->cap, sizeof(*b->rec));
     }
-    b->rec[b->n].key_off = b->keys.len;
-    b->rec[b->n].keylen = a->keylen;
-    b->rec[b->n].c = a->c;
+    r = &b->rec[b->n++];
+    r->key_off = b->keys.len;
+    r->keylen = a->keylen;
+    r->c = a->c;
+    r->ev = -1;
+    r->ev_delete = false;
     sb_append(&b->keys, a->key, a->keylen);
-    b->n++;
+    if (p == NULL || p->det == NULL)
+        return;
+    if (evidence_wanted(a, p)) {
+        if (b->nev == b->capev) {
+            b->capev = b->capev ? b->capev * 2 : 64;
+            b->ev = xreallocarray(b->ev, b->capev, sizeof(*b->ev));
+        }
+        b->ev[b->nev] = *a->ev;
+        r->ev = (int32_t)b->nev++;
+        a->dirty |= EV_STORED;
+    } else if (a->dirty & EV_STORED) {
+        /* faded, released or swept: the stored copy must not come back */
+        r->ev_delete = true;
+        a->dirty &= (uint8_t)~EV_STORED;
+    }
 }
 
 void
-memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b)
+memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b,
+                       const struct ckpt_ev_policy *p, size_t max)
 {
     b->n = 0;
+    b->nev = 0;
     sb_reset(&b->keys);
-    for (size_t i = 0; i < ms->dirty; i++) {
-        batch_add(b, ms->dirty_list[i]);
-        ms->dirty_list[i]->dirty = 0;
+    /* from the end: what is left stays a prefix of the list */
+    while (ms->dirty > 0 && b->n < max) {
+        struct acct *a = ms->dirty_list[--ms->dirty];
+
+        batch_add(b, a, p);
+        a->dirty &= (uint8_t)~DIRTY;
     }
-    ms->dirty = 0;
+}
+
+void
+memstore_mark_evidence_dirty(struct memstore *ms)
+{
+    HMAP_FOREACH(&ms->accts, i)
+    {
+        struct acct *a = ms->accts.ents[i].val;
+
+        if (a->ev != NULL || (a->dirty & EV_STORED))
+            mark_dirty(ms, a);
+    }
+}
+
+bool
+memstore_restore_evidence(struct memstore *ms, const char *key, size_t len,
+                          const struct cp_evidence *ev)
+{
+    bool created;
+    struct acct *a = acct_get(ms, key, len, false, &created);
+
+    if (a == NULL)
+        return false;
+    if (a->ev == NULL) {
+        a->ev = xmalloc(sizeof(*a->ev));
+        ms->evidence++;
+    }
+    *a->ev = *ev;
+    a->dirty |= EV_STORED;
+    return true;
 }
 
 void
@@ -224,8 +290,11 @@ memstore_mark_dirty(struct memstore *ms, const struct ckpt_batch *b)
         struct acct *a = acct_get(ms, b->keys.data + b->rec[i].key_off,
                                   b->rec[i].keylen, false, &created);
 
-        if (a != NULL)
-            mark_dirty(ms, a);
+        if (a == NULL)
+            continue;
+        mark_dirty(ms, a);
+        if (b->rec[i].ev_delete)
+            a->dirty |= EV_STORED; /* still there: delete it next time */
     }
 }
 
@@ -271,6 +340,8 @@ memstore_sweep(struct memstore *ms, const struct cp_detection *det,
         free(a->ev);
         a->ev = NULL;
         ms->evidence--;
+        if (a->dirty & EV_STORED)
+            mark_dirty(ms, a); /* the next checkpoint deletes its copy */
         n++;
     }
     return n;
@@ -323,6 +394,7 @@ ckpt_batch_fini(struct ckpt_batch *b)
 {
     sb_fini(&b->keys);
     free(b->rec);
+    free(b->ev);
     memset(b, 0, sizeof(*b));
 }
 

@@ -36,13 +36,34 @@ struct ckpt_record {
     size_t key_off;
     size_t keylen;
     struct cp_counters c;
+    int32_t ev;       /* its evidence: index in ckpt_batch.ev, or -1 */
+    bool ev_delete;   /* no evidence to keep: delete the stored one */
 };
+
+struct cp_evidence;
 
 struct ckpt_batch {
     struct strbuf keys;
     struct ckpt_record *rec;
     size_t n, cap;
+    struct cp_evidence *ev; /* copies of the evidence that goes along */
+    size_t nev, capev;
     char slots[CP_MAX_SLOTS * CP_RULE_NAME_MAX]; /* "name,name,..." */
+};
+
+/*
+ * Which evidence a checkpoint stores: all of it (`all`: the final
+ * checkpoint, a clean shutdown), or only that of accounts in the middle of
+ * detection — a state other than NORMAL, or a score of at least
+ * `min_score` — so that a crash does not give a half-detected zombie a
+ * clean start, while the checkpoints under load copy little. det NULL:
+ * none (the stored evidence is left alone).
+ */
+struct ckpt_ev_policy {
+    const struct cp_detection *det;
+    bool all;
+    double min_score;
+    int64_t now_ms;
 };
 
 struct memstore *memstore_new(size_t expected);
@@ -50,8 +71,17 @@ void memstore_free(struct memstore *ms);
 /* Insert or overwrite one account without marking it dirty (loading). */
 void memstore_restore(struct memstore *ms, const char *key, size_t len,
                       const struct cp_counters *c);
-/* Move changed accounts into `b` (cleared first) and mark them clean. */
-void memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b);
+/* Move up to `max` changed accounts into `b` (cleared first), with the
+ * evidence `p` asks for, and mark them clean. */
+void memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b,
+                            const struct ckpt_ev_policy *p, size_t max);
+/* Mark every account with evidence changed (before a final checkpoint
+ * that stores all evidence). */
+void memstore_mark_evidence_dirty(struct memstore *ms);
+/* Give an account its stored evidence (loading); false if the account
+ * does not exist. */
+bool memstore_restore_evidence(struct memstore *ms, const char *key,
+                               size_t len, const struct cp_evidence *ev);
 /* Mark the accounts of a failed batch dirty again. */
 void memstore_mark_dirty(struct memstore *ms, const struct ckpt_batch *b);
 /*

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/evidence.h"
 #include "util/xalloc.h"
 
 /* levels, domain ring, ring position; then state, repeat, state_since */
@@ -15,6 +16,7 @@
 struct cp_sqlite {
     sqlite3 *db;
     sqlite3_stmt *upsert;
+    sqlite3_stmt *ev_upsert, *ev_delete;
     bool in_tx; /* inside cp_sqlite_begin(): statements do not commit */
 };
 
@@ -52,7 +54,11 @@ static const char schema[] =
     /* queue ids of accepted mail → account (delivery outcomes, hold),
      * appended in time order; pruned by count and age, never by qid */
     "CREATE TABLE IF NOT EXISTS queue_ids(id INTEGER PRIMARY KEY,"
-    " qid TEXT NOT NULL, key TEXT NOT NULL, t INTEGER NOT NULL);";
+    " qid TEXT NOT NULL, key TEXT NOT NULL, t INTEGER NOT NULL);"
+    /* evidence (cp_evidence_pack): of accounts mid-detection at every
+     * checkpoint, of all at a clean shutdown */
+    "CREATE TABLE IF NOT EXISTS evidence(key TEXT PRIMARY KEY,"
+    " t INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;";
 
 struct cp_sqlite *
 cp_sqlite_open(const char *path, char *err)
@@ -81,7 +87,14 @@ cp_sqlite_open(const char *path, char *err)
                            "INSERT INTO accounts(key,t,data) VALUES(?,?,?) "
                            "ON CONFLICT(key) DO UPDATE SET t=excluded.t, "
                            "data=excluded.data",
-                           -1, &db->upsert, NULL) != SQLITE_OK) {
+                           -1, &db->upsert, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db->db,
+                           "INSERT INTO evidence(key,t,data) VALUES(?,?,?) "
+                           "ON CONFLICT(key) DO UPDATE SET t=excluded.t, "
+                           "data=excluded.data",
+                           -1, &db->ev_upsert, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db->db, "DELETE FROM evidence WHERE key=?", -1,
+                           &db->ev_delete, NULL) != SQLITE_OK) {
         db_fail(db, "prepare", err);
         cp_sqlite_close(db);
         return NULL;
@@ -95,6 +108,8 @@ cp_sqlite_close(struct cp_sqlite *db)
     if (db == NULL)
         return;
     sqlite3_finalize(db->upsert);
+    sqlite3_finalize(db->ev_upsert);
+    sqlite3_finalize(db->ev_delete);
     sqlite3_close(db->db);
     free(db);
 }
@@ -210,9 +225,63 @@ cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
     return n;
 }
 
+long
+cp_sqlite_load_evidence(struct cp_sqlite *db, struct memstore *ms,
+                        long *discarded, char *err)
+{
+    sqlite3_stmt *st;
+    long n = 0;
+    int rc;
+
+    *discarded = 0;
+    if (sqlite3_prepare_v2(db->db, "SELECT key, data FROM evidence", -1, &st,
+                           NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(st, 0);
+        int klen = sqlite3_column_bytes(st, 0);
+        const void *blob = sqlite3_column_blob(st, 1);
+        int blen = sqlite3_column_bytes(st, 1);
+        struct cp_evidence ev;
+
+        if (key == NULL || klen <= 0 || klen >= CP_KEY_MAX || blob == NULL ||
+            !cp_evidence_unpack(&ev, blob, (size_t)blen) ||
+            !memstore_restore_evidence(ms, key, (size_t)klen, &ev)) {
+            (*discarded)++; /* another format, damaged, or no account */
+            continue;
+        }
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(db, "load evidence", err);
+    return n;
+}
+
 /* Rows per transaction: bounds how long a checkpoint holds the write lock
  * that a state change on the loop thread may be waiting for. */
 #define CKPT_ROWS_PER_TX 2000
+
+/* The record's evidence: stored, or deleted. */
+static int
+write_evidence(struct cp_sqlite *db, const struct ckpt_batch *b,
+               const struct ckpt_record *r, char *err)
+{
+    unsigned char blob[CP_EV_PACKED];
+    sqlite3_stmt *st = r->ev >= 0 ? db->ev_upsert : db->ev_delete;
+
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, b->keys.data + r->key_off, (int)r->keylen,
+                      SQLITE_STATIC);
+    if (r->ev >= 0) {
+        cp_evidence_pack(&b->ev[r->ev], blob);
+        sqlite3_bind_int64(st, 2, b->ev[r->ev].t_ms);
+        sqlite3_bind_blob(st, 3, blob, (int)sizeof(blob), SQLITE_TRANSIENT);
+    }
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return db_fail(db, "write evidence", err);
+    return 0;
+}
 
 static int
 write_rows(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
@@ -236,6 +305,8 @@ write_rows(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
         sqlite3_bind_blob(db->upsert, 3, blob, BLOB_LEN, SQLITE_TRANSIENT);
         if (sqlite3_step(db->upsert) != SQLITE_DONE)
             return db_fail(db, "write", err);
+        if ((r->ev >= 0 || r->ev_delete) && write_evidence(db, b, r, err) < 0)
+            return -1;
     }
     return 0;
 }

@@ -25,6 +25,13 @@ void cp_sqlite_close(struct cp_sqlite *db);
 /* Load every account into `ms`; returns the number or -1 with `err`. */
 long cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
                     size_t nslots, struct memstore *ms, char *err);
+/*
+ * Give the loaded accounts their stored evidence. Returns how many, or -1
+ * with `err`; *discarded counts records not read back (another format,
+ * damaged, or of an account that is not in the store).
+ */
+long cp_sqlite_load_evidence(struct cp_sqlite *db, struct memstore *ms,
+                             long *discarded, char *err);
 /* Write a batch (sorted by key in place first, so rows land on
  * neighbouring pages). 0, or -1 with `err`. */
 int cp_sqlite_write(struct cp_sqlite *db, struct ckpt_batch *b, char *err);

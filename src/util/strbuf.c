@@ -162,7 +162,7 @@ sb_json_num(struct strbuf *sb, double v)
 {
     if (!isfinite(v))
         sb_puts(sb, "null");
-    else if (v == (double)(long long)v && fabs(v) < 1e15)
+    else if (fabs(v) < 1e15 && v == (double)(long long)v)
         sb_printf(sb, "%lld", (long long)v);
     else
         sb_printf(sb, "%.3f", v);

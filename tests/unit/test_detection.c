@@ -277,6 +277,34 @@ test_refused_mail_earns_no_known_credit(void **state)
     assert_true(f & (1u << CP_SIG_KNOWN_RECIPIENT));
 }
 
+/* Stored evidence reads back as it was; anything else is refused. */
+static void
+test_evidence_pack(void **state)
+{
+    struct cp_evidence ev, back;
+    unsigned char buf[CP_EV_PACKED];
+    float nan = NAN;
+    uint32_t f;
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 5; i++)
+        send(&ev, i * MIN, "ann@isp.example", "x@forged.example",
+             "v@victims.example", "192.0.2.1", &f);
+    cp_evidence_pack(&ev, buf);
+    assert_true(cp_evidence_unpack(&back, buf, sizeof(buf)));
+    assert_memory_equal(&ev, &back, sizeof(ev));
+    assert_false(cp_evidence_unpack(&back, buf, sizeof(buf) - 1));
+    buf[4] ^= 1; /* another format */
+    assert_false(cp_evidence_unpack(&back, buf, sizeof(buf)));
+    buf[4] ^= 1;
+    buf[0] = 'X';
+    assert_false(cp_evidence_unpack(&back, buf, sizeof(buf)));
+    buf[0] = 'C';
+    memcpy(buf + 8 + offsetof(struct cp_evidence, score), &nan, sizeof(nan));
+    assert_false(cp_evidence_unpack(&back, buf, sizeof(buf)));
+}
+
 static void
 test_odd_hour(void **state)
 {
@@ -468,6 +496,7 @@ main(void)
         cmocka_unit_test_setup(test_tls_signal, setup),
         cmocka_unit_test_setup(test_uniform_size, setup),
         cmocka_unit_test_setup(test_refused_mail_earns_no_known_credit, setup),
+        cmocka_unit_test_setup(test_evidence_pack, setup),
         cmocka_unit_test_setup(test_zombie_corroborated_within_ten_messages,
                                setup),
         cmocka_unit_test_setup(test_alias_is_learned, setup),
