@@ -241,7 +241,7 @@ detection_defaults(struct cp_detection *d)
 {
     static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
                                            2.0, 2.0,  1.5, -0.05, 2.5,
-                                           0.5, 2.0,  0.3, 0.5, 6.0};
+                                           0.5, 2.0,  1.0, 0.5, 6.0};
 
     memset(d, 0, sizeof(*d));
     d->enabled = true;

@@ -298,7 +298,10 @@ hour_signal(struct cp_evidence *ev, const struct cp_detection *det,
 {
     uint32_t bit = 1u << (uint32_t)((now / HOUR_MS) % 24);
 
-    if (ev->msgs_learned >= 30 && !(ev->hours_used & bit))
+    /* one fact per clock hour, however many messages it has */
+    if (ev->msgs_learned >= 30 && !(ev->hours_used & bit) &&
+        (ev->last_s[CP_SIG_ODD_HOUR] == 0 ||
+         ev->last_s[CP_SIG_ODD_HOUR] / 3600 != (uint32_t)(now / HOUR_MS)))
         fire(ev, det, CP_SIG_ODD_HOUR, 1, fired);
     if (ev->score < det->watch_at / 2) {
         ev->hours_used |= bit;

@@ -22,7 +22,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1, -0.2, 0.5, 2.0,
                                            2.0, 1.5, -0.05, 2.5, 0.5, 2.0,
-                                           0.3, 0.5, 6.0};
+                                           1.0, 0.5, 6.0};
     unsigned char rec[CP_EV_PACKED];
     struct cp_detection det;
     struct cp_evidence ev;

@@ -327,6 +327,14 @@ test_odd_hour(void **state)
     send(&ev, 4 * 24 * HOUR + 3 * HOUR + 5 * MIN, "ann@isp.example",
          "ann@isp.example", "mum@home.example", NULL, &f);
     assert_true(f & (1u << CP_SIG_ODD_HOUR));
+    /* the hour is one fact: its other messages add nothing */
+    send(&ev, 4 * 24 * HOUR + 3 * HOUR + 40 * MIN, "ann@isp.example",
+         "ann@isp.example", "mum@home.example", NULL, &f);
+    assert_false(f & (1u << CP_SIG_ODD_HOUR));
+    send(&ev, 4 * 24 * HOUR + 4 * HOUR + 1 * MIN, "ann@isp.example",
+         "ann@isp.example", "mum@home.example", NULL, &f);
+    assert_true(f & (1u << CP_SIG_ODD_HOUR));
+    assert_int_equal(ev.fired[CP_SIG_ODD_HOUR], 2);
 }
 
 static void
