@@ -40,7 +40,6 @@ struct cp_queued {
     char buf[];
 };
 
-
 #define QUEUED(ent) agemap_entry((ent), struct cp_queued, age)
 
 void
@@ -423,6 +422,20 @@ transition(struct cp_engine *e, struct cp_counters *c, int to,
 }
 
 /* Gather this RCPT's evidence and move the account's state. */
+/* The account's state after new evidence (score): moved if it says so. */
+static void
+step(struct cp_engine *e, const struct cp_detection *det,
+     const struct cp_account_ref *ref, double score, int64_t now_ms,
+     struct cp_decision *d, const struct policy_request *req)
+{
+    int next = cp_lifecycle_step(det, ref->c->state, ref->c->repeat,
+                                 ref->c->state_since_s, score,
+                                 cp_evidence_corroboration(ref->ev), now_ms);
+
+    if (next != ref->c->state)
+        transition(e, ref->c, next, now_ms, d, req);
+}
+
 static void
 detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
        int64_t now_ms, struct cp_decision *d)
@@ -432,7 +445,6 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
     struct cp_account_ref ref;
     struct cp_ev_input in;
     struct inet_addr client;
-    int next;
 
     if (!e->store->ops->account(e->store, d->id.key, d->id.keylen, true,
                                 evidence, &ref))
@@ -459,11 +471,7 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
         in.client = &client;
     d->detected = true;
     d->score = cp_evidence_rcpt(ref.ev, det, &in, &d->fired);
-    next = cp_lifecycle_step(det, ref.c->state, ref.c->repeat,
-                             ref.c->state_since_s, d->score,
-                             cp_evidence_corroboration(ref.ev), now_ms);
-    if (next != ref.c->state)
-        transition(e, ref.c, next, now_ms, d, req);
+    step(e, det, &ref, d->score, now_ms, d, req);
 }
 
 /* The account's state decides the reply (blocked, throttled)? */
@@ -586,7 +594,6 @@ detect_eom(struct cp_engine *e, const struct policy_request *req,
     struct cp_account_ref ref;
     uint32_t fired;
     double score;
-    int next;
 
     if (!det->enabled || !d->id.cls->detect ||
         !e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
@@ -599,11 +606,7 @@ detect_eom(struct cp_engine *e, const struct policy_request *req,
     d->score = score;
     d->fired = fired;
     d->state = d->prev_state = ref.c->state;
-    next = cp_lifecycle_step(det, ref.c->state, ref.c->repeat,
-                             ref.c->state_since_s, score,
-                             cp_evidence_corroboration(ref.ev), now_ms);
-    if (next != ref.c->state)
-        transition(e, ref.c, next, now_ms, d, req);
+    step(e, det, &ref, score, now_ms, d, req);
 }
 
 /*
@@ -750,7 +753,6 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
 {
     const struct cp_detection *det;
     struct cp_account_ref ref;
-    int next;
 
     if (!e->cfg->det.enabled ||
         cp_identity_lookup(e->cfg, key, keylen, &d->id) < 0 ||
@@ -764,11 +766,7 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
     d->score = l->msg ? cp_evidence_outcome(ref.ev, det, l->sig, l->scale,
                                             l->msg, now_ms, &d->fired)
                       : cp_evidence_listed(ref.ev, det, now_ms, &d->fired);
-    next = cp_lifecycle_step(det, ref.c->state, ref.c->repeat,
-                             ref.c->state_since_s, d->score,
-                             cp_evidence_corroboration(ref.ev), now_ms);
-    if (next != ref.c->state)
-        transition(e, ref.c, next, now_ms, d, NULL);
+    step(e, det, &ref, d->score, now_ms, d, NULL);
 }
 
 int

@@ -196,6 +196,14 @@ sender_expected(const struct cp_evidence *ev, const struct cp_ev_input *in)
     return once == CP_EV_OWNED;
 }
 
+/* Did signal s fire in the `secs` seconds before now_s? */
+static bool
+fired_within(const struct cp_evidence *ev, enum cp_signal s, uint32_t now_s,
+             uint32_t secs)
+{
+    return ev->last_s[s] != 0 && now_s - ev->last_s[s] < secs;
+}
+
 /*
  * A per-message fact about the account (its own sender, a busy hour).
  * While a template run is on (uniform_size fired in the last two hours),
@@ -208,10 +216,9 @@ fire_repeat(struct cp_evidence *ev, const struct cp_detection *det,
             enum cp_signal s, uint32_t *fired)
 {
     uint32_t now_s = (uint32_t)(ev->t_ms / 1000);
-    uint32_t run = ev->last_s[CP_SIG_UNIFORM_SIZE];
 
-    if (run != 0 && now_s - run < 7200 && ev->last_s[s] != 0 &&
-        now_s - ev->last_s[s] < 3600)
+    if (fired_within(ev, CP_SIG_UNIFORM_SIZE, now_s, 7200) &&
+        fired_within(ev, s, now_s, 3600))
         return;
     fire(ev, det, s, 1, fired);
 }
@@ -475,8 +482,7 @@ cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
     if (fits && gap <= CP_EV_RUN_GAP_S && ev->size_n >= CP_EV_RUN_MSGS &&
         now_s - ev->run_start_s >= CP_EV_RUN_SPAN_S &&
         __builtin_popcount(ev->run_rcpts) >= CP_EV_RUN_RCPT_BITS &&
-        (ev->last_s[CP_SIG_UNIFORM_SIZE] == 0 ||
-         now_s - ev->last_s[CP_SIG_UNIFORM_SIZE] >= 3600))
+        !fired_within(ev, CP_SIG_UNIFORM_SIZE, now_s, 3600))
         fire(ev, det, CP_SIG_UNIFORM_SIZE, 1, fired);
     if (ev->score < det->floor)
         ev->score = (float)det->floor;

@@ -199,8 +199,13 @@ evidence_wanted(const struct acct *a, const struct ckpt_ev_policy *p)
 {
     if (a->ev == NULL)
         return false;
-    return p->all || a->c.state != 0 ||
-           cp_evidence_score(a->ev, p->det, p->now_ms) >= p->min_score;
+    if (p->all || a->c.state != 0)
+        return true;
+    /* fading only brings a score towards 0: most accounts are below
+     * before it, and need no exp2 per checkpoint */
+    if (p->min_score > 0 && a->ev->score < p->min_score)
+        return false;
+    return cp_evidence_score(a->ev, p->det, p->now_ms) >= p->min_score;
 }
 
 static void
