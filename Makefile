@@ -57,6 +57,11 @@ fuzz-build:
 	mkdir -p $(FUZZ_BUILD)
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_policy \
 	    tests/fuzz/fuzz_policy.c src/core/policy.c $(FUZZ_UTIL) -lxxhash -lm
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_milter \
+	    tests/fuzz/fuzz_milter.c src/core/milter.c $(FUZZ_UTIL) -lxxhash -lm
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_fingerprint \
+	    tests/fuzz/fuzz_fingerprint.c src/core/fingerprint.c $(FUZZ_UTIL) \
+	    -lxxhash -lm
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_config \
 	    tests/fuzz/fuzz_custmap.c src/core/config.c src/core/custmap.c \
 	    src/core/policy.c src/core/notice.c src/util/yamlwalk.c $(FUZZ_UTIL) \
@@ -75,6 +80,8 @@ export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppress
 
 fuzz-replay: fuzz-build
 	$(FUZZ_BUILD)/fuzz_policy -runs=0 tests/fuzz/corpus/policy
+	$(FUZZ_BUILD)/fuzz_milter -runs=0 tests/fuzz/corpus/milter
+	$(FUZZ_BUILD)/fuzz_fingerprint -runs=0 tests/fuzz/corpus/fingerprint
 	$(FUZZ_BUILD)/fuzz_config -runs=0 tests/fuzz/corpus/config
 	$(FUZZ_BUILD)/fuzz_maillog -runs=0 tests/fuzz/corpus/maillog
 	$(FUZZ_BUILD)/fuzz_notice -runs=0 tests/fuzz/corpus/notice
@@ -84,6 +91,12 @@ fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-policy $(FUZZ_BUILD)/corpus-config
 	$(FUZZ_BUILD)/fuzz_policy -max_total_time=$(FUZZ_SECONDS) \
 	    $(FUZZ_BUILD)/corpus-policy tests/fuzz/corpus/policy
+	mkdir -p $(FUZZ_BUILD)/corpus-milter
+	$(FUZZ_BUILD)/fuzz_milter -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-milter tests/fuzz/corpus/milter
+	mkdir -p $(FUZZ_BUILD)/corpus-fingerprint
+	$(FUZZ_BUILD)/fuzz_fingerprint -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-fingerprint tests/fuzz/corpus/fingerprint
 	$(FUZZ_BUILD)/fuzz_config -max_total_time=$(FUZZ_SECONDS) \
 	    $(FUZZ_BUILD)/corpus-config tests/fuzz/corpus/config
 	mkdir -p $(FUZZ_BUILD)/corpus-maillog

@@ -15,8 +15,10 @@ CONFIG = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "etc",
                                                             "chokepoint.yaml")
 SCENARIOS = ["isp-week", "blaster", "low-and-slow", "campaign",
              "stolen-credentials", "unauth-relay", "quiet-template",
-             "newsletter-spike", "slow-merge",
+             "newsletter-spike", "slow-merge", "chain-letter",
              "holiday-burst", "cgnat-roaming"]
+# more `chokepoint sim` options, e.g. SIM_ARGS=--no-content
+EXTRA = os.environ.get("SIM_ARGS", "").split()
 
 
 def pct(x):
@@ -32,7 +34,7 @@ for name in SCENARIOS:
     r = json.loads(subprocess.run(
         [os.path.join(BUILD, "chokepoint"), "sim",
          os.path.join(ROOT, "sim", "scenarios", name + ".yaml"),
-         "--config", CONFIG, "--json"],
+         "--config", CONFIG, "--json"] + EXTRA,
         capture_output=True, text=True, check=True).stdout)
     z = r["zombie_accounts"]
     print("| `%s` | %.2f %% | %s | %s | %s | %s | %s | %d / %d (%s) | %d | %d |"

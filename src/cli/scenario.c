@@ -51,6 +51,7 @@ static const struct yw_field burst_f[] = {
      NULL},
     {"recipients", YW_MAP, LN(struct sim_burst, recipients), 0, 0, count_f},
     {"size_spread", YW_DOUBLE, LN(struct sim_burst, size_spread), 0, 3, NULL},
+    {"shared", YW_DOUBLE, LN(struct sim_burst, shared), 0, 1, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 static const struct yw_field newsletter_f[] = {
@@ -121,6 +122,9 @@ static const struct yw_field infection_f[] = {
     {"helo", YW_ENUM, I(helo), 0, 0, helo_names},
     {"tls", YW_ENUM, I(tls), 0, 0, tls_names},
     {"size_spread", YW_DOUBLE, I(size_spread), 0, 3, NULL},
+    {"campaigns", YW_U32, I(campaigns), 1, 1e6, NULL},
+    {"rotate", YW_DURATION, I(rotate_ms), 0, 366 * DAY, NULL},
+    {"similarity", YW_DOUBLE, I(similarity), 0, 1, NULL},
     {"retry", YW_MAP, I(retry), 0, 0, retry_f},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -157,7 +161,7 @@ class_defaults(struct sim_class *c)
     c->sasl = true;
     c->alias_share = 0.05;
     c->tls_share = 0.95;
-    c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}, 0.01};
+    c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}, 0.01, 0};
     c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300, 0.01, 0.005};
     c->retry = (struct sim_retry){15 * 60000, 8};
 }
@@ -182,6 +186,8 @@ infection_defaults(struct sim_infection *f)
     f->invalid_share = -1;
     f->rejected_share = 0.05;
     f->size_spread = 0.15;
+    f->campaigns = 1;
+    f->similarity = 0.8;
 }
 
 static int

@@ -55,6 +55,8 @@ struct sim_burst {          /* a legitimate burst, once in the period */
     uint64_t within_ms;
     struct sim_count recipients;
     double size_spread;     /* one template: sigma of ln(size) around it */
+    double shared;          /* of the bursts, one text common to all (a
+                               chain letter, the same e-card) */
 };
 
 struct sim_newsletter {     /* a weekly send to a big list */
@@ -120,6 +122,13 @@ struct sim_infection {
     int tls;                    /* enum sim_tls */
     double size_spread;         /* sigma of the log of spam sizes (a
                                    template varies little) */
+    /* content (the milter's fingerprints): the zombies send `campaigns`
+     * texts at a time (zombie i the i-th modulo), a new one every
+     * `rotate` (0: never); two copies of one text are `similarity` alike
+     * (Jaccard of their word 3-grams: personalised, hash-busted) */
+    uint32_t campaigns;
+    uint64_t rotate_ms;
+    double similarity;
     struct sim_retry retry;
 };
 

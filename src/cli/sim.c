@@ -41,6 +41,7 @@ usage(FILE *fp, int rc)
             "[--svg DIR]\n"
             "                      [--live SOCKET] [--map-out FILE] "
             "[--explain]\n"
+            "                      [--no-content]\n"
             "  --config FILE   chokepoint configuration (default "
             "etc/chokepoint.yaml)\n"
             "  --json          print the report as one JSON object\n"
@@ -51,7 +52,10 @@ usage(FILE *fp, int rc)
             "  --explain       print to stderr the evidence of every "
             "legitimate account\n"
             "                  that was throttled or blocked (false "
-            "positives)\n");
+            "positives)\n"
+            "  --no-content    leave out the milter's content fingerprints "
+            "(as if\n"
+            "                  content.milter were unset)\n");
     return rc;
 }
 
@@ -81,7 +85,7 @@ write_map(const struct sim *s, const char *path)
 
 struct opts {
     const char *scenario, *config, *svg, *live, *map_out;
-    bool json, explain;
+    bool json, explain, no_content;
 };
 
 static int
@@ -96,6 +100,8 @@ parse_args(int argc, char **argv, struct opts *o)
             o->json = true;
         else if (strcmp(argv[i], "--explain") == 0)
             o->explain = true;
+        else if (strcmp(argv[i], "--no-content") == 0)
+            o->no_content = true;
         else if (strcmp(argv[i], "--config") == 0 && more)
             o->config = argv[++i];
         else if (strcmp(argv[i], "--svg") == 0 && more)
@@ -146,6 +152,8 @@ open_driver(struct sim *s, const struct opts *o, struct sim_driver *d)
     }
     unlink(map);
     d->explain = o->explain ? stderr : NULL;
+    /* the milter's fingerprints, when the config has the milter */
+    d->content = d->ip.cfg->content.milter[0] != '\0' && !o->no_content;
 }
 
 int

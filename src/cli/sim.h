@@ -15,6 +15,7 @@ struct sim_driver {
     int fd;            /* live: the policy connection */
     struct inproc ip;  /* in-process engine */
     FILE *explain;     /* in-process: why legitimate accounts were stopped */
+    bool content;      /* in-process: the milter's fingerprints too */
     const struct sim *sim;
 };
 

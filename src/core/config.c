@@ -122,7 +122,8 @@ static const char *const signal_names[] = {
     "forged_sender", "owned_sender", "new_recipient", "known_recipient",
     "rate_jump",     "networks",     "bad_recipient",   "remote_reject",
     "delivered",     "dnsbl",         "helo_new",        "helo_forged",
-    "odd_hour",      "tls_new",      "uniform_size",    NULL};
+    "odd_hour",      "tls_new",      "uniform_size",    "campaign",
+    NULL};
 static const char *const block_actions[] = {"reject", "hold", NULL};
 
 const char *
@@ -149,10 +150,11 @@ static const struct yw_field weight_fields[] = {
     DW(CP_SIG_ODD_HOUR, "odd_hour"),
     DW(CP_SIG_TLS_NEW, "tls_new"),
     DW(CP_SIG_UNIFORM_SIZE, "uniform_size"),
+    DW(CP_SIG_CAMPAIGN, "campaign"),
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DW
-_Static_assert(CP_SIG_COUNT == 15, "weight_fields lists every signal");
+_Static_assert(CP_SIG_COUNT == 16, "weight_fields lists every signal");
 
 #define DO(m) offsetof(struct cp_detection, m)
 static const struct yw_field detection_fields[] = {
@@ -234,6 +236,21 @@ static const struct yw_field containment_fields[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef CO
+
+#define CT(m) offsetof(struct cp_content, m)
+static const struct yw_field content_fields[] = {
+    {"milter", YW_STR, CT(milter), SZ(cp_content, milter), 0, NULL},
+    {"min_words", YW_U32, CT(min_words), 3, 100000, NULL},
+    {"repeat", YW_U32, CT(repeat), 1, 1000, NULL},
+    {"min_bad", YW_U32, CT(min_bad), 0, 65535, NULL},
+    {"bad_share", YW_DOUBLE, CT(bad_share), 0, 1, NULL},
+    {"campaign_accounts", YW_U32, CT(campaign_accounts), 2, 10000, NULL},
+    {"refuse_accounts", YW_U32, CT(refuse_accounts), 0, 10000, NULL},
+    {"window", YW_DURATION, CT(window_ms), 60000, 7 * 86400000.0, NULL},
+    {"max_fingerprints", YW_U32, CT(max_fingerprints), 64, 1u << 28, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef CT
 #undef SZ
 
 static void
@@ -241,7 +258,7 @@ detection_defaults(struct cp_detection *d)
 {
     static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
                                            2.0, 2.0,  1.5, -0.05, 2.5,
-                                           0.5, 2.0,  1.0, 0.5, 6.0};
+                                           0.5, 2.0,  1.0, 0.5, 6.0, 3.0};
 
     memset(d, 0, sizeof(*d));
     d->enabled = true;
@@ -342,20 +359,19 @@ parse_number(struct loader *ld, struct fy_node *v, const struct field *f,
     return 0;
 }
 
-static int
-parse_listen_one(struct loader *ld, struct fy_node *v, struct cp_listen *l)
+/* "unix:/PATH" or "inet:ADDRESS:PORT" into l; NULL, or why not. */
+static const char *
+listen_spec(const char *s, size_t len, struct cp_listen *l)
 {
-    size_t len;
-    const char *s = scalar(v, &len);
     const char *colon;
     uint64_t port;
 
     memset(l, 0, sizeof(*l));
     if (s && len > 5 && memcmp(s, "unix:", 5) == 0 && s[5] == '/') {
+        if (len - 5 >= 108) /* sizeof(sun_path) */
+            return "unix socket path too long";
         l->kind = CP_LISTEN_UNIX;
         l->path = xmemdup0(s + 5, len - 5);
-        if (len - 5 >= 108) /* sizeof(sun_path) */
-            return fail(ld, v, "unix socket path too long");
     } else if (s && len > 5 && memcmp(s, "inet:", 5) == 0 &&
                (colon = memrchr(s + 5, ':', len - 5)) != NULL) {
         const char *h = s + 5;
@@ -368,15 +384,25 @@ parse_listen_one(struct loader *ld, struct fy_node *v, struct cp_listen *l)
         if (hlen == 0 ||
             !parse_u64(colon + 1, len - (size_t)(colon + 1 - s), &port) ||
             port == 0 || port > 65535)
-            return fail(ld, v, "expected inet:ADDRESS:PORT");
+            return "expected inet:ADDRESS:PORT";
         l->kind = CP_LISTEN_INET;
         l->host = xmemdup0(h, hlen);
         l->port = (uint16_t)port;
     } else {
-        return fail(ld, v, "expected unix:/PATH or inet:ADDRESS:PORT");
+        return "expected unix:/PATH or inet:ADDRESS:PORT";
     }
     l->spec = xmemdup0(s, len);
-    return 0;
+    return NULL;
+}
+
+static int
+parse_listen_one(struct loader *ld, struct fy_node *v, struct cp_listen *l)
+{
+    size_t len;
+    const char *s = scalar(v, &len);
+    const char *why = listen_spec(s, len, l);
+
+    return why == NULL ? 0 : fail(ld, v, "%s", why);
 }
 
 static int
@@ -911,6 +937,25 @@ finish_containment(struct loader *ld)
     return 0;
 }
 
+/* content.milter: a listener like daemon.listen's */
+static int
+finish_content(struct loader *ld)
+{
+    struct cp_content *c = &ld->cfg->content;
+    const char *why;
+
+    if (c->refuse_accounts != 0 && c->refuse_accounts < c->campaign_accounts)
+        return fail(ld, NULL, "content.refuse_accounts (%u) below "
+                              "content.campaign_accounts (%u)",
+                    c->refuse_accounts, c->campaign_accounts);
+    if (c->milter[0] == '\0')
+        return 0;
+    why = listen_spec(c->milter, strlen(c->milter), &ld->cfg->milter);
+    if (why != NULL)
+        return fail(ld, NULL, "content.milter: %s", why);
+    return 0;
+}
+
 static int
 finish(struct loader *ld)
 {
@@ -944,7 +989,7 @@ finish(struct loader *ld)
                         "more than %d distinct metric/window counters",
                         CP_MAX_SLOTS);
     if (finish_notify(ld) < 0 || finish_dnsbl(ld) < 0 ||
-        finish_containment(ld) < 0)
+        finish_containment(ld) < 0 || finish_content(ld) < 0)
         return -1;
     if (cfg->customer_map && cp_custmap_load(cfg, ld->yw.err) < 0)
         return -1;
@@ -992,6 +1037,14 @@ set_defaults(struct cp_config *cfg)
     cfg->notify.attempts = 5;
     cfg->notify.retry_ms = 30000;
     cfg->notify.max_per_hour = 100;
+    cfg->content.min_words = 20;
+    cfg->content.repeat = 3;
+    cfg->content.min_bad = 5;
+    cfg->content.bad_share = 0.03;
+    cfg->content.campaign_accounts = 3;
+    cfg->content.refuse_accounts = 10;
+    cfg->content.window_ms = 3600000;
+    cfg->content.max_fingerprints = 1u << 18;
     cfg->contain.self_release_max = 1;
     cfg->contain.self_release_period_ms = 30 * 86400000ULL;
 }
@@ -1014,6 +1067,7 @@ static const struct section {
     {"dnsbl", NULL, dnsbl_fields, offsetof(struct cp_config, dnsbl)},
     {"containment", NULL, containment_fields,
      offsetof(struct cp_config, contain)},
+    {"content", NULL, content_fields, offsetof(struct cp_config, content)},
 };
 
 static int
@@ -1115,6 +1169,9 @@ cp_config_free(struct cp_config *cfg)
         free(cfg->listen[i].host);
     }
     free(cfg->listen);
+    free(cfg->milter.spec);
+    free(cfg->milter.path);
+    free(cfg->milter.host);
     for (i = 0; i < cfg->nclasses; i++)
         free(cfg->classes[i].name);
     free(cfg->classes);

@@ -77,6 +77,7 @@ enum cp_signal {
     CP_SIG_ODD_HOUR,        /* mail at an hour of day the account never used */
     CP_SIG_TLS_NEW,         /* a TLS stack the account's devices never used */
     CP_SIG_UNIFORM_SIZE,    /* a run of messages of near-identical size */
+    CP_SIG_CAMPAIGN,        /* content: the same text from many accounts */
     CP_SIG_COUNT
 };
 
@@ -162,6 +163,21 @@ struct cp_containment {
     char suspect_transport[128];
 };
 
+/* content: — message bodies, seen by the milter service (core/fingerprint.h,
+ * doc/detection.md). */
+struct cp_content {
+    char milter[256];          /* listener spec as written; "": no milter */
+    uint32_t min_words;        /* shorter bodies get no fingerprint */
+    uint32_t repeat;           /* copies before an account counts */
+    uint32_t min_bad;          /* a campaign: refused copies at least, */
+    double bad_share;          /* and this share of the outcomes */
+    uint32_t campaign_accounts; /* sent by this many accounts: campaign */
+    uint32_t refuse_accounts;  /* by this many: the message is deferred at
+                                  end of data; 0: never */
+    uint64_t window_ms;        /* a fingerprint unseen this long is new */
+    uint32_t max_fingerprints; /* bands remembered (16 bytes each) */
+};
+
 /* A counter slot: what one stored counter measures. */
 struct cp_slot {
     enum cp_metric metric;
@@ -230,6 +246,8 @@ struct cp_config {
     struct cp_notify notify;
     char *notify_template;     /* customer_template's text, or NULL */
     struct cp_containment contain;
+    struct cp_content content;
+    struct cp_listen milter;   /* content.milter parsed; spec NULL: none */
 
     struct cp_class *classes;
     size_t nclasses;

@@ -17,6 +17,7 @@
 #include "core/evidence.h"
 #include "core/lifecycle.h"
 #include "util/agemap.h"
+#include "util/hmap.h"
 #include "util/inet.h"
 #include "util/parse.h"
 #include "util/xalloc.h"
@@ -35,6 +36,7 @@ struct cp_pending {
 struct cp_queued {
     struct agemap_ent age; /* key: the queue id, in buf */
     float ev;              /* its delivery evidence so far (not stored) */
+    struct cp_fp fp;       /* its text (campaign table); words 0: none */
     uint64_t seq;          /* journal: order of recording */
     uint16_t keylen;       /* the account, after the queue id in buf */
     char buf[];
@@ -74,6 +76,10 @@ cp_engine_fini(struct cp_engine *e)
         free(QUEUED(a));
     }
     agemap_fini(&e->queued);
+    if (e->camp != NULL) {
+        cp_campaigns_fini(e->camp);
+        free(e->camp);
+    }
     memset(e, 0, sizeof(*e));
 }
 
@@ -103,7 +109,7 @@ const char *
 cp_stage_name(enum cp_stage s)
 {
     static const char *const n[] = {"RCPT", "DATA", "END-OF-MESSAGE",
-                                    "OTHER"};
+                                    "OTHER", "CONTENT"};
 
     return n[s];
 }
@@ -650,6 +656,7 @@ queued_add(struct cp_engine *e, struct policy_str qid, const char *key,
     q->age.klen = qid.len;
     q->age.t_ms = now_ms;
     q->ev = 0;
+    q->fp.words = 0;
     q->seq = ++e->q_seq;
     q->keylen = (uint16_t)keylen; /* < CP_KEY_MAX */
     agemap_put(&e->queued, &q->age);
@@ -796,6 +803,9 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
     e->stats.outcomes++;
     if (o == CP_OUT_NONE)
         return 1;
+    if (q->fp.words != 0 && e->camp != NULL)
+        cp_campaigns_outcome(e->camp, &q->fp,
+                             o == CP_OUT_BAD_RECIPIENT || o == CP_OUT_REJECTED);
     l.sig = map[o].sig;
     l.scale = map[o].scale;
     l.msg = &q->ev;
@@ -812,6 +822,90 @@ cp_engine_listed(struct cp_engine *e, const char *key, size_t keylen,
     memset(d, 0, sizeof(*d));
     d->stage = CP_STAGE_OTHER;
     late_evidence(e, key, keylen, &l, now_ms, d);
+}
+
+/* The message is part of a campaign big enough to refuse it outright. */
+static void
+campaign_verdict(struct cp_engine *e, uint32_t accounts, struct cp_decision *d)
+{
+    const struct cp_detection *det = &e->cfg->det;
+
+    d->verdict = CP_ACT_DEFER;
+    snprintf(d->text, sizeof(d->text),
+             "4.7.1 This message matches a spam run sent from %u accounts "
+             "of this provider, so it is not accepted. See %s",
+             accounts, det->help_url[0] ? det->help_url : "your provider");
+    d->shadow = cp_config_state_shadow(e->cfg, d->id.cls);
+    d->action = d->shadow ? CP_ACT_DUNNO : d->verdict;
+    if (d->shadow)
+        e->stats.shadow_would[d->verdict]++;
+}
+
+int
+cp_engine_content(struct cp_engine *e, const struct policy_request *req,
+                  const struct cp_fp *fp, int64_t now_ms,
+                  struct cp_decision *d)
+{
+    const struct cp_content *ct = &e->cfg->content;
+    struct agemap_ent *a = NULL;
+    const struct cp_detection *det;
+    struct cp_account_ref ref;
+    struct cp_camp_info ci;
+    uint64_t h;
+    bool spam, campaign;
+    int rc;
+
+    memset(d, 0, sizeof(*d));
+    d->stage = CP_STAGE_CONTENT;
+    if (req->queue_id.p != NULL && req->queue_id.len > 0)
+        a = agemap_get(&e->queued, req->queue_id.p, req->queue_id.len);
+    rc = a != NULL ? cp_identity_lookup(e->cfg, QUEUED(a)->buf + a->klen,
+                                        QUEUED(a)->keylen, &d->id)
+                   : cp_identity_resolve(e->cfg, req, &d->id);
+    if (rc < 0) {
+        e->stats.identity_errors++;
+        return -1;
+    }
+    if (fp == NULL)
+        return 0; /* too short to tell */
+    if (e->camp == NULL) {
+        e->camp = xmalloc(sizeof(*e->camp));
+        cp_campaigns_init(e->camp, ct->max_fingerprints, 0, 1, 0, 0);
+    }
+    /* a reload may change these (the size: at the next start) */
+    e->camp->window_s = (uint32_t)(ct->window_ms / 1000);
+    e->camp->repeat = ct->repeat;
+    e->camp->min_bad = ct->min_bad;
+    e->camp->bad_share = ct->bad_share;
+    h = hmap_hash(d->id.key, d->id.keylen);
+    cp_campaigns_add(e->camp, fp, (uint32_t)(h ^ h >> 32),
+                     (uint32_t)(now_ms / 1000), &ci);
+    if (a != NULL) { /* its delivery outcomes will tell about the text */
+        QUEUED(a)->fp = *fp;
+        QUEUED(a)->fp.words = fp->words > 0 ? fp->words : 1;
+    }
+    d->value = ci.accounts;
+    e->stats.content++;
+    /* a campaign: several accounts sending it again and again, and its
+     * copies bounce or are refused as spam; this account is one of them */
+    spam = ci.accounts >= ct->campaign_accounts && ci.spam;
+    campaign = spam && ci.copies >= ct->repeat;
+    e->stats.campaign += spam;
+    det = cp_class_det(e->cfg, d->id.cls);
+    if (det->enabled && d->id.cls->detect &&
+        e->store->ops->account(e->store, d->id.key, d->id.keylen, true, true,
+                               &ref)) {
+        d->state = d->prev_state = ref.c->state;
+        d->detected = true;
+        d->score = cp_evidence_content(ref.ev, det, campaign, now_ms,
+                                       &d->fired);
+        step(e, det, &ref, d->score, now_ms, d, req);
+        if (state_verdict(e, d) || d->shadow)
+            return 0;
+    }
+    if (spam && ct->refuse_accounts != 0 && ci.accounts >= ct->refuse_accounts)
+        campaign_verdict(e, ci.accounts, d);
+    return 0;
 }
 
 void

@@ -19,12 +19,14 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/fingerprint.h"
 #include "core/identity.h"
 #include "core/policy.h"
 #include "core/store.h"
 #include "util/agemap.h"
 
-enum cp_stage { CP_STAGE_RCPT, CP_STAGE_DATA, CP_STAGE_EOM, CP_STAGE_OTHER };
+enum cp_stage { CP_STAGE_RCPT, CP_STAGE_DATA, CP_STAGE_EOM, CP_STAGE_OTHER,
+                CP_STAGE_CONTENT /* the milter, after END-OF-MESSAGE */ };
 
 struct cp_stats {
     uint64_t requests;
@@ -36,6 +38,8 @@ struct cp_stats {
     uint64_t settled;                     /* messages charged at EOM */
     uint64_t outcomes;                    /* delivery outcomes attributed */
     uint64_t outcomes_unknown;            /* for a queue id not recorded */
+    uint64_t content;                     /* fingerprints from the milter */
+    uint64_t campaign;                    /* of them part of a campaign */
 };
 
 struct cp_pending;
@@ -63,6 +67,7 @@ struct cp_engine {
     struct cp_stats stats;
     cp_transition_fn on_transition;       /* may be NULL */
     void *transition_arg;
+    struct cp_campaigns *camp;            /* content: (first use) */
 };
 
 #define CP_TEXT_MAX 320
@@ -176,6 +181,24 @@ void cp_engine_queued_stored(struct cp_engine *e, uint64_t mark);
 void cp_engine_queued_restore(struct cp_engine *e, const char *qid,
                               size_t qlen, const char *key, size_t klen,
                               int64_t t_ms, int64_t now_ms);
+
+/*
+ * A message's content, from the milter after END-OF-MESSAGE: `fp` is its
+ * fingerprint (NULL: the body was too short to have one). The account is
+ * the one the policy service recorded for req->queue_id, else derived
+ * from req (SASL login, client address) as for a policy request. The
+ * fingerprint goes into the campaign table; sent by
+ * content.campaign_accounts accounts or more, it is evidence (signal
+ * campaign) and may move the account's state (on_transition is called).
+ * d->action: the account's state refuses mail now (THROTTLED: DEFER,
+ * BLOCKED: REJECT or HOLD), or the fingerprint was sent by
+ * content.refuse_accounts accounts or more (DEFER: this message only),
+ * with d->text; else DUNNO. d->value: how many accounts sent it.
+ * Returns 0, or -1 if no account could be found (d->action DUNNO).
+ */
+int cp_engine_content(struct cp_engine *e, const struct policy_request *req,
+                      const struct cp_fp *fp, int64_t now_ms,
+                      struct cp_decision *d);
 
 /* Build the meter rules of a ruleset (shared with the admin view). */
 void cp_engine_rate(const struct cp_rule *r, double *rate);

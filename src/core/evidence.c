@@ -105,8 +105,10 @@ cp_evidence_corroboration(const struct cp_evidence *ev)
 {
     int n = 0;
 
+    /* content alone never blocks: the same text from many accounts can be
+     * a chain letter (doc/detection.md) */
     for (int i = 0; i < CP_SIG_COUNT; i++)
-        n += ev->sig[i] >= 1.0f;
+        n += ev->sig[i] >= 1.0f && i != CP_SIG_CAMPAIGN;
     return n;
 }
 
@@ -217,7 +219,8 @@ fire_repeat(struct cp_evidence *ev, const struct cp_detection *det,
 {
     uint32_t now_s = (uint32_t)(ev->t_ms / 1000);
 
-    if (fired_within(ev, CP_SIG_UNIFORM_SIZE, now_s, 7200) &&
+    if ((fired_within(ev, CP_SIG_UNIFORM_SIZE, now_s, 7200) ||
+         fired_within(ev, CP_SIG_CAMPAIGN, now_s, 7200)) &&
         fired_within(ev, s, now_s, 3600))
         return;
     fire(ev, det, s, 1, fired);
@@ -486,6 +489,22 @@ cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
         fire(ev, det, CP_SIG_UNIFORM_SIZE, 1, fired);
     if (ev->score < det->floor)
         ev->score = (float)det->floor;
+    return ev->score;
+}
+
+double
+cp_evidence_content(struct cp_evidence *ev, const struct cp_detection *det,
+                    bool campaign, int64_t now_ms, uint32_t *fired)
+{
+    *fired = 0;
+    decay(ev, det, now_ms);
+    if (!campaign)
+        return ev->score;
+    /* the owner's habits (its own sender, known recipients) are no
+     * credit against a botnet's text sent from the account */
+    if (ev->score < 0)
+        ev->score = 0;
+    fire(ev, det, CP_SIG_CAMPAIGN, 1, fired);
     return ev->score;
 }
 

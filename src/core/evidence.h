@@ -83,6 +83,14 @@ double cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
 double cp_evidence_eom(struct cp_evidence *ev, const struct cp_detection *det,
                        uint64_t size, int64_t now_ms, uint32_t *fired);
 /*
+ * The message's content, from the milter: `campaign` if its fingerprint
+ * was sent by content.campaign_accounts accounts or more (signal
+ * campaign). Returns the score after it.
+ */
+double cp_evidence_content(struct cp_evidence *ev,
+                           const struct cp_detection *det, bool campaign,
+                           int64_t now_ms, uint32_t *fired);
+/*
  * Add one delivery outcome of a message (from the mail log): signal
  * bad_recipient, remote_reject or delivered, times `scale`. `*msg` is the
  * message's delivery evidence so far (kept by the caller with its queue
@@ -102,7 +110,8 @@ double cp_evidence_listed(struct cp_evidence *ev,
                           const struct cp_detection *det, int64_t now_ms,
                           uint32_t *fired);
 /* How many different signals each raised the score by at least 1 (as of
- * the last update): a block needs corroboration by two or more. */
+ * the last update): a block needs corroboration by two or more, campaign
+ * not counted. */
 int cp_evidence_corroboration(const struct cp_evidence *ev);
 /* The score as of now_ms (faded), without changing anything. */
 double cp_evidence_score(const struct cp_evidence *ev,
@@ -115,7 +124,7 @@ double cp_evidence_score(const struct cp_evidence *ev,
  * or size is not read back (the account starts with clean evidence, as
  * before evidence was stored). unpack also refuses non-finite numbers.
  */
-#define CP_EV_FORMAT 1
+#define CP_EV_FORMAT 2 /* 2: signal campaign */
 #define CP_EV_PACKED (8 + sizeof(struct cp_evidence))
 void cp_evidence_pack(const struct cp_evidence *ev, unsigned char *out);
 bool cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len);

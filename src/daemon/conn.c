@@ -1,6 +1,7 @@
 /*
- * conn.c — one policy client connection: read bytes, feed the codec, decide
- * each complete request in order, write the replies.
+ * conn.c — one client connection: a policy client (read bytes, feed the
+ * codec, decide each complete request in order, write the replies) or a
+ * milter session (the same, with milter.c's packets).
  *
  * Peer errors (a limit exceeded, a malformed line, a client that does not
  * read its replies) are logged with the connection's peer and an escaped,
@@ -33,6 +34,7 @@ struct conn {
     struct daemon *d;
     struct conn *prev, *next;
     struct policy_parser parser;
+    struct milter_sess *milter; /* a milter connection; NULL: policy */
     struct strbuf out;
     char peer[64];
     char rbuf[DAEMON_READ_BUF];
@@ -57,6 +59,7 @@ on_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     policy_parser_fini(&c->parser);
+    milter_sess_free(c->milter);
     sb_fini(&c->out);
     free(c);
 }
@@ -114,7 +117,8 @@ on_idle(uv_timer_t *t)
     struct conn *c = t->data;
 
     c->d->stats.idle_timeouts++;
-    if (policy_parser_pending(&c->parser))
+    if (c->milter ? milter_pending(c->milter)
+                  : policy_parser_pending(&c->parser))
         msg_warn("%s: closing: request incomplete after idle timeout",
                  c->peer);
     else
@@ -280,10 +284,26 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         if (nread != UV_EOF && nread != UV_ECONNRESET)
             msg_warn("%s: read: %s", c->peer, uv_strerror((int)nread));
-        else if (policy_parser_pending(&c->parser))
+        else if (c->milter ? milter_pending(c->milter)
+                           : policy_parser_pending(&c->parser))
             msg_warn("%s: client closed in the middle of a request",
                      c->peer);
         conn_close(c);
+        return;
+    }
+    if (c->milter != NULL) {
+        int rc = milter_feed(c->d, c->milter, c->peer, buf->base,
+                             (size_t)nread, &c->out);
+
+        if (rc < 0)
+            c->d->stats.protocol_errors++;
+        if (rc != 0) {
+            conn_close_flushed(c);
+            return;
+        }
+        flush_out(c);
+        if (!c->closing)
+            uv_timer_again(&c->idle);
         return;
     }
     was_pending = policy_parser_pending(&c->parser);
@@ -362,7 +382,7 @@ refuse(struct daemon *d, uv_stream_t *server)
 }
 
 void
-conn_start(struct daemon *d, uv_stream_t *server)
+conn_start(struct daemon *d, uv_stream_t *server, bool milter)
 {
     struct conn *c;
     int rc;
@@ -384,6 +404,8 @@ conn_start(struct daemon *d, uv_stream_t *server)
     c->idle.data = c;
     c->open_handles = 2;
     policy_parser_init(&c->parser, &d->cfg->proto);
+    if (milter)
+        c->milter = milter_sess_new();
     sb_init(&c->out);
     d->stats.conns_accepted++;
     c->next = d->conns;

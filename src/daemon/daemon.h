@@ -47,7 +47,7 @@ struct daemon {
     struct cp_engine engine;
     FILE *decision_log;
 
-    struct listener *listeners;
+    struct listener *listeners;  /* daemon.listen, then content.milter */
     size_t nlisteners;
     uv_pipe_t admin;
     char *admin_path; /* as bound at start (the config may be reloaded) */
@@ -94,8 +94,8 @@ int server_unix_bind(uv_loop_t *loop, uv_pipe_t *p, const char *path,
                      int mode);
 void server_close(struct daemon *d);
 
-/* conn.c */
-void conn_start(struct daemon *d, uv_stream_t *server);
+/* conn.c: a policy connection, or (milter) a milter session */
+void conn_start(struct daemon *d, uv_stream_t *server, bool milter);
 void conn_close_all(struct daemon *d);
 
 /* admin.c */
@@ -173,6 +173,18 @@ void recent_add(struct recent *r, const struct cp_decision *d, int64_t now_ms);
 /* The account's entries, newest first, at most `limit`; how many. */
 size_t recent_each(const struct recent *r, const char *key, size_t klen,
                    size_t limit, recent_fn fn, void *arg);
+
+/* milter.c: the content service's session, one per milter connection */
+struct milter_sess;
+struct milter_sess *milter_sess_new(void);
+void milter_sess_free(struct milter_sess *m); /* NULL: nothing */
+/* Feed bytes from the MTA; replies are appended to out. 0, or -1 after a
+ * protocol error was logged, or 1 when the MTA quit: then close the
+ * connection once out is sent. */
+int milter_feed(struct daemon *d, struct milter_sess *m, const char *peer,
+                const char *data, size_t n, struct strbuf *out);
+/* In the middle of a packet? */
+bool milter_pending(const struct milter_sess *m);
 
 /* main.c: log one decision (text line, JSON line). */
 void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,

@@ -298,6 +298,11 @@ warn_restart_needed(const struct cp_config *old, const struct cp_config *new)
         listen_same = strcmp(old->listen[i].spec, new->listen[i].spec) == 0;
     if (!listen_same)
         msg_warn("reload: daemon.listen changed; restart to apply it");
+    if (strcmp(old->content.milter, new->content.milter) != 0)
+        msg_warn("reload: content.milter changed; restart to apply it");
+    if (old->content.max_fingerprints != new->content.max_fingerprints)
+        msg_warn("reload: content.max_fingerprints changed; restart to "
+                 "apply it");
     if (strcmp(old->store_path, new->store_path) != 0)
         msg_warn("reload: store.path changed; restart to apply it");
     if (strcmp(old->admin_socket, new->admin_socket) != 0)

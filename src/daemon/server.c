@@ -1,5 +1,6 @@
 /*
- * server.c — policy listeners: unix and TCP sockets from daemon.listen, and
+ * server.c — listeners: the policy service's unix and TCP sockets from
+ * daemon.listen and the milter's (content.milter), and
  * the connection limit (protocol.max_connections: a connection over the
  * limit is accepted and closed at once, logged at most every 10 s, so a
  * flood cannot starve the well-behaved clients already connected).
@@ -24,6 +25,7 @@ struct listener {
     struct daemon *d;
     char *name; /* the listen spec, for logs (the config may be reloaded) */
     char *path; /* unix: to unlink at exit */
+    bool milter;
 };
 
 static void
@@ -35,7 +37,7 @@ on_connection(uv_stream_t *server, int status)
         msg_warn("accept on %s: %s", l->name, uv_strerror(status));
         return;
     }
-    conn_start(l->d, server);
+    conn_start(l->d, server, l->milter);
 }
 
 /* Remove a stale socket left by a crash; refuse to remove anything else. */
@@ -103,18 +105,24 @@ listen_one(struct daemon *d, struct listener *l, const struct cp_listen *s)
         msg_error("listen %s: %s", s->spec, uv_strerror(rc));
         return -1;
     }
-    msg_info("listening on %s", s->spec);
+    msg_info("listening on %s%s", s->spec, l->milter ? " (milter)" : "");
     return 0;
 }
 
 int
 server_listen(struct daemon *d)
 {
-    d->nlisteners = d->cfg->nlisten;
+    bool milter = d->cfg->milter.spec != NULL;
+
+    d->nlisteners = d->cfg->nlisten + milter;
     d->listeners = xcalloc(d->nlisteners, sizeof(*d->listeners));
     for (size_t i = 0; i < d->nlisteners; i++) {
+        bool m = i == d->cfg->nlisten;
+
         d->listeners[i].d = d;
-        if (listen_one(d, &d->listeners[i], &d->cfg->listen[i]) < 0)
+        d->listeners[i].milter = m;
+        if (listen_one(d, &d->listeners[i],
+                       m ? &d->cfg->milter : &d->cfg->listen[i]) < 0)
             return -1;
     }
     return 0;

@@ -11,6 +11,8 @@ unprivileged daemons can reach the files and sockets in it):
     BASE/policy.sock   a symlink to the policy socket of the chokepointd
                        under test; tests switch it with use_policy_socket(),
                        so one Postfix instance serves many daemons.
+    BASE/milter.sock   the same for its milter (smtpd_milters,
+                       use_milter_socket(); milter_default_action=accept).
 
 Postfix listens on 127.0.0.1 only, on a free port; it relays everything
 (relayhost) to smtp-sink on another free port, except two test domains
@@ -171,6 +173,11 @@ smtpd_data_restrictions = check_policy_service unix:{sock}
 smtpd_end_of_data_restrictions = check_policy_service unix:{sock}
 # No smtpd_policy_service_default_action: a broken policy service must show
 # as 451 4.3.5, not be papered over.
+# chokepointd's milter (content fingerprints): a symlink like the policy
+# socket. With no milter behind it, Postfix logs a warning and goes on.
+smtpd_milters = unix:{milter}
+milter_default_action = accept
+milter_connect_timeout = 5s
 smtpd_policy_service_timeout = 10s
 smtpd_policy_service_max_idle = 2s
 smtpd_policy_service_max_ttl = 30s
@@ -212,6 +219,7 @@ class Postfix:
         self.maillog_path = os.path.join(base, "maillog")
         self.sink_dir = os.path.join(base, "sink")
         self.policy_link = os.path.join(base, "policy.sock")
+        self.milter_link = os.path.join(base, "milter.sock")
         self.port = free_port()
         self.sink_port = free_port()
         while self.sink_port == self.port:
@@ -242,6 +250,7 @@ class Postfix:
         os.chown(self.sink_dir, pw.pw_uid, pw.pw_gid)
         self._write("main.cf", MAIN_CF.format(
             d=self.base, sink_port=self.sink_port, sock=self.policy_link,
+            milter=self.milter_link,
             realm=REALM, rejected=REJECTED_RCPT))
         self._write("master.cf", MASTER_CF.format(port=self.port))
         self._write("transport",
@@ -269,13 +278,21 @@ class Postfix:
         self.users[login] = password
         return login
 
-    def use_policy_socket(self, path):
-        """Point Postfix's check_policy_service at `path` (atomically)."""
-        tmp = self.policy_link + ".new"
+    @staticmethod
+    def _relink(link, path):
+        tmp = link + ".new"
         if os.path.lexists(tmp):
             os.unlink(tmp)
         os.symlink(path, tmp)
-        os.rename(tmp, self.policy_link)
+        os.rename(tmp, link)
+
+    def use_policy_socket(self, path):
+        """Point Postfix's check_policy_service at `path` (atomically)."""
+        self._relink(self.policy_link, path)
+
+    def use_milter_socket(self, path):
+        """Point smtpd_milters at `path` (atomically)."""
+        self._relink(self.milter_link, path)
 
     def start(self, timeout=30.0):
         self.configure()

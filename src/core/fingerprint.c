@@ -1,0 +1,342 @@
+/*
+ * fingerprint.c — see fingerprint.h.
+ *
+ * MinHash by one-permutation hashing: each word 3-gram is hashed once to
+ * 64 bits; the top 5 bits choose its bin, the low 32 bits compete for the
+ * bin's minimum. Bins no 3-gram reached borrow from the next bin that has
+ * one (rotation densification), so short texts still fill all bands.
+ * Hand-written (doc/design.md): no Debian library sketches text this
+ * way, and the code is a page; the hashes are xxhash and splitmix64.
+ */
+#include "core/fingerprint.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "util/xalloc.h"
+
+#define EMPTY UINT32_MAX
+#define WORD_MAX 64 /* bytes of a word that are hashed */
+
+static uint64_t
+mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+void
+cp_fp_begin(struct cp_fp_builder *b)
+{
+    memset(b, 0, sizeof(*b));
+    for (int i = 0; i < CP_FP_BINS; i++)
+        b->bin[i] = EMPTY;
+    b->cur = 2166136261u;
+    b->line_empty = true;
+}
+
+static void
+end_word(struct cp_fp_builder *b)
+{
+    if (b->curlen == 0)
+        return;
+    if (++b->words >= 3) {
+        uint64_t h = mix64(((uint64_t)b->w2 << 32 | b->w1) ^
+                           (uint64_t)b->cur * 0xff51afd7ed558ccdULL);
+        unsigned bin = (unsigned)(h >> 59);
+
+        if ((uint32_t)h < b->bin[bin])
+            b->bin[bin] = (uint32_t)h;
+    }
+    b->w2 = b->w1;
+    b->w1 = b->cur;
+    b->cur = 2166136261u;
+    b->curlen = 0;
+}
+
+static bool
+tag_is(const struct cp_fp_builder *b, const char *name)
+{
+    size_t n = strlen(name);
+
+    return b->tagpos == n && memcmp(b->tag, name, n) == 0;
+}
+
+/* '>' closed a tag: <style> and <script> hide what follows */
+static void
+end_tag(struct cp_fp_builder *b)
+{
+    if (tag_is(b, "style") || tag_is(b, "script"))
+        b->in_style = 1;
+    else if (tag_is(b, "/style") || tag_is(b, "/script"))
+        b->in_style = 0;
+    b->in_tag = 0;
+    b->tagpos = 0;
+}
+
+static void
+end_line(struct cp_fp_builder *b)
+{
+    end_word(b);
+    if (b->skip_line == 3)      /* a boundary: part headers follow */
+        b->skip_line = 2;
+    else if (b->skip_line == 2) /* part headers end with a blank line */
+        b->skip_line = b->line_empty ? 0 : 2;
+    else
+        b->skip_line = 0;
+    b->linepos = 0;
+    b->line_empty = true;
+}
+
+void
+cp_fp_feed(struct cp_fp_builder *b, const char *p, size_t n)
+{
+    if (b->bytes >= CP_FP_MAX_BYTES)
+        return;
+    if (n > CP_FP_MAX_BYTES - b->bytes)
+        n = CP_FP_MAX_BYTES - b->bytes;
+    b->bytes += n;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+
+        if (c == '\n') {
+            end_line(b);
+            continue;
+        }
+        if (c != '\r' && c != ' ' && c != '\t')
+            b->line_empty = false;
+        /* line starts: "> quoted", "--boundary" (and a "-- " signature) */
+        if (b->linepos == 0 && c == '>' && b->skip_line == 0)
+            b->skip_line = 1;
+        else if (b->linepos == 1 && c == '-' && b->first == '-' &&
+                 b->skip_line == 0)
+            b->skip_line = 3;
+        if (b->linepos == 0)
+            b->first = (char)c;
+        if (b->linepos < UINT32_MAX)
+            b->linepos++;
+        if (b->skip_line != 0) {
+            end_word(b);
+            continue;
+        }
+        if (b->in_tag) {
+            if (c == '>')
+                end_tag(b);
+            else if (c == ' ' || c == '\t' || c == '\r')
+                b->tag_done = true;
+            else if (!b->tag_done && b->tagpos < sizeof(b->tag))
+                b->tag[b->tagpos++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+            else if (!b->tag_done)
+                b->tagpos = UINT8_MAX; /* a longer name: none we look for */
+            continue;
+        }
+        if (c == '<') {
+            end_word(b);
+            b->in_tag = 1;
+            b->tagpos = 0;
+            b->tag_done = false;
+            continue;
+        }
+        if (b->in_style)
+            continue;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c >= '0' && c <= '9') || c >= 0x80) {
+            if (c >= 'A' && c <= 'Z')
+                c = (unsigned char)(c + 32);
+            else if (c >= '0' && c <= '9')
+                c = '0';
+            if (b->curlen < WORD_MAX) {
+                b->cur = (b->cur ^ c) * 16777619u;
+                b->curlen++;
+            }
+        } else {
+            end_word(b);
+        }
+    }
+}
+
+bool
+cp_fp_end(struct cp_fp_builder *b, uint32_t min_words, struct cp_fp *out)
+{
+    uint32_t bin[CP_FP_BINS];
+    int filled = 0;
+
+    end_word(b);
+    memset(out, 0, sizeof(*out));
+    out->words = b->words;
+    if (b->words < 3 || b->words < min_words)
+        return false;
+    for (int i = 0; i < CP_FP_BINS; i++)
+        filled += b->bin[i] != EMPTY;
+    if (filled == 0)
+        return false;
+    for (int i = 0; i < CP_FP_BINS; i++) {
+        int d = 0;
+
+        while (b->bin[(i + d) % CP_FP_BINS] == EMPTY)
+            d++;
+        bin[i] = b->bin[(i + d) % CP_FP_BINS] ^ (uint32_t)d * 0x9e3779b9u;
+    }
+    for (int j = 0; j < CP_FP_BANDS; j++) {
+        uint32_t h = XXH32(&bin[j * (CP_FP_BINS / CP_FP_BANDS)],
+                           sizeof(uint32_t) * (CP_FP_BINS / CP_FP_BANDS),
+                           (uint32_t)j);
+
+        out->band[j] = h != 0 ? h : 1;
+    }
+    return true;
+}
+
+bool
+cp_fp_of(const char *p, size_t n, uint32_t min_words, struct cp_fp *out)
+{
+    struct cp_fp_builder b;
+
+    cp_fp_begin(&b);
+    cp_fp_feed(&b, p, n);
+    return cp_fp_end(&b, min_words, out);
+}
+
+/* ---- the campaign table ---- */
+
+void
+cp_campaigns_init(struct cp_campaigns *c, uint32_t slots, uint32_t window_s,
+                  uint32_t repeat, uint32_t min_bad, double bad_share)
+{
+    uint32_t n = 64;
+
+    while (n < slots && n < (1u << 28))
+        n <<= 1;
+    c->slot = xcalloc(n, sizeof(*c->slot));
+    c->copy = xcalloc(n, sizeof(*c->copy));
+    c->mask = n - 1;
+    c->window_s = window_s;
+    c->repeat = repeat;
+    c->min_bad = min_bad;
+    c->bad_share = bad_share;
+    c->replaced = 0;
+}
+
+void
+cp_campaigns_fini(struct cp_campaigns *c)
+{
+    free(c->slot);
+    free(c->copy);
+    c->slot = NULL;
+    c->copy = NULL;
+}
+
+/* One more copy of band `band` from account `acct`: how many now. */
+static uint32_t
+count_copy(struct cp_campaigns *c, uint32_t band, uint32_t acct,
+           uint32_t now_s)
+{
+    uint32_t key = (uint32_t)(((uint64_t)band << 32 | acct) *
+                              0x9e3779b97f4a7c15ULL >> 32) | 1;
+    struct cp_copy_slot *a = &c->copy[key & c->mask];
+    struct cp_copy_slot *b = &c->copy[(key & c->mask) ^ 1];
+    struct cp_copy_slot *s = a->key == key ? a : b->key == key ? b : NULL;
+
+    if (s == NULL) {
+        s = a->key == 0 ? a : b->key == 0 ? b : a->last_s <= b->last_s ? a : b;
+        s->key = key;
+        s->n = 0;
+    } else if (now_s - s->last_s > c->window_s) {
+        s->n = 0;
+    }
+    s->last_s = now_s;
+    if (s->n < UINT32_MAX)
+        s->n++;
+    return s->n;
+}
+
+static bool
+stale(const struct cp_campaigns *c, const struct cp_camp_slot *s,
+      uint32_t now_s)
+{
+    return s->key == 0 || now_s - s->last_s > c->window_s;
+}
+
+static uint32_t
+estimate(uint64_t sketch)
+{
+    int zeros = 64 - __builtin_popcountll(sketch);
+
+    if (zeros == 0)
+        return 200;
+    return (uint32_t)lround(-64.0 * log(zeros / 64.0));
+}
+
+/* The slot of `key`, or NULL; with `victim` the one to take instead. */
+static struct cp_camp_slot *
+find(const struct cp_campaigns *c, uint32_t key, struct cp_camp_slot **victim)
+{
+    struct cp_camp_slot *a = &c->slot[key & c->mask];
+    struct cp_camp_slot *b = &c->slot[(key & c->mask) ^ 1];
+
+    if (a->key == key)
+        return a;
+    if (b->key == key)
+        return b;
+    if (victim != NULL)
+        *victim = a->key == 0 ? a
+                  : b->key == 0 ? b
+                  : a->last_s <= b->last_s ? a : b;
+    return NULL;
+}
+
+void
+cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
+                 uint32_t now_s, struct cp_camp_info *out)
+{
+    uint64_t bit = 1ULL << (((uint64_t)acct * 0x9e3779b97f4a7c15ULL) >> 58);
+
+    memset(out, 0, sizeof(*out));
+    for (int j = 0; j < CP_FP_BANDS; j++) {
+        uint32_t n = count_copy(c, fp->band[j], acct, now_s);
+
+        out->copies = n > out->copies ? n : out->copies;
+    }
+    for (int j = 0; j < CP_FP_BANDS; j++) {
+        struct cp_camp_slot *v = NULL, *s = find(c, fp->band[j], &v);
+        uint32_t n;
+
+        if (s == NULL) {
+            s = v;
+            c->replaced += !stale(c, s, now_s);
+            s->key = fp->band[j];
+            s->accounts = 0;
+            s->sent = s->bad = 0;
+            s->spam = false;
+        } else if (stale(c, s, now_s)) {
+            s->accounts = 0;
+            s->sent = s->bad = 0;
+            s->spam = false;
+        }
+        s->last_s = now_s;
+        if (out->copies >= c->repeat)
+            s->accounts |= bit;
+        n = estimate(s->accounts);
+        out->accounts = n > out->accounts ? n : out->accounts;
+        out->spam |= s->spam || c->min_bad == 0;
+    }
+}
+
+void
+cp_campaigns_outcome(struct cp_campaigns *c, const struct cp_fp *fp, bool bad)
+{
+    for (int j = 0; j < CP_FP_BANDS; j++) {
+        struct cp_camp_slot *s = find(c, fp->band[j], NULL);
+
+        if (s == NULL || s->sent == UINT16_MAX)
+            continue;
+        s->sent++;
+        s->bad += bad;
+        if (s->bad >= c->min_bad && s->bad >= c->bad_share * s->sent)
+            s->spam = true;
+    }
+}

@@ -1,0 +1,181 @@
+"""Content fingerprints on a real Postfix (smtpd_milters -> chokepointd's
+milter) and with miltertest: the same spam text from several logins,
+bouncing at the next hop (smtp-sink refusing recipients with 550 5.1.1,
+read back from the mail log), becomes a campaign: the next copy is
+refused at end of DATA with 451 4.7.1 whoever sends it, and the senders
+get `campaign` evidence. A text that many logins send but nobody refuses
+(a chain letter among friends) is left alone. Protocol errors from the MTA
+side close the session and are logged; nothing crashes."""
+import os
+import re
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+import postfix as pfmod
+from cpd import Daemon
+from test_postfix import DETECTION_CLASSES, context, login, show
+
+USERS = ["sp1", "sp2", "sp3", "sp4", "cl1", "cl2", "cl3", "cl4", "ham"]
+
+SPAM = ("Dear customer, your parcel could not be delivered today because "
+        "the address on it was incomplete. Please confirm your details at "
+        "the link below within 48 hours, or the parcel goes back to the "
+        "sender and a fee of 2.99 applies. Reference number {n}. "
+        "http://parcel-confirm.example/track Thank you for choosing us.")
+CHAIN = ("Forward this to ten friends within the hour and good luck will "
+         "come to you: a story about a dog who waited at the station every "
+         "evening for his owner, for nine years, until the very end, and "
+         "the town that built him a statue. Pass it on, do not break the "
+         "chain, everyone who did got a surprise within a week.")
+
+CONTENT = """
+content:
+  milter: unix:{sock}
+  campaign_accounts: 3
+  refuse_accounts: 3
+  repeat: 2
+  min_bad: 3
+  bad_share: 0.2
+"""
+
+
+@pytest.fixture(scope="module")
+def pf():
+    yield from pfmod.running(USERS)
+
+
+@pytest.fixture
+def cpd(pf, tmp_path_factory):
+    made = []
+
+    def make():
+        d = os.path.join(pf.base, "cpd-content-%d" % len(made))
+        os.makedirs(d)
+        os.chmod(d, 0o755)
+        sock = os.path.join(d, "milter.sock")
+        daemon = Daemon(d, classes=DETECTION_CLASSES +
+                        "delivery:\n  log: %s\n  poll: 200ms\n" %
+                        pf.maillog_path + CONTENT.format(sock=sock))
+        made.append(daemon)
+        pf.use_policy_socket(daemon.policy_sock)
+        pf.use_milter_socket(sock)
+        daemon.start()
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.stop()
+
+
+def wait_for(pred, timeout=20.0, step=0.2):
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v or time.time() > deadline:
+            return v
+        time.sleep(step)
+
+
+def bounced(pf, n):
+    return len(re.findall(r"status=bounced", pf.maillog())) >= n
+
+
+def test_campaign_refused_at_end_of_data_chain_letter_passes(pf, cpd):
+    daemon = cpd()
+    base = len(re.findall(r"status=bounced", pf.maillog()))
+    # three logins send the spam text twice each, to a harvested list
+    # (every recipient bounces at the next hop)
+    for i in range(2):
+        for u in ("sp1", "sp2", "sp3"):
+            r = pf.swaks("victim%d.%s@%s" % (i, u, pfmod.BOUNCE_DOMAIN),
+                         user=login(u), body=SPAM.format(n="%s-%d" % (u, i)))
+            assert r.accepted, "%r%s" % (r, context(pf, daemon))
+    pf.flush()
+    assert wait_for(lambda: bounced(pf, base + 6), 30), context(pf, daemon)
+    # the follower has attributed the bounces (poll 200 ms)
+    assert wait_for(lambda: "bad_recipient" in show(daemon, login("sp1")),
+                    10), context(pf, daemon)
+    # the next copy is refused at end of DATA, from any login
+    r = pf.swaks("friend@example.com", user=login("sp4"),
+                 body=SPAM.format(n="sp4-0"))
+    assert not r.accepted, "%r%s" % (r, context(pf, daemon))
+    lines = "\n".join(l for l in r.out.splitlines() if l.startswith("<**"))
+    assert "451 4.7.1" in lines and "spam run" in lines, lines
+    # and a sender of the campaign has the evidence
+    r = pf.swaks("victim9@%s" % pfmod.BOUNCE_DOMAIN, user=login("sp1"),
+                 body=SPAM.format(n="sp1-9"))
+    assert not r.accepted
+    out = show(daemon, login("sp1"))
+    assert "campaign" in out, out
+    # a chain letter: four logins, twice each, to friends who exist
+    for i in range(2):
+        for u in ("cl1", "cl2", "cl3", "cl4"):
+            r = pf.swaks("pal%d.%s@example.com" % (i, u), user=login(u),
+                         body=CHAIN)
+            assert r.accepted, "%r%s" % (r, context(pf, daemon))
+    # other mail is untouched
+    r = pf.swaks("mum@example.com", user=login("ham"),
+                 body="Hi mum, see you on Sunday. " + CHAIN[:40])
+    assert r.accepted, "%r%s" % (r, context(pf, daemon))
+    assert "campaign" not in show(daemon, login("cl4"))
+
+
+MT_SCRIPT = """
+conn = mt.connect("unix:" .. sock)
+assert(conn, "could not open connection")
+assert(mt.conninfo(conn, "pc7.example", "192.0.2.7") == nil)
+assert(mt.getreply(conn) == SMFIR_CONTINUE)
+for i = 1, 2 do
+  assert(mt.macro(conn, SMFIC_MAIL, "{auth_authen}", "mt@isp.example",
+                  "i", "MT" .. i) == nil)
+  assert(mt.mailfrom(conn, "<mt@isp.example>") == nil)
+  assert(mt.getreply(conn) == SMFIR_CONTINUE)
+  assert(mt.bodystring(conn, body) == nil)
+  assert(mt.getreply(conn) == SMFIR_CONTINUE)
+  assert(mt.macro(conn, SMFIC_EOM, "i", "MT" .. i) == nil)
+  assert(mt.eom(conn) == nil)
+  assert(mt.getreply(conn) == SMFIR_CONTINUE)
+end
+assert(mt.disconnect(conn) == nil)
+"""
+
+
+def test_miltertest_session_and_bad_input(tmp_path):
+    """miltertest speaks the MTA side: a whole session answered CONTINUE.
+    Then garbage: a bad length and an unknown command each close their
+    connection with a logged warning; the daemon keeps serving."""
+    sock = str(tmp_path / "milter.sock")
+    daemon = Daemon(tmp_path, extra={}, classes=DETECTION_CLASSES +
+                    CONTENT.format(sock=sock))
+    daemon.start()
+    try:
+        script = tmp_path / "session.lua"
+        script.write_text(MT_SCRIPT)
+        r = subprocess.run(["miltertest", "-D", "sock=" + sock, "-D",
+                            "body=" + SPAM.format(n=1), "-s", str(script)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr + daemon.read_log()
+        for junk in (b"\xff\xff\xff\xff" + b"O",       # length 4 GiB
+                     b"\x00\x00\x00\x01Z",             # unknown command
+                     b"\x00\x00\x00\x05C\x00\x00"):    # CONNECT before OPTNEG
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(sock)
+            s.sendall(junk)
+            assert s.recv(100) == b""  # closed by the daemon
+            s.close()
+        log = daemon.read_log()
+        assert "bad packet length" in log, log
+        assert "before option negotiation" in log, log
+        # still serving
+        r = subprocess.run(["miltertest", "-D", "sock=" + sock, "-D",
+                            "body=" + CHAIN, "-s", str(script)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert daemon.alive()
+    finally:
+        daemon.stop()
