@@ -86,25 +86,31 @@ def test_default_week_baseline_and_counts(week):
 
 
 def test_default_week_targets(week):
-    """BRIEF.md targets, met except for distributed campaigns."""
+    """BRIEF.md targets, with content fingerprints (the shipped config has
+    the milter): distributed campaigns included."""
     assert week["legit_accounts_blocked"] == 0
     assert week["legit_customer_days_deferred"] <= \
         0.001 * week["legit_customer_days"]
-    assert week["spam_share_after_without_campaigns"] <= 0.005
+    assert week["spam_share_after"] <= 0.005
     for kind, k in week["by_kind"].items():
-        if kind == "campaign":
-            continue
         assert k["zombie_accounts_caught"] >= 0.99 * k["zombie_accounts"]
         assert k["spam_accepted_per_zombie_median"] <= 10, kind
-    # the known gap: 5 messages per zombie are too few for per-account
-    # evidence; bounces (delivery outcomes) catch most campaign zombies,
-    # but only after most of their handful went out. Campaigns need
-    # content fingerprints across accounts (milter, C4).
+    assert week["outcomes_bad_recipient"] > 0
+
+
+def test_default_week_without_content_misses_campaigns():
+    """Without the milter (--no-content) the envelope and delivery
+    evidence alone: met except for distributed campaigns, whose five
+    messages per zombie are too few for per-account evidence."""
+    if SANITIZED:
+        pytest.skip("default week: optimised build only (see SANITIZED)")
+    week = sim_json("isp-week.yaml", "--no-content")
+    assert week["legit_accounts_blocked"] == 0
+    assert week["spam_share_after_without_campaigns"] <= 0.005
     camp = week["by_kind"]["campaign"]
     assert camp["zombie_accounts_caught"] >= 0.5 * camp["zombie_accounts"]
     assert camp["spam_accepted"] >= 0.5 * camp["spam_messages"]
     assert week["spam_share_after"] > 0.005
-    assert week["outcomes_bad_recipient"] > 0
 
 
 @pytest.mark.parametrize("scenario,kind", [
@@ -123,9 +129,11 @@ def test_infection_kind_scenarios(scenario, kind):
     assert rep["legit_accounts_blocked"] == 0
     k = rep["by_kind"][kind]
     if kind == "campaign":
-        # a handful per zombie: bounces catch most zombies, but late
-        assert k["zombie_accounts_caught"] >= 0.5 * k["zombie_accounts"]
-        assert k["spam_accepted"] >= 0.5 * k["spam_messages"]
+        # a handful per zombie: the campaign table catches every zombie,
+        # but the first copies go out before the text is known (5.7 %)
+        assert k["zombie_accounts_caught"] == k["zombie_accounts"]
+        assert k["spam_accepted_per_zombie_median"] <= 2
+        assert k["spam_accepted"] <= 0.25 * k["spam_messages"]
     else:
         assert k["zombie_accounts_caught"] == k["zombie_accounts"]
         assert k["spam_accepted_per_zombie_median"] <= 10
@@ -182,14 +190,20 @@ def test_cgnat_and_roaming_do_not_matter():
 
 def test_quiet_template_zombies_are_caught_by_their_template(tmp_path):
     """The quietest zombie (the owner's mail client, address, HELO and TLS
-    stack, a dozen an hour) is caught by uniform_size, and only by it:
-    with its weight set to 0 none is caught. Not within 10 messages,
-    though: the template has to run for three hours first."""
+    stack, a dozen an hour) sends one text from 27 accounts: the campaign
+    table catches it within ten messages. Without content (--no-content)
+    uniform_size catches it, and only it (with its weight 0 none is
+    caught), after the template has run three hours."""
     rep = sim_json("quiet-template.yaml")
     assert_consistent(rep)
     k = rep["by_kind"]["low_and_slow"]
     assert k["zombie_accounts_caught"] == k["zombie_accounts"] > 20
+    assert k["spam_accepted_per_zombie_median"] <= 10
     assert rep["legit_accounts_blocked"] == 0
+    rep = sim_json("quiet-template.yaml", "--no-content")
+    k = rep["by_kind"]["low_and_slow"]
+    assert k["zombie_accounts_caught"] == k["zombie_accounts"]
+    assert k["spam_accepted_per_zombie_median"] > 30
     assert rep["spam_share_after"] < rep["spam_share_before"] / 4
     cfg = tmp_path / "no-template.yaml"
     with open(CONFIG) as f:
@@ -199,14 +213,15 @@ def test_quiet_template_zombies_are_caught_by_their_template(tmp_path):
                                 "    uniform_size: 0.0 "))
     off = json.loads(subprocess.run(
         [CHOKEPOINT, "sim", os.path.join(SCEN, "quiet-template.yaml"),
-         "--config", str(cfg), "--json"],
+         "--config", str(cfg), "--json", "--no-content"],
         capture_output=True, text=True, timeout=300, check=True).stdout)
     assert off["by_kind"]["low_and_slow"]["zombie_accounts_caught"] == 0
 
 
 @pytest.mark.parametrize("scenario", ["newsletter-spike.yaml",
                                       "holiday-burst.yaml",
-                                      "slow-merge.yaml"])
+                                      "slow-merge.yaml",
+                                      "chain-letter.yaml"])
 def test_hard_legit_scenarios_report(scenario):
     rep = sim_json(scenario)
     assert_consistent(rep)
@@ -265,9 +280,10 @@ def test_reputation_pool_carries_the_suspects_mail(tmp_path):
     cfg = tmp_path / "pool.yaml"
     cfg.write_text(text.replace("  # suspect_transport:",
                                 "  suspect_transport:"))
-    plain = sim_json("campaign.yaml")
+    # without content: what the envelope evidence lets through
+    plain = sim_json("campaign.yaml", "--no-content")
     r = subprocess.run([CHOKEPOINT, "sim", os.path.join(SCEN, "campaign.yaml"),
-                        "--config", str(cfg), "--json"],
+                        "--config", str(cfg), "--json", "--no-content"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     pool = json.loads(r.stdout)
