@@ -1038,12 +1038,12 @@ set_defaults(struct cp_config *cfg)
     cfg->notify.retry_ms = 30000;
     cfg->notify.max_per_hour = 100;
     cfg->content.min_words = 20;
-    cfg->content.repeat = 3;
+    cfg->content.repeat = 2;
     cfg->content.min_bad = 5;
     cfg->content.bad_share = 0.03;
     cfg->content.campaign_accounts = 3;
     cfg->content.refuse_accounts = 10;
-    cfg->content.window_ms = 3600000;
+    cfg->content.window_ms = 6 * 3600000ULL;
     cfg->content.max_fingerprints = 1u << 18;
     cfg->contain.self_release_max = 1;
     cfg->contain.self_release_period_ms = 30 * 86400000ULL;
