@@ -72,8 +72,12 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
         json_str(sb, "text", d->text);
     } else {
         sb_puts(sb, ",\"rule\":null");
-        if (d->by_state)
+        if (d->by_state || (d->stage == CP_STAGE_CONTENT && d->text[0]))
             json_str(sb, "text", d->text);
+        if (d->stage == CP_STAGE_CONTENT) {
+            sb_puts(sb, ",\"text_accounts\":");
+            sb_json_num(sb, d->value); /* accounts that sent this text */
+        }
     }
     if (d->detected || d->state_changed || d->state != 0) {
         json_str(sb, "state", cp_state_name((enum cp_state)d->state));
@@ -126,4 +130,6 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
         sb_printf(sb, " state=%s", cp_state_name((enum cp_state)d->state));
     if (d->detected)
         sb_printf(sb, " score=%.1f", d->score);
+    if (d->stage == CP_STAGE_CONTENT)
+        sb_printf(sb, " text_accounts=%.0f", d->value);
 }

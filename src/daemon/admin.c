@@ -93,6 +93,10 @@ status(struct daemon *d, struct strbuf *o, bool json)
                   cp_engine_queued_count(&d->engine),
                   (unsigned long long)s->outcomes,
                   (unsigned long long)s->outcomes_unknown);
+        sb_printf(o, "content: %llu messages fingerprinted, %llu of a "
+                     "campaign\n",
+                  (unsigned long long)s->content,
+                  (unsigned long long)s->campaign);
         sb_printf(o, "dnsbl: %llu look-ups, %llu answered, %llu failed, %llu "
                      "addresses listed, %llu charged to accounts, %zu "
                      "cached\n",
@@ -154,6 +158,9 @@ status(struct daemon *d, struct strbuf *o, bool json)
               cp_engine_queued_count(&d->engine),
               (unsigned long long)s->outcomes,
               (unsigned long long)s->outcomes_unknown);
+    sb_printf(o, "\"content\":{\"fingerprinted\":%llu,\"campaign\":%llu},",
+              (unsigned long long)s->content,
+              (unsigned long long)s->campaign);
     sb_printf(o, "\"dnsbl\":{\"queries\":%llu,\"answers\":%llu,"
                  "\"failures\":%llu,\"listed\":%llu,\"charged\":%llu,"
                  "\"cached\":%zu},",

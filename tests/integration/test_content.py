@@ -132,6 +132,13 @@ def test_campaign_refused_at_end_of_data_chain_letter_passes(pf, cpd):
                  body="Hi mum, see you on Sunday. " + CHAIN[:40])
     assert r.accepted, "%r%s" % (r, context(pf, daemon))
     assert "campaign" not in show(daemon, login("cl4"))["evidence"]
+    # what was seen, in the status and the decision log
+    st = daemon.ctl("status")["content"]
+    assert st["fingerprinted"] >= 16 and st["campaign"] >= 2, st
+    refused = [d for d in daemon.decisions_list()
+               if d.get("stage") == "CONTENT" and d["action"] != "DUNNO"]
+    assert refused and "spam run" in refused[0]["text"], refused
+    assert refused[0]["text_accounts"] >= 3
 
 
 MT_SCRIPT = """
