@@ -14,8 +14,7 @@
 #include "core/engine.h"
 #include "core/fingerprint.h"
 #include "core/lifecycle.h"
-#include "helpers.h"
-#include "store/memstore.h"
+#include "engine_fixture.h"
 #include "util/rng.h"
 
 /* A text of `words` pseudo-words drawn by `seed`; with `change` of them
@@ -214,37 +213,17 @@ static const char yaml[] =
     "  min_bad: 5\n"
     "  bad_share: 0.03\n";
 
-struct fixture {
-    struct cp_config *cfg;
-    struct memstore *ms;
-    struct cp_engine e;
-};
-
 static int
 setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    char err[CP_ERR_MAX];
-
-    f->cfg = cp_config_load(tmpfile_with(0, yaml), err);
-    if (f->cfg == NULL)
-        fail_msg("%s", err);
-    f->ms = memstore_new(16);
-    cp_engine_init(&f->e, f->cfg, &f->ms->base);
-    *state = f;
+    *state = fixture_new(yaml);
     return 0;
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    cp_engine_fini(&f->e);
-    memstore_free(f->ms);
-    cp_config_free(f->cfg);
-    free(f);
-    return 0;
+    return fixture_teardown(state);
 }
 
 /* One message of account `login`, queued as `qid` (the policy service's

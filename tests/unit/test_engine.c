@@ -9,8 +9,7 @@
 
 #include "core/engine.h"
 #include "core/lifecycle.h"
-#include "helpers.h"
-#include "store/memstore.h"
+#include "engine_fixture.h"
 
 #define MIN 60000
 
@@ -35,26 +34,14 @@ static const char yaml_fmt[] =
     "    limits:\n"
     "      - { metric: messages, window: 1h, max: 2, action: reject }\n";
 
-struct fixture {
-    struct cp_config *cfg;
-    struct memstore *ms;
-    struct cp_engine e;
-};
-
 static int
 setup_mode(void **state, const char *shadow)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    char yaml[2048], err[CP_ERR_MAX];
+    char yaml[2048];
 
     snprintf(yaml, sizeof(yaml), yaml_fmt, shadow,
              tmpfile_with(1, "a@x c1\nb@x c1\n"));
-    f->cfg = cp_config_load(tmpfile_with(0, yaml), err);
-    if (f->cfg == NULL)
-        fail_msg("%s", err);
-    f->ms = memstore_new(16);
-    cp_engine_init(&f->e, f->cfg, &f->ms->base);
-    *state = f;
+    *state = fixture_new(yaml);
     return 0;
 }
 
@@ -73,13 +60,7 @@ setup_shadow(void **state)
 static int
 teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    cp_engine_fini(&f->e);
-    memstore_free(f->ms);
-    cp_config_free(f->cfg);
-    free(f);
-    return 0;
+    return fixture_teardown(state);
 }
 
 static struct policy_str
