@@ -244,8 +244,9 @@ static const struct yw_field content_fields[] = {
     {"repeat", YW_U32, CT(repeat), 1, 1000, NULL},
     {"min_bad", YW_U32, CT(min_bad), 0, 65535, NULL},
     {"bad_share", YW_DOUBLE, CT(bad_share), 0, 1, NULL},
-    {"campaign_accounts", YW_U32, CT(campaign_accounts), 2, 10000, NULL},
-    {"refuse_accounts", YW_U32, CT(refuse_accounts), 0, 10000, NULL},
+    /* at most 150: the accounts sketch (64 bits) saturates near 200 */
+    {"campaign_accounts", YW_U32, CT(campaign_accounts), 2, 150, NULL},
+    {"refuse_accounts", YW_U32, CT(refuse_accounts), 0, 150, NULL},
     {"window", YW_DURATION, CT(window_ms), 60000, 7 * 86400000.0, NULL},
     {"max_fingerprints", YW_U32, CT(max_fingerprints), 64, 1u << 28, NULL},
     {NULL, 0, 0, 0, 0, NULL},
@@ -1044,7 +1045,7 @@ set_defaults(struct cp_config *cfg)
     cfg->content.campaign_accounts = 3;
     cfg->content.refuse_accounts = 10;
     cfg->content.window_ms = 6 * 3600000ULL;
-    cfg->content.max_fingerprints = 1u << 18;
+    cfg->content.max_fingerprints = 1u << 20;
     cfg->contain.self_release_max = 1;
     cfg->contain.self_release_period_ms = 30 * 86400000ULL;
 }

@@ -175,7 +175,7 @@ struct cp_content {
     uint32_t refuse_accounts;  /* by this many: the message is deferred at
                                   end of data; 0: never */
     uint64_t window_ms;        /* a fingerprint unseen this long is new */
-    uint32_t max_fingerprints; /* bands remembered (16 bytes each) */
+    uint32_t max_fingerprints; /* campaign table slots (36 bytes each) */
 };
 
 /* A counter slot: what one stored counter measures. */

@@ -852,22 +852,30 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
     struct cp_account_ref ref;
     struct cp_camp_info ci;
     uint64_t h;
-    bool spam, campaign;
-    int rc;
+    uint32_t acct;
+    bool spam, refuse, campaign;
 
     memset(d, 0, sizeof(*d));
     d->stage = CP_STAGE_CONTENT;
     if (req->queue_id.p != NULL && req->queue_id.len > 0)
         a = agemap_get(&e->queued, req->queue_id.p, req->queue_id.len);
-    rc = a != NULL ? cp_identity_lookup(e->cfg, QUEUED(a)->buf + a->klen,
-                                        QUEUED(a)->keylen, &d->id)
-                   : cp_identity_resolve(e->cfg, req, &d->id);
-    if (rc < 0) {
-        e->stats.identity_errors++;
-        return -1;
+    /* the policy service's account for the queue id; else (not recorded,
+     * or a customer gone at a reload) the request's identity */
+    if (a == NULL || cp_identity_lookup(e->cfg, QUEUED(a)->buf + a->klen,
+                                        QUEUED(a)->keylen, &d->id) < 0) {
+        if (cp_identity_resolve(e->cfg, req, &d->id) < 0) {
+            e->stats.identity_errors++;
+            return -1;
+        }
     }
-    if (fp == NULL)
-        return 0; /* too short to tell */
+    if (fp == NULL) { /* too short to tell: the account's state decides */
+        if (e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+                                   false, &ref)) {
+            d->state = d->prev_state = ref.c->state;
+            state_verdict(e, d);
+        }
+        return 0;
+    }
     if (e->camp == NULL) {
         e->camp = xmalloc(sizeof(*e->camp));
         cp_campaigns_init(e->camp, ct->max_fingerprints, 0, 1, 0, 0);
@@ -878,19 +886,25 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
     e->camp->min_bad = ct->min_bad;
     e->camp->bad_share = ct->bad_share;
     h = hmap_hash(d->id.key, d->id.keylen);
-    cp_campaigns_add(e->camp, fp, (uint32_t)(h ^ h >> 32),
-                     (uint32_t)(now_ms / 1000), &ci);
-    if (a != NULL) { /* its delivery outcomes will tell about the text */
+    acct = (uint32_t)(h ^ h >> 32);
+    /* a campaign: several accounts sending one text again and again, and
+     * its copies bounce or are refused as spam */
+    cp_campaigns_add(e->camp, fp, acct, (uint32_t)(now_ms / 1000), &ci);
+    if (a != NULL) { /* its delivery outcomes will tell about it */
         QUEUED(a)->fp = *fp;
         QUEUED(a)->fp.words = fp->words > 0 ? fp->words : 1;
     }
+    spam = ci.spam_accounts >= ct->campaign_accounts;
+    refuse = ct->refuse_accounts != 0 && ci.spam_accounts >= ct->refuse_accounts;
     d->value = ci.accounts;
     e->stats.content++;
-    /* a campaign: several accounts sending it again and again, and its
-     * copies bounce or are refused as spam; this account is one of them */
-    spam = ci.accounts >= ct->campaign_accounts && ci.spam;
-    campaign = spam && ci.copies >= ct->repeat;
     e->stats.campaign += spam;
+    e->stats.campaign_refused += refuse;
+    /* this account is one of the campaign's senders; not for a copy this
+     * answer refuses: its retry (the same message again) would count as
+     * another copy, and a person whose message was deferred would earn
+     * evidence by trying again */
+    campaign = spam && ci.copies >= ct->repeat && !refuse;
     det = cp_class_det(e->cfg, d->id.cls);
     if (det->enabled && d->id.cls->detect &&
         e->store->ops->account(e->store, d->id.key, d->id.keylen, true, true,
@@ -900,11 +914,11 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
         d->score = cp_evidence_content(ref.ev, det, campaign, now_ms,
                                        &d->fired);
         step(e, det, &ref, d->score, now_ms, d, req);
-        if (state_verdict(e, d) || d->shadow)
-            return 0;
+        if (state_verdict(e, d) || d->by_state)
+            return 0; /* refused (or, in shadow mode, would be) by it */
     }
-    if (spam && ct->refuse_accounts != 0 && ci.accounts >= ct->refuse_accounts)
-        campaign_verdict(e, ci.accounts, d);
+    if (refuse)
+        campaign_verdict(e, ci.spam_accounts, d);
     return 0;
 }
 

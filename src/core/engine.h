@@ -40,6 +40,7 @@ struct cp_stats {
     uint64_t outcomes_unknown;            /* for a queue id not recorded */
     uint64_t content;                     /* fingerprints from the milter */
     uint64_t campaign;                    /* of them part of a campaign */
+    uint64_t campaign_refused;            /* refused for it (a spam run) */
 };
 
 struct cp_pending;

@@ -76,20 +76,26 @@ end_tag(struct cp_fp_builder *b)
         b->in_style = 0;
     b->in_tag = 0;
     b->tagpos = 0;
+    b->tag_bytes = 0;
 }
 
 static void
 end_line(struct cp_fp_builder *b)
 {
     end_word(b);
-    if (b->skip_line == 3)      /* a boundary: part headers follow */
+    if (b->skip_line == 3) {    /* a boundary: part headers follow */
         b->skip_line = 2;
-    else if (b->skip_line == 2) /* part headers end with a blank line */
-        b->skip_line = b->line_empty ? 0 : 2;
-    else
+        b->hdr_lines = 0;
+    } else if (b->skip_line == 2) { /* they end with a blank line */
+        b->skip_line = b->line_empty || ++b->hdr_lines >= CP_FP_HEADER_LINES
+                           ? 0
+                           : 2;
+    } else {
         b->skip_line = 0;
+    }
     b->linepos = 0;
     b->line_empty = true;
+    b->lt = 0;
 }
 
 void
@@ -123,8 +129,18 @@ cp_fp_feed(struct cp_fp_builder *b, const char *p, size_t n)
             end_word(b);
             continue;
         }
+        if (b->lt) { /* "<" then a name, "/", "!" or "?": a tag */
+            b->lt = 0;
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                c == '/' || c == '!' || c == '?') {
+                b->in_tag = 1;
+                b->tagpos = 0;
+                b->tag_bytes = 0;
+                b->tag_done = c == '!' || c == '?';
+            }
+        }
         if (b->in_tag) {
-            if (c == '>')
+            if (c == '>' || ++b->tag_bytes > CP_FP_TAG_MAX)
                 end_tag(b);
             else if (c == ' ' || c == '\t' || c == '\r')
                 b->tag_done = true;
@@ -136,9 +152,7 @@ cp_fp_feed(struct cp_fp_builder *b, const char *p, size_t n)
         }
         if (c == '<') {
             end_word(b);
-            b->in_tag = 1;
-            b->tagpos = 0;
-            b->tag_done = false;
+            b->lt = 1;
             continue;
         }
         if (b->in_style)
@@ -230,30 +244,6 @@ cp_campaigns_fini(struct cp_campaigns *c)
     c->copy = NULL;
 }
 
-/* One more copy of band `band` from account `acct`: how many now. */
-static uint32_t
-count_copy(struct cp_campaigns *c, uint32_t band, uint32_t acct,
-           uint32_t now_s)
-{
-    uint32_t key = (uint32_t)(((uint64_t)band << 32 | acct) *
-                              0x9e3779b97f4a7c15ULL >> 32) | 1;
-    struct cp_copy_slot *a = &c->copy[key & c->mask];
-    struct cp_copy_slot *b = &c->copy[(key & c->mask) ^ 1];
-    struct cp_copy_slot *s = a->key == key ? a : b->key == key ? b : NULL;
-
-    if (s == NULL) {
-        s = a->key == 0 ? a : b->key == 0 ? b : a->last_s <= b->last_s ? a : b;
-        s->key = key;
-        s->n = 0;
-    } else if (now_s - s->last_s > c->window_s) {
-        s->n = 0;
-    }
-    s->last_s = now_s;
-    if (s->n < UINT32_MAX)
-        s->n++;
-    return s->n;
-}
-
 static bool
 stale(const struct cp_campaigns *c, const struct cp_camp_slot *s,
       uint32_t now_s)
@@ -266,9 +256,9 @@ estimate(uint64_t sketch)
 {
     int zeros = 64 - __builtin_popcountll(sketch);
 
-    if (zeros == 0)
-        return 200;
-    return (uint32_t)lround(-64.0 * log(zeros / 64.0));
+    long n = zeros == 0 ? 200 : lround(-64.0 * log(zeros / 64.0));
+
+    return n > 200 ? 200 : (uint32_t)n; /* saturates: 64 bits */
 }
 
 /* The slot of `key`, or NULL; with `victim` the one to take instead. */
@@ -289,41 +279,92 @@ find(const struct cp_campaigns *c, uint32_t key, struct cp_camp_slot **victim)
     return NULL;
 }
 
-void
-cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
-                 uint32_t now_s, struct cp_camp_info *out)
+static uint32_t
+copy_key(uint32_t band, uint32_t acct)
+{
+    return (uint32_t)(((uint64_t)band << 32 | acct) * 0x9e3779b97f4a7c15ULL >>
+                      32) | 1;
+}
+
+/* Copies of band `band` from account `acct` within the window, this one
+ * included; with `record`, counted. */
+static uint32_t
+count_copy(struct cp_campaigns *c, uint32_t band, uint32_t acct,
+           uint32_t now_s, bool record)
+{
+    uint32_t key = copy_key(band, acct);
+    struct cp_copy_slot *a = &c->copy[key & c->mask];
+    struct cp_copy_slot *b = &c->copy[(key & c->mask) ^ 1];
+    struct cp_copy_slot *s = a->key == key ? a : b->key == key ? b : NULL;
+    uint32_t n = s != NULL && now_s - s->last_s <= c->window_s ? s->n : 0;
+
+    if (n < UINT32_MAX)
+        n++;
+    if (!record)
+        return n;
+    if (s == NULL) {
+        s = a->key == 0 ? a : b->key == 0 ? b : a->last_s <= b->last_s ? a : b;
+        s->key = key;
+    }
+    s->last_s = now_s;
+    s->n = n;
+    return n;
+}
+
+/* What a message of `acct` with fingerprint fp tells, and (with
+ * `record`) adds to the table. */
+static void
+look(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
+     uint32_t now_s, bool record, struct cp_camp_info *out)
 {
     uint64_t bit = 1ULL << (((uint64_t)acct * 0x9e3779b97f4a7c15ULL) >> 58);
 
     memset(out, 0, sizeof(*out));
     for (int j = 0; j < CP_FP_BANDS; j++) {
-        uint32_t n = count_copy(c, fp->band[j], acct, now_s);
+        uint32_t n = count_copy(c, fp->band[j], acct, now_s, record);
 
         out->copies = n > out->copies ? n : out->copies;
     }
     for (int j = 0; j < CP_FP_BANDS; j++) {
         struct cp_camp_slot *v = NULL, *s = find(c, fp->band[j], &v);
+        struct cp_camp_slot tmp;
         uint32_t n;
+        bool spam;
 
-        if (s == NULL) {
-            s = v;
-            c->replaced += !stale(c, s, now_s);
+        if (s == NULL || stale(c, s, now_s)) {
+            if (record && s == NULL) {
+                s = v;
+                c->replaced += !stale(c, s, now_s);
+            } else if (!record) {
+                s = &tmp;
+            }
             s->key = fp->band[j];
             s->accounts = 0;
             s->sent = s->bad = 0;
             s->spam = false;
-        } else if (stale(c, s, now_s)) {
-            s->accounts = 0;
-            s->sent = s->bad = 0;
-            s->spam = false;
+        } else if (!record) {
+            tmp = *s;
+            s = &tmp;
         }
         s->last_s = now_s;
         if (out->copies >= c->repeat)
             s->accounts |= bit;
         n = estimate(s->accounts);
+        spam = s->spam || c->min_bad == 0;
         out->accounts = n > out->accounts ? n : out->accounts;
-        out->spam |= s->spam || c->min_bad == 0;
+        /* spam and many senders: of one band, so a delivered text that
+         * shares a band with a spam variant is not taken for it */
+        if (spam && n > out->spam_accounts)
+            out->spam_accounts = n;
+        out->spam |= spam;
     }
+}
+
+void
+cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
+                 uint32_t now_s, struct cp_camp_info *out)
+{
+    look(c, fp, acct, now_s, true, out);
 }
 
 void
@@ -332,8 +373,12 @@ cp_campaigns_outcome(struct cp_campaigns *c, const struct cp_fp *fp, bool bad)
     for (int j = 0; j < CP_FP_BANDS; j++) {
         struct cp_camp_slot *s = find(c, fp->band[j], NULL);
 
-        if (s == NULL || s->sent == UINT16_MAX)
+        if (s == NULL)
             continue;
+        if (s->sent == UINT16_MAX) { /* keep the share, forget the past */
+            s->sent /= 2;
+            s->bad /= 2;
+        }
         s->sent++;
         s->bad += bad;
         if (s->bad >= c->min_bad && s->bad >= c->bad_share * s->sent)

@@ -30,6 +30,9 @@
 #define CP_FP_BINS 32
 #define CP_FP_BANDS 8
 #define CP_FP_MAX_BYTES (256 * 1024) /* of the body that is read */
+#define CP_FP_TAG_MAX 2048      /* bytes of an HTML tag; longer: text again */
+#define CP_FP_HEADER_LINES 12   /* lines of part headers (or a signature)
+                                   skipped after a "--" line */
 
 struct cp_fp {
     uint32_t band[CP_FP_BANDS]; /* never 0 */
@@ -43,7 +46,10 @@ struct cp_fp {
  * copies different). What it skips: lines quoted with '>' (a reply
  * quoting a newsletter is not that newsletter), MIME boundaries and part
  * headers, HTML tags and <style>/<script> contents (one mail client's
- * boilerplate is the same for all its users).
+ * boilerplate is the same for all its users). A '<' not followed by a
+ * tag name is text; a tag ends at '>' or after CP_FP_TAG_MAX bytes; part
+ * headers after a "--" line end at a blank line or after
+ * CP_FP_HEADER_LINES lines: one stray byte cannot hide the rest.
  * Not yet: MIME decoding. A base64 or quoted-printable part is read as
  * its encoded text, so copies match only while they encode alike.
  */
@@ -55,8 +61,12 @@ struct cp_fp_builder {
     uint32_t words;
     size_t bytes;
     uint32_t linepos;           /* bytes into the current line */
-    uint8_t skip_line;          /* 1: quoted or boundary; 2: part headers */
-    uint8_t in_tag;             /* inside <...> */
+    uint8_t skip_line;          /* 1: quoted; 3: a boundary; 2: part
+                                   headers (CP_FP_HEADER_LINES at most) */
+    uint8_t hdr_lines;          /* lines skipped as part headers */
+    uint8_t lt;                 /* a '<' just read: a tag if a name follows */
+    uint8_t in_tag;             /* inside <...> (CP_FP_TAG_MAX at most) */
+    uint16_t tag_bytes;
     uint8_t in_style;           /* inside <style> or <script> */
     uint8_t tagpos;             /* bytes of its name in tag[] */
     bool tag_done;              /* the name ended (a space) */
@@ -108,6 +118,8 @@ void cp_campaigns_init(struct cp_campaigns *c, uint32_t slots,
 void cp_campaigns_fini(struct cp_campaigns *c);
 struct cp_camp_info {
     uint32_t accounts;  /* distinct accounts that sent the text */
+    uint32_t spam_accounts; /* the same, of the bands whose outcomes said
+                               spam (0: none did) */
     uint32_t copies;    /* copies this account sent */
     bool spam;          /* a band's outcomes said spam */
 };
@@ -133,7 +145,7 @@ void cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp,
  * letter goes to people its senders know. With `min_bad` refused copies
  * or more, and a share of `bad_share` or more, the band is spam until it
  * is quiet for the window (min_bad 0: every band is, without outcomes).
- * Counts saturate at 65,535.
+ * At 65,535 outcomes both counts are halved.
  */
 void cp_campaigns_outcome(struct cp_campaigns *c, const struct cp_fp *fp,
                           bool bad);

@@ -94,9 +94,13 @@ status(struct daemon *d, struct strbuf *o, bool json)
                   (unsigned long long)s->outcomes,
                   (unsigned long long)s->outcomes_unknown);
         sb_printf(o, "content: %llu messages fingerprinted, %llu of a "
-                     "campaign\n",
+                     "campaign, %llu refused for it; %llu fingerprint "
+                     "slots taken over by others\n",
                   (unsigned long long)s->content,
-                  (unsigned long long)s->campaign);
+                  (unsigned long long)s->campaign,
+                  (unsigned long long)s->campaign_refused,
+                  (unsigned long long)(d->engine.camp ? d->engine.camp->replaced
+                                                      : 0));
         sb_printf(o, "dnsbl: %llu look-ups, %llu answered, %llu failed, %llu "
                      "addresses listed, %llu charged to accounts, %zu "
                      "cached\n",
@@ -158,9 +162,13 @@ status(struct daemon *d, struct strbuf *o, bool json)
               cp_engine_queued_count(&d->engine),
               (unsigned long long)s->outcomes,
               (unsigned long long)s->outcomes_unknown);
-    sb_printf(o, "\"content\":{\"fingerprinted\":%llu,\"campaign\":%llu},",
+    sb_printf(o, "\"content\":{\"fingerprinted\":%llu,\"campaign\":%llu,"
+                 "\"refused\":%llu,\"slots_replaced\":%llu},",
               (unsigned long long)s->content,
-              (unsigned long long)s->campaign);
+              (unsigned long long)s->campaign,
+              (unsigned long long)s->campaign_refused,
+              (unsigned long long)(d->engine.camp ? d->engine.camp->replaced
+                                                  : 0));
     sb_printf(o, "\"dnsbl\":{\"queries\":%llu,\"answers\":%llu,"
                  "\"failures\":%llu,\"listed\":%llu,\"charged\":%llu,"
                  "\"cached\":%zu},",

@@ -292,9 +292,11 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->milter != NULL) {
-        int rc = milter_feed(c->d, c->milter, c->peer, buf->base,
-                             (size_t)nread, &c->out);
+        int rc;
 
+        was_pending = milter_pending(c->milter);
+        rc = milter_feed(c->d, c->milter, c->peer, buf->base, (size_t)nread,
+                         &c->out);
         if (rc < 0)
             c->d->stats.protocol_errors++;
         if (rc != 0) {
@@ -302,7 +304,9 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         flush_out(c);
-        if (!c->closing)
+        /* as below: a packet must be complete within idle_timeout of its
+         * first byte */
+        if (!c->closing && (!milter_pending(c->milter) || !was_pending))
             uv_timer_again(&c->idle);
         return;
     }

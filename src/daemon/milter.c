@@ -31,6 +31,7 @@
 #include "util/xalloc.h"
 
 #define FIELD_MAX 256 /* bytes kept of a login, sender, queue id, address */
+#define MILTER_MAX_PACKET (256 * 1024) /* bytes announced in one packet */
 
 struct field {
     char s[FIELD_MAX];
@@ -44,7 +45,7 @@ struct milter_sess {
     bool quarantine;           /* the MTA lets us hold a message */
     struct field client, login, sender, qid;
     struct cp_fp_builder fp;
-    bool in_message;
+    bool in_message;           /* since MAIL, until its end or abort */
     uint64_t messages;
 };
 
@@ -54,6 +55,7 @@ milter_sess_new(void)
     struct milter_sess *m = xcalloc(1, sizeof(*m));
 
     sb_init(&m->in);
+    cp_fp_begin(&m->fp);
     return m;
 }
 
@@ -90,13 +92,15 @@ field_str(const struct field *f)
     return s;
 }
 
-/* A new message (MAIL, or the end or abort of the previous one). */
+/* A new message (MAIL, or the end or abort of the previous one). The
+ * queue id is kept: its macro may come before MAIL (Postfix sends `i`
+ * with the MAIL macros, Sendmail only there by default); it is forgotten
+ * when the message ends. */
 static void
 message_reset(struct milter_sess *m)
 {
     m->in_message = false;
     m->sender.len = 0;
-    m->qid.len = 0;
     cp_fp_begin(&m->fp);
 }
 
@@ -220,6 +224,7 @@ end_of_message(struct daemon *d, struct milter_sess *m, struct strbuf *out)
         daemon_log_decision(d, &dec, &req, now);
     reply(m, &dec, out);
     message_reset(m);
+    m->qid.len = 0;
 }
 
 /* One packet. 0, or -1 (logged; close), 1 (the MTA quit). */
@@ -270,23 +275,30 @@ packet(struct daemon *d, struct milter_sess *m, const char *peer,
         put(out, CP_MILTER_R_CONTINUE);
         return 0;
     case CP_MILTER_C_BODY:
-        cp_fp_feed(&m->fp, (const char *)p->data, p->len);
+        if (m->in_message) /* a body without MAIL is nobody's */
+            cp_fp_feed(&m->fp, (const char *)p->data, p->len);
         put(out, m->fp.bytes >= CP_FP_MAX_BYTES &&
                          (m->protocol & CP_MILTER_P_SKIP)
                      ? CP_MILTER_R_SKIP
                      : CP_MILTER_R_CONTINUE);
         return 0;
     case CP_MILTER_C_EOB:
+        if (!m->in_message) {
+            put(out, CP_MILTER_R_CONTINUE);
+            m->qid.len = 0;
+            return 0;
+        }
         if (p->len > 0) /* a last body chunk may come with it */
             cp_fp_feed(&m->fp, (const char *)p->data, p->len);
         end_of_message(d, m, out);
         return 0;
     case CP_MILTER_C_ABORT:
         message_reset(m);
+        m->qid.len = 0;
         return 0;
     case CP_MILTER_C_QUIT_NC: /* the connection is reused for another */
         message_reset(m);
-        m->client.len = m->login.len = 0;
+        m->client.len = m->login.len = m->qid.len = 0;
         return 0;
     case CP_MILTER_C_QUIT:
         return 1;
@@ -320,10 +332,22 @@ milter_feed(struct daemon *d, struct milter_sess *m, const char *peer,
 
     sb_append(&m->in, data, n);
     while (rc == 0 && off < m->in.len) {
+        const unsigned char *b = (const unsigned char *)m->in.data + off;
         struct cp_milter_pkt p;
-        int used = cp_milter_frame((const unsigned char *)m->in.data + off,
-                                   m->in.len - off, &p);
+        int used;
 
+        /* Postfix's packets are small (body chunks: 64 KiB); a peer that
+         * announces more than MILTER_MAX_PACKET is not an MTA */
+        if (m->in.len - off >= 4 &&
+            ((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+             (uint32_t)b[2] << 8 | b[3]) > MILTER_MAX_PACKET) {
+            msg_warn("%s: milter: bad packet length (more than %u bytes); "
+                     "closing",
+                     peer, (unsigned)MILTER_MAX_PACKET);
+            rc = -1;
+            break;
+        }
+        used = cp_milter_frame(b, m->in.len - off, &p);
         if (used == 0)
             break;
         if (used < 0) {

@@ -52,7 +52,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     now += (uint32_t)(size % 4000);
     cp_campaigns_add(&camp, &whole, (uint32_t)size * 2654435761u, now, &ci);
     cp_campaigns_outcome(&camp, &whole, size % 3 == 0);
-    if (ci.accounts > 200 || ci.copies == 0)
+    if (ci.accounts > 200 || ci.spam_accounts > ci.accounts || ci.copies == 0)
         msg_panic("campaign counts out of range");
     return 0;
 }

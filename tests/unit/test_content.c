@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "core/engine.h"
+#include "core/evidence.h"
 #include "core/fingerprint.h"
 #include "core/lifecycle.h"
 #include "engine_fixture.h"
@@ -306,7 +307,7 @@ test_engine_campaign(void **state)
         send_text(f, "z0@isp.example", qid, &spam, t += 1000, &d);
     }
     assert_int_equal(d.state, CP_ST_THROTTLED);
-    /* another text from z4: nothing to say about it */
+    /* another text from `fresh`: nothing to say about it */
     {
         struct cp_fp ham = fp_of_seed(12);
 
@@ -317,6 +318,46 @@ test_engine_campaign(void **state)
     assert_int_equal(f->e.stats.identity_errors, 0);
 }
 
+/* Content alone never blocks: campaign evidence is not one of the two
+ * signals a block needs, however much of it there is. */
+static void
+test_campaign_is_no_corroboration(void **state)
+{
+    struct cp_detection det;
+    struct cp_evidence ev;
+    struct cp_ev_input in;
+    uint32_t fired;
+    char rcpt[64];
+
+    (void)state;
+    memset(&det, 0, sizeof(det));
+    det.half_life_ms = 6 * 3600000LL;
+    det.floor = -5;
+    det.watch_at = 4;
+    det.weight[CP_SIG_CAMPAIGN] = 3.0;
+    det.weight[CP_SIG_NEW_RECIPIENT] = 0.1;
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 20; i++) {
+        memset(&in, 0, sizeof(in));
+        in.now_ms = 1800000000000LL + i * 1000;
+        in.new_message = true;
+        snprintf(rcpt, sizeof(rcpt), "stranger%d@example.net", i);
+        in.recipient = policy_str_c(rcpt);
+        cp_evidence_rcpt(&ev, &det, &in, &fired);
+        cp_evidence_content(&ev, &det, true, in.now_ms, &fired);
+        assert_true(fired & (1u << CP_SIG_CAMPAIGN));
+    }
+    assert_true(ev.sig[CP_SIG_CAMPAIGN] > 50);
+    assert_true(ev.sig[CP_SIG_NEW_RECIPIENT] >= 1);
+    assert_int_equal(cp_evidence_corroboration(&ev), 1);
+    assert_int_not_equal(cp_lifecycle_step(&(struct cp_detection){
+                             .watch_at = 4, .throttle_at = 8, .block_at = 15,
+                             .half_life_ms = 6 * 3600000LL},
+                             CP_ST_THROTTLED, 0, 0, ev.score,
+                             cp_evidence_corroboration(&ev), 1800000020000LL),
+                         CP_ST_BLOCKED);
+}
+
 int
 main(void)
 {
@@ -325,6 +366,7 @@ main(void)
         cmocka_unit_test(test_what_is_ignored),
         cmocka_unit_test(test_fed_in_pieces_is_the_same),
         cmocka_unit_test(test_campaign_table),
+        cmocka_unit_test(test_campaign_is_no_corroboration),
         cmocka_unit_test_setup_teardown(test_engine_campaign, setup,
                                         teardown),
     };
