@@ -115,6 +115,19 @@ test_what_is_ignored(void **state)
              body);
     assert_true(cp_fp_of(buf, strlen(buf), 20, &f1));
     assert_memory_equal(f0.band, f1.band, sizeof(f0.band));
+    /* one stray byte does not hide the rest: a '<' that opens no tag, a
+     * "--" line not followed by a blank one (Outlook's quote header) */
+    snprintf(buf, sizeof(buf), "a < b\r\n%s", body);
+    assert_true(cp_fp_of(buf, strlen(buf), 20, &f1));
+    assert_true(f1.words >= 30);
+    snprintf(buf, sizeof(buf),
+             "-----Original Message-----\r\nFrom: x\r\nSent: y\r\n%s"
+             "\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n",
+             "l1", "l2", "l3", "l4", "l5", "l6", "l7", "l8", "l9", "l10", body);
+    assert_true(cp_fp_of(buf, strlen(buf), 20, &f1));
+    assert_memory_equal(f0.band, f1.band, sizeof(f0.band));
+    snprintf(buf, sizeof(buf), "<p %s", body); /* a tag never closed */
+    assert_false(cp_fp_of(buf, strlen(buf), 20, &f1)); /* under 2 KiB */
     /* too short to be anything */
     assert_false(cp_fp_of("thanks, see you tomorrow", 24, 20, &f1));
     assert_int_equal(f1.words, 4);
