@@ -6,18 +6,18 @@ refused at end of DATA with 451 4.7.1 whoever sends it, and the senders
 get `campaign` evidence. A text that many logins send but nobody refuses
 (a chain letter among friends) is left alone. Protocol errors from the MTA
 side close the session and are logged; nothing crashes."""
-import os
 import re
 import socket
 import struct
 import subprocess
-import time
 
 import pytest
 
 import postfix as pfmod
 from cpd import Daemon
-from test_postfix import DETECTION_CLASSES, context, login, show
+from test_containment import wait_for
+from test_postfix import (DETECTION_CLASSES, content_section, context, cpd,
+                          login, show)
 
 USERS = ["sp1", "sp2", "sp3", "sp4", "cl1", "cl2", "cl3", "cl4", "ham"]
 
@@ -33,13 +33,11 @@ CHAIN = ("Forward this to ten friends within the hour and good luck will "
          "chain, everyone who did got a surprise within a week.")
 
 CONTENT = """
-content:
-  milter: unix:{sock}
-  campaign_accounts: 2
-  refuse_accounts: 3
-  repeat: 2
-  min_bad: 3
-  bad_share: 0.2
+campaign_accounts: 2
+refuse_accounts: 3
+repeat: 2
+min_bad: 3
+bad_share: 0.2
 """
 
 
@@ -48,44 +46,13 @@ def pf():
     yield from pfmod.running(USERS)
 
 
-@pytest.fixture
-def cpd(pf, tmp_path_factory):
-    made = []
-
-    def make():
-        d = os.path.join(pf.base, "cpd-content-%d" % len(made))
-        os.makedirs(d)
-        os.chmod(d, 0o755)
-        sock = os.path.join(d, "milter.sock")
-        daemon = Daemon(d, classes=DETECTION_CLASSES +
-                        "delivery:\n  log: %s\n  poll: 200ms\n" %
-                        pf.maillog_path + CONTENT.format(sock=sock))
-        made.append(daemon)
-        pf.use_policy_socket(daemon.policy_sock)
-        pf.use_milter_socket(sock)
-        daemon.start()
-        return daemon
-
-    yield make
-    for daemon in made:
-        daemon.stop()
-
-
-def wait_for(pred, timeout=20.0, step=0.2):
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(step)
-
-
 def bounced(pf, n):
     return len(re.findall(r"status=bounced", pf.maillog())) >= n
 
 
 def test_campaign_refused_at_end_of_data_chain_letter_passes(pf, cpd):
-    daemon = cpd()
+    daemon = cpd(DETECTION_CLASSES + "delivery:\n  log: %s\n  poll: 200ms\n" %
+                 pf.maillog_path, content=CONTENT)
     base = len(re.findall(r"status=bounced", pf.maillog()))
 
     def spam(user, i, to=None):
@@ -170,7 +137,7 @@ def test_miltertest_session_and_bad_input(tmp_path):
     connection with a logged warning; the daemon keeps serving."""
     sock = str(tmp_path / "milter.sock")
     daemon = Daemon(tmp_path, extra={}, classes=DETECTION_CLASSES +
-                    CONTENT.format(sock=sock))
+                    content_section(sock, CONTENT))
     daemon.start()
     try:
         script = tmp_path / "session.lua"

@@ -60,16 +60,23 @@ def pf():
 
 @pytest.fixture
 def cpd(pf, request):
-    """Factory: cpd(classes_yaml, customer_map="", extra=None) -> a started
-    Daemon whose policy socket Postfix now uses. Stopped (by PID) after the
-    test."""
+    """Factory: cpd(classes_yaml, customer_map="", extra=None, content=None)
+    -> a started Daemon whose policy socket Postfix now uses; with
+    `content` (the YAML lines of the content section, without milter:)
+    also its milter, on a socket in its directory. Stopped (by PID) after
+    the test."""
     made = []
     name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40]
 
-    def make(classes_yaml, customer_map="", extra=None, start=True):
+    def make(classes_yaml, customer_map="", extra=None, start=True,
+             content=None):
         d = os.path.join(pf.base, "cpd-%s-%d" % (name, len(made)))
         os.makedirs(d)
         os.chmod(d, 0o755)  # Postfix's smtpd (user postfix) must reach the socket
+        if content is not None:
+            sock = os.path.join(d, "milter.sock")
+            classes_yaml += content_section(sock, content)
+            pf.use_milter_socket(sock)
         daemon = Daemon(d, classes=classes_yaml, customer_map=customer_map,
                         extra=extra or {})
         made.append(daemon)
@@ -84,6 +91,13 @@ def cpd(pf, request):
 
 
 # ----------------------------------------------------------------- helpers
+
+def content_section(sock, settings):
+    """The content: section of a config: the milter on unix socket `sock`
+    and the YAML lines `settings`."""
+    return "content:\n  milter: unix:%s\n" % sock + "".join(
+        "  %s\n" % l for l in settings.strip().splitlines())
+
 
 def login(user):
     return "%s@%s" % (user, pfmod.REALM)
