@@ -15,19 +15,11 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "util/rng.h"
 #include "util/xalloc.h"
 
 #define EMPTY UINT32_MAX
 #define WORD_MAX 64 /* bytes of a word that are hashed */
-
-static uint64_t
-mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
 
 void
 cp_fp_begin(struct cp_fp_builder *b)
@@ -45,8 +37,9 @@ end_word(struct cp_fp_builder *b)
     if (b->curlen == 0)
         return;
     if (++b->words >= 3) {
-        uint64_t h = mix64(((uint64_t)b->w2 << 32 | b->w1) ^
-                           (uint64_t)b->cur * 0xff51afd7ed558ccdULL);
+        uint64_t x = ((uint64_t)b->w2 << 32 | b->w1) ^
+                     (uint64_t)b->cur * 0xff51afd7ed558ccdULL;
+        uint64_t h = rng_splitmix(&x); /* a mixer here, not randomness */
         unsigned bin = (unsigned)(h >> 59);
 
         if ((uint32_t)h < b->bin[bin])
@@ -261,6 +254,13 @@ estimate(uint64_t sketch)
     return n > 200 ? 200 : (uint32_t)n; /* saturates: 64 bits */
 }
 
+/* The slot of the pair at `i` for a new key: an empty one, else the
+ * one seen longest ago (both tables are 2-way). */
+#define VICTIM(tab, i)                                                      \
+    ((tab)[i].key == 0                ? &(tab)[i]                            \
+     : (tab)[(i) ^ 1].key == 0        ? &(tab)[(i) ^ 1]                      \
+     : (tab)[i].last_s <= (tab)[(i) ^ 1].last_s ? &(tab)[i] : &(tab)[(i) ^ 1])
+
 /* The slot of `key`, or NULL; with `victim` the one to take instead. */
 static struct cp_camp_slot *
 find(const struct cp_campaigns *c, uint32_t key, struct cp_camp_slot **victim)
@@ -273,9 +273,7 @@ find(const struct cp_campaigns *c, uint32_t key, struct cp_camp_slot **victim)
     if (b->key == key)
         return b;
     if (victim != NULL)
-        *victim = a->key == 0 ? a
-                  : b->key == 0 ? b
-                  : a->last_s <= b->last_s ? a : b;
+        *victim = VICTIM(c->slot, key & c->mask);
     return NULL;
 }
 
@@ -286,65 +284,56 @@ copy_key(uint32_t band, uint32_t acct)
                       32) | 1;
 }
 
-/* Copies of band `band` from account `acct` within the window, this one
- * included; with `record`, counted. */
+/* One more copy of band `band` from account `acct`: how many within the
+ * window now. */
 static uint32_t
 count_copy(struct cp_campaigns *c, uint32_t band, uint32_t acct,
-           uint32_t now_s, bool record)
+           uint32_t now_s)
 {
-    uint32_t key = copy_key(band, acct);
-    struct cp_copy_slot *a = &c->copy[key & c->mask];
-    struct cp_copy_slot *b = &c->copy[(key & c->mask) ^ 1];
-    struct cp_copy_slot *s = a->key == key ? a : b->key == key ? b : NULL;
-    uint32_t n = s != NULL && now_s - s->last_s <= c->window_s ? s->n : 0;
+    uint32_t key = copy_key(band, acct), i = key & c->mask;
+    struct cp_copy_slot *s = c->copy[i].key == key       ? &c->copy[i]
+                             : c->copy[i ^ 1].key == key ? &c->copy[i ^ 1]
+                                                         : NULL;
 
-    if (n < UINT32_MAX)
-        n++;
-    if (!record)
-        return n;
     if (s == NULL) {
-        s = a->key == 0 ? a : b->key == 0 ? b : a->last_s <= b->last_s ? a : b;
+        s = VICTIM(c->copy, i);
         s->key = key;
+        s->n = 0;
+    } else if (now_s - s->last_s > c->window_s) {
+        s->n = 0;
     }
     s->last_s = now_s;
-    s->n = n;
-    return n;
+    if (s->n < UINT32_MAX)
+        s->n++;
+    return s->n;
 }
 
-/* What a message of `acct` with fingerprint fp tells, and (with
- * `record`) adds to the table. */
-static void
-look(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
-     uint32_t now_s, bool record, struct cp_camp_info *out)
+void
+cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
+                 uint32_t now_s, struct cp_camp_info *out)
 {
     uint64_t bit = 1ULL << (((uint64_t)acct * 0x9e3779b97f4a7c15ULL) >> 58);
 
     memset(out, 0, sizeof(*out));
     for (int j = 0; j < CP_FP_BANDS; j++) {
-        uint32_t n = count_copy(c, fp->band[j], acct, now_s, record);
+        uint32_t n = count_copy(c, fp->band[j], acct, now_s);
 
         out->copies = n > out->copies ? n : out->copies;
     }
     for (int j = 0; j < CP_FP_BANDS; j++) {
         struct cp_camp_slot *v = NULL, *s = find(c, fp->band[j], &v);
-        struct cp_camp_slot tmp;
         uint32_t n;
         bool spam;
 
         if (s == NULL || stale(c, s, now_s)) {
-            if (record && s == NULL) {
+            if (s == NULL) {
                 s = v;
                 c->replaced += !stale(c, s, now_s);
-            } else if (!record) {
-                s = &tmp;
             }
             s->key = fp->band[j];
             s->accounts = 0;
             s->sent = s->bad = 0;
             s->spam = false;
-        } else if (!record) {
-            tmp = *s;
-            s = &tmp;
         }
         s->last_s = now_s;
         if (out->copies >= c->repeat)
@@ -358,13 +347,6 @@ look(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
             out->spam_accounts = n;
         out->spam |= spam;
     }
-}
-
-void
-cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
-                 uint32_t now_s, struct cp_camp_info *out)
-{
-    look(c, fp, acct, now_s, true, out);
 }
 
 void
