@@ -111,14 +111,21 @@ conn_close_flushed(struct conn *c)
     }
 }
 
+/* In the middle of a request (a milter packet)? */
+static bool
+pending(struct conn *c)
+{
+    return c->milter ? milter_pending(c->milter)
+                     : policy_parser_pending(&c->parser);
+}
+
 static void
 on_idle(uv_timer_t *t)
 {
     struct conn *c = t->data;
 
     c->d->stats.idle_timeouts++;
-    if (c->milter ? milter_pending(c->milter)
-                  : policy_parser_pending(&c->parser))
+    if (pending(c))
         msg_warn("%s: closing: request incomplete after idle timeout",
                  c->peer);
     else
@@ -274,63 +281,64 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
 }
 
+/* Decide the policy requests in p[0..n); *was_pending becomes false once
+ * one is complete. -1 after a protocol error (the connection closes). */
+static int
+feed_policy(struct conn *c, const char *p, size_t n, bool *was_pending)
+{
+    size_t off = 0;
+
+    while (off < n && !c->closing) {
+        size_t used = 0;
+        enum policy_status st = policy_feed(&c->parser, p + off, n - off,
+                                            &used);
+
+        if (st == POLICY_REQUEST) {
+            handle_request(c);
+            *was_pending = false;
+        } else if (st != POLICY_NEED_MORE) {
+            protocol_error(c, st, p + off + used, n - off - used);
+            return -1;
+        }
+        off += used;
+    }
+    return 0;
+}
+
 static void
 on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
-    size_t off = 0;
     bool was_pending;
 
     if (nread < 0) {
         if (nread != UV_EOF && nread != UV_ECONNRESET)
             msg_warn("%s: read: %s", c->peer, uv_strerror((int)nread));
-        else if (c->milter ? milter_pending(c->milter)
-                           : policy_parser_pending(&c->parser))
+        else if (pending(c))
             msg_warn("%s: client closed in the middle of a request",
                      c->peer);
         conn_close(c);
         return;
     }
+    was_pending = pending(c);
     if (c->milter != NULL) {
-        int rc;
+        int rc = milter_feed(c->d, c->milter, c->peer, buf->base,
+                             (size_t)nread, &c->out);
 
-        was_pending = milter_pending(c->milter);
-        rc = milter_feed(c->d, c->milter, c->peer, buf->base, (size_t)nread,
-                         &c->out);
         if (rc < 0)
             c->d->stats.protocol_errors++;
         if (rc != 0) {
             conn_close_flushed(c);
             return;
         }
-        flush_out(c);
-        /* as below: a packet must be complete within idle_timeout of its
-         * first byte */
-        if (!c->closing && (!milter_pending(c->milter) || !was_pending))
-            uv_timer_again(&c->idle);
+    } else if (feed_policy(c, buf->base, (size_t)nread, &was_pending) < 0) {
         return;
-    }
-    was_pending = policy_parser_pending(&c->parser);
-    while (off < (size_t)nread && !c->closing) {
-        size_t used = 0;
-        enum policy_status st = policy_feed(&c->parser, buf->base + off,
-                                            (size_t)nread - off, &used);
-
-        if (st == POLICY_REQUEST) {
-            handle_request(c);
-            was_pending = false;
-        } else if (st != POLICY_NEED_MORE) {
-            protocol_error(c, st, buf->base + off + used,
-                           (size_t)nread - off - used);
-            return;
-        }
-        off += used;
     }
     flush_out(c);
     /* The idle timer restarts when a request completes or a new one
      * begins, not on every byte: a request must be complete within
      * idle_timeout of its first byte (no trickling one byte at a time). */
-    if (!c->closing && (!policy_parser_pending(&c->parser) || !was_pending))
+    if (!c->closing && (!pending(c) || !was_pending))
         uv_timer_again(&c->idle);
 }
 
