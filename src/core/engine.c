@@ -83,10 +83,26 @@ cp_engine_fini(struct cp_engine *e)
     memset(e, 0, sizeof(*e));
 }
 
+/* The campaign table's settings from the config (a reload changes them;
+ * its size only at the next start). */
+static void
+campaign_settings(struct cp_engine *e)
+{
+    const struct cp_content *ct = &e->cfg->content;
+
+    if (e->camp == NULL)
+        return;
+    e->camp->window_s = (uint32_t)(ct->window_ms / 1000);
+    e->camp->repeat = ct->repeat;
+    e->camp->min_bad = ct->min_bad;
+    e->camp->bad_share = ct->bad_share;
+}
+
 void
 cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg)
 {
     e->cfg = cfg;
+    campaign_settings(e);
 }
 
 size_t
@@ -879,12 +895,8 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
     if (e->camp == NULL) {
         e->camp = xmalloc(sizeof(*e->camp));
         cp_campaigns_init(e->camp, ct->max_fingerprints, 0, 1, 0, 0);
+        campaign_settings(e);
     }
-    /* a reload may change these (the size: at the next start) */
-    e->camp->window_s = (uint32_t)(ct->window_ms / 1000);
-    e->camp->repeat = ct->repeat;
-    e->camp->min_bad = ct->min_bad;
-    e->camp->bad_share = ct->bad_share;
     h = hmap_hash(d->id.key, d->id.keylen);
     acct = (uint32_t)(h ^ h >> 32);
     /* a campaign: several accounts sending one text again and again, and
