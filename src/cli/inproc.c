@@ -57,3 +57,10 @@ inproc_flush(struct inproc *ip, int64_t now_ms)
     cp_engine_expire(&ip->engine, now_ms);
     ip->expired_ms = now_ms;
 }
+
+void
+inproc_learned(struct inproc *ip)
+{
+    memstore_learned(ip->ms);
+    ip->engine.learning = false;
+}

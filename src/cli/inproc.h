@@ -35,6 +35,13 @@ void inproc_decide(struct inproc *ip, const struct policy_request *req,
  * mail-log follower reports). */
 void inproc_outcome(struct inproc *ip, const char *qid, size_t qlen,
                     enum cp_outcome o, int64_t now_ms);
+/*
+ * The end of learning (a warm start, chokepoint learn): every account
+ * keeps the habits its evidence learned and forgets the rest — the score
+ * and what made it, its state, its counters — as the daemon starts from
+ * what `chokepoint learn` stored. The engine leaves learning mode.
+ */
+void inproc_learned(struct inproc *ip);
 /* Release every reservation due by `now_ms` (end of a run). */
 void inproc_flush(struct inproc *ip, int64_t now_ms);
 

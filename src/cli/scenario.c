@@ -17,6 +17,7 @@
 static const char *const kind_names[] = {"blaster", "low_and_slow", "campaign",
                                          "stolen_credentials", "unauth_relay",
                                          NULL};
+static const char *const map_names[] = {"customers", "logins", "none", NULL};
 static const char *const diurnal_names[] = {"residential", "business", "flat",
                                             NULL};
 
@@ -55,6 +56,7 @@ static const struct yw_field burst_f[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 static const struct yw_field newsletter_f[] = {
+    {"share", YW_DOUBLE, LN(struct sim_newsletter, share), 0, 1, NULL},
     {"recipients", YW_U32, LN(struct sim_newsletter, recipients), 0, 1e8,
      NULL},
     {"per_message", YW_U32, LN(struct sim_newsletter, per_message), 1, 1e5,
@@ -67,6 +69,17 @@ static const struct yw_field newsletter_f[] = {
      NULL},
     {"size_spread", YW_DOUBLE, LN(struct sim_newsletter, size_spread), 0, 3,
      NULL},
+    {"decay", YW_DOUBLE, LN(struct sim_newsletter, decay), 0, 0.1, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field staff_f[] = {
+    {"logins", YW_MAP, LN(struct sim_staff, logins), 0, 0, count_f},
+    {"shared", YW_DOUBLE, LN(struct sim_staff, shared_share), 0, 1, NULL},
+    {"people", YW_MAP, LN(struct sim_staff, people), 0, 0, count_f},
+    {"domains", YW_U32, LN(struct sim_staff, domains), 1, 8, NULL},
+    {"home", YW_DOUBLE, LN(struct sim_staff, home_share), 0, 1, NULL},
+    {"phone", YW_DOUBLE, LN(struct sim_staff, phone_share), 0, 1, NULL},
+    {"roles", YW_DOUBLE, LN(struct sim_staff, role_share), 0, 1, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -88,6 +101,7 @@ static const struct yw_field class_f[] = {
     {"alias_share", YW_DOUBLE, C(alias_share), 0, 1, NULL},
     {"tls_share", YW_DOUBLE, C(tls_share), 0, 1, NULL},
     {"sasl", YW_BOOL, C(sasl), 0, 0, NULL},
+    {"staff", YW_MAP, C(staff), 0, 0, staff_f},
     {"burst", YW_MAP, C(burst), 0, 0, burst_f},
     {"newsletter", YW_MAP, C(newsletter), 0, 0, newsletter_f},
     {"retry", YW_MAP, C(retry), 0, 0, retry_f},
@@ -138,6 +152,8 @@ static const struct yw_field top_f[] = {
     {"days", YW_U32, S(days), 1, 366, NULL},
     {"spam_share", YW_DOUBLE, S(spam_share), 0, 0.99, NULL},
     {"delivery", YW_BOOL, S(delivery), 0, 0, NULL},
+    {"history", YW_DURATION, S(history_ms), 0, 60 * DAY, NULL},
+    {"map", YW_ENUM, S(map), 0, 0, map_names},
     {"customers", YW_SKIP, 0, 0, 0, NULL},
     {"infections", YW_SKIP, 0, 0, 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
@@ -162,7 +178,9 @@ class_defaults(struct sim_class *c)
     c->alias_share = 0.05;
     c->tls_share = 0.95;
     c->burst = (struct sim_burst){0, 50, 2 * HOUR, {3, 20}, 0.01, 0};
-    c->newsletter = (struct sim_newsletter){0, 50, 1, 10, 300, 0.01, 0.005};
+    c->newsletter = (struct sim_newsletter){1, 0, 50, 1, 10, 300, 0.01, 0,
+                                            0.005};
+    c->staff = (struct sim_staff){{1, 1}, 0, {4, 20}, 1, 0.1, 0.1, 0.1};
     c->retry = (struct sim_retry){15 * 60000, 8};
 }
 

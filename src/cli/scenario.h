@@ -31,6 +31,14 @@ enum sim_tls {
     SIM_TLS_NONE,      /* plaintext (a bot's own SMTP engine) */
 };
 
+/* The customer map the simulator gives chokepoint. */
+enum sim_map {
+    SIM_MAP_CUSTOMERS, /* a customer's logins grouped, with its domains */
+    SIM_MAP_LOGINS,    /* every login its own customer, with its class */
+    SIM_MAP_NONE,      /* no map: every login its own account, default
+                          class */
+};
+
 enum sim_kind {
     SIM_BLASTER,     /* as fast as the server takes it, forged senders */
     SIM_LOWSLOW,     /* a few dozen an hour, round the clock */
@@ -60,13 +68,37 @@ struct sim_burst {          /* a legitimate burst, once in the period */
 };
 
 struct sim_newsletter {     /* a weekly send to a big list */
+    double share;           /* of the class's customers who send one */
     uint32_t recipients;    /* 0: none */
     uint32_t per_message;   /* recipients per message (BCC batches) */
     int weekday;            /* 0 = Monday */
     uint32_t hour;
     uint32_t per_minute;    /* messages per minute while sending */
-    double invalid_share;   /* subscribers that no longer exist */
+    double invalid_share;   /* subscribers that no longer exist at the
+                               start (the list is never cleaned) */
+    double decay;           /* more of them die per day (delivered before,
+                               bounce after: a list going stale) */
     double size_spread;     /* one issue: sigma of ln(size) around it */
+};
+
+/*
+ * A business: several logins of one customer. Each staff login is one
+ * person's, sent as that person's address at the company's domains; a
+ * shared office login (office@) is used by several people, each sending
+ * as their own address. People send from the office during office hours,
+ * and from home (a line of a regional ISP) or a phone (a mobile carrier's
+ * address pool) otherwise.
+ */
+struct sim_staff {
+    struct sim_count logins;  /* staff logins per customer; {1,1}: one
+                                 login, the customer's (no staff model) */
+    double shared_share;      /* customers with a shared office login */
+    struct sim_count people;  /* people using the shared login */
+    uint32_t domains;         /* the customer's own mail domains */
+    double home_share;        /* of a person's mail sent from home */
+    double phone_share;       /* ... from a phone */
+    double role_share;        /* sent as a role address (info@, sales@)
+                                 or at the customer's second domain */
 };
 
 struct sim_retry {
@@ -93,6 +125,7 @@ struct sim_class {
     double alias_share;         /* customers who also send as another
                                    address of theirs (family, alias) */
     bool sasl;                  /* false: relayed by client address */
+    struct sim_staff staff;
     struct sim_burst burst;
     struct sim_newsletter newsletter;
     struct sim_retry retry;
@@ -141,6 +174,11 @@ struct scenario {
     double spam_share;          /* target with no chokepoint; 0: none */
     bool delivery;              /* feed delivery outcomes (bounces) to the
                                    engine, as the mail-log follower does */
+    uint64_t history_ms;        /* warm start: legitimate mail of this long
+                                   before `start` is learned first (as
+                                   `chokepoint learn` does); 0: a cold
+                                   start, the day of deployment */
+    int map;                    /* enum sim_map */
     struct sim_class cls[SIM_MAX_CLASSES];
     uint32_t ncls;
     struct sim_infection inf[SIM_MAX_INFECTIONS];

@@ -59,25 +59,42 @@ usage(FILE *fp, int rc)
     return rc;
 }
 
-/* One line per customer: its login (or address) → customer id, class. */
+/*
+ * The customer map (scenario `map:`): one line per login (or, for
+ * customers who relay by address, per address) → customer id and class;
+ * a business's logins are one customer with its domains (`customers`),
+ * or every login its own customer (`logins`), or no map at all (`none`).
+ */
 static void
 write_map(const struct sim *s, const char *path)
 {
     FILE *fp = fopen(path, "w");
-    char login[64], ip[16];
+    char login[64], dom[48];
 
     if (fp == NULL)
         sim_die("%s: cannot write the customer map", path);
-    for (uint32_t i = 0; i < s->nsenders; i++) {
-        const struct sim_class *k = &s->sc.cls[s->senders[i].cls];
+    for (uint32_t i = 0; i < s->nsenders && s->sc.map != SIM_MAP_NONE; i++) {
+        const struct sim_sender *p = &s->senders[i];
+        const struct sim_class *k = &s->sc.cls[p->cls];
 
-        sim_login(login, sizeof(login), i);
-        if (k->sasl) {
-            fprintf(fp, "%s c%07u %s\n", login, i, k->name);
-        } else {
-            sim_format_ip(ip, sizeof(ip), s->senders[i].ip);
-            fprintf(fp, "%s c%07u %s\n", ip, i, k->name);
+        sim_login(s, login, sizeof(login), i);
+        if (!k->sasl)
+            sim_format_ip(login, sizeof(login), p->ip);
+        if (s->sc.map == SIM_MAP_LOGINS || !(p->flags & SIM_STAFF)) {
+            fprintf(fp, "%s %c%07u %s\n", login,
+                    s->sc.map == SIM_MAP_LOGINS ? 'l' : 'c',
+                    s->sc.map == SIM_MAP_LOGINS ? i : p->cust, k->name);
+            continue;
         }
+        fprintf(fp, "%s c%07u", login, p->cust);
+        if (p->slot == 0) { /* the customer's class and domains, once */
+            fprintf(fp, " %s domains=", k->name);
+            for (uint32_t d = 0; d < k->staff.domains; d++) {
+                sim_domain(dom, sizeof(dom), p->cust, d);
+                fprintf(fp, "%s%s", d ? "," : "", dom);
+            }
+        }
+        fputc('\n', fp);
     }
     if (fclose(fp) != 0)
         sim_die("%s: write error", path);
@@ -151,6 +168,10 @@ open_driver(struct sim *s, const struct opts *o, struct sim_driver *d)
         sim_die("%s", err);
     }
     unlink(map);
+    sim_truth_init(&d->truth, s, d->ip.cfg);
+    d->ip.engine.on_transition = sim_truth_transition;
+    d->ip.engine.transition_arg = &d->truth;
+    s->ranked = true;
     d->explain = o->explain ? stderr : NULL;
     /* the milter's fingerprints, when the config has the milter */
     d->content = d->ip.cfg->content.milter[0] != '\0' && !o->no_content;
@@ -192,6 +213,7 @@ sim_main(int argc, char **argv)
         close(d.fd);
     else
         inproc_close(&d.ip);
+    sim_truth_fini(&d.truth);
     sim_free(&s);
     return 0;
 }

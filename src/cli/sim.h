@@ -9,6 +9,7 @@
 
 #include "cli/inproc.h"
 #include "cli/simmodel.h"
+#include "cli/simtruth.h"
 
 struct sim_driver {
     bool live;
@@ -16,6 +17,7 @@ struct sim_driver {
     struct inproc ip;  /* in-process engine */
     FILE *explain;     /* in-process: why legitimate accounts were stopped */
     bool content;      /* in-process: the milter's fingerprints too */
+    struct sim_truth truth; /* in-process: states against the logins */
     const struct sim *sim;
 };
 
@@ -30,7 +32,9 @@ struct sim_metrics {
     double spam_share_after_nocampaign; /* campaigns need content signals */
     uint32_t zombie_accounts, zombie_accounts_caught;
     double accepted_median, accepted_p90, detect_minutes_median;
-    uint64_t legit_customer_days, legit_customer_days_deferred;
+    uint64_t legit_login_days, legit_login_days_deferred;
+    uint32_t legit_logins, legit_logins_watched, legit_logins_throttled,
+        legit_logins_blocked, zombie_logins;
     uint64_t legit_messages_deferred, legit_messages_lost;
     uint32_t legit_accounts_blocked, flagged_clean, flagged_infected;
     uint32_t infected_accounts;

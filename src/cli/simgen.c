@@ -20,6 +20,7 @@
 #define CGNAT_BASE 0x647f0000u /* 100.127.0.0: shared CGNAT addresses */
 #define CGNAT_PER_IP 16
 #define FOREIGN_BASE 0xc6330000u /* 198.51.0.0: other networks */
+#define OFFICE_BASE 0xb9000000u  /* 185.0.0.0: business offices, a /24 each */
 
 /* Hourly shape of legitimate sending; each row sums to 24. */
 static const double diurnal_tab[3][24] = {
@@ -40,9 +41,29 @@ sim_diurnal(int profile, int hour)
 }
 
 void
-sim_login(char *out, size_t n, uint32_t sender)
+sim_domain(char *out, size_t n, uint32_t cust, uint32_t i)
 {
-    snprintf(out, n, "c%07u@isp.example", sender);
+    if (i == 0)
+        snprintf(out, n, "co%u.example", cust);
+    else
+        snprintf(out, n, "co%u-%u.example", cust, i);
+}
+
+void
+sim_login(const struct sim *s, char *out, size_t n, uint32_t sender)
+{
+    const struct sim_sender *p = &s->senders[sender];
+    char dom[48];
+
+    if (!(p->flags & SIM_STAFF)) {
+        snprintf(out, n, "c%07u@isp.example", sender);
+        return;
+    }
+    sim_domain(dom, sizeof(dom), p->cust, 0);
+    if (p->flags & SIM_SHARED)
+        snprintf(out, n, "office@%s", dom);
+    else
+        snprintf(out, n, "p%u@%s", p->slot, dom);
 }
 
 void
@@ -59,12 +80,20 @@ add_event(struct sim *s, int64_t t, uint32_t who, uint8_t type)
         s->capev = s->capev ? s->capev * 2 : 1 << 16;
         s->ev = xreallocarray(s->ev, s->capev, sizeof(*s->ev));
     }
-    s->ev[s->nev] = (struct sim_event){t, who, (uint32_t)s->nev, type, 0};
+    s->ev[s->nev] = (struct sim_event){t, who, (uint32_t)s->nev, 0, type, 0};
     s->nev++;
 }
 
+/* A hash of x (splitmix64's finaliser): per-sender properties drawn
+ * without touching the generator, so they do not change the world. */
+static uint64_t
+mix(uint64_t x)
+{
+    return rng_splitmix(&x);
+}
+
 static bool
-is_weekend(const struct sim *s, uint32_t day)
+is_weekend(const struct sim *s, int64_t day)
 {
     /* day 0 is the scenario's start; 1970-01-01 was a Thursday */
     int64_t d = s->sc.start_ms / SIM_DAY + day;
@@ -73,7 +102,7 @@ is_weekend(const struct sim *s, uint32_t day)
 }
 
 static int
-weekday(const struct sim *s, uint32_t day)
+weekday(const struct sim *s, int64_t day)
 {
     return (int)((s->sc.start_ms / SIM_DAY + day + 3) % 7);
 }
@@ -91,64 +120,130 @@ draw_hour(struct sim *s, int profile)
     return 23;
 }
 
+/* One login's legitimate habits (per_day, activity, roaming, alias,
+ * address). */
+static void
+draw_sender(struct sim *s, const struct sim_class *k, struct sim_sender *p,
+            uint32_t n, uint32_t *cgnat)
+{
+    double pd = rng_lognormal(&s->rng, k->per_day.median, k->per_day.sigma);
+
+    p->per_day = (float)(pd < k->per_day.max ? pd : k->per_day.max);
+    p->people = 1;
+    if (rng_unit(&s->rng) < k->active_share)
+        p->flags |= SIM_ACTIVE;
+    if (rng_unit(&s->rng) < k->roaming_share)
+        p->flags |= SIM_ROAMING;
+    if (rng_unit(&s->rng) < k->alias_share)
+        p->flags |= SIM_ALIAS;
+    if (rng_unit(&s->rng) < k->cgnat_share)
+        p->ip = CGNAT_BASE + 1 + (*cgnat)++ / CGNAT_PER_IP;
+    else
+        p->ip = HOME_BASE + 1 + n;
+}
+
+static bool
+has_staff(const struct sim_class *k)
+{
+    return k->staff.logins.max > 1 || k->staff.shared_share > 0;
+}
+
+/* How many logins each customer of class k has (staff model: drawn). */
+static uint32_t
+logins_of(struct sim *s, const struct sim_class *k, bool *shared)
+{
+    uint32_t n;
+
+    *shared = false;
+    if (!has_staff(k))
+        return 1;
+    n = (uint32_t)rng_count(&s->rng, k->staff.logins.mean,
+                            k->staff.logins.max);
+    *shared = rng_unit(&s->rng) < k->staff.shared_share;
+    return n + *shared;
+}
+
+static void
+grow_senders(struct sim *s, uint32_t need, uint32_t *cap)
+{
+    if (need <= *cap)
+        return;
+    while (*cap < need)
+        *cap = *cap ? *cap * 2 : 1024;
+    s->senders = xreallocarray(s->senders, *cap, sizeof(*s->senders));
+}
+
 static void
 make_customers(struct sim *s)
 {
-    uint32_t n = 0, cgnat = 0;
+    uint32_t n = 0, cgnat = 0, cap = 0;
 
-    for (uint32_t c = 0; c < s->sc.ncls; c++)
-        n += s->sc.cls[c].customers;
-    s->senders = xcalloc(n, sizeof(*s->senders));
-    s->nsenders = n;
-    n = 0;
     for (uint32_t c = 0; c < s->sc.ncls; c++) {
         const struct sim_class *k = &s->sc.cls[c];
 
         s->class_first[c] = n;
-        for (uint32_t i = 0; i < k->customers; i++, n++) {
-            struct sim_sender *p = &s->senders[n];
-            double pd = rng_lognormal(&s->rng, k->per_day.median,
-                                      k->per_day.sigma);
+        for (uint32_t i = 0; i < k->customers; i++) {
+            bool shared;
+            uint32_t logins = logins_of(s, k, &shared);
 
-            p->cls = c;
-            p->per_day = (float)(pd < k->per_day.max ? pd : k->per_day.max);
-            if (rng_unit(&s->rng) < k->active_share)
-                p->flags |= SIM_ACTIVE;
-            if (rng_unit(&s->rng) < k->roaming_share)
-                p->flags |= SIM_ROAMING;
-            if (rng_unit(&s->rng) < k->alias_share)
-                p->flags |= SIM_ALIAS;
-            if (rng_unit(&s->rng) < k->cgnat_share)
-                p->ip = CGNAT_BASE + 1 + cgnat++ / CGNAT_PER_IP;
-            else
-                p->ip = HOME_BASE + 1 + n;
+            grow_senders(s, n + logins, &cap);
+            for (uint32_t j = 0; j < logins; j++, n++) {
+                struct sim_sender *p = &s->senders[n];
+
+                memset(p, 0, sizeof(*p));
+                p->cls = c;
+                p->cust = s->ncust;
+                p->slot = (uint16_t)j;
+                draw_sender(s, k, p, n, &cgnat);
+                if (!has_staff(k))
+                    continue;
+                /* a business: its office network, one per customer */
+                p->flags |= SIM_STAFF;
+                p->ip = OFFICE_BASE + s->ncust * 256u + 10;
+                if (shared && j == logins - 1) {
+                    p->flags |= SIM_SHARED;
+                    p->people = (uint8_t)rng_count(&s->rng,
+                                                   k->staff.people.mean,
+                                                   k->staff.people.max > 255
+                                                       ? 255
+                                                       : k->staff.people.max);
+                    p->per_day *= p->people;
+                }
+            }
+            s->ncust++;
         }
+        s->class_n[c] = n - s->class_first[c];
+    }
+    s->nsenders = n;
+}
+
+/* Sender i's legitimate messages of day d (negative: history). */
+static void
+legit_day(struct sim *s, uint32_t i, int64_t d, bool count)
+{
+    const struct sim_sender *p = &s->senders[i];
+    const struct sim_class *k = &s->sc.cls[p->cls];
+    double lambda = p->per_day * (is_weekend(s, d) ? k->weekend : 1);
+    uint64_t m = rng_poisson(&s->rng, lambda);
+
+    if (count)
+        s->legit_expected += lambda;
+    for (uint64_t j = 0; j < m; j++) {
+        int64_t t = s->sc.start_ms + d * SIM_DAY +
+                    draw_hour(s, k->diurnal) * SIM_HOUR +
+                    (int64_t)rng_below(&s->rng, SIM_HOUR);
+
+        add_event(s, t, i, EV_LEGIT);
     }
 }
 
 static void
 legit_events(struct sim *s)
 {
-    for (uint32_t i = 0; i < s->nsenders; i++) {
-        struct sim_sender *p = &s->senders[i];
-        const struct sim_class *k = &s->sc.cls[p->cls];
-
-        if (!(p->flags & SIM_ACTIVE))
-            continue;
-        for (uint32_t d = 0; d < s->sc.days; d++) {
-            double lambda = p->per_day * (is_weekend(s, d) ? k->weekend : 1);
-            uint64_t m = rng_poisson(&s->rng, lambda);
-
-            s->legit_expected += lambda;
-            for (uint64_t j = 0; j < m; j++) {
-                int64_t t = s->sc.start_ms + d * SIM_DAY +
-                            draw_hour(s, k->diurnal) * SIM_HOUR +
-                            (int64_t)rng_below(&s->rng, SIM_HOUR);
-
-                add_event(s, t, i, EV_LEGIT);
-            }
-        }
-    }
+    for (uint32_t i = 0; i < s->nsenders; i++)
+        if (s->senders[i].flags & SIM_ACTIVE)
+            for (uint32_t d = 0; d < s->sc.days; d++)
+                legit_day(s, i, d, true);
 }
 
 static void
@@ -173,35 +268,83 @@ burst_events(struct sim *s)
     }
 }
 
+/* A newsletter's sends, weekly on its weekday, from `first` day on. */
 static void
-newsletter_events(struct sim *s)
+newsletter_sends(struct sim *s, const struct sim_newsletter *nl, uint32_t who,
+                 uint32_t i, int64_t first, int64_t days, bool count)
+{
+    uint32_t msgs = (nl->recipients + nl->per_message - 1) / nl->per_message;
+
+    for (int64_t d = first; d < days; d++) {
+        if (weekday(s, d) != nl->weekday)
+            continue;
+        /* senders of one class spread over 8 hours from `hour` */
+        int64_t t0 = s->sc.start_ms + d * SIM_DAY +
+                     (nl->hour + i % 8) * SIM_HOUR +
+                     (int64_t)(i / 8 % 60) * 60000;
+
+        for (uint32_t j = 0; j < msgs; j++) {
+            add_event(s, t0 + (int64_t)j * 60000 / nl->per_minute, who,
+                      EV_NEWSLETTER);
+            s->ev[s->nev - 1].part = j;
+        }
+        if (count)
+            s->legit_expected += msgs;
+    }
+}
+
+/* Does sender `who` send its class's newsletter (its customer's first
+ * login, for the share of customers that have one)? */
+static bool
+sends_newsletter(struct sim *s, uint32_t who)
+{
+    const struct sim_sender *p = &s->senders[who];
+    const struct sim_newsletter *nl = &s->sc.cls[p->cls].newsletter;
+
+    if (nl->recipients == 0 || p->slot != 0)
+        return false;
+    return nl->share >= 1 || (mix(who ^ 0x6e6c) >> 11) * 0x1.0p-53 < nl->share;
+}
+
+/* Every newsletter's sends on days [first, days). */
+static void
+newsletter_events(struct sim *s, int64_t first, int64_t days, bool count)
 {
     for (uint32_t c = 0; c < s->sc.ncls; c++) {
         const struct sim_newsletter *nl = &s->sc.cls[c].newsletter;
-        uint32_t msgs;
+        uint32_t i = 0;
 
-        if (nl->recipients == 0)
-            continue;
-        msgs = (nl->recipients + nl->per_message - 1) / nl->per_message;
-        for (uint32_t i = 0; i < s->sc.cls[c].customers; i++) {
-            uint32_t who = s->class_first[c] + i;
-
-            for (uint32_t d = 0; d < s->sc.days; d++) {
-                if (weekday(s, d) != nl->weekday)
-                    continue;
-                /* senders of one class spread over 8 hours from `hour` */
-                int64_t t0 = s->sc.start_ms + d * SIM_DAY +
-                             (nl->hour + i % 8) * SIM_HOUR +
-                             (int64_t)(i / 8 % 60) * 60000;
-
-                for (uint32_t j = 0; j < msgs; j++)
-                    add_event(s, t0 + (int64_t)j * 60000 / nl->per_minute, who,
-                              EV_NEWSLETTER);
-                s->legit_expected += msgs;
-            }
-        }
+        for (uint32_t w = s->class_first[c];
+             w < s->class_first[c] + s->class_n[c]; w++)
+            if (sends_newsletter(s, w))
+                newsletter_sends(s, nl, w, i++, first, days, count);
     }
 }
+
+/*
+ * A warm start: the customers' legitimate mail (and newsletters) of the
+ * `history` before the period, which the engine learns from first, as
+ * `chokepoint learn` does from past mail logs. Drawn last, from a
+ * generator of its own, so the period itself is the same world as on a
+ * cold start.
+ */
+static void
+history_events(struct sim *s)
+{
+    int64_t days = (int64_t)((s->sc.history_ms + SIM_DAY - 1) / SIM_DAY);
+    struct rng saved = s->rng;
+
+    if (days == 0)
+        return;
+    rng_seed(&s->rng, ((uint64_t)s->sc.seed << 32) ^ 0x686973746f7279ULL);
+    for (uint32_t i = 0; i < s->nsenders; i++)
+        if (s->senders[i].flags & SIM_ACTIVE)
+            for (int64_t d = -days; d < 0; d++)
+                legit_day(s, i, d, false);
+    newsletter_events(s, -days, 0, false);
+    s->rng = saved;
+}
+
 
 /* Expected spam messages from one account of infection `f`. */
 static double
@@ -247,11 +390,10 @@ spam_targets(struct sim *s, double *target)
 static uint32_t
 pick_victim(struct sim *s, uint32_t cls)
 {
-    const struct sim_class *k = &s->sc.cls[cls];
     uint32_t who = s->class_first[cls];
 
     for (int tries = 0; tries < 64; tries++) {
-        who = s->class_first[cls] + (uint32_t)rng_below(&s->rng, k->customers);
+        who = s->class_first[cls] + (uint32_t)rng_below(&s->rng, s->class_n[cls]);
         if (!(s->senders[who].flags & SIM_INFECTED))
             break;
     }
@@ -342,7 +484,7 @@ make_zombies(struct sim *s)
         while (target[i] < 0 ? n < f->accounts
                              : (n == 0 || vol + volume_per_account(f) / 2 <
                                               target[i]) &&
-                                   n < s->sc.cls[f->cls].customers) {
+                                   n < s->class_n[f->cls]) {
             vol += place_zombie(s, i, campaign);
             n++;
         }
@@ -367,10 +509,12 @@ sim_generate(struct sim *s)
     make_customers(s);
     legit_events(s);
     burst_events(s);
-    newsletter_events(s);
+    newsletter_events(s, 0, s->sc.days, true);
     make_zombies(s);
+    history_events(s);
     qsort(s->ev, s->nev, sizeof(*s->ev), event_cmp);
     s->custday = xcalloc((size_t)s->nsenders * s->sc.days, 1);
+    s->worst = xcalloc(s->nsenders, 1);
     s->series.hours = s->sc.days * 24;
     s->series.ham_tried = xcalloc(s->series.hours, sizeof(uint32_t));
     s->series.ham_sent = xcalloc(s->series.hours, sizeof(uint32_t));
@@ -386,6 +530,7 @@ sim_free(struct sim *s)
     free(s->zombies);
     free(s->ev);
     free(s->custday);
+    free(s->worst);
     free(s->series.ham_tried);
     free(s->series.ham_sent);
     free(s->series.spam_tried);

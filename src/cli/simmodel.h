@@ -9,6 +9,7 @@
 #define CP_CLI_SIMMODEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cli/scenario.h"
@@ -24,23 +25,37 @@ enum sim_sender_flags {
     SIM_FLAGGED = 8,    /* chokepoint deferred or refused any of its mail */
     SIM_BURST = 16,     /* does one legitimate burst */
     SIM_ALIAS = 32,     /* also sends as an alias address */
+    SIM_STAFF = 64,     /* a login of a business with the staff model */
+    SIM_SHARED = 128,   /* a shared office login (office@) */
 };
 
-struct sim_sender {          /* one customer */
+/* One login (one credential), or for mail relayed by client address one
+ * address. Most classes have one login per customer; a business with the
+ * staff model (scenario `staff:`) has several, of one customer. */
+struct sim_sender {
     uint32_t cls;
-    uint32_t ip;             /* home IPv4, host order */
+    uint32_t ip;             /* home IPv4 (business: the office), host order */
+    uint32_t cust;           /* the customer it belongs to */
     float per_day;           /* legitimate messages per weekday */
     uint8_t flags;
+    uint8_t people;          /* people who use it (a shared login: > 1) */
+    uint16_t slot;           /* its number among the customer's logins */
 };
 
 struct sim_zombie {          /* one infection of one account */
-    uint32_t sender;         /* the infected customer */
+    uint32_t sender;         /* the infected login */
     uint32_t inf;            /* index into scenario.inf */
     uint32_t ip;             /* unauth relay: its address */
     int64_t start_ms, end_ms;
     uint32_t spam_sent, spam_accepted;
     int64_t first_stop_ms;   /* first deferral/refusal, -1: never */
+    uint8_t worst;           /* unauth_relay: its address's account's worst
+                                state (enum sim_rank) */
 };
+
+/* How far chokepoint went with an account (its worst state). */
+enum sim_rank { SIM_RANK_NORMAL, SIM_RANK_WATCH, SIM_RANK_THROTTLED,
+                SIM_RANK_BLOCKED };
 
 enum sim_event_type { EV_LEGIT, EV_BURST, EV_NEWSLETTER, EV_SPAM };
 
@@ -48,6 +63,7 @@ struct sim_event {
     int64_t t_ms;
     uint32_t who;            /* sender (legit) or zombie (spam) */
     uint32_t id;             /* the message: seeds its content */
+    uint32_t part;           /* newsletter: its message number in the issue */
     uint8_t type;
     uint8_t attempt;         /* 0: first try */
 };
@@ -76,12 +92,19 @@ struct sim {
     struct sim_sender *senders;
     uint32_t nsenders;
     uint32_t class_first[SIM_MAX_CLASSES]; /* first sender of each class */
+    uint32_t class_n[SIM_MAX_CLASSES];     /* its senders (logins) */
+    uint32_t ncust;          /* customers (a business's logins are one) */
     struct sim_zombie *zombies;
     uint32_t nzombies, capzombies;
-    struct sim_event *ev;    /* first tries, sorted by time */
+    struct sim_event *ev;    /* first tries, sorted by time; those before
+                                sc.start_ms are the history of a warm
+                                start (legitimate mail, learned) */
     uint64_t nev, capev;
     uint8_t *custday;        /* [sender * days + day]: bit 0 had legit
                                 mail, bit 1 a legit deferral */
+    uint8_t *worst;          /* [sender]: its login's worst state in the
+                                period (enum sim_rank; in-process only) */
+    bool ranked;             /* worst[] was recorded (not --live) */
     struct sim_series series;
     struct sim_totals tot;
     double legit_expected;   /* expected legitimate messages (calibration) */
@@ -93,8 +116,10 @@ void sim_generate(struct sim *s);
 void sim_free(struct sim *s);
 /* Hourly weight (sums to 24 over a day) of a diurnal profile. */
 double sim_diurnal(int profile, int hour);
-/* Login, customer id and address of a sender. */
-void sim_login(char *out, size_t n, uint32_t sender);
+/* The login of a sender (its SASL username). */
+void sim_login(const struct sim *s, char *out, size_t n, uint32_t sender);
+/* A customer's own mail domain number `i` (staff model). */
+void sim_domain(char *out, size_t n, uint32_t cust, uint32_t i);
 void sim_format_ip(char *out, size_t n, uint32_t ip);
 
 #endif

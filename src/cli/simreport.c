@@ -85,12 +85,43 @@ zombie_metrics(const struct sim *s, struct sim_metrics *m)
     free(det);
 }
 
+/* Does zombie z send through its login's own account (not an address's
+ * account of its own: unauth_relay from a customer who uses SASL)? */
+static bool
+on_login(const struct sim *s, const struct sim_zombie *z)
+{
+    return s->sc.inf[z->inf].kind != SIM_UNAUTH ||
+           !s->sc.cls[s->senders[z->sender].cls].sasl;
+}
+
+static void
+login_metrics(const struct sim *s, const uint8_t *infected,
+              const uint8_t *active, struct sim_metrics *m)
+{
+    for (uint32_t p = 0; p < s->nsenders; p++) {
+        if (infected[p]) {
+            m->zombie_logins++;
+            continue;
+        }
+        if (!active[p])
+            continue;
+        m->legit_logins++;
+        m->legit_logins_watched += s->worst[p] >= SIM_RANK_WATCH;
+        m->legit_logins_throttled += s->worst[p] >= SIM_RANK_THROTTLED;
+        m->legit_logins_blocked += s->worst[p] >= SIM_RANK_BLOCKED;
+    }
+    for (uint32_t i = 0; i < s->nzombies; i++)
+        m->zombie_logins += !on_login(s, &s->zombies[i]);
+}
+
 static void
 customer_metrics(const struct sim *s, struct sim_metrics *m)
 {
     uint32_t days = s->sc.days;
     uint8_t *infday = xcalloc((size_t)s->nsenders * days, 1);
     uint8_t *sasl_infected = xcalloc(s->nsenders, 1);
+    uint8_t *infected = xcalloc(s->nsenders, 1);
+    uint8_t *active = xcalloc(s->nsenders, 1);
 
     for (uint32_t i = 0; i < s->nzombies; i++) {
         const struct sim_zombie *z = &s->zombies[i];
@@ -103,6 +134,7 @@ customer_metrics(const struct sim *s, struct sim_metrics *m)
          * customer's login */
         if (s->sc.inf[z->inf].kind != SIM_UNAUTH)
             sasl_infected[z->sender] = 1;
+        infected[z->sender] |= on_login(s, z);
     }
     for (uint32_t p = 0; p < s->nsenders; p++) {
         bool lost = false;
@@ -110,10 +142,11 @@ customer_metrics(const struct sim *s, struct sim_metrics *m)
         for (uint32_t d = 0; d < days; d++) {
             uint8_t cd = s->custday[(size_t)p * days + d];
 
+            active[p] |= cd & 1;
             if (!(cd & 1) || infday[(size_t)p * days + d])
                 continue;
-            m->legit_customer_days++;
-            m->legit_customer_days_deferred += (cd & 2) != 0;
+            m->legit_login_days++;
+            m->legit_login_days_deferred += (cd & 2) != 0;
             lost |= (cd & 4) != 0;
         }
         if (s->senders[p].flags & SIM_INFECTED) {
@@ -125,8 +158,11 @@ customer_metrics(const struct sim *s, struct sim_metrics *m)
         m->legit_accounts_blocked += lost;
         m->flagged_clean += (s->senders[p].flags & SIM_FLAGGED) != 0;
     }
+    login_metrics(s, infected, active, m);
     free(infday);
     free(sasl_infected);
+    free(infected);
+    free(active);
 }
 
 void
@@ -185,7 +221,8 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
             s->sc.file, s->sc.name, config);
     json_num(fp, "seed", s->sc.seed, true);
     json_num(fp, "days", s->sc.days, true);
-    json_num(fp, "customers", s->nsenders, true);
+    json_num(fp, "customers", s->ncust, true);
+    json_num(fp, "logins", s->nsenders, true);
     json_num(fp, "spam_share_before", m->spam_share_before, true);
     json_num(fp, "spam_share_after", m->spam_share_after, true);
     json_num(fp, "spam_share_after_without_campaigns",
@@ -195,9 +232,19 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
     json_num(fp, "spam_accepted_per_zombie_median", m->accepted_median, true);
     json_num(fp, "spam_accepted_per_zombie_p90", m->accepted_p90, true);
     json_num(fp, "detect_minutes_median", m->detect_minutes_median, true);
-    json_num(fp, "legit_customer_days", (double)m->legit_customer_days, true);
-    json_num(fp, "legit_customer_days_deferred",
-             (double)m->legit_customer_days_deferred, true);
+    json_num(fp, "history_days",
+             (double)s->sc.history_ms / (double)SIM_DAY, true);
+    json_num(fp, "legit_login_days", (double)m->legit_login_days, true);
+    json_num(fp, "legit_login_days_deferred",
+             (double)m->legit_login_days_deferred, true);
+    if (s->ranked) {
+        json_num(fp, "legit_logins", m->legit_logins, true);
+        json_num(fp, "legit_logins_watched", m->legit_logins_watched, true);
+        json_num(fp, "legit_logins_throttled", m->legit_logins_throttled,
+                 true);
+        json_num(fp, "legit_logins_blocked", m->legit_logins_blocked, true);
+    }
+    json_num(fp, "zombie_logins", m->zombie_logins, true);
     json_num(fp, "legit_messages_deferred", (double)m->legit_messages_deferred,
              true);
     json_num(fp, "legit_messages_lost", (double)m->legit_messages_lost, true);
@@ -266,8 +313,10 @@ void
 sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
                 const char *config)
 {
-    fprintf(fp, "chokepoint sim: %s (%s), seed %u, %u days, %u customers\n",
-            s->sc.name, s->sc.file, s->sc.seed, s->sc.days, s->nsenders);
+    fprintf(fp, "chokepoint sim: %s (%s), seed %u, %u days, %u customers, "
+                "%u logins, %s start\n",
+            s->sc.name, s->sc.file, s->sc.seed, s->sc.days, s->ncust,
+            s->nsenders, s->sc.history_ms ? "warm" : "cold");
     fprintf(fp, "config: %s; %llu messages, %llu attempts, %llu policy "
                 "requests in %.1f s\n\n",
             config, (unsigned long long)(s->tot.ham + s->tot.spam),
@@ -285,6 +334,8 @@ sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
             100 * m->spam_share_after_nocampaign);
     pct(fp, "zombie accounts caught", m->zombie_accounts_caught,
         m->zombie_accounts);
+    fprintf(fp, "  zombie logins (accounts infected at some time): %u\n",
+            m->zombie_logins);
     char a[32], b[32], c[32];
 
     fprintf(fp, "  spam accepted per zombie: median %s, p90 %s; "
@@ -292,9 +343,16 @@ sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
             num(a, sizeof(a), m->accepted_median, 0),
             num(b, sizeof(b), m->accepted_p90, 0),
             num(c, sizeof(c), m->detect_minutes_median, 1));
-    pct(fp, "legit customer-days with a deferral",
-        (double)m->legit_customer_days_deferred,
-        (double)m->legit_customer_days);
+    pct(fp, "legit login-days with a deferral",
+        (double)m->legit_login_days_deferred, (double)m->legit_login_days);
+    if (s->ranked) {
+        pct(fp, "legit logins throttled (or blocked)",
+            m->legit_logins_throttled, m->legit_logins);
+        pct(fp, "legit logins blocked", m->legit_logins_blocked,
+            m->legit_logins);
+        pct(fp, "legit logins watched (or worse)", m->legit_logins_watched,
+            m->legit_logins);
+    }
     pct(fp, "legit messages deferred at least once",
         (double)m->legit_messages_deferred, (double)s->tot.ham);
     pct(fp, "legit messages never delivered", (double)m->legit_messages_lost,

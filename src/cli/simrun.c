@@ -65,19 +65,32 @@ static const char *const tls_stacks[][2] = {
 };
 #define NSTACKS (sizeof(tls_stacks) / sizeof(tls_stacks[0]))
 
-/* The stack of customer `who`'s own computer, -1: plaintext. Fixed per
- * customer (a hash: nothing stored). */
+/* The stack of computer `who` (a customer's, or a person's laptop: any
+ * number) of class `cls`, -1: plaintext. Fixed per computer (a hash:
+ * nothing stored). */
 static int
-pc_stack(const struct sim *s, uint32_t who)
+computer_stack(const struct sim *s, uint32_t cls, uint32_t who)
 {
     uint32_t h = who * 2654435761u ^ 0x5bd1e995u;
 
     h ^= h >> 15;
     h *= 0x2c1b3c6du;
     h ^= h >> 12;
-    if ((double)(h >> 8) / (1 << 24) >= s->sc.cls[s->senders[who].cls].tls_share)
+    if ((double)(h >> 8) / (1 << 24) >= s->sc.cls[cls].tls_share)
         return -1;
     return (int)(h % 5);
+}
+
+static int
+pc_stack(const struct sim *s, uint32_t who)
+{
+    return computer_stack(s, s->senders[who].cls, who);
+}
+
+static uint64_t
+mix64(uint64_t x)
+{
+    return rng_splitmix(&x);
 }
 
 static void
@@ -90,7 +103,24 @@ set_tls(struct sim_msg *m, int stack)
 /* ---- the content of one message ---- */
 
 /* What a recipient is, for whether it exists (delivery outcomes). */
-enum rtype { R_BOOK, R_NEW, R_LIST, R_SPAM };
+enum rtype { R_BOOK, R_NEW, R_LIST, R_DEAD, R_SPAM };
+
+/*
+ * A newsletter's subscriber j of sender `who`: the list is fixed, and an
+ * address that is dead stays dead (the list is not cleaned). invalid_share
+ * of it is dead at the start, `decay` more dies every day after (before
+ * the start, in a warm start's history, fewer were).
+ */
+static bool
+subscriber_dead(const struct sim *s, uint32_t who, uint32_t j, int64_t t)
+{
+    const struct sim_newsletter *nl = &s->sc.cls[s->senders[who].cls].newsletter;
+    double u = (double)(mix64((uint64_t)who << 32 ^ j ^ 0x5ab5ULL) >> 11) *
+               0x1.0p-53;
+
+    return u < nl->invalid_share +
+                   nl->decay * (double)(t - s->sc.start_ms) / SIM_DAY;
+}
 
 static enum rtype
 recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
@@ -110,10 +140,10 @@ recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
         return R_SPAM;
     }
     if (m->e->type == EV_NEWSLETTER) {
-        uint32_t sub = m->e->id * 131u + i;
+        uint32_t j = m->e->part * k->newsletter.per_message + i;
 
-        snprintf(out, n, "sub%u@%s", sub % 1000000, freemail[sub % NFREEMAIL]);
-        return R_LIST;
+        snprintf(out, n, "n%u.%u@%s", m->sender, j, freemail[j % NFREEMAIL]);
+        return subscriber_dead(s, m->sender, j, m->e->t_ms) ? R_DEAD : R_LIST;
     }
     if (rng_unit(&m->r) < k->new_recipient_share) {
         uint64_t x = rng_next(&m->r);
@@ -123,8 +153,10 @@ recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
                  (unsigned long long)(x >> 4) % 2000);
         return R_NEW;
     }
-    /* the address book: a few domains per customer, stable */
-    uint32_t b = (uint32_t)rng_below(&m->r, k->address_book);
+    /* the address book: a few domains per customer, stable; a shared
+     * login's people each have theirs */
+    uint32_t b = (uint32_t)rng_below(&m->r, (uint64_t)k->address_book *
+                                                s->senders[m->sender].people);
     uint32_t h = (m->sender * 2654435761u) ^ (b * 40503u);
 
     snprintf(out, n, "p%u.%u@%s", m->sender, b,
@@ -156,7 +188,9 @@ fate_of(struct sim *s, const struct sim_msg *m, enum rtype t, struct fate *f)
         bad = k->invalid_share;
         break;
     case R_LIST:
-        bad = k->newsletter.invalid_share;
+        break;
+    case R_DEAD:
+        bad = 1;
         break;
     case R_SPAM:
         bad = s->sc.inf[s->zombies[m->e->who].inf].invalid_share;
@@ -166,6 +200,72 @@ fate_of(struct sim *s, const struct sim_msg *m, enum rtype t, struct fate *f)
     f->n[u < bad         ? CP_OUT_BAD_RECIPIENT
          : u < bad + rej ? CP_OUT_REJECTED
                          : CP_OUT_DELIVERED]++;
+}
+
+#define REGIONAL_BASE 0x51000000u /* 81.0.0.0: other ISPs' home lines */
+#define CARRIER_BASE 0x64500000u  /* 100.80.0.0: mobile carriers' pools */
+
+/*
+ * Where a business's person sends from, as whom, with which device: the
+ * office during office hours (weekdays 8-18), else (and for home_share /
+ * phone_share of office-hour mail) the person's home line, one of eight
+ * regional ISPs' /16s, or a phone in one of four carriers' address pools
+ * (a new /24 every time). The person's laptop has one name and TLS stack
+ * at the office and at home; a phone sends its address as a literal.
+ * A staff login is one person, sending as its login (or, for role_share
+ * of its mail, as a role address or at the customer's second domain); a
+ * shared login's people send as themselves.
+ */
+static void
+staff_origin(struct sim *s, const struct sim_event *e, struct sim_msg *m)
+{
+    const struct sim_sender *p = &s->senders[m->sender];
+    const struct sim_staff *st = &s->sc.cls[p->cls].staff;
+    uint32_t person = (p->flags & SIM_SHARED)
+                          ? 1000u + (uint32_t)rng_below(&m->r, p->people)
+                          : p->slot;
+    uint64_t ph = mix64((uint64_t)p->cust << 20 ^ person);
+    int64_t tod = (e->t_ms % SIM_DAY) / SIM_HOUR;
+    int wd = (int)((e->t_ms / SIM_DAY + 3) % 7);
+    bool office_hours = wd < 5 && tod >= 8 && tod < 18;
+    double u = rng_unit(&m->r), away = st->home_share + st->phone_share;
+    uint32_t ip, dom = 0;
+    bool phone = false;
+    char d[48];
+
+    if (office_hours && u >= away) {
+        ip = p->ip; /* the office */
+    } else {
+        double v = office_hours ? u : rng_unit(&m->r) * away;
+
+        phone = away > 0 && v >= st->home_share;
+        ip = phone ? CARRIER_BASE + (uint32_t)(ph % 4) * 65536u +
+                         (uint32_t)rng_below(&m->r, 65536)
+                   : REGIONAL_BASE + (uint32_t)(ph % 8) * 65536u +
+                         (uint32_t)(ph >> 3) % 256u * 256u + 10 +
+                         (uint32_t)(ph >> 11) % 200;
+    }
+    sim_format_ip(m->ip, sizeof(m->ip), ip);
+    if (phone) {
+        set_tls(m, 1);
+        snprintf(m->helo, sizeof(m->helo), "[10.%u.%u.%u]",
+                 (unsigned)rng_below(&m->r, 256),
+                 (unsigned)rng_below(&m->r, 256),
+                 (unsigned)rng_below(&m->r, 256));
+    } else {
+        set_tls(m, computer_stack(s, p->cls, (uint32_t)ph));
+        snprintf(m->helo, sizeof(m->helo), "nb-%u-%u", p->cust, person);
+    }
+    if (st->domains > 1 && rng_unit(&m->r) < st->role_share / 2)
+        dom = 1 + (uint32_t)rng_below(&m->r, st->domains - 1);
+    sim_domain(d, sizeof(d), p->cust, dom);
+    if (dom == 0 && rng_unit(&m->r) < st->role_share / 2)
+        snprintf(m->from, sizeof(m->from), "%s@%s",
+                 (ph >> 20) % 2 ? "info" : "sales", d);
+    else if (p->flags & SIM_SHARED)
+        snprintf(m->from, sizeof(m->from), "q%u@%s", person - 1000u, d);
+    else
+        snprintf(m->from, sizeof(m->from), "p%u@%s", person, d);
 }
 
 static void
@@ -213,7 +313,7 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
                      (unsigned long long)rng_below(&m->r, 100000000),
                      freemail[rng_below(&m->r, NFREEMAIL)]);
         else
-            sim_login(m->from, sizeof(m->from), m->sender);
+            sim_login(s, m->from, sizeof(m->from), m->sender);
     } else {
         const struct sim_sender *p = &s->senders[e->who];
         const struct sim_class *k = &s->sc.cls[p->cls];
@@ -247,6 +347,10 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
         }
         if (m->size > k->size.max)
             m->size = (uint64_t)k->size.max;
+        if (p->flags & SIM_STAFF) {
+            staff_origin(s, e, m);
+            goto login;
+        }
         /* roaming: 20 % of the mail from one of two networks of the day
          * (the office, the phone's carrier), not a new one each time */
         if ((p->flags & SIM_ROAMING) && rng_unit(&m->r) < 0.2) {
@@ -267,15 +371,16 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
                      (unsigned)rng_below(&m->r, 256));
         else
             snprintf(m->helo, sizeof(m->helo), "pc-%u", e->who);
-        sim_login(m->from, sizeof(m->from), m->sender);
+        sim_login(s, m->from, sizeof(m->from), m->sender);
         if ((p->flags & SIM_ALIAS) && rng_unit(&m->r) < 0.3) {
             char login[64];
 
-            sim_login(login, sizeof(login), m->sender);
+            sim_login(s, login, sizeof(login), m->sender);
             snprintf(m->from, sizeof(m->from), "family.%s", login);
         }
     }
-    sim_login(m->login, sizeof(m->login), m->sender);
+login:
+    sim_login(s, m->login, sizeof(m->login), m->sender);
     if (!m->sasl)
         m->login[0] = '\0';
 }
@@ -399,7 +504,8 @@ ask(struct sim *s, struct sim_driver *d, struct sim_msg *m,
 {
     enum cp_action act;
 
-    s->tot.requests++;
+    if (!d->ip.engine.learning)
+        s->tot.requests++;
     act = d->live ? ask_live(d, m, a, now) : ask_inproc(d, m, a, now);
     if (act == CP_ACT_FILTER) /* Postfix: for the whole message */
         m->pooled = true;
@@ -600,7 +706,8 @@ transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
     a.stage = "END-OF-MESSAGE";
     snprintf(a.qid, sizeof(a.qid), "Q%u.%u", m->e->id, m->e->attempt);
     act = ask(s, d, m, &a, now);
-    if (act != CP_ACT_HOLD && outcome_of(act) == SIM_DELIVERED && d->content) {
+    if (act != CP_ACT_HOLD && outcome_of(act) == SIM_DELIVERED &&
+        d->content && !d->ip.engine.learning) {
         enum cp_action c = content(s, d, m, &a, now); /* the milter */
 
         act = c != CP_ACT_DUNNO ? c : act;
@@ -698,8 +805,14 @@ sim_run(struct sim *s, struct sim_driver *d)
     struct heap fates = {0};
     int64_t end = s->sc.start_ms + s->sc.days * SIM_DAY;
     uint64_t i = 0;
+    bool learning;
 
     d->sim = s;
+    /* a warm start: the history is learned first (chokepoint learn) */
+    learning = s->nev > 0 && s->ev[0].t_ms < s->sc.start_ms;
+    if (learning && d->live)
+        sim_die("--live cannot learn a history; set 'history: 0'");
+    d->ip.engine.learning = learning;
     while (i < s->nev || retries.n > 0) {
         struct sim_event e;
         struct sim_msg m;
@@ -711,11 +824,18 @@ sim_run(struct sim *s, struct sim_driver *d)
             e = s->ev[i++];
         if (e.t_ms >= end)
             continue; /* retries past the end of the period */
-        build_msg(s, &e, &m);
-        s->tot.attempts++;
         fate_drain(s, d, &fates, e.t_ms);
+        if (learning && e.t_ms >= s->sc.start_ms) {
+            learning = false;
+            if (!d->live)
+                inproc_learned(&d->ip);
+        }
+        build_msg(s, &e, &m);
         o = transact(s, d, &m, e.t_ms, &fates);
-        record(s, &e, &m, o, &retries);
+        if (!learning) {
+            s->tot.attempts++;
+            record(s, &e, &m, o, &retries);
+        }
     }
     fate_drain(s, d, &fates, INT64_MAX);
     free(retries.v);

@@ -170,7 +170,7 @@ static const struct yw_field detection_fields[] = {
     {"probation", YW_DURATION, DO(probation_ms), 0, 366 * 86400000.0, NULL},
     {"block_action", YW_ENUM, DO(block_action), 0, 0, block_actions},
     {"help_url", YW_STR, DO(help_url), sizeof(((struct cp_detection *)0)->help_url), 0, NULL},
-    {"networks", YW_U32, DO(networks), 2, 1000, NULL},
+    {"networks", YW_U32, DO(networks), 2, 8 /* CP_EV_FRESH */, NULL},
     {"rate_factor", YW_DOUBLE, DO(rate_factor), 1, 1000, NULL},
     {"weights", YW_MAP, DO(weight), 0, 0, weight_fields},
     {NULL, 0, 0, 0, 0, NULL},

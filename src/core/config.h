@@ -185,10 +185,21 @@ struct cp_slot {
     char name[CP_RULE_NAME_MAX]; /* canonical "messages/3600s" */
 };
 
+#define CP_CUST_MAX_DOMAINS 16
+
 struct cp_customer {
     char *id;
     size_t idlen;
     char *contact;           /* notifications; NULL: none given */
+    /* domains=: the customer's own mail domains (hmap_hash_lower of each):
+     * any address at them is owned by every login of the customer */
+    uint64_t domain[CP_CUST_MAX_DOMAINS];
+    size_t ndomains;
+    int domains_line;        /* where domains= was given */
+    const char **logins;     /* its logins in the map (keys owned by the
+                                map's entries) */
+    size_t nlogins;
+    size_t nnetworks;        /* networks in the map */
     const struct cp_class *cls;
     struct cp_ruleset rules; /* the class's rules with overrides applied */
     bool has_overrides;

@@ -141,6 +141,43 @@ add_key(struct map_loader *ml, const char *k, size_t klen,
     e->len = klen;
     e->cust = c;
     hmap_put(tbl, h, e);
+    if (tbl == &cfg->networks) {
+        c->nnetworks++;
+        return 0;
+    }
+    c->logins = xreallocarray(c->logins, c->nlogins + 1, sizeof(*c->logins));
+    c->logins[c->nlogins++] = e->key;
+    return 0;
+}
+
+/* domains=a.example,b.example: the customer's own mail domains. One
+ * list per customer (on any one of its lines). */
+static int
+set_domains(struct map_loader *ml, struct cp_customer *c, const char *s,
+            size_t len)
+{
+    if (c->domains_line != 0)
+        return map_fail(ml, "domains of customer %s already given on line %d",
+                        c->id, c->domains_line);
+    c->domains_line = ml->line;
+    for (size_t i = 0; i <= len;) {
+        const char *d = s + i, *comma = memchr(d, ',', len - i);
+        size_t n = comma ? (size_t)(comma - d) : len - i;
+
+        if (n == 0 || n > 253 || memchr(d, '@', n) != NULL ||
+            memchr(d, '.', n) == NULL)
+            return map_fail(ml, "domains=: '%.*s' is not a domain",
+                            (int)(n > 64 ? 64 : n), d);
+        for (size_t j = 0; j < n; j++)
+            if (d[j] <= ' ' || d[j] > '~')
+                return map_fail(ml, "domains=: character 0x%02x not allowed",
+                                (unsigned char)d[j]);
+        if (c->ndomains == CP_CUST_MAX_DOMAINS)
+            return map_fail(ml, "domains=: at most %d domains",
+                            CP_CUST_MAX_DOMAINS);
+        c->domain[c->ndomains++] = hmap_hash_lower(d, n);
+        i += n + 1;
+    }
     return 0;
 }
 
@@ -197,7 +234,7 @@ set_contact(struct map_loader *ml, struct cp_customer *c, const char *a,
 static int
 parse_line(struct map_loader *ml, char *s, size_t len)
 {
-    const char *tok[2 + 1 + CP_MAX_RULES + 1];
+    const char *tok[2 + 1 + CP_MAX_RULES + 2]; /* + contact=, domains= */
     size_t tlen[sizeof(tok) / sizeof(tok[0])], n = 0, i = 0, ti;
     struct cp_customer *c;
     bool extras = false;
@@ -227,6 +264,11 @@ parse_line(struct map_loader *ml, char *s, size_t len)
     for (ti = 2; ti < n; ti++) {
         if (tlen[ti] > 8 && memcmp(tok[ti], "contact=", 8) == 0) {
             if (set_contact(ml, c, tok[ti] + 8, tlen[ti] - 8) < 0)
+                return -1;
+            continue;
+        }
+        if (tlen[ti] >= 8 && memcmp(tok[ti], "domains=", 8) == 0) {
+            if (set_domains(ml, c, tok[ti] + 8, tlen[ti] - 8) < 0)
                 return -1;
             continue;
         }
@@ -360,6 +402,7 @@ cp_custmap_free(struct cp_config *cfg)
     for (size_t i = 0; i < cfg->ncustomers; i++) {
         free(cfg->customers[i]->id);
         free(cfg->customers[i]->contact);
+        free(cfg->customers[i]->logins);
         free(cfg->customers[i]);
     }
     free(cfg->customers);
@@ -408,4 +451,20 @@ cp_custmap_customer(const struct cp_config *cfg, const char *id, size_t len)
         return NULL;
     return hmap_get(&cfg->customer_ids, hmap_hash(id, len), id, len,
                     customer_eq);
+}
+
+bool
+cp_customer_owns(const struct cp_customer *c, const char *addr, size_t len)
+{
+    const char *at;
+    uint64_t h;
+
+    if (c == NULL || c->ndomains == 0 || addr == NULL ||
+        (at = memrchr(addr, '@', len)) == NULL || at == addr + len - 1)
+        return false;
+    h = hmap_hash_lower(at + 1, len - (size_t)(at + 1 - addr));
+    for (size_t i = 0; i < c->ndomains; i++)
+        if (c->domain[i] == h)
+            return true;
+    return false;
 }

@@ -2,7 +2,8 @@
  * custmap.h — the customer map: SASL logins and client networks → customer
  * id, class and per-customer limit overrides. Text file, one entry a line:
  *
- *     KEY  CUSTOMER  [CLASS]  [metric/window=max ...]
+ *     KEY  CUSTOMER  [CLASS]  [contact=ADDR] [domains=D,...]
+ *          [metric/window=max ...]
  *
  * (format documented in etc/customers.map). The map is part of a cp_config
  * and shares its lifetime; lookups are read-only and O(1) for logins,
@@ -11,6 +12,7 @@
 #ifndef CP_CORE_CUSTMAP_H
 #define CP_CORE_CUSTMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/config.h"
@@ -29,6 +31,11 @@ const struct cp_customer *cp_custmap_network(const struct cp_config *cfg,
                                              const struct inet_addr *addr);
 const struct cp_customer *cp_custmap_customer(const struct cp_config *cfg,
                                               const char *id, size_t len);
+
+/* Is `addr` (local@domain) at one of customer c's own domains (domains=
+ * in the map)? False for c NULL. */
+bool cp_customer_owns(const struct cp_customer *c, const char *addr,
+                      size_t len);
 
 /*
  * Parse one "metric/window=max" (or "metric/window") token into rule

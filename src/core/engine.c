@@ -419,12 +419,53 @@ finish(struct cp_engine *e, const struct cp_meter_op *op,
 
 /* ---- compromise detection and account states ---- */
 
+int
+cp_decision_state(const struct cp_decision *d)
+{
+    switch (d->cust_state) {
+    case CP_ST_MANUAL_HOLD:
+    case CP_ST_BLOCKED:
+        return d->cust_state;
+    case CP_ST_ALLOWED:
+        return d->state == CP_ST_MANUAL_HOLD ? d->state : CP_ST_ALLOWED;
+    default:
+        return d->state;
+    }
+}
+
 static double
 limit_scale(const struct cp_engine *e, const struct cp_decision *d)
 {
-    return d->state == CP_ST_WATCH || d->state == CP_ST_PROBATION
-               ? e->cfg->det.watch_factor
-               : 1.0;
+    int st = cp_decision_state(d);
+
+    return st == CP_ST_WATCH || st == CP_ST_PROBATION ? e->cfg->det.watch_factor
+                                                      : 1.0;
+}
+
+static bool
+refuses(int st)
+{
+    return st == CP_ST_THROTTLED || st == CP_ST_BLOCKED ||
+           st == CP_ST_MANUAL_HOLD;
+}
+
+/*
+ * The customer's own record, when it is not the state's record (a mapped
+ * login or address): its state (d->cust_state), and its evidence, whose
+ * learned senders all its logins share (NULL: none, or not wanted).
+ */
+static struct cp_evidence *
+customer_record(struct cp_engine *e, struct cp_decision *d, bool evidence)
+{
+    struct cp_account_ref ref;
+
+    d->cust_state = CP_ST_NORMAL;
+    if (cp_identity_one_record(&d->id) ||
+        !e->store->ops->account(e->store, d->id.key, d->id.keylen, true,
+                                evidence, &ref))
+        return NULL;
+    d->cust_state = ref.c->state;
+    return ref.ev;
 }
 
 static void
@@ -450,10 +491,13 @@ step(struct cp_engine *e, const struct cp_detection *det,
      const struct cp_account_ref *ref, double score, int64_t now_ms,
      struct cp_decision *d, const struct policy_request *req)
 {
-    int next = cp_lifecycle_step(det, ref->c->state, ref->c->repeat,
-                                 ref->c->state_since_s, score,
-                                 cp_evidence_corroboration(ref->ev), now_ms);
+    int next;
 
+    if (e->learning)
+        return;
+    next = cp_lifecycle_step(det, ref->c->state, ref->c->repeat,
+                             ref->c->state_since_s, score,
+                             cp_evidence_corroboration(ref->ev), now_ms);
     if (next != ref->c->state)
         transition(e, ref->c, next, now_ms, d, req);
 }
@@ -464,17 +508,20 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
 {
     const struct cp_detection *det = cp_class_det(e->cfg, d->id.cls);
     bool evidence = det->enabled && d->id.cls->detect;
+    struct cp_evidence *shared = customer_record(e, d, evidence);
     struct cp_account_ref ref;
     struct cp_ev_input in;
     struct inet_addr client;
 
-    if (!e->store->ops->account(e->store, d->id.key, d->id.keylen, true,
+    if (!e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, true,
                                 evidence, &ref))
         return;
     d->state = d->prev_state = ref.c->state;
     if (!evidence)
         return;
     memset(&in, 0, sizeof(in));
+    in.cust = d->id.cust;
+    in.shared = shared;
     in.now_ms = now_ms;
     in.new_message = new_msg;
     in.sasl = d->id.kind == CP_ID_SASL;
@@ -484,9 +531,7 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
     in.helo = req->helo_name;
     in.tls_protocol = req->encryption_protocol;
     in.tls_cipher = req->encryption_cipher;
-    in.refused = (ref.c->state == CP_ST_THROTTLED ||
-                  ref.c->state == CP_ST_BLOCKED ||
-                  ref.c->state == CP_ST_MANUAL_HOLD) &&
+    in.refused = refuses(cp_decision_state(d)) && !e->learning &&
                  !cp_config_state_shadow(e->cfg, d->id.cls);
     if (req->client_address.p &&
         inet_parse(req->client_address.p, req->client_address.len, &client))
@@ -506,7 +551,9 @@ state_verdict(struct cp_engine *e, struct cp_decision *d)
     int block = k && k->block_action >= 0 ? k->block_action
                                           : det->block_action;
 
-    switch (d->state) {
+    if (e->learning)
+        return false;
+    switch (cp_decision_state(d)) {
     case CP_ST_BLOCKED:
     case CP_ST_MANUAL_HOLD:
         d->verdict = block == CP_BLOCK_HOLD ? CP_ACT_HOLD : CP_ACT_REJECT;
@@ -516,7 +563,7 @@ state_verdict(struct cp_engine *e, struct cp_decision *d)
                      : "5.7.1 This account is blocked: it sent mail the way a "
                        "compromised computer or password does. See %s "
                        "(account %.60s)",
-                 d->verdict == CP_ACT_HOLD ? d->id.key : url, d->id.key);
+                 d->verdict == CP_ACT_HOLD ? d->id.dkey : url, d->id.dkey);
         break;
     case CP_ST_THROTTLED:
         d->verdict = CP_ACT_DEFER;
@@ -551,9 +598,11 @@ pool_route(struct cp_engine *e, struct cp_decision *d)
 {
     const char *t = e->cfg->contain.suspect_transport;
 
+    int st = cp_decision_state(d);
+
     if (t[0] == '\0' || d->action != CP_ACT_DUNNO ||
-        d->verdict != CP_ACT_DUNNO ||
-        (d->state != CP_ST_WATCH && d->state != CP_ST_PROBATION))
+        d->verdict != CP_ACT_DUNNO || e->learning ||
+        (st != CP_ST_WATCH && st != CP_ST_PROBATION))
         return;
     d->verdict = CP_ACT_FILTER;
     d->by_state = true;
@@ -582,6 +631,12 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
                       memcmp(p->key, d->id.key, p->keylen) != 0))
         p = NULL; /* instance reused by another account: treat as new */
     detect(e, req, p == NULL, now_ms, d);
+    if (e->learning) { /* evidence only; the instance, to know the next
+                          RCPT is of the same message (nothing reserved) */
+        if (two_phase && p == NULL)
+            pending_add(e, &req->instance, &d->id, now_ms);
+        return;
+    }
     if (state_verdict(e, d))
         return; /* blocked or throttled: nothing reserved */
     memset(&c, 0, sizeof(c));
@@ -618,7 +673,7 @@ detect_eom(struct cp_engine *e, const struct policy_request *req,
     double score;
 
     if (!det->enabled || !d->id.cls->detect ||
-        !e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+        !e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
                                 true, &ref))
         return;
     score = cp_evidence_eom(ref.ev, det, attr_u64(req->size), now_ms, &fired);
@@ -640,7 +695,8 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
 {
     struct cp_account_ref ref;
 
-    if (!e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+    customer_record(e, d, false);
+    if (!e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
                                 false, &ref))
         return false;
     if (!d->state_changed) /* else detect_eom() has set both */
@@ -692,11 +748,19 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
     if (req->instance.p != NULL)
         p = pending_get(e, req->instance);
     detect_eom(e, req, now_ms, d);
+    if (e->learning) { /* its delivery outcomes are evidence too */
+        if (p != NULL) {
+            pending_unlink(e, p);
+            pending_free(p);
+        }
+        queued_add(e, req->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        return;
+    }
     if (eom_blocked(e, d)) {
         if (p != NULL)
             pending_release(e, p, now_ms);
         if (d->action == CP_ACT_HOLD) /* held: a release frees it */
-            queued_add(e, req->queue_id, d->id.key, d->id.keylen, now_ms);
+            queued_add(e, req->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
         return;
     }
     memset(&c, 0, sizeof(c));
@@ -728,7 +792,7 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
     if (d->action == CP_ACT_DUNNO || d->action == CP_ACT_WARN ||
         d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD ||
         d->action == CP_ACT_FILTER)
-        queued_add(e, req->queue_id, d->id.key, d->id.keylen, now_ms);
+        queued_add(e, req->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
 }
 
 /* ---- delivery outcomes ---- */
@@ -780,7 +844,7 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
     if (!e->cfg->det.enabled ||
         cp_identity_lookup(e->cfg, key, keylen, &d->id) < 0 ||
         !d->id.cls->detect ||
-        !e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+        !e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
                                 true, &ref))
         return;
     det = cp_class_det(e->cfg, d->id.cls);
@@ -884,8 +948,9 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
             return -1;
         }
     }
+    customer_record(e, d, false);
     if (fp == NULL) { /* too short to tell: the account's state decides */
-        if (e->store->ops->account(e->store, d->id.key, d->id.keylen, false,
+        if (e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
                                    false, &ref)) {
             d->state = d->prev_state = ref.c->state;
             state_verdict(e, d);
@@ -897,7 +962,7 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
         cp_campaigns_init(e->camp, ct->max_fingerprints, 0, 1, 0, 0);
         campaign_settings(e);
     }
-    h = hmap_hash(d->id.key, d->id.keylen);
+    h = hmap_hash(d->id.dkey, d->id.dkeylen);
     acct = (uint32_t)(h ^ h >> 32);
     /* a campaign: several accounts sending one text again and again, and
      * its copies bounce or are refused as spam */
@@ -919,8 +984,8 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
     campaign = spam && ci.copies >= ct->repeat && !refuse;
     det = cp_class_det(e->cfg, d->id.cls);
     if (det->enabled && d->id.cls->detect &&
-        e->store->ops->account(e->store, d->id.key, d->id.keylen, true, true,
-                               &ref)) {
+        e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, true,
+                               true, &ref)) {
         d->state = d->prev_state = ref.c->state;
         d->detected = true;
         d->score = cp_evidence_content(ref.ev, det, campaign, now_ms,
@@ -943,6 +1008,21 @@ cp_engine_dequeue(struct cp_engine *e, const char *qid, size_t qlen)
         queued_del(e, QUEUED(a));
 }
 
+/* Is the queued message's account `key` — or, for a customer's key, one
+ * of its logins or addresses? */
+static bool
+queued_of(const struct cp_engine *e, const struct cp_queued *q, size_t qlen,
+          const char *key, size_t keylen)
+{
+    struct cp_identity id;
+
+    if (q->keylen == keylen && memcmp(q->buf + qlen, key, keylen) == 0)
+        return true;
+    return keylen > 2 && memcmp(key, "c:", 2) == 0 &&
+           cp_identity_lookup(e->cfg, q->buf + qlen, q->keylen, &id) == 0 &&
+           id.keylen == keylen && memcmp(id.key, key, keylen) == 0;
+}
+
 size_t
 cp_engine_queued(const struct cp_engine *e, const char *key, size_t keylen,
                  void (*fn)(void *arg, const char *qid, size_t qlen),
@@ -952,10 +1032,7 @@ cp_engine_queued(const struct cp_engine *e, const char *key, size_t keylen,
 
     /* A linear walk: only when an account is blocked or released. */
     for (const struct agemap_ent *a = e->queued.oldest; a; a = a->newer) {
-        const struct cp_queued *q = QUEUED(a);
-
-        if (q->keylen == keylen &&
-            memcmp(q->buf + a->klen, key, keylen) == 0) {
+        if (queued_of(e, QUEUED(a), a->klen, key, keylen)) {
             fn(arg, a->key, a->klen);
             n++;
         }
@@ -1021,7 +1098,7 @@ cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
     memset(d, 0, sizeof(*d));
     d->id = *id;
     d->stage = CP_STAGE_OTHER;
-    if (!e->store->ops->account(e->store, id->key, id->keylen, true, false,
+    if (!e->store->ops->account(e->store, id->dkey, id->dkeylen, true, false,
                                 &ref))
         return -1;
     from = ref.c->state;

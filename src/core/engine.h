@@ -69,6 +69,11 @@ struct cp_engine {
     cp_transition_fn on_transition;       /* may be NULL */
     void *transition_arg;
     struct cp_campaigns *camp;            /* content: (first use) */
+    /* learning (chokepoint learn, a warm start): requests add evidence
+     * (the habits: senders, recipients, networks, hours, ...) and record
+     * queue ids for delivery outcomes; nothing is charged, no state
+     * changes, every answer is DUNNO */
+    bool learning;
 };
 
 #define CP_TEXT_MAX 320
@@ -89,10 +94,19 @@ struct cp_decision {
     bool detected;           /* evidence was gathered for this request */
     bool by_state;           /* the account's state decided the verdict */
     bool state_changed;
-    uint8_t state, prev_state; /* enum cp_state */
+    uint8_t state, prev_state; /* enum cp_state of the state's record
+                                  (id.dkey: the login, the address, or
+                                  an operator's customer) */
+    uint8_t cust_state;      /* the customer's own record (id.key), when
+                                that is another: a person's MANUAL_HOLD
+                                or ALLOWED covers all its logins */
     double score;
     uint32_t fired;          /* bit per enum cp_signal fired */
 };
+
+/* The state that decides the mail of d's account: the customer's held
+ * (MANUAL_HOLD, BLOCKED) or allowed state, else the login's own. */
+int cp_decision_state(const struct cp_decision *d);
 
 void cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
                     struct cp_store *store);

@@ -51,6 +51,8 @@
  */
 #include "core/evidence.h"
 
+#include "core/custmap.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -100,6 +102,17 @@ fire(struct cp_evidence *ev, const struct cp_detection *det, enum cp_signal s,
     *fired |= 1u << s;
 }
 
+void
+cp_evidence_habits_only(struct cp_evidence *ev)
+{
+    ev->score = 0;
+    ev->msg_rcpt = 0;
+    ev->listed_s = 0;
+    memset(ev->sig, 0, sizeof(ev->sig));
+    memset(ev->fired, 0, sizeof(ev->fired));
+    memset(ev->last_s, 0, sizeof(ev->last_s));
+}
+
 int
 cp_evidence_corroboration(const struct cp_evidence *ev)
 {
@@ -126,13 +139,57 @@ cp_evidence_score(const struct cp_evidence *ev, const struct cp_detection *det,
 /* ---- message-level signals ---- */
 
 static bool
+learned(const struct cp_evidence *ev, uint32_t h)
+{
+    for (int i = 0; ev != NULL && i < CP_EV_OWNED; i++)
+        if (ev->owned[i] == h && ev->owned_n[i] >= 2)
+            return true;
+    return false;
+}
+
+/* The sender is the account's: its login, an address it (or, for a
+ * customer's login, any of the customer's logins) used at least twice
+ * while clean, or an address at one of the customer's domains. */
+static bool
 owned(struct cp_evidence *ev, const struct cp_ev_input *in, uint32_t h)
 {
     if (in->sasl && in->login.p != NULL && in->login.len == in->sender.len &&
         hash_ci(in->login) == h)
         return true;
-    for (int i = 0; i < CP_EV_OWNED; i++)
-        if (ev->owned[i] == h && ev->owned_n[i] >= 2)
+    return learned(ev, h) || learned(in->shared, h) ||
+           cp_customer_owns(in->cust, in->sender.p, in->sender.len);
+}
+
+/* The domain of address s (after the last '@'), or an empty string. */
+static struct policy_str
+domain_of(struct policy_str s)
+{
+    const char *at = s.p ? memrchr(s.p, '@', s.len) : NULL;
+
+    if (at == NULL)
+        return (struct policy_str){NULL, 0};
+    return (struct policy_str){at + 1, s.len - (size_t)(at + 1 - s.p)};
+}
+
+/*
+ * A colleague's address, not a forgery: an address at the login's own
+ * domain (office@acme.example sending as anna@acme.example), or at a
+ * domain the account's own senders use (learned from owned senders only,
+ * so a bot's forgeries never teach it). Neither evidence nor credit.
+ */
+static bool
+colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
+{
+    struct policy_str d = domain_of(in->sender), l = domain_of(in->login);
+    uint32_t h;
+
+    if (d.len == 0)
+        return false;
+    if (in->sasl && l.len == d.len && strncasecmp(l.p, d.p, d.len) == 0)
+        return true;
+    h = hash_ci(d);
+    for (int i = 0; i < CP_EV_DOMS; i++)
+        if (ev->odom[i] == h && ev->odom_n[i] >= 2)
             return true;
     return false;
 }
@@ -232,16 +289,26 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
 {
     uint32_t h;
 
+    bool own;
+
     if (in->sender.p == NULL || in->sender.len == 0)
         return; /* null sender (bounces): no evidence either way */
     h = hash_ci(in->sender);
-    if (owned(ev, in, h))
+    own = owned(ev, in, h);
+    if (own)
         fire_repeat(ev, det, CP_SIG_OWNED_SENDER, fired);
-    else if (sender_expected(ev, in))
+    else if (!colleague(ev, in) && sender_expected(ev, in))
         fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
-    /* learn while the account looks clean (before this message counts) */
-    if (ev->score < det->watch_at)
+    /* learn while the account looks clean (before this message counts);
+     * a customer's logins learn into its shared set too */
+    if (ev->score < det->watch_at) {
         remember(ev->owned, ev->owned_n, CP_EV_OWNED, h);
+        if (in->shared != NULL)
+            remember(in->shared->owned, in->shared->owned_n, CP_EV_OWNED, h);
+        if (own && domain_of(in->sender).len > 0)
+            remember(ev->odom, ev->odom_n, CP_EV_DOMS,
+                     hash_ci(domain_of(in->sender)));
+    }
 }
 
 static void
@@ -267,15 +334,60 @@ rate_signal(struct cp_evidence *ev, const struct cp_detection *det,
         fire_repeat(ev, det, CP_SIG_RATE_JUMP, fired);
 }
 
+/* The network a client is in, as a person's habits go: its /16 (IPv6
+ * /32) — an office, a home line and a phone's carrier are one each, a
+ * botnet's or a spammer's proxies are many. */
 static uint32_t
 net_hash(const struct inet_addr *a)
 {
     struct inet_addr n = *a;
 
-    inet_mask(&n, a->family == 4 ? 24 : 48);
+    inet_mask(&n, a->family == 4 ? 16 : 32);
     return (uint32_t)hmap_hash(&n, sizeof(n)) | 1;
 }
 
+/* Is network h one the login uses: on two days or more, or for five
+ * messages or more, learned while it looked clean? */
+static bool
+familiar(const struct cp_evidence *ev, uint32_t h)
+{
+    for (int i = 0; i < CP_EV_NETS; i++)
+        if (ev->nets[i] == h && (ev->nets_days[i] >= 2 || ev->nets_n[i] >= 5))
+            return true;
+    return false;
+}
+
+/* Count one message from network h (least used replaced when new). */
+static void
+learn_net(struct cp_evidence *ev, uint32_t h, uint32_t now_s)
+{
+    uint16_t day = (uint16_t)(now_s / 86400);
+    int i, low = 0;
+
+    for (i = 0; i < CP_EV_NETS && ev->nets[i] != h; i++)
+        if (ev->nets_n[i] + 8 * ev->nets_days[i] <
+            ev->nets_n[low] + 8 * ev->nets_days[low])
+            low = i;
+    if (i == CP_EV_NETS) {
+        i = low;
+        ev->nets[i] = h;
+        ev->nets_n[i] = ev->nets_days[i] = 0;
+        ev->nets_day[i] = (uint16_t)(day - 1);
+    }
+    if (ev->nets_n[i] < 255)
+        ev->nets_n[i]++;
+    if (ev->nets_day[i] != day && ev->nets_days[i] < 255)
+        ev->nets_days[i]++;
+    ev->nets_day[i] = day;
+}
+
+/*
+ * `networks`: a login used from networks it does not use, spread widely —
+ * the `networks`-th distinct unfamiliar network within an hour, and each
+ * further one, adds the weight once. A login's own handful (the office,
+ * home lines, a phone's carrier) is learned; stolen credentials are used
+ * from one unrelated network after another.
+ */
 static void
 network_signal(struct cp_evidence *ev, const struct cp_detection *det,
                const struct cp_ev_input *in, uint32_t *fired)
@@ -284,22 +396,26 @@ network_signal(struct cp_evidence *ev, const struct cp_detection *det,
     int slot = -1, oldest = 0;
     uint32_t recent = 0;
 
-    for (int i = 0; i < CP_EV_NETS; i++) {
-        if (ev->nets[i] == h)
-            slot = i;
-        /* an empty slot first, else the least recently used */
-        if (ev->nets[oldest] != 0 &&
-            (ev->nets[i] == 0 || ev->nets_s[i] < ev->nets_s[oldest]))
-            oldest = i;
+    if (!familiar(ev, h)) {
+        bool again;
+
+        for (int i = 0; i < CP_EV_FRESH; i++) {
+            if (ev->fresh[i] == h)
+                slot = i;
+            if (ev->fresh_s[i] < ev->fresh_s[oldest])
+                oldest = i;
+        }
+        again = slot >= 0 && now_s - ev->fresh_s[slot] < 3600;
+        slot = slot >= 0 ? slot : oldest;
+        ev->fresh[slot] = h;
+        ev->fresh_s[slot] = now_s;
+        for (int i = 0; i < CP_EV_FRESH && !again; i++)
+            recent += ev->fresh[i] != 0 && now_s - ev->fresh_s[i] < 3600;
+        if (!again && recent >= det->networks)
+            fire(ev, det, CP_SIG_NETWORKS, 1, fired);
     }
-    if (slot < 0)
-        slot = oldest;
-    ev->nets[slot] = h;
-    ev->nets_s[slot] = now_s;
-    for (int i = 0; i < CP_EV_NETS; i++)
-        recent += ev->nets[i] != 0 && now_s - ev->nets_s[i] < 3600;
-    if (recent >= det->networks)
-        fire(ev, det, CP_SIG_NETWORKS, 1, fired);
+    if (ev->score < det->watch_at / 2)
+        learn_net(ev, h, now_s);
 }
 
 static void

@@ -20,7 +20,9 @@
 #include "util/inet.h"
 
 #define CP_EV_OWNED 4  /* envelope senders remembered as the account's */
-#define CP_EV_NETS 4   /* client networks remembered */
+#define CP_EV_DOMS 4   /* domains of its own senders remembered */
+#define CP_EV_NETS 6   /* client networks (/16, IPv6 /32) it uses */
+#define CP_EV_FRESH 8  /* unfamiliar networks used in the last hour */
 #define CP_EV_BLOOM 4  /* 64-bit words of the recipient filter (256 bits) */
 #define CP_EV_HELOS 4  /* HELO names remembered (the account's devices) */
 #define CP_EV_TLS 2    /* TLS stacks remembered (protocol + cipher) */
@@ -39,8 +41,14 @@ struct cp_evidence {
     uint16_t hour_count;
     uint8_t owned_n[CP_EV_OWNED];
     uint32_t owned[CP_EV_OWNED];  /* sender hashes */
-    uint32_t nets[CP_EV_NETS];    /* client /24 or /48 hashes */
-    uint32_t nets_s[CP_EV_NETS];  /* when each was last used, seconds */
+    uint32_t odom[CP_EV_DOMS];    /* domains of owned senders (hashes) */
+    uint8_t odom_n[CP_EV_DOMS];   /* owned messages from each */
+    uint32_t nets[CP_EV_NETS];    /* client networks (/16, /32) learned */
+    uint8_t nets_n[CP_EV_NETS];   /* messages from each (saturates) */
+    uint8_t nets_days[CP_EV_NETS]; /* days each was used on (saturates) */
+    uint16_t nets_day[CP_EV_NETS]; /* the last of them (days, mod 2^16) */
+    uint32_t fresh[CP_EV_FRESH];  /* unfamiliar networks used lately */
+    uint32_t fresh_s[CP_EV_FRESH]; /* when each was used, seconds */
     uint64_t bloom[CP_EV_BLOOM];  /* recipients mailed */
     float sig[CP_SIG_COUNT];      /* each signal's share of the score */
     uint16_t fired[CP_SIG_COUNT]; /* times each signal fired (saturates) */
@@ -68,6 +76,10 @@ struct cp_ev_input {
     struct policy_str tls_protocol, tls_cipher; /* absent: plaintext */
     const struct inet_addr *client; /* NULL if unknown */
     bool refused;                 /* the account's state refuses this mail */
+    const struct cp_customer *cust; /* its customer in the map, or NULL:
+                                       its domains are owned */
+    struct cp_evidence *shared;   /* the customer's record (or NULL): the
+                                     senders its logins learned, shared */
 };
 
 /*
@@ -109,6 +121,12 @@ double cp_evidence_outcome(struct cp_evidence *ev,
 double cp_evidence_listed(struct cp_evidence *ev,
                           const struct cp_detection *det, int64_t now_ms,
                           uint32_t *fired);
+/*
+ * Keep the habits (senders, recipients, networks, HELOs, TLS stacks,
+ * hours, the usual rate, the size run), forget the suspicion (score,
+ * what each signal added and when): what `chokepoint learn` stores.
+ */
+void cp_evidence_habits_only(struct cp_evidence *ev);
 /* How many different signals each raised the score by at least 1 (as of
  * the last update): a block needs corroboration by two or more, campaign
  * not counted. */
@@ -124,7 +142,8 @@ double cp_evidence_score(const struct cp_evidence *ev,
  * or size is not read back (the account starts with clean evidence, as
  * before evidence was stored). unpack also refuses non-finite numbers.
  */
-#define CP_EV_FORMAT 2 /* 2: signal campaign */
+#define CP_EV_FORMAT 3 /* 2: signal campaign; 3: networks learned, sender
+                          domains, stale_recipient */
 #define CP_EV_PACKED (8 + sizeof(struct cp_evidence))
 void cp_evidence_pack(const struct cp_evidence *ev, unsigned char *out);
 bool cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len);

@@ -45,6 +45,11 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
         sb_json_str(sb, d->id.key, d->id.keylen);
     else
         sb_puts(sb, "null");
+    sb_puts(sb, ",\"account\":");
+    if (d->id.dkeylen > 0)
+        sb_json_str(sb, d->id.dkey, d->id.dkeylen);
+    else
+        sb_puts(sb, "null");
     json_str(sb, "identity", d->id.keylen == 0 ? NULL
                              : d->id.kind == CP_ID_SASL ? "sasl"
                                                          : "address");
@@ -79,6 +84,9 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
             sb_json_num(sb, d->value); /* accounts that sent this text */
         }
     }
+    if (d->cust_state != 0)
+        json_str(sb, "customer_state",
+                 cp_state_name((enum cp_state)d->cust_state));
     if (d->detected || d->state_changed || d->state != 0) {
         json_str(sb, "state", cp_state_name((enum cp_state)d->state));
         if (d->state_changed)
@@ -101,7 +109,7 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
                 const struct policy_request *req)
 {
     char login[EXPLAIN_MAX_FIELD * 4 + 4], client[64], inst[64];
-    char key[CP_KEY_MAX * 4 + 4];
+    char key[CP_KEY_MAX * 4 + 4], acct[CP_KEY_MAX * 4 + 4];
 
     str_escape(login, sizeof(login), req->sasl_username.p ? req->sasl_username.p
                                                           : "",
@@ -112,11 +120,14 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
     str_escape(inst, sizeof(inst), req->instance.p ? req->instance.p : "",
                req->instance.len, 40);
     str_escape(key, sizeof(key), d->id.key, d->id.keylen, CP_KEY_MAX);
-    sb_printf(sb, "%s%s: stage=%s key=%s class=%s login=%s client=%s "
+    str_escape(acct, sizeof(acct), d->id.dkey, d->id.dkeylen, CP_KEY_MAX);
+    sb_printf(sb, "%s%s: stage=%s key=%s%s%s class=%s login=%s client=%s "
                   "instance=%s",
               d->shadow ? "shadow " : "",
               d->shadow ? cp_action_word(d->verdict) : cp_action_word(d->action),
               cp_stage_name(d->stage), key[0] ? key : "-",
+              cp_identity_one_record(&d->id) ? "" : " account=",
+              cp_identity_one_record(&d->id) ? "" : acct,
               d->id.cls ? d->id.cls->name : "-", login[0] ? login : "-",
               client, inst);
     if (d->has_rule)
@@ -128,6 +139,9 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
                   cp_state_name((enum cp_state)d->state));
     else if (d->state != 0)
         sb_printf(sb, " state=%s", cp_state_name((enum cp_state)d->state));
+    if (d->cust_state != 0)
+        sb_printf(sb, " customer_state=%s",
+                  cp_state_name((enum cp_state)d->cust_state));
     if (d->detected)
         sb_printf(sb, " score=%.1f", d->score);
     if (d->stage == CP_STAGE_CONTENT)

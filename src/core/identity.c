@@ -8,21 +8,27 @@
 #include "util/hmap.h"
 #include "util/inet.h"
 
-static void
-set_key(struct cp_identity *id, const char *prefix, const char *s, size_t len)
+/* out = prefix + s (bounded: a long s is keyed by its hash). */
+static size_t
+make_key(char out[CP_KEY_MAX], const char *prefix, const char *s, size_t len)
 {
     size_t plen = strlen(prefix);
 
-    if (plen + len >= sizeof(id->key)) {
-        id->keylen = (size_t)snprintf(id->key, sizeof(id->key), "%c#%016llx",
-                                      prefix[0],
-                                      (unsigned long long)hmap_hash(s, len));
-        return;
-    }
-    memcpy(id->key, prefix, plen);
-    memcpy(id->key + plen, s, len);
-    id->keylen = plen + len;
-    id->key[id->keylen] = '\0';
+    if (plen + len >= CP_KEY_MAX)
+        return (size_t)snprintf(out, CP_KEY_MAX, "%c#%016llx", prefix[0],
+                                (unsigned long long)hmap_hash(s, len));
+    memcpy(out, prefix, plen);
+    memcpy(out + plen, s, len);
+    out[plen + len] = '\0';
+    return plen + len;
+}
+
+/* The counters' key is the detection key (an unmapped login or address). */
+static void
+same_keys(struct cp_identity *id)
+{
+    memcpy(id->key, id->dkey, id->dkeylen + 1);
+    id->keylen = id->dkeylen;
 }
 
 static void
@@ -31,7 +37,7 @@ set_customer(struct cp_identity *id, const struct cp_customer *c)
     id->cust = c;
     id->cls = c->cls;
     id->rules = &c->rules;
-    set_key(id, "c:", c->id, strlen(c->id));
+    id->keylen = make_key(id->key, "c:", c->id, strlen(c->id));
 }
 
 static void
@@ -41,13 +47,14 @@ from_login(const struct cp_config *cfg, const char *s, size_t len,
     const struct cp_customer *c = cp_custmap_login(cfg, s, len);
 
     id->kind = CP_ID_SASL;
+    id->dkeylen = make_key(id->dkey, "u:", s, len);
     if (c != NULL) {
         set_customer(id, c);
         return;
     }
     id->cls = cfg->default_class;
     id->rules = &id->cls->rules;
-    set_key(id, "u:", s, len);
+    same_keys(id);
 }
 
 static void
@@ -60,15 +67,16 @@ from_addr(const struct cp_config *cfg, const struct inet_addr *addr,
     char net[INET_PREFIX_STRLEN];
 
     id->kind = CP_ID_ADDR;
+    inet_mask(&a, plen);
+    inet_format_prefix(net, sizeof(net), &a, plen);
+    id->dkeylen = make_key(id->dkey, "ip:", net, strlen(net));
     if (c != NULL) {
         set_customer(id, c);
         return;
     }
     id->cls = cfg->unauth_class;
     id->rules = &id->cls->rules;
-    inet_mask(&a, plen);
-    inet_format_prefix(net, sizeof(net), &a, plen);
-    set_key(id, "ip:", net, strlen(net));
+    same_keys(id);
 }
 
 int
@@ -104,6 +112,8 @@ cp_identity_lookup(const struct cp_config *cfg, const char *s, size_t len,
             return -1;
         out->kind = CP_ID_SASL;
         set_customer(out, c);
+        memcpy(out->dkey, out->key, out->keylen + 1);
+        out->dkeylen = out->keylen;
         return 0;
     }
     if (len > 2 && memcmp(s, "u:", 2) == 0) {

@@ -223,7 +223,7 @@ show_state(struct daemon *d, const struct cp_identity *id,
     char ev[400] = "no evidence", since[32];
     int64_t now = daemon_now_ms();
 
-    if (!d->ms->base.ops->account(&d->ms->base, id->key, id->keylen, false,
+    if (!d->ms->base.ops->account(&d->ms->base, id->dkey, id->dkeylen, false,
                                   false, &ref))
         ref.ev = NULL;
     if (ref.ev != NULL)
@@ -284,7 +284,7 @@ show_history(struct daemon *d, const struct cp_identity *id, int limit,
 
     if (!json)
         sb_puts(o, "  history (newest first):\n");
-    if (cp_sqlite_history(d->db_sync, id->key, id->keylen, limit, hist_row,
+    if (cp_sqlite_history(d->db_sync, id->dkey, id->dkeylen, limit, hist_row,
                           &h) == 0 &&
         !json)
         sb_puts(o, "  (no state changes)\n");
@@ -339,9 +339,89 @@ show_recent(struct daemon *d, const struct cp_identity *id, struct strbuf *o,
 
     if (!json)
         sb_puts(o, "  recent decisions (newest first):\n");
-    if (recent_each(d->recent, id->key, id->keylen, 10, recent_row, &c) == 0 &&
+    if (recent_each(d->recent, id->dkey, id->dkeylen, 10, recent_row, &c) == 0 &&
         !json)
         sb_puts(o, "    (none since the daemon started)\n");
+}
+
+/* The state of login `login` (its own record, u:LOGIN), for a customer's
+ * list of logins; false if it never sent. */
+static bool
+login_state(struct daemon *d, const char *login, struct cp_counters *c,
+            double *score)
+{
+    struct cp_account_ref ref;
+    char key[CP_KEY_MAX];
+    size_t n = strlen(login);
+
+    *score = 0;
+    if (n + 2 >= sizeof(key))
+        return false; /* keyed by its hash: not listed */
+    memcpy(key, "u:", 2);
+    memcpy(key + 2, login, n + 1);
+    if (!d->ms->base.ops->account(&d->ms->base, key, n + 2, false, false,
+                                  &ref))
+        return false;
+    *c = *ref.c;
+    if (ref.ev != NULL)
+        *score = cp_evidence_score(ref.ev, &d->cfg->det, daemon_now_ms());
+    return true;
+}
+
+static bool
+compromised(int st)
+{
+    return st == CP_ST_THROTTLED || st == CP_ST_BLOCKED;
+}
+
+/*
+ * A customer's logins (from the map) with their states: each login has
+ * its own evidence and state, so one stolen login is stopped while its
+ * colleagues go on sending; several compromised at once is shown here
+ * (the customer's PCs or its password store, not one person's).
+ */
+static void
+show_logins(struct daemon *d, const struct cp_customer *cu, struct strbuf *o,
+            bool json)
+{
+    size_t bad = 0;
+
+    if (!json)
+        sb_printf(o, "  logins (%zu in the map%s):\n", cu->nlogins,
+                  cu->nnetworks ? ", and networks: their addresses are "
+                                  "accounts of their own"
+                                : "");
+    for (size_t i = 0; i < cu->nlogins; i++) {
+        struct cp_counters c;
+        double score;
+        bool seen = login_state(d, cu->logins[i], &c, &score);
+        const char *st = seen ? cp_state_name((enum cp_state)c.state)
+                              : "NORMAL";
+
+        bad += seen && compromised(c.state);
+        if (json) {
+            sb_puts(o, i ? ",{\"login\":" : "{\"login\":");
+            sb_json_str(o, cu->logins[i], strlen(cu->logins[i]));
+            sb_printf(o, ",\"state\":\"%s\",\"seen\":%s,\"score\":", st,
+                      seen ? "true" : "false");
+            sb_json_num(o, score);
+            sb_puts(o, "}");
+        } else {
+            char login[CP_KEY_MAX * 4 + 4];
+
+            str_escape(login, sizeof(login), cu->logins[i],
+                       strlen(cu->logins[i]), CP_KEY_MAX);
+            sb_printf(o, "    %-40s %-11s score %5.1f%s\n", login, st, score,
+                      seen ? "" : "  (no mail yet)");
+        }
+    }
+    if (json)
+        sb_printf(o, "],\"logins_compromised\":%zu", bad);
+    else if (bad > 1)
+        sb_printf(o, "  %zu of its logins are throttled or blocked at once: "
+                     "look at the customer's computers, not only at one "
+                     "person's\n",
+                  bad);
 }
 
 static void
@@ -349,8 +429,8 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
      bool json)
 {
     struct cp_identity id;
-    struct cp_counters c;
-    bool tracked;
+    struct cp_counters c, st;
+    bool tracked, one;
 
     if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
         sb_printf(o, json ? "{\"error\":\"unknown account\"}\n"
@@ -358,17 +438,29 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         return;
     }
     memset(&c, 0, sizeof(c));
+    memset(&st, 0, sizeof(st));
     tracked = d->ms->base.ops->peek(&d->ms->base, id.key, id.keylen, &c);
+    one = cp_identity_one_record(&id);
+    if (one)
+        st = c;
+    else
+        d->ms->base.ops->peek(&d->ms->base, id.dkey, id.dkeylen, &st);
     if (json)
         sb_puts(o, "{");
-    show_state(d, &id, &c, o, json);
+    show_state(d, &id, &st, o, json);
     if (!json) {
-        char key[CP_KEY_MAX * 4 + 4];
+        char key[CP_KEY_MAX * 4 + 4], acct[CP_KEY_MAX * 4 + 4];
 
         str_escape(key, sizeof(key), id.key, id.keylen, CP_KEY_MAX);
-        sb_printf(o, "account %s  customer %s  class %s%s\n", key,
+        str_escape(acct, sizeof(acct), id.dkey, id.dkeylen, CP_KEY_MAX);
+        sb_printf(o, "account %s  customer %s  class %s%s\n", acct,
                   id.cust ? id.cust->id : "-", id.cls->name,
                   tracked ? "" : "  (no traffic recorded)");
+        if (!one)
+            sb_printf(o, "  limits and the customer's own state: %s (%s)\n",
+                      key, cp_state_name((enum cp_state)c.state));
+        else if (id.cust != NULL)
+            show_logins(d, id.cust, o, false);
         sb_puts(o, "  rule                        level / limit      action\n");
         show_counters(d, &id, &c, tracked, o, false);
         show_recent(d, &id, o, false);
@@ -377,11 +469,22 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     }
     sb_puts(o, "\"key\":");
     sb_json_str(o, id.key, id.keylen);
+    sb_puts(o, ",\"account\":");
+    sb_json_str(o, id.dkey, id.dkeylen);
     sb_puts(o, ",\"customer\":");
     if (id.cust)
         sb_json_str(o, id.cust->id, strlen(id.cust->id));
     else
         sb_puts(o, "null");
+    if (id.cust != NULL)
+        sb_printf(o, ",\"customer_state\":\"%s\"",
+                  cp_state_name((enum cp_state)(one ? st.state : c.state)));
+    else
+        sb_puts(o, ",\"customer_state\":null");
+    if (one && id.cust != NULL) {
+        sb_puts(o, ",\"logins\":[");
+        show_logins(d, id.cust, o, true);
+    }
     sb_puts(o, ",\"class\":");
     sb_json_str(o, id.cls->name, strlen(id.cls->name));
     sb_printf(o, ",\"tracked\":%s,\"counters\":[", tracked ? "true" : "false");
@@ -414,11 +517,11 @@ self_release_refused(struct daemon *d, const struct cp_identity *id,
     struct cp_counters cnt;
     long used;
 
-    if (!d->ms->base.ops->peek(&d->ms->base, id->key, id->keylen, &cnt) ||
+    if (!d->ms->base.ops->peek(&d->ms->base, id->dkey, id->dkeylen, &cnt) ||
         cnt.state != CP_ST_BLOCKED)
         return "only an automatically blocked account can be released by "
                "its owner";
-    used = cp_sqlite_count_actor(d->db_sync, id->key, id->keylen,
+    used = cp_sqlite_count_actor(d->db_sync, id->dkey, id->dkeylen,
                                  "self-service",
                                  daemon_now_ms() -
                                      (int64_t)c->self_release_period_ms);
@@ -483,10 +586,20 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
                   cp_state_name((enum cp_state)dec.state));
         return;
     }
-    sb_printf(o, json ? "{\"key\":\"%s\",\"from\":\"%s\",\"to\":\"%s\"}\n"
-                      : "%s: %s -> %s\n",
-              id.key, cp_state_name((enum cp_state)dec.prev_state),
-              cp_state_name((enum cp_state)dec.state));
+    if (json) {
+        sb_puts(o, "{\"key\":");
+        sb_json_str(o, id.dkey, id.dkeylen);
+        sb_printf(o, ",\"from\":\"%s\",\"to\":\"%s\"}\n",
+                  cp_state_name((enum cp_state)dec.prev_state),
+                  cp_state_name((enum cp_state)dec.state));
+    } else {
+        char key[CP_KEY_MAX * 4 + 4];
+
+        str_escape(key, sizeof(key), id.dkey, id.dkeylen, CP_KEY_MAX);
+        sb_printf(o, "%s: %s -> %s\n", key,
+                  cp_state_name((enum cp_state)dec.prev_state),
+                  cp_state_name((enum cp_state)dec.state));
+    }
 }
 
 static void
@@ -502,10 +615,13 @@ history(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     }
     if (json) {
         sb_puts(o, "{\"key\":");
-        sb_json_str(o, id.key, id.keylen);
+        sb_json_str(o, id.dkey, id.dkeylen);
         sb_puts(o, ",\"history\":[");
     } else {
-        sb_printf(o, "account %s\n", id.key);
+        char key[CP_KEY_MAX * 4 + 4];
+
+        str_escape(key, sizeof(key), id.dkey, id.dkeylen, CP_KEY_MAX);
+        sb_printf(o, "account %s\n", key);
     }
     show_history(d, &id, 100, o, json);
     if (json)

@@ -160,7 +160,8 @@ int spawn_run(const char *cmdline, const char *const *extra, const char *input,
 #define RECENT_TEXT 96   /* bytes of a reply text kept */
 struct recent_entry {
     int64_t t_ms;
-    uint64_t key_hash;
+    uint64_t key_hash;  /* the counters' account (id.key) */
+    uint64_t dkey_hash; /* the state's (id.dkey) */
     uint8_t stage, action, verdict, state;
     bool shadow;
     char rule[CP_RULE_NAME_MAX]; /* "" none, "state": the account's state */

@@ -300,7 +300,7 @@ dnsbl_check(struct dnsbl *b, const struct cp_decision *dec,
     if ((ent = agemap_get(&b->cache, (const char *)&a, sizeof(a))) != NULL) {
         ad = ADDR(ent);
         if (ad->status == ADDR_LISTED)
-            charge(b, dec->id.key, dec->id.keylen,
+            charge(b, dec->id.dkey, dec->id.dkeylen,
                    ad->zone < c->nzones ? c->zone[ad->zone] : "?");
         return;
     }
@@ -321,8 +321,8 @@ dnsbl_check(struct dnsbl *b, const struct cp_decision *dec,
         q->a = a;
         q->zone = z;
         q->gen = b->gen;
-        memcpy(q->key, dec->id.key, dec->id.keylen);
-        q->keylen = dec->id.keylen;
+        memcpy(q->key, dec->id.dkey, dec->id.dkeylen);
+        q->keylen = dec->id.dkeylen;
         query_name(&a, c->zone[z], name, sizeof(name));
         ad->outstanding++;
         b->st.queries++;

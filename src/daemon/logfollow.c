@@ -109,7 +109,7 @@ lf_event(struct logfollow *lf, const struct maillog_event *ev)
         dec.detected && msg_enabled(MSG_DEBUG)) {
         char key[CP_KEY_MAX * 4 + 4];
 
-        str_escape(key, sizeof(key), dec.id.key, dec.id.keylen, CP_KEY_MAX);
+        str_escape(key, sizeof(key), dec.id.dkey, dec.id.dkeylen, CP_KEY_MAX);
         msg_debug("delivery %.*s: account %s status=%.*s dsn=%.*s score %.1f",
                   (int)ev->queue_id.len, ev->queue_id.p, key,
                   (int)ev->status.len, ev->status.p, (int)ev->dsn.len,

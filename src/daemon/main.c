@@ -153,7 +153,7 @@ contain(struct daemon *d, const struct cp_decision *dec, const char *key,
     if (cmd[0] == '\0')
         return;
     sb_init(&ids);
-    n = cp_engine_queued(&d->engine, dec->id.key, dec->id.keylen, add_qid,
+    n = cp_engine_queued(&d->engine, dec->id.dkey, dec->id.dkeylen, add_qid,
                          &ids);
     if (n > 0) {
         msg_info("account %s: %s %zu queued messages", key,
@@ -220,7 +220,7 @@ on_transition(void *arg, const struct cp_decision *dec,
     const char *from = cp_state_name((enum cp_state)dec->prev_state);
     const char *to = cp_state_name((enum cp_state)dec->state);
 
-    if (!d->ms->base.ops->account(&d->ms->base, dec->id.key, dec->id.keylen,
+    if (!d->ms->base.ops->account(&d->ms->base, dec->id.dkey, dec->id.dkeylen,
                                   false, false, &ref))
         return;
     if (d->actor != NULL)
@@ -230,13 +230,13 @@ on_transition(void *arg, const struct cp_decision *dec,
                             sizeof(reason));
     else
         snprintf(reason, sizeof(reason), "-");
-    str_escape(key, sizeof(key), dec->id.key, dec->id.keylen, CP_KEY_MAX);
+    str_escape(key, sizeof(key), dec->id.dkey, dec->id.dkeylen, CP_KEY_MAX);
     msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
              d->actor ? d->actor : "evidence", reason);
     /* the state and the jobs of its incident: one transaction */
     if (cp_sqlite_begin(d->db_sync, err) < 0)
         msg_error("account %s: %s", key, err);
-    row = cp_sqlite_transition(d->db_sync, dec->id.key, dec->id.keylen, ref.c,
+    row = cp_sqlite_transition(d->db_sync, dec->id.dkey, dec->id.dkeylen, ref.c,
                                from, to, now_ms, d->actor ? d->actor : "auto",
                                reason, err);
     if (row < 0)

@@ -48,6 +48,7 @@ recent_add(struct recent *r, const struct cp_decision *d, int64_t now_ms)
     memset(e, 0, sizeof(*e));
     e->t_ms = now_ms;
     e->key_hash = hmap_hash(d->id.key, d->id.keylen);
+    e->dkey_hash = hmap_hash(d->id.dkey, d->id.dkeylen);
     e->stage = (uint8_t)d->stage;
     e->action = (uint8_t)d->action;
     e->verdict = (uint8_t)d->verdict;
@@ -73,7 +74,7 @@ recent_each(const struct recent *r, const char *key, size_t klen,
     for (size_t i = 1; i <= r->n && found < limit; i++) {
         const struct recent_entry *e = &r->e[(r->next + r->cap - i) % r->cap];
 
-        if (e->key_hash == h) {
+        if (e->dkey_hash == h || e->key_hash == h) {
             fn(arg, e);
             found++;
         }

@@ -421,3 +421,17 @@ ckpt_batch_set_slots(struct ckpt_batch *b, const struct cp_slot *slots,
         off += l;
     }
 }
+
+void
+memstore_learned(struct memstore *ms)
+{
+    HMAP_FOREACH(&ms->accts, i)
+    {
+        struct acct *a = ms->accts.ents[i].val;
+
+        memset(&a->c, 0, sizeof(a->c));
+        if (a->ev != NULL)
+            cp_evidence_habits_only(a->ev);
+        mark_dirty(ms, a);
+    }
+}

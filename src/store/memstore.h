@@ -99,6 +99,13 @@ void memstore_remap(struct memstore *ms, const struct cp_slot *from,
 size_t memstore_sweep(struct memstore *ms, const struct cp_detection *det,
                       int64_t now_ms, int64_t idle_ms);
 
+/*
+ * The end of learning (store/memstore.c's caller: chokepoint learn, a
+ * simulated warm start): every account keeps its evidence's habits
+ * (cp_evidence_habits_only) and forgets its counters and state.
+ */
+void memstore_learned(struct memstore *ms);
+
 /* One account of memstore_top(). */
 struct memstore_top_row {
     char key[CP_KEY_MAX];

@@ -14,16 +14,22 @@ hmap_hash(const void *key, size_t len)
     return XXH3_64bits(key, len);
 }
 
-uint32_t
-hmap_hash_lower32(const char *s, size_t len)
+uint64_t
+hmap_hash_lower(const char *s, size_t len)
 {
     char buf[256];
     size_t n = len < sizeof(buf) ? len : sizeof(buf);
-    uint32_t h;
 
     for (size_t i = 0; i < n; i++)
         buf[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
-    h = (uint32_t)XXH3_64bits(buf, n);
+    return XXH3_64bits(buf, n);
+}
+
+uint32_t
+hmap_hash_lower32(const char *s, size_t len)
+{
+    uint32_t h = (uint32_t)hmap_hash_lower(s, len);
+
     return h ? h : 1;
 }
 

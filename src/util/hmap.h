@@ -32,6 +32,8 @@ uint64_t hmap_hash(const void *key, size_t len);
 /* Case-insensitive (ASCII) 32-bit hash of at most the first 256 bytes,
  * never 0 (0 means "none" to callers). */
 uint32_t hmap_hash_lower32(const char *s, size_t len);
+/* The same, 64 bits (0 possible). */
+uint64_t hmap_hash_lower(const char *s, size_t len);
 void hmap_init(struct hmap *m, size_t expected);
 /* Frees the table only; values belong to the caller. */
 void hmap_fini(struct hmap *m);

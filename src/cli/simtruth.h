@@ -1,0 +1,29 @@
+/*
+ * simtruth.h — the simulator's ground truth of chokepoint's accounts:
+ * every state change the engine makes is recorded, as the worst state
+ * reached, against the simulated logins (or unauth_relay zombies) its
+ * account names (struct sim: worst[], zombies[].worst).
+ */
+#ifndef CP_CLI_SIMTRUTH_H
+#define CP_CLI_SIMTRUTH_H
+
+#include "cli/simmodel.h"
+#include "core/config.h"
+#include "core/engine.h"
+#include "util/hmap.h"
+
+struct sim_truth {
+    struct hmap map; /* account key → the logins it names */
+    struct sim *s;
+};
+
+/* Index the keys of every login and unauth_relay zombie of `s` as the
+ * engine of `cfg` keys them. */
+void sim_truth_init(struct sim_truth *t, struct sim *s,
+                    const struct cp_config *cfg);
+void sim_truth_fini(struct sim_truth *t);
+/* The engine's on_transition hook (arg: the struct sim_truth). */
+void sim_truth_transition(void *arg, const struct cp_decision *d,
+                          const struct policy_request *req, int64_t now_ms);
+
+#endif
