@@ -44,11 +44,12 @@ inproc_decide(struct inproc *ip, const struct policy_request *req,
 
 void
 inproc_outcome(struct inproc *ip, const char *qid, size_t qlen,
-               enum cp_outcome o, int64_t now_ms)
+               const char *rcpt, enum cp_outcome o, int64_t now_ms)
 {
     struct cp_decision d;
 
-    cp_engine_outcome(&ip->engine, qid, qlen, o, now_ms, &d);
+    cp_engine_outcome(&ip->engine, qid, qlen, rcpt, rcpt ? strlen(rcpt) : 0,
+                      o, now_ms, &d);
 }
 
 void

@@ -34,7 +34,7 @@ void inproc_decide(struct inproc *ip, const struct policy_request *req,
 /* A delivery outcome for queue id `qid` at `now_ms` (what the daemon's
  * mail-log follower reports). */
 void inproc_outcome(struct inproc *ip, const char *qid, size_t qlen,
-                    enum cp_outcome o, int64_t now_ms);
+                    const char *rcpt, enum cp_outcome o, int64_t now_ms);
 /*
  * The end of learning (a warm start, chokepoint learn): every account
  * keeps the habits its evidence learned and forgets the rest — the score

@@ -97,7 +97,12 @@ struct rp_entry {
     char *rcpts; /* NUL-separated, at most REPLAY_MAX_RCPT_BYTES */
     size_t rlen, rcap;
     uint64_t nknown; /* distinct recipients seen (kept or not) */
-    uint32_t fate[CP_OUT_DEFERRED_POLICY + 1]; /* delivery outcomes seen */
+    /* delivery outcomes seen: per line, the outcome (one byte) and the
+     * recipient, NUL-terminated, within REPLAY_MAX_RCPT_BYTES; beyond,
+     * counted without the recipient */
+    char *outs;
+    size_t olen;
+    uint32_t fate[CP_OUT_DEFERRED_POLICY + 1];
 };
 
 struct rp_account {
@@ -291,6 +296,10 @@ entry_clear(struct rp_entry *e)
     free(e->rcpts);
     e->rcpts = NULL;
     e->rlen = e->rcap = 0;
+    free(e->outs);
+    e->outs = NULL;
+    e->olen = 0;
+    memset(e->fate, 0, sizeof(e->fate));
     e->nknown = 0;
     e->removed = false;
 }
@@ -609,10 +618,13 @@ run_message(struct replay *r, const struct rp_entry *e,
     ask(r, req, "END-OF-MESSAGE", o);
     /* what the log said became of it: evidence, as the daemon's mail-log
      * follower would report it (after the message, by queue id) */
+    for (size_t at = 0; at < e->olen; at += strlen(e->outs + at + 1) + 2)
+        inproc_outcome(&r->ip, e->qid, strlen(e->qid), e->outs + at + 1,
+                       (enum cp_outcome)e->outs[at], r->engine_ms);
     for (int k = CP_OUT_DELIVERED; k <= CP_OUT_DEFERRED_POLICY; k++)
         for (uint32_t i = 0; i < e->fate[k]; i++)
-            inproc_outcome(&r->ip, e->qid, strlen(e->qid), (enum cp_outcome)k,
-                           r->engine_ms);
+            inproc_outcome(&r->ip, e->qid, strlen(e->qid), NULL,
+                           (enum cp_outcome)k, r->engine_ms);
 }
 
 static void
@@ -817,6 +829,24 @@ keep_rcpt(struct rp_entry *e, struct maillog_str to)
     e->rlen = need;
 }
 
+/* One delivery line's outcome, with its recipient if it fits. */
+static void
+keep_outcome(struct rp_entry *e, enum cp_outcome o, struct maillog_str to)
+{
+    size_t need = e->olen + to.len + 2;
+
+    if (to.len == 0 || need > REPLAY_MAX_RCPT_BYTES) {
+        if (e->fate[o] < UINT32_MAX)
+            e->fate[o]++;
+        return;
+    }
+    e->outs = xrealloc(e->outs, need);
+    e->outs[e->olen] = (char)o;
+    memcpy(e->outs + e->olen + 1, to.p, to.len);
+    e->outs[need - 1] = '\0';
+    e->olen = need;
+}
+
 static void
 on_delivery(struct replay *r, const struct maillog_event *ev)
 {
@@ -830,8 +860,8 @@ on_delivery(struct replay *r, const struct maillog_event *ev)
         enum cp_outcome o = cp_outcome_of(ev->status.p, ev->status.len,
                                           ev->dsn.p, ev->dsn.len);
 
-        if (o != CP_OUT_NONE && e->fate[o] < UINT32_MAX)
-            e->fate[o]++;
+        if (o != CP_OUT_NONE)
+            keep_outcome(e, o, ev->to);
     }
     if (!e->in_heap || ev->to.len == 0 || rcpt_known(e, ev->to))
         return;

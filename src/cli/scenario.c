@@ -154,6 +154,7 @@ static const struct yw_field top_f[] = {
     {"delivery", YW_BOOL, S(delivery), 0, 0, NULL},
     {"history", YW_DURATION, S(history_ms), 0, 60 * DAY, NULL},
     {"map", YW_ENUM, S(map), 0, 0, map_names},
+    {"base", YW_SKIP, 0, 0, 0, NULL},
     {"customers", YW_SKIP, 0, 0, 0, NULL},
     {"infections", YW_SKIP, 0, 0, 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
@@ -304,8 +305,48 @@ check(struct yw *w, struct scenario *sc)
     return 0;
 }
 
-int
-scenario_load(const char *file, struct scenario *sc, char *err)
+static void
+scenario_defaults(struct scenario *sc)
+{
+    memset(sc, 0, sizeof(*sc));
+    snprintf(sc->name, sizeof(sc->name), "unnamed");
+    sc->seed = 1;
+    sc->start_ms = 1793577600000LL; /* 2026-11-02, a Monday */
+    sc->days = 7;
+    sc->delivery = true;
+}
+
+static int load_file(const char *file, struct scenario *sc, char *err,
+                     int depth);
+
+/*
+ * base: FILE — a variant of another scenario (a path relative to this
+ * file's directory): that one is loaded first, and this file's keys
+ * replace its values; a `customers` or `infections` list given here
+ * replaces the whole list.
+ */
+static int
+load_base(struct yw *w, struct fy_node *v, struct scenario *sc, int depth)
+{
+    char path[512];
+    const char *slash = strrchr(w->file, '/');
+    size_t len;
+    const char *name = yw_scalar(v, &len);
+
+    if (name == NULL || len == 0 || len > 255)
+        return yw_fail(w, v, "base: expected a file name");
+    if (depth >= 4)
+        return yw_fail(w, v, "base: nested too deeply");
+    if (name[0] == '/' || slash == NULL)
+        snprintf(path, sizeof(path), "%.*s", (int)len, name);
+    else
+        snprintf(path, sizeof(path), "%.*s/%.*s", (int)(slash - w->file),
+                 w->file, (int)len, name);
+    return load_file(path, sc, w->err, depth + 1);
+}
+
+static int
+load_file(const char *file, struct scenario *sc, char *err, int depth)
 {
     struct yw w = {file, err, NULL};
     struct fy_document *doc;
@@ -313,13 +354,6 @@ scenario_load(const char *file, struct scenario *sc, char *err)
     void *it = NULL;
     int rc = 0;
 
-    memset(sc, 0, sizeof(*sc));
-    snprintf(sc->file, sizeof(sc->file), "%s", file);
-    snprintf(sc->name, sizeof(sc->name), "unnamed");
-    sc->seed = 1;
-    sc->start_ms = 1793577600000LL; /* 2026-11-02, a Monday */
-    sc->days = 7;
-    sc->delivery = true;
     if ((doc = yw_parse_file(&w)) == NULL) {
         yw_done(&w, NULL);
         return -1;
@@ -328,20 +362,42 @@ scenario_load(const char *file, struct scenario *sc, char *err)
 
     if (root == NULL || !fy_node_is_mapping(root))
         rc = yw_fail(&w, root, "expected a mapping");
+    /* the base first, whatever the order of the keys */
+    while (rc == 0 && root && (pair = fy_node_mapping_iterate(root, &it)) != NULL) {
+        size_t len;
+        const char *name = yw_scalar(fy_node_pair_key(pair), &len);
+
+        if (name && len == 4 && memcmp(name, "base", 4) == 0)
+            rc = load_base(&w, fy_node_pair_value(pair), sc, depth);
+    }
+    it = NULL;
     while (rc == 0 && root && (pair = fy_node_mapping_iterate(root, &it)) != NULL) {
         size_t len;
         struct fy_node *k = fy_node_pair_key(pair);
         const char *name = yw_scalar(k, &len);
 
-        if (name && len == 9 && memcmp(name, "customers", 9) == 0)
+        if (name && len == 9 && memcmp(name, "customers", 9) == 0) {
+            sc->ncls = 0;
             rc = load_list(&w, fy_node_pair_value(pair), sc, true);
-        else if (name && len == 10 && memcmp(name, "infections", 10) == 0)
+        } else if (name && len == 10 && memcmp(name, "infections", 10) == 0) {
+            sc->ninf = 0;
             rc = load_list(&w, fy_node_pair_value(pair), sc, false);
+        }
     }
     if (rc == 0)
         rc = yw_load(&w, root, top_f, sc);
-    if (rc == 0)
+    if (rc == 0 && depth == 0)
         rc = check(&w, sc);
     yw_done(&w, doc);
     return rc;
+}
+
+int
+scenario_load(const char *file, struct scenario *sc, char *err)
+{
+    scenario_defaults(sc);
+    if (load_file(file, sc, err, 0) < 0)
+        return -1;
+    snprintf(sc->file, sizeof(sc->file), "%s", file);
+    return 0;
 }

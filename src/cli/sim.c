@@ -41,6 +41,7 @@ usage(FILE *fp, int rc)
             "[--svg DIR]\n"
             "                      [--live SOCKET] [--map-out FILE] "
             "[--explain]\n"
+            "                      [--trace LOGIN]\n"
             "                      [--no-content]\n"
             "  --config FILE   chokepoint configuration (default "
             "etc/chokepoint.yaml)\n"
@@ -49,6 +50,9 @@ usage(FILE *fp, int rc)
             "  --live SOCKET   send the requests to a chokepointd started "
             "with --sim-clock\n"
             "  --map-out FILE  write the customer map (for --live) and exit\n"
+            "  --trace LOGIN   print to stderr every decision about LOGIN's mail, "
+            "with the\n"
+            "                  signals that fired and the score\n"
             "  --explain       print to stderr the evidence of every "
             "legitimate account\n"
             "                  that was throttled or blocked (false "
@@ -101,7 +105,7 @@ write_map(const struct sim *s, const char *path)
 }
 
 struct opts {
-    const char *scenario, *config, *svg, *live, *map_out;
+    const char *scenario, *config, *svg, *live, *map_out, *trace;
     bool json, explain, no_content;
 };
 
@@ -121,6 +125,8 @@ parse_args(int argc, char **argv, struct opts *o)
             o->no_content = true;
         else if (strcmp(argv[i], "--config") == 0 && more)
             o->config = argv[++i];
+        else if (strcmp(argv[i], "--trace") == 0 && more)
+            o->trace = argv[++i];
         else if (strcmp(argv[i], "--svg") == 0 && more)
             o->svg = argv[++i];
         else if (strcmp(argv[i], "--live") == 0 && more)
@@ -169,10 +175,13 @@ open_driver(struct sim *s, const struct opts *o, struct sim_driver *d)
     }
     unlink(map);
     sim_truth_init(&d->truth, s, d->ip.cfg);
+    d->truth.explain = o->explain ? stderr : NULL;
+    d->trace = o->trace;
+    d->truth.store = &d->ip.ms->base;
+    d->truth.cfg = d->ip.cfg;
     d->ip.engine.on_transition = sim_truth_transition;
     d->ip.engine.transition_arg = &d->truth;
     s->ranked = true;
-    d->explain = o->explain ? stderr : NULL;
     /* the milter's fingerprints, when the config has the milter */
     d->content = d->ip.cfg->content.milter[0] != '\0' && !o->no_content;
 }

@@ -15,9 +15,9 @@ struct sim_driver {
     bool live;
     int fd;            /* live: the policy connection */
     struct inproc ip;  /* in-process engine */
-    FILE *explain;     /* in-process: why legitimate accounts were stopped */
     bool content;      /* in-process: the milter's fingerprints too */
     struct sim_truth truth; /* in-process: states against the logins */
+    const char *trace; /* in-process: print this login's decisions */
     const struct sim *sim;
 };
 

@@ -84,6 +84,15 @@ struct sim_totals {
                                          reputation pool */
     uint64_t outcomes[4];    /* delivery outcomes reported, by
                                 enum cp_outcome */
+    /* what deferred or refused legitimate mail (attempts): a limit (by
+     * rule name), the login's or its customer's state, or the content
+     * check; SIM_WHY_MAX reasons, the rest as "other" */
+#define SIM_WHY_MAX 16
+    struct sim_why {
+        char name[32];
+        uint64_t n;
+    } why[SIM_WHY_MAX];
+    uint32_t nwhy;
 };
 
 struct sim {

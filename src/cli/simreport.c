@@ -269,6 +269,11 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
     json_num(fp, "attempts", (double)s->tot.attempts, true);
     json_num(fp, "policy_requests", (double)s->tot.requests, true);
     json_num(fp, "wall_seconds", s->wall_s, true);
+    fprintf(fp, "\"legit_deferred_by\":{");
+    for (uint32_t i = 0; i < s->tot.nwhy; i++)
+        fprintf(fp, "%s\"%s\":%llu", i ? "," : "", s->tot.why[i].name,
+                (unsigned long long)s->tot.why[i].n);
+    fprintf(fp, "},");
     fprintf(fp, "\"by_kind\":{");
     for (int k = 0, first = 1; k < SIM_KIND_COUNT; k++) {
         const struct sim_kind_metrics *km = &m->kind[k];
@@ -359,6 +364,13 @@ sim_report_text(FILE *fp, const struct sim *s, const struct sim_metrics *m,
         (double)s->tot.ham);
     fprintf(fp, "  legit accounts with mail lost (\"blocked\"): %u\n",
             m->legit_accounts_blocked);
+    if (s->tot.nwhy > 0) {
+        fprintf(fp, "  legit attempts deferred or refused, by what:");
+        for (uint32_t i = 0; i < s->tot.nwhy; i++)
+            fprintf(fp, "%s %s %llu", i ? "," : "", s->tot.why[i].name,
+                    (unsigned long long)s->tot.why[i].n);
+        fputc('\n', fp);
+    }
     if (s->tot.spam_pooled + s->tot.ham_pooled > 0)
         fprintf(fp, "  through the reputation pool: %llu of %llu spam "
                     "delivered, %llu legit messages; spam share of the mail "

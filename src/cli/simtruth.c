@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/evidence.h"
 #include "core/identity.h"
 #include "core/lifecycle.h"
 #include "util/xalloc.h"
@@ -127,6 +128,35 @@ raise(uint8_t *worst, uint8_t r)
         *worst = r;
 }
 
+/* Any of the logins [first, first + n) never infected? */
+static bool
+names_legit(const struct sim *s, uint32_t first, uint32_t n)
+{
+    for (uint32_t i = first; i < first + n; i++)
+        if (!(s->senders[i].flags & SIM_INFECTED))
+            return true;
+    return false;
+}
+
+static void
+explain(struct sim_truth *t, const struct cp_decision *d, int64_t now_ms)
+{
+    struct cp_account_ref ref;
+    char why[400] = "no evidence", ts[32], key[CP_KEY_MAX];
+
+    if (t->store->ops->account(t->store, d->id.dkey, d->id.dkeylen, false,
+                               false, &ref) &&
+        ref.ev != NULL)
+        cp_evidence_explain(ref.ev, cp_class_det(t->cfg, d->id.cls), now_ms,
+                            why, sizeof(why));
+    cp_format_time(ts, sizeof(ts), now_ms);
+    snprintf(key, sizeof(key), "%.*s", (int)d->id.dkeylen, d->id.dkey);
+    fprintf(t->explain, "%s %s (legitimate, %s): %s -> %s: %s\n", ts, key,
+            t->cause ? t->cause : "?",
+            cp_state_name((enum cp_state)d->prev_state),
+            cp_state_name((enum cp_state)d->state), why);
+}
+
 void
 sim_truth_transition(void *arg, const struct cp_decision *d,
                      const struct policy_request *req, int64_t now_ms)
@@ -149,4 +179,7 @@ sim_truth_transition(void *arg, const struct cp_decision *d,
     }
     for (uint32_t i = k->first; i < k->first + k->n; i++)
         raise(&s->worst[i], r);
+    if (t->explain != NULL && r >= SIM_RANK_THROTTLED &&
+        names_legit(s, k->first, k->n))
+        explain(t, d, now_ms);
 }

@@ -7,6 +7,8 @@
 #ifndef CP_CLI_SIMTRUTH_H
 #define CP_CLI_SIMTRUTH_H
 
+#include <stdio.h>
+
 #include "cli/simmodel.h"
 #include "core/config.h"
 #include "core/engine.h"
@@ -15,6 +17,12 @@
 struct sim_truth {
     struct hmap map; /* account key → the logins it names */
     struct sim *s;
+    /* --explain: every legitimate login throttled or blocked, with the
+     * evidence (from `store`) and what it was doing (`cause`) */
+    FILE *explain;
+    struct cp_store *store;
+    const struct cp_config *cfg;
+    const char *cause;
 };
 
 /* Index the keys of every login and unauth_relay zombie of `s` as the

@@ -123,7 +123,7 @@ static const char *const signal_names[] = {
     "rate_jump",     "networks",     "bad_recipient",   "remote_reject",
     "delivered",     "dnsbl",         "helo_new",        "helo_forged",
     "odd_hour",      "tls_new",      "uniform_size",    "campaign",
-    NULL};
+    "stale_recipient", NULL};
 static const char *const block_actions[] = {"reject", "hold", NULL};
 
 const char *
@@ -151,10 +151,11 @@ static const struct yw_field weight_fields[] = {
     DW(CP_SIG_TLS_NEW, "tls_new"),
     DW(CP_SIG_UNIFORM_SIZE, "uniform_size"),
     DW(CP_SIG_CAMPAIGN, "campaign"),
+    DW(CP_SIG_STALE_RECIPIENT, "stale_recipient"),
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DW
-_Static_assert(CP_SIG_COUNT == 16, "weight_fields lists every signal");
+_Static_assert(CP_SIG_COUNT == 17, "weight_fields lists every signal");
 
 #define DO(m) offsetof(struct cp_detection, m)
 static const struct yw_field detection_fields[] = {
@@ -172,6 +173,7 @@ static const struct yw_field detection_fields[] = {
     {"help_url", YW_STR, DO(help_url), sizeof(((struct cp_detection *)0)->help_url), 0, NULL},
     {"networks", YW_U32, DO(networks), 2, 8 /* CP_EV_FRESH */, NULL},
     {"rate_factor", YW_DOUBLE, DO(rate_factor), 1, 1000, NULL},
+    {"learning", YW_U32, DO(learning), 0, 65535, NULL},
     {"weights", YW_MAP, DO(weight), 0, 0, weight_fields},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -183,6 +185,7 @@ static const struct yw_field delivery_fields[] = {
     {"log", YW_STR, DV(log), SZ(cp_delivery, log), 0, NULL},
     {"poll", YW_DURATION, DV(poll_ms), 100, 60000, NULL},
     {"max_queue_ids", YW_U32, DV(max_queue_ids), 0, 10000000, NULL},
+    {"max_recipients", YW_U32, DV(max_recipients), 0, 1u << 30, NULL},
     {"queue_id_ttl", YW_DURATION, DV(queue_id_ttl_ms), 60000,
      30 * 86400000.0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
@@ -258,8 +261,9 @@ static void
 detection_defaults(struct cp_detection *d)
 {
     static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
-                                           2.0, 2.0,  1.5, -0.05, 2.5,
-                                           0.5, 2.0,  1.0, 0.5, 6.0, 3.0};
+                                           2.0, 2.0,  1.5, -0.25, 2.5,
+                                           0.5, 2.0,  1.0, 0.5, 6.0, 3.0,
+                                           0.2};
 
     memset(d, 0, sizeof(*d));
     d->enabled = true;
@@ -273,6 +277,7 @@ detection_defaults(struct cp_detection *d)
     d->block_action = CP_BLOCK_REJECT;
     d->networks = 4;
     d->rate_factor = 4;
+    d->learning = 50;
     memcpy(d->weight, w, sizeof(w));
 }
 
@@ -1030,6 +1035,7 @@ set_defaults(struct cp_config *cfg)
     cfg->dnsbl.max_cache = 100000;
     cfg->delivery.poll_ms = 1000;
     cfg->delivery.max_queue_ids = 200000;
+    cfg->delivery.max_recipients = 1u << 22; /* 16 MiB */
     cfg->delivery.queue_id_ttl_ms = 5 * 86400000ULL;
     snprintf(cfg->notify.sendmail, sizeof(cfg->notify.sendmail), "%s",
              "/usr/sbin/sendmail -i");

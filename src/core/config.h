@@ -78,6 +78,8 @@ enum cp_signal {
     CP_SIG_TLS_NEW,         /* a TLS stack the account's devices never used */
     CP_SIG_UNIFORM_SIZE,    /* a run of messages of near-identical size */
     CP_SIG_CAMPAIGN,        /* content: the same text from many accounts */
+    CP_SIG_STALE_RECIPIENT, /* delivery: unknown (5.1.x), but delivered to
+                               by this account before: a list gone stale */
     CP_SIG_COUNT
 };
 
@@ -93,8 +95,10 @@ struct cp_detection {
     uint64_t probation_ms;
     int block_action;       /* enum cp_block_action */
     char help_url[256];
-    uint32_t networks;      /* distinct /24 (/48) per hour before it counts */
+    uint32_t networks;      /* unfamiliar networks per hour that count */
     double rate_factor;     /* a message beyond factor × usual hour counts */
+    uint32_t learning;      /* an account with fewer messages learned is
+                               new: blocked only on delivery evidence */
     double weight[CP_SIG_COUNT];
 };
 
@@ -114,6 +118,8 @@ struct cp_delivery {
     char log[256];             /* mail.log to follow; "": none */
     uint64_t poll_ms;          /* how often the log is read */
     uint32_t max_queue_ids;    /* queue id → account entries kept */
+    uint32_t max_recipients;   /* (account, recipient) pairs delivered to,
+                                  remembered (4 bytes each) */
     uint64_t queue_id_ttl_ms;  /* forgotten after (Postfix: 5d lifetime) */
 };
 

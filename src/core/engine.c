@@ -80,6 +80,7 @@ cp_engine_fini(struct cp_engine *e)
         cp_campaigns_fini(e->camp);
         free(e->camp);
     }
+    tagset_fini(&e->delivered);
     memset(e, 0, sizeof(*e));
 }
 
@@ -497,7 +498,7 @@ step(struct cp_engine *e, const struct cp_detection *det,
         return;
     next = cp_lifecycle_step(det, ref->c->state, ref->c->repeat,
                              ref->c->state_since_s, score,
-                             cp_evidence_corroboration(ref->ev), now_ms);
+                             cp_evidence_block_signals(ref->ev, det), now_ms);
     if (next != ref->c->state)
         transition(e, ref->c, next, now_ms, d, req);
 }
@@ -856,9 +857,40 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
     step(e, det, &ref, d->score, now_ms, d, NULL);
 }
 
+/* The (account, recipient) pair's hash for the delivered table. */
+static uint64_t
+pair_hash(const struct cp_queued *q, size_t qlen, const char *rcpt,
+          size_t rlen)
+{
+    uint64_t a = hmap_hash(q->buf + qlen, q->keylen);
+
+    return (a * 0x9e3779b97f4a7c15ULL) ^ hmap_hash_lower(rcpt, rlen);
+}
+
+/* Remember an accepted recipient, or is a bounced one stale (accepted
+ * before)? */
+static bool
+delivered_before(struct cp_engine *e, const struct cp_queued *q, size_t qlen,
+                 const char *rcpt, size_t rlen, enum cp_outcome o)
+{
+    uint64_t h;
+
+    if (rcpt == NULL || rlen == 0 || e->cfg->delivery.max_recipients == 0)
+        return false;
+    h = pair_hash(q, qlen, rcpt, rlen);
+    if (o == CP_OUT_DELIVERED) {
+        if (e->delivered.slot == NULL)
+            tagset_init(&e->delivered, e->cfg->delivery.max_recipients);
+        tagset_add(&e->delivered, h);
+        return false;
+    }
+    return o == CP_OUT_BAD_RECIPIENT && tagset_has(&e->delivered, h);
+}
+
 int
 cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
-                  enum cp_outcome o, int64_t now_ms, struct cp_decision *d)
+                  const char *rcpt, size_t rlen, enum cp_outcome o,
+                  int64_t now_ms, struct cp_decision *d)
 {
     static const struct {
         enum cp_signal sig;
@@ -888,6 +920,10 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
                              o == CP_OUT_BAD_RECIPIENT || o == CP_OUT_REJECTED);
     l.sig = map[o].sig;
     l.scale = map[o].scale;
+    if (delivered_before(e, q, qlen, rcpt, rlen, o)) {
+        l.sig = CP_SIG_STALE_RECIPIENT; /* it existed: a list gone stale */
+        e->stats.outcomes_stale++;
+    }
     l.msg = &q->ev;
     late_evidence(e, q->buf + qlen, q->keylen, &l, now_ms, d);
     return 1;

@@ -24,6 +24,7 @@
 #include "core/policy.h"
 #include "core/store.h"
 #include "util/agemap.h"
+#include "util/tagset.h"
 
 enum cp_stage { CP_STAGE_RCPT, CP_STAGE_DATA, CP_STAGE_EOM, CP_STAGE_OTHER,
                 CP_STAGE_CONTENT /* the milter, after END-OF-MESSAGE */ };
@@ -38,6 +39,8 @@ struct cp_stats {
     uint64_t settled;                     /* messages charged at EOM */
     uint64_t outcomes;                    /* delivery outcomes attributed */
     uint64_t outcomes_unknown;            /* for a queue id not recorded */
+    uint64_t outcomes_stale;              /* bounces to an address the
+                                             account had delivered to */
     uint64_t content;                     /* fingerprints from the milter */
     uint64_t campaign;                    /* of them part of a campaign */
     uint64_t campaign_refused;            /* refused for it (a spam run) */
@@ -69,6 +72,9 @@ struct cp_engine {
     cp_transition_fn on_transition;       /* may be NULL */
     void *transition_arg;
     struct cp_campaigns *camp;            /* content: (first use) */
+    /* (account, recipient) pairs the next hop accepted: a later bounce
+     * to one is a list going stale (delivery.max_recipients; first use) */
+    struct tagset delivered;
     /* learning (chokepoint learn, a warm start): requests add evidence
      * (the habits: senders, recipients, networks, hours, ...) and record
      * queue ids for delivery outcomes; nothing is charged, no state
@@ -155,12 +161,15 @@ enum cp_outcome cp_outcome_of(const char *status, size_t slen,
                               const char *dsn, size_t dlen);
 /*
  * One recipient's outcome for queue id `qid`: evidence for its account,
- * and maybe a state change (on_transition is called, d says what). Returns
- * 1 if the queue id was known, 0 if not.
+ * and maybe a state change (on_transition is called, d says what). `rcpt`
+ * (may be NULL) is the recipient: an accepted one is remembered with the
+ * account, and a bounce to an address it had delivered to counts as
+ * stale_recipient, not bad_recipient. Returns 1 if the queue id was
+ * known, 0 if not.
  */
 int cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
-                      enum cp_outcome o, int64_t now_ms,
-                      struct cp_decision *d);
+                      const char *rcpt, size_t rlen, enum cp_outcome o,
+                      int64_t now_ms, struct cp_decision *d);
 /* The client address of account `key` is on an infected-host list (a
  * DNSBL answer): evidence, and maybe a state change (as above). */
 void cp_engine_listed(struct cp_engine *e, const char *key, size_t keylen,

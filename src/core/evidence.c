@@ -114,6 +114,20 @@ cp_evidence_habits_only(struct cp_evidence *ev)
 }
 
 int
+cp_evidence_block_signals(const struct cp_evidence *ev,
+                          const struct cp_detection *det)
+{
+    int n = cp_evidence_corroboration(ev);
+    double delivery = ev->sig[CP_SIG_BAD_RECIPIENT] +
+                      ev->sig[CP_SIG_REMOTE_REJECT];
+
+    if (ev->msgs_learned < det->learning && delivery < det->watch_at &&
+        n > 1)
+        n = 1; /* new: its habits unknown, only the receivers' word blocks */
+    return n;
+}
+
+int
 cp_evidence_corroboration(const struct cp_evidence *ev)
 {
     int n = 0;
@@ -174,8 +188,8 @@ domain_of(struct policy_str s)
 /*
  * A colleague's address, not a forgery: an address at the login's own
  * domain (office@acme.example sending as anna@acme.example), or at a
- * domain the account's own senders use (learned from owned senders only,
- * so a bot's forgeries never teach it). Neither evidence nor credit.
+ * domain its mail came from four times or more while it looked clean
+ * (sender_signal). Neither evidence nor credit.
  */
 static bool
 colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
@@ -189,7 +203,7 @@ colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
         return true;
     h = hash_ci(d);
     for (int i = 0; i < CP_EV_DOMS; i++)
-        if (ev->odom[i] == h && ev->odom_n[i] >= 2)
+        if (ev->odom[i] == h && ev->odom_n[i] >= 4)
             return true;
     return false;
 }
@@ -218,19 +232,44 @@ remember(uint32_t *hash, uint8_t *count, int k, uint32_t x)
     count[low] = 1;
 }
 
-/* Is x in the set, used at least twice? Does the set have an entry used
- * three times (the account has a habit to compare with)? */
+/* A small filter of every value learned (2 bits of `bits` per value): a
+ * shared login's many devices are all remembered, where the counted set
+ * above keeps only the most used few. */
+static uint64_t
+seen_bits(uint32_t x, unsigned bits)
+{
+    uint32_t h = x * 0x9e3779b1u;
+
+    return 1ULL << (h % bits) | 1ULL << ((h >> 16) % bits);
+}
+
+static bool
+seen(uint64_t filter, uint32_t x, unsigned bits)
+{
+    uint64_t b = seen_bits(x, bits);
+
+    return (filter & b) == b;
+}
+
+/* Is x in the set, used at least twice? Does the account have a habit
+ * to compare with: an entry used three times or more, and at least as
+ * often as all the others together (one person's device; a shared
+ * login's many devices are no habit a new one departs from)? */
 static bool
 remembered(const uint32_t *hash, const uint8_t *count, int k, uint32_t x,
            bool *regular)
 {
     bool known = false;
+    unsigned top = 0, all = 0;
 
-    *regular = false;
     for (int i = 0; i < k; i++) {
         known |= hash[i] == x && count[i] >= 2;
-        *regular |= count[i] >= 3;
+        /* the address literal stands for all phones: no device's habit */
+        if (hash[i] != 1 && count[i] > top)
+            top = count[i];
+        all += count[i];
     }
+    *regular = top >= 3 && 2 * top >= all;
     return known;
 }
 
@@ -283,21 +322,29 @@ fire_repeat(struct cp_evidence *ev, const struct cp_detection *det,
     fire(ev, det, s, 1, fired);
 }
 
-static void
+/* Whose the sender is: the account's own, a colleague's (a person who
+ * uses this login: neither evidence nor credit), or nobody's it knows. */
+enum sender { SENDER_NONE, SENDER_OWN, SENDER_COLLEAGUE, SENDER_OTHER };
+
+/* *who gets the sender's hash if it is the account's own or a
+ * colleague's, else 0. */
+static enum sender
 sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
-              const struct cp_ev_input *in, uint32_t *fired)
+              const struct cp_ev_input *in, uint32_t *who, uint32_t *fired)
 {
+    enum sender k;
     uint32_t h;
 
-    bool own;
-
+    *who = 0;
     if (in->sender.p == NULL || in->sender.len == 0)
-        return; /* null sender (bounces): no evidence either way */
+        return SENDER_NONE; /* null sender (bounces): no evidence either way */
     h = hash_ci(in->sender);
-    own = owned(ev, in, h);
-    if (own)
+    k = owned(ev, in, h)        ? SENDER_OWN
+        : colleague(ev, in)     ? SENDER_COLLEAGUE
+                                : SENDER_OTHER;
+    if (k == SENDER_OWN)
         fire_repeat(ev, det, CP_SIG_OWNED_SENDER, fired);
-    else if (!colleague(ev, in) && sender_expected(ev, in))
+    else if (k == SENDER_OTHER && sender_expected(ev, in))
         fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
     /* learn while the account looks clean (before this message counts);
      * a customer's logins learn into its shared set too */
@@ -305,32 +352,47 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
         remember(ev->owned, ev->owned_n, CP_EV_OWNED, h);
         if (in->shared != NULL)
             remember(in->shared->owned, in->shared->owned_n, CP_EV_OWNED, h);
-        if (own && domain_of(in->sender).len > 0)
-            remember(ev->odom, ev->odom_n, CP_EV_DOMS,
-                     hash_ci(domain_of(in->sender)));
     }
+    /* the domains its senders use, while it looks quite clean: a shared
+     * login's people at the company's other domain are colleagues once
+     * the domain is used regularly (a bot's forgeries raise the score
+     * long before one domain could be) */
+    if (ev->score < det->watch_at / 2 && domain_of(in->sender).len > 0)
+        remember(ev->odom, ev->odom_n, CP_EV_DOMS,
+                 hash_ci(domain_of(in->sender)));
+    if (k == SENDER_OWN || k == SENDER_COLLEAGUE)
+        *who = h | 1;
+    return k;
 }
 
 static void
 rate_signal(struct cp_evidence *ev, const struct cp_detection *det,
-            int64_t now, uint32_t *fired)
+            int64_t now, bool counts, uint32_t *fired)
 {
     uint32_t hour = (uint32_t)(now / HOUR_MS);
     double usual;
 
     if (hour != ev->hour) {
-        if (ev->hour_count > 0 && ev->score <= det->watch_at / 2)
+        if (ev->hour_count > 0 && ev->score <= det->watch_at / 2) {
             ev->hourly_mean = ev->hourly_mean == 0
                                   ? ev->hour_count
                                   : 0.9f * ev->hourly_mean +
                                         0.1f * ev->hour_count;
+            if (ev->active_hours < 255)
+                ev->active_hours++;
+        }
         ev->hour = hour;
         ev->hour_count = 0;
     }
     if (ev->hour_count < UINT16_MAX)
         ev->hour_count++;
     usual = ev->hourly_mean > 2 ? ev->hourly_mean : 2;
-    if (ev->hour_count > det->rate_factor * usual + 5)
+    if (ev->active_hours < CP_EV_RATE_HOURS && usual < CP_EV_RATE_NEW)
+        usual = CP_EV_RATE_NEW; /* no baseline yet: a jump from what? */
+    /* a busy hour of a colleague's is as neutral as the sender: a busy
+     * hour counts against its own sender's credit (both repeat with every
+     * message), and a colleague earns none */
+    if (counts && ev->hour_count > det->rate_factor * usual + 5)
         fire_repeat(ev, det, CP_SIG_RATE_JUMP, fired);
 }
 
@@ -388,9 +450,29 @@ learn_net(struct cp_evidence *ev, uint32_t h, uint32_t now_s)
  * home lines, a phone's carrier) is learned; stolen credentials are used
  * from one unrelated network after another.
  */
+/* The people behind the unfamiliar networks of the last hour: distinct
+ * own (or colleague) senders among them. A person is at one or two
+ * places at a time (a desk, a phone): a shared login's people are
+ * expected at as many more. */
+static uint32_t
+people(const struct cp_evidence *ev, uint32_t now_s)
+{
+    uint32_t n = 0;
+
+    for (int i = 0; i < CP_EV_FRESH; i++) {
+        bool first = ev->fresh_who[i] != 0 && now_s - ev->fresh_s[i] < 3600;
+
+        for (int j = 0; first && j < i; j++)
+            first = ev->fresh_who[j] != ev->fresh_who[i] ||
+                    now_s - ev->fresh_s[j] >= 3600;
+        n += first;
+    }
+    return n;
+}
+
 static void
 network_signal(struct cp_evidence *ev, const struct cp_detection *det,
-               const struct cp_ev_input *in, uint32_t *fired)
+               const struct cp_ev_input *in, uint32_t who, uint32_t *fired)
 {
     uint32_t h = net_hash(in->client), now_s = (uint32_t)(in->now_ms / 1000);
     int slot = -1, oldest = 0;
@@ -409,9 +491,12 @@ network_signal(struct cp_evidence *ev, const struct cp_detection *det,
         slot = slot >= 0 ? slot : oldest;
         ev->fresh[slot] = h;
         ev->fresh_s[slot] = now_s;
+        if (!again)
+            ev->fresh_who[slot] = who;
         for (int i = 0; i < CP_EV_FRESH && !again; i++)
             recent += ev->fresh[i] != 0 && now_s - ev->fresh_s[i] < 3600;
-        if (!again && recent >= det->networks)
+        /* beyond `networks`, one more for every further person */
+        if (!again && recent + 1 >= det->networks + people(ev, now_s))
             fire(ev, det, CP_SIG_NETWORKS, 1, fired);
     }
     if (ev->score < det->watch_at / 2)
@@ -472,10 +557,12 @@ helo_signal(struct cp_evidence *ev, const struct cp_detection *det,
     }
     h = helo_hash(in->helo);
     if (!remembered(ev->helo, ev->helo_n, CP_EV_HELOS, h, &regular) &&
-        regular)
+        regular && !seen(ev->helo_seen, h, 64))
         fire(ev, det, CP_SIG_HELO_NEW, 1, fired);
-    if (ev->score < det->watch_at / 2)
+    if (ev->score < det->watch_at / 2) {
         remember(ev->helo, ev->helo_n, CP_EV_HELOS, h);
+        ev->helo_seen |= seen_bits(h, 64);
+    }
 }
 
 /* A client's TLS stack as Postfix saw it: protocol and cipher (the
@@ -503,14 +590,33 @@ tls_signal(struct cp_evidence *ev, const struct cp_detection *det,
 
     /* a new HELO and a new stack are often one new program: together
      * they count 1.5 times one, not twice */
-    if (!remembered(ev->tls, ev->tls_n, CP_EV_TLS, h, &regular) && regular)
+    if (!remembered(ev->tls, ev->tls_n, CP_EV_TLS, h, &regular) && regular &&
+        !seen(ev->tls_seen, h, 32))
         fire(ev, det, CP_SIG_TLS_NEW,
              *fired & (1u << CP_SIG_HELO_NEW) ? 0.5 : 1, fired);
-    if (ev->score < det->watch_at / 2)
+    if (ev->score < det->watch_at / 2) {
         remember(ev->tls, ev->tls_n, CP_EV_TLS, h);
+        ev->tls_seen |= (uint32_t)seen_bits(h, 32);
+    }
 }
 
 /* ---- recipient-level signal ---- */
+
+/*
+ * How much a new recipient says, 0..1: ln(P(new | bot) / P(new | owner))
+ * against the usual owner's (10 % new). The owner's share is learned, with
+ * a prior of one in five: an account still meeting its address book (a
+ * shared login's many people, the day of deployment) has a high share of
+ * new recipients, and for it a new one is little news.
+ */
+static double
+novelty_scale(const struct cp_evidence *ev)
+{
+    double p = (ev->rcpt_new + 1.0) / (ev->rcpt_n + 5.0);
+    double s = log(0.95 / p) / log(0.95 / 0.10);
+
+    return s < 0 ? 0 : s > 1 ? 1 : s;
+}
 
 /* Mail the account's state refuses (`refused`) is tried again, to the
  * same recipients: that they are "known" then is no credit. */
@@ -523,15 +629,20 @@ recipient_signal(struct cp_evidence *ev, const struct cp_detection *det,
     bool known = (ev->bloom[b1 / 64] >> (b1 % 64) & 1) &&
                  (ev->bloom[b2 / 64] >> (b2 % 64) & 1);
     enum cp_signal s = known ? CP_SIG_KNOWN_RECIPIENT : CP_SIG_NEW_RECIPIENT;
-    double w = det->weight[s];
+    double w = det->weight[s] * (known ? 1 : novelty_scale(ev));
+
+    if (ev->score < det->watch_at / 2) { /* learn the owner's share */
+        ev->rcpt_n = (float)(ev->rcpt_n * (1 - CP_EV_RCPT_RATE) + 1);
+        ev->rcpt_new = (float)(ev->rcpt_new * (1 - CP_EV_RCPT_RATE) + !known);
+    }
 
     ev->bloom[b1 / 64] |= 1ULL << (b1 % 64);
     ev->bloom[b2 / 64] |= 1ULL << (b2 % 64);
     ev->run_rcpts |= 1u << ((h >> 16) & 31);
-    if (fabs(ev->msg_rcpt + w) > 1.0 || (known && refused))
+    if (fabs(ev->msg_rcpt + w) > 1.0 || (known && refused) || w == 0)
         return; /* this message's recipients have had their say */
     ev->msg_rcpt = (float)(ev->msg_rcpt + w);
-    fire(ev, det, s, 1, fired);
+    fire(ev, det, s, w / det->weight[s], fired);
 }
 
 double
@@ -541,14 +652,16 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
     *fired = 0;
     decay(ev, det, in->now_ms);
     if (in->new_message) {
+        uint32_t who;
+        enum sender k = sender_signal(ev, det, in, &who, fired);
+
         ev->msg_rcpt = 0;
-        sender_signal(ev, det, in, fired);
-        rate_signal(ev, det, in->now_ms, fired);
+        rate_signal(ev, det, in->now_ms, k != SENDER_COLLEAGUE, fired);
         helo_signal(ev, det, in, fired);
         hour_signal(ev, det, in->now_ms, fired);
         tls_signal(ev, det, in, fired);
         if (in->sasl && in->client != NULL)
-            network_signal(ev, det, in, fired);
+            network_signal(ev, det, in, who, fired);
     }
     if (in->recipient.p != NULL && in->recipient.len > 0)
         recipient_signal(ev, det, in->recipient, in->refused, fired);
@@ -624,19 +737,26 @@ cp_evidence_content(struct cp_evidence *ev, const struct cp_detection *det,
     return ev->score;
 }
 
+/* A message's delivery evidence counts within [-2, +2] in all. */
+static double
+clamp_delivery(double x)
+{
+    return x > 2.0 ? 2.0 : x < -2.0 ? -2.0 : x;
+}
+
 double
 cp_evidence_outcome(struct cp_evidence *ev, const struct cp_detection *det,
                     enum cp_signal s, double scale, float *msg, int64_t now_ms,
                     uint32_t *fired)
 {
-    double w = det->weight[s] * scale;
+    double before = clamp_delivery(*msg), after;
 
     *fired = 0;
     decay(ev, det, now_ms);
-    if (*msg + w <= 2.0 && *msg + w >= -0.5) {
-        *msg = (float)(*msg + w);
-        fire(ev, det, s, scale, fired);
-    }
+    *msg = (float)(*msg + det->weight[s] * scale);
+    after = clamp_delivery(*msg);
+    if (after != before && det->weight[s] != 0)
+        fire(ev, det, s, (after - before) / det->weight[s], fired);
     if (ev->score < det->floor)
         ev->score = (float)det->floor;
     return ev->score;

@@ -31,6 +31,14 @@
 #define CP_EV_RUN_SPAN_S 10800   /* since the run started: 3 hours */
 #define CP_EV_RUN_RCPT_BITS 12   /* of 32 sketch bits: about 16 recipients */
 #define CP_EV_RUN_GAP_S 1800     /* and steady: the one before within 30 min */
+/* rate_jump: an account with fewer than CP_EV_RATE_HOURS active hours
+ * learned (a working day) has no baseline yet; it is compared with
+ * CP_EV_RATE_NEW messages an hour */
+#define CP_EV_RATE_HOURS 8
+/* new_recipient: the owner's share of new recipients is learned over
+ * about the last 1 / CP_EV_RCPT_RATE recipients */
+#define CP_EV_RCPT_RATE 0.02
+#define CP_EV_RATE_NEW 20
 
 struct cp_evidence {
     int64_t t_ms;                 /* last update (decay reference) */
@@ -49,11 +57,20 @@ struct cp_evidence {
     uint16_t nets_day[CP_EV_NETS]; /* the last of them (days, mod 2^16) */
     uint32_t fresh[CP_EV_FRESH];  /* unfamiliar networks used lately */
     uint32_t fresh_s[CP_EV_FRESH]; /* when each was used, seconds */
+    uint32_t fresh_who[CP_EV_FRESH]; /* by whom: the account's own (or a
+                                        colleague's) sender; 0: another */
     uint64_t bloom[CP_EV_BLOOM];  /* recipients mailed */
+    float rcpt_n, rcpt_new;       /* recipients learned while clean, and
+                                     of them new (fading averages) */
     float sig[CP_SIG_COUNT];      /* each signal's share of the score */
     uint16_t fired[CP_SIG_COUNT]; /* times each signal fired (saturates) */
     uint32_t listed_s;            /* last dnsbl evidence, seconds */
     uint32_t helo[CP_EV_HELOS];   /* HELO hashes (IP literals as one) */
+    uint64_t helo_seen;           /* every HELO learned (a 2-bit filter):
+                                     a shared login's many devices */
+    uint32_t tls_seen;            /* every TLS stack learned, likewise */
+    uint8_t active_hours;         /* hours with mail in hourly_mean
+                                     (saturates) */
     uint8_t helo_n[CP_EV_HELOS];  /* messages seen with each */
     uint32_t hours_used;          /* bit per hour of day (UTC) with mail */
     uint16_t msgs_learned;        /* messages learned from (saturates) */
@@ -107,7 +124,9 @@ double cp_evidence_content(struct cp_evidence *ev,
  * bad_recipient, remote_reject or delivered, times `scale`. `*msg` is the
  * message's delivery evidence so far (kept by the caller with its queue
  * id): a message's outcomes count at most +2 and -0.5 in all, so one big
- * message to a stale list cannot decide alone. Returns the score after.
+ * message to a stale list cannot decide alone: the message's net
+ * evidence is clamped, so its deliveries weigh against its bounces.
+ * Returns the score after.
  */
 double cp_evidence_outcome(struct cp_evidence *ev,
                            const struct cp_detection *det, enum cp_signal s,
@@ -127,6 +146,17 @@ double cp_evidence_listed(struct cp_evidence *ev,
  * what each signal added and when): what `chokepoint learn` stores.
  */
 void cp_evidence_habits_only(struct cp_evidence *ev);
+/*
+ * The signals that back a block (cp_lifecycle_step's `signals`): the
+ * corroboration below — except that an account still learning (fewer
+ * than detection.learning messages learned while clean) has at most one
+ * unless delivery evidence (bounces, remote refusals) adds watch_at or
+ * more: what a new account does is not yet compared with habits, so only
+ * what the receivers said blocks it; it can still be watched and
+ * throttled.
+ */
+int cp_evidence_block_signals(const struct cp_evidence *ev,
+                              const struct cp_detection *det);
 /* How many different signals each raised the score by at least 1 (as of
  * the last update): a block needs corroboration by two or more, campaign
  * not counted. */

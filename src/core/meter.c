@@ -32,13 +32,46 @@ release(struct cp_counters *c, const struct cp_meter_op *op)
     }
 }
 
-static bool
-domain_known(const struct cp_counters *c, uint32_t h)
+/*
+ * Recipient domains: CP_DOM_RING entries of a 28-bit hash and a 4-bit
+ * use count. A new domain takes the least used entry (the oldest of
+ * equals, by dom_next), so the domains an account mails again and again
+ * (the big mailbox providers of a newsletter's list) stay known while
+ * one-off ones come and go: "new" estimates distinct domains far better
+ * than a ring of the most recent ones, in the same 32 bytes.
+ */
+#define DOM_COUNT 0xfu
+
+static int
+domain_find(const struct cp_counters *c, uint32_t h)
 {
-    for (size_t i = 0; i < CP_DOM_RING; i++)
-        if (c->dom[i] == h)
-            return true;
-    return false;
+    for (int i = 0; i < CP_DOM_RING; i++)
+        if (c->dom[i] != 0 && (c->dom[i] & ~DOM_COUNT) == (h & ~DOM_COUNT))
+            return i;
+    return -1;
+}
+
+static void
+domain_use(struct cp_counters *c, uint32_t h, int at)
+{
+    int low = c->dom_next % CP_DOM_RING;
+
+    if (at >= 0) {
+        if ((c->dom[at] & DOM_COUNT) == DOM_COUNT) /* age all: halve */
+            for (int i = 0; i < CP_DOM_RING; i++)
+                c->dom[i] = (c->dom[i] & ~DOM_COUNT) |
+                            ((c->dom[i] & DOM_COUNT) >> 1);
+        c->dom[at]++;
+        return;
+    }
+    for (int k = 1; k < CP_DOM_RING; k++) {
+        int i = (c->dom_next + k) % CP_DOM_RING;
+
+        if ((c->dom[i] & DOM_COUNT) < (c->dom[low] & DOM_COUNT))
+            low = i;
+    }
+    c->dom[low] = (h & ~DOM_COUNT) | 1;
+    c->dom_next = (uint8_t)((low + 1) % CP_DOM_RING);
 }
 
 void
@@ -47,13 +80,15 @@ cp_meter_apply(struct cp_counters *c, const struct cp_meter_op *op,
 {
     float lv[CP_MAX_SLOTS];
     uint32_t used = 0;
+    int dom;
 
     memset(res, 0, sizeof(*res));
     res->denied = -1;
     release(c, op);
     if (op->nrules == 0)
         return;
-    res->new_domain = op->domain_hash != 0 && !domain_known(c, op->domain_hash);
+    dom = op->domain_hash != 0 ? domain_find(c, op->domain_hash) : -1;
+    res->new_domain = op->domain_hash != 0 && dom < 0;
     for (size_t i = 0; i < op->nrules; i++) {
         const struct cp_meter_rule *r = &op->rule[i];
 
@@ -75,8 +110,6 @@ cp_meter_apply(struct cp_counters *c, const struct cp_meter_op *op,
         return;
     for (size_t i = 0; i < op->nrules; i++)
         c->level[op->rule[i].slot] += (float)res->cost[i];
-    if (res->new_domain) {
-        c->dom[c->dom_next] = op->domain_hash;
-        c->dom_next = (uint8_t)((c->dom_next + 1) % CP_DOM_RING);
-    }
+    if (op->domain_hash != 0)
+        domain_use(c, op->domain_hash, dom);
 }

@@ -104,8 +104,8 @@ lf_event(struct logfollow *lf, const struct maillog_event *ev)
     if (ev->kind != MAILLOG_DELIVERY)
         return;
     o = cp_outcome_of(ev->status.p, ev->status.len, ev->dsn.p, ev->dsn.len);
-    if (cp_engine_outcome(&d->engine, ev->queue_id.p, ev->queue_id.len, o,
-                          daemon_now_ms(), &dec) &&
+    if (cp_engine_outcome(&d->engine, ev->queue_id.p, ev->queue_id.len,
+                          ev->to.p, ev->to.len, o, daemon_now_ms(), &dec) &&
         dec.detected && msg_enabled(MSG_DEBUG)) {
         char key[CP_KEY_MAX * 4 + 4];
 

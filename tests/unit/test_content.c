@@ -289,7 +289,7 @@ test_engine_campaign(void **state)
         struct cp_decision o;
 
         snprintf(q, sizeof(q), "Q%d", i);
-        cp_engine_outcome(&f->e, q, strlen(q),
+        cp_engine_outcome(&f->e, q, strlen(q), NULL, 0,
                           i % 2 ? CP_OUT_BAD_RECIPIENT : CP_OUT_DELIVERED,
                           t += 10, &o);
     }

@@ -135,7 +135,7 @@ test_queue_ids_and_outcomes(void **state)
     assert_int_equal(cp_engine_queued_count(&f->e), 3);
     assert_int_equal(cp_engine_queued(&f->e, "c:c1", 4, collect_qid, ids), 3);
     assert_string_equal(ids, "4AbC1 4AbC2 4AbC3 ");
-    assert_int_equal(cp_engine_outcome(&f->e, "4AbC1", 5,
+    assert_int_equal(cp_engine_outcome(&f->e, "4AbC1", 5, NULL, 0,
                                        CP_OUT_BAD_RECIPIENT, 3000, &d),
                      1);
     assert_string_equal(d.id.key, "c:c1");
@@ -143,11 +143,11 @@ test_queue_ids_and_outcomes(void **state)
     assert_true(d.fired & (1u << CP_SIG_BAD_RECIPIENT));
     assert_true(d.score > 0.5); /* +1.0 on top of -0.3 from the RCPTs */
     /* a second bad recipient of the same message adds; a third is capped */
-    cp_engine_outcome(&f->e, "4AbC1", 5, CP_OUT_BAD_RECIPIENT, 3000, &d);
-    cp_engine_outcome(&f->e, "4AbC1", 5, CP_OUT_BAD_RECIPIENT, 3000, &d);
+    cp_engine_outcome(&f->e, "4AbC1", 5, NULL, 0, CP_OUT_BAD_RECIPIENT, 3000, &d);
+    cp_engine_outcome(&f->e, "4AbC1", 5, NULL, 0, CP_OUT_BAD_RECIPIENT, 3000, &d);
     assert_int_equal(d.fired, 0);
     cp_engine_dequeue(&f->e, "4AbC1", 5);
-    assert_int_equal(cp_engine_outcome(&f->e, "4AbC1", 5,
+    assert_int_equal(cp_engine_outcome(&f->e, "4AbC1", 5, NULL, 0,
                                        CP_OUT_BAD_RECIPIENT, 3000, &d),
                      0);
     assert_int_equal(f->e.stats.outcomes_unknown, 1);
