@@ -185,11 +185,46 @@ domain_of(struct policy_str s)
     return (struct policy_str){at + 1, s.len - (size_t)(at + 1 - s.p)};
 }
 
+/* The local part of an address (before the last '@'). */
+static uint32_t
+local_hash(struct policy_str s)
+{
+    struct policy_str d = domain_of(s);
+
+    return d.len == 0 ? 0 : hash_ci((struct policy_str){s.p, s.len - d.len - 1});
+}
+
+static uint64_t seen_bits(uint32_t x, unsigned bits);
+
+/* Was the local part of `addr` one of the account's own or colleagues'
+ * (the filter of 128 bits, 2 bits each)? */
+static bool
+local_seen(const struct cp_evidence *ev, struct policy_str addr)
+{
+    uint32_t h = local_hash(addr);
+    uint64_t lo = seen_bits(h, 64), hi = seen_bits(h >> 16 | h << 16, 64);
+
+    return h != 0 && (ev->local_seen[0] & lo) == lo &&
+           (ev->local_seen[1] & hi) == hi;
+}
+
+static void
+learn_local(struct cp_evidence *ev, struct policy_str addr)
+{
+    uint32_t h = local_hash(addr);
+
+    if (h == 0)
+        return;
+    ev->local_seen[0] |= seen_bits(h, 64);
+    ev->local_seen[1] |= seen_bits(h >> 16 | h << 16, 64);
+}
+
 /*
  * A colleague's address, not a forgery: an address at the login's own
  * domain (office@acme.example sending as anna@acme.example), or at a
- * domain its mail came from four times or more while it looked clean
- * (sender_signal). Neither evidence nor credit.
+ * domain of two or more of its own senders' messages (sender_signal), or
+ * with the local part of one of its own or colleagues' addresses.
+ * Neither evidence nor credit.
  */
 static bool
 colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
@@ -203,9 +238,11 @@ colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
         return true;
     h = hash_ci(d);
     for (int i = 0; i < CP_EV_DOMS; i++)
-        if (ev->odom[i] == h && ev->odom_n[i] >= 4)
+        if (ev->odom[i] == h && ev->odom_n[i] >= 2)
             return true;
-    return false;
+    /* a person of this login at another of the company's domains
+     * (anna@acme.example, anna@acme-shop.example) */
+    return local_seen(ev, in->sender);
 }
 
 /*
@@ -353,15 +390,18 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
         if (in->shared != NULL)
             remember(in->shared->owned, in->shared->owned_n, CP_EV_OWNED, h);
     }
-    /* the domains its senders use, while it looks quite clean: a shared
-     * login's people at the company's other domain are colleagues once
-     * the domain is used regularly (a bot's forgeries raise the score
-     * long before one domain could be) */
-    if (ev->score < det->watch_at / 2 && domain_of(in->sender).len > 0)
+    /* the domains of its own senders: their other addresses there are
+     * colleagues' (learned from owned senders only: a bot forging one
+     * domain again and again must not teach it) */
+    if (k == SENDER_OWN && ev->score < det->watch_at &&
+        domain_of(in->sender).len > 0)
         remember(ev->odom, ev->odom_n, CP_EV_DOMS,
                  hash_ci(domain_of(in->sender)));
-    if (k == SENDER_OWN || k == SENDER_COLLEAGUE)
+    if (k == SENDER_OWN || k == SENDER_COLLEAGUE) {
         *who = h | 1;
+        if (ev->score < det->watch_at)
+            learn_local(ev, in->sender);
+    }
     return k;
 }
 

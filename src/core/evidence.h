@@ -51,6 +51,8 @@ struct cp_evidence {
     uint32_t owned[CP_EV_OWNED];  /* sender hashes */
     uint32_t odom[CP_EV_DOMS];    /* domains of owned senders (hashes) */
     uint8_t odom_n[CP_EV_DOMS];   /* owned messages from each */
+    uint64_t local_seen[2];       /* local parts of its own and colleagues'
+                                     addresses (a 2 x 2-bit filter) */
     uint32_t nets[CP_EV_NETS];    /* client networks (/16, /32) learned */
     uint8_t nets_n[CP_EV_NETS];   /* messages from each (saturates) */
     uint8_t nets_days[CP_EV_NETS]; /* days each was used on (saturates) */
