@@ -128,6 +128,11 @@ customer_metrics(const struct sim *s, struct sim_metrics *m)
         int64_t d0 = (z->start_ms - s->sc.start_ms) / SIM_DAY;
         int64_t d1 = (z->end_ms - 1 - s->sc.start_ms) / SIM_DAY;
 
+        /* a login stopped for its infection stays stopped until its owner
+         * cleans up and someone releases it, which the simulator does
+         * not model: its days from the infection on are not counted */
+        if (on_login(s, z))
+            d1 = days;
         for (int64_t d = d0 < 0 ? 0 : d0; d <= d1 && d < days; d++)
             infday[(size_t)z->sender * days + (size_t)d] = 1;
         /* the account of an unauth_relay zombie is its address, not the

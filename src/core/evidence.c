@@ -524,7 +524,9 @@ network_signal(struct cp_evidence *ev, const struct cp_detection *det,
         for (int i = 0; i < CP_EV_FRESH; i++) {
             if (ev->fresh[i] == h)
                 slot = i;
-            if (ev->fresh_s[i] < ev->fresh_s[oldest])
+            /* an empty slot first, else the least recently used */
+            if (ev->fresh[oldest] != 0 &&
+                (ev->fresh[i] == 0 || ev->fresh_s[i] < ev->fresh_s[oldest]))
                 oldest = i;
         }
         again = slot >= 0 && now_s - ev->fresh_s[slot] < 3600;

@@ -350,6 +350,8 @@ test_campaign_is_no_corroboration(void **state)
     det.weight[CP_SIG_CAMPAIGN] = 3.0;
     det.weight[CP_SIG_NEW_RECIPIENT] = 0.1;
     memset(&ev, 0, sizeof(ev));
+    ev.rcpt_n = 50; /* an owner who mostly writes to people it knows */
+    ev.rcpt_new = 5;
     for (int i = 0; i < 20; i++) {
         memset(&in, 0, sizeof(in));
         in.now_ms = 1800000000000LL + i * 1000;

@@ -186,7 +186,8 @@ test_queue_id_journal(void **state)
     queue_msg(f, 1000, "b@x", "i2", "Q2");
     assert_true(cp_engine_queued_dirty(&f->e));
     mark = cp_engine_queued_journal(&f->e, j_add, &j);
-    assert_string_equal(j.add, "Q1=c:c1@0 Q2=c:c1@1000 ");
+    /* by login: delivery outcomes are evidence for the login that sent */
+    assert_string_equal(j.add, "Q1=u:a@x@0 Q2=u:b@x@1000 ");
     cp_engine_queued_stored(&f->e, mark);
     assert_false(cp_engine_queued_dirty(&f->e));
     queue_msg(f, 2000, "a@x", "i3", "Q3");
@@ -194,12 +195,12 @@ test_queue_id_journal(void **state)
     cp_engine_dequeue(&f->e, "Q4", 2); /* forgotten: not journalled */
     memset(&j, 0, sizeof(j));
     mark = cp_engine_queued_journal(&f->e, j_add, &j);
-    assert_string_equal(j.add, "Q3=c:c1@2000 ");
+    assert_string_equal(j.add, "Q3=u:a@x@2000 ");
     /* the write failed: the next report repeats it */
     queue_msg(f, 3 * 3600000LL, "a@x", "i5", "Q5"); /* under the cap */
     memset(&j, 0, sizeof(j));
     mark = cp_engine_queued_journal(&f->e, j_add, &j);
-    assert_string_equal(j.add, "Q3=c:c1@2000 Q5=c:c1@10800000 ");
+    assert_string_equal(j.add, "Q3=u:a@x@2000 Q5=u:a@x@10800000 ");
     cp_engine_queued_stored(&f->e, mark);
     /* restore: kept unless older than queue_id_ttl, not reported again */
     cp_engine_queued_restore(&f->e, "R1", 2, "c:c2", 4, 4 * 3600000LL,
