@@ -169,6 +169,10 @@ ckpt_final(struct daemon *d)
     collect_queued(d);
     if (d->qid_batch.nadd > 0 && write_queued(d) < 0)
         msg_error("final checkpoint of queue ids failed: %s", d->qid_err);
+    if (cp_sqlite_save_delivered(d->db, &d->engine.delivered,
+                                 daemon_now_ms(), d->ckpt_err) < 0)
+        msg_error("final checkpoint of delivered recipients failed: %s",
+                  d->ckpt_err);
     ckpt_batch_fini(&d->ckpt_batch);
     cp_qid_batch_fini(&d->qid_batch);
 }

@@ -422,16 +422,38 @@ signals_start(struct daemon *d)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* A database written before evidence and states were kept per login:
+ * brought up to date once (store/sqlite.h), and said so. */
+static void
+migrate(struct daemon *d)
+{
+    struct cp_sqlite_migration m;
+    char err[CP_ERR_MAX];
+    long rc = cp_sqlite_migrate(d->db, daemon_now_ms(), &m, err);
+
+    if (rc < 0)
+        msg_fatal("store %s: upgrade failed: %s", d->cfg->store_path, err);
+    if (rc > 0)
+        msg_warn("store %s: upgraded from format %d: evidence and states "
+                 "are kept per login now; %ld customers' automatic states "
+                 "reset to NORMAL and %ld customers' evidence records "
+                 "dropped (their logins learn again; BLOCKED, MANUAL_HOLD "
+                 "and ALLOWED stay on the customer)",
+                 d->cfg->store_path, m.from ? m.from : 1, m.states_reset,
+                 m.evidence_dropped);
+}
+
 static void
 restore_state(struct daemon *d)
 {
     char err[CP_ERR_MAX];
     uint64_t t0;
-    long n, nev, dropped;
+    long n, n2, nev, dropped;
 
     d->db = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db == NULL)
         msg_fatal("store: %s", err);
+    migrate(d);
     t0 = clock_mono_us();
     n = cp_sqlite_load(d->db, d->cfg->slots, d->cfg->nslots, d->ms, err);
     if (n < 0 || cp_sqlite_load_states(d->db, d->ms, err) < 0 ||
@@ -447,6 +469,12 @@ restore_state(struct daemon *d)
                  "with clean evidence",
                  d->cfg->store_path, dropped);
 
+    if ((n2 = cp_sqlite_load_delivered(d->db, &d->engine.delivered,
+                                       d->cfg->delivery.max_recipients,
+                                       err)) < 0)
+        msg_fatal("store %s: %s", d->cfg->store_path, err);
+    if (n2 > 0)
+        msg_info("restored %ld recipients delivered to", n2);
     d->db_sync = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db_sync == NULL)
         msg_fatal("store: %s", err);

@@ -435,3 +435,18 @@ memstore_learned(struct memstore *ms)
         mark_dirty(ms, a);
     }
 }
+
+void
+memstore_each_evidence(struct memstore *ms,
+                       void (*fn)(void *arg, const char *key, size_t keylen,
+                                  const struct cp_evidence *ev),
+                       void *arg)
+{
+    HMAP_FOREACH(&ms->accts, i)
+    {
+        const struct acct *a = ms->accts.ents[i].val;
+
+        if (a->ev != NULL)
+            fn(arg, a->key, a->keylen, a->ev);
+    }
+}

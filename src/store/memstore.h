@@ -106,6 +106,13 @@ size_t memstore_sweep(struct memstore *ms, const struct cp_detection *det,
  */
 void memstore_learned(struct memstore *ms);
 
+/* Call fn for every account that has evidence (in no particular order). */
+void memstore_each_evidence(struct memstore *ms,
+                            void (*fn)(void *arg, const char *key,
+                                       size_t keylen,
+                                       const struct cp_evidence *ev),
+                            void *arg);
+
 /* One account of memstore_top(). */
 struct memstore_top_row {
     char key[CP_KEY_MAX];

@@ -58,7 +58,10 @@ static const char schema[] =
     /* evidence (cp_evidence_pack): of accounts mid-detection at every
      * checkpoint, of all at a clean shutdown */
     "CREATE TABLE IF NOT EXISTS evidence(key TEXT PRIMARY KEY,"
-    " t INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;";
+    " t INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;"
+    /* named blobs: the engine's delivered-recipients table */
+    "CREATE TABLE IF NOT EXISTS blobs(k TEXT PRIMARY KEY,"
+    " t INTEGER NOT NULL, data BLOB NOT NULL);";
 
 struct cp_sqlite *
 cp_sqlite_open(const char *path, char *err)
@@ -768,4 +771,246 @@ cp_sqlite_load_queued(struct cp_sqlite *db, uint64_t keep, int64_t since_ms,
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? n : db_fail(db, "load queue ids", err);
+}
+
+/* ---- chokepoint learn: habits stored for the daemon's start ---- */
+
+struct learned_ctx {
+    struct cp_sqlite *db;
+    sqlite3_stmt *acct, *ev;
+    long n;
+    bool failed;
+};
+
+static void
+write_learned_one(void *arg, const char *key, size_t keylen,
+                  const struct cp_evidence *ev)
+{
+    struct learned_ctx *x = arg;
+    unsigned char blob[CP_EV_PACKED], zero[BLOB_LEN];
+
+    if (x->failed)
+        return;
+    memset(zero, 0, sizeof(zero));
+    cp_evidence_pack(ev, blob);
+    sqlite3_reset(x->acct);
+    sqlite3_bind_text(x->acct, 1, key, (int)keylen, SQLITE_STATIC);
+    sqlite3_bind_int64(x->acct, 2, ev->t_ms);
+    sqlite3_bind_blob(x->acct, 3, zero, BLOB_LEN, SQLITE_TRANSIENT);
+    sqlite3_reset(x->ev);
+    sqlite3_bind_text(x->ev, 1, key, (int)keylen, SQLITE_STATIC);
+    sqlite3_bind_int64(x->ev, 2, ev->t_ms);
+    sqlite3_bind_blob(x->ev, 3, blob, (int)sizeof(blob), SQLITE_TRANSIENT);
+    if (sqlite3_step(x->acct) != SQLITE_DONE ||
+        sqlite3_step(x->ev) != SQLITE_DONE)
+        x->failed = true;
+    else
+        x->n++;
+}
+
+long
+cp_sqlite_write_learned(struct cp_sqlite *db, struct memstore *ms, char *err)
+{
+    struct learned_ctx x = {db, NULL, NULL, 0, false};
+    long rc = -1;
+
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT OR IGNORE INTO accounts(key,t,data) "
+                           "VALUES(?,?,?)",
+                           -1, &x.acct, NULL) != SQLITE_OK) {
+        db_fail(db, "prepare", err);
+        return -1;
+    }
+    x.ev = db->ev_upsert;
+    if (tx_begin(db, err) == 0) {
+        memstore_each_evidence(ms, write_learned_one, &x);
+        if (x.failed)
+            db_fail(db, "write learned evidence", err);
+        if (tx_end(db, !x.failed, err) == 0)
+            rc = x.n;
+    }
+    sqlite3_finalize(x.acct);
+    return rc;
+}
+
+int
+cp_sqlite_put_blob(struct cp_sqlite *db, const char *name, const void *data,
+                   size_t len, int64_t t_ms, char *err)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT INTO blobs(k,t,data) VALUES(?,?,?) "
+                           "ON CONFLICT(k) DO UPDATE SET t=excluded.t, "
+                           "data=excluded.data",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, t_ms);
+    sqlite3_bind_blob64(st, 3, data, len, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_fail(db, "write blob", err);
+}
+
+long
+cp_sqlite_get_blob(struct cp_sqlite *db, const char *name,
+                   bool (*fn)(void *arg, const void *data, size_t len),
+                   void *arg, char *err)
+{
+    sqlite3_stmt *st;
+    long n = 0;
+    int rc;
+
+    if (sqlite3_prepare_v2(db->db, "SELECT data FROM blobs WHERE k=?", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const void *data = sqlite3_column_blob(st, 0);
+        int len = sqlite3_column_bytes(st, 0);
+
+        n = data != NULL && len > 0 && fn(arg, data, (size_t)len) ? len : 0;
+        rc = SQLITE_DONE;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? n : db_fail(db, "read blob", err);
+}
+
+/* ---- the stored format ---- */
+
+#define STATE_FORMAT 2 /* 2: evidence and states per login (dkey) */
+#define SET_FORMAT                                                            \
+    "INSERT INTO meta(k,v) VALUES('format','2') ON CONFLICT(k) DO UPDATE "    \
+    "SET v=excluded.v"
+
+/* Does the database hold any account (an older one, not a new one)? */
+static bool
+has_rows(struct cp_sqlite *db)
+{
+    sqlite3_stmt *st;
+    bool any = true; /* when in doubt, migrate */
+
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT EXISTS(SELECT 1 FROM accounts) OR "
+                           "EXISTS(SELECT 1 FROM account_states)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return any;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        any = sqlite3_column_int(st, 0) != 0;
+    sqlite3_finalize(st);
+    return any;
+}
+
+static int
+exec_all(struct cp_sqlite *db, const char *sql, char *err)
+{
+    return sqlite3_exec(db->db, sql, NULL, NULL, NULL) == SQLITE_OK
+               ? 0
+               : db_fail(db, "migrate", err);
+}
+
+static int
+stored_format(struct cp_sqlite *db, char *err)
+{
+    sqlite3_stmt *st;
+    int rc, fmt = 0;
+
+    if (sqlite3_prepare_v2(db->db, "SELECT v FROM meta WHERE k='format'", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        fmt = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? fmt
+                                                 : db_fail(db, "read", err);
+}
+
+long
+cp_sqlite_migrate(struct cp_sqlite *db, int64_t now_ms,
+                  struct cp_sqlite_migration *m, char *err)
+{
+    static const char automatic[] = "(1, 2, 5)"; /* WATCH THROTTLED
+                                                    PROBATION */
+    char sql[1024];
+    int fmt;
+
+    memset(m, 0, sizeof(*m));
+    if ((fmt = stored_format(db, err)) < 0)
+        return -1;
+    m->from = fmt;
+    if (fmt >= STATE_FORMAT)
+        return 0;
+    if (tx_begin(db, err) < 0)
+        return -1;
+    if (fmt == 0 && !has_rows(db)) { /* a new database: this format */
+        if (exec_all(db, SET_FORMAT, err) < 0)
+            goto fail;
+        return tx_end(db, true, err) < 0 ? -1 : 0;
+    }
+    /* a customer's automatic state came from evidence of all its logins
+     * together; evidence is per login now, so it starts again there. A
+     * person's MANUAL_HOLD, ALLOWED and a BLOCKED (a person releases it)
+     * stay on the customer and cover all its logins. */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO history(key,t,from_state,to_state,actor,reason) "
+             "SELECT key, %lld, CASE state WHEN 1 THEN 'WATCH' WHEN 2 THEN "
+             "'THROTTLED' ELSE 'PROBATION' END, 'NORMAL', 'upgrade', "
+             "'evidence and states are kept per login now' FROM "
+             "account_states WHERE key LIKE 'c:%%' AND state IN %s;"
+             "UPDATE account_states SET state=0, since=%lld WHERE key LIKE "
+             "'c:%%' AND state IN %s;",
+             (long long)now_ms, automatic, (long long)(now_ms / 1000),
+             automatic);
+    if (exec_all(db, sql, err) < 0)
+        goto fail;
+    m->states_reset = sqlite3_changes(db->db);
+    if (exec_all(db, "DELETE FROM evidence WHERE key LIKE 'c:%'", err) < 0)
+        goto fail;
+    m->evidence_dropped = sqlite3_changes(db->db);
+    if (exec_all(db, SET_FORMAT, err) < 0)
+        goto fail;
+    if (tx_end(db, true, err) < 0)
+        return -1;
+    return 1;
+fail:
+    tx_end(db, false, err);
+    return -1;
+}
+
+/* ---- the delivered-recipients table ---- */
+
+#define DELIVERED_BLOB "delivered"
+
+static bool
+load_tags(void *arg, const void *data, size_t len)
+{
+    return tagset_load(arg, data, len);
+}
+
+long
+cp_sqlite_load_delivered(struct cp_sqlite *db, struct tagset *t,
+                         size_t slots, char *err)
+{
+    long n;
+
+    if (slots == 0)
+        return 0;
+    if (t->slot == NULL)
+        tagset_init(t, slots);
+    n = cp_sqlite_get_blob(db, DELIVERED_BLOB, load_tags, t, err);
+    return n <= 0 ? n : (long)t->used;
+}
+
+int
+cp_sqlite_save_delivered(struct cp_sqlite *db, const struct tagset *t,
+                         int64_t t_ms, char *err)
+{
+    if (t->slot == NULL)
+        return 0;
+    return cp_sqlite_put_blob(db, DELIVERED_BLOB, tagset_data(t),
+                              tagset_bytes(t), t_ms, err);
 }

@@ -14,8 +14,11 @@
 #ifndef CP_STORE_SQLITE_H
 #define CP_STORE_SQLITE_H
 
+#include <stdbool.h>
+
 #include "core/config.h"
 #include "store/memstore.h"
+#include "util/tagset.h"
 
 struct cp_sqlite;
 
@@ -130,5 +133,54 @@ typedef void (*cp_qid_fn)(void *arg, const char *qid, size_t qlen,
 long cp_sqlite_load_queued(struct cp_sqlite *db, uint64_t keep,
                            int64_t since_ms, cp_qid_fn fn, void *arg,
                            char *err);
+
+/*
+ * chokepoint learn: store the habits learned of every account of `ms`
+ * that has evidence (its evidence row is replaced; an account row with
+ * empty counters is created where there is none, an existing one is
+ * kept, with its counters and state), so that chokepointd starts warm.
+ * Number of accounts written, or -1 with `err` (nothing written).
+ */
+long cp_sqlite_write_learned(struct cp_sqlite *db, struct memstore *ms,
+                             char *err);
+/* A named blob (the engine's table of delivered recipients): stored, and
+ * read back through fn (its answer: the blob was used). The blob's
+ * length if used, 0 if none or refused, -1 with `err`. */
+int cp_sqlite_put_blob(struct cp_sqlite *db, const char *name,
+                       const void *data, size_t len, int64_t t_ms,
+                       char *err);
+long cp_sqlite_get_blob(struct cp_sqlite *db, const char *name,
+                        bool (*fn)(void *arg, const void *data, size_t len),
+                        void *arg, char *err);
+
+/*
+ * The engine's table of (account, recipient) pairs delivered to
+ * (delivery evidence: a bounce to one of them is a list gone stale),
+ * kept across restarts and written by chokepoint learn. Load: `t` is
+ * set up with `slots` (delivery.max_recipients) if it is not yet, and
+ * filled from the stored table if that has the same size (else it
+ * starts empty). Returns the entries loaded, 0 if none, -1 with `err`.
+ */
+long cp_sqlite_load_delivered(struct cp_sqlite *db, struct tagset *t,
+                              size_t slots, char *err);
+int cp_sqlite_save_delivered(struct cp_sqlite *db, const struct tagset *t,
+                             int64_t t_ms, char *err);
+
+/*
+ * Bring a database of an older format up to this one, once, at start:
+ * format 1 (no meta 'format': before evidence and states were kept per
+ * login) → 2: a customer's automatic state (WATCH, THROTTLED, PROBATION)
+ * goes back to NORMAL (with a history row, actor "upgrade"), its
+ * evidence is dropped; BLOCKED, MANUAL_HOLD and ALLOWED stay and cover
+ * all its logins. Returns 1 if migrated, 0 if already current, -1 with
+ * `err` (nothing changed). `m` says what was done.
+ */
+struct cp_sqlite_migration {
+    int from;               /* the stored format */
+    long states_reset;      /* customers' automatic states reset */
+    long evidence_dropped;  /* customers' evidence records dropped */
+};
+long cp_sqlite_migrate(struct cp_sqlite *db, int64_t now_ms,
+                       struct cp_sqlite_migration *m, char *err);
 
 #endif
