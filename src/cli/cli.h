@@ -10,7 +10,8 @@
 int ctl_main(int argc, char **argv);
 /* chokepoint sim SCENARIO.yaml [...] (sim.c) */
 int sim_main(int argc, char **argv);
-/* chokepoint replay MAILLOG [...] (replay.c) */
+/* chokepoint replay MAILLOG... [...], and chokepoint learn MAILLOG...
+ * [...] (argv[0] "learn": the same reading, stored as habits; replay.c) */
 int replay_main(int argc, char **argv);
 
 #endif

@@ -41,7 +41,7 @@ main(int argc, char **argv)
             continue;
         if (strcmp(argv[i], "sim") == 0)
             return run_sub(sim_main, argc, argv, i);
-        if (strcmp(argv[i], "replay") == 0)
+        if (strcmp(argv[i], "replay") == 0 || strcmp(argv[i], "learn") == 0)
             return run_sub(replay_main, argc, argv, i);
         break;
     }

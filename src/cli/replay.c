@@ -30,17 +30,24 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cli/cli.h"
 #include "util/clock.h"
 #include "cli/inproc.h"
+#include "core/evidence.h"
 #include "core/explain.h"
+#include "core/lifecycle.h"
 #include "core/maillog.h"
+#include "store/sqlite.h"
 #include "util/parse.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
@@ -105,20 +112,37 @@ struct rp_entry {
     uint32_t fate[CP_OUT_DEFERRED_POLICY + 1];
 };
 
+/* A state change of an account, with the evidence that made it. */
+struct rp_transition {
+    int64_t t_ms;
+    uint8_t from, to;           /* enum cp_state */
+    float score;
+    float share[CP_SIG_COUNT];  /* each signal's share of the score */
+    uint16_t times[CP_SIG_COUNT];
+};
+
+/* An account whose state the engine keeps: a login, or the client
+ * network of mail without one (identity's dkey); its limits are its
+ * customer's (limits_key). */
 struct rp_account {
     char *key;
     size_t keylen;
+    char *limits_key;
     const char *customer, *cls; /* in the config */
     char *login;                /* the first login seen, if any */
     uint64_t messages, recipients, would_total;
     uint64_t would[CP_ACT_COUNT];
     int64_t first_ms, last_ms; /* first and last would-be decision */
+    uint8_t worst;             /* the worst state it reached */
+    struct rp_transition *tr;
+    size_t ntr;
 };
 
 struct rp_listed {
     int64_t t_ms;
     char qid[MAILLOG_MAX_QUEUE_ID + 1];
-    char *key, *login, *client, *sender, *text;
+    char *key, *account, *login, *client, *sender, *text;
+    uint8_t state; /* the account's state then (enum cp_state) */
     const char *customer;
     enum cp_stage stage;
     enum cp_action verdict;
@@ -142,9 +166,15 @@ struct rp_counts {
     uint64_t reorder_full;
 };
 
+#define REPLAY_MAX_FILES 256 /* logs on one command line */
+
 struct rp_opts {
-    const char *file, *config;
+    const char *files[REPLAY_MAX_FILES]; /* oldest first (order_logs) */
+    size_t nfiles;
+    const char *file;   /* for the report: the first, or "N files" */
+    const char *config, *map, *state;
     bool json, no_map;
+    bool learn;         /* chokepoint learn: store habits, report little */
     int year;
     size_t list;
     const char *instances[REPLAY_MAX_INSTANCES];
@@ -170,6 +200,10 @@ struct replay {
     struct rp_rulecount rules[REPLAY_MAX_RULES + 1]; /* last: "(other)" */
     size_t nrules;
     struct rp_counts n;
+    const char *cur_login; /* the login of the message being replayed */
+    long state_accounts;   /* --state: accounts loaded */
+    long learned;          /* learn: accounts stored */
+    const char *state_path;
     char keybuf[REPLAY_KEY_MAX];
     double elapsed_s;
 };
@@ -471,9 +505,9 @@ heap_drain_through(struct replay *r, struct rp_entry *e)
 static struct rp_account *
 account_get(struct replay *r, const struct cp_identity *id, const char *login)
 {
-    uint64_t h = hmap_hash(id->key, id->keylen);
+    uint64_t h = hmap_hash(id->dkey, id->dkeylen);
     struct rp_account *a =
-        hmap_get(&r->accounts, h, id->key, id->keylen, account_eq);
+        hmap_get(&r->accounts, h, id->dkey, id->dkeylen, account_eq);
 
     if (a != NULL)
         return a;
@@ -486,8 +520,9 @@ account_get(struct replay *r, const struct cp_identity *id, const char *login)
         return r->other;
     }
     a = xcalloc(1, sizeof(*a));
-    a->key = xmemdup0(id->key, id->keylen);
-    a->keylen = id->keylen;
+    a->key = xmemdup0(id->dkey, id->dkeylen);
+    a->keylen = id->dkeylen;
+    a->limits_key = xmemdup0(id->key, id->keylen);
     a->customer = id->cust ? id->cust->id : NULL;
     a->cls = id->cls ? id->cls->name : NULL;
     a->login = login ? xstrdup(login) : NULL;
@@ -526,6 +561,14 @@ severity(enum cp_action a)
     return a < CP_ACT_COUNT ? s[a] : 0;
 }
 
+/* The rule of a would-be decision, or "state" for one the account's state
+ * made (THROTTLED, BLOCKED). */
+static const char *
+would_rule(const struct cp_decision *d)
+{
+    return d->has_rule ? d->rule.name : "state";
+}
+
 /* What one message would have met: its worst decision. */
 struct rp_outcome {
     struct cp_decision worst;
@@ -536,6 +579,16 @@ struct rp_outcome {
 static void
 note(struct rp_outcome *o, const struct cp_decision *d)
 {
+    if (d->by_state && (d->verdict == CP_ACT_DEFER ||
+                        d->verdict == CP_ACT_REJECT ||
+                        d->verdict == CP_ACT_HOLD)) {
+        /* the account's state (THROTTLED, BLOCKED) would refuse it */
+        o->over++;
+        if (!o->any || severity(d->verdict) > severity(o->worst.verdict))
+            o->worst = *d;
+        o->any = true;
+        return;
+    }
     if (!d->has_rule || d->verdict == CP_ACT_DUNNO)
         return;
     if (d->rule.shadow) {
@@ -647,13 +700,59 @@ list_decision(struct replay *r, const struct rp_entry *e,
     l->text = xstrdup(d->text);
     l->stage = d->stage;
     l->verdict = d->verdict;
-    memcpy(l->rule, d->rule.name, sizeof(l->rule));
+    snprintf(l->rule, sizeof(l->rule), "%s", would_rule(d));
+    l->account = xmemdup0(d->id.dkey, d->id.dkeylen);
+    l->state = (uint8_t)cp_decision_state(d);
     l->value = d->value;
     l->cost = d->cost;
     l->limit = d->limit;
     l->retry_s = d->retry_s;
     l->nrcpt = e->nrcpt;
     l->over = o->over;
+}
+
+/*
+ * The engine's on_transition hook: the account's state changed (in
+ * shadow mode states are kept and changed as when enforcing). Recorded
+ * with the evidence, for the report.
+ */
+static void
+on_transition(void *arg, const struct cp_decision *d,
+              const struct policy_request *req, int64_t now_ms)
+{
+    struct replay *r = arg;
+    struct rp_account *a;
+    struct rp_transition *t;
+    struct cp_account_ref ref;
+    const char *login = NULL;
+
+    if (req != NULL && req->sasl_username.p != NULL &&
+        req->sasl_username.len > 0)
+        login = r->cur_login;
+    a = account_get(r, &d->id, login);
+    if (cp_state_rank((enum cp_state)d->state) > a->worst)
+        a->worst = (uint8_t)cp_state_rank((enum cp_state)d->state);
+    a->tr = xreallocarray(a->tr, a->ntr + 1, sizeof(*a->tr));
+    t = &a->tr[a->ntr++];
+    memset(t, 0, sizeof(*t));
+    t->t_ms = now_ms;
+    t->from = d->prev_state;
+    t->to = d->state;
+    t->score = (float)d->score;
+    if (r->ip.ms->base.ops->account(&r->ip.ms->base, d->id.dkey, d->id.dkeylen,
+                                    false, false, &ref) &&
+        ref.ev != NULL) {
+        double f = exp2(-(double)(now_ms - ref.ev->t_ms) /
+                        (double)cp_class_det(r->ip.cfg, d->id.cls)->half_life_ms);
+
+        t->score = (float)cp_evidence_score(ref.ev,
+                                            cp_class_det(r->ip.cfg, d->id.cls),
+                                            now_ms);
+        for (int i = 0; i < CP_SIG_COUNT; i++) {
+            t->share[i] = (float)(ref.ev->sig[i] * (f < 1 ? f : 1));
+            t->times[i] = ref.ev->fired[i];
+        }
+    }
 }
 
 static void
@@ -693,7 +792,9 @@ drive(struct replay *r, struct rp_entry *e)
     if (e->queued_ms > r->engine_ms)
         r->engine_ms = e->queued_ms; /* the engine's clock never goes back */
     memset(&o, 0, sizeof(o));
+    r->cur_login = e->login;
     run_message(r, e, &req, &o);
+    r->cur_login = NULL;
     r->n.messages++;
     r->n.recipients += e->nrcpt;
     r->n.shadow_rule += o.shadow_rule;
@@ -702,7 +803,7 @@ drive(struct replay *r, struct rp_entry *e)
         return;
     r->n.would_total++;
     r->n.would[o.worst.verdict]++;
-    count_rule(r, o.worst.rule.name);
+    count_rule(r, would_rule(&o.worst));
     list_decision(r, e, &o);
 }
 
@@ -985,23 +1086,42 @@ feed_bytes(struct replay *r, const char *buf, size_t len)
     }
 }
 
-/* Read the whole log; returns 0 or -1 (read error, reported). */
-static int
-read_log(struct replay *r, int fd)
+static const char *
+cmd_name(const struct replay *r)
 {
-    char *buf = xmalloc(REPLAY_READ_BUF);
+    return r->o.learn ? "learn" : "replay";
+}
+
+/* Read one whole log file (plain or gzip-compressed: zlib reads either);
+ * returns 0 or -1 (error, reported). */
+static int
+read_log(struct replay *r, const char *file)
+{
+    char *buf;
     const char *line;
     size_t n;
-    int rc = 0;
+    int rc = 0, fd = strcmp(file, "-") == 0 ? dup(0)
+                                             : open(file, O_RDONLY | O_CLOEXEC);
+    gzFile gz;
 
+    if (fd < 0 || (gz = gzdopen(fd, "r")) == NULL) {
+        fprintf(stderr, "chokepoint %s: %s: %s\n", cmd_name(r), file,
+                fd < 0 ? strerror(errno) : "out of memory");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    gzbuffer(gz, REPLAY_READ_BUF);
+    buf = xmalloc(REPLAY_READ_BUF);
     for (;;) {
-        ssize_t got = read(fd, buf, REPLAY_READ_BUF);
+        int got = gzread(gz, buf, REPLAY_READ_BUF);
 
-        if (got < 0 && errno == EINTR)
-            continue;
         if (got < 0) {
-            fprintf(stderr, "chokepoint replay: %s: %s\n", r->o.file,
-                    strerror(errno));
+            int e;
+            const char *msg = gzerror(gz, &e);
+
+            fprintf(stderr, "chokepoint %s: %s: %s\n", cmd_name(r), file,
+                    e == Z_ERRNO ? strerror(errno) : msg);
             rc = -1;
             break;
         }
@@ -1012,6 +1132,7 @@ read_log(struct replay *r, int fd)
     if (maillog_framer_finish(&r->fr, &line, &n) == MAILLOG_LINE)
         handle_line(r, line, n);
     free(buf);
+    gzclose(gz);
     return rc;
 }
 
@@ -1033,6 +1154,8 @@ account_cmp(const void *a, const void *b)
     const struct rp_account *x = *(struct rp_account *const *)a;
     const struct rp_account *y = *(struct rp_account *const *)b;
 
+    if (x->worst != y->worst)
+        return x->worst > y->worst ? -1 : 1;
     if (x->would_total != y->would_total)
         return x->would_total > y->would_total ? -1 : 1;
     if (x->messages != y->messages)
@@ -1210,6 +1333,7 @@ json_decision(struct strbuf *sb, const struct rp_listed *l)
     json_time(sb, "time", true, l->t_ms);
     json_strf(sb, "queue_id", l->qid, true);
     json_strf(sb, "key", l->key, true);
+    json_strf(sb, "account", l->account, true);
     json_strf(sb, "customer", l->customer, true);
     json_strf(sb, "login", l->login, true);
     json_strf(sb, "client", l->client, true);
@@ -1218,6 +1342,7 @@ json_decision(struct strbuf *sb, const struct rp_listed *l)
     json_strf(sb, "stage", cp_stage_name(l->stage), true);
     json_strf(sb, "rule", l->rule, true);
     json_strf(sb, "verdict", cp_action_word(l->verdict), true);
+    json_strf(sb, "state", cp_state_name((enum cp_state)l->state), true);
     json_num(sb, "value", l->value);
     json_num(sb, "cost", l->cost);
     json_num(sb, "limit", l->limit);
@@ -1227,11 +1352,73 @@ json_decision(struct strbuf *sb, const struct rp_listed *l)
     sb_puts(sb, "}");
 }
 
+/* The signals behind a state change, largest share first: JSON members
+ * of {signal, share, times}, or "networks +9.7 (5x), ..." for text. */
+static void
+transition_signals(struct strbuf *sb, const struct rp_transition *t,
+                   bool json)
+{
+    bool used[CP_SIG_COUNT] = {false};
+
+    for (int k = 0; k < CP_SIG_COUNT; k++) {
+        int best = -1;
+
+        for (int i = 0; i < CP_SIG_COUNT; i++)
+            if (!used[i] && t->times[i] > 0 &&
+                (best < 0 || fabsf(t->share[i]) > fabsf(t->share[best])))
+                best = i;
+        if (best < 0)
+            break;
+        used[best] = true;
+        if (json) {
+            sb_printf(sb, "%s{\"signal\":\"%s\",\"share\":", k ? "," : "",
+                      cp_signal_name((enum cp_signal)best));
+            sb_json_num(sb, round(t->share[best] * 100) / 100);
+            sb_printf(sb, ",\"times\":%u}", t->times[best]);
+        } else {
+            sb_printf(sb, "%s%s %+.1f (%ux)", k ? ", " : "",
+                      cp_signal_name((enum cp_signal)best), t->share[best],
+                      t->times[best]);
+        }
+    }
+}
+
+static void
+json_transitions(struct strbuf *sb, const struct rp_account *a)
+{
+    sb_puts(sb, ",\"transitions\":[");
+    for (size_t i = 0; i < a->ntr; i++) {
+        const struct rp_transition *t = &a->tr[i];
+
+        sb_puts(sb, i ? ",{" : "{");
+        json_time(sb, "time", true, t->t_ms);
+        json_strf(sb, "from", cp_state_name((enum cp_state)t->from), true);
+        json_strf(sb, "to", cp_state_name((enum cp_state)t->to), true);
+        sb_puts(sb, ",\"score\":");
+        sb_json_num(sb, round(t->score * 100) / 100);
+        sb_puts(sb, ",\"signals\":[");
+        transition_signals(sb, t, true);
+        sb_puts(sb, "]}");
+    }
+    sb_puts(sb, "]");
+}
+
+/* The state a rank stands for in the report (the worst state reached). */
+static const char *
+rank_name(int rank)
+{
+    static const char *const n[] = {"NORMAL", "WATCH", "THROTTLED",
+                                    "BLOCKED"};
+
+    return rank >= 0 && rank < 4 ? n[rank] : "?";
+}
+
 static void
 json_account(struct strbuf *sb, const struct rp_account *a)
 {
     sb_puts(sb, "{");
     json_strf(sb, "key", a->key, false);
+    json_strf(sb, "limits_key", a->limits_key, true);
     json_strf(sb, "customer", a->customer, true);
     json_strf(sb, "class", a->cls, true);
     json_strf(sb, "login", a->login, true);
@@ -1247,6 +1434,34 @@ json_account(struct strbuf *sb, const struct rp_account *a)
     json_time(sb, "first_would", a->would_total > 0, a->first_ms);
     sb_puts(sb, ",");
     json_time(sb, "last_would", a->would_total > 0, a->last_ms);
+    json_strf(sb, "worst_state", rank_name(a->worst), true);
+    json_transitions(sb, a);
+    sb_puts(sb, "}");
+}
+
+/* Accounts (logins, and client networks of mail without one) by the
+ * worst state they reached. */
+static void
+count_by_worst(const struct replay *r, uint64_t by[4])
+{
+    memset(by, 0, 4 * sizeof(*by));
+    HMAP_FOREACH(&r->accounts, i)
+    {
+        const struct rp_account *a = r->accounts.ents[i].val;
+
+        by[a->worst < 4 ? a->worst : 3]++;
+    }
+}
+
+static void
+json_worst(struct strbuf *sb, const struct replay *r)
+{
+    uint64_t by[4];
+
+    count_by_worst(r, by);
+    sb_puts(sb, ",\"logins_by_worst_state\":{");
+    for (int i = 0; i < 4; i++)
+        json_u64(sb, rank_name(i), by[i], i > 0);
     sb_puts(sb, "}");
 }
 
@@ -1263,6 +1478,7 @@ report_json(struct replay *r, struct strbuf *sb)
     json_lines(sb, r);
     json_messages(sb, r);
     json_would(sb, r);
+    json_worst(sb, r);
     sb_puts(sb, ",\"decisions\":[");
     for (size_t i = 0; i < r->nlisted; i++) {
         sb_puts(sb, i ? "," : "");
@@ -1328,6 +1544,17 @@ text_summary(struct replay *r, struct strbuf *sb)
                   (unsigned long long)r->n.skipped[i]);
     sb_printf(sb, "); %llu rejected by Postfix\n",
               (unsigned long long)r->n.rejected_by_postfix);
+    {
+        uint64_t by[4];
+
+        count_by_worst(r, by);
+        sb_printf(sb, "logins:      %zu (and client networks), by the worst "
+                      "state reached: NORMAL %llu, WATCH %llu, THROTTLED "
+                      "%llu, BLOCKED %llu\n",
+                  r->accounts.count, (unsigned long long)by[0],
+                  (unsigned long long)by[1], (unsigned long long)by[2],
+                  (unsigned long long)by[3]);
+    }
 }
 
 static void
@@ -1372,8 +1599,9 @@ text_accounts(struct replay *r, struct strbuf *sb)
     shown = nacc < r->o.list ? nacc : r->o.list;
     sb_printf(sb, "\naccounts (%zu%s):\n", nacc,
               shown < nacc ? ", worst shown" : "");
-    sb_printf(sb, "  %-32s %-16s %8s %8s %6s %6s %6s  %s\n", "key", "customer",
-              "messages", "rcpts", "defer", "reject", "hold", "first .. last");
+    sb_printf(sb, "  %-32s %-16s %-9s %8s %8s %6s %6s %6s  %s\n", "key",
+              "customer", "worst", "messages", "rcpts", "defer", "reject",
+              "hold", "first .. last");
     for (size_t i = 0; i < shown; i++) {
         const struct rp_account *x = acc[i];
 
@@ -1382,8 +1610,10 @@ text_accounts(struct replay *r, struct strbuf *sb)
             cp_format_time(a, sizeof(a), x->first_ms);
             cp_format_time(b, sizeof(b), x->last_ms);
         }
-        sb_printf(sb, "  %-32s %-16s %8llu %8llu %6llu %6llu %6llu  %s%s%s\n",
+        sb_printf(sb, "  %-32s %-16s %-9s %8llu %8llu %6llu %6llu %6llu  "
+                      "%s%s%s\n",
                   esc(k, sizeof(k), x->key), esc(cu, sizeof(cu), x->customer),
+                  rank_name(x->worst),
                   (unsigned long long)x->messages,
                   (unsigned long long)x->recipients,
                   (unsigned long long)x->would[CP_ACT_DEFER],
@@ -1394,35 +1624,88 @@ text_accounts(struct replay *r, struct strbuf *sb)
     free(acc);
 }
 
+/* Every state change of the accounts listed, with its evidence. */
+static void
+text_transitions(struct replay *r, struct strbuf *sb)
+{
+    struct rp_account **acc;
+    size_t nacc, shown;
+    char k[80], cu[80], ts[40];
+
+    acc = sorted_accounts(r, &nacc);
+    shown = nacc < r->o.list ? nacc : r->o.list;
+    if (shown > 0 && acc[0]->ntr > 0)
+        sb_puts(sb, "\nstate changes (the evidence at the time):\n");
+    for (size_t i = 0; i < shown && acc[i]->ntr > 0; i++) {
+        const struct rp_account *a = acc[i];
+
+        sb_printf(sb, "  %s (customer %s), worst %s:\n",
+                  esc(k, sizeof(k), a->key), esc(cu, sizeof(cu), a->customer),
+                  rank_name(a->worst));
+        for (size_t j = 0; j < a->ntr; j++) {
+            const struct rp_transition *t = &a->tr[j];
+
+            cp_format_time(ts, sizeof(ts), t->t_ms);
+            sb_printf(sb, "    %s %s -> %s score %.1f: ", ts,
+                      cp_state_name((enum cp_state)t->from),
+                      cp_state_name((enum cp_state)t->to), t->score);
+            transition_signals(sb, t, false);
+            sb_puts(sb, "\n");
+        }
+    }
+    free(acc);
+}
+
 static void
 report_text(struct replay *r, struct strbuf *sb)
 {
     text_summary(r, sb);
     text_would(r, sb);
+    text_transitions(r, sb);
     text_accounts(r, sb);
 }
 
 /* ---- set-up and tear-down ---- */
 
 static int
-usage(FILE *fp, int rc)
+usage(FILE *fp, int rc, bool learn)
 {
+    if (learn)
+        fprintf(fp,
+                "usage: chokepoint learn MAILLOG... [options]\n"
+                "Learn every login's habits (senders, recipients, networks,\n"
+                "devices, hours, rates, sizes, delivery outcomes) from past\n"
+                "Postfix mail logs and store them in the state database, so\n"
+                "that chokepointd starts warm. Stop chokepointd first.\n"
+                "Logs may be gzip-compressed; they are read oldest first\n"
+                "(mail.log.N.gz ... mail.log.1, mail.log).\n");
+    else
+        fprintf(fp,
+                "usage: chokepoint replay MAILLOG...|- [options]\n"
+                "Replay Postfix mail logs through the engine in shadow mode and\n"
+                "report who would have been deferred, held or rejected, and\n"
+                "every account's state changes. Logs may be gzip-compressed;\n"
+                "they are read oldest first (mail.log.N.gz ... mail.log).\n");
     fprintf(fp,
-            "usage: chokepoint replay MAILLOG|- [options]\n"
-            "Replay a Postfix mail.log through the engine in shadow mode and\n"
-            "report who would have been deferred, held or rejected.\n"
             "options:\n"
             "  --config FILE    configuration (default %s)\n"
             "  --no-map         ignore the configuration's customer map\n"
+            "  --map FILE       use this customer map instead\n"
+            "  --state FILE     %s\n"
             "  --json           one JSON object instead of text\n"
             "  --year YYYY      year of the first classic syslog timestamp\n"
             "                   (default: this year, or last year if the log\n"
             "                   would otherwise start in the future)\n"
-            "  --instance NAME  replay only submissions of this Postfix\n"
-            "                   instance (syslog_name prefix, e.g. postfix);\n"
-            "                   may be repeated\n"
+            "  --instance NAME  only submissions of this Postfix instance\n"
+            "                   (syslog_name prefix, e.g. postfix); may be\n"
+            "                   repeated\n"
             "  --list N         decisions and accounts listed (default %d)\n",
-            REPLAY_DEFAULT_CONFIG, REPLAY_DEFAULT_LIST);
+            REPLAY_DEFAULT_CONFIG,
+            learn ? "state database to store into (default: the config's\n"
+                    "                   store.path)"
+                  : "start from this state database (what chokepoint learn\n"
+                    "                   stored, or chokepointd's): read only",
+            REPLAY_DEFAULT_LIST);
     return rc;
 }
 
@@ -1447,6 +1730,43 @@ number_opt(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
     return parse_u64(v, strlen(v), out) && *out >= lo && *out <= hi;
 }
 
+/* A rotated log's number: mail.log.3.gz → 3, mail.log.1 → 1; 0 for the
+ * current one (no number). */
+static unsigned long
+rotation(const char *file)
+{
+    const char *base = strrchr(file, '/'), *dot, *end;
+    size_t n = strlen(file);
+    unsigned long v = 0;
+
+    base = base ? base + 1 : file;
+    end = file + n;
+    if (n > 3 && strcmp(end - 3, ".gz") == 0)
+        end -= 3;
+    for (dot = end; dot > base && dot[-1] >= '0' && dot[-1] <= '9'; dot--)
+        ;
+    if (dot == end || dot == base || dot[-1] != '.')
+        return 0;
+    for (const char *p = dot; p < end && v < 1000000; p++)
+        v = v * 10 + (unsigned long)(*p - '0');
+    return v;
+}
+
+/* Oldest first: the highest rotation number first, current logs last;
+ * otherwise in the order given (a stable insertion sort). */
+static void
+order_logs(const char **f, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        const char *x = f[i];
+        size_t j = i;
+
+        for (; j > 0 && rotation(f[j - 1]) < rotation(x); j--)
+            f[j] = f[j - 1];
+        f[j] = x;
+    }
+}
+
 /* Returns 0 (options in *o), -1 (help printed) or 2 (usage error). */
 static int
 parse_opts(int argc, char **argv, struct rp_opts *o)
@@ -1454,13 +1774,14 @@ parse_opts(int argc, char **argv, struct rp_opts *o)
     uint64_t v;
     const char *s;
 
+    o->learn = strcmp(argv[0], "learn") == 0;
     o->config = REPLAY_DEFAULT_CONFIG;
     o->list = REPLAY_DEFAULT_LIST;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
 
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout, 0);
+            usage(stdout, 0, o->learn);
             return -1; /* done, successfully */
         }
         if (strcmp(a, "--json") == 0) {
@@ -1470,27 +1791,35 @@ parse_opts(int argc, char **argv, struct rp_opts *o)
         } else if ((s = opt_value(argc, argv, &i, "--config")) ||
                    (s = opt_value(argc, argv, &i, "-c"))) {
             o->config = s;
+        } else if ((s = opt_value(argc, argv, &i, "--map"))) {
+            o->map = s;
+        } else if ((s = opt_value(argc, argv, &i, "--state"))) {
+            o->state = s;
         } else if ((s = opt_value(argc, argv, &i, "--year"))) {
             if (!number_opt(s, 1970, 9999, &v))
-                return usage(stderr, 2);
+                return usage(stderr, 2, o->learn);
             o->year = (int)v;
         } else if ((s = opt_value(argc, argv, &i, "--list"))) {
-            if (!number_opt(s, 0, 1000000, &v))
-                return usage(stderr, 2);
+            if (!number_opt(s, 0, 100000000, &v))
+                return usage(stderr, 2, o->learn);
             o->list = (size_t)v;
         } else if ((s = opt_value(argc, argv, &i, "--instance"))) {
             if (o->ninstances >= REPLAY_MAX_INSTANCES)
-                return usage(stderr, 2);
+                return usage(stderr, 2, o->learn);
             o->instances[o->ninstances++] = s;
-        } else if ((a[0] != '-' || strcmp(a, "-") == 0) && o->file == NULL) {
-            o->file = a;
+        } else if ((a[0] != '-' || strcmp(a, "-") == 0) &&
+                   o->nfiles < REPLAY_MAX_FILES) {
+            o->files[o->nfiles++] = a;
         } else {
-            fprintf(stderr, "chokepoint replay: bad argument: %s\n", a);
-            return usage(stderr, 2);
+            fprintf(stderr, "chokepoint %s: bad argument: %s\n",
+                    o->learn ? "learn" : "replay", a);
+            return usage(stderr, 2, o->learn);
         }
     }
-    if (o->file == NULL)
-        return usage(stderr, 2);
+    if (o->nfiles == 0 || (o->map && o->no_map))
+        return usage(stderr, 2, o->learn);
+    order_logs(o->files, o->nfiles);
+    o->file = o->files[0];
     return 0;
 }
 
@@ -1513,7 +1842,9 @@ static void
 account_free(struct rp_account *a)
 {
     free(a->key);
+    free(a->limits_key);
     free(a->login);
+    free(a->tr);
     free(a);
 }
 
@@ -1534,6 +1865,7 @@ replay_free(struct replay *r)
         struct rp_listed *l = &r->listed[i];
 
         free(l->key);
+        free(l->account);
         free(l->login);
         free(l->client);
         free(l->sender);
@@ -1543,19 +1875,6 @@ replay_free(struct replay *r)
     free(r->heap);
     inproc_close(&r->ip);
     free(r);
-}
-
-static int
-open_log(const char *file)
-{
-    int fd;
-
-    if (strcmp(file, "-") == 0)
-        return 0;
-    fd = open(file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        fprintf(stderr, "chokepoint replay: %s: %s\n", file, strerror(errno));
-    return fd;
 }
 
 static void
@@ -1573,10 +1892,126 @@ write_report(struct replay *r)
     sb_fini(&sb);
 }
 
+/* Is chokepointd running on this state (its admin socket answers)? */
+static bool
+daemon_running(const struct cp_config *cfg)
+{
+    struct sockaddr_un sa;
+    int fd;
+    bool up;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (strlen(cfg->admin_socket) >= sizeof(sa.sun_path) ||
+        (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return false;
+    memcpy(sa.sun_path, cfg->admin_socket, strlen(cfg->admin_socket));
+    up = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return up;
+}
+
 /*
- * chokepoint replay: load the config (shadow forced on: the mail was
- * delivered, the report says what would have happened), stream the log,
- * print the report. Exit status 0, 1 (config or log unreadable), 2 (usage).
+ * replay --state: start from a state database (what chokepoint learn
+ * stored, or a copy of chokepointd's), read only: accounts, states,
+ * evidence and the delivered-recipients table, as the daemon starts.
+ */
+static int
+load_state(struct replay *r, const char *path)
+{
+    struct cp_sqlite *db;
+    char err[CP_ERR_MAX];
+    long n, dropped;
+
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "chokepoint replay: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if ((db = cp_sqlite_open(path, err)) == NULL ||
+        (n = cp_sqlite_load(db, r->ip.cfg->slots, r->ip.cfg->nslots,
+                            r->ip.ms, err)) < 0 ||
+        cp_sqlite_load_states(db, r->ip.ms, err) < 0 ||
+        cp_sqlite_load_evidence(db, r->ip.ms, &dropped, err) < 0 ||
+        cp_sqlite_load_delivered(db, &r->ip.engine.delivered,
+                                 r->ip.cfg->delivery.max_recipients,
+                                 err) < 0) {
+        fprintf(stderr, "chokepoint replay: %s\n", err);
+        cp_sqlite_close(db);
+        return -1;
+    }
+    cp_sqlite_close(db);
+    r->state_accounts = n;
+    return 0;
+}
+
+/* chokepoint learn: the habits, without the suspicion, into the state
+ * database (store/sqlite.h: cp_sqlite_write_learned). */
+static int
+store_learned(struct replay *r)
+{
+    const char *path = r->o.state ? r->o.state : r->ip.cfg->store_path;
+    struct cp_sqlite *db;
+    char err[CP_ERR_MAX];
+    struct cp_sqlite_migration m;
+    long n;
+
+    memstore_learned(r->ip.ms);
+    if ((db = cp_sqlite_open(path, err)) == NULL ||
+        cp_sqlite_migrate(db, r->engine_ms, &m, err) < 0 ||
+        (n = cp_sqlite_write_learned(db, r->ip.ms, err)) < 0 ||
+        cp_sqlite_save_delivered(db, &r->ip.engine.delivered, r->engine_ms,
+                                 err) < 0) {
+        fprintf(stderr, "chokepoint learn: %s: %s\n", path, err);
+        cp_sqlite_close(db);
+        return -1;
+    }
+    cp_sqlite_close(db);
+    r->learned = n;
+    r->state_path = path;
+    return 0;
+}
+
+static void
+report_learned(struct replay *r)
+{
+    char a[40] = "-", b[40] = "-";
+
+    if (r->have_clock) {
+        cp_format_time(a, sizeof(a), r->first_ms);
+        cp_format_time(b, sizeof(b), r->last_ms);
+    }
+    if (r->o.json) {
+        printf("{\"files\":%zu,\"lines\":%llu,\"messages\":%llu,"
+               "\"accounts\":%ld,\"first\":\"%s\",\"last\":\"%s\","
+               "\"delivered_recipients\":%zu,\"state\":",
+               r->o.nfiles, (unsigned long long)r->n.lines,
+               (unsigned long long)r->n.messages, r->learned, a, b,
+               r->ip.engine.delivered.used);
+        fflush(stdout);
+        {
+            struct strbuf sb;
+
+            sb_init(&sb);
+            sb_json_str(&sb, r->state_path, strlen(r->state_path));
+            printf("%s}\n", sb.data);
+            sb_fini(&sb);
+        }
+        return;
+    }
+    printf("learned the habits of %ld accounts (logins, and client networks "
+           "of mail without one) from %llu messages in %zu log%s, %s .. %s; "
+           "%zu recipients delivered to; stored in %s\n",
+           r->learned, (unsigned long long)r->n.messages, r->o.nfiles,
+           r->o.nfiles == 1 ? "" : "s", a, b, r->ip.engine.delivered.used,
+           r->state_path);
+}
+
+/*
+ * chokepoint replay / learn: load the config (replay: shadow forced on:
+ * the mail was delivered, the report says what would have happened;
+ * learn: the engine only learns), stream the logs oldest first, print the
+ * report or store the habits. Exit status 0, 1 (config, log or state
+ * unreadable, or the daemon running for learn), 2 (usage).
  */
 int
 replay_main(int argc, char **argv)
@@ -1584,30 +2019,44 @@ replay_main(int argc, char **argv)
     struct rp_opts o;
     struct replay *r;
     char err[CP_ERR_MAX];
-    int fd, rc, prc;
+    int rc = 0, prc;
     double t0;
 
     memset(&o, 0, sizeof(o));
     if ((prc = parse_opts(argc, argv, &o)) != 0)
         return prc < 0 ? 0 : prc;
     r = replay_new(&o);
-    if (inproc_open(&r->ip, o.config, o.no_map, NULL, err) < 0) {
-        fprintf(stderr, "chokepoint replay: %s\n", err);
+    if (inproc_open(&r->ip, o.config, o.no_map || o.map, o.map, err) < 0) {
+        fprintf(stderr, "chokepoint %s: %s\n", cmd_name(r), err);
         replay_free(r);
         return 1;
     }
     r->ip.cfg->shadow = true;
-    if ((fd = open_log(o.file)) < 0) {
+    r->ip.engine.on_transition = on_transition;
+    r->ip.engine.transition_arg = r;
+    r->ip.engine.learning = o.learn;
+    if (o.learn && o.state == NULL && daemon_running(r->ip.cfg)) {
+        fprintf(stderr, "chokepoint learn: chokepointd is running (%s "
+                        "answers): stop it first, or its next checkpoint "
+                        "overwrites what is learned\n",
+                r->ip.cfg->admin_socket);
+        replay_free(r);
+        return 1;
+    }
+    if (!o.learn && o.state != NULL && load_state(r, o.state) < 0) {
         replay_free(r);
         return 1;
     }
     t0 = now_mono_s();
-    rc = read_log(r, fd);
+    for (size_t i = 0; rc == 0 && i < o.nfiles; i++)
+        rc = read_log(r, o.files[i]);
     finish_log(r);
     r->elapsed_s = now_mono_s() - t0;
-    if (fd != 0)
-        close(fd);
-    if (rc == 0)
+    if (rc == 0 && o.learn)
+        rc = store_learned(r);
+    if (rc == 0 && o.learn)
+        report_learned(r);
+    else if (rc == 0)
         write_report(r);
     replay_free(r);
     return rc == 0 ? 0 : 1;

@@ -53,7 +53,8 @@ struct sim_zombie {          /* one infection of one account */
                                 state (enum sim_rank) */
 };
 
-/* How far chokepoint went with an account (its worst state). */
+/* How far chokepoint went with an account (its worst state: the values
+ * of cp_state_rank). */
 enum sim_rank { SIM_RANK_NORMAL, SIM_RANK_WATCH, SIM_RANK_THROTTLED,
                 SIM_RANK_BLOCKED };
 

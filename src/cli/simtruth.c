@@ -104,23 +104,6 @@ sim_truth_fini(struct sim_truth *t)
     hmap_fini(&t->map);
 }
 
-static uint8_t
-rank_of(int state)
-{
-    switch (state) {
-    case CP_ST_WATCH:
-    case CP_ST_PROBATION:
-        return SIM_RANK_WATCH;
-    case CP_ST_THROTTLED:
-        return SIM_RANK_THROTTLED;
-    case CP_ST_BLOCKED:
-    case CP_ST_MANUAL_HOLD:
-        return SIM_RANK_BLOCKED;
-    default:
-        return SIM_RANK_NORMAL;
-    }
-}
-
 static void
 raise(uint8_t *worst, uint8_t r)
 {
@@ -164,7 +147,7 @@ sim_truth_transition(void *arg, const struct cp_decision *d,
     struct sim_truth *t = arg;
     struct sim *s = t->s;
     const struct truth_key *k;
-    uint8_t r = rank_of(d->state);
+    uint8_t r = (uint8_t)cp_state_rank((enum cp_state)d->state);
 
     (void)req;
     if (now_ms < s->sc.start_ms) /* the history of a warm start */

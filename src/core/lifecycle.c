@@ -16,6 +16,14 @@ cp_state_name(enum cp_state s)
 }
 
 int
+cp_state_rank(enum cp_state s)
+{
+    static const int rank[CP_ST_COUNT] = {0, 1, 2, 3, 3, 1, 0};
+
+    return s < CP_ST_COUNT ? rank[s] : 0;
+}
+
+int
 cp_state_parse(const char *s)
 {
     for (int i = 0; i < CP_ST_COUNT; i++)

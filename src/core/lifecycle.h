@@ -33,6 +33,10 @@ enum cp_state {
 };
 
 const char *cp_state_name(enum cp_state s);
+/* How far a state goes against an account's mail, for "the worst state
+ * reached": 0 NORMAL, ALLOWED; 1 WATCH, PROBATION (limits halved);
+ * 2 THROTTLED; 3 BLOCKED, MANUAL_HOLD. */
+int cp_state_rank(enum cp_state s);
 /* Parse a state name; -1 if unknown. */
 int cp_state_parse(const char *s);
 

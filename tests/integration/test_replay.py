@@ -161,10 +161,16 @@ def test_submission_and_smtps_services_with_map(tmp_path):
     assert (d["key"], d["customer"], d["login"]) == (
         "c:cust-1001", "cust-1001", "alice.work@isp.example")
     assert d["recipients"] == 2
-    c = account(r, "c:cust-1001")
-    assert (c["customer"], c["messages"], c["recipients"], c["would_defer"]) == (
-        "cust-1001", 4, 5, 1)
-    assert account(r, "c:cust-3003")["messages"] == 1
+    # accounts are per login (their evidence and state), limits per
+    # customer: both logins are listed, with the customer's limits
+    c = [a for a in r["accounts"] if a["limits_key"] == "c:cust-1001"]
+    assert sorted(a["key"] for a in c) == [
+        "u:alice.work@isp.example", "u:alice@isp.example"]
+    assert {a["customer"] for a in c} == {"cust-1001"}
+    assert (sum(a["messages"] for a in c), sum(a["recipients"] for a in c),
+            sum(a["would_defer"] for a in c)) == (4, 5, 1)
+    n = account(r, "ip:192.0.2.44/32")
+    assert (n["limits_key"], n["messages"]) == ("c:cust-3003", 1)
     # --no-map: every login is its own account, nobody is over the limit
     r = replay(fixture("submission.log"), cfg, "--year", "2026", "--no-map")
     assert decisions(r) == []
@@ -255,7 +261,7 @@ def test_stdin_and_text_report(config):
     assert "would-be:    2 messages, DEFER_IF_PERMIT 2" in out
     assert re.search(r"2026-11-23T10:15:00.000Z A1B2C3D4E3 u:alice@isp.example "
                      r"DEFER_IF_PERMIT messages/1h", out), out
-    assert re.search(r"u:alice@isp.example +- +6 +6 +2 ", out), out
+    assert re.search(r"u:alice@isp.example +- +NORMAL +6 +6 +2 ", out), out
 
 
 def test_list_cap(config):
