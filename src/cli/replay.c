@@ -48,6 +48,7 @@
 #include "core/lifecycle.h"
 #include "core/maillog.h"
 #include "store/sqlite.h"
+#include "util/agemap.h"
 #include "util/parse.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
@@ -67,6 +68,7 @@
 #define REPLAY_READ_BUF 65536
 #define REPLAY_KEY_MAX (MAILLOG_MAX_LINE + 2) /* host instance qid */
 #define REPLAY_OTHER_ACCOUNTS "(other accounts)"
+#define REPLAY_MAX_CONNECTIONS 4096    /* smtpd processes tracked (TLS) */
 
 /* Why a queue id is not a customer submission. */
 enum rp_skip {
@@ -99,6 +101,7 @@ struct rp_entry {
     struct rp_entry *older, *newer; /* by touched_ms */
     char qid[MAILLOG_MAX_QUEUE_ID + 1];
     char *login, *method, *client_addr, *client_name, *sender;
+    char *tls_proto, *tls_cipher; /* NULL: plaintext, or not logged */
     int64_t queued_ms;
     uint64_t seq, size, nrcpt;
     char *rcpts; /* NUL-separated, at most REPLAY_MAX_RCPT_BYTES */
@@ -111,6 +114,16 @@ struct rp_entry {
     size_t olen;
     uint32_t fate[CP_OUT_DEFERRED_POLICY + 1];
 };
+
+/* An smtpd process's current connection: the TLS stack its client
+ * negotiated (the submission's client= line comes from the same pid). */
+struct rp_conn {
+    struct agemap_ent age; /* key: host, service, pid, in buf */
+    char proto[32], cipher[96]; /* "": plaintext */
+    char buf[];
+};
+
+#define CONN(ent) agemap_entry((ent), struct rp_conn, age)
 
 /* A state change of an account, with the evidence that made it. */
 struct rp_transition {
@@ -193,6 +206,7 @@ struct replay {
     uint64_t seq;
     bool have_clock;
     int64_t clock_ms, engine_ms, first_ms, last_ms;
+    struct agemap conns;  /* host, service, pid → struct rp_conn */
     struct hmap accounts; /* key → struct rp_account */
     struct rp_account *other;
     struct rp_listed *listed;
@@ -325,8 +339,10 @@ entry_clear(struct rp_entry *e)
     free(e->client_addr);
     free(e->client_name);
     free(e->sender);
+    free(e->tls_proto);
+    free(e->tls_cipher);
     e->login = e->method = e->client_addr = e->client_name = NULL;
-    e->sender = NULL;
+    e->sender = e->tls_proto = e->tls_cipher = NULL;
     free(e->rcpts);
     e->rcpts = NULL;
     e->rlen = e->rcap = 0;
@@ -636,6 +652,8 @@ fill_request(const struct rp_entry *e, const char *instance, const char *size,
     req->client_name = policy_str_c(e->client_name);
     req->sasl_method = policy_str_c(e->method);
     req->sasl_username = policy_str_c(e->login);
+    req->encryption_protocol = policy_str_c(e->tls_proto);
+    req->encryption_cipher = policy_str_c(e->tls_cipher);
     req->sender = policy_str_c(e->sender ? e->sender : "");
     req->queue_id = policy_str_c(e->qid);
     req->instance = policy_str_c(instance);
@@ -829,6 +847,9 @@ skip_entry(struct rp_entry *e, enum rp_skip why)
     e->skip_why = why;
 }
 
+static void conn_tls(struct replay *r, const struct maillog_event *ev,
+                     struct rp_entry *e);
+
 static void
 on_client(struct replay *r, const struct maillog_event *ev)
 {
@@ -848,11 +869,90 @@ on_client(struct replay *r, const struct maillog_event *ev)
     }
     entry_clear(e);
     e->state = RP_SUBMITTED;
+    conn_tls(r, ev, e);
     e->client_addr = dup_field(ev->client_addr);
     e->client_name = dup_field(ev->client_name);
     e->login = dup_field(ev->sasl_username);
     e->method = dup_field(ev->sasl_method);
     r->n.submissions++;
+}
+
+/* The smtpd process of a line: host, service and pid as a key (in
+ * r->keybuf); false without a pid. */
+static bool
+conn_key(struct replay *r, const struct maillog_event *ev, size_t *len)
+{
+    int n;
+
+    if (ev->pid.len == 0)
+        return false;
+    n = snprintf(r->keybuf, sizeof(r->keybuf), "%.*s %.*s %.*s",
+                 (int)ev->host.len, ev->host.p, (int)ev->service.len,
+                 ev->service.p, (int)ev->pid.len, ev->pid.p);
+    *len = n < 0 ? 0 : (size_t)n < sizeof(r->keybuf) ? (size_t)n
+                                                       : sizeof(r->keybuf) - 1;
+    return *len > 0;
+}
+
+static void
+conn_free(struct replay *r, struct rp_conn *c)
+{
+    agemap_del(&r->conns, &c->age);
+    free(c);
+}
+
+/* "connect from": a new connection of that process, plaintext so far;
+ * "TLS connection established": its stack. */
+static void
+on_connection(struct replay *r, const struct maillog_event *ev)
+{
+    struct agemap_ent *a;
+    struct rp_conn *c;
+    size_t len;
+
+    if (!conn_key(r, ev, &len))
+        return;
+    if ((a = agemap_get(&r->conns, r->keybuf, len)) != NULL) {
+        c = CONN(a);
+        if (ev->kind == MAILLOG_SMTPD_CONNECT)
+            conn_free(r, c); /* a new connection starts over */
+        else {
+            snprintf(c->proto, sizeof(c->proto), "%.*s",
+                     (int)ev->tls_protocol.len, ev->tls_protocol.p);
+            snprintf(c->cipher, sizeof(c->cipher), "%.*s",
+                     (int)ev->tls_cipher.len, ev->tls_cipher.p);
+            return;
+        }
+    }
+    while (agemap_count(&r->conns) >= REPLAY_MAX_CONNECTIONS)
+        conn_free(r, CONN(r->conns.oldest));
+    c = xcalloc(1, sizeof(*c) + len);
+    memcpy(c->buf, r->keybuf, len);
+    c->age.key = c->buf;
+    c->age.klen = len;
+    c->age.t_ms = r->clock_ms;
+    if (ev->kind == MAILLOG_SMTPD_TLS) {
+        snprintf(c->proto, sizeof(c->proto), "%.*s",
+                 (int)ev->tls_protocol.len, ev->tls_protocol.p);
+        snprintf(c->cipher, sizeof(c->cipher), "%.*s",
+                 (int)ev->tls_cipher.len, ev->tls_cipher.p);
+    }
+    agemap_put(&r->conns, &c->age);
+}
+
+/* The submission's TLS stack: its smtpd process's connection's. */
+static void
+conn_tls(struct replay *r, const struct maillog_event *ev, struct rp_entry *e)
+{
+    struct agemap_ent *a;
+    size_t len;
+
+    if (!conn_key(r, ev, &len) ||
+        (a = agemap_get(&r->conns, r->keybuf, len)) == NULL ||
+        CONN(a)->proto[0] == '\0')
+        return;
+    e->tls_proto = xstrdup(CONN(a)->proto);
+    e->tls_cipher = xstrdup(CONN(a)->cipher);
 }
 
 static void
@@ -1027,6 +1127,10 @@ on_event(struct replay *r, const struct maillog_event *ev)
         break;
     case MAILLOG_REJECT:
         on_reject(r, ev);
+        break;
+    case MAILLOG_SMTPD_CONNECT:
+    case MAILLOG_SMTPD_TLS:
+        on_connection(r, ev);
         break;
     default:
         break;
@@ -1832,6 +1936,7 @@ replay_new(const struct rp_opts *o)
     maillog_ctx_init(&r->ctx, o->year, now_realtime_ms());
     maillog_framer_init(&r->fr);
     hmap_init(&r->table, 1024);
+    agemap_init(&r->conns, 256);
     hmap_init(&r->accounts, 1024);
     r->heap = xcalloc(REPLAY_MAX_REORDER, sizeof(*r->heap));
     r->listed = xcalloc(o->list ? o->list : 1, sizeof(*r->listed));
@@ -1854,6 +1959,9 @@ replay_free(struct replay *r)
     while (r->oldest != NULL)
         entry_free(r, r->oldest);
     hmap_fini(&r->table);
+    while (r->conns.oldest != NULL)
+        conn_free(r, CONN(r->conns.oldest));
+    agemap_fini(&r->conns);
     HMAP_FOREACH(&r->accounts, i)
     {
         account_free(r->accounts.ents[i].val);

@@ -26,7 +26,8 @@
 
 static const char *const kind_names[MAILLOG_KIND_COUNT] = {
     "unknown",   "other",    "smtpd_client", "pickup",       "cleanup_msgid",
-    "qmgr_from", "delivery", "qmgr_removed", "notification", "reject"};
+    "qmgr_from", "delivery", "qmgr_removed", "notification", "reject",
+    "smtpd_connect", "smtpd_tls"};
 
 const char *
 maillog_kind_name(enum maillog_kind k)
@@ -344,8 +345,11 @@ parse_header(const char *s, size_t len, size_t *pos, struct stamp *t,
         return false;
     ev->service = mkstr(s + p, q - p);
     p = q;
+    q = p + 1;
     if (!bracketed(s, len, &p, "[", "]", 9))
         return false;
+    if (p > q + 1)
+        ev->pid = mkstr(s + q, p - q - 1);
     if (!lit(s, len, &p, ":"))
         return false;
     lit(s, len, &p, " ");
@@ -623,6 +627,46 @@ parse_record(const char *s, size_t len, struct maillog_event *ev)
     return MAILLOG_OTHER;
 }
 
+/*
+ * smtpd's lines about a connection (no queue id yet): "connect from
+ * NAME[ADDR]" and "Anonymous TLS connection established from NAME[ADDR]:
+ * TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" (also
+ * Trusted, Verified, Untrusted; smtpd_tls_loglevel >= 1).
+ */
+static enum maillog_kind
+parse_connection(const char *s, size_t len, struct maillog_event *ev)
+{
+    size_t p = 0, q;
+    struct maillog_str client;
+
+    if (lit(s, len, &p, "connect from ")) {
+        if (!split_client(mkstr(s + p, len - p), ev))
+            return MAILLOG_OTHER;
+        return MAILLOG_SMTPD_CONNECT;
+    }
+    q = run_until(s, len, 0, " ");
+    p = q;
+    if (q == 0 || !lit(s, len, &p, " TLS connection established from "))
+        return MAILLOG_OTHER;
+    q = run_until(s, len, p, "]"); /* an IPv6 address has colons */
+    if (q + 1 >= len || s[q + 1] != ':')
+        return MAILLOG_OTHER;
+    client = mkstr(s + p, q + 1 - p);
+    if (!split_client(client, ev))
+        return MAILLOG_OTHER;
+    p = q + 2;
+    if (!lit(s, len, &p, " "))
+        return MAILLOG_OTHER;
+    q = run_until(s, len, p, " ");
+    ev->tls_protocol = mkstr(s + p, q - p);
+    p = q;
+    if (ev->tls_protocol.len == 0 || !lit(s, len, &p, " with cipher "))
+        return MAILLOG_OTHER;
+    q = run_until(s, len, p, " ");
+    ev->tls_cipher = mkstr(s + p, q - p);
+    return ev->tls_cipher.len > 0 ? MAILLOG_SMTPD_TLS : MAILLOG_OTHER;
+}
+
 /* Text after "SERVICE[PID]: ". */
 static enum maillog_kind
 parse_body(const char *s, size_t len, struct maillog_event *ev)
@@ -631,6 +675,11 @@ parse_body(const char *s, size_t len, struct maillog_event *ev)
 
     if (ev->program.p == NULL)
         return MAILLOG_OTHER; /* not a Postfix daemon */
+    if (str_is(ev->program, "smtpd") &&
+        (len > 13 && (memcmp(s, "connect from ", 13) == 0 ||
+                      memmem(s, len < 48 ? len : 48, " TLS connection ",
+                             16) != NULL)))
+        return parse_connection(s, len, ev);
     if (lit(s, len, &p, "NOQUEUE: ")) {
         if (lit(s, len, &p, "reject: ") || lit(s, len, &p, "milter-reject: "))
             return parse_reject(s, len, p, ev);

@@ -51,6 +51,9 @@ enum maillog_kind {
     MAILLOG_QMGR_REMOVED,  /* qmgr   QID: removed */
     MAILLOG_NOTIFICATION,  /* bounce QID: sender ... notification: NEWQID */
     MAILLOG_REJECT,        /* NOQUEUE|QID: reject:|milter-reject: STAGE ... */
+    MAILLOG_SMTPD_CONNECT, /* smtpd  connect from NAME[ADDR] */
+    MAILLOG_SMTPD_TLS,     /* smtpd  ... TLS connection established from
+                              NAME[ADDR]: PROTOCOL with cipher CIPHER ... */
     MAILLOG_KIND_COUNT
 };
 
@@ -62,6 +65,7 @@ struct maillog_event {
     struct maillog_str service;  /* "postfix/submission/smtpd" */
     struct maillog_str instance; /* "postfix", "postfix-out" */
     struct maillog_str program;  /* "smtpd" */
+    struct maillog_str pid;      /* "12345"; absent if not given */
     struct maillog_str queue_id; /* absent for NOQUEUE */
     /* MAILLOG_SMTPD_CLIENT */
     struct maillog_str client_name, client_addr;
@@ -76,6 +80,9 @@ struct maillog_event {
     struct maillog_str to, relay, dsn, status;
     /* MAILLOG_NOTIFICATION: the queue id of the notification message */
     struct maillog_str new_queue_id;
+    /* MAILLOG_SMTPD_CONNECT, MAILLOG_SMTPD_TLS: the client (as for
+     * MAILLOG_SMTPD_CLIENT); TLS: the protocol and cipher negotiated */
+    struct maillog_str tls_protocol, tls_cipher;
     /* MAILLOG_REJECT: "RCPT", "END-OF-MESSAGE", "header", ... */
     struct maillog_str reject_stage;
 };

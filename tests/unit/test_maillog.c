@@ -133,8 +133,25 @@ static const struct row rows[] = {
      MAILLOG_REJECT, "postfix", "cleanup", "ABCDE12345", "END-OF-MESSAGE", NULL,
      NULL, 0, 0},
     /* lines replay does not use */
+    /* a connection: its client, and the TLS stack it negotiated (the
+     * process id ties the submission's client= line to them) */
     {"Nov 23 16:15:18 smarthost postfix/smtpd[17564]: connect from "
      "localhost[127.0.0.1]",
+     MAILLOG_SMTPD_CONNECT, "postfix", "smtpd", NULL, "127.0.0.1", "17564",
+     NULL, 0, 0},
+    {"2026-11-02T07:01:06.416000+00:00 mx1 postfix/submission/smtpd[2001]: "
+     "Anonymous TLS connection established from unknown[2001:db8::7]: "
+     "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) "
+     "key-exchange X25519",
+     MAILLOG_SMTPD_TLS, "postfix", "smtpd", NULL, "TLSv1.3",
+     "TLS_AES_256_GCM_SHA384", "2001:db8::7", 0, 0},
+    {"Nov 23 16:15:18 mx1 postfix/smtpd[5]: Trusted TLS connection "
+     "established from pc[192.0.2.9]: TLSv1.2 with cipher "
+     "ECDHE-RSA-AES128-GCM-SHA256 (128/128 bits)",
+     MAILLOG_SMTPD_TLS, "postfix", "smtpd", NULL, "TLSv1.2",
+     "ECDHE-RSA-AES128-GCM-SHA256", "192.0.2.9", 0, 0},
+    {"Nov 23 16:15:18 mx1 postfix/smtpd[5]: Anonymous TLS connection "
+     "established from pc[192.0.2.9] TLSv1.2",
      MAILLOG_OTHER, "postfix", "smtpd", NULL, NULL, NULL, NULL, 0, 0},
     {"Nov 23 16:15:18 mx1 postfix/smtpd[1]: warning: hostname x does not "
      "resolve",
@@ -202,6 +219,15 @@ check_row(const struct row *r, const struct maillog_event *ev)
         break;
     case MAILLOG_REJECT:
         assert_str(ev->reject_stage, r->a);
+        break;
+    case MAILLOG_SMTPD_CONNECT:
+        assert_str(ev->client_addr, r->a);
+        assert_str(ev->pid, r->b);
+        break;
+    case MAILLOG_SMTPD_TLS:
+        assert_str(ev->tls_protocol, r->a);
+        assert_str(ev->tls_cipher, r->b);
+        assert_str(ev->client_addr, r->c);
         break;
     default:
         break;
