@@ -9,6 +9,7 @@
  * place of its own; --live sends the same requests to a running
  * chokepointd started with --sim-clock and that map (--map-out).
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,9 @@ usage(FILE *fp, int rc)
             "[--svg DIR]\n"
             "                      [--live SOCKET] [--map-out FILE] "
             "[--explain]\n"
-            "                      [--trace LOGIN]\n"
+            "                      [--trace LOGIN] [--maillog FILE [--history-log "
+            "FILE]\n"
+            "                      [--truth FILE]]\n"
             "                      [--no-content]\n"
             "  --config FILE   chokepoint configuration (default "
             "etc/chokepoint.yaml)\n"
@@ -57,6 +60,15 @@ usage(FILE *fp, int rc)
             "legitimate account\n"
             "                  that was throttled or blocked (false "
             "positives)\n"
+            "  --maillog FILE  no chokepoint: write the traffic as Postfix logs "
+            "it (every\n"
+            "                  message accepted), for chokepoint replay, "
+            "and exit\n"
+            "  --history-log FILE  with --maillog: a warm start's history "
+            "(for\n"
+            "                  chokepoint learn)\n"
+            "  --truth FILE    with --maillog: the ground truth (spam queue "
+            "ids, zombies)\n"
             "  --no-content    leave out the milter's content fingerprints "
             "(as if\n"
             "                  content.milter were unset)\n");
@@ -106,6 +118,7 @@ write_map(const struct sim *s, const char *path)
 
 struct opts {
     const char *scenario, *config, *svg, *live, *map_out, *trace;
+    const char *maillog, *history_log, *truth;
     bool json, explain, no_content;
 };
 
@@ -133,6 +146,12 @@ parse_args(int argc, char **argv, struct opts *o)
             o->live = argv[++i];
         else if (strcmp(argv[i], "--map-out") == 0 && more)
             o->map_out = argv[++i];
+        else if (strcmp(argv[i], "--maillog") == 0 && more)
+            o->maillog = argv[++i];
+        else if (strcmp(argv[i], "--history-log") == 0 && more)
+            o->history_log = argv[++i];
+        else if (strcmp(argv[i], "--truth") == 0 && more)
+            o->truth = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
             return usage(stdout, 0) - 1;
         else if (argv[i][0] != '-' && o->scenario == NULL)
@@ -140,7 +159,26 @@ parse_args(int argc, char **argv, struct opts *o)
         else
             return usage(stderr, 2);
     }
+    if ((o->history_log || o->truth) && o->maillog == NULL)
+        return usage(stderr, 2);
     return o->scenario ? 0 : usage(stderr, 2);
+}
+
+static FILE *
+create(const char *path)
+{
+    FILE *fp = fopen(path, "w");
+
+    if (fp == NULL)
+        sim_die("%s: cannot write: %s", path, strerror(errno));
+    return fp;
+}
+
+static void
+finish(FILE *fp, const char *path)
+{
+    if (fp != NULL && (ferror(fp) || fclose(fp) != 0))
+        sim_die("%s: write error", path);
 }
 
 static double
@@ -156,6 +194,12 @@ open_driver(struct sim *s, const struct opts *o, struct sim_driver *d)
     int fd;
 
     memset(d, 0, sizeof(*d));
+    if (o->maillog) { /* no chokepoint: the traffic into a mail log */
+        d->log = create(o->maillog);
+        d->hlog = o->history_log ? create(o->history_log) : NULL;
+        d->truthlog = o->truth ? create(o->truth) : NULL;
+        return;
+    }
     if (o->live) {
         if (s->sc.delivery)
             sim_die("%s: --live cannot report delivery outcomes (chokepointd "
@@ -212,6 +256,20 @@ sim_main(int argc, char **argv)
     sim_run(&s, &d);
     s.wall_s = now_s() - t0;
     sim_metrics(&s, &m);
+    if (d.log != NULL) {
+        if (d.truthlog != NULL)
+            simlog_truth(d.truthlog, &s, &m);
+        finish(d.log, o.maillog);
+        finish(d.hlog, o.history_log);
+        finish(d.truthlog, o.truth);
+        printf("wrote %llu messages (%llu spam) of %s to %s%s%s\n",
+               (unsigned long long)(s.tot.ham + s.tot.spam),
+               (unsigned long long)s.tot.spam, s.sc.file, o.maillog,
+               o.history_log ? ", its history to " : "",
+               o.history_log ? o.history_log : "");
+        sim_free(&s);
+        return 0;
+    }
     if (o.json)
         sim_report_json(stdout, &s, &m, o.config);
     else

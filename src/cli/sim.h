@@ -6,6 +6,7 @@
 #define CP_CLI_SIM_H
 
 #include <stdio.h>
+#include <time.h>
 
 #include "cli/inproc.h"
 #include "cli/simmodel.h"
@@ -13,6 +14,10 @@
 
 struct sim_driver {
     bool live;
+    /* --maillog: no chokepoint at all; the traffic is written as Postfix
+     * logs it (log: the period, hlog: a warm start's history, truthlog: the
+     * ground truth), every message accepted */
+    FILE *log, *hlog, *truthlog;
     int fd;            /* live: the policy connection */
     struct inproc ip;  /* in-process engine */
     bool content;      /* in-process: the milter's fingerprints too */
@@ -41,6 +46,21 @@ struct sim_metrics {
     double flag_precision, flag_recall;
     struct sim_kind_metrics kind[SIM_KIND_COUNT];
 };
+
+/* simlog.c: the traffic as a Postfix mail.log, and its ground truth */
+struct simlog_msg {
+    uint32_t id;             /* the message (its queue id) */
+    bool sasl;
+    const char *login, *client, *sender, *tls_proto, *tls_cipher;
+    uint64_t size;
+    uint32_t nrcpt;
+};
+void simlog_qid(char *out, size_t n, uint32_t id, uint8_t attempt);
+void simlog_submission(FILE *fp, int64_t t, const struct simlog_msg *m);
+/* `buf`: per recipient its enum cp_outcome (a byte), the address, NUL */
+void simlog_delivery(FILE *fp, int64_t t, uint32_t id, const char *buf,
+                     size_t len);
+void simlog_truth(FILE *fp, const struct sim *s, const struct sim_metrics *m);
 
 /* simrun.c */
 void sim_run(struct sim *s, struct sim_driver *d);

@@ -548,6 +548,8 @@ ask(struct sim *s, struct sim_driver *d, struct sim_msg *m,
 {
     enum cp_action act;
 
+    if (d->log != NULL)
+        return CP_ACT_DUNNO; /* --maillog: no chokepoint */
     if (!d->ip.engine.learning)
         s->tot.requests++;
     act = d->live ? ask_live(d, m, a, now) : ask_inproc(d, m, a, now);
@@ -717,12 +719,15 @@ fate_drain(struct sim *s, struct sim_driver *d, struct fates *f, int64_t now)
         for (size_t at = 0; at < b->len; at += strlen(b->data + at + 1) + 2) {
             enum cp_outcome o = (enum cp_outcome)b->data[at];
 
-            if (!d->live)
+            if (!d->live && d->log == NULL)
                 inproc_outcome(&d->ip, qid, (size_t)n, b->data + at + 1, o,
                                e.t_ms);
             if (e.t_ms >= s->sc.start_ms)
                 s->tot.outcomes[o]++;
         }
+        if (d->log != NULL && (e.t_ms >= s->sc.start_ms || d->hlog != NULL))
+            simlog_delivery(e.t_ms >= s->sc.start_ms ? d->log : d->hlog,
+                            e.t_ms, e.id, b->data, b->len);
         f->free[f->nfree++] = e.who;
     }
 }
@@ -747,6 +752,28 @@ fate_schedule(struct fates *fs, const struct sim_msg *m, struct fate *f,
     heap_push(&fs->h, (struct sim_event){.t_ms = at, .who = slot,
                                          .id = m->e->id,
                                          .attempt = m->e->attempt});
+}
+
+/* --maillog: the message as Postfix logs it (the history of a warm start
+ * into its own file, if asked for), and, if spam, its truth. */
+static void
+log_submission(struct sim *s, struct sim_driver *d, const struct sim_msg *m,
+               int64_t now)
+{
+    struct simlog_msg lm = {m->e->id, m->sasl, m->login, m->ip, m->from,
+                            m->tls_proto, m->tls_cipher, m->size, m->nrcpt};
+    char qid[16];
+
+    if (now < s->sc.start_ms) {
+        if (d->hlog != NULL)
+            simlog_submission(d->hlog, now, &lm);
+        return;
+    }
+    simlog_submission(d->log, now, &lm);
+    if (m->spam && d->truthlog != NULL) {
+        simlog_qid(qid, sizeof(qid), m->e->id, 0);
+        fprintf(d->truthlog, "spam\t%s\t%u\n", qid, m->e->who);
+    }
 }
 
 /* One SMTP transaction; stops at the first recipient not accepted. */
@@ -788,14 +815,17 @@ transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
     snprintf(a.qid, sizeof(a.qid), "Q%u.%u", m->e->id, m->e->attempt);
     act = ask(s, d, m, &a, now);
     if (act != CP_ACT_HOLD && outcome_of(act) == SIM_DELIVERED &&
-        d->content && !d->ip.engine.learning) {
+        d->content && !d->ip.engine.learning && d->log == NULL) {
         enum cp_action c = content(s, d, m, &a, now); /* the milter */
 
         act = c != CP_ACT_DUNNO ? c : act;
     }
+    if (d->log != NULL)
+        log_submission(s, d, m, now);
     if (act == CP_ACT_HOLD)
         s->tot.held++;
-    else if (s->sc.delivery && !d->live && outcome_of(act) == SIM_DELIVERED)
+    else if ((s->sc.delivery || d->log != NULL) && !d->live &&
+             outcome_of(act) == SIM_DELIVERED)
         fate_schedule(fates, m, f, now);
     return outcome_of(act);
 }
@@ -913,7 +943,7 @@ sim_run(struct sim *s, struct sim_driver *d)
     learning = s->nev > 0 && s->ev[0].t_ms < s->sc.start_ms;
     if (learning && d->live)
         sim_die("--live cannot learn a history; set 'history: 0'");
-    d->ip.engine.learning = learning;
+    d->ip.engine.learning = learning && d->log == NULL;
     while (i < s->nev || retries.n > 0) {
         struct sim_event e;
         struct sim_msg m;
@@ -928,7 +958,7 @@ sim_run(struct sim *s, struct sim_driver *d)
         fate_drain(s, d, &fates, e.t_ms);
         if (learning && e.t_ms >= s->sc.start_ms) {
             learning = false;
-            if (!d->live)
+            if (!d->live && d->log == NULL)
                 inproc_learned(&d->ip);
         }
         build_msg(s, &e, &m);
@@ -941,7 +971,7 @@ sim_run(struct sim *s, struct sim_driver *d)
     fate_drain(s, d, &fates, INT64_MAX);
     free(retries.v);
     fates_free(&fates);
-    if (!d->live)
+    if (!d->live && d->log == NULL)
         inproc_flush(&d->ip, end + 86400000);
 }
 
