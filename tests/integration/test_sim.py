@@ -22,8 +22,10 @@ CONFIG = os.path.join(ROOT, "etc", "chokepoint.yaml")
 KEYS = ["spam_share_before", "spam_share_after", "zombie_accounts",
         "zombie_accounts_caught", "spam_accepted_per_zombie_median",
         "spam_accepted_per_zombie_p90", "detect_minutes_median",
-        "legit_customer_days", "legit_customer_days_deferred",
-        "legit_messages_deferred", "legit_accounts_blocked",
+        "legit_login_days", "legit_login_days_deferred",
+        "legit_messages_deferred", "legit_accounts_blocked", "logins",
+        "legit_logins", "legit_logins_throttled", "legit_logins_blocked",
+        "zombie_logins",
         "account_flag_precision", "account_flag_recall", "by_kind"]
 
 
@@ -58,8 +60,10 @@ def assert_consistent(rep):
     assert sum(k["zombie_accounts_caught"] for k in kinds) == \
         rep["zombie_accounts_caught"]
     assert rep["zombie_accounts_caught"] <= rep["zombie_accounts"]
-    assert rep["legit_customer_days_deferred"] <= rep["legit_customer_days"]
+    assert rep["legit_login_days_deferred"] <= rep["legit_login_days"]
     assert rep["legit_messages_deferred"] <= rep["ham_messages"]
+    assert rep["legit_logins_blocked"] <= rep["legit_logins_throttled"] <= \
+        rep["legit_logins_watched"] <= rep["legit_logins"] <= rep["logins"]
     # every message took at least one attempt, each at least 3 requests
     assert rep["attempts"] >= total
     assert rep["policy_requests"] >= rep["attempts"]
@@ -70,11 +74,23 @@ def assert_consistent(rep):
 SANITIZED = os.environ.get("CHOKEPOINT_SANITIZED") == "1"
 
 
+def assert_precision(rep):
+    """The targets for legitimate logins (issue 11, BRIEF.md): none
+    blocked, at most 0.05 % throttled, at most 0.1 % of login-days with
+    any deferral."""
+    assert rep["legit_logins_blocked"] == 0
+    assert rep["legit_logins_throttled"] <= 0.0005 * rep["legit_logins"]
+    assert rep["legit_login_days_deferred"] <= \
+        0.001 * rep["legit_login_days"]
+
+
 @pytest.fixture(scope="module")
 def week():
+    """The default week on the day of deployment (no history: the harder
+    case; isp-week.yaml, warm, is in doc/efficacy.md)."""
     if SANITIZED:
         pytest.skip("default week: optimised build only (see SANITIZED)")
-    return sim_json("isp-week.yaml")
+    return sim_json("isp-week-cold.yaml")
 
 
 def test_default_week_baseline_and_counts(week):
@@ -89,8 +105,8 @@ def test_default_week_targets(week):
     """BRIEF.md targets, with content fingerprints (the shipped config has
     the milter): distributed campaigns included."""
     assert week["legit_accounts_blocked"] == 0
-    assert week["legit_customer_days_deferred"] <= \
-        0.001 * week["legit_customer_days"]
+    assert_precision(week)
+    assert week["logins"] > week["customers"]  # businesses' staff logins
     assert week["spam_share_after"] <= 0.005
     for kind, k in week["by_kind"].items():
         assert k["zombie_accounts_caught"] >= 0.99 * k["zombie_accounts"]
@@ -104,7 +120,7 @@ def test_default_week_without_content_misses_campaigns():
     messages per zombie are too few for per-account evidence."""
     if SANITIZED:
         pytest.skip("default week: optimised build only (see SANITIZED)")
-    week = sim_json("isp-week.yaml", "--no-content")
+    week = sim_json("isp-week-cold.yaml", "--no-content")
     assert week["legit_accounts_blocked"] == 0
     assert week["spam_share_after_without_campaigns"] <= 0.005
     camp = week["by_kind"]["campaign"]
@@ -176,6 +192,13 @@ def test_live_protocol_path_agrees(tmp_path):
         capture_output=True, text=True, timeout=300, check=True).stdout)
     for rep in (live, inproc):
         rep.pop("wall_seconds")
+    for k in ("legit_logins", "legit_logins_watched",
+              "legit_logins_throttled", "legit_logins_blocked"):
+        inproc.pop(k)  # the states of logins: in-process only
+    # what deferred: the rule or state is in-process only (a reply does
+    # not name it); the counts agree
+    assert sum(live.pop("legit_deferred_by").values()) == \
+        sum(inproc.pop("legit_deferred_by").values())
     assert live["policy_requests"] > 10000
     assert live == inproc
 
@@ -184,8 +207,8 @@ def test_cgnat_and_roaming_do_not_matter():
     rep = sim_json("cgnat-roaming.yaml")
     assert_consistent(rep)
     assert rep["spam_messages"] == 0 and rep["zombie_accounts"] == 0
-    assert rep["legit_customer_days"] > 10000
-    assert rep["legit_customer_days_deferred"] == 0
+    assert rep["legit_login_days"] > 10000
+    assert rep["legit_login_days_deferred"] == 0
 
 
 def test_quiet_template_zombies_are_caught_by_their_template(tmp_path):
@@ -229,8 +252,30 @@ def test_hard_legit_scenarios_report(scenario):
     # a deferred person's client retries: nothing is lost for good
     assert rep["legit_messages_lost"] == 0
     assert rep["legit_accounts_blocked"] == 0
-    assert rep["legit_customer_days_deferred"] <= \
-        0.001 * rep["legit_customer_days"]
+    assert_precision(rep)
+
+
+@pytest.mark.parametrize("scenario", ["business-staff.yaml",
+                                      "shared-office.yaml",
+                                      "stale-newsletter.yaml",
+                                      "stale-newsletter-cold.yaml"])
+def test_business_customers_and_stale_lists(scenario):
+    """Real customer shapes (issue 11): a company's staff logins grouped
+    as one customer, shared office logins without a map, newsletters to
+    lists with 2-5 % hard bounces; cold and warm starts. No legitimate
+    login blocked, and the zombies among them still caught."""
+    rep = sim_json(scenario)
+    assert_consistent(rep)
+    assert_precision(rep)
+    assert rep["zombie_accounts_caught"] == rep["zombie_accounts"] > 0
+    assert rep["spam_share_after"] <= 0.005
+    assert rep["spam_accepted_per_zombie_median"] <= 10
+    if scenario.startswith("stale"):
+        assert rep["outcomes_bad_recipient"] > 0.02 * rep["outcomes_delivered"]
+    else:
+        assert rep["logins"] > rep["customers"]
+    assert rep["history_days"] == (14 if scenario == "stale-newsletter.yaml"
+                                   else 0)
 
 
 def test_svg_charts(tmp_path):
