@@ -418,6 +418,14 @@ finish(struct cp_engine *e, const struct cp_meter_op *op,
         e->stats.shadow_would[d->verdict]++;
 }
 
+/* The (account, recipient) pair's hash for the delivered table. */
+static uint64_t
+pair_hash(const char *key, size_t klen, const char *rcpt, size_t rlen)
+{
+    return (hmap_hash(key, klen) * 0x9e3779b97f4a7c15ULL) ^
+           hmap_hash_lower(rcpt, rlen);
+}
+
 /* ---- compromise detection and account states ---- */
 
 int
@@ -523,6 +531,13 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
     memset(&in, 0, sizeof(in));
     in.cust = d->id.cust;
     in.shared = shared;
+    if (e->delivered.used > 0 && req->recipient.len > 0)
+        in.rcpt_seen = tagset_has(&e->delivered,
+                                  pair_hash(d->id.dkey, d->id.dkeylen,
+                                            req->recipient.p,
+                                            req->recipient.len))
+                           ? CP_RCPT_DELIVERED
+                           : CP_RCPT_NEW;
     in.now_ms = now_ms;
     in.new_message = new_msg;
     in.sasl = d->id.kind == CP_ID_SASL;
@@ -857,16 +872,6 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
     step(e, det, &ref, d->score, now_ms, d, NULL);
 }
 
-/* The (account, recipient) pair's hash for the delivered table. */
-static uint64_t
-pair_hash(const struct cp_queued *q, size_t qlen, const char *rcpt,
-          size_t rlen)
-{
-    uint64_t a = hmap_hash(q->buf + qlen, q->keylen);
-
-    return (a * 0x9e3779b97f4a7c15ULL) ^ hmap_hash_lower(rcpt, rlen);
-}
-
 /* Remember an accepted recipient, or is a bounced one stale (accepted
  * before)? */
 static bool
@@ -877,7 +882,7 @@ delivered_before(struct cp_engine *e, const struct cp_queued *q, size_t qlen,
 
     if (rcpt == NULL || rlen == 0 || e->cfg->delivery.max_recipients == 0)
         return false;
-    h = pair_hash(q, qlen, rcpt, rlen);
+    h = pair_hash(q->buf + qlen, q->keylen, rcpt, rlen);
     if (o == CP_OUT_DELIVERED) {
         if (e->delivered.slot == NULL)
             tagset_init(&e->delivered, e->cfg->delivery.max_recipients);

@@ -633,9 +633,14 @@ tls_signal(struct cp_evidence *ev, const struct cp_detection *det,
     /* a new HELO and a new stack are often one new program: together
      * they count 1.5 times one, not twice */
     if (!remembered(ev->tls, ev->tls_n, CP_EV_TLS, h, &regular) && regular &&
-        !seen(ev->tls_seen, h, 32))
+        !seen(ev->tls_seen, h, 32)) {
         fire(ev, det, CP_SIG_TLS_NEW,
              *fired & (1u << CP_SIG_HELO_NEW) ? 0.5 : 1, fired);
+        /* one new stack is one fact (a new device, or a bot's engine),
+         * not one with every message: there are only a handful of stacks,
+         * and a shared login's people have most of them */
+        ev->tls_seen |= (uint32_t)seen_bits(h, 32);
+    }
     if (ev->score < det->watch_at / 2) {
         remember(ev->tls, ev->tls_n, CP_EV_TLS, h);
         ev->tls_seen |= (uint32_t)seen_bits(h, 32);
@@ -664,16 +669,26 @@ novelty_scale(const struct cp_evidence *ev)
  * same recipients: that they are "known" then is no credit. */
 static void
 recipient_signal(struct cp_evidence *ev, const struct cp_detection *det,
-                 struct policy_str rcpt, bool refused, uint32_t *fired)
+                 const struct cp_ev_input *in, uint32_t *fired)
 {
+    struct policy_str rcpt = in->recipient;
     uint64_t h = hmap_hash(rcpt.p, rcpt.len);
     unsigned b1 = (unsigned)(h & 255), b2 = (unsigned)((h >> 8) & 255);
-    bool known = (ev->bloom[b1 / 64] >> (b1 % 64) & 1) &&
-                 (ev->bloom[b2 / 64] >> (b2 % 64) & 1);
+    /* the table of recipients delivered to, where the mail log feeds it:
+     * it does not fill up as the 256 bits do (a zombie's own spam made
+     * its later recipients look known) */
+    bool known = in->rcpt_seen != CP_RCPT_UNTRACKED
+                     ? in->rcpt_seen == CP_RCPT_DELIVERED
+                     : (ev->bloom[b1 / 64] >> (b1 % 64) & 1) &&
+                           (ev->bloom[b2 / 64] >> (b2 % 64) & 1);
+    bool refused = in->refused;
     enum cp_signal s = known ? CP_SIG_KNOWN_RECIPIENT : CP_SIG_NEW_RECIPIENT;
     double w = det->weight[s] * (known ? 1 : novelty_scale(ev));
 
-    if (ev->score < det->watch_at / 2) { /* learn the owner's share */
+    /* learn the owner's share: from its own (or colleagues') mail while
+     * it looks clean; a bot's forged mail must not teach it that every
+     * recipient is new */
+    if (ev->score < det->watch_at / 2 && ev->msg_own) {
         ev->rcpt_n = (float)(ev->rcpt_n * (1 - CP_EV_RCPT_RATE) + 1);
         ev->rcpt_new = (float)(ev->rcpt_new * (1 - CP_EV_RCPT_RATE) + !known);
     }
@@ -698,15 +713,19 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
         enum sender k = sender_signal(ev, det, in, &who, fired);
 
         ev->msg_rcpt = 0;
+        ev->msg_own = k == SENDER_OWN || k == SENDER_COLLEAGUE;
         rate_signal(ev, det, in->now_ms, k != SENDER_COLLEAGUE, fired);
         helo_signal(ev, det, in, fired);
         hour_signal(ev, det, in->now_ms, fired);
         tls_signal(ev, det, in, fired);
-        if (in->sasl && in->client != NULL)
+        /* where the login's people are: a forged sender's message is
+         * evidence of its own (forged_sender), its network is not counted
+         * again */
+        if (in->sasl && in->client != NULL && k != SENDER_OTHER)
             network_signal(ev, det, in, who, fired);
     }
     if (in->recipient.p != NULL && in->recipient.len > 0)
-        recipient_signal(ev, det, in->recipient, in->refused, fired);
+        recipient_signal(ev, det, in, fired);
     if (ev->score < det->floor)
         ev->score = (float)det->floor;
     return ev->score;
@@ -779,11 +798,13 @@ cp_evidence_content(struct cp_evidence *ev, const struct cp_detection *det,
     return ev->score;
 }
 
-/* A message's delivery evidence counts within [-2, +2] in all. */
+/* A message's delivery evidence counts within [-0.5, +2] in all:
+ * accepted mail is little credit (spam to a clean list is accepted too),
+ * bounces are evidence unless its deliveries outweigh them. */
 static double
 clamp_delivery(double x)
 {
-    return x > 2.0 ? 2.0 : x < -2.0 ? -2.0 : x;
+    return x > 2.0 ? 2.0 : x < -0.25 ? -0.25 : x;
 }
 
 double

@@ -45,6 +45,7 @@ struct cp_evidence {
     float score;
     float hourly_mean;            /* messages per active hour, EWMA */
     float msg_rcpt;               /* recipient evidence in this message */
+    uint8_t msg_own;              /* this message is from its own sender */
     uint32_t hour;                /* hour index of hour_count */
     uint16_t hour_count;
     uint8_t owned_n[CP_EV_OWNED];
@@ -87,6 +88,11 @@ struct cp_evidence {
     uint32_t run_last_s;          /* the run's latest message, seconds */
 };
 
+/* Was the recipient delivered to by this account before (the engine's
+ * table, fed by the mail log)? Untracked: no table (no mail log), the
+ * account's own recipient filter decides. */
+enum cp_rcpt_seen { CP_RCPT_UNTRACKED, CP_RCPT_NEW, CP_RCPT_DELIVERED };
+
 struct cp_ev_input {
     int64_t now_ms;
     bool new_message;             /* first RCPT of a message */
@@ -99,6 +105,8 @@ struct cp_ev_input {
                                        its domains are owned */
     struct cp_evidence *shared;   /* the customer's record (or NULL): the
                                      senders its logins learned, shared */
+    enum cp_rcpt_seen rcpt_seen;  /* from the engine's table of
+                                     recipients delivered to */
 };
 
 /*

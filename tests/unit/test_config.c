@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/custmap.h"
+#include "core/identity.h"
 #include "helpers.h"
 #include "util/inet.h"
 
@@ -258,6 +259,59 @@ test_map(void **state)
     cp_config_free(cfg);
 }
 
+/* domains=: a customer's own mail domains, owned by all its logins; the
+ * map lists each customer's logins; identity keeps the state per login
+ * (dkey) and the limits per customer (key). */
+static void
+test_map_domains_and_logins(void **state)
+{
+    char err[CP_ERR_MAX];
+    struct cp_config *cfg =
+        load_with_map("office@acme.example acme residential "
+                      "domains=acme.example,Acme-Shop.example\n"
+                      "anna@acme.example   acme\n"
+                      "192.0.2.0/24        acme\n"
+                      "bob@isp.example     bob\n",
+                      err);
+    const struct cp_customer *c;
+    struct cp_identity id;
+    const char *a = "anna@acme-shop.EXAMPLE";
+
+    (void)state;
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    c = cp_custmap_customer(cfg, "acme", 4);
+    assert_non_null(c);
+    assert_int_equal(c->ndomains, 2);
+    assert_int_equal(c->nlogins, 2);
+    assert_int_equal(c->nnetworks, 1);
+    assert_string_equal(c->logins[0], "office@acme.example");
+    assert_true(cp_customer_owns(c, a, strlen(a)));
+    assert_true(cp_customer_owns(c, "x@acme.example", 14));
+    assert_false(cp_customer_owns(c, "x@acme.example.evil", 19));
+    assert_false(cp_customer_owns(c, "acme.example", 12));
+    assert_false(cp_customer_owns(cp_custmap_customer(cfg, "bob", 3),
+                                  "x@acme.example", 14));
+    /* a mapped login: its own state, its customer's limits */
+    assert_int_equal(cp_identity_lookup(cfg, "anna@acme.example", 17, &id), 0);
+    assert_string_equal(id.key, "c:acme");
+    assert_string_equal(id.dkey, "u:anna@acme.example");
+    assert_false(cp_identity_one_record(&id));
+    /* a mapped network: the client address's own state */
+    assert_int_equal(cp_identity_lookup(cfg, "192.0.2.7", 9, &id), 0);
+    assert_string_equal(id.key, "c:acme");
+    assert_string_equal(id.dkey, "ip:192.0.2.7/32");
+    /* the customer itself (an operator's block covers its logins) */
+    assert_int_equal(cp_identity_lookup(cfg, "c:acme", 6, &id), 0);
+    assert_string_equal(id.dkey, "c:acme");
+    assert_true(cp_identity_one_record(&id));
+    /* an unmapped login: one record */
+    assert_int_equal(cp_identity_lookup(cfg, "zed@isp.example", 15, &id), 0);
+    assert_string_equal(id.key, "u:zed@isp.example");
+    assert_true(cp_identity_one_record(&id));
+    cp_config_free(cfg);
+}
+
 static void
 expect_map_error(const char *map, const char *what)
 {
@@ -285,6 +339,14 @@ test_map_errors(void **state)
     expect_map_error("a@x c1 contact=a\rb@x\n", ":1: contact=: character");
     expect_map_error("a@x c1 contact=p@h.example\nb@x c1 contact=q@h.example\n",
                      ":2: customer c1 already has contact p@h.example");
+    expect_map_error("a@x c1 domains=a.example\nb@x c1 domains=b.example\n",
+                     ":2: domains of customer c1 already given on line 1");
+    expect_map_error("a@x c1 domains=a.example,,b.example\n",
+                     ":1: domains=: '' is not a domain");
+    expect_map_error("a@x c1 domains=u@a.example\n",
+                     ":1: domains=: 'u@a.example' is not a domain");
+    expect_map_error("a@x c1 domains=localhost\n",
+                     ":1: domains=: 'localhost' is not a domain");
 }
 
 int
@@ -295,6 +357,7 @@ main(void)
         cmocka_unit_test(test_sections),
         cmocka_unit_test(test_errors),         cmocka_unit_test(test_map),
         cmocka_unit_test(test_map_errors),
+        cmocka_unit_test(test_map_domains_and_logins),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

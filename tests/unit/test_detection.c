@@ -10,8 +10,10 @@
 
 #include <cmocka.h>
 
+#include "core/config.h"
 #include "core/evidence.h"
 #include "core/lifecycle.h"
+#include "util/hmap.h"
 
 #define MIN 60000LL
 #define HOUR 3600000LL
@@ -452,6 +454,219 @@ test_networks_and_decay(void **state)
                 1e-3);
 }
 
+/* One message of `login` from `ip`, as `from`, with the customer's
+ * record `shared` and customer `cust` (either NULL). */
+static uint32_t
+send_as(struct cp_evidence *ev, int64_t t, const char *login,
+        const char *from, const char *ip, struct cp_evidence *shared,
+        const struct cp_customer *cust)
+{
+    struct cp_ev_input in;
+    struct inet_addr a;
+    uint32_t f;
+
+    memset(&in, 0, sizeof(in));
+    in.now_ms = t;
+    in.new_message = true;
+    in.sasl = true;
+    in.login = policy_str_c(login);
+    in.sender = policy_str_c(from);
+    in.recipient = policy_str_c("friend@other.example");
+    assert_true(inet_parse(ip, strlen(ip), &a));
+    in.client = &a;
+    in.shared = shared;
+    in.cust = cust;
+    cp_evidence_rcpt(ev, &det, &in, &f);
+    return f;
+}
+
+/* A shared office login: its people send as themselves at the login's
+ * domain (colleagues: no evidence, no credit), at the company's other
+ * domain with a colleague's local part, and at the customer's domains
+ * (the map's domains=: owned); what one login of a customer learns, its
+ * colleagues' logins own too. */
+static void
+test_colleagues_and_customer_domains(void **state)
+{
+    const uint32_t forged = 1u << CP_SIG_FORGED_SENDER,
+                   own = 1u << CP_SIG_OWNED_SENDER;
+    struct cp_evidence ev, other, shared;
+    struct cp_customer cust;
+    uint32_t f;
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    f = send_as(&ev, 0, "office@acme.example", "anna@acme.example",
+                "192.0.2.10", NULL, NULL);
+    assert_false(f & (forged | own));
+    f = send_as(&ev, MIN, "office@acme.example", "anna@acme-shop.example",
+                "192.0.2.10", NULL, NULL);
+    assert_false(f & forged); /* anna: a colleague's local part */
+    f = send_as(&ev, 2 * MIN, "office@acme.example", "x77@acme-shop.example",
+                "192.0.2.10", NULL, NULL);
+    assert_true(f & forged);  /* nobody's */
+    f = send_as(&ev, 3 * MIN, "office@acme.example", "bot@free.example",
+                "192.0.2.10", NULL, NULL);
+    assert_true(f & forged);
+    /* the map names the customer's domains: any address there is owned */
+    memset(&ev, 0, sizeof(ev));
+    memset(&cust, 0, sizeof(cust));
+    cust.domain[cust.ndomains++] = hmap_hash_lower("acme-shop.example", 17);
+    f = send_as(&ev, 0, "office@acme.example", "x77@ACME-shop.example",
+                "192.0.2.10", NULL, &cust);
+    assert_true(f & own);
+    /* an alias one login learns is owned by the customer's other logins */
+    memset(&ev, 0, sizeof(ev));
+    memset(&other, 0, sizeof(other));
+    memset(&shared, 0, sizeof(shared));
+    for (int i = 0; i < 2; i++)
+        send_as(&ev, i * MIN, "anna@acme.example", "sales@acme.example",
+                "192.0.2.10", &shared, NULL);
+    f = send_as(&other, 3 * MIN, "bob@isp.example", "sales@acme.example",
+                "192.0.2.10", &shared, NULL);
+    assert_true(f & own);
+    f = send_as(&other, 4 * MIN, "bob@isp.example", "sales@acme.example",
+                "192.0.2.10", NULL, NULL);
+    assert_false(f & own); /* not without the customer's record */
+}
+
+/* networks: a login's own places (office, home line, a phone's carrier)
+ * are learned; a shared login's people at their homes within the hour are
+ * expected; stolen credentials used from one unrelated network after
+ * another are not. */
+static void
+test_networks_learned(void **state)
+{
+    const uint32_t bit = 1u << CP_SIG_NETWORKS;
+    static const char *const own[] = {"185.0.0.10", "81.3.7.10",
+                                      "100.81.4.9", "100.81.200.1"};
+    struct cp_evidence ev;
+    char ip[32], from[64];
+    uint32_t f = 0;
+
+    (void)state;
+    det.weight[CP_SIG_NETWORKS] = 2.0;
+    memset(&ev, 0, sizeof(ev));
+    /* two days of a person's habits: office, home, the phone (a carrier's
+     * pool: another address, the same network, every time) */
+    for (int d = 0; d < 2; d++)
+        for (int i = 0; i < 12; i++)
+            f |= send_as(&ev, d * 24 * HOUR + i * 5 * MIN, "anna@acme.example",
+                         "anna@acme.example", own[i % 4], NULL, NULL);
+    assert_false(f & bit);
+    f = 0;
+    for (int i = 0; i < 8; i++) { /* all four within ten minutes */
+        f |= send_as(&ev, 3 * 24 * HOUR + i * MIN, "anna@acme.example",
+                     "anna@acme.example", own[i % 4], NULL, NULL);
+    }
+    assert_false(f & bit);
+    /* then someone else, from unrelated networks */
+    for (int i = 0; i < 6; i++) {
+        snprintf(ip, sizeof(ip), "203.%d.7.1", 10 + i);
+        f |= send_as(&ev, 3 * 24 * HOUR + (10 + i) * MIN, "anna@acme.example",
+                     "anna@acme.example", ip, NULL, NULL);
+    }
+    assert_true(f & bit);
+    assert_int_equal(ev.fired[CP_SIG_NETWORKS], 3); /* the 4th, 5th, 6th */
+    /* a shared login on its first day: six people, each at home */
+    memset(&ev, 0, sizeof(ev));
+    f = 0;
+    for (int i = 0; i < 6; i++) {
+        snprintf(ip, sizeof(ip), "81.%d.7.1", 10 + i);
+        snprintf(from, sizeof(from), "p%d@acme.example", i);
+        f |= send_as(&ev, i * MIN, "office@acme.example", from, ip, NULL,
+                     NULL);
+    }
+    assert_false(f & bit);
+}
+
+/* A new account (fewer than detection.learning messages learned) is
+ * throttled on any evidence, blocked only on the receivers' word. */
+static void
+test_learning_period(void **state)
+{
+    struct cp_evidence ev;
+
+    (void)state;
+    det.learning = 50;
+    memset(&ev, 0, sizeof(ev));
+    ev.sig[CP_SIG_FORGED_SENDER] = 9;
+    ev.sig[CP_SIG_NEW_RECIPIENT] = 6;
+    assert_int_equal(cp_evidence_corroboration(&ev), 2);
+    assert_int_equal(cp_evidence_block_signals(&ev, &det), 1);
+    ev.sig[CP_SIG_BAD_RECIPIENT] = 4;
+    assert_int_equal(cp_evidence_block_signals(&ev, &det), 3);
+    ev.sig[CP_SIG_BAD_RECIPIENT] = 0;
+    ev.msgs_learned = 50; /* its habits are known */
+    assert_int_equal(cp_evidence_block_signals(&ev, &det), 2);
+    det.learning = 0;
+}
+
+/* A message's delivery evidence is its net, within +-2: a newsletter's
+ * batch of 50 with two stale addresses is credit, whatever the order its
+ * outcomes arrive in; a harvested list's message is evidence. */
+static void
+test_delivery_evidence_is_net_per_message(void **state)
+{
+    struct cp_evidence ev;
+    uint32_t f;
+    float msg;
+
+    (void)state;
+    det.weight[CP_SIG_BAD_RECIPIENT] = 2.0;
+    det.weight[CP_SIG_DELIVERED] = -0.25;
+    for (int order = 0; order < 2; order++) {
+        memset(&ev, 0, sizeof(ev));
+        msg = 0;
+        for (int i = 0; i < 50; i++) {
+            bool bad = order ? i < 2 : i >= 48; /* bounces first or last */
+
+            cp_evidence_outcome(&ev, &det,
+                                bad ? CP_SIG_BAD_RECIPIENT : CP_SIG_DELIVERED,
+                                1, &msg, 1000, &f);
+        }
+        assert_true(fabs(ev.score - -2.0) < 1e-4);
+    }
+    memset(&ev, 0, sizeof(ev));
+    msg = 0;
+    for (int i = 0; i < 8; i++)
+        cp_evidence_outcome(&ev, &det,
+                            i % 3 == 0 ? CP_SIG_BAD_RECIPIENT : CP_SIG_DELIVERED,
+                            1, &msg, 1000, &f);
+    assert_true(fabs(ev.score - 2.0) < 1e-4);
+}
+
+/* New recipients weigh by the owner's own share of new ones: nothing for
+ * an account still meeting its address book, full weight for one that
+ * writes to people it knows. */
+static void
+test_new_recipients_against_the_owners_share(void **state)
+{
+    struct cp_evidence fresh, settled;
+    char rcpt[64];
+    float f0, s0;
+
+    (void)state;
+    memset(&fresh, 0, sizeof(fresh));
+    memset(&settled, 0, sizeof(settled));
+    for (int i = 0; i < 60; i++) { /* everyone new: a shared login's day */
+        snprintf(rcpt, sizeof(rcpt), "n%d@x.example", i);
+        send(&fresh, i * MIN, "office@acme.example", "office@acme.example",
+             rcpt, "192.0.2.1", NULL);
+    }
+    for (int i = 0; i < 60; i++) /* one known friend, again and again */
+        send(&settled, i * MIN, "ann@isp.example", "ann@isp.example",
+             "mum@home.example", "192.0.2.1", NULL);
+    f0 = fresh.sig[CP_SIG_NEW_RECIPIENT];
+    s0 = settled.sig[CP_SIG_NEW_RECIPIENT];
+    send(&fresh, 60 * MIN, "office@acme.example", "office@acme.example",
+         "stranger@x.example", "192.0.2.1", NULL);
+    send(&settled, 60 * MIN, "ann@isp.example", "ann@isp.example",
+         "stranger@x.example", "192.0.2.1", NULL);
+    assert_true(fresh.sig[CP_SIG_NEW_RECIPIENT] - f0 < 0.01);
+    assert_true(settled.sig[CP_SIG_NEW_RECIPIENT] - s0 > 0.09);
+}
+
 static void
 test_lifecycle(void **state)
 {
@@ -512,6 +727,13 @@ main(void)
         cmocka_unit_test_setup(test_address_keyed_account_learns_its_sender,
                                setup),
         cmocka_unit_test_setup(test_networks_and_decay, setup),
+        cmocka_unit_test_setup(test_colleagues_and_customer_domains, setup),
+        cmocka_unit_test_setup(test_networks_learned, setup),
+        cmocka_unit_test_setup(test_learning_period, setup),
+        cmocka_unit_test_setup(test_delivery_evidence_is_net_per_message,
+                               setup),
+        cmocka_unit_test_setup(test_new_recipients_against_the_owners_share,
+                               setup),
         cmocka_unit_test_setup(test_lifecycle, setup),
     };
 
