@@ -798,7 +798,7 @@ cp_evidence_content(struct cp_evidence *ev, const struct cp_detection *det,
     return ev->score;
 }
 
-/* A message's delivery evidence counts within [-0.5, +2] in all:
+/* A message's delivery evidence counts within [-0.25, +2] in all:
  * accepted mail is little credit (spam to a clean list is accepted too),
  * bounces are evidence unless its deliveries outweigh them. */
 static double

@@ -133,7 +133,7 @@ double cp_evidence_content(struct cp_evidence *ev,
  * Add one delivery outcome of a message (from the mail log): signal
  * bad_recipient, remote_reject or delivered, times `scale`. `*msg` is the
  * message's delivery evidence so far (kept by the caller with its queue
- * id): a message's outcomes count at most +2 and -0.5 in all, so one big
+ * id): a message's outcomes count at most +2 and -0.25 in all, so one big
  * message to a stale list cannot decide alone: the message's net
  * evidence is clamped, so its deliveries weigh against its bounces.
  * Returns the score after.
