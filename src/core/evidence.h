@@ -37,7 +37,7 @@
 #define CP_EV_RATE_HOURS 8
 /* new_recipient: the owner's share of new recipients is learned over
  * about the last 1 / CP_EV_RCPT_RATE recipients */
-#define CP_EV_RCPT_RATE 0.02
+#define CP_EV_RCPT_RATE 0.005
 #define CP_EV_RATE_NEW 20
 
 struct cp_evidence {

@@ -34,10 +34,16 @@ class Daemon:
     appended to the generated config); `customer_map` the text of the map.
     `extra` maps top-level sections to YAML text added inside them, e.g.
     {"daemon": "shadow: true"}.
+
+    `learning` is detection.learning: the tests of what a block does
+    (notices, holds, releases) use accounts past their learning period
+    (0: every account has habits enough to be blocked on the envelope's
+    evidence); None leaves the shipped default (test_logins.py tests it).
     """
 
     def __init__(self, tmpdir, classes=DEFAULT_CLASSES, customer_map="",
-                 extra=None, tcp_port=None):
+                 extra=None, tcp_port=None, learning=0):
+        self.learning = learning
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
         self.policy_sock = os.path.join(self.dir, "policy.sock")
@@ -71,7 +77,20 @@ class Daemon:
                 sect.get("identity", "") +
                 "accounting:\n" +
                 sect.get("accounting", "  reservation_timeout: 3s\n") +
-                classes)
+                self.with_learning(classes))
+
+    def with_learning(self, text):
+        """detection.learning in the detection section of `text` (one is
+        added if there is none)."""
+        if self.learning is None or "\n  learning:" in text:
+            return text
+        line = "  learning: %d\n" % self.learning
+        if text.startswith("detection:\n") or "\ndetection:\n" in text:
+            head, sep, tail = text.partition(
+                "detection:\n" if text.startswith("detection:\n")
+                else "\ndetection:\n")
+            return head + sep + line + tail
+        return text + "detection:\n" + line
 
     def write_config(self, classes, customer_map="", extra=None):
         with open(self.config, "w") as f:
