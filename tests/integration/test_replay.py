@@ -375,3 +375,104 @@ def test_replay_real_postfix_log(pf):
                and x["client"] == "127.0.0.1" for x in got)
     sam = account(rep, "u:sam@test.example")
     assert (sam["messages"], sam["recipients"], sam["would"]) == (1, 2, 0)
+
+
+TINY = """name: "tiny: a stolen staff login among colleagues, one blaster"
+seed: 7
+days: 2
+spam_share: 0.3
+map: customers
+customers:
+  - class: residential
+    customers: 300
+    messages_per_day: { median: 2, sigma: 1.0, max: 40 }
+  - class: business
+    customers: 20
+    active_share: 1.0
+    messages_per_day: { median: 8, sigma: 0.8, max: 200 }
+    diurnal: business
+    staff: { logins: { mean: 4, max: 10 }, shared: 0.3, domains: 2 }
+infections:
+  - kind: stolen_credentials
+    class: business
+    calibrate: false
+    accounts: 1
+    start_from: 6h
+    start_to: 20h
+    rate_per_hour: 200
+    duration_min: 4h
+    duration_max: 6h
+  - kind: blaster
+    class: residential
+    calibrate: false
+    accounts: 1
+    start_from: 8h
+    start_to: 20h
+    rate_per_hour: 1000
+    duration_min: 2h
+    duration_max: 3h
+"""
+
+
+def test_replay_reports_state_changes_of_logins(tmp_path):
+    """replay on a mail.log the simulator wrote (chokepoint sim
+    --maillog): every login that changed state is in accounts[] with its
+    login, customer and transitions[] ({time, from, to, score, signals});
+    the summary counts logins by the worst state they reached; the
+    zombies of the truth file are the ones stopped, and
+    sim/replay-efficacy.py measures the same from the same files."""
+    scen = tmp_path / "tiny.yaml"
+    scen.write_text(TINY)
+    log, truth, mp = (str(tmp_path / n) for n in ("week.log", "truth.tsv",
+                                                  "map"))
+    subprocess.run([CHOKEPOINT, "sim", str(scen), "--maillog", log,
+                    "--truth", truth], check=True, capture_output=True,
+                   timeout=120)
+    subprocess.run([CHOKEPOINT, "sim", str(scen), "--map-out", mp],
+                   check=True, capture_output=True, timeout=120)
+    cfg = os.path.join(ROOT, "etc", "chokepoint.yaml")
+    rep = replay(log, cfg, "--map", mp, "--list", "100000")
+    zombies = {l.split("\t")[3]: l.split("\t")[2]
+               for l in open(truth) if l.startswith("zombie\t")}
+    assert len(zombies) == 2, zombies
+    by_key = {a["key"]: a for a in rep["accounts"]}
+    for who, kind in zombies.items():
+        key = "u:" + who if "@" in who else "ip:%s/32" % who
+        a = by_key[key]
+        assert a["worst_state"] in ("THROTTLED", "BLOCKED"), a
+        tr = a["transitions"]
+        assert tr[0]["from"] == "NORMAL" and tr[-1]["to"] == a["worst_state"]
+        for t in tr:
+            assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+                            t["time"]), t
+            assert t["score"] > 0 and t["signals"], t
+            assert {"signal", "share", "times"} <= set(t["signals"][0])
+        if kind == "stolen_credentials":
+            assert a["customer"] is not None and a["login"] == who
+            assert a["limits_key"] == "c:" + a["customer"]
+    by = rep["logins_by_worst_state"]
+    assert sum(by.values()) == rep["accounts_total"]
+    assert by["BLOCKED"] + by["THROTTLED"] >= 2
+    legit = [a for a in rep["accounts"]
+             if a["login"] and a["login"] not in zombies]
+    assert legit and all(a["worst_state"] in ("NORMAL", "WATCH")
+                         for a in legit), [a for a in legit
+                                           if a["worst_state"] not in
+                                           ("NORMAL", "WATCH")][:3]
+    # the text report shows the changes with their evidence
+    out = subprocess.run([CHOKEPOINT, "replay", log, "--config", cfg,
+                          "--map", mp], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "state changes (the evidence at the time):" in out, out[:2000]
+    assert re.search(r"NORMAL -> WATCH score \d+\.\d: \w+ \+", out), out
+    # the same measured by the script that builds doc/efficacy.md's table
+    r = subprocess.run(["/usr/bin/python3",
+                        os.path.join(ROOT, "sim", "replay-efficacy.py"),
+                        "--json", "--build", os.path.dirname(CHOKEPOINT),
+                        str(scen)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    eff = json.loads(r.stdout)[0]
+    assert eff["zombie_accounts_caught"] == eff["zombie_accounts"] == 2
+    assert eff["legit_logins_blocked"] == 0
+    assert eff["spam_share_after"] < 0.1 * eff["spam_share_before"]
