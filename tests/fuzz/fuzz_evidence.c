@@ -21,8 +21,9 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1, -0.2, 0.5, 2.0,
-                                           2.0, 1.5, -0.05, 2.5, 0.5, 2.0,
-                                           1.0, 0.5, 6.0};
+                                           2.0, 1.5, -0.25, 2.5, 0.5, 2.0,
+                                           1.0, 0.5, 6.0, 3.0, 0.2};
+    struct cp_customer cust;
     unsigned char rec[CP_EV_PACKED];
     struct cp_detection det;
     struct cp_evidence ev;
@@ -51,6 +52,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     det.block_at = 15;
     det.networks = 4;
     det.rate_factor = 4;
+    det.learning = 50;
     memcpy(det.weight, w, sizeof(w));
     now = ev.t_ms + 60000;
     memset(&in, 0, sizeof(in));
@@ -67,6 +69,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in.refused = true;
     in.now_ms = now + 1000;
     cp_evidence_rcpt(&ev, &det, &in, &fired);
+    /* a customer's login: the stored record as the customer's shared one
+     * too, its domains, the table of recipients delivered to */
+    memset(&cust, 0, sizeof(cust));
+    cust.domain[cust.ndomains++] = 42;
+    in.cust = &cust;
+    in.shared = &ev;
+    in.rcpt_seen = CP_RCPT_NEW + (size & 1);
+    in.sender = policy_str_c("anna@acme.example");
+    in.new_message = true;
+    in.now_ms = now + 1500;
+    cp_evidence_rcpt(&ev, &det, &in, &fired);
+    cp_evidence_block_signals(&ev, &det);
     cp_evidence_eom(&ev, &det, size, now + 2000, &fired);
     cp_evidence_outcome(&ev, &det, CP_SIG_BAD_RECIPIENT, 1, &msg, now + 3000,
                         &fired);
