@@ -374,6 +374,21 @@ compromised(int st)
     return st == CP_ST_THROTTLED || st == CP_ST_BLOCKED;
 }
 
+size_t
+admin_logins_compromised(struct daemon *d, const struct cp_customer *cu)
+{
+    size_t bad = 0;
+
+    for (size_t i = 0; i < cu->nlogins; i++) {
+        struct cp_counters c;
+        double score;
+
+        bad += login_state(d, cu->logins[i], &c, &score) &&
+               compromised(c.state);
+    }
+    return bad;
+}
+
 /*
  * A customer's logins (from the map) with their states: each login has
  * its own evidence and state, so one stolen login is stopped while its

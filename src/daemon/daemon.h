@@ -101,6 +101,8 @@ void conn_close_all(struct daemon *d);
 /* admin.c */
 int admin_listen(struct daemon *d);
 void admin_close(struct daemon *d);
+/* how many of a mapped customer's logins are THROTTLED or BLOCKED */
+size_t admin_logins_compromised(struct daemon *d, const struct cp_customer *cu);
 
 /* checkpoint.c */
 void ckpt_start(struct daemon *d);

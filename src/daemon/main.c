@@ -205,6 +205,37 @@ notify(struct daemon *d, const struct cp_decision *dec,
     outbox_incident(d->outbox, d->cfg, &in, now_ms);
 }
 
+static bool
+is_compromised(int st)
+{
+    return st == CP_ST_THROTTLED || st == CP_ST_BLOCKED;
+}
+
+/*
+ * Several logins of one customer stopped by their evidence at once: the
+ * customer's computers or its password store, not one person's. Said at
+ * the customer's level when the second (third, ...) login is stopped.
+ */
+static void
+warn_customer(struct daemon *d, const struct cp_decision *dec)
+{
+    const struct cp_customer *cu = dec->id.cust;
+    char id[CP_KEY_MAX * 4 + 4];
+    size_t bad;
+
+    if (d->actor != NULL || cu == NULL || cu->nlogins < 2 ||
+        !is_compromised(dec->state) || is_compromised(dec->prev_state))
+        return;
+    bad = admin_logins_compromised(d, cu);
+    if (bad < 2)
+        return;
+    str_escape(id, sizeof(id), cu->id, strlen(cu->id), CP_KEY_MAX);
+    msg_warn("customer %s: %zu of its %zu logins are throttled or blocked "
+             "at once: look at the customer's computers, not only at one "
+             "person's (chokepoint show c:%s)",
+             id, bad, cu->nlogins, id);
+}
+
 /*
  * An account changed state (engine callback, before the reply): make it
  * durable and say why. A failed write is logged; mail decisions go on.
@@ -233,6 +264,7 @@ on_transition(void *arg, const struct cp_decision *dec,
     str_escape(key, sizeof(key), dec->id.dkey, dec->id.dkeylen, CP_KEY_MAX);
     msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
              d->actor ? d->actor : "evidence", reason);
+    warn_customer(d, dec);
     /* the state and the jobs of its incident: one transaction */
     if (cp_sqlite_begin(d->db_sync, err) < 0)
         msg_error("account %s: %s", key, err);

@@ -73,6 +73,10 @@ def test_stolen_login_is_stopped_colleagues_go_on(tmp_path):
         assert cust["logins_compromised"] == 2, cust
         text = ctl(d, "show", "c:acme").stdout
         assert "2 of its logins are throttled or blocked at once" in text, text
+        # and said in the log when the second one is stopped
+        log = d.read_log()
+        assert ("customer acme: 2 of its 4 logins are throttled or blocked "
+                "at once") in log, log[-2000:]
         text = ctl(d, "show", "bob@acme.example").stdout
         assert "account u:bob@acme.example  customer acme" in text, text
         assert "limits and the customer's own state: c:acme (NORMAL)" in text
