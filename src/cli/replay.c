@@ -1462,27 +1462,21 @@ static void
 transition_signals(struct strbuf *sb, const struct rp_transition *t,
                    bool json)
 {
-    bool used[CP_SIG_COUNT] = {false};
+    uint8_t order[CP_SIG_COUNT];
+    size_t n = cp_signals_ranked(t->share, t->times, order);
 
-    for (int k = 0; k < CP_SIG_COUNT; k++) {
-        int best = -1;
+    for (size_t k = 0; k < n; k++) {
+        int s = order[k];
 
-        for (int i = 0; i < CP_SIG_COUNT; i++)
-            if (!used[i] && t->times[i] > 0 &&
-                (best < 0 || fabsf(t->share[i]) > fabsf(t->share[best])))
-                best = i;
-        if (best < 0)
-            break;
-        used[best] = true;
         if (json) {
             sb_printf(sb, "%s{\"signal\":\"%s\",\"share\":", k ? "," : "",
-                      cp_signal_name((enum cp_signal)best));
-            sb_json_num(sb, round(t->share[best] * 100) / 100);
-            sb_printf(sb, ",\"times\":%u}", t->times[best]);
+                      cp_signal_name((enum cp_signal)s));
+            sb_json_num(sb, round(t->share[s] * 100) / 100);
+            sb_printf(sb, ",\"times\":%u}", t->times[s]);
         } else {
             sb_printf(sb, "%s%s %+.1f (%ux)", k ? ", " : "",
-                      cp_signal_name((enum cp_signal)best), t->share[best],
-                      t->times[best]);
+                      cp_signal_name((enum cp_signal)s), t->share[s],
+                      t->times[s]);
         }
     }
 }

@@ -882,6 +882,29 @@ cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len)
     return true;
 }
 
+size_t
+cp_signals_ranked(const float share[CP_SIG_COUNT],
+                  const uint16_t times[CP_SIG_COUNT],
+                  uint8_t order[CP_SIG_COUNT])
+{
+    bool used[CP_SIG_COUNT] = {false};
+    size_t n = 0;
+
+    for (; n < CP_SIG_COUNT; n++) {
+        int best = -1;
+
+        for (int i = 0; i < CP_SIG_COUNT; i++)
+            if (!used[i] && times[i] > 0 &&
+                (best < 0 || fabsf(share[i]) > fabsf(share[best])))
+                best = i;
+        if (best < 0)
+            break;
+        used[best] = true;
+        order[n] = (uint8_t)best;
+    }
+    return n;
+}
+
 void
 cp_evidence_explain(const struct cp_evidence *ev,
                     const struct cp_detection *det, int64_t now_ms,
@@ -891,23 +914,17 @@ cp_evidence_explain(const struct cp_evidence *ev,
                    ? exp2(-(double)(now_ms - ev->t_ms) /
                           (double)det->half_life_ms)
                    : 1.0;
-    bool used[CP_SIG_COUNT] = {false};
+    uint8_t order[CP_SIG_COUNT];
+    size_t nsig = cp_signals_ranked(ev->sig, ev->fired, order);
     size_t off;
 
     off = (size_t)snprintf(out, n, "score %.1f", ev->score * f);
-    for (int k = 0; k < CP_SIG_COUNT && off < n; k++) {
-        int best = -1;
+    for (size_t k = 0; k < nsig && off < n; k++) {
+        int s = order[k];
 
-        for (int i = 0; i < CP_SIG_COUNT; i++)
-            if (!used[i] && ev->fired[i] > 0 &&
-                (best < 0 || fabs(ev->sig[i]) > fabs(ev->sig[best])))
-                best = i;
-        if (best < 0)
-            break;
-        used[best] = true;
         off += (size_t)snprintf(out + off, n - off, "%s %s %+.1f (%ux)",
-                                k ? "," : ":", cp_signal_name(best),
-                                ev->sig[best] * f, ev->fired[best]);
+                                k ? "," : ":", cp_signal_name(s),
+                                ev->sig[s] * f, ev->fired[s]);
     }
 }
 

@@ -188,6 +188,11 @@ double cp_evidence_score(const struct cp_evidence *ev,
 void cp_evidence_pack(const struct cp_evidence *ev, unsigned char *out);
 bool cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len);
 
+/* The signals that fired (times > 0), largest share first (by size):
+ * their indexes in order[]; returns how many. */
+size_t cp_signals_ranked(const float share[CP_SIG_COUNT],
+                         const uint16_t times[CP_SIG_COUNT],
+                         uint8_t order[CP_SIG_COUNT]);
 /*
  * "score 12.3: forged_sender +8.0 (8x), new_recipient +3.1 (31x), ..." —
  * the signals that raised the score, largest first, for logs and reports.

@@ -41,6 +41,23 @@ setup(void **state)
     return 0;
 }
 
+/* One message's input: `login` (NULL: none) from `ip` (NULL: none). */
+static void
+msg_input(struct cp_ev_input *in, struct inet_addr *a, int64_t t,
+          const char *login, const char *from, const char *rcpt,
+          const char *ip)
+{
+    memset(in, 0, sizeof(*in));
+    in->now_ms = t;
+    in->new_message = true;
+    in->sasl = login != NULL;
+    in->login = policy_str_c(login);
+    in->sender = policy_str_c(from);
+    in->recipient = policy_str_c(rcpt);
+    if (ip && inet_parse(ip, strlen(ip), a))
+        in->client = a;
+}
+
 static double
 send(struct cp_evidence *ev, int64_t t, const char *login, const char *from,
      const char *rcpt, const char *ip, uint32_t *fired)
@@ -49,15 +66,7 @@ send(struct cp_evidence *ev, int64_t t, const char *login, const char *from,
     struct inet_addr a;
     uint32_t f;
 
-    memset(&in, 0, sizeof(in));
-    in.now_ms = t;
-    in.new_message = true;
-    in.sasl = login != NULL;
-    in.login = policy_str_c(login);
-    in.sender = policy_str_c(from);
-    in.recipient = policy_str_c(rcpt);
-    if (ip && inet_parse(ip, strlen(ip), &a))
-        in.client = &a;
+    msg_input(&in, &a, t, login, from, rcpt, ip);
     return cp_evidence_rcpt(ev, &det, &in, fired ? fired : &f);
 }
 
@@ -465,15 +474,8 @@ send_as(struct cp_evidence *ev, int64_t t, const char *login,
     struct inet_addr a;
     uint32_t f;
 
-    memset(&in, 0, sizeof(in));
-    in.now_ms = t;
-    in.new_message = true;
-    in.sasl = true;
-    in.login = policy_str_c(login);
-    in.sender = policy_str_c(from);
-    in.recipient = policy_str_c("friend@other.example");
-    assert_true(inet_parse(ip, strlen(ip), &a));
-    in.client = &a;
+    msg_input(&in, &a, t, login, from, "friend@other.example", ip);
+    assert_non_null(in.client);
     in.shared = shared;
     in.cust = cust;
     cp_evidence_rcpt(ev, &det, &in, &f);
