@@ -359,6 +359,43 @@ fire_repeat(struct cp_evidence *ev, const struct cp_detection *det,
     fire(ev, det, s, 1, fired);
 }
 
+/* The network a client is in, as a person's habits go: its /16 (IPv6
+ * /32) — an office, a home line and a phone's carrier are one each, a
+ * botnet's or a spammer's proxies are many. */
+static uint32_t
+net_hash(const struct inet_addr *a)
+{
+    struct inet_addr n = *a;
+
+    inet_mask(&n, a->family == 4 ? 16 : 32);
+    return (uint32_t)hmap_hash(&n, sizeof(n)) | 1;
+}
+
+/* Is network h one the login uses: on two days or more, or for five
+ * messages or more, learned while it looked clean? */
+static bool
+familiar(const struct cp_evidence *ev, uint32_t h)
+{
+    for (int i = 0; i < CP_EV_NETS; i++)
+        if (ev->nets[i] == h && (ev->nets_days[i] >= 2 || ev->nets_n[i] >= 5))
+            return true;
+    return false;
+}
+
+/*
+ * Is the login spread right now: `networks` fired in the last hour and
+ * this message comes from a network it does not use? Its own address is
+ * then no credit: stolen credentials are used with the owner's address.
+ */
+static bool
+spread(const struct cp_evidence *ev, const struct cp_ev_input *in)
+{
+    return in->sasl && in->client != NULL &&
+           fired_within(ev, CP_SIG_NETWORKS, (uint32_t)(in->now_ms / 1000),
+                        3600) &&
+           !familiar(ev, net_hash(in->client));
+}
+
 /* Whose the sender is: the account's own, a colleague's (a person who
  * uses this login: neither evidence nor credit), or nobody's it knows. */
 enum sender { SENDER_NONE, SENDER_OWN, SENDER_COLLEAGUE, SENDER_OTHER };
@@ -379,7 +416,7 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
     k = owned(ev, in, h)        ? SENDER_OWN
         : colleague(ev, in)     ? SENDER_COLLEAGUE
                                 : SENDER_OTHER;
-    if (k == SENDER_OWN)
+    if (k == SENDER_OWN && !spread(ev, in))
         fire_repeat(ev, det, CP_SIG_OWNED_SENDER, fired);
     else if (k == SENDER_OTHER && sender_expected(ev, in))
         fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
@@ -434,29 +471,6 @@ rate_signal(struct cp_evidence *ev, const struct cp_detection *det,
      * message), and a colleague earns none */
     if (counts && ev->hour_count > det->rate_factor * usual + 5)
         fire_repeat(ev, det, CP_SIG_RATE_JUMP, fired);
-}
-
-/* The network a client is in, as a person's habits go: its /16 (IPv6
- * /32) — an office, a home line and a phone's carrier are one each, a
- * botnet's or a spammer's proxies are many. */
-static uint32_t
-net_hash(const struct inet_addr *a)
-{
-    struct inet_addr n = *a;
-
-    inet_mask(&n, a->family == 4 ? 16 : 32);
-    return (uint32_t)hmap_hash(&n, sizeof(n)) | 1;
-}
-
-/* Is network h one the login uses: on two days or more, or for five
- * messages or more, learned while it looked clean? */
-static bool
-familiar(const struct cp_evidence *ev, uint32_t h)
-{
-    for (int i = 0; i < CP_EV_NETS; i++)
-        if (ev->nets[i] == h && (ev->nets_days[i] >= 2 || ev->nets_n[i] >= 5))
-            return true;
-    return false;
 }
 
 /* Count one message from network h (least used replaced when new). */

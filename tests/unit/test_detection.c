@@ -570,6 +570,18 @@ test_networks_learned(void **state)
     }
     assert_true(f & bit);
     assert_int_equal(ev.fired[CP_SIG_NETWORKS], 3); /* the 4th, 5th, 6th */
+    /* while spread, her address earns no credit from an unrelated network
+     * (the thief sends as her), but does from her own */
+    {
+        uint16_t credit = ev.fired[CP_SIG_OWNED_SENDER];
+
+        send_as(&ev, 3 * 24 * HOUR + 20 * MIN, "anna@acme.example",
+                "anna@acme.example", "203.40.7.1", NULL, NULL);
+        assert_int_equal(ev.fired[CP_SIG_OWNED_SENDER], credit);
+        send_as(&ev, 3 * 24 * HOUR + 21 * MIN, "anna@acme.example",
+                "anna@acme.example", own[0], NULL, NULL);
+        assert_int_equal(ev.fired[CP_SIG_OWNED_SENDER], credit + 1);
+    }
     /* a shared login on its first day: six people, each at home */
     memset(&ev, 0, sizeof(ev));
     f = 0;
