@@ -480,7 +480,7 @@ restore_state(struct daemon *d)
 {
     char err[CP_ERR_MAX];
     uint64_t t0;
-    long n, n2, nev, dropped;
+    long n, nev, dropped;
 
     d->db = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db == NULL)
@@ -501,12 +501,6 @@ restore_state(struct daemon *d)
                  "with clean evidence",
                  d->cfg->store_path, dropped);
 
-    if ((n2 = cp_sqlite_load_delivered(d->db, &d->engine.delivered,
-                                       d->cfg->delivery.max_recipients,
-                                       err)) < 0)
-        msg_fatal("store %s: %s", d->cfg->store_path, err);
-    if (n2 > 0)
-        msg_info("restored %ld recipients delivered to", n2);
     d->db_sync = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db_sync == NULL)
         msg_fatal("store: %s", err);
@@ -535,6 +529,14 @@ restore_queued(struct daemon *d)
     uint64_t t0 = clock_mono_us();
     long n;
 
+    /* the engine's table of recipients delivered to (after
+     * cp_engine_init, which starts the engine empty) */
+    n = cp_sqlite_load_delivered(d->db, &d->engine.delivered,
+                                 d->cfg->delivery.max_recipients, err);
+    if (n < 0)
+        msg_fatal("store %s: %s", d->cfg->store_path, err);
+    if (n > 0)
+        msg_info("restored %ld recipients delivered to", n);
     d->engine.q_journal = true;
     if (d->cfg->delivery.max_queue_ids == 0)
         return;

@@ -3,8 +3,8 @@ raw policy protocol against a real chokepointd: a stolen staff login is
 stopped while its colleagues go on sending; `show c:CUSTOMER` lists the
 customer's logins; a person's hold of the customer covers them all; a new
 account is throttled but blocked only on the receivers' word (the learning
-period); a state database of the format before per-login states is
-upgraded at start; `chokepoint learn` stores habits the daemon starts
+period); the recipients delivered to survive a restart; a state database
+of the format before per-login states is upgraded at start; `chokepoint learn` stores habits the daemon starts
 with."""
 import gzip
 import os
@@ -170,6 +170,58 @@ def test_new_account_blocked_only_on_the_receivers_word(tmp_path):
         zed = d.ctl("show", "zed@isp.example")
         assert zed["state"] == "BLOCKED", (zed["evidence"], accepted)
         assert "bad_recipient" in zed["evidence"]
+    finally:
+        assert d.stop() == 0
+
+
+def test_delivered_recipients_survive_a_restart(tmp_path):
+    """The table of recipients the next hop accepted is kept across a
+    restart: a bounce from an address ann's mail reached before the
+    restart is a list going stale (stale_recipient), not a harvested
+    address (bad_recipient)."""
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    d = Daemon(tmp_path / "d", classes=CLASSES +
+               "delivery:\n  log: %s\n  poll: 100ms\n" % log).start()
+
+    def mail(c, qid):
+        for attrs in (dict(recipient="pal@friend.example"),
+                      dict(recipient="", state="END-OF-MESSAGE",
+                           recipient_count="1", queue_id=qid)):
+            r = c.ask(rcpt_request(user="ann@isp.example",
+                                   sender="ann@isp.example",
+                                   instance=qid, **attrs))
+            assert "action=DUNNO" in r, r
+
+    def outcome(qid, dsn, status):
+        with open(log, "a") as f:
+            f.write("Dec  5 10:00:00 mx postfix/smtp[9]: %s: "
+                    "to=<pal@friend.example>, relay=mx[192.0.2.1]:25, "
+                    "delay=1, dsn=%s, status=%s (250 ok)\n"
+                    % (qid, dsn, status))
+
+    try:
+        c = PolicyClient(d.policy_sock)
+        mail(c, "D1E2F00001")
+        outcome("D1E2F00001", "2.0.0", "sent")
+        deadline = time.time() + 10
+        while time.time() < deadline and "delivered" not in \
+                d.ctl("show", "ann@isp.example")["evidence"]:
+            time.sleep(0.1)
+        assert "delivered" in d.ctl("show", "ann@isp.example")["evidence"]
+        assert d.stop() == 0
+        d.start()
+        assert "restored 1 recipients delivered to" in d.read_log(), \
+            d.read_log()[-1500:]
+        c = PolicyClient(d.policy_sock)
+        mail(c, "D1E2F00002")
+        outcome("D1E2F00002", "5.1.1", "bounced")
+        deadline = time.time() + 10
+        while time.time() < deadline and "stale_recipient" not in \
+                d.ctl("show", "ann@isp.example")["evidence"]:
+            time.sleep(0.1)
+        ev = d.ctl("show", "ann@isp.example")["evidence"]
+        assert "stale_recipient" in ev and "bad_recipient" not in ev, ev
     finally:
         assert d.stop() == 0
 
