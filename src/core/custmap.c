@@ -36,6 +36,7 @@ struct map_loader {
         struct cp_ruleset rules;
         int line;
     } *pending; /* overrides per customer index */
+    size_t cap; /* of pending[] and cfg->customers[] */
 };
 
 static bool
@@ -90,10 +91,13 @@ get_customer(struct map_loader *ml, const char *id, size_t len)
     c->id = xmemdup0(id, len);
     c->idlen = len;
     hmap_put(&cfg->customer_ids, h, c);
-    cfg->customers = xreallocarray(cfg->customers, cfg->ncustomers + 1,
-                                   sizeof(*cfg->customers));
-    ml->pending = xreallocarray(ml->pending, cfg->ncustomers + 1,
-                                sizeof(*ml->pending));
+    if (cfg->ncustomers == ml->cap) { /* doubling: maps of 100,000s */
+        ml->cap = ml->cap ? 2 * ml->cap : 64;
+        cfg->customers = xreallocarray(cfg->customers, ml->cap,
+                                       sizeof(*cfg->customers));
+        ml->pending = xreallocarray(ml->pending, ml->cap,
+                                    sizeof(*ml->pending));
+    }
     memset(&ml->pending[cfg->ncustomers], 0, sizeof(*ml->pending));
     c->idx = cfg->ncustomers;
     cfg->customers[cfg->ncustomers++] = c;
@@ -145,7 +149,9 @@ add_key(struct map_loader *ml, const char *k, size_t klen,
         c->nnetworks++;
         return 0;
     }
-    c->logins = xreallocarray(c->logins, c->nlogins + 1, sizeof(*c->logins));
+    if ((c->nlogins & (c->nlogins - 1)) == 0) /* 0, 1, 2, 4, ...: double */
+        c->logins = xreallocarray(c->logins, c->nlogins ? 2 * c->nlogins : 1,
+                                  sizeof(*c->logins));
     c->logins[c->nlogins++] = e->key;
     return 0;
 }
@@ -362,7 +368,7 @@ read_lines(struct map_loader *ml, FILE *fp)
 int
 cp_custmap_load(struct cp_config *cfg, char *err)
 {
-    struct map_loader ml = {cfg, err, 0, NULL};
+    struct map_loader ml = {.cfg = cfg, .err = err};
     FILE *fp;
     int rc;
 
