@@ -13,15 +13,24 @@ cd "$(dirname "$0")/.."
 CONFIG=etc/chokepoint.yaml
 
 if [ "$(id -u)" = 0 ]; then
-    mkdir -p /run/chokepoint /var/lib/chokepoint /etc/chokepoint
+    # the daemon creates /run/chokepoint and /var/lib/chokepoint itself
+    # (0750, given to daemon.user) and drops to that user
+    id -u chokepoint >/dev/null 2>&1 ||
+        useradd --system --user-group --no-create-home \
+            --home-dir /var/lib/chokepoint --shell /usr/sbin/nologin chokepoint
+    # it reads mail.log for delivery evidence when delivery.log is set
+    getent group adm >/dev/null && usermod -aG adm chokepoint
+    mkdir -p /etc/chokepoint
     [ -e /etc/chokepoint/customers.map ] ||
         install -m 0644 etc/customers.map /etc/chokepoint/customers.map
 else
+    # not root: no user to drop to, everything under RUN_DIR
     mkdir -p "$RUN_DIR"
     [ -e "$RUN_DIR/customers.map" ] || cp etc/customers.map "$RUN_DIR/"
     sed -e "s#/run/chokepoint#$RUN_DIR#g" \
         -e "s#/var/lib/chokepoint#$RUN_DIR#g" \
-        -e "s#/etc/chokepoint#$RUN_DIR#g" etc/chokepoint.yaml \
+        -e "s#/etc/chokepoint#$RUN_DIR#g" \
+        -e "/^  user: /d" etc/chokepoint.yaml \
         > "$RUN_DIR/chokepoint.yaml"
     CONFIG=$RUN_DIR/chokepoint.yaml
 fi

@@ -13,7 +13,9 @@
 #include "core/config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <math.h>
+#include <pwd.h>
 #include <libfyaml.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,6 +44,9 @@ enum ftype {
     FT_LEVEL,
     FT_ACCT_MODE,
     FT_LISTEN,
+    FT_USERS,  /* list of user names or uids */
+    FT_NETS,   /* list of CIDR prefixes */
+    FT_GROUP,  /* a group name or gid */
 };
 
 struct field {
@@ -61,6 +66,11 @@ static const struct field daemon_fields[] = {
     {"log_level", FT_LEVEL, OFF(log_level), 0, 0},
     {"decision_log", FT_STR, OFF(decision_log), 0, 0},
     {"shadow", FT_BOOL, OFF(shadow), 0, 0},
+    {"trusted_users", FT_USERS, 0, 0, 0},
+    {"trusted_networks", FT_NETS, 0, 0, 0},
+    {"socket_group", FT_GROUP, 0, 0, 0},
+    {"user", FT_STR, OFF(run_user), 0, 0},
+    {"group", FT_STR, OFF(run_group), 0, 0},
     {NULL, 0, 0, 0, 0},
 };
 static const struct field protocol_fields[] = {
@@ -71,6 +81,10 @@ static const struct field protocol_fields[] = {
      POLICY_HARD_MAX_REQUEST},
     {"idle_timeout", FT_DURATION, OFF(idle_timeout_ms), 1000, 86400000},
     {"max_connections", FT_U32, OFF(max_connections), 1, 1000000},
+    {"max_connections_per_peer", FT_U32, OFF(max_connections_per_peer), 1,
+     1000000},
+    {"max_lifetime", FT_DURATION, OFF(max_lifetime_ms), 1000, 7 * 86400000ULL},
+    {"listen_backlog", FT_U32, OFF(listen_backlog), 16, 65535},
     {NULL, 0, 0, 0, 0},
 };
 static const struct field store_fields[] = {
@@ -438,6 +452,89 @@ parse_listen(struct loader *ld, struct fy_node *v)
     return 0;
 }
 
+/* A user or group, by name or number. */
+static int
+parse_id(struct loader *ld, struct fy_node *v, const char *what, bool group,
+         unsigned *id)
+{
+    char buf[256];
+    size_t len;
+    const char *s = scalar(v, &len);
+    uint64_t n;
+    struct passwd *pw;
+    struct group *gr;
+
+    if (s == NULL || len == 0 || len >= sizeof(buf) || memchr(s, 0, len))
+        return fail(ld, v, "%s: expected a %s name or number", what,
+                    group ? "group" : "user");
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if (parse_u64(s, len, &n)) {
+        if (n >= UINT32_MAX)
+            return fail(ld, v, "%s: %s out of range", what, buf);
+        *id = (unsigned)n;
+    } else if (group) {
+        if ((gr = getgrnam(buf)) == NULL)
+            return fail(ld, v, "%s: no such group '%s'", what, buf);
+        *id = gr->gr_gid;
+    } else {
+        if ((pw = getpwnam(buf)) == NULL)
+            return fail(ld, v, "%s: no such user '%s'", what, buf);
+        *id = pw->pw_uid;
+    }
+    return 0;
+}
+
+static int
+parse_users(struct loader *ld, struct fy_node *v)
+{
+    struct cp_config *cfg = ld->cfg;
+    struct fy_node *item;
+    void *it = NULL;
+    unsigned id;
+
+    if (!fy_node_is_sequence(v))
+        return fail(ld, v, "trusted_users: expected a list");
+    cfg->ntrusted_uids = 0;
+    cfg->trusted_users_set = true;
+    while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
+        if (cfg->ntrusted_uids >= CP_MAX_TRUSTED)
+            return fail(ld, item, "trusted_users: at most %d",
+                        CP_MAX_TRUSTED);
+        if (parse_id(ld, item, "trusted_users", false, &id) < 0)
+            return -1;
+        cfg->trusted_uids[cfg->ntrusted_uids++] = (uid_t)id;
+    }
+    return 0;
+}
+
+static int
+parse_nets(struct loader *ld, struct fy_node *v)
+{
+    struct cp_config *cfg = ld->cfg;
+    struct fy_node *item;
+    void *it = NULL;
+
+    if (!fy_node_is_sequence(v))
+        return fail(ld, v, "trusted_networks: expected a list");
+    cfg->ntrusted_nets = 0;
+    while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
+        struct cp_prefix *p = &cfg->trusted_nets[cfg->ntrusted_nets];
+        size_t len;
+        const char *s = scalar(item, &len);
+
+        if (cfg->ntrusted_nets >= CP_MAX_TRUSTED)
+            return fail(ld, item, "trusted_networks: at most %d",
+                        CP_MAX_TRUSTED);
+        if (s == NULL || !inet_parse_prefix(s, len, &p->addr, &p->plen))
+            return fail(ld, item, "trusted_networks: expected an address or "
+                                  "ADDRESS/PREFIX");
+        inet_mask(&p->addr, p->plen);
+        cfg->ntrusted_nets++;
+    }
+    return 0;
+}
+
 static int
 set_field(struct loader *ld, const struct field *f, struct fy_node *key,
           struct fy_node *v)
@@ -497,6 +594,19 @@ set_field(struct loader *ld, const struct field *f, struct fy_node *key,
         return 0;
     case FT_LISTEN:
         return parse_listen(ld, v);
+    case FT_USERS:
+        return parse_users(ld, v);
+    case FT_NETS:
+        return parse_nets(ld, v);
+    case FT_GROUP: {
+        unsigned id;
+
+        if (parse_id(ld, v, f->name, true, &id) < 0)
+            return -1;
+        ld->cfg->socket_gid = (gid_t)id;
+        ld->cfg->has_socket_gid = true;
+        return 0;
+    }
     }
     return fail(ld, key, "internal: unknown field type");
 }
@@ -943,6 +1053,32 @@ finish_containment(struct loader *ld)
     return 0;
 }
 
+/* Who may connect: root (and the daemon's own uid, trust.c); postfix when
+ * daemon.trusted_users is not given (and Postfix is installed). */
+static void
+add_uid(struct cp_config *cfg, uid_t uid)
+{
+    for (size_t i = 0; i < cfg->ntrusted_uids; i++)
+        if (cfg->trusted_uids[i] == uid)
+            return;
+    cfg->trusted_uids[cfg->ntrusted_uids++] = uid;
+}
+
+static void
+finish_trust(struct cp_config *cfg)
+{
+    struct passwd *pw;
+
+    if (!cfg->trusted_users_set && (pw = getpwnam("postfix")) != NULL)
+        add_uid(cfg, pw->pw_uid);
+    add_uid(cfg, 0);
+    if (cfg->max_connections_per_peer == 0)
+        cfg->max_connections_per_peer =
+            cfg->max_connections - cfg->max_connections / 4;
+    if (cfg->max_connections_per_peer > cfg->max_connections)
+        cfg->max_connections_per_peer = cfg->max_connections;
+}
+
 /* content.milter: a listener like daemon.listen's */
 static int
 finish_content(struct loader *ld)
@@ -970,6 +1106,7 @@ finish(struct loader *ld)
 
     if (cfg->nlisten == 0)
         return fail(ld, NULL, "daemon.listen: at least one listener needed");
+    finish_trust(cfg);
     if (cfg->nclasses == 0)
         return fail(ld, NULL, "classes: at least one class needed");
     cfg->default_class = cp_config_class(cfg, cfg->default_class_name);
@@ -1020,6 +1157,21 @@ set_defaults(struct cp_config *cfg)
     cfg->proto.max_request = 16384;
     cfg->idle_timeout_ms = 300000;
     cfg->max_connections = 4096;
+    cfg->max_lifetime_ms = 3600000;
+    cfg->listen_backlog = 4096;
+    inet_parse_prefix("127.0.0.0/8", 11, &cfg->trusted_nets[0].addr,
+                      &cfg->trusted_nets[0].plen);
+    inet_parse_prefix("::1", 3, &cfg->trusted_nets[1].addr,
+                      &cfg->trusted_nets[1].plen);
+    cfg->ntrusted_nets = 2;
+    {
+        struct group *gr = getgrnam("postfix");
+
+        if (gr != NULL) {
+            cfg->socket_gid = gr->gr_gid;
+            cfg->has_socket_gid = true;
+        }
+    }
     cfg->store_path = xstrdup("/var/lib/chokepoint/state.db");
     cfg->checkpoint_ms = 5000;
     cfg->ipv4_prefix = 32;
@@ -1190,6 +1342,8 @@ cp_config_free(struct cp_config *cfg)
     free(cfg->default_class_name);
     free(cfg->unauth_class_name);
     free(cfg->notify_template);
+    free(cfg->run_user);
+    free(cfg->run_group);
     free(cfg);
 }
 

@@ -14,9 +14,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/policy.h"
 #include "util/hmap.h"
+#include "util/inet.h"
 #include "util/msg.h"
 
 #define CP_MAX_SLOTS 12      /* distinct (metric, window) counters */
@@ -225,6 +227,13 @@ struct cp_listen {
 
 enum cp_acct_mode { CP_ACCT_TWO_PHASE, CP_ACCT_RCPT };
 
+#define CP_MAX_TRUSTED 32 /* entries in daemon.trusted_users/_networks */
+
+struct cp_prefix {
+    struct inet_addr addr; /* masked */
+    unsigned plen;
+};
+
 struct cp_config {
     char *file;
 
@@ -236,11 +245,26 @@ struct cp_config {
     enum msg_level log_level;
     char *decision_log; /* NULL: JSON lines go to the main log */
     bool shadow;
+    /* who may speak for customers (daemon/trust.c): callers' uids (root
+     * always) and, for TCP, their networks */
+    uid_t trusted_uids[CP_MAX_TRUSTED + 3];
+    size_t ntrusted_uids;
+    bool trusted_users_set;
+    struct cp_prefix trusted_nets[CP_MAX_TRUSTED];
+    size_t ntrusted_nets;
+    bool has_socket_gid; /* policy and milter unix sockets: 0660 to it */
+    gid_t socket_gid;
+    /* daemon.user and .group: dropped to after the sockets are bound
+     * (resolved by the daemon at start, daemon/privs.c); NULL: none */
+    char *run_user, *run_group;
 
     /* protocol: */
     struct policy_limits proto;
     uint64_t idle_timeout_ms;
+    uint64_t max_lifetime_ms; /* a connection is closed between requests */
     uint32_t max_connections;
+    uint32_t max_connections_per_peer; /* uid (unix) or address (TCP) */
+    uint32_t listen_backlog;
 
     /* store: */
     char *store_path;

@@ -78,8 +78,15 @@ status(struct daemon *d, struct strbuf *o, bool json)
                   d->cfg->shadow ? " (SHADOW MODE)" : "");
         sb_printf(o, "accounts: %zu (%zu bytes, %.0f per account)\n", accts,
                   bytes, accts ? (double)bytes / (double)accts : 0.0);
-        sb_printf(o, "connections: %zu open, %llu refused\n", d->nconns,
-                  (unsigned long long)d->stats.conns_refused);
+        sb_printf(o, "connections: %zu open, %llu refused at "
+                     "max_connections, %llu refused as untrusted callers, "
+                     "%llu over a caller's share, %llu accept errors, %llu "
+                     "closed at max_lifetime\n",
+                  d->nconns, (unsigned long long)d->stats.conns_refused,
+                  (unsigned long long)d->stats.conns_untrusted,
+                  (unsigned long long)d->stats.conns_peer_share,
+                  (unsigned long long)d->stats.accept_errors,
+                  (unsigned long long)d->stats.lifetime_closes);
         sb_printf(o, "pending messages: %zu\n",
                   cp_engine_pending(&d->engine));
         sb_printf(o, "requests: %llu\n", (unsigned long long)s->requests);
@@ -117,9 +124,10 @@ status(struct daemon *d, struct strbuf *o, bool json)
                   (unsigned long long)ob.failed,
                   (unsigned long long)ob.dropped,
                   (unsigned long long)ob.suppressed);
-        sb_printf(o, "refusals of blocked accounts not logged (rate "
-                     "limit): %llu\n",
-                  (unsigned long long)d->stats.refusals_unlogged);
+        sb_printf(o, "not logged (rate limit): %llu refusals of blocked "
+                     "accounts, %llu warnings about callers\n",
+                  (unsigned long long)d->refusal_log.unlogged,
+                  (unsigned long long)d->peer_log.unlogged);
         sb_printf(o, "protocol errors: %llu, checkpoints: %llu (%llu "
                      "errors)\n",
                   (unsigned long long)d->stats.protocol_errors,
@@ -135,6 +143,10 @@ status(struct daemon *d, struct strbuf *o, bool json)
                  "\"pending_messages\":%zu,\"requests\":%llu,"
                  "\"protocol_errors\":%llu,\"idle_timeouts\":%llu,"
                  "\"refusals_unlogged\":%llu,"
+                 "\"peer_warnings_unlogged\":%llu,"
+                 "\"connections_untrusted\":%llu,"
+                 "\"connections_over_share\":%llu,\"accept_errors\":%llu,"
+                 "\"lifetime_closes\":%llu,"
                  "\"reservations_expired\":%llu,\"checkpoints\":%llu,"
                  "\"checkpoint_errors\":%llu,\"checkpoint_rows\":%llu,"
                  "\"decisions\":{",
@@ -143,7 +155,12 @@ status(struct daemon *d, struct strbuf *o, bool json)
               cp_engine_pending(&d->engine), (unsigned long long)s->requests,
               (unsigned long long)d->stats.protocol_errors,
               (unsigned long long)d->stats.idle_timeouts,
-              (unsigned long long)d->stats.refusals_unlogged,
+              (unsigned long long)d->refusal_log.unlogged,
+              (unsigned long long)d->peer_log.unlogged,
+              (unsigned long long)d->stats.conns_untrusted,
+              (unsigned long long)d->stats.conns_peer_share,
+              (unsigned long long)d->stats.accept_errors,
+              (unsigned long long)d->stats.lifetime_closes,
               (unsigned long long)s->pending_expired,
               (unsigned long long)d->stats.ckpt_runs,
               (unsigned long long)d->stats.ckpt_errors,

@@ -6,10 +6,20 @@
  * Peer errors (a limit exceeded, a malformed line, a client that does not
  * read its replies) are logged with the connection's peer and an escaped,
  * truncated excerpt, and the connection is closed; other connections are
- * not affected. A connection idle for protocol.idle_timeout is closed.
+ * not affected. Every such warning goes through one rate limit
+ * (peer_warn): a peer cannot fill the log, whatever it sends.
+ *
+ * A caller must be trusted (trust.c) and within its share of
+ * protocol.max_connections (protocol.max_connections_per_peer, by uid or
+ * address); otherwise the connection is accepted and closed at once, so it
+ * holds nothing. A connection is closed when no request has completed for
+ * protocol.idle_timeout (a request trickled in byte by byte does not keep
+ * it open), and a policy connection between requests once it is
+ * protocol.max_lifetime old (Postfix reconnects).
  * Lifetime: a conn owns its stream and timer handles and is freed when both
  * close callbacks have run.
  */
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,11 +46,20 @@ struct conn {
     struct policy_parser parser;
     struct milter_sess *milter; /* a milter connection; NULL: policy */
     struct strbuf out;
-    char peer[64];
+    char peer[sizeof(((struct peer *)0)->name)];
+    struct share *share; /* the caller's connection count; NULL: none */
+    int64_t opened_ms;
     char rbuf[DAEMON_READ_BUF];
     int open_handles;
+    bool listed; /* in d->conns (accepted and admitted) */
     bool closing;
     uint64_t requests;
+};
+
+/* How many connections one caller holds (d->shares). */
+struct share {
+    uint64_t key;
+    uint32_t n;
 };
 
 struct write_req {
@@ -51,6 +70,52 @@ struct write_req {
 
 static void flush_out(struct conn *c);
 
+void
+peer_warn(struct daemon *d, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!ratelog_allow(&d->peer_log))
+        return;
+    va_start(ap, fmt);
+    msg_vlog(MSG_WARN, fmt, ap);
+    va_end(ap);
+}
+
+static bool
+share_eq(const void *val, const void *key, size_t len)
+{
+    (void)len;
+    return ((const struct share *)val)->key == *(const uint64_t *)key;
+}
+
+/* Take one connection of the caller's share; NULL if it is full. */
+static struct share *
+share_take(struct daemon *d, uint64_t key)
+{
+    struct share *sh = hmap_get(&d->shares, key, &key, sizeof(key),
+                                share_eq);
+
+    if (sh == NULL) {
+        sh = xcalloc(1, sizeof(*sh));
+        sh->key = key;
+        hmap_put(&d->shares, key, sh);
+    }
+    if (sh->n >= d->cfg->max_connections_per_peer)
+        return NULL;
+    sh->n++;
+    return sh;
+}
+
+static void
+share_give(struct daemon *d, struct share *sh)
+{
+    if (sh == NULL || --sh->n > 0)
+        return;
+    hmap_del(&d->shares, sh->key, &sh->key, sizeof(sh->key), share_eq);
+    free(sh);
+}
+
 static void
 on_handle_closed(uv_handle_t *h)
 {
@@ -59,7 +124,7 @@ on_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     policy_parser_fini(&c->parser);
-    milter_sess_free(c->milter);
+    milter_sess_free(c->d, c->milter);
     sb_fini(&c->out);
     free(c);
 }
@@ -72,13 +137,17 @@ conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = true;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        d->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    d->nconns--;
+    if (c->listed) {
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            d->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        d->nconns--;
+    }
+    share_give(d, c->share);
+    c->share = NULL;
     uv_close(&c->h.handle, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
 }
@@ -126,8 +195,9 @@ on_idle(uv_timer_t *t)
 
     c->d->stats.idle_timeouts++;
     if (pending(c))
-        msg_warn("%s: closing: request incomplete after idle timeout",
-                 c->peer);
+        peer_warn(c->d, "%s: closing: no complete request for "
+                        "protocol.idle_timeout (one is incomplete)",
+                  c->peer);
     else
         msg_debug("%s: closing idle connection", c->peer);
     conn_close(c);
@@ -140,7 +210,7 @@ on_written(uv_write_t *req, int status)
     struct conn *c = req->handle->data;
 
     if (status < 0 && status != UV_ECANCELED && !c->closing) {
-        msg_warn("%s: write: %s", c->peer, uv_strerror(status));
+        peer_warn(c->d, "%s: write: %s", c->peer, uv_strerror(status));
         conn_close(c);
     }
     free(w);
@@ -162,7 +232,7 @@ flush_out(struct conn *c)
         return;
     }
     if (rc < 0 && rc != UV_EAGAIN) {
-        msg_warn("%s: write: %s", c->peer, uv_strerror(rc));
+        peer_warn(c->d, "%s: write: %s", c->peer, uv_strerror(rc));
         conn_close(c);
         return;
     }
@@ -170,7 +240,8 @@ flush_out(struct conn *c)
         rc = 0;
     if (uv_stream_get_write_queue_size(&c->h.stream) + c->out.len >
         DAEMON_MAX_WRITE_QUEUE) {
-        msg_warn("%s: closing: client does not read its replies", c->peer);
+        peer_warn(c->d, "%s: closing: client does not read its replies",
+                  c->peer);
         conn_close(c);
         return;
     }
@@ -181,7 +252,7 @@ flush_out(struct conn *c)
     buf = uv_buf_init(w->data, (unsigned)w->len);
     if ((rc = uv_write(&w->req, &c->h.stream, &buf, 1, on_written)) < 0) {
         free(w);
-        msg_warn("%s: write: %s", c->peer, uv_strerror(rc));
+        peer_warn(c->d, "%s: write: %s", c->peer, uv_strerror(rc));
         conn_close(c);
     }
 }
@@ -229,9 +300,9 @@ handle_request(struct conn *c)
         char esc[80];
 
         d->stats.bad_requests++;
-        msg_warn("%s: request type '%s' is not smtpd_access_policy; "
-                 "answering DUNNO",
-                 c->peer,
+        peer_warn(d, "%s: request type '%s' is not smtpd_access_policy; "
+                     "answering DUNNO",
+                  c->peer,
                  str_escape(esc, sizeof(esc), req.request.p ? req.request.p
                                                             : "",
                             req.request.len, 40));
@@ -240,9 +311,9 @@ handle_request(struct conn *c)
     }
     if (cp_engine_decide(&d->engine, &req, now, &dec) < 0) {
         d->stats.bad_requests++;
-        msg_warn("%s: request has neither sasl_username nor a valid "
-                 "client_address; answering DUNNO",
-                 c->peer);
+        peer_warn(d, "%s: request has neither sasl_username nor a valid "
+                     "client_address; answering DUNNO",
+                  c->peer);
     }
     daemon_log_decision(d, &dec, &req, now);
     if (dec.detected)
@@ -266,9 +337,9 @@ protocol_error(struct conn *c, enum policy_status st, const char *data,
         len = llen;
     }
     c->d->stats.protocol_errors++;
-    msg_warn("%s: closing: %s (after %llu requests) near \"%s\"", c->peer,
-             policy_status_str(st), (unsigned long long)c->requests,
-             str_escape(esc, sizeof(esc), data, len, 32));
+    peer_warn(c->d, "%s: closing: %s (after %llu requests) near \"%s\"",
+              c->peer, policy_status_str(st), (unsigned long long)c->requests,
+              str_escape(esc, sizeof(esc), data, len, 32));
     conn_close_flushed(c);
 }
 
@@ -281,10 +352,10 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
 }
 
-/* Decide the policy requests in p[0..n); *was_pending becomes false once
- * one is complete. -1 after a protocol error (the connection closes). */
+/* Decide the policy requests in p[0..n); *completed is set once one is
+ * complete. -1 after a protocol error (the connection closes). */
 static int
-feed_policy(struct conn *c, const char *p, size_t n, bool *was_pending)
+feed_policy(struct conn *c, const char *p, size_t n, bool *completed)
 {
     size_t off = 0;
 
@@ -293,9 +364,20 @@ feed_policy(struct conn *c, const char *p, size_t n, bool *was_pending)
         enum policy_status st = policy_feed(&c->parser, p + off, n - off,
                                             &used);
 
+        if (st == POLICY_REQUEST && c->parser.nattrs == 0) {
+            /* a bare empty line: Postfix never sends one, and answering
+             * each would let a peer make a reply (and a warning) per
+             * byte it sends */
+            c->d->stats.protocol_errors++;
+            peer_warn(c->d, "%s: closing: empty request (after %llu "
+                            "requests)",
+                      c->peer, (unsigned long long)c->requests);
+            conn_close_flushed(c);
+            return -1;
+        }
         if (st == POLICY_REQUEST) {
             handle_request(c);
-            *was_pending = false;
+            *completed = true;
         } else if (st != POLICY_NEED_MORE) {
             protocol_error(c, st, p + off + used, n - off - used);
             return -1;
@@ -309,18 +391,18 @@ static void
 on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
-    bool was_pending;
+    bool completed = false;
 
     if (nread < 0) {
         if (nread != UV_EOF && nread != UV_ECONNRESET)
-            msg_warn("%s: read: %s", c->peer, uv_strerror((int)nread));
+            peer_warn(c->d, "%s: read: %s", c->peer,
+                      uv_strerror((int)nread));
         else if (pending(c))
-            msg_warn("%s: client closed in the middle of a request",
-                     c->peer);
+            peer_warn(c->d, "%s: client closed in the middle of a request",
+                      c->peer);
         conn_close(c);
         return;
     }
-    was_pending = pending(c);
     if (c->milter != NULL) {
         int rc = milter_feed(c->d, c->milter, c->peer, buf->base,
                              (size_t)nread, &c->out);
@@ -331,79 +413,48 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             conn_close_flushed(c);
             return;
         }
-    } else if (feed_policy(c, buf->base, (size_t)nread, &was_pending) < 0) {
+        completed = !pending(c);
+    } else if (feed_policy(c, buf->base, (size_t)nread, &completed) < 0) {
         return;
     }
     flush_out(c);
-    /* The idle timer restarts when a request completes or a new one
-     * begins, not on every byte: a request must be complete within
-     * idle_timeout of its first byte (no trickling one byte at a time). */
-    if (!c->closing && (!pending(c) || !was_pending))
-        uv_timer_again(&c->idle);
-}
-
-static void
-peer_name(struct conn *c)
-{
-    struct sockaddr_storage sa;
-    int len = sizeof(sa);
-    char host[64];
-
-    if (c->h.handle.type == UV_TCP &&
-        uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&sa, &len) == 0) {
-        if (sa.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&sa, host, sizeof(host));
-        else
-            uv_ip6_name((struct sockaddr_in6 *)&sa, host, sizeof(host));
-        snprintf(c->peer, sizeof(c->peer), "tcp:%s", host);
-    } else {
-        snprintf(c->peer, sizeof(c->peer), "unix#%llu",
-                 (unsigned long long)c->d->stats.conns_accepted);
+    if (c->closing || !completed)
+        return;
+    /* The idle timer restarts when a request completes, not on every byte:
+     * trickling a request, or a header a second, does not keep a
+     * connection. A policy connection is closed between requests once it
+     * is max_lifetime old. */
+    if (c->milter == NULL && !pending(c) &&
+        daemon_now_ms() - c->opened_ms >= (int64_t)c->d->cfg->max_lifetime_ms) {
+        c->d->stats.lifetime_closes++;
+        msg_debug("%s: closing at protocol.max_lifetime", c->peer);
+        conn_close_flushed(c);
+        return;
     }
+    uv_timer_again(&c->idle);
 }
 
+/* A connection accepted only to be closed at once (the caller gets a
+ * clean EOF and holds nothing). `why`, when given, is logged through the
+ * peer-warning limit. */
 static void
-on_refused_closed(uv_handle_t *h)
+refuse(struct conn *c, uint64_t *counter, const char *why)
 {
-    free(h);
-}
-
-static void
-refuse(struct daemon *d, uv_stream_t *server)
-{
-    int64_t now = daemon_now_ms();
-    union any_stream *s = xcalloc(1, sizeof(*s));
-
-    /* Accept and close at once, so the client gets a clean EOF. */
-    if (server->type == UV_TCP)
-        uv_tcp_init(d->loop, &s->tcp);
-    else
-        uv_pipe_init(d->loop, &s->pipe, 0);
-    uv_accept(server, &s->stream);
-    uv_close(&s->handle, on_refused_closed);
-    d->stats.conns_refused++;
-    d->refused_since_log++;
-    if (now - d->refuse_logged_ms >= 10000) {
-        msg_warn("refused %llu connections: protocol.max_connections (%u) "
-                 "reached",
-                 (unsigned long long)d->refused_since_log,
-                 d->cfg->max_connections);
-        d->refuse_logged_ms = now;
-        d->refused_since_log = 0;
-    }
+    (*counter)++;
+    if (why != NULL)
+        peer_warn(c->d, "%s: refused: %s", c->peer, why);
+    conn_close(c);
 }
 
 void
 conn_start(struct daemon *d, uv_stream_t *server, bool milter)
 {
-    struct conn *c;
+    struct conn *c = xcalloc(1, sizeof(*c));
+    struct peer p;
+    const char *why;
+    char reason[128];
     int rc;
 
-    if (d->nconns >= d->cfg->max_connections || d->stopping) {
-        refuse(d, server);
-        return;
-    }
-    c = xcalloc(1, sizeof(*c));
     c->d = d;
     if (server->type == UV_TCP) {
         uv_tcp_init(d->loop, &c->h.tcp);
@@ -416,21 +467,59 @@ conn_start(struct daemon *d, uv_stream_t *server, bool milter)
     c->idle.data = c;
     c->open_handles = 2;
     policy_parser_init(&c->parser, &d->cfg->proto);
+    sb_init(&c->out);
+    if ((rc = uv_accept(server, &c->h.stream)) < 0) {
+        d->stats.accept_errors++;
+        peer_warn(d, "accept: %s", uv_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    why = trust_check(d->trust, d->cfg, &c->h.stream,
+                      d->stats.conns_accepted + d->stats.conns_untrusted, &p);
+    memcpy(c->peer, p.name, sizeof(c->peer));
+    if (why != NULL) {
+        snprintf(reason, sizeof(reason), "not a trusted caller: %s", why);
+        refuse(c, &d->stats.conns_untrusted, reason);
+        return;
+    }
+    if (d->stopping) {
+        refuse(c, &d->stats.conns_refused, NULL);
+        return;
+    }
+    if (d->nconns >= d->cfg->max_connections) {
+        int64_t now = daemon_now_ms();
+
+        /* one line per 10 s: a flood's count, not a line per connection */
+        d->refused_since_log++;
+        if (now - d->refuse_logged_ms >= 10000) {
+            msg_warn("refused %llu connections: protocol.max_connections "
+                     "(%u) reached",
+                     (unsigned long long)d->refused_since_log,
+                     d->cfg->max_connections);
+            d->refuse_logged_ms = now;
+            d->refused_since_log = 0;
+        }
+        refuse(c, &d->stats.conns_refused, NULL);
+        return;
+    }
+    if ((c->share = share_take(d, p.share)) == NULL) {
+        snprintf(reason, sizeof(reason),
+                 "this caller holds protocol.max_connections_per_peer (%u)",
+                 d->cfg->max_connections_per_peer);
+        refuse(c, &d->stats.conns_peer_share, reason);
+        return;
+    }
     if (milter)
         c->milter = milter_sess_new();
-    sb_init(&c->out);
     d->stats.conns_accepted++;
+    c->listed = true;
     c->next = d->conns;
     if (d->conns)
         d->conns->prev = c;
     d->conns = c;
     d->nconns++;
-    if ((rc = uv_accept(server, &c->h.stream)) < 0) {
-        msg_warn("accept: %s", uv_strerror(rc));
-        conn_close(c);
-        return;
-    }
-    peer_name(c);
+    c->opened_ms = daemon_now_ms();
+    msg_debug("%s: connected%s", c->peer, milter ? " (milter)" : "");
     uv_timer_start(&c->idle, on_idle, d->cfg->idle_timeout_ms,
                    d->cfg->idle_timeout_ms);
     uv_read_start(&c->h.stream, on_alloc, on_read);

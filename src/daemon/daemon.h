@@ -2,8 +2,8 @@
  * daemon.h — chokepointd's process state: one struct owned by the loop
  * thread, holding the running configuration, the engine, the store and the
  * sockets. Modules: server.c (listeners, connection limit), conn.c (policy
- * connections), admin.c (admin socket), checkpoint.c (durability), main.c
- * (start-up, signals, reload, shutdown).
+ * connections), trust.c (who is calling), admin.c (admin socket),
+ * checkpoint.c (durability), main.c (start-up, signals, reload, shutdown).
  */
 #ifndef CP_DAEMON_DAEMON_H
 #define CP_DAEMON_DAEMON_H
@@ -15,6 +15,9 @@
 #include "core/engine.h"
 #include "store/memstore.h"
 #include "store/sqlite.h"
+#include "util/hmap.h"
+#include "util/inet.h"
+#include "util/ratelog.h"
 
 #define DAEMON_READ_BUF 4096          /* bytes read per uv read callback */
 #define DAEMON_MAX_WRITE_QUEUE 262144 /* unsent reply bytes per connection */
@@ -29,7 +32,10 @@ struct cp_incident;
 struct dstats {
     uint64_t conns_accepted, conns_refused, conns_closed_error;
     uint64_t protocol_errors, idle_timeouts, bad_requests;
-    uint64_t refusals_unlogged;
+    uint64_t conns_untrusted;  /* refused: not a trusted caller */
+    uint64_t conns_peer_share; /* refused: the caller's share was full */
+    uint64_t accept_errors;    /* accept(2) failed (e.g. out of fds) */
+    uint64_t lifetime_closes;  /* closed at protocol.max_lifetime */
     uint64_t ckpt_runs, ckpt_errors, ckpt_rows;
     int64_t ckpt_last_ms;
     uint64_t ckpt_last_us;
@@ -49,12 +55,19 @@ struct daemon {
 
     struct listener *listeners;  /* daemon.listen, then content.milter */
     size_t nlisteners;
+    uv_prepare_t accept_prep;    /* accepts per loop iteration (server.c) */
+    uv_check_t accept_check;
+    unsigned accept_budget;
     uv_pipe_t admin;
     char *admin_path; /* as bound at start (the config may be reloaded) */
     bool admin_open;
 
     struct conn *conns; /* doubly-linked list of policy connections */
     size_t nconns;
+    struct trust *trust;
+    struct hmap shares; /* peer share key -> struct share (conn.c) */
+    int lock_fd;        /* the state directory's lock (main.c) */
+    size_t milter_buffered; /* bytes of milter partial packets (milter.c) */
 
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t expire_timer, ckpt_timer, sweep_timer;
@@ -75,16 +88,45 @@ struct daemon {
     bool sim_clock;          /* --sim-clock: time from the request */
     int64_t sim_expired_ms;  /* virtual time of the last expiry pass */
     int64_t started_ms;
-    int64_t refuse_logged_ms;
-    double refusal_tokens;          /* see daemon_log_decision() */
-    int64_t refusal_t_ms, refusal_summary_ms;
-    uint64_t refusal_unlogged_since;
+    int64_t refuse_logged_ms;   /* max_connections refusals (conn.c) */
     uint64_t refused_since_log;
+    struct ratelog refusal_log; /* see daemon_log_decision() */
+    struct ratelog peer_log;    /* every warning a peer can cause */
     bool stopping;
     struct dstats stats;
 };
 
 int64_t daemon_now_ms(void);
+
+/* trust.c: who is calling, and may they speak for customers? */
+struct peer {
+    char name[96]; /* for logs: "unix#7 uid=108 pid=4242", "tcp:A:P uid=0" */
+    bool tcp, has_uid;
+    uid_t uid;
+    struct inet_addr addr; /* tcp */
+    uint16_t port;
+    uint64_t share; /* key of the caller's connection share */
+};
+struct trust *trust_new(void);
+void trust_free(struct trust *t);
+/* Identify the caller of a just-accepted stream (seq numbers unix
+ * callers in logs). NULL if it may speak for customers, else why not. */
+const char *trust_check(struct trust *t, const struct cp_config *cfg,
+                        uv_stream_t *s, uint64_t seq, struct peer *p);
+
+/* privs.c: the process around the daemon (see there for the order) */
+/* daemon.user/.group looked up: 0, or -1 with the reason in err. */
+int privs_resolve(const struct cp_config *cfg, char *err, size_t errsz);
+void privs_fd_limit(const struct cp_config *cfg);
+/* The store's lock (fd; -1 for an in-memory store); exits when another
+ * chokepointd holds it, or when the store was lost (unless new_store). */
+int privs_lock(const struct cp_config *cfg, bool new_store);
+void privs_prepare(const struct cp_config *cfg);
+void privs_drop(const struct cp_config *cfg);
+
+/* conn.c: log a warning a peer caused, through d->peer_log */
+void peer_warn(struct daemon *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* server.c */
 int server_listen(struct daemon *d);
@@ -180,7 +222,7 @@ size_t recent_each(const struct recent *r, const char *key, size_t klen,
 /* milter.c: the content service's session, one per milter connection */
 struct milter_sess;
 struct milter_sess *milter_sess_new(void);
-void milter_sess_free(struct milter_sess *m); /* NULL: nothing */
+void milter_sess_free(struct daemon *d, struct milter_sess *m); /* NULL: ok */
 /* Feed bytes from the MTA; replies are appended to out. 0, or -1 after a
  * protocol error was logged, or 1 when the MTA quit: then close the
  * connection once out is sent. */

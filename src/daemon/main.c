@@ -10,6 +10,8 @@
  * close connections, write a final checkpoint and exit 0.
  */
 #include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,34 +60,10 @@ open_decision_log(struct daemon *d)
  */
 #define REFUSAL_LOG_RATE 10.0
 #define REFUSAL_LOG_BURST 50.0
-
-static bool
-refusal_log_allowed(struct daemon *d, int64_t now_ms)
-{
-    int64_t mono = (int64_t)(clock_mono_us() / 1000);
-    double t = d->refusal_tokens +
-               (double)(mono - d->refusal_t_ms) * REFUSAL_LOG_RATE / 1000.0;
-
-    d->refusal_tokens = t > REFUSAL_LOG_BURST ? REFUSAL_LOG_BURST : t;
-    d->refusal_t_ms = mono;
-    if (d->refusal_unlogged_since > 0 && mono - d->refusal_summary_ms >= 60000) {
-        msg_info("%llu refusals of blocked or throttled accounts not logged "
-                 "in the last minute (log rate limit)",
-                 (unsigned long long)d->refusal_unlogged_since);
-        d->refusal_unlogged_since = 0;
-        d->refusal_summary_ms = mono;
-    }
-    (void)now_ms;
-    if (d->refusal_tokens >= 1.0) {
-        d->refusal_tokens -= 1.0;
-        return true;
-    }
-    if (d->refusal_unlogged_since == 0)
-        d->refusal_summary_ms = mono;
-    d->refusal_unlogged_since++;
-    d->stats.refusals_unlogged++;
-    return false;
-}
+/* Every warning a caller can cause (malformed input, refused connections,
+ * timeouts) goes through its own bucket: a peer cannot fill the log. */
+#define PEER_LOG_RATE 10.0
+#define PEER_LOG_BURST 100.0
 
 void
 daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
@@ -100,7 +78,7 @@ daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
     if (notable)
         recent_add(d->recent, dec, now_ms);
     if (dec->by_state && !dec->state_changed &&
-        !refusal_log_allowed(d, now_ms))
+        !ratelog_allow(&d->refusal_log))
         return;
     sb_init(&sb);
     cp_explain_text(&sb, dec, req);
@@ -433,6 +411,8 @@ usage(FILE *fp)
                 "  --check            validate the configuration and the "
                 "customer map, then exit\n"
                 "  --version          print the version and exit\n"
+                "  --new-store        start with an empty store although "
+                "one was kept before\n"
                 "  --sim-clock        take the time from each request's "
                 "chokepoint_sim_time\n"
                 "                     attribute (chokepoint sim --live; "
@@ -551,17 +531,33 @@ restore_queued(struct daemon *d)
 }
 
 static int
-run(const char *file, bool sim_clock)
+run(const char *file, bool sim_clock, bool new_store)
 {
     struct daemon d;
     char err[CP_ERR_MAX];
 
     memset(&d, 0, sizeof(d));
+    umask(027);
     d.cfg = cp_config_load(file, err);
     if (d.cfg == NULL)
         msg_fatal("%s", err);
     msg_init("chokepointd", d.cfg->log_syslog, d.cfg->log_level);
+    /* privs.c: limits, lock, directories, sockets as root, then the drop */
+    if (privs_resolve(d.cfg, err, sizeof(err)) < 0)
+        msg_fatal("%s", err);
+    privs_fd_limit(d.cfg);
+    privs_prepare(d.cfg);
+    d.lock_fd = privs_lock(d.cfg, new_store);
     d.loop = uv_default_loop();
+    d.trust = trust_new();
+    hmap_init(&d.shares, 64);
+    ratelog_init(&d.refusal_log, "refusals of blocked or throttled accounts",
+                 REFUSAL_LOG_RATE, REFUSAL_LOG_BURST);
+    ratelog_init(&d.peer_log, "warnings about callers", PEER_LOG_RATE,
+                 PEER_LOG_BURST);
+    if (server_listen(&d) < 0 || admin_listen(&d) < 0)
+        msg_fatal("cannot open the sockets; exiting");
+    privs_drop(d.cfg);
     d.started_ms = daemon_now_ms();
     d.ms = memstore_new(1024);
     d.recent = recent_new(RECENT_MAX);
@@ -571,8 +567,6 @@ run(const char *file, bool sim_clock)
     d.engine.transition_arg = &d;
     restore_queued(&d);
     open_decision_log(&d);
-    if (server_listen(&d) < 0 || admin_listen(&d) < 0)
-        msg_fatal("cannot open the sockets; exiting");
     signals_start(&d);
     uv_timer_init(d.loop, &d.expire_timer);
     d.expire_timer.data = &d;
@@ -587,8 +581,6 @@ run(const char *file, bool sim_clock)
     d.logfollow = logfollow_start(&d);
     d.outbox = outbox_start(d.cfg->store_path, d.db_sync);
     d.dnsbl = dnsbl_start(&d);
-    d.refusal_tokens = REFUSAL_LOG_BURST;
-    d.refusal_t_ms = (int64_t)(clock_mono_us() / 1000);
     if (d.cfg->notify.reporting_mta[0] != '\0')
         snprintf(d.hostname, sizeof(d.hostname), "%s",
                  d.cfg->notify.reporting_mta);
@@ -613,6 +605,12 @@ run(const char *file, bool sim_clock)
     if (d.decision_log)
         fclose(d.decision_log);
     free(d.listeners);
+    trust_free(d.trust);
+    HMAP_FOREACH(&d.shares, i)
+        free(d.shares.ents[i].val);
+    hmap_fini(&d.shares);
+    if (d.lock_fd >= 0)
+        close(d.lock_fd);
     cp_config_free(d.cfg);
     uv_loop_close(d.loop);
     msg_info("stopped");
@@ -623,7 +621,7 @@ int
 main(int argc, char **argv)
 {
     const char *file = DEFAULT_CONFIG;
-    bool check = false, sim_clock = false;
+    bool check = false, sim_clock = false, new_store = false;
 
     msg_init("chokepointd", false, MSG_INFO);
     for (int i = 1; i < argc; i++) {
@@ -634,6 +632,8 @@ main(int argc, char **argv)
             check = true;
         } else if (strcmp(argv[i], "--sim-clock") == 0) {
             sim_clock = true;
+        } else if (strcmp(argv[i], "--new-store") == 0) {
+            new_store = true;
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("chokepointd %s\n", CP_VERSION);
             return 0;
@@ -650,8 +650,9 @@ main(int argc, char **argv)
         char err[CP_ERR_MAX];
         struct cp_config *cfg = cp_config_load(file, err);
 
-        if (cfg == NULL) {
+        if (cfg == NULL || privs_resolve(cfg, err, sizeof(err)) < 0) {
             fprintf(stderr, "chokepointd: %s\n", err);
+            cp_config_free(cfg);
             return 1;
         }
         printf("%s: OK: %zu listeners, %zu classes, %zu customers, %zu "
@@ -661,5 +662,5 @@ main(int argc, char **argv)
         cp_config_free(cfg);
         return 0;
     }
-    return run(file, sim_clock);
+    return run(file, sim_clock, new_store);
 }

@@ -32,6 +32,12 @@
 
 #define FIELD_MAX 256 /* bytes kept of a login, sender, queue id, address */
 #define MILTER_MAX_PACKET (256 * 1024) /* bytes announced in one packet */
+/* Bytes held in partial packets by all milter connections together: a
+ * connection whose packet would go over it is closed. Postfix sends body
+ * chunks of at most 64 KiB, so this is 2,000 connections mid-chunk. */
+#define MILTER_MAX_BUFFERED (128u * 1024 * 1024)
+/* A buffer larger than this is freed once its packet is done. */
+#define MILTER_KEEP_BUFFER 8192
 
 struct field {
     char s[FIELD_MAX];
@@ -40,6 +46,7 @@ struct field {
 
 struct milter_sess {
     struct strbuf in;          /* bytes not yet framed */
+    size_t counted;            /* in.cap, as counted in d->milter_buffered */
     uint32_t protocol;         /* what was negotiated (CP_MILTER_P_*) */
     bool negotiated;
     bool quarantine;           /* the MTA lets us hold a message */
@@ -60,10 +67,11 @@ milter_sess_new(void)
 }
 
 void
-milter_sess_free(struct milter_sess *m)
+milter_sess_free(struct daemon *d, struct milter_sess *m)
 {
     if (m == NULL)
         return;
+    d->milter_buffered -= m->counted;
     sb_fini(&m->in);
     free(m);
 }
@@ -238,7 +246,7 @@ packet(struct daemon *d, struct milter_sess *m, const char *peer,
     uint16_t port;
 
     if (!m->negotiated && p->cmd != CP_MILTER_C_OPTNEG) {
-        msg_warn("%s: milter: %s before option negotiation; closing", peer,
+        peer_warn(d, "%s: milter: %s before option negotiation; closing", peer,
                  cp_milter_cmd_name(p->cmd));
         return -1;
     }
@@ -313,12 +321,12 @@ packet(struct daemon *d, struct milter_sess *m, const char *peer,
     default: {
         char esc[16];
 
-        msg_warn("%s: milter: unknown command '%s'; closing", peer,
+        peer_warn(d, "%s: milter: unknown command '%s'; closing", peer,
                  str_escape(esc, sizeof(esc), &p->cmd, 1, 4));
         return -1;
     }
     }
-    msg_warn("%s: milter: malformed %s packet (%u bytes); closing", peer,
+    peer_warn(d, "%s: milter: malformed %s packet (%u bytes); closing", peer,
              cp_milter_cmd_name(p->cmd), (unsigned)p->len);
     return -1;
 }
@@ -330,6 +338,12 @@ milter_feed(struct daemon *d, struct milter_sess *m, const char *peer,
     size_t off = 0;
     int rc = 0;
 
+    if (d->milter_buffered - m->counted + m->in.len + n > MILTER_MAX_BUFFERED) {
+        peer_warn(d, "%s: milter: closing: partial packets of all milter "
+                     "connections would hold more than %u MiB",
+                  peer, MILTER_MAX_BUFFERED >> 20);
+        return -1;
+    }
     sb_append(&m->in, data, n);
     while (rc == 0 && off < m->in.len) {
         const unsigned char *b = (const unsigned char *)m->in.data + off;
@@ -341,7 +355,7 @@ milter_feed(struct daemon *d, struct milter_sess *m, const char *peer,
         if (m->in.len - off >= 4 &&
             ((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
              (uint32_t)b[2] << 8 | b[3]) > MILTER_MAX_PACKET) {
-            msg_warn("%s: milter: bad packet length (more than %u bytes); "
+            peer_warn(d, "%s: milter: bad packet length (more than %u bytes); "
                      "closing",
                      peer, (unsigned)MILTER_MAX_PACKET);
             rc = -1;
@@ -353,7 +367,7 @@ milter_feed(struct daemon *d, struct milter_sess *m, const char *peer,
         if (used < 0) {
             char esc[64];
 
-            msg_warn("%s: milter: bad packet length near \"%s\"; closing",
+            peer_warn(d, "%s: milter: bad packet length near \"%s\"; closing",
                      peer,
                      str_escape(esc, sizeof(esc), m->in.data + off,
                                 m->in.len - off, 16));
@@ -363,10 +377,18 @@ milter_feed(struct daemon *d, struct milter_sess *m, const char *peer,
         rc = packet(d, m, peer, &p, out);
         off += (size_t)used;
     }
-    /* keep what is left of an incomplete packet */
+    /* keep what is left of an incomplete packet; give a large buffer back
+     * once its packet is done */
     if (off > 0) {
         memmove(m->in.data, m->in.data + off, m->in.len - off);
         m->in.len -= off;
     }
+    if (m->in.len == 0 && m->in.cap > MILTER_KEEP_BUFFER) {
+        sb_fini(&m->in);
+        sb_init(&m->in);
+    }
+    d->milter_buffered += m->in.cap;
+    d->milter_buffered -= m->counted;
+    m->counted = m->in.cap;
     return rc;
 }

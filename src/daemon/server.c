@@ -1,18 +1,24 @@
 /*
  * server.c — listeners: the policy service's unix and TCP sockets from
- * daemon.listen and the milter's (content.milter), and
- * the connection limit (protocol.max_connections: a connection over the
- * limit is accepted and closed at once, logged at most every 10 s, so a
- * flood cannot starve the well-behaved clients already connected).
+ * daemon.listen and the milter's (content.milter). A unix socket is 0660,
+ * group daemon.socket_group (Postfix's smtpd runs as postfix), in a
+ * directory created 0750 if it is missing; whoever connects is still
+ * checked (trust.c). The listen backlog is protocol.listen_backlog (the
+ * kernel caps it at net.core.somaxconn: a lower cap is logged at start).
+ * Connection limits: conn.c.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "daemon/daemon.h"
 #include "util/msg.h"
+#include "util/parse.h"
 #include "util/xalloc.h"
 
 struct listener {
@@ -26,7 +32,18 @@ struct listener {
     char *name; /* the listen spec, for logs (the config may be reloaded) */
     char *path; /* unix: to unlink at exit */
     bool milter;
+    bool deferred; /* a connection waits: accepted in the next check */
 };
+
+/*
+ * Accepting is bounded per loop iteration (ACCEPT_BUDGET, all listeners
+ * together): libuv accepts until the queue is empty, and a flood that
+ * reconnects as fast as it is refused would keep the loop in accept(2)
+ * while established callers wait. A listener over the budget is left
+ * unaccepted (libuv stops watching it) and taken up again after the poll
+ * phase, once the ready connections have been read.
+ */
+#define ACCEPT_BUDGET 64
 
 static void
 on_connection(uv_stream_t *server, int status)
@@ -34,13 +51,63 @@ on_connection(uv_stream_t *server, int status)
     struct listener *l = server->data;
 
     if (status < 0) {
-        msg_warn("accept on %s: %s", l->name, uv_strerror(status));
+        l->d->stats.accept_errors++;
+        peer_warn(l->d, "accept on %s: %s (%zu connections open)", l->name,
+                  uv_strerror(status), l->d->nconns);
         return;
     }
+    if (l->d->accept_budget == 0) {
+        l->deferred = true;
+        return;
+    }
+    l->d->accept_budget--;
     conn_start(l->d, server, l->milter);
 }
 
-/* Remove a stale socket left by a crash; refuse to remove anything else. */
+static void
+on_prepare(uv_prepare_t *p)
+{
+    struct daemon *d = p->data;
+
+    d->accept_budget = ACCEPT_BUDGET;
+}
+
+/* after the poll phase: the listeners that were over the budget take up
+ * their waiting connection (which resumes watching them) */
+static void
+on_check(uv_check_t *c)
+{
+    struct daemon *d = c->data;
+
+    for (size_t i = 0; i < d->nlisteners; i++) {
+        struct listener *l = &d->listeners[i];
+
+        if (l->deferred && !d->stopping && l->name != NULL) {
+            l->deferred = false;
+            conn_start(d, &l->h.stream, l->milter);
+        }
+    }
+}
+
+/* Is someone accepting connections on the unix socket at `path`? */
+static bool
+socket_live(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool live;
+
+    if (fd < 0)
+        return false;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    live = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ||
+           errno == EAGAIN; /* its backlog is full: it is alive */
+    close(fd);
+    return live;
+}
+
+/* Remove a stale socket left by a crash; refuse to remove anything else,
+ * and never a socket another process still serves. */
 static int
 unlink_stale(const char *path)
 {
@@ -50,6 +117,8 @@ unlink_stale(const char *path)
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISSOCK(st.st_mode))
         return -EEXIST;
+    if (socket_live(path))
+        return -EADDRINUSE;
     return unlink(path) < 0 ? -errno : 0;
 }
 
@@ -60,7 +129,10 @@ server_unix_bind(uv_loop_t *loop, uv_pipe_t *p, const char *path, int mode)
 
     if ((rc = unlink_stale(path)) < 0) {
         msg_error("%s: %s", path,
-                  rc == -EEXIST ? "exists and is not a socket" : strerror(-rc));
+                  rc == -EEXIST        ? "exists and is not a socket"
+                  : rc == -EADDRINUSE ? "in use by a running process (another "
+                                        "chokepointd?); left alone"
+                                      : strerror(-rc));
         return -1;
     }
     uv_pipe_init(loop, p, 0);
@@ -82,8 +154,14 @@ listen_one(struct daemon *d, struct listener *l, const struct cp_listen *s)
 
     l->name = xstrdup(s->spec);
     if (s->kind == CP_LISTEN_UNIX) {
-        if (server_unix_bind(d->loop, &l->h.pipe, s->path, 0666) < 0)
+        if (server_unix_bind(d->loop, &l->h.pipe, s->path, 0660) < 0)
             return -1;
+        if (d->cfg->has_socket_gid &&
+            chown(s->path, (uid_t)-1, d->cfg->socket_gid) < 0) {
+            msg_error("chown %s to group %lu: %s", s->path,
+                      (unsigned long)d->cfg->socket_gid, strerror(errno));
+            return -1;
+        }
         l->path = xstrdup(s->path);
     } else {
         struct sockaddr_storage sa;
@@ -101,7 +179,8 @@ listen_one(struct daemon *d, struct listener *l, const struct cp_listen *s)
         }
     }
     l->h.handle.data = l;
-    if ((rc = uv_listen(&l->h.stream, 1024, on_connection)) < 0) {
+    if ((rc = uv_listen(&l->h.stream, (int)d->cfg->listen_backlog,
+                        on_connection)) < 0) {
         msg_error("listen %s: %s", s->spec, uv_strerror(rc));
         return -1;
     }
@@ -109,10 +188,38 @@ listen_one(struct daemon *d, struct listener *l, const struct cp_listen *s)
     return 0;
 }
 
+/* The kernel silently caps a listen backlog at net.core.somaxconn. */
+static void
+check_somaxconn(const struct cp_config *cfg)
+{
+    FILE *fp = fopen("/proc/sys/net/core/somaxconn", "r");
+    char line[32];
+    uint64_t max;
+
+    if (fp == NULL)
+        return;
+    if (fgets(line, sizeof(line), fp) != NULL &&
+        parse_u64(line, strcspn(line, "\n"), &max) &&
+        max < cfg->listen_backlog)
+        msg_warn("protocol.listen_backlog %u is capped by the kernel at "
+                 "net.core.somaxconn = %llu (raise it with sysctl to queue "
+                 "more connections in a burst)",
+                 cfg->listen_backlog, (unsigned long long)max);
+    fclose(fp);
+}
+
 int
 server_listen(struct daemon *d)
 {
     bool milter = d->cfg->milter.spec != NULL;
+
+    check_somaxconn(d->cfg);
+    uv_prepare_init(d->loop, &d->accept_prep);
+    uv_check_init(d->loop, &d->accept_check);
+    d->accept_prep.data = d->accept_check.data = d;
+    uv_prepare_start(&d->accept_prep, on_prepare);
+    uv_check_start(&d->accept_check, on_check);
+    d->accept_budget = ACCEPT_BUDGET;
 
     d->nlisteners = d->cfg->nlisten + milter;
     d->listeners = xcalloc(d->nlisteners, sizeof(*d->listeners));
@@ -145,6 +252,10 @@ on_listener_closed(uv_handle_t *h)
 void
 server_close(struct daemon *d)
 {
+    if (uv_is_active((uv_handle_t *)&d->accept_prep)) {
+        uv_close((uv_handle_t *)&d->accept_prep, NULL);
+        uv_close((uv_handle_t *)&d->accept_check, NULL);
+    }
     for (size_t i = 0; i < d->nlisteners; i++) {
         uv_handle_t *h = &d->listeners[i].h.handle;
 

@@ -42,7 +42,7 @@ msg_enabled(enum msg_level level)
     return level >= msg_min;
 }
 
-static void
+void
 msg_vlog(enum msg_level level, const char *fmt, va_list ap)
 {
     static const char *const names[] = {"debug", "info", "warning", "error"};

@@ -13,6 +13,7 @@
 #ifndef CP_UTIL_MSG_H
 #define CP_UTIL_MSG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 
 enum msg_level { MSG_DEBUG, MSG_INFO, MSG_WARN, MSG_ERROR };
@@ -22,6 +23,8 @@ void msg_init(const char *progname, bool use_syslog, enum msg_level level);
 void msg_set_level(enum msg_level level);
 bool msg_enabled(enum msg_level level);
 
+void msg_vlog(enum msg_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 void msg_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

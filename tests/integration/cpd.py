@@ -42,11 +42,12 @@ class Daemon:
     """
 
     def __init__(self, tmpdir, classes=DEFAULT_CLASSES, customer_map="",
-                 extra=None, tcp_port=None, learning=0):
+                 extra=None, tcp_port=None, learning=0, sock_dir=None):
         self.learning = learning
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
-        self.policy_sock = os.path.join(self.dir, "policy.sock")
+        # sock_dir: a directory other users can reach (test_trust.py)
+        self.policy_sock = os.path.join(sock_dir or self.dir, "policy.sock")
         self.admin_sock = os.path.join(self.dir, "admin.sock")
         self.config = os.path.join(self.dir, "chokepoint.yaml")
         self.map = os.path.join(self.dir, "customers.map")
@@ -99,6 +100,9 @@ class Daemon:
             f.write(customer_map)
 
     def start(self, timeout=10.0, args=()):
+        # ready = the policy socket answers and this start's "started"
+        # line is logged (the sockets are bound before the store is read)
+        started = self.read_log().count(" started: ")
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen([CHOKEPOINTD, "-c", self.config] +
                                      list(args),
@@ -112,7 +116,9 @@ class Daemon:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(self.policy_sock)
                 s.close()
-                return self
+                if self.read_log().count(" started: ") > started:
+                    return self
+                time.sleep(0.02)
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("chokepointd did not start:\n" + self.read_log())
