@@ -47,6 +47,7 @@ enum ftype {
     FT_USERS,  /* list of user names or uids */
     FT_NETS,   /* list of CIDR prefixes */
     FT_GROUP,  /* a group name or gid */
+    FT_MALFORMED,
 };
 
 struct field {
@@ -85,6 +86,7 @@ static const struct field protocol_fields[] = {
      1000000},
     {"max_lifetime", FT_DURATION, OFF(max_lifetime_ms), 1000, 7 * 86400000ULL},
     {"listen_backlog", FT_U32, OFF(listen_backlog), 16, 65535},
+    {"malformed", FT_MALFORMED, OFF(malformed_defer), 0, 0},
     {NULL, 0, 0, 0, 0},
 };
 static const struct field store_fields[] = {
@@ -598,6 +600,14 @@ set_field(struct loader *ld, const struct field *f, struct fy_node *key,
         return parse_users(ld, v);
     case FT_NETS:
         return parse_nets(ld, v);
+    case FT_MALFORMED: {
+        static const char *const answers[] = {"dunno", "defer", NULL};
+
+        if (parse_enum(ld, v, answers, &e) < 0)
+            return -1;
+        ld->cfg->malformed_defer = e == 1;
+        return 0;
+    }
     case FT_GROUP: {
         unsigned id;
 
@@ -1159,6 +1169,7 @@ set_defaults(struct cp_config *cfg)
     cfg->max_connections = 4096;
     cfg->max_lifetime_ms = 3600000;
     cfg->listen_backlog = 4096;
+    cfg->malformed_defer = true;
     inet_parse_prefix("127.0.0.0/8", 11, &cfg->trusted_nets[0].addr,
                       &cfg->trusted_nets[0].plen);
     inet_parse_prefix("::1", 3, &cfg->trusted_nets[1].addr,

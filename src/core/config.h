@@ -265,6 +265,7 @@ struct cp_config {
     uint32_t max_connections;
     uint32_t max_connections_per_peer; /* uid (unix) or address (TCP) */
     uint32_t listen_backlog;
+    bool malformed_defer; /* protocol.malformed: defer (else dunno) */
 
     /* store: */
     char *store_path;

@@ -237,6 +237,8 @@ stage_of(const struct policy_request *req)
     return CP_STAGE_OTHER;
 }
 
+/* A numeric attribute; absent is 0 (an older MTA), and anything else was
+ * refused by cp_engine_bad_number() before a decision. */
 static uint64_t
 attr_u64(struct policy_str s)
 {
@@ -245,6 +247,29 @@ attr_u64(struct policy_str s)
     if (s.p == NULL || !parse_u64(s.p, s.len, &v))
         return 0;
     return v;
+}
+
+static bool
+number_ok(struct policy_str s, uint64_t max)
+{
+    uint64_t v;
+
+    return s.p == NULL || (parse_u64(s.p, s.len, &v) && v <= max);
+}
+
+const char *
+cp_engine_bad_number(const struct policy_request *req,
+                     struct policy_str *value)
+{
+    if (!number_ok(req->size, CP_MAX_SIZE)) {
+        *value = req->size;
+        return "size";
+    }
+    if (!number_ok(req->recipient_count, CP_MAX_RECIPIENTS)) {
+        *value = req->recipient_count;
+        return "recipient_count";
+    }
+    return NULL;
 }
 
 static uint32_t
@@ -323,7 +348,9 @@ describe_window(char *out, size_t n, uint64_t ms)
 static void
 describe_wait(char *out, size_t n, double s)
 {
-    if (s < 1)
+    if (!(s < 7 * 86400.0)) /* (NaN too) */
+        snprintf(out, n, "more than a week");
+    else if (s < 1)
         snprintf(out, n, "a moment");
     else if (s < 120)
         snprintf(out, n, "%.0f seconds", ceil(s));
@@ -1172,7 +1199,16 @@ cp_engine_decide(struct cp_engine *e, const struct policy_request *req,
     if (cp_identity_resolve(e->cfg, req, &d->id) < 0) {
         e->stats.identity_errors++;
         e->stats.by_action[CP_ACT_DUNNO]++;
-        return -1;
+        return CP_DECIDE_NO_IDENTITY;
+    }
+    {
+        struct policy_str v;
+
+        if (cp_engine_bad_number(req, &v) != NULL) {
+            e->stats.bad_numbers++;
+            e->stats.by_action[CP_ACT_DUNNO]++;
+            return CP_DECIDE_BAD_NUMBER;
+        }
     }
     if (d->stage == CP_STAGE_RCPT)
         decide_rcpt(e, req, now_ms, d);

@@ -34,6 +34,7 @@ struct cp_stats {
     uint64_t by_action[CP_ACT_COUNT];     /* what was answered */
     uint64_t shadow_would[CP_ACT_COUNT];  /* what shadow mode suppressed */
     uint64_t identity_errors;
+    uint64_t bad_numbers; /* requests refused for a malformed number */
     uint64_t pending_expired;             /* released after the timeout */
     uint64_t pending_evicted;             /* released early: table full */
     uint64_t settled;                     /* messages charged at EOM */
@@ -120,8 +121,18 @@ void cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
 void cp_engine_fini(struct cp_engine *e);
 void cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg);
 
-/* Decide one request. Returns 0, or -1 if no identity could be derived
- * (d->action is then DUNNO). */
+/* Decide one request. Returns 0; CP_DECIDE_NO_IDENTITY if no identity
+ * could be derived; CP_DECIDE_BAD_NUMBER if an attribute that must be a
+ * number is not, or is out of range (cp_engine_bad_number() names it).
+ * On an error nothing is decided or charged and d->action is DUNNO. */
+#define CP_DECIDE_NO_IDENTITY (-1)
+#define CP_DECIDE_BAD_NUMBER (-2)
+#define CP_MAX_SIZE (1ULL << 40)        /* bytes in one message */
+#define CP_MAX_RECIPIENTS 1000000ULL    /* recipients of one message */
+/* The first numeric attribute of req that is present but not a decimal
+ * number within its range ("size", "recipient_count"), or NULL. */
+const char *cp_engine_bad_number(const struct policy_request *req,
+                                 struct policy_str *value);
 int cp_engine_decide(struct cp_engine *e, const struct policy_request *req,
                      int64_t now_ms, struct cp_decision *d);
 

@@ -343,31 +343,23 @@ dsn_ok(const char *d, char cls)
 /*
  * Append text[0..tlen), sanitised, to line[len..) without going past max
  * bytes in all; return the new length. With line NULL, only measure.
- * Controls other than TAB become spaces (so no NUL, CR or LF gets through);
- * with pct, each '%' is doubled. When the text does not fit, cut before the
- * character that does not: a "%%" pair is never split, and a UTF-8 sequence
- * is dropped whole.
+ * The reply is 7-bit printable: controls become spaces (so no NUL, CR or
+ * LF gets through), bytes of 0x80 and above '?'; with pct, each '%' is
+ * doubled. When the text does not fit, it is cut before the byte that
+ * does not: a "%%" pair is never split.
  */
 static size_t
 clean_text(char *line, size_t len, size_t max, const char *text, size_t tlen,
            bool pct)
 {
-    size_t i, char_start = len;
-
-    for (i = 0; i < tlen; i++) {
+    for (size_t i = 0; i < tlen; i++) {
         unsigned char c = (unsigned char)text[i];
         size_t need = (pct && c == '%') ? 2 : 1;
-        bool continuation = (c & 0xc0) == 0x80;
 
-        if (!continuation)
-            char_start = len;
-        if (max - len < need) {
-            if (continuation)
-                len = char_start;
+        if (max - len < need)
             break;
-        }
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            c = ' ';
+        if (c < 0x20 || c >= 0x7f) /* SMTP replies are 7-bit printable */
+            c = c >= 0x80 ? '?' : ' ';
         if (line != NULL) {
             line[len] = (char)c;
             if (need == 2)

@@ -198,8 +198,8 @@ append_clean(struct strbuf *out, const char *s)
     for (i = start; i < out->len; i++) {
         unsigned char c = (unsigned char)out->data[i];
 
-        if (c < 0x20 || c == 0x7f)
-            out->data[i] = ' ';
+        if (c < 0x20 || c >= 0x7f) /* replies are 7-bit printable */
+            out->data[i] = c >= 0x80 ? '?' : ' ';
     }
 }
 

@@ -128,9 +128,10 @@ status(struct daemon *d, struct strbuf *o, bool json)
                      "accounts, %llu warnings about callers\n",
                   (unsigned long long)d->refusal_log.unlogged,
                   (unsigned long long)d->peer_log.unlogged);
-        sb_printf(o, "protocol errors: %llu, checkpoints: %llu (%llu "
-                     "errors)\n",
+        sb_printf(o, "protocol errors: %llu, malformed requests answered: "
+                     "%llu, checkpoints: %llu (%llu errors)\n",
                   (unsigned long long)d->stats.protocol_errors,
+                  (unsigned long long)d->stats.bad_requests,
                   (unsigned long long)d->stats.ckpt_runs,
                   (unsigned long long)d->stats.ckpt_errors);
         return;
@@ -141,7 +142,8 @@ status(struct daemon *d, struct strbuf *o, bool json)
     sb_printf(o, ",\"shadow\":%s,\"accounts\":%zu,\"store_bytes\":%zu,"
                  "\"connections\":%zu,\"connections_refused\":%llu,"
                  "\"pending_messages\":%zu,\"requests\":%llu,"
-                 "\"protocol_errors\":%llu,\"idle_timeouts\":%llu,"
+                 "\"protocol_errors\":%llu,\"bad_requests\":%llu,"
+                 "\"idle_timeouts\":%llu,"
                  "\"refusals_unlogged\":%llu,"
                  "\"peer_warnings_unlogged\":%llu,"
                  "\"connections_untrusted\":%llu,"
@@ -154,6 +156,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
               (unsigned long long)d->stats.conns_refused,
               cp_engine_pending(&d->engine), (unsigned long long)s->requests,
               (unsigned long long)d->stats.protocol_errors,
+              (unsigned long long)d->stats.bad_requests,
               (unsigned long long)d->stats.idle_timeouts,
               (unsigned long long)d->refusal_log.unlogged,
               (unsigned long long)d->peer_log.unlogged,
@@ -271,6 +274,17 @@ struct hist_ctx {
     int n;
 };
 
+/* Text for a terminal: as stored when it is printable ASCII (reasons are
+ * escaped when written), else escaped (rows written before they were). */
+static const char *
+shown(char *buf, size_t n, const char *s)
+{
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            return str_escape(buf, n, s, strlen(s), n / 4 - 1);
+    return s;
+}
+
 static void
 hist_row(void *arg, int64_t t, const char *from, const char *to,
          const char *actor, const char *reason)
@@ -280,8 +294,10 @@ hist_row(void *arg, int64_t t, const char *from, const char *to,
 
     cp_format_time(ts, sizeof(ts), t);
     if (!h->json) {
-        sb_printf(h->o, "  %s  %s -> %s  by %s: %s\n", ts, from, to, actor,
-                  reason);
+        char ea[200], er[1100];
+
+        sb_printf(h->o, "  %s  %s -> %s  by %s: %s\n", ts, from, to,
+                  shown(ea, sizeof(ea), actor), shown(er, sizeof(er), reason));
         return;
     }
     sb_printf(h->o, "%s{\"time\":\"%s\",\"from\":\"%s\",\"to\":\"%s\","
@@ -579,13 +595,15 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
     struct daemon *d = a->d;
     const char *sp = memchr(args, ' ', len);
     size_t klen = sp ? (size_t)(sp - args) : len;
-    char reason[256], actor[96];
+    char reason[1024], actor[96];
     struct cp_identity id;
     struct cp_decision dec;
     int rc;
 
-    snprintf(reason, sizeof(reason), "%.*s",
-             sp ? (int)(len - klen - 1) : 0, sp ? sp + 1 : "");
+    /* the reason goes into the log, the history, notices and webhooks:
+     * escaped here (controls, terminal escapes, 8-bit as \xNN) */
+    str_escape(reason, sizeof(reason), sp ? sp + 1 : "",
+               sp ? len - klen - 1 : 0, 200);
     if (klen == 0 || reason[0] == '\0' ||
         cp_identity_lookup(d->cfg, args, klen, &id) < 0) {
         sb_puts(o, json ? "{\"error\":\"usage: ACCOUNT REASON\"}\n"

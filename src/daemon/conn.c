@@ -291,6 +291,7 @@ handle_request(struct conn *c)
     struct policy_request req;
     struct cp_decision dec;
     int64_t now = daemon_now_ms();
+    int rc;
 
     if (d->sim_clock)
         now = sim_time(c, now);
@@ -309,7 +310,27 @@ handle_request(struct conn *c)
         policy_format_reply(&c->out, "DUNNO", NULL);
         return;
     }
-    if (cp_engine_decide(&d->engine, &req, now, &dec) < 0) {
+    rc = cp_engine_decide(&d->engine, &req, now, &dec);
+    if (rc == CP_DECIDE_BAD_NUMBER) {
+        struct policy_str v = {NULL, 0};
+        const char *name = cp_engine_bad_number(&req, &v);
+        char esc[80];
+
+        /* not decided, not charged: the configured answer */
+        d->stats.bad_requests++;
+        peer_warn(d, "%s: %s='%s' is not a number in range; answering %s "
+                     "(protocol.malformed)",
+                  c->peer, name ? name : "?",
+                  str_escape(esc, sizeof(esc), v.p ? v.p : "", v.len, 40),
+                  d->cfg->malformed_defer ? "DEFER_IF_PERMIT" : "DUNNO");
+        if (d->cfg->malformed_defer)
+            policy_format_reply(&c->out, "DEFER_IF_PERMIT",
+                                "4.3.0 Policy service: malformed request");
+        else
+            policy_format_reply(&c->out, "DUNNO", NULL);
+        return;
+    }
+    if (rc < 0) {
         d->stats.bad_requests++;
         peer_warn(d, "%s: request has neither sasl_username nor a valid "
                      "client_address; answering DUNNO",

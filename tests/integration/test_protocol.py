@@ -698,6 +698,37 @@ def test_max_connections_refuses_extra_connections(start):
 
 # ---------------------------------------------------------------- 9 injection
 
+def test_numbers_are_strict(start):
+    """size and recipient_count that are not decimal numbers in range are
+    a malformed request: logged, answered with protocol.malformed (defer),
+    never decided or charged as 0 (issue 12)."""
+    d = start()
+    c = PolicyClient(d.policy_sock)
+    user, inst = fresh("num")
+    bad = ["-1", "0x10", "", "99999999999999999999999", "1e9", " 5", "5 ",
+           "18446744073709551615", "1099511627777"]
+    for i, v in enumerate(bad):
+        for field in ("size", "recipient_count"):
+            for state in ("RCPT", "END-OF-MESSAGE"):
+                a = rcpt_request(user=user, instance="%s-%d-%s" % (inst, i, field),
+                                 state=state)
+                a[field] = v
+                r = ask_bytes(c, a)
+                assert r == (b"action=DEFER_IF_PERMIT 4.3.0 Policy service: "
+                             b"malformed request\n\n"), (field, v, r)
+    assert not [x for x in d.decisions_list() if x["instance"].startswith(inst)]
+    wait_log(d, r"warning: unix#\d+ uid=0 pid=\d+: size='0x10' is not a "
+                r"number in range; answering DEFER_IF_PERMIT")
+    wait_log(d, r"recipient_count='-1' is not a number in range")
+    assert status(d)["bad_requests"] == len(bad) * 4
+    # in range, and absent (an older MTA), are fine
+    a = rcpt_request(user=user, instance=inst + "-ok", state="END-OF-MESSAGE")
+    a["size"] = str(1 << 40)
+    del a["recipient_count"]
+    assert ask_bytes(c, a) == DUNNO
+    assert_served(d)
+
+
 def test_values_cannot_inject_reply_lines(start):
     d = start()
     by = Bystander(d.policy_sock)

@@ -489,3 +489,22 @@ def test_runs_as_daemon_user_with_private_files(open_dir, daemons):
     assert dl.st_mode & 0o007 == 0, oct(dl.st_mode)
     # the admin CLI (root) still works
     assert d.ctl("status")["connections"] >= 0
+
+
+def test_reasons_and_replies_are_clean_text(tmp_path, daemons):
+    """An admin reason with terminal escapes is escaped in the log and the
+    history; a reply that names an account with 8-bit bytes is 7-bit."""
+    d = Daemon(tmp_path)
+    daemons.append(d.start())
+    login = "m\u00fcller@isp.example"
+    d.ctl("block", login, "--reason", "paid \x1b[31mIN RED\x1b[0m \u00e9")
+    log = d.read_log()
+    assert "\x1b" not in log
+    assert "\\x1b[31mIN RED\\x1b[0m" in log, log[-2000:]
+    r = subprocess.run([CHOKEPOINTD.replace("chokepointd", "chokepoint"), "-s",
+                        d.admin_sock, "history", login],
+                       capture_output=True, timeout=10)
+    assert b"\x1b" not in r.stdout and b"\\x1b[31m" in r.stdout, r.stdout
+    reply = ask(d.policy_sock, rcpt_request(user=login, instance="held"))
+    assert reply.startswith("action=")
+    assert all(0x20 <= ord(ch) < 0x7f for ch in reply.rstrip("\n")), reply
