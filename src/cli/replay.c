@@ -2031,8 +2031,8 @@ load_state(struct replay *r, const char *path)
     }
     if ((db = cp_sqlite_open(path, err)) == NULL ||
         (n = cp_sqlite_load(db, r->ip.cfg->slots, r->ip.cfg->nslots,
-                            r->ip.ms, err)) < 0 ||
-        cp_sqlite_load_states(db, r->ip.ms, err) < 0 ||
+                            r->ip.ms, NULL, err)) < 0 ||
+        cp_sqlite_load_states(db, r->ip.ms, NULL, err) < 0 ||
         cp_sqlite_load_evidence(db, r->ip.ms, &dropped, err) < 0 ||
         cp_sqlite_load_delivered(db, &r->ip.engine.delivered,
                                  r->ip.cfg->delivery.max_recipients,

@@ -128,6 +128,10 @@ status(struct daemon *d, struct strbuf *o, bool json)
                      "accounts, %llu warnings about callers\n",
                   (unsigned long long)d->refusal_log.unlogged,
                   (unsigned long long)d->peer_log.unlogged);
+        if (d->nunrecorded > 0)
+            sb_printf(o, "STATE CHANGES NOT RECORDED (store writes failing): "
+                         "%zu\n",
+                      d->nunrecorded);
         sb_printf(o, "protocol errors: %llu, malformed requests answered: "
                      "%llu, checkpoints: %llu (%llu errors)\n",
                   (unsigned long long)d->stats.protocol_errors,
@@ -148,7 +152,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
                  "\"peer_warnings_unlogged\":%llu,"
                  "\"connections_untrusted\":%llu,"
                  "\"connections_over_share\":%llu,\"accept_errors\":%llu,"
-                 "\"lifetime_closes\":%llu,"
+                 "\"lifetime_closes\":%llu,\"unrecorded\":%zu,"
                  "\"reservations_expired\":%llu,\"checkpoints\":%llu,"
                  "\"checkpoint_errors\":%llu,\"checkpoint_rows\":%llu,"
                  "\"decisions\":{",
@@ -164,6 +168,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
               (unsigned long long)d->stats.conns_peer_share,
               (unsigned long long)d->stats.accept_errors,
               (unsigned long long)d->stats.lifetime_closes,
+              d->nunrecorded,
               (unsigned long long)s->pending_expired,
               (unsigned long long)d->stats.ckpt_runs,
               (unsigned long long)d->stats.ckpt_errors,
@@ -628,12 +633,31 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
     }
     d->actor = self ? actor : a->who;
     d->reason = reason;
+    d->write_err[0] = '\0';
     rc = cp_engine_set_state(&d->engine, &id, to, daemon_now_ms(), &dec);
     d->actor = d->reason = NULL;
     if (rc < 0) {
         sb_printf(o, json ? "{\"error\":\"account is %s\"}\n"
                           : "error: account is %s: nothing to do\n",
                   cp_state_name((enum cp_state)dec.state));
+        return;
+    }
+    if (d->write_err[0] != '\0') {
+        /* in force (the answers follow it), but not yet durable */
+        char msg[CP_ERR_MAX + 200];
+
+        snprintf(msg, sizeof(msg),
+                 "%s is in force, but the store write failed (%s): it is "
+                 "retried every checkpoint and lost if chokepointd stops "
+                 "before it succeeds",
+                 cp_state_name((enum cp_state)dec.state), d->write_err);
+        if (json) {
+            sb_puts(o, "{\"error\":");
+            sb_json_str(o, msg, strlen(msg));
+            sb_puts(o, "}\n");
+        } else {
+            sb_printf(o, "error: %s\n", msg);
+        }
         return;
     }
     if (json) {

@@ -18,13 +18,92 @@
  * own, and the table pruned to delivery.max_queue_ids within
  * delivery.queue_id_ttl; after a failed write the next checkpoint writes
  * them again.
+ *
+ * A state change whose history row could not be written (disk full, a
+ * locked or damaged store) is kept in memory and written again at every
+ * tick until it is (ckpt_unrecorded_*): the audit trail is never dropped
+ * while the daemon runs, and `status` shows how many wait.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "daemon/daemon.h"
 #include "util/clock.h"
 #include "util/msg.h"
+#include "util/xalloc.h"
+
+struct unrecorded {
+    struct unrecorded *next;
+    struct cp_counters c;
+    int64_t t_ms;
+    unsigned tries;
+    char from[16], to[16];
+    char *actor, *reason;
+    size_t keylen;
+    char key[];
+};
+
+void
+ckpt_unrecorded_add(struct daemon *d, const char *key, size_t keylen,
+                    const struct cp_counters *c, const char *from,
+                    const char *to, int64_t t_ms, const char *actor,
+                    const char *reason)
+{
+    struct unrecorded *u = xcalloc(1, sizeof(*u) + keylen + 1);
+    struct unrecorded **tail = &d->unrecorded;
+
+    memcpy(u->key, key, keylen);
+    u->keylen = keylen;
+    u->c = *c;
+    u->t_ms = t_ms;
+    snprintf(u->from, sizeof(u->from), "%s", from);
+    snprintf(u->to, sizeof(u->to), "%s", to);
+    u->actor = xstrdup(actor);
+    u->reason = xstrdup(reason);
+    while (*tail != NULL) /* in order: the history reads right */
+        tail = &(*tail)->next;
+    *tail = u;
+    d->nunrecorded++;
+}
+
+static void
+unrecorded_free(struct unrecorded *u)
+{
+    free(u->actor);
+    free(u->reason);
+    free(u);
+}
+
+/* Write what waits, oldest first; stop at the first failure. */
+static void
+retry_unrecorded(struct daemon *d)
+{
+    char err[CP_ERR_MAX], key[CP_KEY_MAX * 4 + 4];
+
+    while (d->unrecorded != NULL) {
+        struct unrecorded *u = d->unrecorded;
+
+        if (cp_sqlite_begin(d->db_sync, err) < 0 ||
+            cp_sqlite_transition(d->db_sync, u->key, u->keylen, &u->c,
+                                 u->from, u->to, u->t_ms, u->actor, u->reason,
+                                 err) < 0 ||
+            cp_sqlite_commit(d->db_sync, err) < 0) {
+            (void)cp_sqlite_commit(d->db_sync, err);
+            if (++u->tries % 60 == 1)
+                msg_error("%zu state changes still not recorded: %s",
+                          d->nunrecorded, err);
+            return;
+        }
+        str_escape(key, sizeof(key), u->key, u->keylen, CP_KEY_MAX);
+        msg_warn("account %s: state change %s -> %s recorded after %u "
+                 "retries",
+                 key, u->from, u->to, u->tries + 1);
+        d->unrecorded = u->next;
+        d->nunrecorded--;
+        unrecorded_free(u);
+    }
+}
 
 
 /* Accounts per batch of the final checkpoint: bounds the copy (each may
@@ -101,6 +180,7 @@ on_tick(uv_timer_t *t)
 {
     struct daemon *d = t->data;
 
+    retry_unrecorded(d);
     if (d->ckpt_running ||
         (d->ms->dirty == 0 && !cp_engine_queued_dirty(&d->engine)))
         return;
@@ -150,6 +230,17 @@ ckpt_final(struct daemon *d)
     uint64_t t0 = clock_mono_us();
     int rc = 0;
 
+    retry_unrecorded(d);
+    if (d->nunrecorded > 0)
+        msg_error("stopping with %zu state changes not recorded in the "
+                  "history (their states are in the final checkpoint)",
+                  d->nunrecorded);
+    while (d->unrecorded != NULL) {
+        struct unrecorded *u = d->unrecorded;
+
+        d->unrecorded = u->next;
+        unrecorded_free(u);
+    }
     ckpt_batch_set_slots(&d->ckpt_batch, d->cfg->slots, d->cfg->nslots);
     /* a clean stop keeps all evidence: the next start goes on from it */
     memstore_mark_evidence_dirty(d->ms);

@@ -80,6 +80,10 @@ struct daemon {
     char ckpt_err[CP_ERR_MAX], qid_err[CP_ERR_MAX];
     int ckpt_rc, qid_rc;
 
+    struct unrecorded *unrecorded; /* checkpoint.c: history to write */
+    size_t nunrecorded;
+    char write_err[CP_ERR_MAX]; /* the last failed state write ("": ok) */
+
     struct logfollow *logfollow;
     struct outbox *outbox;
     struct dnsbl *dnsbl;
@@ -151,6 +155,12 @@ void ckpt_start(struct daemon *d);
 void ckpt_stop(struct daemon *d);
 /* Queue ids recorded before this are past delivery.queue_id_ttl. */
 int64_t ckpt_queued_since(const struct daemon *d);
+/* A state change whose history row failed: kept and written again at
+ * every tick until it is. */
+void ckpt_unrecorded_add(struct daemon *d, const char *key, size_t keylen,
+                         const struct cp_counters *c, const char *from,
+                         const char *to, int64_t t_ms, const char *actor,
+                         const char *reason);
 /* Final checkpoint after the loop has stopped (synchronous). */
 void ckpt_final(struct daemon *d);
 

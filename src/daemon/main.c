@@ -243,14 +243,16 @@ on_transition(void *arg, const struct cp_decision *dec,
     msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
              d->actor ? d->actor : "evidence", reason);
     warn_customer(d, dec);
-    /* the state and the jobs of its incident: one transaction */
-    if (cp_sqlite_begin(d->db_sync, err) < 0)
-        msg_error("account %s: %s", key, err);
-    row = cp_sqlite_transition(d->db_sync, dec->id.dkey, dec->id.dkeylen, ref.c,
-                               from, to, now_ms, d->actor ? d->actor : "auto",
-                               reason, err);
-    if (row < 0)
-        msg_error("account %s: state change not recorded: %s", key, err);
+    /* the state and the jobs of its incident: one transaction; a failure
+     * is kept for a retry (checkpoint.c) and told to whoever asked */
+    d->write_err[0] = '\0';
+    row = -1;
+    if (cp_sqlite_begin(d->db_sync, err) < 0 ||
+        (row = cp_sqlite_transition(d->db_sync, dec->id.dkey, dec->id.dkeylen,
+                                    ref.c, from, to, now_ms,
+                                    d->actor ? d->actor : "auto", reason,
+                                    err)) < 0)
+        snprintf(d->write_err, sizeof(d->write_err), "%s", err);
     if (d->actor == NULL && cp_config_state_shadow(d->cfg, dec->id.cls)) {
         /* shadow mode: the state is recorded, nothing is done about it */
         if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
@@ -262,8 +264,15 @@ on_transition(void *arg, const struct cp_decision *dec,
     } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
         contain(d, dec, key, false);
     }
-    if (cp_sqlite_commit(d->db_sync, err) < 0)
-        msg_error("account %s: state change not recorded: %s", key, err);
+    if (cp_sqlite_commit(d->db_sync, err) < 0 && d->write_err[0] == '\0')
+        snprintf(d->write_err, sizeof(d->write_err), "%s", err);
+    if (d->write_err[0] != '\0') {
+        msg_error("account %s: state change %s -> %s not recorded (kept, "
+                  "written again every checkpoint_interval): %s",
+                  key, from, to, d->write_err);
+        ckpt_unrecorded_add(d, dec->id.dkey, dec->id.dkeylen, ref.c, from, to,
+                            now_ms, d->actor ? d->actor : "auto", reason);
+    }
 }
 
 static void
@@ -460,21 +469,29 @@ restore_state(struct daemon *d)
 {
     char err[CP_ERR_MAX];
     uint64_t t0;
-    long n, nev, dropped;
+    long n, nev, dropped, skipped = 0, sskipped = 0;
 
     d->db = cp_sqlite_open(d->cfg->store_path, err);
     if (d->db == NULL)
         msg_fatal("store: %s", err);
     migrate(d);
     t0 = clock_mono_us();
-    n = cp_sqlite_load(d->db, d->cfg->slots, d->cfg->nslots, d->ms, err);
-    if (n < 0 || cp_sqlite_load_states(d->db, d->ms, err) < 0 ||
+    n = cp_sqlite_load(d->db, d->cfg->slots, d->cfg->nslots, d->ms, &skipped,
+                       err);
+    if (n < 0 || cp_sqlite_load_states(d->db, d->ms, &sskipped, err) < 0 ||
         (nev = cp_sqlite_load_evidence(d->db, d->ms, &dropped, err)) < 0)
         msg_fatal("store %s: %s", d->cfg->store_path, err);
     if (nev > 0)
         msg_info("restored the evidence of %ld accounts (%.0f ms since the "
                  "start of the restore)",
                  nev, (double)(clock_mono_us() - t0) / 1e3);
+    if (skipped > 0)
+        msg_warn("store %s: %ld damaged counter records skipped (those "
+                 "accounts' limits start empty)",
+                 d->cfg->store_path, skipped);
+    if (sskipped > 0)
+        msg_warn("store %s: %ld damaged state records skipped",
+                 d->cfg->store_path, sskipped);
     if (dropped > 0)
         msg_warn("store %s: %ld evidence records not read back (another "
                  "format, damaged, or of no account): those accounts start "

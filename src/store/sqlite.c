@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/lifecycle.h"
 #include "core/evidence.h"
 #include "util/xalloc.h"
 
@@ -191,7 +192,7 @@ read_slots(struct cp_sqlite *db, char *out, size_t n, char *err)
 
 long
 cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
-               size_t nslots, struct memstore *ms, char *err)
+               size_t nslots, struct memstore *ms, long *skipped, char *err)
 {
     char stored[CP_MAX_SLOTS * CP_RULE_NAME_MAX];
     int map[CP_MAX_SLOTS];
@@ -214,8 +215,11 @@ cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
         int blen = sqlite3_column_bytes(st, 2);
 
         if (key == NULL || klen <= 0 || klen >= CP_KEY_MAX || blob == NULL ||
-            (blen != BLOB_LEN && blen != BLOB_LEN_V1))
-            continue; /* not ours: skip rather than refuse to start */
+            (blen != BLOB_LEN && blen != BLOB_LEN_V1)) {
+            if (skipped != NULL) /* damaged: counted, the caller warns */
+                (*skipped)++;
+            continue;
+        }
         memset(&c, 0, sizeof(c));
         c.t_ms = sqlite3_column_int64(st, 1);
         decode(blob, (size_t)blen, map, &c);
@@ -449,7 +453,8 @@ cp_sqlite_transition(struct cp_sqlite *db, const char *key, size_t keylen,
 }
 
 long
-cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms, char *err)
+cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms,
+                      long *skipped, char *err)
 {
     sqlite3_stmt *st;
     long n = 0;
@@ -465,12 +470,26 @@ cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms, char *err)
         int klen = sqlite3_column_bytes(st, 0);
         struct cp_account_ref ref;
 
-        if (key == NULL || klen <= 0 || klen >= CP_KEY_MAX)
+        sqlite3_int64 state = sqlite3_column_int64(st, 1);
+
+        if (key == NULL || klen <= 0 || klen >= CP_KEY_MAX ||
+            !ms->base.ops->account(&ms->base, key, (size_t)klen, true, false,
+                                   &ref)) {
+            if (skipped != NULL)
+                (*skipped)++;
             continue;
-        if (!ms->base.ops->account(&ms->base, key, (size_t)klen, true, false,
-                                   &ref))
-            continue;
-        ref.c->state = (uint8_t)sqlite3_column_int(st, 1);
+        }
+        if (state < 0 || state >= CP_ST_COUNT) {
+            /* served as NORMAL it would free a blocked customer: refuse */
+            snprintf(err, CP_ERR_MAX,
+                     "account_states: account %.*s has state %lld, which "
+                     "this version does not know (a damaged or newer "
+                     "store): not starting; correct or delete that row",
+                     klen > 200 ? 200 : klen, key, (long long)state);
+            sqlite3_finalize(st);
+            return -1;
+        }
+        ref.c->state = (uint8_t)state;
         ref.c->repeat = (uint8_t)sqlite3_column_int(st, 2);
         ref.c->state_since_s = (uint32_t)sqlite3_column_int64(st, 3);
         n++;

@@ -25,9 +25,11 @@ struct cp_sqlite;
 /* Open or create the database. NULL and `err` (CP_ERR_MAX) on failure. */
 struct cp_sqlite *cp_sqlite_open(const char *path, char *err);
 void cp_sqlite_close(struct cp_sqlite *db);
-/* Load every account into `ms`; returns the number or -1 with `err`. */
+/* Load every account into `ms`; returns the number or -1 with `err`.
+ * *skipped (may be NULL) counts damaged records left out. */
 long cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
-                    size_t nslots, struct memstore *ms, char *err);
+                    size_t nslots, struct memstore *ms, long *skipped,
+                    char *err);
 /*
  * Give the loaded accounts their stored evidence. Returns how many, or -1
  * with `err`; *discarded counts records not read back (another format,
@@ -59,9 +61,11 @@ int64_t cp_sqlite_transition(struct cp_sqlite *db, const char *key,
                              const char *from, const char *to, int64_t t_ms,
                              const char *actor, const char *reason, char *err);
 /* Apply the recorded states over the loaded counters (they may be newer
- * than the last checkpoint). Number of accounts, or -1 with `err`. */
+ * than the last checkpoint). Number of accounts, or -1 with `err` (also
+ * for a state this version does not know: it is never served as NORMAL).
+ * *skipped (may be NULL) counts rows with a damaged key. */
 long cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms,
-                           char *err);
+                           long *skipped, char *err);
 
 typedef void (*cp_history_fn)(void *arg, int64_t t_ms, const char *from,
                               const char *to, const char *actor,

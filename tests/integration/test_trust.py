@@ -508,3 +508,91 @@ def test_reasons_and_replies_are_clean_text(tmp_path, daemons):
     reply = ask(d.policy_sock, rcpt_request(user=login, instance="held"))
     assert reply.startswith("action=")
     assert all(0x20 <= ord(ch) < 0x7f for ch in reply.rstrip("\n")), reply
+
+
+@pytest.fixture
+def small_disk():
+    """A 48 MiB tmpfs: a disk that can be filled."""
+    d = tempfile.mkdtemp(prefix="cp-full-", dir="/tmp")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", d],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        os.rmdir(d)
+        pytest.skip("cannot mount a tmpfs: " + r.stderr)
+    yield d
+    subprocess.run(["umount", "-l", d])
+    os.rmdir(d)
+
+
+def fill(path):
+    """Write zeros to `path` until the disk is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    for chunk in (1 << 20, 4096, 1):
+        try:
+            while True:
+                os.write(fd, b"\0" * chunk)
+        except OSError:
+            pass
+    os.close(fd)
+
+
+def test_a_failed_state_write_is_reported_and_retried(small_disk, daemons):
+    """Disk full: an admin block says it was not recorded and exits
+    non-zero; the hold is in force; the history row is written once there
+    is room again, and survives a restart."""
+    d = Daemon(os.path.join(small_disk, "d"),
+               extra={"delivery": "max_recipients: 1024"})
+    d.start()
+    daemons.append(d)
+    filler = os.path.join(small_disk, "filler")
+    fill(filler)
+    r = subprocess.run([CHOKEPOINTD.replace("chokepointd", "chokepoint"),
+                        "-s", d.admin_sock, "block", "full@isp.example",
+                        "--reason", "disk full test"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "MANUAL_HOLD is in force, but the store write failed" in \
+        r.stdout + r.stderr, r.stdout + r.stderr
+    assert d.ctl("status")["unrecorded"] == 1
+    reply = ask(d.policy_sock, rcpt_request(user="full@isp.example",
+                                            instance="full1"))
+    assert not reply.startswith("action=DUNNO"), reply
+    os.unlink(filler)
+    wait_log(d, r"account u:full@isp\.example: state change NORMAL -> "
+                r"MANUAL_HOLD recorded after \d+ retries", timeout=15)
+    assert d.ctl("status")["unrecorded"] == 0
+    hist = d.ctl("history", "full@isp.example")
+    assert "disk full test" in json.dumps(hist), hist
+    assert d.stop() == 0
+    d.start()
+    assert d.ctl("show", "full@isp.example")["state"] == "MANUAL_HOLD"
+
+
+def test_damaged_records_are_counted_and_unknown_states_refused(tmp_path,
+                                                                 daemons):
+    import sqlite3
+    d = Daemon(tmp_path)
+    d.start()
+    for i in range(3):
+        ask(d.policy_sock, rcpt_request(user="ok%d@isp.example" % i,
+                                        instance="ok%d" % i))
+    d.ctl("block", "held@isp.example", "--reason", "test")
+    assert d.stop() == 0
+    db = sqlite3.connect(d.db)
+    db.execute("UPDATE accounts SET data=x'00' WHERE key='u:ok0@isp.example'")
+    db.commit()
+    db.close()
+    d.start()
+    wait_log(d, r"1 damaged counter records skipped")
+    assert d.ctl("show", "held@isp.example")["state"] == "MANUAL_HOLD"
+    assert d.stop() == 0
+    db = sqlite3.connect(d.db)
+    db.execute("UPDATE account_states SET state=200 "
+               "WHERE key='u:held@isp.example'")
+    db.commit()
+    db.close()
+    r = subprocess.run([CHOKEPOINTD, "-c", d.config], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 1
+    assert "account u:held@isp.example has state 200, which this version " \
+           "does not know" in r.stderr, r.stderr
