@@ -92,6 +92,7 @@ static const struct field protocol_fields[] = {
 static const struct field store_fields[] = {
     {"path", FT_STR, OFF(store_path), 0, 0},
     {"checkpoint_interval", FT_DURATION, OFF(checkpoint_ms), 100, 3600000},
+    {"max_accounts", FT_U32, OFF(max_accounts), 1000, 100000000},
     {NULL, 0, 0, 0, 0},
 };
 static const struct field identity_fields[] = {
@@ -1185,6 +1186,7 @@ set_defaults(struct cp_config *cfg)
     }
     cfg->store_path = xstrdup("/var/lib/chokepoint/state.db");
     cfg->checkpoint_ms = 5000;
+    cfg->max_accounts = 2000000;
     cfg->ipv4_prefix = 32;
     cfg->ipv6_prefix = 64;
     cfg->default_class_name = xstrdup("residential");

@@ -270,6 +270,7 @@ struct cp_config {
     /* store: */
     char *store_path;
     uint64_t checkpoint_ms;
+    uint32_t max_accounts; /* idle, clean ones are evicted above it */
 
     /* identity: */
     char *customer_map; /* NULL: no map */

@@ -76,8 +76,11 @@ status(struct daemon *d, struct strbuf *o, bool json)
         sb_printf(o, "chokepointd %s, up %llds, config %s%s\n", CP_VERSION,
                   (long long)up, d->cfg->file,
                   d->cfg->shadow ? " (SHADOW MODE)" : "");
-        sb_printf(o, "accounts: %zu (%zu bytes, %.0f per account)\n", accts,
-                  bytes, accts ? (double)bytes / (double)accts : 0.0);
+        sb_printf(o, "accounts: %zu (%zu bytes, %.0f per account; cap %u, "
+                     "%llu idle ones evicted)\n",
+                  accts, bytes, accts ? (double)bytes / (double)accts : 0.0,
+                  d->cfg->max_accounts,
+                  (unsigned long long)d->ms->evicted);
         sb_printf(o, "connections: %zu open, %llu refused at "
                      "max_connections, %llu refused as untrusted callers, "
                      "%llu over a caller's share, %llu accept errors, %llu "
@@ -153,6 +156,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
                  "\"connections_untrusted\":%llu,"
                  "\"connections_over_share\":%llu,\"accept_errors\":%llu,"
                  "\"lifetime_closes\":%llu,\"unrecorded\":%zu,"
+                 "\"accounts_evicted\":%llu,"
                  "\"reservations_expired\":%llu,\"checkpoints\":%llu,"
                  "\"checkpoint_errors\":%llu,\"checkpoint_rows\":%llu,"
                  "\"decisions\":{",
@@ -168,7 +172,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
               (unsigned long long)d->stats.conns_peer_share,
               (unsigned long long)d->stats.accept_errors,
               (unsigned long long)d->stats.lifetime_closes,
-              d->nunrecorded,
+              d->nunrecorded, (unsigned long long)d->ms->evicted,
               (unsigned long long)s->pending_expired,
               (unsigned long long)d->stats.ckpt_runs,
               (unsigned long long)d->stats.ckpt_errors,

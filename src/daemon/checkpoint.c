@@ -175,14 +175,48 @@ after_work(uv_work_t *w, int status)
               (unsigned long long)d->stats.ckpt_last_us);
 }
 
+/*
+ * Over store.max_accounts: evict idle, clean accounts down to 90 % of it
+ * (memstore_evict: NORMAL, no evidence, unused for the longest limit
+ * window, so their counters have drained). A scan walks every account, so
+ * it runs at most once a minute unless the count grew by 1 % of the cap.
+ */
+static void
+maybe_evict(struct daemon *d)
+{
+    size_t cap = d->cfg->max_accounts, n = d->ms->accts.count, got;
+    int64_t now = daemon_now_ms();
+    uint64_t idle = 0;
+
+    if (n <= cap || (now - d->evict_ms < 60000 && n < d->evict_n + cap / 100))
+        return;
+    for (size_t i = 0; i < d->cfg->nslots; i++)
+        if (d->cfg->slots[i].window_ms > idle)
+            idle = d->cfg->slots[i].window_ms;
+    got = memstore_evict(d->ms, &d->cfg->det, cap - cap / 10, now,
+                         (int64_t)idle);
+    d->evict_ms = now;
+    d->evict_n = d->ms->accts.count;
+    if (d->evict_n > cap)
+        msg_warn("%zu accounts tracked, over store.max_accounts (%zu): %zu "
+                 "idle ones evicted, the others are in use, hold a state or "
+                 "evidence (about 220 bytes each)",
+                 d->evict_n, cap, got);
+    else
+        msg_info("evicted %zu idle accounts (store.max_accounts %zu)", got,
+                 cap);
+}
+
 static void
 on_tick(uv_timer_t *t)
 {
     struct daemon *d = t->data;
 
     retry_unrecorded(d);
+    maybe_evict(d);
     if (d->ckpt_running ||
-        (d->ms->dirty == 0 && !cp_engine_queued_dirty(&d->engine)))
+        (d->ms->dirty == 0 && d->ms->ngone == 0 &&
+         !cp_engine_queued_dirty(&d->engine)))
         return;
     ckpt_batch_set_slots(&d->ckpt_batch, d->cfg->slots, d->cfg->nslots);
     memstore_collect_dirty(d->ms, &d->ckpt_batch,

@@ -80,6 +80,8 @@ struct daemon {
     char ckpt_err[CP_ERR_MAX], qid_err[CP_ERR_MAX];
     int ckpt_rc, qid_rc;
 
+    int64_t evict_ms; /* checkpoint.c: the last eviction scan */
+    size_t evict_n;   /* accounts after it */
     struct unrecorded *unrecorded; /* checkpoint.c: history to write */
     size_t nunrecorded;
     char write_err[CP_ERR_MAX]; /* the last failed state write ("": ok) */

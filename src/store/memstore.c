@@ -163,6 +163,7 @@ memstore_new(size_t expected)
     ms->base.ops = &memstore_ops;
     ms->track_dirty = true;
     hmap_init(&ms->accts, expected);
+    sb_init(&ms->gone);
     return ms;
 }
 
@@ -180,6 +181,7 @@ memstore_free(struct memstore *ms)
     }
     hmap_fini(&ms->accts);
     free(ms->dirty_list);
+    sb_fini(&ms->gone);
     free(ms);
 }
 
@@ -223,6 +225,7 @@ batch_add(struct ckpt_batch *b, struct acct *a, const struct ckpt_ev_policy *p)
     r->c = a->c;
     r->ev = -1;
     r->ev_delete = false;
+    r->gone = false;
     sb_append(&b->keys, a->key, a->keylen);
     if (p == NULL || p->det == NULL)
         return;
@@ -248,6 +251,26 @@ memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b,
     b->n = 0;
     b->nev = 0;
     sb_reset(&b->keys);
+    /* evicted accounts first: their rows go */
+    for (size_t off = 0; off < ms->gone.len;) {
+        size_t len = (unsigned char)ms->gone.data[off];
+        struct ckpt_record *r;
+
+        if (b->n == b->cap) {
+            b->cap = b->cap ? b->cap * 2 : 1024;
+            b->rec = xreallocarray(b->rec, b->cap, sizeof(*b->rec));
+        }
+        r = &b->rec[b->n++];
+        memset(r, 0, sizeof(*r));
+        r->key_off = b->keys.len;
+        r->keylen = len;
+        r->ev = -1;
+        r->gone = true;
+        sb_append(&b->keys, ms->gone.data + off + 1, len);
+        off += 1 + len;
+    }
+    sb_reset(&ms->gone);
+    ms->ngone = 0;
     /* from the end: what is left stays a prefix of the list */
     while (ms->dirty > 0 && b->n < max) {
         struct acct *a = ms->dirty_list[--ms->dirty];
@@ -295,7 +318,15 @@ memstore_mark_dirty(struct memstore *ms, const struct ckpt_batch *b)
         struct acct *a = acct_get(ms, b->keys.data + b->rec[i].key_off,
                                   b->rec[i].keylen, false, &created);
 
-        if (a == NULL)
+        if (b->rec[i].gone && a == NULL) { /* its rows: next time */
+            unsigned char len = (unsigned char)b->rec[i].keylen;
+
+            sb_append(&ms->gone, (const char *)&len, 1);
+            sb_append(&ms->gone, b->keys.data + b->rec[i].key_off, len);
+            ms->ngone++;
+            continue;
+        }
+        if (a == NULL || b->rec[i].gone)
             continue;
         mark_dirty(ms, a);
         if (b->rec[i].ev_delete)
@@ -349,6 +380,62 @@ memstore_sweep(struct memstore *ms, const struct cp_detection *det,
             mark_dirty(ms, a); /* the next checkpoint deletes its copy */
         n++;
     }
+    return n;
+}
+
+static bool
+evictable(const struct memstore *ms, const struct acct *a,
+          const struct cp_detection *det, int64_t now_ms, int64_t idle_ms)
+{
+    if (a == ms->last || a->c.state != 0 ||
+        (a->dirty & (DIRTY | EV_STORED)) != 0 ||
+        now_ms - a->c.t_ms < idle_ms)
+        return false;
+    /* evidence that says nothing either way: only habits, relearnt */
+    return a->ev == NULL ||
+           (now_ms - a->ev->t_ms >= idle_ms &&
+            fabs(cp_evidence_score(a->ev, det, now_ms)) <= 0.5);
+}
+
+size_t
+memstore_evict(struct memstore *ms, const struct cp_detection *det,
+               size_t target, int64_t now_ms, int64_t idle_ms)
+{
+    struct acct **out;
+    size_t n = 0, want;
+
+    if (ms->accts.count <= target)
+        return 0;
+    want = ms->accts.count - target;
+    out = xreallocarray(NULL, want, sizeof(*out));
+    /* collect first: deleting moves entries under the iteration */
+    HMAP_FOREACH(&ms->accts, i)
+    {
+        struct acct *a = ms->accts.ents[i].val;
+
+        if (n < want && evictable(ms, a, det, now_ms, idle_ms))
+            out[n++] = a;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct acct *a = out[i];
+        unsigned char len = a->keylen;
+
+        hmap_del(&ms->accts, hmap_hash(a->key, a->keylen), a->key, a->keylen,
+                 acct_eq);
+        ms->key_bytes -= a->keylen;
+        if (ms->track_dirty) {
+            sb_append(&ms->gone, (const char *)&len, 1);
+            sb_append(&ms->gone, a->key, len);
+            ms->ngone++;
+        }
+        if (a->ev != NULL) {
+            free(a->ev);
+            ms->evidence--;
+        }
+        free(a);
+    }
+    free(out);
+    ms->evicted += n;
     return n;
 }
 

@@ -29,6 +29,10 @@ struct memstore {
     bool track_dirty;      /* false: no checkpoints (simulation) */
     size_t evidence;       /* accounts with evidence allocated */
     struct acct *last;     /* the account looked up last */
+    struct strbuf gone;    /* evicted keys not yet deleted from the store:
+                              [length byte][key]... */
+    size_t ngone;
+    uint64_t evicted;      /* accounts evicted, ever */
 };
 
 /* A copy of changed accounts, handed to the checkpoint worker. */
@@ -38,6 +42,7 @@ struct ckpt_record {
     struct cp_counters c;
     int32_t ev;       /* its evidence: index in ckpt_batch.ev, or -1 */
     bool ev_delete;   /* no evidence to keep: delete the stored one */
+    bool gone;        /* evicted: delete its rows */
 };
 
 struct cp_evidence;
@@ -75,6 +80,16 @@ void memstore_restore(struct memstore *ms, const char *key, size_t len,
  * evidence `p` asks for, and mark them clean. */
 void memstore_collect_dirty(struct memstore *ms, struct ckpt_batch *b,
                             const struct ckpt_ev_policy *p, size_t max);
+/*
+ * Evict accounts that hold nothing worth keeping until at most `target`
+ * are left: NORMAL, not waiting for a checkpoint, unused for `idle_ms`
+ * (the longest limit window: their counters have drained), and with no
+ * stored evidence and none in memory that scores beyond ±0.5 (habits
+ * only: relearnt). Their rows are deleted by the next checkpoint.
+ * Returns how many were evicted.
+ */
+size_t memstore_evict(struct memstore *ms, const struct cp_detection *det,
+                      size_t target, int64_t now_ms, int64_t idle_ms);
 /* Mark every account with evidence changed (before a final checkpoint
  * that stores all evidence). */
 void memstore_mark_evidence_dirty(struct memstore *ms);

@@ -290,6 +290,30 @@ write_evidence(struct cp_sqlite *db, const struct ckpt_batch *b,
     return 0;
 }
 
+/* An evicted account: its counters and (NORMAL) state rows. */
+static int
+delete_account(struct cp_sqlite *db, const char *key, size_t len, char *err)
+{
+    static const char *const sql[] = {
+        "DELETE FROM accounts WHERE key=?",
+        "DELETE FROM account_states WHERE key=? AND state=0",
+    };
+
+    for (size_t i = 0; i < 2; i++) {
+        sqlite3_stmt *st;
+        int rc;
+
+        if (sqlite3_prepare_v2(db->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+            return db_fail(db, "prepare", err);
+        sqlite3_bind_text(st, 1, key, (int)len, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return db_fail(db, "delete", err);
+    }
+    return 0;
+}
+
 static int
 write_rows(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
 {
@@ -304,6 +328,12 @@ write_rows(struct cp_sqlite *db, const struct ckpt_batch *b, char *err)
                  SQLITE_OK))
             return db_fail(db, "commit", err);
 
+        if (r->gone) {
+            if (delete_account(db, b->keys.data + r->key_off, r->keylen,
+                               err) < 0)
+                return -1;
+            continue;
+        }
         encode(blob, &r->c);
         sqlite3_reset(db->upsert);
         sqlite3_bind_text(db->upsert, 1, b->keys.data + r->key_off,

@@ -596,3 +596,48 @@ def test_damaged_records_are_counted_and_unknown_states_refused(tmp_path,
     assert r.returncode == 1
     assert "account u:held@isp.example has state 200, which this version " \
            "does not know" in r.stderr, r.stderr
+
+
+def test_tracked_accounts_are_capped_by_evicting_idle_clean_ones(tmp_path,
+                                                                daemons):
+    """100,000 invented accounts cost memory for good before; now
+    store.max_accounts evicts idle, clean ones (drained limits, no
+    evidence worth keeping), never one with a state."""
+    classes = ("classes:\n  residential:\n    limits:\n"
+               "      - { metric: messages, window: 2s, max: 100 }\n"
+               "  unauthenticated:\n    limits:\n"
+               "      - { metric: messages, window: 2s, max: 100 }\n")
+    d = Daemon(tmp_path, classes=classes,
+               extra={"store": "checkpoint_interval: 500ms\n"
+                               "max_accounts: 1000"})
+    daemons.append(d.start())
+    d.ctl("block", "kept@isp.example", "--reason", "held on purpose")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(d.policy_sock)
+    f = s.makefile("rb")
+
+    def send(n, prefix):
+        for i in range(n):
+            s.sendall(policy_request(rcpt_request(
+                user="%s%d@isp.example" % (prefix, i), instance="%s%d" % (prefix, i),
+                recipient="friend@example.com")))
+            assert f.readline().startswith(b"action=")
+            f.readline()
+    send(3000, "inv")
+    assert d.ctl("status")["accounts"] >= 3000
+    time.sleep(2.5)  # the 2 s windows drain
+    send(20, "late")  # grown by 1 % of the cap: scan again
+    deadline = time.monotonic() + 10
+    while d.ctl("status")["accounts"] > 1000:
+        assert time.monotonic() < deadline, d.ctl("status")
+        time.sleep(0.2)
+    st = d.ctl("status")
+    assert st["accounts_evicted"] >= 2000, st
+    wait_log(d, r"evicted \d+ idle accounts \(store.max_accounts 1000\)")
+    assert d.ctl("show", "kept@isp.example")["state"] == "MANUAL_HOLD"
+    s.close()
+    time.sleep(1.5)  # a checkpoint deletes the evicted rows
+    assert d.stop() == 0
+    d.start()
+    assert d.ctl("status")["accounts"] <= 1000 + 30
+    assert d.ctl("show", "kept@isp.example")["state"] == "MANUAL_HOLD"
