@@ -52,6 +52,12 @@ FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -D_GNU_SOURCE -std=c17 -Isrc
 FUZZ_UTIL = src/util/msg.c src/util/xalloc.c src/util/strbuf.c \
 	src/util/parse.c src/util/inet.c src/util/hmap.c
+# the engine and what it needs (fuzz_engine, fuzz_restore)
+FUZZ_ENGINE = src/core/engine.c src/core/config.c src/core/custmap.c \
+	src/core/policy.c src/core/notice.c src/core/identity.c \
+	src/core/meter.c src/core/evidence.c src/core/lifecycle.c \
+	src/core/fingerprint.c src/core/explain.c src/store/memstore.c \
+	src/util/yamlwalk.c src/util/agemap.c src/util/tagset.c
 
 fuzz-build:
 	mkdir -p $(FUZZ_BUILD)
@@ -74,6 +80,12 @@ fuzz-build:
 	    tests/fuzz/fuzz_evidence.c src/core/evidence.c src/core/config.c \
 	    src/core/custmap.c src/core/policy.c src/core/notice.c \
 	    src/util/yamlwalk.c $(FUZZ_UTIL) -lfyaml -lxxhash -lm
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_engine \
+	    tests/fuzz/fuzz_engine.c $(FUZZ_ENGINE) $(FUZZ_UTIL) \
+	    -lfyaml -lxxhash -lm
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_restore \
+	    tests/fuzz/fuzz_restore.c src/store/sqlite.c $(FUZZ_ENGINE) \
+	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lm
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0
@@ -86,6 +98,8 @@ fuzz-replay: fuzz-build
 	$(FUZZ_BUILD)/fuzz_maillog -runs=0 tests/fuzz/corpus/maillog
 	$(FUZZ_BUILD)/fuzz_notice -runs=0 tests/fuzz/corpus/notice
 	$(FUZZ_BUILD)/fuzz_evidence -runs=0 tests/fuzz/corpus/evidence
+	$(FUZZ_BUILD)/fuzz_engine -runs=0 tests/fuzz/corpus/engine
+	$(FUZZ_BUILD)/fuzz_restore -runs=0 tests/fuzz/corpus/restore
 
 fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-policy $(FUZZ_BUILD)/corpus-config
