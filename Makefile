@@ -122,6 +122,12 @@ fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-evidence
 	$(FUZZ_BUILD)/fuzz_evidence -max_total_time=$(FUZZ_SECONDS) \
 	    $(FUZZ_BUILD)/corpus-evidence tests/fuzz/corpus/evidence
+	mkdir -p $(FUZZ_BUILD)/corpus-engine
+	$(FUZZ_BUILD)/fuzz_engine -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-engine tests/fuzz/corpus/engine
+	mkdir -p $(FUZZ_BUILD)/corpus-restore
+	$(FUZZ_BUILD)/fuzz_restore -max_total_time=$(FUZZ_SECONDS) \
+	    $(FUZZ_BUILD)/corpus-restore tests/fuzz/corpus/restore
 
 bench: deps build
 	sh bench/run.sh
