@@ -283,6 +283,19 @@ struct hist_ctx {
     int n;
 };
 
+/* "error: MSG" or {"error":"MSG"}: the CLI exits 1 on either. */
+static void
+reply_error(struct strbuf *o, bool json, const char *msg)
+{
+    if (json) {
+        sb_puts(o, "{\"error\":");
+        sb_json_str(o, msg, strlen(msg));
+        sb_puts(o, "}\n");
+    } else {
+        sb_printf(o, "error: %s\n", msg);
+    }
+}
+
 /* Text for a terminal: as stored when it is printable ASCII (reasons are
  * escaped when written), else escaped (rows written before they were). */
 static const char *
@@ -624,13 +637,7 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
         const char *no = self_release_refused(d, &id, why, sizeof(why));
 
         if (no != NULL) {
-            if (json) {
-                sb_puts(o, "{\"error\":");
-                sb_json_str(o, no, strlen(no));
-                sb_puts(o, "}\n");
-            } else {
-                sb_printf(o, "error: %s\n", no);
-            }
+            reply_error(o, json, no);
             return;
         }
         snprintf(actor, sizeof(actor), "self-service (%s)", a->who);
@@ -655,13 +662,7 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
                  "retried every checkpoint and lost if chokepointd stops "
                  "before it succeeds",
                  cp_state_name((enum cp_state)dec.state), d->write_err);
-        if (json) {
-            sb_puts(o, "{\"error\":");
-            sb_json_str(o, msg, strlen(msg));
-            sb_puts(o, "}\n");
-        } else {
-            sb_printf(o, "error: %s\n", msg);
-        }
+        reply_error(o, json, msg);
         return;
     }
     if (json) {

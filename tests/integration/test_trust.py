@@ -22,6 +22,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cpd import CHOKEPOINTD, Daemon, policy_request, rcpt_request  # noqa: E402
+from test_protocol import free_port  # noqa: E402
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -134,14 +135,6 @@ def spawn_as(user, script, *args):
                             user=pw.pw_uid, group=pw.pw_gid, extra_groups=[],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def ask(addr, attrs, timeout=3):
