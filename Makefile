@@ -52,6 +52,8 @@ FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -D_GNU_SOURCE -std=c17 -Isrc
 FUZZ_UTIL = src/util/msg.c src/util/xalloc.c src/util/strbuf.c \
 	src/util/parse.c src/util/inet.c src/util/hmap.c
+# the daemon itself (fuzz_daemon_*: a real chokepointd in the fuzzer)
+FUZZ_DAEMON = $(wildcard src/daemon/*.c)
 # the engine and what it needs (fuzz_engine, fuzz_restore)
 FUZZ_ENGINE = src/core/engine.c src/core/config.c src/core/custmap.c \
 	src/core/policy.c src/core/notice.c src/core/identity.c \
@@ -87,6 +89,16 @@ fuzz-build:
 	    tests/fuzz/fuzz_restore.c src/store/sqlite.c $(FUZZ_ENGINE) \
 	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lm
 
+	for t in conn milter admin logfollow; do \
+	    T=$$(echo $$t | tr a-z A-Z); \
+	    clang $(FUZZ_CFLAGS) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \
+	        -DFUZZ_TARGET=FUZZ_$$T -o $(FUZZ_BUILD)/fuzz_daemon_$$t \
+	        tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) src/store/sqlite.c \
+	        $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
+	        src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcares -lsqlite3 \
+	        -lfyaml -lxxhash -lm -lpthread || exit 1; \
+	done
+
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0
 
@@ -100,6 +112,10 @@ fuzz-replay: fuzz-build
 	$(FUZZ_BUILD)/fuzz_evidence -runs=0 tests/fuzz/corpus/evidence
 	$(FUZZ_BUILD)/fuzz_engine -runs=0 tests/fuzz/corpus/engine
 	$(FUZZ_BUILD)/fuzz_restore -runs=0 tests/fuzz/corpus/restore
+	for t in conn milter admin logfollow; do \
+	    $(FUZZ_BUILD)/fuzz_daemon_$$t -runs=0 tests/fuzz/corpus/daemon_$$t \
+	        || exit 1; \
+	done
 
 fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-policy $(FUZZ_BUILD)/corpus-config
@@ -128,6 +144,12 @@ fuzz: fuzz-build
 	mkdir -p $(FUZZ_BUILD)/corpus-restore
 	$(FUZZ_BUILD)/fuzz_restore -max_total_time=$(FUZZ_SECONDS) \
 	    $(FUZZ_BUILD)/corpus-restore tests/fuzz/corpus/restore
+	for t in conn milter admin logfollow; do \
+	    mkdir -p $(FUZZ_BUILD)/corpus-daemon_$$t; \
+	    $(FUZZ_BUILD)/fuzz_daemon_$$t -max_total_time=$(FUZZ_SECONDS) \
+	        $(FUZZ_BUILD)/corpus-daemon_$$t tests/fuzz/corpus/daemon_$$t \
+	        || exit 1; \
+	done
 
 bench: deps build
 	sh bench/run.sh

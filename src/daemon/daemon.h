@@ -170,6 +170,7 @@ void ckpt_final(struct daemon *d);
 struct logfollow *logfollow_start(struct daemon *d);
 void logfollow_stop(struct logfollow *lf);
 void logfollow_set_interval(struct logfollow *lf, uint64_t ms); /* reload */
+void logfollow_tick(struct logfollow *lf); /* what each poll does */
 
 /* outbox.c: notifications and hold/release commands, on a worker thread */
 struct outbox_stats {
@@ -242,6 +243,14 @@ int milter_feed(struct daemon *d, struct milter_sess *m, const char *peer,
                 const char *data, size_t n, struct strbuf *out);
 /* In the middle of a packet? */
 bool milter_pending(const struct milter_sess *m);
+
+/* main.c: start-up (everything before the loop runs; exits on an error),
+ * an orderly stop (as SIGTERM: the loop then ends), and what follows the
+ * loop (the final checkpoint; everything freed). */
+void daemon_open(struct daemon *d, const char *file, bool sim_clock,
+                 bool new_store);
+void daemon_stop(struct daemon *d);
+void daemon_close(struct daemon *d);
 
 /* main.c: log one decision (text line, JSON line). */
 void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,

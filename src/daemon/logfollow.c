@@ -157,7 +157,12 @@ lf_read(struct logfollow *lf, size_t budget)
 static void
 on_tick(uv_timer_t *t)
 {
-    struct logfollow *lf = t->data;
+    logfollow_tick(t->data);
+}
+
+void
+logfollow_tick(struct logfollow *lf)
+{
     const char *want = lf->d->cfg->delivery.log;
     struct stat st, cur;
     size_t used;

@@ -547,93 +547,116 @@ restore_queued(struct daemon *d)
                  (double)(clock_mono_us() - t0) / 1e3);
 }
 
-static int
-run(const char *file, bool sim_clock, bool new_store)
+/* Everything before the loop runs (daemon.h); exits on an error. */
+void
+daemon_open(struct daemon *d, const char *file, bool sim_clock,
+            bool new_store)
 {
-    struct daemon d;
     char err[CP_ERR_MAX];
 
-    memset(&d, 0, sizeof(d));
+    memset(d, 0, sizeof(*d));
     umask(027);
-    d.cfg = cp_config_load(file, err);
-    if (d.cfg == NULL)
+    d->cfg = cp_config_load(file, err);
+    if (d->cfg == NULL)
         msg_fatal("%s", err);
-    msg_init("chokepointd", d.cfg->log_syslog, d.cfg->log_level);
+    msg_init("chokepointd", d->cfg->log_syslog, d->cfg->log_level);
     /* privs.c: limits, lock, directories, sockets as root, then the drop */
-    if (privs_resolve(d.cfg, err, sizeof(err)) < 0)
+    if (privs_resolve(d->cfg, err, sizeof(err)) < 0)
         msg_fatal("%s", err);
-    privs_fd_limit(d.cfg);
-    privs_prepare(d.cfg);
-    d.lock_fd = privs_lock(d.cfg, new_store);
-    d.loop = uv_default_loop();
-    d.trust = trust_new();
-    hmap_init(&d.shares, 64);
-    ratelog_init(&d.refusal_log, "refusals of blocked or throttled accounts",
+    privs_fd_limit(d->cfg);
+    privs_prepare(d->cfg);
+    d->lock_fd = privs_lock(d->cfg, new_store);
+    d->loop = uv_default_loop();
+    d->trust = trust_new();
+    hmap_init(&d->shares, 64);
+    ratelog_init(&d->refusal_log, "refusals of blocked or throttled accounts",
                  REFUSAL_LOG_RATE, REFUSAL_LOG_BURST);
-    ratelog_init(&d.peer_log, "warnings about callers", PEER_LOG_RATE,
+    ratelog_init(&d->peer_log, "warnings about callers", PEER_LOG_RATE,
                  PEER_LOG_BURST);
-    if (server_listen(&d) < 0 || admin_listen(&d) < 0)
+    if (server_listen(d) < 0 || admin_listen(d) < 0)
         msg_fatal("cannot open the sockets; exiting");
-    privs_drop(d.cfg);
-    d.started_ms = daemon_now_ms();
-    d.ms = memstore_new(1024);
-    d.recent = recent_new(RECENT_MAX);
-    restore_state(&d);
-    cp_engine_init(&d.engine, d.cfg, &d.ms->base);
-    d.engine.on_transition = on_transition;
-    d.engine.transition_arg = &d;
-    restore_queued(&d);
-    open_decision_log(&d);
-    signals_start(&d);
-    uv_timer_init(d.loop, &d.expire_timer);
-    d.expire_timer.data = &d;
-    d.sim_clock = sim_clock;
+    privs_drop(d->cfg);
+    d->started_ms = daemon_now_ms();
+    d->ms = memstore_new(1024);
+    d->recent = recent_new(RECENT_MAX);
+    restore_state(d);
+    cp_engine_init(&d->engine, d->cfg, &d->ms->base);
+    d->engine.on_transition = on_transition;
+    d->engine.transition_arg = d;
+    restore_queued(d);
+    open_decision_log(d);
+    signals_start(d);
+    uv_timer_init(d->loop, &d->expire_timer);
+    d->expire_timer.data = d;
+    d->sim_clock = sim_clock;
     if (sim_clock)
         msg_warn("--sim-clock: the clock comes from the clients' "
                  "chokepoint_sim_time attribute; for simulation only");
     else
-        uv_timer_start(&d.expire_timer, on_expire_tick, EXPIRE_TICK_MS,
+        uv_timer_start(&d->expire_timer, on_expire_tick, EXPIRE_TICK_MS,
                        EXPIRE_TICK_MS);
-    ckpt_start(&d);
-    d.logfollow = logfollow_start(&d);
-    d.outbox = outbox_start(d.cfg->store_path, d.db_sync);
-    d.dnsbl = dnsbl_start(&d);
-    if (d.cfg->notify.reporting_mta[0] != '\0')
-        snprintf(d.hostname, sizeof(d.hostname), "%s",
-                 d.cfg->notify.reporting_mta);
-    else if (gethostname(d.hostname, sizeof(d.hostname) - 1) < 0)
-        snprintf(d.hostname, sizeof(d.hostname), "localhost");
-    uv_timer_init(d.loop, &d.sweep_timer);
-    d.sweep_timer.data = &d;
-    uv_timer_start(&d.sweep_timer, on_sweep, 3600000, 3600000);
+    ckpt_start(d);
+    d->logfollow = logfollow_start(d);
+    d->outbox = outbox_start(d->cfg->store_path, d->db_sync);
+    d->dnsbl = dnsbl_start(d);
+    if (d->cfg->notify.reporting_mta[0] != '\0')
+        snprintf(d->hostname, sizeof(d->hostname), "%s",
+                 d->cfg->notify.reporting_mta);
+    else if (gethostname(d->hostname, sizeof(d->hostname) - 1) < 0)
+        snprintf(d->hostname, sizeof(d->hostname), "localhost");
+    uv_timer_init(d->loop, &d->sweep_timer);
+    d->sweep_timer.data = d;
+    uv_timer_start(&d->sweep_timer, on_sweep, 3600000, 3600000);
     msg_info("chokepointd %s started: %zu classes, %zu customers, "
              "%zu accounts%s",
-             CP_VERSION, d.cfg->nclasses, d.cfg->ncustomers,
-             d.ms->base.ops->count(&d.ms->base),
-             d.cfg->shadow ? ", SHADOW MODE (answers DUNNO)" : "");
-    uv_run(d.loop, UV_RUN_DEFAULT);
-    outbox_stop(d.outbox);
-    ckpt_final(&d);
-    cp_engine_fini(&d.engine);
-    cp_sqlite_close(d.db);
-    cp_sqlite_close(d.db_sync);
-    memstore_free(d.ms);
-    recent_free(d.recent);
-    if (d.decision_log)
-        fclose(d.decision_log);
-    free(d.listeners);
-    trust_free(d.trust);
-    HMAP_FOREACH(&d.shares, i)
-        free(d.shares.ents[i].val);
-    hmap_fini(&d.shares);
-    if (d.lock_fd >= 0)
-        close(d.lock_fd);
-    cp_config_free(d.cfg);
-    uv_loop_close(d.loop);
+             CP_VERSION, d->cfg->nclasses, d->cfg->ncustomers,
+             d->ms->base.ops->count(&d->ms->base),
+             d->cfg->shadow ? ", SHADOW MODE (answers DUNNO)" : "");
+}
+
+/* After the loop has stopped: the final checkpoint, and everything freed. */
+void
+daemon_close(struct daemon *d)
+{
+    outbox_stop(d->outbox);
+    ckpt_final(d);
+    cp_engine_fini(&d->engine);
+    cp_sqlite_close(d->db);
+    cp_sqlite_close(d->db_sync);
+    memstore_free(d->ms);
+    recent_free(d->recent);
+    if (d->decision_log)
+        fclose(d->decision_log);
+    free(d->listeners);
+    trust_free(d->trust);
+    HMAP_FOREACH(&d->shares, i)
+        free(d->shares.ents[i].val);
+    hmap_fini(&d->shares);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+    cp_config_free(d->cfg);
+    uv_loop_close(d->loop);
     msg_info("stopped");
+}
+
+void
+daemon_stop(struct daemon *d)
+{
+    shutdown_daemon(d);
+}
+
+static int
+run(const char *file, bool sim_clock, bool new_store)
+{
+    struct daemon d;
+
+    daemon_open(&d, file, sim_clock, new_store);
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    daemon_close(&d);
     return 0;
 }
 
+#ifndef CP_NO_MAIN /* the fuzz targets of tests/fuzz/fuzz_daemon.c */
 int
 main(int argc, char **argv)
 {
@@ -681,3 +704,4 @@ main(int argc, char **argv)
     }
     return run(file, sim_clock, new_store);
 }
+#endif
