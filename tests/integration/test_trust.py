@@ -25,6 +25,8 @@ from cpd import CHOKEPOINTD, Daemon, policy_request, rcpt_request  # noqa: E402
 from test_protocol import free_port  # noqa: E402
 
 NOBODY = pwd.getpwnam("nobody")
+# the ASan+UBSan daemon is several times slower: latency bounds widen
+SANITIZED = os.environ.get("CHOKEPOINT_SANITIZED") == "1"
 
 # Run as another user: connect to ADDR (a unix path or HOST:PORT, optional
 # SOURCE address), send DATA (hex), and report what came back.
@@ -338,7 +340,7 @@ def test_4096_keepalive_connections_do_not_shut_postfix_out(tmp_path, daemons,
           % (b * 1e3, w * 1e3, flooder, res))
     # "normal latency" on a shared 2-core machine: well under a Postfix
     # policy timeout, and within a small multiple of the calm p99
-    assert w < max(10 * b, 0.05), (b, w)
+    assert w < (max(20 * b, 0.2) if SANITIZED else max(10 * b, 0.05)), (b, w)
 
 
 def test_second_instance_leaves_the_running_one_alone(tmp_path, daemons):
