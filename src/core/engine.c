@@ -1148,8 +1148,10 @@ cp_engine_queued_restore(struct cp_engine *e, const char *qid, size_t qlen,
                          const char *key, size_t klen, int64_t t_ms,
                          int64_t now_ms)
 {
-    if (klen == 0 || klen >= CP_KEY_MAX ||
-        now_ms - t_ms >= (int64_t)e->cfg->delivery.queue_id_ttl_ms ||
+    /* a stored time from before the ttl, or from the future (a damaged
+     * row: also no overflow below), is skipped */
+    if (klen == 0 || klen >= CP_KEY_MAX || t_ms > now_ms ||
+        t_ms <= now_ms - (int64_t)e->cfg->delivery.queue_id_ttl_ms ||
         (e->queued.newest != NULL && t_ms < e->queued.newest->t_ms))
         return;
     queued_add(e, (struct policy_str){qid, qlen}, key, klen, t_ms);

@@ -214,14 +214,19 @@ cp_sqlite_load(struct cp_sqlite *db, const struct cp_slot *slots,
 
         int blen = sqlite3_column_bytes(st, 2);
 
+        sqlite3_int64 t = sqlite3_column_int64(st, 1);
+
+        /* damaged (a time outside 1970..year 37648 too: the meter
+         * subtracts it from now): counted, the caller warns */
         if (key == NULL || klen <= 0 || klen >= CP_KEY_MAX || blob == NULL ||
-            (blen != BLOB_LEN && blen != BLOB_LEN_V1)) {
-            if (skipped != NULL) /* damaged: counted, the caller warns */
+            (blen != BLOB_LEN && blen != BLOB_LEN_V1) || t < 0 ||
+            t > (sqlite3_int64)1 << 50) {
+            if (skipped != NULL)
                 (*skipped)++;
             continue;
         }
         memset(&c, 0, sizeof(c));
-        c.t_ms = sqlite3_column_int64(st, 1);
+        c.t_ms = t;
         decode(blob, (size_t)blen, map, &c);
         memstore_restore(ms, key, (size_t)klen, &c);
         n++;
