@@ -131,10 +131,10 @@ status(struct daemon *d, struct strbuf *o, bool json)
                      "accounts, %llu warnings about callers\n",
                   (unsigned long long)d->refusal_log.unlogged,
                   (unsigned long long)d->peer_log.unlogged);
-        if (d->nunrecorded > 0)
-            sb_printf(o, "STATE CHANGES NOT RECORDED (store writes failing): "
-                         "%zu\n",
-                      d->nunrecorded);
+        if (d->nunrecorded > 0 || outbox_unwritten(d->outbox) > 0)
+            sb_printf(o, "NOT YET IN THE STORE (writes failing): %zu state "
+                         "changes, %zu outbox jobs\n",
+                      d->nunrecorded, outbox_unwritten(d->outbox));
         sb_printf(o, "protocol errors: %llu, malformed requests answered: "
                      "%llu, checkpoints: %llu (%llu errors)\n",
                   (unsigned long long)d->stats.protocol_errors,
@@ -156,6 +156,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
                  "\"connections_untrusted\":%llu,"
                  "\"connections_over_share\":%llu,\"accept_errors\":%llu,"
                  "\"lifetime_closes\":%llu,\"unrecorded\":%zu,"
+                 "\"outbox_unwritten\":%zu,"
                  "\"accounts_evicted\":%llu,"
                  "\"reservations_expired\":%llu,\"checkpoints\":%llu,"
                  "\"checkpoint_errors\":%llu,\"checkpoint_rows\":%llu,"
@@ -172,7 +173,8 @@ status(struct daemon *d, struct strbuf *o, bool json)
               (unsigned long long)d->stats.conns_peer_share,
               (unsigned long long)d->stats.accept_errors,
               (unsigned long long)d->stats.lifetime_closes,
-              d->nunrecorded, (unsigned long long)d->ms->evicted,
+              d->nunrecorded, outbox_unwritten(d->outbox),
+              (unsigned long long)d->ms->evicted,
               (unsigned long long)s->pending_expired,
               (unsigned long long)d->stats.ckpt_runs,
               (unsigned long long)d->stats.ckpt_errors,

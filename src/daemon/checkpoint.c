@@ -213,6 +213,7 @@ on_tick(uv_timer_t *t)
     struct daemon *d = t->data;
 
     retry_unrecorded(d);
+    outbox_rewrite(d->outbox);
     maybe_evict(d);
     if (d->ckpt_running ||
         (d->ms->dirty == 0 && d->ms->ngone == 0 &&

@@ -185,6 +185,13 @@ struct outbox *outbox_start(const char *store_path, struct cp_sqlite *loop_db);
  * outbox table for the next start. */
 void outbox_stop(struct outbox *ob);
 void outbox_stats(struct outbox *ob, struct outbox_stats *out);
+/* The jobs submitted between these two calls were written in one store
+ * transaction that was rolled back: their rows are written again by
+ * outbox_rewrite() (every checkpoint tick) until they are. */
+void outbox_tx_begin(struct outbox *ob);
+void outbox_tx_rolled_back(struct outbox *ob);
+void outbox_rewrite(struct outbox *ob);
+size_t outbox_unwritten(struct outbox *ob); /* jobs without their row */
 /* Queue the notifications of an incident (per notify:, rate-limited). */
 void outbox_incident(struct outbox *ob, const struct cp_config *cfg,
                      const struct cp_incident *in, int64_t now_ms);

@@ -247,6 +247,7 @@ on_transition(void *arg, const struct cp_decision *dec,
      * is kept for a retry (checkpoint.c) and told to whoever asked */
     d->write_err[0] = '\0';
     row = -1;
+    outbox_tx_begin(d->outbox);
     if (cp_sqlite_begin(d->db_sync, err) < 0 ||
         (row = cp_sqlite_transition(d->db_sync, dec->id.dkey, dec->id.dkeylen,
                                     ref.c, from, to, now_ms,
@@ -264,8 +265,12 @@ on_transition(void *arg, const struct cp_decision *dec,
     } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
         contain(d, dec, key, false);
     }
-    if (cp_sqlite_commit(d->db_sync, err) < 0 && d->write_err[0] == '\0')
-        snprintf(d->write_err, sizeof(d->write_err), "%s", err);
+    if (cp_sqlite_commit(d->db_sync, err) < 0) {
+        /* the incident's outbox rows went with it */
+        outbox_tx_rolled_back(d->outbox);
+        if (d->write_err[0] == '\0')
+            snprintf(d->write_err, sizeof(d->write_err), "%s", err);
+    }
     if (d->write_err[0] != '\0') {
         msg_error("account %s: state change %s -> %s not recorded (kept, "
                   "written again every checkpoint_interval): %s",

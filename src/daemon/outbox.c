@@ -51,6 +51,9 @@ struct job {
     unsigned attempts, max_attempts;
     uint64_t due_us;    /* monotonic */
     int64_t row;        /* its row in the outbox table, 0: none */
+    bool unwritten;     /* its row could not be written, or was rolled
+                           back: outbox_rewrite() tries again */
+    uint64_t seq;       /* order of submission (outbox_tx_*) */
 };
 
 struct outbox {
@@ -66,6 +69,8 @@ struct outbox {
     /* loop thread: the hourly notification budget */
     int64_t hour;
     uint32_t this_hour;
+    uint64_t seq, tx_seq; /* jobs submitted; at outbox_tx_begin() */
+    size_t unwritten;     /* jobs whose row is to be written (under mu) */
 };
 
 static void
@@ -473,9 +478,14 @@ persist_new(struct outbox *ob, struct job *j)
     j->row = cp_sqlite_outbox_add(ob->loop_db, &r, err);
     if (j->row < 0) {
         j->row = 0;
-        msg_error("account %s: %s not written to the outbox table (it is "
-                  "sent, but lost if the daemon stops first): %s",
-                  j->account, j->what, err);
+        if (!j->unwritten)
+            msg_error("account %s: %s not written to the outbox table (it "
+                      "is sent, and the write tried again every "
+                      "checkpoint): %s",
+                      j->account, j->what, err);
+        j->unwritten = true;
+    } else {
+        j->unwritten = false;
     }
 }
 
@@ -494,8 +504,10 @@ submit(struct outbox *ob, struct job *j)
         job_free(j);
         return;
     }
+    j->seq = ++ob->seq;
     persist_new(ob, j); /* outside the lock: the worker must not wait */
     uv_mutex_lock(&ob->mu);
+    ob->unwritten += j->unwritten;
     append(ob, j);
     uv_cond_signal(&ob->cv);
     uv_mutex_unlock(&ob->mu);
@@ -586,4 +598,71 @@ outbox_command(struct outbox *ob, const struct cp_config *cfg,
     j->target = xstrdup(command);
     sb_append(&j->body, input, len);
     submit(ob, j);
+}
+
+void
+outbox_tx_begin(struct outbox *ob)
+{
+    if (ob != NULL)
+        ob->tx_seq = ob->seq;
+}
+
+/* The transaction the rows since outbox_tx_begin() were written in was
+ * rolled back: those jobs (the ones still waiting) are to be written
+ * again. A job the worker holds at this moment keeps its stale row id:
+ * it is sent, but not resumed after a crash. */
+void
+outbox_tx_rolled_back(struct outbox *ob)
+{
+    if (ob == NULL)
+        return;
+    uv_mutex_lock(&ob->mu);
+    for (struct job *j = ob->head; j != NULL; j = j->next)
+        if (j->seq > ob->tx_seq && !j->unwritten) {
+            j->row = 0;
+            j->unwritten = true;
+            ob->unwritten++;
+        }
+    uv_mutex_unlock(&ob->mu);
+}
+
+/* Write the rows of waiting jobs that have none (loop thread, at every
+ * checkpoint tick). Under the lock: the worker must not take a job while
+ * its row is being written; this only runs after a failure. */
+void
+outbox_rewrite(struct outbox *ob)
+{
+    size_t left = 0, done = 0;
+
+    if (ob == NULL || ob->loop_db == NULL)
+        return;
+    uv_mutex_lock(&ob->mu); /* (a scan of the waiting jobs: few) */
+    for (struct job *j = ob->head; j != NULL; j = j->next) {
+        if (!j->unwritten)
+            continue;
+        persist_new(ob, j);
+        if (j->unwritten)
+            left++;
+        else
+            done++;
+    }
+    ob->unwritten = left;
+    uv_mutex_unlock(&ob->mu);
+    if (done > 0)
+        msg_warn("outbox: %zu jobs written to the outbox table after all "
+                 "(%zu still waiting for the store)",
+                 done, left);
+}
+
+size_t
+outbox_unwritten(struct outbox *ob)
+{
+    size_t n;
+
+    if (ob == NULL)
+        return 0;
+    uv_mutex_lock(&ob->mu);
+    n = ob->unwritten;
+    uv_mutex_unlock(&ob->mu);
+    return n;
 }

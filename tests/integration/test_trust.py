@@ -21,7 +21,8 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cpd import CHOKEPOINTD, Daemon, policy_request, rcpt_request  # noqa: E402
+from cpd import (CHOKEPOINTD, DEFAULT_CLASSES as DEFAULT_CLASSES_TEXT,  # noqa: E402
+                 Daemon, policy_request, rcpt_request)
 from test_protocol import free_port  # noqa: E402
 
 NOBODY = pwd.getpwnam("nobody")
@@ -535,8 +536,14 @@ def test_a_failed_state_write_is_reported_and_retried(small_disk, daemons):
     """Disk full: an admin block says it was not recorded and exits
     non-zero; the hold is in force; the history row is written once there
     is room again, and survives a restart."""
+    # the incident's webhook cannot be delivered (nothing listens): the
+    # job waits in the outbox, and must be in the store to survive a crash
     d = Daemon(os.path.join(small_disk, "d"),
-               extra={"delivery": "max_recipients: 1024"})
+               extra={"delivery": "max_recipients: 1024"},
+               classes=DEFAULT_CLASSES_TEXT +
+               "notify:\n  from: abuse@isp.example\n  customer: false\n"
+               "  webhook: http://127.0.0.1:%d/\n  retry: 200ms\n"
+               "  attempts: 100\n" % free_port())
     d.start()
     daemons.append(d)
     filler = os.path.join(small_disk, "filler")
@@ -548,19 +555,23 @@ def test_a_failed_state_write_is_reported_and_retried(small_disk, daemons):
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
     assert "MANUAL_HOLD is in force, but the store write failed" in \
         r.stdout + r.stderr, r.stdout + r.stderr
-    assert d.ctl("status")["unrecorded"] == 1
+    st = d.ctl("status")
+    assert st["unrecorded"] == 1 and st["outbox_unwritten"] == 1, st
     reply = ask(d.policy_sock, rcpt_request(user="full@isp.example",
                                             instance="full1"))
     assert not reply.startswith("action=DUNNO"), reply
     os.unlink(filler)
     wait_log(d, r"account u:full@isp\.example: state change NORMAL -> "
                 r"MANUAL_HOLD recorded after \d+ retries", timeout=15)
-    assert d.ctl("status")["unrecorded"] == 0
+    wait_log(d, r"outbox: 1 jobs written to the outbox table after all")
+    st = d.ctl("status")
+    assert st["unrecorded"] == 0 and st["outbox_unwritten"] == 0, st
     hist = d.ctl("history", "full@isp.example")
     assert "disk full test" in json.dumps(hist), hist
-    assert d.stop() == 0
+    d.kill9()  # a crash: the notification must come back from the store
     d.start()
     assert d.ctl("show", "full@isp.example")["state"] == "MANUAL_HOLD"
+    wait_log(d, r"resuming 1 notification")
 
 
 def test_damaged_records_are_counted_and_unknown_states_refused(tmp_path,
