@@ -84,12 +84,14 @@ status(struct daemon *d, struct strbuf *o, bool json)
         sb_printf(o, "connections: %zu open, %llu refused at "
                      "max_connections, %llu refused as untrusted callers, "
                      "%llu over a caller's share, %llu accept errors, %llu "
-                     "closed at max_lifetime\n",
+                     "closed at max_lifetime, listen queue found full %llu "
+                     "times\n",
                   d->nconns, (unsigned long long)d->stats.conns_refused,
                   (unsigned long long)d->stats.conns_untrusted,
                   (unsigned long long)d->stats.conns_peer_share,
                   (unsigned long long)d->stats.accept_errors,
-                  (unsigned long long)d->stats.lifetime_closes);
+                  (unsigned long long)d->stats.lifetime_closes,
+                  (unsigned long long)d->stats.listen_full);
         sb_printf(o, "pending messages: %zu\n",
                   cp_engine_pending(&d->engine));
         sb_printf(o, "requests: %llu\n", (unsigned long long)s->requests);
@@ -155,7 +157,8 @@ status(struct daemon *d, struct strbuf *o, bool json)
                  "\"peer_warnings_unlogged\":%llu,"
                  "\"connections_untrusted\":%llu,"
                  "\"connections_over_share\":%llu,\"accept_errors\":%llu,"
-                 "\"lifetime_closes\":%llu,\"unrecorded\":%zu,"
+                 "\"lifetime_closes\":%llu,\"listen_full\":%llu,"
+                 "\"unrecorded\":%zu,"
                  "\"outbox_unwritten\":%zu,"
                  "\"accounts_evicted\":%llu,"
                  "\"reservations_expired\":%llu,\"checkpoints\":%llu,"
@@ -173,6 +176,7 @@ status(struct daemon *d, struct strbuf *o, bool json)
               (unsigned long long)d->stats.conns_peer_share,
               (unsigned long long)d->stats.accept_errors,
               (unsigned long long)d->stats.lifetime_closes,
+              (unsigned long long)d->stats.listen_full,
               d->nunrecorded, outbox_unwritten(d->outbox),
               (unsigned long long)d->ms->evicted,
               (unsigned long long)s->pending_expired,

@@ -495,7 +495,7 @@ conn_start(struct daemon *d, uv_stream_t *server, bool milter)
         conn_close(c);
         return;
     }
-    why = trust_check(d->trust, d->cfg, &c->h.stream,
+    why = trust_check(d->diag, d->cfg, &c->h.stream,
                       d->stats.conns_accepted + d->stats.conns_untrusted, &p);
     memcpy(c->peer, p.name, sizeof(c->peer));
     if (why != NULL) {

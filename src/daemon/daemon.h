@@ -2,7 +2,9 @@
  * daemon.h — chokepointd's process state: one struct owned by the loop
  * thread, holding the running configuration, the engine, the store and the
  * sockets. Modules: server.c (listeners, connection limit), conn.c (policy
- * connections), trust.c (who is calling), admin.c (admin socket),
+ * connections), trust.c (who is calling), sockdiag.c (the kernel's
+ * socket questions), privs.c (limits, lock, privileges), admin.c (admin
+ * socket),
  * checkpoint.c (durability), main.c (start-up, signals, reload, shutdown).
  */
 #ifndef CP_DAEMON_DAEMON_H
@@ -28,6 +30,7 @@ struct logfollow;
 struct outbox;
 struct dnsbl;
 struct cp_incident;
+struct sockdiag;
 
 struct dstats {
     uint64_t conns_accepted, conns_refused, conns_closed_error;
@@ -36,6 +39,7 @@ struct dstats {
     uint64_t conns_peer_share; /* refused: the caller's share was full */
     uint64_t accept_errors;    /* accept(2) failed (e.g. out of fds) */
     uint64_t lifetime_closes;  /* closed at protocol.max_lifetime */
+    uint64_t listen_full;      /* a listener's queue found full */
     uint64_t ckpt_runs, ckpt_errors, ckpt_rows;
     int64_t ckpt_last_ms;
     uint64_t ckpt_last_us;
@@ -64,7 +68,7 @@ struct daemon {
 
     struct conn *conns; /* doubly-linked list of policy connections */
     size_t nconns;
-    struct trust *trust;
+    struct sockdiag *diag;
     struct hmap shares; /* peer share key -> struct share (conn.c) */
     int lock_fd;        /* the state directory's lock (main.c) */
     size_t milter_buffered; /* bytes of milter partial packets (milter.c) */
@@ -113,12 +117,23 @@ struct peer {
     uint16_t port;
     uint64_t share; /* key of the caller's connection share */
 };
-struct trust *trust_new(void);
-void trust_free(struct trust *t);
 /* Identify the caller of a just-accepted stream (seq numbers unix
  * callers in logs). NULL if it may speak for customers, else why not. */
-const char *trust_check(struct trust *t, const struct cp_config *cfg,
+const char *trust_check(struct sockdiag *t, const struct cp_config *cfg,
                         uv_stream_t *s, uint64_t seq, struct peer *p);
+
+/* sockdiag.c: the kernel's sock_diag interface */
+struct sockaddr_storage;
+struct sockdiag *sockdiag_open(void);
+void sockdiag_close(struct sockdiag *t);
+/* The owner of the TCP socket at `peer` connected to us at `local`: 1 and
+ * *uid when it is a socket on this host, 0 when it is not (a remote
+ * caller), -1 when the kernel could not be asked. */
+int sockdiag_tcp_uid(struct sockdiag *t, const struct sockaddr_storage *peer,
+                     const struct sockaddr_storage *local, uid_t *uid);
+/* A listener's accept queue: connections waiting, and its limit. 0 or -1. */
+int sockdiag_listen_queue(struct sockdiag *t, uv_stream_t *s,
+                          uint32_t *queued, uint32_t *max);
 
 /* privs.c: the process around the daemon (see there for the order) */
 /* daemon.user/.group looked up: 0, or -1 with the reason in err. */

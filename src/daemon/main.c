@@ -572,7 +572,7 @@ daemon_open(struct daemon *d, const char *file, bool sim_clock,
     privs_prepare(d->cfg);
     d->lock_fd = privs_lock(d->cfg, new_store);
     d->loop = uv_default_loop();
-    d->trust = trust_new();
+    d->diag = sockdiag_open();
     hmap_init(&d->shares, 64);
     ratelog_init(&d->refusal_log, "refusals of blocked or throttled accounts",
                  REFUSAL_LOG_RATE, REFUSAL_LOG_BURST);
@@ -633,7 +633,7 @@ daemon_close(struct daemon *d)
     if (d->decision_log)
         fclose(d->decision_log);
     free(d->listeners);
-    trust_free(d->trust);
+    sockdiag_close(d->diag);
     HMAP_FOREACH(&d->shares, i)
         free(d->shares.ents[i].val);
     hmap_fini(&d->shares);

@@ -4,7 +4,9 @@
  * group daemon.socket_group (Postfix's smtpd runs as postfix), in a
  * directory created 0750 if it is missing; whoever connects is still
  * checked (trust.c). The listen backlog is protocol.listen_backlog (the
- * kernel caps it at net.core.somaxconn: a lower cap is logged at start).
+ * kernel caps it at net.core.somaxconn: a lower cap is logged at start);
+ * a queue found full when the loop comes to accept is logged (status:
+ * listen_full).
  * Connection limits: conn.c.
  */
 #include <errno.h>
@@ -33,6 +35,7 @@ struct listener {
     char *path; /* unix: to unlink at exit */
     bool milter;
     bool deferred; /* a connection waits: accepted in the next check */
+    bool sampled;  /* its queue was looked at in this loop iteration */
 };
 
 /*
@@ -56,6 +59,22 @@ on_connection(uv_stream_t *server, int status)
                   uv_strerror(status), l->d->nconns);
         return;
     }
+    if (!l->sampled) {
+        /* before the first accept of an iteration: the queue as the
+         * kernel held it (full: it refused or dropped connections) */
+        uint32_t queued, max;
+
+        l->sampled = true;
+        if (sockdiag_listen_queue(l->d->diag, server, &queued, &max) == 0 &&
+            max > 0 && queued >= max) {
+            l->d->stats.listen_full++;
+            peer_warn(l->d, "%s: listen queue full (%u waiting, limit %u): "
+                            "the kernel refuses or drops new connections "
+                            "(a flood, or raise protocol.listen_backlog and "
+                            "net.core.somaxconn)",
+                      l->name, queued, max);
+        }
+    }
     if (l->d->accept_budget == 0) {
         l->deferred = true;
         return;
@@ -70,6 +89,8 @@ on_prepare(uv_prepare_t *p)
     struct daemon *d = p->data;
 
     d->accept_budget = ACCEPT_BUDGET;
+    for (size_t i = 0; i < d->nlisteners; i++)
+        d->listeners[i].sampled = false;
 }
 
 /* after the poll phase: the listeners that were over the budget take up

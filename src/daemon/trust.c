@@ -11,141 +11,23 @@
  *   TCP           the caller's address must be in daemon.trusted_networks,
  *                 and when the connecting socket is on this host (loopback
  *                 or one of its addresses: found with the kernel's
- *                 sock_diag interface) its owner's uid must be trusted too:
+ *                 sock_diag interface, sockdiag.c) its owner's uid must be
+ *                 trusted too:
  *                 on loopback every local user has the same address.
  *
  * A caller on another host is known by its address only. Each caller also
  * has a share key (its uid when known, else its address) for the per-peer
  * connection limit (conn.c).
  */
-#include <errno.h>
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "daemon/daemon.h"
 #include "util/hmap.h"
-#include "util/msg.h"
-#include "util/xalloc.h"
-
-struct trust {
-    int nl; /* NETLINK_SOCK_DIAG; -1: not open (TCP peers then refused) */
-    uint32_t seq;
-};
-
-struct trust *
-trust_new(void)
-{
-    struct trust *t = xcalloc(1, sizeof(*t));
-
-    t->nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    if (t->nl < 0)
-        msg_warn("sock_diag: %s: TCP callers on this host cannot be "
-                 "identified and will be refused",
-                 strerror(errno));
-    return t;
-}
-
-void
-trust_free(struct trust *t)
-{
-    if (t == NULL)
-        return;
-    if (t->nl >= 0)
-        close(t->nl);
-    free(t);
-}
-
-/* Fill an inet_diag id's address from a sockaddr (a v4-mapped IPv6
- * address is looked up as what it is: the kernel handles the mapping). */
-static void
-diag_addr(const struct sockaddr_storage *sa, __be32 out[4], __be16 *port)
-{
-    if (sa->ss_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-
-        memcpy(out, &s4->sin_addr, 4);
-        *port = s4->sin_port;
-    } else {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-
-        memcpy(out, &s6->sin6_addr, 16);
-        *port = s6->sin6_port;
-    }
-}
-
-/*
- * The owner of the TCP socket at `peer` connected to us at `local`: 1 and
- * *uid when it is a socket on this host, 0 when it is not (a remote
- * caller), -1 when the kernel could not be asked.
- */
-static int
-diag_uid(struct trust *t, const struct sockaddr_storage *peer,
-         const struct sockaddr_storage *local, uid_t *uid)
-{
-    struct {
-        struct nlmsghdr nlh;
-        struct inet_diag_req_v2 r;
-    } req;
-    union {
-        struct nlmsghdr nlh;
-        char buf[1024];
-    } ans;
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    ssize_t n;
-
-    if (t->nl < 0)
-        return -1;
-    memset(&req, 0, sizeof(req));
-    req.nlh.nlmsg_len = sizeof(req);
-    req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    req.nlh.nlmsg_flags = NLM_F_REQUEST;
-    req.nlh.nlmsg_seq = ++t->seq;
-    req.r.sdiag_family = (uint8_t)peer->ss_family;
-    req.r.sdiag_protocol = IPPROTO_TCP;
-    req.r.idiag_states = ~0U;
-    /* the caller's socket: its local end is our peer */
-    diag_addr(peer, req.r.id.idiag_src, &req.r.id.idiag_sport);
-    diag_addr(local, req.r.id.idiag_dst, &req.r.id.idiag_dport);
-    req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
-    req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-    if (sendto(t->nl, &req, sizeof(req), 0, (struct sockaddr *)&kernel,
-               sizeof(kernel)) < 0)
-        return -1;
-    for (;;) {
-        n = recv(t->nl, &ans, sizeof(ans), 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < (ssize_t)sizeof(struct nlmsghdr) ||
-            !NLMSG_OK(&ans.nlh, (size_t)n))
-            return -1;
-        if (ans.nlh.nlmsg_seq == t->seq)
-            break; /* (an answer to an earlier, abandoned question: skip) */
-    }
-    if (ans.nlh.nlmsg_type == NLMSG_ERROR) {
-        const struct nlmsgerr *e = NLMSG_DATA(&ans.nlh);
-
-        return e->error == -ENOENT ? 0 : -1;
-    }
-    if (ans.nlh.nlmsg_type == SOCK_DIAG_BY_FAMILY &&
-        ans.nlh.nlmsg_len >= NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
-        const struct inet_diag_msg *m = NLMSG_DATA(&ans.nlh);
-
-        /* a listener that would take such a packet is not the caller */
-        if (m->idiag_state == TCP_LISTEN)
-            return 0;
-        *uid = m->idiag_uid;
-        return 1;
-    }
-    return -1;
-}
 
 static bool
 uid_trusted(const struct cp_config *cfg, uid_t uid)
@@ -201,7 +83,7 @@ peer_addr(const struct sockaddr_storage *sa, struct inet_addr *a,
 }
 
 static const char *
-check_tcp(struct trust *t, const struct cp_config *cfg, uv_tcp_t *s,
+check_tcp(struct sockdiag *t, const struct cp_config *cfg, uv_tcp_t *s,
           uint64_t seq, struct peer *p)
 {
     struct sockaddr_storage sa, la;
@@ -219,7 +101,7 @@ check_tcp(struct trust *t, const struct cp_config *cfg, uv_tcp_t *s,
     peer_addr(&sa, &p->addr, &p->port);
     inet_ntop(p->addr.family == 4 ? AF_INET : AF_INET6, p->addr.bytes, host,
               sizeof(host));
-    rc = diag_uid(t, &sa, &la, &p->uid);
+    rc = sockdiag_tcp_uid(t, &sa, &la, &p->uid);
     p->has_uid = rc == 1;
     if (p->has_uid)
         snprintf(p->name, sizeof(p->name), "tcp:%s:%u uid=%lu", host,
@@ -263,7 +145,7 @@ check_unix(const struct cp_config *cfg, uv_pipe_t *s, uint64_t seq,
 }
 
 const char *
-trust_check(struct trust *t, const struct cp_config *cfg, uv_stream_t *s,
+trust_check(struct sockdiag *t, const struct cp_config *cfg, uv_stream_t *s,
             uint64_t seq, struct peer *p)
 {
     memset(p, 0, sizeof(*p));

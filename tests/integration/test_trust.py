@@ -647,3 +647,46 @@ def test_tracked_accounts_are_capped_by_evicting_idle_clean_ones(tmp_path,
     d.start()
     assert d.ctl("status")["accounts"] <= 1000 + 30
     assert d.ctl("show", "kept@isp.example")["state"] == "MANUAL_HOLD"
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_a_full_listen_queue_is_logged(tmp_path, daemons, kind):
+    """The daemon is stopped (SIGSTOP) while clients keep connecting: the
+    kernel's queue (protocol.listen_backlog) fills and refuses the rest.
+    Resumed, the daemon logs that its queue was full, and serves."""
+    import signal
+    tcp = free_port()
+    d = Daemon(tmp_path, tcp_port=tcp,
+               extra={"protocol": "listen_backlog: 16"})
+    daemons.append(d.start())
+    d.proc.send_signal(signal.SIGSTOP)
+    socks = []
+    try:
+        for i in range(40):
+            if kind == "unix":
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.setblocking(False)
+                try:
+                    s.connect(d.policy_sock)
+                except BlockingIOError:  # the queue is full: refused
+                    s.close()
+                    continue
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setblocking(False)
+                try:
+                    s.connect(("127.0.0.1", tcp))
+                except BlockingIOError:
+                    pass
+            socks.append(s)
+        time.sleep(0.5)
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    name = "unix:" + d.policy_sock if kind == "unix" else \
+        "inet:127.0.0.1:%d" % tcp
+    wait_log(d, re.escape(name) + r": listen queue full \(\d+ waiting, "
+                r"limit 16\)")
+    assert d.ctl("status")["listen_full"] >= 1
+    for s in socks:
+        s.close()
+    assert ask(d.policy_sock, rcpt_request(instance="after")).startswith("action=")
