@@ -153,6 +153,13 @@ pending_get(const struct cp_engine *e, struct policy_str inst)
     return a ? PENDING(a) : NULL;
 }
 
+/* Is p a message of the account id? */
+static bool
+pending_of(const struct cp_pending *p, const struct cp_identity *id)
+{
+    return p->keylen == id->keylen && memcmp(p->key, id->key, p->keylen) == 0;
+}
+
 /* Give the reservation back to the account and forget the message. */
 static void
 pending_release(struct cp_engine *e, struct cp_pending *p, int64_t now_ms)
@@ -670,9 +677,14 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
 
     if (two_phase)
         p = pending_get(e, req->instance);
-    if (p != NULL && (p->keylen != d->id.keylen ||
-                      memcmp(p->key, d->id.key, p->keylen) != 0))
-        p = NULL; /* instance reused by another account: treat as new */
+    if (p != NULL && !pending_of(p, &d->id)) {
+        /* instance reused by another account (Postfix never does): the
+         * first message's reservation goes back to its account, and this
+         * one is new (two entries under one instance would corrupt the
+         * table) */
+        pending_release(e, p, now_ms);
+        p = NULL;
+    }
     detect(e, req, p == NULL, now_ms, d);
     if (e->learning) { /* evidence only; the instance, to know the next
                           RCPT is of the same message (nothing reserved) */
@@ -790,6 +802,8 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
         return;
     if (req->instance.p != NULL)
         p = pending_get(e, req->instance);
+    if (p != NULL && !pending_of(p, &d->id))
+        p = NULL; /* another account's: it is not this message's to settle */
     detect_eom(e, req, now_ms, d);
     if (e->learning) { /* its delivery outcomes are evidence too */
         if (p != NULL) {

@@ -393,6 +393,27 @@ test_pending_cap(void **state)
     assert_true(level(f, "u:u39@x", 0, 0) == 1);
 }
 
+/* An instance sent again for another account (found by fuzz_daemon_conn:
+ * two table entries under one key, then a read past a freed one). */
+static void
+test_instance_reused_by_another_account(void **state)
+{
+    struct fixture *f = *state;
+
+    ask(f, 0, "RCPT", "u1@x", "192.0.2.1", "same", "r@d", "0", "0", NULL);
+    ask(f, 0, "RCPT", "u2@x", "192.0.2.1", "same", "r@d", "0", "0", NULL);
+    assert_int_equal(cp_engine_pending(&f->e), 1);
+    assert_true(level(f, "u:u1@x", 0, 0) == 0); /* given back */
+    assert_true(level(f, "u:u2@x", 0, 0) == 1);
+    /* u1's END-OF-MESSAGE does not settle u2's reservation */
+    ask(f, 1000, "END-OF-MESSAGE", "u1@x", "192.0.2.1", "same", "", "1", "10",
+        NULL);
+    assert_int_equal(cp_engine_pending(&f->e), 1);
+    assert_int_equal(cp_engine_expire(&f->e, 11 * MIN), 1);
+    assert_int_equal(cp_engine_pending(&f->e), 0);
+    assert_true(level(f, "u:u2@x", 0, 0) == 0);
+}
+
 static void
 test_shadow_mode(void **state)
 {
@@ -438,6 +459,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_eom_bytes_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_instance_reused_by_another_account,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_shadow_mode, setup_shadow,
                                         teardown),
     };
