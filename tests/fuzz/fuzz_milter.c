@@ -163,8 +163,8 @@ expect_text(char *dst, const unsigned char *t, size_t n)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = t[i];
 
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            c = ' ';
+        if (c < 0x20 || c >= 0x7f) /* 7-bit printable */
+            c = c >= 0x80 ? '?' : ' ';
         dst[k++] = (char)c;
         if (c == '%')
             dst[k++] = '%';
@@ -199,6 +199,8 @@ check_reply(const unsigned char *text, size_t tlen, unsigned char sel)
     slen = p.len - 1;
     CHECK(slen + 2 <= CP_MILTER_REPLY_MAX);
     CHECK(memchr(s, '\r', slen) == NULL && memchr(s, '\n', slen) == NULL);
+    for (size_t i = 0; i < slen; i++)
+        CHECK((unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f);
     CHECK(memcmp(s, code, 3) == 0 && s[3] == ' ');
     CHECK(memcmp(s + 4, dsn, strlen(dsn)) == 0);
     if (tlen == 0) {
@@ -237,11 +239,12 @@ check_quarantine(const unsigned char *text, size_t tlen)
     CHECK(n > 0 && cp_milter_frame(out, (size_t)n, &p) == n);
     CHECK(p.cmd == 'q' && p.len >= 2 && p.data[p.len - 1] == '\0');
     CHECK(p.len - 1 <= CP_MILTER_REASON_MAX);
-    for (size_t i = 0; i + 1 < p.len; i++)
-        CHECK(p.data[i] == '\t' || (p.data[i] >= 0x20 && p.data[i] != 0x7f));
+    for (size_t i = 0; i + 1 < p.len; i++) /* 7-bit printable */
+        CHECK(p.data[i] >= 0x20 && p.data[i] < 0x7f);
     if (p.len - 1 == tlen)
         for (size_t i = 0; i < tlen; i++)
-            CHECK(p.data[i] == text[i] || p.data[i] == ' ');
+            CHECK(p.data[i] == text[i] || p.data[i] == ' ' ||
+                  p.data[i] == '?');
 }
 
 static void
