@@ -60,13 +60,14 @@ on_connection(uv_stream_t *server, int status)
         return;
     }
     if (!l->sampled) {
-        /* before the first accept of an iteration: the queue as the
-         * kernel held it (full: it refused or dropped connections) */
+        /* at the first accept of an iteration (libuv has taken this one
+         * off the queue already): the queue as the kernel held it; at
+         * its limit, it refused or dropped connections */
         uint32_t queued, max;
 
         l->sampled = true;
         if (sockdiag_listen_queue(l->d->diag, server, &queued, &max) == 0 &&
-            max > 0 && queued >= max) {
+            max > 0 && ++queued >= max) {
             l->d->stats.listen_full++;
             peer_warn(l->d, "%s: listen queue full (%u waiting, limit %u): "
                             "the kernel refuses or drops new connections "

@@ -660,6 +660,10 @@ def test_a_full_listen_queue_is_logged(tmp_path, daemons, kind):
                extra={"protocol": "listen_backlog: 16"})
     daemons.append(d.start())
     d.proc.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while open("/proc/%d/stat" % d.proc.pid).read().split(") ")[1][0] != "T":
+        assert time.monotonic() < deadline, "chokepointd did not stop"
+        time.sleep(0.01)
     socks = []
     try:
         for i in range(40):
