@@ -71,7 +71,21 @@ struct outbox {
     uint32_t this_hour;
     uint64_t seq, tx_seq; /* jobs submitted; at outbox_tx_begin() */
     size_t unwritten;     /* jobs whose row is to be written (under mu) */
+    /* jobs (by seq) of the last rolled-back transactions, for a job the
+     * worker held at the time (under mu) */
+    uint64_t rb_lo[8], rb_hi[8];
+    unsigned nrb;
 };
+
+/* Was j's row in a transaction that was rolled back? (under mu) */
+static bool
+rolled_back(const struct outbox *ob, const struct job *j)
+{
+    for (unsigned i = 0; i < ob->nrb && i < 8; i++)
+        if (j->seq > ob->rb_lo[i] && j->seq <= ob->rb_hi[i])
+            return true;
+    return false;
+}
 
 static void
 job_free(struct job *j)
@@ -307,6 +321,11 @@ worker(void *arg)
         } else if (j->attempts < j->max_attempts) {
             ob->st.retried++;
             j->due_us = clock_mono_us() + retry_delay_ms(j) * 1000;
+            if (!j->unwritten && rolled_back(ob, j)) {
+                j->row = 0; /* its row went with the transaction */
+                j->unwritten = true;
+                ob->unwritten++;
+            }
             append(ob, j);
         } else {
             ob->st.failed++;
@@ -608,15 +627,18 @@ outbox_tx_begin(struct outbox *ob)
 }
 
 /* The transaction the rows since outbox_tx_begin() were written in was
- * rolled back: those jobs (the ones still waiting) are to be written
- * again. A job the worker holds at this moment keeps its stale row id:
- * it is sent, but not resumed after a crash. */
+ * rolled back: those jobs are to be written again — the waiting ones now,
+ * one the worker holds when it comes back for a retry (the last 8 such
+ * transactions are remembered). */
 void
 outbox_tx_rolled_back(struct outbox *ob)
 {
     if (ob == NULL)
         return;
     uv_mutex_lock(&ob->mu);
+    ob->rb_lo[ob->nrb % 8] = ob->tx_seq;
+    ob->rb_hi[ob->nrb % 8] = ob->seq;
+    ob->nrb++;
     for (struct job *j = ob->head; j != NULL; j = j->next)
         if (j->seq > ob->tx_seq && !j->unwritten) {
             j->row = 0;

@@ -90,8 +90,6 @@ on_prepare(uv_prepare_t *p)
     struct daemon *d = p->data;
 
     d->accept_budget = ACCEPT_BUDGET;
-    for (size_t i = 0; i < d->nlisteners; i++)
-        d->listeners[i].sampled = false;
 }
 
 /* after the poll phase: the listeners that were over the budget take up
@@ -104,6 +102,9 @@ on_check(uv_check_t *c)
     for (size_t i = 0; i < d->nlisteners; i++) {
         struct listener *l = &d->listeners[i];
 
+        /* the next poll samples its queue again (reset after the poll,
+         * not before it: a poll may block for long) */
+        l->sampled = false;
         if (l->deferred && !d->stopping && l->name != NULL) {
             l->deferred = false;
             conn_start(d, &l->h.stream, l->milter);
