@@ -94,6 +94,15 @@ wait_sock() {
     while [ ! -S "$1" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 }
 
+# chokepointd binds its sockets before it reads the store: ready is its
+# "started" line (at most 60 s)
+wait_started() {
+    wait_sock "$SOCK"
+    i=0
+    while ! grep -q " started: " "$OUT/chokepointd.log" 2>/dev/null &&
+        [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+}
+
 rss_mb() {
     awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
@@ -136,7 +145,7 @@ for accts in $ACCOUNTS; do
             "$CHOKEPOINTD" -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
             cp=$!
             PIDS="$cp"
-            wait_sock "$SOCK"
+            wait_started
             idle=$(rss_mb "$cp")
             cpline=$(load "unix:$SOCK" "$c" "$accts")
             rss=$(rss_mb "$cp")
@@ -151,7 +160,7 @@ for accts in $ACCOUNTS; do
         "$CHOKEPOINTD" -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
         cp=$!
         PIDS="$cp"
-        wait_sock "$SOCK"
+        wait_started
         echo "  restart with the stored evidence: rss_mb=$(rss_mb "$cp")"
         kill "$cp"; wait "$cp" 2>/dev/null || true
         grep -h "restored" "$OUT/chokepointd.log" | sed 's/^/    /'
@@ -187,7 +196,7 @@ for u in $PEER_USERS; do
         build/chokepointd -c "$OUT/bench.yaml" 2>"$OUT/chokepointd.log" &
         cp=$!
         PIDS="$cp"
-        wait_sock "$SOCK"
+        wait_started
         line=$("$BIN/policy-load" -s "127.0.0.1:$TCPPORT" -c "$c" -u "$u" \
             -k "$DIST" -d "$DURATION" -w "$WARMUP" 2>/dev/null | tail -1)
         kill "$cp"; wait "$cp" 2>/dev/null || true
