@@ -52,6 +52,9 @@ FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -D_GNU_SOURCE -std=c17 -Isrc
 FUZZ_UTIL = src/util/msg.c src/util/xalloc.c src/util/strbuf.c \
 	src/util/parse.c src/util/inet.c src/util/hmap.c
+# every target: build-fuzz/fuzz_NAME replays tests/fuzz/corpus/NAME
+FUZZ_NAMES = policy milter fingerprint config maillog notice evidence engine \
+	restore daemon_conn daemon_milter daemon_admin daemon_logfollow
 # the daemon itself (fuzz_daemon_*: a real chokepointd in the fuzzer)
 FUZZ_DAEMON = $(wildcard src/daemon/*.c)
 # the engine and what it needs (fuzz_engine, fuzz_restore)
@@ -103,52 +106,15 @@ fuzz-build:
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0
 
 fuzz-replay: fuzz-build
-	$(FUZZ_BUILD)/fuzz_policy -runs=0 tests/fuzz/corpus/policy
-	$(FUZZ_BUILD)/fuzz_milter -runs=0 tests/fuzz/corpus/milter
-	$(FUZZ_BUILD)/fuzz_fingerprint -runs=0 tests/fuzz/corpus/fingerprint
-	$(FUZZ_BUILD)/fuzz_config -runs=0 tests/fuzz/corpus/config
-	$(FUZZ_BUILD)/fuzz_maillog -runs=0 tests/fuzz/corpus/maillog
-	$(FUZZ_BUILD)/fuzz_notice -runs=0 tests/fuzz/corpus/notice
-	$(FUZZ_BUILD)/fuzz_evidence -runs=0 tests/fuzz/corpus/evidence
-	$(FUZZ_BUILD)/fuzz_engine -runs=0 tests/fuzz/corpus/engine
-	$(FUZZ_BUILD)/fuzz_restore -runs=0 tests/fuzz/corpus/restore
-	for t in conn milter admin logfollow; do \
-	    $(FUZZ_BUILD)/fuzz_daemon_$$t -runs=0 tests/fuzz/corpus/daemon_$$t \
-	        || exit 1; \
+	for t in $(FUZZ_NAMES); do \
+	    $(FUZZ_BUILD)/fuzz_$$t -runs=0 tests/fuzz/corpus/$$t || exit 1; \
 	done
 
 fuzz: fuzz-build
-	mkdir -p $(FUZZ_BUILD)/corpus-policy $(FUZZ_BUILD)/corpus-config
-	$(FUZZ_BUILD)/fuzz_policy -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-policy tests/fuzz/corpus/policy
-	mkdir -p $(FUZZ_BUILD)/corpus-milter
-	$(FUZZ_BUILD)/fuzz_milter -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-milter tests/fuzz/corpus/milter
-	mkdir -p $(FUZZ_BUILD)/corpus-fingerprint
-	$(FUZZ_BUILD)/fuzz_fingerprint -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-fingerprint tests/fuzz/corpus/fingerprint
-	$(FUZZ_BUILD)/fuzz_config -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-config tests/fuzz/corpus/config
-	mkdir -p $(FUZZ_BUILD)/corpus-maillog
-	$(FUZZ_BUILD)/fuzz_maillog -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-maillog tests/fuzz/corpus/maillog
-	mkdir -p $(FUZZ_BUILD)/corpus-notice
-	$(FUZZ_BUILD)/fuzz_notice -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-notice tests/fuzz/corpus/notice
-	mkdir -p $(FUZZ_BUILD)/corpus-evidence
-	$(FUZZ_BUILD)/fuzz_evidence -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-evidence tests/fuzz/corpus/evidence
-	mkdir -p $(FUZZ_BUILD)/corpus-engine
-	$(FUZZ_BUILD)/fuzz_engine -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-engine tests/fuzz/corpus/engine
-	mkdir -p $(FUZZ_BUILD)/corpus-restore
-	$(FUZZ_BUILD)/fuzz_restore -max_total_time=$(FUZZ_SECONDS) \
-	    $(FUZZ_BUILD)/corpus-restore tests/fuzz/corpus/restore
-	for t in conn milter admin logfollow; do \
-	    mkdir -p $(FUZZ_BUILD)/corpus-daemon_$$t; \
-	    $(FUZZ_BUILD)/fuzz_daemon_$$t -max_total_time=$(FUZZ_SECONDS) \
-	        $(FUZZ_BUILD)/corpus-daemon_$$t tests/fuzz/corpus/daemon_$$t \
-	        || exit 1; \
+	for t in $(FUZZ_NAMES); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
+	    $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+	        $(FUZZ_BUILD)/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
 	done
 
 bench: deps build

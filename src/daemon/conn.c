@@ -48,7 +48,7 @@ struct conn {
     struct strbuf out;
     char peer[sizeof(((struct peer *)0)->name)];
     struct share *share; /* the caller's connection count; NULL: none */
-    int64_t opened_ms;
+    uint64_t opened_ms; /* uv_now() */
     char rbuf[DAEMON_READ_BUF];
     int open_handles;
     bool listed; /* in d->conns (accepted and admitted) */
@@ -446,7 +446,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
      * connection. A policy connection is closed between requests once it
      * is max_lifetime old. */
     if (c->milter == NULL && !pending(c) &&
-        daemon_now_ms() - c->opened_ms >= (int64_t)c->d->cfg->max_lifetime_ms) {
+        uv_now(c->d->loop) - c->opened_ms >= c->d->cfg->max_lifetime_ms) {
         c->d->stats.lifetime_closes++;
         msg_debug("%s: closing at protocol.max_lifetime", c->peer);
         conn_close_flushed(c);
@@ -539,7 +539,7 @@ conn_start(struct daemon *d, uv_stream_t *server, bool milter)
         d->conns->prev = c;
     d->conns = c;
     d->nconns++;
-    c->opened_ms = daemon_now_ms();
+    c->opened_ms = uv_now(d->loop); /* the loop's clock: no syscall */
     msg_debug("%s: connected%s", c->peer, milter ? " (milter)" : "");
     uv_timer_start(&c->idle, on_idle, d->cfg->idle_timeout_ms,
                    d->cfg->idle_timeout_ms);

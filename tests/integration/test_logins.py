@@ -200,15 +200,20 @@ def test_delivered_recipients_survive_a_restart(tmp_path):
                     "delay=1, dsn=%s, status=%s (250 ok)\n"
                     % (qid, dsn, status))
 
+    def evidence_with(signal):
+        """ann's evidence once it shows `signal` (or after 10 s)."""
+        deadline = time.time() + 10
+        while True:
+            ev = d.ctl("show", "ann@isp.example")["evidence"]
+            if signal in ev or time.time() > deadline:
+                return ev
+            time.sleep(0.1)
+
     try:
         c = PolicyClient(d.policy_sock)
         mail(c, "D1E2F00001")
         outcome("D1E2F00001", "2.0.0", "sent")
-        deadline = time.time() + 10
-        while time.time() < deadline and "delivered" not in \
-                d.ctl("show", "ann@isp.example")["evidence"]:
-            time.sleep(0.1)
-        assert "delivered" in d.ctl("show", "ann@isp.example")["evidence"]
+        assert "delivered" in evidence_with("delivered")
         assert d.stop() == 0
         d.start()
         assert "restored 1 recipients delivered to" in d.read_log(), \
@@ -216,11 +221,7 @@ def test_delivered_recipients_survive_a_restart(tmp_path):
         c = PolicyClient(d.policy_sock)
         mail(c, "D1E2F00002")
         outcome("D1E2F00002", "5.1.1", "bounced")
-        deadline = time.time() + 10
-        while time.time() < deadline and "stale_recipient" not in \
-                d.ctl("show", "ann@isp.example")["evidence"]:
-            time.sleep(0.1)
-        ev = d.ctl("show", "ann@isp.example")["evidence"]
+        ev = evidence_with("stale_recipient")
         assert "stale_recipient" in ev and "bad_recipient" not in ev, ev
     finally:
         assert d.stop() == 0
