@@ -225,7 +225,7 @@ struct replay {
 /* ---- small helpers ---- */
 
 static char *
-dup_field(struct maillog_str s)
+dup_field(struct str s)
 {
     if (s.p == NULL)
         return NULL;
@@ -233,7 +233,7 @@ dup_field(struct maillog_str s)
 }
 
 static bool
-mstr_is(struct maillog_str s, const char *lit)
+mstr_is(struct str s, const char *lit)
 {
     return s.p != NULL && s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
 }
@@ -271,9 +271,9 @@ now_mono_s(void)
 /* "host instance qid" into r->keybuf; returns its length. */
 static size_t
 make_key(struct replay *r, const struct maillog_event *ev,
-         struct maillog_str qid)
+         struct str qid)
 {
-    struct maillog_str parts[3] = {ev->host, ev->instance, qid};
+    struct str parts[3] = {ev->host, ev->instance, qid};
     size_t n = 0;
 
     for (size_t i = 0; i < 3; i++) {
@@ -382,7 +382,7 @@ forget(struct replay *r, struct rp_entry *e, bool evicted)
 }
 
 static struct rp_entry *
-table_add(struct replay *r, size_t keylen, struct maillog_str qid)
+table_add(struct replay *r, size_t keylen, struct str qid)
 {
     struct rp_entry *e;
 
@@ -400,7 +400,7 @@ table_add(struct replay *r, size_t keylen, struct maillog_str qid)
 
 /* The entry for the event's queue id, created (empty) if `create`. */
 static struct rp_entry *
-lookup(struct replay *r, const struct maillog_event *ev, struct maillog_str qid,
+lookup(struct replay *r, const struct maillog_event *ev, struct str qid,
        bool create)
 {
     size_t keylen = make_key(r, ev, qid);
@@ -623,7 +623,7 @@ ask(struct replay *r, struct policy_request *req, const char *stage,
 {
     struct cp_decision d;
 
-    req->protocol_state = policy_str_c(stage);
+    req->protocol_state = str_c(stage);
     inproc_decide(&r->ip, req, r->engine_ms, &d);
     note(o, &d);
 }
@@ -646,19 +646,19 @@ fill_request(const struct rp_entry *e, const char *instance, const char *size,
              const char *count, struct policy_request *req)
 {
     memset(req, 0, sizeof(*req));
-    req->request = policy_str_c("smtpd_access_policy");
-    req->protocol_name = policy_str_c("ESMTP");
-    req->client_address = policy_str_c(e->client_addr);
-    req->client_name = policy_str_c(e->client_name);
-    req->sasl_method = policy_str_c(e->method);
-    req->sasl_username = policy_str_c(e->login);
-    req->encryption_protocol = policy_str_c(e->tls_proto);
-    req->encryption_cipher = policy_str_c(e->tls_cipher);
-    req->sender = policy_str_c(e->sender ? e->sender : "");
-    req->queue_id = policy_str_c(e->qid);
-    req->instance = policy_str_c(instance);
-    req->size = policy_str_c(size);
-    req->recipient_count = policy_str_c(count);
+    req->request = str_c("smtpd_access_policy");
+    req->protocol_name = str_c("ESMTP");
+    req->client_address = str_c(e->client_addr);
+    req->client_name = str_c(e->client_name);
+    req->sasl_method = str_c(e->method);
+    req->sasl_username = str_c(e->login);
+    req->encryption_protocol = str_c(e->tls_proto);
+    req->encryption_cipher = str_c(e->tls_cipher);
+    req->sender = str_c(e->sender ? e->sender : "");
+    req->queue_id = str_c(e->qid);
+    req->instance = str_c(instance);
+    req->size = str_c(size);
+    req->recipient_count = str_c(count);
 }
 
 /* RCPT per recipient (unknown ones padded), DATA, END-OF-MESSAGE. */
@@ -681,10 +681,10 @@ run_message(struct replay *r, const struct rp_entry *e,
             rcpt = pad;
             r->n.padded++;
         }
-        req->recipient = policy_str_c(rcpt);
+        req->recipient = str_c(rcpt);
         ask(r, req, "RCPT", o);
     }
-    req->recipient = policy_str_c(NULL);
+    req->recipient = str_c(NULL);
     ask(r, req, "DATA", o);
     ask(r, req, "END-OF-MESSAGE", o);
     /* what the log said became of it: evidence, as the daemon's mail-log
@@ -828,7 +828,7 @@ drive(struct replay *r, struct rp_entry *e)
 /* ---- events ---- */
 
 static bool
-instance_selected(const struct replay *r, struct maillog_str inst)
+instance_selected(const struct replay *r, struct str inst)
 {
     if (r->o.ninstances == 0)
         return true;
@@ -957,7 +957,7 @@ conn_tls(struct replay *r, const struct maillog_event *ev, struct rp_entry *e)
 
 static void
 on_local(struct replay *r, const struct maillog_event *ev,
-         struct maillog_str qid, enum rp_skip why)
+         struct str qid, enum rp_skip why)
 {
     struct rp_entry *e = lookup(r, ev, qid, true);
 
@@ -1002,7 +1002,7 @@ on_qmgr(struct replay *r, const struct maillog_event *ev)
 }
 
 static bool
-rcpt_known(const struct rp_entry *e, struct maillog_str to)
+rcpt_known(const struct rp_entry *e, struct str to)
 {
     size_t off = 0;
     const char *s;
@@ -1015,7 +1015,7 @@ rcpt_known(const struct rp_entry *e, struct maillog_str to)
 
 /* Append a recipient if it fits in REPLAY_MAX_RCPT_BYTES. */
 static void
-keep_rcpt(struct rp_entry *e, struct maillog_str to)
+keep_rcpt(struct rp_entry *e, struct str to)
 {
     size_t need = e->rlen + to.len + 1;
 
@@ -1032,7 +1032,7 @@ keep_rcpt(struct rp_entry *e, struct maillog_str to)
 
 /* One delivery line's outcome, with its recipient if it fits. */
 static void
-keep_outcome(struct rp_entry *e, enum cp_outcome o, struct maillog_str to)
+keep_outcome(struct rp_entry *e, enum cp_outcome o, struct str to)
 {
     size_t need = e->olen + to.len + 2;
 

@@ -466,21 +466,21 @@ ask_inproc(struct sim_driver *d, struct sim_msg *m, const struct ask *a,
     struct cp_decision dec;
 
     memset(&r, 0, sizeof(r));
-    r.request = policy_str_c("smtpd_access_policy");
-    r.protocol_state = policy_str_c(a->stage);
-    r.protocol_name = policy_str_c("ESMTP");
-    r.client_address = policy_str_c(m->ip);
-    r.sender = policy_str_c(m->from);
-    r.recipient = policy_str_c(a->rcpt);
-    r.recipient_count = policy_str_c(a->count);
-    r.size = policy_str_c(a->size);
-    r.instance = policy_str_c(a->inst);
-    r.sasl_username = policy_str_c(m->login);
-    r.sasl_method = policy_str_c(m->sasl ? "plain" : "");
-    r.queue_id = policy_str_c(a->qid);
-    r.helo_name = policy_str_c(m->helo);
-    r.encryption_protocol = policy_str_c(m->tls_proto);
-    r.encryption_cipher = policy_str_c(m->tls_cipher);
+    r.request = str_c("smtpd_access_policy");
+    r.protocol_state = str_c(a->stage);
+    r.protocol_name = str_c("ESMTP");
+    r.client_address = str_c(m->ip);
+    r.sender = str_c(m->from);
+    r.recipient = str_c(a->rcpt);
+    r.recipient_count = str_c(a->count);
+    r.size = str_c(a->size);
+    r.instance = str_c(a->inst);
+    r.sasl_username = str_c(m->login);
+    r.sasl_method = str_c(m->sasl ? "plain" : "");
+    r.queue_id = str_c(a->qid);
+    r.helo_name = str_c(m->helo);
+    r.encryption_protocol = str_c(m->tls_proto);
+    r.encryption_cipher = str_c(m->tls_cipher);
     d->truth.cause = m->e->type == EV_BURST        ? "burst message"
                      : m->e->type == EV_NEWSLETTER ? "newsletter message"
                      : m->spam                     ? "spam"
@@ -624,10 +624,10 @@ content(struct sim *s, struct sim_driver *d, struct sim_msg *m,
                                       : mix32(rng_next(&g));
     fp.words = 100;
     memset(&r, 0, sizeof(r));
-    r.queue_id = policy_str_c(a->qid);
-    r.client_address = policy_str_c(m->ip);
-    r.sender = policy_str_c(m->from);
-    r.sasl_username = policy_str_c(m->login);
+    r.queue_id = str_c(a->qid);
+    r.client_address = str_c(m->ip);
+    r.sender = str_c(m->from);
+    r.sasl_username = str_c(m->login);
     d->truth.cause = "content";
     cp_engine_content(&d->ip.engine, &r, &fp, now, &dec);
     d->truth.cause = "delivery outcome";

@@ -146,7 +146,7 @@ pending_unlink(struct cp_engine *e, struct cp_pending *p)
 }
 
 static struct cp_pending *
-pending_get(const struct cp_engine *e, struct policy_str inst)
+pending_get(const struct cp_engine *e, struct str inst)
 {
     struct agemap_ent *a = agemap_get(&e->pending, inst.p, inst.len);
 
@@ -180,7 +180,7 @@ pending_release(struct cp_engine *e, struct cp_pending *p, int64_t now_ms)
 }
 
 static struct cp_pending *
-pending_add(struct cp_engine *e, const struct policy_str *inst,
+pending_add(struct cp_engine *e, const struct str *inst,
             const struct cp_identity *id, int64_t now_ms)
 {
     struct cp_pending *p;
@@ -235,11 +235,11 @@ cp_engine_expire(struct cp_engine *e, int64_t now_ms)
 static enum cp_stage
 stage_of(const struct policy_request *req)
 {
-    if (policy_str_eq(req->protocol_state, "RCPT"))
+    if (str_eq(req->protocol_state, "RCPT"))
         return CP_STAGE_RCPT;
-    if (policy_str_eq(req->protocol_state, "DATA"))
+    if (str_eq(req->protocol_state, "DATA"))
         return CP_STAGE_DATA;
-    if (policy_str_eq(req->protocol_state, "END-OF-MESSAGE"))
+    if (str_eq(req->protocol_state, "END-OF-MESSAGE"))
         return CP_STAGE_EOM;
     return CP_STAGE_OTHER;
 }
@@ -247,7 +247,7 @@ stage_of(const struct policy_request *req)
 /* A numeric attribute; absent is 0 (an older MTA), and anything else was
  * refused by cp_engine_bad_number() before a decision. */
 static uint64_t
-attr_u64(struct policy_str s)
+attr_u64(struct str s)
 {
     uint64_t v = 0;
 
@@ -257,7 +257,7 @@ attr_u64(struct policy_str s)
 }
 
 static bool
-number_ok(struct policy_str s, uint64_t max)
+number_ok(struct str s, uint64_t max)
 {
     uint64_t v;
 
@@ -266,7 +266,7 @@ number_ok(struct policy_str s, uint64_t max)
 
 const char *
 cp_engine_bad_number(const struct policy_request *req,
-                     struct policy_str *value)
+                     struct str *value)
 {
     if (!number_ok(req->size, CP_MAX_SIZE)) {
         *value = req->size;
@@ -280,7 +280,7 @@ cp_engine_bad_number(const struct policy_request *req,
 }
 
 static uint32_t
-domain_hash(struct policy_str rcpt)
+domain_hash(struct str rcpt)
 {
     const char *at;
     size_t n;
@@ -763,7 +763,7 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
 
 /* Remember which account a queued message belongs to. */
 static void
-queued_add(struct cp_engine *e, struct policy_str qid, const char *key,
+queued_add(struct cp_engine *e, struct str qid, const char *key,
            size_t keylen, int64_t now_ms)
 {
     struct cp_queued *q;
@@ -1168,7 +1168,7 @@ cp_engine_queued_restore(struct cp_engine *e, const char *qid, size_t qlen,
         t_ms <= now_ms - (int64_t)e->cfg->delivery.queue_id_ttl_ms ||
         (e->queued.newest != NULL && t_ms < e->queued.newest->t_ms))
         return;
-    queued_add(e, (struct policy_str){qid, qlen}, key, klen, t_ms);
+    queued_add(e, (struct str){qid, qlen}, key, klen, t_ms);
     e->q_seq_written = e->q_seq; /* stored already */
 }
 
@@ -1218,7 +1218,7 @@ cp_engine_decide(struct cp_engine *e, const struct policy_request *req,
         return CP_DECIDE_NO_IDENTITY;
     }
     {
-        struct policy_str v;
+        struct str v;
 
         if (cp_engine_bad_number(req, &v) != NULL) {
             e->stats.bad_numbers++;

@@ -132,7 +132,7 @@ void cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg);
 /* The first numeric attribute of req that is present but not a decimal
  * number within its range ("size", "recipient_count"), or NULL. */
 const char *cp_engine_bad_number(const struct policy_request *req,
-                                 struct policy_str *value);
+                                 struct str *value);
 int cp_engine_decide(struct cp_engine *e, const struct policy_request *req,
                      int64_t now_ms, struct cp_decision *d);
 

@@ -64,7 +64,7 @@
 #define HOUR_MS 3600000
 
 static uint32_t
-hash_ci(struct policy_str s)
+hash_ci(struct str s)
 {
     return hmap_hash_lower32(s.p, s.len);
 }
@@ -175,23 +175,23 @@ owned(struct cp_evidence *ev, const struct cp_ev_input *in, uint32_t h)
 }
 
 /* The domain of address s (after the last '@'), or an empty string. */
-static struct policy_str
-domain_of(struct policy_str s)
+static struct str
+domain_of(struct str s)
 {
     const char *at = s.p ? memrchr(s.p, '@', s.len) : NULL;
 
     if (at == NULL)
-        return (struct policy_str){NULL, 0};
-    return (struct policy_str){at + 1, s.len - (size_t)(at + 1 - s.p)};
+        return (struct str){NULL, 0};
+    return (struct str){at + 1, s.len - (size_t)(at + 1 - s.p)};
 }
 
 /* The local part of an address (before the last '@'). */
 static uint32_t
-local_hash(struct policy_str s)
+local_hash(struct str s)
 {
-    struct policy_str d = domain_of(s);
+    struct str d = domain_of(s);
 
-    return d.len == 0 ? 0 : hash_ci((struct policy_str){s.p, s.len - d.len - 1});
+    return d.len == 0 ? 0 : hash_ci((struct str){s.p, s.len - d.len - 1});
 }
 
 static uint64_t seen_bits(uint32_t x, unsigned bits);
@@ -199,7 +199,7 @@ static uint64_t seen_bits(uint32_t x, unsigned bits);
 /* Was the local part of `addr` one of the account's own or colleagues'
  * (the filter of 128 bits, 2 bits each)? */
 static bool
-local_seen(const struct cp_evidence *ev, struct policy_str addr)
+local_seen(const struct cp_evidence *ev, struct str addr)
 {
     uint32_t h = local_hash(addr);
     uint64_t lo = seen_bits(h, 64), hi = seen_bits(h >> 16 | h << 16, 64);
@@ -209,7 +209,7 @@ local_seen(const struct cp_evidence *ev, struct policy_str addr)
 }
 
 static void
-learn_local(struct cp_evidence *ev, struct policy_str addr)
+learn_local(struct cp_evidence *ev, struct str addr)
 {
     uint32_t h = local_hash(addr);
 
@@ -229,7 +229,7 @@ learn_local(struct cp_evidence *ev, struct policy_str addr)
 static bool
 colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
 {
-    struct policy_str d = domain_of(in->sender), l = domain_of(in->login);
+    struct str d = domain_of(in->sender), l = domain_of(in->login);
     uint32_t h;
 
     if (d.len == 0)
@@ -578,7 +578,7 @@ hour_signal(struct cp_evidence *ev, const struct cp_detection *det,
 }
 
 static uint32_t
-helo_hash(struct policy_str h)
+helo_hash(struct str h)
 {
     if (h.len > 0 && (h.p[0] == '[' || inet_parse(h.p, h.len, &(struct inet_addr){0})))
         return 1; /* every address literal is one "name" */
@@ -586,7 +586,7 @@ helo_hash(struct policy_str h)
 }
 
 static bool
-helo_is_domain_of(struct policy_str helo, struct policy_str rcpt)
+helo_is_domain_of(struct str helo, struct str rcpt)
 {
     const char *at = rcpt.p ? memchr(rcpt.p, '@', rcpt.len) : NULL;
     size_t dlen;
@@ -685,7 +685,7 @@ static void
 recipient_signal(struct cp_evidence *ev, const struct cp_detection *det,
                  const struct cp_ev_input *in, uint32_t *fired)
 {
-    struct policy_str rcpt = in->recipient;
+    struct str rcpt = in->recipient;
     uint64_t h = hmap_hash(rcpt.p, rcpt.len);
     unsigned b1 = (unsigned)(h & 255), b2 = (unsigned)((h >> 8) & 255);
     /* the table of recipients delivered to, where the mail log feeds it:

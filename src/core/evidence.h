@@ -97,8 +97,8 @@ struct cp_ev_input {
     int64_t now_ms;
     bool new_message;             /* first RCPT of a message */
     bool sasl;
-    struct policy_str login, sender, recipient, helo;
-    struct policy_str tls_protocol, tls_cipher; /* absent: plaintext */
+    struct str login, sender, recipient, helo;
+    struct str tls_protocol, tls_cipher; /* absent: plaintext */
     const struct inet_addr *client; /* NULL if unknown */
     bool refused;                 /* the account's state refuses this mail */
     const struct cp_customer *cust; /* its customer in the map, or NULL:

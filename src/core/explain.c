@@ -8,7 +8,7 @@
 #include <time.h>
 
 static void
-json_field(struct strbuf *sb, const char *name, struct policy_str v)
+json_field(struct strbuf *sb, const char *name, struct str v)
 {
     sb_printf(sb, ",\"%s\":", name);
     if (v.p == NULL) {

@@ -71,15 +71,15 @@ num(const char *s, size_t len, size_t *pos, size_t min, size_t max, int *out)
 }
 
 static bool
-str_is(struct maillog_str s, const char *l)
+str_is(struct str s, const char *l)
 {
     return s.p != NULL && s.len == strlen(l) && memcmp(s.p, l, s.len) == 0;
 }
 
-static struct maillog_str
+static struct str
 mkstr(const char *p, size_t len)
 {
-    struct maillog_str s = {p, len};
+    struct str s = {p, len};
 
     return s;
 }
@@ -394,8 +394,8 @@ value_end(const char *s, size_t len, size_t p)
 
 /* Next field at *pos; false at the end or if no "key=" is there. */
 static bool
-next_field(const char *s, size_t len, size_t *pos, struct maillog_str *k,
-           struct maillog_str *v)
+next_field(const char *s, size_t len, size_t *pos, struct str *k,
+           struct str *v)
 {
     size_t p = *pos, e;
 
@@ -414,7 +414,7 @@ next_field(const char *s, size_t len, size_t *pos, struct maillog_str *k,
 
 /* "<addr>" → "addr" (possibly empty); false without the brackets. */
 static bool
-strip_angle(struct maillog_str *v)
+strip_angle(struct str *v)
 {
     if (v->len < 2 || v->p[0] != '<' || v->p[v->len - 1] != '>')
         return false;
@@ -425,7 +425,7 @@ strip_angle(struct maillog_str *v)
 
 /* The leading run of digits of "12 (queue active)". */
 static bool
-leading_u64(struct maillog_str v, uint64_t *out)
+leading_u64(struct str v, uint64_t *out)
 {
     size_t n = 0;
 
@@ -434,8 +434,8 @@ leading_u64(struct maillog_str v, uint64_t *out)
     return parse_u64(v.p, n, out);
 }
 
-static struct maillog_str
-first_word(struct maillog_str v)
+static struct str
+first_word(struct str v)
 {
     const char *sp = memchr(v.p, ' ', v.len);
 
@@ -446,7 +446,7 @@ first_word(struct maillog_str v)
 
 /* "name[addr]" or "name[addr]:port" */
 static bool
-split_client(struct maillog_str v, struct maillog_event *ev)
+split_client(struct str v, struct maillog_event *ev)
 {
     const char *lb = memchr(v.p, '[', v.len), *rb, *end = v.p + v.len;
     uint64_t port;
@@ -465,7 +465,7 @@ split_client(struct maillog_str v, struct maillog_event *ev)
 static enum maillog_kind
 parse_client(const char *s, size_t len, struct maillog_event *ev)
 {
-    struct maillog_str k, v;
+    struct str k, v;
     size_t p = 0;
     bool client = false;
 
@@ -488,7 +488,7 @@ parse_client(const char *s, size_t len, struct maillog_event *ev)
 static enum maillog_kind
 parse_qmgr_from(const char *s, size_t len, struct maillog_event *ev)
 {
-    struct maillog_str k, v;
+    struct str k, v;
     size_t p = 0;
     bool from = false, size = false, nrcpt = false;
 
@@ -517,7 +517,7 @@ parse_qmgr_from(const char *s, size_t len, struct maillog_event *ev)
 static enum maillog_kind
 parse_delivery(const char *s, size_t len, struct maillog_event *ev)
 {
-    struct maillog_str k, v;
+    struct str k, v;
     size_t p = 0;
 
     while (next_field(s, len, &p, &k, &v)) {
@@ -544,7 +544,7 @@ static enum maillog_kind
 parse_pickup(const char *s, size_t len, struct maillog_event *ev)
 {
     const char *f = memmem(s, len, " from=<", 7);
-    struct maillog_str v;
+    struct str v;
 
     if (f == NULL)
         return MAILLOG_UNKNOWN;
@@ -637,7 +637,7 @@ static enum maillog_kind
 parse_connection(const char *s, size_t len, struct maillog_event *ev)
 {
     size_t p = 0, q;
-    struct maillog_str client;
+    struct str client;
 
     if (lit(s, len, &p, "connect from ")) {
         if (!split_client(mkstr(s + p, len - p), ev))

@@ -32,13 +32,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/str.h"
+
 #define MAILLOG_MAX_LINE 8192 /* rsyslog's default maxMessageSize */
 #define MAILLOG_MAX_QUEUE_ID 32
-
-struct maillog_str {
-    const char *p; /* into the line, not NUL-terminated; NULL if absent */
-    size_t len;
-};
 
 enum maillog_kind {
     MAILLOG_UNKNOWN,       /* no syslog header, or a known record malformed */
@@ -61,30 +58,30 @@ struct maillog_event {
     enum maillog_kind kind;
     bool has_time; /* false only for MAILLOG_UNKNOWN */
     int64_t ts_ms; /* ms since the epoch (see maillog_parse) */
-    struct maillog_str host;
-    struct maillog_str service;  /* "postfix/submission/smtpd" */
-    struct maillog_str instance; /* "postfix", "postfix-out" */
-    struct maillog_str program;  /* "smtpd" */
-    struct maillog_str pid;      /* "12345"; absent if not given */
-    struct maillog_str queue_id; /* absent for NOQUEUE */
+    struct str host;
+    struct str service;  /* "postfix/submission/smtpd" */
+    struct str instance; /* "postfix", "postfix-out" */
+    struct str program;  /* "smtpd" */
+    struct str pid;      /* "12345"; absent if not given */
+    struct str queue_id; /* absent for NOQUEUE */
     /* MAILLOG_SMTPD_CLIENT */
-    struct maillog_str client_name, client_addr;
-    struct maillog_str sasl_method, sasl_username; /* absent if not given */
-    struct maillog_str orig_queue_id; /* set: re-injected by a filter */
+    struct str client_name, client_addr;
+    struct str sasl_method, sasl_username; /* absent if not given */
+    struct str orig_queue_id; /* set: re-injected by a filter */
     /* MAILLOG_CLEANUP_MSGID */
-    struct maillog_str message_id;
+    struct str message_id;
     /* MAILLOG_QMGR_FROM, MAILLOG_PICKUP: sender without <>, may be empty */
-    struct maillog_str from;
+    struct str from;
     uint64_t size, nrcpt;
     /* MAILLOG_DELIVERY: recipient without <>; status is one word */
-    struct maillog_str to, relay, dsn, status;
+    struct str to, relay, dsn, status;
     /* MAILLOG_NOTIFICATION: the queue id of the notification message */
-    struct maillog_str new_queue_id;
+    struct str new_queue_id;
     /* MAILLOG_SMTPD_CONNECT, MAILLOG_SMTPD_TLS: the client (as for
      * MAILLOG_SMTPD_CLIENT); TLS: the protocol and cipher negotiated */
-    struct maillog_str tls_protocol, tls_cipher;
+    struct str tls_protocol, tls_cipher;
     /* MAILLOG_REJECT: "RCPT", "END-OF-MESSAGE", "header", ... */
-    struct maillog_str reject_stage;
+    struct str reject_stage;
 };
 
 /* What crosses lines: the year of classic timestamps. */

@@ -73,7 +73,7 @@ cp_milter_frame(const unsigned char *buf, size_t n, struct cp_milter_pkt *p)
  * NUL. False if *off is at the end or no NUL follows.
  */
 static bool
-next_str(const struct cp_milter_pkt *p, size_t *off, struct cp_milter_str *s)
+next_str(const struct cp_milter_pkt *p, size_t *off, struct str *s)
 {
     const unsigned char *start, *nul;
 
@@ -107,7 +107,7 @@ cp_milter_macros(const struct cp_milter_pkt *p, char *stage,
                             const char *value, size_t vlen),
                  void *arg)
 {
-    struct cp_milter_str name, value;
+    struct str name, value;
     size_t off = 1, npairs = 0;
 
     if (p->len < 1)
@@ -153,7 +153,7 @@ cp_milter_macro_is(const char *name, size_t nlen, const char *key)
 /* The family byte and what follows it in a 'C' packet, from *off on. */
 static int
 connect_tail(const struct cp_milter_pkt *p, size_t off, char *family,
-             uint16_t *port, struct cp_milter_str *addr)
+             uint16_t *port, struct str *addr)
 {
     *family = (char)p->data[off++];
     switch (*family) {
@@ -179,10 +179,10 @@ connect_tail(const struct cp_milter_pkt *p, size_t off, char *family,
 }
 
 int
-cp_milter_connect(const struct cp_milter_pkt *p, struct cp_milter_str *host,
-                  char *family, uint16_t *port, struct cp_milter_str *addr)
+cp_milter_connect(const struct cp_milter_pkt *p, struct str *host,
+                  char *family, uint16_t *port, struct str *addr)
 {
-    struct cp_milter_str h, a;
+    struct str h, a;
     size_t off = 0;
     uint16_t pt;
     char fam;
@@ -199,9 +199,9 @@ cp_milter_connect(const struct cp_milter_pkt *p, struct cp_milter_str *host,
 }
 
 int
-cp_milter_first_arg(const struct cp_milter_pkt *p, struct cp_milter_str *s)
+cp_milter_first_arg(const struct cp_milter_pkt *p, struct str *s)
 {
-    struct cp_milter_str first, more;
+    struct str first, more;
     size_t off = 0;
     int n = 0;
 
@@ -217,10 +217,10 @@ cp_milter_first_arg(const struct cp_milter_pkt *p, struct cp_milter_str *s)
 }
 
 int
-cp_milter_header(const struct cp_milter_pkt *p, struct cp_milter_str *name,
-                 struct cp_milter_str *value)
+cp_milter_header(const struct cp_milter_pkt *p, struct str *name,
+                 struct str *value)
 {
-    struct cp_milter_str n, v;
+    struct str n, v;
     size_t off = 0;
 
     if (!next_str(p, &off, &n) || n.len == 0 || !next_str(p, &off, &v) ||

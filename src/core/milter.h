@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/str.h"
+
 #define CP_MILTER_VERSION 6         /* the protocol version we speak */
 #define CP_MILTER_MAX (1024 * 1024) /* largest packet we accept (len field) */
 #define CP_MILTER_HDR 5             /* length field + command byte */
@@ -118,12 +120,6 @@ struct cp_milter_pkt {
     uint32_t len;
 };
 
-/* A borrowed string: not NUL-terminated as far as the contract goes. */
-struct cp_milter_str {
-    const char *p;
-    size_t len;
-};
-
 /*
  * Frame one packet from buf[0..n). Returns the bytes it spans (> 0) and
  * fills *p; 0 if more bytes are needed (*p untouched); -1 if the framing is
@@ -171,8 +167,8 @@ bool cp_milter_macro_is(const char *name, size_t nlen, const char *key);
  * *addr is the empty string (a static, not in the packet). Returns 0, or -1
  * if malformed (missing NUL, unknown family, truncated, trailing bytes).
  */
-int cp_milter_connect(const struct cp_milter_pkt *p, struct cp_milter_str *host,
-                      char *family, uint16_t *port, struct cp_milter_str *addr);
+int cp_milter_connect(const struct cp_milter_pkt *p, struct str *host,
+                      char *family, uint16_t *port, struct str *addr);
 
 /*
  * 'H', 'M', 'R' (and 'U'): a sequence of NUL-terminated strings filling the
@@ -180,15 +176,15 @@ int cp_milter_connect(const struct cp_milter_pkt *p, struct cp_milter_str *host,
  * <>. Returns the number of further strings (ESMTP arguments; 0 for HELO),
  * or -1 if the packet is empty or its last string lacks a NUL.
  */
-int cp_milter_first_arg(const struct cp_milter_pkt *p, struct cp_milter_str *s);
+int cp_milter_first_arg(const struct cp_milter_pkt *p, struct str *s);
 
 /*
  * 'L': header name NUL, value NUL, nothing else. Multi-line values keep
  * their line breaks; the leading space is stripped unless HDR_LEADSPC was
  * negotiated. Returns 0, or -1 if malformed or the name is empty.
  */
-int cp_milter_header(const struct cp_milter_pkt *p, struct cp_milter_str *name,
-                     struct cp_milter_str *value);
+int cp_milter_header(const struct cp_milter_pkt *p, struct str *name,
+                     struct str *value);
 
 /*
  * Readable name of a command byte for logs ("SMFIC_CONNECT", ...), or

@@ -111,22 +111,6 @@ policy_feed(struct policy_parser *p, const char *data, size_t len,
     return POLICY_NEED_MORE;
 }
 
-struct policy_str
-policy_str_c(const char *s)
-{
-    struct policy_str r = {s, s ? strlen(s) : 0};
-
-    return r;
-}
-
-bool
-policy_str_eq(struct policy_str s, const char *lit)
-{
-    size_t n = strlen(lit);
-
-    return s.p != NULL && s.len == n && memcmp(s.p, lit, n) == 0;
-}
-
 void
 policy_request_get(const struct policy_parser *p, struct policy_request *req)
 {
@@ -149,11 +133,11 @@ policy_request_get(const struct policy_parser *p, struct policy_request *req)
     memset(req, 0, sizeof(*req));
     for (i = 0; i < p->nattrs; i++) {
         for (j = 0; j < sizeof(fields) / sizeof(fields[0]); j++) {
-            const struct policy_str *nm = &p->attrs[i].name;
+            const struct str *nm = &p->attrs[i].name;
 
             if (nm->len == fields[j].len &&
                 memcmp(nm->p, fields[j].name, nm->len) == 0) {
-                *(struct policy_str *)((char *)req + fields[j].off) =
+                *(struct str *)((char *)req + fields[j].off) =
                     p->attrs[i].value;
                 break;
             }

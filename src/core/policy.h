@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/str.h"
 #include "util/strbuf.h"
 
 #define POLICY_HARD_MAX_ATTRIBUTES 1024
@@ -40,22 +41,17 @@ enum policy_status {
     POLICY_ERR_SYNTAX,      /* a line without '=' or with an empty name */
 };
 
-struct policy_str {
-    const char *p; /* not NUL-terminated; NULL if absent */
-    size_t len;
-};
-
 struct policy_attr {
-    struct policy_str name, value;
+    struct str name, value;
 };
 
 /* The attributes chokepoint uses; the others are accepted and ignored. */
 struct policy_request {
-    struct policy_str request, protocol_state, protocol_name;
-    struct policy_str client_address, client_name, helo_name;
-    struct policy_str sender, recipient, recipient_count, size;
-    struct policy_str instance, queue_id, sasl_method, sasl_username;
-    struct policy_str encryption_protocol, encryption_cipher, server_port;
+    struct str request, protocol_state, protocol_name;
+    struct str client_address, client_name, helo_name;
+    struct str sender, recipient, recipient_count, size;
+    struct str instance, queue_id, sasl_method, sasl_username;
+    struct str encryption_protocol, encryption_cipher, server_port;
 };
 
 struct policy_parser {
@@ -95,10 +91,6 @@ void policy_parser_excerpt(const struct policy_parser *p, const char **s,
 
 /* Short, fixed description of an error status, for logs. */
 const char *policy_status_str(enum policy_status st);
-
-bool policy_str_eq(struct policy_str s, const char *lit);
-/* A policy_str over a C string (NULL stays absent). */
-struct policy_str policy_str_c(const char *s);
 
 /*
  * Append "action=<action>[ <text>]\n\n" to `out`. Any byte of `action` or

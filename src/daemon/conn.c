@@ -271,7 +271,7 @@ sim_time(struct conn *c, int64_t now)
     for (size_t i = 0; i < c->parser.nattrs; i++) {
         const struct policy_attr *a = &c->parser.attrs[i];
 
-        if (policy_str_eq(a->name, "chokepoint_sim_time") &&
+        if (str_eq(a->name, "chokepoint_sim_time") &&
             parse_u64(a->value.p, a->value.len, &v) && v < INT64_MAX) {
             now = (int64_t)v;
             break;
@@ -297,7 +297,7 @@ handle_request(struct conn *c)
         now = sim_time(c, now);
     c->requests++;
     policy_request_get(&c->parser, &req);
-    if (!policy_str_eq(req.request, "smtpd_access_policy")) {
+    if (!str_eq(req.request, "smtpd_access_policy")) {
         char esc[80];
 
         d->stats.bad_requests++;
@@ -312,7 +312,7 @@ handle_request(struct conn *c)
     }
     rc = cp_engine_decide(&d->engine, &req, now, &dec);
     if (rc == CP_DECIDE_BAD_NUMBER) {
-        struct policy_str v = {NULL, 0};
+        struct str v = {NULL, 0};
         const char *name = cp_engine_bad_number(&req, &v);
         char esc[80];
 

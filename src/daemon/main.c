@@ -143,7 +143,7 @@ contain(struct daemon *d, const struct cp_decision *dec, const char *key,
 }
 
 static const char *
-req_field(struct policy_str s, char *buf, size_t n)
+req_field(struct str s, char *buf, size_t n)
 {
     if (s.p == NULL || s.len == 0)
         return NULL;

@@ -92,10 +92,10 @@ set_field(struct field *f, const char *p, size_t n)
     f->len = n;
 }
 
-static struct policy_str
+static struct str
 field_str(const struct field *f)
 {
-    struct policy_str s = {f->len ? f->s : NULL, f->len};
+    struct str s = {f->len ? f->s : NULL, f->len};
 
     return s;
 }
@@ -217,8 +217,8 @@ end_of_message(struct daemon *d, struct milter_sess *m, struct strbuf *out)
     int64_t now = daemon_now_ms();
 
     memset(&req, 0, sizeof(req));
-    req.request = policy_str_c("milter");
-    req.protocol_state = policy_str_c("CONTENT");
+    req.request = str_c("milter");
+    req.protocol_state = str_c("CONTENT");
     req.queue_id = field_str(&m->qid);
     req.sasl_username = field_str(&m->login);
     req.sender = field_str(&m->sender);
@@ -240,7 +240,7 @@ static int
 packet(struct daemon *d, struct milter_sess *m, const char *peer,
        const struct cp_milter_pkt *p, struct strbuf *out)
 {
-    struct cp_milter_str s, host, addr;
+    struct str s, host, addr;
     uint32_t version, actions, protocol;
     char family, stage;
     uint16_t port;
