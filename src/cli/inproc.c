@@ -31,15 +31,32 @@ inproc_close(struct inproc *ip)
     memset(ip, 0, sizeof(*ip));
 }
 
+static void
+changed(struct inproc *ip, const struct cp_decision *d,
+        const struct cp_event *ev, int64_t now_ms)
+{
+    if (d->state_changed && ip->on_change != NULL)
+        ip->on_change(ip->change_arg, d, ev, now_ms);
+}
+
 void
-inproc_decide(struct inproc *ip, const struct policy_request *req,
+inproc_decide(struct inproc *ip, const struct cp_event *ev,
               int64_t now_ms, struct cp_decision *d)
 {
     if (now_ms - ip->expired_ms >= INPROC_EXPIRE_EVERY_MS) {
         cp_engine_expire(&ip->engine, now_ms);
         ip->expired_ms = now_ms;
     }
-    cp_engine_decide(&ip->engine, req, now_ms, d);
+    cp_engine_decide(&ip->engine, ev, now_ms, d);
+    changed(ip, d, ev, now_ms);
+}
+
+void
+inproc_content(struct inproc *ip, const struct cp_event *ev,
+               const struct cp_fp *fp, int64_t now_ms, struct cp_decision *d)
+{
+    cp_engine_content(&ip->engine, ev, fp, now_ms, d);
+    changed(ip, d, ev, now_ms);
 }
 
 void
@@ -48,8 +65,9 @@ inproc_outcome(struct inproc *ip, const char *qid, size_t qlen,
 {
     struct cp_decision d;
 
-    cp_engine_outcome(&ip->engine, qid, qlen, rcpt, rcpt ? strlen(rcpt) : 0,
-                      o, now_ms, &d);
+    if (cp_engine_outcome(&ip->engine, qid, qlen, rcpt,
+                          rcpt ? strlen(rcpt) : 0, o, now_ms, &d))
+        changed(ip, &d, NULL, now_ms);
 }
 
 void

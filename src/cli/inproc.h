@@ -13,11 +13,19 @@
 #include "core/engine.h"
 #include "store/memstore.h"
 
+/* An account changed state (d says how; ev: the event that caused it,
+ * NULL for a delivery outcome): what the daemon's incident.c would do,
+ * the simulator and replay record. */
+typedef void (*inproc_change_fn)(void *arg, const struct cp_decision *d,
+                                 const struct cp_event *ev, int64_t now_ms);
+
 struct inproc {
     struct cp_config *cfg;
     struct memstore *ms;
     struct cp_engine engine;
     int64_t expired_ms; /* virtual time of the last expiry pass */
+    inproc_change_fn on_change; /* may be NULL */
+    void *change_arg;
 };
 
 /*
@@ -29,8 +37,13 @@ int inproc_open(struct inproc *ip, const char *config_file,
 void inproc_close(struct inproc *ip);
 /* Decide at virtual time `now_ms` (non-decreasing); reservations older
  * than the timeout are released first, as the daemon's timer would. */
-void inproc_decide(struct inproc *ip, const struct policy_request *req,
+void inproc_decide(struct inproc *ip, const struct cp_event *ev,
                    int64_t now_ms, struct cp_decision *d);
+/* A message's content (what the daemon's milter asks; fp as for
+ * cp_engine_content). */
+void inproc_content(struct inproc *ip, const struct cp_event *ev,
+                    const struct cp_fp *fp, int64_t now_ms,
+                    struct cp_decision *d);
 /* A delivery outcome for queue id `qid` at `now_ms` (what the daemon's
  * mail-log follower reports). */
 void inproc_outcome(struct inproc *ip, const char *qid, size_t qlen,

@@ -618,13 +618,13 @@ note(struct rp_outcome *o, const struct cp_decision *d)
 }
 
 static void
-ask(struct replay *r, struct policy_request *req, const char *stage,
+ask(struct replay *r, struct cp_event *ev, enum cp_stage stage,
     struct rp_outcome *o)
 {
     struct cp_decision d;
 
-    req->protocol_state = str_c(stage);
-    inproc_decide(&r->ip, req, r->engine_ms, &d);
+    ev->stage = stage;
+    inproc_decide(&r->ip, ev, r->engine_ms, &d);
     note(o, &d);
 }
 
@@ -641,30 +641,27 @@ nth_rcpt(const struct rp_entry *e, size_t *off)
     return s;
 }
 
+/* The message's events as the policy service would have seen them. */
 static void
-fill_request(const struct rp_entry *e, const char *instance, const char *size,
-             const char *count, struct policy_request *req)
+fill_event(const struct rp_entry *e, const char *instance,
+           struct cp_event *ev)
 {
-    memset(req, 0, sizeof(*req));
-    req->request = str_c("smtpd_access_policy");
-    req->protocol_name = str_c("ESMTP");
-    req->client_address = str_c(e->client_addr);
-    req->client_name = str_c(e->client_name);
-    req->sasl_method = str_c(e->method);
-    req->sasl_username = str_c(e->login);
-    req->encryption_protocol = str_c(e->tls_proto);
-    req->encryption_cipher = str_c(e->tls_cipher);
-    req->sender = str_c(e->sender ? e->sender : "");
-    req->queue_id = str_c(e->qid);
-    req->instance = str_c(instance);
-    req->size = str_c(size);
-    req->recipient_count = str_c(count);
+    memset(ev, 0, sizeof(*ev));
+    ev->client_address = str_c(e->client_addr);
+    ev->sasl_username = str_c(e->login);
+    ev->tls_protocol = str_c(e->tls_proto);
+    ev->tls_cipher = str_c(e->tls_cipher);
+    ev->sender = str_c(e->sender ? e->sender : "");
+    ev->queue_id = str_c(e->qid);
+    ev->instance = str_c(instance);
+    ev->size = e->size;
+    ev->recipient_count = e->nrcpt;
 }
 
 /* RCPT per recipient (unknown ones padded), DATA, END-OF-MESSAGE. */
 static void
 run_message(struct replay *r, const struct rp_entry *e,
-            struct policy_request *req, struct rp_outcome *o)
+            struct cp_event *ev, struct rp_outcome *o)
 {
     uint64_t n = e->nrcpt < REPLAY_MAX_NRCPT ? e->nrcpt : REPLAY_MAX_NRCPT;
     char pad[64];
@@ -681,12 +678,12 @@ run_message(struct replay *r, const struct rp_entry *e,
             rcpt = pad;
             r->n.padded++;
         }
-        req->recipient = str_c(rcpt);
-        ask(r, req, "RCPT", o);
+        ev->recipient = str_c(rcpt);
+        ask(r, ev, CP_STAGE_RCPT, o);
     }
-    req->recipient = str_c(NULL);
-    ask(r, req, "DATA", o);
-    ask(r, req, "END-OF-MESSAGE", o);
+    ev->recipient = str_c(NULL);
+    ask(r, ev, CP_STAGE_DATA, o);
+    ask(r, ev, CP_STAGE_EOM, o);
     /* what the log said became of it: evidence, as the daemon's mail-log
      * follower would report it (after the message, by queue id) */
     for (size_t at = 0; at < e->olen; at += strlen(e->outs + at + 1) + 2)
@@ -730,13 +727,13 @@ list_decision(struct replay *r, const struct rp_entry *e,
 }
 
 /*
- * The engine's on_transition hook: the account's state changed (in
- * shadow mode states are kept and changed as when enforcing). Recorded
- * with the evidence, for the report.
+ * An account's state changed (inproc's on_change; in shadow mode states
+ * are kept and changed as when enforcing). Recorded with the evidence,
+ * for the report.
  */
 static void
-on_transition(void *arg, const struct cp_decision *d,
-              const struct policy_request *req, int64_t now_ms)
+on_change(void *arg, const struct cp_decision *d, const struct cp_event *ev,
+          int64_t now_ms)
 {
     struct replay *r = arg;
     struct rp_account *a;
@@ -744,8 +741,7 @@ on_transition(void *arg, const struct cp_decision *d,
     struct cp_account_ref ref;
     const char *login = NULL;
 
-    if (req != NULL && req->sasl_username.p != NULL &&
-        req->sasl_username.len > 0)
+    if (ev != NULL && str_set(ev->sasl_username))
         login = r->cur_login;
     a = account_get(r, &d->id, login);
     if (cp_state_rank((enum cp_state)d->state) > a->worst)
@@ -794,16 +790,14 @@ account_message(struct replay *r, const struct cp_identity *id,
 static void
 drive(struct replay *r, struct rp_entry *e)
 {
-    struct policy_request req;
+    struct cp_event ev;
     struct cp_identity id;
     struct rp_outcome o;
-    char inst[MAILLOG_MAX_QUEUE_ID + 24], size[24], count[24];
+    char inst[MAILLOG_MAX_QUEUE_ID + 24];
 
     snprintf(inst, sizeof(inst), "%s.%llu", e->qid, (unsigned long long)e->seq);
-    snprintf(size, sizeof(size), "%llu", (unsigned long long)e->size);
-    snprintf(count, sizeof(count), "%llu", (unsigned long long)e->nrcpt);
-    fill_request(e, inst, size, count, &req);
-    if (cp_identity_resolve(r->ip.cfg, &req, &id) < 0) {
+    fill_event(e, inst, &ev);
+    if (cp_identity_resolve(r->ip.cfg, &ev, &id) < 0) {
         r->n.no_identity++; /* the daemon would answer DUNNO */
         return;
     }
@@ -811,7 +805,7 @@ drive(struct replay *r, struct rp_entry *e)
         r->engine_ms = e->queued_ms; /* the engine's clock never goes back */
     memset(&o, 0, sizeof(o));
     r->cur_login = e->login;
-    run_message(r, e, &req, &o);
+    run_message(r, e, &ev, &o);
     r->cur_login = NULL;
     r->n.messages++;
     r->n.recipients += e->nrcpt;
@@ -2134,8 +2128,8 @@ replay_main(int argc, char **argv)
         return 1;
     }
     r->ip.cfg->shadow = true;
-    r->ip.engine.on_transition = on_transition;
-    r->ip.engine.transition_arg = r;
+    r->ip.on_change = on_change;
+    r->ip.change_arg = r;
     r->ip.engine.learning = o.learn;
     if (o.learn && o.state == NULL && daemon_running(r->ip.cfg)) {
         fprintf(stderr, "chokepoint learn: chokepointd is running (%s "

@@ -223,8 +223,8 @@ open_driver(struct sim *s, const struct opts *o, struct sim_driver *d)
     d->trace = o->trace;
     d->truth.store = &d->ip.ms->base;
     d->truth.cfg = d->ip.cfg;
-    d->ip.engine.on_transition = sim_truth_transition;
-    d->ip.engine.transition_arg = &d->truth;
+    d->ip.on_change = sim_truth_transition;
+    d->ip.change_arg = &d->truth;
     s->ranked = true;
     /* the milter's fingerprints, when the config has the milter */
     d->content = d->ip.cfg->content.milter[0] != '\0' && !o->no_content;

@@ -418,9 +418,12 @@ login:
 
 /* ---- asking chokepoint ---- */
 
+/* One policy request: as text for --live, typed for the engine. */
 struct ask {
     const char *stage, *rcpt, *count;
     char inst[32], size[24], qid[32];
+    enum cp_stage st;
+    uint64_t nsize, ncount;
 };
 
 /* --trace: one decision about the traced login's mail. */
@@ -462,25 +465,22 @@ static enum cp_action
 ask_inproc(struct sim_driver *d, struct sim_msg *m, const struct ask *a,
            int64_t now)
 {
-    struct policy_request r;
+    struct cp_event r;
     struct cp_decision dec;
 
     memset(&r, 0, sizeof(r));
-    r.request = str_c("smtpd_access_policy");
-    r.protocol_state = str_c(a->stage);
-    r.protocol_name = str_c("ESMTP");
+    r.stage = a->st;
     r.client_address = str_c(m->ip);
     r.sender = str_c(m->from);
     r.recipient = str_c(a->rcpt);
-    r.recipient_count = str_c(a->count);
-    r.size = str_c(a->size);
+    r.recipient_count = a->ncount;
+    r.size = a->nsize;
     r.instance = str_c(a->inst);
     r.sasl_username = str_c(m->login);
-    r.sasl_method = str_c(m->sasl ? "plain" : "");
     r.queue_id = str_c(a->qid);
     r.helo_name = str_c(m->helo);
-    r.encryption_protocol = str_c(m->tls_proto);
-    r.encryption_cipher = str_c(m->tls_cipher);
+    r.tls_protocol = str_c(m->tls_proto);
+    r.tls_cipher = str_c(m->tls_cipher);
     d->truth.cause = m->e->type == EV_BURST        ? "burst message"
                      : m->e->type == EV_NEWSLETTER ? "newsletter message"
                      : m->spam                     ? "spam"
@@ -592,7 +592,7 @@ content(struct sim *s, struct sim_driver *d, struct sim_msg *m,
     const struct sim_event *e = m->e;
     uint64_t text = 0;
     double p = 0;
-    struct policy_request r;
+    struct cp_event r;
     struct cp_decision dec;
     struct cp_fp fp;
     struct rng g;
@@ -624,12 +624,13 @@ content(struct sim *s, struct sim_driver *d, struct sim_msg *m,
                                       : mix32(rng_next(&g));
     fp.words = 100;
     memset(&r, 0, sizeof(r));
+    r.stage = CP_STAGE_CONTENT;
     r.queue_id = str_c(a->qid);
     r.client_address = str_c(m->ip);
     r.sender = str_c(m->from);
     r.sasl_username = str_c(m->login);
     d->truth.cause = "content";
-    cp_engine_content(&d->ip.engine, &r, &fp, now, &dec);
+    inproc_content(&d->ip, &r, &fp, now, &dec);
     d->truth.cause = "delivery outcome";
     note_why(m, &dec);
     return dec.action;
@@ -782,7 +783,7 @@ transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
          struct fates *fates)
 {
     char rcpt[128], count[16];
-    struct ask a = {"RCPT", rcpt, "0", "", "", ""};
+    struct ask a = {"RCPT", rcpt, "0", "", "", "", CP_STAGE_RCPT, 0, 0};
     enum cp_action act;
     struct fate *f = &fates->cur;
 
@@ -793,6 +794,7 @@ transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
     m->pooled = false;
     snprintf(a.inst, sizeof(a.inst), "m%u.%u", m->e->id, m->e->attempt);
     snprintf(a.size, sizeof(a.size), "%llu", (unsigned long long)m->size);
+    a.nsize = m->size;
     for (uint32_t i = 0; i < m->nrcpt; i++) {
         enum rtype t = recipient(s, m, i, rcpt, sizeof(rcpt));
 
@@ -808,10 +810,13 @@ transact(struct sim *s, struct sim_driver *d, struct sim_msg *m, int64_t now,
     snprintf(count, sizeof(count), "%u", m->nrcpt);
     a.rcpt = "";
     a.count = count;
+    a.ncount = m->nrcpt;
     a.stage = "DATA";
+    a.st = CP_STAGE_DATA;
     if ((act = ask(s, d, m, &a, now)) == CP_ACT_DEFER || act == CP_ACT_REJECT)
         return outcome_of(act);
     a.stage = "END-OF-MESSAGE";
+    a.st = CP_STAGE_EOM;
     snprintf(a.qid, sizeof(a.qid), "Q%u.%u", m->e->id, m->e->attempt);
     act = ask(s, d, m, &a, now);
     if (act != CP_ACT_HOLD && outcome_of(act) == SIM_DELIVERED &&

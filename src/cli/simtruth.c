@@ -142,14 +142,14 @@ explain(struct sim_truth *t, const struct cp_decision *d, int64_t now_ms)
 
 void
 sim_truth_transition(void *arg, const struct cp_decision *d,
-                     const struct policy_request *req, int64_t now_ms)
+                     const struct cp_event *ev, int64_t now_ms)
 {
     struct sim_truth *t = arg;
     struct sim *s = t->s;
     const struct truth_key *k;
     uint8_t r = (uint8_t)cp_state_rank((enum cp_state)d->state);
 
-    (void)req;
+    (void)ev;
     if (now_ms < s->sc.start_ms) /* the history of a warm start */
         return;
     k = hmap_get(&t->map, hmap_hash(d->id.dkey, d->id.dkeylen), d->id.dkey,

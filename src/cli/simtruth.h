@@ -32,6 +32,6 @@ void sim_truth_init(struct sim_truth *t, struct sim *s,
 void sim_truth_fini(struct sim_truth *t);
 /* The engine's on_transition hook (arg: the struct sim_truth). */
 void sim_truth_transition(void *arg, const struct cp_decision *d,
-                          const struct policy_request *req, int64_t now_ms);
+                          const struct cp_event *ev, int64_t now_ms);
 
 #endif

@@ -232,53 +232,6 @@ cp_engine_expire(struct cp_engine *e, int64_t now_ms)
 
 /* ---- building the operation ---- */
 
-static enum cp_stage
-stage_of(const struct policy_request *req)
-{
-    if (str_eq(req->protocol_state, "RCPT"))
-        return CP_STAGE_RCPT;
-    if (str_eq(req->protocol_state, "DATA"))
-        return CP_STAGE_DATA;
-    if (str_eq(req->protocol_state, "END-OF-MESSAGE"))
-        return CP_STAGE_EOM;
-    return CP_STAGE_OTHER;
-}
-
-/* A numeric attribute; absent is 0 (an older MTA), and anything else was
- * refused by cp_engine_bad_number() before a decision. */
-static uint64_t
-attr_u64(struct str s)
-{
-    uint64_t v = 0;
-
-    if (s.p == NULL || !parse_u64(s.p, s.len, &v))
-        return 0;
-    return v;
-}
-
-static bool
-number_ok(struct str s, uint64_t max)
-{
-    uint64_t v;
-
-    return s.p == NULL || (parse_u64(s.p, s.len, &v) && v <= max);
-}
-
-const char *
-cp_engine_bad_number(const struct policy_request *req,
-                     struct str *value)
-{
-    if (!number_ok(req->size, CP_MAX_SIZE)) {
-        *value = req->size;
-        return "size";
-    }
-    if (!number_ok(req->recipient_count, CP_MAX_RECIPIENTS)) {
-        *value = req->recipient_count;
-        return "recipient_count";
-    }
-    return NULL;
-}
-
 static uint32_t
 domain_hash(struct str rcpt)
 {
@@ -511,10 +464,11 @@ customer_record(struct cp_engine *e, struct cp_decision *d, bool evidence)
     return ref.ev;
 }
 
+/* The account's state moves: the decision says so (state_changed,
+ * prev_state, state) and the caller makes it durable before it answers. */
 static void
-transition(struct cp_engine *e, struct cp_counters *c, int to,
-           int64_t now_ms, struct cp_decision *d,
-           const struct policy_request *req)
+transition(struct cp_counters *c, int to, int64_t now_ms,
+           struct cp_decision *d)
 {
     d->prev_state = c->state;
     d->state = (uint8_t)to;
@@ -523,8 +477,6 @@ transition(struct cp_engine *e, struct cp_counters *c, int to,
     c->state_since_s = (uint32_t)(now_ms / 1000);
     if (to == CP_ST_BLOCKED && c->repeat < 255)
         c->repeat++;
-    if (e->on_transition)
-        e->on_transition(e->transition_arg, d, req, now_ms);
 }
 
 /* Gather this RCPT's evidence and move the account's state. */
@@ -532,7 +484,7 @@ transition(struct cp_engine *e, struct cp_counters *c, int to,
 static void
 step(struct cp_engine *e, const struct cp_detection *det,
      const struct cp_account_ref *ref, double score, int64_t now_ms,
-     struct cp_decision *d, const struct policy_request *req)
+     struct cp_decision *d)
 {
     int next;
 
@@ -542,11 +494,11 @@ step(struct cp_engine *e, const struct cp_detection *det,
                              ref->c->state_since_s, score,
                              cp_evidence_block_signals(ref->ev, det), now_ms);
     if (next != ref->c->state)
-        transition(e, ref->c, next, now_ms, d, req);
+        transition(ref->c, next, now_ms, d);
 }
 
 static void
-detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
+detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
        int64_t now_ms, struct cp_decision *d)
 {
     const struct cp_detection *det = cp_class_det(e->cfg, d->id.cls);
@@ -565,30 +517,30 @@ detect(struct cp_engine *e, const struct policy_request *req, bool new_msg,
     memset(&in, 0, sizeof(in));
     in.cust = d->id.cust;
     in.shared = shared;
-    if (e->delivered.used > 0 && req->recipient.len > 0)
+    if (e->delivered.used > 0 && ev->recipient.len > 0)
         in.rcpt_seen = tagset_has(&e->delivered,
                                   pair_hash(d->id.dkey, d->id.dkeylen,
-                                            req->recipient.p,
-                                            req->recipient.len))
+                                            ev->recipient.p,
+                                            ev->recipient.len))
                            ? CP_RCPT_DELIVERED
                            : CP_RCPT_NEW;
     in.now_ms = now_ms;
     in.new_message = new_msg;
     in.sasl = d->id.kind == CP_ID_SASL;
-    in.login = req->sasl_username;
-    in.sender = req->sender;
-    in.recipient = req->recipient;
-    in.helo = req->helo_name;
-    in.tls_protocol = req->encryption_protocol;
-    in.tls_cipher = req->encryption_cipher;
+    in.login = ev->sasl_username;
+    in.sender = ev->sender;
+    in.recipient = ev->recipient;
+    in.helo = ev->helo_name;
+    in.tls_protocol = ev->tls_protocol;
+    in.tls_cipher = ev->tls_cipher;
     in.refused = refuses(cp_decision_state(d)) && !e->learning &&
                  !cp_config_state_shadow(e->cfg, d->id.cls);
-    if (req->client_address.p &&
-        inet_parse(req->client_address.p, req->client_address.len, &client))
+    if (ev->client_address.p &&
+        inet_parse(ev->client_address.p, ev->client_address.len, &client))
         in.client = &client;
     d->detected = true;
     d->score = cp_evidence_rcpt(ref.ev, det, &in, &d->fired);
-    step(e, det, &ref, d->score, now_ms, d, req);
+    step(e, det, &ref, d->score, now_ms, d);
 }
 
 /* The account's state decides the reply (blocked, throttled)? */
@@ -665,18 +617,18 @@ pool_route(struct cp_engine *e, struct cp_decision *d)
 }
 
 static void
-decide_rcpt(struct cp_engine *e, const struct policy_request *req,
+decide_rcpt(struct cp_engine *e, const struct cp_event *ev,
             int64_t now_ms, struct cp_decision *d)
 {
     bool two_phase = e->cfg->acct_mode == CP_ACCT_TWO_PHASE &&
-                     req->instance.p != NULL && req->instance.len > 0;
+                     ev->instance.p != NULL && ev->instance.len > 0;
     struct cp_pending *p = NULL;
     struct cp_meter_op op;
     struct cp_meter_result res;
     struct costs c;
 
     if (two_phase)
-        p = pending_get(e, req->instance);
+        p = pending_get(e, ev->instance);
     if (p != NULL && !pending_of(p, &d->id)) {
         /* instance reused by another account (Postfix never does): the
          * first message's reservation goes back to its account, and this
@@ -685,11 +637,11 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
         pending_release(e, p, now_ms);
         p = NULL;
     }
-    detect(e, req, p == NULL, now_ms, d);
+    detect(e, ev, p == NULL, now_ms, d);
     if (e->learning) { /* evidence only; the instance, to know the next
                           RCPT is of the same message (nothing reserved) */
         if (two_phase && p == NULL)
-            pending_add(e, &req->instance, &d->id, now_ms);
+            pending_add(e, &ev->instance, &d->id, now_ms);
         return;
     }
     if (state_verdict(e, d))
@@ -697,11 +649,11 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
     memset(&c, 0, sizeof(c));
     c.v[CP_METRIC_MESSAGES] = p ? 0 : 1;
     c.v[CP_METRIC_RECIPIENTS] = 1;
-    c.v[CP_METRIC_BYTES] = p ? 0 : (double)attr_u64(req->size);
+    c.v[CP_METRIC_BYTES] = p ? 0 : (double)ev->size;
     c.v[CP_METRIC_DOMAINS] = 1;
     memset(&op, 0, sizeof(op));
     build_op(e, &d->id, &c, now_ms, limit_scale(e, d), &op);
-    op.domain_hash = domain_hash(req->recipient);
+    op.domain_hash = domain_hash(ev->recipient);
     e->store->ops->meter(e->store, &op, &res);
     if (!d->by_state)
         finish(e, &op, &res, d);
@@ -709,7 +661,7 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
     if (res.denied >= 0 || !two_phase)
         return;
     if (p == NULL)
-        p = pending_add(e, &req->instance, &d->id, now_ms);
+        p = pending_add(e, &ev->instance, &d->id, now_ms);
     p->reserved[CP_METRIC_MESSAGES] += c.v[CP_METRIC_MESSAGES];
     p->reserved[CP_METRIC_RECIPIENTS] += 1;
     p->reserved[CP_METRIC_BYTES] += c.v[CP_METRIC_BYTES];
@@ -719,7 +671,7 @@ decide_rcpt(struct cp_engine *e, const struct policy_request *req,
 /* END-OF-MESSAGE evidence (the final size) and maybe a state change, which
  * then decides this message too. */
 static void
-detect_eom(struct cp_engine *e, const struct policy_request *req,
+detect_eom(struct cp_engine *e, const struct cp_event *ev,
            int64_t now_ms, struct cp_decision *d)
 {
     const struct cp_detection *det = cp_class_det(e->cfg, d->id.cls);
@@ -731,14 +683,14 @@ detect_eom(struct cp_engine *e, const struct policy_request *req,
         !e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
                                 true, &ref))
         return;
-    score = cp_evidence_eom(ref.ev, det, attr_u64(req->size), now_ms, &fired);
+    score = cp_evidence_eom(ref.ev, det, ev->size, now_ms, &fired);
     if (fired == 0)
         return;
     d->detected = true;
     d->score = score;
     d->fired = fired;
     d->state = d->prev_state = ref.c->state;
-    step(e, det, &ref, score, now_ms, d, req);
+    step(e, det, &ref, score, now_ms, d);
 }
 
 /*
@@ -790,7 +742,7 @@ queued_add(struct cp_engine *e, struct str qid, const char *key,
 }
 
 static void
-decide_eom(struct cp_engine *e, const struct policy_request *req,
+decide_eom(struct cp_engine *e, const struct cp_event *ev,
            int64_t now_ms, struct cp_decision *d)
 {
     struct cp_pending *p = NULL;
@@ -800,30 +752,30 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
 
     if (e->cfg->acct_mode != CP_ACCT_TWO_PHASE)
         return;
-    if (req->instance.p != NULL)
-        p = pending_get(e, req->instance);
+    if (ev->instance.p != NULL)
+        p = pending_get(e, ev->instance);
     if (p != NULL && !pending_of(p, &d->id))
         p = NULL; /* another account's: it is not this message's to settle */
-    detect_eom(e, req, now_ms, d);
+    detect_eom(e, ev, now_ms, d);
     if (e->learning) { /* its delivery outcomes are evidence too */
         if (p != NULL) {
             pending_unlink(e, p);
             pending_free(p);
         }
-        queued_add(e, req->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
         return;
     }
     if (eom_blocked(e, d)) {
         if (p != NULL)
             pending_release(e, p, now_ms);
         if (d->action == CP_ACT_HOLD) /* held: a release frees it */
-            queued_add(e, req->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+            queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
         return;
     }
     memset(&c, 0, sizeof(c));
     c.v[CP_METRIC_MESSAGES] = 1;
-    c.v[CP_METRIC_RECIPIENTS] = (double)attr_u64(req->recipient_count);
-    c.v[CP_METRIC_BYTES] = (double)attr_u64(req->size);
+    c.v[CP_METRIC_RECIPIENTS] = (double)ev->recipient_count;
+    c.v[CP_METRIC_BYTES] = (double)ev->size;
     memset(&op, 0, sizeof(op));
     build_op(e, &d->id, &c, now_ms, limit_scale(e, d), &op);
     if (p != NULL) {
@@ -849,7 +801,7 @@ decide_eom(struct cp_engine *e, const struct policy_request *req,
     if (d->action == CP_ACT_DUNNO || d->action == CP_ACT_WARN ||
         d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD ||
         d->action == CP_ACT_FILTER)
-        queued_add(e, req->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
 }
 
 /* ---- delivery outcomes ---- */
@@ -910,7 +862,7 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
     d->score = l->msg ? cp_evidence_outcome(ref.ev, det, l->sig, l->scale,
                                             l->msg, now_ms, &d->fired)
                       : cp_evidence_listed(ref.ev, det, now_ms, &d->fired);
-    step(e, det, &ref, d->score, now_ms, d, NULL);
+    step(e, det, &ref, d->score, now_ms, d);
 }
 
 /* Remember an accepted recipient, or is a bounced one stale (accepted
@@ -1004,7 +956,7 @@ campaign_verdict(struct cp_engine *e, uint32_t accounts, struct cp_decision *d)
 }
 
 int
-cp_engine_content(struct cp_engine *e, const struct policy_request *req,
+cp_engine_content(struct cp_engine *e, const struct cp_event *ev,
                   const struct cp_fp *fp, int64_t now_ms,
                   struct cp_decision *d)
 {
@@ -1019,13 +971,13 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
 
     memset(d, 0, sizeof(*d));
     d->stage = CP_STAGE_CONTENT;
-    if (req->queue_id.p != NULL && req->queue_id.len > 0)
-        a = agemap_get(&e->queued, req->queue_id.p, req->queue_id.len);
+    if (ev->queue_id.p != NULL && ev->queue_id.len > 0)
+        a = agemap_get(&e->queued, ev->queue_id.p, ev->queue_id.len);
     /* the policy service's account for the queue id; else (not recorded,
      * or a customer gone at a reload) the request's identity */
     if (a == NULL || cp_identity_lookup(e->cfg, QUEUED(a)->buf + a->klen,
                                         QUEUED(a)->keylen, &d->id) < 0) {
-        if (cp_identity_resolve(e->cfg, req, &d->id) < 0) {
+        if (cp_identity_resolve(e->cfg, ev, &d->id) < 0) {
             e->stats.identity_errors++;
             return -1;
         }
@@ -1072,7 +1024,7 @@ cp_engine_content(struct cp_engine *e, const struct policy_request *req,
         d->detected = true;
         d->score = cp_evidence_content(ref.ev, det, campaign, now_ms,
                                        &d->fired);
-        step(e, det, &ref, d->score, now_ms, d, req);
+        step(e, det, &ref, d->score, now_ms, d);
         if (state_verdict(e, d) || d->by_state)
             return 0; /* refused (or, in shadow mode, would be) by it */
     }
@@ -1200,36 +1152,27 @@ cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
         ref.ev->score = 0;
         memset(ref.ev->sig, 0, sizeof(ref.ev->sig));
     }
-    transition(e, ref.c, to, now_ms, d, NULL);
+    transition(ref.c, to, now_ms, d);
     return 0;
 }
 
 int
-cp_engine_decide(struct cp_engine *e, const struct policy_request *req,
+cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
                  int64_t now_ms, struct cp_decision *d)
 {
     memset(d, 0, sizeof(*d));
-    d->stage = stage_of(req);
+    d->stage = ev->stage;
     d->action = d->verdict = CP_ACT_DUNNO;
     e->stats.requests++;
-    if (cp_identity_resolve(e->cfg, req, &d->id) < 0) {
+    if (cp_identity_resolve(e->cfg, ev, &d->id) < 0) {
         e->stats.identity_errors++;
         e->stats.by_action[CP_ACT_DUNNO]++;
         return CP_DECIDE_NO_IDENTITY;
     }
-    {
-        struct str v;
-
-        if (cp_engine_bad_number(req, &v) != NULL) {
-            e->stats.bad_numbers++;
-            e->stats.by_action[CP_ACT_DUNNO]++;
-            return CP_DECIDE_BAD_NUMBER;
-        }
-    }
     if (d->stage == CP_STAGE_RCPT)
-        decide_rcpt(e, req, now_ms, d);
+        decide_rcpt(e, ev, now_ms, d);
     else if (d->stage == CP_STAGE_EOM)
-        decide_eom(e, req, now_ms, d);
+        decide_eom(e, ev, now_ms, d);
     e->stats.by_action[d->action]++;
     return 0;
 }

@@ -1,7 +1,14 @@
 /*
- * engine.h — the policy decision engine: request in, decision out. No I/O,
- * no clock of its own (the caller passes `now_ms`, so the simulator can run
- * it on a virtual clock), no logging (the decision carries its explanation).
+ * engine.h — the policy decision engine: event in (core/event.h), decision
+ * out. No I/O, no clock of its own (the caller passes `now_ms`, so the
+ * simulator can run it on a virtual clock), no logging (the decision
+ * carries its explanation), no calls back into its caller.
+ *
+ * State changes: every entry point that takes a struct cp_decision may move
+ * one account's state; it then says so in the decision (state_changed,
+ * prev_state, state, id) and the caller applies the change (the daemon
+ * makes it durable and runs the incident, src/daemon/incident.c) before it
+ * answers, so no reply depends on a state a crash could forget.
  *
  * Two-phase accounting: the first RCPT of a message (`instance`) reserves
  * one message and its declared size, every RCPT one recipient and maybe one
@@ -19,22 +26,18 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/event.h"
 #include "core/fingerprint.h"
 #include "core/identity.h"
-#include "core/policy.h"
 #include "core/store.h"
 #include "util/agemap.h"
 #include "util/tagset.h"
-
-enum cp_stage { CP_STAGE_RCPT, CP_STAGE_DATA, CP_STAGE_EOM, CP_STAGE_OTHER,
-                CP_STAGE_CONTENT /* the milter, after END-OF-MESSAGE */ };
 
 struct cp_stats {
     uint64_t requests;
     uint64_t by_action[CP_ACT_COUNT];     /* what was answered */
     uint64_t shadow_would[CP_ACT_COUNT];  /* what shadow mode suppressed */
     uint64_t identity_errors;
-    uint64_t bad_numbers; /* requests refused for a malformed number */
     uint64_t pending_expired;             /* released after the timeout */
     uint64_t pending_evicted;             /* released early: table full */
     uint64_t settled;                     /* messages charged at EOM */
@@ -50,17 +53,6 @@ struct cp_stats {
 struct cp_pending;
 struct cp_decision;
 
-/*
- * Called inside cp_engine_decide() when an account changes state, before
- * the decision is returned: the daemon makes the change durable there, so
- * no reply ever depends on a state that a crash could forget. `req` is the
- * request that caused it, or NULL (a person's decision, a delivery
- * outcome from the mail log).
- */
-typedef void (*cp_transition_fn)(void *arg, const struct cp_decision *d,
-                                 const struct policy_request *req,
-                                 int64_t now_ms);
-
 struct cp_engine {
     const struct cp_config *cfg;
     struct cp_store *store;
@@ -70,8 +62,6 @@ struct cp_engine {
     bool q_journal;
     uint64_t q_seq, q_seq_written;        /* last recorded, last stored */
     struct cp_stats stats;
-    cp_transition_fn on_transition;       /* may be NULL */
-    void *transition_arg;
     struct cp_campaigns *camp;            /* content: (first use) */
     /* (account, recipient) pairs the next hop accepted: a later bounce
      * to one is a list going stale (delivery.max_recipients; first use) */
@@ -121,19 +111,11 @@ void cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
 void cp_engine_fini(struct cp_engine *e);
 void cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg);
 
-/* Decide one request. Returns 0; CP_DECIDE_NO_IDENTITY if no identity
- * could be derived; CP_DECIDE_BAD_NUMBER if an attribute that must be a
- * number is not, or is out of range (cp_engine_bad_number() names it).
- * On an error nothing is decided or charged and d->action is DUNNO. */
+/* Decide one step of a transaction. Returns 0, or CP_DECIDE_NO_IDENTITY
+ * if no identity could be derived (nothing is decided or charged and
+ * d->action is DUNNO). */
 #define CP_DECIDE_NO_IDENTITY (-1)
-#define CP_DECIDE_BAD_NUMBER (-2)
-#define CP_MAX_SIZE (1ULL << 40)        /* bytes in one message */
-#define CP_MAX_RECIPIENTS 1000000ULL    /* recipients of one message */
-/* The first numeric attribute of req that is present but not a decimal
- * number within its range ("size", "recipient_count"), or NULL. */
-const char *cp_engine_bad_number(const struct policy_request *req,
-                                 struct str *value);
-int cp_engine_decide(struct cp_engine *e, const struct policy_request *req,
+int cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
                      int64_t now_ms, struct cp_decision *d);
 
 /* Release reservations older than the timeout; returns how many. */
@@ -147,8 +129,8 @@ const char *cp_stage_name(enum cp_stage s);
 /*
  * A person's decision (chokepoint block / release / allow): set the
  * account's state to MANUAL_HOLD, PROBATION (release: clears the
- * evidence; from ALLOWED it goes to NORMAL instead) or ALLOWED. Calls
- * on_transition like an automatic change. Returns 0, or -1 if `to` is not
+ * evidence; from ALLOWED it goes to NORMAL instead) or ALLOWED, said in
+ * d like an automatic change. Returns 0, or -1 if `to` is not
  * allowed from the current state (nothing to release, already there).
  */
 int cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
@@ -172,7 +154,7 @@ enum cp_outcome cp_outcome_of(const char *status, size_t slen,
                               const char *dsn, size_t dlen);
 /*
  * One recipient's outcome for queue id `qid`: evidence for its account,
- * and maybe a state change (on_transition is called, d says what). `rcpt`
+ * and maybe a state change (d says what). `rcpt`
  * (may be NULL) is the recipient: an accepted one is remembered with the
  * account, and a bounce to an address it had delivered to counts as
  * stale_recipient, not bad_recipient. Returns 1 if the queue id was
@@ -220,18 +202,18 @@ void cp_engine_queued_restore(struct cp_engine *e, const char *qid,
 /*
  * A message's content, from the milter after END-OF-MESSAGE: `fp` is its
  * fingerprint (NULL: the body was too short to have one). The account is
- * the one the policy service recorded for req->queue_id, else derived
- * from req (SASL login, client address) as for a policy request. The
+ * the one the policy service recorded for ev->queue_id, else derived
+ * from ev (SASL login, client address) as for a policy request. The
  * fingerprint goes into the campaign table; sent by
  * content.campaign_accounts accounts or more, it is evidence (signal
- * campaign) and may move the account's state (on_transition is called).
+ * campaign) and may move the account's state (d says so).
  * d->action: the account's state refuses mail now (THROTTLED: DEFER,
  * BLOCKED: REJECT or HOLD), or the fingerprint was sent by
  * content.refuse_accounts accounts or more (DEFER: this message only),
  * with d->text; else DUNNO. d->value: how many accounts sent it.
  * Returns 0, or -1 if no account could be found (d->action DUNNO).
  */
-int cp_engine_content(struct cp_engine *e, const struct policy_request *req,
+int cp_engine_content(struct cp_engine *e, const struct cp_event *ev,
                       const struct cp_fp *fp, int64_t now_ms,
                       struct cp_decision *d);
 

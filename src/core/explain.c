@@ -30,7 +30,7 @@ json_str(struct strbuf *sb, const char *name, const char *v)
 
 void
 cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
-                const struct policy_request *req, int64_t now_ms)
+                const struct cp_event *ev, int64_t now_ms)
 {
     char ts[32];
 
@@ -55,12 +55,12 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
                                                          : "address");
     json_str(sb, "customer", d->id.cust ? d->id.cust->id : NULL);
     json_str(sb, "class", d->id.cls ? d->id.cls->name : NULL);
-    json_field(sb, "sasl_username", req->sasl_username);
-    json_field(sb, "client_address", req->client_address);
-    json_field(sb, "sender", req->sender);
-    json_field(sb, "recipient", req->recipient);
-    json_field(sb, "instance", req->instance);
-    json_field(sb, "queue_id", req->queue_id);
+    json_field(sb, "sasl_username", ev->sasl_username);
+    json_field(sb, "client_address", ev->client_address);
+    json_field(sb, "sender", ev->sender);
+    json_field(sb, "recipient", ev->recipient);
+    json_field(sb, "instance", ev->instance);
+    json_field(sb, "queue_id", ev->queue_id);
     if (d->has_rule) {
         json_str(sb, "rule", d->rule.name);
         json_str(sb, "metric", cp_metric_name(d->rule.metric));
@@ -106,19 +106,19 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
 
 void
 cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
-                const struct policy_request *req)
+                const struct cp_event *ev)
 {
     char login[EXPLAIN_MAX_FIELD * 4 + 4], client[64], inst[64];
     char key[CP_KEY_MAX * 4 + 4], acct[CP_KEY_MAX * 4 + 4];
 
-    str_escape(login, sizeof(login), req->sasl_username.p ? req->sasl_username.p
+    str_escape(login, sizeof(login), ev->sasl_username.p ? ev->sasl_username.p
                                                           : "",
-               req->sasl_username.len, EXPLAIN_MAX_FIELD);
+               ev->sasl_username.len, EXPLAIN_MAX_FIELD);
     str_escape(client, sizeof(client),
-               req->client_address.p ? req->client_address.p : "",
-               req->client_address.len, 46);
-    str_escape(inst, sizeof(inst), req->instance.p ? req->instance.p : "",
-               req->instance.len, 40);
+               ev->client_address.p ? ev->client_address.p : "",
+               ev->client_address.len, 46);
+    str_escape(inst, sizeof(inst), ev->instance.p ? ev->instance.p : "",
+               ev->instance.len, 40);
     str_escape(key, sizeof(key), d->id.key, d->id.keylen, CP_KEY_MAX);
     str_escape(acct, sizeof(acct), d->id.dkey, d->id.dkeylen, CP_KEY_MAX);
     sb_printf(sb, "%s%s: stage=%s key=%s%s%s class=%s login=%s client=%s "

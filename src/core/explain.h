@@ -16,8 +16,8 @@
 #define EXPLAIN_MAX_FIELD 128 /* bytes of one request field that are shown */
 
 void cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
-                     const struct policy_request *req, int64_t now_ms);
+                     const struct cp_event *ev, int64_t now_ms);
 void cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
-                     const struct policy_request *req);
+                     const struct cp_event *ev);
 
 #endif

@@ -81,17 +81,17 @@ from_addr(const struct cp_config *cfg, const struct inet_addr *addr,
 
 int
 cp_identity_resolve(const struct cp_config *cfg,
-                    const struct policy_request *req, struct cp_identity *out)
+                    const struct cp_event *ev, struct cp_identity *out)
 {
     struct inet_addr addr;
 
     memset(out, 0, sizeof(*out));
-    if (req->sasl_username.p != NULL && req->sasl_username.len > 0) {
-        from_login(cfg, req->sasl_username.p, req->sasl_username.len, out);
+    if (ev->sasl_username.p != NULL && ev->sasl_username.len > 0) {
+        from_login(cfg, ev->sasl_username.p, ev->sasl_username.len, out);
         return 0;
     }
-    if (req->client_address.p == NULL ||
-        !inet_parse(req->client_address.p, req->client_address.len, &addr))
+    if (ev->client_address.p == NULL ||
+        !inet_parse(ev->client_address.p, ev->client_address.len, &addr))
         return -1;
     from_addr(cfg, &addr, out);
     return 0;

@@ -47,7 +47,7 @@ struct cp_identity {
  * DUNNO).
  */
 int cp_identity_resolve(const struct cp_config *cfg,
-                        const struct policy_request *req,
+                        const struct cp_event *ev,
                         struct cp_identity *out);
 
 /*

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "util/msg.h"
+#include "util/parse.h"
 #include "util/xalloc.h"
 
 void
@@ -109,6 +110,53 @@ policy_feed(struct policy_parser *p, const char *data, size_t len,
     }
     *consumed = i;
     return POLICY_NEED_MORE;
+}
+
+static enum cp_stage
+stage_of(struct str state)
+{
+    if (str_eq(state, "RCPT"))
+        return CP_STAGE_RCPT;
+    if (str_eq(state, "DATA"))
+        return CP_STAGE_DATA;
+    if (str_eq(state, "END-OF-MESSAGE"))
+        return CP_STAGE_EOM;
+    return CP_STAGE_OTHER;
+}
+
+/* A numeric attribute: absent is 0; false if not a number up to max. */
+static bool
+number(struct str s, uint64_t max, uint64_t *v)
+{
+    *v = 0;
+    return s.p == NULL || (parse_u64(s.p, s.len, v) && *v <= max);
+}
+
+const char *
+policy_event(const struct policy_request *req, struct cp_event *ev,
+             struct str *bad)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->stage = stage_of(req->protocol_state);
+    ev->sasl_username = req->sasl_username;
+    ev->client_address = req->client_address;
+    ev->helo_name = req->helo_name;
+    ev->sender = req->sender;
+    ev->recipient = req->recipient;
+    ev->instance = req->instance;
+    ev->queue_id = req->queue_id;
+    ev->tls_protocol = req->encryption_protocol;
+    ev->tls_cipher = req->encryption_cipher;
+    if (!number(req->size, CP_MAX_SIZE, &ev->size)) {
+        *bad = req->size;
+        return "size";
+    }
+    if (!number(req->recipient_count, CP_MAX_RECIPIENTS,
+                &ev->recipient_count)) {
+        *bad = req->recipient_count;
+        return "recipient_count";
+    }
+    return NULL;
 }
 
 void

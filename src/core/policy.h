@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/event.h"
 #include "util/str.h"
 #include "util/strbuf.h"
 
@@ -84,6 +85,16 @@ enum policy_status policy_feed(struct policy_parser *p, const char *data,
 /* Fill `req` from the attributes of the last complete request. */
 void policy_request_get(const struct policy_parser *p,
                         struct policy_request *req);
+
+/*
+ * The engine's event for a request (its strings point into the request's
+ * bytes). Returns NULL, or the name of the first numeric attribute that is
+ * present but not a decimal number within its range ("size",
+ * "recipient_count"; *bad is its value): such a request is not decided.
+ * An absent number is 0 (an older MTA).
+ */
+const char *policy_event(const struct policy_request *req,
+                         struct cp_event *ev, struct str *bad);
 
 /* The bytes of the line being parsed (after an error: the bad line). */
 void policy_parser_excerpt(const struct policy_parser *p, const char **s,

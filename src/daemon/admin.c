@@ -623,9 +623,10 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
     struct daemon *d = a->d;
     const char *sp = memchr(args, ' ', len);
     size_t klen = sp ? (size_t)(sp - args) : len;
-    char reason[1024], actor[96];
+    char reason[1024], actor[96], err[CP_ERR_MAX];
     struct cp_identity id;
     struct cp_decision dec;
+    int64_t now;
     int rc;
 
     /* the reason goes into the log, the history, notices and webhooks:
@@ -648,18 +649,16 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
         }
         snprintf(actor, sizeof(actor), "self-service (%s)", a->who);
     }
-    d->actor = self ? actor : a->who;
-    d->reason = reason;
-    d->write_err[0] = '\0';
-    rc = cp_engine_set_state(&d->engine, &id, to, daemon_now_ms(), &dec);
-    d->actor = d->reason = NULL;
+    now = daemon_now_ms();
+    rc = cp_engine_set_state(&d->engine, &id, to, now, &dec);
     if (rc < 0) {
         sb_printf(o, json ? "{\"error\":\"account is %s\"}\n"
                           : "error: account is %s: nothing to do\n",
                   cp_state_name((enum cp_state)dec.state));
         return;
     }
-    if (d->write_err[0] != '\0') {
+    if (incident_apply(d, &dec, NULL, self ? actor : a->who, reason, now,
+                       err) < 0) {
         /* in force (the answers follow it), but not yet durable */
         char msg[CP_ERR_MAX + 200];
 
@@ -667,7 +666,7 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
                  "%s is in force, but the store write failed (%s): it is "
                  "retried every checkpoint and lost if chokepointd stops "
                  "before it succeeds",
-                 cp_state_name((enum cp_state)dec.state), d->write_err);
+                 cp_state_name((enum cp_state)dec.state), err);
         reply_error(o, json, msg);
         return;
     }

@@ -289,9 +289,12 @@ handle_request(struct conn *c)
 {
     struct daemon *d = c->d;
     struct policy_request req;
+    struct cp_event ev;
     struct cp_decision dec;
+    struct str v = {NULL, 0};
+    const char *bad;
+    char err[CP_ERR_MAX];
     int64_t now = daemon_now_ms();
-    int rc;
 
     if (d->sim_clock)
         now = sim_time(c, now);
@@ -310,17 +313,14 @@ handle_request(struct conn *c)
         policy_format_reply(&c->out, "DUNNO", NULL);
         return;
     }
-    rc = cp_engine_decide(&d->engine, &req, now, &dec);
-    if (rc == CP_DECIDE_BAD_NUMBER) {
-        struct str v = {NULL, 0};
-        const char *name = cp_engine_bad_number(&req, &v);
+    if ((bad = policy_event(&req, &ev, &v)) != NULL) {
         char esc[80];
 
         /* not decided, not charged: the configured answer */
         d->stats.bad_requests++;
         peer_warn(d, "%s: %s='%s' is not a number in range; answering %s "
                      "(protocol.malformed)",
-                  c->peer, name ? name : "?",
+                  c->peer, bad,
                   str_escape(esc, sizeof(esc), v.p ? v.p : "", v.len, 40),
                   d->cfg->malformed_defer ? "DEFER_IF_PERMIT" : "DUNNO");
         if (d->cfg->malformed_defer)
@@ -330,15 +330,16 @@ handle_request(struct conn *c)
             policy_format_reply(&c->out, "DUNNO", NULL);
         return;
     }
-    if (rc < 0) {
+    if (cp_engine_decide(&d->engine, &ev, now, &dec) < 0) {
         d->stats.bad_requests++;
         peer_warn(d, "%s: request has neither sasl_username nor a valid "
                      "client_address; answering DUNNO",
                   c->peer);
     }
-    daemon_log_decision(d, &dec, &req, now);
+    incident_apply(d, &dec, &ev, NULL, NULL, now, err);
+    daemon_log_decision(d, &dec, &ev, now);
     if (dec.detected)
-        dnsbl_check(d->dnsbl, &dec, &req);
+        dnsbl_check(d->dnsbl, &dec, &ev);
     /* the text explains a verdict; DUNNO (also shadow mode) goes bare */
     policy_format_reply(&c->out, cp_action_word(dec.action),
                         dec.action == CP_ACT_DUNNO ? NULL : dec.text);

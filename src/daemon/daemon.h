@@ -52,8 +52,6 @@ struct daemon {
     struct cp_sqlite *db;      /* checkpoint worker's connection */
     struct cp_sqlite *db_sync; /* loop thread's: state changes */
     char hostname[256];        /* notify.reporting_mta, or gethostname() */
-    const char *actor;         /* who makes the current manual change */
-    const char *reason;
     struct cp_engine engine;
     FILE *decision_log;
 
@@ -88,7 +86,6 @@ struct daemon {
     size_t evict_n;   /* accounts after it */
     struct unrecorded *unrecorded; /* checkpoint.c: history to write */
     size_t nunrecorded;
-    char write_err[CP_ERR_MAX]; /* the last failed state write ("": ok) */
 
     struct logfollow *logfollow;
     struct outbox *outbox;
@@ -225,7 +222,7 @@ void dnsbl_reload(struct dnsbl *b);
 void dnsbl_stop(struct dnsbl *b);
 /* After a decision with evidence: look up (or reuse) the client address. */
 void dnsbl_check(struct dnsbl *b, const struct cp_decision *dec,
-                 const struct policy_request *req);
+                 const struct cp_event *ev);
 void dnsbl_stats(const struct dnsbl *b, struct dnsbl_stats *out);
 
 /* spawn.c: run `cmdline` (split at blanks, no shell) + `extra` (NULL-
@@ -274,8 +271,22 @@ void daemon_open(struct daemon *d, const char *file, bool sim_clock,
 void daemon_stop(struct daemon *d);
 void daemon_close(struct daemon *d);
 
-/* main.c: log one decision (text line, JSON line). */
+/* incident.c: what a decision leads to. Log one decision (text line,
+ * JSON line in the decision log). */
 void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
-                         const struct policy_request *req, int64_t now_ms);
+                         const struct cp_event *ev, int64_t now_ms);
+/* (Re)open the decision log (start-up, reload). */
+void incident_open_log(struct daemon *d);
+/*
+ * Apply the state change a decision reports (none: returns 0): durable in
+ * one transaction with its incident's jobs, logged, notified. `ev`: the
+ * event that caused it (NULL: a delivery outcome, a DNSBL answer, a
+ * person); `who`, `why`: the person who decided and why (NULL: the
+ * evidence). -1 with err (CP_ERR_MAX bytes) if the write failed: the
+ * change is in force and written again every checkpoint.
+ */
+int incident_apply(struct daemon *d, const struct cp_decision *dec,
+                   const struct cp_event *ev, const char *who,
+                   const char *why, int64_t now_ms, char *err);
 
 #endif

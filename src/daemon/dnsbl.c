@@ -110,9 +110,11 @@ static void
 charge(struct dnsbl *b, const char *key, size_t keylen, const char *zone)
 {
     struct cp_decision dec;
-    char k[CP_KEY_MAX * 4 + 4];
+    char k[CP_KEY_MAX * 4 + 4], err[CP_ERR_MAX];
+    int64_t now = daemon_now_ms();
 
-    cp_engine_listed(&b->d->engine, key, keylen, daemon_now_ms(), &dec);
+    cp_engine_listed(&b->d->engine, key, keylen, now, &dec);
+    incident_apply(b->d, &dec, NULL, NULL, NULL, now, err);
     if (dec.fired) {
         b->st.charged++;
         str_escape(k, sizeof(k), key, keylen, CP_KEY_MAX);
@@ -279,7 +281,7 @@ cache_clear(struct dnsbl *b)
 
 void
 dnsbl_check(struct dnsbl *b, const struct cp_decision *dec,
-            const struct policy_request *req)
+            const struct cp_event *ev)
 {
     const struct cp_dnsbl *c;
     struct inet_addr a;
@@ -289,8 +291,8 @@ dnsbl_check(struct dnsbl *b, const struct cp_decision *dec,
 
     if (b == NULL || !b->ch_ok || !dec->detected ||
         (c = &b->d->cfg->dnsbl)->nzones == 0 ||
-        req->client_address.p == NULL ||
-        !inet_parse(req->client_address.p, req->client_address.len, &a) ||
+        ev->client_address.p == NULL ||
+        !inet_parse(ev->client_address.p, ev->client_address.len, &a) ||
         private_addr(&a))
         return;
     while (b->cache.oldest &&

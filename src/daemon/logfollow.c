@@ -94,6 +94,7 @@ lf_event(struct logfollow *lf, const struct maillog_event *ev)
     struct daemon *d = lf->d;
     struct cp_decision dec;
     enum cp_outcome o;
+    char err[CP_ERR_MAX];
 
     if (ev->queue_id.p == NULL || ev->queue_id.len > CP_QUEUE_ID_MAX)
         return;
@@ -104,9 +105,11 @@ lf_event(struct logfollow *lf, const struct maillog_event *ev)
     if (ev->kind != MAILLOG_DELIVERY)
         return;
     o = cp_outcome_of(ev->status.p, ev->status.len, ev->dsn.p, ev->dsn.len);
-    if (cp_engine_outcome(&d->engine, ev->queue_id.p, ev->queue_id.len,
-                          ev->to.p, ev->to.len, o, daemon_now_ms(), &dec) &&
-        dec.detected && msg_enabled(MSG_DEBUG)) {
+    if (!cp_engine_outcome(&d->engine, ev->queue_id.p, ev->queue_id.len,
+                           ev->to.p, ev->to.len, o, daemon_now_ms(), &dec))
+        return;
+    incident_apply(d, &dec, NULL, NULL, NULL, daemon_now_ms(), err);
+    if (dec.detected && msg_enabled(MSG_DEBUG)) {
         char key[CP_KEY_MAX * 4 + 4];
 
         str_escape(key, sizeof(key), dec.id.dkey, dec.id.dkeylen, CP_KEY_MAX);

@@ -1,5 +1,6 @@
 /*
- * main.c — chokepointd: start-up, signals, reload, shutdown.
+ * main.c — chokepointd: start-up, signals, reload, shutdown. (What a
+ * decision leads to, state changes and incidents, is incident.c's.)
  *
  *   chokepointd [-c FILE] [--check] [--version] [--sim-clock]
  *
@@ -30,27 +31,6 @@
 #define DEFAULT_CONFIG "/etc/chokepoint/chokepoint.yaml"
 #define EXPIRE_TICK_MS 1000
 
-int64_t
-daemon_now_ms(void)
-{
-    return clock_wall_ms();
-}
-
-static void
-open_decision_log(struct daemon *d)
-{
-    if (d->decision_log) {
-        fclose(d->decision_log);
-        d->decision_log = NULL;
-    }
-    if (d->cfg->decision_log == NULL)
-        return;
-    d->decision_log = fopen(d->cfg->decision_log, "a");
-    if (d->decision_log == NULL)
-        msg_error("decision_log %s: %s; JSON lines go to the main log",
-                  d->cfg->decision_log, strerror(errno));
-}
-
 /*
  * A blocked zombie keeps trying, often thousands of times an hour: its
  * refusals (decided by the account's state, no state change) are logged
@@ -65,219 +45,10 @@ open_decision_log(struct daemon *d)
 #define PEER_LOG_RATE 10.0
 #define PEER_LOG_BURST 100.0
 
-void
-daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
-                    const struct policy_request *req, int64_t now_ms)
+int64_t
+daemon_now_ms(void)
 {
-    bool notable = dec->action != CP_ACT_DUNNO || dec->shadow ||
-                   dec->state_changed;
-    struct strbuf sb;
-
-    if (!notable && !msg_enabled(MSG_DEBUG))
-        return;
-    if (notable)
-        recent_add(d->recent, dec, now_ms);
-    if (dec->by_state && !dec->state_changed &&
-        !ratelog_allow(&d->refusal_log))
-        return;
-    sb_init(&sb);
-    cp_explain_text(&sb, dec, req);
-    if (notable)
-        msg_info("%s", sb.data);
-    else
-        msg_debug("%s", sb.data);
-    sb_reset(&sb);
-    cp_explain_json(&sb, dec, req, now_ms);
-    if (d->decision_log) {
-        sb_append(&sb, "\n", 1);
-        fwrite(sb.data, 1, sb.len, d->decision_log);
-        fflush(d->decision_log);
-    } else if (notable) {
-        msg_info("decision %s", sb.data);
-    }
-    sb_fini(&sb);
-}
-
-static bool
-is_blocked(int st)
-{
-    return st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD;
-}
-
-static void
-add_qid(void *arg, const char *qid, size_t len)
-{
-    struct strbuf *sb = arg;
-
-    sb_append(sb, qid, len);
-    sb_append(sb, "\n", 1);
-}
-
-/*
- * Retroactive hold: the account's mail still in the Postfix queue (queue
- * ids recorded at END-OF-MESSAGE) is put on hold when it is blocked and
- * released when it is released (containment.hold_command /
- * release_command, queue ids on stdin, run by the outbox thread).
- */
-static void
-contain(struct daemon *d, const struct cp_decision *dec, const char *key,
-        bool hold)
-{
-    const char *cmd = hold ? d->cfg->contain.hold_command
-                           : d->cfg->contain.release_command;
-    struct strbuf ids;
-    size_t n;
-
-    if (cmd[0] == '\0')
-        return;
-    sb_init(&ids);
-    n = cp_engine_queued(&d->engine, dec->id.dkey, dec->id.dkeylen, add_qid,
-                         &ids);
-    if (n > 0) {
-        msg_info("account %s: %s %zu queued messages", key,
-                 hold ? "holding" : "releasing", n);
-        outbox_command(d->outbox, d->cfg, hold ? "hold" : "release", cmd, key,
-                       ids.data, ids.len);
-    }
-    sb_fini(&ids);
-}
-
-static const char *
-req_field(struct str s, char *buf, size_t n)
-{
-    if (s.p == NULL || s.len == 0)
-        return NULL;
-    snprintf(buf, n, "%.*s", (int)s.len, s.p);
-    return buf;
-}
-
-/* An incident: an account has just been blocked. Tell the customer, the
- * abuse desk and the ticket system (per notify:). */
-static void
-notify(struct daemon *d, const struct cp_decision *dec,
-       const struct policy_request *req, const char *key, const char *reason,
-       uint64_t incident, int64_t now_ms)
-{
-    char client[64], helo[256], sender[256], rcpt[256];
-    struct cp_incident in;
-
-    memset(&in, 0, sizeof(in));
-    in.id = incident;
-    in.account = key;
-    in.customer = dec->id.cust ? dec->id.cust->id : NULL;
-    in.contact = dec->id.cust ? dec->id.cust->contact : NULL;
-    in.state = cp_state_name((enum cp_state)dec->state);
-    in.prev_state = cp_state_name((enum cp_state)dec->prev_state);
-    in.at_ms = now_ms;
-    in.score = dec->score;
-    in.evidence = d->actor ? "" : reason;
-    in.reason = d->actor ? reason : "automatic";
-    in.help_url = d->cfg->det.help_url;
-    in.reporting_mta = d->hostname;
-    if (req != NULL) {
-        in.client_addr = req_field(req->client_address, client, sizeof(client));
-        in.helo = req_field(req->helo_name, helo, sizeof(helo));
-        in.sample_sender = req_field(req->sender, sender, sizeof(sender));
-        in.sample_recipient = req_field(req->recipient, rcpt, sizeof(rcpt));
-    }
-    outbox_incident(d->outbox, d->cfg, &in, now_ms);
-}
-
-static bool
-is_compromised(int st)
-{
-    return st == CP_ST_THROTTLED || st == CP_ST_BLOCKED;
-}
-
-/*
- * Several logins of one customer stopped by their evidence at once: the
- * customer's computers or its password store, not one person's. Said at
- * the customer's level when the second (third, ...) login is stopped.
- */
-static void
-warn_customer(struct daemon *d, const struct cp_decision *dec)
-{
-    const struct cp_customer *cu = dec->id.cust;
-    char id[CP_KEY_MAX * 4 + 4];
-    size_t bad;
-
-    if (d->actor != NULL || cu == NULL || cu->nlogins < 2 ||
-        !is_compromised(dec->state) || is_compromised(dec->prev_state))
-        return;
-    bad = admin_logins_compromised(d, cu);
-    if (bad < 2)
-        return;
-    str_escape(id, sizeof(id), cu->id, strlen(cu->id), CP_KEY_MAX);
-    msg_warn("customer %s: %zu of its %zu logins are throttled or blocked "
-             "at once: look at the customer's computers, not only at one "
-             "person's (chokepoint show c:%s)",
-             id, bad, cu->nlogins, id);
-}
-
-/*
- * An account changed state (engine callback, before the reply): make it
- * durable and say why. A failed write is logged; mail decisions go on.
- */
-static void
-on_transition(void *arg, const struct cp_decision *dec,
-              const struct policy_request *req, int64_t now_ms)
-{
-    struct daemon *d = arg;
-    struct cp_account_ref ref;
-    char reason[400], err[CP_ERR_MAX], key[CP_KEY_MAX * 4 + 4];
-    int64_t row;
-    const char *from = cp_state_name((enum cp_state)dec->prev_state);
-    const char *to = cp_state_name((enum cp_state)dec->state);
-
-    if (!d->ms->base.ops->account(&d->ms->base, dec->id.dkey, dec->id.dkeylen,
-                                  false, false, &ref))
-        return;
-    if (d->actor != NULL)
-        snprintf(reason, sizeof(reason), "%s", d->reason ? d->reason : "");
-    else if (ref.ev != NULL)
-        cp_evidence_explain(ref.ev, &d->cfg->det, now_ms, reason,
-                            sizeof(reason));
-    else
-        snprintf(reason, sizeof(reason), "-");
-    str_escape(key, sizeof(key), dec->id.dkey, dec->id.dkeylen, CP_KEY_MAX);
-    msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
-             d->actor ? d->actor : "evidence", reason);
-    warn_customer(d, dec);
-    /* the state and the jobs of its incident: one transaction; a failure
-     * is kept for a retry (checkpoint.c) and told to whoever asked */
-    d->write_err[0] = '\0';
-    row = -1;
-    outbox_tx_begin(d->outbox);
-    if (cp_sqlite_begin(d->db_sync, err) < 0 ||
-        (row = cp_sqlite_transition(d->db_sync, dec->id.dkey, dec->id.dkeylen,
-                                    ref.c, from, to, now_ms,
-                                    d->actor ? d->actor : "auto", reason,
-                                    err)) < 0)
-        snprintf(d->write_err, sizeof(d->write_err), "%s", err);
-    if (d->actor == NULL && cp_config_state_shadow(d->cfg, dec->id.cls)) {
-        /* shadow mode: the state is recorded, nothing is done about it */
-        if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
-            msg_info("account %s: shadow mode: no notification, no hold",
-                     key);
-    } else if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
-        contain(d, dec, key, true);
-        notify(d, dec, req, key, reason, row > 0 ? (uint64_t)row : 0, now_ms);
-    } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
-        contain(d, dec, key, false);
-    }
-    if (cp_sqlite_commit(d->db_sync, err) < 0) {
-        /* the incident's outbox rows went with it */
-        outbox_tx_rolled_back(d->outbox);
-        if (d->write_err[0] == '\0')
-            snprintf(d->write_err, sizeof(d->write_err), "%s", err);
-    }
-    if (d->write_err[0] != '\0') {
-        msg_error("account %s: state change %s -> %s not recorded (kept, "
-                  "written again every checkpoint_interval): %s",
-                  key, from, to, d->write_err);
-        ckpt_unrecorded_add(d, dec->id.dkey, dec->id.dkeylen, ref.c, from, to,
-                            now_ms, d->actor ? d->actor : "auto", reason);
-    }
+    return clock_wall_ms();
 }
 
 static void
@@ -352,7 +123,7 @@ reload(struct daemon *d)
     d->cfg = ncfg;
     cp_engine_set_config(&d->engine, ncfg);
     msg_init("chokepointd", ncfg->log_syslog, ncfg->log_level);
-    open_decision_log(d);
+    incident_open_log(d);
     if (strcmp(old->dnsbl.zones_text, ncfg->dnsbl.zones_text) != 0 ||
         strcmp(old->dnsbl.ignore_text, ncfg->dnsbl.ignore_text) != 0 ||
         strcmp(old->dnsbl.servers, ncfg->dnsbl.servers) != 0 ||
@@ -586,10 +357,8 @@ daemon_open(struct daemon *d, const char *file, bool sim_clock,
     d->recent = recent_new(RECENT_MAX);
     restore_state(d);
     cp_engine_init(&d->engine, d->cfg, &d->ms->base);
-    d->engine.on_transition = on_transition;
-    d->engine.transition_arg = d;
     restore_queued(d);
-    open_decision_log(d);
+    incident_open_log(d);
     signals_start(d);
     uv_timer_init(d->loop, &d->expire_timer);
     d->expire_timer.data = d;

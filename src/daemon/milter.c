@@ -210,26 +210,28 @@ reply(struct milter_sess *m, const struct cp_decision *dec,
 static void
 end_of_message(struct daemon *d, struct milter_sess *m, struct strbuf *out)
 {
-    struct policy_request req;
+    struct cp_event ev;
     struct cp_decision dec;
     struct cp_fp fp;
     bool have = cp_fp_end(&m->fp, d->cfg->content.min_words, &fp);
     int64_t now = daemon_now_ms();
+    char err[CP_ERR_MAX];
 
-    memset(&req, 0, sizeof(req));
-    req.request = str_c("milter");
-    req.protocol_state = str_c("CONTENT");
-    req.queue_id = field_str(&m->qid);
-    req.sasl_username = field_str(&m->login);
-    req.sender = field_str(&m->sender);
-    req.client_address = field_str(&m->client);
+    memset(&ev, 0, sizeof(ev));
+    ev.stage = CP_STAGE_CONTENT;
+    ev.queue_id = field_str(&m->qid);
+    ev.sasl_username = field_str(&m->login);
+    ev.sender = field_str(&m->sender);
+    ev.client_address = field_str(&m->client);
     m->messages++;
-    if (cp_engine_content(&d->engine, &req, have ? &fp : NULL, now, &dec) < 0)
+    if (cp_engine_content(&d->engine, &ev, have ? &fp : NULL, now, &dec) < 0)
         msg_debug("milter: message %s: no account (no login, no client "
                   "address): not looked at",
                   m->qid.len ? m->qid.s : "?");
-    else
-        daemon_log_decision(d, &dec, &req, now);
+    else {
+        incident_apply(d, &dec, &ev, NULL, NULL, now, err);
+        daemon_log_decision(d, &dec, &ev, now);
+    }
     reply(m, &dec, out);
     message_reset(m);
     m->qid.len = 0;

@@ -99,7 +99,7 @@ check_text(const struct cp_decision *d)
 
 /* What else the daemon does with a request's values. */
 static void
-side_paths(struct cp_engine *e, const struct policy_request *r,
+side_paths(struct cp_engine *e, const struct cp_event *r,
            uint8_t pick, int64_t now)
 {
     struct cp_decision d;
@@ -156,11 +156,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         off += used;
         if (st == POLICY_REQUEST) {
-            struct policy_request r;
+            struct policy_request req;
+            struct cp_event r;
+            struct str bad;
             struct cp_decision d;
             uint8_t pick = off < size ? data[off - 1] : 0;
 
-            policy_request_get(&p, &r);
+            policy_request_get(&p, &req);
+            if (policy_event(&req, &r, &bad) != NULL)
+                continue; /* the daemon answers protocol.malformed */
             /* the clock: 0 s to about 4 h, chosen by the input */
             now += (int64_t)(pick & 0x0f) * (int64_t)(pick & 0xf0) * 60000;
             cp_engine_expire(&e, now);

@@ -59,10 +59,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in.now_ms = now;
     in.new_message = true;
     in.sasl = true;
-    in.login = policy_str_c("ann@isp.example");
-    in.sender = policy_str_c("ann@isp.example");
-    in.recipient = policy_str_c("mum@home.example");
-    in.helo = policy_str_c("pc-ann");
+    in.login = str_c("ann@isp.example");
+    in.sender = str_c("ann@isp.example");
+    in.recipient = str_c("mum@home.example");
+    in.helo = str_c("pc-ann");
     inet_parse("192.0.2.1", 9, &a);
     in.client = &a;
     cp_evidence_rcpt(&ev, &det, &in, &fired);
@@ -76,7 +76,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in.cust = &cust;
     in.shared = &ev;
     in.rcpt_seen = CP_RCPT_NEW + (size & 1);
-    in.sender = policy_str_c("anna@acme.example");
+    in.sender = str_c("anna@acme.example");
     in.new_message = true;
     in.now_ms = now + 1500;
     cp_evidence_rcpt(&ev, &det, &in, &fired);

@@ -14,7 +14,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void
-check_in(struct maillog_str s, const char *line, size_t len)
+check_in(struct str s, const char *line, size_t len)
 {
     if (s.p == NULL)
         return;
@@ -26,7 +26,7 @@ static void
 parse_line(struct maillog_ctx *c, const char *line, size_t len)
 {
     struct maillog_event ev;
-    const struct maillog_str *f[] = {&ev.host,
+    const struct str *f[] = {&ev.host,
                                      &ev.service,
                                      &ev.instance,
                                      &ev.program,

@@ -45,7 +45,7 @@ count_nul(const unsigned char *b, size_t n)
 
 /* s is inside the packet and followed there by its NUL. */
 static void
-check_in(const struct cp_milter_pkt *p, struct cp_milter_str s)
+check_in(const struct cp_milter_pkt *p, struct str s)
 {
     const unsigned char *b = (const unsigned char *)s.p;
 
@@ -65,7 +65,7 @@ on_macro(void *arg, const char *name, size_t nlen, const char *value,
          size_t vlen)
 {
     struct mac_ctx *m = arg;
-    struct cp_milter_str n = {name, nlen}, v = {value, vlen};
+    struct str n = {name, nlen}, v = {value, vlen};
 
     check_in(m->p, n);
     check_in(m->p, v);
@@ -96,7 +96,7 @@ check_macros(const struct cp_milter_pkt *p)
 static void
 check_strings(const struct cp_milter_pkt *p)
 {
-    struct cp_milter_str s, v;
+    struct str s, v;
     bool terminated = p->len > 0 && p->data[p->len - 1] == '\0';
     size_t nuls = count_nul(p->data, p->len);
     int n = cp_milter_first_arg(p, &s);
@@ -119,7 +119,7 @@ check_strings(const struct cp_milter_pkt *p)
 static void
 check_connect(const struct cp_milter_pkt *p)
 {
-    struct cp_milter_str host, addr;
+    struct str host, addr;
     uint16_t port;
     char fam;
 

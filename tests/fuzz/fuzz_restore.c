@@ -160,18 +160,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             static const char *const logins[] = {"x", "u:x", "a@b", ""};
 
             for (size_t i = 0; i < 4; i++) {
-                struct policy_request r;
+                struct cp_event r;
                 struct cp_decision d;
 
                 memset(&r, 0, sizeof(r));
-                r.request = (struct policy_str){"smtpd_access_policy", 19};
-                r.protocol_state = (struct policy_str){"RCPT", 4};
+                r.stage = CP_STAGE_RCPT;
                 r.sasl_username =
-                    (struct policy_str){logins[i], strlen(logins[i])};
-                r.client_address = (struct policy_str){"192.0.2.1", 9};
-                r.recipient = (struct policy_str){"r@example.com", 13};
-                r.sender = (struct policy_str){"x@example.com", 13};
-                r.instance = (struct policy_str){"i", 1};
+                    (struct str){logins[i], strlen(logins[i])};
+                r.client_address = (struct str){"192.0.2.1", 9};
+                r.recipient = (struct str){"r@example.com", 13};
+                r.sender = (struct str){"x@example.com", 13};
+                r.instance = (struct str){"i", 1};
                 cp_engine_decide(&e, &r, now, &d);
             }
         }

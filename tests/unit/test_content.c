@@ -246,19 +246,19 @@ static void
 send_text(struct fixture *f, const char *login, const char *qid,
           const struct cp_fp *fp, int64_t t, struct cp_decision *d)
 {
-    struct policy_request r;
+    struct cp_event r;
     struct cp_decision eom;
 
     memset(&r, 0, sizeof(r));
-    r.request = policy_str_c("smtpd_access_policy");
-    r.protocol_state = policy_str_c("END-OF-MESSAGE");
-    r.sasl_username = policy_str_c(login);
-    r.sender = policy_str_c(login);
-    r.client_address = policy_str_c("192.0.2.9");
-    r.queue_id = policy_str_c(qid);
-    r.recipient_count = policy_str_c("1");
-    r.size = policy_str_c("2000");
+    r.stage = CP_STAGE_EOM;
+    r.sasl_username = str_c(login);
+    r.sender = str_c(login);
+    r.client_address = str_c("192.0.2.9");
+    r.queue_id = str_c(qid);
+    r.recipient_count = 1;
+    r.size = 2000;
     assert_int_equal(cp_engine_decide(&f->e, &r, t, &eom), 0);
+    r.stage = CP_STAGE_CONTENT;
     assert_int_equal(cp_engine_content(&f->e, &r, fp, t, d), 0);
 }
 
@@ -357,7 +357,7 @@ test_campaign_is_no_corroboration(void **state)
         in.now_ms = 1800000000000LL + i * 1000;
         in.new_message = true;
         snprintf(rcpt, sizeof(rcpt), "stranger%d@example.net", i);
-        in.recipient = policy_str_c(rcpt);
+        in.recipient = str_c(rcpt);
         cp_evidence_rcpt(&ev, &det, &in, &fired);
         cp_evidence_content(&ev, &det, true, in.now_ms, &fired);
         assert_true(fired & (1u << CP_SIG_CAMPAIGN));

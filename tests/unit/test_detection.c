@@ -51,9 +51,9 @@ msg_input(struct cp_ev_input *in, struct inet_addr *a, int64_t t,
     in->now_ms = t;
     in->new_message = true;
     in->sasl = login != NULL;
-    in->login = policy_str_c(login);
-    in->sender = policy_str_c(from);
-    in->recipient = policy_str_c(rcpt);
+    in->login = str_c(login);
+    in->sender = str_c(from);
+    in->recipient = str_c(rcpt);
     if (ip && inet_parse(ip, strlen(ip), a))
         in->client = a;
 }
@@ -78,9 +78,9 @@ ann_input(struct cp_ev_input *in, int64_t t)
     in->now_ms = t;
     in->new_message = true;
     in->sasl = true;
-    in->login = policy_str_c("ann@isp.example");
-    in->sender = policy_str_c("ann@isp.example");
-    in->recipient = policy_str_c("mum@home.example");
+    in->login = str_c("ann@isp.example");
+    in->sender = str_c("ann@isp.example");
+    in->recipient = str_c("mum@home.example");
 }
 
 static uint32_t
@@ -91,8 +91,8 @@ send_helo(struct cp_evidence *ev, int64_t t, const char *helo,
     uint32_t f;
 
     ann_input(&in, t);
-    in.recipient = policy_str_c(rcpt);
-    in.helo = policy_str_c(helo);
+    in.recipient = str_c(rcpt);
+    in.helo = str_c(helo);
     cp_evidence_rcpt(ev, &det, &in, &f);
     return f;
 }
@@ -140,8 +140,8 @@ send_tls(struct cp_evidence *ev, int64_t t, const char *proto,
     uint32_t f;
 
     ann_input(&in, t);
-    in.tls_protocol = policy_str_c(proto);
-    in.tls_cipher = policy_str_c(cipher);
+    in.tls_protocol = str_c(proto);
+    in.tls_cipher = str_c(cipher);
     cp_evidence_rcpt(ev, &det, &in, &f);
     return f;
 }
@@ -192,7 +192,7 @@ ann_sends(struct cp_evidence *ev, int64_t t, const char *rcpt, uint64_t size)
     uint32_t f1, f2;
 
     ann_input(&in, t);
-    in.recipient = policy_str_c(rcpt);
+    in.recipient = str_c(rcpt);
     cp_evidence_rcpt(ev, &det, &in, &f1);
     eom(ev, t, size, &f2);
     return f1 | f2;
@@ -274,7 +274,7 @@ test_refused_mail_earns_no_known_credit(void **state)
     (void)state;
     memset(&ev, 0, sizeof(ev));
     ann_input(&in, 0);
-    in.recipient = policy_str_c("x1@victims.example");
+    in.recipient = str_c("x1@victims.example");
     cp_evidence_rcpt(&ev, &det, &in, &f);
     assert_true(f & (1u << CP_SIG_NEW_RECIPIENT));
     in.now_ms = 10 * MIN; /* deferred; tried again */
@@ -389,9 +389,9 @@ test_zombie_corroborated_within_ten_messages(void **state)
             memset(&in, 0, sizeof(in));
             in.now_ms = i * 1000;
             in.sasl = true;
-            in.login = policy_str_c("ann@isp.example");
+            in.login = str_c("ann@isp.example");
             snprintf(rcpt, sizeof(rcpt), "v%d.%d@freemail.example", i, r);
-            in.recipient = policy_str_c(rcpt);
+            in.recipient = str_c(rcpt);
             s = cp_evidence_rcpt(&ev, &det, &in, &f);
         }
     }

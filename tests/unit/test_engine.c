@@ -9,6 +9,7 @@
 
 #include "core/engine.h"
 #include "core/lifecycle.h"
+#include "core/policy.h"
 #include "engine_fixture.h"
 
 #define MIN 60000
@@ -63,10 +64,10 @@ teardown(void **state)
     return fixture_teardown(state);
 }
 
-static struct policy_str
+static struct str
 S(const char *s)
 {
-    struct policy_str r = {s, s ? strlen(s) : 0};
+    struct str r = {s, s ? strlen(s) : 0};
 
     return r;
 }
@@ -77,6 +78,8 @@ ask(struct fixture *f, int64_t now, const char *stage, const char *user,
     const char *count, const char *size, struct cp_decision *d)
 {
     struct policy_request r;
+    struct cp_event ev;
+    struct str bad;
     struct cp_decision local;
 
     memset(&r, 0, sizeof(r));
@@ -88,7 +91,8 @@ ask(struct fixture *f, int64_t now, const char *stage, const char *user,
     r.recipient = S(rcpt);
     r.recipient_count = S(count);
     r.size = S(size);
-    cp_engine_decide(&f->e, &r, now, d ? d : &local);
+    assert_null(policy_event(&r, &ev, &bad));
+    cp_engine_decide(&f->e, &ev, now, d ? d : &local);
     return (d ? d : &local)->action;
 }
 
@@ -98,6 +102,8 @@ queue_msg(struct fixture *f, int64_t now, const char *user, const char *inst,
           const char *qid)
 {
     struct policy_request r;
+    struct cp_event ev;
+    struct str bad;
     struct cp_decision d;
 
     ask(f, now, "RCPT", user, "10.0.0.1", inst, "r@y", NULL, NULL, NULL);
@@ -110,7 +116,8 @@ queue_msg(struct fixture *f, int64_t now, const char *user, const char *inst,
     r.recipient_count = S("1");
     r.size = S("10");
     r.queue_id = S(qid);
-    cp_engine_decide(&f->e, &r, now, &d);
+    assert_null(policy_event(&r, &ev, &bad));
+    cp_engine_decide(&f->e, &ev, now, &d);
 }
 
 static void
@@ -355,7 +362,7 @@ test_unauthenticated_by_prefix(void **state)
     assert_non_null(strstr(d.text, "5.7.1"));
     ask(f, 0, "RCPT", NULL, "2001:db8:1:2:3::4", "u4", "r@d", "0", "0", &d);
     assert_string_equal(d.id.key, "ip:2001:db8:1:2::/64");
-    assert_int_equal(cp_engine_decide(&f->e, &(struct policy_request){0}, 0,
+    assert_int_equal(cp_engine_decide(&f->e, &(struct cp_event){0}, 0,
                                       &d),
                      -1);
 }

@@ -32,7 +32,7 @@ parse_exact(struct maillog_ctx *c, const char *line, struct maillog_event *ev,
 }
 
 static void
-assert_str(struct maillog_str s, const char *want)
+assert_str(struct str s, const char *want)
 {
     if (want == NULL) {
         assert_null(s.p);

@@ -298,7 +298,7 @@ mkpkt(char cmd, const char *data, size_t len)
 }
 
 static bool
-str_is(struct cp_milter_str s, const char *lit)
+str_is(struct str s, const char *lit)
 {
     return s.p != NULL && s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
 }
@@ -451,8 +451,8 @@ test_macro_is(void **state)
 }
 
 static int
-connect_pkt(const char *data, size_t len, struct cp_milter_str *host, char *fam,
-            uint16_t *port, struct cp_milter_str *addr)
+connect_pkt(const char *data, size_t len, struct str *host, char *fam,
+            uint16_t *port, struct str *addr)
 {
     struct cp_milter_pkt p = mkpkt('C', data, len);
 
@@ -466,7 +466,7 @@ connect_pkt(const char *data, size_t len, struct cp_milter_str *host, char *fam,
 static void
 test_connect_good(void **state)
 {
-    struct cp_milter_str host, addr;
+    struct str host, addr;
     uint16_t port;
     char fam;
 
@@ -514,7 +514,7 @@ test_connect_good(void **state)
 static void
 test_connect_malformed(void **state)
 {
-    struct cp_milter_str host, addr;
+    struct str host, addr;
     uint16_t port;
     char fam;
 
@@ -567,7 +567,7 @@ test_connect_malformed(void **state)
 static void
 test_first_arg(void **state)
 {
-    struct cp_milter_str s;
+    struct str s;
     struct cp_milter_pkt p;
 
     (void)state;
@@ -605,7 +605,7 @@ test_no_read_past_packet(void **state)
     static const unsigned char b[] = {0,   0, 0, 4, 'H', 'a', 'b',
                                       'c', 0, 0, 0, 1,   'Q'};
     struct cp_milter_pkt p;
-    struct cp_milter_str s, v;
+    struct str s, v;
     uint16_t port;
     char c;
 
@@ -621,7 +621,7 @@ test_no_read_past_packet(void **state)
 static void
 test_header(void **state)
 {
-    struct cp_milter_str name = {NULL, 99}, value = {NULL, 99};
+    struct str name = {NULL, 99}, value = {NULL, 99};
     struct cp_milter_pkt p;
 
     (void)state;

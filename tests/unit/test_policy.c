@@ -62,8 +62,8 @@ test_every_split(void **state)
         assert_int_equal(feed_chunks(&p, req2, sizeof(req2) - 1, step, &n, &r),
                          POLICY_REQUEST);
         assert_int_equal(n, 2);
-        assert_true(policy_str_eq(r.protocol_state, "END-OF-MESSAGE"));
-        assert_true(policy_str_eq(r.recipient_count, "2"));
+        assert_true(str_eq(r.protocol_state, "END-OF-MESSAGE"));
+        assert_true(str_eq(r.recipient_count, "2"));
         assert_null(r.sasl_username.p);
         policy_parser_fini(&p);
     }
@@ -81,9 +81,9 @@ test_fields(void **state)
     assert_int_equal(policy_feed(&p, req2, sizeof(req2) - 1, &used),
                      POLICY_REQUEST);
     policy_request_get(&p, &r);
-    assert_true(policy_str_eq(r.request, "smtpd_access_policy"));
-    assert_true(policy_str_eq(r.sasl_username, "alice@example.net"));
-    assert_true(policy_str_eq(r.recipient, "bob@example.com"));
+    assert_true(str_eq(r.request, "smtpd_access_policy"));
+    assert_true(str_eq(r.sasl_username, "alice@example.net"));
+    assert_true(str_eq(r.recipient, "bob@example.com"));
     assert_null(r.client_address.p);
     assert_false(policy_parser_pending(&p));
     policy_parser_fini(&p);
@@ -169,6 +169,45 @@ test_reply_injection(void **state)
     sb_fini(&sb);
 }
 
+/* The typed event: stages, numbers as numbers, a bad number named. */
+static void
+test_event(void **state)
+{
+    struct policy_request r;
+    struct cp_event ev;
+    struct str bad;
+
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    r.protocol_state = str_c("END-OF-MESSAGE");
+    r.sasl_username = str_c("alice");
+    r.encryption_protocol = str_c("TLSv1.3");
+    r.size = str_c("2048");
+    r.recipient_count = str_c("3");
+    assert_null(policy_event(&r, &ev, &bad));
+    assert_int_equal(ev.stage, CP_STAGE_EOM);
+    assert_int_equal(ev.size, 2048);
+    assert_int_equal(ev.recipient_count, 3);
+    assert_true(str_eq(ev.sasl_username, "alice"));
+    assert_true(str_eq(ev.tls_protocol, "TLSv1.3"));
+    r.protocol_state = str_c("RCPT");
+    r.size = str_c(NULL); /* absent: 0 (an older MTA) */
+    assert_null(policy_event(&r, &ev, &bad));
+    assert_int_equal(ev.stage, CP_STAGE_RCPT);
+    assert_int_equal(ev.size, 0);
+    r.protocol_state = str_c("VRFY");
+    assert_null(policy_event(&r, &ev, &bad));
+    assert_int_equal(ev.stage, CP_STAGE_OTHER);
+    r.size = str_c("12k");
+    assert_string_equal(policy_event(&r, &ev, &bad), "size");
+    assert_true(str_eq(bad, "12k"));
+    r.size = str_c("1099511627777"); /* 2^40 + 1: out of range */
+    assert_string_equal(policy_event(&r, &ev, &bad), "size");
+    r.size = str_c("10");
+    r.recipient_count = str_c("-1");
+    assert_string_equal(policy_event(&r, &ev, &bad), "recipient_count");
+}
+
 int
 main(void)
 {
@@ -178,6 +217,7 @@ main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_request_size),
         cmocka_unit_test(test_reply_injection),
+        cmocka_unit_test(test_event),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,274 @@
+/*
+ * incident.c — what the daemon does with a decision, in one place: every
+ * notable decision goes to the log and the decision log; an account's
+ * state change (the engine says so in the decision, it never calls out)
+ * is made durable before the reply, in one SQLite transaction with the
+ * jobs of its incident (notices, webhooks, holding or releasing the
+ * account's queued mail), and explained in the log.
+ *
+ * Called by every front end after the engine: the policy connection
+ * (conn.c), the milter (milter.c), the mail-log follower (logfollow.c),
+ * DNSBL answers (dnsbl.c) and a person's decision (admin.c, which passes
+ * who and why). Thread: the loop thread.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/evidence.h"
+#include "core/explain.h"
+#include "core/lifecycle.h"
+#include "core/notice.h"
+#include "daemon/daemon.h"
+#include "util/msg.h"
+#include "util/strbuf.h"
+
+void
+incident_open_log(struct daemon *d)
+{
+    if (d->decision_log) {
+        fclose(d->decision_log);
+        d->decision_log = NULL;
+    }
+    if (d->cfg->decision_log == NULL)
+        return;
+    d->decision_log = fopen(d->cfg->decision_log, "a");
+    if (d->decision_log == NULL)
+        msg_error("decision_log %s: %s; JSON lines go to the main log",
+                  d->cfg->decision_log, strerror(errno));
+}
+
+void
+daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
+                    const struct cp_event *ev, int64_t now_ms)
+{
+    bool notable = dec->action != CP_ACT_DUNNO || dec->shadow ||
+                   dec->state_changed;
+    struct strbuf sb;
+
+    if (!notable && !msg_enabled(MSG_DEBUG))
+        return;
+    if (notable)
+        recent_add(d->recent, dec, now_ms);
+    if (dec->by_state && !dec->state_changed &&
+        !ratelog_allow(&d->refusal_log))
+        return;
+    sb_init(&sb);
+    cp_explain_text(&sb, dec, ev);
+    if (notable)
+        msg_info("%s", sb.data);
+    else
+        msg_debug("%s", sb.data);
+    sb_reset(&sb);
+    cp_explain_json(&sb, dec, ev, now_ms);
+    if (d->decision_log) {
+        sb_append(&sb, "\n", 1);
+        fwrite(sb.data, 1, sb.len, d->decision_log);
+        fflush(d->decision_log);
+    } else if (notable) {
+        msg_info("decision %s", sb.data);
+    }
+    sb_fini(&sb);
+}
+
+static bool
+is_blocked(int st)
+{
+    return st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD;
+}
+
+static void
+add_qid(void *arg, const char *qid, size_t len)
+{
+    struct strbuf *sb = arg;
+
+    sb_append(sb, qid, len);
+    sb_append(sb, "\n", 1);
+}
+
+/*
+ * Retroactive hold: the account's mail still in the Postfix queue (queue
+ * ids recorded at END-OF-MESSAGE) is put on hold when it is blocked and
+ * released when it is released (containment.hold_command /
+ * release_command, queue ids on stdin, run by the outbox thread).
+ */
+static void
+contain(struct daemon *d, const struct cp_decision *dec, const char *key,
+        bool hold)
+{
+    const char *cmd = hold ? d->cfg->contain.hold_command
+                           : d->cfg->contain.release_command;
+    struct strbuf ids;
+    size_t n;
+
+    if (cmd[0] == '\0')
+        return;
+    sb_init(&ids);
+    n = cp_engine_queued(&d->engine, dec->id.dkey, dec->id.dkeylen, add_qid,
+                         &ids);
+    if (n > 0) {
+        msg_info("account %s: %s %zu queued messages", key,
+                 hold ? "holding" : "releasing", n);
+        outbox_command(d->outbox, d->cfg, hold ? "hold" : "release", cmd, key,
+                       ids.data, ids.len);
+    }
+    sb_fini(&ids);
+}
+
+static const char *
+req_field(struct str s, char *buf, size_t n)
+{
+    if (s.p == NULL || s.len == 0)
+        return NULL;
+    snprintf(buf, n, "%.*s", (int)s.len, s.p);
+    return buf;
+}
+
+/* An incident: an account has just been blocked. Tell the customer, the
+ * abuse desk and the ticket system (per notify:). `who`: the person who
+ * blocked it (NULL: the evidence did). */
+static void
+notify(struct daemon *d, const struct cp_decision *dec,
+       const struct cp_event *ev, const char *key, const char *who,
+       const char *reason, uint64_t incident, int64_t now_ms)
+{
+    char client[64], helo[256], sender[256], rcpt[256];
+    struct cp_incident in;
+
+    memset(&in, 0, sizeof(in));
+    in.id = incident;
+    in.account = key;
+    in.customer = dec->id.cust ? dec->id.cust->id : NULL;
+    in.contact = dec->id.cust ? dec->id.cust->contact : NULL;
+    in.state = cp_state_name((enum cp_state)dec->state);
+    in.prev_state = cp_state_name((enum cp_state)dec->prev_state);
+    in.at_ms = now_ms;
+    in.score = dec->score;
+    in.evidence = who ? "" : reason;
+    in.reason = who ? reason : "automatic";
+    in.help_url = d->cfg->det.help_url;
+    in.reporting_mta = d->hostname;
+    if (ev != NULL) {
+        in.client_addr = req_field(ev->client_address, client, sizeof(client));
+        in.helo = req_field(ev->helo_name, helo, sizeof(helo));
+        in.sample_sender = req_field(ev->sender, sender, sizeof(sender));
+        in.sample_recipient = req_field(ev->recipient, rcpt, sizeof(rcpt));
+    }
+    outbox_incident(d->outbox, d->cfg, &in, now_ms);
+}
+
+static bool
+is_compromised(int st)
+{
+    return st == CP_ST_THROTTLED || st == CP_ST_BLOCKED;
+}
+
+/*
+ * Several logins of one customer stopped by their evidence at once: the
+ * customer's computers or its password store, not one person's. Said at
+ * the customer's level when the second (third, ...) login is stopped.
+ */
+static void
+warn_customer(struct daemon *d, const struct cp_decision *dec,
+              const char *who)
+{
+    const struct cp_customer *cu = dec->id.cust;
+    char id[CP_KEY_MAX * 4 + 4];
+    size_t bad;
+
+    if (who != NULL || cu == NULL || cu->nlogins < 2 ||
+        !is_compromised(dec->state) || is_compromised(dec->prev_state))
+        return;
+    bad = admin_logins_compromised(d, cu);
+    if (bad < 2)
+        return;
+    str_escape(id, sizeof(id), cu->id, strlen(cu->id), CP_KEY_MAX);
+    msg_warn("customer %s: %zu of its %zu logins are throttled or blocked "
+             "at once: look at the customer's computers, not only at one "
+             "person's (chokepoint show c:%s)",
+             id, bad, cu->nlogins, id);
+}
+
+/*
+ * An account changed state (engine callback, before the reply): make it
+ * durable and say why. A failed write is logged; mail decisions go on.
+ */
+
+/*
+ * An account changed state: make it durable and say why. A failed write
+ * is kept for a retry (checkpoint.c), logged, and told to whoever asked
+ * (-1, err); mail decisions go on.
+ */
+static int
+apply_change(struct daemon *d, const struct cp_decision *dec,
+             const struct cp_event *ev, const char *who, const char *why,
+             int64_t now_ms, char *err)
+{
+    struct cp_account_ref ref;
+    char reason[400], e2[CP_ERR_MAX], key[CP_KEY_MAX * 4 + 4];
+    int64_t row;
+    const char *from = cp_state_name((enum cp_state)dec->prev_state);
+    const char *to = cp_state_name((enum cp_state)dec->state);
+    const char *actor = who ? who : "auto";
+
+    err[0] = '\0';
+    if (!d->ms->base.ops->account(&d->ms->base, dec->id.dkey, dec->id.dkeylen,
+                                  false, false, &ref))
+        return 0;
+    if (who != NULL)
+        snprintf(reason, sizeof(reason), "%s", why ? why : "");
+    else if (ref.ev != NULL)
+        cp_evidence_explain(ref.ev, &d->cfg->det, now_ms, reason,
+                            sizeof(reason));
+    else
+        snprintf(reason, sizeof(reason), "-");
+    str_escape(key, sizeof(key), dec->id.dkey, dec->id.dkeylen, CP_KEY_MAX);
+    msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
+             who ? who : "evidence", reason);
+    warn_customer(d, dec, who);
+    /* the state and the jobs of its incident: one transaction */
+    row = -1;
+    outbox_tx_begin(d->outbox);
+    if (cp_sqlite_begin(d->db_sync, e2) < 0 ||
+        (row = cp_sqlite_transition(d->db_sync, dec->id.dkey, dec->id.dkeylen,
+                                    ref.c, from, to, now_ms, actor, reason,
+                                    e2)) < 0)
+        snprintf(err, CP_ERR_MAX, "%s", e2);
+    if (who == NULL && cp_config_state_shadow(d->cfg, dec->id.cls)) {
+        /* shadow mode: the state is recorded, nothing is done about it */
+        if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
+            msg_info("account %s: shadow mode: no notification, no hold",
+                     key);
+    } else if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
+        contain(d, dec, key, true);
+        notify(d, dec, ev, key, who, reason, row > 0 ? (uint64_t)row : 0,
+               now_ms);
+    } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
+        contain(d, dec, key, false);
+    }
+    if (cp_sqlite_commit(d->db_sync, e2) < 0) {
+        /* the incident's outbox rows went with it */
+        outbox_tx_rolled_back(d->outbox);
+        if (err[0] == '\0')
+            snprintf(err, CP_ERR_MAX, "%s", e2);
+    }
+    if (err[0] == '\0')
+        return 0;
+    msg_error("account %s: state change %s -> %s not recorded (kept, "
+              "written again every checkpoint_interval): %s",
+              key, from, to, err);
+    ckpt_unrecorded_add(d, dec->id.dkey, dec->id.dkeylen, ref.c, from, to,
+                        now_ms, actor, reason);
+    return -1;
+}
+
+int
+incident_apply(struct daemon *d, const struct cp_decision *dec,
+               const struct cp_event *ev, const char *who, const char *why,
+               int64_t now_ms, char *err)
+{
+    err[0] = '\0';
+    if (!dec->state_changed)
+        return 0;
+    return apply_change(d, dec, ev, who, why, now_ms, err);
+}
