@@ -701,6 +701,7 @@ list_decision(struct replay *r, const struct rp_entry *e,
 {
     struct rp_listed *l;
     const struct cp_decision *d = &o->worst;
+    char text[CP_TEXT_MAX];
 
     if (r->nlisted >= r->o.list)
         return;
@@ -712,7 +713,7 @@ list_decision(struct replay *r, const struct rp_entry *e,
     l->login = e->login ? xstrdup(e->login) : NULL;
     l->client = e->client_addr ? xstrdup(e->client_addr) : NULL;
     l->sender = e->sender ? xstrdup(e->sender) : NULL;
-    l->text = xstrdup(d->text);
+    l->text = xstrdup(cp_reply_text(d, text, sizeof(text)));
     l->stage = d->stage;
     l->verdict = d->verdict;
     snprintf(l->rule, sizeof(l->rule), "%s", would_rule(d));

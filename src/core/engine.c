@@ -16,6 +16,7 @@
 
 #include "core/evidence.h"
 #include "core/lifecycle.h"
+#include "core/reply.h"
 #include "util/agemap.h"
 #include "util/hmap.h"
 #include "util/inet.h"
@@ -277,89 +278,6 @@ build_op(const struct cp_engine *e, const struct cp_identity *id,
     }
 }
 
-/* ---- the reply ---- */
-
-static void
-describe_window(char *out, size_t n, uint64_t ms)
-{
-    static const struct {
-        uint64_t ms;
-        const char *one, *many;
-    } u[] = {{86400000, "day", "days"},
-             {3600000, "hour", "hours"},
-             {60000, "minute", "minutes"},
-             {1000, "second", "seconds"}};
-
-    for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
-        if (ms % u[i].ms == 0) {
-            uint64_t k = ms / u[i].ms;
-
-            if (k == 1)
-                snprintf(out, n, "per %s", u[i].one);
-            else
-                snprintf(out, n, "per %llu %s", (unsigned long long)k,
-                         u[i].many);
-            return;
-        }
-    }
-    snprintf(out, n, "per %llu ms", (unsigned long long)ms);
-}
-
-static void
-describe_wait(char *out, size_t n, double s)
-{
-    if (!(s < 7 * 86400.0)) /* (NaN too) */
-        snprintf(out, n, "more than a week");
-    else if (s < 1)
-        snprintf(out, n, "a moment");
-    else if (s < 120)
-        snprintf(out, n, "%.0f seconds", ceil(s));
-    else if (s < 7200)
-        snprintf(out, n, "%.0f minutes", ceil(s / 60));
-    else
-        snprintf(out, n, "%.0f hours", ceil(s / 3600));
-}
-
-static void
-reply_text(struct cp_decision *d)
-{
-    static const char *const what[] = {"messages", "recipients",
-                                       "bytes of mail", "recipient domains"};
-    const struct cp_rule *r = &d->rule;
-    char win[48], wait[32];
-
-    describe_window(win, sizeof(win), r->window_ms);
-    describe_wait(wait, sizeof(wait), d->retry_s);
-    switch (d->verdict) {
-    case CP_ACT_DEFER:
-        snprintf(d->text, sizeof(d->text),
-                 "4.7.1 Sending limit reached: this account may send %llu %s "
-                 "%s; try again in %s",
-                 (unsigned long long)r->max, what[r->metric], win, wait);
-        break;
-    case CP_ACT_REJECT:
-        snprintf(d->text, sizeof(d->text),
-                 "5.7.1 Sending limit exceeded: this account may send %llu %s "
-                 "%s",
-                 (unsigned long long)r->max, what[r->metric], win);
-        break;
-    case CP_ACT_HOLD:
-        snprintf(d->text, sizeof(d->text), "chokepoint: over limit %s",
-                 r->name);
-        break;
-    case CP_ACT_WARN:
-        snprintf(d->text, sizeof(d->text), "chokepoint: over limit %s",
-                 r->name);
-        break;
-    case CP_ACT_PREPEND:
-        snprintf(d->text, sizeof(d->text), "X-Chokepoint: over-limit %s",
-                 r->name);
-        break;
-    default:
-        d->text[0] = '\0';
-    }
-}
-
 /* Turn the store's answer into the decision. */
 static void
 finish(struct cp_engine *e, const struct cp_meter_op *op,
@@ -400,7 +318,7 @@ finish(struct cp_engine *e, const struct cp_meter_op *op,
     d->shadow = shadow || e->cfg->shadow;
     /* Shadow rules on a non-blocking breach still answer DUNNO. */
     d->action = d->shadow ? CP_ACT_DUNNO : d->verdict;
-    reply_text(d);
+    cp_reply_limit(d);
     if (d->shadow)
         e->stats.shadow_would[d->verdict]++;
 }
@@ -548,7 +466,6 @@ static bool
 state_verdict(struct cp_engine *e, struct cp_decision *d)
 {
     const struct cp_detection *det = &e->cfg->det;
-    const char *url = det->help_url[0] ? det->help_url : "your provider";
     const struct cp_class *k = d->id.cls;
     int block = k && k->block_action >= 0 ? k->block_action
                                           : det->block_action;
@@ -559,20 +476,11 @@ state_verdict(struct cp_engine *e, struct cp_decision *d)
     case CP_ST_BLOCKED:
     case CP_ST_MANUAL_HOLD:
         d->verdict = block == CP_BLOCK_HOLD ? CP_ACT_HOLD : CP_ACT_REJECT;
-        snprintf(d->text, sizeof(d->text),
-                 d->verdict == CP_ACT_HOLD
-                     ? "chokepoint: account %s blocked"
-                     : "5.7.1 This account is blocked: it sent mail the way a "
-                       "compromised computer or password does. See %s "
-                       "(account %.60s)",
-                 d->verdict == CP_ACT_HOLD ? d->id.dkey : url, d->id.dkey);
+        cp_reply_blocked(d, det);
         break;
     case CP_ST_THROTTLED:
         d->verdict = CP_ACT_DEFER;
-        snprintf(d->text, sizeof(d->text),
-                 "4.7.1 Unusual sending activity on this account: mail is "
-                 "delayed. See %s",
-                 url);
+        cp_reply_throttled(d, det);
         break;
     default:
         return false;
@@ -608,7 +516,7 @@ pool_route(struct cp_engine *e, struct cp_decision *d)
         return;
     d->verdict = CP_ACT_FILTER;
     d->by_state = true;
-    snprintf(d->text, sizeof(d->text), "%s", t);
+    cp_reply_pool(d, t);
     d->shadow = cp_config_state_shadow(e->cfg, d->id.cls);
     if (d->shadow)
         e->stats.shadow_would[CP_ACT_FILTER]++;
@@ -942,13 +850,8 @@ cp_engine_listed(struct cp_engine *e, const char *key, size_t keylen,
 static void
 campaign_verdict(struct cp_engine *e, uint32_t accounts, struct cp_decision *d)
 {
-    const struct cp_detection *det = &e->cfg->det;
-
     d->verdict = CP_ACT_DEFER;
-    snprintf(d->text, sizeof(d->text),
-             "4.7.1 This message matches a spam run sent from %u accounts "
-             "of this provider, so it is not accepted. See %s",
-             accounts, det->help_url[0] ? det->help_url : "your provider");
+    cp_reply_campaign(d, accounts, &e->cfg->det);
     d->shadow = cp_config_state_shadow(e->cfg, d->id.cls);
     d->action = d->shadow ? CP_ACT_DUNNO : d->verdict;
     if (d->shadow)

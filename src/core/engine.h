@@ -29,6 +29,7 @@
 #include "core/event.h"
 #include "core/fingerprint.h"
 #include "core/identity.h"
+#include "core/reply.h"
 #include "core/store.h"
 #include "util/agemap.h"
 #include "util/tagset.h"
@@ -86,7 +87,11 @@ struct cp_decision {
     double value;            /* level before this request's cost */
     double cost, limit, retry_s;
     struct cp_identity id;
-    char text[CP_TEXT_MAX];  /* reply text after the action word */
+    /* the reply (core/reply.h); each protocol formats it for itself */
+    uint16_t code;           /* SMTP reply code of a refusal (451, 550);
+                                0: none */
+    char status[8];          /* enhanced status code ("4.7.1"), or "" */
+    char text[CP_TEXT_MAX];  /* the words (a FILTER: the transport) */
     /* compromise detection (doc/detection.md) */
     bool detected;           /* evidence was gathered for this request */
     bool by_state;           /* the account's state decided the verdict */

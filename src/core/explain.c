@@ -32,7 +32,7 @@ void
 cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
                 const struct cp_event *ev, int64_t now_ms)
 {
-    char ts[32];
+    char ts[32], text[CP_TEXT_MAX];
 
     cp_format_time(ts, sizeof(ts), now_ms);
     sb_printf(sb, "{\"ts\":\"%s\"", ts);
@@ -74,11 +74,11 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
         sb_json_num(sb, d->limit);
         sb_puts(sb, ",\"retry_s\":");
         sb_json_num(sb, d->retry_s);
-        json_str(sb, "text", d->text);
+        json_str(sb, "text", cp_reply_text(d, text, sizeof(text)));
     } else {
         sb_puts(sb, ",\"rule\":null");
         if (d->by_state || (d->stage == CP_STAGE_CONTENT && d->text[0]))
-            json_str(sb, "text", d->text);
+            json_str(sb, "text", cp_reply_text(d, text, sizeof(text)));
         if (d->stage == CP_STAGE_CONTENT) {
             sb_puts(sb, ",\"text_accounts\":");
             sb_json_num(sb, d->value); /* accounts that sent this text */

@@ -293,7 +293,7 @@ handle_request(struct conn *c)
     struct cp_decision dec;
     struct str v = {NULL, 0};
     const char *bad;
-    char err[CP_ERR_MAX];
+    char err[CP_ERR_MAX], text[CP_TEXT_MAX];
     int64_t now = daemon_now_ms();
 
     if (d->sim_clock)
@@ -342,7 +342,9 @@ handle_request(struct conn *c)
         dnsbl_check(d->dnsbl, &dec, &ev);
     /* the text explains a verdict; DUNNO (also shadow mode) goes bare */
     policy_format_reply(&c->out, cp_action_word(dec.action),
-                        dec.action == CP_ACT_DUNNO ? NULL : dec.text);
+                        dec.action == CP_ACT_DUNNO
+                            ? NULL
+                            : cp_reply_text(&dec, text, sizeof(text)));
 }
 
 static void

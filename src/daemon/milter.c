@@ -169,21 +169,17 @@ reply(struct milter_sess *m, const struct cp_decision *dec,
       struct strbuf *out)
 {
     unsigned char b[CP_MILTER_REPLY_PKT_MAX];
-    const char *text = dec->text, *sp;
-    char dsn[16];
+    const char *text = dec->text;
+    char code[8];
     int n = -1;
 
     switch (dec->action) {
     case CP_ACT_DEFER:
     case CP_ACT_REJECT:
-        /* the text starts with its enhanced status code ("4.7.1 ...") */
-        sp = strchr(text, ' ');
-        if (sp != NULL && (size_t)(sp - text) < sizeof(dsn)) {
-            memcpy(dsn, text, (size_t)(sp - text));
-            dsn[sp - text] = '\0';
-            n = cp_milter_put_reply(
-                b, sizeof(b), dec->action == CP_ACT_DEFER ? "451" : "550",
-                dsn, sp + 1, strlen(sp + 1));
+        if (dec->code != 0 && dec->status[0] != '\0') {
+            snprintf(code, sizeof(code), "%u", dec->code);
+            n = cp_milter_put_reply(b, sizeof(b), code, dec->status, text,
+                                    strlen(text));
         }
         if (n > 0) {
             sb_append(out, (const char *)b, (size_t)n);

@@ -44,6 +44,7 @@ void
 recent_add(struct recent *r, const struct cp_decision *d, int64_t now_ms)
 {
     struct recent_entry *e = &r->e[r->next];
+    char text[CP_TEXT_MAX];
 
     memset(e, 0, sizeof(*e));
     e->t_ms = now_ms;
@@ -58,7 +59,8 @@ recent_add(struct recent *r, const struct cp_decision *d, int64_t now_ms)
         memcpy(e->rule, d->rule.name, sizeof(e->rule));
     else if (d->by_state)
         memcpy(e->rule, "state", sizeof("state"));
-    memcpy(e->text, d->text, sizeof(e->text) - 1); /* NUL-terminated */
+    cp_reply_text(d, text, sizeof(text));
+    memcpy(e->text, text, sizeof(e->text) - 1); /* NUL-terminated */
     r->next = (r->next + 1) % r->cap;
     if (r->n < r->cap)
         r->n++;

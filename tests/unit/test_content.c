@@ -311,7 +311,8 @@ test_engine_campaign(void **state)
     }
     send_text(f, "fresh@isp.example", "Q300", &spam, t += 1000, &d);
     assert_int_equal(d.action, CP_ACT_DEFER);
-    assert_non_null(strstr(d.text, "4.7.1"));
+    assert_string_equal(d.status, "4.7.1");
+    assert_non_null(strstr(d.text, "spam run"));
     assert_int_equal(d.state, CP_ST_NORMAL);
     /* campaign evidence alone never blocks: z0 stays THROTTLED however
      * many copies it sends */

@@ -1,0 +1,161 @@
+/*
+ * reply.c — the words of chokepoint's answers; see reply.h.
+ *
+ * Trust: the texts carry no request value (sender, recipient, HELO); the
+ * account key appears in a block's text, and the daemon's protocol
+ * writers replace any byte that could break their framing.
+ */
+#include "core/reply.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/engine.h"
+
+static void
+describe_window(char *out, size_t n, uint64_t ms)
+{
+    static const struct {
+        uint64_t ms;
+        const char *one, *many;
+    } u[] = {{86400000, "day", "days"},
+             {3600000, "hour", "hours"},
+             {60000, "minute", "minutes"},
+             {1000, "second", "seconds"}};
+
+    for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
+        if (ms % u[i].ms == 0) {
+            uint64_t k = ms / u[i].ms;
+
+            if (k == 1)
+                snprintf(out, n, "per %s", u[i].one);
+            else
+                snprintf(out, n, "per %llu %s", (unsigned long long)k,
+                         u[i].many);
+            return;
+        }
+    }
+    snprintf(out, n, "per %llu ms", (unsigned long long)ms);
+}
+
+static void
+describe_wait(char *out, size_t n, double s)
+{
+    if (!(s < 7 * 86400.0)) /* (NaN too) */
+        snprintf(out, n, "more than a week");
+    else if (s < 1)
+        snprintf(out, n, "a moment");
+    else if (s < 120)
+        snprintf(out, n, "%.0f seconds", ceil(s));
+    else if (s < 7200)
+        snprintf(out, n, "%.0f minutes", ceil(s / 60));
+    else
+        snprintf(out, n, "%.0f hours", ceil(s / 3600));
+}
+
+static void
+set(struct cp_decision *d, uint16_t code, const char *status)
+{
+    d->code = code;
+    snprintf(d->status, sizeof(d->status), "%s", status);
+}
+
+void
+cp_reply_limit(struct cp_decision *d)
+{
+    static const char *const what[] = {"messages", "recipients",
+                                       "bytes of mail", "recipient domains"};
+    const struct cp_rule *r = &d->rule;
+    char win[48], wait[32];
+
+    describe_window(win, sizeof(win), r->window_ms);
+    describe_wait(wait, sizeof(wait), d->retry_s);
+    set(d, 0, "");
+    switch (d->verdict) {
+    case CP_ACT_DEFER:
+        set(d, 451, "4.7.1");
+        snprintf(d->text, sizeof(d->text),
+                 "Sending limit reached: this account may send %llu %s "
+                 "%s; try again in %s",
+                 (unsigned long long)r->max, what[r->metric], win, wait);
+        break;
+    case CP_ACT_REJECT:
+        set(d, 550, "5.7.1");
+        snprintf(d->text, sizeof(d->text),
+                 "Sending limit exceeded: this account may send %llu %s %s",
+                 (unsigned long long)r->max, what[r->metric], win);
+        break;
+    case CP_ACT_HOLD:
+    case CP_ACT_WARN:
+        snprintf(d->text, sizeof(d->text), "chokepoint: over limit %s",
+                 r->name);
+        break;
+    case CP_ACT_PREPEND:
+        snprintf(d->text, sizeof(d->text), "X-Chokepoint: over-limit %s",
+                 r->name);
+        break;
+    default:
+        d->text[0] = '\0';
+    }
+}
+
+static const char *
+help(const struct cp_detection *det)
+{
+    return det->help_url[0] ? det->help_url : "your provider";
+}
+
+void
+cp_reply_blocked(struct cp_decision *d, const struct cp_detection *det)
+{
+    if (d->verdict == CP_ACT_HOLD) {
+        set(d, 0, "");
+        snprintf(d->text, sizeof(d->text), "chokepoint: account %s blocked",
+                 d->id.dkey);
+        return;
+    }
+    set(d, 550, "5.7.1");
+    snprintf(d->text, sizeof(d->text),
+             "This account is blocked: it sent mail the way a compromised "
+             "computer or password does. See %s (account %.60s)",
+             help(det), d->id.dkey);
+}
+
+void
+cp_reply_throttled(struct cp_decision *d, const struct cp_detection *det)
+{
+    set(d, 451, "4.7.1");
+    snprintf(d->text, sizeof(d->text),
+             "Unusual sending activity on this account: mail is delayed. "
+             "See %s",
+             help(det));
+}
+
+void
+cp_reply_campaign(struct cp_decision *d, uint32_t accounts,
+                  const struct cp_detection *det)
+{
+    set(d, 451, "4.7.1");
+    snprintf(d->text, sizeof(d->text),
+             "This message matches a spam run sent from %u accounts of this "
+             "provider, so it is not accepted. See %s",
+             accounts, help(det));
+}
+
+void
+cp_reply_pool(struct cp_decision *d, const char *transport)
+{
+    set(d, 0, "");
+    snprintf(d->text, sizeof(d->text), "%s", transport);
+}
+
+const char *
+cp_reply_text(const struct cp_decision *d, char *buf, size_t n)
+{
+    if (d->status[0] != '\0')
+        snprintf(buf, n, "%s %s", d->status, d->text);
+    else
+        snprintf(buf, n, "%s", d->text);
+    return buf;
+}
