@@ -58,7 +58,8 @@ FUZZ_NAMES = policy milter fingerprint config maillog notice evidence engine \
 # the daemon itself (fuzz_daemon_*: a real chokepointd in the fuzzer)
 FUZZ_DAEMON = $(wildcard src/daemon/*.c)
 # the engine and what it needs (fuzz_engine, fuzz_restore)
-FUZZ_ENGINE = src/core/engine.c src/core/config.c src/core/custmap.c \
+FUZZ_ENGINE = src/core/engine.c src/core/queued.c src/core/content.c \
+	src/core/reply.c src/core/config.c src/core/custmap.c \
 	src/core/policy.c src/core/notice.c src/core/identity.c \
 	src/core/meter.c src/core/evidence.c src/core/lifecycle.c \
 	src/core/fingerprint.c src/core/explain.c src/store/memstore.c \

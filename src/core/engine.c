@@ -1,5 +1,8 @@
 /*
- * engine.c — decisions and two-phase accounting; see engine.h.
+ * engine.c — decisions, two-phase accounting and account states; see
+ * engine.h. The rest of the engine: queued.c (queued mail, delivery
+ * outcomes, DNSBL answers), content.c (the milter's fingerprints, the
+ * campaign table), reply.c (the words of the replies).
  *
  * Every request becomes at most one store operation (struct cp_meter_op),
  * so a fleet store can make each decision one atomic round trip. Pending
@@ -9,18 +12,16 @@
  */
 #include "core/engine.h"
 
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/engine_int.h"
 #include "core/evidence.h"
 #include "core/lifecycle.h"
 #include "core/reply.h"
 #include "util/agemap.h"
 #include "util/hmap.h"
 #include "util/inet.h"
-#include "util/parse.h"
 #include "util/xalloc.h"
 
 struct cp_pending {
@@ -33,17 +34,6 @@ struct cp_pending {
 
 #define PENDING(ent) agemap_entry((ent), struct cp_pending, age)
 
-/* A message in the Postfix queue, by queue id (delivery outcomes). */
-struct cp_queued {
-    struct agemap_ent age; /* key: the queue id, in buf */
-    float ev;              /* its delivery evidence so far (not stored) */
-    struct cp_fp fp;       /* its text (campaign table); words 0: none */
-    uint64_t seq;          /* journal: order of recording */
-    uint16_t keylen;       /* the account, after the queue id in buf */
-    char buf[];
-};
-
-#define QUEUED(ent) agemap_entry((ent), struct cp_queued, age)
 
 void
 cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
@@ -85,26 +75,11 @@ cp_engine_fini(struct cp_engine *e)
     memset(e, 0, sizeof(*e));
 }
 
-/* The campaign table's settings from the config (a reload changes them;
- * its size only at the next start). */
-static void
-campaign_settings(struct cp_engine *e)
-{
-    const struct cp_content *ct = &e->cfg->content;
-
-    if (e->camp == NULL)
-        return;
-    e->camp->window_s = (uint32_t)(ct->window_ms / 1000);
-    e->camp->repeat = ct->repeat;
-    e->camp->min_bad = ct->min_bad;
-    e->camp->bad_share = ct->bad_share;
-}
-
 void
 cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg)
 {
     e->cfg = cfg;
-    campaign_settings(e);
+    engine_campaign_settings(e);
 }
 
 size_t
@@ -205,13 +180,6 @@ pending_add(struct cp_engine *e, const struct str *inst,
     return p;
 }
 
-static void
-queued_del(struct cp_engine *e, struct cp_queued *q)
-{
-    agemap_del(&e->queued, &q->age);
-    free(q);
-}
-
 size_t
 cp_engine_expire(struct cp_engine *e, int64_t now_ms)
 {
@@ -220,7 +188,7 @@ cp_engine_expire(struct cp_engine *e, int64_t now_ms)
     while (e->queued.oldest != NULL &&
            now_ms - e->queued.oldest->t_ms >=
                (int64_t)e->cfg->delivery.queue_id_ttl_ms)
-        queued_del(e, QUEUED(e->queued.oldest));
+        engine_queued_del(e, QUEUED(e->queued.oldest));
     while (e->pending.oldest != NULL &&
            now_ms - e->pending.oldest->t_ms >=
                (int64_t)e->cfg->reservation_timeout_ms) {
@@ -323,14 +291,6 @@ finish(struct cp_engine *e, const struct cp_meter_op *op,
         e->stats.shadow_would[d->verdict]++;
 }
 
-/* The (account, recipient) pair's hash for the delivered table. */
-static uint64_t
-pair_hash(const char *key, size_t klen, const char *rcpt, size_t rlen)
-{
-    return (hmap_hash(key, klen) * 0x9e3779b97f4a7c15ULL) ^
-           hmap_hash_lower(rcpt, rlen);
-}
-
 /* ---- compromise detection and account states ---- */
 
 int
@@ -368,8 +328,8 @@ refuses(int st)
  * login or address): its state (d->cust_state), and its evidence, whose
  * learned senders all its logins share (NULL: none, or not wanted).
  */
-static struct cp_evidence *
-customer_record(struct cp_engine *e, struct cp_decision *d, bool evidence)
+struct cp_evidence *
+engine_customer_record(struct cp_engine *e, struct cp_decision *d, bool evidence)
 {
     struct cp_account_ref ref;
 
@@ -399,8 +359,8 @@ transition(struct cp_counters *c, int to, int64_t now_ms,
 
 /* Gather this RCPT's evidence and move the account's state. */
 /* The account's state after new evidence (score): moved if it says so. */
-static void
-step(struct cp_engine *e, const struct cp_detection *det,
+void
+engine_step(struct cp_engine *e, const struct cp_detection *det,
      const struct cp_account_ref *ref, double score, int64_t now_ms,
      struct cp_decision *d)
 {
@@ -421,7 +381,7 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
 {
     const struct cp_detection *det = cp_class_det(e->cfg, d->id.cls);
     bool evidence = det->enabled && d->id.cls->detect;
-    struct cp_evidence *shared = customer_record(e, d, evidence);
+    struct cp_evidence *shared = engine_customer_record(e, d, evidence);
     struct cp_account_ref ref;
     struct cp_ev_input in;
     struct inet_addr client;
@@ -437,7 +397,7 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
     in.shared = shared;
     if (e->delivered.used > 0 && ev->recipient.len > 0)
         in.rcpt_seen = tagset_has(&e->delivered,
-                                  pair_hash(d->id.dkey, d->id.dkeylen,
+                                  engine_pair_hash(d->id.dkey, d->id.dkeylen,
                                             ev->recipient.p,
                                             ev->recipient.len))
                            ? CP_RCPT_DELIVERED
@@ -458,12 +418,12 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
         in.client = &client;
     d->detected = true;
     d->score = cp_evidence_rcpt(ref.ev, det, &in, &d->fired);
-    step(e, det, &ref, d->score, now_ms, d);
+    engine_step(e, det, &ref, d->score, now_ms, d);
 }
 
 /* The account's state decides the reply (blocked, throttled)? */
-static bool
-state_verdict(struct cp_engine *e, struct cp_decision *d)
+bool
+engine_state_verdict(struct cp_engine *e, struct cp_decision *d)
 {
     const struct cp_detection *det = &e->cfg->det;
     const struct cp_class *k = d->id.cls;
@@ -552,7 +512,7 @@ decide_rcpt(struct cp_engine *e, const struct cp_event *ev,
             pending_add(e, &ev->instance, &d->id, now_ms);
         return;
     }
-    if (state_verdict(e, d))
+    if (engine_state_verdict(e, d))
         return; /* blocked or throttled: nothing reserved */
     memset(&c, 0, sizeof(c));
     c.v[CP_METRIC_MESSAGES] = p ? 0 : 1;
@@ -598,7 +558,7 @@ detect_eom(struct cp_engine *e, const struct cp_event *ev,
     d->score = score;
     d->fired = fired;
     d->state = d->prev_state = ref.c->state;
-    step(e, det, &ref, score, now_ms, d);
+    engine_step(e, det, &ref, score, now_ms, d);
 }
 
 /*
@@ -610,7 +570,7 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
 {
     struct cp_account_ref ref;
 
-    customer_record(e, d, false);
+    engine_customer_record(e, d, false);
     if (!e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
                                 false, &ref))
         return false;
@@ -618,35 +578,7 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
         d->state = d->prev_state = ref.c->state;
     if (cp_config_state_shadow(e->cfg, d->id.cls))
         return false;
-    return state_verdict(e, d);
-}
-
-/* Remember which account a queued message belongs to. */
-static void
-queued_add(struct cp_engine *e, struct str qid, const char *key,
-           size_t keylen, int64_t now_ms)
-{
-    struct cp_queued *q;
-    struct agemap_ent *old;
-
-    if (e->cfg->delivery.max_queue_ids == 0 || qid.p == NULL ||
-        qid.len == 0 || qid.len > CP_QUEUE_ID_MAX)
-        return;
-    if ((old = agemap_get(&e->queued, qid.p, qid.len)) != NULL)
-        queued_del(e, QUEUED(old)); /* reused (long queue ids never are) */
-    while (agemap_count(&e->queued) >= e->cfg->delivery.max_queue_ids)
-        queued_del(e, QUEUED(e->queued.oldest));
-    q = xmalloc(sizeof(*q) + qid.len + keylen);
-    memcpy(q->buf, qid.p, qid.len);
-    memcpy(q->buf + qid.len, key, keylen);
-    q->age.key = q->buf;
-    q->age.klen = qid.len;
-    q->age.t_ms = now_ms;
-    q->ev = 0;
-    q->fp.words = 0;
-    q->seq = ++e->q_seq;
-    q->keylen = (uint16_t)keylen; /* < CP_KEY_MAX */
-    agemap_put(&e->queued, &q->age);
+    return engine_state_verdict(e, d);
 }
 
 static void
@@ -670,14 +602,14 @@ decide_eom(struct cp_engine *e, const struct cp_event *ev,
             pending_unlink(e, p);
             pending_free(p);
         }
-        queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
         return;
     }
     if (eom_blocked(e, d)) {
         if (p != NULL)
             pending_release(e, p, now_ms);
         if (d->action == CP_ACT_HOLD) /* held: a release frees it */
-            queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+            engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
         return;
     }
     memset(&c, 0, sizeof(c));
@@ -709,323 +641,10 @@ decide_eom(struct cp_engine *e, const struct cp_event *ev,
     if (d->action == CP_ACT_DUNNO || d->action == CP_ACT_WARN ||
         d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD ||
         d->action == CP_ACT_FILTER)
-        queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
 }
 
-/* ---- delivery outcomes ---- */
-
-static bool
-starts(const char *s, size_t len, const char *lit)
-{
-    size_t n = strlen(lit);
-
-    return len >= n && memcmp(s, lit, n) == 0;
-}
-
-enum cp_outcome
-cp_outcome_of(const char *status, size_t slen, const char *dsn, size_t dlen)
-{
-    if (status == NULL)
-        return CP_OUT_NONE;
-    if (slen == 4 && memcmp(status, "sent", 4) == 0)
-        return CP_OUT_DELIVERED;
-    if (dsn == NULL)
-        return CP_OUT_NONE;
-    if (slen == 7 && memcmp(status, "bounced", 7) == 0) {
-        if (starts(dsn, dlen, "5.1."))
-            return CP_OUT_BAD_RECIPIENT;
-        if (starts(dsn, dlen, "5.7."))
-            return CP_OUT_REJECTED;
-    } else if (slen == 8 && memcmp(status, "deferred", 8) == 0 &&
-               starts(dsn, dlen, "4.7.")) {
-        return CP_OUT_DEFERRED_POLICY;
-    }
-    return CP_OUT_NONE;
-}
-
-/* Evidence that arrives after the replies (the mail log, a DNSBL answer):
- * apply it to the account `key` and move its state. */
-struct late {
-    enum cp_signal sig;
-    double scale;
-    float *msg; /* delivery: the message's evidence so far; NULL: dnsbl */
-};
-
-static void
-late_evidence(struct cp_engine *e, const char *key, size_t keylen,
-              const struct late *l, int64_t now_ms, struct cp_decision *d)
-{
-    const struct cp_detection *det;
-    struct cp_account_ref ref;
-
-    if (!e->cfg->det.enabled ||
-        cp_identity_lookup(e->cfg, key, keylen, &d->id) < 0 ||
-        !d->id.cls->detect ||
-        !e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
-                                true, &ref))
-        return;
-    det = cp_class_det(e->cfg, d->id.cls);
-    d->state = d->prev_state = ref.c->state;
-    d->detected = true;
-    d->score = l->msg ? cp_evidence_outcome(ref.ev, det, l->sig, l->scale,
-                                            l->msg, now_ms, &d->fired)
-                      : cp_evidence_listed(ref.ev, det, now_ms, &d->fired);
-    step(e, det, &ref, d->score, now_ms, d);
-}
-
-/* Remember an accepted recipient, or is a bounced one stale (accepted
- * before)? */
-static bool
-delivered_before(struct cp_engine *e, const struct cp_queued *q, size_t qlen,
-                 const char *rcpt, size_t rlen, enum cp_outcome o)
-{
-    uint64_t h;
-
-    if (rcpt == NULL || rlen == 0 || e->cfg->delivery.max_recipients == 0)
-        return false;
-    h = pair_hash(q->buf + qlen, q->keylen, rcpt, rlen);
-    if (o == CP_OUT_DELIVERED) {
-        if (e->delivered.slot == NULL)
-            tagset_init(&e->delivered, e->cfg->delivery.max_recipients);
-        tagset_add(&e->delivered, h);
-        return false;
-    }
-    return o == CP_OUT_BAD_RECIPIENT && tagset_has(&e->delivered, h);
-}
-
-int
-cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
-                  const char *rcpt, size_t rlen, enum cp_outcome o,
-                  int64_t now_ms, struct cp_decision *d)
-{
-    static const struct {
-        enum cp_signal sig;
-        double scale;
-    } map[] = {
-        [CP_OUT_DELIVERED] = {CP_SIG_DELIVERED, 1},
-        [CP_OUT_BAD_RECIPIENT] = {CP_SIG_BAD_RECIPIENT, 1},
-        [CP_OUT_REJECTED] = {CP_SIG_REMOTE_REJECT, 1},
-        [CP_OUT_DEFERRED_POLICY] = {CP_SIG_REMOTE_REJECT, 0.25},
-    };
-    struct agemap_ent *a = agemap_get(&e->queued, qid, qlen);
-    struct cp_queued *q;
-    struct late l;
-
-    memset(d, 0, sizeof(*d));
-    d->stage = CP_STAGE_OTHER;
-    if (a == NULL) {
-        e->stats.outcomes_unknown++;
-        return 0;
-    }
-    q = QUEUED(a);
-    e->stats.outcomes++;
-    if (o == CP_OUT_NONE)
-        return 1;
-    if (q->fp.words != 0 && e->camp != NULL)
-        cp_campaigns_outcome(e->camp, &q->fp,
-                             o == CP_OUT_BAD_RECIPIENT || o == CP_OUT_REJECTED);
-    l.sig = map[o].sig;
-    l.scale = map[o].scale;
-    if (delivered_before(e, q, qlen, rcpt, rlen, o)) {
-        l.sig = CP_SIG_STALE_RECIPIENT; /* it existed: a list gone stale */
-        e->stats.outcomes_stale++;
-    }
-    l.msg = &q->ev;
-    late_evidence(e, q->buf + qlen, q->keylen, &l, now_ms, d);
-    return 1;
-}
-
-void
-cp_engine_listed(struct cp_engine *e, const char *key, size_t keylen,
-                 int64_t now_ms, struct cp_decision *d)
-{
-    struct late l = {CP_SIG_DNSBL, 1, NULL};
-
-    memset(d, 0, sizeof(*d));
-    d->stage = CP_STAGE_OTHER;
-    late_evidence(e, key, keylen, &l, now_ms, d);
-}
-
-/* The message is part of a campaign big enough to refuse it outright. */
-static void
-campaign_verdict(struct cp_engine *e, uint32_t accounts, struct cp_decision *d)
-{
-    d->verdict = CP_ACT_DEFER;
-    cp_reply_campaign(d, accounts, &e->cfg->det);
-    d->shadow = cp_config_state_shadow(e->cfg, d->id.cls);
-    d->action = d->shadow ? CP_ACT_DUNNO : d->verdict;
-    if (d->shadow)
-        e->stats.shadow_would[d->verdict]++;
-}
-
-int
-cp_engine_content(struct cp_engine *e, const struct cp_event *ev,
-                  const struct cp_fp *fp, int64_t now_ms,
-                  struct cp_decision *d)
-{
-    const struct cp_content *ct = &e->cfg->content;
-    struct agemap_ent *a = NULL;
-    const struct cp_detection *det;
-    struct cp_account_ref ref;
-    struct cp_camp_info ci;
-    uint64_t h;
-    uint32_t acct;
-    bool spam, refuse, campaign;
-
-    memset(d, 0, sizeof(*d));
-    d->stage = CP_STAGE_CONTENT;
-    if (ev->queue_id.p != NULL && ev->queue_id.len > 0)
-        a = agemap_get(&e->queued, ev->queue_id.p, ev->queue_id.len);
-    /* the policy service's account for the queue id; else (not recorded,
-     * or a customer gone at a reload) the request's identity */
-    if (a == NULL || cp_identity_lookup(e->cfg, QUEUED(a)->buf + a->klen,
-                                        QUEUED(a)->keylen, &d->id) < 0) {
-        if (cp_identity_resolve(e->cfg, ev, &d->id) < 0) {
-            e->stats.identity_errors++;
-            return -1;
-        }
-    }
-    customer_record(e, d, false);
-    if (fp == NULL) { /* too short to tell: the account's state decides */
-        if (e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
-                                   false, &ref)) {
-            d->state = d->prev_state = ref.c->state;
-            state_verdict(e, d);
-        }
-        return 0;
-    }
-    if (e->camp == NULL) {
-        e->camp = xmalloc(sizeof(*e->camp));
-        cp_campaigns_init(e->camp, ct->max_fingerprints, 0, 1, 0, 0);
-        campaign_settings(e);
-    }
-    h = hmap_hash(d->id.dkey, d->id.dkeylen);
-    acct = (uint32_t)(h ^ h >> 32);
-    /* a campaign: several accounts sending one text again and again, and
-     * its copies bounce or are refused as spam */
-    cp_campaigns_add(e->camp, fp, acct, (uint32_t)(now_ms / 1000), &ci);
-    if (a != NULL) { /* its delivery outcomes will tell about it */
-        QUEUED(a)->fp = *fp;
-        QUEUED(a)->fp.words = fp->words > 0 ? fp->words : 1;
-    }
-    spam = ci.spam_accounts >= ct->campaign_accounts;
-    refuse = ct->refuse_accounts != 0 && ci.spam_accounts >= ct->refuse_accounts;
-    d->value = ci.accounts;
-    e->stats.content++;
-    e->stats.campaign += spam;
-    e->stats.campaign_refused += refuse;
-    /* this account is one of the campaign's senders; not for a copy this
-     * answer refuses: its retry (the same message again) would count as
-     * another copy, and a person whose message was deferred would earn
-     * evidence by trying again */
-    campaign = spam && ci.copies >= ct->repeat && !refuse;
-    det = cp_class_det(e->cfg, d->id.cls);
-    if (det->enabled && d->id.cls->detect &&
-        e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, true,
-                               true, &ref)) {
-        d->state = d->prev_state = ref.c->state;
-        d->detected = true;
-        d->score = cp_evidence_content(ref.ev, det, campaign, now_ms,
-                                       &d->fired);
-        step(e, det, &ref, d->score, now_ms, d);
-        if (state_verdict(e, d) || d->by_state)
-            return 0; /* refused (or, in shadow mode, would be) by it */
-    }
-    if (refuse)
-        campaign_verdict(e, ci.spam_accounts, d);
-    return 0;
-}
-
-void
-cp_engine_dequeue(struct cp_engine *e, const char *qid, size_t qlen)
-{
-    struct agemap_ent *a = agemap_get(&e->queued, qid, qlen);
-
-    if (a != NULL)
-        queued_del(e, QUEUED(a));
-}
-
-/* Is the queued message's account `key` — or, for a customer's key, one
- * of its logins or addresses? */
-static bool
-queued_of(const struct cp_engine *e, const struct cp_queued *q, size_t qlen,
-          const char *key, size_t keylen)
-{
-    struct cp_identity id;
-
-    if (q->keylen == keylen && memcmp(q->buf + qlen, key, keylen) == 0)
-        return true;
-    return keylen > 2 && memcmp(key, "c:", 2) == 0 &&
-           cp_identity_lookup(e->cfg, q->buf + qlen, q->keylen, &id) == 0 &&
-           id.keylen == keylen && memcmp(id.key, key, keylen) == 0;
-}
-
-size_t
-cp_engine_queued(const struct cp_engine *e, const char *key, size_t keylen,
-                 void (*fn)(void *arg, const char *qid, size_t qlen),
-                 void *arg)
-{
-    size_t n = 0;
-
-    /* A linear walk: only when an account is blocked or released. */
-    for (const struct agemap_ent *a = e->queued.oldest; a; a = a->newer) {
-        if (queued_of(e, QUEUED(a), a->klen, key, keylen)) {
-            fn(arg, a->key, a->klen);
-            n++;
-        }
-    }
-    return n;
-}
-
-size_t
-cp_engine_queued_count(const struct cp_engine *e)
-{
-    return agemap_count(&e->queued);
-}
-
-bool
-cp_engine_queued_dirty(const struct cp_engine *e)
-{
-    return e->q_journal && e->q_seq != e->q_seq_written;
-}
-
-uint64_t
-cp_engine_queued_journal(const struct cp_engine *e, cp_qid_add_fn add,
-                         void *arg)
-{
-    const struct agemap_ent *a = e->queued.newest;
-
-    /* ids are appended in order: the new ones are the newest */
-    while (a != NULL && QUEUED(a)->seq > e->q_seq_written)
-        a = a->older;
-    for (a = a ? a->newer : e->queued.oldest; a != NULL; a = a->newer) {
-        const struct cp_queued *q = QUEUED(a);
-
-        add(arg, a->key, a->klen, q->buf + a->klen, q->keylen, a->t_ms);
-    }
-    return e->q_seq;
-}
-
-void
-cp_engine_queued_stored(struct cp_engine *e, uint64_t mark)
-{
-    e->q_seq_written = mark;
-}
-
-void
-cp_engine_queued_restore(struct cp_engine *e, const char *qid, size_t qlen,
-                         const char *key, size_t klen, int64_t t_ms,
-                         int64_t now_ms)
-{
-    /* a stored time from before the ttl, or from the future (a damaged
-     * row: also no overflow below), is skipped */
-    if (klen == 0 || klen >= CP_KEY_MAX || t_ms > now_ms ||
-        t_ms <= now_ms - (int64_t)e->cfg->delivery.queue_id_ttl_ms ||
-        (e->queued.newest != NULL && t_ms < e->queued.newest->t_ms))
-        return;
-    queued_add(e, (struct str){qid, qlen}, key, klen, t_ms);
-    e->q_seq_written = e->q_seq; /* stored already */
-}
+/* ---- a person's decision ---- */
 
 int
 cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
