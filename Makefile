@@ -64,6 +64,8 @@ FUZZ_ENGINE = src/core/engine.c src/core/queued.c src/core/content.c \
 	src/core/meter.c src/core/evidence.c src/core/lifecycle.c \
 	src/core/fingerprint.c src/core/explain.c src/store/memstore.c \
 	src/util/yamlwalk.c src/util/agemap.c src/util/tagset.c
+# the SQLite store (fuzz_restore, fuzz_daemon_*)
+FUZZ_SQLITE = $(wildcard src/store/sqlite*.c)
 
 fuzz-build:
 	mkdir -p $(FUZZ_BUILD)
@@ -90,14 +92,14 @@ fuzz-build:
 	    tests/fuzz/fuzz_engine.c $(FUZZ_ENGINE) $(FUZZ_UTIL) \
 	    -lfyaml -lxxhash -lm
 	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_restore \
-	    tests/fuzz/fuzz_restore.c src/store/sqlite.c $(FUZZ_ENGINE) \
+	    tests/fuzz/fuzz_restore.c $(FUZZ_SQLITE) $(FUZZ_ENGINE) \
 	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lm
 
 	for t in conn milter admin logfollow; do \
 	    T=$$(echo $$t | tr a-z A-Z); \
 	    clang $(FUZZ_CFLAGS) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \
 	        -DFUZZ_TARGET=FUZZ_$$T -o $(FUZZ_BUILD)/fuzz_daemon_$$t \
-	        tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) src/store/sqlite.c \
+	        tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) $(FUZZ_SQLITE) \
 	        $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
 	        src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcares -lsqlite3 \
 	        -lfyaml -lxxhash -lm -lpthread || exit 1; \

@@ -1,8 +1,9 @@
 #!/bin/sh
 # check-includes.sh — dependencies point down only:
 #   util ← core ← store ← daemon and cli (cli talks to the daemon through
-#   the admin socket only, and hosts the engine itself for sim/replay). Also refuses the banned functions
-#   (STYLE.md) anywhere in src/. Exit 1 with the offending lines.
+#   the admin socket only, and hosts the engine itself for sim/replay);
+#   store/sqlite_int.h is private to src/store. Also refuses the banned
+#   functions (STYLE.md) anywhere in src/. Exit 1 with the offending lines.
 set -u
 cd "$(dirname "$0")/.."
 bad=0
@@ -18,6 +19,13 @@ check util "core|store|daemon|cli"
 check core "store|daemon|cli"
 check store "daemon|cli"
 check cli "daemon"
+# the SQLite store's private header stays inside src/store
+hits=$(grep -rn '#include "store/sqlite_int.h"' src | grep -v '^src/store/')
+if [ -n "$hits" ]; then
+    echo "layering: store/sqlite_int.h is private to src/store:"
+    echo "$hits"
+    bad=1
+fi
 banned='\b(strcpy|strcat|sprintf|vsprintf|gets|strtok|strncpy|atoi|atol|sscanf|alloca|system|popen)\('
 hits=$(grep -rnE "$banned" src)
 if [ -n "$hits" ]; then

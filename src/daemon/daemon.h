@@ -226,8 +226,10 @@ void dnsbl_check(struct dnsbl *b, const struct cp_decision *dec,
 void dnsbl_stats(const struct dnsbl *b, struct dnsbl_stats *out);
 
 /* spawn.c: run `cmdline` (split at blanks, no shell) + `extra` (NULL-
- * terminated, may be NULL) with `input` on stdin; blocking. 0 if it exited
- * 0; else -1 with its output and status in out. */
+ * terminated, may be NULL) with `input` on stdin; blocking (outbox thread).
+ * 0 if it exited 0; else -1 with its output and status (exit status,
+ * signal, timeout, or why it could not be run or watched) in out. The
+ * child is always reaped before the return. */
 int spawn_run(const char *cmdline, const char *const *extra, const char *input,
               size_t inlen, uint64_t timeout_ms, char *out, size_t outsz);
 

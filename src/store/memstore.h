@@ -1,8 +1,8 @@
 /*
  * memstore.h — the embedded counter store: every account's counters in one
  * hash table in memory, owned by the loop thread, made durable by
- * checkpoints of the accounts changed since the last one (src/store/sqlite.c
- * writes them on a worker thread).
+ * checkpoints of the accounts changed since the last one
+ * (src/store/sqlite_accounts.c writes them on a worker thread).
  *
  * Memory: one allocation per account (struct cp_counters + key, about
  * 100 + key bytes) plus 16 bytes of table slot at ≤ 3/4 load; see

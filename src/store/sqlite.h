@@ -8,8 +8,16 @@
  * recent-domain ring. Loading maps stored slots to the current ones by name,
  * so a changed limit or a reordered config keeps the history.
  *
- * Thread: a cp_sqlite handle is used by one thread at a time: the loop
- * thread at start-up and shutdown, the checkpoint worker in between.
+ * Thread: a cp_sqlite handle is used by one thread at a time (it is opened
+ * SQLITE_OPEN_NOMUTEX). chokepointd opens three: d->db (the loop thread at
+ * start-up and shutdown, the checkpoint's libuv worker in between),
+ * d->db_sync (the loop thread's, for state changes, their outbox rows and
+ * history reads, while the loop runs: these calls block the loop thread)
+ * and the outbox's (the outbox thread's, read at start-up by the loop
+ * thread before that thread starts). Each function's thread is stated in
+ * the file that implements it: sqlite.c (open, transactions, migration),
+ * sqlite_accounts.c, sqlite_states.c, sqlite_evidence.c, sqlite_outbox.c,
+ * sqlite_delivery.c.
  */
 #ifndef CP_STORE_SQLITE_H
 #define CP_STORE_SQLITE_H
@@ -70,12 +78,13 @@ long cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms,
 typedef void (*cp_history_fn)(void *arg, int64_t t_ms, const char *from,
                               const char *to, const char *actor,
                               const char *reason);
-/* The account's latest `limit` state changes, newest first. */
 /* History rows of an account since `since_ms` whose actor starts with
  * `actor_prefix` (self-service releases per period); -1 on error. */
 long cp_sqlite_count_actor(struct cp_sqlite *db, const char *key,
                            size_t keylen, const char *actor_prefix,
                            int64_t since_ms);
+/* The account's latest `limit` state changes, newest first: their number,
+ * or -1 on error. */
 int cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
                       int limit, cp_history_fn fn, void *arg);
 
@@ -118,7 +127,7 @@ long cp_sqlite_outbox_load(struct cp_sqlite *db, cp_outbox_fn fn, void *arg,
  * delivery.queue_id_ttl); ids are never deleted one by one.
  */
 struct cp_qid_batch {
-    struct strbuf add; /* encoded records (sqlite.c) */
+    struct strbuf add; /* encoded records (sqlite_delivery.c) */
     size_t nadd;
 };
 void cp_qid_batch_init(struct cp_qid_batch *b);
