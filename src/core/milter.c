@@ -51,15 +51,18 @@ is_digit(char c)
 }
 
 int
-cp_milter_frame(const unsigned char *buf, size_t n, struct cp_milter_pkt *p)
+cp_milter_frame(const unsigned char *buf, size_t n, uint32_t max,
+                struct cp_milter_pkt *p)
 {
     uint32_t len;
 
     if (n < 4)
         return 0;
     len = get32(buf);
-    if (len == 0 || len - 1 > CP_MILTER_MAX)
+    if (len == 0)
         return -1;
+    if (len - 1 > max || len - 1 > CP_MILTER_MAX)
+        return CP_MILTER_TOO_LONG;
     if (n - 4 < len)
         return 0;
     p->cmd = (char)buf[4];

@@ -121,14 +121,17 @@ struct cp_milter_pkt {
 };
 
 /*
- * Frame one packet from buf[0..n). Returns the bytes it spans (> 0) and
- * fills *p; 0 if more bytes are needed (*p untouched); -1 if the framing is
- * invalid: a length field of 0, or one whose data (length-1) is larger than
- * CP_MILTER_MAX. The length is checked as soon as its 4 bytes are present,
- * so the caller never needs to buffer more than CP_MILTER_HDR +
- * CP_MILTER_MAX bytes. After -1 the stream is out of sync: close it.
+ * Frame one packet from buf[0..n). `max` is the caller's limit on a
+ * packet's data bytes (the length field minus the command byte; at most
+ * CP_MILTER_MAX). Returns the bytes it spans (> 0) and fills *p; 0 if more
+ * bytes are needed (*p untouched); -1 if the length field is 0;
+ * CP_MILTER_TOO_LONG if the data would be larger than max. The length is
+ * checked as soon as its 4 bytes are present, so the caller never needs
+ * to buffer more than CP_MILTER_HDR + max bytes. After an error the stream
+ * is out of sync: close it.
  */
-int cp_milter_frame(const unsigned char *buf, size_t n,
+#define CP_MILTER_TOO_LONG (-2)
+int cp_milter_frame(const unsigned char *buf, size_t n, uint32_t max,
                     struct cp_milter_pkt *p);
 
 /*

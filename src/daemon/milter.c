@@ -31,7 +31,9 @@
 #include "util/xalloc.h"
 
 #define FIELD_MAX 256 /* bytes kept of a login, sender, queue id, address */
-#define MILTER_MAX_PACKET (256 * 1024) /* bytes announced in one packet */
+/* data bytes in one packet: Postfix's are small (body chunks: 64 KiB); a
+ * peer that announces more is not an MTA */
+#define MILTER_MAX_PACKET (256 * 1024)
 /* Bytes held in partial packets by all milter connections together: a
  * connection whose packet would go over it is closed. Postfix sends body
  * chunks of at most 64 KiB, so this is 2,000 connections mid-chunk. */
@@ -348,20 +350,16 @@ milter_feed(struct daemon *d, struct milter_sess *m, const char *peer,
         struct cp_milter_pkt p;
         int used;
 
-        /* Postfix's packets are small (body chunks: 64 KiB); a peer that
-         * announces more than MILTER_MAX_PACKET is not an MTA */
-        if (m->in.len - off >= 4 &&
-            ((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
-             (uint32_t)b[2] << 8 | b[3]) > MILTER_MAX_PACKET) {
+        used = cp_milter_frame(b, m->in.len - off, MILTER_MAX_PACKET, &p);
+        if (used == 0)
+            break;
+        if (used == CP_MILTER_TOO_LONG) {
             peer_warn(d, "%s: milter: bad packet length (more than %u bytes); "
                      "closing",
                      peer, (unsigned)MILTER_MAX_PACKET);
             rc = -1;
             break;
         }
-        used = cp_milter_frame(b, m->in.len - off, &p);
-        if (used == 0)
-            break;
         if (used < 0) {
             char esc[64];
 

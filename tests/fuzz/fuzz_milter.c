@@ -149,7 +149,8 @@ check_optneg(const struct cp_milter_pkt *p)
     }
     CHECK(p->len >= 12);
     CHECK(cp_milter_put_optneg(out, sizeof(out), v, a, pr) == sizeof(out));
-    CHECK(cp_milter_frame(out, sizeof(out), &q) == sizeof(out));
+    CHECK(cp_milter_frame(out, sizeof(out), CP_MILTER_MAX, &q) ==
+          sizeof(out));
     CHECK(q.cmd == 'O' && cp_milter_optneg(&q, &v2, &a2, &pr2) == 0);
     CHECK(v == v2 && a == a2 && pr == pr2);
 }
@@ -192,7 +193,7 @@ check_reply(const unsigned char *text, size_t tlen, unsigned char sel)
     CHECK(want != NULL);
     n = cp_milter_put_reply(out, sizeof(out), code, dsn, (const char *)text,
                             tlen);
-    CHECK(n > 0 && cp_milter_frame(out, (size_t)n, &p) == n);
+    CHECK(n > 0 && cp_milter_frame(out, (size_t)n, CP_MILTER_MAX, &p) == n);
     CHECK(p.cmd == 'y' && p.len >= 1 && p.data[p.len - 1] == '\0');
     CHECK(memchr(p.data, '\0', p.len - 1) == NULL);
     s = (const char *)p.data;
@@ -236,7 +237,7 @@ check_quarantine(const unsigned char *text, size_t tlen)
     int n =
         cp_milter_put_quarantine(out, sizeof(out), (const char *)text, tlen);
 
-    CHECK(n > 0 && cp_milter_frame(out, (size_t)n, &p) == n);
+    CHECK(n > 0 && cp_milter_frame(out, (size_t)n, CP_MILTER_MAX, &p) == n);
     CHECK(p.cmd == 'q' && p.len >= 2 && p.data[p.len - 1] == '\0');
     CHECK(p.len - 1 <= CP_MILTER_REASON_MAX);
     for (size_t i = 0; i + 1 < p.len; i++) /* 7-bit printable */
@@ -273,14 +274,16 @@ frame_copy(const unsigned char *win, size_t n)
 
     CHECK(b != NULL);
     memcpy(b, win, n);
-    r = cp_milter_frame(b, n, &p);
+    r = cp_milter_frame(b, n, CP_MILTER_MAX, &p);
     if (n < 4) {
         CHECK(r == 0);
     } else {
         uint32_t len = get32(b);
 
-        if (len == 0 || len - 1 > CP_MILTER_MAX)
+        if (len == 0)
             CHECK(r == -1);
+        else if (len - 1 > CP_MILTER_MAX)
+            CHECK(r == CP_MILTER_TOO_LONG);
         else if (n - 4 < len)
             CHECK(r == 0);
         else

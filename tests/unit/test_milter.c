@@ -143,7 +143,7 @@ rx_feed(struct rx *r, const unsigned char *in, size_t n)
     assert_true(r->have + n <= sizeof(r->buf));
     memcpy(r->buf + r->have, in, n);
     r->have += n;
-    while ((used = cp_milter_frame(r->buf + off, r->have - off, &p)) > 0) {
+    while ((used = cp_milter_frame(r->buf + off, r->have - off, CP_MILTER_MAX, &p)) > 0) {
         size_t i = r->seen++;
 
         assert_true(i < r->w->npkt);
@@ -209,21 +209,31 @@ test_frame_lengths(void **state)
     struct cp_milter_pkt p = {'?', NULL, 77};
 
     (void)state;
-    assert_int_equal(cp_milter_frame(b, 0, &p), 0);
-    assert_int_equal(cp_milter_frame(b, 3, &p), 0);
+    assert_int_equal(cp_milter_frame(b, 0, CP_MILTER_MAX, &p), 0);
+    assert_int_equal(cp_milter_frame(b, 3, CP_MILTER_MAX, &p), 0);
     /* length 0 is refused as soon as the length field is complete */
-    assert_int_equal(cp_milter_frame(b, 4, &p), -1);
-    assert_int_equal(cp_milter_frame(b, sizeof(b), &p), -1);
+    assert_int_equal(cp_milter_frame(b, 4, CP_MILTER_MAX, &p), -1);
+    assert_int_equal(cp_milter_frame(b, sizeof(b), CP_MILTER_MAX, &p), -1);
     /* the largest accepted length waits for its data... */
     set_len(b, CP_MILTER_MAX + 1);
-    assert_int_equal(cp_milter_frame(b, sizeof(b), &p), 0);
+    assert_int_equal(cp_milter_frame(b, sizeof(b), CP_MILTER_MAX, &p), 0);
     /* ...one more is refused before any data is there */
     set_len(b, CP_MILTER_MAX + 2);
-    assert_int_equal(cp_milter_frame(b, 4, &p), -1);
+    assert_int_equal(cp_milter_frame(b, 4, CP_MILTER_MAX, &p),
+                     CP_MILTER_TOO_LONG);
     set_len(b, 0xffffffffu);
-    assert_int_equal(cp_milter_frame(b, 4, &p), -1);
+    assert_int_equal(cp_milter_frame(b, 4, CP_MILTER_MAX, &p),
+                     CP_MILTER_TOO_LONG);
     set_len(b, 0x80000000u);
-    assert_int_equal(cp_milter_frame(b, 4, &p), -1);
+    assert_int_equal(cp_milter_frame(b, 4, CP_MILTER_MAX, &p),
+                     CP_MILTER_TOO_LONG);
+    /* the caller's own limit (the daemon's is smaller): the same rule */
+    set_len(b, 1001);
+    assert_int_equal(cp_milter_frame(b, 4, 1000, &p), 0);
+    set_len(b, 1002);
+    assert_int_equal(cp_milter_frame(b, 4, 1000, &p), CP_MILTER_TOO_LONG);
+    set_len(b, 1002);
+    assert_int_equal(cp_milter_frame(b, 4, 1001, &p), 0);
     /* nothing was filled in by any of that */
     assert_int_equal(p.cmd, '?');
     assert_null(p.data);
@@ -231,8 +241,8 @@ test_frame_lengths(void **state)
     /* length 1: a command without data; the header alone is not enough */
     set_len(b, 1);
     b[4] = 'N';
-    assert_int_equal(cp_milter_frame(b, 4, &p), 0);
-    assert_int_equal(cp_milter_frame(b, 5, &p), 5);
+    assert_int_equal(cp_milter_frame(b, 4, CP_MILTER_MAX, &p), 0);
+    assert_int_equal(cp_milter_frame(b, 5, CP_MILTER_MAX, &p), 5);
     assert_int_equal(p.cmd, 'N');
     assert_int_equal(p.len, 0);
     assert_ptr_equal(p.data, b + 5);
@@ -240,8 +250,8 @@ test_frame_lengths(void **state)
     set_len(b, 4);
     b[4] = 'H';
     memcpy(b + 5, "ab", 3);
-    assert_int_equal(cp_milter_frame(b, 7, &p), 0);
-    assert_int_equal(cp_milter_frame(b, 8, &p), 8);
+    assert_int_equal(cp_milter_frame(b, 7, CP_MILTER_MAX, &p), 0);
+    assert_int_equal(cp_milter_frame(b, 8, CP_MILTER_MAX, &p), 8);
     assert_int_equal(p.len, 3);
 }
 
@@ -256,14 +266,14 @@ test_frame_max_packet(void **state)
     assert_non_null(b);
     set_len(b, CP_MILTER_MAX + 1);
     b[4] = 'B';
-    assert_int_equal(cp_milter_frame(b, n - 1, &p), 0);
-    assert_int_equal(cp_milter_frame(b, n, &p), (int)n);
+    assert_int_equal(cp_milter_frame(b, n - 1, CP_MILTER_MAX, &p), 0);
+    assert_int_equal(cp_milter_frame(b, n, CP_MILTER_MAX, &p), (int)n);
     assert_int_equal(p.len, CP_MILTER_MAX);
     /* pipelined: only the first packet is consumed */
     set_len(b + n, 1);
     b[n + 4] = 'E';
-    assert_int_equal(cp_milter_frame(b, n + 5, &p), (int)n);
-    assert_int_equal(cp_milter_frame(b + n, 5, &p), 5);
+    assert_int_equal(cp_milter_frame(b, n + 5, CP_MILTER_MAX, &p), (int)n);
+    assert_int_equal(cp_milter_frame(b + n, 5, CP_MILTER_MAX, &p), 5);
     assert_int_equal(p.cmd, 'E');
     free(b);
 }
@@ -280,7 +290,7 @@ test_frame_bad_length_mid_stream(void **state)
     build_session(&w);
     n = w.off[3] - 5; /* cut before the fourth packet and poison it */
     memset(w.b + n, 0, 4);
-    while ((used = cp_milter_frame(w.b + off, w.n - off, &p)) > 0) {
+    while ((used = cp_milter_frame(w.b + off, w.n - off, CP_MILTER_MAX, &p)) > 0) {
         off += (size_t)used;
         count++;
     }
@@ -610,7 +620,7 @@ test_no_read_past_packet(void **state)
     char c;
 
     (void)state;
-    assert_int_equal(cp_milter_frame(b, sizeof(b), &p), 8);
+    assert_int_equal(cp_milter_frame(b, sizeof(b), CP_MILTER_MAX, &p), 8);
     assert_int_equal(p.len, 3);
     assert_int_equal(cp_milter_first_arg(&p, &s), -1);
     assert_int_equal(cp_milter_header(&p, &s, &v), -1);
@@ -685,7 +695,7 @@ test_put_optneg(void **state)
     assert_memory_equal(out, want, sizeof(want));
     assert_int_equal(out[17], 0xaa);
     /* it frames and decodes back to the same values */
-    assert_int_equal(cp_milter_frame(out, 17, &p), 17);
+    assert_int_equal(cp_milter_frame(out, 17, CP_MILTER_MAX, &p), 17);
     assert_int_equal(p.cmd, 'O');
     assert_int_equal(cp_milter_optneg(&p, &v, &a, &pr), 0);
     assert_int_equal(v, 6);
@@ -728,7 +738,7 @@ reply_str(const unsigned char *out, int n)
     struct cp_milter_pkt p;
 
     assert_true(n > 0);
-    assert_int_equal(cp_milter_frame(out, (size_t)n, &p), n);
+    assert_int_equal(cp_milter_frame(out, (size_t)n, CP_MILTER_MAX, &p), n);
     assert_int_equal(p.cmd, 'y');
     assert_true(p.len >= 1);
     assert_int_equal(p.data[p.len - 1], '\0');
@@ -884,18 +894,18 @@ test_put_quarantine(void **state)
     assert_memory_equal(out, "\0\0\0\x0cqspam burst", 16); /* with NUL */
     /* controls become spaces; '%' is not doubled here */
     n = cp_milter_put_quarantine(out, sizeof(out), LIT("a\r\nb\0c 5%"));
-    assert_int_equal(cp_milter_frame(out, (size_t)n, &p), n);
+    assert_int_equal(cp_milter_frame(out, (size_t)n, CP_MILTER_MAX, &p), n);
     assert_int_equal(p.cmd, 'q');
     assert_string_equal((const char *)p.data, "a  b c 5%");
     /* empty reason: a fixed one */
     n = cp_milter_put_quarantine(out, sizeof(out), NULL, 0);
-    assert_int_equal(cp_milter_frame(out, (size_t)n, &p), n);
+    assert_int_equal(cp_milter_frame(out, (size_t)n, CP_MILTER_MAX, &p), n);
     assert_string_equal((const char *)p.data, "quarantined");
     /* long reason: cut at CP_MILTER_REASON_MAX */
     memset(text, 'x', sizeof(text));
     n = cp_milter_put_quarantine(out, sizeof(out), text, sizeof(text));
     assert_int_equal(n, CP_MILTER_QUARANTINE_PKT_MAX);
-    assert_int_equal(cp_milter_frame(out, (size_t)n, &p), n);
+    assert_int_equal(cp_milter_frame(out, (size_t)n, CP_MILTER_MAX, &p), n);
     assert_int_equal(strlen((const char *)p.data), CP_MILTER_REASON_MAX);
     /* refused: too small a buffer, or a NULL reason with a length */
     memset(out, 0xaa, sizeof(out));
