@@ -92,13 +92,13 @@ enum rp_state {
 };
 
 struct rp_entry {
+    /* key: host, service, queue id (REPLAY_KEY_MAX); t_ms: the log
+     * clock at the last line that mentioned it */
+    struct agemap_ent age;
     char *key;
-    size_t keylen;
     enum rp_state state;
     enum rp_skip skip_why;
     bool in_heap, removed;
-    int64_t touched_ms;             /* log clock at the last line */
-    struct rp_entry *older, *newer; /* by touched_ms */
     char qid[MAILLOG_MAX_QUEUE_ID + 1];
     char *login, *method, *client_addr, *client_name, *sender;
     char *tls_proto, *tls_cipher; /* NULL: plaintext, or not logged */
@@ -199,8 +199,7 @@ struct replay {
     struct inproc ip;
     struct maillog_ctx ctx;
     struct maillog_framer fr;
-    struct hmap table; /* key → struct rp_entry */
-    struct rp_entry *oldest, *newest;
+    struct agemap table; /* in flight: key → struct rp_entry, by age */
     struct rp_entry **heap;
     size_t nheap;
     uint64_t seq;
@@ -230,20 +229,6 @@ dup_field(struct str s)
     if (s.p == NULL)
         return NULL;
     return xmemdup0(s.p, s.len < REPLAY_MAX_FIELD ? s.len : REPLAY_MAX_FIELD);
-}
-
-static bool
-mstr_is(struct str s, const char *lit)
-{
-    return s.p != NULL && s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
-}
-
-static bool
-entry_eq(const void *val, const void *key, size_t len)
-{
-    const struct rp_entry *e = val;
-
-    return e->keylen == len && memcmp(e->key, key, len) == 0;
 }
 
 static bool
@@ -287,48 +272,20 @@ make_key(struct replay *r, const struct maillog_event *ev,
     return n;
 }
 
+#define ENTRY(ent) agemap_entry((ent), struct rp_entry, age)
+
 static struct rp_entry *
 table_get(struct replay *r, size_t keylen)
 {
-    return hmap_get(&r->table, hmap_hash(r->keybuf, keylen), r->keybuf, keylen,
-                    entry_eq);
+    struct agemap_ent *a = agemap_get(&r->table, r->keybuf, keylen);
+
+    return a ? ENTRY(a) : NULL;
 }
 
-static void
-list_unlink(struct replay *r, struct rp_entry *e)
+static struct rp_entry *
+oldest(const struct replay *r)
 {
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        r->oldest = e->newer;
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        r->newest = e->older;
-    e->older = e->newer = NULL;
-}
-
-static void
-list_append(struct replay *r, struct rp_entry *e)
-{
-    e->older = r->newest;
-    e->newer = NULL;
-    if (r->newest)
-        r->newest->newer = e;
-    else
-        r->oldest = e;
-    r->newest = e;
-}
-
-/* A line mentioned `e`: it is the newest again. */
-static void
-touch(struct replay *r, struct rp_entry *e)
-{
-    e->touched_ms = r->clock_ms;
-    if (r->newest != e) {
-        list_unlink(r, e);
-        list_append(r, e);
-    }
+    return r->table.oldest ? ENTRY(r->table.oldest) : NULL;
 }
 
 static void
@@ -357,9 +314,7 @@ entry_clear(struct rp_entry *e)
 static void
 entry_free(struct replay *r, struct rp_entry *e)
 {
-    list_unlink(r, e);
-    hmap_del(&r->table, hmap_hash(e->key, e->keylen), e->key, e->keylen,
-             entry_eq);
+    agemap_del(&r->table, &e->age);
     entry_clear(e);
     free(e->key);
     free(e);
@@ -386,15 +341,16 @@ table_add(struct replay *r, size_t keylen, struct str qid)
 {
     struct rp_entry *e;
 
-    while (r->table.count >= REPLAY_MAX_INFLIGHT && r->oldest != NULL)
-        forget(r, r->oldest, true);
+    while (agemap_count(&r->table) >= REPLAY_MAX_INFLIGHT &&
+           r->table.oldest != NULL)
+        forget(r, oldest(r), true);
     e = xcalloc(1, sizeof(*e));
     e->key = xmemdup0(r->keybuf, keylen);
-    e->keylen = keylen;
+    e->age.key = e->key;
+    e->age.klen = keylen;
+    e->age.t_ms = r->clock_ms;
     memcpy(e->qid, qid.p, qid.len); /* <= MAILLOG_MAX_QUEUE_ID */
-    e->touched_ms = r->clock_ms;
-    list_append(r, e);
-    hmap_put(&r->table, hmap_hash(e->key, keylen), e);
+    agemap_put(&r->table, &e->age);
     return e;
 }
 
@@ -406,8 +362,8 @@ lookup(struct replay *r, const struct maillog_event *ev, struct str qid,
     size_t keylen = make_key(r, ev, qid);
     struct rp_entry *e = table_get(r, keylen);
 
-    if (e != NULL)
-        touch(r, e);
+    if (e != NULL) /* a line mentioned it: it is the newest again */
+        agemap_touch(&r->table, &e->age, r->clock_ms);
     else if (create)
         e = table_add(r, keylen, qid);
     return e;
@@ -416,9 +372,9 @@ lookup(struct replay *r, const struct maillog_event *ev, struct str qid,
 static void
 age_table(struct replay *r)
 {
-    while (r->oldest != NULL &&
-           r->clock_ms - r->oldest->touched_ms >= REPLAY_INFLIGHT_AGE_MS)
-        forget(r, r->oldest, false);
+    while (r->table.oldest != NULL &&
+           r->clock_ms - r->table.oldest->t_ms >= REPLAY_INFLIGHT_AGE_MS)
+        forget(r, oldest(r), false);
 }
 
 /* ---- the reorder buffer: a min-heap by (qmgr time, arrival) ---- */
@@ -1089,7 +1045,7 @@ on_reject(struct replay *r, const struct maillog_event *ev)
     r->n.rejects++;
     if (ev->queue_id.p == NULL)
         return;
-    if (mstr_is(ev->program, "smtpd") && mstr_is(ev->reject_stage, "RCPT"))
+    if (str_eq(ev->program, "smtpd") && str_eq(ev->reject_stage, "RCPT"))
         return;
     e = lookup(r, ev, ev->queue_id, false);
     if (e == NULL || e->state != RP_SUBMITTED)
@@ -1241,8 +1197,8 @@ finish_log(struct replay *r)
 {
     while (r->nheap > 0)
         heap_drive_top(r);
-    while (r->oldest != NULL)
-        forget(r, r->oldest, false);
+    while (r->table.oldest != NULL)
+        forget(r, oldest(r), false);
 }
 
 /* ---- the report ---- */
@@ -1924,7 +1880,7 @@ replay_new(const struct rp_opts *o)
     r->o = *o;
     maillog_ctx_init(&r->ctx, o->year, now_realtime_ms());
     maillog_framer_init(&r->fr);
-    hmap_init(&r->table, 1024);
+    agemap_init(&r->table, 1024);
     agemap_init(&r->conns, 256);
     hmap_init(&r->accounts, 1024);
     r->heap = xcalloc(REPLAY_MAX_REORDER, sizeof(*r->heap));
@@ -1945,9 +1901,9 @@ account_free(struct rp_account *a)
 static void
 replay_free(struct replay *r)
 {
-    while (r->oldest != NULL)
-        entry_free(r, r->oldest);
-    hmap_fini(&r->table);
+    while (r->table.oldest != NULL)
+        entry_free(r, oldest(r));
+    agemap_fini(&r->table);
     while (r->conns.oldest != NULL)
         conn_free(r, CONN(r->conns.oldest));
     agemap_fini(&r->conns);

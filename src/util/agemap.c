@@ -46,8 +46,8 @@ agemap_put(struct agemap *m, struct agemap_ent *e)
     hmap_put(&m->h, hmap_hash(e->key, e->klen), e);
 }
 
-void
-agemap_del(struct agemap *m, struct agemap_ent *e)
+static void
+unlink_ent(struct agemap *m, struct agemap_ent *e)
 {
     if (e->older)
         e->older->newer = e->newer;
@@ -57,7 +57,26 @@ agemap_del(struct agemap *m, struct agemap_ent *e)
         e->newer->older = e->older;
     else
         m->newest = e->older;
+}
+
+void
+agemap_del(struct agemap *m, struct agemap_ent *e)
+{
+    unlink_ent(m, e);
     hmap_del(&m->h, hmap_hash(e->key, e->klen), e->key, e->klen, ent_eq);
+}
+
+void
+agemap_touch(struct agemap *m, struct agemap_ent *e, int64_t t_ms)
+{
+    e->t_ms = t_ms;
+    if (m->newest == e)
+        return;
+    unlink_ent(m, e);
+    e->newer = NULL;
+    e->older = m->newest;
+    m->newest->newer = e; /* not NULL: e was in the list, and not newest */
+    m->newest = e;
 }
 
 size_t
