@@ -60,162 +60,185 @@ admin_conn_close(struct admin_conn *a)
     uv_close((uv_handle_t *)&a->timer, on_closed);
 }
 
+/*
+ * `chokepoint status`: one table of counters, rendered as text (a line per
+ * subject) or as JSON (top-level keys, and objects per group), so the two
+ * cannot drift apart. The text line of a row is its group's (or, at the
+ * top level, its `line`).
+ */
+struct stat_row {
+    const char *line;  /* text: the line it is on */
+    const char *group; /* JSON: the object it is in (NULL: top level) */
+    const char *key;   /* JSON key */
+    const char *label; /* text: after the number */
+    uint64_t v;
+};
+
+#define STAT_MAX 64
+
+struct stat_table {
+    struct stat_row row[STAT_MAX];
+    size_t n;
+};
+
 static void
-status(struct daemon *d, struct strbuf *o, bool json)
+row(struct stat_table *t, const char *line, const char *group,
+    const char *key, const char *label, uint64_t v)
+{
+    if (t->n < STAT_MAX) /* (a fixed list, well under the cap) */
+        t->row[t->n++] = (struct stat_row){line, group, key, label, v};
+}
+
+static void
+status_rows(struct daemon *d, struct stat_table *t)
 {
     const struct cp_stats *s = &d->engine.stats;
+    const struct dstats *ds = &d->stats;
     size_t accts = d->ms->base.ops->count(&d->ms->base);
     size_t bytes = d->ms->base.ops->bytes(&d->ms->base);
-    int64_t up = (daemon_now_ms() - d->started_ms) / 1000;
     struct outbox_stats ob;
     struct dnsbl_stats bl;
 
     outbox_stats(d->outbox, &ob);
     dnsbl_stats(d->dnsbl, &bl);
+    row(t, "accounts", NULL, "accounts", "tracked", accts);
+    row(t, "accounts", NULL, "store_bytes", "bytes", bytes);
+    row(t, "accounts", NULL, "accounts_evicted", "idle ones evicted",
+        d->ms->evicted);
+    row(t, "accounts", NULL, "max_accounts", "at most (store.max_accounts)",
+        d->cfg->max_accounts);
+    row(t, "connections", NULL, "connections", "open", d->nconns);
+    row(t, "connections", NULL, "connections_refused",
+        "refused at max_connections", ds->conns_refused);
+    row(t, "connections", NULL, "connections_untrusted",
+        "refused as untrusted callers", ds->conns_untrusted);
+    row(t, "connections", NULL, "connections_over_share",
+        "over a caller's share", ds->conns_peer_share);
+    row(t, "connections", NULL, "accept_errors", "accept errors",
+        ds->accept_errors);
+    row(t, "connections", NULL, "lifetime_closes", "closed at max_lifetime",
+        ds->lifetime_closes);
+    row(t, "connections", NULL, "idle_timeouts", "closed idle",
+        ds->idle_timeouts);
+    row(t, "connections", NULL, "listen_full", "times the listen queue was "
+        "full", ds->listen_full);
+    row(t, "requests", NULL, "requests", "decided", s->requests);
+    row(t, "requests", NULL, "pending_messages", "messages pending",
+        cp_engine_pending(&d->engine));
+    row(t, "requests", NULL, "reservations_expired",
+        "reservations expired", s->pending_expired);
+    row(t, "requests", NULL, "protocol_errors", "protocol errors",
+        ds->protocol_errors);
+    row(t, "requests", NULL, "bad_requests", "malformed requests answered",
+        ds->bad_requests);
+    for (int a = 0; a < CP_ACT_COUNT; a++)
+        row(t, "decisions", "decisions", cp_action_word((enum cp_action)a),
+            cp_action_word((enum cp_action)a), s->by_action[a]);
+    for (int a = 0; a < CP_ACT_COUNT; a++)
+        row(t, "shadow_would", "shadow_would",
+            cp_action_word((enum cp_action)a),
+            cp_action_word((enum cp_action)a), s->shadow_would[a]);
+    row(t, "delivery", "delivery", "queue_ids", "queued messages tracked",
+        cp_engine_queued_count(&d->engine));
+    row(t, "delivery", "delivery", "outcomes", "outcomes", s->outcomes);
+    row(t, "delivery", "delivery", "outcomes_unknown",
+        "for untracked queue ids", s->outcomes_unknown);
+    row(t, "content", "content", "fingerprinted", "messages fingerprinted",
+        s->content);
+    row(t, "content", "content", "campaign", "of a campaign", s->campaign);
+    row(t, "content", "content", "refused", "refused for it",
+        s->campaign_refused);
+    row(t, "content", "content", "slots_replaced",
+        "fingerprint slots taken over",
+        d->engine.camp ? d->engine.camp->replaced : 0);
+    row(t, "dnsbl", "dnsbl", "queries", "look-ups", bl.queries);
+    row(t, "dnsbl", "dnsbl", "answers", "answered", bl.answers);
+    row(t, "dnsbl", "dnsbl", "failures", "failed", bl.failures);
+    row(t, "dnsbl", "dnsbl", "listed", "addresses listed", bl.listed);
+    row(t, "dnsbl", "dnsbl", "charged", "charged to accounts", bl.charged);
+    row(t, "dnsbl", "dnsbl", "cached", "cached", bl.cached);
+    row(t, "outbox", "outbox", "queued", "notifications and commands "
+        "waiting", ob.queued);
+    row(t, "outbox", "outbox", "sent", "sent", ob.sent);
+    row(t, "outbox", "outbox", "retried", "retried", ob.retried);
+    row(t, "outbox", "outbox", "failed", "failed", ob.failed);
+    row(t, "outbox", "outbox", "dropped", "dropped", ob.dropped);
+    row(t, "outbox", "outbox", "suppressed", "over notify.max_per_hour",
+        ob.suppressed);
+    row(t, "store", NULL, "checkpoints", "checkpoints", ds->ckpt_runs);
+    row(t, "store", NULL, "checkpoint_errors", "failed", ds->ckpt_errors);
+    row(t, "store", NULL, "checkpoint_rows", "rows written", ds->ckpt_rows);
+    row(t, "store", NULL, "unrecorded", "state changes NOT YET STORED",
+        d->nunrecorded);
+    row(t, "store", NULL, "outbox_unwritten", "outbox jobs NOT YET STORED",
+        outbox_unwritten(d->outbox));
+    row(t, "not logged (rate limit)", NULL, "refusals_unlogged",
+        "refusals of blocked accounts", d->refusal_log.unlogged);
+    row(t, "not logged (rate limit)", NULL, "peer_warnings_unlogged",
+        "warnings about callers", d->peer_log.unlogged);
+}
+
+static void
+status_text(const struct stat_table *t, struct strbuf *o)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const struct stat_row *r = &t->row[i];
+        bool first = i == 0 || strcmp(t->row[i - 1].line, r->line) != 0;
+
+        if (first)
+            sb_printf(o, "%s%s:", i ? "\n" : "", r->line);
+        sb_printf(o, "%s %llu %s", first ? "" : ",", (unsigned long long)r->v,
+                  r->label);
+    }
+    sb_puts(o, "\n");
+}
+
+static void
+status_json(const struct stat_table *t, struct strbuf *o)
+{
+    const char *open = NULL; /* the group object being written */
+
+    for (size_t i = 0; i < t->n; i++) {
+        const struct stat_row *r = &t->row[i];
+        bool first = false;
+
+        if (open != NULL && (r->group == NULL || strcmp(open, r->group) != 0)) {
+            sb_puts(o, "}");
+            open = NULL;
+        }
+        if (r->group != NULL && open == NULL) {
+            sb_printf(o, ",\"%s\":{", r->group);
+            open = r->group;
+            first = true;
+        }
+        sb_printf(o, "%s\"%s\":%llu", first ? "" : ",", r->key,
+                  (unsigned long long)r->v);
+    }
+    if (open != NULL)
+        sb_puts(o, "}");
+    sb_puts(o, "}\n");
+}
+
+static void
+status(struct daemon *d, struct strbuf *o, bool json)
+{
+    int64_t up = (daemon_now_ms() - d->started_ms) / 1000;
+    struct stat_table t;
+
+    t.n = 0;
+    status_rows(d, &t);
     if (!json) {
         sb_printf(o, "chokepointd %s, up %llds, config %s%s\n", CP_VERSION,
                   (long long)up, d->cfg->file,
                   d->cfg->shadow ? " (SHADOW MODE)" : "");
-        sb_printf(o, "accounts: %zu (%zu bytes, %.0f per account; cap %u, "
-                     "%llu idle ones evicted)\n",
-                  accts, bytes, accts ? (double)bytes / (double)accts : 0.0,
-                  d->cfg->max_accounts,
-                  (unsigned long long)d->ms->evicted);
-        sb_printf(o, "connections: %zu open, %llu refused at "
-                     "max_connections, %llu refused as untrusted callers, "
-                     "%llu over a caller's share, %llu accept errors, %llu "
-                     "closed at max_lifetime, listen queue found full %llu "
-                     "times\n",
-                  d->nconns, (unsigned long long)d->stats.conns_refused,
-                  (unsigned long long)d->stats.conns_untrusted,
-                  (unsigned long long)d->stats.conns_peer_share,
-                  (unsigned long long)d->stats.accept_errors,
-                  (unsigned long long)d->stats.lifetime_closes,
-                  (unsigned long long)d->stats.listen_full);
-        sb_printf(o, "pending messages: %zu\n",
-                  cp_engine_pending(&d->engine));
-        sb_printf(o, "requests: %llu\n", (unsigned long long)s->requests);
-        for (int a = 0; a < CP_ACT_COUNT; a++)
-            sb_printf(o, "  %-16s %llu (shadow would: %llu)\n",
-                      cp_action_word((enum cp_action)a),
-                      (unsigned long long)s->by_action[a],
-                      (unsigned long long)s->shadow_would[a]);
-        sb_printf(o, "queued messages tracked: %zu; delivery outcomes: %llu "
-                     "(%llu for untracked queue ids)\n",
-                  cp_engine_queued_count(&d->engine),
-                  (unsigned long long)s->outcomes,
-                  (unsigned long long)s->outcomes_unknown);
-        sb_printf(o, "content: %llu messages fingerprinted, %llu of a "
-                     "campaign, %llu refused for it; %llu fingerprint "
-                     "slots taken over by others\n",
-                  (unsigned long long)s->content,
-                  (unsigned long long)s->campaign,
-                  (unsigned long long)s->campaign_refused,
-                  (unsigned long long)(d->engine.camp ? d->engine.camp->replaced
-                                                      : 0));
-        sb_printf(o, "dnsbl: %llu look-ups, %llu answered, %llu failed, %llu "
-                     "addresses listed, %llu charged to accounts, %zu "
-                     "cached\n",
-                  (unsigned long long)bl.queries,
-                  (unsigned long long)bl.answers,
-                  (unsigned long long)bl.failures,
-                  (unsigned long long)bl.listed,
-                  (unsigned long long)bl.charged, bl.cached);
-        sb_printf(o, "notifications and commands: %zu waiting, %llu sent, "
-                     "%llu retried, %llu failed, %llu dropped, %llu over "
-                     "notify.max_per_hour\n",
-                  ob.queued, (unsigned long long)ob.sent,
-                  (unsigned long long)ob.retried,
-                  (unsigned long long)ob.failed,
-                  (unsigned long long)ob.dropped,
-                  (unsigned long long)ob.suppressed);
-        sb_printf(o, "not logged (rate limit): %llu refusals of blocked "
-                     "accounts, %llu warnings about callers\n",
-                  (unsigned long long)d->refusal_log.unlogged,
-                  (unsigned long long)d->peer_log.unlogged);
-        if (d->nunrecorded > 0 || outbox_unwritten(d->outbox) > 0)
-            sb_printf(o, "NOT YET IN THE STORE (writes failing): %zu state "
-                         "changes, %zu outbox jobs\n",
-                      d->nunrecorded, outbox_unwritten(d->outbox));
-        sb_printf(o, "protocol errors: %llu, malformed requests answered: "
-                     "%llu, checkpoints: %llu (%llu errors)\n",
-                  (unsigned long long)d->stats.protocol_errors,
-                  (unsigned long long)d->stats.bad_requests,
-                  (unsigned long long)d->stats.ckpt_runs,
-                  (unsigned long long)d->stats.ckpt_errors);
+        status_text(&t, o);
         return;
     }
     sb_printf(o, "{\"version\":\"%s\",\"uptime_s\":%lld,\"config\":", CP_VERSION,
               (long long)up);
     sb_json_str(o, d->cfg->file, strlen(d->cfg->file));
-    sb_printf(o, ",\"shadow\":%s,\"accounts\":%zu,\"store_bytes\":%zu,"
-                 "\"connections\":%zu,\"connections_refused\":%llu,"
-                 "\"pending_messages\":%zu,\"requests\":%llu,"
-                 "\"protocol_errors\":%llu,\"bad_requests\":%llu,"
-                 "\"idle_timeouts\":%llu,"
-                 "\"refusals_unlogged\":%llu,"
-                 "\"peer_warnings_unlogged\":%llu,"
-                 "\"connections_untrusted\":%llu,"
-                 "\"connections_over_share\":%llu,\"accept_errors\":%llu,"
-                 "\"lifetime_closes\":%llu,\"listen_full\":%llu,"
-                 "\"unrecorded\":%zu,"
-                 "\"outbox_unwritten\":%zu,"
-                 "\"accounts_evicted\":%llu,"
-                 "\"reservations_expired\":%llu,\"checkpoints\":%llu,"
-                 "\"checkpoint_errors\":%llu,\"checkpoint_rows\":%llu,"
-                 "\"decisions\":{",
-              d->cfg->shadow ? "true" : "false", accts, bytes, d->nconns,
-              (unsigned long long)d->stats.conns_refused,
-              cp_engine_pending(&d->engine), (unsigned long long)s->requests,
-              (unsigned long long)d->stats.protocol_errors,
-              (unsigned long long)d->stats.bad_requests,
-              (unsigned long long)d->stats.idle_timeouts,
-              (unsigned long long)d->refusal_log.unlogged,
-              (unsigned long long)d->peer_log.unlogged,
-              (unsigned long long)d->stats.conns_untrusted,
-              (unsigned long long)d->stats.conns_peer_share,
-              (unsigned long long)d->stats.accept_errors,
-              (unsigned long long)d->stats.lifetime_closes,
-              (unsigned long long)d->stats.listen_full,
-              d->nunrecorded, outbox_unwritten(d->outbox),
-              (unsigned long long)d->ms->evicted,
-              (unsigned long long)s->pending_expired,
-              (unsigned long long)d->stats.ckpt_runs,
-              (unsigned long long)d->stats.ckpt_errors,
-              (unsigned long long)d->stats.ckpt_rows);
-    for (int a = 0; a < CP_ACT_COUNT; a++)
-        sb_printf(o, "%s\"%s\":%llu", a ? "," : "",
-                  cp_action_word((enum cp_action)a),
-                  (unsigned long long)s->by_action[a]);
-    sb_puts(o, "},\"shadow_would\":{");
-    for (int a = 0; a < CP_ACT_COUNT; a++)
-        sb_printf(o, "%s\"%s\":%llu", a ? "," : "",
-                  cp_action_word((enum cp_action)a),
-                  (unsigned long long)s->shadow_would[a]);
-    sb_printf(o, "},\"delivery\":{\"queue_ids\":%zu,\"outcomes\":%llu,"
-                 "\"outcomes_unknown\":%llu},",
-              cp_engine_queued_count(&d->engine),
-              (unsigned long long)s->outcomes,
-              (unsigned long long)s->outcomes_unknown);
-    sb_printf(o, "\"content\":{\"fingerprinted\":%llu,\"campaign\":%llu,"
-                 "\"refused\":%llu,\"slots_replaced\":%llu},",
-              (unsigned long long)s->content,
-              (unsigned long long)s->campaign,
-              (unsigned long long)s->campaign_refused,
-              (unsigned long long)(d->engine.camp ? d->engine.camp->replaced
-                                                  : 0));
-    sb_printf(o, "\"dnsbl\":{\"queries\":%llu,\"answers\":%llu,"
-                 "\"failures\":%llu,\"listed\":%llu,\"charged\":%llu,"
-                 "\"cached\":%zu},",
-              (unsigned long long)bl.queries, (unsigned long long)bl.answers,
-              (unsigned long long)bl.failures, (unsigned long long)bl.listed,
-              (unsigned long long)bl.charged, bl.cached);
-    sb_printf(o, "\"outbox\":{\"queued\":%zu,\"sent\":%llu,\"retried\":%llu,"
-                 "\"failed\":%llu,\"dropped\":%llu,\"suppressed\":%llu}}\n",
-              ob.queued, (unsigned long long)ob.sent,
-              (unsigned long long)ob.retried, (unsigned long long)ob.failed,
-              (unsigned long long)ob.dropped,
-              (unsigned long long)ob.suppressed);
+    sb_printf(o, ",\"shadow\":%s", d->cfg->shadow ? "true" : "false");
+    status_json(&t, o);
 }
 
 static void

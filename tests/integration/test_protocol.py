@@ -18,10 +18,11 @@ import resource
 import select
 import socket
 import time
+import subprocess
 
 import pytest
 
-from cpd import Daemon, PolicyClient, policy_request, rcpt_request
+from cpd import CHOKEPOINT, Daemon, PolicyClient, policy_request, rcpt_request
 
 MAX_LINE = 512
 MAX_ATTRS = 20
@@ -971,3 +972,28 @@ def test_replies_before_a_protocol_error_are_delivered(start):
             if x["sasl_username"] == user] == [inst]
     assert data == DUNNO, "reply to the decided request was dropped: %r" % data
     assert_served(d)
+
+
+def test_status_text_and_json_show_the_same_counters(start):
+    """`chokepoint status` renders one table two ways: the text shows every
+    counter of the JSON, in the same order, with the same values."""
+    d = start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(d.policy_sock)
+        s.sendall(policy_request(rcpt_request(user="a@isp.example")))
+        s.recv(4096)
+    j = d.ctl("status")
+    r = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "status"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    want = []
+    for k, v in j.items():
+        if isinstance(v, dict):
+            want += list(v.values())
+        elif isinstance(v, int) and not isinstance(v, bool) and \
+                k != "uptime_s":
+            want.append(v)
+    body = r.stdout.split("\n", 1)[1]
+    got = [int(n) for n in re.findall(r"(?:: |, )(\d+) ", body)]
+    assert got == want, (got, want, r.stdout)
+    assert j["requests"] == 1 and "requests: 1 decided" in r.stdout
