@@ -7,25 +7,19 @@
 #include <string.h>
 #include <time.h>
 
-static void
-json_field(struct strbuf *sb, const char *name, struct str v)
-{
-    sb_printf(sb, ",\"%s\":", name);
-    if (v.p == NULL) {
-        sb_puts(sb, "null");
-        return;
-    }
-    sb_json_str(sb, v.p, v.len > EXPLAIN_MAX_FIELD ? EXPLAIN_MAX_FIELD : v.len);
-}
-
+/* A member after the first (every one here follows "ts"). */
 static void
 json_str(struct strbuf *sb, const char *name, const char *v)
 {
-    sb_printf(sb, ",\"%s\":", name);
-    if (v == NULL)
-        sb_puts(sb, "null");
-    else
-        sb_json_str(sb, v, strlen(v));
+    sb_json_kcstr(sb, name, v, false);
+}
+
+/* A request value, cut at EXPLAIN_MAX_FIELD bytes. */
+static void
+json_field(struct strbuf *sb, const char *name, struct str v)
+{
+    sb_json_kstr(sb, name, v.p,
+                 v.len > EXPLAIN_MAX_FIELD ? EXPLAIN_MAX_FIELD : v.len, false);
 }
 
 void

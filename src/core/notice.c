@@ -978,15 +978,11 @@ json_field(struct strbuf *sb, const char *name, const char *v)
     char buf[NOTICE_MAX_VALUE + 4];
     size_t len, cut;
 
-    sb_printf(sb, ",\"%s\":", name);
-    if (v == NULL) {
-        sb_puts(sb, "null");
+    if (v == NULL || (len = strlen(v)) <= NOTICE_MAX_VALUE) {
+        sb_json_kcstr(sb, name, v, false);
         return;
     }
-    if ((len = strlen(v)) <= NOTICE_MAX_VALUE) {
-        sb_json_str(sb, v, len);
-        return;
-    }
+    sb_json_key(sb, name, false);
     cut = NOTICE_MAX_VALUE;
     for (int k = 0; k < 3 && ((unsigned char)v[cut] & 0xc0) == 0x80; k++)
         cut--; /* do not split a character */

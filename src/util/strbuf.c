@@ -168,6 +168,43 @@ sb_json_num(struct strbuf *sb, double v)
         sb_printf(sb, "%.3f", v);
 }
 
+void
+sb_json_key(struct strbuf *sb, const char *name, bool first)
+{
+    sb_printf(sb, "%s\"%s\":", first ? "" : ",", name);
+}
+
+void
+sb_json_kstr(struct strbuf *sb, const char *name, const char *s, size_t len,
+             bool first)
+{
+    sb_json_key(sb, name, first);
+    if (s == NULL)
+        sb_puts(sb, "null");
+    else
+        sb_json_str(sb, s, len);
+}
+
+void
+sb_json_kcstr(struct strbuf *sb, const char *name, const char *s, bool first)
+{
+    sb_json_kstr(sb, name, s, s ? strlen(s) : 0, first);
+}
+
+void
+sb_json_ku64(struct strbuf *sb, const char *name, uint64_t v, bool first)
+{
+    sb_printf(sb, "%s\"%s\":%llu", first ? "" : ",", name,
+              (unsigned long long)v);
+}
+
+void
+sb_json_knum(struct strbuf *sb, const char *name, double v, bool first)
+{
+    sb_json_key(sb, name, first);
+    sb_json_num(sb, v);
+}
+
 const char *
 str_escape(char *out, size_t outsz, const char *in, size_t inlen,
            size_t max_in)

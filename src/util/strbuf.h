@@ -9,6 +9,7 @@
 #define CP_UTIL_STRBUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,19 @@ void sb_printf(struct strbuf *sb, const char *fmt, ...)
 void sb_json_str(struct strbuf *sb, const char *s, size_t len);
 /* Append a finite number in JSON ("null" for NaN/inf), at most 3 decimals. */
 void sb_json_num(struct strbuf *sb, double v);
+/*
+ * Members of a JSON object, the one writer of every JSON chokepoint prints
+ * (decision log, webhook, admin replies, replay): `"name":value`, preceded
+ * by a comma unless `first`. A string member with s == NULL is null.
+ */
+void sb_json_key(struct strbuf *sb, const char *name, bool first);
+void sb_json_kstr(struct strbuf *sb, const char *name, const char *s,
+                  size_t len, bool first);
+void sb_json_kcstr(struct strbuf *sb, const char *name, const char *s,
+                   bool first); /* s: a C string, or NULL */
+void sb_json_ku64(struct strbuf *sb, const char *name, uint64_t v,
+                  bool first);
+void sb_json_knum(struct strbuf *sb, const char *name, double v, bool first);
 
 /* Offset of the first byte that is not valid UTF-8, or len if all is. */
 size_t utf8_check(const char *s, size_t len);
