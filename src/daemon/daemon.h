@@ -1,11 +1,30 @@
 /*
  * daemon.h — chokepointd's process state: one struct owned by the loop
  * thread, holding the running configuration, the engine, the store and the
- * sockets. Modules: server.c (listeners, connection limit), conn.c (policy
- * connections), trust.c (who is calling), sockdiag.c (the kernel's
- * socket questions), privs.c (limits, lock, privileges), admin.c (admin
- * socket),
- * checkpoint.c (durability), main.c (start-up, signals, reload, shutdown).
+ * sockets. Modules (src/daemon/):
+ *   main.c        start-up, signals, reload, shutdown
+ *   server.c      listeners (policy and milter sockets), accept budget
+ *   conn.c        one connection: policy requests → cp_event → engine →
+ *                 reply; the milter's bytes go to milter.c
+ *   milter.c      the content service: a milter session, fingerprints,
+ *                 cp_engine_content at end of message
+ *   trust.c       who is calling, and may they speak for customers
+ *   sockdiag.c    the kernel's sock_diag questions (TCP owner, listen queue)
+ *   privs.c       descriptor limit, directories, the store's lock,
+ *                 privilege drop
+ *   incident.c    what a decision leads to: a state change and its
+ *                 incident's outbox jobs in one SQLite transaction, the
+ *                 log and the decision log (incident_apply,
+ *                 daemon_log_decision)
+ *   checkpoint.c  durability: batches of changed accounts to SQLite on a
+ *                 libuv worker, queue ids, eviction, unrecorded history
+ *   outbox.c      notices, webhooks and hold/release commands, on the
+ *                 outbox thread, resumed after a restart
+ *   spawn.c       run a configured command without a shell (outbox thread)
+ *   dnsbl.c       DNSBL look-ups of client addresses with c-ares
+ *   recent.c      the last notable decisions, for `chokepoint show`
+ *   logfollow.c   follow the Postfix mail log for delivery outcomes
+ *   admin.c       the admin socket: status, show, block, release, ...
  */
 #ifndef CP_DAEMON_DAEMON_H
 #define CP_DAEMON_DAEMON_H
