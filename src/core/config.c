@@ -150,7 +150,7 @@ cp_signal_name(enum cp_signal s)
 }
 
 /* offsets within the weight array (the "weights" map is loaded there) */
-#define DW(i, name) {name, YW_DOUBLE, (i) * sizeof(double), -100, 100, NULL}
+#define DW(i, name) {name, yw_double, (i) * sizeof(double), -100, 100, NULL}
 static const struct yw_field weight_fields[] = {
     DW(CP_SIG_FORGED_SENDER, "forged_sender"),
     DW(CP_SIG_OWNED_SENDER, "owned_sender"),
@@ -176,22 +176,22 @@ _Static_assert(CP_SIG_COUNT == 17, "weight_fields lists every signal");
 
 #define DO(m) offsetof(struct cp_detection, m)
 static const struct yw_field detection_fields[] = {
-    {"enabled", YW_BOOL, DO(enabled), 0, 0, NULL},
-    {"shadow", YW_BOOL, DO(shadow), 0, 0, NULL},
-    {"half_life", YW_DURATION, DO(half_life_ms), 60000, 30 * 86400000.0,
+    {"enabled", yw_bool, DO(enabled), 0, 0, NULL},
+    {"shadow", yw_bool, DO(shadow), 0, 0, NULL},
+    {"half_life", yw_duration, DO(half_life_ms), 60000, 30 * 86400000.0,
      NULL},
-    {"floor", YW_DOUBLE, DO(floor), -1000, 0, NULL},
-    {"watch_at", YW_DOUBLE, DO(watch_at), 0.1, 1000, NULL},
-    {"throttle_at", YW_DOUBLE, DO(throttle_at), 0.1, 1000, NULL},
-    {"block_at", YW_DOUBLE, DO(block_at), 0.1, 1000, NULL},
-    {"watch_factor", YW_DOUBLE, DO(watch_factor), 0.01, 1, NULL},
-    {"probation", YW_DURATION, DO(probation_ms), 0, 366 * 86400000.0, NULL},
-    {"block_action", YW_ENUM, DO(block_action), 0, 0, block_actions},
-    {"help_url", YW_STR, DO(help_url), sizeof(((struct cp_detection *)0)->help_url), 0, NULL},
-    {"networks", YW_U32, DO(networks), 2, 8 /* CP_EV_FRESH */, NULL},
-    {"rate_factor", YW_DOUBLE, DO(rate_factor), 1, 1000, NULL},
-    {"learning", YW_U32, DO(learning), 0, 65535, NULL},
-    {"weights", YW_MAP, DO(weight), 0, 0, weight_fields},
+    {"floor", yw_double, DO(floor), -1000, 0, NULL},
+    {"watch_at", yw_double, DO(watch_at), 0.1, 1000, NULL},
+    {"throttle_at", yw_double, DO(throttle_at), 0.1, 1000, NULL},
+    {"block_at", yw_double, DO(block_at), 0.1, 1000, NULL},
+    {"watch_factor", yw_double, DO(watch_factor), 0.01, 1, NULL},
+    {"probation", yw_duration, DO(probation_ms), 0, 366 * 86400000.0, NULL},
+    {"block_action", yw_enum, DO(block_action), 0, 0, block_actions},
+    {"help_url", yw_str, DO(help_url), sizeof(((struct cp_detection *)0)->help_url), 0, NULL},
+    {"networks", yw_u32, DO(networks), 2, 8 /* CP_EV_FRESH */, NULL},
+    {"rate_factor", yw_double, DO(rate_factor), 1, 1000, NULL},
+    {"learning", yw_u32, DO(learning), 0, 65535, NULL},
+    {"weights", yw_map, DO(weight), 0, 0, weight_fields},
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DO
@@ -199,11 +199,11 @@ static const struct yw_field detection_fields[] = {
 #define SZ(type, m) sizeof(((struct type *)0)->m)
 #define DV(m) offsetof(struct cp_delivery, m)
 static const struct yw_field delivery_fields[] = {
-    {"log", YW_STR, DV(log), SZ(cp_delivery, log), 0, NULL},
-    {"poll", YW_DURATION, DV(poll_ms), 100, 60000, NULL},
-    {"max_queue_ids", YW_U32, DV(max_queue_ids), 0, 10000000, NULL},
-    {"max_recipients", YW_U32, DV(max_recipients), 0, 1u << 30, NULL},
-    {"queue_id_ttl", YW_DURATION, DV(queue_id_ttl_ms), 60000,
+    {"log", yw_str, DV(log), SZ(cp_delivery, log), 0, NULL},
+    {"poll", yw_duration, DV(poll_ms), 100, 60000, NULL},
+    {"max_queue_ids", yw_u32, DV(max_queue_ids), 0, 10000000, NULL},
+    {"max_recipients", yw_u32, DV(max_recipients), 0, 1u << 30, NULL},
+    {"queue_id_ttl", yw_duration, DV(queue_id_ttl_ms), 60000,
      30 * 86400000.0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -211,32 +211,32 @@ static const struct yw_field delivery_fields[] = {
 
 #define DB(m) offsetof(struct cp_dnsbl, m)
 static const struct yw_field dnsbl_fields[] = {
-    {"zones", YW_STR, DB(zones_text), SZ(cp_dnsbl, zones_text), 0, NULL},
-    {"ignore", YW_STR, DB(ignore_text), SZ(cp_dnsbl, ignore_text), 0, NULL},
-    {"servers", YW_STR, DB(servers), SZ(cp_dnsbl, servers), 0, NULL},
-    {"timeout", YW_DURATION, DB(timeout_ms), 100, 30000, NULL},
-    {"cache_ttl", YW_DURATION, DB(cache_ttl_ms), 60000, 7 * 86400000.0,
+    {"zones", yw_str, DB(zones_text), SZ(cp_dnsbl, zones_text), 0, NULL},
+    {"ignore", yw_str, DB(ignore_text), SZ(cp_dnsbl, ignore_text), 0, NULL},
+    {"servers", yw_str, DB(servers), SZ(cp_dnsbl, servers), 0, NULL},
+    {"timeout", yw_duration, DB(timeout_ms), 100, 30000, NULL},
+    {"cache_ttl", yw_duration, DB(cache_ttl_ms), 60000, 7 * 86400000.0,
      NULL},
-    {"max_cache", YW_U32, DB(max_cache), 16, 10000000, NULL},
+    {"max_cache", yw_u32, DB(max_cache), 16, 10000000, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef DB
 
 #define NO(m) offsetof(struct cp_notify, m)
 static const struct yw_field notify_fields[] = {
-    {"smtp", YW_STR, NO(smtp), SZ(cp_notify, smtp), 0, NULL},
-    {"sendmail", YW_STR, NO(sendmail), SZ(cp_notify, sendmail), 0, NULL},
-    {"from", YW_STR, NO(from), SZ(cp_notify, from), 0, NULL},
-    {"abuse_to", YW_STR, NO(abuse_to), SZ(cp_notify, abuse_to), 0, NULL},
-    {"customer", YW_BOOL, NO(customer), 0, 0, NULL},
-    {"customer_template", YW_STR, NO(customer_template),
+    {"smtp", yw_str, NO(smtp), SZ(cp_notify, smtp), 0, NULL},
+    {"sendmail", yw_str, NO(sendmail), SZ(cp_notify, sendmail), 0, NULL},
+    {"from", yw_str, NO(from), SZ(cp_notify, from), 0, NULL},
+    {"abuse_to", yw_str, NO(abuse_to), SZ(cp_notify, abuse_to), 0, NULL},
+    {"customer", yw_bool, NO(customer), 0, 0, NULL},
+    {"customer_template", yw_str, NO(customer_template),
      SZ(cp_notify, customer_template), 0, NULL},
-    {"webhook", YW_STR, NO(webhook), SZ(cp_notify, webhook), 0, NULL},
-    {"timeout", YW_DURATION, NO(timeout_ms), 100, 300000, NULL},
-    {"attempts", YW_U32, NO(attempts), 1, 100, NULL},
-    {"retry", YW_DURATION, NO(retry_ms), 100, 86400000.0, NULL},
-    {"max_per_hour", YW_U32, NO(max_per_hour), 0, 1000000, NULL},
-    {"reporting_mta", YW_STR, NO(reporting_mta), SZ(cp_notify, reporting_mta),
+    {"webhook", yw_str, NO(webhook), SZ(cp_notify, webhook), 0, NULL},
+    {"timeout", yw_duration, NO(timeout_ms), 100, 300000, NULL},
+    {"attempts", yw_u32, NO(attempts), 1, 100, NULL},
+    {"retry", yw_duration, NO(retry_ms), 100, 86400000.0, NULL},
+    {"max_per_hour", yw_u32, NO(max_per_hour), 0, 1000000, NULL},
+    {"reporting_mta", yw_str, NO(reporting_mta), SZ(cp_notify, reporting_mta),
      0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -244,14 +244,14 @@ static const struct yw_field notify_fields[] = {
 
 #define CO(m) offsetof(struct cp_containment, m)
 static const struct yw_field containment_fields[] = {
-    {"hold_command", YW_STR, CO(hold_command), SZ(cp_containment, hold_command),
+    {"hold_command", yw_str, CO(hold_command), SZ(cp_containment, hold_command),
      0, NULL},
-    {"release_command", YW_STR, CO(release_command),
+    {"release_command", yw_str, CO(release_command),
      SZ(cp_containment, release_command), 0, NULL},
-    {"self_release_max", YW_U32, CO(self_release_max), 0, 1000, NULL},
-    {"self_release_period", YW_DURATION, CO(self_release_period_ms), 3600000,
+    {"self_release_max", yw_u32, CO(self_release_max), 0, 1000, NULL},
+    {"self_release_period", yw_duration, CO(self_release_period_ms), 3600000,
      3660 * 86400000.0, NULL},
-    {"suspect_transport", YW_STR, CO(suspect_transport),
+    {"suspect_transport", yw_str, CO(suspect_transport),
      SZ(cp_containment, suspect_transport), 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -259,16 +259,16 @@ static const struct yw_field containment_fields[] = {
 
 #define CT(m) offsetof(struct cp_content, m)
 static const struct yw_field content_fields[] = {
-    {"milter", YW_STR, CT(milter), SZ(cp_content, milter), 0, NULL},
-    {"min_words", YW_U32, CT(min_words), 3, 100000, NULL},
-    {"repeat", YW_U32, CT(repeat), 1, 1000, NULL},
-    {"min_bad", YW_U32, CT(min_bad), 0, 65535, NULL},
-    {"bad_share", YW_DOUBLE, CT(bad_share), 0, 1, NULL},
+    {"milter", yw_str, CT(milter), SZ(cp_content, milter), 0, NULL},
+    {"min_words", yw_u32, CT(min_words), 3, 100000, NULL},
+    {"repeat", yw_u32, CT(repeat), 1, 1000, NULL},
+    {"min_bad", yw_u32, CT(min_bad), 0, 65535, NULL},
+    {"bad_share", yw_double, CT(bad_share), 0, 1, NULL},
     /* at most 150: the accounts sketch (64 bits) saturates near 200 */
-    {"campaign_accounts", YW_U32, CT(campaign_accounts), 2, 150, NULL},
-    {"refuse_accounts", YW_U32, CT(refuse_accounts), 0, 150, NULL},
-    {"window", YW_DURATION, CT(window_ms), 60000, 7 * 86400000.0, NULL},
-    {"max_fingerprints", YW_U32, CT(max_fingerprints), 64, 1u << 28, NULL},
+    {"campaign_accounts", yw_u32, CT(campaign_accounts), 2, 150, NULL},
+    {"refuse_accounts", yw_u32, CT(refuse_accounts), 0, 150, NULL},
+    {"window", yw_duration, CT(window_ms), 60000, 7 * 86400000.0, NULL},
+    {"max_fingerprints", yw_u32, CT(max_fingerprints), 64, 1u << 28, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 #undef CT
@@ -686,11 +686,11 @@ static const char *const class_keys[] = {"limits", "action", "shadow",
 /* A class's `detection:` — false, true, or a mapping of per-class
  * settings: { enabled, shadow, block_action, weights }. */
 static const struct yw_field class_detection_fields[] = {
-    {"enabled", YW_BOOL, offsetof(struct cp_class, detect), 0, 0, NULL},
-    {"shadow", YW_BOOL, offsetof(struct cp_class, det_shadow), 0, 0, NULL},
-    {"block_action", YW_ENUM, offsetof(struct cp_class, block_action), 0, 0,
+    {"enabled", yw_bool, offsetof(struct cp_class, detect), 0, 0, NULL},
+    {"shadow", yw_bool, offsetof(struct cp_class, det_shadow), 0, 0, NULL},
+    {"block_action", yw_enum, offsetof(struct cp_class, block_action), 0, 0,
      block_actions},
-    {"weights", YW_MAP, offsetof(struct cp_class, weight), 0, 0, weight_fields},
+    {"weights", yw_map, offsetof(struct cp_class, weight), 0, 0, weight_fields},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -1293,7 +1293,7 @@ static struct cp_config *
 config_load(const char *file, bool map_override, const char *map, char *err)
 {
     struct cp_config *cfg = xcalloc(1, sizeof(*cfg));
-    struct loader ld = {{file, err, NULL}, cfg};
+    struct loader ld = {{.file = file, .err = err}, cfg};
     struct fy_document *doc;
     int rc;
 
