@@ -248,8 +248,8 @@ yw_find_key(struct fy_node *map, const char *key)
 }
 
 int
-yw_fail_key(struct yw *w, struct fy_node *map, const char *key,
-            const char *fmt, ...)
+yw_fail_key(struct yw *w, struct fy_node *map, const char *key, const char *fmt,
+            ...)
 {
     struct yw_mark m = yw_push(w, yw_find_key(map, key), key, strlen(key));
     va_list ap;
@@ -387,8 +387,7 @@ yw_u32(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 }
 
 int
-yw_double(struct yw *w, struct fy_node *v, void *base,
-          const struct yw_field *f)
+yw_double(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 {
     return set_number(w, v, base, f, NUM_DOUBLE);
 }
@@ -407,8 +406,7 @@ yw_size(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 }
 
 int
-yw_bytes(struct yw *w, struct fy_node *v, void *base,
-         const struct yw_field *f)
+yw_bytes(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 {
     return set_number(w, v, base, f, NUM_BYTES);
 }
@@ -431,8 +429,7 @@ yw_str(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 }
 
 int
-yw_strdup(struct yw *w, struct fy_node *v, void *base,
-          const struct yw_field *f)
+yw_strdup(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 {
     char **dst = (char **)((char *)base + f->off);
     size_t len;

@@ -34,10 +34,10 @@ struct yw_field;
 
 struct yw {
     const char *file;
-    char *err;          /* YW_ERR_MAX bytes */
-    char *buf;          /* the file's text, referenced by the document */
-    struct fy_node *at; /* the key being loaded: an error with no node of
-                           its own points at it */
+    char *err;              /* YW_ERR_MAX bytes */
+    char *buf;              /* the file's text, referenced by the document */
+    struct fy_node *at;     /* the key being loaded: an error with no node of
+                               its own points at it */
     char path[YW_PATH_MAX]; /* "daemon.listen": the keys down to it */
     size_t pathlen;
 };
