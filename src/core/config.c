@@ -1,11 +1,19 @@
 /*
  * config.c — load chokepoint.yaml through a declared schema.
  *
- * The YAML is parsed by libfyaml into a document tree; this file walks the
- * tree with tables of known keys (nginx-style directive tables), so unknown
- * keys, wrong types and out-of-range values are refused with the file, line
- * and column of the offending node. libfyaml was chosen over libcyaml for
- * those line:column positions (STYLE.md allows either).
+ * The YAML is parsed by libfyaml into a document tree and walked by
+ * util/yamlwalk.c with the tables below, one per section (nginx-style
+ * directive tables): unknown keys, wrong types and out-of-range values are
+ * refused with "file:line:column: section.key: reason". What the built-in
+ * field types do not cover (listeners, users, networks, the classes and
+ * their limits) has a handler of its own in the same tables, so every
+ * section follows the same rules: booleans, empty sections and error
+ * messages alike. libfyaml was chosen over libcyaml for those line:column
+ * positions (STYLE.md allows either).
+ *
+ * The walk fills fields; what spans several keys or sections (a class
+ * named by identity, notify.from needed by abuse_to) is checked after it,
+ * in finish(), pointing at the key concerned where the file gives it.
  *
  * Trust: the config file is trusted operator input, but it is still checked
  * completely — a typo must be a clear error, never a silent default.
@@ -17,7 +25,6 @@
 #include <math.h>
 #include <pwd.h>
 #include <libfyaml.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,102 +37,21 @@
 #include "util/xalloc.h"
 
 struct loader {
-    struct yw yw; /* file and error buffer */
+    struct yw yw; /* file, error buffer, key path */
     struct cp_config *cfg;
+    struct fy_node *root; /* for finish(): where a key was written */
 };
-
-enum ftype {
-    FT_STR,
-    FT_BOOL,
-    FT_DURATION,
-    FT_SIZE,
-    FT_U32,
-    FT_LOG,
-    FT_LEVEL,
-    FT_ACCT_MODE,
-    FT_LISTEN,
-    FT_USERS,  /* list of user names or uids */
-    FT_NETS,   /* list of CIDR prefixes */
-    FT_GROUP,  /* a group name or gid */
-    FT_MALFORMED,
-};
-
-struct field {
-    const char *name;
-    enum ftype type;
-    size_t off;
-    uint64_t min, max;
-};
-
-#define OFF(m) offsetof(struct cp_config, m)
-#define U64MAX UINT64_MAX
-
-static const struct field daemon_fields[] = {
-    {"listen", FT_LISTEN, 0, 0, 0},
-    {"admin_socket", FT_STR, OFF(admin_socket), 0, 0},
-    {"log", FT_LOG, OFF(log_syslog), 0, 0},
-    {"log_level", FT_LEVEL, OFF(log_level), 0, 0},
-    {"decision_log", FT_STR, OFF(decision_log), 0, 0},
-    {"shadow", FT_BOOL, OFF(shadow), 0, 0},
-    {"trusted_users", FT_USERS, 0, 0, 0},
-    {"trusted_networks", FT_NETS, 0, 0, 0},
-    {"socket_group", FT_GROUP, 0, 0, 0},
-    {"user", FT_STR, OFF(run_user), 0, 0},
-    {"group", FT_STR, OFF(run_group), 0, 0},
-    {NULL, 0, 0, 0, 0},
-};
-static const struct field protocol_fields[] = {
-    {"max_line", FT_SIZE, OFF(proto.max_line), 64, 65536},
-    {"max_attributes", FT_U32, OFF(proto.max_attributes), 8,
-     POLICY_HARD_MAX_ATTRIBUTES},
-    {"max_request", FT_SIZE, OFF(proto.max_request), 256,
-     POLICY_HARD_MAX_REQUEST},
-    {"idle_timeout", FT_DURATION, OFF(idle_timeout_ms), 1000, 86400000},
-    {"max_connections", FT_U32, OFF(max_connections), 1, 1000000},
-    {"max_connections_per_peer", FT_U32, OFF(max_connections_per_peer), 1,
-     1000000},
-    {"max_lifetime", FT_DURATION, OFF(max_lifetime_ms), 1000, 7 * 86400000ULL},
-    {"listen_backlog", FT_U32, OFF(listen_backlog), 16, 65535},
-    {"malformed", FT_MALFORMED, OFF(malformed_defer), 0, 0},
-    {NULL, 0, 0, 0, 0},
-};
-static const struct field store_fields[] = {
-    {"path", FT_STR, OFF(store_path), 0, 0},
-    {"checkpoint_interval", FT_DURATION, OFF(checkpoint_ms), 100, 3600000},
-    {"max_accounts", FT_U32, OFF(max_accounts), 1000, 100000000},
-    {NULL, 0, 0, 0, 0},
-};
-static const struct field identity_fields[] = {
-    {"customer_map", FT_STR, OFF(customer_map), 0, 0},
-    {"ipv4_prefix", FT_U32, OFF(ipv4_prefix), 8, 32},
-    {"ipv6_prefix", FT_U32, OFF(ipv6_prefix), 16, 128},
-    {"default_class", FT_STR, OFF(default_class_name), 0, 0},
-    {"unauthenticated_class", FT_STR, OFF(unauth_class_name), 0, 0},
-    {NULL, 0, 0, 0, 0},
-};
-static const struct field accounting_fields[] = {
-    {"mode", FT_ACCT_MODE, OFF(acct_mode), 0, 0},
-    {"reservation_timeout", FT_DURATION, OFF(reservation_timeout_ms), 1000,
-     86400000},
-    {"max_pending", FT_U32, OFF(max_pending), 16, 10000000},
-    {NULL, 0, 0, 0, 0},
-};
-
-static int load_classes(struct loader *ld, struct fy_node *key,
-                        struct fy_node *map);
-
-static int load_detection(struct loader *ld, struct fy_node *key,
-                          struct fy_node *map);
-
-
-
-
-/* ---- errors and node positions: util/yamlwalk.c ---- */
 
 _Static_assert(CP_ERR_MAX == YW_ERR_MAX, "one error buffer size");
+/* yw_enum stores an int, yw_u32 a uint32_t */
+_Static_assert(sizeof(enum msg_level) == sizeof(int) &&
+                   sizeof(enum cp_acct_mode) == sizeof(int) &&
+                   sizeof(enum cp_metric) == sizeof(int),
+               "enums loaded by yw_enum are ints");
+_Static_assert(sizeof(unsigned) == sizeof(uint32_t), "prefix lengths");
 
-#define fail(ld, at, ...) yw_fail(&(ld)->yw, (at), __VA_ARGS__)
-#define scalar(n, len) yw_scalar((n), (len))
+/* A check after the walk failed on `key` ("notify.from"). */
+#define fail(ld, key, ...) yw_fail_key(&(ld)->yw, (ld)->root, key, __VA_ARGS__)
 
 static bool
 scalar_eq(const char *s, size_t len, const char *lit)
@@ -133,254 +59,7 @@ scalar_eq(const char *s, size_t len, const char *lit)
     return len == strlen(lit) && memcmp(s, lit, len) == 0;
 }
 
-/* ---- detection: loaded with util/yamlwalk tables ---- */
-
-static const char *const signal_names[] = {
-    "forged_sender", "owned_sender", "new_recipient", "known_recipient",
-    "rate_jump",     "networks",     "bad_recipient",   "remote_reject",
-    "delivered",     "dnsbl",         "helo_new",        "helo_forged",
-    "odd_hour",      "tls_new",      "uniform_size",    "campaign",
-    "stale_recipient", NULL};
-static const char *const block_actions[] = {"reject", "hold", NULL};
-
-const char *
-cp_signal_name(enum cp_signal s)
-{
-    return s < CP_SIG_COUNT ? signal_names[s] : "?";
-}
-
-/* offsets within the weight array (the "weights" map is loaded there) */
-#define DW(i, name) {name, YW_DOUBLE, (i) * sizeof(double), -100, 100, NULL}
-static const struct yw_field weight_fields[] = {
-    DW(CP_SIG_FORGED_SENDER, "forged_sender"),
-    DW(CP_SIG_OWNED_SENDER, "owned_sender"),
-    DW(CP_SIG_NEW_RECIPIENT, "new_recipient"),
-    DW(CP_SIG_KNOWN_RECIPIENT, "known_recipient"),
-    DW(CP_SIG_RATE_JUMP, "rate_jump"),
-    DW(CP_SIG_NETWORKS, "networks"),
-    DW(CP_SIG_BAD_RECIPIENT, "bad_recipient"),
-    DW(CP_SIG_REMOTE_REJECT, "remote_reject"),
-    DW(CP_SIG_DELIVERED, "delivered"),
-    DW(CP_SIG_DNSBL, "dnsbl"),
-    DW(CP_SIG_HELO_NEW, "helo_new"),
-    DW(CP_SIG_HELO_FORGED, "helo_forged"),
-    DW(CP_SIG_ODD_HOUR, "odd_hour"),
-    DW(CP_SIG_TLS_NEW, "tls_new"),
-    DW(CP_SIG_UNIFORM_SIZE, "uniform_size"),
-    DW(CP_SIG_CAMPAIGN, "campaign"),
-    DW(CP_SIG_STALE_RECIPIENT, "stale_recipient"),
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#undef DW
-_Static_assert(CP_SIG_COUNT == 17, "weight_fields lists every signal");
-
-#define DO(m) offsetof(struct cp_detection, m)
-static const struct yw_field detection_fields[] = {
-    {"enabled", YW_BOOL, DO(enabled), 0, 0, NULL},
-    {"shadow", YW_BOOL, DO(shadow), 0, 0, NULL},
-    {"half_life", YW_DURATION, DO(half_life_ms), 60000, 30 * 86400000.0,
-     NULL},
-    {"floor", YW_DOUBLE, DO(floor), -1000, 0, NULL},
-    {"watch_at", YW_DOUBLE, DO(watch_at), 0.1, 1000, NULL},
-    {"throttle_at", YW_DOUBLE, DO(throttle_at), 0.1, 1000, NULL},
-    {"block_at", YW_DOUBLE, DO(block_at), 0.1, 1000, NULL},
-    {"watch_factor", YW_DOUBLE, DO(watch_factor), 0.01, 1, NULL},
-    {"probation", YW_DURATION, DO(probation_ms), 0, 366 * 86400000.0, NULL},
-    {"block_action", YW_ENUM, DO(block_action), 0, 0, block_actions},
-    {"help_url", YW_STR, DO(help_url), sizeof(((struct cp_detection *)0)->help_url), 0, NULL},
-    {"networks", YW_U32, DO(networks), 2, 8 /* CP_EV_FRESH */, NULL},
-    {"rate_factor", YW_DOUBLE, DO(rate_factor), 1, 1000, NULL},
-    {"learning", YW_U32, DO(learning), 0, 65535, NULL},
-    {"weights", YW_MAP, DO(weight), 0, 0, weight_fields},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#undef DO
-
-#define SZ(type, m) sizeof(((struct type *)0)->m)
-#define DV(m) offsetof(struct cp_delivery, m)
-static const struct yw_field delivery_fields[] = {
-    {"log", YW_STR, DV(log), SZ(cp_delivery, log), 0, NULL},
-    {"poll", YW_DURATION, DV(poll_ms), 100, 60000, NULL},
-    {"max_queue_ids", YW_U32, DV(max_queue_ids), 0, 10000000, NULL},
-    {"max_recipients", YW_U32, DV(max_recipients), 0, 1u << 30, NULL},
-    {"queue_id_ttl", YW_DURATION, DV(queue_id_ttl_ms), 60000,
-     30 * 86400000.0, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#undef DV
-
-#define DB(m) offsetof(struct cp_dnsbl, m)
-static const struct yw_field dnsbl_fields[] = {
-    {"zones", YW_STR, DB(zones_text), SZ(cp_dnsbl, zones_text), 0, NULL},
-    {"ignore", YW_STR, DB(ignore_text), SZ(cp_dnsbl, ignore_text), 0, NULL},
-    {"servers", YW_STR, DB(servers), SZ(cp_dnsbl, servers), 0, NULL},
-    {"timeout", YW_DURATION, DB(timeout_ms), 100, 30000, NULL},
-    {"cache_ttl", YW_DURATION, DB(cache_ttl_ms), 60000, 7 * 86400000.0,
-     NULL},
-    {"max_cache", YW_U32, DB(max_cache), 16, 10000000, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#undef DB
-
-#define NO(m) offsetof(struct cp_notify, m)
-static const struct yw_field notify_fields[] = {
-    {"smtp", YW_STR, NO(smtp), SZ(cp_notify, smtp), 0, NULL},
-    {"sendmail", YW_STR, NO(sendmail), SZ(cp_notify, sendmail), 0, NULL},
-    {"from", YW_STR, NO(from), SZ(cp_notify, from), 0, NULL},
-    {"abuse_to", YW_STR, NO(abuse_to), SZ(cp_notify, abuse_to), 0, NULL},
-    {"customer", YW_BOOL, NO(customer), 0, 0, NULL},
-    {"customer_template", YW_STR, NO(customer_template),
-     SZ(cp_notify, customer_template), 0, NULL},
-    {"webhook", YW_STR, NO(webhook), SZ(cp_notify, webhook), 0, NULL},
-    {"timeout", YW_DURATION, NO(timeout_ms), 100, 300000, NULL},
-    {"attempts", YW_U32, NO(attempts), 1, 100, NULL},
-    {"retry", YW_DURATION, NO(retry_ms), 100, 86400000.0, NULL},
-    {"max_per_hour", YW_U32, NO(max_per_hour), 0, 1000000, NULL},
-    {"reporting_mta", YW_STR, NO(reporting_mta), SZ(cp_notify, reporting_mta),
-     0, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#undef NO
-
-#define CO(m) offsetof(struct cp_containment, m)
-static const struct yw_field containment_fields[] = {
-    {"hold_command", YW_STR, CO(hold_command), SZ(cp_containment, hold_command),
-     0, NULL},
-    {"release_command", YW_STR, CO(release_command),
-     SZ(cp_containment, release_command), 0, NULL},
-    {"self_release_max", YW_U32, CO(self_release_max), 0, 1000, NULL},
-    {"self_release_period", YW_DURATION, CO(self_release_period_ms), 3600000,
-     3660 * 86400000.0, NULL},
-    {"suspect_transport", YW_STR, CO(suspect_transport),
-     SZ(cp_containment, suspect_transport), 0, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#undef CO
-
-#define CT(m) offsetof(struct cp_content, m)
-static const struct yw_field content_fields[] = {
-    {"milter", YW_STR, CT(milter), SZ(cp_content, milter), 0, NULL},
-    {"min_words", YW_U32, CT(min_words), 3, 100000, NULL},
-    {"repeat", YW_U32, CT(repeat), 1, 1000, NULL},
-    {"min_bad", YW_U32, CT(min_bad), 0, 65535, NULL},
-    {"bad_share", YW_DOUBLE, CT(bad_share), 0, 1, NULL},
-    /* at most 150: the accounts sketch (64 bits) saturates near 200 */
-    {"campaign_accounts", YW_U32, CT(campaign_accounts), 2, 150, NULL},
-    {"refuse_accounts", YW_U32, CT(refuse_accounts), 0, 150, NULL},
-    {"window", YW_DURATION, CT(window_ms), 60000, 7 * 86400000.0, NULL},
-    {"max_fingerprints", YW_U32, CT(max_fingerprints), 64, 1u << 28, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#undef CT
-#undef SZ
-
-static void
-detection_defaults(struct cp_detection *d)
-{
-    static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
-                                           2.0, 2.0,  1.5, -0.25, 2.5,
-                                           0.5, 2.0,  1.0, 0.5, 6.0, 3.0,
-                                           0.2};
-
-    memset(d, 0, sizeof(*d));
-    d->enabled = true;
-    d->half_life_ms = 6 * 3600000ULL;
-    d->floor = -5;
-    d->watch_at = 4;
-    d->throttle_at = 8;
-    d->block_at = 15;
-    d->watch_factor = 0.5;
-    d->probation_ms = 7 * 86400000ULL;
-    d->block_action = CP_BLOCK_REJECT;
-    d->networks = 4;
-    d->rate_factor = 4;
-    d->learning = 50;
-    memcpy(d->weight, w, sizeof(w));
-}
-
-static int
-load_detection(struct loader *ld, struct fy_node *key, struct fy_node *map)
-{
-    struct cp_detection *d = &ld->cfg->det;
-
-    if (map == NULL || !fy_node_is_mapping(map))
-        return fail(ld, key, "detection: expected a mapping");
-    if (yw_load(&ld->yw, map, detection_fields, d) < 0)
-        return -1;
-    if (!(d->watch_at <= d->throttle_at && d->throttle_at <= d->block_at))
-        return fail(ld, key, "detection: expected watch_at <= throttle_at "
-                             "<= block_at");
-    return 0;
-}
-
-/* ---- scalar fields ---- */
-
-static int
-parse_bool(struct loader *ld, struct fy_node *v, bool *out)
-{
-    size_t len;
-    const char *s = scalar(v, &len);
-
-    if (s && (scalar_eq(s, len, "true") || scalar_eq(s, len, "yes") ||
-              scalar_eq(s, len, "on"))) {
-        *out = true;
-        return 0;
-    }
-    if (s && (scalar_eq(s, len, "false") || scalar_eq(s, len, "no") ||
-              scalar_eq(s, len, "off"))) {
-        *out = false;
-        return 0;
-    }
-    return fail(ld, v, "expected true or false");
-}
-
-static int
-parse_enum(struct loader *ld, struct fy_node *v, const char *const *names,
-           int *out)
-{
-    size_t len;
-    const char *s = scalar(v, &len);
-    int i;
-
-    for (i = 0; s && names[i]; i++) {
-        if (scalar_eq(s, len, names[i])) {
-            *out = i;
-            return 0;
-        }
-    }
-    char list[256];
-    size_t off = 0;
-
-    list[0] = '\0';
-    for (i = 0; names[i] && off < sizeof(list); i++)
-        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
-                                i ? ", " : "", names[i]);
-    return fail(ld, v, "expected one of %s", list);
-}
-
-static int
-parse_number(struct loader *ld, struct fy_node *v, const struct field *f,
-             uint64_t *out)
-{
-    size_t len;
-    const char *s = scalar(v, &len);
-    bool ok = false;
-
-    if (s && f->type == FT_DURATION)
-        ok = parse_duration_ms(s, len, out);
-    else if (s && f->type == FT_SIZE)
-        ok = parse_size(s, len, out);
-    else if (s)
-        ok = parse_u64(s, len, out);
-    if (!ok)
-        return fail(ld, v, "%s: expected %s", f->name,
-                    f->type == FT_DURATION ? "a duration like 30s, 5m, 1h"
-                    : f->type == FT_SIZE   ? "a size like 4096, 16k, 20M"
-                                           : "a non-negative integer");
-    if (*out < f->min || *out > f->max)
-        return fail(ld, v, "%s: value out of range", f->name);
-    return 0;
-}
+/* ---- handlers: what the built-in field types do not cover ---- */
 
 /* "unix:/PATH" or "inet:ADDRESS:PORT" into l; NULL, or why not. */
 static const char *
@@ -418,246 +97,169 @@ listen_spec(const char *s, size_t len, struct cp_listen *l)
     return NULL;
 }
 
+/* daemon.listen: a list of listener specs */
 static int
-parse_listen_one(struct loader *ld, struct fy_node *v, struct cp_listen *l)
+set_listen(struct yw *w, struct fy_node *v, void *base,
+           const struct yw_field *f)
 {
-    size_t len;
-    const char *s = scalar(v, &len);
-    const char *why = listen_spec(s, len, l);
-
-    return why == NULL ? 0 : fail(ld, v, "%s", why);
-}
-
-static int
-parse_listen(struct loader *ld, struct fy_node *v)
-{
-    struct cp_config *cfg = ld->cfg;
+    struct cp_config *cfg = base;
     struct fy_node *item;
     void *it = NULL;
-    size_t i;
 
     if (!fy_node_is_sequence(v))
-        return fail(ld, v, "listen: expected a list");
-    for (i = 0; i < cfg->nlisten; i++) {
-        free(cfg->listen[i].spec);
-        free(cfg->listen[i].path);
-        free(cfg->listen[i].host);
-    }
-    cfg->nlisten = 0;
+        return yw_fail(w, v, "expected a list");
     while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
+        size_t len;
+        const char *s = yw_scalar(item, &len), *why;
+
         if (cfg->nlisten >= 32)
-            return fail(ld, item, "listen: at most 32 listeners");
+            return yw_fail(w, item, "at most 32 listeners");
         cfg->listen = xreallocarray(cfg->listen, cfg->nlisten + 1,
                                     sizeof(*cfg->listen));
-        if (parse_listen_one(ld, item, &cfg->listen[cfg->nlisten++]) < 0)
-            return -1;
+        why = listen_spec(s, len, &cfg->listen[cfg->nlisten++]);
+        if (why != NULL)
+            return yw_fail(w, item, "%s", why);
     }
     return 0;
 }
 
 /* A user or group, by name or number. */
 static int
-parse_id(struct loader *ld, struct fy_node *v, const char *what, bool group,
-         unsigned *id)
+parse_id(struct yw *w, struct fy_node *v, bool group, unsigned *id)
 {
     char buf[256];
     size_t len;
-    const char *s = scalar(v, &len);
+    const char *s = yw_scalar(v, &len);
     uint64_t n;
     struct passwd *pw;
     struct group *gr;
 
     if (s == NULL || len == 0 || len >= sizeof(buf) || memchr(s, 0, len))
-        return fail(ld, v, "%s: expected a %s name or number", what,
-                    group ? "group" : "user");
+        return yw_fail(w, v, "expected a %s name or number",
+                       group ? "group" : "user");
     memcpy(buf, s, len);
     buf[len] = '\0';
     if (parse_u64(s, len, &n)) {
         if (n >= UINT32_MAX)
-            return fail(ld, v, "%s: %s out of range", what, buf);
+            return yw_fail(w, v, "%s out of range", buf);
         *id = (unsigned)n;
     } else if (group) {
         if ((gr = getgrnam(buf)) == NULL)
-            return fail(ld, v, "%s: no such group '%s'", what, buf);
+            return yw_fail(w, v, "no such group '%s'", buf);
         *id = gr->gr_gid;
     } else {
         if ((pw = getpwnam(buf)) == NULL)
-            return fail(ld, v, "%s: no such user '%s'", what, buf);
+            return yw_fail(w, v, "no such user '%s'", buf);
         *id = pw->pw_uid;
     }
     return 0;
 }
 
+/* daemon.trusted_users: replaces the default (postfix) */
 static int
-parse_users(struct loader *ld, struct fy_node *v)
+set_users(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 {
-    struct cp_config *cfg = ld->cfg;
+    struct cp_config *cfg = base;
     struct fy_node *item;
     void *it = NULL;
     unsigned id;
 
     if (!fy_node_is_sequence(v))
-        return fail(ld, v, "trusted_users: expected a list");
+        return yw_fail(w, v, "expected a list");
     cfg->ntrusted_uids = 0;
     cfg->trusted_users_set = true;
     while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
         if (cfg->ntrusted_uids >= CP_MAX_TRUSTED)
-            return fail(ld, item, "trusted_users: at most %d",
-                        CP_MAX_TRUSTED);
-        if (parse_id(ld, item, "trusted_users", false, &id) < 0)
+            return yw_fail(w, item, "at most %d", CP_MAX_TRUSTED);
+        if (parse_id(w, item, false, &id) < 0)
             return -1;
         cfg->trusted_uids[cfg->ntrusted_uids++] = (uid_t)id;
     }
     return 0;
 }
 
+/* daemon.trusted_networks: replaces the default (loopback) */
 static int
-parse_nets(struct loader *ld, struct fy_node *v)
+set_nets(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 {
-    struct cp_config *cfg = ld->cfg;
+    struct cp_config *cfg = base;
     struct fy_node *item;
     void *it = NULL;
 
     if (!fy_node_is_sequence(v))
-        return fail(ld, v, "trusted_networks: expected a list");
+        return yw_fail(w, v, "expected a list");
     cfg->ntrusted_nets = 0;
     while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
         struct cp_prefix *p = &cfg->trusted_nets[cfg->ntrusted_nets];
         size_t len;
-        const char *s = scalar(item, &len);
+        const char *s = yw_scalar(item, &len);
 
         if (cfg->ntrusted_nets >= CP_MAX_TRUSTED)
-            return fail(ld, item, "trusted_networks: at most %d",
-                        CP_MAX_TRUSTED);
+            return yw_fail(w, item, "at most %d", CP_MAX_TRUSTED);
         if (s == NULL || !inet_parse_prefix(s, len, &p->addr, &p->plen))
-            return fail(ld, item, "trusted_networks: expected an address or "
-                                  "ADDRESS/PREFIX");
+            return yw_fail(w, item, "expected an address or ADDRESS/PREFIX");
         inet_mask(&p->addr, p->plen);
         cfg->ntrusted_nets++;
     }
     return 0;
 }
 
+/* daemon.socket_group */
 static int
-set_field(struct loader *ld, const struct field *f, struct fy_node *key,
-          struct fy_node *v)
+set_group(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 {
-    static const char *const logs[] = {"stderr", "syslog", NULL};
-    static const char *const levels[] = {"debug", "info", "warning", "error",
-                                         NULL};
-    static const char *const modes[] = {"two-phase", "rcpt", NULL};
-    char *base = (char *)ld->cfg;
-    uint64_t n;
-    size_t len;
-    const char *s;
-    int e = 0;
+    struct cp_config *cfg = base;
+    unsigned id;
 
-    switch (f->type) {
-    case FT_STR:
-        if ((s = scalar(v, &len)) == NULL || len == 0 || memchr(s, 0, len))
-            return fail(ld, v ? v : key, "%s: expected a string", f->name);
-        free(*(char **)(base + f->off));
-        *(char **)(base + f->off) = xmemdup0(s, len);
-        return 0;
-    case FT_BOOL:
-        return parse_bool(ld, v, (bool *)(base + f->off));
-    case FT_DURATION:
-    case FT_SIZE:
-        if (parse_number(ld, v, f, &n) < 0)
-            return -1;
-        if (f->type == FT_SIZE)
-            *(size_t *)(base + f->off) = (size_t)n;
-        else
-            *(uint64_t *)(base + f->off) = n;
-        return 0;
-    case FT_U32:
-        if (parse_number(ld, v, f, &n) < 0)
-            return -1;
-        if (f->off == OFF(proto.max_attributes))
-            *(size_t *)(base + f->off) = (size_t)n;
-        else if (f->off == OFF(ipv4_prefix) || f->off == OFF(ipv6_prefix))
-            *(unsigned *)(base + f->off) = (unsigned)n;
-        else
-            *(uint32_t *)(base + f->off) = (uint32_t)n;
-        return 0;
-    case FT_LOG:
-        if (parse_enum(ld, v, logs, &e) < 0)
-            return -1;
-        ld->cfg->log_syslog = (e == 1);
-        return 0;
-    case FT_LEVEL:
-        if (parse_enum(ld, v, levels, &e) < 0)
-            return -1;
-        ld->cfg->log_level = (enum msg_level)e;
-        return 0;
-    case FT_ACCT_MODE:
-        if (parse_enum(ld, v, modes, &e) < 0)
-            return -1;
-        ld->cfg->acct_mode = (enum cp_acct_mode)e;
-        return 0;
-    case FT_LISTEN:
-        return parse_listen(ld, v);
-    case FT_USERS:
-        return parse_users(ld, v);
-    case FT_NETS:
-        return parse_nets(ld, v);
-    case FT_MALFORMED: {
-        static const char *const answers[] = {"dunno", "defer", NULL};
-
-        if (parse_enum(ld, v, answers, &e) < 0)
-            return -1;
-        ld->cfg->malformed_defer = e == 1;
-        return 0;
-    }
-    case FT_GROUP: {
-        unsigned id;
-
-        if (parse_id(ld, v, f->name, true, &id) < 0)
-            return -1;
-        ld->cfg->socket_gid = (gid_t)id;
-        ld->cfg->has_socket_gid = true;
-        return 0;
-    }
-    }
-    return fail(ld, key, "internal: unknown field type");
-}
-
-static int
-load_section(struct loader *ld, const struct field *fields,
-             struct fy_node *key, struct fy_node *map)
-{
-    struct fy_node_pair *pair;
-    void *it = NULL;
-    size_t klen, ksec;
-    const char *sec = scalar(key, &ksec);
-
-    if (map == NULL ||
-        (fy_node_is_scalar(map) && scalar(map, &klen) && klen == 0))
-        return 0; /* "daemon:" with nothing under it */
-    if (!fy_node_is_mapping(map))
-        return fail(ld, key, "%.*s: expected a mapping", (int)ksec, sec);
-    while ((pair = fy_node_mapping_iterate(map, &it)) != NULL) {
-        struct fy_node *k = fy_node_pair_key(pair);
-        struct fy_node *v = fy_node_pair_value(pair);
-        const char *name = scalar(k, &klen);
-        const struct field *f;
-
-        for (f = fields; name && f->name; f++)
-            if (scalar_eq(name, klen, f->name))
-                break;
-        if (name == NULL || f->name == NULL)
-            return fail(ld, k, "unknown key '%.*s' in section %.*s",
-                        name ? (int)klen : 1, name ? name : "?", (int)ksec,
-                        sec);
-        if (v == NULL)
-            return fail(ld, k, "%s: missing value", f->name);
-        if (set_field(ld, f, k, v) < 0)
-            return -1;
-    }
+    if (parse_id(w, v, true, &id) < 0)
+        return -1;
+    cfg->socket_gid = (gid_t)id;
+    cfg->has_socket_gid = true;
     return 0;
 }
 
-/* ---- classes and rules ---- */
+/* One of two names (aux), stored as a bool: true for the second. */
+static int
+set_choice(struct yw *w, struct fy_node *v, void *base,
+           const struct yw_field *f)
+{
+    int i = yw_enum_index(w, v, f->aux);
+
+    if (i < 0)
+        return -1;
+    *(bool *)((char *)base + f->off) = i == 1;
+    return 0;
+}
+
+/* protocol's limits are size_t: a size (max_line, max_request) ... */
+static int
+set_size_bytes(struct yw *w, struct fy_node *v, void *base,
+               const struct yw_field *f)
+{
+    struct yw_field g = *f;
+    uint64_t n;
+
+    g.off = 0;
+    if (yw_bytes(w, v, &n, &g) < 0)
+        return -1;
+    *(size_t *)((char *)base + f->off) = (size_t)n; /* max fits */
+    return 0;
+}
+
+/* ... or a count (max_attributes). */
+static int
+set_size_count(struct yw *w, struct fy_node *v, void *base,
+               const struct yw_field *f)
+{
+    struct yw_field g = *f;
+    uint32_t n;
+
+    g.off = 0;
+    if (yw_u32(w, v, &n, &g) < 0)
+        return -1;
+    *(size_t *)((char *)base + f->off) = n;
+    return 0;
+}
 
 static const char *const metric_names[] = {"messages", "recipients", "bytes",
                                            "domains", NULL};
@@ -678,52 +280,249 @@ cp_action_name(enum cp_action a)
     return a < CP_ACT_FILTER ? action_names[a] : "?";
 }
 
-static const char *const rule_keys[] = {"metric", "window", "max", "action",
-                                        "shadow", NULL};
-static const char *const class_keys[] = {"limits", "action", "shadow",
-                                         "detection", NULL};
+/* A limit's action, or a class's for its limits: not dunno, not filter. */
+static int
+set_action(struct yw *w, struct fy_node *v, void *base,
+           const struct yw_field *f)
+{
+    int i = yw_enum_index(w, v, action_names + 1);
 
-/* A class's `detection:` — false, true, or a mapping of per-class
- * settings: { enabled, shadow, block_action, weights }. */
-static const struct yw_field class_detection_fields[] = {
-    {"enabled", YW_BOOL, offsetof(struct cp_class, detect), 0, 0, NULL},
-    {"shadow", YW_BOOL, offsetof(struct cp_class, det_shadow), 0, 0, NULL},
-    {"block_action", YW_ENUM, offsetof(struct cp_class, block_action), 0, 0,
-     block_actions},
-    {"weights", YW_MAP, offsetof(struct cp_class, weight), 0, 0, weight_fields},
+    if (i < 0)
+        return -1;
+    *(enum cp_action *)((char *)base + f->off) = (enum cp_action)(i + 1);
+    return 0;
+}
+
+/* ---- daemon, protocol, store, identity, accounting ---- */
+
+#define OFF(m) offsetof(struct cp_config, m)
+static const char *const log_names[] = {"stderr", "syslog", NULL};
+static const char *const level_names[] = {"debug", "info", "warning",
+                                          "error", NULL};
+static const char *const mode_names[] = {"two-phase", "rcpt", NULL};
+static const char *const malformed_names[] = {"dunno", "defer", NULL};
+
+static const struct yw_field daemon_fields[] = {
+    {"listen", set_listen, 0, 0, 0, NULL},
+    {"admin_socket", yw_strdup, OFF(admin_socket), 0, 0, NULL},
+    {"log", set_choice, OFF(log_syslog), 0, 0, log_names},
+    {"log_level", yw_enum, OFF(log_level), 0, 0, level_names},
+    {"decision_log", yw_strdup, OFF(decision_log), 0, 0, NULL},
+    {"shadow", yw_bool, OFF(shadow), 0, 0, NULL},
+    {"trusted_users", set_users, 0, 0, 0, NULL},
+    {"trusted_networks", set_nets, 0, 0, 0, NULL},
+    {"socket_group", set_group, 0, 0, 0, NULL},
+    {"user", yw_strdup, OFF(run_user), 0, 0, NULL},
+    {"group", yw_strdup, OFF(run_group), 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field protocol_fields[] = {
+    {"max_line", set_size_bytes, OFF(proto.max_line), 64, 65536, NULL},
+    {"max_attributes", set_size_count, OFF(proto.max_attributes), 8,
+     POLICY_HARD_MAX_ATTRIBUTES, NULL},
+    {"max_request", set_size_bytes, OFF(proto.max_request), 256,
+     POLICY_HARD_MAX_REQUEST, NULL},
+    {"idle_timeout", yw_duration, OFF(idle_timeout_ms), 1000, 86400000, NULL},
+    {"max_connections", yw_u32, OFF(max_connections), 1, 1000000, NULL},
+    {"max_connections_per_peer", yw_u32, OFF(max_connections_per_peer), 1,
+     1000000, NULL},
+    {"max_lifetime", yw_duration, OFF(max_lifetime_ms), 1000,
+     7 * 86400000.0, NULL},
+    {"listen_backlog", yw_u32, OFF(listen_backlog), 16, 65535, NULL},
+    {"malformed", set_choice, OFF(malformed_defer), 0, 0, malformed_names},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field store_fields[] = {
+    {"path", yw_strdup, OFF(store_path), 0, 0, NULL},
+    {"checkpoint_interval", yw_duration, OFF(checkpoint_ms), 100, 3600000,
+     NULL},
+    {"max_accounts", yw_u32, OFF(max_accounts), 1000, 100000000, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field identity_fields[] = {
+    {"customer_map", yw_strdup, OFF(customer_map), 0, 0, NULL},
+    {"ipv4_prefix", yw_u32, OFF(ipv4_prefix), 8, 32, NULL},
+    {"ipv6_prefix", yw_u32, OFF(ipv6_prefix), 16, 128, NULL},
+    {"default_class", yw_strdup, OFF(default_class_name), 0, 0, NULL},
+    {"unauthenticated_class", yw_strdup, OFF(unauth_class_name), 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const struct yw_field accounting_fields[] = {
+    {"mode", yw_enum, OFF(acct_mode), 0, 0, mode_names},
+    {"reservation_timeout", yw_duration, OFF(reservation_timeout_ms), 1000,
+     86400000, NULL},
+    {"max_pending", yw_u32, OFF(max_pending), 16, 10000000, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
-static int
-load_class_detection(struct loader *ld, struct fy_node *v, struct cp_class *c)
+/* ---- detection ---- */
+
+static const char *const signal_names[] = {
+    "forged_sender", "owned_sender", "new_recipient", "known_recipient",
+    "rate_jump",     "networks",     "bad_recipient",   "remote_reject",
+    "delivered",     "dnsbl",         "helo_new",        "helo_forged",
+    "odd_hour",      "tls_new",      "uniform_size",    "campaign",
+    "stale_recipient", NULL};
+static const char *const block_actions[] = {"reject", "hold", NULL};
+
+const char *
+cp_signal_name(enum cp_signal s)
 {
-    if (fy_node_is_mapping(v))
-        return yw_load(&ld->yw, v, class_detection_fields, c);
-    return parse_bool(ld, v, &c->detect);
+    return s < CP_SIG_COUNT ? signal_names[s] : "?";
 }
 
-/* Refuse keys of mapping `m` that are not in `allowed`. */
-static int
-check_keys(struct loader *ld, struct fy_node *m, const char *const *allowed,
-           const char *what)
+/* offsets within the weight array (the "weights" map is loaded there) */
+#define DW(i, name) {name, yw_double, (i) * sizeof(double), -100, 100, NULL}
+static const struct yw_field weight_fields[] = {
+    DW(CP_SIG_FORGED_SENDER, "forged_sender"),
+    DW(CP_SIG_OWNED_SENDER, "owned_sender"),
+    DW(CP_SIG_NEW_RECIPIENT, "new_recipient"),
+    DW(CP_SIG_KNOWN_RECIPIENT, "known_recipient"),
+    DW(CP_SIG_RATE_JUMP, "rate_jump"),
+    DW(CP_SIG_NETWORKS, "networks"),
+    DW(CP_SIG_BAD_RECIPIENT, "bad_recipient"),
+    DW(CP_SIG_REMOTE_REJECT, "remote_reject"),
+    DW(CP_SIG_DELIVERED, "delivered"),
+    DW(CP_SIG_DNSBL, "dnsbl"),
+    DW(CP_SIG_HELO_NEW, "helo_new"),
+    DW(CP_SIG_HELO_FORGED, "helo_forged"),
+    DW(CP_SIG_ODD_HOUR, "odd_hour"),
+    DW(CP_SIG_TLS_NEW, "tls_new"),
+    DW(CP_SIG_UNIFORM_SIZE, "uniform_size"),
+    DW(CP_SIG_CAMPAIGN, "campaign"),
+    DW(CP_SIG_STALE_RECIPIENT, "stale_recipient"),
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef DW
+_Static_assert(CP_SIG_COUNT == 17, "weight_fields lists every signal");
+
+#define DO(m) offsetof(struct cp_detection, m)
+static const struct yw_field detection_fields[] = {
+    {"enabled", yw_bool, DO(enabled), 0, 0, NULL},
+    {"shadow", yw_bool, DO(shadow), 0, 0, NULL},
+    {"half_life", yw_duration, DO(half_life_ms), 60000, 30 * 86400000.0,
+     NULL},
+    {"floor", yw_double, DO(floor), -1000, 0, NULL},
+    {"watch_at", yw_double, DO(watch_at), 0.1, 1000, NULL},
+    {"throttle_at", yw_double, DO(throttle_at), 0.1, 1000, NULL},
+    {"block_at", yw_double, DO(block_at), 0.1, 1000, NULL},
+    {"watch_factor", yw_double, DO(watch_factor), 0.01, 1, NULL},
+    {"probation", yw_duration, DO(probation_ms), 0, 366 * 86400000.0, NULL},
+    {"block_action", yw_enum, DO(block_action), 0, 0, block_actions},
+    {"help_url", yw_str, DO(help_url), sizeof(((struct cp_detection *)0)->help_url),
+     0, NULL},
+    {"networks", yw_u32, DO(networks), 2, 8 /* CP_EV_FRESH */, NULL},
+    {"rate_factor", yw_double, DO(rate_factor), 1, 1000, NULL},
+    {"learning", yw_u32, DO(learning), 0, 65535, NULL},
+    {"weights", yw_map, DO(weight), 0, 0, weight_fields},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef DO
+
+#define SZ(type, m) sizeof(((struct type *)0)->m)
+#define DV(m) offsetof(struct cp_delivery, m)
+static const struct yw_field delivery_fields[] = {
+    {"log", yw_str, DV(log), SZ(cp_delivery, log), 0, NULL},
+    {"poll", yw_duration, DV(poll_ms), 100, 60000, NULL},
+    {"max_queue_ids", yw_u32, DV(max_queue_ids), 0, 10000000, NULL},
+    {"max_recipients", yw_u32, DV(max_recipients), 0, 1u << 30, NULL},
+    {"queue_id_ttl", yw_duration, DV(queue_id_ttl_ms), 60000,
+     30 * 86400000.0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef DV
+
+#define DB(m) offsetof(struct cp_dnsbl, m)
+static const struct yw_field dnsbl_fields[] = {
+    {"zones", yw_str, DB(zones_text), SZ(cp_dnsbl, zones_text), 0, NULL},
+    {"ignore", yw_str, DB(ignore_text), SZ(cp_dnsbl, ignore_text), 0, NULL},
+    {"servers", yw_str, DB(servers), SZ(cp_dnsbl, servers), 0, NULL},
+    {"timeout", yw_duration, DB(timeout_ms), 100, 30000, NULL},
+    {"cache_ttl", yw_duration, DB(cache_ttl_ms), 60000, 7 * 86400000.0,
+     NULL},
+    {"max_cache", yw_u32, DB(max_cache), 16, 10000000, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef DB
+
+#define NO(m) offsetof(struct cp_notify, m)
+static const struct yw_field notify_fields[] = {
+    {"smtp", yw_str, NO(smtp), SZ(cp_notify, smtp), 0, NULL},
+    {"sendmail", yw_str, NO(sendmail), SZ(cp_notify, sendmail), 0, NULL},
+    {"from", yw_str, NO(from), SZ(cp_notify, from), 0, NULL},
+    {"abuse_to", yw_str, NO(abuse_to), SZ(cp_notify, abuse_to), 0, NULL},
+    {"customer", yw_bool, NO(customer), 0, 0, NULL},
+    {"customer_template", yw_str, NO(customer_template),
+     SZ(cp_notify, customer_template), 0, NULL},
+    {"webhook", yw_str, NO(webhook), SZ(cp_notify, webhook), 0, NULL},
+    {"timeout", yw_duration, NO(timeout_ms), 100, 300000, NULL},
+    {"attempts", yw_u32, NO(attempts), 1, 100, NULL},
+    {"retry", yw_duration, NO(retry_ms), 100, 86400000.0, NULL},
+    {"max_per_hour", yw_u32, NO(max_per_hour), 0, 1000000, NULL},
+    {"reporting_mta", yw_str, NO(reporting_mta), SZ(cp_notify, reporting_mta),
+     0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef NO
+
+#define CO(m) offsetof(struct cp_containment, m)
+static const struct yw_field containment_fields[] = {
+    {"hold_command", yw_str, CO(hold_command), SZ(cp_containment, hold_command),
+     0, NULL},
+    {"release_command", yw_str, CO(release_command),
+     SZ(cp_containment, release_command), 0, NULL},
+    {"self_release_max", yw_u32, CO(self_release_max), 0, 1000, NULL},
+    {"self_release_period", yw_duration, CO(self_release_period_ms), 3600000,
+     3660 * 86400000.0, NULL},
+    {"suspect_transport", yw_str, CO(suspect_transport),
+     SZ(cp_containment, suspect_transport), 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef CO
+
+#define CT(m) offsetof(struct cp_content, m)
+static const struct yw_field content_fields[] = {
+    {"milter", yw_str, CT(milter), SZ(cp_content, milter), 0, NULL},
+    {"min_words", yw_u32, CT(min_words), 3, 100000, NULL},
+    {"repeat", yw_u32, CT(repeat), 1, 1000, NULL},
+    {"min_bad", yw_u32, CT(min_bad), 0, 65535, NULL},
+    {"bad_share", yw_double, CT(bad_share), 0, 1, NULL},
+    /* at most 150: the accounts sketch (64 bits) saturates near 200 */
+    {"campaign_accounts", yw_u32, CT(campaign_accounts), 2, 150, NULL},
+    {"refuse_accounts", yw_u32, CT(refuse_accounts), 0, 150, NULL},
+    {"window", yw_duration, CT(window_ms), 60000, 7 * 86400000.0, NULL},
+    {"max_fingerprints", yw_u32, CT(max_fingerprints), 64, 1u << 28, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef CT
+#undef SZ
+
+static void
+detection_defaults(struct cp_detection *d)
 {
-    struct fy_node_pair *pair;
-    void *it = NULL;
+    static const double w[CP_SIG_COUNT] = {1.0, -0.5, 0.1,  -0.2, 0.5,
+                                           2.0, 2.0,  1.5, -0.25, 2.5,
+                                           0.5, 2.0,  1.0, 0.5, 6.0, 3.0,
+                                           0.2};
 
-    while ((pair = fy_node_mapping_iterate(m, &it)) != NULL) {
-        struct fy_node *k = fy_node_pair_key(pair);
-        size_t len, i;
-        const char *name = scalar(k, &len);
-
-        for (i = 0; name && allowed[i]; i++)
-            if (scalar_eq(name, len, allowed[i]))
-                break;
-        if (name == NULL || allowed[i] == NULL)
-            return fail(ld, k, "unknown key '%.*s' in %s",
-                        name ? (int)len : 1, name ? name : "?", what);
-    }
-    return 0;
+    memset(d, 0, sizeof(*d));
+    d->enabled = true;
+    d->half_life_ms = 6 * 3600000ULL;
+    d->floor = -5;
+    d->watch_at = 4;
+    d->throttle_at = 8;
+    d->block_at = 15;
+    d->watch_factor = 0.5;
+    d->probation_ms = 7 * 86400000ULL;
+    d->block_action = CP_BLOCK_REJECT;
+    d->networks = 4;
+    d->rate_factor = 4;
+    d->learning = 50;
+    memcpy(d->weight, w, sizeof(w));
 }
+
+
+/* ---- classes and their limits ---- */
 
 static void
 rule_set_name(struct cp_rule *r)
@@ -757,127 +556,187 @@ cp_rule_parse_name(struct cp_rule *r, const char *s, size_t len)
     return NULL;
 }
 
+#define RO(m) offsetof(struct cp_rule, m)
+static const struct yw_field rule_fields[] = {
+    {"metric", yw_enum, RO(metric), 0, 0, metric_names},
+    {"window", yw_duration, RO(window_ms), 1000, 366 * 86400000.0, NULL},
+    {"max", yw_bytes, RO(max), 1, 1ULL << 50, NULL},
+    {"action", set_action, RO(action), 0, 0, NULL},
+    {"shadow", yw_bool, RO(shadow), 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef RO
+
+/* What a class's mapping fills: the class, and the defaults of its
+ * limits, which apply whatever the order of the keys. */
+struct class_body {
+    struct cp_class c;
+    enum cp_action action;
+    bool shadow;
+    struct fy_node *limits; /* loaded once action and shadow are known */
+};
+
+/* A class's `detection:` mapping: { enabled, shadow, block_action,
+ * weights } of its own. */
+static const struct yw_field class_detection_fields[] = {
+    {"enabled", yw_bool, offsetof(struct cp_class, detect), 0, 0, NULL},
+    {"shadow", yw_bool, offsetof(struct cp_class, det_shadow), 0, 0, NULL},
+    {"block_action", yw_enum, offsetof(struct cp_class, block_action), 0, 0,
+     block_actions},
+    {"weights", yw_map, offsetof(struct cp_class, weight), 0, 0,
+     weight_fields},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+/* A class's `detection:` — a boolean (enabled), or a mapping. */
 static int
-load_rule(struct loader *ld, struct fy_node *m, struct cp_rule *r,
-          enum cp_action dflt_action, bool dflt_shadow)
+set_class_detection(struct yw *w, struct fy_node *v, void *base,
+                    const struct yw_field *f)
 {
-    static const struct field f_window = {"window", FT_DURATION, 0, 1000,
-                                          366ULL * 86400000};
-    static const struct field f_max = {"max", FT_SIZE, 0, 1, 1ULL << 50};
-    struct fy_node *v;
-    int e;
+    struct class_body *b = base;
+
+    if (yw_is_empty(v) || fy_node_is_mapping(v))
+        return yw_load(w, v, class_detection_fields, &b->c);
+    return yw_bool(w, v, base, f);
+}
+
+#define CB(m) offsetof(struct class_body, m)
+static const struct yw_field class_fields[] = {
+    {"limits", yw_node, CB(limits), 0, 0, NULL},
+    {"action", set_action, CB(action), 0, 0, NULL},
+    {"shadow", yw_bool, CB(shadow), 0, 0, NULL},
+    {"detection", set_class_detection, CB(c.detect), 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef CB
+
+static int
+load_rule(struct yw *w, struct fy_node *m, struct cp_rule *r,
+          const struct class_body *b)
+{
+    const char *missing;
 
     memset(r, 0, sizeof(*r));
-    r->action = dflt_action;
-    r->shadow = dflt_shadow;
+    r->metric = CP_METRIC_COUNT; /* 0 and this: not given */
+    r->action = b->action;
+    r->shadow = b->shadow;
     if (!fy_node_is_mapping(m))
-        return fail(ld, m, "a limit is a mapping {metric, window, max}");
-    if (check_keys(ld, m, rule_keys, "limit") < 0)
+        return yw_fail(w, m, "a limit is a mapping {metric, window, max}");
+    if (yw_load(w, m, rule_fields, r) < 0)
         return -1;
-    if ((v = fy_node_mapping_lookup_by_string(m, "metric", 6)) == NULL)
-        return fail(ld, m, "limit without metric");
-    if (parse_enum(ld, v, metric_names, &e) < 0)
-        return -1;
-    r->metric = (enum cp_metric)e;
-    if ((v = fy_node_mapping_lookup_by_string(m, "window", 6)) == NULL)
-        return fail(ld, m, "limit without window");
-    if (parse_number(ld, v, &f_window, &r->window_ms) < 0)
-        return -1;
-    if ((v = fy_node_mapping_lookup_by_string(m, "max", 3)) == NULL)
-        return fail(ld, m, "limit without max");
-    if (parse_number(ld, v, &f_max, &r->max) < 0)
-        return -1;
-    if ((v = fy_node_mapping_lookup_by_string(m, "action", 6)) != NULL) {
-        if (parse_enum(ld, v, action_names + 1, &e) < 0)
-            return -1;
-        r->action = (enum cp_action)(e + 1);
-    }
-    if ((v = fy_node_mapping_lookup_by_string(m, "shadow", 6)) != NULL &&
-        parse_bool(ld, v, &r->shadow) < 0)
-        return -1;
+    missing = r->metric == CP_METRIC_COUNT ? "metric"
+              : r->window_ms == 0          ? "window"
+              : r->max == 0                ? "max"
+                                           : NULL;
+    if (missing != NULL)
+        return yw_fail(w, m, "limit without %s", missing);
     rule_set_name(r);
     return 0;
 }
 
 static int
-load_class(struct loader *ld, struct fy_node *key, struct fy_node *body,
-           struct cp_class *c)
+load_limits(struct yw *w, struct class_body *b)
 {
-    enum cp_action action = CP_ACT_DEFER;
-    bool shadow = false;
-    struct fy_node *v, *item;
+    struct cp_ruleset *rs = &b->c.rules;
+    struct fy_node *item;
     void *it = NULL;
-    int e;
 
-    if (body == NULL || !fy_node_is_mapping(body))
-        return fail(ld, key, "class: expected a mapping with 'limits'");
-    if (check_keys(ld, body, class_keys, "class") < 0)
-        return -1;
-    if ((v = fy_node_mapping_lookup_by_string(body, "action", 6)) != NULL) {
-        if (parse_enum(ld, v, action_names + 1, &e) < 0)
-            return -1;
-        action = (enum cp_action)(e + 1);
-    }
-    if ((v = fy_node_mapping_lookup_by_string(body, "shadow", 6)) != NULL &&
-        parse_bool(ld, v, &shadow) < 0)
-        return -1;
-    c->detect = true;
-    c->block_action = -1;
-    for (int i = 0; i < CP_SIG_COUNT; i++)
-        c->weight[i] = NAN;
-    if ((v = fy_node_mapping_lookup_by_string(body, "detection", 9)) != NULL &&
-        load_class_detection(ld, v, c) < 0)
-        return -1;
-    v = fy_node_mapping_lookup_by_string(body, "limits", 6);
-    if (v == NULL || !fy_node_is_sequence(v))
-        return fail(ld, key, "class: 'limits' must be a list");
-    it = NULL;
-    while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
-        struct cp_rule *r = &c->rules.rule[c->rules.n];
+    if (!fy_node_is_sequence(b->limits))
+        return yw_fail(w, b->limits, "expected a list");
+    while ((item = fy_node_sequence_iterate(b->limits, &it)) != NULL) {
+        struct cp_rule *r = &rs->rule[rs->n];
 
-        if (c->rules.n >= CP_MAX_RULES)
-            return fail(ld, key, "class: at most %d limits", CP_MAX_RULES);
-        if (load_rule(ld, item, r, action, shadow) < 0)
+        if (rs->n >= CP_MAX_RULES)
+            return yw_fail(w, item, "at most %d limits", CP_MAX_RULES);
+        if (load_rule(w, item, r, b) < 0)
             return -1;
-        for (size_t i = 0; i < c->rules.n; i++)
-            if (strcmp(c->rules.rule[i].name, r->name) == 0)
-                return fail(ld, fy_node_mapping_lookup_by_string(item,
-                                                                 "window", 6),
-                            "class %s: %s given twice", c->name, r->name);
-        c->rules.n++;
+        for (size_t i = 0; i < rs->n; i++)
+            if (strcmp(rs->rule[i].name, r->name) == 0)
+                return yw_fail(w, yw_find_key(item, "window"),
+                               "%s given twice", r->name);
+        rs->n++;
     }
     return 0;
 }
 
 static int
-load_classes(struct loader *ld, struct fy_node *key, struct fy_node *map)
+load_class(struct yw *w, struct fy_node *v, struct class_body *b)
 {
-    struct cp_config *cfg = ld->cfg;
+    struct yw_mark m;
+    int rc;
+
+    memset(b, 0, sizeof(*b));
+    b->action = CP_ACT_DEFER;
+    b->c.detect = true;
+    b->c.block_action = -1;
+    for (int i = 0; i < CP_SIG_COUNT; i++)
+        b->c.weight[i] = NAN;
+    if (yw_load(w, v, class_fields, b) < 0)
+        return -1;
+    if (b->limits == NULL)
+        return yw_fail(w, NULL, "'limits' must be a list");
+    m = yw_push(w, NULL, "limits", 6);
+    rc = load_limits(w, b);
+    yw_pop(w, m);
+    return rc;
+}
+
+/* classes: a mapping of class names, each a mapping with its limits */
+static int
+set_classes(struct yw *w, struct fy_node *v, void *base,
+            const struct yw_field *f)
+{
+    struct cp_config *cfg = base;
     struct fy_node_pair *pair;
     void *it = NULL;
 
-    if (map == NULL || !fy_node_is_mapping(map))
-        return fail(ld, key, "classes: expected a mapping of class names");
-    while ((pair = fy_node_mapping_iterate(map, &it)) != NULL) {
-        size_t len;
+    if (yw_is_empty(v))
+        return 0;
+    if (!fy_node_is_mapping(v))
+        return yw_fail(w, v, "expected a mapping of class names");
+    while ((pair = fy_node_mapping_iterate(v, &it)) != NULL) {
         struct fy_node *k = fy_node_pair_key(pair);
-        const char *name = scalar(k, &len);
-        struct cp_class *c;
+        size_t len;
+        const char *name = yw_scalar(k, &len);
+        struct class_body b;
+        struct yw_mark m;
+        int rc;
 
         if (name == NULL || len == 0 || len > 64)
-            return fail(ld, k, "bad class name");
+            return yw_fail(w, k, "bad class name");
         if (cfg->nclasses >= 256)
-            return fail(ld, k, "at most 256 classes");
+            return yw_fail(w, k, "at most 256 classes");
+        m = yw_push(w, k, name, len);
+        rc = load_class(w, fy_node_pair_value(pair), &b);
+        yw_pop(w, m);
+        if (rc < 0)
+            return -1;
+        b.c.name = xmemdup0(name, len);
         cfg->classes = xreallocarray(cfg->classes, cfg->nclasses + 1,
                                      sizeof(*cfg->classes));
-        c = &cfg->classes[cfg->nclasses++];
-        memset(c, 0, sizeof(*c));
-        c->name = xmemdup0(name, len);
-        if (load_class(ld, k, fy_node_pair_value(pair), c) < 0)
-            return -1;
+        cfg->classes[cfg->nclasses++] = b.c;
     }
     return 0;
 }
+
+/* ---- the file: one table of sections ---- */
+
+static const struct yw_field top_fields[] = {
+    {"daemon", yw_map, 0, 0, 0, daemon_fields},
+    {"protocol", yw_map, 0, 0, 0, protocol_fields},
+    {"store", yw_map, 0, 0, 0, store_fields},
+    {"identity", yw_map, 0, 0, 0, identity_fields},
+    {"accounting", yw_map, 0, 0, 0, accounting_fields},
+    {"classes", set_classes, 0, 0, 0, NULL},
+    {"detection", yw_map, OFF(det), 0, 0, detection_fields},
+    {"delivery", yw_map, OFF(delivery), 0, 0, delivery_fields},
+    {"notify", yw_map, OFF(notify), 0, 0, notify_fields},
+    {"dnsbl", yw_map, OFF(dnsbl), 0, 0, dnsbl_fields},
+    {"containment", yw_map, OFF(contain), 0, 0, containment_fields},
+    {"content", yw_map, OFF(content), 0, 0, content_fields},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+#undef OFF
 
 /* ---- slots ---- */
 
@@ -949,7 +808,7 @@ each_item(struct loader *ld, const char *text, const char *what,
         if (n == 0)
             break;
         if (fn(ld, p, n) < 0)
-            return fail(ld, NULL, "%s: bad item '%.*s'", what, (int)n, p);
+            return fail(ld, what, "bad item '%.*s'", (int)n, p);
         p += n;
     }
     return 0;
@@ -1009,21 +868,21 @@ finish_notify(struct loader *ld)
 
     if (n->webhook[0] && strncmp(n->webhook, "http://", 7) != 0 &&
         strncmp(n->webhook, "https://", 8) != 0)
-        return fail(ld, NULL, "notify.webhook: expected an http:// or "
-                              "https:// URL");
+        return fail(ld, "notify.webhook",
+                    "expected an http:// or https:// URL");
     if (n->smtp[0] && strncmp(n->smtp, "smtp://", 7) != 0 &&
         strncmp(n->smtp, "smtps://", 8) != 0)
-        return fail(ld, NULL, "notify.smtp: expected smtp://HOST[:PORT] "
-                              "or smtps://HOST[:PORT]");
+        return fail(ld, "notify.smtp",
+                    "expected smtp://HOST[:PORT] or smtps://HOST[:PORT]");
     if (n->from[0] == '\0') {
         if (n->abuse_to[0] || n->webhook[0])
-            return fail(ld, NULL, "notify.from: needed to send notifications");
+            return fail(ld, "notify.from", "needed to send notifications");
         return 0; /* notifications off */
     }
     if (any && (strchr(n->from, '@') == NULL ||
                 strpbrk(n->from, " \t<>\"(),;") != NULL))
-        return fail(ld, NULL, "notify.from: expected a plain address "
-                              "(local@domain, no display name)");
+        return fail(ld, "notify.from", "expected a plain address "
+                                       "(local@domain, no display name)");
     if (n->customer_template[0] == '\0')
         return 0;
     text = read_small_file(n->customer_template, NOTICE_MAX_TEMPLATE, &len,
@@ -1053,14 +912,14 @@ finish_containment(struct loader *ld)
         return 0;
     colon = strchr(t, ':');
     if (colon == NULL || colon == t)
-        return fail(ld, NULL, "containment.suspect_transport: expected "
-                              "transport:nexthop (a master.cf service, e.g. "
-                              "smtp-suspect:), got '%s'",
+        return fail(ld, "containment.suspect_transport",
+                    "expected transport:nexthop (a master.cf service, e.g. "
+                    "smtp-suspect:), got '%s'",
                     t);
     for (const char *p = t; *p; p++)
         if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
-            return fail(ld, NULL, "containment.suspect_transport: no blanks "
-                                  "or control characters allowed");
+            return fail(ld, "containment.suspect_transport",
+                        "no blanks or control characters allowed");
     return 0;
 }
 
@@ -1098,14 +957,14 @@ finish_content(struct loader *ld)
     const char *why;
 
     if (c->refuse_accounts != 0 && c->refuse_accounts < c->campaign_accounts)
-        return fail(ld, NULL, "content.refuse_accounts (%u) below "
-                              "content.campaign_accounts (%u)",
+        return fail(ld, "content.refuse_accounts",
+                    "%u is below content.campaign_accounts (%u)",
                     c->refuse_accounts, c->campaign_accounts);
     if (c->milter[0] == '\0')
         return 0;
     why = listen_spec(c->milter, strlen(c->milter), &ld->cfg->milter);
     if (why != NULL)
-        return fail(ld, NULL, "content.milter: %s", why);
+        return fail(ld, "content.milter", "%s", why);
     return 0;
 }
 
@@ -1115,20 +974,27 @@ finish(struct loader *ld)
     struct cp_config *cfg = ld->cfg;
     size_t i;
 
+    if (!(cfg->det.watch_at <= cfg->det.throttle_at &&
+          cfg->det.throttle_at <= cfg->det.block_at))
+        return fail(ld, "detection",
+                    "expected watch_at <= throttle_at <= block_at");
     if (cfg->nlisten == 0)
-        return fail(ld, NULL, "daemon.listen: at least one listener needed");
+        return fail(ld, "daemon.listen", "at least one listener needed");
     finish_trust(cfg);
     if (cfg->nclasses == 0)
-        return fail(ld, NULL, "classes: at least one class needed");
+        return fail(ld, "classes", "at least one class needed");
     cfg->default_class = cp_config_class(cfg, cfg->default_class_name);
     if (cfg->default_class == NULL)
-        return fail(ld, NULL, "identity.default_class '%s' is not a class",
-                    cfg->default_class_name);
+        return yw_fail(&ld->yw,
+                       yw_find_key(ld->root, "identity.default_class"),
+                       "identity.default_class '%s' is not a class",
+                       cfg->default_class_name);
     cfg->unauth_class = cp_config_class(cfg, cfg->unauth_class_name);
     if (cfg->unauth_class == NULL)
-        return fail(ld, NULL,
-                    "identity.unauthenticated_class '%s' is not a class",
-                    cfg->unauth_class_name);
+        return yw_fail(&ld->yw,
+                       yw_find_key(ld->root, "identity.unauthenticated_class"),
+                       "identity.unauthenticated_class '%s' is not a class",
+                       cfg->unauth_class_name);
     for (i = 0; i < cfg->nclasses; i++) {
         struct cp_class *c = &cfg->classes[i];
 
@@ -1139,7 +1005,7 @@ finish(struct loader *ld)
     }
     for (i = 0; i < cfg->nclasses; i++)
         if (assign_slots(cfg, &cfg->classes[i].rules) < 0)
-            return fail(ld, NULL,
+            return fail(ld, "classes",
                         "more than %d distinct metric/window counters",
                         CP_MAX_SLOTS);
     if (finish_notify(ld) < 0 || finish_dnsbl(ld) < 0 ||
@@ -1149,10 +1015,11 @@ finish(struct loader *ld)
         return -1;
     for (i = 0; i < cfg->ncustomers; i++)
         if (assign_slots(cfg, &cfg->customers[i]->rules) < 0)
-            return fail(ld, NULL,
-                        "%s:%d: more than %d distinct metric/window counters",
-                        cfg->customer_map, cfg->customers[i]->line,
-                        CP_MAX_SLOTS);
+            return yw_fail(&ld->yw, NULL,
+                           "%s:%d: more than %d distinct metric/window "
+                           "counters",
+                           cfg->customer_map, cfg->customers[i]->line,
+                           CP_MAX_SLOTS);
     return 0;
 }
 
@@ -1221,67 +1088,11 @@ set_defaults(struct cp_config *cfg)
     cfg->contain.self_release_period_ms = 30 * 86400000ULL;
 }
 
-static const struct section {
-    const char *name;
-    const struct field *fields;
-    const struct yw_field *yw; /* loaded with util/yamlwalk instead */
-    size_t off;                /* of the struct yw fills, in cp_config */
-} sections[] = {
-    {"daemon", daemon_fields, NULL, 0},
-    {"protocol", protocol_fields, NULL, 0},
-    {"store", store_fields, NULL, 0},
-    {"identity", identity_fields, NULL, 0},
-    {"accounting", accounting_fields, NULL, 0},
-    {"classes", NULL, NULL, 0},
-    {"detection", NULL, NULL, 0},
-    {"delivery", NULL, delivery_fields, offsetof(struct cp_config, delivery)},
-    {"notify", NULL, notify_fields, offsetof(struct cp_config, notify)},
-    {"dnsbl", NULL, dnsbl_fields, offsetof(struct cp_config, dnsbl)},
-    {"containment", NULL, containment_fields,
-     offsetof(struct cp_config, contain)},
-    {"content", NULL, content_fields, offsetof(struct cp_config, content)},
-};
-
 static int
-load_root(struct loader *ld, struct fy_node *root, bool map_override,
-          const char *map)
+load_root(struct loader *ld, bool map_override, const char *map)
 {
-    struct fy_node_pair *pair;
-    void *it = NULL;
-
-    if (root == NULL || !fy_node_is_mapping(root))
-        return fail(ld, root, "expected a mapping of sections (daemon, "
-                              "protocol, store, identity, accounting, "
-                              "classes)");
-    while ((pair = fy_node_mapping_iterate(root, &it)) != NULL) {
-        struct fy_node *k = fy_node_pair_key(pair);
-        size_t len, i;
-        const char *name = scalar(k, &len);
-
-        for (i = 0; name && i < sizeof(sections) / sizeof(sections[0]); i++)
-            if (scalar_eq(name, len, sections[i].name))
-                break;
-        if (name == NULL || i == sizeof(sections) / sizeof(sections[0]))
-            return fail(ld, k, "unknown section '%.*s'",
-                        name ? (int)len : 1, name ? name : "?");
-        if (sections[i].yw != NULL) {
-            struct fy_node *v = fy_node_pair_value(pair);
-
-            if (v == NULL || !fy_node_is_mapping(v))
-                return fail(ld, k, "%s: expected a mapping", sections[i].name);
-            if (yw_load(&ld->yw, v, sections[i].yw,
-                        (char *)ld->cfg + sections[i].off) < 0)
-                return -1;
-        } else if (sections[i].fields == NULL) {
-            if ((strcmp(sections[i].name, "classes") == 0
-                     ? load_classes(ld, k, fy_node_pair_value(pair))
-                     : load_detection(ld, k, fy_node_pair_value(pair))) < 0)
-                return -1;
-        } else if (load_section(ld, sections[i].fields, k,
-                                fy_node_pair_value(pair)) < 0) {
-            return -1;
-        }
-    }
+    if (yw_load(&ld->yw, ld->root, top_fields, ld->cfg) < 0)
+        return -1;
     if (map_override) {
         free(ld->cfg->customer_map);
         ld->cfg->customer_map = map ? xstrdup(map) : NULL;
@@ -1293,7 +1104,7 @@ static struct cp_config *
 config_load(const char *file, bool map_override, const char *map, char *err)
 {
     struct cp_config *cfg = xcalloc(1, sizeof(*cfg));
-    struct loader ld = {{file, err, NULL}, cfg};
+    struct loader ld = {{.file = file, .err = err}, cfg, NULL};
     struct fy_document *doc;
     int rc;
 
@@ -1306,7 +1117,8 @@ config_load(const char *file, bool map_override, const char *map, char *err)
         cp_config_free(cfg);
         return NULL;
     }
-    rc = load_root(&ld, fy_document_root(doc), map_override, map);
+    ld.root = fy_document_root(doc);
+    rc = load_root(&ld, map_override, map);
     yw_done(&ld.yw, doc);
     if (rc < 0) {
         cp_config_free(cfg);

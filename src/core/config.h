@@ -4,8 +4,9 @@
  * engine uses (rules per class and per customer, counter slots).
  *
  * A struct cp_config is immutable once cp_config_load() returns it; a
- * reload builds a new one and swaps it whole (doc/design.md). Errors name
- * the file, the line (and column for YAML) and the reason.
+ * reload builds a new one and swaps it whole (doc/design.md). Errors read
+ * "file:line:column: section.key: reason" (util/yamlwalk.h; the customer
+ * map: "file:line: reason").
  * Thread: loading is pure apart from reading the two files; any thread.
  */
 #ifndef CP_CORE_CONFIG_H

@@ -2,12 +2,13 @@
 #include "util/yamlwalk.h"
 
 #include <errno.h>
-#include <stdarg.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "util/parse.h"
@@ -22,23 +23,75 @@ yw_scalar(struct fy_node *n, size_t *len)
     return fy_node_get_scalar(n, len);
 }
 
+/* The scalar whose position stands for node n: itself, or a collection's
+ * first key or item (a loop: a document may nest deeply). */
+static struct fy_token *
+position(struct fy_node *n)
+{
+    while (n != NULL && !fy_node_is_scalar(n)) {
+        void *it = NULL;
+        struct fy_node_pair *p;
+
+        if (fy_node_is_mapping(n)) {
+            p = fy_node_mapping_iterate(n, &it);
+            n = p ? fy_node_pair_key(p) : NULL;
+        } else {
+            n = fy_node_is_sequence(n) ? fy_node_sequence_iterate(n, &it)
+                                       : NULL;
+        }
+    }
+    return n ? fy_node_get_scalar_token(n) : NULL;
+}
+
+int
+yw_vfail(struct yw *w, struct fy_node *at, const char *fmt, va_list ap)
+{
+    char msg[YW_ERR_MAX], where[64] = "";
+    struct fy_token *t = position(at);
+    const struct fy_mark *m;
+
+    if (t == NULL)
+        t = position(w->at);
+    m = t ? fy_token_start_mark(t) : NULL;
+    if (m != NULL)
+        snprintf(where, sizeof(where), ":%d:%d", m->line + 1, m->column + 1);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    snprintf(w->err, YW_ERR_MAX, "%s%s: %.*s%s%s", w->file, where,
+             (int)w->pathlen, w->path, w->pathlen ? ": " : "", msg);
+    return -1;
+}
+
 int
 yw_fail(struct yw *w, struct fy_node *at, const char *fmt, ...)
 {
-    char msg[YW_ERR_MAX];
-    struct fy_token *t = at ? fy_node_get_scalar_token(at) : NULL;
-    const struct fy_mark *m = t ? fy_token_start_mark(t) : NULL;
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    yw_vfail(w, at, fmt, ap);
     va_end(ap);
-    if (m != NULL)
-        snprintf(w->err, YW_ERR_MAX, "%s:%d:%d: %s", w->file, m->line + 1,
-                 m->column + 1, msg);
-    else
-        snprintf(w->err, YW_ERR_MAX, "%s: %s", w->file, msg);
     return -1;
+}
+
+struct yw_mark
+yw_push(struct yw *w, struct fy_node *key, const char *name, size_t len)
+{
+    struct yw_mark m = {w->pathlen, w->at};
+    size_t room = sizeof(w->path) - w->pathlen;
+    int n = snprintf(w->path + w->pathlen, room, "%s%.*s",
+                     w->pathlen ? "." : "", (int)len, name);
+
+    if (n > 0)
+        w->pathlen += (size_t)n < room ? (size_t)n : room - 1;
+    if (key != NULL)
+        w->at = key;
+    return m;
+}
+
+void
+yw_pop(struct yw *w, struct yw_mark m)
+{
+    w->pathlen = m.pathlen;
+    w->at = m.at;
 }
 
 static void
@@ -114,6 +167,8 @@ yw_parse_file(struct yw *w)
     char *buf;
 
     w->err[0] = '\0';
+    w->at = NULL;
+    w->pathlen = 0;
     if ((buf = read_file(w, &len)) == NULL)
         return NULL;
     if (check_utf8(w, buf, len) < 0) {
@@ -157,10 +212,77 @@ yw_done(struct yw *w, struct fy_document *doc)
     w->buf = NULL;
 }
 
+/* The pair of mapping `map` whose key is the scalar name[0..len). */
+static struct fy_node_pair *
+lookup(struct fy_node *map, const char *name, size_t len)
+{
+    struct fy_node_pair *p;
+    void *it = NULL;
+
+    while ((p = fy_node_mapping_iterate(map, &it)) != NULL) {
+        size_t klen;
+        const char *k = yw_scalar(fy_node_pair_key(p), &klen);
+
+        if (k != NULL && klen == len && memcmp(k, name, len) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+struct fy_node *
+yw_find_key(struct fy_node *map, const char *key)
+{
+    struct fy_node *found = NULL;
+
+    while (*key != '\0' && map != NULL && fy_node_is_mapping(map)) {
+        size_t len = strcspn(key, ".");
+        struct fy_node_pair *p = lookup(map, key, len);
+
+        if (p == NULL)
+            break;
+        found = fy_node_pair_key(p);
+        map = fy_node_pair_value(p);
+        key += len + (key[len] == '.');
+    }
+    return found;
+}
+
+int
+yw_fail_key(struct yw *w, struct fy_node *map, const char *key, const char *fmt,
+            ...)
+{
+    struct yw_mark m = yw_push(w, yw_find_key(map, key), key, strlen(key));
+    va_list ap;
+
+    va_start(ap, fmt);
+    yw_vfail(w, NULL, fmt, ap);
+    va_end(ap);
+    yw_pop(w, m);
+    return -1;
+}
+
 static bool
 eq(const char *s, size_t len, const char *lit)
 {
     return len == strlen(lit) && memcmp(s, lit, len) == 0;
+}
+
+bool
+yw_is_empty(struct fy_node *n)
+{
+    size_t len;
+    const char *s;
+
+    if (n == NULL)
+        return true;
+    if ((s = yw_scalar(n, &len)) == NULL)
+        return false;
+    if (len == 0)
+        return true;
+    /* YAML 1.2's other spellings of null, when not quoted */
+    return fy_node_get_style(n) == FYNS_PLAIN &&
+           (eq(s, len, "~") || eq(s, len, "null") || eq(s, len, "Null") ||
+            eq(s, len, "NULL"));
 }
 
 static int
@@ -194,96 +316,219 @@ parse_date(const char *s, size_t len, int64_t *out)
     return 0;
 }
 
-static int
-set_number(struct yw *w, const struct yw_field *f, struct fy_node *v,
-           const char *s, size_t len, char *dst)
+/* ---- numbers ---- */
+
+enum num { NUM_U32, NUM_DOUBLE, NUM_DURATION, NUM_SIZE, NUM_BYTES };
+
+static const char *const num_expected[] = {
+    "a non-negative integer", "a number", "a duration like 90s, 10m, 1h, 1d",
+    "a number or a size like 20k, 1M", "a size like 4096, 16k, 20M"};
+
+static bool
+parse_num(enum num k, const char *s, size_t len, double *d, uint64_t *u)
 {
+    bool ok;
+
+    if (k == NUM_DOUBLE || k == NUM_SIZE) {
+        if (parse_double(s, len, d) == 0)
+            return true;
+        if (k == NUM_DOUBLE)
+            return false;
+    }
+    ok = k == NUM_DURATION ? parse_duration_ms(s, len, u)
+         : k == NUM_U32    ? parse_u64(s, len, u)
+                           : parse_size(s, len, u);
+    *d = (double)*u;
+    return ok;
+}
+
+/* A bound as the user writes it: 1d, not 86400000. */
+static void
+format_bound(char *out, size_t outsz, enum num k, double v)
+{
+    if (k == NUM_DURATION)
+        format_duration(out, outsz, (uint64_t)v);
+    else if (v == floor(v) && fabs(v) < 1e17)
+        snprintf(out, outsz, "%.0f", v);
+    else
+        snprintf(out, outsz, "%g", v);
+}
+
+static int
+set_number(struct yw *w, struct fy_node *v, void *base,
+           const struct yw_field *f, enum num k)
+{
+    char *dst = (char *)base + f->off, lo[32], hi[32];
+    size_t len;
+    const char *s = yw_scalar(v, &len);
     double d = 0;
     uint64_t u = 0;
-    int bad;
 
-    switch (f->type) {
-    case YW_DURATION:
-        bad = !parse_duration_ms(s, len, &u);
-        d = (double)u;
-        break;
-    case YW_SIZE: /* a plain number, or a size with a unit */
-        if (parse_double(s, len, &d) == 0) {
-            bad = 0;
-            break;
-        }
-        bad = !parse_size(s, len, &u);
-        d = (double)u;
-        break;
-    case YW_U32:
-        bad = !parse_u64(s, len, &u);
-        d = (double)u;
-        break;
-    default:
-        bad = parse_double(s, len, &d) < 0;
+    if (s == NULL || !parse_num(k, s, len, &d, &u))
+        return yw_fail(w, v, "expected %s", num_expected[k]);
+    if (!(d >= f->min && d <= f->max)) { /* NaN too */
+        format_bound(lo, sizeof(lo), k, f->min);
+        format_bound(hi, sizeof(hi), k, f->max);
+        return yw_fail(w, v, "out of range [%s, %s]", lo, hi);
     }
-    if (bad)
-        return yw_fail(w, v, "%s: expected %s", f->name,
-                       f->type == YW_DURATION ? "a duration like 30m, 2h, 1d"
-                       : f->type == YW_SIZE   ? "a size like 20k, 1M"
-                       : f->type == YW_U32    ? "a non-negative integer"
-                                              : "a number");
-    if (d < f->min || d > f->max)
-        return yw_fail(w, v, "%s: out of range [%g, %g]", f->name, f->min,
-                       f->max);
-    if (f->type == YW_DURATION)
+    if (k == NUM_DURATION || k == NUM_BYTES)
         *(uint64_t *)dst = u;
-    else if (f->type == YW_U32)
+    else if (k == NUM_U32)
         *(uint32_t *)dst = (uint32_t)u;
     else
         *(double *)dst = d;
     return 0;
 }
 
-static int
-set_field(struct yw *w, const struct yw_field *f, struct fy_node *v,
-          char *base)
+int
+yw_u32(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    return set_number(w, v, base, f, NUM_U32);
+}
+
+int
+yw_double(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    return set_number(w, v, base, f, NUM_DOUBLE);
+}
+
+int
+yw_duration(struct yw *w, struct fy_node *v, void *base,
+            const struct yw_field *f)
+{
+    return set_number(w, v, base, f, NUM_DURATION);
+}
+
+int
+yw_size(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    return set_number(w, v, base, f, NUM_SIZE);
+}
+
+int
+yw_bytes(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    return set_number(w, v, base, f, NUM_BYTES);
+}
+
+/* ---- other scalars ---- */
+
+int
+yw_str(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    char *dst = (char *)base + f->off;
+    size_t len;
+    const char *s = yw_scalar(v, &len);
+
+    if (s == NULL || len == 0 || len >= (size_t)f->min || memchr(s, 0, len))
+        return yw_fail(w, v, "expected a string of 1..%d bytes",
+                       (int)f->min - 1);
+    memcpy(dst, s, len);
+    dst[len] = '\0';
+    return 0;
+}
+
+int
+yw_strdup(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    char **dst = (char **)((char *)base + f->off);
+    size_t len;
+    const char *s = yw_scalar(v, &len);
+
+    if (s == NULL || len == 0 || memchr(s, 0, len))
+        return yw_fail(w, v, "expected a non-empty string");
+    free(*dst);
+    *dst = xmemdup0(s, len);
+    return 0;
+}
+
+static bool
+eq_nocase(const char *s, size_t len, const char *lit)
+{
+    return len == strlen(lit) && strncasecmp(s, lit, len) == 0;
+}
+
+int
+yw_bool(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    static const char *const spellings[] = {"true", "false", "yes",
+                                            "no",   "on",    "off"};
+    size_t len;
+    const char *s = yw_scalar(v, &len);
+
+    for (size_t i = 0; s != NULL && i < 6; i++) {
+        if (eq_nocase(s, len, spellings[i])) {
+            *(bool *)((char *)base + f->off) = i % 2 == 0;
+            return 0;
+        }
+    }
+    return yw_fail(w, v, "expected a boolean: true/false, yes/no or on/off");
+}
+
+int
+yw_enum_index(struct yw *w, struct fy_node *v, const char *const *names)
+{
+    char list[256];
+    size_t len, off = 0;
+    const char *s = yw_scalar(v, &len);
+    int i;
+
+    for (i = 0; s != NULL && names[i] != NULL; i++)
+        if (eq(s, len, names[i]))
+            return i;
+    list[0] = '\0';
+    for (i = 0; names[i] != NULL && off < sizeof(list); i++)
+        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
+                                i ? ", " : "", names[i]);
+    if (s == NULL)
+        return yw_fail(w, v, "expected one of %s", list);
+    return yw_fail(w, v, "expected one of %s (not '%.*s')", list,
+                   (int)(len > 40 ? 40 : len), s);
+}
+
+int
+yw_enum(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    int i = yw_enum_index(w, v, f->aux);
+
+    if (i < 0)
+        return -1;
+    *(int *)((char *)base + f->off) = i;
+    return 0;
+}
+
+int
+yw_date(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 {
     size_t len;
     const char *s = yw_scalar(v, &len);
-    char *dst = base + f->off;
 
-    if (f->type == YW_SKIP)
-        return 0;
-    if (f->type == YW_MAP)
-        return yw_load(w, v, f->aux, dst);
-    if (s == NULL)
-        return yw_fail(w, v, "%s: expected a value", f->name);
-    switch (f->type) {
-    case YW_STR:
-        if (len == 0 || len >= (size_t)f->min || memchr(s, 0, len))
-            return yw_fail(w, v, "%s: expected a string of 1..%d bytes",
-                           f->name, (int)f->min - 1);
-        memcpy(dst, s, len);
-        dst[len] = '\0';
-        return 0;
-    case YW_BOOL:
-        if (eq(s, len, "true") || eq(s, len, "false")) {
-            *(bool *)dst = eq(s, len, "true");
-            return 0;
-        }
-        return yw_fail(w, v, "%s: expected true or false", f->name);
-    case YW_ENUM:
-        for (int i = 0; ((const char *const *)f->aux)[i]; i++) {
-            if (eq(s, len, ((const char *const *)f->aux)[i])) {
-                *(int *)dst = i;
-                return 0;
-            }
-        }
-        return yw_fail(w, v, "%s: unknown value '%.*s'", f->name,
-                       (int)(len > 40 ? 40 : len), s);
-    case YW_DATE:
-        if (parse_date(s, len, (int64_t *)dst) < 0)
-            return yw_fail(w, v, "%s: expected a date YYYY-MM-DD", f->name);
-        return 0;
-    default:
-        return set_number(w, f, v, s, len, dst);
-    }
+    if (s == NULL || parse_date(s, len, (int64_t *)((char *)base + f->off)) < 0)
+        return yw_fail(w, v, "expected a date YYYY-MM-DD");
+    return 0;
+}
+
+/* ---- structure ---- */
+
+int
+yw_map(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    return yw_load(w, v, f->aux, (char *)base + f->off);
+}
+
+int
+yw_node(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    (void)w;
+    *(struct fy_node **)((char *)base + f->off) = v;
+    return 0;
+}
+
+int
+yw_skip(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
+{
+    (void)w, (void)v, (void)base, (void)f;
+    return 0;
 }
 
 int
@@ -293,13 +538,17 @@ yw_load(struct yw *w, struct fy_node *map, const struct yw_field *fields,
     struct fy_node_pair *pair;
     void *it = NULL;
 
-    if (map == NULL || !fy_node_is_mapping(map))
+    if (yw_is_empty(map))
+        return 0;
+    if (!fy_node_is_mapping(map))
         return yw_fail(w, map, "expected a mapping");
     while ((pair = fy_node_mapping_iterate(map, &it)) != NULL) {
         struct fy_node *k = fy_node_pair_key(pair);
         size_t len;
         const char *name = yw_scalar(k, &len);
         const struct yw_field *f;
+        struct yw_mark m;
+        int rc;
 
         for (f = fields; name && f->name; f++)
             if (eq(name, len, f->name))
@@ -308,7 +557,10 @@ yw_load(struct yw *w, struct fy_node *map, const struct yw_field *fields,
             return yw_fail(w, k, "unknown key '%.*s'",
                            name ? (int)(len > 40 ? 40 : len) : 1,
                            name ? name : "?");
-        if (set_field(w, f, fy_node_pair_value(pair), base) < 0)
+        m = yw_push(w, k, name, len);
+        rc = f->set(w, fy_node_pair_value(pair), base, f);
+        yw_pop(w, m);
+        if (rc < 0)
             return -1;
     }
     return 0;

@@ -2,6 +2,7 @@
  * that every refusal names the file, the line and the reason. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -212,6 +213,317 @@ test_errors(void **state)
                  "", "default_class 'residential' is not a class");
 }
 
+/* ---- the same rules in every section (one walker: util/yamlwalk.c) ---- */
+
+static const char *const section_names[] = {
+    "daemon",      "protocol",  "store",    "identity", "accounting",
+    "classes",     "detection", "delivery", "dnsbl",    "notify",
+    "containment", "content",   NULL};
+
+/* A valid file without section `omit` (NULL: complete): base, whose
+ * first two lines are the daemon section; returns its line count. */
+static int
+base_without(char *out, size_t outsz, const char *omit)
+{
+    static const char daemon[] = "daemon:\n  listen: [unix:/tmp/x.sock]\n";
+    const char *classes = base + strlen(daemon);
+    int lines = 0;
+
+    snprintf(out, outsz, "%s%s",
+             omit && strcmp(omit, "daemon") == 0 ? "" : daemon,
+             omit && strcmp(omit, "classes") == 0 ? "" : classes);
+    for (const char *p = out; *p; p++)
+        lines += *p == '\n';
+    return lines;
+}
+
+/* Load `yaml`; the temporary file's name into path, the file removed. */
+static struct cp_config *
+load_named(const char *yaml, char *err, char *path, size_t pathsz)
+{
+    const char *p = tmpfile_with(2, yaml);
+    struct cp_config *cfg = cp_config_load(p, err);
+
+    snprintf(path, pathsz, "%s", p);
+    unlink(p);
+    return cfg;
+}
+
+/* Does the section of `a` hold what that of `b` does? */
+static bool
+same_section(const struct cp_config *a, const struct cp_config *b,
+             const char *name)
+{
+#define SAME(m) (memcmp(&a->m, &b->m, sizeof(a->m)) == 0)
+    if (strcmp(name, "protocol") == 0)
+        return SAME(proto) && SAME(idle_timeout_ms) && SAME(max_lifetime_ms) &&
+               SAME(max_connections) && SAME(max_connections_per_peer) &&
+               SAME(listen_backlog) && SAME(malformed_defer);
+    if (strcmp(name, "store") == 0)
+        return strcmp(a->store_path, b->store_path) == 0 &&
+               SAME(checkpoint_ms) && SAME(max_accounts);
+    if (strcmp(name, "identity") == 0)
+        return SAME(ipv4_prefix) && SAME(ipv6_prefix) &&
+               strcmp(a->default_class_name, b->default_class_name) == 0 &&
+               a->customer_map == NULL && b->customer_map == NULL;
+    if (strcmp(name, "accounting") == 0)
+        return SAME(acct_mode) && SAME(reservation_timeout_ms) &&
+               SAME(max_pending);
+    if (strcmp(name, "detection") == 0)
+        return SAME(det);
+    if (strcmp(name, "delivery") == 0)
+        return SAME(delivery);
+    if (strcmp(name, "dnsbl") == 0)
+        return SAME(dnsbl);
+    if (strcmp(name, "notify") == 0)
+        return SAME(notify);
+    if (strcmp(name, "containment") == 0)
+        return SAME(contain);
+    return strcmp(name, "content") == 0 && SAME(content);
+#undef SAME
+}
+
+/* `NAME:`, `NAME: {}` and `NAME: ~` mean the defaults, in every section
+ * (an empty dnsbl: or detection: was refused). daemon: and classes: have
+ * something required, so their defaults are refused for its lack. */
+static void
+test_every_section_empty(void **state)
+{
+    static const char *const empty[] = {":\n", ": {}\n", ": ~\n",
+                                        ": # nothing yet\n"};
+    char yaml[2048], err[CP_ERR_MAX], path[64];
+    struct cp_config *ref = load(base, err);
+
+    (void)state;
+    assert_non_null(ref);
+    for (int i = 0; section_names[i]; i++) {
+        const char *name = section_names[i];
+
+        for (size_t e = 0; e < sizeof(empty) / sizeof(empty[0]); e++) {
+            struct cp_config *cfg;
+            size_t at;
+
+            base_without(yaml, sizeof(yaml), name);
+            at = strlen(yaml);
+            snprintf(yaml + at, sizeof(yaml) - at, "%s%s", name, empty[e]);
+            cfg = load_named(yaml, err, path, sizeof(path));
+            if (strcmp(name, "daemon") == 0 || strcmp(name, "classes") == 0) {
+                assert_null(cfg);
+                if (strstr(err, strcmp(name, "daemon") == 0
+                                    ? "daemon.listen: at least one listener"
+                                    : "classes: at least one class") == NULL)
+                    fail_msg("%s: %s", name, err);
+                continue;
+            }
+            if (cfg == NULL)
+                fail_msg("empty %s refused: %s", name, err);
+            if (!same_section(cfg, ref, name))
+                fail_msg("empty %s is not its defaults", name);
+            cp_config_free(cfg);
+        }
+    }
+    cp_config_free(ref);
+}
+
+/* An unknown key: one message, naming where, in every section. */
+static void
+test_every_section_unknown_key(void **state)
+{
+    char yaml[2048], err[CP_ERR_MAX], path[64], want[CP_ERR_MAX];
+
+    (void)state;
+    for (int i = 0; section_names[i]; i++) {
+        const char *name = section_names[i];
+        bool cls = strcmp(name, "classes") == 0;
+        int n = base_without(yaml, sizeof(yaml), name);
+
+        snprintf(yaml + strlen(yaml), sizeof(yaml) - strlen(yaml),
+                 "%s:\n%s  bogus_key: 1\n", name,
+                 cls ? "  residential:\n  " : "");
+        assert_null(load_named(yaml, err, path, sizeof(path)));
+        snprintf(want, sizeof(want), "%s:%d:%d: %s%s: unknown key 'bogus_key'",
+                 path, n + (cls ? 3 : 2), cls ? 5 : 3, name,
+                 cls ? ".residential" : "");
+        assert_string_equal(err, want);
+    }
+    /* and at the top: a misspelt section */
+    snprintf(yaml, sizeof(yaml), "%sdnsbls:\n  zones: x.example\n", base);
+    assert_null(load_named(yaml, err, path, sizeof(path)));
+    snprintf(want, sizeof(want), "%s:11:1: unknown key 'dnsbls'", path);
+    assert_string_equal(err, want);
+}
+
+/* A value of the wrong type, in every section: the position of the value
+ * and the key's full name; a section that is not a mapping likewise. */
+static void
+test_every_section_wrong_type(void **state)
+{
+    /* a key of each section, in the order of section_names */
+    static const char *const key[] = {
+        "admin_socket", "max_line",           "max_accounts",     "ipv4_prefix",
+        "mode",         "residential.shadow", "watch_at",         "poll",
+        "timeout",      "attempts",           "self_release_max", "min_words"};
+    _Static_assert(sizeof(key) / sizeof(key[0]) ==
+                       sizeof(section_names) / sizeof(section_names[0]) - 1,
+                   "a key per section");
+    char yaml[2048], err[CP_ERR_MAX], path[64], want[CP_ERR_MAX];
+
+    (void)state;
+    for (int i = 0; section_names[i]; i++) {
+        const char *name = section_names[i], *k = key[i], *dot;
+        int n = base_without(yaml, sizeof(yaml), name);
+        size_t at = strlen(yaml);
+
+        /* NAME:\n  KEY: [x]\n  (a class: NAME:\n  CLASS:\n    KEY: [x]) */
+        if ((dot = strchr(k, '.')) != NULL)
+            snprintf(yaml + at, sizeof(yaml) - at,
+                     "%s:\n  %.*s:\n    %s: [x]\n", name, (int)(dot - k), k,
+                     dot + 1);
+        else
+            snprintf(yaml + at, sizeof(yaml) - at, "%s:\n  %s: [x]\n", name, k);
+        assert_null(load_named(yaml, err, path, sizeof(path)));
+        snprintf(want, sizeof(want), "%s:%d:%d: %s.%s: expected ", path,
+                 n + (dot ? 3 : 2),
+                 (int)(dot ? strlen(dot + 1) + 8 : strlen(k) + 6), name, k);
+        if (strncmp(err, want, strlen(want)) != 0)
+            fail_msg("\"%s\" does not start with \"%s\"", err, want);
+
+        /* NAME: [1] */
+        yaml[at] = '\0';
+        snprintf(yaml + at, sizeof(yaml) - at, "%s: [1]\n", name);
+        assert_null(load_named(yaml, err, path, sizeof(path)));
+        snprintf(want, sizeof(want), "%s:%d:%d: %s: expected a mapping", path,
+                 n + 1, (int)strlen(name) + 4, name);
+        if (strncmp(err, want, strlen(want)) != 0)
+            fail_msg("\"%s\" does not start with \"%s\"", err, want);
+    }
+}
+
+static bool
+get_daemon_shadow(const struct cp_config *c)
+{
+    return c->shadow;
+}
+
+static bool
+get_det_enabled(const struct cp_config *c)
+{
+    return c->det.enabled;
+}
+
+static bool
+get_det_shadow(const struct cp_config *c)
+{
+    return c->det.shadow;
+}
+
+static bool
+get_notify_customer(const struct cp_config *c)
+{
+    return c->notify.customer;
+}
+
+static bool
+get_class_detect(const struct cp_config *c)
+{
+    return cp_config_class(c, "residential")->detect;
+}
+
+static bool
+get_class_det_shadow(const struct cp_config *c)
+{
+    return cp_config_class(c, "residential")->det_shadow;
+}
+
+static bool
+get_rule_shadow(const struct cp_config *c)
+{
+    return cp_config_class(c, "residential")->rules.rule[0].shadow;
+}
+
+/* Every boolean of the file takes the same spellings (daemon.shadow took
+ * yes/no/on/off, detection.shadow only true/false). */
+static void
+test_every_boolean_spelling(void **state)
+{
+    static const char cls[] = "classes:\n  unauthenticated: { limits: [] }\n"
+                              "  residential:\n";
+    static const struct {
+        const char *section, *before, *after; /* the value between */
+        bool (*get)(const struct cp_config *);
+    } b[] = {
+        {"daemon", "daemon:\n  listen: [unix:/x]\n  shadow: ", "\n",
+         get_daemon_shadow},
+        {"detection", "detection:\n  enabled: ", "\n", get_det_enabled},
+        {"detection", "detection:\n  shadow: ", "\n", get_det_shadow},
+        {"notify", "notify:\n  customer: ", "\n", get_notify_customer},
+        {"classes", "    detection: ", "\n    limits: []\n", get_class_detect},
+        {"classes", "    detection: { shadow: ", " }\n    limits: []\n",
+         get_class_det_shadow},
+        {"classes", "    shadow: ",
+         "\n    limits: [{ metric: messages, window: 1h, max: 1 }]\n",
+         get_rule_shadow},
+        {"classes",
+         "    limits: [{ metric: messages, window: 1h, max: 1, shadow: ",
+         " }]\n", get_rule_shadow},
+    };
+    static const struct {
+        const char *text;
+        bool value;
+    } spell[] = {{"true", true}, {"false", false}, {"yes", true},
+                 {"no", false},  {"on", true},     {"off", false},
+                 {"Yes", true},  {"NO", false},    {"TRUE", true},
+                 {"Off", false}, {"maybe", false}};
+    const size_t nspell = sizeof(spell) / sizeof(spell[0]);
+    char yaml[2048], err[CP_ERR_MAX], path[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(b) / sizeof(b[0]); i++) {
+        for (size_t j = 0; j < nspell; j++) {
+            bool in_class = strcmp(b[i].section, "classes") == 0;
+            struct cp_config *cfg;
+            size_t at;
+
+            base_without(yaml, sizeof(yaml), b[i].section);
+            at = strlen(yaml);
+            snprintf(yaml + at, sizeof(yaml) - at, "%s%s%s%s",
+                     in_class ? cls : "", b[i].before, spell[j].text,
+                     b[i].after);
+            cfg = load_named(yaml, err, path, sizeof(path));
+            if (j == nspell - 1) { /* "maybe" */
+                assert_null(cfg);
+                assert_non_null(strstr(err, ": expected a boolean: "
+                                            "true/false, yes/no or on/off"));
+                continue;
+            }
+            if (cfg == NULL)
+                fail_msg("%s in %s: %s", spell[j].text, b[i].before, err);
+            if (b[i].get(cfg) != spell[j].value)
+                fail_msg("%s in %s: read as %d", spell[j].text, b[i].before,
+                         !spell[j].value);
+            cp_config_free(cfg);
+        }
+    }
+}
+
+/* The two refusals of issue 13 that users met. */
+static void
+test_detection_shadow_yes_and_empty_dnsbl(void **state)
+{
+    char yaml[2048], err[CP_ERR_MAX];
+    struct cp_config *cfg;
+
+    (void)state;
+    snprintf(yaml, sizeof(yaml), "%sdetection:\n  shadow: yes\ndnsbl:\n", base);
+    cfg = load(yaml, err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_true(cfg->det.shadow);
+    assert_int_equal(cfg->dnsbl.nzones, 0);
+    assert_int_equal(cfg->dnsbl.timeout_ms, 2000);
+    cp_config_free(cfg);
+}
+
 static struct cp_config *
 load_with_map(const char *map, char *err)
 {
@@ -358,6 +670,11 @@ main(void)
         cmocka_unit_test(test_errors),         cmocka_unit_test(test_map),
         cmocka_unit_test(test_map_errors),
         cmocka_unit_test(test_map_domains_and_logins),
+        cmocka_unit_test(test_every_section_empty),
+        cmocka_unit_test(test_every_section_unknown_key),
+        cmocka_unit_test(test_every_section_wrong_type),
+        cmocka_unit_test(test_every_boolean_spelling),
+        cmocka_unit_test(test_detection_shadow_yes_and_empty_dnsbl),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
