@@ -1,7 +1,7 @@
 /*
  * simtruth.c — the ground truth of chokepoint's accounts: which simulated
  * logins an account key names, so that every state change the engine
- * makes (its on_transition hook) is recorded against the logins it
+ * makes (inproc's on_change) is recorded against the logins it
  * affects. A login's key names that login; a customer's key (the map
  * groups a business's logins) names all of them; the key of an address
  * names the customers who relay by it, or an unauth_relay zombie.

@@ -30,7 +30,8 @@ struct sim_truth {
 void sim_truth_init(struct sim_truth *t, struct sim *s,
                     const struct cp_config *cfg);
 void sim_truth_fini(struct sim_truth *t);
-/* The engine's on_transition hook (arg: the struct sim_truth). */
+/* An account's state changed (inproc's on_change; arg: the struct
+ * sim_truth). */
 void sim_truth_transition(void *arg, const struct cp_decision *d,
                           const struct cp_event *ev, int64_t now_ms);
 

@@ -9,7 +9,7 @@
  * their limits) has a handler of its own in the same tables, so every
  * section follows the same rules: booleans, empty sections and error
  * messages alike. libfyaml was chosen over libcyaml for those line:column
- * positions (STYLE.md allows either).
+ * positions (the project's style guide allows either).
  *
  * The walk fills fields; what spans several keys or sections (a class
  * named by identity, notify.from needed by abuse_to) is checked after it,

@@ -1,6 +1,6 @@
 /*
  * fingerprint.h — content fingerprints of outbound mail and the table of
- * campaigns they reveal (BRIEF C4): the same text sent by many customers
+ * campaigns they reveal: the same text sent by many customers
  * within a short time is the signature of a botnet relaying through the
  * ISP, whatever each account looks like on its own.
  *

@@ -1,6 +1,6 @@
 /*
- * identity.h — who is sending: turn a policy request into the account that
- * is charged for it. SASL login first (mapped to its customer if the map
+ * identity.h — who is sending: turn an event (core/event.h) into the
+ * account that is charged for it. SASL login first (mapped to its customer if the map
  * lists it), else the client address (mapped by network, else truncated to
  * identity.ipv4_prefix / ipv6_prefix). Never an empty key.
  *

@@ -11,7 +11,7 @@
  * Each job carries copies of everything it needs (command, URL, timeout),
  * so a reload never changes a job under the worker. Jobs are also rows of
  * the store's `outbox` table: added on the loop thread (inside the
- * transaction of the state change that caused them, see main.c), updated
+ * transaction of the state change that caused them, see incident.c), updated
  * after a failed attempt and deleted when done or given up by the worker,
  * on a connection of its own. A restart, or a crash, resumes the jobs not
  * yet done; one that had just succeeded when the process died is sent

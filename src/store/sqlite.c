@@ -12,7 +12,7 @@
  *               libuv worker writes on it (checkpoint.c).
  *   d->db_sync  the loop thread's, always: state changes with
  *               cp_sqlite_begin/commit around them and their outbox rows
- *               (main.c on_transition, checkpoint.c retry_unrecorded),
+ *               (incident.c incident_apply, checkpoint.c retry_unrecorded),
  *               history reads of admin commands (admin.c). These block the
  *               loop for the write (busy_timeout up to 5 s if a
  *               checkpoint holds the lock).

@@ -7,7 +7,7 @@
  * Threads: cp_sqlite_transition, cp_sqlite_history and
  * cp_sqlite_count_actor on the loop thread, on chokepointd's d->db_sync,
  * while the loop runs: a state change is written before the reply that
- * depends on it (main.c on_transition, checkpoint.c retry_unrecorded at
+ * depends on it (incident.c incident_apply, checkpoint.c retry_unrecorded at
  * every tick and at the stop), history is read for `chokepoint show` and a
  * self-service release (admin.c). cp_sqlite_load_states on the loop
  * thread at start-up (d->db; the CLI's replay).
