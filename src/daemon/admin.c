@@ -207,12 +207,12 @@ status_json(const struct stat_table *t, struct strbuf *o)
             open = NULL;
         }
         if (r->group != NULL && open == NULL) {
-            sb_printf(o, ",\"%s\":{", r->group);
+            sb_json_key(o, r->group, false);
+            sb_puts(o, "{");
             open = r->group;
             first = true;
         }
-        sb_printf(o, "%s\"%s\":%llu", first ? "" : ",", r->key,
-                  (unsigned long long)r->v);
+        sb_json_ku64(o, r->key, r->v, first);
     }
     if (open != NULL)
         sb_puts(o, "}");
@@ -234,10 +234,11 @@ status(struct daemon *d, struct strbuf *o, bool json)
         status_text(&t, o);
         return;
     }
-    sb_printf(o, "{\"version\":\"%s\",\"uptime_s\":%lld,\"config\":", CP_VERSION,
-              (long long)up);
-    sb_json_str(o, d->cfg->file, strlen(d->cfg->file));
-    sb_printf(o, ",\"shadow\":%s", d->cfg->shadow ? "true" : "false");
+    sb_puts(o, "{");
+    sb_json_kcstr(o, "version", CP_VERSION, true);
+    sb_json_ku64(o, "uptime_s", (uint64_t)up, false);
+    sb_json_kcstr(o, "config", d->cfg->file, false);
+    sb_json_kbool(o, "shadow", d->cfg->shadow, false);
     status_json(&t, o);
 }
 
@@ -255,14 +256,15 @@ show_counters(struct daemon *d, const struct cp_identity *id,
         cp_engine_rate(r, &rate);
         v = tracked ? cp_meter_level_now(c, r->slot, rate, now) : 0;
         if (json) {
-            sb_printf(o, "%s{\"rule\":\"%s\",\"metric\":\"%s\","
-                         "\"window_s\":%llu,\"value\":",
-                      i ? "," : "", r->name, cp_metric_name(r->metric),
-                      (unsigned long long)(r->window_ms / 1000));
-            sb_json_num(o, v);
-            sb_printf(o, ",\"limit\":%llu,\"action\":\"%s\",\"shadow\":%s}",
-                      (unsigned long long)r->max, cp_action_name(r->action),
-                      r->shadow || d->cfg->shadow ? "true" : "false");
+            sb_puts(o, i ? ",{" : "{");
+            sb_json_kcstr(o, "rule", r->name, true);
+            sb_json_kcstr(o, "metric", cp_metric_name(r->metric), false);
+            sb_json_ku64(o, "window_s", r->window_ms / 1000, false);
+            sb_json_knum(o, "value", v, false);
+            sb_json_ku64(o, "limit", r->max, false);
+            sb_json_kcstr(o, "action", cp_action_name(r->action), false);
+            sb_json_kbool(o, "shadow", r->shadow || d->cfg->shadow, false);
+            sb_puts(o, "}");
         } else {
             sb_printf(o, "  %-20s %12.2f / %-10llu %s%s\n", r->name, v,
                       (unsigned long long)r->max, cp_action_name(r->action),
@@ -288,11 +290,11 @@ show_state(struct daemon *d, const struct cp_identity *id,
         cp_evidence_explain(ref.ev, det, now, ev, sizeof(ev));
     cp_format_time(since, sizeof(since), (int64_t)c->state_since_s * 1000);
     if (json) {
-        sb_printf(o, "\"state\":\"%s\",\"since\":\"%s\",\"blocks\":%u,"
-                     "\"evidence\":",
-                  cp_state_name((enum cp_state)c->state),
-                  c->state_since_s ? since : "", c->repeat);
-        sb_json_str(o, ev, strlen(ev));
+        sb_json_kcstr(o, "state", cp_state_name((enum cp_state)c->state),
+                      true);
+        sb_json_kcstr(o, "since", c->state_since_s ? since : "", false);
+        sb_json_ku64(o, "blocks", c->repeat, false);
+        sb_json_kcstr(o, "evidence", ev, false);
         if (ref.ev != NULL)
             cp_evidence_detail(ref.ev, det, now, o, true);
         sb_puts(o, ",");
@@ -317,8 +319,8 @@ static void
 reply_error(struct strbuf *o, bool json, const char *msg)
 {
     if (json) {
-        sb_puts(o, "{\"error\":");
-        sb_json_str(o, msg, strlen(msg));
+        sb_puts(o, "{");
+        sb_json_kcstr(o, "error", msg, true);
         sb_puts(o, "}\n");
     } else {
         sb_printf(o, "error: %s\n", msg);
@@ -351,12 +353,12 @@ hist_row(void *arg, int64_t t, const char *from, const char *to,
                   shown(ea, sizeof(ea), actor), shown(er, sizeof(er), reason));
         return;
     }
-    sb_printf(h->o, "%s{\"time\":\"%s\",\"from\":\"%s\",\"to\":\"%s\","
-                    "\"actor\":",
-              h->n++ ? "," : "", ts, from, to);
-    sb_json_str(h->o, actor, strlen(actor));
-    sb_puts(h->o, ",\"reason\":");
-    sb_json_str(h->o, reason, strlen(reason));
+    sb_puts(h->o, h->n++ ? ",{" : "{");
+    sb_json_kcstr(h->o, "time", ts, true);
+    sb_json_kcstr(h->o, "from", from, false);
+    sb_json_kcstr(h->o, "to", to, false);
+    sb_json_kcstr(h->o, "actor", actor, false);
+    sb_json_kcstr(h->o, "reason", reason, false);
     sb_puts(h->o, "}");
 }
 
@@ -402,15 +404,16 @@ recent_row(void *arg, const struct recent_entry *e)
                   text);
         return;
     }
-    sb_printf(c->o, "%s{\"time\":\"%s\",\"stage\":\"%s\",\"action\":\"%s\","
-                    "\"verdict\":\"%s\",\"shadow\":%s,\"state\":\"%s\","
-                    "\"rule\":",
-              c->n++ ? "," : "", ts, stage, act, verdict,
-              e->shadow ? "true" : "false",
-              cp_state_name((enum cp_state)e->state));
-    sb_json_str(c->o, e->rule, strlen(e->rule));
-    sb_puts(c->o, ",\"text\":");
-    sb_json_str(c->o, e->text, strlen(e->text));
+    sb_puts(c->o, c->n++ ? ",{" : "{");
+    sb_json_kcstr(c->o, "time", ts, true);
+    sb_json_kcstr(c->o, "stage", stage, false);
+    sb_json_kcstr(c->o, "action", act, false);
+    sb_json_kcstr(c->o, "verdict", verdict, false);
+    sb_json_kbool(c->o, "shadow", e->shadow, false);
+    sb_json_kcstr(c->o, "state", cp_state_name((enum cp_state)e->state),
+                  false);
+    sb_json_kcstr(c->o, "rule", e->rule, false);
+    sb_json_kcstr(c->o, "text", e->text, false);
     sb_puts(c->o, "}");
 }
 
@@ -499,11 +502,11 @@ show_logins(struct daemon *d, const struct cp_customer *cu, struct strbuf *o,
 
         bad += seen && compromised(c.state);
         if (json) {
-            sb_puts(o, i ? ",{\"login\":" : "{\"login\":");
-            sb_json_str(o, cu->logins[i], strlen(cu->logins[i]));
-            sb_printf(o, ",\"state\":\"%s\",\"seen\":%s,\"score\":", st,
-                      seen ? "true" : "false");
-            sb_json_num(o, score);
+            sb_puts(o, i ? ",{" : "{");
+            sb_json_kcstr(o, "login", cu->logins[i], true);
+            sb_json_kcstr(o, "state", st, false);
+            sb_json_kbool(o, "seen", seen, false);
+            sb_json_knum(o, "score", score, false);
             sb_puts(o, "}");
         } else {
             char login[CP_KEY_MAX * 4 + 4];
@@ -514,13 +517,15 @@ show_logins(struct daemon *d, const struct cp_customer *cu, struct strbuf *o,
                       seen ? "" : "  (no mail yet)");
         }
     }
-    if (json)
-        sb_printf(o, "],\"logins_compromised\":%zu", bad);
-    else if (bad > 1)
+    if (json) {
+        sb_puts(o, "]");
+        sb_json_ku64(o, "logins_compromised", bad, false);
+    } else if (bad > 1) {
         sb_printf(o, "  %zu of its logins are throttled or blocked at once: "
                      "look at the customer's computers, not only at one "
                      "person's\n",
                   bad);
+    }
 }
 
 static void
@@ -566,27 +571,21 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         show_history(d, &id, 10, o, false);
         return;
     }
-    sb_puts(o, "\"key\":");
-    sb_json_str(o, id.key, id.keylen);
-    sb_puts(o, ",\"account\":");
-    sb_json_str(o, id.dkey, id.dkeylen);
-    sb_puts(o, ",\"customer\":");
-    if (id.cust)
-        sb_json_str(o, id.cust->id, strlen(id.cust->id));
-    else
-        sb_puts(o, "null");
-    if (id.cust != NULL)
-        sb_printf(o, ",\"customer_state\":\"%s\"",
-                  cp_state_name((enum cp_state)(one ? st.state : c.state)));
-    else
-        sb_puts(o, ",\"customer_state\":null");
+    sb_json_kstr(o, "key", id.key, id.keylen, true);
+    sb_json_kstr(o, "account", id.dkey, id.dkeylen, false);
+    sb_json_kcstr(o, "customer", id.cust ? id.cust->id : NULL, false);
+    sb_json_kcstr(o, "customer_state",
+                  id.cust ? cp_state_name((enum cp_state)(one ? st.state
+                                                              : c.state))
+                          : NULL,
+                  false);
     if (one && id.cust != NULL) {
         sb_puts(o, ",\"logins\":[");
         show_logins(d, id.cust, o, true);
     }
-    sb_puts(o, ",\"class\":");
-    sb_json_str(o, id.cls->name, strlen(id.cls->name));
-    sb_printf(o, ",\"tracked\":%s,\"counters\":[", tracked ? "true" : "false");
+    sb_json_kcstr(o, "class", id.cls->name, false);
+    sb_json_kbool(o, "tracked", tracked, false);
+    sb_puts(o, ",\"counters\":[");
     show_counters(d, &id, &c, tracked, o, true);
     sb_puts(o, "],\"recent\":[");
     show_recent(d, &id, o, true);
@@ -694,11 +693,13 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
         return;
     }
     if (json) {
-        sb_puts(o, "{\"key\":");
-        sb_json_str(o, id.dkey, id.dkeylen);
-        sb_printf(o, ",\"from\":\"%s\",\"to\":\"%s\"}\n",
-                  cp_state_name((enum cp_state)dec.prev_state),
-                  cp_state_name((enum cp_state)dec.state));
+        sb_puts(o, "{");
+        sb_json_kstr(o, "key", id.dkey, id.dkeylen, true);
+        sb_json_kcstr(o, "from", cp_state_name((enum cp_state)dec.prev_state),
+                      false);
+        sb_json_kcstr(o, "to", cp_state_name((enum cp_state)dec.state),
+                      false);
+        sb_puts(o, "}\n");
     } else {
         char key[CP_KEY_MAX * 4 + 4];
 
@@ -721,8 +722,8 @@ history(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         return;
     }
     if (json) {
-        sb_puts(o, "{\"key\":");
-        sb_json_str(o, id.dkey, id.dkeylen);
+        sb_puts(o, "{");
+        sb_json_kstr(o, "key", id.dkey, id.dkeylen, true);
         sb_puts(o, ",\"history\":[");
     } else {
         char key[CP_KEY_MAX * 4 + 4];
@@ -756,10 +757,10 @@ top(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         const char *st = cp_state_name((enum cp_state)rows[i].state);
 
         if (json) {
-            sb_printf(o, "%s{\"key\":", i ? "," : "");
-            sb_json_str(o, rows[i].key, rows[i].keylen);
-            sb_printf(o, ",\"state\":\"%s\",\"score\":", st);
-            sb_json_num(o, rows[i].score);
+            sb_puts(o, i ? ",{" : "{");
+            sb_json_kstr(o, "key", rows[i].key, rows[i].keylen, true);
+            sb_json_kcstr(o, "state", st, false);
+            sb_json_knum(o, "score", rows[i].score, false);
             sb_puts(o, "}");
         } else {
             char key[CP_KEY_MAX * 4 + 4];

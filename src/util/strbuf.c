@@ -205,6 +205,13 @@ sb_json_knum(struct strbuf *sb, const char *name, double v, bool first)
     sb_json_num(sb, v);
 }
 
+void
+sb_json_kbool(struct strbuf *sb, const char *name, bool v, bool first)
+{
+    sb_json_key(sb, name, first);
+    sb_puts(sb, v ? "true" : "false");
+}
+
 const char *
 str_escape(char *out, size_t outsz, const char *in, size_t inlen,
            size_t max_in)
