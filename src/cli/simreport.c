@@ -207,98 +207,92 @@ sim_metrics(const struct sim *s, struct sim_metrics *m)
                                           : NAN;
 }
 
+/* A member of the report; every one but the first follows another. */
 static void
-json_num(FILE *fp, const char *key, double v, bool comma)
+json_num(struct strbuf *sb, const char *key, double v)
 {
-    if (isnan(v))
-        fprintf(fp, "\"%s\":null%s", key, comma ? "," : "");
-    else if (v == floor(v) && fabs(v) < 1e15)
-        fprintf(fp, "\"%s\":%.0f%s", key, v, comma ? "," : "");
-    else
-        fprintf(fp, "\"%s\":%.6g%s", key, v, comma ? "," : "");
+    sb_json_kreal(sb, key, v, false);
 }
 
 void
 sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
                 const char *config)
 {
-    fprintf(fp, "{\"scenario\":\"%s\",\"name\":\"%s\",\"config\":\"%s\",",
-            s->sc.file, s->sc.name, config);
-    json_num(fp, "seed", s->sc.seed, true);
-    json_num(fp, "days", s->sc.days, true);
-    json_num(fp, "customers", s->ncust, true);
-    json_num(fp, "logins", s->nsenders, true);
-    json_num(fp, "spam_share_before", m->spam_share_before, true);
-    json_num(fp, "spam_share_after", m->spam_share_after, true);
-    json_num(fp, "spam_share_after_without_campaigns",
-             m->spam_share_after_nocampaign, true);
-    json_num(fp, "zombie_accounts", m->zombie_accounts, true);
-    json_num(fp, "zombie_accounts_caught", m->zombie_accounts_caught, true);
-    json_num(fp, "spam_accepted_per_zombie_median", m->accepted_median, true);
-    json_num(fp, "spam_accepted_per_zombie_p90", m->accepted_p90, true);
-    json_num(fp, "detect_minutes_median", m->detect_minutes_median, true);
-    json_num(fp, "history_days",
-             (double)s->sc.history_ms / (double)SIM_DAY, true);
-    json_num(fp, "legit_login_days", (double)m->legit_login_days, true);
-    json_num(fp, "legit_login_days_deferred",
-             (double)m->legit_login_days_deferred, true);
+    struct strbuf sb_, *sb = &sb_;
+
+    sb_init(sb);
+    sb_puts(sb, "{");
+    sb_json_kcstr(sb, "scenario", s->sc.file, true);
+    sb_json_kcstr(sb, "name", s->sc.name, false);
+    sb_json_kcstr(sb, "config", config, false);
+    json_num(sb, "seed", s->sc.seed);
+    json_num(sb, "days", s->sc.days);
+    json_num(sb, "customers", s->ncust);
+    json_num(sb, "logins", s->nsenders);
+    json_num(sb, "spam_share_before", m->spam_share_before);
+    json_num(sb, "spam_share_after", m->spam_share_after);
+    json_num(sb, "spam_share_after_without_campaigns", m->spam_share_after_nocampaign);
+    json_num(sb, "zombie_accounts", m->zombie_accounts);
+    json_num(sb, "zombie_accounts_caught", m->zombie_accounts_caught);
+    json_num(sb, "spam_accepted_per_zombie_median", m->accepted_median);
+    json_num(sb, "spam_accepted_per_zombie_p90", m->accepted_p90);
+    json_num(sb, "detect_minutes_median", m->detect_minutes_median);
+    json_num(sb, "history_days", (double)s->sc.history_ms / (double)SIM_DAY);
+    json_num(sb, "legit_login_days", (double)m->legit_login_days);
+    json_num(sb, "legit_login_days_deferred", (double)m->legit_login_days_deferred);
     if (s->ranked) {
-        json_num(fp, "legit_logins", m->legit_logins, true);
-        json_num(fp, "legit_logins_watched", m->legit_logins_watched, true);
-        json_num(fp, "legit_logins_throttled", m->legit_logins_throttled,
-                 true);
-        json_num(fp, "legit_logins_blocked", m->legit_logins_blocked, true);
+        json_num(sb, "legit_logins", m->legit_logins);
+        json_num(sb, "legit_logins_watched", m->legit_logins_watched);
+        json_num(sb, "legit_logins_throttled", m->legit_logins_throttled);
+        json_num(sb, "legit_logins_blocked", m->legit_logins_blocked);
     }
-    json_num(fp, "zombie_logins", m->zombie_logins, true);
-    json_num(fp, "legit_messages_deferred", (double)m->legit_messages_deferred,
-             true);
-    json_num(fp, "legit_messages_lost", (double)m->legit_messages_lost, true);
-    json_num(fp, "legit_accounts_blocked", m->legit_accounts_blocked, true);
-    json_num(fp, "account_flag_precision", m->flag_precision, true);
-    json_num(fp, "account_flag_recall", m->flag_recall, true);
-    json_num(fp, "ham_messages", (double)s->tot.ham, true);
-    json_num(fp, "ham_delivered", (double)s->tot.ham_delivered, true);
-    json_num(fp, "spam_messages", (double)s->tot.spam, true);
-    json_num(fp, "spam_delivered", (double)s->tot.spam_delivered, true);
-    json_num(fp, "held", (double)s->tot.held, true);
-    json_num(fp, "spam_delivered_via_pool", (double)s->tot.spam_pooled, true);
-    json_num(fp, "ham_delivered_via_pool", (double)s->tot.ham_pooled, true);
-    json_num(fp, "spam_share_after_outside_pool", share_outside_pool(s),
-             true);
-    json_num(fp, "outcomes_delivered",
-             (double)s->tot.outcomes[CP_OUT_DELIVERED], true);
-    json_num(fp, "outcomes_bad_recipient",
-             (double)s->tot.outcomes[CP_OUT_BAD_RECIPIENT], true);
-    json_num(fp, "outcomes_rejected",
-             (double)s->tot.outcomes[CP_OUT_REJECTED], true);
-    json_num(fp, "attempts", (double)s->tot.attempts, true);
-    json_num(fp, "policy_requests", (double)s->tot.requests, true);
-    json_num(fp, "wall_seconds", s->wall_s, true);
-    fprintf(fp, "\"legit_deferred_by\":{");
+    json_num(sb, "zombie_logins", m->zombie_logins);
+    json_num(sb, "legit_messages_deferred", (double)m->legit_messages_deferred);
+    json_num(sb, "legit_messages_lost", (double)m->legit_messages_lost);
+    json_num(sb, "legit_accounts_blocked", m->legit_accounts_blocked);
+    json_num(sb, "account_flag_precision", m->flag_precision);
+    json_num(sb, "account_flag_recall", m->flag_recall);
+    json_num(sb, "ham_messages", (double)s->tot.ham);
+    json_num(sb, "ham_delivered", (double)s->tot.ham_delivered);
+    json_num(sb, "spam_messages", (double)s->tot.spam);
+    json_num(sb, "spam_delivered", (double)s->tot.spam_delivered);
+    json_num(sb, "held", (double)s->tot.held);
+    json_num(sb, "spam_delivered_via_pool", (double)s->tot.spam_pooled);
+    json_num(sb, "ham_delivered_via_pool", (double)s->tot.ham_pooled);
+    json_num(sb, "spam_share_after_outside_pool", share_outside_pool(s));
+    json_num(sb, "outcomes_delivered", (double)s->tot.outcomes[CP_OUT_DELIVERED]);
+    json_num(sb, "outcomes_bad_recipient", (double)s->tot.outcomes[CP_OUT_BAD_RECIPIENT]);
+    json_num(sb, "outcomes_rejected", (double)s->tot.outcomes[CP_OUT_REJECTED]);
+    json_num(sb, "attempts", (double)s->tot.attempts);
+    json_num(sb, "policy_requests", (double)s->tot.requests);
+    json_num(sb, "wall_seconds", s->wall_s);
+    sb_json_key(sb, "legit_deferred_by", false);
+    sb_puts(sb, "{");
     for (uint32_t i = 0; i < s->tot.nwhy; i++)
-        fprintf(fp, "%s\"%s\":%llu", i ? "," : "", s->tot.why[i].name,
-                (unsigned long long)s->tot.why[i].n);
-    fprintf(fp, "},");
-    fprintf(fp, "\"by_kind\":{");
+        sb_json_ku64(sb, s->tot.why[i].name, s->tot.why[i].n, i == 0);
+    sb_puts(sb, "}");
+    sb_json_key(sb, "by_kind", false);
+    sb_puts(sb, "{");
     for (int k = 0, first = 1; k < SIM_KIND_COUNT; k++) {
         const struct sim_kind_metrics *km = &m->kind[k];
 
         if (km->zombies == 0)
             continue;
-        fprintf(fp, "%s\"%s\":{", first ? "" : ",", sim_kind_name(k));
+        sb_json_key(sb, sim_kind_name(k), first);
+        sb_puts(sb, "{");
         first = 0;
-        json_num(fp, "zombie_accounts", km->zombies, true);
-        json_num(fp, "zombie_accounts_caught", km->caught, true);
-        json_num(fp, "spam_messages", (double)km->spam, true);
-        json_num(fp, "spam_accepted", (double)km->accepted, true);
-        json_num(fp, "spam_accepted_per_zombie_median", km->accepted_median,
-                 true);
-        json_num(fp, "spam_accepted_per_zombie_p90", km->accepted_p90, true);
-        json_num(fp, "detect_minutes_median", km->detect_minutes_median,
-                 false);
-        fprintf(fp, "}");
+        sb_json_kreal(sb, "zombie_accounts", km->zombies, true);
+        json_num(sb, "zombie_accounts_caught", km->caught);
+        json_num(sb, "spam_messages", (double)km->spam);
+        json_num(sb, "spam_accepted", (double)km->accepted);
+        json_num(sb, "spam_accepted_per_zombie_median", km->accepted_median);
+        json_num(sb, "spam_accepted_per_zombie_p90", km->accepted_p90);
+        json_num(sb, "detect_minutes_median", km->detect_minutes_median);
+        sb_puts(sb, "}");
     }
-    fprintf(fp, "}}\n");
+    sb_puts(sb, "}}\n");
+    fwrite(sb->data, 1, sb->len, fp);
+    sb_fini(sb);
 }
 
 /* "%.Nf" of v, or "-" when there is nothing to measure (NaN). */

@@ -212,6 +212,18 @@ sb_json_kbool(struct strbuf *sb, const char *name, bool v, bool first)
     sb_puts(sb, v ? "true" : "false");
 }
 
+void
+sb_json_kreal(struct strbuf *sb, const char *name, double v, bool first)
+{
+    sb_json_key(sb, name, first);
+    if (!isfinite(v))
+        sb_puts(sb, "null");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        sb_printf(sb, "%.0f", v);
+    else
+        sb_printf(sb, "%.6g", v);
+}
+
 const char *
 str_escape(char *out, size_t outsz, const char *in, size_t inlen,
            size_t max_in)

@@ -44,6 +44,9 @@ void sb_json_ku64(struct strbuf *sb, const char *name, uint64_t v,
                   bool first);
 void sb_json_knum(struct strbuf *sb, const char *name, double v, bool first);
 void sb_json_kbool(struct strbuf *sb, const char *name, bool v, bool first);
+/* A measured ratio or rate (the simulator's report): an integer as one,
+ * else 6 significant digits; NaN (nothing measured) and inf are null. */
+void sb_json_kreal(struct strbuf *sb, const char *name, double v, bool first);
 
 /* Offset of the first byte that is not valid UTF-8, or len if all is. */
 size_t utf8_check(const char *s, size_t len);
