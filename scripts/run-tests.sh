@@ -14,13 +14,13 @@
 #   fuzz-replay  libFuzzer targets replay their corpora     build-fuzz/
 #
 # How it fits the day on two cores:
-#   * the ASan and fuzz builds run in the background (niced) while unit
-#     and integration run against build/ (mostly waiting on sockets and
-#     Postfix);
+#   * the ASan and fuzz builds run in the background (niced, side by
+#     side) while unit and integration run against build/ (mostly waiting
+#     on sockets and Postfix);
 #   * pytest runs on both cores (pytest-xdist -n 2 --dist loadgroup: the
 #     tests that share a module-scoped Postfix or simulation stay on one
-#     worker); the `serial` tests (latency measured against a bound) run
-#     after, alone, once the background builds are done;
+#     worker); the `serial` tests (latency measured against a bound) of
+#     both passes run at the end, alone, once every build is done;
 #   * no test has a deadline a busy machine can trip: waits poll up to a
 #     hang guard (CHOKEPOINT_HANG_GUARD seconds, default 600).
 # The long efficacy runs are in the efficacy table and benchmarks
@@ -70,32 +70,39 @@ pytest_run() { # builddir, name, marker expression, [xdist options]
     return $rc
 }
 
-# The other builds, in the background while build/ is tested.
-background_builds() {
-    if nice -n 10 make -s asan >"$OUT/asan-build.log" 2>&1; then
-        echo 0 >"$OUT/asan-build.status"
+# The other builds, in the background (niced) while build/ is tested:
+# build NAME, status in OUT/NAME.status (0: built), log in OUT/NAME.log.
+background_build() { # name, make target, make options...
+    name=$1
+    shift
+    if nice -n 10 make -s "$@" >"$OUT/$name.log" 2>&1; then
+        echo 0 >"$OUT/$name.status"
     else
-        echo 1 >"$OUT/asan-build.status"
-    fi
-    if nice -n 10 make -s -j2 fuzz-build >"$OUT/fuzz-build.log" 2>&1; then
-        echo 0 >"$OUT/fuzz-build.status"
-    else
-        echo 1 >"$OUT/fuzz-build.status"
+        echo 1 >"$OUT/$name.status"
     fi
 }
-background_builds &
-BUILDS=$!
+built() { # name, pid: wait for it; false (log shown, one failure) if failed
+    wait "$2"
+    [ "$(cat "$OUT/$1.status" 2>/dev/null)" = 0 ] && return 0
+    cat "$OUT/$1.log"
+    echo 1 >"$OUT/$1.rc"
+    return 1
+}
+background_build asan-build asan &
+ASAN_PID=$!
+background_build fuzz-build fuzz-build -j2 &
+FUZZ_PID=$!
 
 suite layering sh scripts/check-includes.sh
 suite unit meson_unit build unit
 cp build/meson-logs/unit.json "$OUT/unit.json" 2>/dev/null
 suite integration pytest_run build integration "not serial" "$XDIST"
-wait $BUILDS
-suite integration.serial pytest_run build integration.serial "serial"
 
 # Sanitizer run: a separate build, the unit tests and the integration
 # tests on small scenarios.
-if [ "$(cat "$OUT/asan-build.status")" = 0 ]; then
+ASAN_OK=false
+if built asan-build $ASAN_PID; then
+    ASAN_OK=true
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     export LSAN_OPTIONS=suppressions=$(pwd)/tests/fuzz/lsan.supp:print_suppressions=0
@@ -104,19 +111,23 @@ if [ "$(cat "$OUT/asan-build.status")" = 0 ]; then
     export CHOKEPOINT_SANITIZED=1
     suite asan-integ pytest_run build-asan asan-integ \
         "not week and not serial" "$XDIST"
+    unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS CHOKEPOINT_SANITIZED
+fi
+
+# Every build done: the serial tests (latency bounds) alone, then the
+# fuzz corpora.
+FUZZ_OK=false
+built fuzz-build $FUZZ_PID && FUZZ_OK=true
+suite integration.serial pytest_run build integration.serial "serial"
+if $ASAN_OK; then
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    export LSAN_OPTIONS=suppressions=$(pwd)/tests/fuzz/lsan.supp:print_suppressions=0
+    export CHOKEPOINT_SANITIZED=1
     suite asan-integ.serial pytest_run build-asan asan-integ.serial \
         "serial and not week"
     unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS CHOKEPOINT_SANITIZED
-else
-    cat "$OUT/asan-build.log"
-    echo 1 > "$OUT/asan-build.rc"
 fi
-
-if [ "$(cat "$OUT/fuzz-build.status")" = 0 ]; then
-    suite fuzz-replay make -s fuzz-replay
-else
-    cat "$OUT/fuzz-build.log"
-    echo 1 > "$OUT/fuzz-build.rc"
-fi
+$FUZZ_OK && suite fuzz-replay make -s fuzz-replay
 
 $PY scripts/summarize-tests.py "$OUT"
