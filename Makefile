@@ -18,6 +18,9 @@ RUN_DIR ?= /tmp/chokepoint-run
 .PHONY: all deps build run test unit integration asan fuzz-build fuzz-replay \
         fuzz bench clean check-includes
 
+# a target whose command fails leaves no half-written file behind
+.DELETE_ON_ERROR:
+
 all: build
 
 deps:
@@ -67,43 +70,60 @@ FUZZ_ENGINE = src/core/engine.c src/core/queued.c src/core/content.c \
 # the SQLite store (fuzz_restore, fuzz_daemon_*)
 FUZZ_SQLITE = $(wildcard src/store/sqlite*.c)
 
-fuzz-build:
+# one file target each (make -j builds them side by side); rebuilt when
+# any source, the fuzz drivers or this Makefile changed
+FUZZ_BINS = $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_DEPS = $(wildcard src/*/*.c src/*/*.h tests/fuzz/*.c tests/fuzz/*.h) \
+	Makefile
+
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_BINS): | $(FUZZ_BUILD)
+$(FUZZ_BUILD):
 	mkdir -p $(FUZZ_BUILD)
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_policy \
+
+$(FUZZ_BUILD)/fuzz_policy: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_policy.c src/core/policy.c $(FUZZ_UTIL) -lxxhash -lm
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_milter \
+$(FUZZ_BUILD)/fuzz_milter: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_milter.c src/core/milter.c $(FUZZ_UTIL) -lxxhash -lm
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_fingerprint \
+$(FUZZ_BUILD)/fuzz_fingerprint: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_fingerprint.c src/core/fingerprint.c $(FUZZ_UTIL) \
 	    -lxxhash -lm
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_config \
+$(FUZZ_BUILD)/fuzz_config: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_custmap.c src/core/config.c src/core/custmap.c \
 	    src/core/policy.c src/core/notice.c src/util/yamlwalk.c $(FUZZ_UTIL) \
 	    -lfyaml -lxxhash -lm
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_maillog \
+$(FUZZ_BUILD)/fuzz_maillog: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_notice \
+$(FUZZ_BUILD)/fuzz_notice: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_notice.c src/core/notice.c $(FUZZ_UTIL) -lxxhash -lm
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_evidence \
+$(FUZZ_BUILD)/fuzz_evidence: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_evidence.c src/core/evidence.c src/core/config.c \
 	    src/core/custmap.c src/core/policy.c src/core/notice.c \
 	    src/util/yamlwalk.c $(FUZZ_UTIL) -lfyaml -lxxhash -lm
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_engine \
+$(FUZZ_BUILD)/fuzz_engine: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_engine.c $(FUZZ_ENGINE) $(FUZZ_UTIL) \
 	    -lfyaml -lxxhash -lm
-	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_restore \
+$(FUZZ_BUILD)/fuzz_restore: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_restore.c $(FUZZ_SQLITE) $(FUZZ_ENGINE) \
 	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lm
-
-	for t in conn milter admin logfollow; do \
-	    T=$$(echo $$t | tr a-z A-Z); \
-	    clang $(FUZZ_CFLAGS) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \
-	        -DFUZZ_TARGET=FUZZ_$$T -o $(FUZZ_BUILD)/fuzz_daemon_$$t \
-	        tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) $(FUZZ_SQLITE) \
-	        $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
-	        src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcares -lsqlite3 \
-	        -lfyaml -lxxhash -lm -lpthread || exit 1; \
-	done
+# fuzz_daemon_{conn,milter,admin,logfollow}: FUZZ_TARGET=FUZZ_CONN, ...
+$(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \
+	    -DFUZZ_TARGET=FUZZ_$$(echo $* | tr a-z A-Z) -o $@ \
+	    tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) $(FUZZ_SQLITE) \
+	    $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
+	    src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcares -lsqlite3 \
+	    -lfyaml -lxxhash -lm -lpthread
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0

@@ -7,7 +7,7 @@ set -eu
 BUILD="meson ninja-build pkg-config gcc clang libclang-rt-14-dev
        libuv1-dev libsqlite3-dev libfyaml-dev libcmocka-dev libxxhash-dev
        libcurl4-openssl-dev libc-ares-dev zlib1g-dev"
-RUNTEST="python3 python3-pytest sqlite3 postfix swaks sasl2-bin
+RUNTEST="python3 python3-pytest python3-pytest-xdist sqlite3 postfix swaks sasl2-bin
          libsasl2-modules procps rbldnsd miltertest"
 
 missing=""

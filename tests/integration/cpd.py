@@ -16,6 +16,27 @@ BUILD = os.environ.get("CHOKEPOINT_BUILD", os.path.join(ROOT, "build"))
 CHOKEPOINTD = os.path.join(BUILD, "chokepointd")
 CHOKEPOINT = os.path.join(BUILD, "chokepoint")
 
+# A hang guard, not a deadline: how long a test waits for something that
+# takes seconds (a daemon's start, a log line, a CLI call, a simulation)
+# before it gives up. Waits poll for their condition, so a large value
+# costs nothing when things work; it only stops a hung daemon from hanging
+# the suite, and a busy machine (or the sanitizers) cannot trip it.
+# CHOKEPOINT_HANG_GUARD sets it (seconds).
+HANG = float(os.environ.get("CHOKEPOINT_HANG_GUARD", "600"))
+
+
+def wait_for(pred, what="condition", timeout=None, step=0.05):
+    """Poll `pred` until it returns something true; return that. Fails
+    after `timeout` seconds (default: the hang guard)."""
+    deadline = time.monotonic() + (HANG if timeout is None else timeout)
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(step)
+
 DEFAULT_CLASSES = """
 classes:
   residential:
@@ -99,7 +120,7 @@ class Daemon:
         with open(self.map, "w") as f:
             f.write(customer_map)
 
-    def start(self, timeout=10.0, args=()):
+    def start(self, timeout=None, args=()):
         # ready = the policy socket answers and this start's "started"
         # line is logged (the sockets are bound before the store is read)
         started = self.read_log().count(" started: ")
@@ -107,8 +128,8 @@ class Daemon:
         self.proc = subprocess.Popen([CHOKEPOINTD, "-c", self.config] +
                                      list(args),
                                      stdout=self.logf, stderr=self.logf)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        deadline = time.monotonic() + (HANG if timeout is None else timeout)
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("chokepointd exited %d:\n%s" %
                                    (self.proc.returncode, self.read_log()))
@@ -126,24 +147,20 @@ class Daemon:
     def send_signal(self, sig):
         self.proc.send_signal(sig)
 
-    def reload(self, wait=1.0):
+    def reload(self):
         """SIGHUP, then wait until the log shows the outcome."""
         before = self.read_log().count("reload")
         self.send_signal(signal.SIGHUP)
-        deadline = time.time() + wait + 5
-        while time.time() < deadline:
-            if self.read_log().count("reload") > before:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("no reload line in log")
+        wait_for(lambda: self.read_log().count("reload") > before,
+                 "a reload line in the log")
 
-    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+    def stop(self, sig=signal.SIGTERM, timeout=None):
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(HANG if timeout is None else timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -178,10 +195,29 @@ class Daemon:
         """Run `chokepoint --json -s ADMIN args...` and return parsed JSON."""
         r = subprocess.run([CHOKEPOINT, "-s", self.admin_sock, "--json"] +
                            list(args), capture_output=True, text=True,
-                           timeout=10)
+                           timeout=HANG)
         if check and r.returncode != 0:
             raise RuntimeError("chokepoint %s failed: %s" % (args, r.stderr))
         return json.loads(r.stdout) if r.stdout.strip() else None
+
+    def wait_checkpoint(self, interval=1.0):
+        """Wait until what was decided before the call is in the store
+        (store.checkpoint_interval, `interval`, is 1 s in the tests).
+
+        A checkpoint runs only when something is dirty, and the status
+        counts the ones that finished. The first to finish after the call
+        has it, unless it was already writing at the call (collected
+        before): then the data is still dirty and a second one follows
+        within an interval. So: one checkpoint, then a second or two
+        quiet intervals."""
+        def runs():
+            return self.ctl("status")["checkpoints"]
+        n = runs()
+        wait_for(lambda: runs() >= n + 1, "a checkpoint", step=0.1)
+        try:
+            wait_for(lambda: runs() >= n + 2, timeout=2 * interval, step=0.1)
+        except AssertionError:
+            pass  # nothing was left to write
 
     def counter(self, key, rule):
         """Current value of counter `rule` (e.g. "messages/1h") of `key`."""
@@ -212,7 +248,7 @@ def rcpt_request(user="u1@example.net", instance="i1", recipient="r@example.com"
 class PolicyClient:
     """A raw policy-protocol connection (unix socket or TCP)."""
 
-    def __init__(self, address, timeout=5.0):
+    def __init__(self, address, timeout=HANG):
         if isinstance(address, tuple):
             self.s = socket.create_connection(address, timeout=timeout)
         else:

@@ -27,9 +27,14 @@ is signalled.
 
 Postfix refuses a config directory that /etc/postfix/main.cf does not list
 in alternate_config_directories: start() adds BASE/etc there (and prunes
-entries of earlier runs whose directory is gone), stop() removes it again.
+entries of earlier runs whose directory is gone), stop() removes it again,
+each under an exclusive lock (/etc/postfix/.chokepoint-tests.lock), as
+parallel test workers start and stop their own instances.
+
+Waits poll for their condition up to the hang guard (cpd.HANG).
 """
 import base64
+import fcntl
 import glob
 import json
 import os
@@ -41,6 +46,8 @@ import socket
 import subprocess
 import tempfile
 import time
+
+from cpd import HANG
 
 DEFAULT_MAIN_CF = "/etc/postfix/main.cf"
 BASE_PREFIX = "chokepoint-pf-"
@@ -69,7 +76,16 @@ def _postconf_default(*args):
 def _register_config_dir(confdir, add):
     """Add (or remove) `confdir` to alternate_config_directories in the
     default main.cf. Idempotent; also drops stale entries of earlier runs
-    (our prefix, directory gone)."""
+    (our prefix, directory gone). Read, change and write under a lock:
+    another test worker may be doing the same."""
+    lock = os.path.join(os.path.dirname(DEFAULT_MAIN_CF),
+                        ".chokepoint-tests.lock")
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        _register_locked(confdir, add)
+
+
+def _register_locked(confdir, add):
     if not os.path.exists(DEFAULT_MAIN_CF):
         open(DEFAULT_MAIN_CF, "a").close()
     cur = _postconf_default("-h", "alternate_config_directories").split()
@@ -294,7 +310,7 @@ class Postfix:
         """Point smtpd_milters at `path` (atomically)."""
         self._relink(self.milter_link, path)
 
-    def start(self, timeout=30.0):
+    def start(self, timeout=HANG):
         self.configure()
         _register_config_dir(self.etc, add=True)
         self.started = True
@@ -373,7 +389,7 @@ class Postfix:
 
     # ---- clients ----------------------------------------------------
     def swaks(self, to, user=None, password=None, sender=None,
-              quit_after=None, body=None, extra=(), timeout=60):
+              quit_after=None, body=None, extra=(), timeout=HANG):
         """Send one message through Postfix with swaks.
 
         `to` is one address or a list; `user` a SASL login (AUTH PLAIN) or
@@ -442,7 +458,7 @@ class Postfix:
 
     def smtp_source(self, messages, sender="source@client.example",
                     to="dest@example.org", recipients=1, sessions=1,
-                    length=100, timeout=120):
+                    length=100, timeout=HANG):
         """Run Postfix's smtp-source against the instance (no SASL).
         -A: keep going when the server answers 4xx/5xx."""
         args = ["smtp-source", "-A", "-4", "-m", str(messages),
@@ -496,7 +512,7 @@ class Postfix:
     def delivered_with(self, marker):
         return [t for _, t in self.delivered() if marker in t]
 
-    def wait_delivered(self, marker, count, timeout=20.0):
+    def wait_delivered(self, marker, count, timeout=HANG):
         """Wait until `count` sink messages contain `marker`; return them."""
         deadline = time.time() + timeout
         while True:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import postfix as pfmod
-from cpd import CHOKEPOINT, Daemon
+from cpd import CHOKEPOINT, HANG, Daemon
 from test_postfix import (DETECTION_CLASSES, context, login, marker,
                           refusals, send, show)
 
@@ -56,7 +56,8 @@ def cpd(pf, request):
         daemon.stop()
 
 
-def wait_for(pred, timeout=20.0, step=0.2):
+def wait_for(pred, timeout=HANG, step=0.2):
+    """`pred`'s value once true, or its last value after the hang guard."""
     deadline = time.time() + timeout
     while True:
         v = pred()
@@ -257,7 +258,7 @@ def test_block_holds_queued_mail_release_frees_it(pf, cpd, how, tmp_path):
         if how == "request":
             subprocess.run([os.path.join(CONTRIB, "chokepoint-postsuper"),
                             reqdir, "-c", pf.etc], check=True,
-                           capture_output=True, timeout=30)
+                           capture_output=True, timeout=HANG)
         return True
 
     daemon = cpd(extra={"containment": "hold_command: %s\n"
@@ -271,7 +272,7 @@ def test_block_holds_queued_mail_release_frees_it(pf, cpd, how, tmp_path):
         assert wait_for(lambda: len(queue_names(pf, mine + other)) == 4)
         r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "block",
                             login("nina"), "--reason", "ticket 99"],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 0, r
         assert wait_for(lambda: carry_out() and
                         set(queue_names(pf, mine).values()) == {"hold"}), \
@@ -279,7 +280,7 @@ def test_block_holds_queued_mail_release_frees_it(pf, cpd, how, tmp_path):
         assert queue_names(pf, other)[other[0]] != "hold"
         r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "release",
                             login("nina"), "--reason", "cleaned"],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 0, r
         assert wait_for(lambda: carry_out() and
                         "hold" not in queue_names(pf, mine).values()
@@ -307,14 +308,14 @@ def test_queue_ids_survive_a_restart(pf, cpd):
     try:
         assert wait_for(lambda: len(queue_names(pf, mine)) == 2)
         assert daemon.ctl("status")["delivery"]["queue_ids"] >= 2
-        time.sleep(1.5)  # store.checkpoint_interval is 1s in the tests
+        daemon.wait_checkpoint()
         daemon.kill9()
         daemon.start()
         assert "restored" in daemon.read_log() and \
             "queue ids of queued mail" in daemon.read_log()
         r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "block",
                             login("quinn"), "--reason", "ticket 100"],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 0, r
         assert wait_for(lambda: set(queue_names(pf, mine).values()) ==
                         {"hold"}), queue_names(pf, mine) + context(pf, daemon)
@@ -336,7 +337,7 @@ def test_suspect_accounts_leave_through_the_reputation_pool(pf, cpd):
     for args in (["block", login("lena"), "--reason", "ticket 5"],
                  ["release", login("lena"), "--reason", "cleaned"]):
         r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock] + args,
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 0, r
     assert show(daemon, login("lena"))["state"] == "PROBATION"
     lena, kim = marker(), marker()

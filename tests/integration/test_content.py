@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import postfix as pfmod
-from cpd import Daemon
+from cpd import HANG, Daemon
 from test_containment import wait_for
 from test_postfix import (DETECTION_CLASSES, content_section, context, cpd,
                           login, show)
@@ -65,9 +65,10 @@ def test_campaign_refused_at_end_of_data_chain_letter_passes(pf, cpd):
         r = spam(u, 0)
         assert r.accepted, "%r%s" % (r, context(pf, daemon))
     pf.flush()
-    assert wait_for(lambda: bounced(pf, base + 3), 30), context(pf, daemon)
-    assert wait_for(lambda: "bad_recipient" in show(daemon, login("sp3"))["evidence"],
-                    10), context(pf, daemon)
+    assert wait_for(lambda: bounced(pf, base + 3)), context(pf, daemon)
+    assert wait_for(lambda: "bad_recipient" in
+                    show(daemon, login("sp3"))["evidence"]), \
+        context(pf, daemon)
     # the text is spam now, but an account counts only from its second
     # copy (repeat: 2): sp1 and sp2 are two accounts, below refuse (3);
     # two are a campaign (campaign_accounts: 2): sp2 gets the evidence
@@ -144,7 +145,7 @@ def test_miltertest_session_and_bad_input(tmp_path):
         script.write_text(MT_SCRIPT)
         r = subprocess.run(["miltertest", "-D", "sock=" + sock, "-D",
                             "body=" + SPAM.format(n=1), "-s", str(script)],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 0, r.stdout + r.stderr + daemon.read_log()
         optneg = struct.pack(">IcIII", 13, b"O", 6, 0x1ff, 0x1fffff)
         for junk in (b"\xff\xff\xff\xffO",               # length 4 GiB
@@ -153,7 +154,7 @@ def test_miltertest_session_and_bad_input(tmp_path):
                      optneg + b"\x00\x00\x00\x02C\x00",  # truncated CONNECT
                      optneg + b"\x00\x10\x00\x00B"):     # 1 MiB announced
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(5)
+            s.settimeout(HANG)
             s.connect(sock)
             s.sendall(junk)
             got = b""
@@ -166,7 +167,7 @@ def test_miltertest_session_and_bad_input(tmp_path):
             s.close()
         # a body and an end of message without MAIL: answered, ignored
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(5)
+        s.settimeout(HANG)
         s.connect(sock)
         body = SPAM.format(n=0).encode()
         s.sendall(optneg + struct.pack(">Ic", len(body) + 1, b"B") + body +
@@ -186,7 +187,7 @@ def test_miltertest_session_and_bad_input(tmp_path):
         # still serving
         r = subprocess.run(["miltertest", "-D", "sock=" + sock, "-D",
                             "body=" + CHAIN, "-s", str(script)],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 0, r.stdout + r.stderr
         assert daemon.alive()
     finally:

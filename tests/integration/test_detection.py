@@ -6,7 +6,7 @@ import re
 import subprocess
 import time
 
-from cpd import CHOKEPOINT, Daemon, PolicyClient, rcpt_request
+from cpd import CHOKEPOINT, HANG, Daemon, PolicyClient, rcpt_request
 
 CLASSES = """
 classes:
@@ -61,7 +61,7 @@ def test_top_ranks_the_zombie_and_log_carries_evidence(tmp_path):
         assert top[-1]["key"] == "u:ann@isp.example"
         assert top[-1]["score"] < 0
         text = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "top"],
-                              capture_output=True, text=True, timeout=10)
+                              capture_output=True, text=True, timeout=HANG)
         assert text.returncode == 0
         assert text.stdout.splitlines()[1].split()[0] == "BLOCKED"
         changes = [x for x in d.decisions_list() if x.get("previous_state")]
@@ -90,7 +90,7 @@ def test_top_ranks_the_zombie_and_log_carries_evidence(tmp_path):
         assert ann["recent"] == [], ann["recent"]
         text = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "show",
                                "zed@isp.example"], capture_output=True,
-                              text=True, timeout=10).stdout
+                              text=True, timeout=HANG).stdout
         assert "signals (weight" in text and "baseline:" in text, text
         assert "recent decisions (newest first)" in text and \
             "REJECT" in text, text
@@ -124,7 +124,7 @@ def test_detection_shadow_answers_dunno_but_records(tmp_path):
 
 def ctl(d, *args):
     return subprocess.run([CHOKEPOINT, "-s", d.admin_sock] + list(args),
-                          capture_output=True, text=True, timeout=10)
+                          capture_output=True, text=True, timeout=HANG)
 
 
 def test_self_service_release_is_limited_per_period(tmp_path):
@@ -408,7 +408,7 @@ def test_evidence_survives_restart(tmp_path):
         zed = _show(d, "zed@isp.example")
         assert zed["state"] in ("WATCH", "NORMAL"), zed
         assert _signals(d, "zed@isp.example")["forged_sender"]["times"] == 3
-        time.sleep(2.5)  # a checkpoint (1 s) has run
+        d.wait_checkpoint()
         d.kill9()
         d.start()
         zed2 = _signals(d, "zed@isp.example")
@@ -432,11 +432,11 @@ def test_evidence_survives_restart(tmp_path):
         c = PolicyClient(d.policy_sock)
         zombie_traffic(c, "zed@isp.example", 16)
         assert _show(d, "zed@isp.example")["state"] == "BLOCKED"
-        time.sleep(2.5)
+        d.wait_checkpoint()
         subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "release",
                         "zed@isp.example", "--reason", "cleaned"],
                        check=True, capture_output=True)
-        time.sleep(2.5)
+        d.wait_checkpoint()
         d.kill9()
         d.start()
         zed3 = _show(d, "zed@isp.example")

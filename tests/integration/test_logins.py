@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import time
 
-from cpd import CHOKEPOINT, Daemon, PolicyClient, rcpt_request
+from cpd import CHOKEPOINT, HANG, Daemon, PolicyClient, rcpt_request
 from test_detection import CLASSES, message, zombie_traffic
 
 MAP = ("office@acme.example acme residential "
@@ -24,7 +24,7 @@ MAP = ("office@acme.example acme residential "
 
 def ctl(d, *args):
     return subprocess.run([CHOKEPOINT, "-s", d.admin_sock] + list(args),
-                          capture_output=True, text=True, timeout=10)
+                          capture_output=True, text=True, timeout=HANG)
 
 
 def colleague_mail(c, login, n, tag):
@@ -163,7 +163,7 @@ def test_new_account_blocked_only_on_the_receivers_word(tmp_path):
                     % (i, i, i, r, r))
         with open(log, "a") as f:
             f.writelines(lines)
-        deadline = time.time() + 10
+        deadline = time.time() + HANG
         while time.time() < deadline and \
                 d.ctl("show", "zed@isp.example")["state"] != "BLOCKED":
             time.sleep(0.2)
@@ -201,8 +201,9 @@ def test_delivered_recipients_survive_a_restart(tmp_path):
                     % (qid, dsn, status))
 
     def evidence_with(signal):
-        """ann's evidence once it shows `signal` (or after 10 s)."""
-        deadline = time.time() + 10
+        """ann's evidence once it shows `signal` (or after the hang
+        guard)."""
+        deadline = time.time() + HANG
         while True:
             ev = d.ctl("show", "ann@isp.example")["evidence"]
             if signal in ev or time.time() > deadline:
@@ -333,7 +334,7 @@ def test_learn_then_start_warm(tmp_path):
     newer.write_text("".join(lines[len(lines) // 2:]))
     r = subprocess.run([CHOKEPOINT, "learn", str(newer), str(older),
                         "--config", d.config, "--json"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=HANG)
     assert r.returncode == 0, r.stderr
     import json
     out = json.loads(r.stdout)
@@ -351,7 +352,7 @@ def test_learn_then_start_warm(tmp_path):
         # a daemon is running on this state: learn refuses
         r = subprocess.run([CHOKEPOINT, "learn", str(newer), "--config",
                             d.config], capture_output=True, text=True,
-                           timeout=60)
+                           timeout=HANG)
         assert r.returncode == 1 and "chokepointd is running" in r.stderr, r
     finally:
         assert d.stop() == 0

@@ -22,7 +22,8 @@ import subprocess
 
 import pytest
 
-from cpd import CHOKEPOINT, Daemon, PolicyClient, policy_request, rcpt_request
+from cpd import (CHOKEPOINT, HANG, Daemon, PolicyClient, policy_request,
+                 rcpt_request)
 
 MAX_LINE = 512
 MAX_ATTRS = 20
@@ -81,9 +82,10 @@ def quiet_send(sock, data):
         return False
 
 
-def read_until_eof(sock, timeout=3.0):
+def read_until_eof(sock, timeout=HANG):
     """Everything the server sends until it closes; fail if it does not
-    close within `timeout` seconds. Returns (bytes, seconds until EOF)."""
+    close within `timeout` seconds (a hang guard: tests that time the close
+    check the seconds returned). Returns (bytes, seconds until EOF)."""
     t0 = time.monotonic()
     deadline = t0 + timeout
     data = b""
@@ -118,7 +120,7 @@ def still_open(sock):
     return False if data == b"" else True
 
 
-def wait_for(pred, timeout=5.0, what="condition"):
+def wait_for(pred, timeout=HANG, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
@@ -136,7 +138,7 @@ def log_text(d):
         return f.read().decode("utf-8", errors="backslashreplace")
 
 
-def wait_log(d, pattern, timeout=3.0):
+def wait_log(d, pattern, timeout=HANG):
     """The first log line matching regex `pattern` (str)."""
     rx = re.compile(pattern)
 
@@ -176,7 +178,7 @@ class Bystander:
     """A well-behaved connection opened before the abuse."""
 
     def __init__(self, addr):
-        self.c = PolicyClient(addr, timeout=5)
+        self.c = PolicyClient(addr)
         self.check()
 
     def check(self):
@@ -196,7 +198,7 @@ def assert_served(d, bystander=None, addr=None):
     deferral once that account is over its limit."""
     assert d.alive(), "chokepointd died:\n" + d.read_log()[-3000:]
     t0 = time.monotonic()
-    c = PolicyClient(addr or d.policy_sock, timeout=5)
+    c = PolicyClient(addr or d.policy_sock)
     try:
         user, _ = fresh()
         for i in range(LIMIT):
@@ -399,7 +401,7 @@ def test_binary_garbage_closes_and_log_is_escaped(start):
         # Empty lines in the blob may complete "requests" (no request=
         # attribute, answered DUNNO) before the first bad line.
         assert re.fullmatch(rb"(action=DUNNO\n\n)*", data), data[:200]
-    wait_for(lambda: status(d)["protocol_errors"] == 7, 3, "7 protocol errors")
+    wait_for(lambda: status(d)["protocol_errors"] == 7, what="7 protocol errors")
     assert_log_clean(d)
     assert_served(d, by)
     assert_log_clean(d)
@@ -482,7 +484,7 @@ def test_500_pipelined_requests_answered_in_order(start):
     payload = b"".join(policy_request(a) for a in reqs)
     assert len(payload) > 10 * 4096  # spans many reads
 
-    c = PolicyClient(d.policy_sock, timeout=10)
+    c = PolicyClient(d.policy_sock)
     c.send(payload)
     got = [c.read_reply() for _ in range(500)]
     for i, (g, e) in enumerate(zip(got, expect)):
@@ -512,7 +514,7 @@ def test_client_that_does_not_read_replies_is_closed(start):
     # Small requests, long (deferral) replies, never read.
     one = b"request=smtpd_access_policy\nprotocol_state=RCPT\nsasl_username=%s\n" \
           b"instance=%%d\n\n" % user.encode()
-    c = PolicyClient(d.policy_sock, timeout=10)
+    c = PolicyClient(d.policy_sock)
     sent = 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < 10:
@@ -522,8 +524,8 @@ def test_client_that_does_not_read_replies_is_closed(start):
         sent += 1000
         if sent >= 60000:
             break
-    wait_log(d, r"warning: .*closing: client does not read its replies", 5)
-    data, _ = read_until_eof(c.s, 5)
+    wait_log(d, r"warning: .*closing: client does not read its replies")
+    data, _ = read_until_eof(c.s)
     assert data.count(b"\n\n") < sent
     assert_served(d, by)
 
@@ -586,14 +588,14 @@ def test_idle_timeout_counts_from_the_last_complete_request(start):
     busy.send(policy_request(rcpt_request(user=user, instance=inst)))
     t1 = time.monotonic()
     assert busy.s.recv(4096).startswith(b"action=")
-    data, _ = read_until_eof(late.s, 3)
+    data, _ = read_until_eof(late.s)
     closed = time.monotonic()
     assert data == b""
     assert 0.9 * IDLE <= closed - t0 < 0.9 * IDLE + 0.6, \
         "closed %.2fs after connecting" % (closed - t0)
     # the one that completed a request at 0.6 s is still open
     assert still_open(busy.s)
-    data, _ = read_until_eof(busy.s, 3)
+    data, _ = read_until_eof(busy.s)
     assert time.monotonic() - t1 >= 0.9 * IDLE
     wait_log(d, r"closing: no complete request for protocol.idle_timeout")
     assert_served(d)
@@ -615,7 +617,7 @@ def _open_many(addr, n):
     socks = []
     for i in range(n):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(5)
+        s.settimeout(HANG)
         s.connect(addr)
         if i % 2:  # half of them start a request and stop
             s.sendall(b"request=smtpd_access_policy\nsasl_user")
@@ -628,10 +630,10 @@ def test_1000_idle_connections_do_not_starve_others(start):
     socks = []
     try:
         d = start(proto=PROTO.replace("idle_timeout: 2s", "idle_timeout: 60s"))
-        wait_for(lambda: status(d)["connections"] == 0, 3, "probe closed")
+        wait_for(lambda: status(d)["connections"] == 0, what="probe closed")
         socks = _open_many(d.policy_sock, 1000)
-        wait_for(lambda: status(d)["connections"] == 1000, 5,
-                 "1000 connections in status")
+        wait_for(lambda: status(d)["connections"] == 1000,
+                 what="1000 connections in status")
         t0 = time.monotonic()
         assert_served(d)
         assert time.monotonic() - t0 < 1.0
@@ -643,7 +645,8 @@ def test_1000_idle_connections_do_not_starve_others(start):
         for s in socks:
             s.close()
         socks = []
-        wait_for(lambda: status(d)["connections"] == 1, 5, "connections back to 1")
+        wait_for(lambda: status(d)["connections"] == 1,
+                 what="connections back to 1")
         by.check()
         assert_served(d, by)
     finally:
@@ -660,18 +663,18 @@ def test_max_connections_refuses_extra_connections(start):
                                   "max_connections: 50\n"
                                   "max_connections_per_peer: 50")
               .replace("idle_timeout: 2s", "idle_timeout: 60s"))
-    wait_for(lambda: status(d)["connections"] == 0, 3, "probe closed")
+    wait_for(lambda: status(d)["connections"] == 0, what="probe closed")
     by = Bystander(d.policy_sock)
     held = _open_many(d.policy_sock, 49)
     try:
-        wait_for(lambda: status(d)["connections"] == 50, 3, "50 connections")
+        wait_for(lambda: status(d)["connections"] == 50, what="50 connections")
         # 30 more: accepted and closed at once.
         for i in range(30):
             t0 = time.monotonic()
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(d.policy_sock)
             quiet_send(s, policy_request(rcpt_request(user=fresh("x")[0])))
-            data, took = read_until_eof(s, 2)
+            data, took = read_until_eof(s)
             s.close()
             assert data == b"", data
             assert time.monotonic() - t0 < 1.0
@@ -689,7 +692,7 @@ def test_max_connections_refuses_extra_connections(start):
         # Freeing slots lets new clients in again.
         for s in held[:10]:
             s.close()
-        wait_for(lambda: status(d)["connections"] == 40, 3, "40 connections")
+        wait_for(lambda: status(d)["connections"] == 40, what="40 connections")
         assert_served(d, by)
         assert status(d)["connections_refused"] == 30
     finally:
@@ -772,7 +775,7 @@ def test_values_cannot_inject_reply_lines(start):
     with pytest.raises(socket.timeout):
         assert c.s.recv(100) == b""
     assert c.buf == b""
-    c.s.settimeout(5)
+    c.s.settimeout(HANG)
     # A request made only of action= lines gets DUNNO, nothing else.
     c.send(b"action=REJECT\naction=OK\n\n")
     assert c.read_reply() == DUNNO
@@ -914,7 +917,7 @@ def test_unknown_request_type_and_missing_identity(start):
     assert ask_bytes(c, a) == DUNNO
     wait_for(lambda: len(log_lines(
         d, r"warning: .*request has neither sasl_username nor a valid "
-           r"client_address; answering DUNNO")) == n0 + 7, 3, "7 warnings")
+           r"client_address; answering DUNNO")) == n0 + 7, what="7 warnings")
     # A valid address without a login is an identity (keyed by /32): it is
     # limited like any account, and logs no warning.
     for i in range(LIMIT + 1):
@@ -935,11 +938,11 @@ def test_half_closed_client_gets_its_reply(start):
     d = start()
     for i in range(20):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(3)
+        s.settimeout(HANG)
         s.connect(d.policy_sock)
         s.sendall(policy_request(rcpt_request(user=fresh("exim")[0])))
         s.shutdown(socket.SHUT_WR)
-        data, _ = read_until_eof(s, 3)
+        data, _ = read_until_eof(s)
         s.close()
         assert data == DUNNO, (i, data)
     assert_served(d)
@@ -953,7 +956,7 @@ def test_client_closing_mid_request_is_harmless(start):
         c.send(policy_request(rcpt_request(user=fresh("mid")[0]))[:50 + i])
         c.close()
     wait_for(lambda: len(log_lines(d, r"client closed in the middle of a request")) == 20,
-             3, "20 warnings")
+             what="20 warnings")
     assert_served(d, by)
 
 
@@ -984,7 +987,7 @@ def test_status_text_and_json_show_the_same_counters(start):
         s.recv(4096)
     j = d.ctl("status")
     r = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "status"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=HANG)
     assert r.returncode == 0, r.stderr
     want = []
     for k, v in j.items():

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from cpd import CHOKEPOINT, ROOT, Daemon
+from cpd import CHOKEPOINT, HANG, ROOT, Daemon
 import postfix as pfmod
 
 FIX = os.path.join(ROOT, "tests", "fixtures", "maillog")
@@ -56,7 +56,7 @@ def write_config(tmp_path, customer_map="", classes=CLASSES):
 
 def run(*args, stdin=None, check=True):
     p = subprocess.run([CHOKEPOINT, "replay"] + list(args), input=stdin,
-                       capture_output=True, timeout=60)
+                       capture_output=True, timeout=HANG)
     if check:
         assert p.returncode == 0, "replay %s: rc=%d\n%s" % (
             args, p.returncode, p.stderr.decode(errors="replace"))
@@ -323,7 +323,7 @@ def pf():
     yield from pfmod.running(("rita", "sam"))
 
 
-def wait_removed(pf, qids, timeout=20.0):
+def wait_removed(pf, qids, timeout=HANG):
     deadline = time.time() + timeout
     while time.time() < deadline:
         log = pf.maillog()
@@ -427,9 +427,9 @@ def test_replay_reports_state_changes_of_logins(tmp_path):
                                                   "map"))
     subprocess.run([CHOKEPOINT, "sim", str(scen), "--maillog", log,
                     "--truth", truth], check=True, capture_output=True,
-                   timeout=120)
+                   timeout=HANG)
     subprocess.run([CHOKEPOINT, "sim", str(scen), "--map-out", mp],
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=HANG)
     cfg = os.path.join(ROOT, "etc", "chokepoint.yaml")
     rep = replay(log, cfg, "--map", mp, "--list", "100000")
     zombies = {l.split("\t")[3]: l.split("\t")[2]
@@ -462,7 +462,7 @@ def test_replay_reports_state_changes_of_logins(tmp_path):
     # the text report shows the changes with their evidence
     out = subprocess.run([CHOKEPOINT, "replay", log, "--config", cfg,
                           "--map", mp], capture_output=True, text=True,
-                         timeout=120).stdout
+                         timeout=HANG).stdout
     assert "state changes (the evidence at the time):" in out, out[:2000]
     assert re.search(r"NORMAL -> WATCH score \d+\.\d: \w+ \+", out), out
     # the same measured by the script that builds doc/efficacy.md's table
@@ -470,7 +470,7 @@ def test_replay_reports_state_changes_of_logins(tmp_path):
                         os.path.join(ROOT, "sim", "replay-efficacy.py"),
                         "--json", "--build", os.path.dirname(CHOKEPOINT),
                         str(scen)], capture_output=True, text=True,
-                       timeout=300)
+                       timeout=HANG)
     assert r.returncode == 0, r.stderr
     eff = json.loads(r.stdout)[0]
     assert eff["zombie_accounts_caught"] == eff["zombie_accounts"] == 2

@@ -6,6 +6,14 @@ the same report, the protocol path decides exactly as the in-process
 engine), and hold the shipped configuration to the efficacy targets of
 BRIEF.md where it meets them (doc/efficacy.md: distributed campaigns are
 the known gap, reported separately).
+
+The whole simulated weeks (the default 100,000-customer week, the 7-day
+scenarios of doc/efficacy.md) carry the `week` marker (conftest.py): the
+sanitizer pass of scripts/run-tests.sh deselects them, as one of them
+takes minutes under ASan. Each has a small twin that runs in both passes:
+the default week's consistency checks run on every other scenario here,
+the 7-day scenarios have tenth-size versions in tests/integration/scenarios
+and tests/golden/scenarios, checked with the same assertions.
 """
 import json
 import os
@@ -15,9 +23,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cpd import CHOKEPOINT, ROOT, Daemon
+from cpd import CHOKEPOINT, HANG, ROOT, Daemon
 
 SCEN = os.path.join(ROOT, "sim", "scenarios")
+# the small twins of the 7-day scenarios (a tenth of the customers)
+SMALL = os.path.join(ROOT, "tests", "integration", "scenarios")
+GOLDEN = os.path.join(ROOT, "tests", "golden", "scenarios")
 CONFIG = os.path.join(ROOT, "etc", "chokepoint.yaml")
 KEYS = ["spam_share_before", "spam_share_after", "zombie_accounts",
         "zombie_accounts_caught", "spam_accepted_per_zombie_median",
@@ -32,7 +43,7 @@ KEYS = ["spam_share_before", "spam_share_after", "zombie_accounts",
 def sim(scenario, *args, check=True):
     r = subprocess.run([CHOKEPOINT, "sim", os.path.join(SCEN, scenario),
                         "--config", CONFIG] + list(args),
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=HANG)
     if check and r.returncode != 0:
         raise AssertionError("sim failed (%d): %s" % (r.returncode, r.stderr))
     return r
@@ -69,9 +80,15 @@ def assert_consistent(rep):
     assert rep["policy_requests"] >= rep["attempts"]
 
 
-# The default week (3.7 M messages) takes ~15 s optimised and minutes under
-# ASan; the sanitizer run covers the same code with the smaller scenarios.
-SANITIZED = os.environ.get("CHOKEPOINT_SANITIZED") == "1"
+def week(scenario, *more):
+    """A parameter that runs a whole week (the `week` marker)."""
+    return pytest.param(scenario, *more, marks=pytest.mark.week,
+                        id=scenario)
+
+
+def small(path, *more):
+    """A small twin (a scenario outside sim/scenarios): runs everywhere."""
+    return pytest.param(path, *more, id=os.path.basename(path))
 
 
 def assert_precision(rep):
@@ -84,16 +101,19 @@ def assert_precision(rep):
         0.001 * rep["legit_login_days"]
 
 
+# The default week (3.7 M messages) takes ~50 s optimised and many
+# minutes under ASan: `week` tests. Their twins: every other scenario
+# below goes through the same assert_consistent() and target checks.
 @pytest.fixture(scope="module")
-def week():
+def default_week():
     """The default week on the day of deployment (no history: the harder
     case; isp-week.yaml, warm, is in doc/efficacy.md)."""
-    if SANITIZED:
-        pytest.skip("default week: optimised build only (see SANITIZED)")
     return sim_json("isp-week-cold.yaml")
 
 
-def test_default_week_baseline_and_counts(week):
+@pytest.mark.week
+def test_default_week_baseline_and_counts(default_week):
+    week = default_week
     assert_consistent(week)
     assert week["customers"] == 100000
     assert week["spam_share_before"] == pytest.approx(0.30, abs=0.015)
@@ -101,9 +121,11 @@ def test_default_week_baseline_and_counts(week):
                                     "stolen_credentials", "unauth_relay"}
 
 
-def test_default_week_targets(week):
+@pytest.mark.week
+def test_default_week_targets(default_week):
     """BRIEF.md targets, with content fingerprints (the shipped config has
     the milter): distributed campaigns included."""
+    week = default_week
     assert week["legit_accounts_blocked"] == 0
     assert_precision(week)
     assert week["logins"] > week["customers"]  # businesses' staff logins
@@ -114,12 +136,13 @@ def test_default_week_targets(week):
     assert week["outcomes_bad_recipient"] > 0
 
 
+@pytest.mark.week
 def test_default_week_without_content_misses_campaigns():
     """Without the milter (--no-content) the envelope and delivery
     evidence alone: met except for distributed campaigns, whose five
-    messages per zombie are too few for per-account evidence."""
-    if SANITIZED:
-        pytest.skip("default week: optimised build only (see SANITIZED)")
+    messages per zombie are too few for per-account evidence. (Twin:
+    test_quiet_template_zombies_are_caught_by_their_template and
+    test_reputation_pool_carries_the_suspects_mail run --no-content.)"""
     week = sim_json("isp-week-cold.yaml", "--no-content")
     assert week["legit_accounts_blocked"] == 0
     assert week["spam_share_after_without_campaigns"] <= 0.005
@@ -181,7 +204,7 @@ def test_live_protocol_path_agrees(tmp_path):
                             os.path.join(SCEN, "small-live.yaml"),
                             "--config", d.config, "--json", "--live",
                             d.policy_sock],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 0, r.stderr
         live = json.loads(r.stdout)
     finally:
@@ -189,7 +212,7 @@ def test_live_protocol_path_agrees(tmp_path):
     inproc = json.loads(subprocess.run(
         [CHOKEPOINT, "sim", os.path.join(SCEN, "small-live.yaml"),
          "--config", d.config, "--json"],
-        capture_output=True, text=True, timeout=300, check=True).stdout)
+        capture_output=True, text=True, timeout=HANG, check=True).stdout)
     for rep in (live, inproc):
         rep.pop("wall_seconds")
     for k in ("legit_logins", "legit_logins_watched",
@@ -237,14 +260,17 @@ def test_quiet_template_zombies_are_caught_by_their_template(tmp_path):
     off = json.loads(subprocess.run(
         [CHOKEPOINT, "sim", os.path.join(SCEN, "quiet-template.yaml"),
          "--config", str(cfg), "--json", "--no-content"],
-        capture_output=True, text=True, timeout=300, check=True).stdout)
+        capture_output=True, text=True, timeout=HANG, check=True).stdout)
     assert off["by_kind"]["low_and_slow"]["zombie_accounts_caught"] == 0
 
 
-@pytest.mark.parametrize("scenario", ["newsletter-spike.yaml",
-                                      "holiday-burst.yaml",
-                                      "slow-merge.yaml",
-                                      "chain-letter.yaml"])
+@pytest.mark.parametrize("scenario", [
+    week("newsletter-spike.yaml"),
+    small(os.path.join(SMALL, "newsletter-spike-small.yaml")),
+    "holiday-burst.yaml",
+    week("slow-merge.yaml"),
+    small(os.path.join(SMALL, "slow-merge-small.yaml")),
+    "chain-letter.yaml"])
 def test_hard_legit_scenarios_report(scenario):
     rep = sim_json(scenario)
     assert_consistent(rep)
@@ -255,11 +281,16 @@ def test_hard_legit_scenarios_report(scenario):
     assert_precision(rep)
 
 
-@pytest.mark.parametrize("scenario", ["business-staff.yaml",
-                                      "shared-office.yaml",
-                                      "stale-newsletter.yaml",
-                                      "stale-newsletter-cold.yaml"])
-def test_business_customers_and_stale_lists(scenario):
+@pytest.mark.parametrize("scenario,stale,history_days", [
+    week("business-staff.yaml", False, 0),
+    small(os.path.join(SMALL, "business-staff-small.yaml"), False, 0),
+    week("shared-office.yaml", False, 0),
+    small(os.path.join(GOLDEN, "office-small.yaml"), False, 0),
+    week("stale-newsletter.yaml", True, 14),
+    small(os.path.join(GOLDEN, "newsletter-small.yaml"), True, 7),
+    week("stale-newsletter-cold.yaml", True, 0),
+    small(os.path.join(SMALL, "newsletter-small-cold.yaml"), True, 0)])
+def test_business_customers_and_stale_lists(scenario, stale, history_days):
     """Real customer shapes (issue 11): a company's staff logins grouped
     as one customer, shared office logins without a map, newsletters to
     lists with 2-5 % hard bounces; cold and warm starts. No legitimate
@@ -270,12 +301,11 @@ def test_business_customers_and_stale_lists(scenario):
     assert rep["zombie_accounts_caught"] == rep["zombie_accounts"] > 0
     assert rep["spam_share_after"] <= 0.005
     assert rep["spam_accepted_per_zombie_median"] <= 10
-    if scenario.startswith("stale"):
+    if stale:
         assert rep["outcomes_bad_recipient"] > 0.02 * rep["outcomes_delivered"]
     else:
         assert rep["logins"] > rep["customers"]
-    assert rep["history_days"] == (14 if scenario == "stale-newsletter.yaml"
-                                   else 0)
+    assert rep["history_days"] == history_days
 
 
 def test_svg_charts(tmp_path):
@@ -299,7 +329,7 @@ def test_bad_scenario_is_refused_with_position(tmp_path):
     bad.write_text("name: x\ndays: 3\ncustomers:\n  - class: residential\n"
                    "    customrs: 10\n")
     r = subprocess.run([CHOKEPOINT, "sim", str(bad)], capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=HANG)
     assert r.returncode == 1
     assert re.search(r"bad\.yaml:5:5: unknown key 'customrs'", r.stderr), \
         r.stderr
@@ -310,7 +340,7 @@ def test_live_refuses_a_scenario_with_delivery_outcomes():
     log): a scenario that models them is refused, saying what to change."""
     r = subprocess.run([CHOKEPOINT, "sim", os.path.join(SCEN, "blaster.yaml"),
                         "--live", "/nonexistent.sock"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=HANG)
     assert r.returncode != 0
     assert "delivery: false" in r.stderr
 
@@ -329,7 +359,7 @@ def test_reputation_pool_carries_the_suspects_mail(tmp_path):
     plain = sim_json("campaign.yaml", "--no-content")
     r = subprocess.run([CHOKEPOINT, "sim", os.path.join(SCEN, "campaign.yaml"),
                         "--config", str(cfg), "--json", "--no-content"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=HANG)
     assert r.returncode == 0, r.stderr
     pool = json.loads(r.stdout)
     assert plain["spam_delivered_via_pool"] == 0
