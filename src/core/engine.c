@@ -278,7 +278,9 @@ finish(struct cp_engine *e, const struct cp_meter_op *op,
     d->rule = rs->rule[pick];
     d->value = res->level[pick];
     d->cost = res->cost[pick];
-    d->limit = (double)d->rule.max;
+    /* the limit applied (WATCH and PROBATION scale it), and when the
+     * bucket has drained enough for this request at the applied rate */
+    d->limit = op->rule[pick].cap;
     d->retry_s = (d->value + d->cost - d->limit) / op->rule[pick].rate / 1000;
     if (d->retry_s < 0)
         d->retry_s = 0;
@@ -307,13 +309,18 @@ cp_decision_state(const struct cp_decision *d)
     }
 }
 
+double
+cp_limit_scale(const struct cp_config *cfg, int state)
+{
+    return state == CP_ST_WATCH || state == CP_ST_PROBATION
+               ? cfg->det.watch_factor
+               : 1.0;
+}
+
 static double
 limit_scale(const struct cp_engine *e, const struct cp_decision *d)
 {
-    int st = cp_decision_state(d);
-
-    return st == CP_ST_WATCH || st == CP_ST_PROBATION ? e->cfg->det.watch_factor
-                                                      : 1.0;
+    return cp_limit_scale(e->cfg, cp_decision_state(d));
 }
 
 static bool

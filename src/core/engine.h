@@ -109,6 +109,9 @@ struct cp_decision {
 /* The state that decides the mail of d's account: the customer's held
  * (MANUAL_HOLD, BLOCKED) or allowed state, else the login's own. */
 int cp_decision_state(const struct cp_decision *d);
+/* What an account's limits are multiplied by in `state`: WATCH and
+ * PROBATION apply detection.watch_factor, every other state 1. */
+double cp_limit_scale(const struct cp_config *cfg, int state);
 
 void cp_engine_init(struct cp_engine *e, const struct cp_config *cfg,
                     struct cp_store *store);

@@ -67,8 +67,14 @@ cp_reply_limit(struct cp_decision *d)
     static const char *const what[] = {"messages", "recipients",
                                        "bytes of mail", "recipient domains"};
     const struct cp_rule *r = &d->rule;
-    char win[48], wait[32];
+    /* the limit applied: lower than the rule's while the account is
+     * watched (WATCH, PROBATION), and then said so */
+    unsigned long long max = (unsigned long long)floor(d->limit + 1e-9);
+    char win[48], wait[32], now[64] = "";
 
+    if (max < r->max)
+        snprintf(now, sizeof(now), " for now (normally %llu)",
+                 (unsigned long long)r->max);
     describe_window(win, sizeof(win), r->window_ms);
     describe_wait(wait, sizeof(wait), d->retry_s);
     set(d, 0, "");
@@ -77,14 +83,14 @@ cp_reply_limit(struct cp_decision *d)
         set(d, 451, "4.7.1");
         snprintf(d->text, sizeof(d->text),
                  "Sending limit reached: this account may send %llu %s "
-                 "%s; try again in %s",
-                 (unsigned long long)r->max, what[r->metric], win, wait);
+                 "%s%s; try again in %s",
+                 max, what[r->metric], win, now, wait);
         break;
     case CP_ACT_REJECT:
         set(d, 550, "5.7.1");
         snprintf(d->text, sizeof(d->text),
-                 "Sending limit exceeded: this account may send %llu %s %s",
-                 (unsigned long long)r->max, what[r->metric], win);
+                 "Sending limit exceeded: this account may send %llu %s %s%s",
+                 max, what[r->metric], win, now);
         break;
     case CP_ACT_HOLD:
     case CP_ACT_WARN:

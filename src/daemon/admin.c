@@ -10,6 +10,7 @@
  * manual changes are recorded with that uid and the reason. Limits:
  * ADMIN_MAX_LINE bytes per command line; a client gets ADMIN_TIMEOUT_MS.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -242,35 +243,59 @@ status(struct daemon *d, struct strbuf *o, bool json)
     status_json(&t, o);
 }
 
+/* The account's counters against the limits applied in its state
+ * (`scale`: cp_limit_scale; WATCH and PROBATION lower them). */
 static void
 show_counters(struct daemon *d, const struct cp_identity *id,
-              const struct cp_counters *c, bool tracked, struct strbuf *o,
-              bool json)
+              const struct cp_counters *c, bool tracked, double scale,
+              struct strbuf *o, bool json)
 {
     int64_t now = daemon_now_ms();
 
     for (size_t i = 0; i < id->rules->n; i++) {
         const struct cp_rule *r = &id->rules->rule[i];
         double rate, v;
+        uint64_t limit = (uint64_t)floor((double)r->max * scale + 1e-9);
 
         cp_engine_rate(r, &rate);
-        v = tracked ? cp_meter_level_now(c, r->slot, rate, now) : 0;
+        /* the level drains at the applied rate (cp_meter_apply's) */
+        v = tracked ? cp_meter_level_now(c, r->slot, rate * scale, now) : 0;
         if (json) {
             sb_puts(o, i ? ",{" : "{");
             sb_json_kcstr(o, "rule", r->name, true);
             sb_json_kcstr(o, "metric", cp_metric_name(r->metric), false);
             sb_json_ku64(o, "window_s", r->window_ms / 1000, false);
             sb_json_knum(o, "value", v, false);
-            sb_json_ku64(o, "limit", r->max, false);
+            sb_json_ku64(o, "limit", limit, false);
+            sb_json_ku64(o, "configured_limit", r->max, false);
             sb_json_kcstr(o, "action", cp_action_name(r->action), false);
             sb_json_kbool(o, "shadow", r->shadow || d->cfg->shadow, false);
             sb_puts(o, "}");
         } else {
-            sb_printf(o, "  %-20s %12.2f / %-10llu %s%s\n", r->name, v,
-                      (unsigned long long)r->max, cp_action_name(r->action),
-                      r->shadow || d->cfg->shadow ? " (shadow)" : "");
+            char normally[48] = "";
+
+            if (limit < r->max)
+                snprintf(normally, sizeof(normally), " (normally %llu)",
+                         (unsigned long long)r->max);
+            sb_printf(o, "  %-20s %12.2f / %-10llu %s%s%s\n", r->name, v,
+                      (unsigned long long)limit, cp_action_name(r->action),
+                      r->shadow || d->cfg->shadow ? " (shadow)" : "",
+                      normally);
         }
     }
+}
+
+/* The state that decides the account's mail (as cp_decision_state). */
+static int
+deciding_state(const struct cp_counters *login, const struct cp_counters *cust,
+               bool one)
+{
+    struct cp_decision x;
+
+    memset(&x, 0, sizeof(x));
+    x.state = login->state;
+    x.cust_state = one ? CP_ST_NORMAL : cust->state;
+    return cp_decision_state(&x);
 }
 
 /* State, score and evidence: text lines, or JSON members (",..."). */
@@ -566,7 +591,9 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         else if (id.cust != NULL)
             show_logins(d, id.cust, o, false);
         sb_puts(o, "  rule                        level / limit      action\n");
-        show_counters(d, &id, &c, tracked, o, false);
+        show_counters(d, &id, &c, tracked,
+                      cp_limit_scale(d->cfg, deciding_state(&st, &c, one)), o,
+                      false);
         show_recent(d, &id, o, false);
         show_history(d, &id, 10, o, false);
         return;
@@ -586,7 +613,9 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     sb_json_kcstr(o, "class", id.cls->name, false);
     sb_json_kbool(o, "tracked", tracked, false);
     sb_puts(o, ",\"counters\":[");
-    show_counters(d, &id, &c, tracked, o, true);
+    show_counters(d, &id, &c, tracked,
+                  cp_limit_scale(d->cfg, deciding_state(&st, &c, one)), o,
+                  true);
     sb_puts(o, "],\"recent\":[");
     show_recent(d, &id, o, true);
     sb_puts(o, "],\"history\":[");

@@ -200,6 +200,30 @@ def test_residential_login_deferred_after_limit(pf, cpd):
     assert counter(d, login("alice"), "messages/1h") == approx(3)
 
 
+def test_probation_reply_names_the_applied_limit_and_a_real_wait(pf, cpd):
+    """A customer in PROBATION (limits halved) is told, through Postfix,
+    the limit that applies now and a wait after which the message goes
+    through; the decision log and `show` say the same limit. (It was told
+    the full limit and "try again in a moment", 24 times in 12 minutes.)"""
+    d = cpd(classes(residential=lim("messages", "1h", 6)))
+    user = login("carol")
+    d.ctl("block", user, "--reason", "test")
+    d.ctl("release", user, "--reason", "test")
+    assert show(d, user)["state"] == "PROBATION"
+    mark = marker()
+    for i in range(3):
+        assert_accepted(pf, d, send(pf, "carol", mark))
+    text = assert_deferred(pf, d, send(pf, "carol", mark))
+    assert "may send 3 messages per hour for now (normally 6)" in text, text
+    m = re.search(r"try again in (\d+) minutes", text)
+    # 3 messages in, 1 more over a limit of 3 that drains 3 an hour
+    assert m and 19 <= int(m.group(1)) <= 21, text
+    rec = deferrals(d, rule="messages/1h")[-1]
+    assert rec["limit"] == 3 and rec["retry_s"] > 1100, rec
+    c = [c for c in show(d, user)["counters"] if c["rule"] == "messages/1h"][0]
+    assert c["limit"] == 3 and c["configured_limit"] == 6, c
+
+
 def test_rejected_recipient_not_counted(pf, cpd):
     """2. Three recipients, Postfix rejects one after the policy check:
     the account is charged 2 recipients and 1 message."""

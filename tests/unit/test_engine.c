@@ -356,6 +356,48 @@ test_shared_customer_limit(void **state)
                      CP_ACT_DUNNO);
 }
 
+/* WATCH and PROBATION lower the limits: the reply names the limit applied
+ * and a wait that is long enough (it said the full limit and "try again
+ * in a moment", the wait computed against the full limit being < 0). */
+static void
+test_probation_reply_tells_the_applied_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_identity id;
+    struct cp_decision d;
+
+    assert_int_equal(cp_identity_lookup(f->cfg, "a@x", 3, &id), 0);
+    assert_int_equal(cp_engine_set_state(&f->e, &id, CP_ST_MANUAL_HOLD, MIN,
+                                         &d),
+                     0);
+    assert_int_equal(cp_engine_set_state(&f->e, &id, CP_ST_PROBATION, 2 * MIN,
+                                         &d),
+                     0);
+    assert_int_equal(ask(f, 60 * MIN, "RCPT", "a@x", "10.0.0.1", "p1", "r@y",
+                         NULL, NULL, &d),
+                     CP_ACT_DUNNO);
+    assert_int_equal(ask(f, 61 * MIN, "RCPT", "a@x", "10.0.0.1", "p2", "r@y",
+                         NULL, NULL, &d),
+                     CP_ACT_DEFER);
+    /* 3 messages an hour halved: 1.5, so 1 message; the level (0.975
+     * after a minute) must drain to 0.5 at 1.5 an hour: 19 minutes,
+     * said rounded up */
+    assert_true(d.limit > 1.49 && d.limit < 1.51);
+    assert_non_null(strstr(d.text, "may send 1 messages per hour for now "
+                                   "(normally 3)"));
+    assert_true(d.retry_s > 18 * 60 && d.retry_s < 20 * 60);
+    assert_true(strstr(d.text, "try again in 19 minutes") != NULL ||
+                strstr(d.text, "try again in 20 minutes") != NULL);
+    /* and it is true: a minute early is still deferred, on time is not */
+    assert_int_equal(ask(f, 61 * MIN + (int64_t)d.retry_s * 1000 - MIN, "RCPT",
+                         "a@x", "10.0.0.1", "p3", "r@y", NULL, NULL, NULL),
+                     CP_ACT_DEFER);
+    assert_int_equal(ask(f, 61 * MIN + (int64_t)d.retry_s * 1000 + 1000,
+                         "RCPT", "a@x", "10.0.0.1", "p4", "r@y", NULL, NULL,
+                         NULL),
+                     CP_ACT_DUNNO);
+}
+
 static void
 test_unauthenticated_by_prefix(void **state)
 {
@@ -470,6 +512,8 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_released_after_timeout,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_probation_reply_tells_the_applied_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_customer_limit, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unauthenticated_by_prefix, setup,
