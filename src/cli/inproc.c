@@ -47,6 +47,7 @@ inproc_decide(struct inproc *ip, const struct cp_event *ev,
         cp_engine_expire(&ip->engine, now_ms);
         ip->expired_ms = now_ms;
     }
+    cp_session_step(&ip->engine, &ip->session, ev, now_ms);
     cp_engine_decide(&ip->engine, ev, now_ms, d);
     changed(ip, d, ev, now_ms);
 }

@@ -26,6 +26,10 @@ struct inproc {
     int64_t expired_ms; /* virtual time of the last expiry pass */
     inproc_change_fn on_change; /* may be NULL */
     void *change_arg;
+    /* one smtpd's policy connection: requests come one transaction after
+     * another, as over chokepointd's socket (a transaction left without
+     * END-OF-MESSAGE gives its reservation back at the next one) */
+    struct cp_session session;
 };
 
 /*

@@ -199,6 +199,39 @@ cp_engine_expire(struct cp_engine *e, int64_t now_ms)
     return n;
 }
 
+int
+cp_engine_abandon(struct cp_engine *e, struct str inst, int64_t now_ms)
+{
+    struct cp_pending *p;
+
+    if (!str_set(inst) || (p = pending_get(e, inst)) == NULL)
+        return 0;
+    pending_release(e, p, now_ms);
+    e->stats.pending_abandoned++;
+    return 1;
+}
+
+void
+cp_session_step(struct cp_engine *e, struct cp_session *s,
+                const struct cp_event *ev, int64_t now_ms)
+{
+    struct str inst = ev ? ev->instance : (struct str){NULL, 0};
+
+    if (s->len > 0 &&
+        (inst.len != s->len || memcmp(inst.p, s->inst, s->len) != 0)) {
+        cp_engine_abandon(e, (struct str){s->inst, s->len}, now_ms);
+        s->len = 0;
+    }
+    if (!str_set(inst) || inst.len > sizeof(s->inst))
+        return;
+    if (ev->stage == CP_STAGE_EOM) { /* settled, or refused: over */
+        s->len = 0;
+        return;
+    }
+    memcpy(s->inst, inst.p, inst.len);
+    s->len = inst.len;
+}
+
 /* ---- building the operation ---- */
 
 static uint32_t

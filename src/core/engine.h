@@ -41,6 +41,8 @@ struct cp_stats {
     uint64_t identity_errors;
     uint64_t pending_expired;             /* released after the timeout */
     uint64_t pending_evicted;             /* released early: table full */
+    uint64_t pending_abandoned;           /* released: the transaction
+                                             ended without END-OF-MESSAGE */
     uint64_t settled;                     /* messages charged at EOM */
     uint64_t outcomes;                    /* delivery outcomes attributed */
     uint64_t outcomes_unknown;            /* for a queue id not recorded */
@@ -125,6 +127,28 @@ void cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg);
 #define CP_DECIDE_NO_IDENTITY (-1)
 int cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
                      int64_t now_ms, struct cp_decision *d);
+
+/*
+ * The transaction `inst` ended without END-OF-MESSAGE (the client quit,
+ * sent RSET, or was refused): give its reservation back now instead of
+ * after accounting.reservation_timeout. The policy service knows it when
+ * the next request on the same Postfix connection names another instance,
+ * or when Postfix closes that connection (an smtpd serves one session at a
+ * time). Returns 1 if a reservation was released.
+ */
+int cp_engine_abandon(struct cp_engine *e, struct str inst, int64_t now_ms);
+
+/* One Postfix smtpd's policy connection (or the simulator's stand-in):
+ * the transaction in progress, until its END-OF-MESSAGE. */
+#define CP_SESSION_INST_MAX 64 /* Postfix's: "2c8a.6571b2d0.e4f1a.0" */
+struct cp_session {
+    char inst[CP_SESSION_INST_MAX];
+    size_t len;
+};
+/* Before deciding `ev` on session s (ev NULL: the connection ended): a
+ * transaction it has left without END-OF-MESSAGE is abandoned. */
+void cp_session_step(struct cp_engine *e, struct cp_session *s,
+                     const struct cp_event *ev, int64_t now_ms);
 
 /* Release reservations older than the timeout; returns how many. */
 size_t cp_engine_expire(struct cp_engine *e, int64_t now_ms);

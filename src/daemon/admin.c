@@ -128,6 +128,8 @@ status_rows(struct daemon *d, struct stat_table *t)
         cp_engine_pending(&d->engine));
     row(t, "requests", NULL, "reservations_expired",
         "reservations expired", s->pending_expired);
+    row(t, "requests", NULL, "reservations_abandoned",
+        "given back when their transaction ended", s->pending_abandoned);
     row(t, "requests", NULL, "protocol_errors", "protocol errors",
         ds->protocol_errors);
     row(t, "requests", NULL, "bad_requests", "malformed requests answered",

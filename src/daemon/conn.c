@@ -54,6 +54,11 @@ struct conn {
     bool listed; /* in d->conns (accepted and admitted) */
     bool closing;
     uint64_t requests;
+    /* the transaction in progress (one smtpd serves one session at a
+     * time: a request naming another instance, or the connection's end,
+     * means it ended without END-OF-MESSAGE; cp_session_step) */
+    struct cp_session session;
+    int64_t last_ms; /* the engine's time of the last request */
 };
 
 /* How many connections one caller holds (d->shares). */
@@ -137,6 +142,8 @@ conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->session.len > 0)
+        cp_session_step(&d->engine, &c->session, NULL, c->last_ms);
     if (c->listed) {
         if (c->prev)
             c->prev->next = c->next;
@@ -330,6 +337,8 @@ handle_request(struct conn *c)
             policy_format_reply(&c->out, "DUNNO", NULL);
         return;
     }
+    cp_session_step(&d->engine, &c->session, &ev, now);
+    c->last_ms = now;
     if (cp_engine_decide(&d->engine, &ev, now, &dec) < 0) {
         d->stats.bad_requests++;
         peer_warn(d, "%s: request has neither sasl_username nor a valid "

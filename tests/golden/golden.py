@@ -130,7 +130,11 @@ def main():
         print("CHANGED", name)
         for i, (a, b) in enumerate(zip(want.splitlines(), text.splitlines())):
             if a != b:
-                print("  line %d:\n  - %s\n  + %s" % (i + 1, a[:300], b[:300]))
+                at = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y),
+                          min(len(a), len(b)))
+                lo = max(0, at - 100)
+                print("  line %d, column %d:\n  - ...%s\n  + ...%s" % (
+                    i + 1, at + 1, a[lo:at + 100], b[lo:at + 100]))
                 break
         else:
             print("  lengths differ: %d stored, %d now" % (len(want),

@@ -197,8 +197,74 @@ milter_connect_timeout = 5s
 smtpd_policy_service_timeout = 10s
 smtpd_policy_service_max_idle = 2s
 smtpd_policy_service_max_ttl = 30s
+# an idle smtpd exits (and closes its policy connection) after 10 s, not
+# 100: the end of a session chokepointd learns from that is seen sooner
+max_idle = 10s
 """
 
+
+
+class HeldTransaction:
+    """See Postfix.open_transaction()."""
+
+    def __init__(self, pf, to, user, password, sender):
+        if isinstance(to, str):
+            to = [to]
+        self.s = socket.create_connection(("127.0.0.1", pf.port),
+                                          timeout=HANG)
+        self.f = self.s.makefile("rb")
+        self.transcript = []
+        try:
+            self.transcript.append(("", self._reply()))
+            self.cmd("EHLO client.%s" % REALM)
+            if user:
+                tok = base64.b64encode(("\0%s\0%s" % (
+                    user, password or pf.users.get(user, "secret"))).encode())
+                if not self.cmd("AUTH PLAIN " + tok.decode()).startswith("235"):
+                    raise RuntimeError("AUTH failed: %r" % self.transcript)
+            self.cmd("MAIL FROM:<%s>" % (sender or user or "anon@%s" % REALM))
+            for rcpt in to:
+                self.cmd("RCPT TO:<%s>" % rcpt)
+        except Exception:
+            self.close()
+            raise
+
+    def _reply(self):
+        lines = []
+        while True:
+            l = self.f.readline().decode(errors="replace").rstrip("\r\n")
+            if not l:
+                raise RuntimeError("connection closed: %r" % self.transcript)
+            lines.append(l)
+            if len(l) < 4 or l[3] != "-":
+                return "\n".join(lines)
+
+    def cmd(self, c):
+        self.s.sendall(c.encode() + b"\r\n")
+        r = self._reply()
+        self.transcript.append((c, r))
+        return r
+
+    def end(self, how):
+        """"RCPT": QUIT after the RCPTs; "RSET": RSET, then QUIT; "DATA":
+        start the content and drop the connection (no final dot)."""
+        try:
+            if how == "DATA":
+                if self.cmd("DATA").startswith("354"):
+                    self.s.sendall(b"Subject: never finished\r\n\r\n"
+                                   b"some text\r\n")
+                    self.transcript.append(("<partial content>", ""))
+            else:
+                if how == "RSET":
+                    self.cmd("RSET")
+                self.cmd("QUIT")
+        finally:
+            self.close()
+        return self.transcript
+
+    def close(self):
+        self.f.close()
+        self.s.close()
 
 class SwaksResult:
     def __init__(self, args, proc):
@@ -415,46 +481,14 @@ class Postfix:
         """Start a message and drop the connection in the middle of the
         DATA content (no final dot): a message that never reaches
         END-OF-MESSAGE. Returns the transcript (list of (sent, reply))."""
-        if isinstance(to, str):
-            to = [to]
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-        f = s.makefile("rb")
-        transcript = []
+        t = self.open_transaction(to, user, password, sender)
+        return t.end("DATA")
 
-        def reply():
-            lines = []
-            while True:
-                l = f.readline().decode(errors="replace").rstrip("\r\n")
-                if not l:
-                    raise RuntimeError("connection closed: %r" % transcript)
-                lines.append(l)
-                if len(l) < 4 or l[3] != "-":
-                    return "\n".join(lines)
-
-        def cmd(c):
-            s.sendall(c.encode() + b"\r\n")
-            r = reply()
-            transcript.append((c, r))
-            return r
-
-        try:
-            transcript.append(("", reply()))
-            cmd("EHLO client.%s" % REALM)
-            if user:
-                tok = base64.b64encode(("\0%s\0%s" % (
-                    user, password or self.users.get(user, "secret"))).encode())
-                if not cmd("AUTH PLAIN " + tok.decode()).startswith("235"):
-                    raise RuntimeError("AUTH failed: %r" % transcript)
-            cmd("MAIL FROM:<%s>" % (sender or user or "anon@%s" % REALM))
-            for rcpt in to:
-                cmd("RCPT TO:<%s>" % rcpt)
-            if cmd("DATA").startswith("354"):
-                s.sendall(b"Subject: never finished\r\n\r\nsome text\r\n")
-                transcript.append(("<partial content>", ""))
-        finally:
-            f.close()
-            s.close()
-        return transcript
+    def open_transaction(self, to, user=None, password=None, sender=None):
+        """An SMTP session left open after its RCPTs (the transaction in
+        progress); end it with .end("RCPT") (QUIT), .end("RSET") (RSET,
+        then QUIT) or .end("DATA") (drop inside the content)."""
+        return HeldTransaction(self, to, user, password, sender)
 
     def smtp_source(self, messages, sender="source@client.example",
                     to="dest@example.org", recipients=1, sessions=1,
