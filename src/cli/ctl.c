@@ -12,6 +12,7 @@
  * 0 ok, 1 the daemon reported an error, 2 usage, 3 cannot connect.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -54,7 +55,8 @@ ctl_usage(FILE *fp, int rc)
             "(chokepoint replay -h)\n"
             "options:\n"
             "  -s SOCKET       admin socket (default %s)\n"
-            "  --json          print the daemon's JSON reply\n",
+            "  --json          print the daemon's JSON reply\n"
+            "  --version       print chokepoint's version and exit\n",
             DEFAULT_SOCKET);
     return rc;
 }
@@ -122,6 +124,20 @@ ctl_clean(const char *s)
     return s == NULL || (strlen(s) <= CLI_MAX_ARG && !strpbrk(s, "\r\n"));
 }
 
+/* "chokepoint: WHAT" and the usage; exit code 2. */
+static int __attribute__((format(printf, 1, 2)))
+usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("chokepoint: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n", stderr);
+    return ctl_usage(stderr, 2);
+}
+
 int
 ctl_main(int argc, char **argv)
 {
@@ -135,22 +151,31 @@ ctl_main(int argc, char **argv)
     ssize_t r;
 
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
+        const char *a = argv[i];
+
+        if ((strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0) &&
+            i + 1 >= argc)
+            return usage_error("option '%s' needs a value", a);
+        if (strcmp(a, "-s") == 0)
             sock = argv[++i];
-        else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc)
+        else if (strcmp(a, "--reason") == 0)
             reason = argv[++i];
-        else if (strcmp(argv[i], "--json") == 0)
+        else if (strcmp(a, "--json") == 0)
             json = true;
-        else if (strcmp(argv[i], "--self-service") == 0)
+        else if (strcmp(a, "--self-service") == 0)
             self = true;
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+        else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
             return ctl_usage(stdout, 0);
+        else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0)
+            return printf("chokepoint %s\n", CP_VERSION) < 0;
+        else if (a[0] == '-' && a[1] != '\0')
+            return usage_error("unknown option '%s'", a);
         else if (cmd == NULL)
-            cmd = argv[i];
+            cmd = a;
         else if (arg == NULL)
-            arg = argv[i];
+            arg = a;
         else
-            return ctl_usage(stderr, 2);
+            return usage_error("unexpected argument '%s'", a);
     }
     if (cmd == NULL)
         return ctl_usage(stderr, 2);
@@ -159,10 +184,12 @@ ctl_main(int argc, char **argv)
         return ctl_usage(stderr, 2);
     }
     /* arity 2: an optional argument */
-    if (ctl_arity(cmd) < 2 && (ctl_arity(cmd) == 1) != (arg != NULL))
-        return ctl_usage(stderr, 2);
+    if (ctl_arity(cmd) == 1 && arg == NULL)
+        return usage_error("%s needs an ACCOUNT", cmd);
+    if (ctl_arity(cmd) == 0 && arg != NULL)
+        return usage_error("%s takes no argument (got '%s')", cmd, arg);
     if (self && strcmp(cmd, "release") != 0)
-        return ctl_usage(stderr, 2);
+        return usage_error("--self-service goes with release, not %s", cmd);
     if (self && (reason == NULL || reason[0] == '\0'))
         reason = "the customer confirmed the clean-up";
     if ((strcmp(cmd, "block") == 0 || strcmp(cmd, "release") == 0 ||
@@ -173,11 +200,12 @@ ctl_main(int argc, char **argv)
                 cmd);
         return 2;
     }
-    if (!ctl_clean(arg) || !ctl_clean(reason) ||
-        (arg && strchr(arg, ' '))) {
-        fprintf(stderr, "chokepoint: bad argument\n");
-        return 2;
-    }
+    if (!ctl_clean(arg) || (arg && strchr(arg, ' ')))
+        return usage_error("the account may not have spaces or line breaks, "
+                           "or more than %d bytes", CLI_MAX_ARG);
+    if (!ctl_clean(reason))
+        return usage_error("--reason may not have line breaks, or more than "
+                           "%d bytes", CLI_MAX_ARG);
     n = snprintf(line, sizeof(line), "%s%s%s%s%s%s\n", json ? "json " : "",
                  self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
                  reason ? " " : "",

@@ -440,7 +440,13 @@ main(int argc, char **argv)
     msg_init("chokepointd", false, MSG_INFO);
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
-            i + 1 < argc) {
+            i + 1 >= argc) {
+            fprintf(stderr, "chokepointd: option '%s' needs a FILE\n",
+                    argv[i]);
+            usage(stderr);
+            return 2;
+        } else if (strcmp(argv[i], "-c") == 0 ||
+                   strcmp(argv[i], "--config") == 0) {
             file = argv[++i];
         } else if (strcmp(argv[i], "--check") == 0) {
             check = true;
@@ -456,6 +462,9 @@ main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else {
+            fprintf(stderr, "chokepointd: %s '%s'\n",
+                    argv[i][0] == '-' ? "unknown option" : "unexpected argument",
+                    argv[i]);
             usage(stderr);
             return 2;
         }

@@ -22,8 +22,8 @@ import subprocess
 
 import pytest
 
-from cpd import (CHOKEPOINT, HANG, Daemon, PolicyClient, policy_request,
-                 rcpt_request)
+from cpd import (CHOKEPOINT, CHOKEPOINTD, HANG, Daemon, PolicyClient,
+                 policy_request, rcpt_request)
 
 MAX_LINE = 512
 MAX_ATTRS = 20
@@ -1000,3 +1000,29 @@ def test_status_text_and_json_show_the_same_counters(start):
     got = [int(n) for n in re.findall(r"(?:: |, )(\d+) ", body)]
     assert got == want, (got, want, r.stdout)
     assert j["requests"] == 1 and "requests: 1 decided" in r.stdout
+
+
+def test_version_and_option_errors_name_the_option():
+    """--version on both binaries; a bad option or argument is named in
+    the error, with exit code 2 (it was "unknown command" or bare usage)."""
+    for binary, name in ((CHOKEPOINT, "chokepoint"),
+                         (CHOKEPOINTD, "chokepointd")):
+        r = subprocess.run([binary, "--version"], capture_output=True,
+                           text=True, timeout=HANG)
+        assert r.returncode == 0 and re.match(name + r" \d", r.stdout), r
+    cases = [
+        ([CHOKEPOINT, "--bogus", "status"], "unknown option '--bogus'"),
+        ([CHOKEPOINT, "show"], "show needs an ACCOUNT"),
+        ([CHOKEPOINT, "status", "x"], "status takes no argument (got 'x')"),
+        ([CHOKEPOINT, "-s"], "option '-s' needs a value"),
+        ([CHOKEPOINT, "block", "a", "b"], "unexpected argument 'b'"),
+        ([CHOKEPOINT, "block", "a b", "--reason", "r"], "may not have spaces"),
+        ([CHOKEPOINT, "frobnicate"], "unknown command 'frobnicate'"),
+        ([CHOKEPOINTD, "--bogus"], "unknown option '--bogus'"),
+        ([CHOKEPOINTD, "-c"], "option '-c' needs a FILE"),
+        ([CHOKEPOINTD, "extra"], "unexpected argument 'extra'"),
+    ]
+    for args, want in cases:
+        r = subprocess.run(args, capture_output=True, text=True, timeout=HANG)
+        assert r.returncode == 2, (args, r)
+        assert want in r.stderr.splitlines()[0], (args, r.stderr)
