@@ -56,7 +56,9 @@ ctl_usage(FILE *fp, int rc)
             "options:\n"
             "  -s SOCKET       admin socket (default %s)\n"
             "  --json          print the daemon's JSON reply\n"
-            "  --version       print chokepoint's version and exit\n",
+            "  --version       print chokepoint's version and exit\n"
+            "  --create        block, release or allow an account chokepoint\n"
+            "                  does not know (never seen, not in the map)\n",
             DEFAULT_SOCKET);
     return rc;
 }
@@ -142,7 +144,7 @@ int
 ctl_main(int argc, char **argv)
 {
     const char *sock = DEFAULT_SOCKET, *reason = NULL;
-    bool json = false, self = false;
+    bool json = false, self = false, create = false;
     char line[CLI_MAX_ARG * 3];
     const char *cmd = NULL, *arg = NULL;
     int fd, i, n;
@@ -164,6 +166,8 @@ ctl_main(int argc, char **argv)
             json = true;
         else if (strcmp(a, "--self-service") == 0)
             self = true;
+        else if (strcmp(a, "--create") == 0)
+            create = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
             return ctl_usage(stdout, 0);
         else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0)
@@ -190,6 +194,10 @@ ctl_main(int argc, char **argv)
         return usage_error("%s takes no argument (got '%s')", cmd, arg);
     if (self && strcmp(cmd, "release") != 0)
         return usage_error("--self-service goes with release, not %s", cmd);
+    if (create && strcmp(cmd, "block") != 0 && strcmp(cmd, "release") != 0 &&
+        strcmp(cmd, "allow") != 0)
+        return usage_error("--create goes with block, release or allow, not "
+                           "%s", cmd);
     if (self && (reason == NULL || reason[0] == '\0'))
         reason = "the customer confirmed the clean-up";
     if ((strcmp(cmd, "block") == 0 || strcmp(cmd, "release") == 0 ||
@@ -206,8 +214,8 @@ ctl_main(int argc, char **argv)
     if (!ctl_clean(reason))
         return usage_error("--reason may not have line breaks, or more than "
                            "%d bytes", CLI_MAX_ARG);
-    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s\n", json ? "json " : "",
-                 self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
+    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s%s\n", json ? "json " : "",
+                 create ? "create " : "", self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
                  reason ? " " : "",
                  reason ? reason : "");
     if ((fd = connect_admin(sock)) < 0)

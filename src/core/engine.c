@@ -216,16 +216,19 @@ cp_session_step(struct cp_engine *e, struct cp_session *s,
                 const struct cp_event *ev, int64_t now_ms)
 {
     struct str inst = ev ? ev->instance : (struct str){NULL, 0};
+    bool trusted = ev ? s->eom : e->eom_seen;
 
     if (s->len > 0 &&
         (inst.len != s->len || memcmp(inst.p, s->inst, s->len) != 0)) {
-        cp_engine_abandon(e, (struct str){s->inst, s->len}, now_ms);
+        if (trusted)
+            cp_engine_abandon(e, (struct str){s->inst, s->len}, now_ms);
         s->len = 0;
     }
     if (!str_set(inst) || inst.len > sizeof(s->inst))
         return;
     if (ev->stage == CP_STAGE_EOM) { /* settled, or refused: over */
         s->len = 0;
+        s->eom = true;
         return;
     }
     memcpy(s->inst, inst.p, inst.len);
@@ -731,10 +734,12 @@ cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
         e->stats.by_action[CP_ACT_DUNNO]++;
         return CP_DECIDE_NO_IDENTITY;
     }
-    if (d->stage == CP_STAGE_RCPT)
+    if (d->stage == CP_STAGE_RCPT) {
         decide_rcpt(e, ev, now_ms, d);
-    else if (d->stage == CP_STAGE_EOM)
+    } else if (d->stage == CP_STAGE_EOM) {
+        e->eom_seen = true;
         decide_eom(e, ev, now_ms, d);
+    }
     e->stats.by_action[d->action]++;
     return 0;
 }

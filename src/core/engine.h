@@ -74,6 +74,7 @@ struct cp_engine {
      * queue ids for delivery outcomes; nothing is charged, no state
      * changes, every answer is DUNNO */
     bool learning;
+    bool eom_seen; /* an END-OF-MESSAGE request was decided (cp_session) */
 };
 
 #define CP_TEXT_MAX 320
@@ -138,15 +139,25 @@ int cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
  */
 int cp_engine_abandon(struct cp_engine *e, struct str inst, int64_t now_ms);
 
-/* One Postfix smtpd's policy connection (or the simulator's stand-in):
- * the transaction in progress, until its END-OF-MESSAGE. */
+/*
+ * One Postfix smtpd's policy connection (or the simulator's stand-in):
+ * the transaction in progress, until its END-OF-MESSAGE.
+ *
+ * Only where END-OF-MESSAGE requests come at all: an smtpd without
+ * smtpd_end_of_data_restrictions would start every transaction "without
+ * one", and its reservations are then all its limits count. So a next
+ * transaction abandons the last one only on a connection that has sent
+ * END-OF-MESSAGE before, and a closing connection only once this engine
+ * has seen one; otherwise accounting.reservation_timeout applies.
+ */
 #define CP_SESSION_INST_MAX 64 /* Postfix's: "2c8a.6571b2d0.e4f1a.0" */
 struct cp_session {
     char inst[CP_SESSION_INST_MAX];
     size_t len;
+    bool eom; /* this connection has sent END-OF-MESSAGE */
 };
 /* Before deciding `ev` on session s (ev NULL: the connection ended): a
- * transaction it has left without END-OF-MESSAGE is abandoned. */
+ * transaction it has left without END-OF-MESSAGE is abandoned (above). */
 void cp_session_step(struct cp_engine *e, struct cp_session *s,
                      const struct cp_event *ev, int64_t now_ms);
 

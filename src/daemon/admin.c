@@ -556,6 +556,48 @@ show_logins(struct daemon *d, const struct cp_customer *cu, struct strbuf *o,
 }
 
 static void
+count_row(void *arg, int64_t t, const char *from, const char *to,
+          const char *actor, const char *reason)
+{
+    (void)t, (void)from, (void)to, (void)actor, (void)reason;
+    ++*(int *)arg;
+}
+
+/*
+ * Does chokepoint know the account: in the customer map, tracked (mail
+ * seen since it was last idle long enough to be forgotten), or with a
+ * recorded history? A mistyped login is none of these.
+ */
+static bool
+account_known(struct daemon *d, const struct cp_identity *id)
+{
+    struct cp_counters c;
+    int n = 0;
+
+    if (id->cust != NULL ||
+        d->ms->base.ops->peek(&d->ms->base, id->key, id->keylen, &c) ||
+        d->ms->base.ops->peek(&d->ms->base, id->dkey, id->dkeylen, &c))
+        return true;
+    cp_sqlite_history(d->db_sync, id->dkey, id->dkeylen, 1, count_row, &n);
+    return n > 0;
+}
+
+/* "unknown account 'KEY': ..." for an account chokepoint does not know. */
+static void
+unknown_account(const struct cp_identity *id, const char *hint,
+                struct strbuf *o, bool json)
+{
+    char key[CP_KEY_MAX * 4 + 4], msg[CP_KEY_MAX * 4 + 300];
+
+    str_escape(key, sizeof(key), id->dkey, id->dkeylen, CP_KEY_MAX);
+    snprintf(msg, sizeof(msg),
+             "unknown account '%s': no mail seen from it and not in the "
+             "customer map%s",
+             key, hint);
+    reply_error(o, json, msg);
+}
+
+static void
 show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
      bool json)
 {
@@ -566,6 +608,10 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
         sb_printf(o, json ? "{\"error\":\"unknown account\"}\n"
                           : "error: unknown account\n");
+        return;
+    }
+    if (!account_known(d, &id)) {
+        unknown_account(&id, "", o, json);
         return;
     }
     memset(&c, 0, sizeof(c));
@@ -670,8 +716,8 @@ self_release_refused(struct daemon *d, const struct cp_identity *id,
 /* block / release / allow ACCOUNT REASON: a person's state change;
  * self-release ACCOUNT REASON: the customer's own, limited. */
 static void
-manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
-       struct strbuf *o, bool json)
+manual(struct admin_conn *a, int to, bool self, bool create, const char *args,
+       size_t len, struct strbuf *o, bool json)
 {
     struct daemon *d = a->d;
     const char *sp = memchr(args, ' ', len);
@@ -690,6 +736,11 @@ manual(struct admin_conn *a, int to, bool self, const char *args, size_t len,
         cp_identity_lookup(d->cfg, args, klen, &id) < 0) {
         sb_puts(o, json ? "{\"error\":\"usage: ACCOUNT REASON\"}\n"
                         : "error: give an account and a reason\n");
+        return;
+    }
+    if (!create && !account_known(d, &id)) {
+        unknown_account(&id, " (a typing error? --create acts on it anyway)",
+                        o, json);
         return;
     }
     if (self) {
@@ -750,6 +801,10 @@ history(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
         sb_puts(o, json ? "{\"error\":\"unknown account\"}\n"
                         : "error: unknown account\n");
+        return;
+    }
+    if (!account_known(d, &id)) {
+        unknown_account(&id, "", o, json);
         return;
     }
     if (json) {
@@ -823,11 +878,17 @@ run_command(struct admin_conn *a, const char *line, size_t len)
 {
     const char *arg;
     size_t alen;
-    bool json = false;
+    bool json = false, create = false;
+
     if (len >= 5 && memcmp(line, "json ", 5) == 0) {
         json = true;
         line += 5;
         len -= 5;
+    }
+    if (len >= 7 && memcmp(line, "create ", 7) == 0) {
+        create = true;
+        line += 7;
+        len -= 7;
     }
     if (len == 6 && memcmp(line, "status", 6) == 0) {
         status(a->d, &a->out, json);
@@ -840,13 +901,13 @@ run_command(struct admin_conn *a, const char *line, size_t len)
     } else if (is_cmd(line, len, "history", &arg, &alen)) {
         history(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "block", &arg, &alen)) {
-        manual(a, CP_ST_MANUAL_HOLD, false, arg, alen, &a->out, json);
+        manual(a, CP_ST_MANUAL_HOLD, false, create, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, false, arg, alen, &a->out, json);
+        manual(a, CP_ST_PROBATION, false, create, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "self-release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, true, arg, alen, &a->out, json);
+        manual(a, CP_ST_PROBATION, true, false, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "allow", &arg, &alen)) {
-        manual(a, CP_ST_ALLOWED, false, arg, alen, &a->out, json);
+        manual(a, CP_ST_ALLOWED, false, create, arg, alen, &a->out, json);
     } else {
         char esc[80];
 

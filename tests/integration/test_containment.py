@@ -334,7 +334,7 @@ def test_suspect_accounts_leave_through_the_reputation_pool(pf, cpd):
     daemon = cpd(extra={"containment": "suspect_transport: "
                                        "smtp-suspect:[127.0.0.1]:%d" %
                                        pf.sink_port})
-    for args in (["block", login("lena"), "--reason", "ticket 5"],
+    for args in (["block", login("lena"), "--reason", "ticket 5", "--create"],
                  ["release", login("lena"), "--reason", "cleaned"]):
         r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock] + args,
                            capture_output=True, text=True, timeout=HANG)

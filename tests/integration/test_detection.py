@@ -152,7 +152,7 @@ def test_self_service_release_is_limited_per_period(tmp_path):
         assert r.returncode == 0, r
         # a manual hold is the abuse desk's to lift
         assert ctl(d, "block", "amy@isp.example", "--reason",
-                   "ticket 13").returncode == 0
+                   "ticket 13", "--create").returncode == 0
         r = ctl(d, "release", "amy@isp.example", "--self-service")
         assert r.returncode == 1 and "automatically blocked" in r.stdout, r
     finally:
@@ -167,8 +167,13 @@ def test_allow_keeps_limits_but_no_state_actions(tmp_path):
     d = Daemon(tmp_path, classes=CLASSES).start()
     try:
         assert ctl(d, "allow", "tool@isp.example").returncode == 2
+        # vouched for before its first message: --create (the account
+        # is not known yet, and a mistyped one would be refused)
         r = ctl(d, "allow", "tool@isp.example", "--reason", "ticket 7: "
                 "mailing tool sends for many domains")
+        assert r.returncode == 1 and "unknown account" in r.stdout, r
+        r = ctl(d, "allow", "tool@isp.example", "--reason", "ticket 7: "
+                "mailing tool sends for many domains", "--create")
         assert r.returncode == 0 and "ALLOWED" in r.stdout, r
         c = PolicyClient(d.policy_sock)
         replies = zombie_traffic(c, "tool@isp.example", 16)
@@ -453,5 +458,35 @@ def test_evidence_survives_restart(tmp_path):
         d.start()
         assert "1 evidence records not read back" in d.read_log()
         assert not _signals(d, "ann@isp.example")
+    finally:
+        assert d.stop() == 0
+
+
+def test_unknown_accounts_are_errors_unless_created(tmp_path):
+    """A mistyped login is an error for show, history, block, release and
+    allow (exit 1, the account named): it used to show an empty NORMAL
+    account, and block created one in MANUAL_HOLD. --create acts on an
+    account chokepoint has not seen yet (a block or an allowance made in
+    advance); an account it has seen mail from is known."""
+    d = Daemon(tmp_path).start()
+    try:
+        for args in (["show", "alcie@isp.example"],
+                     ["history", "alcie@isp.example"],
+                     ["block", "alcie@isp.example", "--reason", "typo"],
+                     ["release", "alcie@isp.example", "--reason", "typo"],
+                     ["allow", "alcie@isp.example", "--reason", "typo"]):
+            r = ctl(d, *args)
+            assert r.returncode == 1, (args, r)
+            assert "unknown account 'u:alcie@isp.example'" in r.stdout, r
+        assert d.ctl("status")["accounts"] == 0  # nothing was created
+        c = PolicyClient(d.policy_sock)
+        assert c.ask(rcpt_request(user="alice@isp.example")).startswith(
+            "action=DUNNO")
+        c.close()
+        assert d.ctl("show", "alice@isp.example")["state"] == "NORMAL"
+        r = ctl(d, "block", "new@isp.example", "--reason", "ticket 9",
+                "--create")
+        assert r.returncode == 0 and "MANUAL_HOLD" in r.stdout, r
+        assert d.ctl("show", "new@isp.example")["state"] == "MANUAL_HOLD"
     finally:
         assert d.stop() == 0

@@ -383,7 +383,7 @@ def test_second_instance_leaves_the_running_one_alone(tmp_path, daemons):
 def test_a_lost_store_is_not_replaced_silently(tmp_path, daemons):
     d = Daemon(tmp_path)
     d.start()
-    d.ctl("block", "lost@isp.example", "--reason", "test")
+    d.ctl("block", "lost@isp.example", "--reason", "test", "--create")
     assert d.stop() == 0
     for f in os.listdir(str(tmp_path)):
         if f.startswith("state.db") and not f.endswith(".lock"):
@@ -395,7 +395,9 @@ def test_a_lost_store_is_not_replaced_silently(tmp_path, daemons):
     assert re.search(r"store .*state\.db is empty, but .*state\.db\.lock shows "
                      r"a store was kept here", r.stderr), r.stderr
     daemons.append(d.start(args=["--new-store"]))
-    assert d.ctl("show", "lost@isp.example")["state"] == "NORMAL"
+    # started afresh, as asked: the account and its hold are gone
+    assert "unknown account" in d.ctl("show", "lost@isp.example",
+                                      check=False)["error"]
 
 
 def test_descriptor_limit_raised_or_start_refused(tmp_path, daemons):
@@ -508,7 +510,8 @@ def test_reasons_and_replies_are_clean_text(tmp_path, daemons):
     d = Daemon(tmp_path)
     daemons.append(d.start())
     login = "m\u00fcller@isp.example"
-    d.ctl("block", login, "--reason", "paid \x1b[31mIN RED\x1b[0m \u00e9")
+    d.ctl("block", login, "--reason", "paid \x1b[31mIN RED\x1b[0m \u00e9",
+          "--create")
     log = d.read_log()
     assert "\x1b" not in log
     assert "\\x1b[31mIN RED\\x1b[0m" in log, log[-2000:]
@@ -565,7 +568,7 @@ def test_a_failed_state_write_is_reported_and_retried(small_disk, daemons):
     fill(filler)
     r = subprocess.run([CHOKEPOINTD.replace("chokepointd", "chokepoint"),
                         "-s", d.admin_sock, "block", "full@isp.example",
-                        "--reason", "disk full test"],
+                        "--reason", "disk full test", "--create"],
                        capture_output=True, text=True, timeout=HANG)
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
     assert "MANUAL_HOLD is in force, but the store write failed" in \
@@ -602,7 +605,7 @@ def test_damaged_records_are_counted_and_unknown_states_refused(tmp_path,
     for i in range(3):
         ask(d.policy_sock, rcpt_request(user="ok%d@isp.example" % i,
                                         instance="ok%d" % i))
-    d.ctl("block", "held@isp.example", "--reason", "test")
+    d.ctl("block", "held@isp.example", "--reason", "test", "--create")
     assert d.stop() == 0
     db = sqlite3.connect(d.db)
     db.execute("UPDATE accounts SET data=x'00' WHERE key='u:ok0@isp.example'")
@@ -637,7 +640,8 @@ def test_tracked_accounts_are_capped_by_evicting_idle_clean_ones(tmp_path,
                extra={"store": "checkpoint_interval: 500ms\n"
                                "max_accounts: 1000"})
     daemons.append(d.start())
-    d.ctl("block", "kept@isp.example", "--reason", "held on purpose")
+    d.ctl("block", "kept@isp.example", "--reason", "held on purpose",
+          "--create")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(d.policy_sock)
     f = s.makefile("rb")
