@@ -24,6 +24,20 @@ cp_state_rank(enum cp_state s)
 }
 
 int
+cp_state_urgency(enum cp_state s)
+{
+    /* what the abuse desk looks at first: what the evidence stopped, then
+     * what a person holds, then what is watched, vouched for, normal */
+    static const int urgency[CP_ST_COUNT] = {
+        [CP_ST_BLOCKED] = 6,   [CP_ST_THROTTLED] = 5, [CP_ST_MANUAL_HOLD] = 4,
+        [CP_ST_WATCH] = 3,     [CP_ST_PROBATION] = 2, [CP_ST_ALLOWED] = 1,
+        [CP_ST_NORMAL] = 0,
+    };
+
+    return s < CP_ST_COUNT ? urgency[s] : 0;
+}
+
+int
 cp_state_parse(const char *s)
 {
     for (int i = 0; i < CP_ST_COUNT; i++)

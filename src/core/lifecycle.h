@@ -32,6 +32,10 @@ enum cp_state {
     CP_ST_COUNT
 };
 
+/* How urgent an account in this state is for the abuse desk (chokepoint
+ * top): BLOCKED, THROTTLED, MANUAL_HOLD, WATCH, PROBATION, ALLOWED,
+ * NORMAL, highest first. */
+int cp_state_urgency(enum cp_state s);
 const char *cp_state_name(enum cp_state s);
 /* How far a state goes against an account's mail, for "the worst state
  * reached": 0 NORMAL, ALLOWED; 1 WATCH, PROBATION (limits halved);

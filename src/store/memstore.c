@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/evidence.h"
+#include "core/lifecycle.h"
 #include "util/msg.h"
 #include "util/xalloc.h"
 
@@ -439,6 +440,12 @@ memstore_evict(struct memstore *ms, const struct cp_detection *det,
     return n;
 }
 
+static double
+top_rank(int state, double score)
+{
+    return cp_state_urgency((enum cp_state)state) * 1e9 + score;
+}
+
 size_t
 memstore_top(struct memstore *ms, const struct cp_detection *det,
              int64_t now_ms, struct memstore_top_row *rows, size_t n)
@@ -451,18 +458,18 @@ memstore_top(struct memstore *ms, const struct cp_detection *det,
     {
         struct acct *a = ms->accts.ents[i].val;
         double score = a->ev ? cp_evidence_score(a->ev, det, now_ms) : 0;
-        /* rank: states other than NORMAL first, then by score */
-        double rank = (a->c.state ? 1e9 : 0) + score;
+        /* rank: by how urgent the state is, then by score */
+        double rank = top_rank(a->c.state, score);
         size_t at;
 
         if (a->ev == NULL && a->c.state == 0)
             continue;
-        if (found == n && rank <= (rows[n - 1].state ? 1e9 : 0) +
-                                       rows[n - 1].score)
+        if (found == n &&
+            rank <= top_rank(rows[n - 1].state, rows[n - 1].score))
             continue;
         at = found < n ? found++ : n - 1;
-        while (at > 0 && rank > (rows[at - 1].state ? 1e9 : 0) +
-                                    rows[at - 1].score) {
+        while (at > 0 &&
+               rank > top_rank(rows[at - 1].state, rows[at - 1].score)) {
             rows[at] = rows[at - 1];
             at--;
         }

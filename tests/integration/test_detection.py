@@ -490,3 +490,30 @@ def test_unknown_accounts_are_errors_unless_created(tmp_path):
         assert d.ctl("show", "new@isp.example")["state"] == "MANUAL_HOLD"
     finally:
         assert d.stop() == 0
+
+
+def test_top_is_ordered_by_how_urgent_the_state_is(tmp_path):
+    """`top` lists what the evidence stopped first, then manual holds, then
+    watched, vouched-for and normal accounts, each by score: an ALLOWED
+    account with a high score is below a MANUAL_HOLD with none (it was
+    above: every state but NORMAL ranked alike, by score)."""
+    d = Daemon(tmp_path, classes=CLASSES).start()
+    try:
+        assert ctl(d, "allow", "tool@isp.example", "--reason", "ticket 7",
+                   "--create").returncode == 0
+        assert ctl(d, "block", "held@isp.example", "--reason", "ticket 8",
+                   "--create").returncode == 0
+        c = PolicyClient(d.policy_sock)
+        zombie_traffic(c, "tool@isp.example", 16)  # evidence, no action
+        zombie_traffic(c, "zed@isp.example", 16, victims="w")
+        c.close()
+        top = d.ctl("top", "10")["accounts"]
+        states = [(a["key"], a["state"]) for a in top]
+        keys = [k for k, _ in states]
+        assert states[0] == ("u:zed@isp.example", "BLOCKED"), states
+        assert keys.index("u:held@isp.example") < \
+            keys.index("u:tool@isp.example"), states
+        tool = top[keys.index("u:tool@isp.example")]
+        assert tool["state"] == "ALLOWED" and tool["score"] > 0, tool
+    finally:
+        assert d.stop() == 0
