@@ -418,6 +418,26 @@ engine_step(struct cp_engine *e, const struct cp_detection *det,
         transition(ref->c, next, now_ms, d);
 }
 
+/*
+ * A blocked account (BLOCKED, MANUAL_HOLD) keeps trying, often thousands
+ * of times an hour, and each refused attempt is the same evidence again:
+ * it is looked at once an hour at most (evidence last updated less than
+ * CP_HELD_EVIDENCE_MS ago: this attempt adds nothing). A THROTTLED
+ * account's attempts still count: they are how it comes to be blocked.
+ */
+#define CP_HELD_EVIDENCE_MS 3600000
+
+static bool
+held_and_heard(const struct cp_engine *e, const struct cp_decision *d,
+               const struct cp_evidence *ev, int64_t now_ms)
+{
+    int st = cp_decision_state(d);
+
+    return (st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD) && ev != NULL &&
+           !e->learning && !cp_config_state_shadow(e->cfg, d->id.cls) &&
+           now_ms - ev->t_ms < CP_HELD_EVIDENCE_MS;
+}
+
 static void
 detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
        int64_t now_ms, struct cp_decision *d)
@@ -433,7 +453,7 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
                                 evidence, &ref))
         return;
     d->state = d->prev_state = ref.c->state;
-    if (!evidence)
+    if (!evidence || held_and_heard(e, d, ref.ev, now_ms))
         return;
     memset(&in, 0, sizeof(in));
     in.cust = d->id.cust;

@@ -6,6 +6,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from cpd import CHOKEPOINT, HANG, Daemon, PolicyClient, rcpt_request
 
 CLASSES = """
@@ -515,5 +517,30 @@ def test_top_is_ordered_by_how_urgent_the_state_is(tmp_path):
             keys.index("u:tool@isp.example"), states
         tool = top[keys.index("u:tool@isp.example")]
         assert tool["state"] == "ALLOWED" and tool["score"] > 0, tool
+    finally:
+        assert d.stop() == 0
+
+
+def test_refused_attempts_of_a_blocked_account_count_once_an_hour(tmp_path):
+    """A blocked zombie keeps trying; its refused attempts are the same
+    evidence again and are looked at once an hour at most: its score and
+    signals stay as they were when it was blocked (they kept growing)."""
+    d = Daemon(tmp_path, classes=CLASSES).start()
+    try:
+        c = PolicyClient(d.policy_sock)
+        replies = zombie_traffic(c, "zed@isp.example", 16)
+        assert any("blocked" in r for r in replies), replies
+        before = d.ctl("show", "zed@isp.example")
+        assert before["state"] == "BLOCKED"
+        replies = zombie_traffic(c, "zed@isp.example", 30, victims="again")
+        assert all("blocked" in r for r in replies if "action=" in r)
+        after = d.ctl("show", "zed@isp.example")
+        assert after["evidence"] == before["evidence"], \
+            (before["evidence"], after["evidence"])
+        assert after["baseline"]["messages_this_hour"] == \
+            before["baseline"]["messages_this_hour"]
+        assert [s["times"] for s in after["signals"]] == \
+            [s["times"] for s in before["signals"]]
+        c.close()
     finally:
         assert d.stop() == 0
