@@ -226,10 +226,11 @@ size_t outbox_unwritten(struct outbox *ob); /* jobs without their row */
 /* Queue the notifications of an incident (per notify:, rate-limited). */
 void outbox_incident(struct outbox *ob, const struct cp_config *cfg,
                      const struct cp_incident *in, int64_t now_ms);
-/* Queue a command with `input` on its stdin (retried like a mail). */
+/* Queue a command with `input` on its stdin (retried like a mail), for
+ * `incident` (the state change's history row). */
 void outbox_command(struct outbox *ob, const struct cp_config *cfg,
                     const char *what, const char *command, const char *account,
-                    const char *input, size_t len);
+                    uint64_t incident, const char *input, size_t len);
 
 /* dnsbl.c: infected-host list look-ups of client addresses (c-ares) */
 struct dnsbl_stats {

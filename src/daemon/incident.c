@@ -94,7 +94,7 @@ add_qid(void *arg, const char *qid, size_t len)
  */
 static void
 contain(struct daemon *d, const struct cp_decision *dec, const char *key,
-        bool hold)
+        bool hold, uint64_t incident)
 {
     const char *cmd = hold ? d->cfg->contain.hold_command
                            : d->cfg->contain.release_command;
@@ -107,10 +107,11 @@ contain(struct daemon *d, const struct cp_decision *dec, const char *key,
     n = cp_engine_queued(&d->engine, dec->id.dkey, dec->id.dkeylen, add_qid,
                          &ids);
     if (n > 0) {
-        msg_info("account %s: %s %zu queued messages", key,
-                 hold ? "holding" : "releasing", n);
+        msg_info("account %s: %s %zu queued messages (incident %llu)", key,
+                 hold ? "holding" : "releasing", n,
+                 (unsigned long long)incident);
         outbox_command(d->outbox, d->cfg, hold ? "hold" : "release", cmd, key,
-                       ids.data, ids.len);
+                       incident, ids.data, ids.len);
     }
     sb_fini(&ids);
 }
@@ -240,11 +241,11 @@ apply_change(struct daemon *d, const struct cp_decision *dec,
             msg_info("account %s: shadow mode: no notification, no hold",
                      key);
     } else if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
-        contain(d, dec, key, true);
+        contain(d, dec, key, true, row > 0 ? (uint64_t)row : 0);
         notify(d, dec, ev, key, who, reason, row > 0 ? (uint64_t)row : 0,
                now_ms);
     } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
-        contain(d, dec, key, false);
+        contain(d, dec, key, false, row > 0 ? (uint64_t)row : 0);
     }
     if (cp_sqlite_commit(d->db_sync, e2) < 0) {
         /* the incident's outbox rows went with it */

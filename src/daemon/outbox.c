@@ -610,9 +610,9 @@ outbox_incident(struct outbox *ob, const struct cp_config *cfg,
 void
 outbox_command(struct outbox *ob, const struct cp_config *cfg,
                const char *what, const char *command, const char *account,
-               const char *input, size_t len)
+               uint64_t incident, const char *input, size_t len)
 {
-    struct job *j = job_new(cfg, JOB_COMMAND, what, account, 0);
+    struct job *j = job_new(cfg, JOB_COMMAND, what, account, incident);
 
     j->target = xstrdup(command);
     sb_append(&j->body, input, len);

@@ -287,8 +287,14 @@ def test_block_holds_queued_mail_release_frees_it(pf, cpd, how, tmp_path):
                         and len(queue_names(pf, mine)) == 3), \
             queue_names(pf, mine)
         log = daemon.read_log()
-        assert "holding 3 queued messages" in log
-        assert "releasing 3 queued messages" in log
+        # each names its incident (the state change's number; it said 0)
+        held = re.search(r"holding 3 queued messages \(incident (\d+)\)", log)
+        freed = re.search(r"releasing 3 queued messages \(incident (\d+)\)",
+                          log)
+        assert held and freed, log[-3000:]
+        assert 0 < int(held.group(1)) < int(freed.group(1)), log[-3000:]
+        assert re.search(r"hold sent \(incident %s," % held.group(1), log), \
+            log[-3000:]
         assert os.listdir(reqdir) == []
     finally:
         subprocess.run(["postsuper", "-c", pf.etc, "-d", "-"],
