@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -57,6 +58,8 @@ ctl_usage(FILE *fp, int rc)
             "  -s SOCKET       admin socket (default %s)\n"
             "  --json          print the daemon's JSON reply\n"
             "  --version       print chokepoint's version and exit\n"
+            "  --by NAME       who decides (recorded in the history; default:\n"
+            "                  the user sudo says ran chokepoint)\n"
             "  --create        block, release or allow an account chokepoint\n"
             "                  does not know (never seen, not in the map)\n",
             DEFAULT_SOCKET);
@@ -143,7 +146,7 @@ usage_error(const char *fmt, ...)
 int
 ctl_main(int argc, char **argv)
 {
-    const char *sock = DEFAULT_SOCKET, *reason = NULL;
+    const char *sock = DEFAULT_SOCKET, *reason = NULL, *by = NULL;
     bool json = false, self = false, create = false;
     char line[CLI_MAX_ARG * 3];
     const char *cmd = NULL, *arg = NULL;
@@ -155,9 +158,14 @@ ctl_main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
 
-        if ((strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0) &&
+        if ((strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0 ||
+             strcmp(a, "--by") == 0) &&
             i + 1 >= argc)
             return usage_error("option '%s' needs a value", a);
+        if (strcmp(a, "--by") == 0) {
+            by = argv[++i];
+            continue;
+        }
         if (strcmp(a, "-s") == 0)
             sock = argv[++i];
         else if (strcmp(a, "--reason") == 0)
@@ -194,10 +202,21 @@ ctl_main(int argc, char **argv)
         return usage_error("%s takes no argument (got '%s')", cmd, arg);
     if (self && strcmp(cmd, "release") != 0)
         return usage_error("--self-service goes with release, not %s", cmd);
-    if (create && strcmp(cmd, "block") != 0 && strcmp(cmd, "release") != 0 &&
-        strcmp(cmd, "allow") != 0)
-        return usage_error("--create goes with block, release or allow, not "
-                           "%s", cmd);
+    if ((create || by) && strcmp(cmd, "block") != 0 &&
+        strcmp(cmd, "release") != 0 && strcmp(cmd, "allow") != 0)
+        return usage_error("%s goes with block, release or allow, not %s",
+                           create ? "--create" : "--by", cmd);
+    /* who decides: --by, else the person sudo says ran it */
+    if (by == NULL && !self && (strcmp(cmd, "block") == 0 ||
+                                strcmp(cmd, "release") == 0 ||
+                                strcmp(cmd, "allow") == 0))
+        by = getenv("SUDO_USER");
+    if (by != NULL && (by[0] == '\0' || strlen(by) > 64 ||
+                       strspn(by, "abcdefghijklmnopqrstuvwxyz"
+                                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789._-@") != strlen(by)))
+        return usage_error("--by: a name of letters, digits and . _ - @ "
+                           "(at most 64), not '%s'", by);
     if (self && (reason == NULL || reason[0] == '\0'))
         reason = "the customer confirmed the clean-up";
     if ((strcmp(cmd, "block") == 0 || strcmp(cmd, "release") == 0 ||
@@ -214,8 +233,10 @@ ctl_main(int argc, char **argv)
     if (!ctl_clean(reason))
         return usage_error("--reason may not have line breaks, or more than "
                            "%d bytes", CLI_MAX_ARG);
-    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s%s\n", json ? "json " : "",
-                 create ? "create " : "", self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
+    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s%s%s%s%s\n",
+                 json ? "json " : "", create ? "create " : "",
+                 by ? "by " : "", by ? by : "", by ? " " : "",
+                 self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
                  reason ? " " : "",
                  reason ? reason : "");
     if ((fd = connect_admin(sock)) < 0)

@@ -10,6 +10,7 @@
  * manual changes are recorded with that uid and the reason. Limits:
  * ADMIN_MAX_LINE bytes per command line; a client gets ADMIN_TIMEOUT_MS.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -716,13 +717,13 @@ self_release_refused(struct daemon *d, const struct cp_identity *id,
 /* block / release / allow ACCOUNT REASON: a person's state change;
  * self-release ACCOUNT REASON: the customer's own, limited. */
 static void
-manual(struct admin_conn *a, int to, bool self, bool create, const char *args,
-       size_t len, struct strbuf *o, bool json)
+manual(struct admin_conn *a, int to, bool self, bool create, const char *by,
+       const char *args, size_t len, struct strbuf *o, bool json)
 {
     struct daemon *d = a->d;
     const char *sp = memchr(args, ' ', len);
     size_t klen = sp ? (size_t)(sp - args) : len;
-    char reason[1024], actor[96], err[CP_ERR_MAX];
+    char reason[1024], actor[128], err[CP_ERR_MAX];
     struct cp_identity id;
     struct cp_decision dec;
     int64_t now;
@@ -752,6 +753,10 @@ manual(struct admin_conn *a, int to, bool self, bool create, const char *args,
             return;
         }
         snprintf(actor, sizeof(actor), "self-service (%s)", a->who);
+    } else if (by != NULL) {
+        /* the person's name (sudo's SUDO_USER, or --by), and the uid
+         * that vouches for it */
+        snprintf(actor, sizeof(actor), "%s (%s)", by, a->who);
     }
     now = daemon_now_ms();
     rc = cp_engine_set_state(&d->engine, &id, to, now, &dec);
@@ -761,7 +766,7 @@ manual(struct admin_conn *a, int to, bool self, bool create, const char *args,
                   cp_state_name((enum cp_state)dec.state));
         return;
     }
-    if (incident_apply(d, &dec, NULL, self ? actor : a->who, reason, now,
+    if (incident_apply(d, &dec, NULL, self || by ? actor : a->who, reason, now,
                        err) < 0) {
         /* in force (the answers follow it), but not yet durable */
         char msg[CP_ERR_MAX + 200];
@@ -873,12 +878,31 @@ is_cmd(const char *line, size_t len, const char *cmd, const char **arg,
     return true;
 }
 
+#define ADMIN_BY_MAX 64
+
+/* An operator's name as the history records it: letters, digits and
+ * . _ - @ only (it goes into logs, notices and webhooks as it is). */
+static bool
+operator_name(const char *s, size_t n, char *out, size_t outsz)
+{
+    if (n == 0 || n > ADMIN_BY_MAX || n >= outsz)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._-@", s[i]))
+            return false;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return true;
+}
+
 static void
 run_command(struct admin_conn *a, const char *line, size_t len)
 {
     const char *arg;
     size_t alen;
     bool json = false, create = false;
+    char by[ADMIN_BY_MAX + 1];
+    const char *who = NULL;
 
     if (len >= 5 && memcmp(line, "json ", 5) == 0) {
         json = true;
@@ -889,6 +913,20 @@ run_command(struct admin_conn *a, const char *line, size_t len)
         create = true;
         line += 7;
         len -= 7;
+    }
+    if (len >= 3 && memcmp(line, "by ", 3) == 0) {
+        const char *sp = memchr(line + 3, ' ', len - 3);
+        size_t n = sp ? (size_t)(sp - line - 3) : 0;
+
+        if (sp == NULL || !operator_name(line + 3, n, by, sizeof(by))) {
+            sb_puts(&a->out, json ? "{\"error\":\"bad operator name\"}\n"
+                                  : "error: bad operator name (letters, "
+                                    "digits, . _ - @, at most 64)\n");
+            return;
+        }
+        who = by;
+        len -= (size_t)(sp + 1 - line);
+        line = sp + 1;
     }
     if (len == 6 && memcmp(line, "status", 6) == 0) {
         status(a->d, &a->out, json);
@@ -901,13 +939,17 @@ run_command(struct admin_conn *a, const char *line, size_t len)
     } else if (is_cmd(line, len, "history", &arg, &alen)) {
         history(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "block", &arg, &alen)) {
-        manual(a, CP_ST_MANUAL_HOLD, false, create, arg, alen, &a->out, json);
+        manual(a, CP_ST_MANUAL_HOLD, false, create, who, arg, alen, &a->out,
+               json);
     } else if (is_cmd(line, len, "release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, false, create, arg, alen, &a->out, json);
+        manual(a, CP_ST_PROBATION, false, create, who, arg, alen, &a->out,
+               json);
     } else if (is_cmd(line, len, "self-release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, true, false, arg, alen, &a->out, json);
+        manual(a, CP_ST_PROBATION, true, false, NULL, arg, alen, &a->out,
+               json);
     } else if (is_cmd(line, len, "allow", &arg, &alen)) {
-        manual(a, CP_ST_ALLOWED, false, create, arg, alen, &a->out, json);
+        manual(a, CP_ST_ALLOWED, false, create, who, arg, alen, &a->out,
+               json);
     } else {
         char esc[80];
 

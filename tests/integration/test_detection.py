@@ -2,6 +2,7 @@
 the ranking in `chokepoint top`, the evidence in the decision log, and
 detection in shadow mode. The real-Postfix detection tests are in
 test_postfix.py."""
+import os
 import re
 import subprocess
 import time
@@ -542,5 +543,29 @@ def test_refused_attempts_of_a_blocked_account_count_once_an_hour(tmp_path):
         assert [s["times"] for s in after["signals"]] == \
             [s["times"] for s in before["signals"]]
         c.close()
+    finally:
+        assert d.stop() == 0
+
+
+def test_the_operator_is_recorded_by_name(tmp_path):
+    """Under sudo every operator was "uid 0": the history records the
+    person, from --by or sudo's SUDO_USER, with the uid that vouches."""
+    d = Daemon(tmp_path).start()
+    try:
+        r = ctl(d, "block", "a@isp.example", "--reason", "ticket 1",
+                "--create", "--by", "alice")
+        assert r.returncode == 0, r
+        env = dict(os.environ, SUDO_USER="bob")
+        r = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "release",
+                            "a@isp.example", "--reason", "ticket 2"],
+                           capture_output=True, text=True, timeout=HANG,
+                           env=env)
+        assert r.returncode == 0, r
+        hist = d.ctl("history", "a@isp.example")["history"]
+        assert [h["actor"] for h in hist] == ["bob (uid %d)" % os.getuid(),
+                                              "alice (uid %d)" % os.getuid()]
+        r = ctl(d, "block", "a@isp.example", "--reason", "x", "--by",
+                "eve; rm -rf")
+        assert r.returncode == 2 and "--by" in r.stderr, r
     finally:
         assert d.stop() == 0
