@@ -90,7 +90,7 @@ struct daemon {
     int lock_fd;        /* the state directory's lock (main.c) */
     size_t milter_buffered; /* bytes of milter partial packets (milter.c) */
 
-    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_signal_t sig_hup, sig_usr1, sig_term, sig_int;
     uv_timer_t expire_timer, ckpt_timer, sweep_timer;
     uv_work_t ckpt_work;
     bool ckpt_running;

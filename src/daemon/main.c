@@ -113,6 +113,7 @@ reload(struct daemon *d)
     if (ncfg == NULL) {
         msg_error("reload refused, keeping the running configuration: %s",
                   err);
+        incident_open_log(d); /* logrotate's SIGHUP all the same */
         return;
     }
     old = d->cfg;
@@ -173,6 +174,7 @@ shutdown_daemon(struct daemon *d)
     dnsbl_stop(d->dnsbl);
     d->dnsbl = NULL;
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    uv_close((uv_handle_t *)&d->sig_usr1, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
 }
@@ -182,10 +184,14 @@ on_signal(uv_signal_t *s, int signum)
 {
     struct daemon *d = s->data;
 
-    if (signum == SIGHUP)
+    if (signum == SIGHUP) {
         reload(d);
-    else
+    } else if (signum == SIGUSR1) { /* logrotate: reopen, reload nothing */
+        incident_open_log(d);
+        msg_info("log files reopened");
+    } else {
         shutdown_daemon(d);
+    }
 }
 
 static void
@@ -208,10 +214,11 @@ usage(FILE *fp)
 static void
 signals_start(struct daemon *d)
 {
-    uv_signal_t *s[] = {&d->sig_hup, &d->sig_term, &d->sig_int};
-    int nums[] = {SIGHUP, SIGTERM, SIGINT};
+    uv_signal_t *s[] = {&d->sig_hup, &d->sig_usr1, &d->sig_term,
+                        &d->sig_int};
+    int nums[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
 
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < 4; i++) {
         uv_signal_init(d->loop, s[i]);
         s[i]->data = d;
         uv_signal_start(s[i], on_signal, nums[i]);

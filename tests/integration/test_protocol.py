@@ -12,10 +12,12 @@ quickly, and the daemon must still be running.
 Run: /usr/bin/python3 -m pytest -v tests/integration/test_protocol.py
 """
 import json
+import os
 import random
 import re
 import resource
 import select
+import signal
 import socket
 import time
 import subprocess
@@ -1026,3 +1028,36 @@ def test_version_and_option_errors_name_the_option():
         r = subprocess.run(args, capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 2, (args, r)
         assert want in r.stderr.splitlines()[0], (args, r.stderr)
+
+
+def test_decision_log_is_reopened_by_sigusr1_and_every_sighup(start):
+    """After logrotate moves the decision log, SIGUSR1, and any SIGHUP,
+    accepted or refused (a bad config), reopen it: new decisions go to
+    the new file, not on into the rotated one."""
+    d = start()
+    c = PolicyClient(d.policy_sock)
+
+    def decide_over_limit(tag):
+        user, _ = fresh(tag)
+        for i in range(LIMIT + 1):
+            ask_bytes(c, rcpt_request(user=user, instance="%s-%d" % (user, i)))
+        return user
+
+    def rotated_then(signum, tag):
+        os.rename(d.decisions, d.decisions + ".1")
+        os.kill(d.proc.pid, signum)
+        wait_for(lambda: os.path.exists(d.decisions), what="the log reopened")
+        user = decide_over_limit(tag)
+        wait_for(lambda: user in open(d.decisions).read(),
+                 what="the decision in the new file")
+        assert user not in open(d.decisions + ".1").read()
+        os.unlink(d.decisions + ".1")
+
+    decide_over_limit("before")
+    rotated_then(signal.SIGUSR1, "usr1")
+    rotated_then(signal.SIGHUP, "hup")  # accepted
+    with open(d.config, "a") as f:
+        f.write("bogus_section: 1\n")
+    rotated_then(signal.SIGHUP, "refused")
+    assert "reload refused" in d.read_log()
+    c.close()
