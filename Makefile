@@ -1,8 +1,9 @@
 # chokepoint — top-level commands (Meson + Ninja underneath).
 #
-#   make deps    install the Debian packages needed (idempotent; root)
+#   make deps    install the Debian packages the tests need too (root)
 #   make         build into build/
-#   make run     deps + build + run chokepointd on etc/chokepoint-dev.yaml
+#   make run     the packages running needs + build + run chokepointd on
+#                etc/chokepoint.yaml (as root: dropping to user chokepoint)
 #   make test    deps + build + every test suite (unit, integration with real
 #                Postfix, ASan/UBSan run, fuzz-corpus replay); ends with
 #                "N passed, N failed"
@@ -15,7 +16,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 RUN_DIR ?= /tmp/chokepoint-run
 
-.PHONY: all deps build run test unit integration asan fuzz-build fuzz-replay \
+.PHONY: all deps deps-run build run test unit integration asan fuzz-build fuzz-replay \
         fuzz bench clean check-includes
 
 # a target whose command fails leaves no half-written file behind
@@ -26,13 +27,16 @@ all: build
 deps:
 	sh scripts/deps.sh
 
+deps-run:
+	sh scripts/deps.sh run
+
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) --werror
 
 build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
-run: deps build
+run: deps-run build
 	sh scripts/run-dev.sh $(BUILD) $(RUN_DIR)
 
 test: deps build

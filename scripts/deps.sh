@@ -1,16 +1,22 @@
 #!/bin/sh
-# deps.sh — install every Debian package chokepoint needs to build, run, test
-# and benchmark. Idempotent: packages already installed are skipped, and
-# apt-get runs only when something is missing. Run as root on Debian 12.
+# deps.sh — install the Debian packages chokepoint needs. Idempotent:
+# packages already installed are skipped, and apt-get runs only when
+# something is missing. Run as root on Debian 12.
+#   sh scripts/deps.sh run   what building and running need (make run)
+#   sh scripts/deps.sh       that, and what the tests and benchmarks use:
+#                            Postfix, swaks, rbldnsd, miltertest, ... (make
+#                            test)
 set -eu
+MODE=${1:-all}
 
-BUILD="meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+BUILD="meson ninja-build pkg-config gcc
        libuv1-dev libsqlite3-dev libfyaml-dev libcmocka-dev libxxhash-dev
        libcurl4-openssl-dev libc-ares-dev zlib1g-dev"
-RUNTEST="python3 python3-pytest python3-pytest-xdist sqlite3 postfix swaks sasl2-bin
+RUNTEST="clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist sqlite3 postfix swaks sasl2-bin
          libsasl2-modules procps rbldnsd miltertest"
 
 missing=""
+[ "$MODE" = run ] && RUNTEST=""
 for p in $BUILD $RUNTEST ${EXTRA_PKGS:-}; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
         missing="$missing $p"
@@ -27,7 +33,9 @@ fi
 echo "deps: installing$missing"
 # Postfix asks a debconf question on install; answer it ("no configuration":
 # the tests write their own private main.cf and never touch the system one).
-echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+[ -n "$RUNTEST" ] &&
+    echo "postfix postfix/main_mailer_type select No configuration" |
+    debconf-set-selections
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086
