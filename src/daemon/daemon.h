@@ -293,6 +293,11 @@ void daemon_open(struct daemon *d, const char *file, bool sim_clock,
 void daemon_stop(struct daemon *d);
 void daemon_close(struct daemon *d);
 
+/* sdnotify.c: a state line for systemd (Type=notify): "READY=1",
+ * "RELOADING=1", "STOPPING=1", "STATUS=..." (nothing without
+ * $NOTIFY_SOCKET). */
+void sd_state(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* incident.c: what a decision leads to. Log one decision (text line,
  * JSON line in the decision log). */
 void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,

@@ -108,12 +108,15 @@ static void
 reload(struct daemon *d)
 {
     char err[CP_ERR_MAX];
-    struct cp_config *ncfg = cp_config_load(d->cfg->file, err), *old;
+    struct cp_config *ncfg, *old;
 
-    if (ncfg == NULL) {
+    sd_state("RELOADING=1");
+    if ((ncfg = cp_config_load(d->cfg->file, err)) == NULL) {
         msg_error("reload refused, keeping the running configuration: %s",
                   err);
         incident_open_log(d); /* logrotate's SIGHUP all the same */
+        sd_state("READY=1\nSTATUS=answering; the last reload was refused: "
+                 "%.200s", err);
         return;
     }
     old = d->cfg;
@@ -140,6 +143,7 @@ reload(struct daemon *d)
     msg_info("reload: configuration %s loaded (%zu classes, %zu customers%s)",
              ncfg->file, ncfg->nclasses, ncfg->ncustomers,
              ncfg->shadow ? ", shadow mode" : "");
+    sd_state("READY=1\nSTATUS=answering; configuration reloaded");
 }
 
 static void
@@ -161,6 +165,7 @@ shutdown_daemon(struct daemon *d)
         return;
     d->stopping = true;
     msg_info("shutting down");
+    sd_state("STOPPING=1");
     server_close(d);
     admin_close(d);
     conn_close_all(d);
@@ -393,6 +398,9 @@ daemon_open(struct daemon *d, const char *file, bool sim_clock,
              CP_VERSION, d->cfg->nclasses, d->cfg->ncustomers,
              d->ms->base.ops->count(&d->ms->base),
              d->cfg->shadow ? ", SHADOW MODE (answers DUNNO)" : "");
+    sd_state("READY=1\nSTATUS=answering; %zu accounts%s",
+             d->ms->base.ops->count(&d->ms->base),
+             d->cfg->shadow ? ", shadow mode" : "");
 }
 
 /* After the loop has stopped: the final checkpoint, and everything freed. */

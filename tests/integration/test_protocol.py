@@ -1061,3 +1061,34 @@ def test_decision_log_is_reopened_by_sigusr1_and_every_sighup(start):
     rotated_then(signal.SIGHUP, "refused")
     assert "reload refused" in d.read_log()
     c.close()
+
+
+def test_systemd_is_told_ready_reloading_and_stopping(tmp_path, monkeypatch):
+    """Type=notify: READY=1 once the daemon answers, RELOADING=1 then
+    READY=1 around a reload (accepted or refused, with a STATUS= saying
+    which), STOPPING=1 at SIGTERM; sent to $NOTIFY_SOCKET."""
+    path = str(tmp_path / "notify.sock")
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(path)
+    ns.settimeout(HANG)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    d = Daemon(tmp_path / "d").start()
+    try:
+        first = ns.recv(4096).decode()
+        assert first.startswith("READY=1\nSTATUS=answering"), first
+        d.send_signal(signal.SIGHUP)
+        assert ns.recv(4096).decode() == "RELOADING=1"
+        assert ns.recv(4096).decode() == \
+            "READY=1\nSTATUS=answering; configuration reloaded"
+        with open(d.config, "a") as f:
+            f.write("bogus_section: 1\n")
+        d.send_signal(signal.SIGHUP)
+        assert ns.recv(4096).decode() == "RELOADING=1"
+        refused = ns.recv(4096).decode()
+        assert refused.startswith("READY=1\nSTATUS=answering; the last "
+                                  "reload was refused: "), refused
+        assert "bogus_section" in refused
+    finally:
+        assert d.stop() == 0
+    assert ns.recv(4096).decode() == "STOPPING=1"
+    ns.close()
