@@ -41,6 +41,8 @@ ctl_usage(FILE *fp, int rc)
             "                  an IP address, or a key (c:CUSTOMER, u:LOGIN,\n"
             "                  ip:NETWORK/LEN)\n"
             "  history ACCOUNT the account's state changes, newest first\n"
+            "  reload          reload the configuration and the customer map;\n"
+            "                  says whether the new one was taken, and why not\n"
             "  block ACCOUNT --reason TEXT     hold all its mail (MANUAL_HOLD)\n"
             "  release ACCOUNT --reason TEXT   release to PROBATION\n"
             "  release ACCOUNT --self-service  the customer's own release "
@@ -115,7 +117,7 @@ ctl_arity(const char *cmd)
         int args;
     } cmds[] = {{"status", 0}, {"top", 2},     {"show", 1},
                 {"history", 1}, {"block", 1},  {"release", 1},
-                {"allow", 1}};
+                {"allow", 1},   {"reload", 0}};
 
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (strcmp(cmd, cmds[i].name) == 0)

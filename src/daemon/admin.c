@@ -878,6 +878,32 @@ is_cmd(const char *line, size_t len, const char *cmd, const char **arg,
     return true;
 }
 
+/* `chokepoint reload`: SIGHUP's work, and the answer (taken, or why not). */
+static void
+reload_cmd(struct admin_conn *a, bool json)
+{
+    struct daemon *d = a->d;
+    char err[CP_ERR_MAX], msg[CP_ERR_MAX + 64];
+
+    msg_info("reload asked by %s", a->who);
+    if (daemon_reload(d, err) < 0) {
+        snprintf(msg, sizeof(msg),
+                 "reload refused, the running configuration stays: %s", err);
+        reply_error(&a->out, json, msg);
+        return;
+    }
+    if (json) {
+        sb_puts(&a->out, "{");
+        sb_json_kcstr(&a->out, "reloaded", d->cfg->file, true);
+        sb_json_ku64(&a->out, "classes", d->cfg->nclasses, false);
+        sb_json_ku64(&a->out, "customers", d->cfg->ncustomers, false);
+        sb_puts(&a->out, "}\n");
+    } else {
+        sb_printf(&a->out, "reloaded %s: %zu classes, %zu customers\n",
+                  d->cfg->file, d->cfg->nclasses, d->cfg->ncustomers);
+    }
+}
+
 #define ADMIN_BY_MAX 64
 
 /* An operator's name as the history records it: letters, digits and
@@ -930,6 +956,8 @@ run_command(struct admin_conn *a, const char *line, size_t len)
     }
     if (len == 6 && memcmp(line, "status", 6) == 0) {
         status(a->d, &a->out, json);
+    } else if (len == 6 && memcmp(line, "reload", 6) == 0) {
+        reload_cmd(a, json);
     } else if (len == 3 && memcmp(line, "top", 3) == 0) {
         top(a->d, "", 0, &a->out, json);
     } else if (is_cmd(line, len, "top", &arg, &alen)) {

@@ -291,6 +291,9 @@ bool milter_pending(const struct milter_sess *m);
 void daemon_open(struct daemon *d, const char *file, bool sim_clock,
                  bool new_store);
 void daemon_stop(struct daemon *d);
+/* main.c: reload the configuration and the customer map (SIGHUP, `chokepoint
+ * reload`): 0, or -1 with why in err (CP_ERR_MAX) and the old one kept. */
+int daemon_reload(struct daemon *d, char *err);
 void daemon_close(struct daemon *d);
 
 /* sdnotify.c: a state line for systemd (Type=notify): "READY=1",

@@ -104,10 +104,9 @@ warn_restart_needed(const struct cp_config *old, const struct cp_config *new)
         msg_warn("reload: daemon.admin_socket changed; restart to apply it");
 }
 
-static void
-reload(struct daemon *d)
+int
+daemon_reload(struct daemon *d, char *err)
 {
-    char err[CP_ERR_MAX];
     struct cp_config *ncfg, *old;
 
     sd_state("RELOADING=1");
@@ -117,7 +116,7 @@ reload(struct daemon *d)
         incident_open_log(d); /* logrotate's SIGHUP all the same */
         sd_state("READY=1\nSTATUS=answering; the last reload was refused: "
                  "%.200s", err);
-        return;
+        return -1;
     }
     old = d->cfg;
     warn_restart_needed(old, ncfg);
@@ -144,6 +143,7 @@ reload(struct daemon *d)
              ncfg->file, ncfg->nclasses, ncfg->ncustomers,
              ncfg->shadow ? ", shadow mode" : "");
     sd_state("READY=1\nSTATUS=answering; configuration reloaded");
+    return 0;
 }
 
 static void
@@ -190,7 +190,9 @@ on_signal(uv_signal_t *s, int signum)
     struct daemon *d = s->data;
 
     if (signum == SIGHUP) {
-        reload(d);
+        char err[CP_ERR_MAX];
+
+        daemon_reload(d, err);
     } else if (signum == SIGUSR1) { /* logrotate: reopen, reload nothing */
         incident_open_log(d);
         msg_info("log files reopened");

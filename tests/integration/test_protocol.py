@@ -1092,3 +1092,22 @@ def test_systemd_is_told_ready_reloading_and_stopping(tmp_path, monkeypatch):
         assert d.stop() == 0
     assert ns.recv(4096).decode() == "STOPPING=1"
     ns.close()
+
+
+def test_chokepoint_reload_says_whether_the_configuration_was_taken(start):
+    """`chokepoint reload` does what SIGHUP does and answers: taken (exit
+    0), or refused with the file, line and reason (exit 1), the running
+    configuration kept."""
+    d = start()
+    r = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "reload"],
+                       capture_output=True, text=True, timeout=HANG)
+    assert r.returncode == 0 and r.stdout.startswith("reloaded "), r
+    assert d.ctl("reload")["reloaded"] == d.config
+    with open(d.config, "a") as f:
+        f.write("bogus_section: 1\n")
+    r = subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "reload"],
+                       capture_output=True, text=True, timeout=HANG)
+    assert r.returncode == 1, r
+    assert "reload refused, the running configuration stays" in r.stdout, r
+    assert d.config in r.stdout and "bogus_section" in r.stdout, r
+    assert_served(d)
