@@ -2,6 +2,11 @@
  * msg.c — log sink. Each message is formatted into a bounded stack buffer
  * (longer messages are truncated, never split) and written with one call,
  * so lines from different threads do not interleave.
+ *
+ * On stderr under systemd (JOURNAL_STREAM names our stderr), each line
+ * starts with its priority as journald reads it ("<3>" error, "<4>"
+ * warning, "<6>" info, "<7>" debug: sd-daemon(3)), so `journalctl -p
+ * warning` finds the warnings; elsewhere lines are plain.
  */
 #include "util/msg.h"
 
@@ -9,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -16,6 +22,26 @@
 
 static const char *msg_progname = "chokepoint";
 static bool msg_syslog;
+static bool msg_journal; /* stderr is journald's stream */
+
+/* JOURNAL_STREAM is "DEVICE:INODE" of the stream systemd connected. */
+static bool
+stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    char *end;
+
+    if (js == NULL || fstat(STDERR_FILENO, &st) < 0)
+        return false;
+    dev = strtoull(js, &end, 10);
+    if (*end != ':')
+        return false;
+    ino = strtoull(end + 1, &end, 10);
+    return *end == '\0' && dev == (unsigned long long)st.st_dev &&
+           ino == (unsigned long long)st.st_ino;
+}
 static enum msg_level msg_min = MSG_INFO;
 
 void
@@ -28,6 +54,7 @@ msg_init(const char *progname, bool use_syslog, enum msg_level level)
     if (use_syslog && !msg_syslog)
         openlog(progname, LOG_PID | LOG_NDELAY, LOG_MAIL);
     msg_syslog = use_syslog;
+    msg_journal = !use_syslog && stderr_is_journal();
 }
 
 void
@@ -57,7 +84,12 @@ msg_vlog(enum msg_level level, const char *fmt, va_list ap)
         syslog(prio[level], "%s: %s", names[level], line);
         return;
     }
-    n = snprintf(line, sizeof(line), "%s: %s: ", msg_progname, names[level]);
+    if (msg_journal)
+        n = snprintf(line, sizeof(line), "<%d>%s: %s: ", prio[level],
+                     msg_progname, names[level]);
+    else
+        n = snprintf(line, sizeof(line), "%s: %s: ", msg_progname,
+                     names[level]);
     if (n < 0 || (size_t)n >= sizeof(line) - 1)
         n = 0;
     vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

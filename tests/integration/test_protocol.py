@@ -1111,3 +1111,33 @@ def test_chokepoint_reload_says_whether_the_configuration_was_taken(start):
     assert "reload refused, the running configuration stays" in r.stdout, r
     assert d.config in r.stdout and "bogus_section" in r.stdout, r
     assert_served(d)
+
+
+def test_journald_priorities_on_its_stream(tmp_path, monkeypatch):
+    """Under systemd (JOURNAL_STREAM names stderr) each line carries its
+    priority for journald: <6> info, <4> warning; elsewhere none."""
+    d = Daemon(tmp_path / "j")
+    open(d.log, "ab").close()
+    st = os.stat(d.log)
+    monkeypatch.setenv("JOURNAL_STREAM", "%d:%d" % (st.st_dev, st.st_ino))
+    d.start()
+    try:
+        c = PolicyClient(d.policy_sock)
+        ask_bytes(c, {"request": "smtpd_access_policy",
+                      "protocol_state": "RCPT", "recipient": "r@x"})
+        c.close()
+        wait_for(lambda: "<4>chokepointd: warning: " in d.read_log(),
+                 what="a warning with its priority")
+        lines = [l for l in d.read_log().splitlines() if l]
+        assert all(re.match(r"<[3467]>chokepointd: ", l) for l in lines), \
+            lines
+        assert any(l.startswith("<6>chokepointd: info: ") and " started: " in l
+                   for l in lines), lines
+    finally:
+        assert d.stop() == 0
+    d2 = Daemon(tmp_path / "plain")
+    monkeypatch.delenv("JOURNAL_STREAM")
+    d2.start()
+    assert d2.stop() == 0
+    assert all(l.startswith("chokepointd: ")
+               for l in d2.read_log().splitlines() if l), d2.read_log()
