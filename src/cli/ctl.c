@@ -40,7 +40,9 @@ ctl_usage(FILE *fp, int rc)
             "login,\n"
             "                  an IP address, or a key (c:CUSTOMER, u:LOGIN,\n"
             "                  ip:NETWORK/LEN)\n"
-            "  history ACCOUNT the account's state changes, newest first\n"
+            "  history ACCOUNT the account's state changes, newest first, each\n"
+            "                  with its number (the incident number of notices)\n"
+            "  incident N      state change N (a notice's incident number)\n"
             "  reload          reload the configuration and the customer map;\n"
             "                  says whether the new one was taken, and why not\n"
             "  block ACCOUNT --reason TEXT     hold all its mail (MANUAL_HOLD)\n"
@@ -117,7 +119,7 @@ ctl_arity(const char *cmd)
         int args;
     } cmds[] = {{"status", 0}, {"top", 2},     {"show", 1},
                 {"history", 1}, {"block", 1},  {"release", 1},
-                {"allow", 1},   {"reload", 0}};
+                {"allow", 1},   {"reload", 0},   {"incident", 1}};
 
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (strcmp(cmd, cmds[i].name) == 0)

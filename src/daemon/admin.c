@@ -366,28 +366,72 @@ shown(char *buf, size_t n, const char *s)
     return s;
 }
 
+/* One state change; its number is the incident number of notices. */
 static void
-hist_row(void *arg, int64_t t, const char *from, const char *to,
-         const char *actor, const char *reason)
+hist_row(void *arg, const struct cp_history_row *r)
 {
     struct hist_ctx *h = arg;
     char ts[32];
 
-    cp_format_time(ts, sizeof(ts), t);
+    cp_format_time(ts, sizeof(ts), r->t_ms);
     if (!h->json) {
         char ea[200], er[1100];
 
-        sb_printf(h->o, "  %s  %s -> %s  by %s: %s\n", ts, from, to,
-                  shown(ea, sizeof(ea), actor), shown(er, sizeof(er), reason));
+        sb_printf(h->o, "  #%lld  %s  %s -> %s  by %s: %s\n",
+                  (long long)r->id, ts, r->from, r->to,
+                  shown(ea, sizeof(ea), r->actor),
+                  shown(er, sizeof(er), r->reason));
         return;
     }
     sb_puts(h->o, h->n++ ? ",{" : "{");
-    sb_json_kcstr(h->o, "time", ts, true);
-    sb_json_kcstr(h->o, "from", from, false);
-    sb_json_kcstr(h->o, "to", to, false);
-    sb_json_kcstr(h->o, "actor", actor, false);
-    sb_json_kcstr(h->o, "reason", reason, false);
+    sb_json_ku64(h->o, "incident", (uint64_t)r->id, true);
+    sb_json_kcstr(h->o, "time", ts, false);
+    sb_json_kcstr(h->o, "from", r->from, false);
+    sb_json_kcstr(h->o, "to", r->to, false);
+    sb_json_kcstr(h->o, "actor", r->actor, false);
+    sb_json_kcstr(h->o, "reason", r->reason, false);
     sb_puts(h->o, "}");
+}
+
+/* incident N: the state change of that number, and whose it was. */
+static void
+incident_row(void *arg, const struct cp_history_row *r)
+{
+    struct hist_ctx *h = arg;
+
+    if (h->json) {
+        sb_puts(h->o, "{");
+        sb_json_kcstr(h->o, "key", r->key, true);
+        sb_puts(h->o, ",\"change\":");
+    } else {
+        char key[CP_KEY_MAX * 4 + 4];
+
+        sb_printf(h->o, "account %s\n",
+                  str_escape(key, sizeof(key), r->key, strlen(r->key),
+                             CP_KEY_MAX));
+    }
+    hist_row(h, r);
+    if (h->json)
+        sb_puts(h->o, "}\n");
+}
+
+static void
+incident(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
+         bool json)
+{
+    struct hist_ctx h = {o, json, 0};
+    uint64_t id;
+    int rc;
+
+    if (len == 0 || !parse_u64(arg, len, &id) || id > INT64_MAX) {
+        reply_error(o, json, "give an incident number");
+        return;
+    }
+    rc = cp_sqlite_incident(d->db_sync, (int64_t)id, incident_row, &h);
+    if (rc < 0)
+        reply_error(o, json, "the history cannot be read");
+    else if (rc == 0)
+        reply_error(o, json, "no such incident");
 }
 
 static void
@@ -557,10 +601,9 @@ show_logins(struct daemon *d, const struct cp_customer *cu, struct strbuf *o,
 }
 
 static void
-count_row(void *arg, int64_t t, const char *from, const char *to,
-          const char *actor, const char *reason)
+count_row(void *arg, const struct cp_history_row *r)
 {
-    (void)t, (void)from, (void)to, (void)actor, (void)reason;
+    (void)r;
     ++*(int *)arg;
 }
 
@@ -964,6 +1007,8 @@ run_command(struct admin_conn *a, const char *line, size_t len)
         top(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "show", &arg, &alen)) {
         show(a->d, arg, alen, &a->out, json);
+    } else if (is_cmd(line, len, "incident", &arg, &alen)) {
+        incident(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "history", &arg, &alen)) {
         history(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "block", &arg, &alen)) {

@@ -75,9 +75,15 @@ int64_t cp_sqlite_transition(struct cp_sqlite *db, const char *key,
 long cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms,
                            long *skipped, char *err);
 
-typedef void (*cp_history_fn)(void *arg, int64_t t_ms, const char *from,
-                              const char *to, const char *actor,
-                              const char *reason);
+/* One state change. Its row id is the incident number notices and logs
+ * give (the change that blocked an account, or released it). */
+struct cp_history_row {
+    int64_t id;
+    const char *key; /* the account */
+    int64_t t_ms;
+    const char *from, *to, *actor, *reason;
+};
+typedef void (*cp_history_fn)(void *arg, const struct cp_history_row *r);
 /* History rows of an account since `since_ms` whose actor starts with
  * `actor_prefix` (self-service releases per period); -1 on error. */
 long cp_sqlite_count_actor(struct cp_sqlite *db, const char *key,
@@ -87,6 +93,10 @@ long cp_sqlite_count_actor(struct cp_sqlite *db, const char *key,
  * or -1 on error. */
 int cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
                       int limit, cp_history_fn fn, void *arg);
+/* State change number `id` (an incident): 1 and fn called, 0 if there is
+ * none, -1 on error. */
+int cp_sqlite_incident(struct cp_sqlite *db, int64_t id, cp_history_fn fn,
+                       void *arg);
 
 /*
  * The outbox: notifications and hold commands not yet done, so that a

@@ -107,31 +107,61 @@ cp_sqlite_load_states(struct cp_sqlite *db, struct memstore *ms,
     return rc == SQLITE_DONE ? n : db_fail(db, "load states", err);
 }
 
+/* Call fn for each row of a prepared "SELECT id, key, t, from_state,
+ * to_state, actor, reason": their number, or -1 on error. */
+static int
+history_rows(sqlite3_stmt *st, cp_history_fn fn, void *arg)
+{
+    int rc, n = 0;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct cp_history_row r = {
+            .id = sqlite3_column_int64(st, 0),
+            .key = (const char *)sqlite3_column_text(st, 1),
+            .t_ms = sqlite3_column_int64(st, 2),
+            .from = (const char *)sqlite3_column_text(st, 3),
+            .to = (const char *)sqlite3_column_text(st, 4),
+            .actor = (const char *)sqlite3_column_text(st, 5),
+            .reason = (const char *)sqlite3_column_text(st, 6),
+        };
+
+        fn(arg, &r);
+        n++;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? n : -1;
+}
+
 int
 cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
                   int limit, cp_history_fn fn, void *arg)
 {
     sqlite3_stmt *st;
-    int rc, n = 0;
 
     if (sqlite3_prepare_v2(db->db,
-                           "SELECT t, from_state, to_state, actor, reason "
-                           "FROM history WHERE key=? ORDER BY t DESC, id DESC "
-                           "LIMIT ?",
+                           "SELECT id, key, t, from_state, to_state, actor, "
+                           "reason FROM history WHERE key=? "
+                           "ORDER BY t DESC, id DESC LIMIT ?",
                            -1, &st, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(st, 1, key, (int)keylen, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, limit);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        fn(arg, sqlite3_column_int64(st, 0),
-           (const char *)sqlite3_column_text(st, 1),
-           (const char *)sqlite3_column_text(st, 2),
-           (const char *)sqlite3_column_text(st, 3),
-           (const char *)sqlite3_column_text(st, 4));
-        n++;
-    }
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? n : -1;
+    return history_rows(st, fn, arg);
+}
+
+int
+cp_sqlite_incident(struct cp_sqlite *db, int64_t id, cp_history_fn fn,
+                   void *arg)
+{
+    sqlite3_stmt *st;
+
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT id, key, t, from_state, to_state, actor, "
+                           "reason FROM history WHERE id=?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    return history_rows(st, fn, arg);
 }
 
 long

@@ -186,6 +186,13 @@ def test_block_notifies_customer_abuse_desk_and_webhook(pf, cpd):
         assert ev["account"] == "u:" + login("mia")
         assert ev["customer"] == "cust-77"
         assert ev["incident"] > 0
+        # the abuse desk finds it by that number (chokepoint incident N)
+        inc = daemon.ctl("incident", str(ev["incident"]))
+        assert inc["key"] == "u:" + login("mia"), inc
+        assert inc["change"]["to"] == "BLOCKED", inc
+        assert inc["change"]["incident"] == ev["incident"]
+        hist = daemon.ctl("history", login("mia"))["history"]
+        assert hist[0]["incident"] == ev["incident"], hist
         assert hook.posts[1][1]["Content-Type"] == "application/json"
         # once per incident: more refused mail sends nothing new
         for _ in range(3):

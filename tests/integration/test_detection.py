@@ -569,3 +569,28 @@ def test_the_operator_is_recorded_by_name(tmp_path):
         assert r.returncode == 2 and "--by" in r.stderr, r
     finally:
         assert d.stop() == 0
+
+
+def test_incident_numbers_are_shown_and_looked_up(tmp_path):
+    """history gives each state change its number (the incident number a
+    notice names); `chokepoint incident N` shows that change and its
+    account; a number that is not one is an error."""
+    d = Daemon(tmp_path).start()
+    try:
+        assert ctl(d, "block", "a@isp.example", "--reason", "ticket 3",
+                   "--create").returncode == 0
+        h = d.ctl("history", "a@isp.example")["history"]
+        n = h[0]["incident"]
+        assert n > 0 and h[0]["to"] == "MANUAL_HOLD", h
+        r = ctl(d, "incident", str(n))
+        assert r.returncode == 0, r
+        assert r.stdout.startswith("account u:a@isp.example\n"), r.stdout
+        assert "#%d " % n in r.stdout and "MANUAL_HOLD" in r.stdout, r.stdout
+        text = ctl(d, "history", "a@isp.example").stdout
+        assert "#%d " % n in text, text
+        r = ctl(d, "incident", str(n + 1000))
+        assert r.returncode == 1 and "no such incident" in r.stdout, r
+        r = ctl(d, "incident", "x")
+        assert r.returncode == 1 and "incident number" in r.stdout, r
+    finally:
+        assert d.stop() == 0
