@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/engine.h"
+#include "core/lifecycle.h"
 
 static void
 describe_window(char *out, size_t n, uint64_t ms)
@@ -122,6 +123,14 @@ cp_reply_blocked(struct cp_decision *d, const struct cp_detection *det)
         return;
     }
     set(d, 550, "5.7.1");
+    if (cp_decision_state(d) == CP_ST_MANUAL_HOLD) {
+        /* a person's decision, for whatever reason: not a diagnosis */
+        snprintf(d->text, sizeof(d->text),
+                 "This account's mail is stopped by the provider's abuse "
+                 "desk. See %s (account %.60s)",
+                 help(det), d->id.dkey);
+        return;
+    }
     snprintf(d->text, sizeof(d->text),
              "This account is blocked: it sent mail the way a compromised "
              "computer or password does. See %s (account %.60s)",
