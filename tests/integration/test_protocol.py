@@ -25,7 +25,7 @@ import subprocess
 import pytest
 
 from cpd import (CHOKEPOINT, CHOKEPOINTD, HANG, Daemon, PolicyClient,
-                 policy_request, rcpt_request)
+                 policy_request, rcpt_request, wait_for)
 
 MAX_LINE = 512
 MAX_ATTRS = 20
@@ -122,17 +122,6 @@ def still_open(sock):
     return False if data == b"" else True
 
 
-def wait_for(pred, timeout=HANG, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
-
-
 def log_text(d):
     """The text log, split only at LF (Daemon.read_log() uses universal
     newlines, which would turn a raw CR in a log line into a line break)."""
@@ -149,7 +138,8 @@ def wait_log(d, pattern, timeout=HANG):
             if rx.search(line):
                 return line
         return None
-    return wait_for(find, timeout, "log line /%s/ in:\n%s" % (pattern, log_text(d)))
+    return wait_for(find, what="log line /%s/ in:\n%s" % (pattern, log_text(d)),
+                    timeout=timeout)
 
 
 def log_lines(d, pattern):

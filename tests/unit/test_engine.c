@@ -222,11 +222,25 @@ test_queue_id_journal(void **state)
 /* Reputation pool: a released account (PROBATION) is answered FILTER with
  * the suspect transport for mail that would be accepted; a deferral stays
  * a deferral; back in NORMAL it is DUNNO again; shadow mode only counts. */
+/* A person blocks `login` and releases it: PROBATION (at 2 minutes). */
+static void
+to_probation(struct fixture *f, const char *login)
+{
+    struct cp_identity id;
+    struct cp_decision d;
+
+    assert_int_equal(cp_identity_lookup(f->cfg, login, strlen(login), &id), 0);
+    assert_int_equal(
+        cp_engine_set_state(&f->e, &id, CP_ST_MANUAL_HOLD, MIN, &d), 0);
+    assert_int_equal(
+        cp_engine_set_state(&f->e, &id, CP_ST_PROBATION, 2 * MIN, &d), 0);
+    assert_int_equal(d.state, CP_ST_PROBATION);
+}
+
 static void
 test_suspect_pool(void **state)
 {
     struct fixture *f = *state;
-    struct cp_identity id;
     struct cp_decision d;
 
     snprintf(f->cfg->contain.suspect_transport,
@@ -234,13 +248,7 @@ test_suspect_pool(void **state)
     assert_int_equal(ask(f, 0, "RCPT", "a@x", "10.0.0.1", "p1", "r@y", NULL,
                          NULL, NULL),
                      CP_ACT_DUNNO);
-    assert_int_equal(cp_identity_lookup(f->cfg, "a@x", 3, &id), 0);
-    assert_int_equal(cp_engine_set_state(&f->e, &id, CP_ST_MANUAL_HOLD, MIN,
-                                         &d),
-                     0);
-    assert_int_equal(cp_engine_set_state(&f->e, &id, CP_ST_PROBATION, 2 * MIN,
-                                         &d),
-                     0);
+    to_probation(f, "a@x");
     ask(f, 60 * MIN, "RCPT", "a@x", "10.0.0.1", "p2", "r@y", NULL, NULL, &d);
     assert_int_equal(d.action, CP_ACT_FILTER);
     assert_string_equal(d.text, "smtp-suspect:");
@@ -416,16 +424,9 @@ static void
 test_probation_reply_tells_the_applied_limit(void **state)
 {
     struct fixture *f = *state;
-    struct cp_identity id;
     struct cp_decision d;
 
-    assert_int_equal(cp_identity_lookup(f->cfg, "a@x", 3, &id), 0);
-    assert_int_equal(cp_engine_set_state(&f->e, &id, CP_ST_MANUAL_HOLD, MIN,
-                                         &d),
-                     0);
-    assert_int_equal(cp_engine_set_state(&f->e, &id, CP_ST_PROBATION, 2 * MIN,
-                                         &d),
-                     0);
+    to_probation(f, "a@x");
     assert_int_equal(ask(f, 60 * MIN, "RCPT", "a@x", "10.0.0.1", "p1", "r@y",
                          NULL, NULL, &d),
                      CP_ACT_DUNNO);
