@@ -74,8 +74,8 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
         if (d->by_state || (d->stage == CP_STAGE_CONTENT && d->text[0]))
             json_str(sb, "text", cp_reply_text(d, text, sizeof(text)));
         if (d->stage == CP_STAGE_CONTENT) {
-            sb_puts(sb, ",\"text_accounts\":");
-            sb_json_num(sb, d->value); /* accounts that sent this text */
+            /* accounts that sent this text: a count */
+            sb_json_ku64(sb, "text_accounts", (uint64_t)d->value, false);
         }
     }
     if (d->cust_state != 0)

@@ -160,12 +160,25 @@ sb_json_str(struct strbuf *sb, const char *s, size_t len)
 void
 sb_json_num(struct strbuf *sb, double v)
 {
-    if (!isfinite(v))
+    char buf[64];
+    int n;
+
+    if (!isfinite(v)) {
         sb_puts(sb, "null");
-    else if (fabs(v) < 1e15 && v == (double)(long long)v)
-        sb_printf(sb, "%lld", (long long)v);
-    else
-        sb_printf(sb, "%.3f", v);
+        return;
+    }
+    n = snprintf(buf, sizeof(buf), "%.3f", v);
+    if (n <= 0 || (size_t)n >= sizeof(buf)) { /* |v| beyond 1e59: as is */
+        sb_printf(sb, "%.17g", v);
+        return;
+    }
+    /* always a fraction, so a field is one JSON type: 720.0, not 720 in
+     * one line and 719.999 in the next; trailing zeros dropped */
+    while (n > 2 && buf[n - 1] == '0' && buf[n - 2] != '.')
+        buf[--n] = '\0';
+    if (strcmp(buf, "-0.0") == 0)
+        memcpy(buf, "0.0", 4), n = 3;
+    sb_append(sb, buf, (size_t)n);
 }
 
 void

@@ -28,7 +28,9 @@ void sb_printf(struct strbuf *sb, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Append `s` as a JSON string literal, quotes included. */
 void sb_json_str(struct strbuf *sb, const char *s, size_t len);
-/* Append a finite number in JSON ("null" for NaN/inf), at most 3 decimals. */
+/* Append a measured number in JSON ("null" for NaN/inf): at most 3
+ * decimals, always with a fraction ("720.0", "719.999", "16.5"), so one
+ * field is one JSON type; counts are written as integers (sb_json_ku64). */
 void sb_json_num(struct strbuf *sb, double v);
 /*
  * Members of a JSON object, the one writer of every JSON chokepoint prints

@@ -710,7 +710,7 @@ test_webhook(void **state)
         "{\"event\":\"incident\",\"incident\":42,"
         "\"account\":\"u:alice@example.net\",\"customer\":\"C1001\","
         "\"state\":\"BLOCKED\",\"previous_state\":\"WATCH\","
-        "\"time\":\"2026-11-23T16:40:01.123Z\",\"score\":12.300,"
+        "\"time\":\"2026-11-23T16:40:01.123Z\",\"score\":12.3,"
         "\"evidence\":\"score 12.3: forged_sender +8.0 (8x), new_recipient "
         "+3.1 (31x)\",\"reason\":\"automatic\",\"client\":\"192.0.2.7\","
         "\"help_url\":\"https://isp.example/unblock\"}");

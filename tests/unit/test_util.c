@@ -1,4 +1,5 @@
 /* test_util.c — number/duration parsing, addresses, hash table, escaping. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -124,11 +125,39 @@ test_escape(void **state)
     sb_fini(&sb);
 }
 
+/* A measured number is always written with a fraction: one JSON type
+ * per field (it was 720 in one line and 719.999 in the next). */
+static void
+test_json_num(void **state)
+{
+    static const struct {
+        double v;
+        const char *want;
+    } cases[] = {{720, "720.0"},      {719.999, "719.999"}, {16.5, "16.5"},
+                 {0, "0.0"},          {-0.0001, "0.0"},     {-2.25, "-2.25"},
+                 {1e15, "1000000000000000.0"}, {0.0004, "0.0"}};
+    struct strbuf sb;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sb_init(&sb);
+        sb_json_num(&sb, cases[i].v);
+        assert_string_equal(sb.data, cases[i].want);
+        sb_fini(&sb);
+    }
+    sb_init(&sb);
+    sb_json_num(&sb, NAN);
+    sb_json_ku64(&sb, "n", 720, false);
+    assert_string_equal(sb.data, "null,\"n\":720");
+    sb_fini(&sb);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_json_num),
         cmocka_unit_test(test_inet),
         cmocka_unit_test(test_hmap),
         cmocka_unit_test(test_escape),
