@@ -64,6 +64,8 @@ ctl_usage(FILE *fp, int rc)
             "  --version       print chokepoint's version and exit\n"
             "  --by NAME       who decides (recorded in the history; default:\n"
             "                  the user sudo says ran chokepoint)\n"
+            "  --no-notify     block without notices or webhook (the hold\n"
+            "                  still holds the account's queued mail)\n"
             "  --create        block, release or allow an account chokepoint\n"
             "                  does not know (never seen, not in the map)\n",
             DEFAULT_SOCKET);
@@ -151,7 +153,7 @@ int
 ctl_main(int argc, char **argv)
 {
     const char *sock = DEFAULT_SOCKET, *reason = NULL, *by = NULL;
-    bool json = false, self = false, create = false;
+    bool json = false, self = false, create = false, quiet = false;
     char line[CLI_MAX_ARG * 3];
     const char *cmd = NULL, *arg = NULL;
     int fd, i, n;
@@ -180,6 +182,8 @@ ctl_main(int argc, char **argv)
             self = true;
         else if (strcmp(a, "--create") == 0)
             create = true;
+        else if (strcmp(a, "--no-notify") == 0)
+            quiet = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
             return ctl_usage(stdout, 0);
         else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0)
@@ -206,10 +210,11 @@ ctl_main(int argc, char **argv)
         return usage_error("%s takes no argument (got '%s')", cmd, arg);
     if (self && strcmp(cmd, "release") != 0)
         return usage_error("--self-service goes with release, not %s", cmd);
-    if ((create || by) && strcmp(cmd, "block") != 0 &&
+    if ((create || by || quiet) && strcmp(cmd, "block") != 0 &&
         strcmp(cmd, "release") != 0 && strcmp(cmd, "allow") != 0)
         return usage_error("%s goes with block, release or allow, not %s",
-                           create ? "--create" : "--by", cmd);
+                           create ? "--create" : by ? "--by" : "--no-notify",
+                           cmd);
     /* who decides: --by, else the person sudo says ran it */
     if (by == NULL && !self && (strcmp(cmd, "block") == 0 ||
                                 strcmp(cmd, "release") == 0 ||
@@ -237,8 +242,9 @@ ctl_main(int argc, char **argv)
     if (!ctl_clean(reason))
         return usage_error("--reason may not have line breaks, or more than "
                            "%d bytes", CLI_MAX_ARG);
-    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s%s%s%s%s\n",
+    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s%s%s%s%s%s\n",
                  json ? "json " : "", create ? "create " : "",
+                 quiet ? "quiet " : "",
                  by ? "by " : "", by ? by : "", by ? " " : "",
                  self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
                  reason ? " " : "",

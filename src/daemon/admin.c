@@ -760,8 +760,9 @@ self_release_refused(struct daemon *d, const struct cp_identity *id,
 /* block / release / allow ACCOUNT REASON: a person's state change;
  * self-release ACCOUNT REASON: the customer's own, limited. */
 static void
-manual(struct admin_conn *a, int to, bool self, bool create, const char *by,
-       const char *args, size_t len, struct strbuf *o, bool json)
+manual(struct admin_conn *a, int to, bool self, bool create, bool quiet,
+       const char *by, const char *args, size_t len, struct strbuf *o,
+       bool json)
 {
     struct daemon *d = a->d;
     const char *sp = memchr(args, ' ', len);
@@ -809,8 +810,10 @@ manual(struct admin_conn *a, int to, bool self, bool create, const char *by,
                   cp_state_name((enum cp_state)dec.state));
         return;
     }
-    if (incident_apply(d, &dec, NULL, self || by ? actor : a->who, reason, now,
-                       err) < 0) {
+    if ((quiet ? incident_apply_quiet(d, &dec, self || by ? actor : a->who,
+                                      reason, now, err)
+               : incident_apply(d, &dec, NULL, self || by ? actor : a->who,
+                                reason, now, err)) < 0) {
         /* in force (the answers follow it), but not yet durable */
         char msg[CP_ERR_MAX + 200];
 
@@ -969,7 +972,7 @@ run_command(struct admin_conn *a, const char *line, size_t len)
 {
     const char *arg;
     size_t alen;
-    bool json = false, create = false;
+    bool json = false, create = false, quiet = false;
     char by[ADMIN_BY_MAX + 1];
     const char *who = NULL;
 
@@ -982,6 +985,11 @@ run_command(struct admin_conn *a, const char *line, size_t len)
         create = true;
         line += 7;
         len -= 7;
+    }
+    if (len >= 6 && memcmp(line, "quiet ", 6) == 0) {
+        quiet = true;
+        line += 6;
+        len -= 6;
     }
     if (len >= 3 && memcmp(line, "by ", 3) == 0) {
         const char *sp = memchr(line + 3, ' ', len - 3);
@@ -1012,16 +1020,16 @@ run_command(struct admin_conn *a, const char *line, size_t len)
     } else if (is_cmd(line, len, "history", &arg, &alen)) {
         history(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "block", &arg, &alen)) {
-        manual(a, CP_ST_MANUAL_HOLD, false, create, who, arg, alen, &a->out,
+        manual(a, CP_ST_MANUAL_HOLD, false, create, quiet, who, arg, alen, &a->out,
                json);
     } else if (is_cmd(line, len, "release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, false, create, who, arg, alen, &a->out,
+        manual(a, CP_ST_PROBATION, false, create, quiet, who, arg, alen, &a->out,
                json);
     } else if (is_cmd(line, len, "self-release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, true, false, NULL, arg, alen, &a->out,
+        manual(a, CP_ST_PROBATION, true, false, false, NULL, arg, alen, &a->out,
                json);
     } else if (is_cmd(line, len, "allow", &arg, &alen)) {
-        manual(a, CP_ST_ALLOWED, false, create, who, arg, alen, &a->out,
+        manual(a, CP_ST_ALLOWED, false, create, quiet, who, arg, alen, &a->out,
                json);
     } else {
         char esc[80];

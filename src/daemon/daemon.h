@@ -318,5 +318,10 @@ void incident_open_log(struct daemon *d);
 int incident_apply(struct daemon *d, const struct cp_decision *dec,
                    const struct cp_event *ev, const char *who,
                    const char *why, int64_t now_ms, char *err);
+/* The same for a person who chose that nobody be notified (chokepoint
+ * block --no-notify): the change and its hold, no notices, no webhook. */
+int incident_apply_quiet(struct daemon *d, const struct cp_decision *dec,
+                         const char *who, const char *why, int64_t now_ms,
+                         char *err);
 
 #endif

@@ -203,7 +203,7 @@ warn_customer(struct daemon *d, const struct cp_decision *dec,
 static int
 apply_change(struct daemon *d, const struct cp_decision *dec,
              const struct cp_event *ev, const char *who, const char *why,
-             int64_t now_ms, char *err)
+             bool quiet, int64_t now_ms, char *err)
 {
     struct cp_account_ref ref;
     char reason[400], e2[CP_ERR_MAX], key[CP_KEY_MAX * 4 + 4];
@@ -242,8 +242,12 @@ apply_change(struct daemon *d, const struct cp_decision *dec,
                      key);
     } else if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
         contain(d, dec, key, true, row > 0 ? (uint64_t)row : 0);
-        notify(d, dec, ev, key, who, reason, row > 0 ? (uint64_t)row : 0,
-               now_ms);
+        if (quiet)
+            msg_info("account %s: not notified (%s chose --no-notify)", key,
+                     who ? who : "?");
+        else
+            notify(d, dec, ev, key, who, reason,
+                   row > 0 ? (uint64_t)row : 0, now_ms);
     } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
         contain(d, dec, key, false, row > 0 ? (uint64_t)row : 0);
     }
@@ -271,5 +275,16 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
     err[0] = '\0';
     if (!dec->state_changed)
         return 0;
-    return apply_change(d, dec, ev, who, why, now_ms, err);
+    return apply_change(d, dec, ev, who, why, false, now_ms, err);
+}
+
+int
+incident_apply_quiet(struct daemon *d, const struct cp_decision *dec,
+                     const char *who, const char *why, int64_t now_ms,
+                     char *err)
+{
+    err[0] = '\0';
+    if (!dec->state_changed)
+        return 0;
+    return apply_change(d, dec, NULL, who, why, true, now_ms, err);
 }

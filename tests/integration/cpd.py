@@ -11,6 +11,9 @@ import socket
 import subprocess
 import time
 
+# the CLI records sudo's SUDO_USER as the operator; tests that want one
+# say so (--by, or SUDO_USER in the command's own environment)
+os.environ.pop("SUDO_USER", None)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("CHOKEPOINT_BUILD", os.path.join(ROOT, "build"))
 CHOKEPOINTD = os.path.join(BUILD, "chokepointd")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cpd import CHOKEPOINT, HANG, Daemon, PolicyClient, rcpt_request
+from cpd import CHOKEPOINT, HANG, Daemon, PolicyClient, rcpt_request, wait_for
 
 CLASSES = """
 classes:
@@ -594,3 +594,35 @@ def test_incident_numbers_are_shown_and_looked_up(tmp_path):
         assert r.returncode == 1 and "incident number" in r.stdout, r
     finally:
         assert d.stop() == 0
+
+
+def test_block_without_notifying(tmp_path):
+    """`block --no-notify`: the account is held and the change recorded,
+    but no notice or webhook goes out (an internal investigation); a
+    block without it notifies as before."""
+    import json
+    from test_containment import Webhook
+    hook = Webhook()
+    d = Daemon(tmp_path, classes=CLASSES + (
+        "notify:\n  from: abuse@isp.example\n  customer: false\n"
+        "  webhook: %s\n  retry: 200ms\n" % hook.url))
+    try:
+        d.start()
+        r = ctl(d, "block", "quiet@isp.example", "--reason", "ticket 5",
+                "--create", "--no-notify", "--by", "tester")
+        assert r.returncode == 0 and "MANUAL_HOLD" in r.stdout, r
+        r = ctl(d, "block", "loud@isp.example", "--reason", "ticket 6",
+                "--create")
+        assert r.returncode == 0, r
+        wait_for(lambda: d.ctl("status")["outbox"]["sent"] >= 1,
+                 what="the webhook of the loud block")
+        accounts = [json.loads(p[2])["account"] for p in hook.posts]
+        assert accounts == ["u:loud@isp.example"], accounts
+        assert d.ctl("show", "quiet@isp.example")["state"] == "MANUAL_HOLD"
+        assert "quiet@isp.example: not notified (tester (uid %d) chose " \
+            "--no-notify)" % os.getuid() in d.read_log(), d.read_log()[-2000:]
+        r = ctl(d, "status", "--no-notify")
+        assert r.returncode == 2 and "--no-notify goes with" in r.stderr, r
+    finally:
+        assert d.stop() == 0
+        hook.close()
