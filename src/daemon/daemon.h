@@ -25,6 +25,7 @@
  *   recent.c      the last notable decisions, for `chokepoint show`
  *   logfollow.c   follow the Postfix mail log for delivery outcomes
  *   admin.c       the admin socket: status, show, block, release, ...
+ *   sdnotify.c    systemd's readiness protocol (Type=notify)
  */
 #ifndef CP_DAEMON_DAEMON_H
 #define CP_DAEMON_DAEMON_H
