@@ -1279,37 +1279,18 @@ json_time(struct strbuf *sb, const char *name, bool have, int64_t ms)
     sb_printf(sb, "\"%s\"", ts);
 }
 
-/* sb_json_k*() with replay's "comma" (not the first member) */
-static void
-json_s(struct strbuf *sb, const char *name, const char *v, bool comma)
-{
-    sb_json_kcstr(sb, name, v, !comma);
-}
-
-static void
-json_u(struct strbuf *sb, const char *name, uint64_t v, bool comma)
-{
-    sb_json_ku64(sb, name, v, !comma);
-}
-
-static void
-json_n(struct strbuf *sb, const char *name, double v)
-{
-    sb_json_knum(sb, name, v, false);
-}
-
 static void
 json_lines(struct strbuf *sb, const struct replay *r)
 {
     sb_puts(sb, "\"lines\":{");
-    json_u(sb, "read", r->n.lines, false);
-    json_u(sb, "parsed", parsed_lines(r), true);
-    json_u(sb, "unknown", r->n.kinds[MAILLOG_UNKNOWN], true);
-    json_u(sb, "too_long", r->n.too_long, true);
+    sb_json_ku64(sb, "read", r->n.lines, true);
+    sb_json_ku64(sb, "parsed", parsed_lines(r), false);
+    sb_json_ku64(sb, "unknown", r->n.kinds[MAILLOG_UNKNOWN], false);
+    sb_json_ku64(sb, "too_long", r->n.too_long, false);
     sb_puts(sb, ",\"by_kind\":{");
     for (int k = 0; k < MAILLOG_KIND_COUNT; k++)
-        json_u(sb, maillog_kind_name((enum maillog_kind)k), r->n.kinds[k],
-                 k > 0);
+        sb_json_ku64(sb, maillog_kind_name((enum maillog_kind)k),
+                     r->n.kinds[k], k == 0);
     sb_puts(sb, "}},");
     sb_printf(sb, "\"elapsed_s\":%.3f,\"lines_per_s\":%.0f,", r->elapsed_s,
               lines_per_s(r));
@@ -1317,36 +1298,37 @@ json_lines(struct strbuf *sb, const struct replay *r)
     json_time(sb, "first", r->have_clock, r->first_ms);
     sb_puts(sb, ",");
     json_time(sb, "last", r->have_clock, r->last_ms);
-    json_n(sb, "seconds",
-             r->have_clock ? (double)(r->last_ms - r->first_ms) / 1000 : 0);
+    sb_json_knum(sb, "seconds",
+             r->have_clock ? (double)(r->last_ms - r->first_ms) / 1000 : 0,
+             false);
     sb_puts(sb, "},");
 }
 
 static void
 json_messages(struct strbuf *sb, const struct replay *r)
 {
-    json_u(sb, "submissions", r->n.submissions, false);
-    json_u(sb, "messages", r->n.messages, true);
-    json_u(sb, "recipients", r->n.recipients, true);
-    json_u(sb, "recipients_padded", r->n.padded, true);
-    json_u(sb, "nrcpt_capped", r->n.nrcpt_capped, true);
+    sb_json_ku64(sb, "submissions", r->n.submissions, true);
+    sb_json_ku64(sb, "messages", r->n.messages, false);
+    sb_json_ku64(sb, "recipients", r->n.recipients, false);
+    sb_json_ku64(sb, "recipients_padded", r->n.padded, false);
+    sb_json_ku64(sb, "nrcpt_capped", r->n.nrcpt_capped, false);
     sb_puts(sb, ",\"incomplete\":{");
-    json_u(sb, "total", incomplete(r), false);
-    json_u(sb, "no_qmgr", r->n.no_qmgr, true);
-    json_u(sb, "qmgr_without_submission", r->n.qmgr_unmatched, true);
-    json_u(sb, "evicted", r->n.evicted, true);
+    sb_json_ku64(sb, "total", incomplete(r), true);
+    sb_json_ku64(sb, "no_qmgr", r->n.no_qmgr, false);
+    sb_json_ku64(sb, "qmgr_without_submission", r->n.qmgr_unmatched, false);
+    sb_json_ku64(sb, "evicted", r->n.evicted, false);
     sb_puts(sb, "}");
-    json_u(sb, "deliveries_unmatched", r->n.deliveries_unmatched, true);
-    json_u(sb, "qmgr_repeats", r->n.qmgr_repeat, true);
+    sb_json_ku64(sb, "deliveries_unmatched", r->n.deliveries_unmatched, false);
+    sb_json_ku64(sb, "qmgr_repeats", r->n.qmgr_repeat, false);
     sb_puts(sb, ",\"not_submissions\":{");
-    json_u(sb, "total", skipped_total(r), false);
+    sb_json_ku64(sb, "total", skipped_total(r), true);
     for (size_t i = 0; i < SKIP_COUNT; i++)
-        json_u(sb, skip_names[i], r->n.skipped[i], true);
+        sb_json_ku64(sb, skip_names[i], r->n.skipped[i], false);
     sb_puts(sb, "}");
-    json_u(sb, "postfix_reject_lines", r->n.rejects, true);
-    json_u(sb, "rejected_by_postfix", r->n.rejected_by_postfix, true);
-    json_u(sb, "no_identity", r->n.no_identity, true);
-    json_u(sb, "reorder_overflow", r->n.reorder_full, true);
+    sb_json_ku64(sb, "postfix_reject_lines", r->n.rejects, false);
+    sb_json_ku64(sb, "rejected_by_postfix", r->n.rejected_by_postfix, false);
+    sb_json_ku64(sb, "no_identity", r->n.no_identity, false);
+    sb_json_ku64(sb, "reorder_overflow", r->n.reorder_full, false);
 }
 
 static void
@@ -1355,12 +1337,13 @@ json_would(struct strbuf *sb, const struct replay *r)
     bool first = true;
 
     sb_puts(sb, ",\"would\":{");
-    json_u(sb, "messages", r->n.would_total, false);
+    sb_json_ku64(sb, "messages", r->n.would_total, true);
     sb_puts(sb, ",\"by_verdict\":{");
     for (int a = 1; a < CP_ACT_COUNT; a++) {
         if (r->n.would[a] == 0)
             continue;
-        json_u(sb, cp_action_word((enum cp_action)a), r->n.would[a], !first);
+        sb_json_ku64(sb, cp_action_word((enum cp_action)a), r->n.would[a],
+                     first);
         first = false;
     }
     sb_puts(sb, "},\"by_rule\":{");
@@ -1372,7 +1355,7 @@ json_would(struct strbuf *sb, const struct replay *r)
         sb_printf(sb, ":%llu", (unsigned long long)r->rules[i].n);
     }
     sb_puts(sb, "}");
-    json_u(sb, "shadow_rule_breaches", r->n.shadow_rule, true);
+    sb_json_ku64(sb, "shadow_rule_breaches", r->n.shadow_rule, false);
     sb_puts(sb, "}");
 }
 
@@ -1381,24 +1364,24 @@ json_decision(struct strbuf *sb, const struct rp_listed *l)
 {
     sb_puts(sb, "{");
     json_time(sb, "time", true, l->t_ms);
-    json_s(sb, "queue_id", l->qid, true);
-    json_s(sb, "key", l->key, true);
-    json_s(sb, "account", l->account, true);
-    json_s(sb, "customer", l->customer, true);
-    json_s(sb, "login", l->login, true);
-    json_s(sb, "client", l->client, true);
-    json_s(sb, "sender", l->sender, true);
-    json_u(sb, "recipients", l->nrcpt, true);
-    json_s(sb, "stage", cp_stage_name(l->stage), true);
-    json_s(sb, "rule", l->rule, true);
-    json_s(sb, "verdict", cp_action_word(l->verdict), true);
-    json_s(sb, "state", cp_state_name((enum cp_state)l->state), true);
-    json_n(sb, "value", l->value);
-    json_n(sb, "cost", l->cost);
-    json_n(sb, "limit", l->limit);
-    json_n(sb, "retry_s", l->retry_s);
-    json_u(sb, "requests_over", l->over, true);
-    json_s(sb, "text", l->text, true);
+    sb_json_kcstr(sb, "queue_id", l->qid, false);
+    sb_json_kcstr(sb, "key", l->key, false);
+    sb_json_kcstr(sb, "account", l->account, false);
+    sb_json_kcstr(sb, "customer", l->customer, false);
+    sb_json_kcstr(sb, "login", l->login, false);
+    sb_json_kcstr(sb, "client", l->client, false);
+    sb_json_kcstr(sb, "sender", l->sender, false);
+    sb_json_ku64(sb, "recipients", l->nrcpt, false);
+    sb_json_kcstr(sb, "stage", cp_stage_name(l->stage), false);
+    sb_json_kcstr(sb, "rule", l->rule, false);
+    sb_json_kcstr(sb, "verdict", cp_action_word(l->verdict), false);
+    sb_json_kcstr(sb, "state", cp_state_name((enum cp_state)l->state), false);
+    sb_json_knum(sb, "value", l->value, false);
+    sb_json_knum(sb, "cost", l->cost, false);
+    sb_json_knum(sb, "limit", l->limit, false);
+    sb_json_knum(sb, "retry_s", l->retry_s, false);
+    sb_json_ku64(sb, "requests_over", l->over, false);
+    sb_json_kcstr(sb, "text", l->text, false);
     sb_puts(sb, "}");
 }
 
@@ -1436,8 +1419,9 @@ json_transitions(struct strbuf *sb, const struct rp_account *a)
 
         sb_puts(sb, i ? ",{" : "{");
         json_time(sb, "time", true, t->t_ms);
-        json_s(sb, "from", cp_state_name((enum cp_state)t->from), true);
-        json_s(sb, "to", cp_state_name((enum cp_state)t->to), true);
+        sb_json_kcstr(sb, "from", cp_state_name((enum cp_state)t->from),
+                      false);
+        sb_json_kcstr(sb, "to", cp_state_name((enum cp_state)t->to), false);
         sb_puts(sb, ",\"score\":");
         sb_json_num(sb, round(t->score * 100) / 100);
         sb_puts(sb, ",\"signals\":[");
@@ -1461,24 +1445,24 @@ static void
 json_account(struct strbuf *sb, const struct rp_account *a)
 {
     sb_puts(sb, "{");
-    json_s(sb, "key", a->key, false);
-    json_s(sb, "limits_key", a->limits_key, true);
-    json_s(sb, "customer", a->customer, true);
-    json_s(sb, "class", a->cls, true);
-    json_s(sb, "login", a->login, true);
-    json_u(sb, "messages", a->messages, true);
-    json_u(sb, "recipients", a->recipients, true);
-    json_u(sb, "would", a->would_total, true);
-    json_u(sb, "would_defer", a->would[CP_ACT_DEFER], true);
-    json_u(sb, "would_reject", a->would[CP_ACT_REJECT], true);
-    json_u(sb, "would_hold", a->would[CP_ACT_HOLD], true);
-    json_u(sb, "would_warn", a->would[CP_ACT_WARN] + a->would[CP_ACT_PREPEND],
-             true);
+    sb_json_kcstr(sb, "key", a->key, true);
+    sb_json_kcstr(sb, "limits_key", a->limits_key, false);
+    sb_json_kcstr(sb, "customer", a->customer, false);
+    sb_json_kcstr(sb, "class", a->cls, false);
+    sb_json_kcstr(sb, "login", a->login, false);
+    sb_json_ku64(sb, "messages", a->messages, false);
+    sb_json_ku64(sb, "recipients", a->recipients, false);
+    sb_json_ku64(sb, "would", a->would_total, false);
+    sb_json_ku64(sb, "would_defer", a->would[CP_ACT_DEFER], false);
+    sb_json_ku64(sb, "would_reject", a->would[CP_ACT_REJECT], false);
+    sb_json_ku64(sb, "would_hold", a->would[CP_ACT_HOLD], false);
+    sb_json_ku64(sb, "would_warn",
+                 a->would[CP_ACT_WARN] + a->would[CP_ACT_PREPEND], false);
     sb_puts(sb, ",");
     json_time(sb, "first_would", a->would_total > 0, a->first_ms);
     sb_puts(sb, ",");
     json_time(sb, "last_would", a->would_total > 0, a->last_ms);
-    json_s(sb, "worst_state", rank_name(a->worst), true);
+    sb_json_kcstr(sb, "worst_state", rank_name(a->worst), false);
     json_transitions(sb, a);
     sb_puts(sb, "}");
 }
@@ -1505,7 +1489,7 @@ json_worst(struct strbuf *sb, const struct replay *r)
     count_by_worst(r, by);
     sb_puts(sb, ",\"logins_by_worst_state\":{");
     for (int i = 0; i < 4; i++)
-        json_u(sb, rank_name(i), by[i], i > 0);
+        sb_json_ku64(sb, rank_name(i), by[i], i == 0);
     sb_puts(sb, "}");
 }
 
@@ -1516,8 +1500,8 @@ report_json(struct replay *r, struct strbuf *sb)
     size_t nacc, shown;
 
     sb_puts(sb, "{");
-    json_s(sb, "file", r->o.file, false);
-    json_s(sb, "config", r->o.config, true);
+    sb_json_kcstr(sb, "file", r->o.file, true);
+    sb_json_kcstr(sb, "config", r->o.config, false);
     sb_puts(sb, ",");
     json_lines(sb, r);
     json_messages(sb, r);
