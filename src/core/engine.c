@@ -332,17 +332,23 @@ finish(struct cp_engine *e, const struct cp_meter_op *op,
 /* ---- compromise detection and account states ---- */
 
 int
-cp_decision_state(const struct cp_decision *d)
+cp_state_deciding(int own, int customer)
 {
-    switch (d->cust_state) {
+    switch (customer) {
     case CP_ST_MANUAL_HOLD:
     case CP_ST_BLOCKED:
-        return d->cust_state;
+        return customer;
     case CP_ST_ALLOWED:
-        return d->state == CP_ST_MANUAL_HOLD ? d->state : CP_ST_ALLOWED;
+        return own == CP_ST_MANUAL_HOLD ? own : CP_ST_ALLOWED;
     default:
-        return d->state;
+        return own;
     }
+}
+
+int
+cp_decision_state(const struct cp_decision *d)
+{
+    return cp_state_deciding(d->state, d->cust_state);
 }
 
 double

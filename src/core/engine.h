@@ -109,8 +109,11 @@ struct cp_decision {
     uint32_t fired;          /* bit per enum cp_signal fired */
 };
 
-/* The state that decides the mail of d's account: the customer's held
- * (MANUAL_HOLD, BLOCKED) or allowed state, else the login's own. */
+/* The state that decides an account's mail, from its own record's state
+ * and its customer's (NORMAL when that is the same record): the
+ * customer's held (MANUAL_HOLD, BLOCKED) or allowed state, else its own. */
+int cp_state_deciding(int own, int customer);
+/* The same for d's account (d->state, d->cust_state). */
 int cp_decision_state(const struct cp_decision *d);
 /* What an account's limits are multiplied by in `state`: WATCH and
  * PROBATION apply detection.watch_factor, every other state 1. */

@@ -288,18 +288,6 @@ show_counters(struct daemon *d, const struct cp_identity *id,
     }
 }
 
-/* The state that decides the account's mail (as cp_decision_state). */
-static int
-deciding_state(const struct cp_counters *login, const struct cp_counters *cust,
-               bool one)
-{
-    struct cp_decision x;
-
-    memset(&x, 0, sizeof(x));
-    x.state = login->state;
-    x.cust_state = one ? CP_ST_NORMAL : cust->state;
-    return cp_decision_state(&x);
-}
 
 /* State, score and evidence: text lines, or JSON members (",..."). */
 static void
@@ -648,6 +636,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     struct cp_identity id;
     struct cp_counters c, st;
     bool tracked, one;
+    double scale;
 
     if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
         sb_printf(o, json ? "{\"error\":\"unknown account\"}\n"
@@ -666,6 +655,10 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         st = c;
     else
         d->ms->base.ops->peek(&d->ms->base, id.dkey, id.dkeylen, &st);
+    /* the limits applied in the state that decides its mail */
+    scale = cp_limit_scale(d->cfg, cp_state_deciding(st.state,
+                                                     one ? CP_ST_NORMAL
+                                                         : c.state));
     if (json)
         sb_puts(o, "{");
     show_state(d, &id, &st, o, json);
@@ -683,9 +676,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         else if (id.cust != NULL)
             show_logins(d, id.cust, o, false);
         sb_puts(o, "  rule                        level / limit      action\n");
-        show_counters(d, &id, &c, tracked,
-                      cp_limit_scale(d->cfg, deciding_state(&st, &c, one)), o,
-                      false);
+        show_counters(d, &id, &c, tracked, scale, o, false);
         show_recent(d, &id, o, false);
         show_history(d, &id, 10, o, false);
         return;
@@ -705,9 +696,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     sb_json_kcstr(o, "class", id.cls->name, false);
     sb_json_kbool(o, "tracked", tracked, false);
     sb_puts(o, ",\"counters\":[");
-    show_counters(d, &id, &c, tracked,
-                  cp_limit_scale(d->cfg, deciding_state(&st, &c, one)), o,
-                  true);
+    show_counters(d, &id, &c, tracked, scale, o, true);
     sb_puts(o, "],\"recent\":[");
     show_recent(d, &id, o, true);
     sb_puts(o, "],\"history\":[");
