@@ -746,14 +746,39 @@ self_release_refused(struct daemon *d, const struct cp_identity *id,
     return NULL;
 }
 
+#define ADMIN_BY_MAX 64
+
+/* An operator's name as the history records it: letters, digits and
+ * . _ - @ only (it goes into logs, notices and webhooks as it is). */
+static bool
+operator_name(const char *s, size_t n, char *out, size_t outsz)
+{
+    if (n == 0 || n > ADMIN_BY_MAX || n >= outsz)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._-@", s[i]))
+            return false;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* The words a command line may start with (the CLI's options). */
+struct admin_opts {
+    bool json, create, quiet;
+    char by[ADMIN_BY_MAX + 1]; /* the operator's name; "" none */
+};
+
 /* block / release / allow ACCOUNT REASON: a person's state change;
  * self-release ACCOUNT REASON: the customer's own, limited. */
 static void
-manual(struct admin_conn *a, int to, bool self, bool create, bool quiet,
-       const char *by, const char *args, size_t len, struct strbuf *o,
-       bool json)
+manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
+       const char *args, size_t len)
 {
     struct daemon *d = a->d;
+    struct strbuf *o = &a->out;
+    bool json = op->json;
+    struct incident_by by = {a->who, NULL, !self && op->quiet};
     const char *sp = memchr(args, ' ', len);
     size_t klen = sp ? (size_t)(sp - args) : len;
     char reason[1024], actor[128], err[CP_ERR_MAX];
@@ -772,7 +797,7 @@ manual(struct admin_conn *a, int to, bool self, bool create, bool quiet,
                         : "error: give an account and a reason\n");
         return;
     }
-    if (!create && !account_known(d, &id)) {
+    if ((self || !op->create) && !account_known(d, &id)) {
         unknown_account(&id, " (a typing error? --create acts on it anyway)",
                         o, json);
         return;
@@ -786,11 +811,14 @@ manual(struct admin_conn *a, int to, bool self, bool create, bool quiet,
             return;
         }
         snprintf(actor, sizeof(actor), "self-service (%s)", a->who);
-    } else if (by != NULL) {
+        by.who = actor;
+    } else if (op->by[0] != '\0') {
         /* the person's name (sudo's SUDO_USER, or --by), and the uid
          * that vouches for it */
-        snprintf(actor, sizeof(actor), "%s (%s)", by, a->who);
+        snprintf(actor, sizeof(actor), "%s (%s)", op->by, a->who);
+        by.who = actor;
     }
+    by.why = reason;
     now = daemon_now_ms();
     rc = cp_engine_set_state(&d->engine, &id, to, now, &dec);
     if (rc < 0) {
@@ -799,10 +827,7 @@ manual(struct admin_conn *a, int to, bool self, bool create, bool quiet,
                   cp_state_name((enum cp_state)dec.state));
         return;
     }
-    if ((quiet ? incident_apply_quiet(d, &dec, self || by ? actor : a->who,
-                                      reason, now, err)
-               : incident_apply(d, &dec, NULL, self || by ? actor : a->who,
-                                reason, now, err)) < 0) {
+    if (incident_apply(d, &dec, NULL, &by, now, err) < 0) {
         /* in force (the answers follow it), but not yet durable */
         char msg[CP_ERR_MAX + 200];
 
@@ -939,20 +964,43 @@ reload_cmd(struct admin_conn *a, bool json)
     }
 }
 
-#define ADMIN_BY_MAX 64
-
-/* An operator's name as the history records it: letters, digits and
- * . _ - @ only (it goes into logs, notices and webhooks as it is). */
+/* `line` starts with `word` and a space: step over them. */
 static bool
-operator_name(const char *s, size_t n, char *out, size_t outsz)
+take(const char **line, size_t *len, const char *word)
 {
-    if (n == 0 || n > ADMIN_BY_MAX || n >= outsz)
+    size_t n = strlen(word);
+
+    if (*len <= n || memcmp(*line, word, n) != 0 || (*line)[n] != ' ')
         return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr("._-@", s[i]))
-            return false;
-    memcpy(out, s, n);
-    out[n] = '\0';
+    *line += n + 1;
+    *len -= n + 1;
+    return true;
+}
+
+/* The option words a command line starts with, in the CLI's order; false
+ * (answered) for a bad operator name. */
+static bool
+read_opts(struct admin_conn *a, const char **line, size_t *len,
+          struct admin_opts *o)
+{
+    const char *sp;
+
+    memset(o, 0, sizeof(*o));
+    o->json = take(line, len, "json");
+    o->create = take(line, len, "create");
+    o->quiet = take(line, len, "quiet");
+    if (!take(line, len, "by"))
+        return true;
+    sp = memchr(*line, ' ', *len);
+    if (sp == NULL ||
+        !operator_name(*line, (size_t)(sp - *line), o->by, sizeof(o->by))) {
+        sb_puts(&a->out, o->json ? "{\"error\":\"bad operator name\"}\n"
+                                 : "error: bad operator name (letters, "
+                                   "digits, . _ - @, at most 64)\n");
+        return false;
+    }
+    *len -= (size_t)(sp + 1 - *line);
+    *line = sp + 1;
     return true;
 }
 
@@ -961,39 +1009,12 @@ run_command(struct admin_conn *a, const char *line, size_t len)
 {
     const char *arg;
     size_t alen;
-    bool json = false, create = false, quiet = false;
-    char by[ADMIN_BY_MAX + 1];
-    const char *who = NULL;
+    struct admin_opts op;
+    bool json;
 
-    if (len >= 5 && memcmp(line, "json ", 5) == 0) {
-        json = true;
-        line += 5;
-        len -= 5;
-    }
-    if (len >= 7 && memcmp(line, "create ", 7) == 0) {
-        create = true;
-        line += 7;
-        len -= 7;
-    }
-    if (len >= 6 && memcmp(line, "quiet ", 6) == 0) {
-        quiet = true;
-        line += 6;
-        len -= 6;
-    }
-    if (len >= 3 && memcmp(line, "by ", 3) == 0) {
-        const char *sp = memchr(line + 3, ' ', len - 3);
-        size_t n = sp ? (size_t)(sp - line - 3) : 0;
-
-        if (sp == NULL || !operator_name(line + 3, n, by, sizeof(by))) {
-            sb_puts(&a->out, json ? "{\"error\":\"bad operator name\"}\n"
-                                  : "error: bad operator name (letters, "
-                                    "digits, . _ - @, at most 64)\n");
-            return;
-        }
-        who = by;
-        len -= (size_t)(sp + 1 - line);
-        line = sp + 1;
-    }
+    if (!read_opts(a, &line, &len, &op))
+        return;
+    json = op.json;
     if (len == 6 && memcmp(line, "status", 6) == 0) {
         status(a->d, &a->out, json);
     } else if (len == 6 && memcmp(line, "reload", 6) == 0) {
@@ -1009,17 +1030,13 @@ run_command(struct admin_conn *a, const char *line, size_t len)
     } else if (is_cmd(line, len, "history", &arg, &alen)) {
         history(a->d, arg, alen, &a->out, json);
     } else if (is_cmd(line, len, "block", &arg, &alen)) {
-        manual(a, CP_ST_MANUAL_HOLD, false, create, quiet, who, arg, alen, &a->out,
-               json);
+        manual(a, CP_ST_MANUAL_HOLD, false, &op, arg, alen);
     } else if (is_cmd(line, len, "release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, false, create, quiet, who, arg, alen, &a->out,
-               json);
+        manual(a, CP_ST_PROBATION, false, &op, arg, alen);
     } else if (is_cmd(line, len, "self-release", &arg, &alen)) {
-        manual(a, CP_ST_PROBATION, true, false, false, NULL, arg, alen, &a->out,
-               json);
+        manual(a, CP_ST_PROBATION, true, &op, arg, alen);
     } else if (is_cmd(line, len, "allow", &arg, &alen)) {
-        manual(a, CP_ST_ALLOWED, false, create, quiet, who, arg, alen, &a->out,
-               json);
+        manual(a, CP_ST_ALLOWED, false, &op, arg, alen);
     } else {
         char esc[80];
 
@@ -1027,8 +1044,8 @@ run_command(struct admin_conn *a, const char *line, size_t len)
                  str_escape(esc, sizeof(esc), line, len, 40));
         sb_puts(&a->out, json ? "{\"error\":\"unknown command\"}\n"
                               : "error: unknown command (status, top, show, "
-                                "history, block, release, self-release, "
-                                "allow)\n");
+                                "history, incident, block, release, "
+                                "self-release, allow, reload)\n");
     }
 }
 

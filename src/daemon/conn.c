@@ -345,7 +345,7 @@ handle_request(struct conn *c)
                      "client_address; answering DUNNO",
                   c->peer);
     }
-    incident_apply(d, &dec, &ev, NULL, NULL, now, err);
+    incident_apply(d, &dec, &ev, NULL, now, err);
     daemon_log_decision(d, &dec, &ev, now);
     if (dec.detected)
         dnsbl_check(d->dnsbl, &dec, &ev);

@@ -308,21 +308,22 @@ void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
                          const struct cp_event *ev, int64_t now_ms);
 /* (Re)open the decision log (start-up, reload). */
 void incident_open_log(struct daemon *d);
+/* A person's decision (chokepoint block, release, allow). */
+struct incident_by {
+    const char *who; /* "alice (uid 0)", "uid 0", "self-service (uid 0)" */
+    const char *why; /* the reason they gave */
+    bool quiet;      /* --no-notify: the change and its hold, no notices */
+};
 /*
  * Apply the state change a decision reports (none: returns 0): durable in
  * one transaction with its incident's jobs, logged, notified. `ev`: the
  * event that caused it (NULL: a delivery outcome, a DNSBL answer, a
- * person); `who`, `why`: the person who decided and why (NULL: the
- * evidence). -1 with err (CP_ERR_MAX bytes) if the write failed: the
- * change is in force and written again every checkpoint.
+ * person); `by`: the person who decided (NULL: the evidence). -1 with err
+ * (CP_ERR_MAX bytes) if the write failed: the change is in force and
+ * written again every checkpoint.
  */
 int incident_apply(struct daemon *d, const struct cp_decision *dec,
-                   const struct cp_event *ev, const char *who,
-                   const char *why, int64_t now_ms, char *err);
-/* The same for a person who chose that nobody be notified (chokepoint
- * block --no-notify): the change and its hold, no notices, no webhook. */
-int incident_apply_quiet(struct daemon *d, const struct cp_decision *dec,
-                         const char *who, const char *why, int64_t now_ms,
-                         char *err);
+                   const struct cp_event *ev, const struct incident_by *by,
+                   int64_t now_ms, char *err);
 
 #endif

@@ -114,7 +114,7 @@ charge(struct dnsbl *b, const char *key, size_t keylen, const char *zone)
     int64_t now = daemon_now_ms();
 
     cp_engine_listed(&b->d->engine, key, keylen, now, &dec);
-    incident_apply(b->d, &dec, NULL, NULL, NULL, now, err);
+    incident_apply(b->d, &dec, NULL, NULL, now, err);
     if (dec.fired) {
         b->st.charged++;
         str_escape(k, sizeof(k), key, keylen, CP_KEY_MAX);

@@ -200,24 +200,27 @@ warn_customer(struct daemon *d, const struct cp_decision *dec,
  * is kept for a retry (checkpoint.c), logged, and told to whoever asked
  * (-1, err); mail decisions go on.
  */
-static int
-apply_change(struct daemon *d, const struct cp_decision *dec,
-             const struct cp_event *ev, const char *who, const char *why,
-             bool quiet, int64_t now_ms, char *err)
+int
+incident_apply(struct daemon *d, const struct cp_decision *dec,
+               const struct cp_event *ev, const struct incident_by *by,
+               int64_t now_ms, char *err)
 {
     struct cp_account_ref ref;
     char reason[400], e2[CP_ERR_MAX], key[CP_KEY_MAX * 4 + 4];
-    int64_t row;
+    const char *who = by ? by->who : NULL;
     const char *from = cp_state_name((enum cp_state)dec->prev_state);
     const char *to = cp_state_name((enum cp_state)dec->state);
     const char *actor = who ? who : "auto";
+    int64_t row = -1;
+    uint64_t incident;
 
     err[0] = '\0';
-    if (!d->ms->base.ops->account(&d->ms->base, dec->id.dkey, dec->id.dkeylen,
+    if (!dec->state_changed ||
+        !d->ms->base.ops->account(&d->ms->base, dec->id.dkey, dec->id.dkeylen,
                                   false, false, &ref))
         return 0;
     if (who != NULL)
-        snprintf(reason, sizeof(reason), "%s", why ? why : "");
+        snprintf(reason, sizeof(reason), "%s", by->why ? by->why : "");
     else if (ref.ev != NULL)
         cp_evidence_explain(ref.ev, &d->cfg->det, now_ms, reason,
                             sizeof(reason));
@@ -228,28 +231,27 @@ apply_change(struct daemon *d, const struct cp_decision *dec,
              who ? who : "evidence", reason);
     warn_customer(d, dec, who);
     /* the state and the jobs of its incident: one transaction */
-    row = -1;
     outbox_tx_begin(d->outbox);
     if (cp_sqlite_begin(d->db_sync, e2) < 0 ||
         (row = cp_sqlite_transition(d->db_sync, dec->id.dkey, dec->id.dkeylen,
                                     ref.c, from, to, now_ms, actor, reason,
                                     e2)) < 0)
         snprintf(err, CP_ERR_MAX, "%s", e2);
+    incident = row > 0 ? (uint64_t)row : 0;
     if (who == NULL && cp_config_state_shadow(d->cfg, dec->id.cls)) {
         /* shadow mode: the state is recorded, nothing is done about it */
         if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
             msg_info("account %s: shadow mode: no notification, no hold",
                      key);
     } else if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
-        contain(d, dec, key, true, row > 0 ? (uint64_t)row : 0);
-        if (quiet)
+        contain(d, dec, key, true, incident);
+        if (by != NULL && by->quiet)
             msg_info("account %s: not notified (%s chose --no-notify)", key,
-                     who ? who : "?");
+                     who);
         else
-            notify(d, dec, ev, key, who, reason,
-                   row > 0 ? (uint64_t)row : 0, now_ms);
+            notify(d, dec, ev, key, who, reason, incident, now_ms);
     } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
-        contain(d, dec, key, false, row > 0 ? (uint64_t)row : 0);
+        contain(d, dec, key, false, incident);
     }
     if (cp_sqlite_commit(d->db_sync, e2) < 0) {
         /* the incident's outbox rows went with it */
@@ -265,26 +267,4 @@ apply_change(struct daemon *d, const struct cp_decision *dec,
     ckpt_unrecorded_add(d, dec->id.dkey, dec->id.dkeylen, ref.c, from, to,
                         now_ms, actor, reason);
     return -1;
-}
-
-int
-incident_apply(struct daemon *d, const struct cp_decision *dec,
-               const struct cp_event *ev, const char *who, const char *why,
-               int64_t now_ms, char *err)
-{
-    err[0] = '\0';
-    if (!dec->state_changed)
-        return 0;
-    return apply_change(d, dec, ev, who, why, false, now_ms, err);
-}
-
-int
-incident_apply_quiet(struct daemon *d, const struct cp_decision *dec,
-                     const char *who, const char *why, int64_t now_ms,
-                     char *err)
-{
-    err[0] = '\0';
-    if (!dec->state_changed)
-        return 0;
-    return apply_change(d, dec, NULL, who, why, true, now_ms, err);
 }

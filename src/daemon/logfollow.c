@@ -108,7 +108,7 @@ lf_event(struct logfollow *lf, const struct maillog_event *ev)
     if (!cp_engine_outcome(&d->engine, ev->queue_id.p, ev->queue_id.len,
                            ev->to.p, ev->to.len, o, daemon_now_ms(), &dec))
         return;
-    incident_apply(d, &dec, NULL, NULL, NULL, daemon_now_ms(), err);
+    incident_apply(d, &dec, NULL, NULL, daemon_now_ms(), err);
     if (dec.detected && msg_enabled(MSG_DEBUG)) {
         char key[CP_KEY_MAX * 4 + 4];
 

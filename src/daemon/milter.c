@@ -227,7 +227,7 @@ end_of_message(struct daemon *d, struct milter_sess *m, struct strbuf *out)
                   "address): not looked at",
                   m->qid.len ? m->qid.s : "?");
     else {
-        incident_apply(d, &dec, &ev, NULL, NULL, now, err);
+        incident_apply(d, &dec, &ev, NULL, now, err);
         daemon_log_decision(d, &dec, &ev, now);
     }
     reply(m, &dec, out);
