@@ -434,13 +434,9 @@ engine_step(struct cp_engine *e, const struct cp_detection *det,
 #define CP_HELD_EVIDENCE_MS 3600000
 
 static bool
-held_and_heard(const struct cp_engine *e, const struct cp_decision *d,
-               const struct cp_evidence *ev, int64_t now_ms)
+heard_lately(int st, const struct cp_evidence *ev, int64_t now_ms)
 {
-    int st = cp_decision_state(d);
-
     return (st == CP_ST_BLOCKED || st == CP_ST_MANUAL_HOLD) && ev != NULL &&
-           !e->learning && !cp_config_state_shadow(e->cfg, d->id.cls) &&
            now_ms - ev->t_ms < CP_HELD_EVIDENCE_MS;
 }
 
@@ -454,12 +450,18 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
     struct cp_account_ref ref;
     struct cp_ev_input in;
     struct inet_addr client;
+    bool refused;
+    int st;
 
     if (!e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, true,
                                 evidence, &ref))
         return;
     d->state = d->prev_state = ref.c->state;
-    if (!evidence || held_and_heard(e, d, ref.ev, now_ms))
+    /* mail the account's state refuses (not learning, not shadowed) */
+    st = cp_decision_state(d);
+    refused = refuses(st) && !e->learning &&
+              !cp_config_state_shadow(e->cfg, d->id.cls);
+    if (!evidence || (refused && heard_lately(st, ref.ev, now_ms)))
         return;
     memset(&in, 0, sizeof(in));
     in.cust = d->id.cust;
@@ -480,8 +482,7 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
     in.helo = ev->helo_name;
     in.tls_protocol = ev->tls_protocol;
     in.tls_cipher = ev->tls_cipher;
-    in.refused = refuses(cp_decision_state(d)) && !e->learning &&
-                 !cp_config_state_shadow(e->cfg, d->id.cls);
+    in.refused = refused;
     if (ev->client_address.p &&
         inet_parse(ev->client_address.p, ev->client_address.len, &client))
         in.client = &client;
