@@ -588,13 +588,6 @@ show_logins(struct daemon *d, const struct cp_customer *cu, struct strbuf *o,
     }
 }
 
-static void
-count_row(void *arg, const struct cp_history_row *r)
-{
-    (void)r;
-    ++*(int *)arg;
-}
-
 /*
  * Does chokepoint know the account: in the customer map, tracked (mail
  * seen since it was last idle long enough to be forgotten), or with a
@@ -604,14 +597,11 @@ static bool
 account_known(struct daemon *d, const struct cp_identity *id)
 {
     struct cp_counters c;
-    int n = 0;
 
-    if (id->cust != NULL ||
-        d->ms->base.ops->peek(&d->ms->base, id->key, id->keylen, &c) ||
-        d->ms->base.ops->peek(&d->ms->base, id->dkey, id->dkeylen, &c))
-        return true;
-    cp_sqlite_history(d->db_sync, id->dkey, id->dkeylen, 1, count_row, &n);
-    return n > 0;
+    return id->cust != NULL ||
+           d->ms->base.ops->peek(&d->ms->base, id->key, id->keylen, &c) ||
+           d->ms->base.ops->peek(&d->ms->base, id->dkey, id->dkeylen, &c) ||
+           cp_sqlite_count_actor(d->db_sync, id->dkey, id->dkeylen, "", 0) > 0;
 }
 
 /* "unknown account 'KEY': ..." for an account chokepoint does not know. */

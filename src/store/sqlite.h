@@ -85,7 +85,8 @@ struct cp_history_row {
 };
 typedef void (*cp_history_fn)(void *arg, const struct cp_history_row *r);
 /* History rows of an account since `since_ms` whose actor starts with
- * `actor_prefix` (self-service releases per period); -1 on error. */
+ * `actor_prefix` (self-service releases per period; "" and 0: does the
+ * account have a history at all); -1 on error. */
 long cp_sqlite_count_actor(struct cp_sqlite *db, const char *key,
                            size_t keylen, const char *actor_prefix,
                            int64_t since_ms);
