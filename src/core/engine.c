@@ -199,16 +199,16 @@ cp_engine_expire(struct cp_engine *e, int64_t now_ms)
     return n;
 }
 
-int
-cp_engine_abandon(struct cp_engine *e, struct str inst, int64_t now_ms)
+/* Give back the reservation of a transaction that has ended. */
+static void
+abandon(struct cp_engine *e, struct str inst, int64_t now_ms)
 {
-    struct cp_pending *p;
+    struct cp_pending *p = pending_get(e, inst);
 
-    if (!str_set(inst) || (p = pending_get(e, inst)) == NULL)
-        return 0;
+    if (p == NULL)
+        return;
     pending_release(e, p, now_ms);
     e->stats.pending_abandoned++;
-    return 1;
 }
 
 void
@@ -221,7 +221,7 @@ cp_session_step(struct cp_engine *e, struct cp_session *s,
     if (s->len > 0 &&
         (inst.len != s->len || memcmp(inst.p, s->inst, s->len) != 0)) {
         if (trusted)
-            cp_engine_abandon(e, (struct str){s->inst, s->len}, now_ms);
+            abandon(e, (struct str){s->inst, s->len}, now_ms);
         s->len = 0;
     }
     if (!str_set(inst) || inst.len > sizeof(s->inst))

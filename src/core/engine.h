@@ -133,18 +133,13 @@ int cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
                      int64_t now_ms, struct cp_decision *d);
 
 /*
- * The transaction `inst` ended without END-OF-MESSAGE (the client quit,
- * sent RSET, or was refused): give its reservation back now instead of
- * after accounting.reservation_timeout. The policy service knows it when
- * the next request on the same Postfix connection names another instance,
- * or when Postfix closes that connection (an smtpd serves one session at a
- * time). Returns 1 if a reservation was released.
- */
-int cp_engine_abandon(struct cp_engine *e, struct str inst, int64_t now_ms);
-
-/*
  * One Postfix smtpd's policy connection (or the simulator's stand-in):
- * the transaction in progress, until its END-OF-MESSAGE.
+ * the transaction in progress, until its END-OF-MESSAGE. An smtpd serves
+ * one session at a time, so a request naming another instance, or the
+ * connection closing, means the transaction ended without END-OF-MESSAGE
+ * (the client quit, sent RSET, or was refused): its reservation is given
+ * back then (stats.pending_abandoned), not after
+ * accounting.reservation_timeout.
  *
  * Only where END-OF-MESSAGE requests come at all: an smtpd without
  * smtpd_end_of_data_restrictions would start every transaction "without
