@@ -491,6 +491,200 @@ show_recent(struct daemon *d, const struct cp_identity *id, struct strbuf *o,
         sb_puts(o, "    (none since the daemon started)\n");
 }
 
+/*
+ * The logins, client addresses and HELOs the account's mail came with
+ * while it was under suspicion (seen.c): the computers and the passwords
+ * the abuse desk should look at.
+ */
+static void
+show_seen(struct daemon *d, const struct cp_identity *id, struct strbuf *o,
+          bool json)
+{
+    static const char *const name[SEEN_KINDS] = {"logins", "clients",
+                                                 "helos"};
+    static const char *const title[SEEN_KINDS] = {
+        "logins", "client addresses", "HELO names"};
+    bool any = false;
+
+    if (!json)
+        sb_puts(o, "  seen while under suspicion (since the daemon "
+                   "started; most recent first):\n");
+    for (int k = 0; k < SEEN_KINDS; k++) {
+        const struct seen_list *l =
+            seen_get(d->seen, id->dkey, id->dkeylen, (enum seen_kind)k);
+        size_t n = l ? l->n : 0, ord[SEEN_PER];
+
+        /* most recently seen first */
+        for (size_t i = 0; i < n; i++) {
+            size_t j = i;
+
+            while (j > 0 && l->v[ord[j - 1]].last_ms < l->v[i].last_ms) {
+                ord[j] = ord[j - 1];
+                j--;
+            }
+            ord[j] = i;
+        }
+        if (json) {
+            sb_printf(o, "%s\"%s\":[", k ? "," : "", name[k]);
+        } else if (n > 0) {
+            sb_printf(o, "    %s:\n", title[k]);
+            any = true;
+        }
+        for (size_t i = 0; i < n; i++) {
+            const struct seen_item *it = &l->v[ord[i]];
+            char first[32], last[32];
+
+            cp_format_time(first, sizeof(first), it->first_ms);
+            cp_format_time(last, sizeof(last), it->last_ms);
+            if (json) {
+                sb_puts(o, i ? ",{" : "{");
+                sb_json_kcstr(o, "value", it->s, true);
+                sb_json_ku64(o, "requests", it->count, false);
+                sb_json_kcstr(o, "first", first, false);
+                sb_json_kcstr(o, "last", last, false);
+                sb_puts(o, "}");
+            } else {
+                char v[SEEN_LEN * 4];
+
+                str_escape(v, sizeof(v), it->s, strlen(it->s), SEEN_LEN);
+                sb_printf(o, "      %-40s %6u requests  %s .. %s\n", v,
+                          (unsigned)it->count, first, last);
+            }
+        }
+        if (json) {
+            sb_puts(o, "]");
+            sb_printf(o, ",\"%s_more\":", name[k]);
+            sb_printf(o, "%u", l ? (unsigned)l->more : 0u);
+        } else if (l != NULL && l->more > 0) {
+            sb_printf(o, "      (and %u more, not kept)\n", (unsigned)l->more);
+        }
+    }
+    if (!json && !any)
+        sb_puts(o, "    (nothing: not under suspicion since the daemon "
+                   "started)\n");
+}
+
+struct notice_ctx {
+    struct strbuf *o, held; /* held: JSON objects or text lines */
+    bool json;
+    int n, nheld;
+};
+
+/* The queue ids of a hold command's input, on one line or as a JSON
+ * array. */
+static void
+held_ids(struct strbuf *o, const char *p, size_t len, bool json)
+{
+    const char *end = p + len;
+    int n = 0;
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = (size_t)((nl ? nl : end) - p);
+
+        if (l > 0) {
+            if (json) {
+                sb_puts(o, n ? "," : "");
+                sb_json_str(o, p, l);
+            } else {
+                char q[64 * 4 + 4]; /* a queue id, escaped */
+
+                sb_printf(o, " %s", str_escape(q, sizeof(q), p, l,
+                                               64));
+            }
+            n++;
+        }
+        p += l + 1;
+    }
+}
+
+/* One notice (customer mail, ARF report, webhook) or command (hold,
+ * release) of the account's incidents, done or pending. */
+static void
+notice_row(void *arg, const struct cp_outbox_done_row *r)
+{
+    struct notice_ctx *c = arg;
+    const char *to = r->to ? r->to : r->target;
+    char ts[32];
+
+    cp_format_time(ts, sizeof(ts), r->t_ms);
+    if (r->body != NULL && strcmp(r->what, "hold") == 0) {
+        struct strbuf *h = &c->held;
+
+        if (c->json) {
+            sb_puts(h, c->nheld ? ",{" : "{");
+            sb_json_ku64(h, "incident", r->incident, true);
+            sb_json_kcstr(h, "outcome", r->outcome, false);
+            sb_puts(h, ",\"queue_ids\":[");
+            held_ids(h, r->body, r->body_len, true);
+            sb_puts(h, "]}");
+        } else {
+            sb_printf(h, "    #%llu (%s):", (unsigned long long)r->incident,
+                      r->outcome);
+            held_ids(h, r->body, r->body_len, false);
+            sb_puts(h, "\n");
+        }
+        c->nheld++;
+    }
+    if (c->json) {
+        sb_puts(c->o, c->n++ ? ",{" : "{");
+        sb_json_kcstr(c->o, "time", ts, true);
+        sb_json_kcstr(c->o, "what", r->what, false);
+        sb_json_kcstr(c->o, "to", to, false);
+        sb_json_ku64(c->o, "incident", r->incident, false);
+        sb_json_kcstr(c->o, "outcome", r->outcome, false);
+        sb_json_ku64(c->o, "attempts", r->attempts, false);
+        sb_puts(c->o, "}");
+        return;
+    }
+    {
+        char t[400], oc[600];
+
+        sb_printf(c->o, "    %s  #%llu  %-13s %s  %s%s (attempts %u)\n", ts,
+                  (unsigned long long)r->incident, r->what,
+                  shown(t, sizeof(t), to), r->pending ? "due: " : "",
+                  shown(oc, sizeof(oc), r->outcome), r->attempts);
+        c->n++;
+    }
+}
+
+/* The notices sent for the account's incidents (and pending), the hold
+ * and release commands, and the queue ids that were held. */
+static void
+show_notices(struct daemon *d, const struct cp_identity *id, int limit,
+             struct strbuf *o, bool json)
+{
+    struct notice_ctx c = {.o = o, .json = json};
+    char key[CP_KEY_MAX * 4 + 4];
+
+    sb_init(&c.held);
+    /* the outbox names the account as incident.c logs it */
+    str_escape(key, sizeof(key), id->dkey, id->dkeylen, CP_KEY_MAX);
+    if (!json)
+        sb_puts(o, "  notices and commands (pending first, then newest "
+                   "first):\n");
+    else
+        sb_puts(o, ",\"notices\":[");
+    if (cp_sqlite_outbox_account(d->db_sync, key, limit, notice_row, &c,
+                                 (char[CP_ERR_MAX]){0}) < 0 &&
+        !json)
+        sb_puts(o, "    (cannot be read from the store)\n");
+    else if (c.n == 0 && !json)
+        sb_puts(o, "    (none)\n");
+    if (json) {
+        sb_puts(o, "],\"held\":[");
+        sb_append(o, c.held.data, c.held.len);
+        sb_puts(o, "]");
+    } else {
+        sb_puts(o, "  queue ids held:\n");
+        if (c.nheld == 0)
+            sb_puts(o, "    (none)\n");
+        else
+            sb_append(o, c.held.data, c.held.len);
+    }
+    sb_fini(&c.held);
+}
+
 /* The state of login `login` (its own record, u:LOGIN), for a customer's
  * list of logins; false if it never sent. */
 static bool
@@ -667,8 +861,10 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
             show_logins(d, id.cust, o, false);
         sb_puts(o, "  rule                        level / limit      action\n");
         show_counters(d, &id, &c, tracked, scale, o, false);
+        show_seen(d, &id, o, false);
         show_recent(d, &id, o, false);
         show_history(d, &id, 10, o, false);
+        show_notices(d, &id, 20, o, false);
         return;
     }
     sb_json_kstr(o, "key", id.key, id.keylen, true);
@@ -687,11 +883,15 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     sb_json_kbool(o, "tracked", tracked, false);
     sb_puts(o, ",\"counters\":[");
     show_counters(d, &id, &c, tracked, scale, o, true);
-    sb_puts(o, "],\"recent\":[");
+    sb_puts(o, "],\"seen\":{");
+    show_seen(d, &id, o, true);
+    sb_puts(o, "},\"recent\":[");
     show_recent(d, &id, o, true);
     sb_puts(o, "],\"history\":[");
     show_history(d, &id, 10, o, true);
-    sb_puts(o, "]}\n");
+    sb_puts(o, "]");
+    show_notices(d, &id, 20, o, true);
+    sb_puts(o, "}\n");
 }
 
 static void

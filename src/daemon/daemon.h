@@ -23,6 +23,8 @@
  *   spawn.c       run a configured command without a shell (outbox thread)
  *   dnsbl.c       DNSBL look-ups of client addresses with c-ares
  *   recent.c      the last notable decisions, for `chokepoint show`
+ *   seen.c        logins, client addresses and HELOs of accounts under
+ *                 suspicion, for `chokepoint show`
  *   logfollow.c   follow the Postfix mail log for delivery outcomes
  *   admin.c       the admin socket: status, show, block, release, ...
  *   sdnotify.c    systemd's readiness protocol (Type=notify)
@@ -111,6 +113,7 @@ struct daemon {
     struct outbox *outbox;
     struct dnsbl *dnsbl;
     struct recent *recent;
+    struct seen *seen;
 
     bool sim_clock;          /* --sim-clock: time from the request */
     int64_t sim_expired_ms;  /* virtual time of the last expiry pass */
@@ -273,6 +276,31 @@ void recent_add(struct recent *r, const struct cp_decision *d, int64_t now_ms);
 /* The account's entries, newest first, at most `limit`; how many. */
 size_t recent_each(const struct recent *r, const char *key, size_t klen,
                    size_t limit, recent_fn fn, void *arg);
+
+/* seen.c: logins, client addresses and HELOs of accounts under
+ * suspicion, for `chokepoint show` */
+#define SEEN_ACCOUNTS 4096 /* accounts kept (the most recently noted) */
+#define SEEN_PER 6         /* values of each kind per account */
+#define SEEN_LEN 64        /* bytes of a value kept (with its NUL) */
+enum seen_kind { SEEN_LOGIN, SEEN_CLIENT, SEEN_HELO, SEEN_KINDS };
+struct seen_item {
+    char s[SEEN_LEN];
+    uint32_t count;
+    int64_t first_ms, last_ms;
+};
+struct seen_list {
+    struct seen_item v[SEEN_PER];
+    size_t n;
+    uint32_t more; /* other values seen, replaced since */
+};
+struct seen *seen_new(void);
+void seen_free(struct seen *s);
+/* The account `key` (the state's: id.dkey) used what `ev` says at now_ms. */
+void seen_note(struct seen *s, const char *key, size_t klen,
+               const struct cp_event *ev, int64_t now_ms);
+/* Its values of one kind, or NULL if it was not noted (or was evicted). */
+const struct seen_list *seen_get(const struct seen *s, const char *key,
+                                 size_t klen, enum seen_kind kind);
 
 /* milter.c: the content service's session, one per milter connection */
 struct milter_sess;

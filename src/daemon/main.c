@@ -369,6 +369,7 @@ daemon_open(struct daemon *d, const char *file, bool sim_clock,
     d->started_ms = daemon_now_ms();
     d->ms = memstore_new(1024);
     d->recent = recent_new(RECENT_MAX);
+    d->seen = seen_new();
     restore_state(d);
     cp_engine_init(&d->engine, d->cfg, &d->ms->base);
     restore_queued(d);
@@ -416,6 +417,7 @@ daemon_close(struct daemon *d)
     cp_sqlite_close(d->db_sync);
     memstore_free(d->ms);
     recent_free(d->recent);
+    seen_free(d->seen);
     if (d->decision_log)
         fclose(d->decision_log);
     free(d->listeners);

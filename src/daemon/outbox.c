@@ -12,7 +12,8 @@
  * so a reload never changes a job under the worker. Jobs are also rows of
  * the store's `outbox` table: added on the loop thread (inside the
  * transaction of the state change that caused them, see incident.c), updated
- * after a failed attempt and deleted when done or given up by the worker,
+ * after a failed attempt and moved to the finished ones (outbox_done, which
+ * `chokepoint show` lists) when done or given up by the worker,
  * on a connection of its own. A restart, or a crash, resumes the jobs not
  * yet done; one that had just succeeded when the process died is sent
  * again (at least once, never lost).
@@ -257,22 +258,25 @@ retry_delay_ms(const struct job *j)
     return j->retry_ms << k;
 }
 
-/* After an attempt: forget the job's row (done, given up) or note when it
- * is due again. Worker thread, its own connection. A failed write is
- * logged: the job goes on in memory (and may run twice after a restart). */
+/* After an attempt: move the job's row to the finished ones (`outcome`:
+ * sent, or given up and why) or note when it is due again (`outcome`
+ * NULL). Worker thread, its own connection. A failed write is logged: the
+ * job goes on in memory (and may run twice after a restart). */
 static void
-persist_attempt(struct outbox *ob, struct job *j, bool finished)
+persist_attempt(struct outbox *ob, struct job *j, const char *outcome)
 {
     char err[CP_ERR_MAX];
     int rc;
 
     if (ob->db == NULL || j->row <= 0)
         return;
-    rc = finished ? cp_sqlite_outbox_done(ob->db, j->row, err)
-                  : cp_sqlite_outbox_retry(ob->db, j->row, j->attempts,
-                                           clock_wall_ms() +
-                                               (int64_t)retry_delay_ms(j),
-                                           err);
+    rc = outcome ? cp_sqlite_outbox_done(ob->db, j->row, outcome,
+                                         j->attempts, j->kind == JOB_COMMAND,
+                                         clock_wall_ms(), err)
+                 : cp_sqlite_outbox_retry(ob->db, j->row, j->attempts,
+                                          clock_wall_ms() +
+                                              (int64_t)retry_delay_ms(j),
+                                          err);
     if (rc < 0)
         msg_error("account %s: %s: outbox not updated: %s", j->account,
                   j->what, err);
@@ -313,7 +317,16 @@ worker(void *arg)
         else
             msg_error("account %s: %s failed %u times, given up: %s",
                       j->account, j->what, j->attempts, err);
-        persist_attempt(ob, j, rc == 0 || j->attempts >= j->max_attempts);
+        if (rc == 0) {
+            persist_attempt(ob, j, "sent");
+        } else if (j->attempts >= j->max_attempts) {
+            char outcome[OUTBOX_OUT_MAX + 32];
+
+            snprintf(outcome, sizeof(outcome), "given up: %s", err);
+            persist_attempt(ob, j, outcome);
+        } else {
+            persist_attempt(ob, j, NULL);
+        }
         uv_mutex_lock(&ob->mu);
         if (rc == 0) {
             ob->st.sent++;
@@ -360,7 +373,10 @@ resume_row(void *arg, const struct cp_outbox_row *r)
         msg_error("outbox: row %lld is not a job this version can run; "
                   "deleted",
                   (long long)r->id);
-        if (cp_sqlite_outbox_done(ob->db, r->id, err) < 0)
+        if (cp_sqlite_outbox_done(ob->db, r->id,
+                                  "dropped: not a job this version can run",
+                                  r->attempts, false, clock_wall_ms(),
+                                  err) < 0)
             msg_error("outbox: %s", err);
         return;
     }

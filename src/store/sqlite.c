@@ -53,6 +53,17 @@ static const char schema[] =
     " rcpt TEXT, body BLOB NOT NULL, timeout INTEGER NOT NULL,"
     " retry INTEGER NOT NULL, attempts INTEGER NOT NULL,"
     " max_attempts INTEGER NOT NULL, due INTEGER NOT NULL);"
+    /* jobs the outbox finished (sent, given up, dropped), for `chokepoint
+     * show`: the notices an account's incidents sent and the queue ids
+     * they held; body kept for commands only (the queue ids); the newest
+     * OUTBOX_DONE_KEEP rows are kept */
+    "CREATE TABLE IF NOT EXISTS outbox_done(id INTEGER PRIMARY KEY,"
+    " kind INTEGER NOT NULL, what TEXT NOT NULL, account TEXT NOT NULL,"
+    " incident INTEGER NOT NULL, target TEXT NOT NULL, rcpt TEXT,"
+    " body BLOB, attempts INTEGER NOT NULL, t INTEGER NOT NULL,"
+    " outcome TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS outbox_done_account ON"
+    " outbox_done(account, id);"
     /* queue ids of accepted mail → account (delivery outcomes, hold),
      * appended in time order; pruned by count and age, never by qid */
     "CREATE TABLE IF NOT EXISTS queue_ids(id INTEGER PRIMARY KEY,"

@@ -123,7 +123,29 @@ int64_t cp_sqlite_outbox_add(struct cp_sqlite *db,
                              const struct cp_outbox_row *r, char *err);
 int cp_sqlite_outbox_retry(struct cp_sqlite *db, int64_t id,
                            unsigned attempts, int64_t due_ms, char *err);
-int cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id, char *err);
+/* The job is finished: its row moves to the table of finished jobs with
+ * `outcome` ("sent", "given up: ..."), its attempts and the time; its body is kept if
+ * `keep_body` (a command's queue ids), not otherwise (a message). */
+int cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id,
+                          const char *outcome, unsigned attempts,
+                          bool keep_body, int64_t t_ms, char *err);
+#define OUTBOX_DONE_KEEP 100000 /* finished jobs remembered (all accounts) */
+/* An account's jobs (`account` as the outbox row names it), pending ones
+ * first, then the finished, newest first, at most `limit` in all. */
+struct cp_outbox_done_row {
+    bool pending;
+    const char *what, *target, *to, *outcome;
+    const void *body; /* NULL unless kept */
+    size_t body_len;
+    uint64_t incident;
+    unsigned attempts;
+    int64_t t_ms; /* finished, or (pending) due; wall clock */
+};
+typedef void (*cp_outbox_done_fn)(void *arg,
+                                  const struct cp_outbox_done_row *r);
+int cp_sqlite_outbox_account(struct cp_sqlite *db, const char *account,
+                             int limit, cp_outbox_done_fn fn, void *arg,
+                             char *err);
 /* Every row, oldest first; their number, or -1 with `err`. */
 long cp_sqlite_outbox_load(struct cp_sqlite *db, cp_outbox_fn fn, void *arg,
                            char *err);

@@ -8,7 +8,9 @@
  * cp_sqlite_outbox_load (and cp_sqlite_outbox_done of a row this version
  * cannot run) on the loop thread at start-up, on the outbox's own
  * connection, before the outbox thread starts; cp_sqlite_outbox_retry and
- * cp_sqlite_outbox_done on the outbox thread, on that connection.
+ * cp_sqlite_outbox_done on the outbox thread, on that connection;
+ * cp_sqlite_outbox_account on the loop thread (admin `show`), on
+ * d->db_sync.
  */
 #include <sqlite3.h>
 #include <string.h>
@@ -78,11 +80,6 @@ cp_sqlite_outbox_retry(struct cp_sqlite *db, int64_t id, unsigned attempts,
                        id, attempts, due_ms, err);
 }
 
-int
-cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id, char *err)
-{
-    return outbox_exec(db, "DELETE FROM outbox WHERE id=?1", id, 0, 0, err);
-}
 
 static const char *
 col_text(sqlite3_stmt *st, int i)
@@ -90,6 +87,102 @@ col_text(sqlite3_stmt *st, int i)
     const char *s = (const char *)sqlite3_column_text(st, i);
 
     return s ? s : "";
+}
+
+/* The row, moved to outbox_done with its outcome; the oldest finished
+ * rows beyond OUTBOX_DONE_KEEP go. */
+int
+cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id, const char *outcome,
+                      unsigned attempts, bool keep_body, int64_t t_ms,
+                      char *err)
+{
+    sqlite3_stmt *st;
+    bool ok;
+
+    if (tx_begin(db, err) < 0)
+        return -1;
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT INTO outbox_done(kind,what,account,"
+                           "incident,target,rcpt,body,attempts,t,outcome) "
+                           "SELECT kind,what,account,incident,target,rcpt,"
+                           "CASE WHEN ?2 THEN body END,?5,?3,?4 "
+                           "FROM outbox WHERE id=?1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        db_fail(db, "prepare", err);
+        return tx_end(db, false, err);
+    }
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int(st, 2, keep_body);
+    sqlite3_bind_int64(st, 3, t_ms);
+    sqlite3_bind_text(st, 4, outcome, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, (int)attempts);
+    ok = sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    if (!ok)
+        db_fail(db, "outbox done", err);
+    ok = ok && outbox_exec(db, "DELETE FROM outbox WHERE id=?1", id, 0, 0,
+                           err) == 0;
+    ok = ok && outbox_exec(db, "DELETE FROM outbox_done WHERE id <= ?1",
+                           sqlite3_last_insert_rowid(db->db) -
+                               OUTBOX_DONE_KEEP,
+                           0, 0, err) == 0;
+    return tx_end(db, ok, err);
+}
+
+/* One row of `sql` (columns as in cp_sqlite_outbox_account) per call. */
+static int
+account_rows(struct cp_sqlite *db, const char *sql, const char *account,
+             int limit, bool pending, cp_outbox_done_fn fn, void *arg,
+             char *err)
+{
+    sqlite3_stmt *st;
+    int rc, n = 0;
+
+    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare", err);
+    sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct cp_outbox_done_row r;
+
+        memset(&r, 0, sizeof(r));
+        r.pending = pending;
+        r.what = col_text(st, 0);
+        r.target = col_text(st, 1);
+        r.to = (const char *)sqlite3_column_text(st, 2);
+        r.incident = (uint64_t)sqlite3_column_int64(st, 3);
+        r.attempts = (unsigned)sqlite3_column_int(st, 4);
+        r.t_ms = sqlite3_column_int64(st, 5);
+        r.outcome = col_text(st, 6);
+        r.body = sqlite3_column_blob(st, 7);
+        r.body_len = (size_t)sqlite3_column_bytes(st, 7);
+        fn(arg, &r);
+        n++;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? n : db_fail(db, "outbox rows", err);
+}
+
+int
+cp_sqlite_outbox_account(struct cp_sqlite *db, const char *account,
+                         int limit, cp_outbox_done_fn fn, void *arg,
+                         char *err)
+{
+    int a, b;
+
+    a = account_rows(db,
+                     "SELECT what,target,rcpt,incident,attempts,due,"
+                     "'pending',body FROM outbox WHERE account=?1 "
+                     "ORDER BY id DESC LIMIT ?2",
+                     account, limit, true, fn, arg, err);
+    if (a < 0)
+        return -1;
+    b = account_rows(db,
+                     "SELECT what,target,rcpt,incident,attempts,t,outcome,"
+                     "body FROM outbox_done WHERE account=?1 "
+                     "ORDER BY id DESC LIMIT ?2",
+                     account, limit - a, false, fn, arg, err);
+    return b < 0 ? -1 : a + b;
 }
 
 long

@@ -285,6 +285,15 @@ def test_block_holds_queued_mail_release_frees_it(pf, cpd, how, tmp_path):
                         set(queue_names(pf, mine).values()) == {"hold"}), \
             queue_names(pf, mine) + context(pf, daemon)
         assert queue_names(pf, other)[other[0]] != "hold"
+        # show: the queue ids its incident held, and the hold command
+        acct = wait_for(lambda: (lambda a: a["held"] and a)(
+            show(daemon, login("nina"))))
+        assert acct, show(daemon, login("nina"))
+        assert [sorted(h["queue_ids"]) for h in acct["held"]] == \
+            [sorted(mine)], acct["held"]
+        assert acct["held"][0]["outcome"] == "sent"
+        assert [n["what"] for n in acct["notices"]] == ["hold"], \
+            acct["notices"]
         r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "release",
                             login("nina"), "--reason", "cleaned"],
                            capture_output=True, text=True, timeout=HANG)

@@ -626,3 +626,73 @@ def test_block_without_notifying(tmp_path):
     finally:
         assert d.stop() == 0
         hook.close()
+
+
+def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
+    """zed's PC is a zombie behind two addresses, introducing itself with
+    two HELO names. `show` lists the login, the client addresses and the
+    HELOs its mail came with while under suspicion, and the notices of its
+    incident: the webhook that was sent, and the one to a dead receiver
+    that was given up. An account never under suspicion lists none."""
+    import json
+    from test_containment import Webhook
+    hook = Webhook()
+    d = Daemon(tmp_path, classes=CLASSES + (
+        "notify:\n  from: abuse@isp.example\n  customer: false\n"
+        "  webhook: %s\n  retry: 100ms\n  attempts: 2\n" % hook.url))
+    try:
+        d.start()
+        c = PolicyClient(d.policy_sock)
+        message(c, "ann@isp.example", "ann@isp.example",
+                ["mum@home.example"], "a0")
+        for i in range(16):
+            inst = "z%d" % i
+            helo = "DESKTOP-%d" % (i % 2)
+            client = "198.51.100.%d" % (7 + i % 2)
+            for r in range(6):
+                rep = c.ask(rcpt_request(
+                    user="zed@isp.example", sender="x%d@forged%d.example" %
+                    (i, i), recipient="v%d.%d@free%d.example" % (i, r, r),
+                    instance=inst, client=client, helo_name=helo))
+                if "action=DUNNO" not in rep:
+                    break
+        wait_for(lambda: d.ctl("status")["outbox"]["sent"] >= 1,
+                 what="the webhook of zed's incident")
+        acct = d.ctl("show", "zed@isp.example")
+        assert acct["state"] == "BLOCKED", acct["state"]
+        seen = acct["seen"]
+        assert [x["value"] for x in seen["logins"]] == ["zed@isp.example"]
+        assert sorted(x["value"] for x in seen["clients"]) == \
+            ["198.51.100.7", "198.51.100.8"], seen
+        assert sorted(x["value"] for x in seen["helos"]) == \
+            ["DESKTOP-0", "DESKTOP-1"], seen
+        assert all(x["requests"] >= 1 and x["first"] <= x["last"]
+                   for k in ("logins", "clients", "helos") for x in seen[k])
+        incident = json.loads(hook.posts[0][2])["incident"]
+        notices = acct["notices"]
+        assert [(n["what"], n["to"], n["incident"], n["outcome"])
+                for n in notices] == [("webhook", hook.url, incident,
+                                       "sent")], notices
+        assert acct["held"] == [], acct["held"]
+        text = ctl(d, "show", "zed@isp.example").stdout
+        assert "198.51.100.7" in text and "DESKTOP-1" in text, text
+        assert re.search(r"#%d\s+webhook\s+%s\s+sent" % (
+            incident, re.escape(hook.url)), text), text
+        ann = d.ctl("show", "ann@isp.example")
+        assert ann["seen"]["clients"] == [] and ann["notices"] == [], ann
+        assert "(nothing: not under suspicion" in ctl(
+            d, "show", "ann@isp.example").stdout
+        # a webhook nobody answers: given up after notify.attempts, and
+        # shown so
+        hook.close()
+        r = ctl(d, "block", "bob@isp.example", "--reason", "ticket 9",
+                "--create")
+        assert r.returncode == 0, r
+        wait_for(lambda: d.ctl("status")["outbox"]["failed"] >= 1,
+                 what="the webhook to a closed port given up")
+        n = d.ctl("show", "bob@isp.example")["notices"]
+        assert len(n) == 1 and n[0]["outcome"].startswith("given up: ") and \
+            n[0]["attempts"] == 2, n
+    finally:
+        assert d.stop() == 0
+        hook.close()
