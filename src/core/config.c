@@ -204,17 +204,17 @@ set_nets(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
     return 0;
 }
 
-/* daemon.socket_group */
+/* A group by name or number (struct cp_group at f->off). */
 static int
 set_group(struct yw *w, struct fy_node *v, void *base, const struct yw_field *f)
 {
-    struct cp_config *cfg = base;
+    struct cp_group *g = (struct cp_group *)((char *)base + f->off);
     unsigned id;
 
     if (parse_id(w, v, true, &id) < 0)
         return -1;
-    cfg->socket_gid = (gid_t)id;
-    cfg->has_socket_gid = true;
+    g->gid = (gid_t)id;
+    g->set = true;
     return 0;
 }
 
@@ -311,7 +311,8 @@ static const struct yw_field daemon_fields[] = {
     {"shadow", yw_bool, OFF(shadow), 0, 0, NULL},
     {"trusted_users", set_users, 0, 0, 0, NULL},
     {"trusted_networks", set_nets, 0, 0, 0, NULL},
-    {"socket_group", set_group, 0, 0, 0, NULL},
+    {"socket_group", set_group, OFF(socket_group), 0, 0, NULL},
+    {"admin_read_group", set_group, OFF(admin_read_group), 0, 0, NULL},
     {"user", yw_strdup, OFF(run_user), 0, 0, NULL},
     {"group", yw_strdup, OFF(run_group), 0, 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
@@ -1047,8 +1048,8 @@ set_defaults(struct cp_config *cfg)
         struct group *gr = getgrnam("postfix");
 
         if (gr != NULL) {
-            cfg->socket_gid = gr->gr_gid;
-            cfg->has_socket_gid = true;
+            cfg->socket_group.gid = gr->gr_gid;
+            cfg->socket_group.set = true;
         }
     }
     cfg->store_path = xstrdup("/var/lib/chokepoint/state.db");

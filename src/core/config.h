@@ -235,6 +235,12 @@ struct cp_prefix {
     unsigned plen;
 };
 
+/* A group given in the configuration (daemon.socket_group, ...). */
+struct cp_group {
+    bool set;
+    gid_t gid;
+};
+
 struct cp_config {
     char *file;
 
@@ -253,8 +259,10 @@ struct cp_config {
     bool trusted_users_set;
     struct cp_prefix trusted_nets[CP_MAX_TRUSTED];
     size_t ntrusted_nets;
-    bool has_socket_gid; /* policy and milter unix sockets: 0660 to it */
-    gid_t socket_gid;
+    struct cp_group socket_group; /* policy and milter unix sockets: 0660
+                                     to it */
+    struct cp_group admin_read_group; /* may use the admin socket's
+                                         read-only commands */
     /* daemon.user and .group: dropped to after the sockets are bound
      * (resolved by the daemon at start, daemon/privs.c); NULL: none */
     char *run_user, *run_group;

@@ -11,10 +11,12 @@
  * ADMIN_MAX_LINE bytes per command line; a client gets ADMIN_TIMEOUT_MS.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/explain.h"
@@ -33,6 +35,7 @@
 struct admin_conn {
     uv_pipe_t pipe;
     char who[32];      /* "uid N" of the peer */
+    bool reader;       /* a member of daemon.admin_read_group: reads only */
     uv_timer_t timer;
     uv_write_t wreq;
     struct daemon *d;
@@ -1194,6 +1197,23 @@ read_opts(struct admin_conn *a, const char **line, size_t *len,
     return true;
 }
 
+/* A command that changes nothing: open to daemon.admin_read_group. */
+static bool
+reading(const char *line, size_t len)
+{
+    static const char *const cmds[] = {"status", "top", "show", "history",
+                                       "incident"};
+
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        size_t n = strlen(cmds[i]);
+
+        if (len >= n && memcmp(line, cmds[i], n) == 0 &&
+            (len == n || line[n] == ' '))
+            return true;
+    }
+    return false;
+}
+
 static void
 run_command(struct admin_conn *a, const char *line, size_t len)
 {
@@ -1205,6 +1225,18 @@ run_command(struct admin_conn *a, const char *line, size_t len)
     if (!read_opts(a, &line, &len, &op))
         return;
     json = op.json;
+    if (a->reader && !reading(line, len)) {
+        char esc[80];
+
+        msg_warn("admin: refused \"%s\" from %s: a member of "
+                 "daemon.admin_read_group may only read",
+                 str_escape(esc, sizeof(esc), line, len, 40), a->who);
+        reply_error(&a->out, json,
+                    "permission denied: members of daemon.admin_read_group "
+                    "may only read (status, top, show, history, incident); "
+                    "ask the abuse desk (root) for the rest");
+        return;
+    }
     if (len == 6 && memcmp(line, "status", 6) == 0) {
         status(a->d, &a->out, json);
     } else if (len == 6 && memcmp(line, "reload", 6) == 0) {
@@ -1288,10 +1320,30 @@ on_timeout(uv_timer_t *t)
         admin_conn_close(a);
 }
 
-/* Only root and the daemon's own user may administer it. */
+/* Is the peer (`cred`, socket `fd`) in group `gid`: its primary group or
+ * one of its supplementary groups (SO_PEERGROUPS, as at its connect)? */
+static bool
+peer_in_group(int fd, const struct ucred *cred, gid_t gid)
+{
+    gid_t groups[256];
+    socklen_t len = sizeof(groups);
+
+    if (cred->gid == gid)
+        return true;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+        return false; /* more than 256 groups: the primary one decides */
+    for (size_t i = 0; i < len / sizeof(gid_t); i++)
+        if (groups[i] == gid)
+            return true;
+    return false;
+}
+
+/* Root and the daemon's own user may administer it; members of
+ * daemon.admin_read_group (first-line staff) may read. */
 static bool
 peer_ok(struct admin_conn *a)
 {
+    const struct cp_group *rg = &a->d->admin_readers;
     struct ucred cred;
     socklen_t len = sizeof(cred);
     uv_os_fd_t fd;
@@ -1302,6 +1354,10 @@ peer_ok(struct admin_conn *a)
     snprintf(a->who, sizeof(a->who), "uid %u", (unsigned)cred.uid);
     if (cred.uid == 0 || cred.uid == geteuid())
         return true;
+    if (rg->set && peer_in_group(fd, &cred, rg->gid)) {
+        a->reader = true;
+        return true;
+    }
     msg_warn("admin: refused a connection from uid %u", (unsigned)cred.uid);
     return false;
 }
@@ -1331,13 +1387,49 @@ on_connection(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&a->pipe, on_alloc, on_read);
 }
 
+/* Warn when daemon.admin_read_group cannot reach the admin socket: its
+ * directory must be searchable by the group. */
+static void
+reader_reach(const char *path, gid_t gid)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    struct stat st;
+
+    if (slash == NULL)
+        return;
+    snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path),
+             path);
+    if (stat(dir, &st) == 0 && !(st.st_mode & S_IXOTH) &&
+        !(st.st_gid == gid && (st.st_mode & S_IXGRP)))
+        msg_warn("daemon.admin_read_group: its members cannot reach %s: "
+                 "directory %s (mode %04o, group %lu) is not searchable by "
+                 "the group; give it to the group or put the admin socket "
+                 "in a directory of its own",
+                 path, dir, (unsigned)(st.st_mode & 07777),
+                 (unsigned long)st.st_gid);
+}
+
 int
 admin_listen(struct daemon *d)
 {
     int rc;
 
-    if (server_unix_bind(d->loop, &d->admin, d->cfg->admin_socket, 0600) < 0)
+    /* as the socket is made (a reload does not change it) */
+    const struct cp_group *rg = &d->admin_readers;
+
+    d->admin_readers = d->cfg->admin_read_group;
+    if (server_unix_bind(d->loop, &d->admin, d->cfg->admin_socket,
+                         rg->set ? 0660 : 0600) < 0)
         return -1;
+    if (rg->set && chown(d->cfg->admin_socket, (uid_t)-1, rg->gid) < 0) {
+        msg_error("chown %s to daemon.admin_read_group %lu: %s",
+                  d->cfg->admin_socket, (unsigned long)rg->gid,
+                  strerror(errno));
+        return -1;
+    }
+    if (rg->set)
+        reader_reach(d->cfg->admin_socket, rg->gid);
     d->admin.data = d;
     d->admin_open = true;
     d->admin_path = xstrdup(d->cfg->admin_socket);

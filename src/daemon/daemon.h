@@ -85,6 +85,7 @@ struct daemon {
     uv_pipe_t admin;
     char *admin_path; /* as bound at start (the config may be reloaded) */
     bool admin_open;
+    struct cp_group admin_readers; /* daemon.admin_read_group, as bound */
 
     struct conn *conns; /* doubly-linked list of policy connections */
     size_t nconns;

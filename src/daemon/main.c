@@ -102,6 +102,10 @@ warn_restart_needed(const struct cp_config *old, const struct cp_config *new)
         msg_warn("reload: store.path changed; restart to apply it");
     if (strcmp(old->admin_socket, new->admin_socket) != 0)
         msg_warn("reload: daemon.admin_socket changed; restart to apply it");
+    if (old->admin_read_group.set != new->admin_read_group.set ||
+        old->admin_read_group.gid != new->admin_read_group.gid)
+        msg_warn("reload: daemon.admin_read_group changed; restart to apply "
+                 "it");
 }
 
 int

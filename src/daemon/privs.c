@@ -249,7 +249,7 @@ privs_prepare(const struct cp_config *cfg)
 {
     bool drop = run.set && geteuid() == 0;
     uid_t uid = drop ? run.uid : (uid_t)-1;
-    gid_t sgid = cfg->has_socket_gid ? cfg->socket_gid : (gid_t)-1;
+    gid_t sgid = cfg->socket_group.set ? cfg->socket_group.gid : (gid_t)-1;
     char dir[4096];
 
     for (size_t i = 0; i < cfg->nlisten; i++)
@@ -259,7 +259,9 @@ privs_prepare(const struct cp_config *cfg)
     if (cfg->milter.spec != NULL && cfg->milter.kind == CP_LISTEN_UNIX)
         make_dir(dir_of(cfg->milter.path, dir, sizeof(dir)), uid, sgid,
                  "socket");
-    make_dir(dir_of(cfg->admin_socket, dir, sizeof(dir)), uid, sgid,
+    /* on its own, the admin socket's directory is its readers' */
+    make_dir(dir_of(cfg->admin_socket, dir, sizeof(dir)), uid,
+             cfg->admin_read_group.set ? cfg->admin_read_group.gid : sgid,
              "socket");
     if (is_memory(cfg->store_path))
         return;

@@ -179,10 +179,11 @@ listen_one(struct daemon *d, struct listener *l, const struct cp_listen *s)
     if (s->kind == CP_LISTEN_UNIX) {
         if (server_unix_bind(d->loop, &l->h.pipe, s->path, 0660) < 0)
             return -1;
-        if (d->cfg->has_socket_gid &&
-            chown(s->path, (uid_t)-1, d->cfg->socket_gid) < 0) {
+        if (d->cfg->socket_group.set &&
+            chown(s->path, (uid_t)-1, d->cfg->socket_group.gid) < 0) {
             msg_error("chown %s to group %lu: %s", s->path,
-                      (unsigned long)d->cfg->socket_gid, strerror(errno));
+                      (unsigned long)d->cfg->socket_group.gid,
+                      strerror(errno));
             return -1;
         }
         l->path = xstrdup(s->path);

@@ -66,13 +66,15 @@ class Daemon:
     """
 
     def __init__(self, tmpdir, classes=DEFAULT_CLASSES, customer_map="",
-                 extra=None, tcp_port=None, learning=0, sock_dir=None):
+                 extra=None, tcp_port=None, learning=0, sock_dir=None,
+                 admin_dir=None):
         self.learning = learning
         self.dir = str(tmpdir)
         os.makedirs(self.dir, exist_ok=True)
-        # sock_dir: a directory other users can reach (test_trust.py)
+        # sock_dir, admin_dir: directories other users can reach, for the
+        # policy and the admin socket (test_trust.py)
         self.policy_sock = os.path.join(sock_dir or self.dir, "policy.sock")
-        self.admin_sock = os.path.join(self.dir, "admin.sock")
+        self.admin_sock = os.path.join(admin_dir or self.dir, "admin.sock")
         self.config = os.path.join(self.dir, "chokepoint.yaml")
         self.map = os.path.join(self.dir, "customers.map")
         self.db = os.path.join(self.dir, "state.db")

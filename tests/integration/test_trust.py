@@ -21,7 +21,8 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cpd import (CHOKEPOINTD, DEFAULT_CLASSES as DEFAULT_CLASSES_TEXT,  # noqa: E402
+from cpd import (CHOKEPOINT, CHOKEPOINTD,  # noqa: E402
+                 DEFAULT_CLASSES as DEFAULT_CLASSES_TEXT,
                  HANG, Daemon, policy_request, rcpt_request, wait_for)
 from test_protocol import free_port  # noqa: E402
 
@@ -723,3 +724,53 @@ def test_a_full_listen_queue_is_logged(tmp_path, daemons, kind):
     for s in socks:
         s.close()
     assert ask(d.policy_sock, rcpt_request(instance="after")).startswith("action=")
+
+
+def test_admin_read_group_may_read_but_not_act(tmp_path, open_dir, daemons):
+    """daemon.admin_read_group: first-line staff (here `nobody` with the
+    group `staff` among its supplementary groups) may run the commands
+    that read (status, show, top, history, incident) but not those that
+    act (block, release, allow, reload), which are refused and logged. A
+    user outside the group cannot open the admin socket at all."""
+    import grp
+    import shutil
+    d = Daemon(tmp_path, admin_dir=open_dir,
+               extra={"daemon": "admin_read_group: staff"})
+    daemons.append(d.start())
+    st = os.stat(d.admin_sock)
+    assert st.st_mode & 0o777 == 0o660
+    assert st.st_gid == grp.getgrnam("staff").gr_gid
+    assert subprocess.run([CHOKEPOINT, "-s", d.admin_sock, "block",
+                           "zed@isp.example", "--create", "--reason", "t1"],
+                          capture_output=True, timeout=HANG).returncode == 0
+    cli = os.path.join(open_dir, "chokepoint")  # reachable by nobody
+    shutil.copy(CHOKEPOINT, cli)
+
+    def as_staff(*args, groups=("staff",)):
+        return subprocess.run([cli, "-s", d.admin_sock] + list(args),
+                              capture_output=True, text=True, timeout=HANG,
+                              user="nobody", group="nogroup",
+                              extra_groups=list(groups))
+
+    for args in (["status"], ["show", "zed@isp.example"], ["top"],
+                 ["history", "zed@isp.example"], ["--json", "status"]):
+        r = as_staff(*args)
+        assert r.returncode == 0, (args, r)
+    assert "MANUAL_HOLD" in as_staff("show", "zed@isp.example").stdout
+    n = d.ctl("history", "zed@isp.example")["history"][0]["incident"]
+    assert as_staff("incident", str(n)).returncode == 0
+    for args in (["release", "zed@isp.example", "--reason", "x"],
+                 ["block", "ann@isp.example", "--create", "--reason", "x"],
+                 ["allow", "zed@isp.example", "--reason", "x"],
+                 ["reload"]):
+        r = as_staff(*args)
+        assert r.returncode == 1 and "permission denied" in r.stdout + \
+            r.stderr and "admin_read_group" in r.stdout + r.stderr, (args, r)
+    assert d.ctl("show", "zed@isp.example")["state"] == "MANUAL_HOLD"
+    assert re.search(r'admin: refused "release zed@isp\.example[^"]*" from '
+                     r'uid %d: a member of daemon\.admin_read_group may '
+                     r'only read' % NOBODY.pw_uid, d.read_log()), \
+        d.read_log()[-2000:]
+    # outside the group: the socket's mode refuses the connection
+    r = as_staff("status", groups=())
+    assert r.returncode != 0 and "ermission denied" in r.stderr, r
