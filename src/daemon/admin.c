@@ -331,7 +331,12 @@ struct hist_ctx {
     struct strbuf *o;
     bool json;
     int n;
+    char key[CP_KEY_MAX * 4 + 4]; /* incident N: its account, escaped */
 };
+
+static void list_notices(struct daemon *d, const char *key,
+                         uint64_t incident, int limit, struct strbuf *o,
+                         bool json);
 
 /* "error: MSG" or {"error":"MSG"}: the CLI exits 1 on either. */
 static void
@@ -390,27 +395,23 @@ incident_row(void *arg, const struct cp_history_row *r)
 {
     struct hist_ctx *h = arg;
 
+    /* the outbox names the account as incident.c logs it: escaped */
+    str_escape(h->key, sizeof(h->key), r->key, strlen(r->key), CP_KEY_MAX);
     if (h->json) {
         sb_puts(h->o, "{");
         sb_json_kcstr(h->o, "key", r->key, true);
         sb_puts(h->o, ",\"change\":");
     } else {
-        char key[CP_KEY_MAX * 4 + 4];
-
-        sb_printf(h->o, "account %s\n",
-                  str_escape(key, sizeof(key), r->key, strlen(r->key),
-                             CP_KEY_MAX));
+        sb_printf(h->o, "account %s\n", h->key);
     }
     hist_row(h, r);
-    if (h->json)
-        sb_puts(h->o, "}\n");
 }
 
 static void
 incident(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
          bool json)
 {
-    struct hist_ctx h = {o, json, 0};
+    struct hist_ctx h = {.o = o, .json = json};
     uint64_t id;
     int rc;
 
@@ -419,17 +420,22 @@ incident(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         return;
     }
     rc = cp_sqlite_incident(d->db_sync, (int64_t)id, incident_row, &h);
-    if (rc < 0)
+    if (rc < 0) {
         reply_error(o, json, "the history cannot be read");
-    else if (rc == 0)
+    } else if (rc == 0) {
         reply_error(o, json, "no such incident");
+    } else {
+        list_notices(d, h.key, id, 100, o, json);
+        if (json)
+            sb_puts(o, "}\n");
+    }
 }
 
 static void
 show_history(struct daemon *d, const struct cp_identity *id, int limit,
              struct strbuf *o, bool json)
 {
-    struct hist_ctx h = {o, json, 0};
+    struct hist_ctx h = {.o = o, .json = json};
 
     if (!json)
         sb_puts(o, "  history (newest first):\n");
@@ -571,6 +577,7 @@ struct notice_ctx {
     struct strbuf *o, held; /* held: JSON objects or text lines */
     bool json;
     int n, nheld;
+    uint64_t incident; /* only this incident's; 0: all */
 };
 
 /* The queue ids of a hold command's input, on one line or as a JSON
@@ -610,6 +617,8 @@ notice_row(void *arg, const struct cp_outbox_done_row *r)
     const char *to = r->to ? r->to : r->target;
     char ts[32];
 
+    if (c->incident != 0 && r->incident != c->incident)
+        return;
     cp_format_time(ts, sizeof(ts), r->t_ms);
     if (r->body != NULL && strcmp(r->what, "hold") == 0) {
         struct strbuf *h = &c->held;
@@ -651,18 +660,16 @@ notice_row(void *arg, const struct cp_outbox_done_row *r)
     }
 }
 
-/* The notices sent for the account's incidents (and pending), the hold
- * and release commands, and the queue ids that were held. */
+/* The notices sent for the incidents of account `key` (as the outbox
+ * names it: escaped), or of one of them (`incident`, 0: all), pending
+ * ones too, the hold and release commands, and the queue ids held. */
 static void
-show_notices(struct daemon *d, const struct cp_identity *id, int limit,
+list_notices(struct daemon *d, const char *key, uint64_t incident, int limit,
              struct strbuf *o, bool json)
 {
-    struct notice_ctx c = {.o = o, .json = json};
-    char key[CP_KEY_MAX * 4 + 4];
+    struct notice_ctx c = {.o = o, .json = json, .incident = incident};
 
     sb_init(&c.held);
-    /* the outbox names the account as incident.c logs it */
-    str_escape(key, sizeof(key), id->dkey, id->dkeylen, CP_KEY_MAX);
     if (!json)
         sb_puts(o, "  notices and commands (pending first, then newest "
                    "first):\n");
@@ -686,6 +693,16 @@ show_notices(struct daemon *d, const struct cp_identity *id, int limit,
             sb_append(o, c.held.data, c.held.len);
     }
     sb_fini(&c.held);
+}
+
+static void
+show_notices(struct daemon *d, const struct cp_identity *id, int limit,
+             struct strbuf *o, bool json)
+{
+    char key[CP_KEY_MAX * 4 + 4];
+
+    str_escape(key, sizeof(key), id->dkey, id->dkeylen, CP_KEY_MAX);
+    list_notices(d, key, 0, limit, o, json);
 }
 
 /* The state of login `login` (its own record, u:LOGIN), for a customer's

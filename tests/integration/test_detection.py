@@ -674,6 +674,13 @@ def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
                 for n in notices] == [("webhook", hook.url, incident,
                                        "sent")], notices
         assert acct["held"] == [], acct["held"]
+        # the incident, looked up by the number its notices carry
+        inc = d.ctl("incident", str(incident))
+        assert inc["key"] == "u:zed@isp.example", inc
+        assert [(n["what"], n["outcome"]) for n in inc["notices"]] == \
+            [("webhook", "sent")], inc
+        assert re.search(r"#%d\s+webhook\s+\S+\s+sent" % incident,
+                         ctl(d, "incident", str(incident)).stdout)
         text = ctl(d, "show", "zed@isp.example").stdout
         assert "198.51.100.7" in text and "DESKTOP-1" in text, text
         assert re.search(r"#%d\s+webhook\s+%s\s+sent" % (
@@ -693,6 +700,9 @@ def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
         n = d.ctl("show", "bob@isp.example")["notices"]
         assert len(n) == 1 and n[0]["outcome"].startswith("given up: ") and \
             n[0]["attempts"] == 2, n
+        # another account's incident lists only its own notices
+        assert d.ctl("incident", str(incident))["notices"] == inc["notices"]
+        assert d.ctl("incident", str(n[0]["incident"]))["notices"] == n
     finally:
         assert d.stop() == 0
         hook.close()
