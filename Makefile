@@ -106,7 +106,9 @@ $(FUZZ_BUILD)/fuzz_maillog: $(FUZZ_DEPS)
 	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
 $(FUZZ_BUILD)/fuzz_notice: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_notice.c src/core/notice.c $(FUZZ_UTIL) -lxxhash -lm
+	    tests/fuzz/fuzz_notice.c src/core/notice.c src/core/config.c \
+	    src/core/custmap.c src/core/policy.c src/util/yamlwalk.c \
+	    $(FUZZ_UTIL) -lfyaml -lxxhash -lm
 $(FUZZ_BUILD)/fuzz_evidence: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_evidence.c src/core/evidence.c src/core/config.c \
