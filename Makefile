@@ -128,7 +128,7 @@ $(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS)
 	    -DFUZZ_TARGET=FUZZ_$$(echo $* | tr a-z A-Z) -o $@ \
 	    tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) $(FUZZ_SQLITE) \
 	    $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
-	    src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcares -lsqlite3 \
+	    src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcrypto -lcares -lsqlite3 \
 	    -lfyaml -lxxhash -lm -lpthread
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
