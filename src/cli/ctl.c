@@ -26,6 +26,7 @@
 
 #define DEFAULT_SOCKET "/run/chokepoint/admin.sock"
 #define CLI_MAX_ARG 512
+#define CLI_MAX_LINE 1024 /* chokepointd's ADMIN_MAX_LINE, newline included */
 
 static int
 ctl_usage(FILE *fp, int rc)
@@ -278,6 +279,10 @@ ctl_main(int argc, char **argv)
                  self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
                  reason ? " " : "",
                  reason ? reason : "");
+    if (n < 0 || (size_t)n > CLI_MAX_LINE)
+        return usage_error("the account, --note and --tell together are "
+                           "longer than chokepointd takes (%d bytes): "
+                           "shorten them", CLI_MAX_LINE);
     if ((fd = connect_admin(sock)) < 0)
         return 3;
     if (send_all(fd, line, (size_t)n) < 0) {
