@@ -174,37 +174,27 @@ json_number(const char *p)
     return p;
 }
 
+/* An object ('{': "name": value, ...) or an array ('[': value, ...). */
 static const char *
-json_object(const char *p)
+json_members(const char *p)
 {
-    p = json_ws(p + 1);
-    if (*p == '}')
-        return p + 1;
-    for (;;) {
-        if ((p = json_string(json_ws(p))) == NULL)
-            return NULL;
-        p = json_ws(p);
-        if (*p++ != ':' || (p = json_value(p)) == NULL)
-            return NULL;
-        p = json_ws(p);
-        if (*p == '}')
-            return p + 1;
-        if (*p++ != ',')
-            return NULL;
-    }
-}
+    char close = *p == '{' ? '}' : ']';
 
-static const char *
-json_array(const char *p)
-{
     p = json_ws(p + 1);
-    if (*p == ']')
+    if (*p == close)
         return p + 1;
     for (;;) {
+        if (close == '}') {
+            if ((p = json_string(json_ws(p))) == NULL)
+                return NULL;
+            p = json_ws(p);
+            if (*p++ != ':')
+                return NULL;
+        }
         if ((p = json_value(p)) == NULL)
             return NULL;
         p = json_ws(p);
-        if (*p == ']')
+        if (*p == close)
             return p + 1;
         if (*p++ != ',')
             return NULL;
@@ -215,10 +205,8 @@ static const char *
 json_value(const char *p)
 {
     p = json_ws(p);
-    if (*p == '{')
-        return json_object(p);
-    if (*p == '[')
-        return json_array(p);
+    if (*p == '{' || *p == '[')
+        return json_members(p);
     if (*p == '"')
         return json_string(p);
     if (strncmp(p, "null", 4) == 0 || strncmp(p, "true", 4) == 0)
