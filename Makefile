@@ -106,7 +106,9 @@ $(FUZZ_BUILD)/fuzz_maillog: $(FUZZ_DEPS)
 	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
 $(FUZZ_BUILD)/fuzz_notice: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_notice.c src/core/notice.c $(FUZZ_UTIL) -lxxhash -lm
+	    tests/fuzz/fuzz_notice.c src/core/notice.c src/core/config.c \
+	    src/core/custmap.c src/core/policy.c src/util/yamlwalk.c \
+	    $(FUZZ_UTIL) -lfyaml -lxxhash -lm
 $(FUZZ_BUILD)/fuzz_evidence: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_evidence.c src/core/evidence.c src/core/config.c \
@@ -126,7 +128,7 @@ $(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS)
 	    -DFUZZ_TARGET=FUZZ_$$(echo $* | tr a-z A-Z) -o $@ \
 	    tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) $(FUZZ_SQLITE) \
 	    $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
-	    src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcares -lsqlite3 \
+	    src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcrypto -lcares -lsqlite3 \
 	    -lfyaml -lxxhash -lm -lpthread
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there

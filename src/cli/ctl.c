@@ -4,7 +4,8 @@
  *
  *   chokepoint [-s SOCKET] [--json] status
  *   chokepoint [-s SOCKET] [--json] show|history ACCOUNT
- *   chokepoint [-s SOCKET] [--json] block|release|allow ACCOUNT --reason TEXT
+ *   chokepoint [-s SOCKET] [--json] block|release|allow ACCOUNT --note TEXT
+ *              [--tell TEXT] [--no-notify] [--by NAME] [--create]
  *   chokepoint [-s SOCKET] [--json] release ACCOUNT --self-service
  * (ACCOUNT: a login, an IP address, or a c:/u:/ip: key)
  *
@@ -25,6 +26,7 @@
 
 #define DEFAULT_SOCKET "/run/chokepoint/admin.sock"
 #define CLI_MAX_ARG 512
+#define CLI_MAX_LINE 1024 /* chokepointd's ADMIN_MAX_LINE, newline included */
 
 static int
 ctl_usage(FILE *fp, int rc)
@@ -32,6 +34,7 @@ ctl_usage(FILE *fp, int rc)
     fprintf(fp,
             "usage: chokepoint [-s SOCKET] [--json] COMMAND\n"
             "commands:\n"
+            "  help            this text\n"
             "  status          counters, connections, decisions so far\n"
             "  top [N]         accounts by state and evidence score (20)\n"
             "  show ACCOUNT    an account's state, evidence, counters against "
@@ -45,12 +48,12 @@ ctl_usage(FILE *fp, int rc)
             "  incident N      state change N (a notice's incident number)\n"
             "  reload          reload the configuration and the customer map;\n"
             "                  says whether the new one was taken, and why not\n"
-            "  block ACCOUNT --reason TEXT     hold all its mail (MANUAL_HOLD)\n"
-            "  release ACCOUNT --reason TEXT   release to PROBATION\n"
+            "  block ACCOUNT --note TEXT       hold all its mail (MANUAL_HOLD)\n"
+            "  release ACCOUNT --note TEXT     release to PROBATION\n"
             "  release ACCOUNT --self-service  the customer's own release "
             "(limited\n"
             "                                  per period; BLOCKED only)\n"
-            "  allow ACCOUNT --reason TEXT     vouch for it: no state "
+            "  allow ACCOUNT --note TEXT       vouch for it: no state "
             "actions, limits\n"
             "                                  still apply (release "
             "withdraws it)\n"
@@ -64,8 +67,15 @@ ctl_usage(FILE *fp, int rc)
             "  --version       print chokepoint's version and exit\n"
             "  --by NAME       who decides (recorded in the history; default:\n"
             "                  the user sudo says ran chokepoint)\n"
-            "  --no-notify     block without notices or webhook (the hold\n"
-            "                  still holds the account's queued mail)\n"
+            "  --note TEXT     the abuse desk's internal note (--reason is the\n"
+            "                  same): history, log, webhook and ARF report;\n"
+            "                  never sent to the customer\n"
+            "  --tell TEXT     a sentence for the customer's notice ({{message}}\n"
+            "                  in the template); without it the customer\n"
+            "                  gets the template's own words only\n"
+            "  --no-notify     no mail to the customer; the webhook and the\n"
+            "                  abuse desk's report still go, and the hold\n"
+            "                  still holds the account's queued mail\n"
             "  --create        block, release or allow an account chokepoint\n"
             "                  does not know (never seen, not in the map)\n",
             DEFAULT_SOCKET);
@@ -153,8 +163,10 @@ int
 ctl_main(int argc, char **argv)
 {
     const char *sock = DEFAULT_SOCKET, *reason = NULL, *by = NULL;
+    const char *tell = NULL;
     bool json = false, self = false, create = false, quiet = false;
-    char line[CLI_MAX_ARG * 3];
+    char line[CLI_MAX_ARG * 4], tellw[CLI_MAX_ARG + 16] = ""; /* "tell
+                                                    LEN:TEXT " */
     const char *cmd = NULL, *arg = NULL;
     int fd, i, n;
     bool err = false;
@@ -165,6 +177,7 @@ ctl_main(int argc, char **argv)
         const char *a = argv[i];
 
         if ((strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0 ||
+             strcmp(a, "--note") == 0 || strcmp(a, "--tell") == 0 ||
              strcmp(a, "--by") == 0) &&
             i + 1 >= argc)
             return usage_error("option '%s' needs a value", a);
@@ -174,8 +187,10 @@ ctl_main(int argc, char **argv)
         }
         if (strcmp(a, "-s") == 0)
             sock = argv[++i];
-        else if (strcmp(a, "--reason") == 0)
+        else if (strcmp(a, "--reason") == 0 || strcmp(a, "--note") == 0)
             reason = argv[++i];
+        else if (strcmp(a, "--tell") == 0)
+            tell = argv[++i];
         else if (strcmp(a, "--json") == 0)
             json = true;
         else if (strcmp(a, "--self-service") == 0)
@@ -199,6 +214,8 @@ ctl_main(int argc, char **argv)
     }
     if (cmd == NULL)
         return ctl_usage(stderr, 2);
+    if (strcmp(cmd, "help") == 0)
+        return ctl_usage(stdout, 0);
     if (ctl_arity(cmd) < 0) {
         fprintf(stderr, "chokepoint: unknown command '%s'\n", cmd);
         return ctl_usage(stderr, 2);
@@ -210,11 +227,21 @@ ctl_main(int argc, char **argv)
         return usage_error("%s takes no argument (got '%s')", cmd, arg);
     if (self && strcmp(cmd, "release") != 0)
         return usage_error("--self-service goes with release, not %s", cmd);
-    if ((create || by || quiet) && strcmp(cmd, "block") != 0 &&
+    if ((create || by || quiet || tell) && strcmp(cmd, "block") != 0 &&
         strcmp(cmd, "release") != 0 && strcmp(cmd, "allow") != 0)
         return usage_error("%s goes with block, release or allow, not %s",
-                           create ? "--create" : by ? "--by" : "--no-notify",
+                           create ? "--create"
+                           : by   ? "--by"
+                           : tell ? "--tell"
+                                  : "--no-notify",
                            cmd);
+    if (tell && quiet)
+        return usage_error("--tell is for the customer's notice, and "
+                           "--no-notify sends none");
+    if (tell && (tell[0] == '\0' || strlen(tell) > CLI_MAX_ARG ||
+                 strpbrk(tell, "\r\n\t") != NULL))
+        return usage_error("--tell: one line of text for the customer "
+                           "(no tabs, at most %d bytes)", CLI_MAX_ARG);
     /* who decides: --by, else the person sudo says ran it */
     if (by == NULL && !self && (strcmp(cmd, "block") == 0 ||
                                 strcmp(cmd, "release") == 0 ||
@@ -231,8 +258,9 @@ ctl_main(int argc, char **argv)
     if ((strcmp(cmd, "block") == 0 || strcmp(cmd, "release") == 0 ||
          strcmp(cmd, "allow") == 0) &&
         (reason == NULL || reason[0] == '\0')) {
-        fprintf(stderr, "chokepoint: %s needs --reason TEXT (it is recorded "
-                        "in the account's history)\n",
+        fprintf(stderr, "chokepoint: %s needs --note TEXT (the abuse desk's "
+                        "own note, recorded in the account's history; "
+                        "--tell TEXT is what the customer reads)\n",
                 cmd);
         return 2;
     }
@@ -240,15 +268,21 @@ ctl_main(int argc, char **argv)
         return usage_error("the account may not have spaces or line breaks, "
                            "or more than %d bytes", CLI_MAX_ARG);
     if (!ctl_clean(reason))
-        return usage_error("--reason may not have line breaks, or more than "
+        return usage_error("--note may not have line breaks, or more than "
                            "%d bytes", CLI_MAX_ARG);
-    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s%s%s%s%s%s\n",
+    if (tell)
+        snprintf(tellw, sizeof(tellw), "tell %zu:%s ", strlen(tell), tell);
+    n = snprintf(line, sizeof(line), "%s%s%s%s%s%s%s%s%s%s%s%s\n",
                  json ? "json " : "", create ? "create " : "",
-                 quiet ? "quiet " : "",
+                 quiet ? "quiet " : "", tellw,
                  by ? "by " : "", by ? by : "", by ? " " : "",
                  self ? "self-release" : cmd, arg ? " " : "", arg ? arg : "",
                  reason ? " " : "",
                  reason ? reason : "");
+    if (n < 0 || (size_t)n > CLI_MAX_LINE)
+        return usage_error("the account, --note and --tell together are "
+                           "longer than chokepointd takes (%d bytes): "
+                           "shorten them", CLI_MAX_LINE);
     if ((fd = connect_admin(sock)) < 0)
         return 3;
     if (send_all(fd, line, (size_t)n) < 0) {

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/custmap.h"
 #include "core/notice.h"
@@ -455,7 +456,13 @@ static const struct yw_field notify_fields[] = {
     {"customer", yw_bool, NO(customer), 0, 0, NULL},
     {"customer_template", yw_str, NO(customer_template),
      SZ(cp_notify, customer_template), 0, NULL},
+    {"release_template", yw_str, NO(release_template),
+     SZ(cp_notify, release_template), 0, NULL},
     {"webhook", yw_str, NO(webhook), SZ(cp_notify, webhook), 0, NULL},
+    {"webhook_secret", yw_str, NO(webhook_secret), SZ(cp_notify, webhook_secret),
+     0, NULL},
+    {"webhook_secret_file", yw_str, NO(webhook_secret_file),
+     SZ(cp_notify, webhook_secret_file), 0, NULL},
     {"timeout", yw_duration, NO(timeout_ms), 100, 300000, NULL},
     {"attempts", yw_u32, NO(attempts), 1, 100, NULL},
     {"retry", yw_duration, NO(retry_ms), 100, 86400000.0, NULL},
@@ -857,15 +864,93 @@ finish_dnsbl(struct loader *ld)
                : 0;
 }
 
-/* notify: — what must hold together; the customer template is read and
- * checked here, so a bad template is refused like any bad config. */
+/* A notice template (notify.`key`, the file `path`): read and checked, so
+ * a bad one is refused like any bad config. 0 with *out (NULL: none). */
+static int
+load_template(struct loader *ld, const char *key, const char *path,
+              char **out)
+{
+    char err[CP_ERR_MAX];
+    char *text;
+    size_t len;
+
+    *out = NULL;
+    if (path[0] == '\0')
+        return 0;
+    text = read_small_file(path, NOTICE_MAX_TEMPLATE, &len, err);
+    if (text == NULL)
+        return fail(ld, key, "%s", err);
+    if (cp_notice_template_check(text, len, err) < 0) {
+        free(text);
+        return fail(ld, key, "%s: %s", path, err);
+    }
+    *out = text;
+    return 0;
+}
+
+#define WEBHOOK_KEY_MIN 16   /* bytes: shorter keys are guessable */
+#define WEBHOOK_KEY_MAX 1024
+
+/*
+ * The webhook's HMAC key: notify.webhook_secret, or the first line of
+ * notify.webhook_secret_file (better: the config is often readable by
+ * all, the key file need not be). The file is read at load and reload, so
+ * it must be readable by daemon.user (root:chokepoint, mode 0640), and is
+ * refused if every user may read or write it.
+ */
+static int
+load_webhook_key(struct loader *ld)
+{
+    struct cp_notify *n = &ld->cfg->notify;
+    const char *key = "notify.webhook_secret_file";
+    char err[CP_ERR_MAX], *text;
+    struct stat st;
+    size_t len;
+
+    if (n->webhook_secret[0] && n->webhook_secret_file[0])
+        return fail(ld, key, "give webhook_secret or webhook_secret_file, "
+                             "not both");
+    if (n->webhook_secret[0]) {
+        text = xstrdup(n->webhook_secret);
+        len = strlen(text);
+        key = "notify.webhook_secret";
+    } else if (n->webhook_secret_file[0]) {
+        if (stat(n->webhook_secret_file, &st) == 0 &&
+            (st.st_mode & (S_IROTH | S_IWOTH)))
+            return fail(ld, key, "%s: readable or writable by every user "
+                                 "(chmod o-rw; owner root, group of "
+                                 "daemon.user, mode 0640)",
+                        n->webhook_secret_file);
+        text = read_small_file(n->webhook_secret_file, WEBHOOK_KEY_MAX, &len,
+                               err);
+        if (text == NULL)
+            return fail(ld, key, "%s", err);
+        len = strcspn(text, "\r\n"); /* the first line */
+    } else {
+        return 0;
+    }
+    if (len < WEBHOOK_KEY_MIN) {
+        free(text);
+        return fail(ld, key, "the secret is %zu bytes; at least %d, e.g. "
+                             "openssl rand -hex 32",
+                    len, WEBHOOK_KEY_MIN);
+    }
+    if (!n->webhook[0]) {
+        free(text);
+        return fail(ld, key, "set, but there is no notify.webhook to sign");
+    }
+    ld->cfg->webhook_key = text;
+    ld->cfg->webhook_key_len = len;
+    return 0;
+}
+
+/* notify: — what must hold together; the templates and the webhook's key
+ * are read and checked here. */
 static int
 finish_notify(struct loader *ld)
 {
     struct cp_notify *n = &ld->cfg->notify;
     bool any = n->customer || n->abuse_to[0] || n->webhook[0];
-    char *text;
-    size_t len;
 
     if (n->webhook[0] && strncmp(n->webhook, "http://", 7) != 0 &&
         strncmp(n->webhook, "https://", 8) != 0)
@@ -875,6 +960,8 @@ finish_notify(struct loader *ld)
         strncmp(n->smtp, "smtps://", 8) != 0)
         return fail(ld, "notify.smtp",
                     "expected smtp://HOST[:PORT] or smtps://HOST[:PORT]");
+    if (load_webhook_key(ld) < 0)
+        return -1;
     if (n->from[0] == '\0') {
         if (n->abuse_to[0] || n->webhook[0])
             return fail(ld, "notify.from", "needed to send notifications");
@@ -884,22 +971,11 @@ finish_notify(struct loader *ld)
                 strpbrk(n->from, " \t<>\"(),;") != NULL))
         return fail(ld, "notify.from", "expected a plain address "
                                        "(local@domain, no display name)");
-    if (n->customer_template[0] == '\0')
-        return 0;
-    text = read_small_file(n->customer_template, NOTICE_MAX_TEMPLATE, &len,
-                           ld->yw.err);
-    if (text == NULL)
+    if (load_template(ld, "notify.customer_template", n->customer_template,
+                      &ld->cfg->notify_template) < 0)
         return -1;
-    if (cp_notice_template_check(text, len, ld->yw.err + 0) < 0) {
-        char why[CP_ERR_MAX];
-
-        snprintf(why, sizeof(why), "%s", ld->yw.err);
-        snprintf(ld->yw.err, CP_ERR_MAX, "%s: %s", n->customer_template, why);
-        free(text);
-        return -1;
-    }
-    ld->cfg->notify_template = text;
-    return 0;
+    return load_template(ld, "notify.release_template", n->release_template,
+                         &ld->cfg->release_template);
 }
 
 /* containment.suspect_transport: "transport:[nexthop]" as Postfix's
@@ -1168,6 +1244,10 @@ cp_config_free(struct cp_config *cfg)
     free(cfg->default_class_name);
     free(cfg->unauth_class_name);
     free(cfg->notify_template);
+    free(cfg->release_template);
+    if (cfg->webhook_key != NULL)
+        explicit_bzero(cfg->webhook_key, cfg->webhook_key_len);
+    free(cfg->webhook_key);
     free(cfg->run_user);
     free(cfg->run_group);
     free(cfg);

@@ -153,7 +153,10 @@ struct cp_notify {
     char abuse_to[256];        /* ARF reports; "": none */
     bool customer;             /* mail the customer's contact address */
     char customer_template[256]; /* file; "": built-in */
+    char release_template[256];  /* the release notice's file; "": built-in */
     char webhook[512];         /* http(s) URL for a JSON POST; "": none */
+    char webhook_secret[256];  /* HMAC key, inline; "": see _file */
+    char webhook_secret_file[256]; /* file holding the HMAC key; "": none */
     uint64_t timeout_ms;       /* per attempt */
     uint32_t attempts;         /* tries per notification */
     uint64_t retry_ms;         /* first retry delay, doubling */
@@ -297,6 +300,9 @@ struct cp_config {
     struct cp_dnsbl dnsbl;
     struct cp_notify notify;
     char *notify_template;     /* customer_template's text, or NULL */
+    char *release_template;    /* release_template's text, or NULL */
+    char *webhook_key;         /* the webhook's HMAC key, or NULL: unsigned */
+    size_t webhook_key_len;
     struct cp_containment contain;
     struct cp_content content;
     struct cp_listen milter;   /* content.milter parsed; spec NULL: none */

@@ -46,17 +46,60 @@ enum {
     PH_HELP_URL,
     PH_REASON,
     PH_INCIDENT,
+    PH_LOGINS,
+    PH_SEEN,
+    PH_MESSAGE,
     PH_COUNT
 };
 
 static const char *const ph_names[PH_COUNT] = {
-    "account", "customer", "state",  "time",    "evidence",
-    "client",  "help_url", "reason", "incident"};
+    "account", "customer", "state",    "time",   "evidence", "client",
+    "help_url", "reason",  "incident", "logins", "seen",     "message"};
 
-/* Placeholder values, already filtered by body_value(). */
+#define SEEN_MAX 4000 /* bytes of {{seen}}: every phrase, with room */
+
+/* Placeholder values, already filtered by body_value() (or our own
+ * phrases); {{seen}} has lines of its own, so it is bigger. */
 struct notice_vals {
     char v[PH_COUNT][NOTICE_MAX_VALUE + 4];
+    char seen[SEEN_MAX];
 };
+
+/*
+ * What each signal kind means, for the customer: plain words, no weights
+ * or scores. NULL: a signal that speaks for the account (it never
+ * explains a block). Indexed by enum cp_signal.
+ */
+static const char *const seen_phrase[CP_SIG_COUNT] = {
+    [CP_SIG_FORGED_SENDER] = "mail sent in the name of senders (From "
+                             "addresses) this account had never used",
+    [CP_SIG_NEW_RECIPIENT] = "many messages to addresses this account had "
+                             "never written to before",
+    [CP_SIG_RATE_JUMP] = "far more messages in an hour than this account "
+                         "usually sends",
+    [CP_SIG_NETWORKS] = "the account used from many different internet "
+                        "connections at the same time",
+    [CP_SIG_BAD_RECIPIENT] = "many messages to addresses that do not exist",
+    [CP_SIG_REMOTE_REJECT] = "other mail providers refusing the messages as "
+                             "spam",
+    [CP_SIG_DNSBL] = "the internet address the mail came from is on a "
+                     "public list of infected computers",
+    [CP_SIG_HELO_NEW] = "mail sent from a computer or program this account "
+                        "had not used before",
+    [CP_SIG_HELO_FORGED] = "mail sent from a computer that introduced "
+                           "itself with another company's name",
+    [CP_SIG_ODD_HOUR] = "mail sent at a time of day when this account is "
+                        "normally quiet",
+    [CP_SIG_TLS_NEW] = "mail sent with mail software this account had not "
+                       "used before",
+    [CP_SIG_UNIFORM_SIZE] = "a run of messages all of nearly the same size, "
+                            "as in a mass mailing",
+    [CP_SIG_CAMPAIGN] = "the same message sent to many people, also from "
+                        "other accounts",
+    [CP_SIG_STALE_RECIPIENT] = "messages to addresses that were closed long "
+                               "ago, as on old bought address lists",
+};
+_Static_assert(CP_SIG_COUNT == 17, "a new signal needs its seen_phrase");
 
 static int fail(char *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -247,7 +290,7 @@ date_rfc5322(char *out, size_t n, int64_t ms)
              tm.tm_min, tm.tm_sec);
 }
 
-/* "2026-11-23 16:40:01 UTC", for people. */
+/* "2026-11-23 16:40:01 UTC", for the abuse desk. */
 static void
 date_human(char *out, size_t n, int64_t ms)
 {
@@ -255,6 +298,27 @@ date_human(char *out, size_t n, int64_t ms)
 
     snprintf(out, n, "%04d-%02d-%02d %02d:%02d:%02d UTC", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* "2026-11-23 17:40 CET", for the customer: the host's time zone (TZ, else
+ * /etc/localtime), named, as the customer's own clock shows it. A zone
+ * without an abbreviation gets its offset ("+0530"). */
+static void
+date_local(char *out, size_t n, int64_t ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    char zone[16] = "";
+
+    if (localtime_r(&t, &tm) == NULL) {
+        date_human(out, n, ms);
+        return;
+    }
+    if (tm.tm_zone == NULL || tm.tm_zone[0] == '\0' ||
+        strftime(zone, sizeof(zone), "%Z", &tm) == 0)
+        strftime(zone, sizeof(zone), "%z", &tm);
+    snprintf(out, n, "%04d-%02d-%02d %02d:%02d %s", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, zone);
 }
 
 static bool
@@ -540,7 +604,7 @@ render(struct strbuf *out, const char *t, size_t len,
             int k = ph_parse(t, len, i, &end, &name, &nlen);
 
             if (k >= 0) {
-                sb_puts(out, v->v[k]);
+                sb_puts(out, k == PH_SEEN ? v->seen : v->v[k]);
                 i = end;
             } else { /* not reached after the check: keep it as text */
                 sb_append(out, t + i, 2);
@@ -592,21 +656,70 @@ account_display(const char *key)
     return key;
 }
 
+/* {{logins}}: the logins given, comma-separated, else the account. */
+static void
+fill_logins(char *dst, const struct cp_incident *in)
+{
+    struct strbuf sb;
+
+    if (in->logins == NULL || in->nlogins == 0) {
+        body_value(dst, NOTICE_MAX_VALUE, account_display(in->account));
+        return;
+    }
+    sb_init(&sb);
+    for (size_t i = 0; i < in->nlogins && sb.len <= NOTICE_MAX_VALUE; i++) {
+        if (i > 0)
+            sb_puts(&sb, ", ");
+        sb_puts(&sb, in->logins[i] ? in->logins[i] : "");
+    }
+    body_value(dst, NOTICE_MAX_VALUE, sb.data);
+    sb_fini(&sb);
+}
+
+/* {{seen}} ("- phrase" lines) and {{evidence}} (one line, "; "): the
+ * phrases of the signal kinds given, each once, in their order. */
+static void
+fill_seen(struct notice_vals *v, const struct cp_incident *in)
+{
+    size_t ls = 0, le = 0;
+
+    v->seen[0] = '\0';
+    v->v[PH_EVIDENCE][0] = '\0';
+    for (size_t i = 0; i < in->nsignals && i < CP_SIG_COUNT; i++) {
+        unsigned s = in->signals[i];
+        const char *p = s < CP_SIG_COUNT ? seen_phrase[s] : NULL;
+
+        if (p == NULL || memchr(in->signals, (int)s, i) != NULL)
+            continue;
+        if (ls >= sizeof(v->seen) - 1)
+            break; /* not reached: every phrase fits */
+        ls += (size_t)snprintf(v->seen + ls, sizeof(v->seen) - ls, "%s- %s",
+                               ls ? "\n" : "", p);
+        if (le + strlen(p) + 2 <= NOTICE_MAX_VALUE)
+            le += (size_t)snprintf(v->v[PH_EVIDENCE] + le,
+                                   NOTICE_MAX_VALUE + 4 - le, "%s%s",
+                                   le ? "; " : "", p);
+    }
+}
+
 static void
 fill_vals(struct notice_vals *v, const struct cp_incident *in)
 {
-    char t[48];
+    char t[64];
 
-    body_value(v->v[PH_ACCOUNT], NOTICE_MAX_VALUE,
-               account_display(in->account));
+    fill_logins(v->v[PH_LOGINS], in);
+    memcpy(v->v[PH_ACCOUNT], v->v[PH_LOGINS], sizeof(v->v[PH_ACCOUNT]));
     body_value(v->v[PH_CUSTOMER], NOTICE_MAX_VALUE, in->customer);
     body_value(v->v[PH_STATE], NOTICE_MAX_VALUE, in->state);
-    date_human(t, sizeof(t), incident_ms(in));
+    date_local(t, sizeof(t), incident_ms(in));
     body_value(v->v[PH_TIME], NOTICE_MAX_VALUE, t);
-    body_value(v->v[PH_EVIDENCE], NOTICE_MAX_VALUE, in->evidence);
+    fill_seen(v, in);
     body_value(v->v[PH_CLIENT], NOTICE_MAX_VALUE, in->client_addr);
     body_value(v->v[PH_HELP_URL], NOTICE_MAX_VALUE, in->help_url);
-    body_value(v->v[PH_REASON], NOTICE_MAX_VALUE, in->reason);
+    /* the customer hears only what the desk chose to tell (--tell); the
+     * internal note (in->reason) stays with the desk */
+    body_value(v->v[PH_MESSAGE], NOTICE_MAX_VALUE, in->message);
+    memcpy(v->v[PH_REASON], v->v[PH_MESSAGE], sizeof(v->v[PH_REASON]));
     snprintf(v->v[PH_INCIDENT], sizeof(v->v[PH_INCIDENT]), "%llu",
              (unsigned long long)in->id);
 }
@@ -620,13 +733,16 @@ state_is(const struct cp_incident *in, const char *name)
 static const char *
 default_subject(const struct cp_incident *in)
 {
+    if (in->released)
+        return "Outgoing mail from {{logins}} can flow again "
+               "(incident {{incident}})";
     if (state_is(in, "THROTTLED"))
-        return "Outgoing mail from {{account}} is being limited "
+        return "Outgoing mail from {{logins}} is being limited "
                "(incident {{incident}})";
     if (state_is(in, "MANUAL_HOLD"))
-        return "Outgoing mail from {{account}} is on hold "
+        return "Outgoing mail from {{logins}} is on hold "
                "(incident {{incident}})";
-    return "Outgoing mail from {{account}} has been blocked "
+    return "Outgoing mail from {{logins}} has been blocked "
            "(incident {{incident}})";
 }
 
@@ -636,15 +752,16 @@ present(const char *s)
     return s != NULL && s[0] != '\0';
 }
 
-/* What was seen: the part of the built-in template that varies most. */
+/* What was seen: the part of the built-in template that varies most. In
+ * plain words; the abuse desk's internal note never appears here. */
 static void
 builtin_seen(struct strbuf *t, const struct cp_incident *in)
 {
     bool any = false;
 
     sb_puts(t, "What we saw\n-----------\n");
-    if (present(in->evidence)) {
-        sb_puts(t, "Our systems recorded: {{evidence}}\n");
+    if (in->nsignals > 0) {
+        sb_puts(t, "Mail sent with this account showed:\n{{seen}}\n");
         any = true;
     }
     if (present(in->client_addr)) {
@@ -652,12 +769,32 @@ builtin_seen(struct strbuf *t, const struct cp_incident *in)
                    "{{client}}.\n");
         any = true;
     }
-    if (present(in->reason) && strcmp(in->reason, "automatic") != 0) {
-        sb_puts(t, "Note from our abuse desk: {{reason}}\n");
+    if (present(in->message)) {
+        sb_puts(t, "Our abuse desk adds: {{message}}\n");
         any = true;
     }
     if (!any)
         sb_puts(t, "Mail sent with this account looked like spam.\n");
+}
+
+/* The built-in release notice: the account may send again. */
+static void
+builtin_release(struct strbuf *t, const struct cp_incident *in)
+{
+    sb_puts(t, "Hello,\n\n"
+               "this is an automatic message from the mail service of your\n"
+               "internet provider about your mail account {{logins}}.\n\n"
+               "On {{time}} we lifted the block: mail sent with this\n"
+               "account can flow again.\n");
+    if (present(in->message))
+        sb_puts(t, "\nOur abuse desk adds: {{message}}\n");
+    sb_puts(t, "\nFor the next days the account is watched more closely "
+               "than usual.\nIf it sends spam again, it will be blocked "
+               "again, so please make\nsure that every computer and phone "
+               "that uses it is clean and that\nits password is new.\n\n"
+               "Thank you. Please quote incident number {{incident}} if you "
+               "contact us\nabout it.\n"
+               "\n-- \nThis message was sent automatically.\n");
 }
 
 /*
@@ -672,7 +809,7 @@ builtin_template(struct strbuf *t, const struct cp_incident *in)
 
     sb_puts(t, "Hello,\n\n"
                "this is an automatic message from the mail service of your\n"
-               "internet provider about your mail account {{account}}.\n\n");
+               "internet provider about your mail account {{logins}}.\n\n");
     if (thr)
         sb_puts(t, "On {{time}} we started to limit the mail sent with this\n"
                    "account, because it was sending mail that looks like "
@@ -748,7 +885,9 @@ cp_notice_customer(const struct cp_incident *in, const char *from,
     sb_init(&t);
     sb_init(&subj);
     sb_init(&body);
-    if (tmpl == NULL)
+    if (tmpl == NULL && in->released)
+        builtin_release(&t, in);
+    else if (tmpl == NULL)
         builtin_template(&t, in);
     tp = tmpl ? tmpl : t.data;
     tlen = tmpl ? strlen(tmpl) : t.len;
@@ -764,7 +903,8 @@ cp_notice_customer(const struct cp_incident *in, const char *from,
     render(&subj, sp, slen, &v);
     render(&body, tp + b, tlen - b, &v);
     line_value(subject, NOTICE_MAX_HEADER, subj.data, true);
-    put_common(out, in, from, in->contact, subject, "customer");
+    put_common(out, in, from, in->contact, subject,
+               in->released ? "release" : "customer");
     sb_puts(out, "Content-Type: text/plain; charset=utf-8\n"
                  "Content-Transfer-Encoding: 8bit\n\n");
     put_body(out, body.data, body.len);
@@ -816,6 +956,7 @@ arf_summary(struct strbuf *p, const struct cp_incident *in)
     sb_printf(&t, "%-16s%s\n%-16s%s\n", "Time:", when, "Score:", score);
     put_line(&t, "Evidence:", in->evidence);
     put_line(&t, "Reason:", in->reason);
+    put_line(&t, "Customer told:", in->message);
     put_line(&t, "Client address:", in->client_addr);
     put_line(&t, "HELO:", in->helo);
     put_line(&t, "Last sender:", in->sample_sender);
@@ -840,23 +981,55 @@ is_ip(const char *s)
     return s != NULL && inet_parse(s, strnlen(s, 64), &a);
 }
 
-/* The domain of an envelope sender, if the sender is plain ASCII without
- * spaces and its domain looks like a host name. */
+/* The domain of an address, if the address is plain ASCII without spaces
+ * and its domain looks like a host name. */
 static const char *
-sender_domain(const char *sender)
+addr_domain(const char *addr)
 {
     const char *at;
 
-    if (sender == NULL ||
-        strnlen(sender, NOTICE_MAX_ADDR + 1) > NOTICE_MAX_ADDR)
+    if (addr == NULL || strnlen(addr, NOTICE_MAX_ADDR + 1) > NOTICE_MAX_ADDR)
         return NULL;
-    for (const char *p = sender; *p != '\0'; p++)
+    for (const char *p = addr; *p != '\0'; p++)
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
             return NULL;
-    at = strrchr(sender, '@');
+    at = strrchr(addr, '@');
     if (at == NULL || !is_host(at + 1, strlen(at + 1)))
         return NULL;
     return at + 1;
+}
+
+#define ARF_MAX_DOMAINS 8 /* Reported-Domain fields of one report */
+
+/*
+ * Reported-Domain (RFC 5965 3.2: the domain the reporter holds
+ * responsible; optional, may repeat). Never the envelope sender's domain:
+ * a zombie forges its senders, so that domain is the victim's, and a
+ * report naming it would send the recipient's abuse process after an
+ * innocent party (RFC 6650 asks reports to be about the source). The
+ * source is the account that submitted the mail, so the domain is that of
+ * its login(s) when a login is an address (the ISP's own mail domain, or
+ * a business customer's); for a login without a domain or an address-only
+ * account the field is left out and Source-IP says where it came from.
+ */
+static void
+arf_domains(struct strbuf *p, const struct cp_incident *in)
+{
+    const char *seen[ARF_MAX_DOMAINS];
+    size_t n = 0, nl = in->logins ? in->nlogins : 1;
+
+    for (size_t i = 0; i < nl && n < ARF_MAX_DOMAINS; i++) {
+        const char *dom = addr_domain(
+            in->logins ? in->logins[i] : account_display(in->account));
+        bool dup = false;
+
+        for (size_t k = 0; dom != NULL && k < n; k++)
+            dup |= strcasecmp(seen[k], dom) == 0;
+        if (dom == NULL || dup)
+            continue;
+        seen[n++] = dom;
+        sb_printf(p, "Reported-Domain: %s\n", dom);
+    }
 }
 
 /* Part 2: the machine-readable report. */
@@ -864,7 +1037,6 @@ static void
 arf_report(struct strbuf *p, const struct cp_incident *in)
 {
     char date[48];
-    const char *dom = sender_domain(in->sample_sender);
 
     date_rfc5322(date, sizeof(date), incident_ms(in));
     sb_puts(p, "Content-Type: message/feedback-report\n\n"
@@ -879,8 +1051,7 @@ arf_report(struct strbuf *p, const struct cp_incident *in)
     sb_printf(p, "Reporting-MTA: dns; %s\n", in->reporting_mta);
     if (is_ip(in->client_addr))
         sb_printf(p, "Source-IP: %s\n", in->client_addr);
-    if (dom != NULL)
-        sb_printf(p, "Reported-Domain: %s\n", dom);
+    arf_domains(p, in);
 }
 
 /* Part 3: the last envelope as headers. */
@@ -991,13 +1162,35 @@ json_field(struct strbuf *sb, const char *name, const char *v)
     sb_json_str(sb, buf, cut + 3);
 }
 
+/* "logins":[..]: the logins given, else the account as the customer
+ * knows it; at most NOTICE_MAX_VALUE bytes of them. */
+static void
+json_logins(struct strbuf *sb, const struct cp_incident *in)
+{
+    size_t n = in->logins ? in->nlogins : 1, used = 0;
+
+    sb_puts(sb, ",\"logins\":[");
+    for (size_t i = 0; i < n && used <= NOTICE_MAX_VALUE; i++) {
+        const char *l = in->logins ? in->logins[i] : account_display(in->account);
+        size_t len = l ? strnlen(l, NOTICE_MAX_VALUE + 1) : 0;
+
+        if (i > 0)
+            sb_puts(sb, ",");
+        used += len;
+        sb_json_str(sb, l ? l : "", len > NOTICE_MAX_VALUE ? NOTICE_MAX_VALUE
+                                                             : len);
+    }
+    sb_puts(sb, "]");
+}
+
 void
 cp_notice_webhook(const struct cp_incident *in, struct strbuf *out)
 {
     char ts[32];
 
     cp_format_time(ts, sizeof(ts), incident_ms(in));
-    sb_printf(out, "{\"event\":\"incident\",\"incident\":%llu",
+    sb_printf(out, "{\"event\":\"%s\",\"incident\":%llu",
+              in->released ? "released" : "incident",
               (unsigned long long)in->id);
     json_field(out, "account", in->account);
     json_field(out, "customer", in->customer);
@@ -1007,6 +1200,13 @@ cp_notice_webhook(const struct cp_incident *in, struct strbuf *out)
     sb_json_num(out, in->score);
     json_field(out, "evidence", in->evidence);
     json_field(out, "reason", in->reason);
+    json_field(out, "message", in->message);
+    json_logins(out, in);
+    sb_puts(out, ",\"signals\":[");
+    for (size_t i = 0; i < in->nsignals && i < CP_SIG_COUNT; i++)
+        sb_printf(out, "%s\"%s\"", i ? "," : "",
+                  cp_signal_name((enum cp_signal)in->signals[i]));
+    sb_puts(out, "]");
     json_field(out, "client", in->client_addr);
     json_field(out, "help_url", in->help_url);
     sb_puts(out, "}");

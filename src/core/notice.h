@@ -1,15 +1,22 @@
 /*
- * notice.h — the three notifications sent when an account is blocked (an
- * "incident"): a mail to the customer's contact address, an ARF abuse
- * report (RFC 5965) for the abuse desk or a feedback loop, and the JSON
- * body of the incident webhook.
+ * notice.h — the notifications of an account's state change (an
+ * "incident"): when it is blocked, a mail to the customer's contact
+ * address, an ARF abuse report (RFC 5965, RFC 6650) for the abuse desk or
+ * a feedback loop, and the JSON body of the webhook; when it is released,
+ * a mail to the customer and the webhook's "released" event.
+ *
+ * Two audiences: the customer's mail is written for a home user and never
+ * carries the abuse desk's internal note (`reason`) or raw scores
+ * (`evidence`); it says what was seen in plain words (one phrase per
+ * signal kind) and what the desk chose to tell the customer (`message`).
+ * The ARF report and the webhook are the ISP's own and carry everything.
  *
  * Pure: renders into a strbuf; no I/O, no clock (dates come from the
  * incident's `at_ms`), no logging. The caller delivers the result.
  *
  * Trust: every incident field is untrusted text (account names come from
- * SASL logins, the reason from the abuse desk, the envelope from the
- * client). In headers a field becomes printable ASCII on one line:
+ * SASL logins, the note and message from the abuse desk, the envelope
+ * from the client). In headers a field becomes printable ASCII on one line:
  * control characters (CR, LF, TAB, ...) turn into a space, runs of spaces
  * collapse, and each non-ASCII character (or byte that is not UTF-8)
  * becomes '?'. We replace rather than RFC 2047-encode: it is simple, can
@@ -31,11 +38,16 @@
  * otherwise end the message early. Prefer explicit recipients
  * (`sendmail -i -f FROM -- TO`) to -t.
  *
+ * Time: {{time}} in the customer's mail is the host's local time with its
+ * zone named ("2026-11-23 17:40 CET": localtime_r, so TZ or
+ * /etc/localtime); headers and the ARF report use UTC.
+ *
  * Thread: any; nothing is shared.
  */
 #ifndef CP_CORE_NOTICE_H
 #define CP_CORE_NOTICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,8 +69,20 @@ struct cp_incident {
     const char *prev_state; /* or NULL */
     int64_t at_ms;          /* when, ms since epoch (UTC) */
     double score;
-    const char *evidence;      /* one line: "score 12.3: forged_sender ..." */
-    const char *reason;        /* "automatic" or the abuse desk's reason */
+    const char *evidence;      /* one line: "score 12.3: forged_sender ..."
+                                  (abuse desk and webhook only) */
+    const char *reason;        /* "automatic" or the abuse desk's internal
+                                  note (never in the customer's mail) */
+    const char *message;       /* what the abuse desk tells the customer
+                                  (--tell), or NULL */
+    const char *const *logins; /* the logins whose mail is stopped, as the
+                                  customer knows them; NULL: the account
+                                  key without its prefix */
+    size_t nlogins;
+    uint8_t signals[CP_SIG_COUNT]; /* enum cp_signal behind it, strongest
+                                      first (the customer's "what we saw") */
+    size_t nsignals;
+    bool released;             /* a release: the account may send again */
     const char *client_addr;   /* last client IP address seen, or NULL */
     const char *helo;          /* or NULL */
     const char *sample_sender; /* the last message's envelope, or NULL */
@@ -70,18 +94,25 @@ struct cp_incident {
 /*
  * The RFC 5322 message to the customer's contact address (From: `from`),
  * text/plain UTF-8, 8bit, rendered from `tmpl` (NULL: the built-in English
- * template, written for a home user). Appended to `out`.
+ * template, written for a home user: the block notice, or the release
+ * notice if `in->released`). Appended to `out`.
  *
- * Template: placeholders {{account}} {{customer}} {{state}} {{time}}
- * {{evidence}} {{client}} {{help_url}} {{reason}} {{incident}} (spaces
- * inside the braces are allowed). {{account}} is the account as the
- * customer knows it: the key without its "u:", "c:" or "ip:" prefix (the
- * full key is in the X-Chokepoint-Account header). {{time}} is
- * "2026-11-23 16:40:01 UTC"; a NULL field renders as "". If the first
- * line starts with "Subject:", it is the subject template (placeholders
- * allowed) and one blank line after it is skipped; otherwise the subject
- * is the English default for the state. CRLF line endings and a
- * leading byte order mark are accepted.
+ * Template placeholders (spaces inside the braces are allowed):
+ *   {{logins}}   the login(s) whose mail is stopped, comma-separated
+ *                (in->logins, else the key without "u:"/"c:"/"ip:")
+ *   {{account}}  the same (kept for templates written before {{logins}})
+ *   {{seen}}     what was seen, in plain words: one "- phrase" line per
+ *                signal kind (no newline after the last); "" if none
+ *   {{evidence}} the same phrases on one line, separated by "; "
+ *   {{message}}  what the abuse desk tells the customer (--tell), or ""
+ *   {{reason}}   the same as {{message}}: the internal note never reaches
+ *                the customer
+ *   {{time}}     local time with the zone: "2026-11-23 17:40 CET"
+ *   {{customer}} {{state}} {{client}} {{help_url}} {{incident}}
+ * A NULL field renders as "". If the first line starts with "Subject:",
+ * it is the subject template (placeholders allowed) and one blank line
+ * after it is skipped; otherwise the subject is the English default for
+ * the state. CRLF line endings and a leading byte order mark are accepted.
  *
  * Headers: From, To, Subject, Date (the incident time), Message-ID
  * <chokepoint.ID.AT_MS.customer@reporting_mta>, MIME-Version,
@@ -113,9 +144,10 @@ int cp_notice_template_check(const char *tmpl, size_t len, char *err);
  *      (chokepoint/VERSION), Version: 1, Original-Mail-From and
  *      Original-Rcpt-To (when the last envelope is known), Arrival-Date
  *      (the incident time), Reporting-MTA: dns; HOST, Source-IP (when
- *      client_addr is an IP address), Reported-Domain (the sender's
- *      domain, when it looks like one). No Incidents field: the incident
- *      carries no message count.
+ *      client_addr is an IP address: the customer's machine), and
+ *      Reported-Domain: the domain of the abused login when the login is
+ *      an address, never the envelope sender's (forged: the victim's). No
+ *      Incidents field: the incident carries no message count.
  *   3. text/rfc822-headers: the last envelope written as headers
  *      (Return-Path, a Received line built from HELO and client address,
  *      X-Envelope-To), marked as reconstructed.
@@ -131,8 +163,12 @@ int cp_notice_arf(const struct cp_incident *in, const char *from,
  * The webhook body, appended to `out`: one JSON object
  * {"event":"incident","incident":ID,"account":..,"customer":..,"state":..,
  * "previous_state":..,"time":"2026-11-23T16:40:01.123Z","score":..,
- * "evidence":..,"reason":..,"client":..,"help_url":..}, NULL fields as
- * null, strings cut at NOTICE_MAX_VALUE bytes ("..."). No newline.
+ * "evidence":..,"reason":..,"message":..,"logins":[..],"signals":[..],
+ * "client":..,"help_url":..}; "event" is "released" for a release.
+ * `reason` is the internal note (or "automatic"), `message` what the
+ * customer was told (null: nothing of the desk's own), `signals` the
+ * signal names. NULL fields as null, strings cut at NOTICE_MAX_VALUE bytes
+ * ("..."). No newline.
  */
 void cp_notice_webhook(const struct cp_incident *in, struct strbuf *out);
 

@@ -977,6 +977,7 @@ operator_name(const char *s, size_t n, char *out, size_t outsz)
 struct admin_opts {
     bool json, create, quiet;
     char by[ADMIN_BY_MAX + 1]; /* the operator's name; "" none */
+    char tell[ADMIN_TELL_MAX + 1]; /* what the customer is told; "" none */
 };
 
 /* block / release / allow ACCOUNT REASON: a person's state change;
@@ -988,7 +989,8 @@ manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
     struct daemon *d = a->d;
     struct strbuf *o = &a->out;
     bool json = op->json;
-    struct incident_by by = {a->who, NULL, !self && op->quiet};
+    struct incident_by by = {a->who, NULL, !self && op->quiet,
+                             op->tell[0] ? op->tell : NULL};
     const char *sp = memchr(args, ' ', len);
     size_t klen = sp ? (size_t)(sp - args) : len;
     char reason[1024], actor[128], err[CP_ERR_MAX];
@@ -1187,8 +1189,31 @@ take(const char **line, size_t *len, const char *word)
     return true;
 }
 
+/* "tell LEN:TEXT " (the customer's text, which may hold spaces, so its
+ * length goes first): copied into o->tell; false for a bad one. */
+static bool
+read_tell(const char **line, size_t *len, struct admin_opts *o)
+{
+    const char *p = *line, *end = *line + *len;
+    size_t n = 0;
+
+    while (p < end && *p >= '0' && *p <= '9' && n <= ADMIN_TELL_MAX)
+        n = n * 10 + (size_t)(*p++ - '0');
+    if (p == *line || p >= end || *p != ':' || n == 0 ||
+        n > ADMIN_TELL_MAX || (size_t)(end - p) < n + 2 || p[n + 1] != ' ')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[1 + i] < 0x20 || p[1 + i] == 0x7f)
+            return false; /* one line of text for a person */
+    memcpy(o->tell, p + 1, n);
+    o->tell[n] = '\0';
+    *len -= (size_t)(p + n + 2 - *line);
+    *line = p + n + 2;
+    return true;
+}
+
 /* The option words a command line starts with, in the CLI's order; false
- * (answered) for a bad operator name. */
+ * (answered) for a bad operator name or customer text. */
 static bool
 read_opts(struct admin_conn *a, const char **line, size_t *len,
           struct admin_opts *o)
@@ -1199,6 +1224,12 @@ read_opts(struct admin_conn *a, const char **line, size_t *len,
     o->json = take(line, len, "json");
     o->create = take(line, len, "create");
     o->quiet = take(line, len, "quiet");
+    if (take(line, len, "tell") && !read_tell(line, len, o)) {
+        sb_puts(&a->out, o->json ? "{\"error\":\"bad customer text\"}\n"
+                                 : "error: bad customer text (one line, "
+                                   "at most 512 bytes)\n");
+        return false;
+    }
     if (!take(line, len, "by"))
         return true;
     sp = memchr(*line, ' ', *len);

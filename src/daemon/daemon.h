@@ -217,6 +217,9 @@ struct outbox_stats {
  * worker opens its own connection; NULL: memory only); new jobs are written
  * through loop_db (borrowed, loop thread). */
 struct outbox *outbox_start(const char *store_path, struct cp_sqlite *loop_db);
+/* The webhook's HMAC key from cfg (NULL or none: unsigned), copied; at
+ * start and after every reload. */
+void outbox_set_key(struct outbox *ob, const struct cp_config *cfg);
 /* Stops the worker (after its current job); what is left stays in the
  * outbox table for the next start. */
 void outbox_stop(struct outbox *ob);
@@ -228,9 +231,12 @@ void outbox_tx_begin(struct outbox *ob);
 void outbox_tx_rolled_back(struct outbox *ob);
 void outbox_rewrite(struct outbox *ob);
 size_t outbox_unwritten(struct outbox *ob); /* jobs without their row */
-/* Queue the notifications of an incident (per notify:, rate-limited). */
+/* Queue the notifications of an incident (per notify:, rate-limited): a
+ * block's customer mail (if `customer`), ARF report and webhook; a
+ * release's (in->released) customer mail (if `customer`) and webhook. */
 void outbox_incident(struct outbox *ob, const struct cp_config *cfg,
-                     const struct cp_incident *in, int64_t now_ms);
+                     const struct cp_incident *in, bool customer,
+                     int64_t now_ms);
 /* Queue a command with `input` on its stdin (retried like a mail), for
  * `incident` (the state change's history row). */
 void outbox_command(struct outbox *ob, const struct cp_config *cfg,
@@ -338,10 +344,13 @@ void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
 /* (Re)open the decision log (start-up, reload). */
 void incident_open_log(struct daemon *d);
 /* A person's decision (chokepoint block, release, allow). */
+#define ADMIN_TELL_MAX 512 /* bytes of what the desk tells the customer */
 struct incident_by {
     const char *who; /* "alice (uid 0)", "uid 0", "self-service (uid 0)" */
-    const char *why; /* the reason they gave */
-    bool quiet;      /* --no-notify: the change and its hold, no notices */
+    const char *why; /* the internal note they gave (--note) */
+    bool quiet;      /* --no-notify: no mail to the customer (the abuse
+                        desk's report and the webhook still go) */
+    const char *tell; /* what the customer is told (--tell), or NULL */
 };
 /*
  * Apply the state change a decision reports (none: returns 0): durable in

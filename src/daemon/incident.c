@@ -127,28 +127,58 @@ req_field(struct str s, char *buf, size_t n)
     return buf;
 }
 
-/* An incident: an account has just been blocked. Tell the customer, the
- * abuse desk and the ticket system (per notify:). `who`: the person who
- * blocked it (NULL: the evidence did). */
+/* The signals behind an automatic block, strongest first: those that
+ * raised the score (a signal that speaks for the account never explains a
+ * block). */
+static void
+incident_signals(struct cp_incident *in, const struct cp_evidence *ev)
+{
+    uint8_t order[CP_SIG_COUNT];
+    size_t n = cp_signals_ranked(ev->sig, ev->fired, order);
+
+    for (size_t k = 0; k < n; k++)
+        if (ev->sig[order[k]] > 0)
+            in->signals[in->nsignals++] = order[k];
+}
+
+/*
+ * An incident: an account has just been blocked, or released. Tell the
+ * customer (unless --no-notify), and, for a block, the abuse desk; the
+ * ticket system always (per notify:). `by`: the person who decided (NULL:
+ * the evidence did); `rec`: the account's evidence, or NULL. `reason` is
+ * the internal note (or the evidence line); only by->tell reaches the
+ * customer. A customer's own record (c:) names the customer's logins.
+ */
 static void
 notify(struct daemon *d, const struct cp_decision *dec,
-       const struct cp_event *ev, const char *key, const char *who,
+       const struct cp_event *ev, const char *key,
+       const struct incident_by *by, const struct cp_evidence *rec,
        const char *reason, uint64_t incident, int64_t now_ms)
 {
     char client[64], helo[256], sender[256], rcpt[256];
+    const struct cp_customer *cu = dec->id.cust;
     struct cp_incident in;
 
     memset(&in, 0, sizeof(in));
     in.id = incident;
     in.account = key;
-    in.customer = dec->id.cust ? dec->id.cust->id : NULL;
-    in.contact = dec->id.cust ? dec->id.cust->contact : NULL;
+    in.customer = cu ? cu->id : NULL;
+    in.contact = cu ? cu->contact : NULL;
+    if (cu != NULL && dec->id.dkeylen > 2 &&
+        memcmp(dec->id.dkey, "c:", 2) == 0) {
+        in.logins = cu->logins;
+        in.nlogins = cu->nlogins;
+    }
     in.state = cp_state_name((enum cp_state)dec->state);
     in.prev_state = cp_state_name((enum cp_state)dec->prev_state);
+    in.released = !is_blocked(dec->state);
     in.at_ms = now_ms;
     in.score = dec->score;
-    in.evidence = who ? "" : reason;
-    in.reason = who ? reason : "automatic";
+    in.evidence = by ? "" : reason;
+    in.reason = by ? reason : "automatic";
+    in.message = by && by->tell && by->tell[0] ? by->tell : NULL;
+    if (by == NULL && rec != NULL)
+        incident_signals(&in, rec);
     in.help_url = d->cfg->det.help_url;
     in.reporting_mta = d->hostname;
     if (ev != NULL) {
@@ -157,7 +187,11 @@ notify(struct daemon *d, const struct cp_decision *dec,
         in.sample_sender = req_field(ev->sender, sender, sizeof(sender));
         in.sample_recipient = req_field(ev->recipient, rcpt, sizeof(rcpt));
     }
-    outbox_incident(d->outbox, d->cfg, &in, now_ms);
+    if (by != NULL && by->quiet)
+        msg_info("account %s: customer not notified (%s chose --no-notify)",
+                 key, by->who);
+    outbox_incident(d->outbox, d->cfg, &in, !(by != NULL && by->quiet),
+                    now_ms);
 }
 
 static bool
@@ -231,6 +265,13 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
     str_escape(key, sizeof(key), dec->id.dkey, dec->id.dkeylen, CP_KEY_MAX);
     msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
              who ? who : "evidence", reason);
+    if (by != NULL && by->tell != NULL && by->tell[0] != '\0') {
+        char tell[ADMIN_TELL_MAX * 4 + 4];
+
+        msg_info("account %s: the customer is told: %s", key,
+                 str_escape(tell, sizeof(tell), by->tell, strlen(by->tell),
+                            ADMIN_TELL_MAX));
+    }
     warn_customer(d, dec, who);
     /* the state and the jobs of its incident: one transaction */
     outbox_tx_begin(d->outbox);
@@ -245,15 +286,11 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
         if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
             msg_info("account %s: shadow mode: no notification, no hold",
                      key);
-    } else if (is_blocked(dec->state) && !is_blocked(dec->prev_state)) {
-        contain(d, dec, key, true, incident);
-        if (by != NULL && by->quiet)
-            msg_info("account %s: not notified (%s chose --no-notify)", key,
-                     who);
-        else
-            notify(d, dec, ev, key, who, reason, incident, now_ms);
-    } else if (!is_blocked(dec->state) && is_blocked(dec->prev_state)) {
-        contain(d, dec, key, false, incident);
+    } else if (is_blocked(dec->state) != is_blocked(dec->prev_state)) {
+        /* blocked, or released: the queued mail follows, and the people
+         * concerned hear of it */
+        contain(d, dec, key, is_blocked(dec->state), incident);
+        notify(d, dec, ev, key, by, ref.ev, reason, incident, now_ms);
     }
     if (cp_sqlite_commit(d->db_sync, e2) < 0) {
         /* the incident's outbox rows went with it */

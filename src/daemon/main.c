@@ -128,6 +128,7 @@ daemon_reload(struct daemon *d, char *err)
         memstore_remap(d->ms, old->slots, old->nslots, ncfg->slots,
                        ncfg->nslots);
     d->cfg = ncfg;
+    outbox_set_key(d->outbox, ncfg);
     cp_engine_set_config(&d->engine, ncfg);
     msg_init("chokepointd", ncfg->log_syslog, ncfg->log_level);
     incident_open_log(d);
@@ -391,6 +392,7 @@ daemon_open(struct daemon *d, const char *file, bool sim_clock,
     ckpt_start(d);
     d->logfollow = logfollow_start(d);
     d->outbox = outbox_start(d->cfg->store_path, d->db_sync);
+    outbox_set_key(d->outbox, d->cfg);
     d->dnsbl = dnsbl_start(d);
     if (d->cfg->notify.reporting_mta[0] != '\0')
         snprintf(d->hostname, sizeof(d->hostname), "%s",

@@ -18,12 +18,23 @@
  * yet done; one that had just succeeded when the process died is sent
  * again (at least once, never lost).
  *
- * Thread: outbox_start/stop, outbox_incident/command/stats on the loop
- * thread; the rest on the worker.
+ * Webhooks are signed when notify.webhook_secret(_file) is set, at each
+ * attempt (so the timestamp is that of the POST, and a resumed job is
+ * signed with the key in force):
+ *   X-Chokepoint-Timestamp: UNIX-SECONDS
+ *   X-Chokepoint-Signature: sha256=HEX(HMAC-SHA256(key, TIMESTAMP "." BODY))
+ * The receiver recomputes it and refuses a stale timestamp (a replay).
+ * The key is kept in memory only, never in the outbox table.
+ *
+ * Thread: outbox_start/stop, outbox_incident/command/stats/set_key on the
+ * loop thread; the rest on the worker.
  */
 #include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/lifecycle.h"
 #include "core/notice.h"
@@ -65,6 +76,8 @@ struct outbox {
     size_t njobs;
     bool stop;
     struct outbox_stats st; /* under mu */
+    char *key;              /* the webhook's HMAC key, or NULL (under mu) */
+    size_t keylen;
     struct cp_sqlite *db;      /* the worker's connection; NULL: no store */
     struct cp_sqlite *loop_db; /* the loop thread's (borrowed) */
     /* loop thread: the hourly notification budget */
@@ -108,16 +121,67 @@ discard(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-static int
-post_webhook(struct job *j, char *err, size_t errsz)
+/*
+ * The signature headers of a webhook body (see the top of this file),
+ * appended to *h; false if the HMAC could not be computed (no header is
+ * added: the receiver refuses it, and the attempt is retried).
+ */
+static bool
+sign_webhook(struct curl_slist **h, const char *key, size_t keylen,
+             const struct strbuf *body)
 {
-    char ebuf[CURL_ERROR_SIZE] = "";
+    char hdr[64 + 2 * EVP_MAX_MD_SIZE], ts[32];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    struct strbuf msg;
+    bool ok;
+    int n;
+
+    snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
+    sb_init(&msg);
+    sb_printf(&msg, "%s.", ts);
+    sb_append(&msg, body->data, body->len);
+    ok = HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg.data,
+              msg.len, md, &mdlen) != NULL;
+    sb_fini(&msg);
+    if (!ok)
+        return false;
+    snprintf(hdr, sizeof(hdr), "X-Chokepoint-Timestamp: %s", ts);
+    *h = curl_slist_append(*h, hdr);
+    n = snprintf(hdr, sizeof(hdr), "X-Chokepoint-Signature: sha256=");
+    for (unsigned i = 0; i < mdlen; i++)
+        n += snprintf(hdr + n, sizeof(hdr) - (size_t)n, "%02x", md[i]);
+    *h = curl_slist_append(*h, hdr);
+    return true;
+}
+
+static int
+post_webhook(struct outbox *ob, struct job *j, char *err, size_t errsz)
+{
+    char ebuf[CURL_ERROR_SIZE] = "", *key = NULL;
     struct curl_slist *h = NULL;
-    CURL *c = curl_easy_init();
+    CURL *c;
+    size_t keylen = 0;
     long code = 0;
     CURLcode rc;
 
-    if (c == NULL) {
+    uv_mutex_lock(&ob->mu); /* a reload may change the key meanwhile */
+    if (ob->key != NULL) {
+        key = xmemdup0(ob->key, ob->keylen);
+        keylen = ob->keylen;
+    }
+    uv_mutex_unlock(&ob->mu);
+    if (key != NULL && !sign_webhook(&h, key, keylen, &j->body)) {
+        explicit_bzero(key, keylen);
+        free(key);
+        snprintf(err, errsz, "cannot compute the HMAC signature");
+        return -1;
+    }
+    if (key != NULL)
+        explicit_bzero(key, keylen);
+    free(key);
+    if ((c = curl_easy_init()) == NULL) {
+        curl_slist_free_all(h);
         snprintf(err, errsz, "curl_easy_init failed");
         return -1;
     }
@@ -199,7 +263,7 @@ send_smtp(struct job *j, char *err, size_t errsz)
 }
 
 static int
-run_job(struct job *j, char *err, size_t errsz)
+run_job(struct outbox *ob, struct job *j, char *err, size_t errsz)
 {
     const char *mail_args[] = {"-f", j->from, "--", j->to, NULL};
 
@@ -213,7 +277,7 @@ run_job(struct job *j, char *err, size_t errsz)
         return spawn_run(j->target, NULL, j->body.data, j->body.len,
                          j->timeout_ms, err, errsz);
     case JOB_WEBHOOK:
-        return post_webhook(j, err, errsz);
+        return post_webhook(ob, j, err, errsz);
     }
     return -1;
 }
@@ -302,7 +366,7 @@ worker(void *arg)
             continue;
         }
         uv_mutex_unlock(&ob->mu);
-        rc = run_job(j, err, sizeof(err));
+        rc = run_job(ob, j, err, sizeof(err));
         j->attempts++;
         if (rc == 0)
             msg_info("account %s: %s%s%s sent (incident %llu, attempt %u)",
@@ -454,10 +518,30 @@ outbox_stop(struct outbox *ob)
         job_free(j);
     }
     cp_sqlite_close(ob->db);
+    outbox_set_key(ob, NULL);
     uv_cond_destroy(&ob->cv);
     uv_mutex_destroy(&ob->mu);
     curl_global_cleanup();
     free(ob);
+}
+
+void
+outbox_set_key(struct outbox *ob, const struct cp_config *cfg)
+{
+    char *key;
+
+    if (ob == NULL)
+        return;
+    key = cfg && cfg->webhook_key
+              ? xmemdup0(cfg->webhook_key, cfg->webhook_key_len)
+              : NULL;
+    uv_mutex_lock(&ob->mu);
+    if (ob->key != NULL)
+        explicit_bzero(ob->key, ob->keylen);
+    free(ob->key);
+    ob->key = key;
+    ob->keylen = key ? cfg->webhook_key_len : 0;
+    uv_mutex_unlock(&ob->mu);
 }
 
 void
@@ -564,17 +648,40 @@ mail_job(struct outbox *ob, const struct cp_config *cfg, const char *what,
     submit(ob, j);
 }
 
+/* The customer's mail of an incident: the block or the release notice. */
+static void
+customer_mail(struct outbox *ob, const struct cp_config *cfg,
+              const struct cp_incident *in, struct strbuf *sb)
+{
+    const char *what = in->released ? "release notice" : "customer mail";
+    const char *tmpl = in->released ? cfg->release_template
+                                    : cfg->notify_template;
+    char err[CP_ERR_MAX];
+
+    if (in->contact == NULL) {
+        msg_info("account %s: no contact= in the customer map; customer "
+                 "not notified",
+                 in->account);
+        return;
+    }
+    if (cp_notice_customer(in, cfg->notify.from, tmpl, sb, err) == 0)
+        mail_job(ob, cfg, what, in->account, in->id, in->contact, sb);
+    else
+        msg_error("account %s: %s not sent: %s", in->account, what, err);
+}
+
 void
 outbox_incident(struct outbox *ob, const struct cp_config *cfg,
-                const struct cp_incident *in, int64_t now_ms)
+                const struct cp_incident *in, bool customer, int64_t now_ms)
 {
     const struct cp_notify *n = &cfg->notify;
+    bool arf = n->abuse_to[0] != '\0' && !in->released;
     char err[CP_ERR_MAX];
     struct strbuf sb;
 
-    if (n->from[0] == '\0' ||
-        (!n->customer && n->abuse_to[0] == '\0' && n->webhook[0] == '\0'))
-        return; /* notifications not configured */
+    customer = customer && n->customer;
+    if (n->from[0] == '\0' || (!customer && !arf && n->webhook[0] == '\0'))
+        return; /* nothing of this is configured */
     if (now_ms / 3600000 != ob->hour) {
         ob->hour = now_ms / 3600000;
         ob->this_hour = 0;
@@ -590,21 +697,10 @@ outbox_incident(struct outbox *ob, const struct cp_config *cfg,
     }
     ob->this_hour++;
     sb_init(&sb);
-    if (n->customer && in->contact != NULL) {
-        if (cp_notice_customer(in, n->from, cfg->notify_template, &sb, err) ==
-            0)
-            mail_job(ob, cfg, "customer mail", in->account, in->id,
-                     in->contact, &sb);
-        else
-            msg_error("account %s: customer mail not sent: %s", in->account,
-                      err);
-    } else if (n->customer) {
-        msg_info("account %s: no contact= in the customer map; customer "
-                 "not notified",
-                 in->account);
-    }
+    if (customer)
+        customer_mail(ob, cfg, in, &sb);
     sb_reset(&sb);
-    if (n->abuse_to[0] != '\0') {
+    if (arf) {
         if (cp_notice_arf(in, n->from, n->abuse_to, &sb, err) == 0)
             mail_job(ob, cfg, "ARF report", in->account, in->id, n->abuse_to,
                      &sb);

@@ -86,6 +86,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in.sample_recipient = f[10];
     in.help_url = "https://isp.example/help";
     in.reporting_mta = "smtp.isp.example";
+    /* the newer fields from the same input: the message, two logins, the
+     * signals from the size, a release every other input */
+    in.message = f[6] ? f[6] + strlen(f[6]) / 2 : NULL;
+    in.logins = (const char *const[]){f[0] ? f[0] : "", f[9] ? f[9] : ""};
+    in.nlogins = size % 3;
+    in.nsignals = size % (CP_SIG_COUNT + 1);
+    for (size_t k = 0; k < in.nsignals; k++)
+        in.signals[k] = (uint8_t)((size + k * 5) % CP_SIG_COUNT);
+    in.released = size % 2;
     sb_init(&sb);
     if (cp_notice_customer(&in, "abuse@isp.example", f[11], &sb, err) == 0)
         check_message(&sb);

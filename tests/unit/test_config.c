@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "core/config.h"
 #include "core/custmap.h"
@@ -184,6 +186,65 @@ expect_error(const char *yaml, const char *where, const char *what)
     assert_null(cfg);
     if (strstr(err, where) == NULL || strstr(err, what) == NULL)
         fail_msg("error \"%s\" lacks \"%s\" or \"%s\"", err, where, what);
+}
+
+/* notify.webhook_secret(_file) and release_template: the key's value
+ * and default, and refusals with file:line:column. */
+static void
+test_notify_keys(void **state)
+{
+    char buf[2048], err[CP_ERR_MAX];
+    const char *hook = "notify:\n  from: a@isp.example\n"
+                       "  webhook: https://tickets.example/hook\n";
+    const char *key;
+    struct cp_config *cfg;
+
+    (void)state;
+    snprintf(buf, sizeof(buf), "%s%s", base, hook);
+    assert_non_null(cfg = load(buf, err));
+    assert_null(cfg->webhook_key); /* default: unsigned */
+    assert_null(cfg->release_template);
+    cp_config_free(cfg);
+    snprintf(buf, sizeof(buf), "%s%s  webhook_secret: 0123456789abcdefXY\n",
+             base, hook);
+    assert_non_null(cfg = load(buf, err));
+    assert_int_equal(cfg->webhook_key_len, 18);
+    assert_memory_equal(cfg->webhook_key, "0123456789abcdefXY", 18);
+    cp_config_free(cfg);
+    /* a file: its first line; mkstemp made it 0600 */
+    key = tmpfile_with(1, "fedcba9876543210fedcba\nignored\n");
+    snprintf(buf, sizeof(buf), "%s%s  webhook_secret_file: %s\n", base, hook,
+             key);
+    assert_non_null(cfg = load(buf, err));
+    assert_int_equal(cfg->webhook_key_len, 22);
+    assert_memory_equal(cfg->webhook_key, "fedcba9876543210fedcba", 22);
+    cp_config_free(cfg);
+    chmod(key, 0644);
+    expect_error(buf, ":14:3:", "notify.webhook_secret_file: ");
+    expect_error(buf, ":14:3:", "readable or writable by every user");
+    unlink(key);
+    snprintf(buf, sizeof(buf), "%s%s  webhook_secret: short\n", base, hook);
+    expect_error(buf, ":14:3:",
+                 "notify.webhook_secret: the secret is 5 bytes; at least 16");
+    snprintf(buf, sizeof(buf),
+             "%snotify:\n  from: a@isp.example\n"
+             "  webhook_secret: 0123456789abcdef\n",
+             base);
+    expect_error(buf, ":13:3:", "no notify.webhook to sign");
+    snprintf(buf, sizeof(buf),
+             "%s%s  webhook_secret: 0123456789abcdef\n"
+             "  webhook_secret_file: /nonexistent\n",
+             base, hook);
+    expect_error(buf, ":15:3:", "not both");
+    snprintf(buf, sizeof(buf), "%s%s  release_template: /nonexistent/r.txt\n",
+             base, hook);
+    expect_error(buf, ":14:3:",
+                 "notify.release_template: /nonexistent/r.txt: cannot open");
+    key = tmpfile_with(1, "Released {{acount}}\n");
+    snprintf(buf, sizeof(buf), "%s%s  release_template: %s\n", base, hook,
+             key);
+    expect_error(buf, ":14:3:", "unknown placeholder {{acount}}");
+    unlink(key);
 }
 
 static void
@@ -667,7 +728,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_config), cmocka_unit_test(test_base),
         cmocka_unit_test(test_sections),
-        cmocka_unit_test(test_errors),         cmocka_unit_test(test_map),
+        cmocka_unit_test(test_errors),         cmocka_unit_test(test_notify_keys),
+                cmocka_unit_test(test_map),
         cmocka_unit_test(test_map_errors),
         cmocka_unit_test(test_map_domains_and_logins),
         cmocka_unit_test(test_every_section_empty),

@@ -6,8 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -38,6 +40,8 @@ incident(void)
         .sample_recipient = "bob@example.org",
         .help_url = "https://isp.example/unblock",
         .reporting_mta = "smtp.isp.example",
+        .signals = {CP_SIG_FORGED_SENDER, CP_SIG_NEW_RECIPIENT},
+        .nsignals = 2,
     };
     return in;
 }
@@ -170,20 +174,27 @@ json_number(const char *p)
     return p;
 }
 
+/* An object ('{': "name": value, ...) or an array ('[': value, ...). */
 static const char *
-json_object(const char *p)
+json_members(const char *p)
 {
+    char close = *p == '{' ? '}' : ']';
+
     p = json_ws(p + 1);
-    if (*p == '}')
+    if (*p == close)
         return p + 1;
     for (;;) {
-        if ((p = json_string(json_ws(p))) == NULL)
+        if (close == '}') {
+            if ((p = json_string(json_ws(p))) == NULL)
+                return NULL;
+            p = json_ws(p);
+            if (*p++ != ':')
+                return NULL;
+        }
+        if ((p = json_value(p)) == NULL)
             return NULL;
         p = json_ws(p);
-        if (*p++ != ':' || (p = json_value(p)) == NULL)
-            return NULL;
-        p = json_ws(p);
-        if (*p == '}')
+        if (*p == close)
             return p + 1;
         if (*p++ != ',')
             return NULL;
@@ -194,8 +205,8 @@ static const char *
 json_value(const char *p)
 {
     p = json_ws(p);
-    if (*p == '{')
-        return json_object(p);
+    if (*p == '{' || *p == '[')
+        return json_members(p);
     if (*p == '"')
         return json_string(p);
     if (strncmp(p, "null", 4) == 0 || strncmp(p, "true", 4) == 0)
@@ -401,7 +412,10 @@ test_injection(void **state)
 
     (void)state;
     in.account = "u:alice\r\nBcc: x@y";
-    in.reason = "spam\r\n\r\nBcc: z@w\nSubject: free money";
+    in.reason = "INTERNAL\r\nBcc: n@n";
+    in.message = "spam\r\n\r\nBcc: z@w\nSubject: free money";
+    in.logins = (const char *const[]){"alice\r\nBcc: l@l", "bob\u202e"};
+    in.nlogins = 2;
     in.customer = "C1\nBcc: c@c";
     in.evidence = "e\rBcc: e@e";
     in.helo = "pc\nBcc: h@h";
@@ -418,19 +432,23 @@ test_injection(void **state)
     /* the hostile account ends up as one header line, spaces for CR LF */
     assert_non_null(
         strstr(sb.data, "X-Chokepoint-Account: u:alice Bcc: x@y\n"));
-    assert_non_null(strstr(sb.data, "alice  Bcc: x@y")); /* in the body */
+    /* the logins in the body, each on the line, the bidi override gone */
+    assert_non_null(strstr(sb.data, "alice  Bcc: l@l, bob ."));
+    assert_null(strstr(sb.data, "INTERNAL")); /* the note stays inside */
 
     sb_reset(&sb);
     assert_int_equal(cp_notice_customer(&in, "abuse@isp.example",
                                         "Subject: {{account}} {{reason}}\n\n"
                                         "{{account}}\n{{reason}}\n{{customer}}"
-                                        "\n{{state}}\n{{evidence}}\n",
+                                        "\n{{state}}\n{{evidence}}\n"
+                                        "{{message}}\n{{logins}}\n",
                                         &sb, err),
                      0);
     assert_safe_message(&sb);
     assert_non_null(
-        strstr(sb.data, "Subject: alice Bcc: x@y spam Bcc: z@w Subject: free "
-                        "money\n"));
+        strstr(sb.data, "Subject: alice Bcc: l@l, bob spam Bcc: z@w "
+                        "Subject: free money\n"));
+    assert_null(strstr(sb.data, "INTERNAL"));
 
     sb_reset(&sb);
     assert_int_equal(
@@ -521,9 +539,10 @@ test_template(void **state)
     body = strstr(sb.data, "\n\n") + 2;
     assert_string_equal(
         body, "Konto alice@example.net (C1001) ist BLOCKED seit 2026-11-23 "
-              "16:40:01 UTC.\n"
-              "Gesehen: score 12.3: forged_sender +8.0 (8x), new_recipient "
-              "+3.1 (31x) von 192.0.2.7; Grund: automatic\n"
+              "17:40 CET.\n"
+              "Gesehen: mail sent in the name of senders (From addresses) "
+              "this account had never used; many messages to addresses this "
+              "account had never written to before von 192.0.2.7; Grund: \n"
               "Hilfe: https://isp.example/unblock {single} }} 42\n");
 
     /* a byte order mark does not hide the Subject line */
@@ -623,8 +642,14 @@ test_builtin(void **state)
                                     "u:alice@example.net\n"));
     assert_null(strstr(body, "{{"));
     assert_non_null(strstr(body, "account alice@example.net"));
-    assert_non_null(strstr(body, "On 2026-11-23 16:40:01 UTC we blocked"));
-    assert_non_null(strstr(body, "forged_sender +8.0"));
+    assert_non_null(strstr(body, "On 2026-11-23 17:40 CET we blocked"));
+    /* plain words, one line per kind of signal, no scores */
+    assert_non_null(strstr(body, "showed:\n- mail sent in the name of "
+                                 "senders (From addresses) this account had "
+                                 "never used\n- many messages to addresses "
+                                 "this account had never written to before\n"));
+    assert_null(strstr(body, "forged_sender"));
+    assert_null(strstr(body, "12.3"));
     assert_non_null(strstr(body, "internet address 192.0.2.7"));
     assert_null(strstr(body, "abuse desk:")); /* reason was "automatic" */
     assert_non_null(strstr(body, "malware"));
@@ -646,8 +671,16 @@ test_builtin(void **state)
     body = strstr(sb.data, "\n\n") + 2;
     assert_non_null(strstr(sb.data, "is being limited"));
     assert_non_null(strstr(body, "we started to limit"));
-    assert_non_null(strstr(body, "Note from our abuse desk: reported by "
-                                 "recipients"));
+    /* the desk's note is internal: only --tell text reaches the customer */
+    assert_null(strstr(body, "reported by recipients"));
+    assert_null(strstr(body, "abuse desk adds"));
+    in.message = "Call us on 0800 123.";
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
+    body = strstr(sb.data, "\n\n") + 2;
+    assert_non_null(strstr(body, "Our abuse desk adds: Call us on 0800 123.\n"));
+    assert_null(strstr(body, "reported by recipients"));
     assert_non_null(strstr(body, "contact our customer support"));
     assert_non_null(strstr(body, "stays limited"));
     sb_fini(&sb);
@@ -712,7 +745,10 @@ test_webhook(void **state)
         "\"state\":\"BLOCKED\",\"previous_state\":\"WATCH\","
         "\"time\":\"2026-11-23T16:40:01.123Z\",\"score\":12.3,"
         "\"evidence\":\"score 12.3: forged_sender +8.0 (8x), new_recipient "
-        "+3.1 (31x)\",\"reason\":\"automatic\",\"client\":\"192.0.2.7\","
+        "+3.1 (31x)\",\"reason\":\"automatic\",\"message\":null,"
+        "\"logins\":[\"alice@example.net\"],"
+        "\"signals\":[\"forged_sender\",\"new_recipient\"],"
+        "\"client\":\"192.0.2.7\","
         "\"help_url\":\"https://isp.example/unblock\"}");
     assert_json(&sb);
 
@@ -735,9 +771,117 @@ test_webhook(void **state)
     sb_fini(&sb);
 }
 
+/* ---- who is named, when, and the release ---------------------------- */
+
+static void
+test_audiences(void **state)
+{
+    struct cp_incident in = incident();
+    struct strbuf sb;
+    char err[CP_ERR_MAX];
+    const char *parts[3], *body;
+
+    (void)state;
+    /* a zombie forged its sender: the report names the login's domain */
+    in.sample_sender = "ceo@victim.example";
+    in.logins = (const char *const[]){"alice@example.net", "bob@EXAMPLE.net",
+                                      "carol", "dave@shop.example"};
+    in.nlogins = 4;
+    in.reason = "ticket 4712";
+    in.message = "Your PC at home is infected.";
+    sb_init(&sb);
+    assert_int_equal(
+        cp_notice_arf(&in, "abuse@isp.example", "fbl@isp.example", &sb, err),
+        0);
+    assert_arf_shape(sb.data, parts);
+    assert_non_null(strstr(parts[1], "Original-Mail-From: <ceo@victim"));
+    assert_null(strstr(parts[1], "Reported-Domain: victim.example"));
+    assert_non_null(strstr(parts[1], "\nReported-Domain: example.net\n"
+                                     "Reported-Domain: shop.example\n"));
+    assert_int_equal(count(parts[1], "Reported-Domain:"), 2);
+    assert_non_null(strstr(parts[1], "\nSource-IP: 192.0.2.7\n"));
+    /* the desk's report has the note, the scores and what was said */
+    assert_non_null(strstr(parts[0], "Reason:         ticket 4712\n"));
+    assert_non_null(strstr(parts[0], "Customer told:  Your PC at home"));
+    assert_non_null(strstr(parts[0], "forged_sender +8.0"));
+    /* an address-only account: no Reported-Domain at all */
+    in.logins = NULL;
+    in.account = "ip:192.0.2.0/24";
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_arf(&in, "abuse@isp.example", "fbl@isp.example", &sb, err),
+        0);
+    assert_null(strstr(sb.data, "Reported-Domain"));
+
+    /* the customer: the logins, the message, never the note */
+    in = incident();
+    in.account = "c:C1001";
+    in.logins = (const char *const[]){"alice@example.net", "bob@example.net"};
+    in.nlogins = 2;
+    in.reason = "ticket 4712";
+    sb_reset(&sb);
+    assert_int_equal(cp_notice_customer(&in, "abuse@isp.example",
+                                        "{{logins}}|{{account}}|{{reason}}|"
+                                        "{{message}}|{{seen}}|",
+                                        &sb, err),
+                     0);
+    assert_non_null(strstr(sb.data, "Subject: Outgoing mail from "
+                                    "alice@example.net, bob@example.net has"));
+    body = strstr(sb.data, "\n\n") + 2;
+    assert_string_equal(body, "alice@example.net, bob@example.net|"
+                              "alice@example.net, bob@example.net|||"
+                              "- mail sent in the name of senders (From "
+                              "addresses) this account had never used\n"
+                              "- many messages to addresses this account had "
+                              "never written to before|\n");
+    assert_null(strstr(sb.data, "4712"));
+
+    /* the time is the host's, with its zone named */
+    setenv("TZ", "EST5EDT,M3.2.0,M11.1.0", 1);
+    tzset();
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_customer(&in, "abuse@isp.example", "{{time}}", &sb, err), 0);
+    assert_non_null(strstr(sb.data, "\n\n2026-11-23 11:40 EST\n"));
+    setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3", 1);
+    tzset();
+
+    /* the release: its own built-in text, subject and webhook event */
+    in = incident();
+    in.released = true;
+    in.state = "PROBATION";
+    in.prev_state = "MANUAL_HOLD";
+    in.nsignals = 0;
+    in.reason = "ticket 4712 closed";
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
+    assert_safe_message(&sb);
+    assert_non_null(strstr(sb.data, "Subject: Outgoing mail from "
+                                    "alice@example.net can flow again "
+                                    "(incident 42)\n"));
+    assert_non_null(strstr(sb.data, "Message-ID: <chokepoint.42."
+                                    "1795452001123.release@"));
+    body = strstr(sb.data, "\n\n") + 2;
+    assert_non_null(strstr(body, "On 2026-11-23 17:40 CET we lifted the "
+                                 "block"));
+    assert_null(strstr(body, "4712"));
+    assert_null(strstr(body, "malware"));
+    sb_reset(&sb);
+    cp_notice_webhook(&in, &sb);
+    assert_json(&sb);
+    assert_ptr_equal(strstr(sb.data, "{\"event\":\"released\","), sb.data);
+    assert_non_null(strstr(sb.data, "\"reason\":\"ticket 4712 closed\""));
+    assert_non_null(strstr(sb.data, "\"signals\":[]"));
+    sb_fini(&sb);
+}
+
 int
 main(void)
 {
+    /* {{time}} is local time: a fixed zone for the tests, no tzdata */
+    setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3", 1);
+    tzset();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arf_parts),
         cmocka_unit_test(test_arf_boundary),
@@ -749,6 +893,7 @@ main(void)
         cmocka_unit_test(test_builtin),
         cmocka_unit_test(test_long_fields),
         cmocka_unit_test(test_webhook),
+        cmocka_unit_test(test_audiences),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
