@@ -24,7 +24,7 @@ json_field(struct strbuf *sb, const char *name, struct str v)
 
 void
 cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
-                const struct cp_event *ev, int64_t now_ms)
+                const struct cp_event *ev, uint64_t incident, int64_t now_ms)
 {
     char ts[32], text[CP_TEXT_MAX];
 
@@ -86,6 +86,8 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
         if (d->state_changed)
             json_str(sb, "previous_state",
                      cp_state_name((enum cp_state)d->prev_state));
+        if (d->state_changed && incident > 0)
+            sb_json_ku64(sb, "incident", incident, false);
         sb_puts(sb, ",\"score\":");
         sb_json_num(sb, d->score);
         sb_puts(sb, ",\"signals\":[");
@@ -100,7 +102,7 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
 
 void
 cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
-                const struct cp_event *ev)
+                const struct cp_event *ev, uint64_t incident)
 {
     char login[EXPLAIN_MAX_FIELD * 4 + 4], client[64], inst[64];
     char key[CP_KEY_MAX * 4 + 4], acct[CP_KEY_MAX * 4 + 4];
@@ -131,6 +133,8 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
         sb_printf(sb, " state=%s->%s",
                   cp_state_name((enum cp_state)d->prev_state),
                   cp_state_name((enum cp_state)d->state));
+    if (d->state_changed && incident > 0)
+        sb_printf(sb, " incident=%llu", (unsigned long long)incident);
     else if (d->state != 0)
         sb_printf(sb, " state=%s", cp_state_name((enum cp_state)d->state));
     if (d->cust_state != 0)

@@ -15,9 +15,12 @@
 
 #define EXPLAIN_MAX_FIELD 128 /* bytes of one request field that are shown */
 
+/* `incident`: the number of the state change d reports (incident_apply),
+ * 0 if none (or it could not be recorded). */
 void cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
-                     const struct cp_event *ev, int64_t now_ms);
+                     const struct cp_event *ev, uint64_t incident,
+                     int64_t now_ms);
 void cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
-                     const struct cp_event *ev);
+                     const struct cp_event *ev, uint64_t incident);
 
 #endif

@@ -996,7 +996,7 @@ manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
     char reason[1024], actor[128], err[CP_ERR_MAX];
     struct cp_identity id;
     struct cp_decision dec;
-    int64_t now;
+    int64_t now, incident;
     int rc;
 
     /* the reason goes into the log, the history, notices and webhooks:
@@ -1039,7 +1039,7 @@ manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
                   cp_state_name((enum cp_state)dec.state));
         return;
     }
-    if (incident_apply(d, &dec, NULL, &by, now, err) < 0) {
+    if ((incident = incident_apply(d, &dec, NULL, &by, now, err)) < 0) {
         /* in force (the answers follow it), but not yet durable */
         char msg[CP_ERR_MAX + 200];
 
@@ -1058,14 +1058,16 @@ manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
                       false);
         sb_json_kcstr(o, "to", cp_state_name((enum cp_state)dec.state),
                       false);
+        sb_json_ku64(o, "incident", (uint64_t)incident, false);
         sb_puts(o, "}\n");
     } else {
         char key[CP_KEY_MAX * 4 + 4];
 
         str_escape(key, sizeof(key), id.dkey, id.dkeylen, CP_KEY_MAX);
-        sb_printf(o, "%s: %s -> %s\n", key,
+        sb_printf(o, "%s: %s -> %s (incident %lld)\n", key,
                   cp_state_name((enum cp_state)dec.prev_state),
-                  cp_state_name((enum cp_state)dec.state));
+                  cp_state_name((enum cp_state)dec.state),
+                  (long long)incident);
     }
 }
 

@@ -345,8 +345,8 @@ handle_request(struct conn *c)
                      "client_address; answering DUNNO",
                   c->peer);
     }
-    incident_apply(d, &dec, &ev, NULL, now, err);
-    daemon_log_decision(d, &dec, &ev, now);
+    daemon_log_decision(d, &dec, &ev,
+                        incident_apply(d, &dec, &ev, NULL, now, err), now);
     if (dec.detected)
         dnsbl_check(d->dnsbl, &dec, &ev);
     /* the text explains a verdict; DUNNO (also shadow mode) goes bare */

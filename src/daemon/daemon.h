@@ -338,9 +338,11 @@ void daemon_close(struct daemon *d);
 void sd_state(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* incident.c: what a decision leads to. Log one decision (text line,
- * JSON line in the decision log). */
+ * JSON line in the decision log) with the number of the incident it
+ * opened or closed (incident_apply's; <= 0: none). */
 void daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
-                         const struct cp_event *ev, int64_t now_ms);
+                         const struct cp_event *ev, int64_t incident,
+                         int64_t now_ms);
 /* (Re)open the decision log (start-up, reload). */
 void incident_open_log(struct daemon *d);
 /* A person's decision (chokepoint block, release, allow). */
@@ -356,11 +358,12 @@ struct incident_by {
  * Apply the state change a decision reports (none: returns 0): durable in
  * one transaction with its incident's jobs, logged, notified. `ev`: the
  * event that caused it (NULL: a delivery outcome, a DNSBL answer, a
- * person); `by`: the person who decided (NULL: the evidence). -1 with err
- * (CP_ERR_MAX bytes) if the write failed: the change is in force and
- * written again every checkpoint.
+ * person); `by`: the person who decided (NULL: the evidence). The
+ * incident's number (the history row's, > 0); or -1 with err (CP_ERR_MAX
+ * bytes) if the write failed: the change is in force and written again
+ * every checkpoint, under a number of its own then.
  */
-int incident_apply(struct daemon *d, const struct cp_decision *dec,
+int64_t incident_apply(struct daemon *d, const struct cp_decision *dec,
                    const struct cp_event *ev, const struct incident_by *by,
                    int64_t now_ms, char *err);
 

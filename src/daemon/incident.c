@@ -40,7 +40,8 @@ incident_open_log(struct daemon *d)
 
 void
 daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
-                    const struct cp_event *ev, int64_t now_ms)
+                    const struct cp_event *ev, int64_t incident,
+                    int64_t now_ms)
 {
     bool notable = dec->action != CP_ACT_DUNNO || dec->shadow ||
                    dec->state_changed;
@@ -56,13 +57,14 @@ daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
         !ratelog_allow(&d->refusal_log))
         return;
     sb_init(&sb);
-    cp_explain_text(&sb, dec, ev);
+    cp_explain_text(&sb, dec, ev, incident > 0 ? (uint64_t)incident : 0);
     if (notable)
         msg_info("%s", sb.data);
     else
         msg_debug("%s", sb.data);
     sb_reset(&sb);
-    cp_explain_json(&sb, dec, ev, now_ms);
+    cp_explain_json(&sb, dec, ev, incident > 0 ? (uint64_t)incident : 0,
+                    now_ms);
     if (d->decision_log) {
         sb_append(&sb, "\n", 1);
         fwrite(sb.data, 1, sb.len, d->decision_log);
@@ -227,16 +229,11 @@ warn_customer(struct daemon *d, const struct cp_decision *dec,
 }
 
 /*
- * An account changed state (engine callback, before the reply): make it
- * durable and say why. A failed write is logged; mail decisions go on.
- */
-
-/*
  * An account changed state: make it durable and say why. A failed write
  * is kept for a retry (checkpoint.c), logged, and told to whoever asked
  * (-1, err); mail decisions go on.
  */
-int
+int64_t
 incident_apply(struct daemon *d, const struct cp_decision *dec,
                const struct cp_event *ev, const struct incident_by *by,
                int64_t now_ms, char *err)
@@ -263,16 +260,6 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
     else
         snprintf(reason, sizeof(reason), "-");
     str_escape(key, sizeof(key), dec->id.dkey, dec->id.dkeylen, CP_KEY_MAX);
-    msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
-             who ? who : "evidence", reason);
-    if (by != NULL && by->tell != NULL && by->tell[0] != '\0') {
-        char tell[ADMIN_TELL_MAX * 4 + 4];
-
-        msg_info("account %s: the customer is told: %s", key,
-                 str_escape(tell, sizeof(tell), by->tell, strlen(by->tell),
-                            ADMIN_TELL_MAX));
-    }
-    warn_customer(d, dec, who);
     /* the state and the jobs of its incident: one transaction */
     outbox_tx_begin(d->outbox);
     if (cp_sqlite_begin(d->db_sync, e2) < 0 ||
@@ -281,6 +268,21 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
                                     e2)) < 0)
         snprintf(err, CP_ERR_MAX, "%s", e2);
     incident = row > 0 ? (uint64_t)row : 0;
+    if (incident > 0)
+        msg_warn("account %s: %s -> %s by %s (incident %llu): %s", key, from,
+                 to, who ? who : "evidence", (unsigned long long)incident,
+                 reason);
+    else
+        msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
+                 who ? who : "evidence", reason);
+    if (by != NULL && by->tell != NULL && by->tell[0] != '\0') {
+        char tell[ADMIN_TELL_MAX * 4 + 4];
+
+        msg_info("account %s: the customer is told: %s", key,
+                 str_escape(tell, sizeof(tell), by->tell, strlen(by->tell),
+                            ADMIN_TELL_MAX));
+    }
+    warn_customer(d, dec, who);
     if (who == NULL && cp_config_state_shadow(d->cfg, dec->id.cls)) {
         /* shadow mode: the state is recorded, nothing is done about it */
         if (is_blocked(dec->state) && !is_blocked(dec->prev_state))
@@ -299,7 +301,7 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
             snprintf(err, CP_ERR_MAX, "%s", e2);
     }
     if (err[0] == '\0')
-        return 0;
+        return (int64_t)incident;
     msg_error("account %s: state change %s -> %s not recorded (kept, "
               "written again every checkpoint_interval): %s",
               key, from, to, err);

@@ -227,8 +227,9 @@ end_of_message(struct daemon *d, struct milter_sess *m, struct strbuf *out)
                   "address): not looked at",
                   m->qid.len ? m->qid.s : "?");
     else {
-        incident_apply(d, &dec, &ev, NULL, now, err);
-        daemon_log_decision(d, &dec, &ev, now);
+        daemon_log_decision(d, &dec, &ev,
+                            incident_apply(d, &dec, &ev, NULL, now, err),
+                            now);
     }
     reply(m, &dec, out);
     message_reset(m);

@@ -677,6 +677,15 @@ def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
                 for n in notices] == [("webhook", hook.url, incident,
                                        "sent")], notices
         assert acct["held"] == [], acct["held"]
+        # the decision that blocked it names the incident, in the decision
+        # log and in the log line
+        changes = [x for x in d.decisions_list()
+                   if x.get("previous_state") and x["state"] == "BLOCKED"]
+        assert [x["incident"] for x in changes] == [incident], changes
+        assert re.search(r"state=\S+->BLOCKED incident=%d\b" % incident,
+                         d.read_log())
+        assert re.search(r"-> BLOCKED by evidence \(incident %d\)" %
+                         incident, d.read_log())
         # the incident, looked up by the number its notices carry
         inc = d.ctl("incident", str(incident))
         assert inc["key"] == "u:zed@isp.example", inc
@@ -698,6 +707,9 @@ def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
         r = ctl(d, "block", "bob@isp.example", "--reason", "ticket 9",
                 "--create")
         assert r.returncode == 0, r
+        m = re.search(r"u:bob@isp\.example: NORMAL -> MANUAL_HOLD "
+                      r"\(incident (\d+)\)", r.stdout)
+        assert m and int(m.group(1)) > incident, r.stdout
         wait_for(lambda: d.ctl("status")["outbox"]["failed"] >= 1,
                  what="the webhook to a closed port given up")
         n = d.ctl("show", "bob@isp.example")["notices"]

@@ -586,8 +586,9 @@ def test_block_release_survive_restart(pf, cpd):
     assert [h["to"] for h in hist] == ["PROBATION", "MANUAL_HOLD"]
     assert hist[0]["reason"] == "cleaned up, ticket 4711"
     assert "uid " in hist[1]["actor"]  # "uid 0", or "NAME (uid 0)" under sudo
-    # a release without a reason is refused by the CLI
+    # a release without the desk's note (--note, or --reason) is refused
+    # by the CLI
     r = subprocess.run([CHOKEPOINT, "-s", daemon.admin_sock, "release",
                         login("judy")], capture_output=True, text=True,
                        timeout=HANG)
-    assert r.returncode == 2 and "--reason" in r.stderr
+    assert r.returncode == 2 and "needs --note" in r.stderr, r
