@@ -4,16 +4,19 @@
 # something is missing. Run as root on Debian 12.
 #   sh scripts/deps.sh run   what building and running need (make run)
 #   sh scripts/deps.sh       that, and what the tests and benchmarks use:
-#                            Postfix, swaks, rbldnsd, miltertest, ... (make
-#                            test)
+#                            cmocka, Postfix, swaks, rbldnsd, miltertest,
+#                            debhelper, lintian, ... (make test)
 set -eu
 MODE=${1:-all}
 
 BUILD="meson ninja-build pkg-config gcc
-       libuv1-dev libsqlite3-dev libfyaml-dev libcmocka-dev libxxhash-dev
+       libuv1-dev libsqlite3-dev libfyaml-dev libxxhash-dev
        libcurl4-openssl-dev libssl-dev libc-ares-dev zlib1g-dev"
-RUNTEST="clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist sqlite3 postfix swaks sasl2-bin
-         libsasl2-modules procps rbldnsd miltertest"
+# the tests: unit (cmocka), integration (Postfix, ...), fuzz (clang), and
+# the package test (dpkg-buildpackage, debhelper, lintian, mandoc)
+RUNTEST="libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist sqlite3 postfix swaks sasl2-bin
+         libsasl2-modules procps rbldnsd miltertest
+         build-essential dpkg-dev debhelper fakeroot lintian mandoc man-db"
 
 missing=""
 [ "$MODE" = run ] && RUNTEST=""

@@ -10,7 +10,9 @@
 #                CLI, without the `week` tests (whole simulated weeks at
 #                efficacy size, the golden reports: minutes each under
 #                ASan); each has a small twin that runs here
-#                (tests/integration/conftest.py, test_sim.py)
+#                (tests/integration/conftest.py, test_sim.py); and without
+#                the `package` tests (the .deb: built from the tree,
+#                installed and purged once, in the integration suite)
 #   fuzz-replay  libFuzzer targets replay their corpora     build-fuzz/
 #
 # How it fits the day on two cores:
@@ -110,7 +112,7 @@ if built asan-build $ASAN_PID; then
     cp build-asan/meson-logs/asan-unit.json "$OUT/asan-unit.json" 2>/dev/null
     export CHOKEPOINT_SANITIZED=1
     suite asan-integ pytest_run build-asan asan-integ \
-        "not week and not serial" "$XDIST"
+        "not week and not serial and not package" "$XDIST"
     unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS CHOKEPOINT_SANITIZED
 fi
 
@@ -125,7 +127,7 @@ if $ASAN_OK; then
     export LSAN_OPTIONS=suppressions=$(pwd)/tests/fuzz/lsan.supp:print_suppressions=0
     export CHOKEPOINT_SANITIZED=1
     suite asan-integ.serial pytest_run build-asan asan-integ.serial \
-        "serial and not week"
+        "serial and not week and not package"
     unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS CHOKEPOINT_SANITIZED
 fi
 $FUZZ_OK && suite fuzz-replay make -s fuzz-replay

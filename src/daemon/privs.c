@@ -200,10 +200,15 @@ privs_lock(const struct cp_config *cfg, bool new_store)
 }
 
 /* mkdir `dir` 0750 if it is missing; give it to uid:gid if we made it
- * (uid/gid -1: leave). Warn when an existing one is open to everyone. */
+ * (uid/gid -1: leave), and with a group also set-group-ID (2750): a socket
+ * the daemon binds there later, after the drop to daemon.user, is born
+ * with that group, so giving it daemon.socket_group needs no privilege
+ * (the package's tmpfiles.d entry makes the spool directory the same
+ * way). Warn when an existing one is open to everyone. */
 static void
 make_dir(const char *dir, uid_t uid, gid_t gid, const char *what)
 {
+    mode_t mode = gid != (gid_t)-1 ? 02750 : 0750;
     struct stat st;
 
     if (stat(dir, &st) == 0) {
@@ -219,9 +224,15 @@ make_dir(const char *dir, uid_t uid, gid_t gid, const char *what)
         msg_warn("mkdir %s: %s", dir, strerror(errno));
         return;
     }
-    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(dir, uid, gid) < 0)
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(dir, uid, gid) < 0) {
         msg_warn("chown %s: %s", dir, strerror(errno));
-    msg_info("created the %s directory %s (mode 0750)", what, dir);
+        mode = 0750;
+    } else if (mode != 0750 && chmod(dir, mode) < 0) { /* mkdir drops it */
+        msg_warn("chmod %s: %s", dir, strerror(errno));
+        mode = 0750;
+    }
+    msg_info("created the %s directory %s (mode %04o)", what, dir,
+             (unsigned)mode);
 }
 
 /* As root with daemon.user, the store's files become the user's. */

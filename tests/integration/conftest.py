@@ -12,6 +12,9 @@ Markers (scripts/run-tests.sh selects with them):
   serial  a test that measures latency against a bound: it runs alone,
           after the parallel part of the suite (-m serial), so that the other
           worker's load is not what it measures.
+  package the Debian package (test_package.py): built from a copy of the
+          tree, installed, run and purged. It tests the packaging, not the
+          build under test, so the sanitizer pass deselects it.
 
 Parallel runs (pytest-xdist, -n 2 --dist loadgroup): tests that share a
 module-scoped fixture (a private Postfix, the default week's report) are
@@ -29,6 +32,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "serial: measures latency; runs alone, after the "
         "parallel part")
+    config.addinivalue_line(
+        "markers", "package: builds, installs and purges the .deb; "
+        "deselected in the sanitizer pass")
     config.addinivalue_line(
         "markers", "xdist_group(name): run on one pytest-xdist worker")
 
