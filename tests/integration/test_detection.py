@@ -596,6 +596,14 @@ def test_incident_numbers_are_shown_and_looked_up(tmp_path):
         assert d.stop() == 0
 
 
+def webhook_daemon(tmp_path, hook, more=""):
+    """A daemon whose incidents go to `hook` (no customer mail); `more`:
+    lines for its notify section."""
+    return Daemon(tmp_path, classes=CLASSES + (
+        "notify:\n  from: abuse@isp.example\n  customer: false\n"
+        "  webhook: %s\n  retry: 100ms\n" % hook.url + more))
+
+
 def test_block_without_notifying(tmp_path):
     """`block --no-notify`: the account is held and the change recorded,
     and the customer is not told (an internal investigation); the webhook,
@@ -604,9 +612,7 @@ def test_block_without_notifying(tmp_path):
     import json
     from test_containment import Webhook
     hook = Webhook()
-    d = Daemon(tmp_path, classes=CLASSES + (
-        "notify:\n  from: abuse@isp.example\n  customer: false\n"
-        "  webhook: %s\n  retry: 200ms\n" % hook.url))
+    d = webhook_daemon(tmp_path, hook)
     try:
         d.start()
         r = ctl(d, "block", "quiet@isp.example", "--reason", "ticket 5",
@@ -640,9 +646,7 @@ def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
     import json
     from test_containment import Webhook
     hook = Webhook()
-    d = Daemon(tmp_path, classes=CLASSES + (
-        "notify:\n  from: abuse@isp.example\n  customer: false\n"
-        "  webhook: %s\n  retry: 100ms\n  attempts: 2\n" % hook.url))
+    d = webhook_daemon(tmp_path, hook, "  attempts: 2\n")
     try:
         d.start()
         c = PolicyClient(d.policy_sock)
