@@ -228,13 +228,19 @@ sb_json_kbool(struct strbuf *sb, const char *name, bool v, bool first)
 void
 sb_json_kreal(struct strbuf *sb, const char *name, double v, bool first)
 {
+    char buf[64];
+    int n;
+
     sb_json_key(sb, name, first);
-    if (!isfinite(v))
+    if (!isfinite(v)) {
         sb_puts(sb, "null");
-    else if (v == floor(v) && fabs(v) < 1e15)
-        sb_printf(sb, "%.0f", v);
-    else
-        sb_printf(sb, "%.6g", v);
+        return;
+    }
+    n = snprintf(buf, sizeof(buf), "%.6g", v); /* at most 13 bytes */
+    /* a fraction or an exponent, always: 1.0, not 1 (one JSON type) */
+    if (strpbrk(buf, ".e") == NULL)
+        memcpy(buf + n, ".0", 3);
+    sb_puts(sb, buf);
 }
 
 const char *

@@ -46,8 +46,10 @@ void sb_json_ku64(struct strbuf *sb, const char *name, uint64_t v,
                   bool first);
 void sb_json_knum(struct strbuf *sb, const char *name, double v, bool first);
 void sb_json_kbool(struct strbuf *sb, const char *name, bool v, bool first);
-/* A measured ratio or rate (the simulator's report): an integer as one,
- * else 6 significant digits; NaN (nothing measured) and inf are null. */
+/* A measured ratio or rate (the simulator's report): 6 significant
+ * digits, always with a fraction or an exponent ("1.0", "0.000123",
+ * "1.23457e+06"), as sb_json_num; NaN (nothing measured) and inf are
+ * null. Counts are never written with it (sb_json_ku64). */
 void sb_json_kreal(struct strbuf *sb, const char *name, double v, bool first);
 
 /* Offset of the first byte that is not valid UTF-8, or len if all is. */
