@@ -1499,8 +1499,8 @@ report_json(struct replay *r, struct strbuf *sb)
     struct rp_account **acc;
     size_t nacc, shown;
 
-    sb_puts(sb, "{");
-    sb_json_kcstr(sb, "file", r->o.file, true);
+    sb_json_open(sb, CP_JSON_REPLAY);
+    sb_json_kcstr(sb, "file", r->o.file, false);
     sb_json_kcstr(sb, "config", r->o.config, false);
     sb_puts(sb, ",");
     json_lines(sb, r);
@@ -2016,8 +2016,8 @@ report_learned(struct replay *r)
         struct strbuf sb;
 
         sb_init(&sb);
-        sb_puts(&sb, "{");
-        sb_json_ku64(&sb, "files", r->o.nfiles, true);
+        sb_json_open(&sb, CP_JSON_LEARN);
+        sb_json_ku64(&sb, "files", r->o.nfiles, false);
         sb_json_ku64(&sb, "lines", r->n.lines, false);
         sb_json_ku64(&sb, "messages", r->n.messages, false);
         sb_json_ku64(&sb, "accounts", (uint64_t)r->learned, false);

@@ -229,8 +229,8 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
     struct strbuf sb_, *sb = &sb_;
 
     sb_init(sb);
-    sb_puts(sb, "{");
-    sb_json_kcstr(sb, "scenario", s->sc.file, true);
+    sb_json_open(sb, CP_JSON_SIM);
+    sb_json_kcstr(sb, "scenario", s->sc.file, false);
     sb_json_kcstr(sb, "name", s->sc.name, false);
     sb_json_kcstr(sb, "config", config, false);
     json_count(sb, "seed", s->sc.seed);

@@ -182,6 +182,13 @@ sb_json_num(struct strbuf *sb, double v)
 }
 
 void
+sb_json_open(struct strbuf *sb, const char *schema)
+{
+    sb_puts(sb, "{");
+    sb_json_kcstr(sb, "schema", schema, true);
+}
+
+void
 sb_json_key(struct strbuf *sb, const char *name, bool first)
 {
     sb_printf(sb, "%s\"%s\":", first ? "" : ",", name);
