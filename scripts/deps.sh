@@ -12,7 +12,7 @@ MODE=${1:-all}
 BUILD="meson ninja-build pkg-config gcc
        libuv1-dev libsqlite3-dev libfyaml-dev libcmocka-dev libxxhash-dev
        libcurl4-openssl-dev libc-ares-dev zlib1g-dev"
-RUNTEST="clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist sqlite3 postfix swaks sasl2-bin
+RUNTEST="clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist python3-jsonschema sqlite3 postfix swaks sasl2-bin
          libsasl2-modules procps rbldnsd miltertest"
 
 missing=""
