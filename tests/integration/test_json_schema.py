@@ -25,6 +25,7 @@ import jsonschema
 import pytest
 
 from cpd import CHOKEPOINT, HANG, ROOT, Daemon, PolicyClient, rcpt_request
+from test_detection import CLASSES as DETECTION_CLASSES
 from test_detection import message, zombie_traffic
 
 SCHEMAS = os.path.join(ROOT, "doc", "schema")
@@ -38,18 +39,11 @@ MAP = ("office@acme.example acme residential "
        "bob@acme.example    acme\n"
        "bulk@isp.example    bulkco bulk\n")
 
-# detection as in test_detection.py, plus a limit a bulk sender reaches
-CLASSES = """
-classes:
-  residential:
-    limits:
-      - { metric: messages, window: 1d, max: 100000 }
-  bulk:
+# detection as in test_detection.py, a class with a limit a bulk sender
+# reaches, and notices (to a port nobody answers: they stay pending)
+CLASSES = DETECTION_CLASSES + """  bulk:
     limits:
       - { metric: recipients, window: 1h, max: 40 }
-  unauthenticated:
-    limits:
-      - { metric: messages, window: 1d, max: 100000 }
 notify:
   from: abuse@isp.example
   smtp: smtp://127.0.0.1:9
@@ -108,14 +102,8 @@ def admin_raw(d, line):
     s.settimeout(HANG)
     s.connect(d.admin_sock)
     s.sendall(line.encode() + b"\n")
-    out = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        out += b
-    s.close()
-    return out.decode()
+    with s, s.makefile("rb") as f:
+        return f.read().decode()
 
 
 @pytest.fixture(scope="module")
