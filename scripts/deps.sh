@@ -14,7 +14,7 @@ BUILD="meson ninja-build pkg-config gcc
        libcurl4-openssl-dev libssl-dev libc-ares-dev zlib1g-dev"
 # the tests: unit (cmocka), integration (Postfix, ...), fuzz (clang), and
 # the package test (dpkg-buildpackage, debhelper, lintian, mandoc)
-RUNTEST="libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist sqlite3 postfix swaks sasl2-bin
+RUNTEST="libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist python3-jsonschema sqlite3 postfix swaks sasl2-bin
          libsasl2-modules procps rbldnsd miltertest
          build-essential dpkg-dev debhelper fakeroot lintian mandoc man-db"
 

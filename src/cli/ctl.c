@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "util/strbuf.h"
 
 #define DEFAULT_SOCKET "/run/chokepoint/admin.sock"
 #define CLI_MAX_ARG 512
@@ -169,7 +170,7 @@ ctl_main(int argc, char **argv)
                                                     LEN:TEXT " */
     const char *cmd = NULL, *arg = NULL;
     int fd, i, n;
-    bool err = false;
+    bool err = false, got = false; /* got: the reply's start was read */
     char buf[65536];
     ssize_t r;
 
@@ -291,9 +292,14 @@ ctl_main(int argc, char **argv)
         return 3;
     }
     while ((r = read(fd, buf, sizeof(buf))) > 0) {
-        if (memmem(buf, (size_t)r, "error", 5) &&
-            (memcmp(buf, "error:", 6) == 0 || memcmp(buf, "{\"error\"", 8) == 0))
+        /* a refusal: "error: ..." or the error document (strbuf.h) */
+        static const char jerr[] = "{\"schema\":\"" CP_JSON_ERROR "\"";
+
+        if (!got && ((r >= 6 && memcmp(buf, "error:", 6) == 0) ||
+                     ((size_t)r >= sizeof(jerr) - 1 &&
+                      memcmp(buf, jerr, sizeof(jerr) - 1) == 0)))
             err = true;
+        got = true;
         fwrite(buf, 1, (size_t)r, stdout);
     }
     close(fd);

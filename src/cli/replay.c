@@ -1291,10 +1291,10 @@ json_lines(struct strbuf *sb, const struct replay *r)
     for (int k = 0; k < MAILLOG_KIND_COUNT; k++)
         sb_json_ku64(sb, maillog_kind_name((enum maillog_kind)k),
                      r->n.kinds[k], k == 0);
-    sb_puts(sb, "}},");
-    sb_printf(sb, "\"elapsed_s\":%.3f,\"lines_per_s\":%.0f,", r->elapsed_s,
-              lines_per_s(r));
-    sb_puts(sb, "\"log_span\":{");
+    sb_puts(sb, "}}");
+    sb_json_knum(sb, "elapsed_s", r->elapsed_s, false);
+    sb_json_knum(sb, "lines_per_s", lines_per_s(r), false);
+    sb_puts(sb, ",\"log_span\":{");
     json_time(sb, "first", r->have_clock, r->first_ms);
     sb_puts(sb, ",");
     json_time(sb, "last", r->have_clock, r->last_ms);
@@ -1499,8 +1499,8 @@ report_json(struct replay *r, struct strbuf *sb)
     struct rp_account **acc;
     size_t nacc, shown;
 
-    sb_puts(sb, "{");
-    sb_json_kcstr(sb, "file", r->o.file, true);
+    sb_json_open(sb, CP_JSON_REPLAY);
+    sb_json_kcstr(sb, "file", r->o.file, false);
     sb_json_kcstr(sb, "config", r->o.config, false);
     sb_puts(sb, ",");
     json_lines(sb, r);
@@ -2013,21 +2013,24 @@ report_learned(struct replay *r)
         cp_format_time(b, sizeof(b), r->last_ms);
     }
     if (r->o.json) {
-        printf("{\"files\":%zu,\"lines\":%llu,\"messages\":%llu,"
-               "\"accounts\":%ld,\"first\":\"%s\",\"last\":\"%s\","
-               "\"delivered_recipients\":%zu,\"state\":",
-               r->o.nfiles, (unsigned long long)r->n.lines,
-               (unsigned long long)r->n.messages, r->learned, a, b,
-               r->ip.engine.delivered.used);
-        fflush(stdout);
-        {
-            struct strbuf sb;
+        struct strbuf sb;
 
-            sb_init(&sb);
-            sb_json_str(&sb, r->state_path, strlen(r->state_path));
-            printf("%s}\n", sb.data);
-            sb_fini(&sb);
-        }
+        sb_init(&sb);
+        sb_json_open(&sb, CP_JSON_LEARN);
+        sb_json_ku64(&sb, "files", r->o.nfiles, false);
+        sb_json_ku64(&sb, "lines", r->n.lines, false);
+        sb_json_ku64(&sb, "messages", r->n.messages, false);
+        sb_json_ku64(&sb, "accounts", (uint64_t)r->learned, false);
+        sb_puts(&sb, ",");
+        json_time(&sb, "first", r->have_clock, r->first_ms);
+        sb_puts(&sb, ",");
+        json_time(&sb, "last", r->have_clock, r->last_ms);
+        sb_json_ku64(&sb, "delivered_recipients", r->ip.engine.delivered.used,
+                     false);
+        sb_json_kcstr(&sb, "state", r->state_path, false);
+        sb_puts(&sb, "}\n");
+        fputs(sb.data, stdout);
+        sb_fini(&sb);
         return;
     }
     printf("learned the habits of %ld accounts (logins, and client networks "

@@ -207,11 +207,19 @@ sim_metrics(const struct sim *s, struct sim_metrics *m)
                                           : NAN;
 }
 
-/* A member of the report; every one but the first follows another. */
+/* Members of the report; every one but the first follows another. A
+ * ratio, median or duration is a real (always with a fraction, null when
+ * nothing was measured), a count an integer: one JSON type per member. */
 static void
-json_num(struct strbuf *sb, const char *key, double v)
+json_real(struct strbuf *sb, const char *key, double v)
 {
     sb_json_kreal(sb, key, v, false);
+}
+
+static void
+json_count(struct strbuf *sb, const char *key, uint64_t v)
+{
+    sb_json_ku64(sb, key, v, false);
 }
 
 void
@@ -221,51 +229,51 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
     struct strbuf sb_, *sb = &sb_;
 
     sb_init(sb);
-    sb_puts(sb, "{");
-    sb_json_kcstr(sb, "scenario", s->sc.file, true);
+    sb_json_open(sb, CP_JSON_SIM);
+    sb_json_kcstr(sb, "scenario", s->sc.file, false);
     sb_json_kcstr(sb, "name", s->sc.name, false);
     sb_json_kcstr(sb, "config", config, false);
-    json_num(sb, "seed", s->sc.seed);
-    json_num(sb, "days", s->sc.days);
-    json_num(sb, "customers", s->ncust);
-    json_num(sb, "logins", s->nsenders);
-    json_num(sb, "spam_share_before", m->spam_share_before);
-    json_num(sb, "spam_share_after", m->spam_share_after);
-    json_num(sb, "spam_share_after_without_campaigns", m->spam_share_after_nocampaign);
-    json_num(sb, "zombie_accounts", m->zombie_accounts);
-    json_num(sb, "zombie_accounts_caught", m->zombie_accounts_caught);
-    json_num(sb, "spam_accepted_per_zombie_median", m->accepted_median);
-    json_num(sb, "spam_accepted_per_zombie_p90", m->accepted_p90);
-    json_num(sb, "detect_minutes_median", m->detect_minutes_median);
-    json_num(sb, "history_days", (double)s->sc.history_ms / (double)SIM_DAY);
-    json_num(sb, "legit_login_days", (double)m->legit_login_days);
-    json_num(sb, "legit_login_days_deferred", (double)m->legit_login_days_deferred);
+    json_count(sb, "seed", s->sc.seed);
+    json_count(sb, "days", s->sc.days);
+    json_count(sb, "customers", s->ncust);
+    json_count(sb, "logins", s->nsenders);
+    json_real(sb, "spam_share_before", m->spam_share_before);
+    json_real(sb, "spam_share_after", m->spam_share_after);
+    json_real(sb, "spam_share_after_without_campaigns", m->spam_share_after_nocampaign);
+    json_count(sb, "zombie_accounts", m->zombie_accounts);
+    json_count(sb, "zombie_accounts_caught", m->zombie_accounts_caught);
+    json_real(sb, "spam_accepted_per_zombie_median", m->accepted_median);
+    json_real(sb, "spam_accepted_per_zombie_p90", m->accepted_p90);
+    json_real(sb, "detect_minutes_median", m->detect_minutes_median);
+    json_real(sb, "history_days", (double)s->sc.history_ms / (double)SIM_DAY);
+    json_count(sb, "legit_login_days", m->legit_login_days);
+    json_count(sb, "legit_login_days_deferred", m->legit_login_days_deferred);
     if (s->ranked) {
-        json_num(sb, "legit_logins", m->legit_logins);
-        json_num(sb, "legit_logins_watched", m->legit_logins_watched);
-        json_num(sb, "legit_logins_throttled", m->legit_logins_throttled);
-        json_num(sb, "legit_logins_blocked", m->legit_logins_blocked);
+        json_count(sb, "legit_logins", m->legit_logins);
+        json_count(sb, "legit_logins_watched", m->legit_logins_watched);
+        json_count(sb, "legit_logins_throttled", m->legit_logins_throttled);
+        json_count(sb, "legit_logins_blocked", m->legit_logins_blocked);
     }
-    json_num(sb, "zombie_logins", m->zombie_logins);
-    json_num(sb, "legit_messages_deferred", (double)m->legit_messages_deferred);
-    json_num(sb, "legit_messages_lost", (double)m->legit_messages_lost);
-    json_num(sb, "legit_accounts_blocked", m->legit_accounts_blocked);
-    json_num(sb, "account_flag_precision", m->flag_precision);
-    json_num(sb, "account_flag_recall", m->flag_recall);
-    json_num(sb, "ham_messages", (double)s->tot.ham);
-    json_num(sb, "ham_delivered", (double)s->tot.ham_delivered);
-    json_num(sb, "spam_messages", (double)s->tot.spam);
-    json_num(sb, "spam_delivered", (double)s->tot.spam_delivered);
-    json_num(sb, "held", (double)s->tot.held);
-    json_num(sb, "spam_delivered_via_pool", (double)s->tot.spam_pooled);
-    json_num(sb, "ham_delivered_via_pool", (double)s->tot.ham_pooled);
-    json_num(sb, "spam_share_after_outside_pool", share_outside_pool(s));
-    json_num(sb, "outcomes_delivered", (double)s->tot.outcomes[CP_OUT_DELIVERED]);
-    json_num(sb, "outcomes_bad_recipient", (double)s->tot.outcomes[CP_OUT_BAD_RECIPIENT]);
-    json_num(sb, "outcomes_rejected", (double)s->tot.outcomes[CP_OUT_REJECTED]);
-    json_num(sb, "attempts", (double)s->tot.attempts);
-    json_num(sb, "policy_requests", (double)s->tot.requests);
-    json_num(sb, "wall_seconds", s->wall_s);
+    json_count(sb, "zombie_logins", m->zombie_logins);
+    json_count(sb, "legit_messages_deferred", m->legit_messages_deferred);
+    json_count(sb, "legit_messages_lost", m->legit_messages_lost);
+    json_count(sb, "legit_accounts_blocked", m->legit_accounts_blocked);
+    json_real(sb, "account_flag_precision", m->flag_precision);
+    json_real(sb, "account_flag_recall", m->flag_recall);
+    json_count(sb, "ham_messages", s->tot.ham);
+    json_count(sb, "ham_delivered", s->tot.ham_delivered);
+    json_count(sb, "spam_messages", s->tot.spam);
+    json_count(sb, "spam_delivered", s->tot.spam_delivered);
+    json_count(sb, "held", s->tot.held);
+    json_count(sb, "spam_delivered_via_pool", s->tot.spam_pooled);
+    json_count(sb, "ham_delivered_via_pool", s->tot.ham_pooled);
+    json_real(sb, "spam_share_after_outside_pool", share_outside_pool(s));
+    json_count(sb, "outcomes_delivered", s->tot.outcomes[CP_OUT_DELIVERED]);
+    json_count(sb, "outcomes_bad_recipient", s->tot.outcomes[CP_OUT_BAD_RECIPIENT]);
+    json_count(sb, "outcomes_rejected", s->tot.outcomes[CP_OUT_REJECTED]);
+    json_count(sb, "attempts", s->tot.attempts);
+    json_count(sb, "policy_requests", s->tot.requests);
+    json_real(sb, "wall_seconds", s->wall_s);
     sb_json_key(sb, "legit_deferred_by", false);
     sb_puts(sb, "{");
     for (uint32_t i = 0; i < s->tot.nwhy; i++)
@@ -281,13 +289,13 @@ sim_report_json(FILE *fp, const struct sim *s, const struct sim_metrics *m,
         sb_json_key(sb, sim_kind_name(k), first);
         sb_puts(sb, "{");
         first = 0;
-        sb_json_kreal(sb, "zombie_accounts", km->zombies, true);
-        json_num(sb, "zombie_accounts_caught", km->caught);
-        json_num(sb, "spam_messages", (double)km->spam);
-        json_num(sb, "spam_accepted", (double)km->accepted);
-        json_num(sb, "spam_accepted_per_zombie_median", km->accepted_median);
-        json_num(sb, "spam_accepted_per_zombie_p90", km->accepted_p90);
-        json_num(sb, "detect_minutes_median", km->detect_minutes_median);
+        sb_json_ku64(sb, "zombie_accounts", km->zombies, true);
+        json_count(sb, "zombie_accounts_caught", km->caught);
+        json_count(sb, "spam_messages", km->spam);
+        json_count(sb, "spam_accepted", km->accepted);
+        json_real(sb, "spam_accepted_per_zombie_median", km->accepted_median);
+        json_real(sb, "spam_accepted_per_zombie_p90", km->accepted_p90);
+        json_real(sb, "detect_minutes_median", km->detect_minutes_median);
         sb_puts(sb, "}");
     }
     sb_puts(sb, "}}\n");

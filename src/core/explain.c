@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-/* A member after the first (every one here follows "ts"). */
+/* A member after the first (every one here follows "schema"). */
 static void
 json_str(struct strbuf *sb, const char *name, const char *v)
 {
@@ -29,7 +29,8 @@ cp_explain_json(struct strbuf *sb, const struct cp_decision *d,
     char ts[32], text[CP_TEXT_MAX];
 
     cp_format_time(ts, sizeof(ts), now_ms);
-    sb_printf(sb, "{\"ts\":\"%s\"", ts);
+    sb_json_open(sb, CP_JSON_DECISION);
+    json_str(sb, "ts", ts);
     json_str(sb, "stage", cp_stage_name(d->stage));
     json_str(sb, "action", cp_action_word(d->action));
     json_str(sb, "verdict", cp_action_word(d->verdict));

@@ -241,8 +241,8 @@ status(struct daemon *d, struct strbuf *o, bool json)
         status_text(&t, o);
         return;
     }
-    sb_puts(o, "{");
-    sb_json_kcstr(o, "version", CP_VERSION, true);
+    sb_json_open(o, CP_JSON_STATUS);
+    sb_json_kcstr(o, "version", CP_VERSION, false);
     sb_json_ku64(o, "uptime_s", (uint64_t)up, false);
     sb_json_kcstr(o, "config", d->cfg->file, false);
     sb_json_kbool(o, "shadow", d->cfg->shadow, false);
@@ -310,13 +310,12 @@ show_state(struct daemon *d, const struct cp_identity *id,
     cp_format_time(since, sizeof(since), (int64_t)c->state_since_s * 1000);
     if (json) {
         sb_json_kcstr(o, "state", cp_state_name((enum cp_state)c->state),
-                      true);
+                      false);
         sb_json_kcstr(o, "since", c->state_since_s ? since : "", false);
         sb_json_ku64(o, "blocks", c->repeat, false);
         sb_json_kcstr(o, "evidence", ev, false);
         if (ref.ev != NULL)
             cp_evidence_detail(ref.ev, det, now, o, true);
-        sb_puts(o, ",");
         return;
     }
     sb_printf(o, "  state %s%s%s, blocked %u times before\n  evidence: %s\n",
@@ -338,17 +337,29 @@ static void list_notices(struct daemon *d, const char *key,
                          uint64_t incident, int limit, struct strbuf *o,
                          bool json);
 
-/* "error: MSG" or {"error":"MSG"}: the CLI exits 1 on either. */
+/* "error: MSG" or {"schema":"chokepoint.error/1","error":"MSG"}: the
+ * CLI exits 1 on either. Every refusal is written here. */
 static void
 reply_error(struct strbuf *o, bool json, const char *msg)
 {
     if (json) {
-        sb_puts(o, "{");
-        sb_json_kcstr(o, "error", msg, true);
+        sb_json_open(o, CP_JSON_ERROR);
+        sb_json_kcstr(o, "error", msg, false);
         sb_puts(o, "}\n");
     } else {
         sb_printf(o, "error: %s\n", msg);
     }
+}
+
+/* A refusal worded `msg` in JSON and `text` (a whole line) for people. */
+static void
+reply_error_or(struct strbuf *o, bool json, const char *msg,
+               const char *text)
+{
+    if (json)
+        reply_error(o, true, msg);
+    else
+        sb_puts(o, text);
 }
 
 /* Text for a terminal: as stored when it is printable ASCII (reasons are
@@ -398,8 +409,8 @@ incident_row(void *arg, const struct cp_history_row *r)
     /* the outbox names the account as incident.c logs it: escaped */
     str_escape(h->key, sizeof(h->key), r->key, strlen(r->key), CP_KEY_MAX);
     if (h->json) {
-        sb_puts(h->o, "{");
-        sb_json_kcstr(h->o, "key", r->key, true);
+        sb_json_open(h->o, CP_JSON_INCIDENT);
+        sb_json_kcstr(h->o, "key", r->key, false);
         sb_puts(h->o, ",\"change\":");
     } else {
         sb_printf(h->o, "account %s\n", h->key);
@@ -843,8 +854,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     double scale;
 
     if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
-        sb_printf(o, json ? "{\"error\":\"unknown account\"}\n"
-                          : "error: unknown account\n");
+        reply_error(o, json, "unknown account");
         return;
     }
     if (!account_known(d, &id)) {
@@ -864,7 +874,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
                                                      one ? CP_ST_NORMAL
                                                          : c.state));
     if (json)
-        sb_puts(o, "{");
+        sb_json_open(o, CP_JSON_SHOW);
     show_state(d, &id, &st, o, json);
     if (!json) {
         char key[CP_KEY_MAX * 4 + 4], acct[CP_KEY_MAX * 4 + 4];
@@ -887,7 +897,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         show_notices(d, &id, 20, o, false);
         return;
     }
-    sb_json_kstr(o, "key", id.key, id.keylen, true);
+    sb_json_kstr(o, "key", id.key, id.keylen, false);
     sb_json_kstr(o, "account", id.dkey, id.dkeylen, false);
     sb_json_kcstr(o, "customer", id.cust ? id.cust->id : NULL, false);
     sb_json_kcstr(o, "customer_state",
@@ -1005,8 +1015,8 @@ manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
                sp ? len - klen - 1 : 0, 200);
     if (klen == 0 || reason[0] == '\0' ||
         cp_identity_lookup(d->cfg, args, klen, &id) < 0) {
-        sb_puts(o, json ? "{\"error\":\"usage: ACCOUNT REASON\"}\n"
-                        : "error: give an account and a reason\n");
+        reply_error_or(o, json, "usage: ACCOUNT REASON",
+                       "error: give an account and a reason\n");
         return;
     }
     if ((self || !op->create) && !account_known(d, &id)) {
@@ -1034,9 +1044,12 @@ manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
     now = daemon_now_ms();
     rc = cp_engine_set_state(&d->engine, &id, to, now, &dec);
     if (rc < 0) {
-        sb_printf(o, json ? "{\"error\":\"account is %s\"}\n"
-                          : "error: account is %s: nothing to do\n",
-                  cp_state_name((enum cp_state)dec.state));
+        char msg[64];
+
+        snprintf(msg, sizeof(msg), "account is %s%s",
+                 cp_state_name((enum cp_state)dec.state),
+                 json ? "" : ": nothing to do");
+        reply_error(o, json, msg);
         return;
     }
     if ((incident = incident_apply(d, &dec, NULL, &by, now, err)) < 0) {
@@ -1052,8 +1065,8 @@ manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
         return;
     }
     if (json) {
-        sb_puts(o, "{");
-        sb_json_kstr(o, "key", id.dkey, id.dkeylen, true);
+        sb_json_open(o, CP_JSON_CHANGE);
+        sb_json_kstr(o, "key", id.dkey, id.dkeylen, false);
         sb_json_kcstr(o, "from", cp_state_name((enum cp_state)dec.prev_state),
                       false);
         sb_json_kcstr(o, "to", cp_state_name((enum cp_state)dec.state),
@@ -1078,8 +1091,7 @@ history(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     struct cp_identity id;
 
     if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
-        sb_puts(o, json ? "{\"error\":\"unknown account\"}\n"
-                        : "error: unknown account\n");
+        reply_error(o, json, "unknown account");
         return;
     }
     if (!account_known(d, &id)) {
@@ -1087,8 +1099,8 @@ history(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         return;
     }
     if (json) {
-        sb_puts(o, "{");
-        sb_json_kstr(o, "key", id.dkey, id.dkeylen, true);
+        sb_json_open(o, CP_JSON_HISTORY);
+        sb_json_kstr(o, "key", id.dkey, id.dkeylen, false);
         sb_puts(o, ",\"history\":[");
     } else {
         char key[CP_KEY_MAX * 4 + 4];
@@ -1117,7 +1129,12 @@ top(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     if (n > ADMIN_TOP_MAX)
         n = ADMIN_TOP_MAX;
     k = memstore_top(d->ms, &d->cfg->det, daemon_now_ms(), rows, (size_t)n);
-    sb_puts(o, json ? "{\"accounts\":[" : "  state        score  account\n");
+    if (json) {
+        sb_json_open(o, CP_JSON_TOP);
+        sb_puts(o, ",\"accounts\":[");
+    } else {
+        sb_puts(o, "  state        score  account\n");
+    }
     for (size_t i = 0; i < k; i++) {
         const char *st = cp_state_name((enum cp_state)rows[i].state);
 
@@ -1167,8 +1184,8 @@ reload_cmd(struct admin_conn *a, bool json)
         return;
     }
     if (json) {
-        sb_puts(&a->out, "{");
-        sb_json_kcstr(&a->out, "reloaded", d->cfg->file, true);
+        sb_json_open(&a->out, CP_JSON_RELOAD);
+        sb_json_kcstr(&a->out, "reloaded", d->cfg->file, false);
         sb_json_ku64(&a->out, "classes", d->cfg->nclasses, false);
         sb_json_ku64(&a->out, "customers", d->cfg->ncustomers, false);
         sb_puts(&a->out, "}\n");
@@ -1237,9 +1254,9 @@ read_opts(struct admin_conn *a, const char **line, size_t *len,
     sp = memchr(*line, ' ', *len);
     if (sp == NULL ||
         !operator_name(*line, (size_t)(sp - *line), o->by, sizeof(o->by))) {
-        sb_puts(&a->out, o->json ? "{\"error\":\"bad operator name\"}\n"
-                                 : "error: bad operator name (letters, "
-                                   "digits, . _ - @, at most 64)\n");
+        reply_error_or(&a->out, o->json, "bad operator name",
+                       "error: bad operator name (letters, digits, . _ - "
+                       "@, at most 64)\n");
         return false;
     }
     *len -= (size_t)(sp + 1 - *line);
@@ -1314,10 +1331,10 @@ run_command(struct admin_conn *a, const char *line, size_t len)
 
         msg_warn("admin: unknown command \"%s\"",
                  str_escape(esc, sizeof(esc), line, len, 40));
-        sb_puts(&a->out, json ? "{\"error\":\"unknown command\"}\n"
-                              : "error: unknown command (status, top, show, "
-                                "history, incident, block, release, "
-                                "self-release, allow, reload)\n");
+        reply_error_or(&a->out, json, "unknown command",
+                       "error: unknown command (status, top, show, history, "
+                       "incident, block, release, self-release, allow, "
+                       "reload)\n");
     }
 }
 

@@ -182,6 +182,13 @@ sb_json_num(struct strbuf *sb, double v)
 }
 
 void
+sb_json_open(struct strbuf *sb, const char *schema)
+{
+    sb_puts(sb, "{");
+    sb_json_kcstr(sb, "schema", schema, true);
+}
+
+void
 sb_json_key(struct strbuf *sb, const char *name, bool first)
 {
     sb_printf(sb, "%s\"%s\":", first ? "" : ",", name);
@@ -228,13 +235,19 @@ sb_json_kbool(struct strbuf *sb, const char *name, bool v, bool first)
 void
 sb_json_kreal(struct strbuf *sb, const char *name, double v, bool first)
 {
+    char buf[64];
+    int n;
+
     sb_json_key(sb, name, first);
-    if (!isfinite(v))
+    if (!isfinite(v)) {
         sb_puts(sb, "null");
-    else if (v == floor(v) && fabs(v) < 1e15)
-        sb_printf(sb, "%.0f", v);
-    else
-        sb_printf(sb, "%.6g", v);
+        return;
+    }
+    n = snprintf(buf, sizeof(buf), "%.6g", v); /* at most 13 bytes */
+    /* a fraction or an exponent, always: 1.0, not 1 (one JSON type) */
+    if (strpbrk(buf, ".e") == NULL)
+        memcpy(buf + n, ".0", 3);
+    sb_puts(sb, buf);
 }
 
 const char *

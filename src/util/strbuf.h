@@ -33,6 +33,32 @@ void sb_json_str(struct strbuf *sb, const char *s, size_t len);
  * field is one JSON type; counts are written as integers (sb_json_ku64). */
 void sb_json_num(struct strbuf *sb, double v);
 /*
+ * The JSON documents chokepoint writes, each described in doc/json.md and
+ * by a JSON Schema, doc/schema/NAME.json. A document's first member names
+ * its schema and version: "schema":"chokepoint.NAME/N". A member added
+ * keeps N; a member removed, or one whose meaning or type changes, bumps
+ * it (and the schema file with it). One list, so a new document kind is
+ * seen here (tests/integration/test_json_schema.py checks it has a schema).
+ */
+#define CP_JSON_DECISION "chokepoint.decision/1" /* daemon.decision_log */
+#define CP_JSON_STATUS "chokepoint.status/1"     /* chokepoint --json ... */
+#define CP_JSON_TOP "chokepoint.top/1"
+#define CP_JSON_SHOW "chokepoint.show/1"
+#define CP_JSON_HISTORY "chokepoint.history/1"
+#define CP_JSON_INCIDENT "chokepoint.incident/1"
+#define CP_JSON_CHANGE "chokepoint.change/1" /* block, release, allow */
+#define CP_JSON_RELOAD "chokepoint.reload/1"
+#define CP_JSON_ERROR "chokepoint.error/1"   /* any admin command's refusal */
+#define CP_JSON_REPLAY "chokepoint.replay/1" /* chokepoint replay --json */
+#define CP_JSON_LEARN "chokepoint.learn/1"   /* chokepoint learn --json */
+#define CP_JSON_SIM "chokepoint.sim/1"       /* chokepoint sim --json */
+/* not yet: the webhook body (core/notice.c) names no schema */
+
+/* Open a document: "{" and its "schema" member (one of CP_JSON_*); every
+ * member after it is written with first = false. */
+void sb_json_open(struct strbuf *sb, const char *schema);
+
+/*
  * Members of a JSON object, the one writer of every JSON chokepoint prints
  * (decision log, webhook, admin replies, replay): `"name":value`, preceded
  * by a comma unless `first`. A string member with s == NULL is null.
@@ -46,8 +72,10 @@ void sb_json_ku64(struct strbuf *sb, const char *name, uint64_t v,
                   bool first);
 void sb_json_knum(struct strbuf *sb, const char *name, double v, bool first);
 void sb_json_kbool(struct strbuf *sb, const char *name, bool v, bool first);
-/* A measured ratio or rate (the simulator's report): an integer as one,
- * else 6 significant digits; NaN (nothing measured) and inf are null. */
+/* A measured ratio or rate (the simulator's report): 6 significant
+ * digits, always with a fraction or an exponent ("1.0", "0.000123",
+ * "1.23457e+06"), as sb_json_num; NaN (nothing measured) and inf are
+ * null. Counts are never written with it (sb_json_ku64). */
 void sb_json_kreal(struct strbuf *sb, const char *name, double v, bool first);
 
 /* Offset of the first byte that is not valid UTF-8, or len if all is. */

@@ -152,12 +152,41 @@ test_json_num(void **state)
     sb_fini(&sb);
 }
 
+/* A ratio (the simulator's): 6 significant digits, and a fraction or an
+ * exponent even when it is whole (it was 1 in one report, 0.5 in the
+ * next). */
+static void
+test_json_real(void **state)
+{
+    static const struct {
+        double v;
+        const char *want;
+    } cases[] = {{1, "1.0"},          {0, "0.0"},
+                 {0.5, "0.5"},        {0.000123456, "0.000123456"},
+                 {123456.5, "123456.0"}, {1234567.5, "1.23457e+06"},
+                 {-3, "-3.0"},        {1e-7, "1e-07"}};
+    struct strbuf sb;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sb_init(&sb);
+        sb_json_kreal(&sb, "r", cases[i].v, true);
+        assert_string_equal(sb.data + 4, cases[i].want);
+        sb_fini(&sb);
+    }
+    sb_init(&sb);
+    sb_json_kreal(&sb, "r", NAN, true);
+    assert_string_equal(sb.data, "\"r\":null");
+    sb_fini(&sb);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_json_num),
+        cmocka_unit_test(test_json_real),
         cmocka_unit_test(test_inet),
         cmocka_unit_test(test_hmap),
         cmocka_unit_test(test_escape),
