@@ -1189,15 +1189,16 @@ cp_notice_webhook(const struct cp_incident *in, struct strbuf *out)
     char ts[32];
 
     cp_format_time(ts, sizeof(ts), incident_ms(in));
-    sb_printf(out, "{\"event\":\"%s\",\"incident\":%llu",
-              in->released ? "released" : "incident",
-              (unsigned long long)in->id);
+    sb_json_open(out, CP_JSON_WEBHOOK);
+    sb_json_kcstr(out, "event", in->released ? "released" : "incident",
+                  false);
+    sb_json_ku64(out, "incident", in->id, false);
     json_field(out, "account", in->account);
     json_field(out, "customer", in->customer);
     json_field(out, "state", in->state);
     json_field(out, "previous_state", in->prev_state);
-    sb_printf(out, ",\"time\":\"%s\",\"score\":", ts);
-    sb_json_num(out, in->score);
+    sb_json_kcstr(out, "time", ts, false);
+    sb_json_knum(out, "score", in->score, false);
     json_field(out, "evidence", in->evidence);
     json_field(out, "reason", in->reason);
     json_field(out, "message", in->message);

@@ -52,7 +52,7 @@ void sb_json_num(struct strbuf *sb, double v);
 #define CP_JSON_REPLAY "chokepoint.replay/1" /* chokepoint replay --json */
 #define CP_JSON_LEARN "chokepoint.learn/1"   /* chokepoint learn --json */
 #define CP_JSON_SIM "chokepoint.sim/1"       /* chokepoint sim --json */
-/* not yet: the webhook body (core/notice.c) names no schema */
+#define CP_JSON_WEBHOOK "chokepoint.webhook/1" /* notify.webhook's POST */
 
 /* Open a document: "{" and its "schema" member (one of CP_JSON_*); every
  * member after it is written with first = false. */

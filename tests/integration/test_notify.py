@@ -150,6 +150,11 @@ def test_note_stays_internal_tell_reaches_customer_release_notifies(
         assert wait_for(lambda: len(hook.posts) >= 4), hook.posts
         events = [json.loads(p[2])["event"] for p in hook.posts[2:]]
         assert events == ["incident", "released"], events
+        # each body as its schema says (doc/schema/webhook.json)
+        from test_json_schema import validate
+        for i, p in enumerate(hook.posts):
+            assert validate(p[2].decode(), "webhook POST %d" % i) == \
+                "chokepoint.webhook/1"
         assert len(pf.wait_delivered("desk-sam@isp.example", 2)) == 2
         time.sleep(1.5)
         assert len(pf.delivered_with("owner.sam@home.example")) == 2
