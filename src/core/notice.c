@@ -798,6 +798,27 @@ builtin_release(struct strbuf *t, const struct cp_incident *in)
 }
 
 /*
+ * The abuse desk held an account on which nothing was seen (a contract
+ * ended, an investigation, a complaint from elsewhere): the notice says it
+ * was held and how to reach the desk, and does not tell the customer that
+ * a computer of theirs was infected or a password stolen.
+ */
+static void
+builtin_hold(struct strbuf *t, const struct cp_incident *in)
+{
+    sb_puts(t, "On {{time}} our abuse desk stopped all mail sent with this\n"
+               "account. Receiving mail is not affected.\n\n");
+    if (present(in->message))
+        sb_puts(t, "Our abuse desk adds: {{message}}\n\n");
+    sb_puts(t, "To learn why and to have the hold lifted, contact our "
+               "customer\nsupport. Please quote incident number "
+               "{{incident}}.\n"
+               "Until the hold is lifted, all mail sent with this account "
+               "stays\nblocked.\n"
+               "\n-- \nThis message was sent automatically.\n");
+}
+
+/*
  * The built-in English template, for a home user: what happened, what we
  * saw, what it probably means, how to clean up, how to get released.
  */
@@ -810,6 +831,10 @@ builtin_template(struct strbuf *t, const struct cp_incident *in)
     sb_puts(t, "Hello,\n\n"
                "this is an automatic message from the mail service of your\n"
                "internet provider about your mail account {{logins}}.\n\n");
+    if (hold && in->nsignals == 0) {
+        builtin_hold(t, in);
+        return;
+    }
     if (thr)
         sb_puts(t, "On {{time}} we started to limit the mail sent with this\n"
                    "account, because it was sending mail that looks like "

@@ -683,6 +683,33 @@ test_builtin(void **state)
     assert_null(strstr(body, "reported by recipients"));
     assert_non_null(strstr(body, "contact our customer support"));
     assert_non_null(strstr(body, "stays limited"));
+
+    /* held by the desk with nothing seen (a contract ended): no word of
+     * spam, malware or a stolen password; with evidence, the usual advice */
+    in.state = "MANUAL_HOLD";
+    in.nsignals = 0;
+    in.client_addr = NULL;
+    in.message = "Your contract ended on 30 November.";
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
+    assert_safe_message(&sb);
+    body = strstr(sb.data, "\n\n") + 2;
+    assert_non_null(strstr(sb.data, "is on hold"));
+    assert_non_null(strstr(body, "our abuse desk stopped all mail"));
+    assert_non_null(strstr(body, "Our abuse desk adds: Your contract ended "
+                                 "on 30 November.\n"));
+    assert_non_null(strstr(body, "incident number 42"));
+    assert_null(strstr(body, "spam"));
+    assert_null(strstr(body, "malware"));
+    assert_null(strstr(body, "password"));
+    in.nsignals = 1;
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
+    body = strstr(sb.data, "\n\n") + 2;
+    assert_non_null(strstr(body, "looks like spam"));
+    assert_non_null(strstr(body, "malware"));
     sb_fini(&sb);
 }
 
@@ -740,7 +767,8 @@ test_webhook(void **state)
     cp_notice_webhook(&in, &sb);
     assert_string_equal(
         sb.data,
-        "{\"event\":\"incident\",\"incident\":42,"
+        "{\"schema\":\"chokepoint.webhook/1\",\"event\":\"incident\","
+        "\"incident\":42,"
         "\"account\":\"u:alice@example.net\",\"customer\":\"C1001\","
         "\"state\":\"BLOCKED\",\"previous_state\":\"WATCH\","
         "\"time\":\"2026-11-23T16:40:01.123Z\",\"score\":12.3,"
@@ -870,7 +898,9 @@ test_audiences(void **state)
     sb_reset(&sb);
     cp_notice_webhook(&in, &sb);
     assert_json(&sb);
-    assert_ptr_equal(strstr(sb.data, "{\"event\":\"released\","), sb.data);
+    assert_ptr_equal(strstr(sb.data, "{\"schema\":\"chokepoint.webhook/1\","
+                                     "\"event\":\"released\","),
+                     sb.data);
     assert_non_null(strstr(sb.data, "\"reason\":\"ticket 4712 closed\""));
     assert_non_null(strstr(sb.data, "\"signals\":[]"));
     sb_fini(&sb);
