@@ -286,7 +286,9 @@ def test_block_holds_queued_mail_release_frees_it(pf, cpd, how, tmp_path):
             queue_names(pf, mine) + context(pf, daemon)
         assert queue_names(pf, other)[other[0]] != "hold"
         # show: the queue ids its incident held, and the hold command
-        acct = wait_for(lambda: (lambda a: a["held"] and a)(
+        # (listed while pending too; waited for until done)
+        acct = wait_for(lambda: (lambda a: a["held"] and
+                                 a["held"][0]["outcome"] != "pending" and a)(
             show(daemon, login("nina"))))
         assert acct, show(daemon, login("nina"))
         assert [sorted(h["queue_ids"]) for h in acct["held"]] == \
