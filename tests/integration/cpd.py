@@ -51,6 +51,19 @@ classes:
 """
 
 
+def as_user(name):
+    """Popen arguments that run a process as user `name` with its own
+    groups only (none: as we are)."""
+    if not name:
+        return {}
+    import grp
+    import pwd
+    pw = pwd.getpwnam(name)
+    return {"user": pw.pw_uid, "group": pw.pw_gid,
+            "extra_groups": [g.gr_gid for g in grp.getgrall()
+                             if name in g.gr_mem]}
+
+
 class Daemon:
     """One chokepointd under `tmpdir`.
 
@@ -125,14 +138,16 @@ class Daemon:
         with open(self.map, "w") as f:
             f.write(customer_map)
 
-    def start(self, timeout=None, args=()):
+    def start(self, timeout=None, args=(), user=None):
         # ready = the policy socket answers and this start's "started"
-        # line is logged (the sockets are bound before the store is read)
+        # line is logged (the sockets are bound before the store is read);
+        # user: start it as that user (as the systemd unit does), not root
         started = self.read_log().count(" started: ")
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen([CHOKEPOINTD, "-c", self.config] +
                                      list(args),
-                                     stdout=self.logf, stderr=self.logf)
+                                     stdout=self.logf, stderr=self.logf,
+                                     **as_user(user))
         deadline = time.monotonic() + (HANG if timeout is None else timeout)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -774,3 +774,21 @@ def test_admin_read_group_may_read_but_not_act(tmp_path, open_dir, daemons):
     # outside the group: the socket's mode refuses the connection
     r = as_staff("status", groups=())
     assert r.returncode != 0 and "ermission denied" in r.stderr, r
+
+
+def test_admin_read_group_unreachable_when_started_unprivileged(open_dir,
+                                                                daemons):
+    """Started as an unprivileged user outside daemon.admin_read_group (the
+    systemd unit runs as chokepoint), the daemon cannot give the admin
+    socket to the group: it says how to fix it and starts anyway with the
+    socket root's and its own (0600), instead of not starting at all."""
+    d = Daemon(os.path.join(open_dir, "d"),
+               extra={"daemon": "admin_read_group: staff\n"
+                                "socket_group: nogroup"})
+    os.chown(d.dir, NOBODY.pw_uid, NOBODY.pw_gid)
+    daemons.append(d.start(user="nobody"))
+    assert os.stat(d.admin_sock).st_mode & 0o777 == 0o600
+    assert "daemon.admin_read_group: cannot give %s to group" % \
+        d.admin_sock in d.read_log(), d.read_log()[-2000:]
+    assert "usermod -aG GROUP chokepoint" in d.read_log()
+    assert d.ctl("status")["connections"] >= 0
