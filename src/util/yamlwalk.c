@@ -98,12 +98,31 @@ static void
 diag_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
 {
     struct yw *w = user;
+    const char *end, *lvl;
 
     (void)diag;
     if (w->err[0] != '\0')
         return;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
         len--;
+    /* "<memory-@0x...>:LINE:COL: error: WHAT" (the buffer's name, as
+     * libfyaml parsed a string) becomes "FILE:LINE:COL: WHAT" */
+    if (len > 0 && buf[0] == '<' &&
+        (end = memchr(buf, '>', len)) != NULL && end + 1 < buf + len &&
+        end[1] == ':') {
+        len -= (size_t)(end + 2 - buf);
+        buf = end + 2;
+        lvl = memmem(buf, len, ": error: ", 9);
+        if (lvl != NULL) {
+            snprintf(w->err, YW_ERR_MAX, "%s:%.*s: %.*s", w->file,
+                     (int)(lvl - buf), buf,
+                     (int)(len - (size_t)(lvl + 9 - buf) > 300
+                               ? 300
+                               : len - (size_t)(lvl + 9 - buf)),
+                     lvl + 9);
+            return;
+        }
+    }
     snprintf(w->err, YW_ERR_MAX, "%.*s", (int)(len > 400 ? 400 : len), buf);
 }
 

@@ -264,6 +264,19 @@ test_errors(void **state)
     snprintf(buf, sizeof(buf), "%sdaemon:\n  shadow: true\n", base);
     expect_error(buf, ":11:1:", "duplicate key");
     expect_error("daemon: [\n", ":", "");
+    /* a YAML syntax error names the file, line and column like the rest,
+     * not libfyaml's name for a buffer, and no "error:" in the middle */
+    expect_error("detection:\n  watch_factor: [0.5\n", ":3:1: ",
+                 "flow sequence without a closing bracket");
+    expect_error("daemon:\n\tlisten: x\n", ":2:1: ",
+                 "tab character may not be used as indentation");
+    {
+        char err[CP_ERR_MAX];
+
+        assert_null(load("daemon:\n\tlisten: x\n", err));
+        assert_null(strstr(err, "<memory"));
+        assert_null(strstr(err, "error:"));
+    }
     expect_error("classes:\n  r:\n    limits:\n      - { metric: msgs, "
                  "window: 1h, max: 1 }\n",
                  ":4:19:", "expected one of messages");
