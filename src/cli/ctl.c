@@ -62,6 +62,8 @@ ctl_usage(FILE *fp, int rc)
             "-h)\n"
             "  replay MAILLOG  run a Postfix mail.log through the engine "
             "(chokepoint replay -h)\n"
+            "  learn MAILLOG   store what past logs teach of every login "
+            "(chokepoint learn -h)\n"
             "options:\n"
             "  -s SOCKET       admin socket (default %s)\n"
             "  --json          print the daemon's JSON reply\n"
@@ -156,8 +158,8 @@ usage_error(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fputs("\n", stderr);
-    return ctl_usage(stderr, 2);
+    fputs("\n(chokepoint help: the commands and options)\n", stderr);
+    return 2;
 }
 
 int
@@ -217,15 +219,18 @@ ctl_main(int argc, char **argv)
         return ctl_usage(stderr, 2);
     if (strcmp(cmd, "help") == 0)
         return ctl_usage(stdout, 0);
-    if (ctl_arity(cmd) < 0) {
-        fprintf(stderr, "chokepoint: unknown command '%s'\n", cmd);
-        return ctl_usage(stderr, 2);
-    }
+    if (ctl_arity(cmd) < 0)
+        return usage_error("unknown command '%s'", cmd);
     /* arity 2: an optional argument */
     if (ctl_arity(cmd) == 1 && arg == NULL)
         return usage_error("%s needs an ACCOUNT", cmd);
     if (ctl_arity(cmd) == 0 && arg != NULL)
         return usage_error("%s takes no argument (got '%s')", cmd, arg);
+    if (strcmp(cmd, "top") == 0 && arg != NULL &&
+        (strspn(arg, "0123456789") != strlen(arg) || strlen(arg) > 3 ||
+         atoi(arg) < 1 || atoi(arg) > 100))
+        return usage_error("top N: N is how many accounts, 1 to 100 (not "
+                           "'%s')", arg);
     if (self && strcmp(cmd, "release") != 0)
         return usage_error("--self-service goes with release, not %s", cmd);
     if ((create || by || quiet || tell) && strcmp(cmd, "block") != 0 &&

@@ -1124,10 +1124,10 @@ top(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     uint64_t n = 20;
     size_t k;
 
-    if (len > 0 && (!parse_u64(arg, len, &n) || n == 0))
-        n = 20;
-    if (n > ADMIN_TOP_MAX)
-        n = ADMIN_TOP_MAX;
+    if (len > 0 && (!parse_u64(arg, len, &n) || n == 0 || n > ADMIN_TOP_MAX)) {
+        reply_error(o, json, "top N: N is how many accounts, 1 to 100");
+        return;
+    }
     k = memstore_top(d->ms, &d->cfg->det, daemon_now_ms(), rows, (size_t)n);
     if (json) {
         sb_json_open(o, CP_JSON_TOP);

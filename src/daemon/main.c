@@ -466,9 +466,9 @@ main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
             i + 1 >= argc) {
-            fprintf(stderr, "chokepointd: option '%s' needs a FILE\n",
+            fprintf(stderr, "chokepointd: option '%s' needs a FILE\n"
+                            "(chokepointd --help: the options)\n",
                     argv[i]);
-            usage(stderr);
             return 2;
         } else if (strcmp(argv[i], "-c") == 0 ||
                    strcmp(argv[i], "--config") == 0) {
@@ -487,10 +487,10 @@ main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else {
-            fprintf(stderr, "chokepointd: %s '%s'\n",
+            fprintf(stderr, "chokepointd: %s '%s'\n"
+                            "(chokepointd --help: the options)\n",
                     argv[i][0] == '-' ? "unknown option" : "unexpected argument",
                     argv[i]);
-            usage(stderr);
             return 2;
         }
     }

@@ -1010,6 +1010,10 @@ def test_version_and_option_errors_name_the_option():
         ([CHOKEPOINT, "block", "a", "b"], "unexpected argument 'b'"),
         ([CHOKEPOINT, "block", "a b", "--reason", "r"], "may not have spaces"),
         ([CHOKEPOINT, "frobnicate"], "unknown command 'frobnicate'"),
+        ([CHOKEPOINT, "top", "abc"], "top N: N is how many accounts, 1 to "
+                                     "100 (not 'abc')"),
+        ([CHOKEPOINT, "top", "0"], "1 to 100 (not '0')"),
+        ([CHOKEPOINT, "top", "1000"], "1 to 100 (not '1000')"),
         ([CHOKEPOINTD, "--bogus"], "unknown option '--bogus'"),
         ([CHOKEPOINTD, "-c"], "option '-c' needs a FILE"),
         ([CHOKEPOINTD, "extra"], "unexpected argument 'extra'"),
@@ -1018,6 +1022,8 @@ def test_version_and_option_errors_name_the_option():
         r = subprocess.run(args, capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 2, (args, r)
         assert want in r.stderr.splitlines()[0], (args, r.stderr)
+        # the error and a pointer to the help, not the whole help
+        assert len(r.stderr.splitlines()) <= 2, (args, r.stderr)
 
 
 def test_decision_log_is_reopened_by_sigusr1_and_every_sighup(start):
