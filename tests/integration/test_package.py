@@ -263,6 +263,13 @@ def test_installed_files(installed):
                  "chokepoint-customers"):
         r = run(["man", "-w", page])
         assert r.returncode == 0 and "/usr/share/man/" in r.stdout, page
+    # the documents they point to, readable as they are (not gzipped): the
+    # unit's Documentation=, doc/json.md and the schemas it names
+    doc = "/usr/share/doc/chokepoint/"
+    assert "Documentation=file:%sREADME.md" % doc in unit
+    for f in ("README.md", "detection.md", "json.md",
+              "schema/decision.json", "schema/webhook.json"):
+        assert os.path.isfile(doc + f), f
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", PKG]).stdout
     for f in (CONF, "/etc/chokepoint/customers.map",
               "/etc/logrotate.d/chokepoint"):
@@ -421,7 +428,11 @@ EXPECTED_INSTALL = [
     "libexec/chokepoint/chokepoint-postsuper",
     "man/man1/chokepoint.1", "man/man8/chokepointd.8",
     "man/man5/chokepoint.yaml.5", "man/man5/chokepoint-customers.5",
-]
+] + ["doc/chokepoint/%s.md" % d for d in (
+    "README", "design", "detection", "efficacy", "json", "performance",
+    "replay", "sim")] + ["doc/chokepoint/schema/%s" % f for f in sorted(
+        os.listdir(os.path.join(os.path.dirname(os.path.dirname(
+            os.path.dirname(os.path.abspath(__file__)))), "doc", "schema")))]
 
 
 def test_meson_install_destdir(tmp_path):
