@@ -931,15 +931,22 @@ cp_evidence_explain(const struct cp_evidence *ev,
     uint8_t order[CP_SIG_COUNT];
     size_t nsig = cp_signals_ranked(ev->sig, ev->fired, order);
     size_t off;
+    double sum = 0;
 
     off = (size_t)snprintf(out, n, "score %.1f", ev->score * f);
     for (size_t k = 0; k < nsig && off < n; k++) {
         int s = order[k];
 
+        sum += ev->sig[s] * f;
         off += (size_t)snprintf(out + off, n - off, "%s %s %+.1f (%ux)",
                                 k ? "," : ":", cp_signal_name(s),
                                 ev->sig[s] * f, ev->fired[s]);
     }
+    /* the signals add up to less than the score when good mail pushed it
+     * to the floor: what came after counted from there */
+    if (nsig > 0 && off < n && ev->score * f > sum + 0.05)
+        snprintf(out + off, n - off, " (not below %.1f: good mail counts at "
+                 "most that)", det->floor * f);
 }
 
 void

@@ -318,7 +318,8 @@ show_state(struct daemon *d, const struct cp_identity *id,
             cp_evidence_detail(ref.ev, det, now, o, true);
         return;
     }
-    sb_printf(o, "  state %s%s%s, blocked %u times before\n  evidence: %s\n",
+    sb_printf(o, "  state %s%s%s, automatic blocks so far: %u\n"
+                 "  evidence: %s\n",
               cp_state_name((enum cp_state)c->state),
               c->state_since_s ? " since " : "", c->state_since_s ? since : "",
               c->repeat, ev);
@@ -875,7 +876,6 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
                                                          : c.state));
     if (json)
         sb_json_open(o, CP_JSON_SHOW);
-    show_state(d, &id, &st, o, json);
     if (!json) {
         char key[CP_KEY_MAX * 4 + 4], acct[CP_KEY_MAX * 4 + 4];
 
@@ -884,6 +884,11 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         sb_printf(o, "account %s  customer %s  class %s%s\n", acct,
                   id.cust ? id.cust->id : "-", id.cls->name,
                   tracked ? "" : "  (no traffic recorded)");
+        show_state(d, &id, &st, o, false);
+        if (one && id.cust != NULL && id.cust->nlogins > 0 &&
+            id.kind != CP_ID_SASL)
+            sb_puts(o, "  (that is the customer's own record; each login "
+                       "has a state of its own, listed below)\n");
         if (!one)
             sb_printf(o, "  limits and the customer's own state: %s (%s)\n",
                       key, cp_state_name((enum cp_state)c.state));
@@ -897,6 +902,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         show_notices(d, &id, 20, o, false);
         return;
     }
+    show_state(d, &id, &st, o, true);
     sb_json_kstr(o, "key", id.key, id.keylen, false);
     sb_json_kstr(o, "account", id.dkey, id.dkeylen, false);
     sb_json_kcstr(o, "customer", id.cust ? id.cust->id : NULL, false);

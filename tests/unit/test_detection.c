@@ -724,6 +724,33 @@ test_lifecycle(void **state)
     assert_int_equal(cp_state_parse("blocked"), -1);
 }
 
+/* The explanation's signals add up to the score, or it says why not:
+ * good mail pushed the score to its floor, and what came after counted
+ * from there. */
+static void
+test_explain_adds_up(void **state)
+{
+    struct cp_evidence ev;
+    char out[400];
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    ev.t_ms = 1000;
+    ev.sig[CP_SIG_OWNED_SENDER] = -27.5f;
+    ev.fired[CP_SIG_OWNED_SENDER] = 20;
+    ev.sig[CP_SIG_FORGED_SENDER] = 11.0f;
+    ev.fired[CP_SIG_FORGED_SENDER] = 11;
+    ev.score = (float)(det.floor + 11.0);
+    cp_evidence_explain(&ev, &det, 1000, out, sizeof(out));
+    assert_non_null(strstr(out, "score 6.0: "));
+    assert_non_null(strstr(out, " (not below -5.0: good mail counts at most "
+                                "that)"));
+    /* no floor reached: nothing to add */
+    ev.score = (float)(-27.5 + 11.0);
+    cp_evidence_explain(&ev, &det, 1000, out, sizeof(out));
+    assert_null(strstr(out, "not below"));
+}
+
 int
 main(void)
 {
@@ -749,6 +776,7 @@ main(void)
         cmocka_unit_test_setup(test_new_recipients_against_the_owners_share,
                                setup),
         cmocka_unit_test_setup(test_lifecycle, setup),
+        cmocka_unit_test_setup(test_explain_adds_up, setup),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
