@@ -886,7 +886,7 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
                   tracked ? "" : "  (no traffic recorded)");
         show_state(d, &id, &st, o, false);
         if (one && id.cust != NULL && id.cust->nlogins > 0 &&
-            id.kind != CP_ID_SASL)
+            id.dkeylen > 2 && memcmp(id.dkey, "c:", 2) == 0)
             sb_puts(o, "  (that is the customer's own record; each login "
                        "has a state of its own, listed below)\n");
         if (!one)

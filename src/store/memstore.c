@@ -462,7 +462,9 @@ memstore_top(struct memstore *ms, const struct cp_detection *det,
         double rank = top_rank(a->c.state, score);
         size_t at;
 
-        if (a->ev == NULL && a->c.state == 0)
+        /* NORMAL and no evidence either way (a customer's record of the
+         * habits its logins share, a quiet account): nothing to look at */
+        if (a->c.state == 0 && (a->ev == NULL || fabs(score) < 0.05))
             continue;
         if (found == n &&
             rank <= top_rank(rows[n - 1].state, rows[n - 1].score))

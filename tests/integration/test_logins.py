@@ -73,6 +73,14 @@ def test_stolen_login_is_stopped_colleagues_go_on(tmp_path):
         assert cust["logins_compromised"] == 2, cust
         text = ctl(d, "show", "c:acme").stdout
         assert "2 of its logins are throttled or blocked at once" in text, text
+        assert "the customer's own record; each login has a state" in text
+        # top: the stopped logins first; the customer's record of the
+        # habits its logins share (NORMAL, no evidence either way) is not
+        # a row of its own
+        top = d.ctl("top")["accounts"]
+        assert {x["key"] for x in top[:2]} == {"u:bob@acme.example",
+                                               "u:eve@acme.example"}, top
+        assert "c:acme" not in [x["key"] for x in top], top
         # and said in the log when the second one is stopped
         log = d.read_log()
         assert ("customer acme: 2 of its 4 logins are throttled or blocked "
