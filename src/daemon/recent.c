@@ -60,7 +60,18 @@ recent_add(struct recent *r, const struct cp_decision *d, int64_t now_ms)
     else if (d->by_state)
         memcpy(e->rule, "state", sizeof("state"));
     cp_reply_text(d, text, sizeof(text));
-    memcpy(e->text, text, sizeof(e->text) - 1); /* NUL-terminated */
+    if (strlen(text) < sizeof(e->text)) {
+        memcpy(e->text, text, strlen(text) + 1);
+    } else { /* cut at a word, and say so */
+        size_t n = sizeof(e->text) - 4;
+
+        while (n > 0 && text[n] != ' ')
+            n--;
+        if (n == 0)
+            n = sizeof(e->text) - 4;
+        memcpy(e->text, text, n);
+        memcpy(e->text + n, "...", 4);
+    }
     r->next = (r->next + 1) % r->cap;
     if (r->n < r->cap)
         r->n++;

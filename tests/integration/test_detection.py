@@ -87,6 +87,11 @@ def test_top_ranks_the_zombie_and_log_carries_evidence(tmp_path):
         assert recent[0]["action"] == "REJECT" and recent[0]["rule"] == \
             "state" and "5.7.1" in recent[0]["text"], recent[0]
         assert recent[0]["time"] >= recent[-1]["time"]
+        # a long reply is cut at a word, and says so
+        t = recent[0]["text"]
+        assert len(t) <= 95 and t.endswith("...") and t[-4] != " " and \
+            t[:-3] + " " in [x["text"] for x in d.decisions_list()
+                             if x.get("text")][-1], t
         assert any(x["state"] in ("THROTTLED", "BLOCKED") for x in recent)
         ann = d.ctl("show", "ann@isp.example")
         assert ann["baseline"]["senders_owned"] == 1, ann
