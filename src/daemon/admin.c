@@ -951,10 +951,17 @@ self_release_refused(struct daemon *d, const struct cp_identity *id,
     struct cp_counters cnt;
     long used;
 
-    if (!d->ms->base.ops->peek(&d->ms->base, id->dkey, id->dkeylen, &cnt) ||
-        cnt.state != CP_ST_BLOCKED)
-        return "only an automatically blocked account can be released by "
-               "its owner";
+    if (!d->ms->base.ops->peek(&d->ms->base, id->dkey, id->dkeylen, &cnt))
+        cnt.state = CP_ST_NORMAL;
+    if (cnt.state == CP_ST_MANUAL_HOLD)
+        return "the abuse desk put this account on hold: only the desk "
+               "can release it";
+    if (cnt.state != CP_ST_BLOCKED) {
+        snprintf(why, n, "the account is %s, not blocked: there is nothing "
+                 "to release",
+                 cp_state_name((enum cp_state)cnt.state));
+        return why;
+    }
     used = cp_sqlite_count_actor(d->db_sync, id->dkey, id->dkeylen,
                                  "self-service",
                                  daemon_now_ms() -
