@@ -113,6 +113,20 @@ help(const struct cp_detection *det)
     return det->help_url[0] ? det->help_url : "your provider";
 }
 
+/* The account as its customer knows it: the login (u:LOGIN), the address
+ * or network (ip:...), the customer id (c:ID); not the internal prefix. */
+static const char *
+known_as(const struct cp_decision *d)
+{
+    const char *k = d->id.dkey;
+
+    if (strncmp(k, "u:", 2) == 0 || strncmp(k, "c:", 2) == 0)
+        return k + 2;
+    if (strncmp(k, "ip:", 3) == 0)
+        return k + 3;
+    return k;
+}
+
 void
 cp_reply_blocked(struct cp_decision *d, const struct cp_detection *det)
 {
@@ -127,14 +141,15 @@ cp_reply_blocked(struct cp_decision *d, const struct cp_detection *det)
         /* a person's decision, for whatever reason: not a diagnosis */
         snprintf(d->text, sizeof(d->text),
                  "This account's mail is stopped by the provider's abuse "
-                 "desk. See %s (account %.60s)",
-                 help(det), d->id.dkey);
+                 "desk. %s %s (account %.60s)",
+                 det->help_url[0] ? "See" : "Contact", help(det),
+                 known_as(d));
         return;
     }
     snprintf(d->text, sizeof(d->text),
              "This account is blocked: it sent mail the way a compromised "
-             "computer or password does. See %s (account %.60s)",
-             help(det), d->id.dkey);
+             "computer or password does. %s %s (account %.60s)",
+             det->help_url[0] ? "See" : "Contact", help(det), known_as(d));
 }
 
 void
