@@ -107,10 +107,15 @@ cp_reply_limit(struct cp_decision *d)
     }
 }
 
+/* Where the customer finds out more: "See URL" (detection.help_url), or
+ * "Contact your provider"; at most CP_TEXT_MAX bytes. */
 static const char *
-help(const struct cp_detection *det)
+help(const struct cp_detection *det, char *buf, size_t n)
 {
-    return det->help_url[0] ? det->help_url : "your provider";
+    if (det->help_url[0] == '\0')
+        return "Contact your provider";
+    snprintf(buf, n, "See %s", det->help_url);
+    return buf;
 }
 
 /* The account as its customer knows it: the login (u:LOGIN), the address
@@ -130,6 +135,8 @@ known_as(const struct cp_decision *d)
 void
 cp_reply_blocked(struct cp_decision *d, const struct cp_detection *det)
 {
+    char h[CP_TEXT_MAX];
+
     if (d->verdict == CP_ACT_HOLD) {
         set(d, 0, "");
         snprintf(d->text, sizeof(d->text), "chokepoint: account %s blocked",
@@ -141,36 +148,39 @@ cp_reply_blocked(struct cp_decision *d, const struct cp_detection *det)
         /* a person's decision, for whatever reason: not a diagnosis */
         snprintf(d->text, sizeof(d->text),
                  "This account's mail is stopped by the provider's abuse "
-                 "desk. %s %s (account %.60s)",
-                 det->help_url[0] ? "See" : "Contact", help(det),
-                 known_as(d));
+                 "desk. %s (account %.60s)",
+                 help(det, h, sizeof(h)), known_as(d));
         return;
     }
     snprintf(d->text, sizeof(d->text),
              "This account is blocked: it sent mail the way a compromised "
-             "computer or password does. %s %s (account %.60s)",
-             det->help_url[0] ? "See" : "Contact", help(det), known_as(d));
+             "computer or password does. %s (account %.60s)",
+             help(det, h, sizeof(h)), known_as(d));
 }
 
 void
 cp_reply_throttled(struct cp_decision *d, const struct cp_detection *det)
 {
+    char h[CP_TEXT_MAX];
+
     set(d, 451, "4.7.1");
     snprintf(d->text, sizeof(d->text),
              "Unusual sending activity on this account: mail is delayed. "
-             "See %s",
-             help(det));
+             "%s",
+             help(det, h, sizeof(h)));
 }
 
 void
 cp_reply_campaign(struct cp_decision *d, uint32_t accounts,
                   const struct cp_detection *det)
 {
+    char h[CP_TEXT_MAX];
+
     set(d, 451, "4.7.1");
     snprintf(d->text, sizeof(d->text),
              "This message matches a spam run sent from %u accounts of this "
-             "provider, so it is not accepted. See %s",
-             accounts, help(det));
+             "provider, so it is not accepted. %s",
+             accounts, help(det, h, sizeof(h)));
 }
 
 void
