@@ -71,8 +71,8 @@ struct notice_vals {
  * explains a block). Indexed by enum cp_signal.
  */
 static const char *const seen_phrase[CP_SIG_COUNT] = {
-    [CP_SIG_FORGED_SENDER] = "mail sent in the name of senders (From "
-                             "addresses) this account had never used",
+    [CP_SIG_FORGED_SENDER] = "mail sent in the name of sender addresses "
+                             "this account had never used",
     [CP_SIG_NEW_RECIPIENT] = "many messages to addresses this account had "
                              "never written to before",
     [CP_SIG_RATE_JUMP] = "far more messages in an hour than this account "
@@ -765,7 +765,7 @@ builtin_seen(struct strbuf *t, const struct cp_incident *in)
         any = true;
     }
     if (present(in->client_addr)) {
-        sb_puts(t, "The last of this mail came from the internet address "
+        sb_puts(t, "Some of this mail came from the internet address "
                    "{{client}}.\n");
         any = true;
     }
@@ -777,23 +777,37 @@ builtin_seen(struct strbuf *t, const struct cp_incident *in)
         sb_puts(t, "Mail sent with this account looked like spam.\n");
 }
 
-/* The built-in release notice: the account may send again. */
+/* The built-in release notice: the account may send again. What comes
+ * next depends on the state it was released into: on probation it is
+ * watched more closely; one a person allowed is never blocked
+ * automatically; a normal one is checked as every account is. */
 static void
 builtin_release(struct strbuf *t, const struct cp_incident *in)
 {
     sb_puts(t, "Hello,\n\n"
-               "this is an automatic message from the mail service of your\n"
+               "This is an automatic message from the mail service of your\n"
                "internet provider about your mail account {{logins}}.\n\n"
                "On {{time}} we lifted the block: mail sent with this\n"
                "account can flow again.\n");
     if (present(in->message))
         sb_puts(t, "\nOur abuse desk adds: {{message}}\n");
-    sb_puts(t, "\nFor the next days the account is watched more closely "
-               "than usual.\nIf it sends spam again, it will be blocked "
-               "again, so please make\nsure that every computer and phone "
-               "that uses it is clean and that\nits password is new.\n\n"
-               "Thank you. Please quote incident number {{incident}} if you "
-               "contact us\nabout it.\n"
+    if (state_is(in, "PROBATION"))
+        sb_puts(t, "\nFor the next days the account is watched more closely "
+                   "than usual.\nIf it sends spam again, it will be blocked "
+                   "again, so please make\nsure that every computer and "
+                   "phone that uses it is clean and that\nits password is "
+                   "new.\n\n");
+    else if (state_is(in, "ALLOWED"))
+        sb_puts(t, "\nOur abuse desk has checked the account: its mail is "
+                   "no longer\nstopped automatically. Please still make "
+                   "sure that every computer\nand phone that uses it is "
+                   "clean and that its password is new.\n\n");
+    else
+        sb_puts(t, "\nIf it sends spam again, it will be blocked again, so "
+                   "please make\nsure that every computer and phone that "
+                   "uses it is clean and that\nits password is new.\n\n");
+    sb_puts(t, "Thank you. Please quote incident number {{incident}} if you "
+               "write to us\nabout it: reply to this message.\n"
                "\n-- \nThis message was sent automatically.\n");
 }
 
@@ -810,9 +824,14 @@ builtin_hold(struct strbuf *t, const struct cp_incident *in)
                "account. Receiving mail is not affected.\n\n");
     if (present(in->message))
         sb_puts(t, "Our abuse desk adds: {{message}}\n\n");
-    sb_puts(t, "To learn why and to have the hold lifted, contact our "
-               "customer\nsupport. Please quote incident number "
-               "{{incident}}.\n"
+    if (present(in->help_url))
+        sb_puts(t, "To learn why and to have the hold lifted, follow the\n"
+                   "instructions at\n\n  {{help_url}}\n\nor reply to this "
+                   "message.");
+    else
+        sb_puts(t, "To learn why and to have the hold lifted, reply to this "
+                   "message.");
+    sb_puts(t, " Please quote incident number {{incident}}.\n"
                "Until the hold is lifted, all mail sent with this account "
                "stays\nblocked.\n"
                "\n-- \nThis message was sent automatically.\n");
@@ -829,7 +848,7 @@ builtin_template(struct strbuf *t, const struct cp_incident *in)
     const char *what = thr ? "limit" : hold ? "hold" : "block";
 
     sb_puts(t, "Hello,\n\n"
-               "this is an automatic message from the mail service of your\n"
+               "This is an automatic message from the mail service of your\n"
                "internet provider about your mail account {{logins}}.\n\n");
     if (hold && in->nsignals == 0) {
         builtin_hold(t, in);
@@ -876,8 +895,8 @@ builtin_template(struct strbuf *t, const struct cp_incident *in)
                   what);
     else
         sb_printf(t,
-                  "When you have done this, contact our customer support "
-                  "to have\nthe %s lifted.",
+                  "When you have done this, reply to this message to have "
+                  "the\n%s lifted.",
                   what);
     sb_puts(t, " Please quote incident number {{incident}}.\n");
     if (thr)

@@ -95,7 +95,10 @@ struct cp_incident {
  * The RFC 5322 message to the customer's contact address (From: `from`),
  * text/plain UTF-8, 8bit, rendered from `tmpl` (NULL: the built-in English
  * template, written for a home user: the block notice, or the release
- * notice if `in->released`). Appended to `out`.
+ * notice if `in->released`, worded for the state released into:
+ * PROBATION, ALLOWED or another). Without a help_url the built-in text
+ * asks the customer to reply (to `from`). Never names `actor`, `reason`
+ * or `evidence`. Appended to `out`.
  *
  * Template placeholders (spaces inside the braces are allowed):
  *   {{logins}}   the login(s) whose mail is stopped, comma-separated

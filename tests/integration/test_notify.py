@@ -68,8 +68,16 @@ def test_customer_notice_plain_words_login_local_time(pf, cpd, monkeypatch):
     assert login("rita") in msg["Subject"], msg["Subject"]
     assert "your mail account %s." % login("rita") in text, text
     assert "cust-4711" not in text and "cust-4711" not in msg["Subject"]
-    assert "\n- mail sent in the name of senders (From addresses) this " \
-           "account had never used\n" in text, text
+    assert text.startswith("Hello,\n\nThis is an automatic message"), text
+    assert "\n- mail sent in the name of sender addresses this account " \
+           "had never used\n" in text, text
+    # the address of the request that tipped the block, not "the last"
+    assert "\nSome of this mail came from the internet address " \
+           "127.0.0.1.\n" in text, text
+    # no help_url: the way back is a reply to notify.from, the desk
+    assert msg["From"] == "abuse@isp.example", msg["From"]
+    assert "reply to this message to have the\nblock lifted" in text, text
+    assert "customer support" not in text, text
     for raw in ("forged_sender", "new_recipient", "score", "+"):
         assert raw not in text, (raw, text)
     assert " CET we blocked" in text or " CEST we blocked" in text, text

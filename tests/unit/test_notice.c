@@ -540,7 +540,7 @@ test_template(void **state)
     assert_string_equal(
         body, "Konto alice@example.net (C1001) ist BLOCKED seit 2026-11-23 "
               "17:40 CET.\n"
-              "Gesehen: mail sent in the name of senders (From addresses) "
+              "Gesehen: mail sent in the name of sender addresses "
               "this account had never used; many messages to addresses this "
               "account had never written to before von 192.0.2.7; Grund: \n"
               "Hilfe: https://isp.example/unblock {single} }} 42\n");
@@ -645,12 +645,20 @@ test_builtin(void **state)
     assert_non_null(strstr(body, "On 2026-11-23 17:40 CET we blocked"));
     /* plain words, one line per kind of signal, no scores */
     assert_non_null(strstr(body, "showed:\n- mail sent in the name of "
-                                 "senders (From addresses) this account had "
-                                 "never used\n- many messages to addresses "
-                                 "this account had never written to before\n"));
+                                 "sender addresses this account had never "
+                                 "used\n- many messages to addresses this "
+                                 "account had never written to before\n"));
+    assert_null(strstr(body, "From addresses"));
+    /* a sentence starts with a capital letter */
+    assert_ptr_equal(strstr(body, "Hello,\n\nThis is an automatic message"),
+                     body);
     assert_null(strstr(body, "forged_sender"));
     assert_null(strstr(body, "12.3"));
-    assert_non_null(strstr(body, "internet address 192.0.2.7"));
+    /* the address of the request that tipped the block: later mail may
+     * come from others, so it is not "the last" */
+    assert_non_null(strstr(body, "Some of this mail came from the internet "
+                                 "address 192.0.2.7.\n"));
+    assert_null(strstr(body, "The last of this mail"));
     assert_null(strstr(body, "abuse desk:")); /* reason was "automatic" */
     assert_non_null(strstr(body, "malware"));
     assert_non_null(strstr(body, "password"));
@@ -681,7 +689,11 @@ test_builtin(void **state)
     body = strstr(sb.data, "\n\n") + 2;
     assert_non_null(strstr(body, "Our abuse desk adds: Call us on 0800 123.\n"));
     assert_null(strstr(body, "reported by recipients"));
-    assert_non_null(strstr(body, "contact our customer support"));
+    /* no help URL: the way to reach the desk is a reply (From: is
+     * notify.from, the desk's mailbox) */
+    assert_null(strstr(body, "customer support"));
+    assert_non_null(strstr(body, "reply to this message to have the\nlimit "
+                                 "lifted"));
     assert_non_null(strstr(body, "stays limited"));
 
     /* held by the desk with nothing seen (a contract ended): no word of
@@ -700,6 +712,9 @@ test_builtin(void **state)
     assert_non_null(strstr(body, "Our abuse desk adds: Your contract ended "
                                  "on 30 November.\n"));
     assert_non_null(strstr(body, "incident number 42"));
+    assert_non_null(strstr(body, "have the hold lifted, reply to this "
+                                 "message."));
+    assert_null(strstr(body, "customer support"));
     assert_null(strstr(body, "spam"));
     assert_null(strstr(body, "malware"));
     assert_null(strstr(body, "password"));
@@ -858,8 +873,8 @@ test_audiences(void **state)
     body = strstr(sb.data, "\n\n") + 2;
     assert_string_equal(body, "alice@example.net, bob@example.net|"
                               "alice@example.net, bob@example.net|||"
-                              "- mail sent in the name of senders (From "
-                              "addresses) this account had never used\n"
+                              "- mail sent in the name of sender "
+                              "addresses this account had never used\n"
                               "- many messages to addresses this account had "
                               "never written to before|\n");
     assert_null(strstr(sb.data, "4712"));
@@ -893,8 +908,26 @@ test_audiences(void **state)
     body = strstr(sb.data, "\n\n") + 2;
     assert_non_null(strstr(body, "On 2026-11-23 17:40 CET we lifted the "
                                  "block"));
+    assert_ptr_equal(strstr(body, "Hello,\n\nThis is an automatic"), body);
     assert_null(strstr(body, "4712"));
+    assert_null(strstr(body, "57"));
+    assert_non_null(strstr(body, "incident number 42"));
     assert_null(strstr(body, "malware"));
+    /* on probation: watched more closely, blocked again if need be */
+    assert_non_null(strstr(body, "watched more closely"));
+    assert_non_null(strstr(body, "it will be blocked again"));
+    /* allowed: never blocked automatically, so no such threat */
+    in.state = "ALLOWED";
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
+    assert_safe_message(&sb);
+    body = strstr(sb.data, "\n\n") + 2;
+    assert_null(strstr(body, "watched more closely"));
+    assert_null(strstr(body, "blocked again"));
+    assert_null(strstr(body, "blocked\nagain"));
+    assert_non_null(strstr(body, "no longer\nstopped automatically"));
+    in.state = "PROBATION";
     sb_reset(&sb);
     cp_notice_webhook(&in, &sb);
     assert_json(&sb);
