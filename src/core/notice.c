@@ -972,6 +972,15 @@ put_line(struct strbuf *t, const char *label, const char *v)
     sb_printf(t, "%-16s%s\n", label, buf);
 }
 
+/* Whether any of the last message's envelope is known (a decision on a
+ * message); a person's decision from the admin socket has none. */
+static bool
+has_envelope(const struct cp_incident *in)
+{
+    return in->sample_sender != NULL || in->sample_recipient != NULL ||
+           in->helo != NULL || in->client_addr != NULL;
+}
+
 /* Part 1: the human summary. */
 static void
 arf_summary(struct strbuf *p, const struct cp_incident *in)
@@ -999,6 +1008,7 @@ arf_summary(struct strbuf *p, const struct cp_incident *in)
     put_line(&t, "Previous state:", in->prev_state);
     sb_printf(&t, "%-16s%s\n%-16s%s\n", "Time:", when, "Score:", score);
     put_line(&t, "Evidence:", in->evidence);
+    put_line(&t, "Decided by:", in->actor);
     put_line(&t, "Reason:", in->reason);
     put_line(&t, "Customer told:", in->message);
     put_line(&t, "Client address:", in->client_addr);
@@ -1008,9 +1018,15 @@ arf_summary(struct strbuf *p, const struct cp_incident *in)
     sb_puts(&t, "\nchokepoint checks mail at the SMTP policy stage, before "
                 "the message\ncontent is transferred, so it never sees "
                 "message bodies. The third\npart of this report is "
-                "therefore not the original message: it holds\nonly the "
-                "envelope of the last message (sender, recipient, client\n"
-                "address and HELO), written as headers.\n");
+                "therefore not the original message: it holds\n");
+    if (has_envelope(in))
+        sb_puts(&t, "only the envelope of the last message (sender, "
+                    "recipient, client\naddress and HELO), written as "
+                    "headers.\n");
+    else
+        sb_puts(&t, "only the account and the incident: no SMTP envelope "
+                    "was seen for\nthis decision (a person's, with no "
+                    "message of the account at hand).\n");
     sb_puts(p, "Content-Type: text/plain; charset=utf-8\n"
                "Content-Transfer-Encoding: 8bit\n\n");
     put_body(p, t.data, t.len);
@@ -1098,7 +1114,9 @@ arf_report(struct strbuf *p, const struct cp_incident *in)
     arf_domains(p, in);
 }
 
-/* Part 3: the last envelope as headers. */
+/* Part 3: the last envelope as headers; without one (a person's decision
+ * on an account with no message at hand), only the account and the
+ * incident, saying so (RFC 5965 2: the third part is required). */
 static void
 arf_headers(struct strbuf *p, const struct cp_incident *in)
 {
@@ -1127,8 +1145,12 @@ arf_headers(struct strbuf *p, const struct cp_incident *in)
     put_field(p, "X-Chokepoint-Account", in->account);
     sb_printf(p, "X-Chokepoint-Incident: %llu\n", (unsigned long long)in->id);
     put_hdr(p, "X-Chokepoint-Note",
-            "reconstructed from the SMTP envelope at the policy stage; "
-            "no message header or body was seen");
+            has_envelope(in)
+                ? "reconstructed from the SMTP envelope at the policy "
+                  "stage; no message header or body was seen"
+                : "no SMTP envelope was seen for this decision, and no "
+                  "message header or body; these fields name only the "
+                  "account and the incident");
 }
 
 /* "=_chokepoint_ID_MS_N" with the first N that occurs in no part. */
@@ -1237,6 +1259,7 @@ cp_notice_webhook(const struct cp_incident *in, struct strbuf *out)
     sb_json_kcstr(out, "event", in->released ? "released" : "incident",
                   false);
     sb_json_ku64(out, "incident", in->id, false);
+    sb_json_ku64(out, "change", in->change != 0 ? in->change : in->id, false);
     json_field(out, "account", in->account);
     json_field(out, "customer", in->customer);
     json_field(out, "state", in->state);
@@ -1245,6 +1268,7 @@ cp_notice_webhook(const struct cp_incident *in, struct strbuf *out)
     sb_json_knum(out, "score", in->score, false);
     json_field(out, "evidence", in->evidence);
     json_field(out, "reason", in->reason);
+    json_field(out, "actor", in->actor);
     json_field(out, "message", in->message);
     json_logins(out, in);
     sb_puts(out, ",\"signals\":[");

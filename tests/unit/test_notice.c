@@ -34,6 +34,7 @@ incident(void)
         .evidence = "score 12.3: forged_sender +8.0 (8x), new_recipient "
                     "+3.1 (31x)",
         .reason = "automatic",
+        .actor = "auto",
         .client_addr = "192.0.2.7",
         .helo = "alice-pc",
         .sample_sender = "alice@example.net",
@@ -323,8 +324,11 @@ test_arf_parts(void **state)
     assert_non_null(strstr(parts[1], "\nSource-IP: 192.0.2.7\n"));
     assert_non_null(strstr(parts[1], "\nReported-Domain: example.net\n"));
     assert_true(strstr(parts[1], "\nVersion: 1\n") < parts[2]);
+    assert_non_null(strstr(parts[0], "Decided by:     auto\n"));
+    assert_non_null(strstr(parts[0], "only the envelope of the last message"));
     /* part 3: the envelope as headers */
     assert_non_null(strstr(parts[2], "Return-Path: <alice@example.net>\n"));
+    assert_non_null(strstr(parts[2], "reconstructed from the SMTP envelope"));
     assert_non_null(strstr(parts[2], "Received: from alice-pc ([192.0.2.7]) "
                                      "by smtp.isp.example"));
     assert_non_null(strstr(parts[2], "X-Envelope-To: <bob@example.org>\n"));
@@ -339,6 +343,15 @@ test_arf_parts(void **state)
     assert_null(strstr(sb.data, "Original-Mail-From"));
     assert_null(strstr(sb.data, "Source-IP"));
     assert_null(strstr(sb.data, "Received:"));
+    /* ... and nothing claims to be reconstructed from an envelope: the
+     * third part (required, RFC 5965 2) says there was none */
+    assert_null(strstr(sb.data, "reconstructed from the SMTP envelope"));
+    assert_null(strstr(parts[0], "only the envelope of the last message"));
+    assert_non_null(strstr(parts[0], "no SMTP envelope was seen for\nthis "
+                                     "decision"));
+    assert_non_null(strstr(parts[2], "X-Chokepoint-Note: no SMTP envelope was "
+                                     "seen for this decision"));
+    assert_non_null(strstr(parts[2], "X-Chokepoint-Incident: 42\n"));
     /* a client address that is not an IP address is no Source-IP */
     in.client_addr = "not-an-ip";
     sb_reset(&sb);
@@ -783,20 +796,35 @@ test_webhook(void **state)
     assert_string_equal(
         sb.data,
         "{\"schema\":\"chokepoint.webhook/1\",\"event\":\"incident\","
-        "\"incident\":42,"
+        "\"incident\":42,\"change\":42,"
         "\"account\":\"u:alice@example.net\",\"customer\":\"C1001\","
         "\"state\":\"BLOCKED\",\"previous_state\":\"WATCH\","
         "\"time\":\"2026-11-23T16:40:01.123Z\",\"score\":12.3,"
         "\"evidence\":\"score 12.3: forged_sender +8.0 (8x), new_recipient "
-        "+3.1 (31x)\",\"reason\":\"automatic\",\"message\":null,"
+        "+3.1 (31x)\",\"reason\":\"automatic\",\"actor\":\"auto\","
+        "\"message\":null,"
         "\"logins\":[\"alice@example.net\"],"
         "\"signals\":[\"forged_sender\",\"new_recipient\"],"
         "\"client\":\"192.0.2.7\","
         "\"help_url\":\"https://isp.example/unblock\"}");
     assert_json(&sb);
 
+    /* a release: "incident" is the block's it ends, "change" its own;
+     * the actor is the person who decided */
+    in.released = true;
+    in.change = 50;
+    in.actor = "jane.doe (uid 0)";
+    sb_reset(&sb);
+    cp_notice_webhook(&in, &sb);
+    assert_json(&sb);
+    assert_non_null(strstr(sb.data, "\"event\":\"released\",\"incident\":42,"
+                                    "\"change\":50,"));
+    assert_non_null(strstr(sb.data, "\"actor\":\"jane.doe (uid 0)\","));
+    in = incident();
+
     /* NULLs as null, hostile text escaped */
     in.customer = in.prev_state = in.client_addr = in.help_url = NULL;
+    in.actor = NULL;
     in.account = "u:\"alice\"\\\r\nBcc: x@y\x01\x7f\xff";
     in.reason = "say \"hi\"\t</script>";
     in.score = NAN;
@@ -807,6 +835,7 @@ test_webhook(void **state)
     assert_non_null(strstr(sb.data, "\"previous_state\":null"));
     assert_non_null(strstr(sb.data, "\"client\":null"));
     assert_non_null(strstr(sb.data, "\"help_url\":null"));
+    assert_non_null(strstr(sb.data, "\"actor\":null"));
     assert_non_null(strstr(sb.data, "\"score\":null"));
     assert_non_null(strstr(sb.data, "\"account\":\"u:\\\"alice\\\"\\\\"
                                     "\\u000d\\u000aBcc: x@y\\u0001\\u007f"
@@ -847,6 +876,18 @@ test_audiences(void **state)
     assert_non_null(strstr(parts[0], "Reason:         ticket 4712\n"));
     assert_non_null(strstr(parts[0], "Customer told:  Your PC at home"));
     assert_non_null(strstr(parts[0], "forged_sender +8.0"));
+    in.actor = "jane.doe (uid 0)";
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_arf(&in, "abuse@isp.example", "fbl@isp.example", &sb, err),
+        0);
+    assert_arf_shape(sb.data, parts);
+    assert_non_null(strstr(parts[0], "Decided by:     jane.doe (uid 0)\n"));
+    /* who decided is the ISP's business, not the customer's */
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
+    assert_null(strstr(sb.data, "jane.doe"));
     /* an address-only account: no Reported-Domain at all */
     in.logins = NULL;
     in.account = "ip:192.0.2.0/24";
@@ -896,6 +937,7 @@ test_audiences(void **state)
     in.prev_state = "MANUAL_HOLD";
     in.nsignals = 0;
     in.reason = "ticket 4712 closed";
+    in.change = 57; /* the release's own number; 42 is the block's */
     sb_reset(&sb);
     assert_int_equal(
         cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
@@ -903,6 +945,7 @@ test_audiences(void **state)
     assert_non_null(strstr(sb.data, "Subject: Outgoing mail from "
                                     "alice@example.net can flow again "
                                     "(incident 42)\n"));
+    assert_non_null(strstr(sb.data, "X-Chokepoint-Incident: 42\n"));
     assert_non_null(strstr(sb.data, "Message-ID: <chokepoint.42."
                                     "1795452001123.release@"));
     body = strstr(sb.data, "\n\n") + 2;
