@@ -160,7 +160,7 @@ release_of(struct daemon *d, const struct cp_decision *dec, const char *key,
     bool told = false;
 
     if (cp_sqlite_last_block(d->db_sync, dec->id.dkey, dec->id.dkeylen, key,
-                             &block, &told) < 0)
+                             (int64_t)in->change, &block, &told) < 0)
         msg_error("account %s: the block this release ends cannot be read "
                   "from the store",
                   key);

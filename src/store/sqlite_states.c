@@ -188,7 +188,8 @@ cp_sqlite_count_actor(struct cp_sqlite *db, const char *key, size_t keylen,
 
 int
 cp_sqlite_last_block(struct cp_sqlite *db, const char *key, size_t keylen,
-                     const char *account, int64_t *block, bool *told)
+                     const char *account, int64_t release, int64_t *block,
+                     bool *told)
 {
     /* a told customer: the block notice is pending or was sent (one given
      * up or dropped never reached them) */
@@ -197,9 +198,14 @@ cp_sqlite_last_block(struct cp_sqlite *db, const char *key, size_t keylen,
         " incident=h.id AND what='customer mail') OR "
         " EXISTS(SELECT 1 FROM outbox_done WHERE account=?2 AND "
         " incident=h.id AND what='customer mail' AND outcome='sent') "
-        "FROM history h WHERE h.key=?1 "
+        "FROM history h WHERE h.key=?1 AND h.id<?3 "
         " AND h.to_state IN ('BLOCKED','MANUAL_HOLD') "
         " AND h.from_state NOT IN ('BLOCKED','MANUAL_HOLD') "
+        /* a block whose own row is missing is not an older, ended one */
+        " AND NOT EXISTS(SELECT 1 FROM history x WHERE x.key=?1 "
+        "  AND x.id>h.id AND x.id<?3 "
+        "  AND x.from_state IN ('BLOCKED','MANUAL_HOLD') "
+        "  AND x.to_state NOT IN ('BLOCKED','MANUAL_HOLD')) "
         "ORDER BY h.id DESC LIMIT 1";
     sqlite3_stmt *st;
     int rc;
@@ -210,6 +216,7 @@ cp_sqlite_last_block(struct cp_sqlite *db, const char *key, size_t keylen,
         return -1;
     sqlite3_bind_text(st, 1, key, (int)keylen, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, account, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, release > 0 ? release : INT64_MAX);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *block = sqlite3_column_int64(st, 0);
