@@ -71,8 +71,8 @@ struct notice_vals {
  * explains a block). Indexed by enum cp_signal.
  */
 static const char *const seen_phrase[CP_SIG_COUNT] = {
-    [CP_SIG_FORGED_SENDER] = "mail sent in the name of senders (From "
-                             "addresses) this account had never used",
+    [CP_SIG_FORGED_SENDER] = "mail sent in the name of sender addresses "
+                             "this account had never used",
     [CP_SIG_NEW_RECIPIENT] = "many messages to addresses this account had "
                              "never written to before",
     [CP_SIG_RATE_JUMP] = "far more messages in an hour than this account "
@@ -765,7 +765,7 @@ builtin_seen(struct strbuf *t, const struct cp_incident *in)
         any = true;
     }
     if (present(in->client_addr)) {
-        sb_puts(t, "The last of this mail came from the internet address "
+        sb_puts(t, "Some of this mail came from the internet address "
                    "{{client}}.\n");
         any = true;
     }
@@ -777,23 +777,37 @@ builtin_seen(struct strbuf *t, const struct cp_incident *in)
         sb_puts(t, "Mail sent with this account looked like spam.\n");
 }
 
-/* The built-in release notice: the account may send again. */
+/* The built-in release notice: the account may send again. What comes
+ * next depends on the state it was released into: on probation it is
+ * watched more closely; one a person allowed is never blocked
+ * automatically; a normal one is checked as every account is. */
 static void
 builtin_release(struct strbuf *t, const struct cp_incident *in)
 {
     sb_puts(t, "Hello,\n\n"
-               "this is an automatic message from the mail service of your\n"
+               "This is an automatic message from the mail service of your\n"
                "internet provider about your mail account {{logins}}.\n\n"
                "On {{time}} we lifted the block: mail sent with this\n"
                "account can flow again.\n");
     if (present(in->message))
         sb_puts(t, "\nOur abuse desk adds: {{message}}\n");
-    sb_puts(t, "\nFor the next days the account is watched more closely "
-               "than usual.\nIf it sends spam again, it will be blocked "
-               "again, so please make\nsure that every computer and phone "
-               "that uses it is clean and that\nits password is new.\n\n"
-               "Thank you. Please quote incident number {{incident}} if you "
-               "contact us\nabout it.\n"
+    if (state_is(in, "PROBATION"))
+        sb_puts(t, "\nFor the next days the account is watched more closely "
+                   "than usual.\nIf it sends spam again, it will be blocked "
+                   "again, so please make\nsure that every computer and "
+                   "phone that uses it is clean and that\nits password is "
+                   "new.\n\n");
+    else if (state_is(in, "ALLOWED"))
+        sb_puts(t, "\nOur abuse desk has checked the account: its mail is "
+                   "no longer\nstopped automatically. Please still make "
+                   "sure that every computer\nand phone that uses it is "
+                   "clean and that its password is new.\n\n");
+    else
+        sb_puts(t, "\nIf it sends spam again, it will be blocked again, so "
+                   "please make\nsure that every computer and phone that "
+                   "uses it is clean and that\nits password is new.\n\n");
+    sb_puts(t, "Thank you. Please quote incident number {{incident}} if you "
+               "write to us\nabout it: reply to this message.\n"
                "\n-- \nThis message was sent automatically.\n");
 }
 
@@ -810,9 +824,14 @@ builtin_hold(struct strbuf *t, const struct cp_incident *in)
                "account. Receiving mail is not affected.\n\n");
     if (present(in->message))
         sb_puts(t, "Our abuse desk adds: {{message}}\n\n");
-    sb_puts(t, "To learn why and to have the hold lifted, contact our "
-               "customer\nsupport. Please quote incident number "
-               "{{incident}}.\n"
+    if (present(in->help_url))
+        sb_puts(t, "To learn why and to have the hold lifted, follow the\n"
+                   "instructions at\n\n  {{help_url}}\n\nor reply to this "
+                   "message.");
+    else
+        sb_puts(t, "To learn why and to have the hold lifted, reply to this "
+                   "message.");
+    sb_puts(t, " Please quote incident number {{incident}}.\n"
                "Until the hold is lifted, all mail sent with this account "
                "stays\nblocked.\n"
                "\n-- \nThis message was sent automatically.\n");
@@ -829,7 +848,7 @@ builtin_template(struct strbuf *t, const struct cp_incident *in)
     const char *what = thr ? "limit" : hold ? "hold" : "block";
 
     sb_puts(t, "Hello,\n\n"
-               "this is an automatic message from the mail service of your\n"
+               "This is an automatic message from the mail service of your\n"
                "internet provider about your mail account {{logins}}.\n\n");
     if (hold && in->nsignals == 0) {
         builtin_hold(t, in);
@@ -876,8 +895,8 @@ builtin_template(struct strbuf *t, const struct cp_incident *in)
                   what);
     else
         sb_printf(t,
-                  "When you have done this, contact our customer support "
-                  "to have\nthe %s lifted.",
+                  "When you have done this, reply to this message to have "
+                  "the\n%s lifted.",
                   what);
     sb_puts(t, " Please quote incident number {{incident}}.\n");
     if (thr)
@@ -953,6 +972,15 @@ put_line(struct strbuf *t, const char *label, const char *v)
     sb_printf(t, "%-16s%s\n", label, buf);
 }
 
+/* Whether any of the last message's envelope is known (a decision on a
+ * message); a person's decision from the admin socket has none. */
+static bool
+has_envelope(const struct cp_incident *in)
+{
+    return in->sample_sender != NULL || in->sample_recipient != NULL ||
+           in->helo != NULL || in->client_addr != NULL;
+}
+
 /* Part 1: the human summary. */
 static void
 arf_summary(struct strbuf *p, const struct cp_incident *in)
@@ -980,6 +1008,7 @@ arf_summary(struct strbuf *p, const struct cp_incident *in)
     put_line(&t, "Previous state:", in->prev_state);
     sb_printf(&t, "%-16s%s\n%-16s%s\n", "Time:", when, "Score:", score);
     put_line(&t, "Evidence:", in->evidence);
+    put_line(&t, "Decided by:", in->actor);
     put_line(&t, "Reason:", in->reason);
     put_line(&t, "Customer told:", in->message);
     put_line(&t, "Client address:", in->client_addr);
@@ -989,9 +1018,15 @@ arf_summary(struct strbuf *p, const struct cp_incident *in)
     sb_puts(&t, "\nchokepoint checks mail at the SMTP policy stage, before "
                 "the message\ncontent is transferred, so it never sees "
                 "message bodies. The third\npart of this report is "
-                "therefore not the original message: it holds\nonly the "
-                "envelope of the last message (sender, recipient, client\n"
-                "address and HELO), written as headers.\n");
+                "therefore not the original message: it holds\n");
+    if (has_envelope(in))
+        sb_puts(&t, "only the envelope of the last message (sender, "
+                    "recipient, client\naddress and HELO), written as "
+                    "headers.\n");
+    else
+        sb_puts(&t, "only the account and the incident: no SMTP envelope "
+                    "was seen for\nthis decision (a person's, with no "
+                    "message of the account at hand).\n");
     sb_puts(p, "Content-Type: text/plain; charset=utf-8\n"
                "Content-Transfer-Encoding: 8bit\n\n");
     put_body(p, t.data, t.len);
@@ -1079,7 +1114,9 @@ arf_report(struct strbuf *p, const struct cp_incident *in)
     arf_domains(p, in);
 }
 
-/* Part 3: the last envelope as headers. */
+/* Part 3: the last envelope as headers; without one (a person's decision
+ * on an account with no message at hand), only the account and the
+ * incident, saying so (RFC 5965 2: the third part is required). */
 static void
 arf_headers(struct strbuf *p, const struct cp_incident *in)
 {
@@ -1108,8 +1145,12 @@ arf_headers(struct strbuf *p, const struct cp_incident *in)
     put_field(p, "X-Chokepoint-Account", in->account);
     sb_printf(p, "X-Chokepoint-Incident: %llu\n", (unsigned long long)in->id);
     put_hdr(p, "X-Chokepoint-Note",
-            "reconstructed from the SMTP envelope at the policy stage; "
-            "no message header or body was seen");
+            has_envelope(in)
+                ? "reconstructed from the SMTP envelope at the policy "
+                  "stage; no message header or body was seen"
+                : "no SMTP envelope was seen for this decision, and no "
+                  "message header or body; these fields name only the "
+                  "account and the incident");
 }
 
 /* "=_chokepoint_ID_MS_N" with the first N that occurs in no part. */
@@ -1218,6 +1259,7 @@ cp_notice_webhook(const struct cp_incident *in, struct strbuf *out)
     sb_json_kcstr(out, "event", in->released ? "released" : "incident",
                   false);
     sb_json_ku64(out, "incident", in->id, false);
+    sb_json_ku64(out, "change", in->change != 0 ? in->change : in->id, false);
     json_field(out, "account", in->account);
     json_field(out, "customer", in->customer);
     json_field(out, "state", in->state);
@@ -1226,6 +1268,7 @@ cp_notice_webhook(const struct cp_incident *in, struct strbuf *out)
     sb_json_knum(out, "score", in->score, false);
     json_field(out, "evidence", in->evidence);
     json_field(out, "reason", in->reason);
+    json_field(out, "actor", in->actor);
     json_field(out, "message", in->message);
     json_logins(out, in);
     sb_puts(out, ",\"signals\":[");

@@ -61,7 +61,11 @@
 #define NOTICE_MAX_TEMPLATE 65536 /* bytes of a customer template */
 
 struct cp_incident {
-    uint64_t id;            /* incident number, unique per daemon DB */
+    uint64_t id;            /* incident number, unique per daemon DB: the
+                               number of the change that blocked the
+                               account (a release quotes its block's) */
+    uint64_t change;        /* the number of this state change; 0: `id`
+                               (a block is its own incident) */
     const char *account;    /* account key, "u:alice@example.net" ... */
     const char *customer;   /* customer id from the customer map, or NULL */
     const char *contact;    /* customer's contact address, or NULL */
@@ -73,6 +77,9 @@ struct cp_incident {
                                   (abuse desk and webhook only) */
     const char *reason;        /* "automatic" or the abuse desk's internal
                                   note (never in the customer's mail) */
+    const char *actor;         /* who decided: "auto" (the evidence) or
+                                  the person, "jane.doe (uid 0)"; NULL:
+                                  unknown (never in the customer's mail) */
     const char *message;       /* what the abuse desk tells the customer
                                   (--tell), or NULL */
     const char *const *logins; /* the logins whose mail is stopped, as the
@@ -95,7 +102,10 @@ struct cp_incident {
  * The RFC 5322 message to the customer's contact address (From: `from`),
  * text/plain UTF-8, 8bit, rendered from `tmpl` (NULL: the built-in English
  * template, written for a home user: the block notice, or the release
- * notice if `in->released`). Appended to `out`.
+ * notice if `in->released`, worded for the state released into:
+ * PROBATION, ALLOWED or another). Without a help_url the built-in text
+ * asks the customer to reply (to `from`). Never names `actor`, `reason`
+ * or `evidence`. Appended to `out`.
  *
  * Template placeholders (spaces inside the braces are allowed):
  *   {{logins}}   the login(s) whose mail is stopped, comma-separated
@@ -138,8 +148,9 @@ int cp_notice_template_check(const char *tmpl, size_t len, char *err);
 /*
  * An RFC 5965 ARF report, Feedback-Type: abuse, from `from` to `to`,
  * appended to `out`: multipart/report; report-type=feedback-report with
- *   1. text/plain (UTF-8, 8bit): a human summary of the incident, saying
- *      that the policy stage never sees message bodies;
+ *   1. text/plain (UTF-8, 8bit): a human summary of the incident (with
+ *      who decided, `actor`), saying that the policy stage never sees
+ *      message bodies;
  *   2. message/feedback-report: Feedback-Type, User-Agent
  *      (chokepoint/VERSION), Version: 1, Original-Mail-From and
  *      Original-Rcpt-To (when the last envelope is known), Arrival-Date
@@ -150,7 +161,10 @@ int cp_notice_template_check(const char *tmpl, size_t len, char *err);
  *      Incidents field: the incident carries no message count.
  *   3. text/rfc822-headers: the last envelope written as headers
  *      (Return-Path, a Received line built from HELO and client address,
- *      X-Envelope-To), marked as reconstructed.
+ *      X-Envelope-To), marked as reconstructed; with no envelope at all
+ *      (a person's hold of an account with no message at hand) only the
+ *      account and incident, and a note saying no envelope was seen (RFC
+ *      5965 2 requires the part).
  * The boundary is "=_chokepoint_ID_AT_MS_N", N the first salt whose
  * boundary occurs in none of the parts. Message-ID
  * <chokepoint.ID.AT_MS.arf@reporting_mta>. Returns 0, or -1 with
@@ -161,13 +175,15 @@ int cp_notice_arf(const struct cp_incident *in, const char *from,
 
 /*
  * The webhook body, appended to `out`: one JSON object
- * {"event":"incident","incident":ID,"account":..,"customer":..,"state":..,
- * "previous_state":..,"time":"2026-11-23T16:40:01.123Z","score":..,
- * "evidence":..,"reason":..,"message":..,"logins":[..],"signals":[..],
- * "client":..,"help_url":..}; "event" is "released" for a release.
- * `reason` is the internal note (or "automatic"), `message` what the
- * customer was told (null: nothing of the desk's own), `signals` the
- * signal names. NULL fields as null, strings cut at NOTICE_MAX_VALUE bytes
+ * {"event":"incident","incident":ID,"change":CHANGE,"account":..,
+ * "customer":..,"state":..,"previous_state":..,
+ * "time":"2026-11-23T16:40:01.123Z","score":..,"evidence":..,"reason":..,
+ * "actor":..,"message":..,"logins":[..],"signals":[..],"client":..,
+ * "help_url":..}; "event" is "released" for a release, whose "incident"
+ * is the block's and "change" its own (CHANGE is in->change, or ID if
+ * 0). `reason` is the internal note (or "automatic"), `actor` who
+ * decided, `message` what the customer was told (null: nothing of the
+ * desk's own), `signals` the signal names. NULL fields as null, strings cut at NOTICE_MAX_VALUE bytes
  * ("..."). No newline.
  */
 void cp_notice_webhook(const struct cp_incident *in, struct strbuf *out);

@@ -144,12 +144,43 @@ incident_signals(struct cp_incident *in, const struct cp_evidence *ev)
 }
 
 /*
+ * A release refers to the block it ends: the incident number its notices
+ * quote is the block's (in->change is the release's own), and its
+ * customer hears of it only if they heard of the block (not after a
+ * --no-notify block, a shadow one, or one whose notice never went). Both
+ * come from the store, so they survive a restart. A block the history
+ * does not hold (older than it, or not recorded): the release's own
+ * number, and no notice. Returns whether the customer was told.
+ */
+static bool
+release_of(struct daemon *d, const struct cp_decision *dec, const char *key,
+           struct cp_incident *in)
+{
+    int64_t block = 0;
+    bool told = false;
+
+    if (cp_sqlite_last_block(d->db_sync, dec->id.dkey, dec->id.dkeylen, key,
+                             (int64_t)in->change, &block, &told) < 0)
+        msg_error("account %s: the block this release ends cannot be read "
+                  "from the store",
+                  key);
+    if (block > 0)
+        in->id = (uint64_t)block;
+    if (!told)
+        msg_info("account %s: no release notice: the customer was not told "
+                 "of the block (incident %llu)",
+                 key, (unsigned long long)in->id);
+    return told;
+}
+
+/*
  * An incident: an account has just been blocked, or released. Tell the
- * customer (unless --no-notify), and, for a block, the abuse desk; the
- * ticket system always (per notify:). `by`: the person who decided (NULL:
- * the evidence did); `rec`: the account's evidence, or NULL. `reason` is
- * the internal note (or the evidence line); only by->tell reaches the
- * customer. A customer's own record (c:) names the customer's logins.
+ * customer (unless --no-notify, or of a release of a block they were not
+ * told of), and, for a block, the abuse desk; the ticket system always
+ * (per notify:). `by`: the person who decided (NULL: the evidence did);
+ * `rec`: the account's evidence, or NULL. `reason` is the internal note
+ * (or the evidence line); only by->tell reaches the customer. A
+ * customer's own record (c:) names the customer's logins.
  */
 static void
 notify(struct daemon *d, const struct cp_decision *dec,
@@ -160,9 +191,11 @@ notify(struct daemon *d, const struct cp_decision *dec,
     char client[64], helo[256], sender[256], rcpt[256];
     const struct cp_customer *cu = dec->id.cust;
     struct cp_incident in;
+    bool customer = !(by != NULL && by->quiet);
 
     memset(&in, 0, sizeof(in));
     in.id = incident;
+    in.change = incident;
     in.account = key;
     in.customer = cu ? cu->id : NULL;
     in.contact = cu ? cu->contact : NULL;
@@ -178,6 +211,7 @@ notify(struct daemon *d, const struct cp_decision *dec,
     in.score = dec->score;
     in.evidence = by ? "" : reason;
     in.reason = by ? reason : "automatic";
+    in.actor = by ? by->who : "auto";
     in.message = by && by->tell && by->tell[0] ? by->tell : NULL;
     if (by == NULL && rec != NULL)
         incident_signals(&in, rec);
@@ -189,11 +223,12 @@ notify(struct daemon *d, const struct cp_decision *dec,
         in.sample_sender = req_field(ev->sender, sender, sizeof(sender));
         in.sample_recipient = req_field(ev->recipient, rcpt, sizeof(rcpt));
     }
-    if (by != NULL && by->quiet)
+    if (!customer)
         msg_info("account %s: customer not notified (%s chose --no-notify)",
                  key, by->who);
-    outbox_incident(d->outbox, d->cfg, &in, !(by != NULL && by->quiet),
-                    now_ms);
+    if (in.released && !release_of(d, dec, key, &in))
+        customer = false;
+    outbox_incident(d->outbox, d->cfg, &in, customer, now_ms);
 }
 
 static bool

@@ -648,6 +648,15 @@ mail_job(struct outbox *ob, const struct cp_config *cfg, const char *what,
     submit(ob, j);
 }
 
+/* The number an incident's jobs are filed under: that of the state change
+ * (`chokepoint incident N` lists change N's notices), for a release not
+ * the block's it quotes. */
+static uint64_t
+change_of(const struct cp_incident *in)
+{
+    return in->change != 0 ? in->change : in->id;
+}
+
 /* The customer's mail of an incident: the block or the release notice. */
 static void
 customer_mail(struct outbox *ob, const struct cp_config *cfg,
@@ -665,7 +674,8 @@ customer_mail(struct outbox *ob, const struct cp_config *cfg,
         return;
     }
     if (cp_notice_customer(in, cfg->notify.from, tmpl, sb, err) == 0)
-        mail_job(ob, cfg, what, in->account, in->id, in->contact, sb);
+        mail_job(ob, cfg, what, in->account, change_of(in), in->contact,
+                 sb);
     else
         msg_error("account %s: %s not sent: %s", in->account, what, err);
 }
@@ -692,7 +702,8 @@ outbox_incident(struct outbox *ob, const struct cp_config *cfg,
         uv_mutex_unlock(&ob->mu);
         msg_warn("account %s: incident %llu not notified: "
                  "notify.max_per_hour (%u) reached",
-                 in->account, (unsigned long long)in->id, n->max_per_hour);
+                 in->account, (unsigned long long)change_of(in),
+                 n->max_per_hour);
         return;
     }
     ob->this_hour++;
@@ -702,15 +713,15 @@ outbox_incident(struct outbox *ob, const struct cp_config *cfg,
     sb_reset(&sb);
     if (arf) {
         if (cp_notice_arf(in, n->from, n->abuse_to, &sb, err) == 0)
-            mail_job(ob, cfg, "ARF report", in->account, in->id, n->abuse_to,
-                     &sb);
+            mail_job(ob, cfg, "ARF report", in->account, change_of(in),
+                     n->abuse_to, &sb);
         else
             msg_error("account %s: ARF report not sent: %s", in->account,
                       err);
     }
     if (n->webhook[0] != '\0') {
         struct job *j = job_new(cfg, JOB_WEBHOOK, "webhook", in->account,
-                                in->id);
+                                change_of(in));
 
         j->target = xstrdup(n->webhook);
         cp_notice_webhook(in, &j->body);

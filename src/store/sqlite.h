@@ -98,6 +98,20 @@ int cp_sqlite_history(struct cp_sqlite *db, const char *key, size_t keylen,
  * none, -1 on error. */
 int cp_sqlite_incident(struct cp_sqlite *db, int64_t id, cp_history_fn fn,
                        void *arg);
+/*
+ * The block release number `release` (0: not recorded) ends: the
+ * account's latest change before it from a state that lets mail through
+ * into BLOCKED or MANUAL_HOLD, unless a release came between them (its
+ * row lost: the block is not known); its number in *block, 0 if the
+ * history has none. And whether its customer was told
+ * (*told): a "customer mail" job of that incident, under `account` (the
+ * key as the outbox names it: escaped), is pending in `outbox` or was
+ * sent (`outbox_done`). Loop thread, d->db_sync. Returns 0, or -1 on
+ * error (*block 0, *told false).
+ */
+int cp_sqlite_last_block(struct cp_sqlite *db, const char *key,
+                         size_t keylen, const char *account,
+                         int64_t release, int64_t *block, bool *told);
 
 /*
  * The outbox: notifications and hold commands not yet done, so that a

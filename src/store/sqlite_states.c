@@ -9,7 +9,8 @@
  * while the loop runs: a state change is written before the reply that
  * depends on it (incident.c incident_apply, checkpoint.c retry_unrecorded at
  * every tick and at the stop), history is read for `chokepoint show` and a
- * self-service release (admin.c). cp_sqlite_load_states on the loop
+ * self-service release (admin.c), and the block a release ends
+ * (cp_sqlite_last_block, incident.c). cp_sqlite_load_states on the loop
  * thread at start-up (d->db; the CLI's replay).
  */
 #include <sqlite3.h>
@@ -183,4 +184,44 @@ cp_sqlite_count_actor(struct cp_sqlite *db, const char *key, size_t keylen,
         n = (long)sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return n;
+}
+
+int
+cp_sqlite_last_block(struct cp_sqlite *db, const char *key, size_t keylen,
+                     const char *account, int64_t release, int64_t *block,
+                     bool *told)
+{
+    /* a told customer: the block notice is pending or was sent (one given
+     * up or dropped never reached them) */
+    static const char sql[] =
+        "SELECT h.id, EXISTS(SELECT 1 FROM outbox WHERE account=?2 AND "
+        " incident=h.id AND what='customer mail') OR "
+        " EXISTS(SELECT 1 FROM outbox_done WHERE account=?2 AND "
+        " incident=h.id AND what='customer mail' AND outcome='sent') "
+        "FROM history h WHERE h.key=?1 AND h.id<?3 "
+        " AND h.to_state IN ('BLOCKED','MANUAL_HOLD') "
+        " AND h.from_state NOT IN ('BLOCKED','MANUAL_HOLD') "
+        /* a block whose own row is missing is not an older, ended one */
+        " AND NOT EXISTS(SELECT 1 FROM history x WHERE x.key=?1 "
+        "  AND x.id>h.id AND x.id<?3 "
+        "  AND x.from_state IN ('BLOCKED','MANUAL_HOLD') "
+        "  AND x.to_state NOT IN ('BLOCKED','MANUAL_HOLD')) "
+        "ORDER BY h.id DESC LIMIT 1";
+    sqlite3_stmt *st;
+    int rc;
+
+    *block = 0;
+    *told = false;
+    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, key, (int)keylen, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, account, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, release > 0 ? release : INT64_MAX);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *block = sqlite3_column_int64(st, 0);
+        *told = sqlite3_column_int(st, 1) != 0;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }

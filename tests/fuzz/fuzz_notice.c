@@ -95,6 +95,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t k = 0; k < in.nsignals; k++)
         in.signals[k] = (uint8_t)((size + k * 5) % CP_SIG_COUNT);
     in.released = size % 2;
+    in.change = size % 5 ? (uint64_t)size + 1 : 0; /* 0: id */
+    in.actor = size % 3 ? f[1] : NULL;              /* untrusted text too */
     sb_init(&sb);
     if (cp_notice_customer(&in, "abuse@isp.example", f[11], &sb, err) == 0)
         check_message(&sb);

@@ -19,7 +19,7 @@ from cpd import CHOKEPOINT, Daemon
 from test_containment import Webhook, cpd, wait_for, zombie_until_blocked  # noqa: F401
 from test_postfix import DETECTION_CLASSES, context, login
 
-USERS = ["rita", "sam", "tom", "ulla", "vera"]
+USERS = ["rita", "sam", "tom", "ulla", "vera", "wim"]
 TZ = "CET-1CEST,M3.5.0,M10.5.0/3"  # no tzdata needed
 
 
@@ -68,8 +68,16 @@ def test_customer_notice_plain_words_login_local_time(pf, cpd, monkeypatch):
     assert login("rita") in msg["Subject"], msg["Subject"]
     assert "your mail account %s." % login("rita") in text, text
     assert "cust-4711" not in text and "cust-4711" not in msg["Subject"]
-    assert "\n- mail sent in the name of senders (From addresses) this " \
-           "account had never used\n" in text, text
+    assert text.startswith("Hello,\n\nThis is an automatic message"), text
+    assert "\n- mail sent in the name of sender addresses this account " \
+           "had never used\n" in text, text
+    # the address of the request that tipped the block, not "the last"
+    assert "\nSome of this mail came from the internet address " \
+           "127.0.0.1.\n" in text, text
+    # no help_url: the way back is a reply to notify.from, the desk
+    assert msg["From"] == "abuse@isp.example", msg["From"]
+    assert "reply to this message to have the\nblock lifted" in text, text
+    assert "customer support" not in text, text
     for raw in ("forged_sender", "new_recipient", "score", "+"):
         assert raw not in text, (raw, text)
     assert " CET we blocked" in text or " CEST we blocked" in text, text
@@ -290,3 +298,95 @@ def test_arf_report_parses_as_rfc5965(pf, cpd):
     assert not any("forged" in v for v in reported)
     # the desk's report has the scores the customer's mail does not
     assert "forged_sender" in parts[0].get_content()
+
+
+def hook_events(hook, n):
+    assert wait_for(lambda: len(hook.posts) >= n), hook.posts
+    return [json.loads(p[2]) for p in hook.posts]
+
+
+def test_release_refers_to_its_block_told_only_if_told_of_it(pf, cpd):
+    """The abuse desk's review: a release is announced to the customer
+    only if they were told of the block it ends (not after --no-notify;
+    the store says so, across a restart); its notice and its webhook event
+    quote the block's incident number, the event also its own ("change");
+    the webhook and the ARF report name who decided (not the customer's
+    mail); after `allow` the customer is not threatened with automatic
+    blocks; an ARF report of a hold without traffic does not pretend to
+    hold an envelope."""
+    owner = "owner.vera@home.example"
+    me = "jane.doe (uid %d)" % os.getuid()
+    hook = Webhook()
+    try:
+        daemon = cpd(
+            customer_map="%s cust-51 contact=%s\n" % (login("vera"), owner),
+            extra={"notify": notify_section(pf, "desk-vera@isp.example",
+                                            hook)})
+        # a quiet block, then release: the customer hears nothing
+        b1 = daemon.ctl("block", login("vera"), "--create", "--by",
+                        "jane.doe", "--note", "quiet investigation",
+                        "--no-notify")["incident"]
+        r1 = daemon.ctl("release", login("vera"), "--by", "jane.doe",
+                        "--note", "cleared")["incident"]
+        ev = hook_events(hook, 2)
+        assert [e["event"] for e in ev] == ["incident", "released"], ev
+        time.sleep(1.5)
+        assert pf.delivered_with(owner) == [], pf.delivered_with(owner)
+        assert (ev[0]["incident"], ev[0]["change"]) == (b1, b1), ev[0]
+        assert (ev[1]["incident"], ev[1]["change"]) == (b1, r1), ev[1]
+        assert ev[0]["actor"] == me and ev[1]["actor"] == me, ev
+        # ... nor of a quiet block ended by `allow`
+        b2 = daemon.ctl("block", login("vera"), "--note", "again",
+                        "--no-notify")["incident"]
+        a2 = daemon.ctl("allow", login("vera"), "--note", "ok")["incident"]
+        ev = hook_events(hook, 4)
+        assert (ev[3]["event"], ev[3]["state"]) == ("released", "ALLOWED")
+        time.sleep(1.5)
+        assert pf.delivered_with(owner) == [], pf.delivered_with(owner)
+        assert (ev[3]["incident"], ev[3]["change"]) == (b2, a2), ev[3]
+        assert "no release notice: the customer was not told of the block " \
+               "(incident %d)" % b2 in daemon.read_log()
+        # the desk's reports of both holds: who decided, and no envelope
+        arf = pf.wait_delivered("desk-vera@isp.example", 2)
+        assert len(arf) == 2, arf
+        parts = list(parse(arf[0]).iter_parts())
+        assert "Decided by:     %s\n" % me in parts[0].get_content()
+        assert "reconstructed from the SMTP envelope" not in arf[0]
+        assert "no SMTP envelope was seen" in parts[2].as_string(), arf[0]
+
+        # a block the customer is told of ...
+        b3 = daemon.ctl("block", login("vera"), "--by", "jane.doe",
+                        "--note", "complaint")["incident"]
+        told = pf.wait_delivered(owner, 1)
+        assert len(told) == 1, "no customer mail" + context(pf, daemon)
+        assert "jane.doe" not in told[0]
+        # ... is still known to be told of after a restart
+        assert daemon.stop() == 0
+        daemon.start()
+        a3 = daemon.ctl("allow", login("vera"), "--by", "jane.doe",
+                        "--note", "vouched for")["incident"]
+        freed = pf.wait_delivered("can flow again", 1)
+        assert len(freed) == 1, "no release notice" + context(pf, daemon)
+        msg = parse(freed[0])
+        text = body_of(msg)
+        assert msg["To"] == owner
+        assert msg["X-Chokepoint-Incident"] == str(b3), msg
+        assert "(incident %d)" % b3 in msg["Subject"], msg["Subject"]
+        assert "incident number %d " % b3 in text, text
+        assert "incident number %d " % a3 not in text, text
+        assert "watched more closely" not in text, text
+        assert "blocked again" not in text, text
+        assert "jane.doe" not in freed[0]
+        ev = hook_events(hook, 6)
+        assert (ev[5]["event"], ev[5]["incident"], ev[5]["change"],
+                ev[5]["actor"]) == ("released", b3, a3, me), ev[5]
+        from test_json_schema import validate
+        for i, p in enumerate(hook.posts):
+            assert validate(p[2].decode(), "webhook POST %d" % i) == \
+                "chokepoint.webhook/1"
+        # only the one block notice and the one release notice
+        time.sleep(1.5)
+        assert len(pf.delivered_with(owner)) == 2, \
+            pf.delivered_with(owner)
+    finally:
+        hook.close()

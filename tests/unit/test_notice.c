@@ -34,6 +34,7 @@ incident(void)
         .evidence = "score 12.3: forged_sender +8.0 (8x), new_recipient "
                     "+3.1 (31x)",
         .reason = "automatic",
+        .actor = "auto",
         .client_addr = "192.0.2.7",
         .helo = "alice-pc",
         .sample_sender = "alice@example.net",
@@ -247,6 +248,20 @@ boundary_of(const char *m, char *b, size_t n)
 }
 
 /* Check the three parts and return pointers to their starts in parts[]. */
+/* The built-in customer mail of `in`, rendered into `sb` (emptied first)
+ * and checked for safety: its body. */
+static const char *
+builtin_body(const struct cp_incident *in, struct strbuf *sb)
+{
+    char err[CP_ERR_MAX];
+
+    sb_reset(sb);
+    assert_int_equal(
+        cp_notice_customer(in, "abuse@isp.example", NULL, sb, err), 0);
+    assert_safe_message(sb);
+    return strstr(sb->data, "\n\n") + 2;
+}
+
 static void
 assert_arf_shape(const char *m, const char *parts[3])
 {
@@ -323,8 +338,11 @@ test_arf_parts(void **state)
     assert_non_null(strstr(parts[1], "\nSource-IP: 192.0.2.7\n"));
     assert_non_null(strstr(parts[1], "\nReported-Domain: example.net\n"));
     assert_true(strstr(parts[1], "\nVersion: 1\n") < parts[2]);
+    assert_non_null(strstr(parts[0], "Decided by:     auto\n"));
+    assert_non_null(strstr(parts[0], "only the envelope of the last message"));
     /* part 3: the envelope as headers */
     assert_non_null(strstr(parts[2], "Return-Path: <alice@example.net>\n"));
+    assert_non_null(strstr(parts[2], "reconstructed from the SMTP envelope"));
     assert_non_null(strstr(parts[2], "Received: from alice-pc ([192.0.2.7]) "
                                      "by smtp.isp.example"));
     assert_non_null(strstr(parts[2], "X-Envelope-To: <bob@example.org>\n"));
@@ -339,6 +357,15 @@ test_arf_parts(void **state)
     assert_null(strstr(sb.data, "Original-Mail-From"));
     assert_null(strstr(sb.data, "Source-IP"));
     assert_null(strstr(sb.data, "Received:"));
+    /* ... and nothing claims to be reconstructed from an envelope: the
+     * third part (required, RFC 5965 2) says there was none */
+    assert_null(strstr(sb.data, "reconstructed from the SMTP envelope"));
+    assert_null(strstr(parts[0], "only the envelope of the last message"));
+    assert_non_null(strstr(parts[0], "no SMTP envelope was seen for\nthis "
+                                     "decision"));
+    assert_non_null(strstr(parts[2], "X-Chokepoint-Note: no SMTP envelope was "
+                                     "seen for this decision"));
+    assert_non_null(strstr(parts[2], "X-Chokepoint-Incident: 42\n"));
     /* a client address that is not an IP address is no Source-IP */
     in.client_addr = "not-an-ip";
     sb_reset(&sb);
@@ -540,7 +567,7 @@ test_template(void **state)
     assert_string_equal(
         body, "Konto alice@example.net (C1001) ist BLOCKED seit 2026-11-23 "
               "17:40 CET.\n"
-              "Gesehen: mail sent in the name of senders (From addresses) "
+              "Gesehen: mail sent in the name of sender addresses "
               "this account had never used; many messages to addresses this "
               "account had never written to before von 192.0.2.7; Grund: \n"
               "Hilfe: https://isp.example/unblock {single} }} 42\n");
@@ -645,12 +672,20 @@ test_builtin(void **state)
     assert_non_null(strstr(body, "On 2026-11-23 17:40 CET we blocked"));
     /* plain words, one line per kind of signal, no scores */
     assert_non_null(strstr(body, "showed:\n- mail sent in the name of "
-                                 "senders (From addresses) this account had "
-                                 "never used\n- many messages to addresses "
-                                 "this account had never written to before\n"));
+                                 "sender addresses this account had never "
+                                 "used\n- many messages to addresses this "
+                                 "account had never written to before\n"));
+    assert_null(strstr(body, "From addresses"));
+    /* a sentence starts with a capital letter */
+    assert_ptr_equal(strstr(body, "Hello,\n\nThis is an automatic message"),
+                     body);
     assert_null(strstr(body, "forged_sender"));
     assert_null(strstr(body, "12.3"));
-    assert_non_null(strstr(body, "internet address 192.0.2.7"));
+    /* the address of the request that tipped the block: later mail may
+     * come from others, so it is not "the last" */
+    assert_non_null(strstr(body, "Some of this mail came from the internet "
+                                 "address 192.0.2.7.\n"));
+    assert_null(strstr(body, "The last of this mail"));
     assert_null(strstr(body, "abuse desk:")); /* reason was "automatic" */
     assert_non_null(strstr(body, "malware"));
     assert_non_null(strstr(body, "password"));
@@ -664,11 +699,7 @@ test_builtin(void **state)
     in.state = "THROTTLED";
     in.reason = "reported by recipients";
     in.help_url = "";
-    sb_reset(&sb);
-    assert_int_equal(
-        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
-    assert_safe_message(&sb);
-    body = strstr(sb.data, "\n\n") + 2;
+    body = builtin_body(&in, &sb);
     assert_non_null(strstr(sb.data, "is being limited"));
     assert_non_null(strstr(body, "we started to limit"));
     /* the desk's note is internal: only --tell text reaches the customer */
@@ -681,7 +712,11 @@ test_builtin(void **state)
     body = strstr(sb.data, "\n\n") + 2;
     assert_non_null(strstr(body, "Our abuse desk adds: Call us on 0800 123.\n"));
     assert_null(strstr(body, "reported by recipients"));
-    assert_non_null(strstr(body, "contact our customer support"));
+    /* no help URL: the way to reach the desk is a reply (From: is
+     * notify.from, the desk's mailbox) */
+    assert_null(strstr(body, "customer support"));
+    assert_non_null(strstr(body, "reply to this message to have the\nlimit "
+                                 "lifted"));
     assert_non_null(strstr(body, "stays limited"));
 
     /* held by the desk with nothing seen (a contract ended): no word of
@@ -690,16 +725,15 @@ test_builtin(void **state)
     in.nsignals = 0;
     in.client_addr = NULL;
     in.message = "Your contract ended on 30 November.";
-    sb_reset(&sb);
-    assert_int_equal(
-        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
-    assert_safe_message(&sb);
-    body = strstr(sb.data, "\n\n") + 2;
+    body = builtin_body(&in, &sb);
     assert_non_null(strstr(sb.data, "is on hold"));
     assert_non_null(strstr(body, "our abuse desk stopped all mail"));
     assert_non_null(strstr(body, "Our abuse desk adds: Your contract ended "
                                  "on 30 November.\n"));
     assert_non_null(strstr(body, "incident number 42"));
+    assert_non_null(strstr(body, "have the hold lifted, reply to this "
+                                 "message."));
+    assert_null(strstr(body, "customer support"));
     assert_null(strstr(body, "spam"));
     assert_null(strstr(body, "malware"));
     assert_null(strstr(body, "password"));
@@ -768,20 +802,35 @@ test_webhook(void **state)
     assert_string_equal(
         sb.data,
         "{\"schema\":\"chokepoint.webhook/1\",\"event\":\"incident\","
-        "\"incident\":42,"
+        "\"incident\":42,\"change\":42,"
         "\"account\":\"u:alice@example.net\",\"customer\":\"C1001\","
         "\"state\":\"BLOCKED\",\"previous_state\":\"WATCH\","
         "\"time\":\"2026-11-23T16:40:01.123Z\",\"score\":12.3,"
         "\"evidence\":\"score 12.3: forged_sender +8.0 (8x), new_recipient "
-        "+3.1 (31x)\",\"reason\":\"automatic\",\"message\":null,"
+        "+3.1 (31x)\",\"reason\":\"automatic\",\"actor\":\"auto\","
+        "\"message\":null,"
         "\"logins\":[\"alice@example.net\"],"
         "\"signals\":[\"forged_sender\",\"new_recipient\"],"
         "\"client\":\"192.0.2.7\","
         "\"help_url\":\"https://isp.example/unblock\"}");
     assert_json(&sb);
 
+    /* a release: "incident" is the block's it ends, "change" its own;
+     * the actor is the person who decided */
+    in.released = true;
+    in.change = 50;
+    in.actor = "jane.doe (uid 0)";
+    sb_reset(&sb);
+    cp_notice_webhook(&in, &sb);
+    assert_json(&sb);
+    assert_non_null(strstr(sb.data, "\"event\":\"released\",\"incident\":42,"
+                                    "\"change\":50,"));
+    assert_non_null(strstr(sb.data, "\"actor\":\"jane.doe (uid 0)\","));
+    in = incident();
+
     /* NULLs as null, hostile text escaped */
     in.customer = in.prev_state = in.client_addr = in.help_url = NULL;
+    in.actor = NULL;
     in.account = "u:\"alice\"\\\r\nBcc: x@y\x01\x7f\xff";
     in.reason = "say \"hi\"\t</script>";
     in.score = NAN;
@@ -792,6 +841,7 @@ test_webhook(void **state)
     assert_non_null(strstr(sb.data, "\"previous_state\":null"));
     assert_non_null(strstr(sb.data, "\"client\":null"));
     assert_non_null(strstr(sb.data, "\"help_url\":null"));
+    assert_non_null(strstr(sb.data, "\"actor\":null"));
     assert_non_null(strstr(sb.data, "\"score\":null"));
     assert_non_null(strstr(sb.data, "\"account\":\"u:\\\"alice\\\"\\\\"
                                     "\\u000d\\u000aBcc: x@y\\u0001\\u007f"
@@ -817,6 +867,7 @@ test_audiences(void **state)
     in.nlogins = 4;
     in.reason = "ticket 4712";
     in.message = "Your PC at home is infected.";
+    in.actor = "jane.doe (uid 0)";
     sb_init(&sb);
     assert_int_equal(
         cp_notice_arf(&in, "abuse@isp.example", "fbl@isp.example", &sb, err),
@@ -832,6 +883,12 @@ test_audiences(void **state)
     assert_non_null(strstr(parts[0], "Reason:         ticket 4712\n"));
     assert_non_null(strstr(parts[0], "Customer told:  Your PC at home"));
     assert_non_null(strstr(parts[0], "forged_sender +8.0"));
+    assert_non_null(strstr(parts[0], "Decided by:     jane.doe (uid 0)\n"));
+    /* who decided is the ISP's business, not the customer's */
+    sb_reset(&sb);
+    assert_int_equal(
+        cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
+    assert_null(strstr(sb.data, "jane.doe"));
     /* an address-only account: no Reported-Domain at all */
     in.logins = NULL;
     in.account = "ip:192.0.2.0/24";
@@ -858,8 +915,8 @@ test_audiences(void **state)
     body = strstr(sb.data, "\n\n") + 2;
     assert_string_equal(body, "alice@example.net, bob@example.net|"
                               "alice@example.net, bob@example.net|||"
-                              "- mail sent in the name of senders (From "
-                              "addresses) this account had never used\n"
+                              "- mail sent in the name of sender "
+                              "addresses this account had never used\n"
                               "- many messages to addresses this account had "
                               "never written to before|\n");
     assert_null(strstr(sb.data, "4712"));
@@ -881,6 +938,7 @@ test_audiences(void **state)
     in.prev_state = "MANUAL_HOLD";
     in.nsignals = 0;
     in.reason = "ticket 4712 closed";
+    in.change = 57; /* the release's own number; 42 is the block's */
     sb_reset(&sb);
     assert_int_equal(
         cp_notice_customer(&in, "abuse@isp.example", NULL, &sb, err), 0);
@@ -888,13 +946,28 @@ test_audiences(void **state)
     assert_non_null(strstr(sb.data, "Subject: Outgoing mail from "
                                     "alice@example.net can flow again "
                                     "(incident 42)\n"));
+    assert_non_null(strstr(sb.data, "X-Chokepoint-Incident: 42\n"));
     assert_non_null(strstr(sb.data, "Message-ID: <chokepoint.42."
                                     "1795452001123.release@"));
     body = strstr(sb.data, "\n\n") + 2;
     assert_non_null(strstr(body, "On 2026-11-23 17:40 CET we lifted the "
                                  "block"));
+    assert_ptr_equal(strstr(body, "Hello,\n\nThis is an automatic"), body);
     assert_null(strstr(body, "4712"));
+    assert_null(strstr(body, "57"));
+    assert_non_null(strstr(body, "incident number 42"));
     assert_null(strstr(body, "malware"));
+    /* on probation: watched more closely, blocked again if need be */
+    assert_non_null(strstr(body, "watched more closely"));
+    assert_non_null(strstr(body, "it will be blocked again"));
+    /* allowed: never blocked automatically, so no such threat */
+    in.state = "ALLOWED";
+    body = builtin_body(&in, &sb);
+    assert_null(strstr(body, "watched more closely"));
+    assert_null(strstr(body, "blocked again"));
+    assert_null(strstr(body, "blocked\nagain"));
+    assert_non_null(strstr(body, "no longer\nstopped automatically"));
+    in.state = "PROBATION";
     sb_reset(&sb);
     cp_notice_webhook(&in, &sb);
     assert_json(&sb);

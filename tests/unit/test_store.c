@@ -1,0 +1,158 @@
+/* test_store.c — the store's questions about an account's history:
+ * which block a release ends, and whether its customer was told of it
+ * (cp_sqlite_last_block, src/store/sqlite_states.c). A real SQLite file
+ * under /tmp, removed at the end. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "store/sqlite.h"
+
+#define KEY "u:vera@isp.example"
+
+static struct cp_sqlite *
+open_db(char *path, size_t n)
+{
+    char err[CP_ERR_MAX];
+    struct cp_sqlite *db;
+    int fd;
+
+    snprintf(path, n, "/tmp/cp_test_store_XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(path);
+    db = cp_sqlite_open(path, err);
+    assert_non_null(db);
+    return db;
+}
+
+static void
+close_db(struct cp_sqlite *db, const char *path)
+{
+    char p[300];
+
+    cp_sqlite_close(db);
+    unlink(path);
+    snprintf(p, sizeof(p), "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s-shm", path);
+    unlink(p);
+}
+
+/* A state change of KEY: its number. */
+static int64_t
+change(struct cp_sqlite *db, const char *from, const char *to)
+{
+    struct cp_counters c;
+    char err[CP_ERR_MAX];
+    int64_t id;
+
+    memset(&c, 0, sizeof(c));
+    id = cp_sqlite_transition(db, KEY, strlen(KEY), &c, from, to, 1000,
+                              "jane.doe (uid 0)", "note", err);
+    assert_true(id > 0);
+    return id;
+}
+
+/* A job of incident `incident`, pending, or done with `outcome`. */
+static void
+job(struct cp_sqlite *db, const char *what, int64_t incident,
+    const char *outcome)
+{
+    struct cp_outbox_row r;
+    char err[CP_ERR_MAX];
+    int64_t id;
+
+    memset(&r, 0, sizeof(r));
+    r.what = what;
+    r.account = KEY;
+    r.incident = (uint64_t)incident;
+    r.target = "/usr/sbin/sendmail";
+    r.from = "abuse@isp.example";
+    r.to = "owner@home.example";
+    r.max_attempts = 3;
+    id = cp_sqlite_outbox_add(db, &r, err);
+    assert_true(id > 0);
+    if (outcome != NULL)
+        assert_int_equal(
+            cp_sqlite_outbox_done(db, id, outcome, 1, false, 2000, err), 0);
+}
+
+static void
+assert_block(struct cp_sqlite *db, int64_t release, int64_t want, bool told)
+{
+    int64_t block = -1;
+    bool t = !told;
+
+    assert_int_equal(cp_sqlite_last_block(db, KEY, strlen(KEY), KEY, release,
+                                          &block, &t),
+                     0);
+    assert_int_equal(block, want);
+    assert_int_equal(t, told);
+}
+
+static void
+test_last_block(void **state)
+{
+    char path[64];
+    struct cp_sqlite *db = open_db(path, sizeof(path));
+    int64_t b1, r1, b2, h2, r2, b3, r3, b4, r4, r5;
+
+    (void)state;
+    assert_block(db, 0, 0, false); /* no history */
+
+    /* a quiet block (no customer mail), then its release */
+    b1 = change(db, "NORMAL", "MANUAL_HOLD");
+    job(db, "webhook", b1, "sent");
+    r1 = change(db, "MANUAL_HOLD", "PROBATION");
+    assert_block(db, r1, b1, false);
+
+    /* a told block: pending, then sent; a move to MANUAL_HOLD is not a
+     * new block */
+    b2 = change(db, "PROBATION", "BLOCKED");
+    job(db, "customer mail", b2, NULL);
+    h2 = change(db, "BLOCKED", "MANUAL_HOLD");
+    r2 = change(db, "MANUAL_HOLD", "ALLOWED");
+    assert_block(db, r2, b2, true);
+    assert_true(h2 > b2);
+
+    /* a block notice given up never reached the customer; a release
+     * notice is no block notice */
+    b3 = change(db, "ALLOWED", "MANUAL_HOLD");
+    job(db, "customer mail", b3, "given up: 550 no such user");
+    r3 = change(db, "MANUAL_HOLD", "PROBATION");
+    job(db, "release notice", r3, "sent");
+    assert_block(db, r3, b3, false);
+
+    /* sent: told; the release not recorded (0) still finds it */
+    b4 = change(db, "PROBATION", "BLOCKED");
+    job(db, "customer mail", b4, "sent");
+    assert_block(db, 0, b4, true);
+    r4 = change(db, "BLOCKED", "PROBATION");
+    assert_block(db, r4, b4, true);
+
+    /* a release whose block's row is missing (not recorded): not the
+     * older block an earlier release ended */
+    r5 = change(db, "BLOCKED", "PROBATION");
+    assert_block(db, r5, 0, false);
+    close_db(db, path);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_last_block),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
