@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "util/parse.h"
 #include "util/strbuf.h"
 
 #define DEFAULT_SOCKET "/run/chokepoint/admin.sock"
@@ -171,6 +172,7 @@ ctl_main(int argc, char **argv)
     char line[CLI_MAX_ARG * 4], tellw[CLI_MAX_ARG + 16] = ""; /* "tell
                                                     LEN:TEXT " */
     const char *cmd = NULL, *arg = NULL;
+    uint64_t top_n;
     int fd, i, n;
     bool err = false, got = false; /* got: the reply's start was read */
     char buf[65536];
@@ -227,8 +229,7 @@ ctl_main(int argc, char **argv)
     if (ctl_arity(cmd) == 0 && arg != NULL)
         return usage_error("%s takes no argument (got '%s')", cmd, arg);
     if (strcmp(cmd, "top") == 0 && arg != NULL &&
-        (strspn(arg, "0123456789") != strlen(arg) || strlen(arg) > 3 ||
-         atoi(arg) < 1 || atoi(arg) > 100))
+        (!parse_u64(arg, strlen(arg), &top_n) || top_n < 1 || top_n > 100))
         return usage_error("top N: N is how many accounts, 1 to 100 (not "
                            "'%s')", arg);
     if (self && strcmp(cmd, "release") != 0)
