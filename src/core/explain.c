@@ -130,13 +130,13 @@ cp_explain_text(struct strbuf *sb, const struct cp_decision *d,
     if (d->has_rule)
         sb_printf(sb, " rule=%s value=%.2f cost=%.0f limit=%.0f retry=%.0fs",
                   d->rule.name, d->value, d->cost, d->limit, d->retry_s);
-    if (d->state_changed)
+    if (d->state_changed) {
         sb_printf(sb, " state=%s->%s",
                   cp_state_name((enum cp_state)d->prev_state),
                   cp_state_name((enum cp_state)d->state));
-    if (d->state_changed && incident > 0)
-        sb_printf(sb, " incident=%llu", (unsigned long long)incident);
-    else if (d->state != 0)
+        if (incident > 0)
+            sb_printf(sb, " incident=%llu", (unsigned long long)incident);
+    } else if (d->state != 0)
         sb_printf(sb, " state=%s", cp_state_name((enum cp_state)d->state));
     if (d->cust_state != 0)
         sb_printf(sb, " customer_state=%s",

@@ -47,10 +47,11 @@ daemon_log_decision(struct daemon *d, const struct cp_decision *dec,
                    dec->state_changed;
     struct strbuf sb;
 
-    if (!notable && !msg_enabled(MSG_DEBUG))
-        return;
+    /* whatever the log level: show lists what it was seen with */
     if (notable || dec->score > 0 || dec->state != CP_ST_NORMAL)
         seen_note(d->seen, dec->id.dkey, dec->id.dkeylen, ev, now_ms);
+    if (!notable && !msg_enabled(MSG_DEBUG))
+        return;
     if (notable)
         recent_add(d->recent, dec, now_ms);
     if (dec->by_state && !dec->state_changed &&

@@ -607,12 +607,12 @@ def test_incident_numbers_are_shown_and_looked_up(tmp_path):
         assert d.stop() == 0
 
 
-def webhook_daemon(tmp_path, hook, more=""):
+def webhook_daemon(tmp_path, hook, more="", **kw):
     """A daemon whose incidents go to `hook` (no customer mail); `more`:
-    lines for its notify section."""
+    lines for its notify section; kw: Daemon's."""
     return Daemon(tmp_path, classes=CLASSES + (
         "notify:\n  from: abuse@isp.example\n  customer: false\n"
-        "  webhook: %s\n  retry: 100ms\n" % hook.url + more))
+        "  webhook: %s\n  retry: 100ms\n" % hook.url + more), **kw)
 
 
 def test_block_without_notifying(tmp_path):
@@ -657,7 +657,9 @@ def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
     import json
     from test_containment import Webhook
     hook = Webhook()
-    d = webhook_daemon(tmp_path, hook, "  attempts: 2\n")
+    # log_level info: what show lists does not depend on what is logged
+    d = webhook_daemon(tmp_path, hook, "  attempts: 2\n",
+                       extra={"daemon": "log_level: info"})
     try:
         d.start()
         c = PolicyClient(d.policy_sock)
@@ -712,6 +714,17 @@ def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
         assert "198.51.100.7" in text and "DESKTOP-1" in text, text
         assert re.search(r"#%d\s+webhook\s+%s\s+sent" % (
             incident, re.escape(hook.url)), text), text
+        # released to PROBATION: its accepted mail (DUNNO, not logged at
+        # info) from a new address is listed too
+        assert ctl(d, "release", "zed@isp.example", "--note",
+                   "cleaned").returncode == 0
+        rep = c.ask(rcpt_request(user="zed@isp.example",
+                                 sender="zed@isp.example",
+                                 recipient="mum@home.example",
+                                 instance="p1", client="203.0.113.9"))
+        assert "action=DUNNO" in rep or "action=FILTER" in rep, rep
+        assert "203.0.113.9" in [x["value"] for x in d.ctl(
+            "show", "zed@isp.example")["seen"]["clients"]]
         ann = d.ctl("show", "ann@isp.example")
         assert ann["seen"]["clients"] == [] and ann["notices"] == [], ann
         assert "(nothing: not under suspicion" in ctl(
