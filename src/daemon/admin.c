@@ -589,7 +589,6 @@ struct notice_ctx {
     struct strbuf *o, held; /* held: JSON objects or text lines */
     bool json;
     int n, nheld;
-    uint64_t incident; /* only this incident's; 0: all */
 };
 
 /* The queue ids of a hold command's input, on one line or as a JSON
@@ -616,7 +615,9 @@ held_ids(struct strbuf *o, const char *p, size_t len, bool json)
             }
             n++;
         }
-        p += l + 1;
+        if (nl == NULL)
+            break;
+        p = nl + 1;
     }
 }
 
@@ -629,8 +630,6 @@ notice_row(void *arg, const struct cp_outbox_done_row *r)
     const char *to = r->to ? r->to : r->target;
     char ts[32];
 
-    if (c->incident != 0 && r->incident != c->incident)
-        return;
     cp_format_time(ts, sizeof(ts), r->t_ms);
     if (r->body != NULL && strcmp(r->what, "hold") == 0) {
         struct strbuf *h = &c->held;
@@ -643,8 +642,10 @@ notice_row(void *arg, const struct cp_outbox_done_row *r)
             held_ids(h, r->body, r->body_len, true);
             sb_puts(h, "]}");
         } else {
+            char oc[600];
+
             sb_printf(h, "    #%llu (%s):", (unsigned long long)r->incident,
-                      r->outcome);
+                      shown(oc, sizeof(oc), r->outcome));
             held_ids(h, r->body, r->body_len, false);
             sb_puts(h, "\n");
         }
@@ -679,7 +680,9 @@ static void
 list_notices(struct daemon *d, const char *key, uint64_t incident, int limit,
              struct strbuf *o, bool json)
 {
-    struct notice_ctx c = {.o = o, .json = json, .incident = incident};
+    struct notice_ctx c = {.o = o, .json = json};
+    char err[CP_ERR_MAX];
+    bool failed;
 
     sb_init(&c.held);
     if (!json)
@@ -687,9 +690,11 @@ list_notices(struct daemon *d, const char *key, uint64_t incident, int limit,
                    "first):\n");
     else
         sb_puts(o, ",\"notices\":[");
-    if (cp_sqlite_outbox_account(d->db_sync, key, limit, notice_row, &c,
-                                 (char[CP_ERR_MAX]){0}) < 0 &&
-        !json)
+    failed = cp_sqlite_outbox_account(d->db_sync, key, incident, limit,
+                                      notice_row, &c, err) < 0;
+    if (failed)
+        msg_error("admin: the notices of %s cannot be read: %s", key, err);
+    if (failed && !json)
         sb_puts(o, "    (cannot be read from the store)\n");
     else if (c.n == 0 && !json)
         sb_puts(o, "    (none)\n");
@@ -697,6 +702,8 @@ list_notices(struct daemon *d, const char *key, uint64_t incident, int limit,
         sb_puts(o, "],\"held\":[");
         sb_append(o, c.held.data, c.held.len);
         sb_puts(o, "]");
+        if (failed)
+            sb_json_kcstr(o, "notices_error", err, false);
     } else {
         sb_puts(o, "  queue ids held:\n");
         if (c.nheld == 0)

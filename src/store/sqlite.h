@@ -144,8 +144,9 @@ int cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id,
                           const char *outcome, unsigned attempts,
                           bool keep_body, int64_t t_ms, char *err);
 #define OUTBOX_DONE_KEEP 100000 /* finished jobs remembered (all accounts) */
-/* An account's jobs (`account` as the outbox row names it), pending ones
- * first, then the finished, newest first, at most `limit` in all. */
+/* An account's jobs (`account` as the outbox row names it), of one
+ * incident (0: all), pending ones first, then the finished, newest first,
+ * at most `limit` in all. */
 struct cp_outbox_done_row {
     bool pending;
     const char *what, *target, *to, *outcome;
@@ -158,8 +159,8 @@ struct cp_outbox_done_row {
 typedef void (*cp_outbox_done_fn)(void *arg,
                                   const struct cp_outbox_done_row *r);
 int cp_sqlite_outbox_account(struct cp_sqlite *db, const char *account,
-                             int limit, cp_outbox_done_fn fn, void *arg,
-                             char *err);
+                             uint64_t incident, int limit,
+                             cp_outbox_done_fn fn, void *arg, char *err);
 /* Every row, oldest first; their number, or -1 with `err`. */
 long cp_sqlite_outbox_load(struct cp_sqlite *db, cp_outbox_fn fn, void *arg,
                            char *err);

@@ -118,8 +118,14 @@ cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id, const char *outcome,
     sqlite3_bind_int(st, 5, (int)attempts);
     ok = sqlite3_step(st) == SQLITE_DONE;
     sqlite3_finalize(st);
-    if (!ok)
+    if (!ok) {
         db_fail(db, "outbox done", err);
+    } else if (sqlite3_changes(db->db) != 1) {
+        /* no such row (deleted by hand): nothing to record or prune */
+        snprintf(err, CP_ERR_MAX, "outbox row %lld is gone",
+                 (long long)id);
+        return tx_end(db, false, err);
+    }
     ok = ok && outbox_exec(db, "DELETE FROM outbox WHERE id=?1", id, 0, 0,
                            err) == 0;
     ok = ok && outbox_exec(db, "DELETE FROM outbox_done WHERE id <= ?1",
@@ -132,8 +138,8 @@ cp_sqlite_outbox_done(struct cp_sqlite *db, int64_t id, const char *outcome,
 /* One row of `sql` (columns as in cp_sqlite_outbox_account) per call. */
 static int
 account_rows(struct cp_sqlite *db, const char *sql, const char *account,
-             int limit, bool pending, cp_outbox_done_fn fn, void *arg,
-             char *err)
+             uint64_t incident, int limit, bool pending,
+             cp_outbox_done_fn fn, void *arg, char *err)
 {
     sqlite3_stmt *st;
     int rc, n = 0;
@@ -142,6 +148,7 @@ account_rows(struct cp_sqlite *db, const char *sql, const char *account,
         return db_fail(db, "prepare", err);
     sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, limit);
+    sqlite3_bind_int64(st, 3, (int64_t)incident);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct cp_outbox_done_row r;
 
@@ -165,23 +172,23 @@ account_rows(struct cp_sqlite *db, const char *sql, const char *account,
 
 int
 cp_sqlite_outbox_account(struct cp_sqlite *db, const char *account,
-                         int limit, cp_outbox_done_fn fn, void *arg,
-                         char *err)
+                         uint64_t incident, int limit, cp_outbox_done_fn fn,
+                         void *arg, char *err)
 {
     int a, b;
 
     a = account_rows(db,
                      "SELECT what,target,rcpt,incident,attempts,due,"
                      "'pending',body FROM outbox WHERE account=?1 "
-                     "ORDER BY id DESC LIMIT ?2",
-                     account, limit, true, fn, arg, err);
+                     "AND (?3=0 OR incident=?3) ORDER BY id DESC LIMIT ?2",
+                     account, incident, limit, true, fn, arg, err);
     if (a < 0)
         return -1;
     b = account_rows(db,
                      "SELECT what,target,rcpt,incident,attempts,t,outcome,"
                      "body FROM outbox_done WHERE account=?1 "
-                     "ORDER BY id DESC LIMIT ?2",
-                     account, limit - a, false, fn, arg, err);
+                     "AND (?3=0 OR incident=?3) ORDER BY id DESC LIMIT ?2",
+                     account, incident, limit - a, false, fn, arg, err);
     return b < 0 ? -1 : a + b;
 }
 

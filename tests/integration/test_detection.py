@@ -749,3 +749,30 @@ def test_show_lists_what_the_account_used_and_its_notices(tmp_path):
     finally:
         assert d.stop() == 0
         hook.close()
+
+
+def test_incident_lists_its_notices_however_many_came_after(tmp_path):
+    """`incident N` finds N's notices in the store even when the account
+    has had a hundred jobs since (they were cut at the account's newest
+    100 before N's were picked out)."""
+    from test_containment import Webhook
+    hook = Webhook()
+    d = webhook_daemon(tmp_path, hook, "  max_per_hour: 1000\n")
+    try:
+        d.start()
+        first = d.ctl("block", "flap@isp.example", "--note", "t0",
+                      "--create")["incident"]
+        assert d.ctl("release", "flap@isp.example", "--note", "r0")["to"] \
+            == "PROBATION"
+        for i in range(50):
+            d.ctl("block", "flap@isp.example", "--note", "t%d" % i)
+            d.ctl("release", "flap@isp.example", "--note", "r%d" % i)
+        wait_for(lambda: d.ctl("status")["outbox"]["sent"] >= 102,
+                 what="the 102 webhooks of 51 blocks and releases",
+                 timeout=60)
+        inc = d.ctl("incident", str(first))
+        assert [(n["what"], n["incident"], n["outcome"])
+                for n in inc["notices"]] == [("webhook", first, "sent")], inc
+    finally:
+        assert d.stop() == 0
+        hook.close()
