@@ -163,6 +163,17 @@ usage_error(const char *fmt, ...)
     return 2;
 }
 
+/* One line of text the daemon takes for the customer: no control
+ * characters (as the admin socket's read_tell checks). */
+static bool
+printable_line(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f)
+            return false;
+    return true;
+}
+
 int
 ctl_main(int argc, char **argv)
 {
@@ -246,9 +257,10 @@ ctl_main(int argc, char **argv)
         return usage_error("--tell is for the customer's notice, and "
                            "--no-notify sends none");
     if (tell && (tell[0] == '\0' || strlen(tell) > CLI_MAX_ARG ||
-                 strpbrk(tell, "\r\n\t") != NULL))
+                 !printable_line(tell)))
         return usage_error("--tell: one line of text for the customer "
-                           "(no tabs, at most %d bytes)", CLI_MAX_ARG);
+                           "(no tabs or other control characters, at most %d "
+                           "bytes)", CLI_MAX_ARG);
     /* who decides: --by, else the person sudo says ran it */
     if (by == NULL && !self && (strcmp(cmd, "block") == 0 ||
                                 strcmp(cmd, "release") == 0 ||

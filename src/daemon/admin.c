@@ -1264,9 +1264,9 @@ read_opts(struct admin_conn *a, const char **line, size_t *len,
     o->create = take(line, len, "create");
     o->quiet = take(line, len, "quiet");
     if (take(line, len, "tell") && !read_tell(line, len, o)) {
-        sb_puts(&a->out, o->json ? "{\"error\":\"bad customer text\"}\n"
-                                 : "error: bad customer text (one line, "
-                                   "at most 512 bytes)\n");
+        reply_error_or(&a->out, o->json, "bad customer text",
+                       "error: bad customer text (one line of printable "
+                       "text, at most 512 bytes)\n");
         return false;
     }
     if (!take(line, len, "by"))

@@ -1013,6 +1013,8 @@ def test_version_and_option_errors_name_the_option():
         ([CHOKEPOINT, "top", "abc"], "top N: N is how many accounts, 1 to "
                                      "100 (not 'abc')"),
         ([CHOKEPOINT, "top", "0"], "1 to 100 (not '0')"),
+        ([CHOKEPOINT, "block", "a", "--note", "n", "--tell", "a\x01b"],
+         "--tell: one line of text for the customer"),
         ([CHOKEPOINT, "top", "1000"], "1 to 100 (not '1000')"),
         ([CHOKEPOINTD, "--bogus"], "unknown option '--bogus'"),
         ([CHOKEPOINTD, "-c"], "option '-c' needs a FILE"),
