@@ -391,8 +391,7 @@ daemon_open(struct daemon *d, const char *file, bool sim_clock,
                        EXPIRE_TICK_MS);
     ckpt_start(d);
     d->logfollow = logfollow_start(d);
-    d->outbox = outbox_start(d->cfg->store_path, d->db_sync);
-    outbox_set_key(d->outbox, d->cfg);
+    d->outbox = outbox_start(d->cfg, d->cfg->store_path, d->db_sync);
     d->dnsbl = dnsbl_start(d);
     if (d->cfg->notify.reporting_mta[0] != '\0')
         snprintf(d->hostname, sizeof(d->hostname), "%s",

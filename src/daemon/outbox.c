@@ -466,7 +466,8 @@ resume_row(void *arg, const struct cp_outbox_row *r)
 }
 
 struct outbox *
-outbox_start(const char *store_path, struct cp_sqlite *loop_db)
+outbox_start(const struct cp_config *cfg, const char *store_path,
+             struct cp_sqlite *loop_db)
 {
     struct outbox *ob = xcalloc(1, sizeof(*ob));
     char err[CP_ERR_MAX];
@@ -488,6 +489,8 @@ outbox_start(const char *store_path, struct cp_sqlite *loop_db)
                      "by the last run",
                      n);
     }
+    /* before the worker runs: a resumed webhook is signed too */
+    outbox_set_key(ob, cfg);
     if (uv_thread_create(&ob->thread, worker, ob) != 0)
         msg_fatal("outbox: cannot start its thread");
     return ob;
