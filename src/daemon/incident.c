@@ -304,13 +304,15 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
                                     e2)) < 0)
         snprintf(err, CP_ERR_MAX, "%s", e2);
     incident = row > 0 ? (uint64_t)row : 0;
-    if (incident > 0)
-        msg_warn("account %s: %s -> %s by %s (incident %llu): %s", key, from,
-                 to, who ? who : "evidence", (unsigned long long)incident,
-                 reason);
-    else
-        msg_warn("account %s: %s -> %s by %s: %s", key, from, to,
-                 who ? who : "evidence", reason);
+    {
+        char num[40] = ""; /* " (incident N)", when it was recorded */
+
+        if (incident > 0)
+            snprintf(num, sizeof(num), " (incident %llu)",
+                     (unsigned long long)incident);
+        msg_warn("account %s: %s -> %s by %s%s: %s", key, from, to,
+                 who ? who : "evidence", num, reason);
+    }
     if (by != NULL && by->tell != NULL && by->tell[0] != '\0') {
         char tell[ADMIN_TELL_MAX * 4 + 4];
 
