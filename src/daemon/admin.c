@@ -546,7 +546,8 @@ show_seen(struct daemon *d, const struct cp_identity *id, struct strbuf *o,
             ord[j] = i;
         }
         if (json) {
-            sb_printf(o, "%s\"%s\":[", k ? "," : "", name[k]);
+            sb_json_key(o, name[k], k == 0);
+            sb_puts(o, "[");
         } else if (n > 0) {
             sb_printf(o, "    %s:\n", title[k]);
             any = true;
@@ -573,9 +574,11 @@ show_seen(struct daemon *d, const struct cp_identity *id, struct strbuf *o,
             }
         }
         if (json) {
+            char more[16];
+
+            snprintf(more, sizeof(more), "%s_more", name[k]);
             sb_puts(o, "]");
-            sb_printf(o, ",\"%s_more\":", name[k]);
-            sb_printf(o, "%u", l ? (unsigned)l->more : 0u);
+            sb_json_ku64(o, more, l ? l->more : 0, false);
         } else if (l != NULL && l->more > 0) {
             sb_printf(o, "      (and %u more, not kept)\n", (unsigned)l->more);
         }
