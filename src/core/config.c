@@ -334,7 +334,33 @@ static const struct yw_field protocol_fields[] = {
     {"malformed", set_choice, OFF(malformed_defer), 0, 0, malformed_names},
     {NULL, 0, 0, 0, 0, NULL},
 };
+static const char *const backend_names[] = {"sqlite", "redis", NULL};
+
+/* store.redis: the Redis server of fleet mode (util/redisurl.h) */
+static int
+set_redis_url(struct yw *w, struct fy_node *v, void *base,
+              const struct yw_field *f)
+{
+    struct cp_config *cfg = base;
+    size_t len;
+    const char *s = yw_scalar(v, &len), *why;
+
+    if (s == NULL)
+        return yw_fail(w, v, "expected a URL: redis://HOST:PORT");
+    if ((why = redis_url_parse(s, len, &cfg->redis)) != NULL)
+        return yw_fail(w, v, "%s", why);
+    free(cfg->redis_text);
+    cfg->redis_text = xmemdup0(s, len);
+    return 0;
+}
+
 static const struct yw_field store_fields[] = {
+    {"backend", set_choice, OFF(store_redis), 0, 0, backend_names},
+    {"redis", set_redis_url, 0, 0, 0, NULL},
+    {"redis_password_file", yw_strdup, OFF(redis_password_file), 0, 0, NULL},
+    {"redis_connect_timeout", yw_duration, OFF(redis_connect_timeout_ms), 10,
+     60000, NULL},
+    {"redis_timeout", yw_duration, OFF(redis_timeout_ms), 1, 10000, NULL},
     {"path", yw_strdup, OFF(store_path), 0, 0, NULL},
     {"checkpoint_interval", yw_duration, OFF(checkpoint_ms), 100, 3600000,
      NULL},
@@ -888,6 +914,53 @@ load_template(struct loader *ld, const char *key, const char *path,
     return 0;
 }
 
+#define REDIS_PASSWORD_MAX 255
+
+/*
+ * store: fleet mode needs its server; the password may be in a file
+ * (store.redis_password_file, first line, refused if every user may read
+ * it) instead of the URL, since the config is often readable by all.
+ */
+static int
+finish_store(struct loader *ld)
+{
+    struct cp_config *cfg = ld->cfg;
+    const char *key = "store.redis_password_file";
+    char err[CP_ERR_MAX], *text;
+    struct stat st;
+    size_t len;
+
+    if (cfg->store_redis && cfg->redis_text == NULL)
+        return fail(ld, "store.backend",
+                    "redis needs store.redis: redis://HOST:PORT");
+    if (cfg->redis_password_file == NULL)
+        return 0;
+    if (cfg->redis.has_password)
+        return fail(ld, key, "the URL in store.redis has a password already; "
+                             "give one or the other");
+    if (stat(cfg->redis_password_file, &st) == 0 &&
+        (st.st_mode & (S_IROTH | S_IWOTH)))
+        return fail(ld, key, "%s: readable or writable by every user "
+                             "(chmod o-rw; owner root, group of daemon.user, "
+                             "mode 0640)",
+                    cfg->redis_password_file);
+    text = read_small_file(cfg->redis_password_file, 4096, &len, err);
+    if (text == NULL)
+        return fail(ld, key, "%s", err);
+    len = strcspn(text, "\r\n");
+    if (len == 0 || len > REDIS_PASSWORD_MAX) {
+        free(text);
+        return fail(ld, key, "the first line must be the password "
+                             "(1 to %d bytes)", REDIS_PASSWORD_MAX);
+    }
+    memcpy(cfg->redis.password, text, len);
+    cfg->redis.password[len] = '\0';
+    cfg->redis.has_password = true;
+    explicit_bzero(text, len);
+    free(text);
+    return 0;
+}
+
 #define WEBHOOK_KEY_MIN 16   /* bytes: shorter keys are guessable */
 #define WEBHOOK_KEY_MAX 1024
 
@@ -1085,7 +1158,8 @@ finish(struct loader *ld)
             return fail(ld, "classes",
                         "more than %d distinct metric/window counters",
                         CP_MAX_SLOTS);
-    if (finish_notify(ld) < 0 || finish_dnsbl(ld) < 0 ||
+    if (finish_store(ld) < 0 || finish_notify(ld) < 0 ||
+        finish_dnsbl(ld) < 0 ||
         finish_containment(ld) < 0 || finish_content(ld) < 0)
         return -1;
     if (cfg->customer_map && cp_custmap_load(cfg, ld->yw.err) < 0)
@@ -1129,6 +1203,8 @@ set_defaults(struct cp_config *cfg)
         }
     }
     cfg->store_path = xstrdup("/var/lib/chokepoint/state.db");
+    cfg->redis_connect_timeout_ms = 1000;
+    cfg->redis_timeout_ms = 50;
     cfg->checkpoint_ms = 5000;
     cfg->max_accounts = 2000000;
     cfg->ipv4_prefix = 32;
@@ -1240,6 +1316,9 @@ cp_config_free(struct cp_config *cfg)
     free(cfg->admin_socket);
     free(cfg->decision_log);
     free(cfg->store_path);
+    free(cfg->redis_text);
+    free(cfg->redis_password_file);
+    explicit_bzero(&cfg->redis, sizeof(cfg->redis));
     free(cfg->customer_map);
     free(cfg->default_class_name);
     free(cfg->unauth_class_name);

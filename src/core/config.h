@@ -21,6 +21,7 @@
 #include "util/hmap.h"
 #include "util/inet.h"
 #include "util/msg.h"
+#include "util/redisurl.h"
 
 #define CP_MAX_SLOTS 12      /* distinct (metric, window) counters */
 #define CP_MAX_RULES 12      /* rules per class or customer */
@@ -280,6 +281,15 @@ struct cp_config {
     bool malformed_defer; /* protocol.malformed: defer (else dunno) */
 
     /* store: */
+    bool store_redis;         /* store.backend: redis (fleet mode) */
+    struct redis_url redis;   /* store.redis, parsed */
+    char *redis_text;         /* store.redis as written (has no secret
+                                 when the password is in a file) */
+    char *redis_password_file;
+    uint64_t redis_connect_timeout_ms; /* store.redis_connect_timeout */
+    uint64_t redis_timeout_ms;  /* store.redis_timeout: a decision waits
+                                   this long for Redis, then is made from
+                                   the local copy */
     char *store_path;
     uint64_t checkpoint_ms;
     uint32_t max_accounts; /* idle, clean ones are evicted above it */

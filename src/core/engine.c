@@ -136,9 +136,11 @@ pending_of(const struct cp_pending *p, const struct cp_identity *id)
     return p->keylen == id->keylen && memcmp(p->key, id->key, p->keylen) == 0;
 }
 
-/* Give the reservation back to the account and forget the message. */
+/* Give the reservation back to the account (and, in fleet mode, to the
+ * shared store unless `shared` already did) and forget the message. */
 static void
-pending_release(struct cp_engine *e, struct cp_pending *p, int64_t now_ms)
+pending_give_back(struct cp_engine *e, struct cp_pending *p, int64_t now_ms,
+                  bool share)
 {
     struct cp_meter_op op;
     struct cp_meter_result res;
@@ -151,8 +153,16 @@ pending_release(struct cp_engine *e, struct cp_pending *p, int64_t now_ms)
     op.slots = e->cfg->slots;
     op.nslots = e->cfg->nslots;
     e->store->ops->meter(e->store, &op, &res);
+    if (share && e->share_release != NULL)
+        e->share_release(e->share_arg, &op);
     pending_unlink(e, p);
     pending_free(p);
+}
+
+static void
+pending_release(struct cp_engine *e, struct cp_pending *p, int64_t now_ms)
+{
+    pending_give_back(e, p, now_ms, true);
 }
 
 static struct cp_pending *
@@ -554,9 +564,84 @@ pool_route(struct cp_engine *e, struct cp_decision *d)
         d->action = CP_ACT_FILTER;
 }
 
+/* What the shared store needs besides the operation (fleet mode). */
 static void
+await_fill(struct cp_engine *e, const struct cp_decision *d,
+           const struct costs *c, bool two_phase, struct cp_await *aw)
+{
+    memcpy(aw->cost, c->v, sizeof(aw->cost));
+    aw->watch_factor = e->cfg->det.watch_factor;
+    aw->scale_states = (1u << CP_ST_WATCH) | (1u << CP_ST_PROBATION);
+    aw->refuse_states = cp_config_state_shadow(e->cfg, d->id.cls)
+                            ? 0
+                            : (1u << CP_ST_THROTTLED) | (1u << CP_ST_BLOCKED) |
+                                  (1u << CP_ST_MANUAL_HOLD);
+    aw->two_phase = two_phase;
+}
+
+/* An operation built unscaled, scaled to the account's state now. */
+static void
+op_scale(struct cp_meter_op *op, double scale)
+{
+    for (size_t i = 0; i < op->nrules; i++) {
+        op->rule[i].cap *= scale;
+        op->rule[i].rate *= scale;
+    }
+}
+
+/* Fleet mode: the local copy of the account's counters follows the shared
+ * store's answer (it is what degraded mode counts on). */
+static void
+mirror_levels(struct cp_engine *e, const struct cp_meter_op *op,
+              const struct cp_meter_result *res)
+{
+    struct cp_account_ref ref;
+    float lv[CP_MAX_SLOTS];
+    uint32_t used = 0;
+
+    if (!e->store->ops->account(e->store, op->key, op->keylen, true, false,
+                                &ref))
+        return;
+    for (size_t i = 0; i < op->nrules; i++) {
+        double v = res->level[i] + (res->denied >= 0 ? 0 : res->cost[i]);
+
+        lv[op->rule[i].slot] = (float)v;
+        used |= 1u << op->rule[i].slot;
+    }
+    for (size_t s = 0; s < CP_MAX_SLOTS; s++)
+        ref.c->level[s] = (used & (1u << s)) ? lv[s] : 0.0f;
+    ref.c->t_ms = op->now_ms;
+}
+
+/* The store's answer becomes the decision: the rules, the reputation
+ * pool, the reservation of a two-phase message. */
+static void
+rcpt_tail(struct cp_engine *e, const struct cp_event *ev, int64_t now_ms,
+          struct cp_decision *d, const struct cp_meter_op *op,
+          const struct cp_meter_result *res, const double *cost,
+          bool two_phase)
+{
+    struct cp_pending *p;
+
+    if (!d->by_state)
+        finish(e, op, res, d);
+    pool_route(e, d);
+    if (res->denied >= 0 || !two_phase)
+        return;
+    p = pending_get(e, ev->instance);
+    if (p != NULL && !pending_of(p, &d->id))
+        return; /* taken by another account meanwhile (fleet mode) */
+    if (p == NULL)
+        p = pending_add(e, &ev->instance, &d->id, now_ms);
+    p->reserved[CP_METRIC_MESSAGES] += cost[CP_METRIC_MESSAGES];
+    p->reserved[CP_METRIC_RECIPIENTS] += 1;
+    p->reserved[CP_METRIC_BYTES] += cost[CP_METRIC_BYTES];
+    p->reserved[CP_METRIC_DOMAINS] += res->new_domain ? 1 : 0;
+}
+
+static int
 decide_rcpt(struct cp_engine *e, const struct cp_event *ev,
-            int64_t now_ms, struct cp_decision *d)
+            int64_t now_ms, struct cp_decision *d, struct cp_await *aw)
 {
     bool two_phase = e->cfg->acct_mode == CP_ACCT_TWO_PHASE &&
                      ev->instance.p != NULL && ev->instance.len > 0;
@@ -580,30 +665,28 @@ decide_rcpt(struct cp_engine *e, const struct cp_event *ev,
                           RCPT is of the same message (nothing reserved) */
         if (two_phase && p == NULL)
             pending_add(e, &ev->instance, &d->id, now_ms);
-        return;
+        return 0;
     }
-    if (engine_state_verdict(e, d))
-        return; /* blocked or throttled: nothing reserved */
     memset(&c, 0, sizeof(c));
     c.v[CP_METRIC_MESSAGES] = p ? 0 : 1;
     c.v[CP_METRIC_RECIPIENTS] = 1;
     c.v[CP_METRIC_BYTES] = p ? 0 : (double)ev->size;
     c.v[CP_METRIC_DOMAINS] = 1;
+    if (aw != NULL) { /* the shared store decides the rest */
+        memset(aw, 0, sizeof(*aw));
+        build_op(e, &d->id, &c, now_ms, 1.0, &aw->op);
+        aw->op.domain_hash = domain_hash(ev->recipient);
+        await_fill(e, d, &c, two_phase, aw);
+        return CP_DECIDE_AWAIT;
+    }
+    if (engine_state_verdict(e, d))
+        return 0; /* blocked or throttled: nothing reserved */
     memset(&op, 0, sizeof(op));
     build_op(e, &d->id, &c, now_ms, limit_scale(e, d), &op);
     op.domain_hash = domain_hash(ev->recipient);
     e->store->ops->meter(e->store, &op, &res);
-    if (!d->by_state)
-        finish(e, &op, &res, d);
-    pool_route(e, d);
-    if (res.denied >= 0 || !two_phase)
-        return;
-    if (p == NULL)
-        p = pending_add(e, &ev->instance, &d->id, now_ms);
-    p->reserved[CP_METRIC_MESSAGES] += c.v[CP_METRIC_MESSAGES];
-    p->reserved[CP_METRIC_RECIPIENTS] += 1;
-    p->reserved[CP_METRIC_BYTES] += c.v[CP_METRIC_BYTES];
-    p->reserved[CP_METRIC_DOMAINS] += res.new_domain ? 1 : 0;
+    rcpt_tail(e, ev, now_ms, d, &op, &res, c.v, two_phase);
+    return 0;
 }
 
 /* END-OF-MESSAGE evidence (the final size) and maybe a state change, which
@@ -651,57 +734,48 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
     return engine_state_verdict(e, d);
 }
 
+/* A message refused at END-OF-MESSAGE by its account's state: its
+ * reservation goes back (already in the shared store when `shared`); a
+ * held one is remembered, for a release frees it. */
 static void
-decide_eom(struct cp_engine *e, const struct cp_event *ev,
-           int64_t now_ms, struct cp_decision *d)
+eom_refused(struct cp_engine *e, const struct cp_event *ev, int64_t now_ms,
+            struct cp_decision *d, struct cp_pending *p, bool shared)
 {
-    struct cp_pending *p = NULL;
-    struct cp_meter_op op;
-    struct cp_meter_result res;
-    struct costs c;
-
-    if (e->cfg->acct_mode != CP_ACCT_TWO_PHASE)
-        return;
-    if (ev->instance.p != NULL)
-        p = pending_get(e, ev->instance);
-    if (p != NULL && !pending_of(p, &d->id))
-        p = NULL; /* another account's: it is not this message's to settle */
-    detect_eom(e, ev, now_ms, d);
-    if (e->learning) { /* its delivery outcomes are evidence too */
-        if (p != NULL) {
-            pending_unlink(e, p);
-            pending_free(p);
-        }
+    if (p != NULL)
+        pending_give_back(e, p, now_ms, !shared);
+    if (d->action == CP_ACT_HOLD) /* held: a release frees it */
         engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
-        return;
-    }
-    if (eom_blocked(e, d)) {
-        if (p != NULL)
-            pending_release(e, p, now_ms);
-        if (d->action == CP_ACT_HOLD) /* held: a release frees it */
-            engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
-        return;
-    }
-    memset(&c, 0, sizeof(c));
-    c.v[CP_METRIC_MESSAGES] = 1;
-    c.v[CP_METRIC_RECIPIENTS] = (double)ev->recipient_count;
-    c.v[CP_METRIC_BYTES] = (double)ev->size;
-    memset(&op, 0, sizeof(op));
-    build_op(e, &d->id, &c, now_ms, limit_scale(e, d), &op);
-    if (p != NULL) {
-        memcpy(op.release, p->reserved, sizeof(op.release));
-        /* Domains were counted at RCPT; keep them (see design.md). */
-        op.release[CP_METRIC_DOMAINS] = 0;
-        /* What was reserved was checked at RCPT (and, in shadow mode,
-         * reported there): only a cost above the reservation is news. */
-        for (size_t i = 0; i < op.nrules; i++) {
-            enum cp_metric m = d->id.rules->rule[i].metric;
+}
 
-            op.rule[i].nocheck = c.v[m] <= p->reserved[m];
-        }
+/* The settled message's operation: its final costs, its reservation given
+ * back, and what was reserved not checked again. */
+static void
+eom_op(struct cp_engine *e, const struct cp_decision *d,
+       const struct cp_pending *p, const struct costs *c, int64_t now_ms,
+       double scale, struct cp_meter_op *op)
+{
+    memset(op, 0, sizeof(*op));
+    build_op(e, &d->id, c, now_ms, scale, op);
+    if (p == NULL)
+        return;
+    memcpy(op->release, p->reserved, sizeof(op->release));
+    /* Domains were counted at RCPT; keep them (see design.md). */
+    op->release[CP_METRIC_DOMAINS] = 0;
+    /* What was reserved was checked at RCPT (and, in shadow mode,
+     * reported there): only a cost above the reservation is news. */
+    for (size_t i = 0; i < op->nrules; i++) {
+        enum cp_metric m = d->id.rules->rule[i].metric;
+
+        op->rule[i].nocheck = c->v[m] <= p->reserved[m];
     }
-    e->store->ops->meter(e->store, &op, &res);
-    finish(e, &op, &res, d);
+}
+
+static void
+eom_tail(struct cp_engine *e, const struct cp_event *ev, int64_t now_ms,
+         struct cp_decision *d, const struct cp_meter_op *op,
+         const struct cp_meter_result *res, struct cp_pending *p)
+{
+    finish(e, op, res, d);
     pool_route(e, d);
     if (p != NULL) {
         pending_unlink(e, p);
@@ -712,6 +786,139 @@ decide_eom(struct cp_engine *e, const struct cp_event *ev,
         d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD ||
         d->action == CP_ACT_FILTER)
         engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+}
+
+/* This message's reservation, if it is this account's. */
+static struct cp_pending *
+eom_pending(struct cp_engine *e, const struct cp_event *ev,
+            const struct cp_decision *d)
+{
+    struct cp_pending *p = NULL;
+
+    if (ev->instance.p != NULL)
+        p = pending_get(e, ev->instance);
+    if (p != NULL && !pending_of(p, &d->id))
+        p = NULL; /* another account's: it is not this message's to settle */
+    return p;
+}
+
+static int
+decide_eom(struct cp_engine *e, const struct cp_event *ev,
+           int64_t now_ms, struct cp_decision *d, struct cp_await *aw)
+{
+    struct cp_pending *p;
+    struct cp_meter_op op;
+    struct cp_meter_result res;
+    struct costs c;
+
+    if (e->cfg->acct_mode != CP_ACCT_TWO_PHASE)
+        return 0;
+    p = eom_pending(e, ev, d);
+    detect_eom(e, ev, now_ms, d);
+    if (e->learning) { /* its delivery outcomes are evidence too */
+        if (p != NULL) {
+            pending_unlink(e, p);
+            pending_free(p);
+        }
+        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        return 0;
+    }
+    memset(&c, 0, sizeof(c));
+    c.v[CP_METRIC_MESSAGES] = 1;
+    c.v[CP_METRIC_RECIPIENTS] = (double)ev->recipient_count;
+    c.v[CP_METRIC_BYTES] = (double)ev->size;
+    if (aw != NULL) { /* the shared store decides the rest */
+        memset(aw, 0, sizeof(*aw));
+        eom_op(e, d, p, &c, now_ms, 1.0, &aw->op);
+        await_fill(e, d, &c, true, aw);
+        aw->eom = true;
+        return CP_DECIDE_AWAIT;
+    }
+    if (eom_blocked(e, d)) {
+        eom_refused(e, ev, now_ms, d, p, false);
+        return 0;
+    }
+    eom_op(e, d, p, &c, now_ms, limit_scale(e, d), &op);
+    e->store->ops->meter(e->store, &op, &res);
+    eom_tail(e, ev, now_ms, d, &op, &res, p);
+    return 0;
+}
+
+/* ---- fleet mode: the shared store's answer ---- */
+
+void
+cp_engine_mirror_state(struct cp_engine *e, const char *key, size_t len,
+                       int state, uint32_t since_s, int repeat)
+{
+    struct cp_account_ref ref;
+
+    if (!e->store->ops->account(e->store, key, len, true, false, &ref))
+        return;
+    ref.c->state = (uint8_t)state;
+    ref.c->state_since_s = since_s;
+    ref.c->repeat = (uint8_t)repeat;
+}
+
+/* The shared states become the local copy's and the decision's; a state
+ * change detection made here that lost to another host's is undone. */
+static void
+mirror_states(struct cp_engine *e, struct cp_decision *d,
+              const struct cp_remote *r)
+{
+    struct cp_account_ref ref;
+
+    if (d->state_changed && r->change_refused)
+        d->state_changed = false;
+    if (!d->state_changed)
+        d->state = d->prev_state = r->own;
+    cp_engine_mirror_state(e, d->id.dkey, d->id.dkeylen, r->own,
+                           r->own_since_s, r->own_repeat);
+    d->cust_state = CP_ST_NORMAL;
+    if (!cp_identity_one_record(&d->id) &&
+        e->store->ops->account(e->store, d->id.key, d->id.keylen, true, false,
+                               &ref)) {
+        ref.c->state = r->cust;
+        d->cust_state = r->cust;
+    }
+}
+
+void
+cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
+                 int64_t now_ms, struct cp_decision *d,
+                 const struct cp_await *aw, const struct cp_remote *r)
+{
+    struct cp_meter_op op = aw->op;
+    struct cp_meter_result res;
+    struct cp_pending *p = NULL;
+
+    if (r != NULL)
+        mirror_states(e, d, r);
+    else
+        engine_customer_record(e, d, false);
+    if (aw->eom) {
+        p = eom_pending(e, ev, d);
+        if (eom_blocked(e, d)) {
+            eom_refused(e, ev, now_ms, d, p, r != NULL);
+            goto out;
+        }
+        if (r == NULL && p == NULL) /* given back meanwhile */
+            memset(op.release, 0, sizeof(op.release));
+    } else if (engine_state_verdict(e, d)) {
+        goto out; /* blocked or throttled: nothing reserved */
+    }
+    op_scale(&op, limit_scale(e, d));
+    if (r != NULL) {
+        res = r->res;
+        mirror_levels(e, &op, &res);
+    } else {
+        e->store->ops->meter(e->store, &op, &res);
+    }
+    if (aw->eom)
+        eom_tail(e, ev, now_ms, d, &op, &res, p);
+    else
+        rcpt_tail(e, ev, now_ms, d, &op, &res, aw->cost, aw->two_phase);
+out:
+    e->stats.by_action[d->action]++;
 }
 
 /* ---- a person's decision ---- */
@@ -749,9 +956,12 @@ cp_engine_set_state(struct cp_engine *e, const struct cp_identity *id,
 }
 
 int
-cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
-                 int64_t now_ms, struct cp_decision *d)
+cp_engine_decide_async(struct cp_engine *e, const struct cp_event *ev,
+                       int64_t now_ms, struct cp_decision *d,
+                       struct cp_await *aw)
 {
+    int rc = 0;
+
     memset(d, 0, sizeof(*d));
     d->stage = ev->stage;
     d->action = d->verdict = CP_ACT_DUNNO;
@@ -762,11 +972,19 @@ cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
         return CP_DECIDE_NO_IDENTITY;
     }
     if (d->stage == CP_STAGE_RCPT) {
-        decide_rcpt(e, ev, now_ms, d);
+        rc = decide_rcpt(e, ev, now_ms, d, aw);
     } else if (d->stage == CP_STAGE_EOM) {
         e->eom_seen = true;
-        decide_eom(e, ev, now_ms, d);
+        rc = decide_eom(e, ev, now_ms, d, aw);
     }
-    e->stats.by_action[d->action]++;
-    return 0;
+    if (rc != CP_DECIDE_AWAIT)
+        e->stats.by_action[d->action]++;
+    return rc;
+}
+
+int
+cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
+                 int64_t now_ms, struct cp_decision *d)
+{
+    return cp_engine_decide_async(e, ev, now_ms, d, NULL);
 }

@@ -75,6 +75,11 @@ struct cp_engine {
      * changes, every answer is DUNNO */
     bool learning;
     bool eom_seen; /* an END-OF-MESSAGE request was decided (cp_session) */
+    /* fleet mode: a reservation given back outside a decision (the
+     * transaction ended, expired, was evicted) is given back in the shared
+     * store too; NULL: no shared store */
+    void (*share_release)(void *arg, const struct cp_meter_op *op);
+    void *share_arg;
 };
 
 #define CP_TEXT_MAX 320
@@ -131,6 +136,63 @@ void cp_engine_set_config(struct cp_engine *e, const struct cp_config *cfg);
 #define CP_DECIDE_NO_IDENTITY (-1)
 int cp_engine_decide(struct cp_engine *e, const struct cp_event *ev,
                      int64_t now_ms, struct cp_decision *d);
+
+/*
+ * Fleet mode: a decision that meters waits for the shared store.
+ *
+ * cp_engine_decide_async() does what cp_engine_decide() does up to the
+ * store operation (identity, detection on the local evidence, which may
+ * move the account's state), then returns CP_DECIDE_AWAIT with `aw`
+ * filled: the operation with its limits unscaled, what the account's
+ * state does to it, and the state change detection made. The caller runs
+ * that in the shared store in one step (store/redis.c) and calls
+ * cp_engine_resume() with the store's answer, or with NULL when the
+ * store could not answer in time: the decision is then made from the
+ * local copy (the account table), as the embedded store would.
+ *
+ * Between the two calls the caller keeps `ev`'s strings, `d` and `aw`
+ * unchanged, and the configuration `aw->op.slots` points into alive.
+ */
+#define CP_DECIDE_AWAIT 1
+
+struct cp_await {
+    struct cp_meter_op op; /* caps and rates unscaled; op.key: d->id.key */
+    double cost[CP_METRIC_COUNT];
+    double watch_factor;   /* limits are multiplied by it in... */
+    uint32_t scale_states; /* ...these states (bit per enum cp_state) */
+    uint32_t refuse_states; /* states that refuse the mail: nothing is
+                               charged (0: states are shadowed) */
+    bool eom;
+    bool two_phase;
+    /* the state change detection made (d->state_changed): applied in the
+     * shared store only if its state there is still d->prev_state */
+};
+
+/* The shared store's answer. */
+struct cp_remote {
+    uint8_t own, cust;      /* states of d->id.dkey's and d->id.key's
+                               records after the operation */
+    uint8_t own_repeat;
+    uint32_t own_since_s;
+    bool change_refused;    /* detection's state change lost: another
+                               host changed the state first */
+    struct cp_meter_result res; /* as cp_meter_apply() (not meaningful
+                                   when the state refused the mail) */
+};
+
+int cp_engine_decide_async(struct cp_engine *e, const struct cp_event *ev,
+                           int64_t now_ms, struct cp_decision *d,
+                           struct cp_await *aw);
+void cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
+                      int64_t now_ms, struct cp_decision *d,
+                      const struct cp_await *aw, const struct cp_remote *r);
+
+/*
+ * Fleet mode: make the local copy of an account's state the shared one
+ * (an admin command read it, or another host changed it).
+ */
+void cp_engine_mirror_state(struct cp_engine *e, const char *key, size_t len,
+                            int state, uint32_t since_s, int repeat);
 
 /*
  * One Postfix smtpd's policy connection (or the simulator's stand-in):
