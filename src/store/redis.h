@@ -1,0 +1,89 @@
+/*
+ * redis.h — the fleet store: the accounts several chokepointd share in one
+ * Redis server (store.backend: redis). Each decision is one EVALSHA of
+ * lua/decide.lua, asynchronous on the daemon's libuv loop (hiredis and its
+ * libuv adapter); a person's command reads or sets a state over a second,
+ * blocking connection with a timeout (lua/state.lua).
+ *
+ * What this module promises its caller (daemon/fleet.c):
+ * - cp_redis_decide() either returns NULL (not connected: decide from the
+ *   local copy now) or calls `cb` exactly once, with the answer, or with
+ *   NULL when no answer came within store.redis_timeout, the reply was an
+ *   error, or the connection was lost; unless cp_redis_cancel() was called
+ *   first, after which it never calls it.
+ * - Replies come in the order requests were sent (one connection).
+ * - While the connection is down it reconnects, with a back-off from
+ *   100 ms to 2 s, and calls `on_up` when it is ready again.
+ *
+ * Keys: "cp:{KEY}" holds an account's counters and its own state;
+ * "cp:{KEY}LOGIN" the state of a login of a mapped customer KEY. The hash
+ * tag is the customer, so what one decision touches is in one Cluster
+ * slot. Not yet: Redis Cluster redirections (MOVED/ASK), Sentinel, TLS
+ * (the hiredis of Debian 12 has none of these); see doc/design.md.
+ *
+ * Thread: the loop thread only.
+ */
+#ifndef CP_STORE_REDIS_H
+#define CP_STORE_REDIS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/engine.h"
+
+struct cp_redis;
+struct cp_redis_req;
+
+typedef void cp_redis_cb(void *arg, const struct cp_remote *r);
+
+struct cp_redis_stats {
+    uint64_t sent;        /* decisions sent */
+    uint64_t answered;    /* ... answered in time */
+    uint64_t late;        /* ... answered locally: no answer in time */
+    uint64_t failed;      /* ... answered locally: error or lost connection */
+    uint64_t errors;      /* error or malformed replies (all commands) */
+    uint64_t noscript;    /* NOSCRIPT: the server lost the scripts */
+    uint64_t connects;    /* times the connection became ready */
+    uint64_t disconnects; /* times it was lost */
+    uint64_t shares;      /* reservations given back, merges (no answer
+                             awaited) */
+};
+
+/* Nothing connects before cp_redis_start(). */
+struct cp_redis *cp_redis_new(uv_loop_t *loop, const struct cp_config *cfg,
+                              void (*on_up)(void *arg), void *arg);
+/* Timeouts and the server address (a new address: reconnect). */
+void cp_redis_set_config(struct cp_redis *r, const struct cp_config *cfg);
+void cp_redis_start(struct cp_redis *r);
+/* Closes the connections and frees r once its handles have closed (the
+ * loop must run); pending callbacks are called with NULL first. */
+void cp_redis_close(struct cp_redis *r);
+
+bool cp_redis_up(const struct cp_redis *r);
+const struct cp_redis_stats *cp_redis_stats(const struct cp_redis *r);
+/* "HOST:PORT" or "unix:PATH". */
+const char *cp_redis_where(const struct cp_redis *r);
+
+struct cp_redis_req *cp_redis_decide(struct cp_redis *r,
+                                     const struct cp_decision *d,
+                                     const struct cp_await *aw,
+                                     cp_redis_cb *cb, void *arg);
+void cp_redis_cancel(struct cp_redis_req *q);
+
+/* Apply an operation with no answer awaited: a reservation given back,
+ * or charges made while the server was unreachable (false: not sent). */
+bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
+
+/*
+ * A state, over the blocking connection: mode "get", "set" (a person's
+ * command) or "merge" (a change made while Redis was unreachable; see
+ * lua/state.lua). `out` gets own, cust, own_repeat, own_since_s and
+ * change_refused (for "merge": not applied). Returns 0, or -1 with err.
+ */
+int cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
+                   const char *mode, int to, int from, struct cp_remote *out,
+                   char *err);
+
+#endif
