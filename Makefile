@@ -58,7 +58,7 @@ asan: $(ASAN_BUILD)/build.ninja
 FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -D_GNU_SOURCE -std=c17 -Isrc
 FUZZ_UTIL = src/util/msg.c src/util/xalloc.c src/util/strbuf.c \
-	src/util/parse.c src/util/inet.c src/util/hmap.c
+	src/util/parse.c src/util/inet.c src/util/hmap.c src/util/redisurl.c
 # every target: build-fuzz/fuzz_NAME replays tests/fuzz/corpus/NAME
 FUZZ_NAMES = policy milter fingerprint config maillog notice evidence engine \
 	restore daemon_conn daemon_milter daemon_admin daemon_logfollow
@@ -122,14 +122,19 @@ $(FUZZ_BUILD)/fuzz_restore: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_restore.c $(FUZZ_SQLITE) $(FUZZ_ENGINE) \
 	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lm
+# the Redis store's Lua scripts, as meson embeds them
+$(FUZZ_BUILD)/redis_lua.h: src/store/lua/decide.lua src/store/lua/state.lua \
+		scripts/embed.py | $(FUZZ_BUILD)
+	python3 scripts/embed.py $@ lua_decide=src/store/lua/decide.lua \
+	    lua_state=src/store/lua/state.lua
 # fuzz_daemon_{conn,milter,admin,logfollow}: FUZZ_TARGET=FUZZ_CONN, ...
-$(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS)
-	clang $(FUZZ_CFLAGS) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \
+$(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS) $(FUZZ_BUILD)/redis_lua.h
+	clang $(FUZZ_CFLAGS) -I$(FUZZ_BUILD) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \
 	    -DFUZZ_TARGET=FUZZ_$$(echo $* | tr a-z A-Z) -o $@ \
 	    tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) $(FUZZ_SQLITE) \
-	    $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
+	    src/store/redis.c $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
 	    src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcrypto -lcares -lsqlite3 \
-	    -lfyaml -lxxhash -lm -lpthread
+	    -lhiredis -lfyaml -lxxhash -lm -lpthread
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0

@@ -11,11 +11,12 @@ MODE=${1:-all}
 
 BUILD="meson ninja-build pkg-config gcc
        libuv1-dev libsqlite3-dev libfyaml-dev libxxhash-dev
-       libcurl4-openssl-dev libssl-dev libc-ares-dev zlib1g-dev"
+       libcurl4-openssl-dev libssl-dev libc-ares-dev zlib1g-dev
+       libhiredis-dev"
 # the tests: unit (cmocka), integration (Postfix, ...), fuzz (clang), and
 # the package test (dpkg-buildpackage, debhelper, lintian, mandoc)
 RUNTEST="libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist python3-jsonschema sqlite3 postfix swaks sasl2-bin
-         libsasl2-modules procps rbldnsd miltertest
+         libsasl2-modules procps rbldnsd miltertest redis-server redis-tools
          build-essential dpkg-dev debhelper fakeroot lintian mandoc man-db"
 
 missing=""

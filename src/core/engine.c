@@ -869,6 +869,7 @@ mirror_states(struct cp_engine *e, struct cp_decision *d,
 
     if (d->state_changed && r->change_refused)
         d->state_changed = false;
+    d->shared = d->state_changed;
     if (!d->state_changed)
         d->state = d->prev_state = r->own;
     cp_engine_mirror_state(e, d->id.dkey, d->id.dkeylen, r->own,
@@ -882,14 +883,16 @@ mirror_states(struct cp_engine *e, struct cp_decision *d,
     }
 }
 
-void
+bool
 cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
                  int64_t now_ms, struct cp_decision *d,
-                 const struct cp_await *aw, const struct cp_remote *r)
+                 const struct cp_await *aw, const struct cp_remote *r,
+                 struct cp_meter_result *out)
 {
     struct cp_meter_op op = aw->op;
     struct cp_meter_result res;
     struct cp_pending *p = NULL;
+    bool local = false;
 
     if (r != NULL)
         mirror_states(e, d, r);
@@ -912,6 +915,9 @@ cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
         mirror_levels(e, &op, &res);
     } else {
         e->store->ops->meter(e->store, &op, &res);
+        local = true;
+        if (out != NULL)
+            *out = res;
     }
     if (aw->eom)
         eom_tail(e, ev, now_ms, d, &op, &res, p);
@@ -919,6 +925,7 @@ cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
         rcpt_tail(e, ev, now_ms, d, &op, &res, aw->cost, aw->two_phase);
 out:
     e->stats.by_action[d->action]++;
+    return local;
 }
 
 /* ---- a person's decision ---- */

@@ -104,6 +104,8 @@ struct cp_decision {
     bool detected;           /* evidence was gathered for this request */
     bool by_state;           /* the account's state decided the verdict */
     bool state_changed;
+    bool shared;             /* fleet mode: the change is in the shared
+                                store already (cp_engine_resume) */
     uint8_t state, prev_state; /* enum cp_state of the state's record
                                   (id.dkey: the login, the address, or
                                   an operator's customer) */
@@ -183,9 +185,12 @@ struct cp_remote {
 int cp_engine_decide_async(struct cp_engine *e, const struct cp_event *ev,
                            int64_t now_ms, struct cp_decision *d,
                            struct cp_await *aw);
-void cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
+/* True if the operation was applied to the local copy (r NULL; *res, if
+ * given, says what it charged). */
+bool cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
                       int64_t now_ms, struct cp_decision *d,
-                      const struct cp_await *aw, const struct cp_remote *r);
+                      const struct cp_await *aw, const struct cp_remote *r,
+                      struct cp_meter_result *res);
 
 /*
  * Fleet mode: make the local copy of an account's state the shared one

@@ -24,6 +24,8 @@
 #include "core/identity.h"
 #include "core/lifecycle.h"
 #include "daemon/daemon.h"
+#include "daemon/fleet.h"
+#include "store/redis.h"
 #include "util/msg.h"
 #include "util/parse.h"
 #include "util/strbuf.h"
@@ -79,7 +81,7 @@ struct stat_row {
     uint64_t v;
 };
 
-#define STAT_MAX 64
+#define STAT_MAX 96
 
 struct stat_table {
     struct stat_row row[STAT_MAX];
@@ -92,6 +94,37 @@ row(struct stat_table *t, const char *line, const char *group,
 {
     if (t->n < STAT_MAX) /* (a fixed list, well under the cap) */
         t->row[t->n++] = (struct stat_row){line, group, key, label, v};
+}
+
+/* Fleet mode: the shared store's connection, and degraded mode. */
+static void
+fleet_rows(struct daemon *d, struct stat_table *t)
+{
+    struct fleet_stats fs;
+    struct cp_redis_stats rs;
+    const char *where;
+    bool up;
+
+    fleet_status(d->fleet, &fs, &up, &where, &rs);
+    row(t, "fleet", "fleet", "connected", "connected to Redis (1: yes)", up);
+    row(t, "fleet", "fleet", "sent", "decisions sent", rs.sent);
+    row(t, "fleet", "fleet", "answered", "answered", rs.answered);
+    row(t, "fleet", "fleet", "local", "decided from the local copy",
+        fs.local);
+    row(t, "fleet", "fleet", "late", "of them for a late answer", rs.late);
+    row(t, "fleet", "fleet", "errors", "error replies", rs.errors);
+    row(t, "fleet", "fleet", "connects", "connections made", rs.connects);
+    row(t, "fleet", "fleet", "disconnects", "lost", rs.disconnects);
+    row(t, "fleet", "fleet", "owed", "accounts with charges to hand over",
+        fs.owed);
+    row(t, "fleet", "fleet", "changes", "state changes to hand over",
+        fs.changes);
+    row(t, "fleet", "fleet", "merged", "accounts' charges handed over",
+        fs.merged);
+    row(t, "fleet", "fleet", "merged_changes", "state changes handed over",
+        fs.merged_changes);
+    row(t, "fleet", "fleet", "dropped", "not kept to hand over (limits)",
+        fs.owed_dropped + fs.changes_dropped);
 }
 
 static void
@@ -179,6 +212,8 @@ status_rows(struct daemon *d, struct stat_table *t)
         d->nunrecorded);
     row(t, "store", NULL, "outbox_unwritten", "outbox jobs NOT YET STORED",
         outbox_unwritten(d->outbox));
+    if (d->fleet != NULL)
+        fleet_rows(d, t);
     row(t, "not logged (rate limit)", NULL, "refusals_unlogged",
         "refusals of blocked accounts", d->refusal_log.unlogged);
     row(t, "not logged (rate limit)", NULL, "peer_warnings_unlogged",
@@ -863,11 +898,17 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     struct cp_counters c, st;
     bool tracked, one;
     double scale;
+    char fleet_err[CP_ERR_MAX];
 
     if (len == 0 || cp_identity_lookup(d->cfg, arg, len, &id) < 0) {
         reply_error(o, json, "unknown account");
         return;
     }
+    /* fleet mode: the shared state, from any host */
+    if (d->fleet != NULL && fleet_refresh(d->fleet, &id, fleet_err) < 0)
+        msg_warn("show: %s", fleet_err);
+    else
+        fleet_err[0] = '\0';
     if (!account_known(d, &id)) {
         unknown_account(&id, "", o, json);
         return;
@@ -894,6 +935,8 @@ show(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
         sb_printf(o, "account %s  customer %s  class %s%s\n", acct,
                   id.cust ? id.cust->id : "-", id.cls->name,
                   tracked ? "" : "  (no traffic recorded)");
+        if (fleet_err[0] != '\0')
+            sb_printf(o, "  note: %s\n", fleet_err);
         show_state(d, &id, &st, o, false);
         if (one && id.cust != NULL && id.cust->nlogins > 0 &&
             id.dkeylen > 2 && memcmp(id.dkey, "c:", 2) == 0)
@@ -1042,6 +1085,10 @@ manual(struct admin_conn *a, int to, bool self, const struct admin_opts *op,
                        "error: give an account and a reason\n");
         return;
     }
+    /* fleet mode: act on the shared state (another host may have changed
+     * it); unreachable, the change is made here and handed over later */
+    if (d->fleet != NULL && fleet_refresh(d->fleet, &id, err) < 0)
+        msg_warn("%s: %s", self ? "release" : "state command", err);
     if ((self || !op->create) && !account_known(d, &id)) {
         unknown_account(&id, " (a typing error? --create acts on it anyway)",
                         o, json);

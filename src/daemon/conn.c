@@ -26,6 +26,7 @@
 #include "core/explain.h"
 #include "core/policy.h"
 #include "daemon/daemon.h"
+#include "daemon/fleet.h"
 #include "util/msg.h"
 #include "util/parse.h"
 #include "util/strbuf.h"
@@ -59,6 +60,12 @@ struct conn {
      * means it ended without END-OF-MESSAGE; cp_session_step) */
     struct cp_session session;
     int64_t last_ms; /* the engine's time of the last request */
+    /* fleet mode: the request whose decision waits for the shared store;
+     * meanwhile nothing more is read, and the bytes of rbuf after it
+     * (rest_off, rest_len) wait too */
+    struct fleet_wait *fw;
+    bool waiting;
+    size_t rest_off, rest_len;
 };
 
 /* How many connections one caller holds (d->shares). */
@@ -155,6 +162,9 @@ conn_close(struct conn *c)
     }
     share_give(d, c->share);
     c->share = NULL;
+    fleet_wait_free(c->fw); /* a waiting decision is dropped */
+    c->fw = NULL;
+    c->waiting = false;
     uv_close(&c->h.handle, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
 }
@@ -291,6 +301,33 @@ sim_time(struct conn *c, int64_t now)
     return now;
 }
 
+/* The decision made: logged, its incident applied, answered. */
+static void
+answer(struct conn *c, const struct cp_event *ev, struct cp_decision *dec,
+       int rc, int64_t now)
+{
+    struct daemon *d = c->d;
+    char err[CP_ERR_MAX], text[CP_TEXT_MAX];
+
+    if (rc < 0) {
+        d->stats.bad_requests++;
+        peer_warn(d, "%s: request has neither sasl_username nor a valid "
+                     "client_address; answering DUNNO",
+                  c->peer);
+    }
+    daemon_log_decision(d, dec, ev, incident_apply(d, dec, ev, NULL, now, err),
+                        now);
+    if (dec->detected)
+        dnsbl_check(d->dnsbl, dec, ev);
+    /* the text explains a verdict; DUNNO (also shadow mode) goes bare */
+    policy_format_reply(&c->out, cp_action_word(dec->action),
+                        dec->action == CP_ACT_DUNNO
+                            ? NULL
+                            : cp_reply_text(dec, text, sizeof(text)));
+}
+
+static void on_decided(void *arg);
+
 static void
 handle_request(struct conn *c)
 {
@@ -300,7 +337,6 @@ handle_request(struct conn *c)
     struct cp_decision dec;
     struct str v = {NULL, 0};
     const char *bad;
-    char err[CP_ERR_MAX], text[CP_TEXT_MAX];
     int64_t now = daemon_now_ms();
 
     if (d->sim_clock)
@@ -339,21 +375,20 @@ handle_request(struct conn *c)
     }
     cp_session_step(&d->engine, &c->session, &ev, now);
     c->last_ms = now;
-    if (cp_engine_decide(&d->engine, &ev, now, &dec) < 0) {
-        d->stats.bad_requests++;
-        peer_warn(d, "%s: request has neither sasl_username nor a valid "
-                     "client_address; answering DUNNO",
-                  c->peer);
+    if (d->fleet != NULL) {
+        int rc;
+
+        if (c->fw == NULL)
+            c->fw = fleet_wait_new(d->fleet);
+        rc = fleet_decide(c->fw, &ev, now, on_decided, c);
+        if (rc == CP_DECIDE_AWAIT) {
+            c->waiting = true;
+            return;
+        }
+        answer(c, fleet_event(c->fw), fleet_decision(c->fw), rc, now);
+        return;
     }
-    daemon_log_decision(d, &dec, &ev,
-                        incident_apply(d, &dec, &ev, NULL, now, err), now);
-    if (dec.detected)
-        dnsbl_check(d->dnsbl, &dec, &ev);
-    /* the text explains a verdict; DUNNO (also shadow mode) goes bare */
-    policy_format_reply(&c->out, cp_action_word(dec.action),
-                        dec.action == CP_ACT_DUNNO
-                            ? NULL
-                            : cp_reply_text(&dec, text, sizeof(text)));
+    answer(c, &ev, &dec, cp_engine_decide(&d->engine, &ev, now, &dec), now);
 }
 
 static void
@@ -416,9 +451,38 @@ feed_policy(struct conn *c, const char *p, size_t n, bool *completed)
             return -1;
         }
         off += used;
+        if (c->waiting) { /* the rest waits for the decision */
+            c->rest_off = (size_t)(p + off - c->rbuf);
+            c->rest_len = n - off;
+            uv_read_stop(&c->h.stream);
+            return 0;
+        }
     }
     return 0;
 }
+
+/* Replies written; the idle timer and the connection's lifetime. */
+static void
+after_requests(struct conn *c, bool completed)
+{
+    flush_out(c);
+    if (c->closing || !completed || c->waiting)
+        return;
+    /* The idle timer restarts when a request completes, not on every byte:
+     * trickling a request, or a header a second, does not keep a
+     * connection. A policy connection is closed between requests once it
+     * is max_lifetime old. */
+    if (c->milter == NULL && !pending(c) &&
+        uv_now(c->d->loop) - c->opened_ms >= c->d->cfg->max_lifetime_ms) {
+        c->d->stats.lifetime_closes++;
+        msg_debug("%s: closing at protocol.max_lifetime", c->peer);
+        conn_close_flushed(c);
+        return;
+    }
+    uv_timer_again(&c->idle);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void
 on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -450,21 +514,32 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     } else if (feed_policy(c, buf->base, (size_t)nread, &completed) < 0) {
         return;
     }
-    flush_out(c);
-    if (c->closing || !completed)
-        return;
-    /* The idle timer restarts when a request completes, not on every byte:
-     * trickling a request, or a header a second, does not keep a
-     * connection. A policy connection is closed between requests once it
-     * is max_lifetime old. */
-    if (c->milter == NULL && !pending(c) &&
-        uv_now(c->d->loop) - c->opened_ms >= c->d->cfg->max_lifetime_ms) {
-        c->d->stats.lifetime_closes++;
-        msg_debug("%s: closing at protocol.max_lifetime", c->peer);
-        conn_close_flushed(c);
+    after_requests(c, completed);
+}
+
+/* Fleet mode: the waiting decision is made; answer it, then go on with
+ * what was read after it, then read again. */
+static void
+on_decided(void *arg)
+{
+    struct conn *c = arg;
+    bool completed = true;
+
+    c->waiting = false;
+    answer(c, fleet_event(c->fw), fleet_decision(c->fw), 0, c->last_ms);
+    if (c->rest_len > 0) {
+        size_t off = c->rest_off, len = c->rest_len;
+
+        c->rest_len = 0;
+        if (feed_policy(c, c->rbuf + off, len, &completed) < 0)
+            return;
+    }
+    if (!c->waiting && !c->closing &&
+        uv_read_start(&c->h.stream, on_alloc, on_read) < 0) {
+        conn_close(c);
         return;
     }
-    uv_timer_again(&c->idle);
+    after_requests(c, completed);
 }
 
 /* A connection accepted only to be closed at once (the caller gets a

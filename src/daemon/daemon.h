@@ -115,6 +115,8 @@ struct daemon {
     struct dnsbl *dnsbl;
     struct recent *recent;
     struct seen *seen;
+    struct fleet *fleet;      /* fleet mode (store.backend: redis); NULL:
+                                 the embedded store alone */
 
     bool sim_clock;          /* --sim-clock: time from the request */
     int64_t sim_expired_ms;  /* virtual time of the last expiry pass */

@@ -20,6 +20,7 @@
 #include "core/lifecycle.h"
 #include "core/notice.h"
 #include "daemon/daemon.h"
+#include "daemon/fleet.h"
 #include "util/msg.h"
 #include "util/strbuf.h"
 
@@ -288,6 +289,14 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
         !d->ms->base.ops->account(&d->ms->base, dec->id.dkey, dec->id.dkeylen,
                                   false, false, &ref))
         return 0;
+    if (d->fleet != NULL && !fleet_change(d->fleet, dec, who != NULL)) {
+        str_escape(key, sizeof(key), dec->id.dkey, dec->id.dkeylen,
+                   CP_KEY_MAX);
+        msg_info("account %s: %s -> %s gives way to the shared state %s "
+                 "(another host changed it first)",
+                 key, from, to, cp_state_name((enum cp_state)ref.c->state));
+        return 0;
+    }
     if (who != NULL)
         snprintf(reason, sizeof(reason), "%s", by->why ? by->why : "");
     else if (ref.ev != NULL)

@@ -24,6 +24,8 @@
 #include "core/lifecycle.h"
 #include "core/notice.h"
 #include "daemon/daemon.h"
+#include "daemon/fleet.h"
+#include "util/redisurl.h"
 #include "util/clock.h"
 #include "util/msg.h"
 #include "util/strbuf.h"
@@ -143,7 +145,11 @@ daemon_reload(struct daemon *d, char *err)
     if (old->checkpoint_ms != ncfg->checkpoint_ms)
         uv_timer_start(&d->ckpt_timer, d->ckpt_timer.timer_cb,
                        ncfg->checkpoint_ms, ncfg->checkpoint_ms);
-    cp_config_free(old);
+    if (d->fleet != NULL)
+        fleet_reload(d->fleet);
+    /* decisions waiting for Redis keep the old one until they are made */
+    if (d->fleet == NULL || !fleet_retire(d->fleet, old))
+        cp_config_free(old);
     msg_info("reload: configuration %s loaded (%zu classes, %zu customers%s)",
              ncfg->file, ncfg->nclasses, ncfg->ncustomers,
              ncfg->shadow ? ", shadow mode" : "");
@@ -183,6 +189,7 @@ shutdown_daemon(struct daemon *d)
     d->logfollow = NULL;
     dnsbl_stop(d->dnsbl);
     d->dnsbl = NULL;
+    fleet_stop(d->fleet);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
     uv_close((uv_handle_t *)&d->sig_usr1, NULL);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
@@ -393,6 +400,8 @@ daemon_open(struct daemon *d, const char *file, bool sim_clock,
     d->logfollow = logfollow_start(d);
     d->outbox = outbox_start(d->cfg, d->cfg->store_path, d->db_sync);
     d->dnsbl = dnsbl_start(d);
+    if (d->cfg->store_redis)
+        d->fleet = fleet_start(d);
     if (d->cfg->notify.reporting_mta[0] != '\0')
         snprintf(d->hostname, sizeof(d->hostname), "%s",
                  d->cfg->notify.reporting_mta);
@@ -418,6 +427,7 @@ daemon_close(struct daemon *d)
     outbox_stop(d->outbox);
     ckpt_final(d);
     cp_engine_fini(&d->engine);
+    fleet_free(d->fleet);
     cp_sqlite_close(d->db);
     cp_sqlite_close(d->db_sync);
     memstore_free(d->ms);
@@ -502,10 +512,16 @@ main(int argc, char **argv)
             cp_config_free(cfg);
             return 1;
         }
+        char where[REDIS_URL_MAX_HOST + 32] = "";
+
+        if (cfg->store_redis) {
+            memcpy(where, ", fleet store redis at ", 23);
+            redis_url_where(&cfg->redis, where + 23, sizeof(where) - 23);
+        }
         printf("%s: OK: %zu listeners, %zu classes, %zu customers, %zu "
-               "counters per account%s\n",
+               "counters per account%s%s\n",
                file, cfg->nlisten, cfg->nclasses, cfg->ncustomers,
-               cfg->nslots, cfg->shadow ? ", shadow mode" : "");
+               cfg->nslots, where, cfg->shadow ? ", shadow mode" : "");
         cp_config_free(cfg);
         return 0;
     }

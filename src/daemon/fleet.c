@@ -1,0 +1,541 @@
+/*
+ * fleet.c — chokepointd in fleet mode (store.backend: redis): several
+ * smarthosts share their customers' counters and states in one Redis.
+ *
+ * A policy request that meters is decided in two steps: the engine does
+ * what it can locally (identity, detection on this host's evidence), the
+ * shared store does the rest in one round trip (store/redis.c), and the
+ * engine finishes with its answer (cp_engine_resume). Meanwhile conn.c
+ * holds the reply and reads nothing more from that connection.
+ *
+ * Degraded mode: when Redis cannot be reached, or does not answer within
+ * store.redis_timeout, the decision is made from the local copy (the
+ * account table, which follows every shared answer), with the same
+ * limits: Postfix never sees an error. What was charged locally while
+ * Redis was down, and the state changes made meanwhile, are kept and
+ * handed over when it is back (merge_owed, merge_changes): charges are
+ * added to the shared counters (leaked for the time they waited), a
+ * state change is applied if the shared state is still what it was, or
+ * if it blocks where the shared state does not (a block is never lost).
+ * A decision that only came late (Redis slow, not down) is not handed
+ * over again: Redis has most likely applied it.
+ *
+ * Configurations: a decision that waits keeps pointers into the
+ * configuration it started under; a reload while decisions wait keeps
+ * the old one until the last of them is answered (fleet_retire).
+ *
+ * Limits: FLEET_MAX_OWED accounts with unshared charges, FLEET_MAX_CHANGES
+ * unshared state changes; beyond them the oldest are not handed over
+ * (counted, logged once per outage).
+ */
+#include "daemon/fleet.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lifecycle.h"
+#include "daemon/daemon.h"
+#include "store/memstore.h"
+#include "store/redis.h"
+#include "util/hmap.h"
+#include "util/msg.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+#define FLEET_MAX_OWED 100000
+#define FLEET_MAX_CHANGES 10000
+
+/* Charges made while Redis was down: a leaky bucket per account. */
+struct owed {
+    struct cp_counters c;
+    double rate[CP_MAX_SLOTS]; /* per ms, of the rule that used the slot */
+    uint32_t used;             /* slots charged */
+    size_t keylen;
+    char key[];
+};
+
+struct change {
+    struct cp_identity id; /* key and dkey */
+    uint8_t from, to;
+    bool person;
+};
+
+struct held_cfg {
+    struct cp_config *cfg;
+    size_t n;
+    struct held_cfg *next;
+};
+
+struct fleet {
+    struct daemon *d;
+    struct cp_redis *r;
+    struct hmap owed;     /* key → struct owed */
+    uint64_t owed_gen;    /* config generation the slots belong to */
+    struct change *changes;
+    size_t nchanges;
+    size_t cur_held;      /* waiting decisions under d->cfg */
+    struct held_cfg *retired;
+    struct fleet_stats st;
+};
+
+struct fleet_wait {
+    struct fleet *f;
+    struct cp_await aw;
+    struct cp_event ev;
+    struct cp_decision dec;
+    int64_t now;
+    struct cp_config *cfg;
+    struct cp_redis_req *q;
+    fleet_done_fn *done;
+    void *arg;
+};
+
+static bool
+owed_eq(const void *val, const void *key, size_t len)
+{
+    const struct owed *o = val;
+
+    return o->keylen == len && memcmp(o->key, key, len) == 0;
+}
+
+/* Forget every unshared charge. */
+static void
+owed_clear(struct fleet *f)
+{
+    HMAP_FOREACH(&f->owed, i)
+        free(f->owed.ents[i].val);
+    hmap_fini(&f->owed);
+    hmap_init(&f->owed, 64);
+}
+
+/* ---- configurations held by waiting decisions ---- */
+
+static void
+hold(struct fleet *f, struct fleet_wait *w)
+{
+    w->cfg = f->d->cfg;
+    f->cur_held++;
+}
+
+static void
+unhold(struct fleet *f, struct fleet_wait *w)
+{
+    struct held_cfg **pp;
+
+    if (w->cfg == f->d->cfg) {
+        f->cur_held--;
+        w->cfg = NULL;
+        return;
+    }
+    for (pp = &f->retired; *pp != NULL; pp = &(*pp)->next) {
+        struct held_cfg *h = *pp;
+
+        if (h->cfg != w->cfg)
+            continue;
+        if (--h->n == 0) {
+            *pp = h->next;
+            cp_config_free(h->cfg);
+            free(h);
+        }
+        break;
+    }
+    w->cfg = NULL;
+}
+
+bool
+fleet_retire(struct fleet *f, struct cp_config *old)
+{
+    struct held_cfg *h;
+
+    /* the slots of unshared charges are the old configuration's */
+    if (f->owed.count > 0)
+        msg_warn("fleet: reload: %zu accounts' charges made while Redis was "
+                 "unreachable are not handed over",
+                 f->owed.count);
+    owed_clear(f);
+    if (f->cur_held == 0)
+        return false;
+    h = xcalloc(1, sizeof(*h));
+    h->cfg = old;
+    h->n = f->cur_held;
+    h->next = f->retired;
+    f->retired = h;
+    f->cur_held = 0;
+    return true;
+}
+
+/* ---- what degraded mode owes the shared store ---- */
+
+static void
+owe(struct fleet *f, const struct cp_await *aw,
+    const struct cp_meter_result *res)
+{
+    const struct cp_meter_op *op = &aw->op;
+    struct cp_meter_op add;
+    struct cp_meter_result r2;
+    uint64_t h = hmap_hash(op->key, op->keylen);
+    struct owed *o = hmap_get(&f->owed, h, op->key, op->keylen, owed_eq);
+
+    if (res->denied >= 0)
+        return; /* nothing was charged */
+    if (o == NULL) {
+        if (f->owed.count >= FLEET_MAX_OWED) {
+            f->st.owed_dropped++;
+            return;
+        }
+        o = xcalloc(1, sizeof(*o) + op->keylen);
+        memcpy(o->key, op->key, op->keylen);
+        o->keylen = op->keylen;
+        o->c.t_ms = op->now_ms;
+        hmap_put(&f->owed, h, o);
+    }
+    /* the same rules, checking nothing: a bucket of this host's charges */
+    add = *op;
+    memset(add.release, 0, sizeof(add.release));
+    add.domain_hash = 0;
+    for (size_t i = 0; i < add.nrules; i++) {
+        add.rule[i].enforce = false;
+        add.rule[i].nocheck = true;
+        add.rule[i].domain = false;
+        add.rule[i].cost = res->cost[i];
+        o->rate[add.rule[i].slot] = add.rule[i].rate;
+        o->used |= 1u << add.rule[i].slot;
+    }
+    cp_meter_apply(&o->c, &add, &r2);
+}
+
+/* Redis is back: add what was charged meanwhile, leaked to now. */
+static void
+merge_owed(struct fleet *f, int64_t now_ms)
+{
+    const struct cp_config *cfg = f->d->cfg;
+    size_t n = 0;
+
+    HMAP_FOREACH(&f->owed, i) {
+        struct owed *o = f->owed.ents[i].val;
+        struct cp_meter_op op;
+
+        memset(&op, 0, sizeof(op));
+        op.key = o->key;
+        op.keylen = o->keylen;
+        op.now_ms = now_ms;
+        op.slots = cfg->slots;
+        op.nslots = cfg->nslots;
+        for (unsigned s = 0; s < CP_MAX_SLOTS && s < cfg->nslots; s++) {
+            struct cp_meter_rule *m;
+            double v;
+
+            if (!(o->used & (1u << s)))
+                continue;
+            v = cp_meter_level_now(&o->c, s, o->rate[s], now_ms);
+            m = &op.rule[op.nrules++];
+            m->slot = (uint8_t)s;
+            m->nocheck = true;
+            m->cap = 1e300;
+            m->rate = o->rate[s];
+            m->cost = v;
+        }
+        if (op.nrules > 0 && cp_redis_share(f->r, &op))
+            n++;
+    }
+    owed_clear(f);
+    if (n > 0) {
+        f->st.merged += n;
+        msg_info("fleet: the charges of %zu accounts made while Redis was "
+                 "unreachable are added to the shared counters",
+                 n);
+    }
+}
+
+static void
+change_add(struct fleet *f, const struct cp_identity *id, int from, int to,
+           bool person)
+{
+    struct change *c;
+
+    for (size_t i = 0; i < f->nchanges; i++) {
+        c = &f->changes[i];
+        if (c->id.dkeylen == id->dkeylen &&
+            memcmp(c->id.dkey, id->dkey, id->dkeylen) == 0) {
+            c->to = (uint8_t)to; /* the first `from`, the last `to` */
+            c->person |= person;
+            return;
+        }
+    }
+    if (f->nchanges >= FLEET_MAX_CHANGES) {
+        f->st.changes_dropped++;
+        return;
+    }
+    if (f->changes == NULL)
+        f->changes = xcalloc(FLEET_MAX_CHANGES, sizeof(*f->changes));
+    c = &f->changes[f->nchanges++];
+    c->id = *id;
+    c->from = (uint8_t)from;
+    c->to = (uint8_t)to;
+    c->person = person;
+}
+
+/* Redis is back: hand over the state changes made meanwhile. */
+static void
+merge_changes(struct fleet *f)
+{
+    struct daemon *d = f->d;
+    size_t i;
+
+    for (i = 0; i < f->nchanges; i++) {
+        struct change *c = &f->changes[i];
+        struct cp_remote rem;
+        char err[CP_ERR_MAX], key[CP_KEY_MAX * 4 + 4];
+
+        str_escape(key, sizeof(key), c->id.dkey, c->id.dkeylen, CP_KEY_MAX);
+        if (cp_redis_state(f->r, &c->id, c->person ? "set" : "merge", c->to,
+                           c->from, &rem, err) < 0) {
+            msg_warn("fleet: %s; %zu state changes wait for the next "
+                     "connection",
+                     err, f->nchanges - i);
+            memmove(f->changes, f->changes + i,
+                    (f->nchanges - i) * sizeof(*f->changes));
+            f->nchanges -= i;
+            return;
+        }
+        f->st.merged_changes++;
+        if (rem.change_refused && rem.own != c->to)
+            msg_warn("fleet: account %s: its change to %s made while Redis "
+                     "was unreachable gives way to the shared state %s",
+                     key, cp_state_name((enum cp_state)c->to),
+                     cp_state_name((enum cp_state)rem.own));
+        cp_engine_mirror_state(&d->engine, c->id.dkey, c->id.dkeylen, rem.own,
+                               rem.own_since_s, rem.own_repeat);
+    }
+    f->nchanges = 0;
+}
+
+static void
+on_up(void *arg)
+{
+    struct fleet *f = arg;
+
+    merge_owed(f, daemon_now_ms());
+    if (f->nchanges > 0)
+        merge_changes(f);
+}
+
+/* ---- decisions ---- */
+
+static void
+on_answer(void *arg, const struct cp_remote *rem)
+{
+    struct fleet_wait *w = arg;
+    struct fleet *f = w->f;
+    struct daemon *d = f->d;
+
+    w->q = NULL;
+    if (rem == NULL)
+        f->st.local++;
+    cp_engine_resume(&d->engine, &w->ev, w->now, &w->dec, &w->aw, rem, NULL);
+    unhold(f, w);
+    w->done(w->arg);
+}
+
+struct fleet_wait *
+fleet_wait_new(struct fleet *f)
+{
+    struct fleet_wait *w = xcalloc(1, sizeof(*w));
+
+    w->f = f;
+    return w;
+}
+
+void
+fleet_wait_free(struct fleet_wait *w)
+{
+    if (w == NULL)
+        return;
+    if (w->q != NULL) {
+        cp_redis_cancel(w->q);
+        w->q = NULL;
+        unhold(w->f, w);
+    }
+    free(w);
+}
+
+struct cp_decision *
+fleet_decision(struct fleet_wait *w)
+{
+    return &w->dec;
+}
+
+const struct cp_event *
+fleet_event(struct fleet_wait *w)
+{
+    return &w->ev;
+}
+
+int
+fleet_decide(struct fleet_wait *w, const struct cp_event *ev, int64_t now,
+             fleet_done_fn *done, void *arg)
+{
+    struct fleet *f = w->f;
+    struct daemon *d = f->d;
+    struct cp_meter_result res;
+    int rc;
+
+    w->ev = *ev;
+    w->now = now;
+    rc = cp_engine_decide_async(&d->engine, &w->ev, now, &w->dec, &w->aw);
+    if (rc != CP_DECIDE_AWAIT)
+        return rc;
+    w->done = done;
+    w->arg = arg;
+    hold(f, w);
+    w->q = cp_redis_decide(f->r, &w->dec, &w->aw, on_answer, w);
+    if (w->q != NULL)
+        return CP_DECIDE_AWAIT;
+    /* down: from the local copy, and what it charges is owed */
+    unhold(f, w);
+    f->st.local++;
+    if (cp_engine_resume(&d->engine, &w->ev, now, &w->dec, &w->aw, NULL,
+                         &res))
+        owe(f, &w->aw, &res);
+    return 0; /* a state change is handed over by fleet_change() */
+}
+
+/* ---- state changes outside a decision, and a person's commands ---- */
+
+bool
+fleet_change(struct fleet *f, const struct cp_decision *dec, bool person)
+{
+    if (!dec->state_changed || dec->shared)
+        return true;
+    if (person) {
+        struct cp_remote rem;
+        char err[CP_ERR_MAX];
+
+        if (cp_redis_state(f->r, &dec->id, "set", dec->state,
+                           dec->prev_state, &rem, err) == 0)
+            return true;
+        msg_warn("fleet: %s; the change is handed over when Redis is back",
+                 err);
+    } else if (cp_redis_up(f->r)) {
+        struct cp_remote rem;
+        char err[CP_ERR_MAX];
+
+        if (cp_redis_state(f->r, &dec->id, "merge", dec->state,
+                           dec->prev_state, &rem, err) == 0) {
+            if (!rem.change_refused || rem.own == dec->state)
+                return true;
+            /* another host changed it first: the shared state stands */
+            cp_engine_mirror_state(&f->d->engine, dec->id.dkey,
+                                   dec->id.dkeylen, rem.own,
+                                   rem.own_since_s, rem.own_repeat);
+            return false;
+        }
+        msg_warn("fleet: %s; the change is handed over when Redis is back",
+                 err);
+    }
+    change_add(f, &dec->id, dec->prev_state, dec->state, person);
+    return true;
+}
+
+int
+fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
+{
+    struct cp_remote rem;
+    struct cp_account_ref ref;
+    struct cp_counters c;
+
+    if (!cp_redis_up(f->r)) {
+        snprintf(err, CP_ERR_MAX, "fleet store %s unreachable: the state "
+                                  "shown is this host's copy",
+                 cp_redis_where(f->r));
+        return -1;
+    }
+    if (cp_redis_state(f->r, id, "get", 0, 0, &rem, err) < 0)
+        return -1;
+    if (rem.own == CP_ST_NORMAL && rem.cust == CP_ST_NORMAL &&
+        !f->d->ms->base.ops->peek(&f->d->ms->base, id->dkey, id->dkeylen,
+                                  &c))
+        return 0; /* nothing shared, nothing here: not made up */
+    cp_engine_mirror_state(&f->d->engine, id->dkey, id->dkeylen, rem.own,
+                           rem.own_since_s, rem.own_repeat);
+    if (!cp_identity_one_record(id) &&
+        f->d->ms->base.ops->account(&f->d->ms->base, id->key, id->keylen,
+                                    true, false, &ref))
+        ref.c->state = rem.cust;
+    return 0;
+}
+
+/* ---- life ---- */
+
+static void
+share_release(void *arg, const struct cp_meter_op *op)
+{
+    struct fleet *f = arg;
+
+    cp_redis_share(f->r, op);
+}
+
+struct fleet *
+fleet_start(struct daemon *d)
+{
+    struct fleet *f = xcalloc(1, sizeof(*f));
+
+    f->d = d;
+    hmap_init(&f->owed, 64);
+    f->r = cp_redis_new(d->loop, d->cfg, on_up, f);
+    d->engine.share_release = share_release;
+    d->engine.share_arg = f;
+    msg_info("fleet mode: accounts are shared in Redis at %s",
+             cp_redis_where(f->r));
+    cp_redis_start(f->r);
+    return f;
+}
+
+void
+fleet_reload(struct fleet *f)
+{
+    cp_redis_set_config(f->r, f->d->cfg);
+}
+
+void
+fleet_stop(struct fleet *f)
+{
+    if (f == NULL)
+        return;
+    f->d->engine.share_release = NULL;
+    cp_redis_close(f->r);
+    f->r = NULL;
+}
+
+void
+fleet_free(struct fleet *f)
+{
+    if (f == NULL)
+        return;
+    owed_clear(f);
+    hmap_fini(&f->owed);
+    while (f->retired != NULL) {
+        struct held_cfg *h = f->retired;
+
+        f->retired = h->next;
+        cp_config_free(h->cfg);
+        free(h);
+    }
+    free(f->changes);
+    free(f);
+}
+
+void
+fleet_status(const struct fleet *f, struct fleet_stats *out, bool *up,
+             const char **where, struct cp_redis_stats *rs)
+{
+    *out = f->st;
+    out->owed = f->owed.count;
+    out->changes = f->nchanges;
+    *up = f->r != NULL && cp_redis_up(f->r);
+    *where = f->r != NULL ? cp_redis_where(f->r) : "";
+    if (f->r != NULL)
+        *rs = *cp_redis_stats(f->r);
+    else
+        memset(rs, 0, sizeof(*rs));
+}
