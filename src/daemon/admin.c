@@ -112,6 +112,8 @@ fleet_rows(struct daemon *d, struct stat_table *t)
     row(t, "fleet", "fleet", "local", "decided from the local copy",
         fs.local);
     row(t, "fleet", "fleet", "late", "of them for a late answer", rs.late);
+    row(t, "fleet", "fleet", "failed", "of them for an error or a lost "
+        "connection", rs.failed);
     row(t, "fleet", "fleet", "errors", "error replies", rs.errors);
     row(t, "fleet", "fleet", "connects", "connections made", rs.connects);
     row(t, "fleet", "fleet", "disconnects", "lost", rs.disconnects);

@@ -310,11 +310,38 @@ merge_changes(struct fleet *f)
     f->nchanges = 0;
 }
 
+/* A state this host knows, for a Redis that has none. */
+static void
+add_known(void *arg, const char *key, size_t keylen,
+          const struct cp_counters *c)
+{
+    struct fleet *f = arg;
+    struct cp_identity id;
+
+    cp_identity_lookup(f->d->cfg, key, keylen, &id);
+    if (cp_identity_lookup(f->d->cfg, key, keylen, &id) < 0 ||
+        id.dkeylen != keylen || memcmp(id.dkey, key, keylen) != 0)
+        return; /* not an account an operator could name: skip */
+    change_add(f, &id, CP_ST_NORMAL, c->state, false);
+}
+
 static void
 on_up(void *arg)
 {
     struct fleet *f = arg;
 
+    if (cp_redis_emptied(f->r)) {
+        size_t before = f->nchanges;
+
+        /* Redis lost its data (or is new): what this host knows of
+         * blocks and holds goes back, so no block is lost with it */
+        memstore_each_state(f->d->ms, add_known, f);
+        if (f->nchanges > before)
+            msg_warn("fleet: Redis has no fleet data (new, or restarted "
+                     "without persistence): handing it the %zu account "
+                     "states this host knows",
+                     f->nchanges - before);
+    }
     merge_owed(f, daemon_now_ms());
     if (f->nchanges > 0)
         merge_changes(f);
@@ -452,10 +479,10 @@ fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
     }
     if (cp_redis_state(f->r, id, "get", 0, 0, &rem, err) < 0)
         return -1;
-    if (rem.own == CP_ST_NORMAL && rem.cust == CP_ST_NORMAL &&
+    if (rem.res.created &&
         !f->d->ms->base.ops->peek(&f->d->ms->base, id->dkey, id->dkeylen,
                                   &c))
-        return 0; /* nothing shared, nothing here: not made up */
+        return 0; /* unknown to the fleet and here: not made up */
     cp_engine_mirror_state(&f->d->engine, id->dkey, id->dkeylen, rem.own,
                            rem.own_since_s, rem.own_repeat);
     if (!cp_identity_one_record(id) &&

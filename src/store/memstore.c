@@ -546,3 +546,18 @@ memstore_each_evidence(struct memstore *ms,
             fn(arg, a->key, a->keylen, a->ev);
     }
 }
+
+void
+memstore_each_state(struct memstore *ms,
+                    void (*fn)(void *arg, const char *key, size_t keylen,
+                               const struct cp_counters *c),
+                    void *arg)
+{
+    HMAP_FOREACH(&ms->accts, i)
+    {
+        const struct acct *a = ms->accts.ents[i].val;
+
+        if (a->c.state != 0)
+            fn(arg, a->key, a->keylen, &a->c);
+    }
+}

@@ -128,6 +128,12 @@ void memstore_each_evidence(struct memstore *ms,
                                        const struct cp_evidence *ev),
                             void *arg);
 
+/* Call fn for every account whose state is not NORMAL. */
+void memstore_each_state(struct memstore *ms,
+                         void (*fn)(void *arg, const char *key, size_t keylen,
+                                    const struct cp_counters *c),
+                         void *arg);
+
 /* One account of memstore_top(). */
 struct memstore_top_row {
     char key[CP_KEY_MAX];

@@ -20,7 +20,6 @@
  */
 #include "store/redis.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <math.h>
@@ -28,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/lifecycle.h"
 #include "redis_lua.h"
@@ -39,6 +39,105 @@
 #define BACKOFF_MAX_MS 2000
 #define MAX_ARGS (10 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES)
 #define KEY_BUF (2 * CP_KEY_MAX + 8)
+
+/*
+ * hiredis on the libuv loop. Debian 12's adapter (hiredis/adapters/libuv.h)
+ * drops a poll callback whose status is an error, and libuv reports a
+ * socket error (a reset: Redis killed with replies unread) that way, not
+ * as an event: the connection would go dead unnoticed. This one, written
+ * along the same lines, hands an error to hiredis as a read, which then
+ * fails and disconnects.
+ */
+struct uvev {
+    redisAsyncContext *ac;
+    uv_poll_t h;
+    int events;
+};
+
+static void
+uvev_poll(uv_poll_t *h, int status, int events)
+{
+    struct uvev *p = h->data;
+
+    if (status < 0)
+        events = UV_READABLE; /* the read sees the error */
+    if (p->ac != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void
+uvev_update(struct uvev *p, int add, int del)
+{
+    p->events = (p->events | add) & ~del;
+    if (p->events)
+        uv_poll_start(&p->h, p->events, uvev_poll);
+    else
+        uv_poll_stop(&p->h);
+}
+
+static void
+uvev_add_read(void *priv)
+{
+    uvev_update(priv, UV_READABLE, 0);
+}
+
+static void
+uvev_del_read(void *priv)
+{
+    uvev_update(priv, 0, UV_READABLE);
+}
+
+static void
+uvev_add_write(void *priv)
+{
+    uvev_update(priv, UV_WRITABLE, 0);
+}
+
+static void
+uvev_del_write(void *priv)
+{
+    uvev_update(priv, 0, UV_WRITABLE);
+}
+
+static void
+uvev_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void
+uvev_cleanup(void *priv)
+{
+    struct uvev *p = priv;
+
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->h, uvev_closed);
+}
+
+static int
+uvev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    struct uvev *p;
+
+    if (ac->ev.data != NULL)
+        return REDIS_ERR;
+    p = xcalloc(1, sizeof(*p));
+    if (uv_poll_init(loop, &p->h, ac->c.fd) != 0) {
+        free(p);
+        return REDIS_ERR;
+    }
+    p->ac = ac;
+    p->h.data = p;
+    ac->ev.addRead = uvev_add_read;
+    ac->ev.delRead = uvev_del_read;
+    ac->ev.addWrite = uvev_add_write;
+    ac->ev.delWrite = uvev_del_write;
+    ac->ev.cleanup = uvev_cleanup;
+    ac->ev.data = p;
+    return REDIS_OK;
+}
 
 struct cp_redis_req {
     struct cp_redis *r;
@@ -64,12 +163,19 @@ struct cp_redis {
     uint64_t attempt_ms;
     uint64_t backoff_ms;
     struct cp_redis_req *head, *tail;
+    uint64_t unreplied;      /* decisions sent, no reply read yet (also the
+                                ones answered locally for being late) */
+    uint64_t last_reply_ms;  /* uv_now() of the last reply, or of the
+                                first unreplied send */
     redisContext *sync; /* a person's commands */
     void (*on_up)(void *arg);
     void *up_arg;
     struct cp_redis_stats st;
     struct ratelog rl;
     bool was_up;      /* to log each outage once */
+    bool emptied;     /* this connection found Redis without the fleet
+                         data this host saw before (see on_epoch_set) */
+    char epoch[64];   /* the epoch seen last */
 };
 
 static void connect_now(struct cp_redis *r);
@@ -125,6 +231,7 @@ go_down(struct cp_redis *r, const char *why)
 
     r->ac = NULL;
     r->ready = false;
+    r->unreplied = 0;
     if (r->was_up) {
         r->st.disconnects++;
         msg_warn("fleet store %s: %s; deciding from the local copy until it "
@@ -188,6 +295,44 @@ on_setup(redisAsyncContext *ac, void *reply, void *priv)
     arm(r);
     if (r->on_up)
         r->on_up(r->up_arg);
+}
+
+/*
+ * "cp:fleet" holds the epoch of a Redis's fleet data: a random value set
+ * by the first host that finds it missing. A host that finds no epoch
+ * (it set it: a new or emptied Redis), or another epoch than the one it
+ * saw last (Redis lost its data since), hands it what it knows.
+ */
+static void
+on_epoch_set(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct cp_redis *r = ac->data;
+    redisReply *rep = reply;
+
+    (void)priv;
+    if (r == NULL || r->ac != ac || rep == NULL)
+        return;
+    r->emptied = rep->type == REDIS_REPLY_STATUS; /* "OK": it was missing */
+    on_setup(ac, reply, NULL);
+}
+
+static void
+on_epoch_get(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct cp_redis *r = ac->data;
+    redisReply *rep = reply;
+
+    (void)priv;
+    if (r == NULL || r->ac != ac || rep == NULL)
+        return;
+    if (rep->type == REDIS_REPLY_STRING && rep->len < sizeof(r->epoch)) {
+        if (r->epoch[0] != '\0' && (strlen(r->epoch) != rep->len ||
+                                    memcmp(r->epoch, rep->str, rep->len)))
+            r->emptied = true;
+        memcpy(r->epoch, rep->str, rep->len);
+        r->epoch[rep->len] = '\0';
+    }
+    on_setup(ac, reply, NULL);
 }
 
 static void
@@ -262,8 +407,12 @@ connect_now(struct cp_redis *r)
         return;
     }
     ac->data = r;
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK)
-        msg_fatal("fleet store: cannot attach to the loop");
+    if (uvev_attach(ac, r->loop) != REDIS_OK) {
+        ac->data = NULL;
+        redisAsyncFree(ac);
+        go_down(r, "cannot watch the connection on the loop");
+        return;
+    }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->ac = ac;
@@ -280,6 +429,10 @@ connect_now(struct cp_redis *r)
         r->setup_left++;
         redisAsyncCommand(ac, on_setup, NULL, "SELECT %u", r->url.db);
     }
+    r->setup_left += 2;
+    redisAsyncCommand(ac, on_epoch_set, NULL, "SET cp:fleet %llx-%x NX",
+                      (unsigned long long)uv_hrtime(), (unsigned)getpid());
+    redisAsyncCommand(ac, on_epoch_get, NULL, "GET cp:fleet");
     load_scripts(r);
     arm(r);
 }
@@ -302,8 +455,8 @@ on_timer(uv_timer_t *t)
         go_down(r, "no answer to the connection's set-up in time");
         return;
     }
-    if (r->head != NULL && now - r->head->sent_ms >= r->connect_timeout_ms) {
-        go_down(r, "no answer for store.redis_connect_timeout");
+    if (r->unreplied > 0 && now - r->last_reply_ms >= r->connect_timeout_ms) {
+        go_down(r, "no reply for store.redis_connect_timeout");
         return;
     }
     while (r->head != NULL && now - r->head->sent_ms >= r->timeout_ms) {
@@ -328,9 +481,13 @@ arm(struct cp_redis *r)
         due = r->head->sent_ms + r->timeout_ms > now
                   ? r->head->sent_ms + r->timeout_ms - now
                   : 0;
+    else if (r->unreplied > 0) /* late ones only: is it still alive? */
+        due = r->last_reply_ms + r->connect_timeout_ms > now
+                  ? r->last_reply_ms + r->connect_timeout_ms - now
+                  : 0;
     else
         due = 0;
-    if (r->ac != NULL && r->ready && r->head == NULL) {
+    if (r->ac != NULL && r->ready && r->head == NULL && r->unreplied == 0) {
         uv_timer_stop(&r->timer);
         return;
     }
@@ -541,6 +698,10 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *rep = reply;
     struct cp_remote rem;
 
+    if (ac->data == r && r->unreplied > 0) {
+        r->unreplied--;
+        r->last_reply_ms = uv_now(r->loop);
+    }
     if (rep != NULL && q->cb != NULL) {
         if (parse_decide(rep, q->nrules, &rem)) {
             r->st.answered++;
@@ -592,9 +753,13 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
     q->sent_ms = uv_now(r->loop);
     if (redisAsyncCommandArgv(r->ac, on_decide, q, a.n, a.v, a.len) !=
         REDIS_OK) {
+        msg_debug("fleet store %s: not sent (flags %#x, err %d %s)", r->where,
+                  r->ac->c.flags, r->ac->err, r->ac->errstr);
         free(q);
         return NULL;
     }
+    if (r->unreplied++ == 0)
+        r->last_reply_ms = q->sent_ms;
     q->queued = true;
     q->prev = r->tail;
     if (r->tail)
@@ -710,8 +875,9 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
     struct args a;
     char kb[KEY_BUF];
     redisReply *rep;
-    bool ok;
+    bool ok, reused;
 
+    reused = r->sync != NULL;
     if (sync_open(r, err) < 0)
         return -1;
     a.n = 0;
@@ -725,6 +891,13 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
     arg_fmt(&a, "%d", from);
     arg_fmt(&a, "%llu", 7ULL * 86400000); /* an idle NORMAL state's */
     rep = redisCommandArgv(r->sync, a.n, a.v, a.len);
+    if (rep == NULL && reused) {
+        /* kept from an earlier command: Redis may have restarted since */
+        sync_drop(r);
+        if (sync_open(r, err) < 0)
+            return -1;
+        rep = redisCommandArgv(r->sync, a.n, a.v, a.len);
+    }
     if (rep == NULL) {
         snprintf(err, CP_ERR_MAX, "fleet store %s: %s", r->where,
                  r->sync->errstr[0] ? r->sync->errstr : "no answer");
@@ -732,7 +905,10 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
         return -1;
     }
     memset(out, 0, sizeof(*out));
-    ok = rep_states(rep, 5, out);
+    ok = rep_states(rep, 6, out) &&
+         rep->element[5]->type == REDIS_REPLY_INTEGER;
+    if (ok)
+        out->res.created = rep->element[5]->integer == 0; /* unknown */
     if (!ok)
         snprintf(err, CP_ERR_MAX, "fleet store %s: %.*s", r->where,
                  rep->type == REDIS_REPLY_ERROR ? (int)rep->len : 16,
@@ -787,6 +963,12 @@ bool
 cp_redis_up(const struct cp_redis *r)
 {
     return r->ready;
+}
+
+bool
+cp_redis_emptied(const struct cp_redis *r)
+{
+    return r->ready && r->emptied;
 }
 
 const struct cp_redis_stats *

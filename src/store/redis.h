@@ -62,6 +62,10 @@ void cp_redis_start(struct cp_redis *r);
 void cp_redis_close(struct cp_redis *r);
 
 bool cp_redis_up(const struct cp_redis *r);
+/* Ready, and Redis had no fleet data when this connection began (a new
+ * Redis, or one restarted without persistence): the states the hosts
+ * know must be handed to it again. */
+bool cp_redis_emptied(const struct cp_redis *r);
 const struct cp_redis_stats *cp_redis_stats(const struct cp_redis *r);
 /* "HOST:PORT" or "unix:PATH". */
 const char *cp_redis_where(const struct cp_redis *r);
@@ -79,8 +83,9 @@ bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
 /*
  * A state, over the blocking connection: mode "get", "set" (a person's
  * command) or "merge" (a change made while Redis was unreachable; see
- * lua/state.lua). `out` gets own, cust, own_repeat, own_since_s and
- * change_refused (for "merge": not applied). Returns 0, or -1 with err.
+ * lua/state.lua). `out` gets own, cust, own_repeat, own_since_s,
+ * change_refused (for "merge": not applied) and res.created (the fleet
+ * has no record of the account). Returns 0, or -1 with err.
  */
 int cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
                    const char *mode, int to, int from, struct cp_remote *out,

@@ -10,7 +10,8 @@
 --        FROM, or if it refuses mail (TO: THROTTLED, BLOCKED) where the
 --        state here does not: a block is never lost)
 --      2 TO  3 FROM  4 idle expiry (ms)
--- Returns {own state, customer state, repeat, since (s), applied}
+-- Returns {own state, customer state, repeat, since (s), applied, known:
+--          1 if either record exists (the fleet has seen the account)}
 local k, kd = KEYS[1], KEYS[2]
 local mode, to, from, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local o = redis.call('HMGET', kd, 'st', 'ss', 'rp')
@@ -29,4 +30,6 @@ if mode == 'set' or (mode == 'merge' and (ost == from or
     applied = 1
   end
 end
-return {ost, cst, orp, oss, applied}
+local known = redis.call('EXISTS', k, kd)
+if known > 0 then known = 1 end
+return {ost, cst, orp, oss, applied, known}

@@ -1,0 +1,325 @@
+"""Fleet mode: several chokepointd share their accounts in one real
+redis-server (Debian's), started by each test on a loopback port and
+stopped by its PID.
+
+What an operator running two smarthosts behind a balancer relies on:
+one limit over both hosts to the message, a block made on one host
+refusing on the other at once, a person's command working from either
+host, and Postfix never seeing an error when Redis goes away (decisions
+from the local copy, handed over when it is back).
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cpd import CHOKEPOINTD, Daemon, PolicyClient, rcpt_request, wait_for
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server not installed "
+                                       "(scripts/deps.sh installs it)")
+
+LIMITED = """
+classes:
+  residential:
+    limits:
+      - { metric: messages, window: %s, max: %d }
+  unauthenticated:
+    limits:
+      - { metric: messages, window: 1h, max: 100 }
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Redis:
+    """A private redis-server on 127.0.0.1, no persistence."""
+
+    def __init__(self, tmpdir, port=None, password=None, persist=False):
+        self.dir = str(tmpdir)
+        self.port = port or free_port()
+        self.password = password
+        self.persist = persist  # an append-only file, fsync'd every write
+        self.proc = None
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind",
+                "127.0.0.1", "--save", "", "--dir", self.dir,
+                "--logfile", os.path.join(self.dir, "redis.log")]
+        args += (["--appendonly", "yes", "--appendfsync", "always"]
+                 if self.persist else ["--appendonly", "no"])
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.cli("PING") == "PONG", "redis-server",
+                 timeout=20)
+        return self
+
+    def cli(self, *args):
+        cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
+        if self.password:
+            cmd += ["-a", self.password]
+        r = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                           timeout=20)
+        return r.stdout.strip()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = Redis(tmp_path).start()
+    yield r
+    r.stop()
+
+
+def fleet_daemon(tmp_path, name, redis_url, max_msgs=10, extra_store="",
+                 window="1h"):
+    store = ("checkpoint_interval: 1s\nbackend: redis\nredis: %s\n" %
+             redis_url) + extra_store
+    return Daemon(tmp_path / name, classes=LIMITED % (window, max_msgs),
+                  extra={"store": store, "daemon": "log_level: info"})
+
+
+@pytest.fixture
+def two(tmp_path, redis):
+    a = fleet_daemon(tmp_path, "a", redis.url()).start()
+    b = fleet_daemon(tmp_path, "b", redis.url()).start()
+    for d in (a, b):
+        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                 "fleet connected", timeout=20)
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def action(reply):
+    return reply.split("\n")[0].split(" ")[0].replace("action=", "")
+
+
+def test_two_hosts_share_one_limit_to_the_message(two):
+    a, b = two
+    ca = PolicyClient(a.policy_sock, timeout=20)
+    cb = PolicyClient(b.policy_sock, timeout=20)
+    got = []
+    for i in range(14):  # alternately, as a balancer spreads them
+        c = ca if i % 2 == 0 else cb
+        got.append(action(c.ask(rcpt_request(user="z@example.net",
+                                             instance="m%d" % i))))
+    # 10 messages an hour over both hosts: the 11th is deferred on either
+    assert got[:10] == ["DUNNO"] * 10, got
+    assert got[10:] == ["DEFER_IF_PERMIT"] * 4, got
+    sa, sb = a.ctl("status")["fleet"], b.ctl("status")["fleet"]
+    assert sa["answered"] == 7 and sb["answered"] == 7
+    assert sa["local"] == 0 and sb["local"] == 0
+
+
+def test_a_block_on_one_host_refuses_on_the_other(two):
+    a, b = two
+    cb = PolicyClient(b.policy_sock, timeout=20)
+    assert action(cb.ask(rcpt_request(user="v@example.net",
+                                      instance="v1"))) == "DUNNO"
+    a.ctl("block", "u:v@example.net", "--note", "spam complaint 4711")
+    # at once: the next request on the other host is refused
+    r = cb.ask(rcpt_request(user="v@example.net", instance="v2"))
+    assert action(r) in ("REJECT", "HOLD"), r
+    # a person's command works from any host: show, then release on b
+    assert b.ctl("show", "u:v@example.net")["state"] == "MANUAL_HOLD"
+    b.ctl("release", "u:v@example.net", "--note", "customer cleaned the PC")
+    assert a.ctl("show", "u:v@example.net")["state"] == "PROBATION"
+    ca = PolicyClient(a.policy_sock, timeout=20)
+    assert action(ca.ask(rcpt_request(user="v@example.net",
+                                      instance="v3"))) != "REJECT"
+
+
+def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
+    # as Redis runs in production: it keeps its data across a restart
+    redis = Redis(tmp_path, persist=True).start()
+    # a week's window: the level leaks 0.17 a second, so the shared level
+    # is the count of messages reserved, give or take one
+    a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=100000,
+                     window="1w").start()
+    b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000,
+                     window="1w").start()
+    try:
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected", timeout=20)
+        replies, stop = [], threading.Event()
+
+        def load():
+            c = PolicyClient(a.policy_sock, timeout=20)
+            i = 0
+            while not stop.is_set():
+                replies.append(c.ask(rcpt_request(user="w@example.net",
+                                                  instance="w%d" % i)))
+                i += 1
+
+        t = threading.Thread(target=load)
+        t.start()
+        wait_for(lambda: len(replies) > 50, "load", timeout=60)
+        redis.stop(signal.SIGKILL)
+        n0 = len(replies)
+        wait_for(lambda: len(replies) > n0 + 100, "answers with Redis down",
+                 timeout=60)
+        # a block made while Redis is down is handed over when it is back
+        a.ctl("block", "u:s@example.net", "--create", "--note", "abuse report")
+        redis.start()
+        wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
+                 "reconnected", timeout=60)
+        n1 = len(replies)
+        wait_for(lambda: len(replies) > n1 + 50, "answers after", timeout=60)
+        stop.set()
+        t.join(timeout=60)
+        # 0 errors to Postfix: every request answered, and accepted
+        assert all(action(r) == "DUNNO" for r in replies), \
+            [r for r in replies if action(r) != "DUNNO"][:3]
+        st = a.ctl("status")["fleet"]
+        assert st["local"] >= 100 and st["disconnects"] >= 1, st
+        assert st["merged"] >= 1 and st["merged_changes"] >= 1
+        # the local charges are in the shared counter: every message a
+        # reserved, whether Redis answered or a decided alone (without the
+        # hand-over the shared level would lack st["local"] of them)
+        fields = redis.cli("HGETALL", "cp:{u:w@example.net}").split("\n")
+        got = dict(zip(fields[::2], fields[1::2]))
+        level = float(got.get("s:messages/1w", "0"))
+        assert len(replies) - st["failed"] - 5 <= level <= len(replies), \
+            (got, st)
+        assert level >= 100 + 50 - 1
+        # and the block: the other host refuses
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        r = cb.ask(rcpt_request(user="s@example.net", instance="s1"))
+        assert action(r) in ("REJECT", "HOLD"), r
+        assert "deciding from the local copy" in a.read_log()
+    finally:
+        a.stop()
+        b.stop()
+        redis.stop()
+
+
+def test_redis_restarted_empty_gets_the_blocks_back(tmp_path, redis):
+    a = fleet_daemon(tmp_path, "a", redis.url()).start()
+    b = fleet_daemon(tmp_path, "b", redis.url()).start()
+    try:
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected", timeout=20)
+        a.ctl("block", "u:e@example.net", "--create", "--note", "zombie")
+        redis.stop(signal.SIGKILL)  # no persistence: its data is gone
+        redis.start()
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connects"] >= 2,
+                     "reconnected", timeout=60)
+        wait_for(lambda: a.ctl("status")["fleet"]["merged_changes"] >= 1,
+                 "the block handed over", timeout=60)
+        # a hands the block to the empty Redis: b refuses, never having
+        # seen the account
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        r = cb.ask(rcpt_request(user="e@example.net", instance="e1"))
+        assert action(r) in ("REJECT", "HOLD"), r
+        assert "Redis has no fleet data" in a.read_log()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_no_redis_at_start_answers_from_the_local_copy(tmp_path):
+    # nothing listens there: the daemon starts, answers, and says why
+    a = fleet_daemon(tmp_path, "a", "redis://127.0.0.1:%d" % free_port(),
+                     max_msgs=2).start()
+    try:
+        c = PolicyClient(a.policy_sock, timeout=20)
+        got = [action(c.ask(rcpt_request(user="q@example.net",
+                                         instance="q%d" % i)))
+               for i in range(3)]
+        assert got == ["DUNNO", "DUNNO", "DEFER_IF_PERMIT"]  # same limits
+        st = a.ctl("status")["fleet"]
+        assert st["connected"] == 0 and st["local"] == 3
+        assert st["owed"] == 1
+        wait_for(lambda: "cannot connect" in a.read_log(), "logged",
+                 timeout=20)
+    finally:
+        a.stop()
+
+
+def test_password_and_database(tmp_path):
+    r = Redis(tmp_path, password="s3cret-pass%word").start()
+    try:
+        url = "redis://:s3cret-pass%%25word@127.0.0.1:%d/5" % r.port
+        a = fleet_daemon(tmp_path, "a", url).start()
+        try:
+            wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
+                     "connected with AUTH", timeout=20)
+            c = PolicyClient(a.policy_sock, timeout=20)
+            assert action(c.ask(rcpt_request(user="p@example.net",
+                                             instance="p1"))) == "DUNNO"
+            assert r.cli("-n", "5", "EXISTS", "cp:{u:p@example.net}") == "1"
+            assert "s3cret" not in a.read_log()
+        finally:
+            a.stop()
+        bad = fleet_daemon(tmp_path, "bad",
+                           "redis://:wrong@127.0.0.1:%d" % r.port).start()
+        try:
+            wait_for(lambda: "set-up refused" in bad.read_log(),
+                     "AUTH refused", timeout=20)
+            c = PolicyClient(bad.policy_sock, timeout=20)
+            assert action(c.ask(rcpt_request(user="p@example.net",
+                                             instance="p2"))) == "DUNNO"
+            assert bad.ctl("status")["fleet"]["connected"] == 0
+        finally:
+            bad.stop()
+    finally:
+        r.stop()
+
+
+@pytest.mark.parametrize("store,want", [
+    ("backend: redis\n", "store.backend: redis needs store.redis"),
+    ("backend: redis\nredis: rediss://10.0.0.1:6380\n", "TLS"),
+    ("backend: redis\nredis: redis://10.0.0.1:99999\n",
+     "port is not a number from 1 to 65535"),
+    ("backend: redis\nredis: http://10.0.0.1\n", "expected redis://"),
+    ("backend: memcached\n", "memcached"),
+])
+def test_check_refuses_bad_redis_settings(tmp_path, store, want):
+    d = Daemon(tmp_path, extra={"store": store})
+    r = subprocess.run([CHOKEPOINTD, "--check", "-c", d.config],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout
+    assert want in r.stderr and d.config in r.stderr, r.stderr
+
+
+def test_check_names_the_fleet_store_and_guards_the_password_file(tmp_path):
+    pw = tmp_path / "redis.pass"
+    pw.write_text("hunter2-hunter2\n")
+    os.chmod(pw, 0o644)
+    d = Daemon(tmp_path, extra={"store": "backend: redis\nredis: "
+                                "redis://10.1.2.3:6390\nredis_password_file:"
+                                " %s\n" % pw})
+    r = subprocess.run([CHOKEPOINTD, "--check", "-c", d.config],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "readable or writable by every user" \
+        in r.stderr, r.stderr
+    os.chmod(pw, 0o640)
+    r = subprocess.run([CHOKEPOINTD, "--check", "-c", d.config],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "fleet store redis at 10.1.2.3:6390" in r.stdout
