@@ -323,3 +323,15 @@ def test_check_names_the_fleet_store_and_guards_the_password_file(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "fleet store redis at 10.1.2.3:6390" in r.stdout
+
+
+def test_fleet_status_and_show_match_their_schemas(two):
+    from test_json_schema import ctl_raw, validate
+    a, b = two
+    c = PolicyClient(a.policy_sock, timeout=20)
+    c.ask(rcpt_request(user="j@example.net", instance="j1"))
+    for d in (a, b):
+        for args in (("status",), ("show", "u:j@example.net")):
+            rc, raw = ctl_raw(d, *args)
+            assert rc == 0, raw
+            validate(raw, " ".join(args))

@@ -1,0 +1,188 @@
+#!/bin/sh
+# bench/fleet.sh — fleet mode (store.backend: redis) against the do-nothing
+# upper bound and the embedded store, side by side in one run: the policy
+# load of bench/run.sh (shared/bench/policy-load.c, whole transactions,
+# zipf over the accounts) on
+#   bound        shared/bench/policy-upper-bound.c
+#   embedded     chokepointd, SQLite store (the default)
+#   redis        chokepointd, accounts in a redis-server on loopback TCP
+#   redis-2      two chokepointd sharing that redis-server, each with half
+#                the connections (two load generators at once; rps summed)
+# Redis is filled with ACCOUNTS accounts first (as the decisions write
+# them), so bytes per account is measured on a full population.
+#
+# Prints per case: rps, ratio to the bound, p99, and for the Redis cases
+# the Redis CPU per 1,000 decisions and Redis memory per account; a last
+# line per connection count
+#   fleet conns=C bound=B embedded=E redis=R redis2=R2 ratio=R/B ...
+#
+# Knobs: CONNS="8 32" ACCOUNTS=1000000 DURATION=10 WARMUP=2 DIST=zipf:1.0
+# REPEAT=1 (runs per case, median kept) REDIS_PORT=16379
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SHARED=${SHARED:-$ROOT/../shared/bench}
+[ -d "$SHARED" ] || SHARED=/work/shared/bench
+CONNS=${CONNS:-"8 32"}
+ACCOUNTS=${ACCOUNTS:-1000000}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+DIST=${DIST:-zipf:1.0}
+REPEAT=${REPEAT:-1}
+REDIS_PORT=${REDIS_PORT:-16379}
+OUT=$ROOT/bench/out/fleet
+BIN=$ROOT/bench/out/bin
+mkdir -p "$BIN" "$OUT"
+rm -f "$OUT"/*.sock
+cc -O2 -pthread -o "$BIN/policy-load" "$SHARED/policy-load.c"
+cc -O2 -pthread -o "$BIN/policy-upper-bound" "$SHARED/policy-upper-bound.c"
+CHOKEPOINTD=${CHOKEPOINTD:-build/chokepointd}
+[ -x build/chokepointd ] || ninja -C build
+command -v redis-server >/dev/null ||
+    { echo "fleet.sh: redis-server is not installed (sh scripts/deps.sh)" >&2; exit 1; }
+
+PIDS=""
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+write_config() { # name backend
+    if [ "$2" = redis ]; then
+        store="  backend: redis
+  redis: redis://127.0.0.1:$REDIS_PORT"
+    else
+        store=""
+    fi
+    cat > "$OUT/$1.yaml" <<YAML
+daemon:
+  listen: [unix:$OUT/$1.sock]
+  admin_socket: $OUT/$1-admin.sock
+  log: stderr
+  log_level: info
+protocol:
+  max_connections: 1000
+store:
+  path: $OUT/$1.db
+  checkpoint_interval: 5s
+$store
+classes:
+  residential:
+    limits:
+      - { metric: messages,   window: 1h, max: 1000000 }
+      - { metric: messages,   window: 1d, max: 5000000 }
+      - { metric: recipients, window: 1h, max: 3000000 }
+      - { metric: domains,    window: 1h, max: 500000 }
+      - { metric: bytes,      window: 1d, max: 50G }
+  unauthenticated:
+    limits:
+      - { metric: messages,   window: 1h, max: 1000000 }
+YAML
+    rm -f "$OUT/$1.db" "$OUT/$1.db-wal" "$OUT/$1.db-shm"
+}
+
+wait_started() { # log sock
+    i=0
+    while { [ ! -S "$2" ] || ! grep -q " started: " "$1" 2>/dev/null; } &&
+        [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+}
+
+field() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
+
+load() { # sock conns
+    "$BIN/policy-load" -s "unix:$1" -c "$2" -u "$ACCOUNTS" -k "$DIST" \
+        -d "$DURATION" -w "$WARMUP" -m 2>/dev/null | tail -1
+}
+
+start_cp() { # name -> pid in CP
+    rm -f "$OUT/$1.log"
+    "$CHOKEPOINTD" -c "$OUT/$1.yaml" 2>"$OUT/$1.log" &
+    CP=$!
+    PIDS="$PIDS $CP"
+    wait_started "$OUT/$1.log" "$OUT/$1.sock"
+}
+
+# ---- the Redis server, filled with ACCOUNTS accounts as decide.lua
+# writes them (a hash of levels, the time, the domain ring) ----
+rm -f "$OUT/dump.rdb"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+    --appendonly no --dir "$OUT" --logfile "$OUT/redis.log" &
+REDIS=$!
+PIDS="$REDIS"
+i=0
+until rcli ping >/dev/null 2>&1 || [ $i -gt 100 ]; do sleep 0.05; i=$((i + 1)); done
+mem0=$(rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+now=$(($(date +%s) * 1000))
+awk -v n="$ACCOUNTS" -v now="$now" 'BEGIN {
+    for (i = 0; i < n; i++) {
+        k = sprintf("cp:{u:u%07d@customers.example.net}", i)
+        printf "HSET %s t %d dm \"0 0 0 0 0 0 0 0 0\" s:messages/1h 0 s:messages/1d 0 s:recipients/1h 0 s:domains/1h 0 s:bytes/1d 0\r\n", k, now
+        printf "PEXPIRE %s 172800000\r\n", k
+    } }' | rcli --pipe >/dev/null
+mem1=$(rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+bpa=$(( (mem1 - mem0) / ACCOUNTS ))
+echo "redis: $(rcli dbsize) keys, $bpa bytes per account (used_memory)"
+
+write_config embedded sqlite
+write_config redis redis
+write_config redis2 redis
+
+for c in $CONNS; do
+    ub_all="" em_all="" re_all="" r2_all="" p99e="" p99r="" p99r2="" cpu=""
+    r=0
+    while [ $r -lt "$REPEAT" ]; do
+        r=$((r + 1))
+        rm -f "$OUT/ub.sock"
+        "$BIN/policy-upper-bound" -s "unix:$OUT/ub.sock" 2>/dev/null &
+        ub=$!
+        PIDS="$REDIS $ub"
+        i=0; while [ ! -S "$OUT/ub.sock" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+        line=$(load "$OUT/ub.sock" "$c")
+        kill "$ub"; wait "$ub" 2>/dev/null || true
+        ub_all="$ub_all $(field rps "$line")"
+
+        start_cp embedded
+        line=$(load "$OUT/embedded.sock" "$c")
+        kill "$CP"; wait "$CP" 2>/dev/null || true
+        em_all="$em_all $(field rps "$line")"
+        p99e="$p99e $(field p99_us "$line")"
+
+        start_cp redis
+        t0=$(cpu_ticks "$REDIS")
+        line=$(load "$OUT/redis.sock" "$c")
+        t1=$(cpu_ticks "$REDIS")
+        kill "$CP"; wait "$CP" 2>/dev/null || true
+        rps=$(field rps "$line")
+        [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
+        grep -h "local copy" "$OUT/redis.log" | head -2 | sed 's/^/  /' || true
+        re_all="$re_all $rps"
+        p99r="$p99r $(field p99_us "$line")"
+        # ticks are 1/100 s; decisions in the window: rps x (warm-up + run)
+        cpu="$cpu $(awk -v t="$((t1 - t0))" -v r="$rps" -v d="$((DURATION + WARMUP))" \
+            'BEGIN { printf "%.1f", t * 10 / (r * d / 1000) }')"
+
+        start_cp redis
+        cpa=$CP
+        start_cp redis2
+        cpb=$CP
+        half=$(( (c + 1) / 2 ))
+        load "$OUT/redis.sock" "$half" > "$OUT/la.out" &
+        la=$!
+        load "$OUT/redis2.sock" "$half" > "$OUT/lb.out"
+        wait "$la"
+        kill "$cpa" "$cpb"; wait "$cpa" "$cpb" 2>/dev/null || true
+        ra=$(field rps "$(cat "$OUT/la.out")")
+        rb=$(field rps "$(cat "$OUT/lb.out")")
+        r2_all="$r2_all $(awk -v a="$ra" -v b="$rb" 'BEGIN { printf "%.1f", a + b }')"
+        p99r2="$p99r2 $(field p99_us "$(cat "$OUT/la.out")")"
+    done
+    m() { echo $1 | tr ' ' '\n' | median; }
+    ub=$(m "$ub_all"); em=$(m "$em_all"); re=$(m "$re_all"); r2=$(m "$r2_all")
+    ratio() { awk -v a="$1" -v b="$ub" 'BEGIN { printf "%.2f", a / b }'; }
+    echo "fleet conns=$c bound=$ub embedded=$em ratio_embedded=$(ratio "$em") p99_embedded_us=$(m "$p99e") redis=$re ratio_redis=$(ratio "$re") p99_redis_us=$(m "$p99r") redis_cpu_ms_per_1000=$(m "$cpu") redis2=$r2 ratio_redis2=$(ratio "$r2") p99_redis2_us=$(m "$p99r2") redis_bytes_per_account=$bpa"
+done
+mem2=$(rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+echo "redis after the runs: $(rcli dbsize) keys, $(( (mem2 - mem0) / $(rcli dbsize) )) bytes per key"
