@@ -78,7 +78,7 @@ classes:
     limits:
       - { metric: messages,   window: 1h, max: 1000000 }
 YAML
-    rm -f "$OUT/$1.db" "$OUT/$1.db-wal" "$OUT/$1.db-shm"
+    rm -f "$OUT/$1.db" "$OUT/$1.db-wal" "$OUT/$1.db-shm" "$OUT/$1.db.lock"
 }
 
 wait_started() { # log sock
@@ -109,7 +109,7 @@ start_cp() { # name -> pid in CP
 # writes them (a hash of levels, the time, the domain ring) ----
 rm -f "$OUT/dump.rdb"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
-    --appendonly no --dir "$OUT" --logfile "$OUT/redis.log" &
+    --appendonly no --dir "$OUT" --logfile "$OUT/redis-server.log" &
 REDIS=$!
 PIDS="$REDIS"
 i=0

@@ -160,6 +160,9 @@ struct cp_redis {
     int setup_left;   /* replies to come before ready */
     char sha_decide[41], sha_state[41];
     uv_timer_t timer; /* request deadlines, connect timeout, reconnect */
+    uv_check_t flush; /* writes this loop iteration's commands at its end */
+    bool unflushed;
+    int open_handles; /* freed when both have closed */
     uint64_t attempt_ms;
     uint64_t backoff_ms;
     struct cp_redis_req *head, *tail;
@@ -179,6 +182,8 @@ struct cp_redis {
 };
 
 static void connect_now(struct cp_redis *r);
+static void on_flush(uv_check_t *h);
+static void on_handle_closed(uv_handle_t *h);
 static void arm(struct cp_redis *r);
 
 static void
@@ -768,6 +773,7 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
         r->head = q;
     r->tail = q;
     r->st.sent++;
+    r->unflushed = true;
     if (q == r->head)
         arm(r);
     return q;
@@ -809,6 +815,7 @@ cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op)
         REDIS_OK)
         return false;
     r->st.shares++;
+    r->unflushed = true;
     return true;
 }
 
@@ -934,6 +941,10 @@ cp_redis_new(uv_loop_t *loop, const struct cp_config *cfg,
     ratelog_init(&r->rl, "fleet store warnings", 1, 10);
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
+    uv_check_init(loop, &r->flush);
+    r->flush.data = r;
+    uv_check_start(&r->flush, on_flush);
+    r->open_handles = 2;
     cp_redis_set_config(r, cfg);
     return r;
 }
@@ -983,11 +994,30 @@ cp_redis_where(const struct cp_redis *r)
     return r->where;
 }
 
+/*
+ * After the loop iteration's callbacks: write the commands they queued,
+ * in one write, now, instead of at the next iteration's poll for
+ * writability (a round of epoll less on every decision's latency).
+ */
 static void
-on_timer_closed(uv_handle_t *h)
+on_flush(uv_check_t *h)
 {
     struct cp_redis *r = h->data;
 
+    if (!r->unflushed)
+        return;
+    r->unflushed = false;
+    if (r->ac != NULL && !r->closing)
+        redisAsyncHandleWrite(r->ac);
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    struct cp_redis *r = h->data;
+
+    if (--r->open_handles > 0)
+        return;
     explicit_bzero(&r->url, sizeof(r->url));
     free(r);
 }
@@ -1007,5 +1037,6 @@ cp_redis_close(struct cp_redis *r)
         redisAsyncFree(ac);
     }
     sync_drop(r);
-    uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&r->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->flush, on_handle_closed);
 }
