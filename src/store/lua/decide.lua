@@ -16,12 +16,12 @@
 --          denied rule (-1), over mask, new domain, created,
 --          {level before cost...}, {cost...}}
 local k, kd = KEYS[1], KEYS[2]
+local band, tonumber = bit.band, tonumber
 local nr, refuse, scalem = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local wf, dh, tr = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local ttl, nrel = tonumber(ARGV[7]), tonumber(ARGV[8])
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
-local function has(mask, s) return math.floor(mask / 2 ^ s) % 2 == 1 end
 
 -- the states, and detection's change (compare and set)
 local o = redis.call('HMGET', kd, 'st', 'ss', 'rp')
@@ -42,27 +42,37 @@ local cst = 0
 if k ~= kd then cst = tonumber(redis.call('HGET', k, 'st')) or 0 end
 local eff = ost -- core/engine.c cp_state_deciding
 if cst == 3 or cst == 4 then eff = cst elseif cst == 6 and ost ~= 4 then eff = 6 end
+local effbit = 2 ^ eff
 
--- the counters
-local i, rel, rules, names, idx = 9, {}, {}, {}, {}
-local function name(n) if not idx[n] then names[#names + 1] = n; idx[n] = #names end end
-for _ = 1, nrel do rel[ARGV[i]] = tonumber(ARGV[i + 1]); name(ARGV[i]); i = i + 2 end
-for j = 1, nr do
-  rules[j] = {ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
-              tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])}
-  name(ARGV[i]); i = i + 5
+-- the counters: f[3..] the fields of the slots named (releases first)
+local f, slot = {'t', 'dm'}, {}
+local nf = 2
+local i = 9
+local relv = {}
+for _ = 1, nrel do
+  local n = 's:' .. ARGV[i]
+  if not slot[n] then nf = nf + 1; f[nf] = n; slot[n] = nf end
+  relv[slot[n]] = tonumber(ARGV[i + 1])
+  i = i + 2
 end
-local f = {'t', 'dm'}
-for j = 1, #names do f[#f + 1] = 's:' .. names[j] end
+local rs, rcap, rrate, rcost, rfl = {}, {}, {}, {}, {}
+for j = 1, nr do
+  local n = 's:' .. ARGV[i]
+  if not slot[n] then nf = nf + 1; f[nf] = n; slot[n] = nf end
+  rs[j], rcap[j], rrate[j] = slot[n], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  rcost[j], rfl[j] = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  i = i + 5
+end
 local got = redis.call('HMGET', k, unpack(f))
 local created = 0
 if not got[1] then created = 1 end
 local t0 = tonumber(got[1]) or now
 local L = {}
-for j = 1, #names do L[names[j]] = tonumber(got[j + 2]) or 0 end
-for n, r in pairs(rel) do if r > 0 then L[n] = math.max(0, L[n] - r) end end
+for j = 3, nf do L[j] = tonumber(got[j]) or 0 end
+for j, r in pairs(relv) do
+  if r > 0 then L[j] = L[j] - r; if L[j] < 0 then L[j] = 0 end end
+end
 
-local function fmt(x) return string.format('%.17g', x) end
 local function keep()
   if ost == 0 and cst == 0 then
     redis.call('PEXPIRE', k, ttl)
@@ -72,54 +82,56 @@ local function keep()
     if k ~= kd then redis.call('PERSIST', kd) end
   end
 end
-local function save(extra)
-  local h = extra
-  for n, v in pairs(L) do h[#h + 1] = 's:' .. n; h[#h + 1] = fmt(v) end
-  if #h > 0 then redis.call('HSET', k, unpack(h)) end
+local function save(h)
+  local m = #h
+  for j = 3, nf do m = m + 2; h[m - 1] = f[j]; h[m] = string.format('%.17g', L[j]) end
+  if m > 0 then redis.call('HSET', k, unpack(h)) end
   keep()
 end
 
-if nr == 0 or has(refuse, eff) then
+if nr == 0 or band(refuse, effbit) ~= 0 then
   save({})
   return {ost, cst, orp, oss, lost, -1, 0, 0, created, {}, {}}
 end
 local scale = 1
-if has(scalem, eff) then scale = wf end
+if band(scalem, effbit) ~= 0 then scale = wf end
 
 -- recipient domains: 8 entries of a hash's high bits and a 4-bit count
-local dom = {}
-local dnext = 0
-for w in string.gmatch(got[2] or '', '%d+') do dom[#dom + 1] = tonumber(w) end
-if #dom == 9 then dnext = dom[9]; dom[9] = nil else dom = {0, 0, 0, 0, 0, 0, 0, 0} end
-local at = -1
+local dom, dnext = {0, 0, 0, 0, 0, 0, 0, 0}, 0
+if got[2] then
+  local w = {}
+  for x in string.gmatch(got[2], '%d+') do w[#w + 1] = tonumber(x) end
+  if #w == 9 then dom = w; dnext = w[9]; dom[9] = nil end
+end
+local at, dhi = -1, dh - dh % 16
 if dh ~= 0 then
   for j = 1, 8 do
-    if dom[j] ~= 0 and dom[j] - dom[j] % 16 == dh - dh % 16 then at = j; break end
+    local e = dom[j]
+    if e ~= 0 and e - e % 16 == dhi then at = j; break end
   end
 end
 local newdom = 0
 if dh ~= 0 and at < 0 then newdom = 1 end
 
+local dt = now - t0
+if dt < 0 then dt = 0 end
 local lv, cost, nl = {}, {}, {}
 local denied, over = -1, 0
 for j = 1, nr do
-  local r = rules[j]
-  local cap, rate = r[2] * scale, r[3] * scale
-  local dt = now - t0
-  if dt < 0 then dt = 0 end
-  local l = L[r[1]] - dt * rate
+  local fl, s = rfl[j], rs[j]
+  local l = L[s] - dt * rrate[j] * scale
   if l < 0 then l = 0 end
-  local c = r[4]
-  if has(r[5], 1) then c = newdom end
-  lv[j], cost[j], nl[r[1]] = l, c, l
-  if not has(r[5], 2) and c > 0 and l + c > cap + 1e-6 then
+  local c = rcost[j]
+  if band(fl, 2) ~= 0 then c = newdom end
+  lv[j], cost[j], nl[s] = l, c, l
+  if band(fl, 4) == 0 and c > 0 and l + c > rcap[j] * scale + 1e-6 then
     over = over + 2 ^ (j - 1)
-    if has(r[5], 0) and denied < 0 then denied = j - 1 end
+    if band(fl, 1) ~= 0 and denied < 0 then denied = j - 1 end
   end
 end
-for n, _ in pairs(L) do L[n] = nl[n] or 0 end
+for j = 3, nf do L[j] = nl[j] or 0 end
 if denied < 0 then
-  for j = 1, nr do L[rules[j][1]] = L[rules[j][1]] + cost[j] end
+  for j = 1, nr do L[rs[j]] = L[rs[j]] + cost[j] end
   if dh ~= 0 then
     if at > 0 then
       if dom[at] % 16 == 15 then
@@ -132,15 +144,15 @@ if denied < 0 then
         local j = (dnext + q) % 8
         if dom[j + 1] % 16 < dom[low + 1] % 16 then low = j end
       end
-      dom[low + 1] = dh - dh % 16 + 1
+      dom[low + 1] = dhi + 1
       dnext = (low + 1) % 8
     end
   end
 end
-local d = {}
-for j = 1, 8 do d[j] = string.format('%d', dom[j]) end
-d[9] = tostring(dnext)
-save({'t', now, 'dm', table.concat(d, ' ')})
+dom[9] = dnext
+save({'t', now, 'dm', table.concat(dom, ' ')})
 local slv, sc = {}, {}
-for j = 1, nr do slv[j] = fmt(lv[j]); sc[j] = fmt(cost[j]) end
+for j = 1, nr do
+  slv[j] = string.format('%.17g', lv[j]); sc[j] = string.format('%.17g', cost[j])
+end
 return {ost, cst, orp, oss, lost, denied, over, newdom, created, slv, sc}
