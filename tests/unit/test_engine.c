@@ -73,6 +73,10 @@ S(const char *s)
     return r;
 }
 
+/* ask() decides in two steps, as fleet mode does (cp_engine_decide_async,
+ * then cp_engine_resume with no answer from the shared store) */
+static bool two_step;
+
 static enum cp_action
 ask(struct fixture *f, int64_t now, const char *stage, const char *user,
     const char *client, const char *inst, const char *rcpt,
@@ -93,7 +97,16 @@ ask(struct fixture *f, int64_t now, const char *stage, const char *user,
     r.recipient_count = S(count);
     r.size = S(size);
     assert_null(policy_event(&r, &ev, &bad));
-    cp_engine_decide(&f->e, &ev, now, d ? d : &local);
+    if (two_step) { /* fleet mode's path, Redis unreachable */
+        struct cp_await aw;
+
+        if (cp_engine_decide_async(&f->e, &ev, now, d ? d : &local, &aw) ==
+            CP_DECIDE_AWAIT)
+            cp_engine_resume(&f->e, &ev, now, d ? d : &local, &aw, NULL,
+                             NULL);
+    } else {
+        cp_engine_decide(&f->e, &ev, now, d ? d : &local);
+    }
     return (d ? d : &local)->action;
 }
 
@@ -552,10 +565,68 @@ test_shadow_mode(void **state)
     assert_true(level(f, "c:c1", 0, 0) == 5);
 }
 
+/* One transaction script, the decisions it got. */
+static void
+run_script(struct fixture *f, struct cp_decision *out, size_t n)
+{
+    static const struct {
+        const char *stage, *user, *inst, *rcpt, *count, *size;
+    } step[] = {
+        {"RCPT", "a@x", "m1", "r1@y", NULL, NULL},
+        {"RCPT", "a@x", "m1", "r2@z", NULL, NULL},
+        {"END-OF-MESSAGE", "a@x", "m1", NULL, "2", "300"},
+        {"RCPT", "b@x", "m2", "r3@y", NULL, NULL},
+        {"RCPT", "b@x", "m2", "r4@w", NULL, NULL},
+        {"RCPT", "b@x", "m2", "r5@v", NULL, NULL},
+        {"RCPT", "b@x", "m2", "r6@u", NULL, NULL}, /* recipients: 6 > 5 */
+        {"END-OF-MESSAGE", "b@x", "m2", NULL, "3", "900"}, /* bytes */
+        {"RCPT", "u@z", "m3", "r@y", NULL, NULL},
+        {"END-OF-MESSAGE", "u@z", "m3", NULL, "1", "10"},
+        {"RCPT", "u@z", "m4", "r@y", NULL, NULL},
+        {"RCPT", "u@z", "m5", "r@y", NULL, NULL},
+        {"RCPT", "u@z", "m6", "r@y", NULL, NULL}, /* messages: 4 > 3 */
+        {"RCPT", NULL, "m7", "r@y", NULL, NULL},
+    };
+
+    assert_int_equal(n, sizeof(step) / sizeof(step[0]));
+    for (size_t i = 0; i < n; i++)
+        ask(f, 1000 + (int64_t)i * 1000, step[i].stage, step[i].user,
+            "10.0.0.1", step[i].inst, step[i].rcpt, step[i].count,
+            step[i].size, &out[i]);
+}
+
+/* Fleet mode with Redis unreachable decides as the embedded store does. */
+static void
+test_two_step_decides_as_one(void **state)
+{
+    struct fixture *f = *state, *g;
+    struct cp_decision one[14], two[14];
+
+    run_script(f, one, 14);
+    setup(state);
+    g = *state;
+    two_step = true;
+    run_script(g, two, 14);
+    two_step = false;
+    for (size_t i = 0; i < 14; i++) {
+        assert_int_equal(one[i].action, two[i].action);
+        assert_int_equal(one[i].has_rule, two[i].has_rule);
+        assert_true(fabs(one[i].value - two[i].value) < 1e-9);
+        assert_int_equal(one[i].state, two[i].state);
+        assert_string_equal(one[i].text, two[i].text);
+    }
+    assert_int_equal(one[6].action, CP_ACT_DEFER); /* the script breaches */
+    assert_int_equal(one[12].action, CP_ACT_DEFER);
+    assert_int_equal(cp_engine_pending(&f->e), cp_engine_pending(&g->e));
+    fixture_teardown((void **)&f);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_two_step_decides_as_one, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_queue_ids_and_outcomes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_queue_id_journal, setup,

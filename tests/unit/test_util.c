@@ -5,12 +5,14 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <cmocka.h>
 
 #include "util/hmap.h"
 #include "util/inet.h"
 #include "util/parse.h"
+#include "util/redisurl.h"
 #include "util/strbuf.h"
 
 static void
@@ -180,6 +182,75 @@ test_json_real(void **state)
     sb_fini(&sb);
 }
 
+/* store.redis: every form an operator writes, and what is refused */
+static void
+test_redis_url(void **state)
+{
+    static const struct {
+        const char *in;
+        const char *host, *path, *user, *pass;
+        int port;
+        unsigned db;
+        const char *why; /* a fragment of the refusal, or NULL */
+    } cases[] = {
+        {"redis://127.0.0.1", "127.0.0.1", "", "", "", 6379, 0, NULL},
+        {"redis://r1.isp.example:6380/3", "r1.isp.example", "", "", "", 6380,
+         3, NULL},
+        {"redis://[::1]:7000", "::1", "", "", "", 7000, 0, NULL},
+        {"redis://:pw@h", "h", "", "", "pw", 6379, 0, NULL},
+        {"redis://cp:p%40ss%3Aw@h:1/2", "h", "", "cp", "p@ss:w", 1, 2, NULL},
+        {"redis://a:b@c@h", "h", "", "a", "b@c", 6379, 0, NULL},
+        {"unix:/run/redis/redis.sock", "", "/run/redis/redis.sock", "", "",
+         0, 0, NULL},
+        {"unix:/s?db=9", "", "/s", "", "", 0, 9, NULL},
+        {"rediss://h", NULL, NULL, NULL, NULL, 0, 0, "TLS"},
+        {"http://h", NULL, NULL, NULL, NULL, 0, 0, "expected redis://"},
+        {"redis://", NULL, NULL, NULL, NULL, 0, 0, "no host"},
+        {"redis://h:0", NULL, NULL, NULL, NULL, 0, 0, "port"},
+        {"redis://h:65536", NULL, NULL, NULL, NULL, 0, 0, "port"},
+        {"redis://h:x", NULL, NULL, NULL, NULL, 0, 0, "port"},
+        {"redis://h/65536", NULL, NULL, NULL, NULL, 0, 0, "database"},
+        {"redis://h/x", NULL, NULL, NULL, NULL, 0, 0, "database"},
+        {"redis://pw@h", NULL, NULL, NULL, NULL, 0, 0, "USER:PASSWORD"},
+        {"redis://:p%4@h", NULL, NULL, NULL, NULL, 0, 0, "escape"},
+        {"redis://:p%00@h", NULL, NULL, NULL, NULL, 0, 0, "escape"},
+        {"redis://[::1", NULL, NULL, NULL, NULL, 0, 0, "']'"},
+        {"redis://h st", NULL, NULL, NULL, NULL, 0, 0, "character"},
+        {"unix:relative", NULL, NULL, NULL, NULL, 0, 0, "unix:/PATH"},
+        {"unix:/s?x=1", NULL, NULL, NULL, NULL, 0, 0, "db=N"},
+    };
+    struct redis_url u;
+    char where[300];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *why = redis_url_parse(cases[i].in, strlen(cases[i].in),
+                                          &u);
+
+        if (cases[i].why != NULL) {
+            assert_non_null(why);
+            assert_non_null(strstr(why, cases[i].why));
+            continue;
+        }
+        assert_null(why);
+        assert_string_equal(u.host, cases[i].host);
+        assert_string_equal(u.path, cases[i].path);
+        assert_string_equal(u.user, cases[i].user);
+        assert_string_equal(u.password, cases[i].pass);
+        assert_int_equal(u.has_password, cases[i].pass[0] != '\0');
+        assert_int_equal(u.port, cases[i].port);
+        assert_int_equal(u.db, cases[i].db);
+    }
+    /* a length, not a NUL, ends the input; logs never show the password */
+    assert_null(redis_url_parse("redis://:secret@h:1XYZ", 19, &u));
+    assert_int_equal(u.port, 1);
+    redis_url_where(&u, where, sizeof(where));
+    assert_string_equal(where, "h:1");
+    assert_null(redis_url_parse("redis://[fe80::1]", 17, &u));
+    redis_url_where(&u, where, sizeof(where));
+    assert_string_equal(where, "[fe80::1]:6379");
+}
+
 int
 main(void)
 {
@@ -190,6 +261,7 @@ main(void)
         cmocka_unit_test(test_inet),
         cmocka_unit_test(test_hmap),
         cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_redis_url),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
