@@ -917,6 +917,28 @@ load_template(struct loader *ld, const char *key, const char *path,
 #define REDIS_PASSWORD_MAX 255
 
 /*
+ * A file that holds a secret (a password, a key): refused if every user
+ * may read or write it; read whole (at most max bytes). NULL after fail().
+ */
+static char *
+read_secret_file(struct loader *ld, const char *key, const char *path,
+                 size_t max, size_t *len)
+{
+    char err[CP_ERR_MAX], *text;
+    struct stat st;
+
+    if (stat(path, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
+        fail(ld, key, "%s: readable or writable by every user (chmod o-rw; "
+                      "owner root, group of daemon.user, mode 0640)",
+             path);
+        return NULL;
+    }
+    if ((text = read_small_file(path, max, len, err)) == NULL)
+        fail(ld, key, "%s", err);
+    return text;
+}
+
+/*
  * store: fleet mode needs its server; the password may be in a file
  * (store.redis_password_file, first line, refused if every user may read
  * it) instead of the URL, since the config is often readable by all.
@@ -926,8 +948,7 @@ finish_store(struct loader *ld)
 {
     struct cp_config *cfg = ld->cfg;
     const char *key = "store.redis_password_file";
-    char err[CP_ERR_MAX], *text;
-    struct stat st;
+    char *text;
     size_t len;
 
     if (cfg->store_redis && cfg->redis_text == NULL)
@@ -938,15 +959,9 @@ finish_store(struct loader *ld)
     if (cfg->redis.has_password)
         return fail(ld, key, "the URL in store.redis has a password already; "
                              "give one or the other");
-    if (stat(cfg->redis_password_file, &st) == 0 &&
-        (st.st_mode & (S_IROTH | S_IWOTH)))
-        return fail(ld, key, "%s: readable or writable by every user "
-                             "(chmod o-rw; owner root, group of daemon.user, "
-                             "mode 0640)",
-                    cfg->redis_password_file);
-    text = read_small_file(cfg->redis_password_file, 4096, &len, err);
+    text = read_secret_file(ld, key, cfg->redis_password_file, 4096, &len);
     if (text == NULL)
-        return fail(ld, key, "%s", err);
+        return -1;
     len = strcspn(text, "\r\n");
     if (len == 0 || len > REDIS_PASSWORD_MAX) {
         free(text);
@@ -976,8 +991,7 @@ load_webhook_key(struct loader *ld)
 {
     struct cp_notify *n = &ld->cfg->notify;
     const char *key = "notify.webhook_secret_file";
-    char err[CP_ERR_MAX], *text;
-    struct stat st;
+    char *text;
     size_t len;
 
     if (n->webhook_secret[0] && n->webhook_secret_file[0])
@@ -988,16 +1002,10 @@ load_webhook_key(struct loader *ld)
         len = strlen(text);
         key = "notify.webhook_secret";
     } else if (n->webhook_secret_file[0]) {
-        if (stat(n->webhook_secret_file, &st) == 0 &&
-            (st.st_mode & (S_IROTH | S_IWOTH)))
-            return fail(ld, key, "%s: readable or writable by every user "
-                                 "(chmod o-rw; owner root, group of "
-                                 "daemon.user, mode 0640)",
-                        n->webhook_secret_file);
-        text = read_small_file(n->webhook_secret_file, WEBHOOK_KEY_MAX, &len,
-                               err);
+        text = read_secret_file(ld, key, n->webhook_secret_file,
+                                WEBHOOK_KEY_MAX, &len);
         if (text == NULL)
-            return fail(ld, key, "%s", err);
+            return -1;
         len = strcspn(text, "\r\n"); /* the first line */
     } else {
         return 0;

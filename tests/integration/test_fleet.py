@@ -11,7 +11,6 @@ from the local copy, handed over when it is back).
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,6 +18,7 @@ import time
 import pytest
 
 from cpd import CHOKEPOINTD, Daemon, PolicyClient, rcpt_request, wait_for
+from postfix import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed "
@@ -33,14 +33,6 @@ classes:
     limits:
       - { metric: messages, window: 1h, max: 100 }
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Redis:

@@ -26,6 +26,7 @@ import pytest
 
 from cpd import (CHOKEPOINT, CHOKEPOINTD, HANG, Daemon, PolicyClient,
                  policy_request, rcpt_request, wait_for)
+from postfix import free_port
 
 MAX_LINE = 512
 MAX_ATTRS = 20
@@ -67,12 +68,6 @@ def fresh(prefix="well"):
     return "%s%d@example.net" % (prefix, _seq[0]), "%s-inst-%d" % (prefix, _seq[0])
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def quiet_send(sock, data):
