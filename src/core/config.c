@@ -354,9 +354,44 @@ set_redis_url(struct yw *w, struct fy_node *v, void *base,
     return 0;
 }
 
+/* store.redis_cluster: seed nodes of a Redis Cluster (redis:// URLs) */
+static int
+set_redis_cluster(struct yw *w, struct fy_node *v, void *base,
+                  const struct yw_field *f)
+{
+    struct cp_config *cfg = base;
+    struct fy_node *item;
+    void *it = NULL;
+
+    if (!fy_node_is_sequence(v))
+        return yw_fail(w, v, "expected a list of redis://HOST:PORT seeds");
+    while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
+        size_t len;
+        const char *s = yw_scalar(item, &len), *why;
+        struct redis_url *u;
+
+        if (cfg->nredis_seeds >= CP_REDIS_MAX_SEEDS)
+            return yw_fail(w, item, "at most %d seeds", CP_REDIS_MAX_SEEDS);
+        u = &cfg->redis_seeds[cfg->nredis_seeds];
+        if (s == NULL)
+            return yw_fail(w, item, "expected redis://HOST:PORT");
+        if ((why = redis_url_parse(s, len, u)) != NULL)
+            return yw_fail(w, item, "%s", why);
+        if (u->path[0] != '\0' || u->db != 0)
+            return yw_fail(w, item, "a cluster node is redis://HOST:PORT "
+                                    "(no unix socket, no database number: "
+                                    "a cluster has database 0 only)");
+        cfg->nredis_seeds++;
+    }
+    if (cfg->nredis_seeds == 0)
+        return yw_fail(w, v, "at least one seed");
+    return 0;
+}
+
 static const struct yw_field store_fields[] = {
     {"backend", set_choice, OFF(store_redis), 0, 0, backend_names},
     {"redis", set_redis_url, 0, 0, 0, NULL},
+    {"redis_cluster", set_redis_cluster, 0, 0, 0, NULL},
     {"redis_password_file", yw_strdup, OFF(redis_password_file), 0, 0, NULL},
     {"redis_connect_timeout", yw_duration, OFF(redis_connect_timeout_ms), 10,
      60000, NULL},
@@ -951,9 +986,28 @@ finish_store(struct loader *ld)
     char *text;
     size_t len;
 
-    if (cfg->store_redis && cfg->redis_text == NULL)
+    if (cfg->store_redis && cfg->redis_text == NULL &&
+        cfg->nredis_seeds == 0)
         return fail(ld, "store.backend",
-                    "redis needs store.redis: redis://HOST:PORT");
+                    "redis needs store.redis: redis://HOST:PORT (or "
+                    "store.redis_cluster: a list of seeds)");
+    if (cfg->redis_text != NULL && cfg->nredis_seeds > 0)
+        return fail(ld, "store.redis_cluster",
+                    "give store.redis (one server) or store.redis_cluster "
+                    "(its seeds), not both");
+    if (cfg->nredis_seeds > 0) {
+        /* every node takes the first seed's user and password */
+        struct redis_url *s0 = &cfg->redis_seeds[0];
+
+        for (size_t i = 1; i < cfg->nredis_seeds; i++)
+            if (cfg->redis_seeds[i].has_password &&
+                (strcmp(cfg->redis_seeds[i].password, s0->password) != 0 ||
+                 strcmp(cfg->redis_seeds[i].user, s0->user) != 0))
+                return fail(ld, "store.redis_cluster",
+                            "the seeds have different users or passwords; "
+                            "a cluster has one");
+        cfg->redis = *s0;
+    }
     if (cfg->redis_password_file == NULL)
         return 0;
     if (cfg->redis.has_password)
@@ -1327,6 +1381,7 @@ cp_config_free(struct cp_config *cfg)
     free(cfg->redis_text);
     free(cfg->redis_password_file);
     explicit_bzero(&cfg->redis, sizeof(cfg->redis));
+    explicit_bzero(cfg->redis_seeds, sizeof(cfg->redis_seeds));
     free(cfg->customer_map);
     free(cfg->default_class_name);
     free(cfg->unauth_class_name);

@@ -282,7 +282,11 @@ struct cp_config {
 
     /* store: */
     bool store_redis;         /* store.backend: redis (fleet mode) */
-    struct redis_url redis;   /* store.redis, parsed */
+    struct redis_url redis;   /* store.redis, parsed; in cluster mode the
+                                 password of every node */
+#define CP_REDIS_MAX_SEEDS 16
+    struct redis_url redis_seeds[CP_REDIS_MAX_SEEDS]; /* store.redis_cluster */
+    size_t nredis_seeds;      /* > 0: Redis Cluster */
     char *redis_text;         /* store.redis as written (has no secret
                                  when the password is in a file) */
     char *redis_password_file;

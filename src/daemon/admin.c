@@ -115,6 +115,8 @@ fleet_rows(struct daemon *d, struct stat_table *t)
     row(t, "fleet", "fleet", "failed", "of them for an error or a lost "
         "connection", rs.failed);
     row(t, "fleet", "fleet", "errors", "error replies", rs.errors);
+    row(t, "fleet", "fleet", "redirects", "Cluster redirections followed",
+        rs.redirects);
     row(t, "fleet", "fleet", "connects", "connections made", rs.connects);
     row(t, "fleet", "fleet", "disconnects", "lost", rs.disconnects);
     row(t, "fleet", "fleet", "owed", "accounts with charges to hand over",

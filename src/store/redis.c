@@ -32,6 +32,7 @@
 #include "core/lifecycle.h"
 #include "redis_lua.h"
 #include "util/msg.h"
+#include "util/parse.h"
 #include "util/ratelog.h"
 #include "util/xalloc.h"
 
@@ -147,44 +148,77 @@ struct cp_redis_req {
     uint64_t sent_ms;                 /* uv_now() */
     size_t nrules;
     bool queued;
+    int node;                         /* where it was sent */
+    int redirects;                    /* MOVED/ASK followed */
+    char *cmd;                        /* formatted, to send it again */
+    size_t cmdlen;
 };
 
-struct cp_redis {
-    uv_loop_t *loop;
-    struct redis_url url;
+#define MAX_NODES 64
+#define NSLOTS 16384
+#define NO_NODE 0xff
+#define MAX_REDIRECTS 3
+
+/* One Redis server: the only one, or a node of a Cluster. */
+struct rnode {
+    struct cp_redis *r;
+    int idx;
+    char host[REDIS_URL_MAX_HOST];
+    int port;
+    char path[REDIS_URL_MAX_PATH];
     char where[REDIS_URL_MAX_HOST + 16];
-    uint64_t timeout_ms, connect_timeout_ms;
     redisAsyncContext *ac;
     bool ready;       /* connected, authenticated, scripts loaded */
-    bool closing;
+    bool used;        /* serves slots (a Cluster), or is the server */
+    bool was_up;      /* to log each outage once */
     int setup_left;   /* replies to come before ready */
-    char sha_decide[41], sha_state[41];
-    uv_timer_t timer; /* request deadlines, connect timeout, reconnect */
-    uv_check_t flush; /* writes this loop iteration's commands at its end */
-    bool unflushed;
-    int open_handles; /* freed when both have closed */
-    uint64_t attempt_ms;
-    uint64_t backoff_ms;
-    struct cp_redis_req *head, *tail;
+    uint64_t attempt_ms, backoff_ms;
     uint64_t unreplied;      /* decisions sent, no reply read yet (also the
                                 ones answered locally for being late) */
     uint64_t last_reply_ms;  /* uv_now() of the last reply, or of the
                                 first unreplied send */
+};
+
+struct cp_redis {
+    uv_loop_t *loop;
+    struct redis_url url;     /* the server, or the first seed: the
+                                 password of every node */
+    bool cluster;
+    struct redis_url seeds[CP_REDIS_MAX_SEEDS];
+    size_t nseeds;
+    char where[REDIS_URL_MAX_HOST + 32];
+    uint64_t timeout_ms, connect_timeout_ms;
+    struct rnode node[MAX_NODES];
+    int nnodes;
+    uint8_t slot[NSLOTS];     /* Cluster: the node of each slot */
+    bool mapped;              /* the slot map is loaded (always, alone) */
+    bool want_map;            /* a MOVED said the map is stale */
+    bool map_asked;           /* CLUSTER SLOTS sent, no answer yet */
+    bool up;                  /* every used node ready: on_up was called */
+    bool epoch_asked;
+    bool closing;
+    char sha_decide[41], sha_state[41];
+    uv_timer_t timer; /* request deadlines, connecting, reconnecting */
+    uv_check_t flush; /* writes this loop iteration's commands at its end */
+    bool unflushed;
+    int open_handles; /* freed when both have closed */
+    struct cp_redis_req *head, *tail;
     redisContext *sync; /* a person's commands */
+    int sync_node;
     void (*on_up)(void *arg);
     void *up_arg;
     struct cp_redis_stats st;
     struct ratelog rl;
-    bool was_up;      /* to log each outage once */
-    bool emptied;     /* this connection found Redis without the fleet
-                         data this host saw before (see on_epoch_set) */
+    bool emptied;     /* Redis lacks the fleet data this host saw before */
     char epoch[64];   /* the epoch seen last */
 };
 
-static void connect_now(struct cp_redis *r);
+static void node_connect(struct rnode *n);
 static void on_flush(uv_check_t *h);
 static void on_handle_closed(uv_handle_t *h);
 static void arm(struct cp_redis *r);
+static void check_up(struct cp_redis *r);
+static void on_decide(redisAsyncContext *ac, void *reply, void *priv);
 
 static void
 fifo_del(struct cp_redis_req *q)
@@ -227,223 +261,419 @@ warn_reply(struct cp_redis *r, const char *what, const redisReply *rep)
                                                        : "unexpected reply");
 }
 
-/* ---- the connection ---- */
+/* ---- the connections ---- */
 
 static void
-go_down(struct cp_redis *r, const char *why)
+node_backoff(struct rnode *n)
 {
-    redisAsyncContext *ac = r->ac;
+    n->backoff_ms = n->backoff_ms == 0 ? BACKOFF_MIN_MS : n->backoff_ms * 2;
+    if (n->backoff_ms > BACKOFF_MAX_MS)
+        n->backoff_ms = BACKOFF_MAX_MS;
+    n->attempt_ms = uv_now(n->r->loop);
+}
 
-    r->ac = NULL;
-    r->ready = false;
-    r->unreplied = 0;
-    if (r->was_up) {
+static void
+node_lost_log(struct rnode *n, const char *why)
+{
+    struct cp_redis *r = n->r;
+
+    if (n->was_up) {
         r->st.disconnects++;
         msg_warn("fleet store %s: %s; deciding from the local copy until it "
                  "is back",
-                 r->where, why);
-        r->was_up = false;
+                 n->where, why);
+        n->was_up = false;
     } else if (ratelog_allow(&r->rl)) {
-        msg_warn("fleet store %s: %s; deciding from the local copy", r->where,
-                 why);
+        msg_warn("fleet store %s: %s; deciding from the local copy",
+                 n->where, why);
     }
-    while (r->head != NULL) {
-        r->st.failed++;
-        answer(r->head, NULL);
+}
+
+/* Drop n's connection: its requests are answered locally. */
+static void
+node_down(struct rnode *n, const char *why)
+{
+    struct cp_redis *r = n->r;
+    redisAsyncContext *ac = n->ac;
+    struct cp_redis_req *q;
+
+    n->ac = NULL;
+    n->ready = false;
+    n->unreplied = 0;
+    node_lost_log(n, why);
+    /* from the head again after each: an answer may start or cancel
+     * other requests */
+    for (q = r->head; q != NULL;) {
+        if (q->node == n->idx) {
+            r->st.failed++;
+            answer(q, NULL);
+            q = r->head;
+        } else {
+            q = q->next;
+        }
     }
     if (ac != NULL) {
         ac->data = NULL;
         redisAsyncFree(ac); /* calls each pending callback with NULL */
     }
-    if (!r->closing) {
-        r->backoff_ms = r->backoff_ms == 0 ? BACKOFF_MIN_MS
-                                           : r->backoff_ms * 2;
-        if (r->backoff_ms > BACKOFF_MAX_MS)
-            r->backoff_ms = BACKOFF_MAX_MS;
-        arm(r);
-    }
+    if (r->cluster)
+        r->want_map = true; /* a failover moves its slots */
+    if (!r->closing)
+        node_backoff(n);
+    check_up(r);
+    arm(r);
+}
+
+static struct rnode *
+ac_node(const redisAsyncContext *ac)
+{
+    struct rnode *n = ac->data;
+
+    return n != NULL && n->ac == ac ? n : NULL;
 }
 
 static void
 on_setup(redisAsyncContext *ac, void *reply, void *priv)
 {
-    struct cp_redis *r = ac->data;
+    struct rnode *n = ac_node(ac);
     redisReply *rep = reply;
     char *sha = priv;
 
-    if (r == NULL || r->ac != ac)
+    if (n == NULL)
         return;
     if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
         char why[200];
 
         snprintf(why, sizeof(why), "set-up refused: %.*s",
                  rep ? (int)rep->len : 9, rep ? rep->str : "no answer");
-        go_down(r, why);
+        node_down(n, why);
         return;
     }
     if (sha != NULL) {
         if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
-            go_down(r, "SCRIPT LOAD: unexpected reply");
+            node_down(n, "SCRIPT LOAD: unexpected reply");
             return;
         }
         memcpy(sha, rep->str, 40);
         sha[40] = '\0';
     }
-    if (--r->setup_left > 0)
+    if (--n->setup_left > 0)
         return;
-    r->ready = true;
-    r->backoff_ms = 0;
-    r->st.connects++;
-    if (!r->was_up)
-        msg_info("fleet store %s: connected; decisions are shared", r->where);
-    r->was_up = true;
-    arm(r);
-    if (r->on_up)
-        r->on_up(r->up_arg);
-}
-
-/*
- * "cp:fleet" holds the epoch of a Redis's fleet data: a random value set
- * by the first host that finds it missing. A host that finds no epoch
- * (it set it: a new or emptied Redis), or another epoch than the one it
- * saw last (Redis lost its data since), hands it what it knows.
- */
-static void
-on_epoch_set(redisAsyncContext *ac, void *reply, void *priv)
-{
-    struct cp_redis *r = ac->data;
-    redisReply *rep = reply;
-
-    (void)priv;
-    if (r == NULL || r->ac != ac || rep == NULL)
-        return;
-    r->emptied = rep->type == REDIS_REPLY_STATUS; /* "OK": it was missing */
-    on_setup(ac, reply, NULL);
+    n->ready = true;
+    n->backoff_ms = 0;
+    n->r->st.connects++;
+    if (!n->was_up)
+        msg_info("fleet store %s: connected; decisions are shared",
+                 n->where);
+    n->was_up = true;
+    check_up(n->r);
+    arm(n->r);
 }
 
 static void
-on_epoch_get(redisAsyncContext *ac, void *reply, void *priv)
+load_scripts(struct rnode *n)
 {
-    struct cp_redis *r = ac->data;
-    redisReply *rep = reply;
-
-    (void)priv;
-    if (r == NULL || r->ac != ac || rep == NULL)
-        return;
-    if (rep->type == REDIS_REPLY_STRING && rep->len < sizeof(r->epoch)) {
-        if (r->epoch[0] != '\0' && (strlen(r->epoch) != rep->len ||
-                                    memcmp(r->epoch, rep->str, rep->len)))
-            r->emptied = true;
-        memcpy(r->epoch, rep->str, rep->len);
-        r->epoch[rep->len] = '\0';
-    }
-    on_setup(ac, reply, NULL);
-}
-
-static void
-load_scripts(struct cp_redis *r)
-{
-    r->setup_left += 2;
-    redisAsyncCommand(r->ac, on_setup, r->sha_decide, "SCRIPT LOAD %s",
+    n->setup_left += 2;
+    redisAsyncCommand(n->ac, on_setup, n->r->sha_decide, "SCRIPT LOAD %s",
                       lua_decide);
-    redisAsyncCommand(r->ac, on_setup, r->sha_state, "SCRIPT LOAD %s",
+    redisAsyncCommand(n->ac, on_setup, n->r->sha_state, "SCRIPT LOAD %s",
                       lua_state);
 }
 
 static void
 on_connect(const redisAsyncContext *ac, int status)
 {
-    struct cp_redis *r = ac->data;
+    struct rnode *n = ac_node(ac);
+    char why[200];
 
-    if (r == NULL || r->ac != ac)
+    if (n == NULL || status == REDIS_OK)
         return;
-    if (status != REDIS_OK) {
-        char why[200];
-
-        snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr);
-        r->ac = NULL; /* hiredis frees it after this callback */
-        r->ready = false;
-        ((redisAsyncContext *)ac)->data = NULL;
-        r->backoff_ms = r->backoff_ms == 0 ? BACKOFF_MIN_MS
-                                           : r->backoff_ms * 2;
-        if (r->backoff_ms > BACKOFF_MAX_MS)
-            r->backoff_ms = BACKOFF_MAX_MS;
-        if (r->was_up || ratelog_allow(&r->rl))
-            msg_warn("fleet store %s: %s; deciding from the local copy",
-                     r->where, why);
-        if (r->was_up)
-            r->st.disconnects++;
-        r->was_up = false;
-        arm(r);
-    }
+    snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr);
+    ((redisAsyncContext *)ac)->data = NULL;
+    n->ac = NULL; /* hiredis frees it after this callback */
+    n->ready = false;
+    node_lost_log(n, why);
+    node_backoff(n);
+    arm(n->r);
 }
 
 static void
 on_disconnect(const redisAsyncContext *ac, int status)
 {
-    struct cp_redis *r = ac->data;
+    struct rnode *n = ac_node(ac);
 
-    if (r == NULL || r->ac != ac)
+    if (n == NULL)
         return;
     ((redisAsyncContext *)ac)->data = NULL;
-    r->ac = NULL; /* hiredis frees it after this callback */
-    go_down(r, status == REDIS_OK ? "connection closed"
-                                  : "connection lost");
+    n->ac = NULL; /* hiredis frees it after this callback */
+    node_down(n, status == REDIS_OK ? "connection closed" : "connection lost");
 }
 
 static void
-connect_now(struct cp_redis *r)
+node_connect(struct rnode *n)
 {
+    struct cp_redis *r = n->r;
     redisAsyncContext *ac;
 
-    if (r->url.path[0] != '\0')
-        ac = redisAsyncConnectUnix(r->url.path);
-    else
-        ac = redisAsyncConnect(r->url.host, r->url.port);
+    ac = n->path[0] != '\0' ? redisAsyncConnectUnix(n->path)
+                            : redisAsyncConnect(n->host, n->port);
     if (ac == NULL)
         msg_fatal("out of memory");
-    r->attempt_ms = uv_now(r->loop);
+    n->attempt_ms = uv_now(r->loop);
     if (ac->err) {
         char why[200];
 
         snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr);
         redisAsyncFree(ac);
-        go_down(r, why);
+        node_lost_log(n, why);
+        node_backoff(n);
         return;
     }
-    ac->data = r;
+    ac->data = n;
     if (uvev_attach(ac, r->loop) != REDIS_OK) {
         ac->data = NULL;
         redisAsyncFree(ac);
-        go_down(r, "cannot watch the connection on the loop");
+        node_lost_log(n, "cannot watch the connection on the loop");
+        node_backoff(n);
         return;
     }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    r->ac = ac;
-    r->setup_left = 0;
+    n->ac = ac;
+    n->setup_left = 0;
     if (r->url.has_password) {
-        r->setup_left++;
+        n->setup_left++;
         if (r->url.user[0] != '\0')
             redisAsyncCommand(ac, on_setup, NULL, "AUTH %s %s", r->url.user,
                               r->url.password);
         else
             redisAsyncCommand(ac, on_setup, NULL, "AUTH %s", r->url.password);
     }
-    if (r->url.db != 0) {
-        r->setup_left++;
+    if (r->url.db != 0 && !r->cluster) {
+        n->setup_left++;
         redisAsyncCommand(ac, on_setup, NULL, "SELECT %u", r->url.db);
     }
-    r->setup_left += 2;
-    redisAsyncCommand(ac, on_epoch_set, NULL, "SET cp:fleet %llx-%x NX",
-                      (unsigned long long)uv_hrtime(), (unsigned)getpid());
-    redisAsyncCommand(ac, on_epoch_get, NULL, "GET cp:fleet");
-    load_scripts(r);
+    load_scripts(n);
+}
+
+static struct rnode *
+node_add(struct cp_redis *r, const char *host, size_t hlen, int port)
+{
+    struct rnode *n;
+
+    for (int i = 0; i < r->nnodes; i++)
+        if (r->node[i].port == port && strlen(r->node[i].host) == hlen &&
+            memcmp(r->node[i].host, host, hlen) == 0)
+            return &r->node[i];
+    if (r->nnodes >= MAX_NODES || hlen >= sizeof(n->host))
+        return NULL;
+    n = &r->node[r->nnodes];
+    memset(n, 0, sizeof(*n));
+    n->r = r;
+    n->idx = r->nnodes++;
+    memcpy(n->host, host, hlen);
+    n->host[hlen] = '\0';
+    n->port = port;
+    snprintf(n->where, sizeof(n->where),
+             strchr(n->host, ':') ? "[%s]:%d" : "%s:%d", n->host, port);
+    return n;
+}
+
+/* ---- a Cluster's slot map ---- */
+
+/* CRC16-CCITT (XMODEM), Redis Cluster's key hash. */
+static uint16_t
+crc16(const char *p, size_t len)
+{
+    uint16_t crc = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)((unsigned char)p[i] << 8);
+        for (int b = 0; b < 8; b++)
+            crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021)
+                                 : (uint16_t)(crc << 1);
+    }
+    return crc;
+}
+
+/* The slot of a key: its hash tag's ({...}, non-empty), else the key's. */
+static unsigned
+key_slot(const char *k, size_t len)
+{
+    const char *open = memchr(k, '{', len), *close;
+
+    if (open != NULL) {
+        close = memchr(open + 1, '}', len - (size_t)(open + 1 - k));
+        if (close != NULL && close > open + 1)
+            return crc16(open + 1, (size_t)(close - open - 1)) % NSLOTS;
+    }
+    return crc16(k, len) % NSLOTS;
+}
+
+static struct rnode *
+slot_node(struct cp_redis *r, const char *k, size_t len)
+{
+    unsigned s;
+
+    if (!r->cluster)
+        return &r->node[0];
+    s = key_slot(k, len);
+    return r->slot[s] == NO_NODE ? NULL : &r->node[r->slot[s]];
+}
+
+/* CLUSTER SLOTS: [[start, end, [host, port, ...], replicas...], ...] */
+static void
+on_slots(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rnode *from = ac_node(ac);
+    struct cp_redis *r;
+    redisReply *rep = reply;
+    uint8_t map[NSLOTS];
+    bool used[MAX_NODES] = {false};
+
+    (void)priv;
+    if (from == NULL)
+        return;
+    r = from->r;
+    r->map_asked = false;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        warn_reply(r, "CLUSTER SLOTS", rep);
+        return;
+    }
+    memset(map, NO_NODE, sizeof(map));
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *e = rep->element[i], *m;
+        struct rnode *n;
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+            e->element[0]->type != REDIS_REPLY_INTEGER ||
+            e->element[1]->type != REDIS_REPLY_INTEGER ||
+            (m = e->element[2])->type != REDIS_REPLY_ARRAY ||
+            m->elements < 2 || m->element[0]->type != REDIS_REPLY_STRING ||
+            m->element[1]->type != REDIS_REPLY_INTEGER ||
+            e->element[0]->integer < 0 || e->element[1]->integer >= NSLOTS ||
+            e->element[0]->integer > e->element[1]->integer ||
+            m->element[1]->integer <= 0 || m->element[1]->integer > 65535) {
+            warn_reply(r, "CLUSTER SLOTS", NULL);
+            return;
+        }
+        /* an empty host: the node we asked (Redis 7's unknown endpoint) */
+        n = m->element[0]->len == 0
+                ? from
+                : node_add(r, m->element[0]->str, m->element[0]->len,
+                           (int)m->element[1]->integer);
+        if (n == NULL) {
+            warn_reply(r, "CLUSTER SLOTS: too many nodes", NULL);
+            return;
+        }
+        used[n->idx] = true;
+        memset(map + e->element[0]->integer, n->idx,
+               (size_t)(e->element[1]->integer - e->element[0]->integer + 1));
+    }
+    memcpy(r->slot, map, sizeof(map));
+    for (int i = 0; i < r->nnodes; i++)
+        r->node[i].used = used[i];
+    if (!r->mapped)
+        msg_info("fleet store: Redis Cluster of %d nodes mapped",
+                 (int)rep->elements);
+    r->mapped = true;
+    r->want_map = false;
+    for (int i = 0; i < r->nnodes; i++)
+        if (r->node[i].used && r->node[i].ac == NULL &&
+            r->node[i].backoff_ms == 0)
+            node_connect(&r->node[i]);
+    check_up(r);
     arm(r);
 }
 
-/* The one timer: reconnect after the back-off; a connection attempt that
- * takes too long; the oldest request's deadline. */
+/* Ask a ready node for the slot map. */
+static void
+ask_map(struct cp_redis *r)
+{
+    for (int i = 0; i < r->nnodes && !r->map_asked; i++)
+        if (r->node[i].ready) {
+            redisAsyncCommand(r->node[i].ac, on_slots, NULL, "CLUSTER SLOTS");
+            r->map_asked = true;
+            r->unflushed = true;
+        }
+}
+
+/*
+ * "cp:fleet" holds the epoch of a Redis's fleet data: a random value set
+ * by the first host that finds it missing. A host that finds no epoch
+ * (it set it: a new or emptied Redis), or another epoch than the one it
+ * saw last (Redis lost its data since), hands it what it knows. Asked each
+ * time the store comes up; on_up is called with the answer.
+ */
+static void
+on_epoch(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rnode *n = ac_node(ac);
+    struct cp_redis *r;
+    redisReply *rep = reply, *set, *get;
+
+    (void)priv;
+    if (n == NULL)
+        return;
+    r = n->r;
+    r->epoch_asked = false;
+    /* MULTI/EXEC: [SET's answer, GET's] */
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+        warn_reply(r, "the fleet epoch", rep);
+        return;
+    }
+    set = rep->element[0];
+    get = rep->element[1];
+    r->emptied = set->type == REDIS_REPLY_STATUS; /* "OK": it was missing */
+    if (get->type == REDIS_REPLY_STRING && get->len < sizeof(r->epoch)) {
+        if (r->epoch[0] != '\0' && (strlen(r->epoch) != get->len ||
+                                    memcmp(r->epoch, get->str, get->len)))
+            r->emptied = true;
+        memcpy(r->epoch, get->str, get->len);
+        r->epoch[get->len] = '\0';
+    }
+    if (r->up && r->on_up)
+        r->on_up(r->up_arg);
+}
+
+static void
+ask_epoch(struct cp_redis *r)
+{
+    struct rnode *n = slot_node(r, "cp:fleet", 8);
+
+    if (n == NULL || !n->ready || r->epoch_asked)
+        return;
+    redisAsyncCommand(n->ac, NULL, NULL, "MULTI");
+    redisAsyncCommand(n->ac, NULL, NULL, "SET cp:fleet %llx-%x NX",
+                      (unsigned long long)uv_hrtime(), (unsigned)getpid());
+    redisAsyncCommand(n->ac, NULL, NULL, "GET cp:fleet");
+    redisAsyncCommand(n->ac, on_epoch, NULL, "EXEC");
+    r->epoch_asked = true;
+    r->unflushed = true;
+}
+
+/* Up: mapped, and every node that serves slots ready. On the way up the
+ * epoch is asked (then on_up); on the way down, nothing (the nodes log). */
+static void
+check_up(struct cp_redis *r)
+{
+    bool up = r->mapped && !r->closing;
+
+    for (int i = 0; up && i < r->nnodes; i++)
+        if (r->node[i].used && !r->node[i].ready)
+            up = false;
+    if (up == r->up)
+        return;
+    r->up = up;
+    if (up)
+        ask_epoch(r);
+}
+
+/* The one timer, every TICK_MS while anything waits: connections to make
+ * (after their back-off) or that take too long, nodes that stopped
+ * answering, requests past store.redis_timeout, a slot map to fetch. */
+#define TICK_MS 10
+
 static void
 on_timer(uv_timer_t *t)
 {
@@ -452,51 +682,49 @@ on_timer(uv_timer_t *t)
 
     if (r->closing)
         return;
-    if (r->ac == NULL) {
-        connect_now(r);
-        return;
-    }
-    if (!r->ready && now - r->attempt_ms >= r->connect_timeout_ms) {
-        go_down(r, "no answer to the connection's set-up in time");
-        return;
-    }
-    if (r->unreplied > 0 && now - r->last_reply_ms >= r->connect_timeout_ms) {
-        go_down(r, "no reply for store.redis_connect_timeout");
-        return;
+    for (int i = 0; i < r->nnodes; i++) {
+        struct rnode *n = &r->node[i];
+
+        if (!n->used)
+            continue;
+        if (n->ac == NULL && now - n->attempt_ms >= n->backoff_ms)
+            node_connect(n);
+        else if (n->ac != NULL && !n->ready &&
+                 now - n->attempt_ms >= r->connect_timeout_ms)
+            node_down(n, "no answer to the connection's set-up in time");
+        else if (n->ready && n->unreplied > 0 &&
+                 now - n->last_reply_ms >= r->connect_timeout_ms)
+            node_down(n, "no reply for store.redis_connect_timeout");
     }
     while (r->head != NULL && now - r->head->sent_ms >= r->timeout_ms) {
         r->st.late++;
         answer(r->head, NULL); /* its reply is read and dropped */
     }
+    if (r->cluster && (!r->mapped || r->want_map))
+        ask_map(r);
     arm(r);
 }
 
+/* Keep the timer running while something waits; stop it when all is
+ * quiet. */
 static void
 arm(struct cp_redis *r)
 {
-    uint64_t now = uv_now(r->loop), due;
+    bool busy = r->head != NULL || (r->cluster && (!r->mapped || r->want_map));
 
     if (r->closing)
         return;
-    if (r->ac == NULL)
-        due = r->backoff_ms;
-    else if (!r->ready)
-        due = r->attempt_ms + r->connect_timeout_ms - now;
-    else if (r->head != NULL)
-        due = r->head->sent_ms + r->timeout_ms > now
-                  ? r->head->sent_ms + r->timeout_ms - now
-                  : 0;
-    else if (r->unreplied > 0) /* late ones only: is it still alive? */
-        due = r->last_reply_ms + r->connect_timeout_ms > now
-                  ? r->last_reply_ms + r->connect_timeout_ms - now
-                  : 0;
-    else
-        due = 0;
-    if (r->ac != NULL && r->ready && r->head == NULL && r->unreplied == 0) {
+    for (int i = 0; !busy && i < r->nnodes; i++) {
+        const struct rnode *n = &r->node[i];
+
+        busy = n->used && (!n->ready || n->unreplied > 0);
+    }
+    if (!busy) {
         uv_timer_stop(&r->timer);
         return;
     }
-    uv_timer_start(&r->timer, on_timer, due, 0);
+    if (!uv_is_active((uv_handle_t *)&r->timer))
+        uv_timer_start(&r->timer, on_timer, TICK_MS, TICK_MS);
 }
 
 /* ---- arguments ---- */
@@ -695,17 +923,89 @@ parse_decide(const redisReply *rep, size_t nrules, struct cp_remote *out)
     return true;
 }
 
+/* "MOVED 3999 127.0.0.1:6381" or "ASK ...": the node to ask instead. */
+static struct rnode *
+redirected(struct cp_redis *r, const redisReply *rep, bool *ask)
+{
+    const char *p = rep->str, *end = rep->str + rep->len, *sp, *colon;
+    uint64_t slot, port;
+
+    *ask = rep->len > 4 && memcmp(p, "ASK ", 4) == 0;
+    if (!*ask && !(rep->len > 6 && memcmp(p, "MOVED ", 6) == 0))
+        return NULL;
+    p += *ask ? 4 : 6;
+    if ((sp = memchr(p, ' ', (size_t)(end - p))) == NULL ||
+        !parse_u64(p, (size_t)(sp - p), &slot) || slot >= NSLOTS)
+        return NULL;
+    p = sp + 1;
+    if ((colon = memrchr(p, ':', (size_t)(end - p))) == NULL ||
+        !parse_u64(colon + 1, (size_t)(end - colon - 1), &port) ||
+        port == 0 || port > 65535)
+        return NULL;
+    {
+        struct rnode *n = node_add(r, p, (size_t)(colon - p), (int)port);
+
+        if (n != NULL && !*ask) {
+            r->slot[slot] = (uint8_t)n->idx; /* and the rest, by a refresh */
+            r->want_map = true;
+            n->used = true;
+        }
+        return n;
+    }
+}
+
+static void
+req_free(struct cp_redis_req *q)
+{
+    fifo_del(q);
+    if (q->cmd != NULL)
+        redisFreeCommand(q->cmd);
+    free(q);
+}
+
+/* Send q to n (again: a redirection). False if n is not ready. */
+static bool
+req_send(struct cp_redis_req *q, struct rnode *n, bool asking)
+{
+    if (n == NULL || !n->ready)
+        return false;
+    if (asking)
+        redisAsyncCommand(n->ac, NULL, NULL, "ASKING");
+    if (redisAsyncFormattedCommand(n->ac, on_decide, q, q->cmd, q->cmdlen) !=
+        REDIS_OK)
+        return false;
+    q->node = n->idx;
+    if (n->unreplied++ == 0)
+        n->last_reply_ms = uv_now(q->r->loop);
+    q->r->unflushed = true;
+    return true;
+}
+
 static void
 on_decide(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct cp_redis_req *q = priv;
     struct cp_redis *r = q->r;
+    struct rnode *n = ac_node(ac);
     redisReply *rep = reply;
     struct cp_remote rem;
+    bool ask;
 
-    if (ac->data == r && r->unreplied > 0) {
-        r->unreplied--;
-        r->last_reply_ms = uv_now(r->loop);
+    if (n != NULL && n->unreplied > 0) {
+        n->unreplied--;
+        n->last_reply_ms = uv_now(r->loop);
+    }
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR && r->cluster &&
+        q->redirects < MAX_REDIRECTS) {
+        struct rnode *to = redirected(r, rep, &ask);
+
+        if (to != NULL) {
+            r->st.redirects++;
+            q->redirects++;
+            if (q->cb == NULL || req_send(q, to, ask))
+                return; /* (a cancelled one is dropped at its next reply) */
+            arm(r);
+        }
     }
     if (rep != NULL && q->cb != NULL) {
         if (parse_decide(rep, q->nrules, &rem)) {
@@ -715,8 +1015,8 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
             if (rep->type == REDIS_REPLY_ERROR &&
                 strncmp(rep->str, "NOSCRIPT", 8) == 0) {
                 r->st.noscript++;
-                if (ac->data == r && r->ready)
-                    load_scripts(r); /* ready stays: the next ones queue
+                if (n != NULL && n->ready)
+                    load_scripts(n); /* ready stays: the next ones queue
                                         after the load */
             }
             warn_reply(r, "a decision", rep);
@@ -727,9 +1027,8 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
         r->st.failed++;
         answer(q, NULL);
     }
-    fifo_del(q);
-    free(q);
-    if (ac->data == r && !r->closing)
+    req_free(q);
+    if (!r->closing)
         arm(r);
 }
 
@@ -740,15 +1039,18 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
     struct args a;
     char kb[KEY_BUF];
     struct cp_redis_req *q;
+    struct rnode *n;
+    int len;
 
-    if (!r->ready)
-        return NULL;
     a.n = 0;
     a.used = 0;
     arg_mem(&a, "EVALSHA", 7);
     arg_mem(&a, r->sha_decide, 40);
     arg_mem(&a, "2", 1);
     keys(&a, kb, d->id.key, d->id.keylen, d->id.dkey, d->id.dkeylen);
+    if (r->sha_decide[0] == '\0' ||
+        (n = slot_node(r, a.v[3], a.len[3])) == NULL || !n->ready)
+        return NULL;
     op_args(&a, &aw->op, aw, d);
     q = xcalloc(1, sizeof(*q));
     q->r = r;
@@ -756,15 +1058,14 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
     q->arg = arg;
     q->nrules = aw->op.nrules;
     q->sent_ms = uv_now(r->loop);
-    if (redisAsyncCommandArgv(r->ac, on_decide, q, a.n, a.v, a.len) !=
-        REDIS_OK) {
-        msg_debug("fleet store %s: not sent (flags %#x, err %d %s)", r->where,
-                  r->ac->c.flags, r->ac->err, r->ac->errstr);
-        free(q);
+    len = redisFormatCommandArgv(&q->cmd, a.n, a.v, a.len);
+    if (len < 0)
+        msg_fatal("out of memory");
+    q->cmdlen = (size_t)len;
+    if (!req_send(q, n, false)) {
+        req_free(q);
         return NULL;
     }
-    if (r->unreplied++ == 0)
-        r->last_reply_ms = q->sent_ms;
     q->queued = true;
     q->prev = r->tail;
     if (r->tail)
@@ -773,27 +1074,26 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
         r->head = q;
     r->tail = q;
     r->st.sent++;
-    r->unflushed = true;
-    if (q == r->head)
-        arm(r);
+    arm(r);
     return q;
 }
 
 void
 cp_redis_cancel(struct cp_redis_req *q)
 {
+    fifo_del(q);
     q->cb = NULL; /* the reply frees it */
 }
 
 static void
 on_share(redisAsyncContext *ac, void *reply, void *priv)
 {
-    struct cp_redis *r = ac->data;
+    struct rnode *n = ac_node(ac);
     redisReply *rep = reply;
 
     (void)priv;
-    if (r != NULL && rep != NULL && rep->type == REDIS_REPLY_ERROR)
-        warn_reply(r, "a reservation given back", rep);
+    if (n != NULL && rep != NULL && rep->type == REDIS_REPLY_ERROR)
+        warn_reply(n->r, "a reservation given back", rep);
 }
 
 bool
@@ -801,17 +1101,19 @@ cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op)
 {
     struct args a;
     char kb[KEY_BUF];
+    struct rnode *n;
 
-    if (!r->ready)
-        return false;
     a.n = 0;
     a.used = 0;
     arg_mem(&a, "EVALSHA", 7);
     arg_mem(&a, r->sha_decide, 40);
     arg_mem(&a, "2", 1);
     keys(&a, kb, op->key, op->keylen, NULL, 0);
+    if (r->sha_decide[0] == '\0' ||
+        (n = slot_node(r, a.v[3], a.len[3])) == NULL || !n->ready)
+        return false;
     op_args(&a, op, NULL, NULL);
-    if (redisAsyncCommandArgv(r->ac, on_share, NULL, a.n, a.v, a.len) !=
+    if (redisAsyncCommandArgv(n->ac, on_share, NULL, a.n, a.v, a.len) !=
         REDIS_OK)
         return false;
     r->st.shares++;
@@ -829,21 +1131,23 @@ sync_drop(struct cp_redis *r)
     r->sync = NULL;
 }
 
+/* A blocking connection to node n (the one kept, if it is n's). */
 static int
-sync_open(struct cp_redis *r, char *err)
+sync_open(struct cp_redis *r, const struct rnode *n, char *err)
 {
     struct timeval tv = {(time_t)(r->connect_timeout_ms / 1000),
                          (suseconds_t)(r->connect_timeout_ms % 1000) * 1000};
     redisReply *rep = NULL;
 
-    if (r->sync != NULL)
+    if (r->sync != NULL && r->sync_node == n->idx)
         return 0;
-    r->sync = r->url.path[0] ? redisConnectUnixWithTimeout(r->url.path, tv)
-                             : redisConnectWithTimeout(r->url.host,
-                                                       r->url.port, tv);
+    sync_drop(r);
+    r->sync_node = n->idx;
+    r->sync = n->path[0] ? redisConnectUnixWithTimeout(n->path, tv)
+                         : redisConnectWithTimeout(n->host, n->port, tv);
     if (r->sync == NULL || r->sync->err) {
         snprintf(err, CP_ERR_MAX, "fleet store %s: cannot connect: %s",
-                 r->where, r->sync ? r->sync->errstr : "out of memory");
+                 n->where, r->sync ? r->sync->errstr : "out of memory");
         sync_drop(r);
         return -1;
     }
@@ -853,16 +1157,16 @@ sync_open(struct cp_redis *r, char *err)
                   ? redisCommand(r->sync, "AUTH %s %s", r->url.user,
                                  r->url.password)
                   : redisCommand(r->sync, "AUTH %s", r->url.password);
-    if (rep == NULL && r->url.db != 0)
-        rep = redisCommand(r->sync, "SELECT %u", r->url.db);
-    else if (rep != NULL && rep->type != REDIS_REPLY_ERROR && r->url.db != 0) {
-        freeReplyObject(rep);
+    if (r->url.db != 0 && !r->cluster &&
+        (rep == NULL || rep->type != REDIS_REPLY_ERROR)) {
+        if (rep)
+            freeReplyObject(rep);
         rep = redisCommand(r->sync, "SELECT %u", r->url.db);
     }
-    if ((r->url.has_password || r->url.db != 0) &&
+    if ((r->url.has_password || (r->url.db != 0 && !r->cluster)) &&
         (rep == NULL || rep->type == REDIS_REPLY_ERROR)) {
         snprintf(err, CP_ERR_MAX, "fleet store %s: set-up refused: %.*s",
-                 r->where, rep ? (int)rep->len : 10,
+                 n->where, rep ? (int)rep->len : 10,
                  rep ? rep->str : "no answer");
         if (rep)
             freeReplyObject(rep);
@@ -874,6 +1178,61 @@ sync_open(struct cp_redis *r, char *err)
     return 0;
 }
 
+/* One command over the blocking connection to the node of a.v[3]: a
+ * connection kept from before is made again once (Redis may have
+ * restarted), a redirection followed once. */
+static redisReply *
+sync_command(struct cp_redis *r, struct args *a, char *err)
+{
+    struct rnode *n = slot_node(r, a->v[3], a->len[3]);
+    redisReply *rep = NULL;
+    bool ask = false;
+
+    for (int tries = 0; tries < 3; tries++) {
+        bool reused;
+
+        if (n == NULL) {
+            snprintf(err, CP_ERR_MAX, "fleet store %s: no node serves the "
+                                      "account's slot yet",
+                     r->where);
+            return NULL;
+        }
+        reused = r->sync != NULL && r->sync_node == n->idx;
+        if (sync_open(r, n, err) < 0)
+            return NULL;
+        if (ask) {
+            rep = redisCommand(r->sync, "ASKING");
+            if (rep)
+                freeReplyObject(rep);
+        }
+        rep = redisCommandArgv(r->sync, a->n, a->v, a->len);
+        if (rep == NULL && reused) {
+            sync_drop(r);
+            continue;
+        }
+        if (rep == NULL) {
+            snprintf(err, CP_ERR_MAX, "fleet store %s: %s", n->where,
+                     r->sync->errstr[0] ? r->sync->errstr : "no answer");
+            sync_drop(r);
+            return NULL;
+        }
+        if (rep->type == REDIS_REPLY_ERROR && r->cluster) {
+            struct rnode *to = redirected(r, rep, &ask);
+
+            if (to != NULL) {
+                freeReplyObject(rep);
+                rep = NULL;
+                n = to;
+                continue;
+            }
+        }
+        return rep;
+    }
+    if (rep == NULL)
+        snprintf(err, CP_ERR_MAX, "fleet store %s: no answer", r->where);
+    return rep;
+}
+
 int
 cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
                const char *mode, int to, int from, struct cp_remote *out,
@@ -882,11 +1241,8 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
     struct args a;
     char kb[KEY_BUF];
     redisReply *rep;
-    bool ok, reused;
+    bool ok;
 
-    reused = r->sync != NULL;
-    if (sync_open(r, err) < 0)
-        return -1;
     a.n = 0;
     a.used = 0;
     arg_mem(&a, "EVAL", 4);
@@ -897,20 +1253,8 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
     arg_fmt(&a, "%d", to);
     arg_fmt(&a, "%d", from);
     arg_fmt(&a, "%llu", 7ULL * 86400000); /* an idle NORMAL state's */
-    rep = redisCommandArgv(r->sync, a.n, a.v, a.len);
-    if (rep == NULL && reused) {
-        /* kept from an earlier command: Redis may have restarted since */
-        sync_drop(r);
-        if (sync_open(r, err) < 0)
-            return -1;
-        rep = redisCommandArgv(r->sync, a.n, a.v, a.len);
-    }
-    if (rep == NULL) {
-        snprintf(err, CP_ERR_MAX, "fleet store %s: %s", r->where,
-                 r->sync->errstr[0] ? r->sync->errstr : "no answer");
-        sync_drop(r);
+    if ((rep = sync_command(r, &a, err)) == NULL)
         return -1;
-    }
     memset(out, 0, sizeof(*out));
     ok = rep_states(rep, 6, out) &&
          rep->element[5]->type == REDIS_REPLY_INTEGER;
@@ -929,6 +1273,48 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
 
 /* ---- life ---- */
 
+/* The server (alone), or the seeds (a Cluster), as the configuration
+ * names them; the connections and the map start over. */
+static void
+set_servers(struct cp_redis *r, const struct cp_config *cfg)
+{
+    for (int i = 0; i < r->nnodes; i++)
+        if (r->node[i].ac != NULL)
+            node_down(&r->node[i], "store.redis changed");
+    sync_drop(r);
+    r->nnodes = 0;
+    r->cluster = cfg->nredis_seeds > 0;
+    r->nseeds = cfg->nredis_seeds;
+    memcpy(r->seeds, cfg->redis_seeds, sizeof(r->seeds));
+    r->url = cfg->redis;
+    memset(r->slot, NO_NODE, sizeof(r->slot));
+    r->mapped = !r->cluster;
+    r->up = false;
+    if (!r->cluster) {
+        struct rnode *n = &r->node[r->nnodes++];
+
+        memset(n, 0, sizeof(*n));
+        n->r = r;
+        n->used = true;
+        snprintf(n->host, sizeof(n->host), "%s", r->url.host);
+        n->port = r->url.port;
+        snprintf(n->path, sizeof(n->path), "%s", r->url.path);
+        redis_url_where(&r->url, n->where, sizeof(n->where));
+        snprintf(r->where, sizeof(r->where), "%s", n->where);
+        return;
+    }
+    for (size_t i = 0; i < r->nseeds; i++) {
+        struct rnode *n = node_add(r, r->seeds[i].host,
+                                   strlen(r->seeds[i].host),
+                                   r->seeds[i].port);
+
+        if (n != NULL)
+            n->used = true; /* until the map says which serve slots */
+    }
+    snprintf(r->where, sizeof(r->where), "cluster %s%s", r->node[0].where,
+             r->nseeds > 1 ? "..." : "");
+}
+
 struct cp_redis *
 cp_redis_new(uv_loop_t *loop, const struct cp_config *cfg,
              void (*on_up)(void *arg), void *arg)
@@ -938,6 +1324,7 @@ cp_redis_new(uv_loop_t *loop, const struct cp_config *cfg,
     r->loop = loop;
     r->on_up = on_up;
     r->up_arg = arg;
+    r->sync_node = -1;
     ratelog_init(&r->rl, "fleet store warnings", 1, 10);
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
@@ -945,41 +1332,46 @@ cp_redis_new(uv_loop_t *loop, const struct cp_config *cfg,
     r->flush.data = r;
     uv_check_start(&r->flush, on_flush);
     r->open_handles = 2;
-    cp_redis_set_config(r, cfg);
+    r->timeout_ms = cfg->redis_timeout_ms;
+    r->connect_timeout_ms = cfg->redis_connect_timeout_ms;
+    set_servers(r, cfg);
     return r;
 }
 
 void
 cp_redis_set_config(struct cp_redis *r, const struct cp_config *cfg)
 {
-    bool moved = memcmp(&r->url, &cfg->redis, sizeof(r->url)) != 0;
+    bool moved = memcmp(&r->url, &cfg->redis, sizeof(r->url)) != 0 ||
+                 r->nseeds != cfg->nredis_seeds ||
+                 memcmp(r->seeds, cfg->redis_seeds, sizeof(r->seeds)) != 0;
 
-    r->url = cfg->redis;
     r->timeout_ms = cfg->redis_timeout_ms;
     r->connect_timeout_ms = cfg->redis_connect_timeout_ms;
-    redis_url_where(&r->url, r->where, sizeof(r->where));
-    if (moved && r->ac != NULL) {
-        sync_drop(r);
-        go_down(r, "store.redis changed");
-    }
+    if (!moved)
+        return;
+    set_servers(r, cfg);
+    cp_redis_start(r);
 }
 
 void
 cp_redis_start(struct cp_redis *r)
 {
-    connect_now(r);
+    for (int i = 0; i < r->nnodes; i++)
+        if (r->node[i].used && r->node[i].ac == NULL)
+            node_connect(&r->node[i]);
+    arm(r);
 }
 
 bool
 cp_redis_up(const struct cp_redis *r)
 {
-    return r->ready;
+    return r->up;
 }
 
 bool
 cp_redis_emptied(const struct cp_redis *r)
 {
-    return r->ready && r->emptied;
+    return r->up && r->emptied;
 }
 
 const struct cp_redis_stats *
@@ -996,7 +1388,7 @@ cp_redis_where(const struct cp_redis *r)
 
 /*
  * After the loop iteration's callbacks: write the commands they queued,
- * in one write, now, instead of at the next iteration's poll for
+ * in one write per node, now, instead of at the next iteration's poll for
  * writability (a round of epoll less on every decision's latency).
  */
 static void
@@ -1004,11 +1396,12 @@ on_flush(uv_check_t *h)
 {
     struct cp_redis *r = h->data;
 
-    if (!r->unflushed)
+    if (!r->unflushed || r->closing)
         return;
     r->unflushed = false;
-    if (r->ac != NULL && !r->closing)
-        redisAsyncHandleWrite(r->ac);
+    for (int i = 0; i < r->nnodes; i++)
+        if (r->node[i].ac != NULL)
+            redisAsyncHandleWrite(r->node[i].ac);
 }
 
 static void
@@ -1019,22 +1412,26 @@ on_handle_closed(uv_handle_t *h)
     if (--r->open_handles > 0)
         return;
     explicit_bzero(&r->url, sizeof(r->url));
+    explicit_bzero(r->seeds, sizeof(r->seeds));
     free(r);
 }
 
 void
 cp_redis_close(struct cp_redis *r)
 {
-    redisAsyncContext *ac = r->ac;
-
     r->closing = true;
-    r->ready = false;
-    r->ac = NULL;
+    r->up = false;
     while (r->head != NULL)
         answer(r->head, NULL);
-    if (ac != NULL) {
-        ac->data = NULL;
-        redisAsyncFree(ac);
+    for (int i = 0; i < r->nnodes; i++) {
+        redisAsyncContext *ac = r->node[i].ac;
+
+        r->node[i].ac = NULL;
+        r->node[i].ready = false;
+        if (ac != NULL) {
+            ac->data = NULL;
+            redisAsyncFree(ac);
+        }
     }
     sync_drop(r);
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);

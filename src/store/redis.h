@@ -49,6 +49,7 @@ struct cp_redis_stats {
     uint64_t disconnects; /* times it was lost */
     uint64_t shares;      /* reservations given back, merges (no answer
                              awaited) */
+    uint64_t redirects;   /* Cluster: MOVED and ASK followed */
 };
 
 /* Nothing connects before cp_redis_start(). */

@@ -327,3 +327,141 @@ def test_fleet_status_and_show_match_their_schemas(two):
             rc, raw = ctl_raw(d, *args)
             assert rc == 0, raw
             validate(raw, " ".join(args))
+
+
+class Cluster:
+    """A local Redis Cluster: `n` redis-server in cluster mode on loopback
+    ports, no replicas, created with redis-cli --cluster create."""
+
+    def __init__(self, tmpdir, n=3):
+        self.nodes = []
+        for i in range(n):
+            d = os.path.join(str(tmpdir), "node%d" % i)
+            os.makedirs(d)
+            self.nodes.append(Redis(d))
+
+    def start(self):
+        for r in self.nodes:
+            r.proc = subprocess.Popen(
+                ["redis-server", "--port", str(r.port), "--bind",
+                 "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--cluster-enabled", "yes",
+                 "--cluster-port", str(free_port()), "--cluster-config-file",
+                 os.path.join(r.dir, "nodes.conf"), "--dir", r.dir,
+                 "--logfile", os.path.join(r.dir, "redis.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for r in self.nodes:
+            wait_for(lambda r=r: r.cli("PING") == "PONG", "cluster node",
+                     timeout=20)
+        out = subprocess.run(
+            ["redis-cli", "--cluster", "create"] +
+            ["127.0.0.1:%d" % r.port for r in self.nodes] +
+            ["--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        for r in self.nodes:
+            wait_for(lambda r=r: "cluster_state:ok" in r.cli("CLUSTER",
+                                                              "INFO"),
+                     "cluster state ok", timeout=60)
+        return self
+
+    def stop(self):
+        for r in self.nodes:
+            r.stop()
+
+    def seeds(self):
+        return "[%s]" % ", ".join("redis://127.0.0.1:%d" % r.port
+                                  for r in self.nodes[:2])
+
+    def node_of(self, key):
+        """The node that serves `key`'s slot, and the slot."""
+        slot = int(self.nodes[0].cli("CLUSTER", "KEYSLOT", key))
+        for r in self.nodes:
+            for line in r.cli("CLUSTER", "NODES").splitlines():
+                f = line.split()
+                if "myself" not in f[2]:
+                    continue
+                for rng in f[8:]:
+                    a, _, b = rng.partition("-")
+                    if a.isdigit() and int(a) <= slot <= int(b or a):
+                        return r, slot
+        raise AssertionError("no node serves slot %d" % slot)
+
+    def move_slot(self, slot, src, dst):
+        """Migrate one slot and its keys from src to dst, as a resharding
+        does, and tell every node."""
+        sid, did = src.cli("CLUSTER", "MYID"), dst.cli("CLUSTER", "MYID")
+        dst.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", sid)
+        src.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", did)
+        keys = src.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "1000").split()
+        if keys:
+            src.cli("MIGRATE", "127.0.0.1", str(dst.port), "", "0", "5000",
+                    "KEYS", *keys)
+        for r in self.nodes:
+            r.cli("CLUSTER", "SETSLOT", str(slot), "NODE", did)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path).start()
+    yield c
+    c.stop()
+
+
+def cluster_daemon(tmp_path, name, cluster, max_msgs=10):
+    return Daemon(tmp_path / name, classes=LIMITED % ("1h", max_msgs),
+                  extra={"store": "checkpoint_interval: 1s\nbackend: redis\n"
+                                  "redis_cluster: %s\n" % cluster.seeds(),
+                         "daemon": "log_level: info",
+                         "accounting": "reservation_timeout: 10m"})
+
+
+def test_a_cluster_answers_as_one_server(tmp_path, cluster):
+    a = cluster_daemon(tmp_path, "a", cluster).start()
+    b = cluster_daemon(tmp_path, "b", cluster).start()
+    try:
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "cluster connected", timeout=30)
+        users = ["c%d@example.net" % i for i in range(6)]
+        # the accounts live on more than one node
+        assert len({cluster.node_of("cp:{u:%s}" % u)[0].port
+                    for u in users}) >= 2
+        ca = PolicyClient(a.policy_sock, timeout=20)
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        for u in users:
+            got = [action((ca if i % 2 == 0 else cb).ask(
+                rcpt_request(user=u, instance="%s-%d" % (u, i))))
+                for i in range(12)]
+            assert got == ["DUNNO"] * 10 + ["DEFER_IF_PERMIT"] * 2, (u, got)
+        a.ctl("block", "u:%s" % users[0], "--note", "zombie")
+        r = cb.ask(rcpt_request(user=users[0], instance="x"))
+        assert action(r) in ("REJECT", "HOLD"), r
+        assert b.ctl("show", "u:%s" % users[0])["state"] == "MANUAL_HOLD"
+        sa = a.ctl("status")["fleet"]
+        assert sa["local"] == 0 and sa["failed"] == 0, sa
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_cluster_slot_moved_under_the_daemon(tmp_path, cluster):
+    a = cluster_daemon(tmp_path, "a", cluster, max_msgs=6).start()
+    try:
+        wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
+                 "cluster connected", timeout=30)
+        c = PolicyClient(a.policy_sock, timeout=20)
+        user = "mover@example.net"
+        got = [action(c.ask(rcpt_request(user=user, instance="m%d" % i)))
+               for i in range(3)]
+        src, slot = cluster.node_of("cp:{u:%s}" % user)
+        dst = next(r for r in cluster.nodes if r is not src)
+        cluster.move_slot(slot, src, dst)
+        # the daemon's map is stale: MOVED, followed; the count goes on
+        got += [action(c.ask(rcpt_request(user=user, instance="n%d" % i)))
+                for i in range(5)]
+        assert got == ["DUNNO"] * 6 + ["DEFER_IF_PERMIT"] * 2, got
+        st = a.ctl("status")["fleet"]
+        assert st["redirects"] >= 1 and st["local"] == 0, st
+    finally:
+        a.stop()
