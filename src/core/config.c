@@ -354,44 +354,68 @@ set_redis_url(struct yw *w, struct fy_node *v, void *base,
     return 0;
 }
 
-/* store.redis_cluster: seed nodes of a Redis Cluster (redis:// URLs) */
+/* A list of redis://HOST:PORT (Cluster seeds, Sentinels). */
 static int
-set_redis_cluster(struct yw *w, struct fy_node *v, void *base,
-                  const struct yw_field *f)
+set_redis_list(struct yw *w, struct fy_node *v, struct redis_url *out,
+               size_t *n, const char *what)
 {
-    struct cp_config *cfg = base;
     struct fy_node *item;
     void *it = NULL;
 
     if (!fy_node_is_sequence(v))
-        return yw_fail(w, v, "expected a list of redis://HOST:PORT seeds");
+        return yw_fail(w, v, "expected a list of redis://HOST:PORT %s", what);
     while ((item = fy_node_sequence_iterate(v, &it)) != NULL) {
         size_t len;
         const char *s = yw_scalar(item, &len), *why;
         struct redis_url *u;
 
-        if (cfg->nredis_seeds >= CP_REDIS_MAX_SEEDS)
-            return yw_fail(w, item, "at most %d seeds", CP_REDIS_MAX_SEEDS);
-        u = &cfg->redis_seeds[cfg->nredis_seeds];
+        if (*n >= CP_REDIS_MAX_SEEDS)
+            return yw_fail(w, item, "at most %d %s", CP_REDIS_MAX_SEEDS,
+                           what);
+        u = &out[*n];
         if (s == NULL)
             return yw_fail(w, item, "expected redis://HOST:PORT");
         if ((why = redis_url_parse(s, len, u)) != NULL)
             return yw_fail(w, item, "%s", why);
         if (u->path[0] != '\0' || u->db != 0)
-            return yw_fail(w, item, "a cluster node is redis://HOST:PORT "
-                                    "(no unix socket, no database number: "
-                                    "a cluster has database 0 only)");
-        cfg->nredis_seeds++;
+            return yw_fail(w, item, "expected redis://HOST:PORT (no unix "
+                                    "socket, no database number)");
+        (*n)++;
     }
-    if (cfg->nredis_seeds == 0)
-        return yw_fail(w, v, "at least one seed");
+    if (*n == 0)
+        return yw_fail(w, v, "at least one of the %s", what);
     return 0;
+}
+
+/* store.redis_cluster: seed nodes of a Redis Cluster */
+static int
+set_redis_cluster(struct yw *w, struct fy_node *v, void *base,
+                  const struct yw_field *f)
+{
+    struct cp_config *cfg = base;
+
+    return set_redis_list(w, v, cfg->redis_seeds, &cfg->nredis_seeds,
+                          "seeds");
+}
+
+/* store.redis_sentinels: the Sentinels that know the primary */
+static int
+set_redis_sentinels(struct yw *w, struct fy_node *v, void *base,
+                    const struct yw_field *f)
+{
+    struct cp_config *cfg = base;
+
+    return set_redis_list(w, v, cfg->redis_sentinels,
+                          &cfg->nredis_sentinels, "sentinels");
 }
 
 static const struct yw_field store_fields[] = {
     {"backend", set_choice, OFF(store_redis), 0, 0, backend_names},
     {"redis", set_redis_url, 0, 0, 0, NULL},
     {"redis_cluster", set_redis_cluster, 0, 0, 0, NULL},
+    {"redis_sentinels", set_redis_sentinels, 0, 0, 0, NULL},
+    {"redis_master", yw_str, OFF(redis_master),
+     sizeof(((struct cp_config *)0)->redis_master), 0, NULL},
     {"redis_password_file", yw_strdup, OFF(redis_password_file), 0, 0, NULL},
     {"redis_connect_timeout", yw_duration, OFF(redis_connect_timeout_ms), 10,
      60000, NULL},
@@ -987,14 +1011,22 @@ finish_store(struct loader *ld)
     size_t len;
 
     if (cfg->store_redis && cfg->redis_text == NULL &&
-        cfg->nredis_seeds == 0)
+        cfg->nredis_seeds == 0 && cfg->nredis_sentinels == 0)
         return fail(ld, "store.backend",
                     "redis needs store.redis: redis://HOST:PORT (or "
-                    "store.redis_cluster: a list of seeds)");
-    if (cfg->redis_text != NULL && cfg->nredis_seeds > 0)
+                    "store.redis_cluster: a list of seeds, or "
+                    "store.redis_sentinels and store.redis_master)");
+    if ((cfg->redis_text != NULL) + (cfg->nredis_seeds > 0) +
+            (cfg->nredis_sentinels > 0) > 1)
         return fail(ld, "store.redis_cluster",
-                    "give store.redis (one server) or store.redis_cluster "
-                    "(its seeds), not both");
+                    "give one of store.redis (one server), "
+                    "store.redis_cluster (its seeds) and "
+                    "store.redis_sentinels");
+    if ((cfg->nredis_sentinels > 0) != (cfg->redis_master[0] != '\0'))
+        return fail(ld, "store.redis_master",
+                    "store.redis_sentinels and store.redis_master go "
+                    "together: the Sentinels, and the name of the primary "
+                    "they watch");
     if (cfg->nredis_seeds > 0) {
         /* every node takes the first seed's user and password */
         struct redis_url *s0 = &cfg->redis_seeds[0];

@@ -287,6 +287,9 @@ struct cp_config {
 #define CP_REDIS_MAX_SEEDS 16
     struct redis_url redis_seeds[CP_REDIS_MAX_SEEDS]; /* store.redis_cluster */
     size_t nredis_seeds;      /* > 0: Redis Cluster */
+    struct redis_url redis_sentinels[CP_REDIS_MAX_SEEDS];
+    size_t nredis_sentinels;  /* > 0: a primary found through Sentinel */
+    char redis_master[128];   /* store.redis_master: its name there */
     char *redis_text;         /* store.redis as written (has no secret
                                  when the password is in a file) */
     char *redis_password_file;

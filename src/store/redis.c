@@ -186,6 +186,13 @@ struct cp_redis {
     bool cluster;
     struct redis_url seeds[CP_REDIS_MAX_SEEDS];
     size_t nseeds;
+    bool sentinel;            /* the primary is found through Sentinel */
+    struct redis_url sentinels[CP_REDIS_MAX_SEEDS];
+    size_t nsentinels, sentinel_next;
+    char master[128];
+    bool resolved;            /* node[0] is the primary Sentinel named */
+    redisAsyncContext *sentinel_ac; /* asking one, or NULL */
+    uint64_t sentinel_ms;
     char where[REDIS_URL_MAX_HOST + 32];
     uint64_t timeout_ms, connect_timeout_ms;
     struct rnode node[MAX_NODES];
@@ -219,6 +226,7 @@ static void on_handle_closed(uv_handle_t *h);
 static void arm(struct cp_redis *r);
 static void check_up(struct cp_redis *r);
 static void on_decide(redisAsyncContext *ac, void *reply, void *priv);
+static void on_role(redisAsyncContext *ac, void *reply, void *priv);
 
 static void
 fifo_del(struct cp_redis_req *q)
@@ -263,6 +271,8 @@ warn_reply(struct cp_redis *r, const char *what, const redisReply *rep)
 
 /* ---- the connections ---- */
 
+/* The next attempt after a back-off; with Sentinel, after asking where
+ * the primary is now. */
 static void
 node_backoff(struct rnode *n)
 {
@@ -270,6 +280,8 @@ node_backoff(struct rnode *n)
     if (n->backoff_ms > BACKOFF_MAX_MS)
         n->backoff_ms = BACKOFF_MAX_MS;
     n->attempt_ms = uv_now(n->r->loop);
+    if (n->r->sentinel)
+        n->r->resolved = false;
 }
 
 static void
@@ -370,6 +382,26 @@ on_setup(redisAsyncContext *ac, void *reply, void *priv)
     arm(n->r);
 }
 
+/* Sentinel: the server named must be the primary still (a failed one
+ * comes back as a replica). */
+static void
+on_role(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rnode *n = ac_node(ac);
+    redisReply *rep = reply;
+
+    if (n == NULL)
+        return;
+    if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+        rep->element[0]->type == REDIS_REPLY_STRING &&
+        (rep->element[0]->len != 6 ||
+         memcmp(rep->element[0]->str, "master", 6) != 0)) {
+        node_down(n, "not the primary (ROLE): asking the Sentinels again");
+        return;
+    }
+    on_setup(ac, reply, priv);
+}
+
 static void
 load_scripts(struct rnode *n)
 {
@@ -452,6 +484,10 @@ node_connect(struct rnode *n)
     if (r->url.db != 0 && !r->cluster) {
         n->setup_left++;
         redisAsyncCommand(ac, on_setup, NULL, "SELECT %u", r->url.db);
+    }
+    if (r->sentinel) {
+        n->setup_left++;
+        redisAsyncCommand(ac, on_role, NULL, "ROLE");
     }
     load_scripts(n);
 }
@@ -669,6 +705,85 @@ check_up(struct cp_redis *r)
         ask_epoch(r);
 }
 
+/* ---- Sentinel: where the primary is ---- */
+
+static void
+on_sentinel(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct cp_redis *r = ac->data;
+    redisReply *rep = reply;
+    struct rnode *n;
+    uint64_t port;
+
+    (void)priv;
+    if (r == NULL || r->sentinel_ac != ac)
+        return;
+    r->sentinel_ac = NULL;
+    ac->data = NULL;
+    redisAsyncDisconnect(ac);
+    n = &r->node[0];
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_STRING ||
+        rep->element[0]->len == 0 ||
+        rep->element[0]->len >= sizeof(n->host) ||
+        !parse_u64(rep->element[1]->str, rep->element[1]->len, &port) ||
+        port == 0 || port > 65535) {
+        if (ratelog_allow(&r->rl))
+            msg_warn("fleet store: Sentinel %s:%d does not name the primary "
+                     "'%s'%s; trying the next",
+                     r->sentinels[(r->sentinel_next - 1) % r->nsentinels].host,
+                     r->sentinels[(r->sentinel_next - 1) % r->nsentinels].port,
+                     r->master, rep == NULL ? " (no answer)" : "");
+        node_backoff(n);
+        return;
+    }
+    /* the node's back-off goes on until it answers (on_setup resets it) */
+    memcpy(n->host, rep->element[0]->str, rep->element[0]->len);
+    n->host[rep->element[0]->len] = '\0';
+    n->port = (int)port;
+    snprintf(n->where, sizeof(n->where),
+             strchr(n->host, ':') ? "[%s]:%d (%s)" : "%s:%d (%s)", n->host,
+             n->port, r->master);
+    r->resolved = true;
+    node_connect(n);
+}
+
+/* Ask the next Sentinel where the primary is; on_sentinel connects. */
+static void
+sentinel_ask(struct cp_redis *r)
+{
+    const struct redis_url *u =
+        &r->sentinels[r->sentinel_next++ % r->nsentinels];
+    redisAsyncContext *ac = redisAsyncConnect(u->host, u->port);
+
+    if (ac == NULL)
+        msg_fatal("out of memory");
+    r->sentinel_ms = uv_now(r->loop);
+    if (ac->err || uvev_attach(ac, r->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        node_backoff(&r->node[0]);
+        return;
+    }
+    ac->data = r;
+    r->sentinel_ac = ac;
+    redisAsyncCommand(ac, on_sentinel, NULL,
+                      "SENTINEL get-master-addr-by-name %s", r->master);
+    r->unflushed = true;
+}
+
+static void
+sentinel_drop(struct cp_redis *r)
+{
+    redisAsyncContext *ac = r->sentinel_ac;
+
+    if (ac == NULL)
+        return;
+    r->sentinel_ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+}
+
 /* The one timer, every TICK_MS while anything waits: connections to make
  * (after their back-off) or that take too long, nodes that stopped
  * answering, requests past store.redis_timeout, a slot map to fetch. */
@@ -687,10 +802,18 @@ on_timer(uv_timer_t *t)
 
         if (!n->used)
             continue;
-        if (n->ac == NULL && now - n->attempt_ms >= n->backoff_ms)
+        if (r->sentinel && !r->resolved) {
+            if (r->sentinel_ac != NULL &&
+                now - r->sentinel_ms >= r->connect_timeout_ms)
+                sentinel_drop(r); /* and the next one, below */
+            if (r->sentinel_ac == NULL &&
+                now - n->attempt_ms >= n->backoff_ms)
+                sentinel_ask(r);
+        } else if (n->ac == NULL && now - n->attempt_ms >= n->backoff_ms) {
             node_connect(n);
-        else if (n->ac != NULL && !n->ready &&
-                 now - n->attempt_ms >= r->connect_timeout_ms)
+        }
+        if (n->ac != NULL && !n->ready &&
+            now - n->attempt_ms >= r->connect_timeout_ms)
             node_down(n, "no answer to the connection's set-up in time");
         else if (n->ready && n->unreplied > 0 &&
                  now - n->last_reply_ms >= r->connect_timeout_ms)
@@ -1007,6 +1130,17 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
             arm(r);
         }
     }
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR && n != NULL &&
+        strncmp(rep->str, "READONLY", 8) == 0) {
+        /* a failed-over primary that came back as a replica */
+        if (q->cb != NULL) {
+            r->st.failed++;
+            answer(q, NULL);
+        }
+        req_free(q);
+        node_down(n, "READONLY: the server is a replica now");
+        return;
+    }
     if (rep != NULL && q->cb != NULL) {
         if (parse_decide(rep, q->nrules, &rem)) {
             r->st.answered++;
@@ -1283,9 +1417,15 @@ set_servers(struct cp_redis *r, const struct cp_config *cfg)
             node_down(&r->node[i], "store.redis changed");
     sync_drop(r);
     r->nnodes = 0;
+    sentinel_drop(r);
     r->cluster = cfg->nredis_seeds > 0;
     r->nseeds = cfg->nredis_seeds;
     memcpy(r->seeds, cfg->redis_seeds, sizeof(r->seeds));
+    r->sentinel = cfg->nredis_sentinels > 0;
+    r->nsentinels = cfg->nredis_sentinels;
+    memcpy(r->sentinels, cfg->redis_sentinels, sizeof(r->sentinels));
+    snprintf(r->master, sizeof(r->master), "%s", cfg->redis_master);
+    r->resolved = false;
     r->url = cfg->redis;
     memset(r->slot, NO_NODE, sizeof(r->slot));
     r->mapped = !r->cluster;
@@ -1301,6 +1441,12 @@ set_servers(struct cp_redis *r, const struct cp_config *cfg)
         snprintf(n->path, sizeof(n->path), "%s", r->url.path);
         redis_url_where(&r->url, n->where, sizeof(n->where));
         snprintf(r->where, sizeof(r->where), "%s", n->where);
+        if (r->sentinel) {
+            snprintf(n->where, sizeof(n->where), "(%s)", r->master);
+            snprintf(r->where, sizeof(r->where), "sentinel %s:%d, primary "
+                                                 "'%s'",
+                     r->sentinels[0].host, r->sentinels[0].port, r->master);
+        }
         return;
     }
     for (size_t i = 0; i < r->nseeds; i++) {
@@ -1343,7 +1489,11 @@ cp_redis_set_config(struct cp_redis *r, const struct cp_config *cfg)
 {
     bool moved = memcmp(&r->url, &cfg->redis, sizeof(r->url)) != 0 ||
                  r->nseeds != cfg->nredis_seeds ||
-                 memcmp(r->seeds, cfg->redis_seeds, sizeof(r->seeds)) != 0;
+                 memcmp(r->seeds, cfg->redis_seeds, sizeof(r->seeds)) != 0 ||
+                 r->nsentinels != cfg->nredis_sentinels ||
+                 memcmp(r->sentinels, cfg->redis_sentinels,
+                        sizeof(r->sentinels)) != 0 ||
+                 strcmp(r->master, cfg->redis_master) != 0;
 
     r->timeout_ms = cfg->redis_timeout_ms;
     r->connect_timeout_ms = cfg->redis_connect_timeout_ms;
@@ -1356,9 +1506,12 @@ cp_redis_set_config(struct cp_redis *r, const struct cp_config *cfg)
 void
 cp_redis_start(struct cp_redis *r)
 {
-    for (int i = 0; i < r->nnodes; i++)
-        if (r->node[i].used && r->node[i].ac == NULL)
-            node_connect(&r->node[i]);
+    if (r->sentinel)
+        sentinel_ask(r);
+    else
+        for (int i = 0; i < r->nnodes; i++)
+            if (r->node[i].used && r->node[i].ac == NULL)
+                node_connect(&r->node[i]);
     arm(r);
 }
 
@@ -1434,6 +1587,7 @@ cp_redis_close(struct cp_redis *r)
         }
     }
     sync_drop(r);
+    sentinel_drop(r);
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->flush, on_handle_closed);
 }
