@@ -100,8 +100,15 @@ def two(tmp_path, redis):
         wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
                  "fleet connected", timeout=20)
     yield a, b
-    a.stop()
-    b.stop()
+    stop_clean(a, b)
+
+
+def stop_clean(*daemons):
+    """Stop each daemon; each must exit 0 (under the sanitizers: no leak,
+    no error at exit)."""
+    for d in daemons:
+        rc = d.stop()
+        assert rc in (0, None), "exit %s:\n%s" % (rc, d.read_log()[-3000:])
 
 
 def action(reply):
@@ -202,6 +209,7 @@ def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
         r = cb.ask(rcpt_request(user="s@example.net", instance="s1"))
         assert action(r) in ("REJECT", "HOLD"), r
         assert "deciding from the local copy" in a.read_log()
+        stop_clean(a, b)
     finally:
         a.stop()
         b.stop()
@@ -229,6 +237,7 @@ def test_redis_restarted_empty_gets_the_blocks_back(tmp_path, redis):
         r = cb.ask(rcpt_request(user="e@example.net", instance="e1"))
         assert action(r) in ("REJECT", "HOLD"), r
         assert "Redis has no fleet data" in a.read_log()
+        stop_clean(a, b)
     finally:
         a.stop()
         b.stop()
@@ -249,6 +258,7 @@ def test_no_redis_at_start_answers_from_the_local_copy(tmp_path):
         assert st["owed"] == 1
         wait_for(lambda: "cannot connect" in a.read_log(), "logged",
                  timeout=20)
+        stop_clean(a)
     finally:
         a.stop()
 
@@ -266,6 +276,7 @@ def test_password_and_database(tmp_path):
                                              instance="p1"))) == "DUNNO"
             assert r.cli("-n", "5", "EXISTS", "cp:{u:p@example.net}") == "1"
             assert "s3cret" not in a.read_log()
+            stop_clean(a)
         finally:
             a.stop()
         bad = fleet_daemon(tmp_path, "bad",
@@ -277,6 +288,7 @@ def test_password_and_database(tmp_path):
             assert action(c.ask(rcpt_request(user="p@example.net",
                                              instance="p2"))) == "DUNNO"
             assert bad.ctl("status")["fleet"]["connected"] == 0
+            stop_clean(bad)
         finally:
             bad.stop()
     finally:
@@ -440,6 +452,7 @@ def test_a_cluster_answers_as_one_server(tmp_path, cluster):
         assert b.ctl("show", "u:%s" % users[0])["state"] == "MANUAL_HOLD"
         sa = a.ctl("status")["fleet"]
         assert sa["local"] == 0 and sa["failed"] == 0, sa
+        stop_clean(a, b)
     finally:
         a.stop()
         b.stop()
@@ -463,6 +476,7 @@ def test_a_cluster_slot_moved_under_the_daemon(tmp_path, cluster):
         assert got == ["DUNNO"] * 6 + ["DEFER_IF_PERMIT"] * 2, got
         st = a.ctl("status")["fleet"]
         assert st["redirects"] >= 1 and st["local"] == 0, st
+        stop_clean(a)
     finally:
         a.stop()
 
@@ -546,6 +560,7 @@ def test_sentinel_failover_under_load(tmp_path):
             (level, len(replies), st)
         assert "127.0.0.1:%d (prim): connected" % replica.port in \
             a.read_log()
+        stop_clean(a)
     finally:
         if a is not None:
             a.stop()
