@@ -212,6 +212,10 @@ status_rows(struct daemon *d, struct stat_table *t)
     row(t, "store", NULL, "checkpoints", "checkpoints", ds->ckpt_runs);
     row(t, "store", NULL, "checkpoint_errors", "failed", ds->ckpt_errors);
     row(t, "store", NULL, "checkpoint_rows", "rows written", ds->ckpt_rows);
+    /* 0: everything decided so far is in the store (tests wait on it) */
+    row(t, "store", NULL, "checkpoint_pending", "changes not yet written",
+        d->ms->dirty + d->ms->ngone + d->ckpt_running +
+            cp_engine_queued_dirty(&d->engine));
     row(t, "store", NULL, "unrecorded", "state changes NOT YET STORED",
         d->nunrecorded);
     row(t, "store", NULL, "outbox_unwritten", "outbox jobs NOT YET STORED",

@@ -415,9 +415,12 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path).start()
-    yield c
-    c.stop()
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()  # by PID, also when it did not come up
 
 
 def cluster_daemon(tmp_path, name, cluster, max_msgs=10):
@@ -490,6 +493,15 @@ def test_sentinel_failover_under_load(tmp_path):
     os.makedirs(tmp_path / "r")
     master = Redis(tmp_path / "m").start()
     replica = Redis(tmp_path / "r")
+    try:
+        _failover(tmp_path, master, replica)
+    finally:
+        replica.stop()
+        master.stop()
+
+
+def _failover(tmp_path, master, replica):
+    """test_sentinel_failover_under_load's body."""
     replica.proc = subprocess.Popen(
         ["redis-server", "--port", str(replica.port), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no", "--dir", replica.dir,
