@@ -111,6 +111,37 @@ def stop_clean(*daemons):
         assert rc in (0, None), "exit %s:\n%s" % (rc, d.read_log()[-3000:])
 
 
+class Load:
+    """Postfix's side: one policy connection sending RCPTs of new messages
+    of `user` back to back, in a thread, until stop(); every reply kept."""
+
+    def __init__(self, d, user, pause=0.0):
+        self.replies, self.done = [], threading.Event()
+        self.d, self.user, self.pause = d, user, pause
+        self.t = threading.Thread(target=self.run)
+        self.t.start()
+
+    def run(self):
+        c = PolicyClient(self.d.policy_sock, timeout=20)
+        i = 0
+        while not self.done.is_set():
+            self.replies.append(c.ask(rcpt_request(
+                user=self.user, instance="%s%d" % (self.user, i))))
+            i += 1
+            time.sleep(self.pause)
+
+    def stop(self):
+        self.done.set()
+        self.t.join(timeout=60)
+        return self.replies
+
+
+def shared_level(r, user, slot):
+    """The level of counter `slot` of `user`'s account in Redis `r`."""
+    fields = r.cli("HGETALL", "cp:{u:%s}" % user).split("\n")
+    return float(dict(zip(fields[::2], fields[1::2])).get("s:" + slot, "0"))
+
+
 def action(reply):
     return reply.split("\n")[0].split(" ")[0].replace("action=", "")
 
@@ -163,18 +194,8 @@ def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
         for d in (a, b):
             wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
                      "fleet connected", timeout=20)
-        replies, stop = [], threading.Event()
-
-        def load():
-            c = PolicyClient(a.policy_sock, timeout=20)
-            i = 0
-            while not stop.is_set():
-                replies.append(c.ask(rcpt_request(user="w@example.net",
-                                                  instance="w%d" % i)))
-                i += 1
-
-        t = threading.Thread(target=load)
-        t.start()
+        load = Load(a, "w@example.net")
+        replies = load.replies
         wait_for(lambda: len(replies) > 50, "load", timeout=60)
         redis.stop(signal.SIGKILL)
         n0 = len(replies)
@@ -187,8 +208,7 @@ def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
                  "reconnected", timeout=60)
         n1 = len(replies)
         wait_for(lambda: len(replies) > n1 + 50, "answers after", timeout=60)
-        stop.set()
-        t.join(timeout=60)
+        load.stop()
         # 0 errors to Postfix: every request answered, and accepted
         assert all(action(r) == "DUNNO" for r in replies), \
             [r for r in replies if action(r) != "DUNNO"][:3]
@@ -198,11 +218,9 @@ def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
         # the local charges are in the shared counter: every message a
         # reserved, whether Redis answered or a decided alone (without the
         # hand-over the shared level would lack st["local"] of them)
-        fields = redis.cli("HGETALL", "cp:{u:w@example.net}").split("\n")
-        got = dict(zip(fields[::2], fields[1::2]))
-        level = float(got.get("s:messages/1w", "0"))
+        level = shared_level(redis, "w@example.net", "messages/1w")
         assert len(replies) - st["failed"] - 5 <= level <= len(replies), \
-            (got, st)
+            (level, st)
         assert level >= 100 + 50 - 1
         # and the block: the other host refuses
         cb = PolicyClient(b.policy_sock, timeout=20)
@@ -535,19 +553,8 @@ def _failover(tmp_path, master, replica):
             "accounting": "reservation_timeout: 10m"}).start()
         wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
                  "connected to the primary", timeout=30)
-        replies, stop = [], threading.Event()
-
-        def load():
-            c = PolicyClient(a.policy_sock, timeout=20)
-            i = 0
-            while not stop.is_set():
-                replies.append(c.ask(rcpt_request(user="f@example.net",
-                                                  instance="f%d" % i)))
-                i += 1
-                time.sleep(0.002)
-
-        t = threading.Thread(target=load)
-        t.start()
+        load = Load(a, "f@example.net", pause=0.002)
+        replies = load.replies
         wait_for(lambda: len(replies) > 50, "load", timeout=60)
         master.stop(signal.SIGKILL)
         wait_for(lambda: "role:master" in replica.cli("INFO", "replication"),
@@ -557,17 +564,14 @@ def _failover(tmp_path, master, replica):
                  "connected to the new primary", timeout=60)
         n = len(replies)
         wait_for(lambda: len(replies) > n + 50, "answers after", timeout=60)
-        stop.set()
-        t.join(timeout=60)
+        load.stop()
         assert all(action(r) == "DUNNO" for r in replies), \
             [r for r in replies if action(r) != "DUNNO"][:3]
         st = a.ctl("status")["fleet"]
         assert st["local"] >= 1 and st["disconnects"] >= 1, st
         # the new primary holds every message: replicated, answered after
         # the failover, or counted locally in the gap and handed over
-        fields = replica.cli("HGETALL", "cp:{u:f@example.net}").split("\n")
-        level = float(dict(zip(fields[::2], fields[1::2])).get(
-            "s:messages/1w", "0"))
+        level = shared_level(replica, "f@example.net", "messages/1w")
         assert len(replies) - st["failed"] - 5 <= level <= len(replies), \
             (level, len(replies), st)
         assert "127.0.0.1:%d (prim): connected" % replica.port in \
