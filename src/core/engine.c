@@ -870,6 +870,13 @@ mirror_states(struct cp_engine *e, struct cp_decision *d,
     if (d->state_changed && r->change_refused)
         d->state_changed = false;
     d->shared = d->state_changed;
+    if (!d->state_changed &&
+        e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, true,
+                               false, &ref) &&
+        ref.c->state != r->own) {
+        d->fleet_moved = true;
+        d->fleet_from = ref.c->state;
+    }
     if (!d->state_changed)
         d->state = d->prev_state = r->own;
     cp_engine_mirror_state(e, d->id.dkey, d->id.dkeylen, r->own,

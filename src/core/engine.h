@@ -106,6 +106,9 @@ struct cp_decision {
     bool state_changed;
     bool shared;             /* fleet mode: the change is in the shared
                                 store already (cp_engine_resume) */
+    bool fleet_moved;        /* fleet mode: another host changed the
+                                state: it was fleet_from here */
+    uint8_t fleet_from;
     uint8_t state, prev_state; /* enum cp_state of the state's record
                                   (id.dkey: the login, the address, or
                                   an operator's customer) */

@@ -371,5 +371,8 @@ struct incident_by {
 int64_t incident_apply(struct daemon *d, const struct cp_decision *dec,
                    const struct cp_event *ev, const struct incident_by *by,
                    int64_t now_ms, char *err);
+/* Fleet mode: a state another host changed (dec->fleet_moved) reached
+ * this one: its queued mail here is held or released, and it is logged. */
+void incident_follow(struct daemon *d, const struct cp_decision *dec);
 
 #endif

@@ -360,6 +360,7 @@ on_answer(void *arg, const struct cp_remote *rem)
     if (rem == NULL)
         f->st.local++;
     cp_engine_resume(&d->engine, &w->ev, w->now, &w->dec, &w->aw, rem, NULL);
+    incident_follow(d, &w->dec);
     unhold(f, w);
     w->done(w->arg);
 }

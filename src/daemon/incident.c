@@ -266,6 +266,27 @@ warn_customer(struct daemon *d, const struct cp_decision *dec,
 }
 
 /*
+ * Fleet mode: another host changed an account's state (its incident,
+ * notices and history are that host's). Here, the account's queued mail
+ * follows: held when it is blocked, released when it is released.
+ */
+void
+incident_follow(struct daemon *d, const struct cp_decision *dec)
+{
+    char key[CP_KEY_MAX * 4 + 4];
+
+    if (!dec->fleet_moved)
+        return;
+    str_escape(key, sizeof(key), dec->id.dkey, dec->id.dkeylen, CP_KEY_MAX);
+    msg_info("account %s: %s -> %s on another host of the fleet", key,
+             cp_state_name((enum cp_state)dec->fleet_from),
+             cp_state_name((enum cp_state)dec->state));
+    if (is_blocked(dec->state) != is_blocked(dec->fleet_from) &&
+        !cp_config_state_shadow(d->cfg, dec->id.cls))
+        contain(d, dec, key, is_blocked(dec->state), 0);
+}
+
+/*
  * An account changed state: make it durable and say why. A failed write
  * is kept for a retry (checkpoint.c), logged, and told to whoever asked
  * (-1, err); mail decisions go on.

@@ -584,3 +584,47 @@ def _failover(tmp_path, master, replica):
         sentinel.wait(timeout=20)
         replica.stop()
         master.stop()
+
+
+def test_a_block_holds_the_mail_queued_on_every_host(tmp_path, redis):
+    """Each host holds its own queue's mail: a block made on one host puts
+    the account's mail queued on another on hold there."""
+    held = {}
+    daemons = []
+    for name in ("a", "b"):
+        held[name] = tmp_path / ("held-%s.txt" % name)
+        script = tmp_path / ("hold-%s.sh" % name)
+        script.write_text("#!/bin/sh\ncat >> %s\n" % held[name])
+        os.chmod(script, 0o755)
+        d = Daemon(tmp_path / name, classes=LIMITED % ("1h", 100) +
+                   "containment:\n  hold_command: %s\n" % script, extra={
+                       "store": "checkpoint_interval: 1s\nbackend: redis\n"
+                                "redis: %s\n" % redis.url(),
+                       "daemon": "log_level: info"})
+        daemons.append(d.start())
+    a, b = daemons
+    try:
+        for d in daemons:
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected", timeout=20)
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        user = "h@example.net"
+        assert action(cb.ask(rcpt_request(user=user, instance="h1"))) == \
+            "DUNNO"
+        assert action(cb.ask(rcpt_request(
+            user=user, instance="h1", state="END-OF-MESSAGE",
+            queue_id="4QB1HOLDME", recipient_count="1", size="100",
+            recipient=""))) == "DUNNO"
+        a.ctl("block", "u:" + user, "--note", "zombie")
+        r = cb.ask(rcpt_request(user=user, instance="h2"))
+        assert action(r) in ("REJECT", "HOLD"), r
+        wait_for(lambda: held["b"].exists() and
+                 "4QB1HOLDME" in held["b"].read_text(), "held on b",
+                 timeout=30)
+        assert "on another host of the fleet" in b.read_log()
+        assert not held["a"].exists() or \
+            "4QB1HOLDME" not in held["a"].read_text()
+        stop_clean(a, b)
+    finally:
+        a.stop()
+        b.stop()
