@@ -61,7 +61,7 @@ FUZZ_UTIL = src/util/msg.c src/util/xalloc.c src/util/strbuf.c \
 	src/util/parse.c src/util/inet.c src/util/hmap.c src/util/redisurl.c
 # every target: build-fuzz/fuzz_NAME replays tests/fuzz/corpus/NAME
 FUZZ_NAMES = policy milter fingerprint config maillog notice evidence engine \
-	restore daemon_conn daemon_milter daemon_admin daemon_logfollow
+	restore redisurl daemon_conn daemon_milter daemon_admin daemon_logfollow
 # the daemon itself (fuzz_daemon_*: a real chokepointd in the fuzzer)
 FUZZ_DAEMON = $(wildcard src/daemon/*.c)
 # the engine and what it needs (fuzz_engine, fuzz_restore)
@@ -101,6 +101,9 @@ $(FUZZ_BUILD)/fuzz_config: $(FUZZ_DEPS)
 	    tests/fuzz/fuzz_custmap.c src/core/config.c src/core/custmap.c \
 	    src/core/policy.c src/core/notice.c src/util/yamlwalk.c $(FUZZ_UTIL) \
 	    -lfyaml -lxxhash -lm
+$(FUZZ_BUILD)/fuzz_redisurl: $(FUZZ_DEPS)
+	clang $(FUZZ_CFLAGS) -o $@ \
+	    tests/fuzz/fuzz_redisurl.c $(FUZZ_UTIL) -lxxhash -lm
 $(FUZZ_BUILD)/fuzz_maillog: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
