@@ -405,8 +405,15 @@ set_redis_sentinels(struct yw *w, struct fy_node *v, void *base,
 {
     struct cp_config *cfg = base;
 
-    return set_redis_list(w, v, cfg->redis_sentinels,
-                          &cfg->nredis_sentinels, "sentinels");
+    if (set_redis_list(w, v, cfg->redis_sentinels, &cfg->nredis_sentinels,
+                       "sentinels") < 0)
+        return -1;
+    for (size_t i = 0; i < cfg->nredis_sentinels; i++)
+        if (cfg->redis_sentinels[i].has_password)
+            return yw_fail(w, v, "a Sentinel with a password of its own is "
+                                 "not supported yet (the primary's password "
+                                 "goes in store.redis_password_file)");
+    return 0;
 }
 
 static const struct yw_field store_fields[] = {

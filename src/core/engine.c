@@ -847,6 +847,16 @@ decide_eom(struct cp_engine *e, const struct cp_event *ev,
 /* ---- fleet mode: the shared store's answer ---- */
 
 void
+cp_engine_drop_pending(struct cp_engine *e, struct str instance,
+                       int64_t now_ms)
+{
+    struct cp_pending *p;
+
+    if (instance.p != NULL && (p = pending_get(e, instance)) != NULL)
+        pending_give_back(e, p, now_ms, false);
+}
+
+void
 cp_engine_mirror_state(struct cp_engine *e, const char *key, size_t len,
                        int state, uint32_t since_s, int repeat)
 {

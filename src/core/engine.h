@@ -195,6 +195,11 @@ bool cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
                       const struct cp_await *aw, const struct cp_remote *r,
                       struct cp_meter_result *res);
 
+/* Fleet mode: forget the reservation of `instance` here only (its
+ * END-OF-MESSAGE went to the shared store, which gave it back there). */
+void cp_engine_drop_pending(struct cp_engine *e, struct str instance,
+                            int64_t now_ms);
+
 /*
  * Fleet mode: make the local copy of an account's state the shared one
  * (an admin command read it, or another host changed it).

@@ -149,6 +149,11 @@ conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    fleet_wait_free(c->fw); /* a waiting decision is dropped (first: its
+                               END-OF-MESSAGE has given back the
+                               reservation the session would) */
+    c->fw = NULL;
+    c->waiting = false;
     if (c->session.len > 0)
         cp_session_step(&d->engine, &c->session, NULL, c->last_ms);
     if (c->listed) {
@@ -162,9 +167,6 @@ conn_close(struct conn *c)
     }
     share_give(d, c->share);
     c->share = NULL;
-    fleet_wait_free(c->fw); /* a waiting decision is dropped */
-    c->fw = NULL;
-    c->waiting = false;
     uv_close(&c->h.handle, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
 }

@@ -50,6 +50,8 @@ struct owed {
     struct cp_counters c;
     double rate[CP_MAX_SLOTS]; /* per ms, of the rule that used the slot */
     uint32_t used;             /* slots charged */
+    double rel[CP_METRIC_COUNT]; /* reservations Redis still holds that
+                                    were given back meanwhile */
     size_t keylen;
     char key[];
 };
@@ -117,20 +119,20 @@ hold(struct fleet *f, struct fleet_wait *w)
     f->cur_held++;
 }
 
+/* A waiting decision that held `cfg` is done with it. */
 static void
-unhold(struct fleet *f, struct fleet_wait *w)
+unhold_cfg(struct fleet *f, const struct cp_config *cfg)
 {
     struct held_cfg **pp;
 
-    if (w->cfg == f->d->cfg) {
+    if (cfg == f->d->cfg) {
         f->cur_held--;
-        w->cfg = NULL;
         return;
     }
     for (pp = &f->retired; *pp != NULL; pp = &(*pp)->next) {
         struct held_cfg *h = *pp;
 
-        if (h->cfg != w->cfg)
+        if (h->cfg != cfg)
             continue;
         if (--h->n == 0) {
             *pp = h->next;
@@ -139,6 +141,12 @@ unhold(struct fleet *f, struct fleet_wait *w)
         }
         break;
     }
+}
+
+static void
+unhold(struct fleet *f, struct fleet_wait *w)
+{
+    unhold_cfg(f, w->cfg);
     w->cfg = NULL;
 }
 
@@ -166,6 +174,58 @@ fleet_retire(struct fleet *f, struct cp_config *old)
 
 /* ---- what degraded mode owes the shared store ---- */
 
+/* The account's unshared charges, made if `create` (NULL: none, or the
+ * table is full). */
+static struct owed *
+owed_get(struct fleet *f, const char *key, size_t keylen, int64_t now_ms)
+{
+    uint64_t h = hmap_hash(key, keylen);
+    struct owed *o = hmap_get(&f->owed, h, key, keylen, owed_eq);
+
+    if (o != NULL)
+        return o;
+    if (f->owed.count >= FLEET_MAX_OWED) {
+        f->st.owed_dropped++;
+        return NULL;
+    }
+    o = xcalloc(1, sizeof(*o) + keylen);
+    memcpy(o->key, key, keylen);
+    o->keylen = keylen;
+    o->c.t_ms = now_ms;
+    hmap_put(&f->owed, h, o);
+    return o;
+}
+
+/*
+ * A reservation given back while Redis could not be told: taken from
+ * this host's unshared charges as far as they go (a message reserved and
+ * settled while Redis was down), the rest owed to Redis (a reservation
+ * made in Redis before it went away).
+ */
+static void
+owe_release(struct owed *o, const struct cp_meter_op *op)
+{
+    for (int m = 0; m < CP_METRIC_COUNT; m++) {
+        double r = op->release[m], left = r;
+
+        if (r <= 0)
+            continue;
+        for (size_t s = 0; s < op->nslots && s < CP_MAX_SLOTS; s++) {
+            double have;
+
+            if (op->slots[s].metric != (enum cp_metric)m ||
+                !(o->used & (1u << s)))
+                continue;
+            have = o->c.level[s];
+            o->c.level[s] = have > r ? (float)(have - r) : 0.0f;
+            if (r - have < left)
+                left = r - have > 0 ? r - have : 0;
+        }
+        o->rel[m] += left;
+    }
+}
+
+/* A decision made while Redis was down: what it gave back and charged. */
 static void
 owe(struct fleet *f, const struct cp_await *aw,
     const struct cp_meter_result *res)
@@ -173,22 +233,13 @@ owe(struct fleet *f, const struct cp_await *aw,
     const struct cp_meter_op *op = &aw->op;
     struct cp_meter_op add;
     struct cp_meter_result r2;
-    uint64_t h = hmap_hash(op->key, op->keylen);
-    struct owed *o = hmap_get(&f->owed, h, op->key, op->keylen, owed_eq);
+    struct owed *o = owed_get(f, op->key, op->keylen, op->now_ms);
 
+    if (o == NULL)
+        return;
+    owe_release(o, op);
     if (res->denied >= 0)
         return; /* nothing was charged */
-    if (o == NULL) {
-        if (f->owed.count >= FLEET_MAX_OWED) {
-            f->st.owed_dropped++;
-            return;
-        }
-        o = xcalloc(1, sizeof(*o) + op->keylen);
-        memcpy(o->key, op->key, op->keylen);
-        o->keylen = op->keylen;
-        o->c.t_ms = op->now_ms;
-        hmap_put(&f->owed, h, o);
-    }
     /* the same rules, checking nothing: a bucket of this host's charges */
     add = *op;
     memset(add.release, 0, sizeof(add.release));
@@ -235,7 +286,8 @@ merge_owed(struct fleet *f, int64_t now_ms)
             m->rate = o->rate[s];
             m->cost = v;
         }
-        if (op.nrules > 0 && cp_redis_share(f->r, &op))
+        memcpy(op.release, o->rel, sizeof(op.release));
+        if (cp_redis_share(f->r, &op))
             n++;
     }
     owed_clear(f);
@@ -355,14 +407,18 @@ on_answer(void *arg, const struct cp_remote *rem)
     struct fleet_wait *w = arg;
     struct fleet *f = w->f;
     struct daemon *d = f->d;
+    const struct cp_config *cfg = w->cfg;
 
     w->q = NULL;
     if (rem == NULL)
         f->st.local++;
     cp_engine_resume(&d->engine, &w->ev, w->now, &w->dec, &w->aw, rem, NULL);
     incident_follow(d, &w->dec);
-    unhold(f, w);
+    /* the decision points into its configuration until it is answered
+     * and logged (done may start the next decision on w) */
+    w->cfg = NULL;
     w->done(w->arg);
+    unhold_cfg(f, cfg);
 }
 
 struct fleet_wait *
@@ -382,6 +438,10 @@ fleet_wait_free(struct fleet_wait *w)
     if (w->q != NULL) {
         cp_redis_cancel(w->q);
         w->q = NULL;
+        /* an END-OF-MESSAGE sent gives its reservation back in Redis: not
+         * again when the connection's transaction is abandoned */
+        if (w->aw.eom)
+            cp_engine_drop_pending(&w->f->d->engine, w->ev.instance, w->now);
         unhold(w->f, w);
     }
     free(w);
@@ -495,12 +555,18 @@ fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
 
 /* ---- life ---- */
 
+/* A reservation given back outside a decision (the transaction ended,
+ * expired, was evicted): in Redis, or owed to it. */
 static void
 share_release(void *arg, const struct cp_meter_op *op)
 {
     struct fleet *f = arg;
+    struct owed *o;
 
-    cp_redis_share(f->r, op);
+    if (cp_redis_share(f->r, op))
+        return;
+    if ((o = owed_get(f, op->key, op->keylen, op->now_ms)) != NULL)
+        owe_release(o, op);
 }
 
 struct fleet *

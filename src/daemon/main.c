@@ -114,6 +114,7 @@ int
 daemon_reload(struct daemon *d, char *err)
 {
     struct cp_config *ncfg, *old;
+    bool kept;
 
     sd_state("RELOADING=1");
     if ((ncfg = cp_config_load(d->cfg->file, err)) == NULL) {
@@ -145,10 +146,12 @@ daemon_reload(struct daemon *d, char *err)
     if (old->checkpoint_ms != ncfg->checkpoint_ms)
         uv_timer_start(&d->ckpt_timer, d->ckpt_timer.timer_cb,
                        ncfg->checkpoint_ms, ncfg->checkpoint_ms);
+    /* decisions waiting for Redis keep the old one until they are made
+     * (retired first: a changed server answers them at once) */
+    kept = d->fleet != NULL && fleet_retire(d->fleet, old);
     if (d->fleet != NULL)
         fleet_reload(d->fleet);
-    /* decisions waiting for Redis keep the old one until they are made */
-    if (d->fleet == NULL || !fleet_retire(d->fleet, old))
+    if (!kept)
         cp_config_free(old);
     msg_info("reload: configuration %s loaded (%zu classes, %zu customers%s)",
              ncfg->file, ncfg->nclasses, ncfg->ncustomers,

@@ -38,8 +38,10 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
-#define MAX_ARGS (10 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES)
-#define KEY_BUF (2 * CP_KEY_MAX + 8)
+/* EVALSHA sha 2 k kd, 8 arguments, then releases and rules */
+#define MAX_ARGS (13 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES)
+/* "cp:{KEY}" twice, then LOGIN: each key < CP_KEY_MAX */
+#define KEY_BUF (3 * CP_KEY_MAX + 16)
 
 /*
  * hiredis on the libuv loop. Debian 12's adapter (hiredis/adapters/libuv.h)
@@ -312,6 +314,10 @@ node_down(struct rnode *n, const char *why)
     n->ac = NULL;
     n->ready = false;
     n->unreplied = 0;
+    /* a CLUSTER SLOTS or an epoch asked of it gets no answer now: ask
+     * again (an answer that still comes is harmless) */
+    r->map_asked = false;
+    r->epoch_asked = false;
     node_lost_log(n, why);
     /* from the head again after each: an answer may start or cancel
      * other requests */
@@ -895,6 +901,9 @@ keys(struct args *a, char *kb, const char *key, size_t keylen,
 {
     size_t n = 0;
 
+    if (keylen >= CP_KEY_MAX || dkeylen >= CP_KEY_MAX)
+        msg_panic("redis: a key of %zu bytes", keylen > dkeylen ? keylen
+                                                                : dkeylen);
     memcpy(kb, "cp:{", 4);
     memcpy(kb + 4, key, keylen);
     kb[4 + keylen] = '}';
@@ -909,12 +918,13 @@ keys(struct args *a, char *kb, const char *key, size_t keylen,
     arg_mem(a, kb + n, n + dkeylen);
 }
 
-/* How long an idle NORMAL record is kept: twice the longest window, at
- * least an hour (its levels have drained by then). */
+/* How long an idle NORMAL record is kept: twice the longest window (its
+ * levels have drained by then), at least a week (it keeps the account's
+ * block count). */
 static uint64_t
 idle_ttl(const struct cp_meter_op *op)
 {
-    uint64_t w = 3600000;
+    uint64_t w = 7ULL * 86400000;
 
     for (size_t s = 0; s < op->nslots; s++)
         if (op->slots[s].window_ms * 2 > w)
@@ -1068,10 +1078,12 @@ redirected(struct cp_redis *r, const redisReply *rep, bool *ask)
     {
         struct rnode *n = node_add(r, p, (size_t)(colon - p), (int)port);
 
-        if (n != NULL && !*ask) {
+        if (n == NULL)
+            return NULL;
+        n->used = true; /* connected by the timer if it is not */
+        if (!*ask) {
             r->slot[slot] = (uint8_t)n->idx; /* and the rest, by a refresh */
             r->want_map = true;
-            n->used = true;
         }
         return n;
     }
@@ -1125,9 +1137,9 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
         if (to != NULL) {
             r->st.redirects++;
             q->redirects++;
-            if (q->cb == NULL || req_send(q, to, ask))
-                return; /* (a cancelled one is dropped at its next reply) */
-            arm(r);
+            if (q->cb != NULL && req_send(q, to, ask))
+                return; /* its answer comes from there */
+            arm(r); /* (to is connected for the next ones) */
         }
     }
     if (rep != NULL && rep->type == REDIS_REPLY_ERROR && n != NULL &&
@@ -1357,6 +1369,7 @@ sync_command(struct cp_redis *r, struct args *a, char *err)
                 freeReplyObject(rep);
                 rep = NULL;
                 n = to;
+                arm(r);
                 continue;
             }
         }
@@ -1430,6 +1443,8 @@ set_servers(struct cp_redis *r, const struct cp_config *cfg)
     memset(r->slot, NO_NODE, sizeof(r->slot));
     r->mapped = !r->cluster;
     r->up = false;
+    r->map_asked = false;
+    r->epoch_asked = false;
     if (!r->cluster) {
         struct rnode *n = &r->node[r->nnodes++];
 

@@ -51,6 +51,7 @@ class Redis:
                 "--logfile", os.path.join(self.dir, "redis.log")]
         args += (["--appendonly", "yes", "--appendfsync", "always"]
                  if self.persist else ["--appendonly", "no"])
+        args += ["--enable-debug-command", "local"]  # DEBUG SLEEP
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
@@ -112,12 +113,15 @@ def stop_clean(*daemons):
 
 
 class Load:
-    """Postfix's side: one policy connection sending RCPTs of new messages
-    of `user` back to back, in a thread, until stop(); every reply kept."""
+    """Postfix's side: one policy connection sending messages of `user`
+    back to back, in a thread, until stop(); every reply kept. A message
+    is one RCPT, or with `eom` RCPT and END-OF-MESSAGE (two-phase: the
+    RCPT reserves, the END-OF-MESSAGE settles)."""
 
-    def __init__(self, d, user, pause=0.0):
+    def __init__(self, d, user, pause=0.0, eom=False):
         self.replies, self.done = [], threading.Event()
-        self.d, self.user, self.pause = d, user, pause
+        self.d, self.user, self.pause, self.eom = d, user, pause, eom
+        self.messages = 0
         self.t = threading.Thread(target=self.run)
         self.t.start()
 
@@ -125,8 +129,15 @@ class Load:
         c = PolicyClient(self.d.policy_sock, timeout=20)
         i = 0
         while not self.done.is_set():
-            self.replies.append(c.ask(rcpt_request(
-                user=self.user, instance="%s%d" % (self.user, i))))
+            inst = "%s%d" % (self.user, i)
+            self.replies.append(c.ask(rcpt_request(user=self.user,
+                                                   instance=inst)))
+            if self.eom:
+                self.replies.append(c.ask(rcpt_request(
+                    user=self.user, instance=inst, state="END-OF-MESSAGE",
+                    queue_id="", recipient_count="1", size="100",
+                    recipient="")))
+            self.messages += 1
             i += 1
             time.sleep(self.pause)
 
@@ -194,7 +205,9 @@ def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
         for d in (a, b):
             wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
                      "fleet connected", timeout=20)
-        load = Load(a, "w@example.net")
+        # whole messages: a reservation made in Redis and settled while it
+        # is down, or made and settled while it is down, counts once
+        load = Load(a, "w@example.net", eom=True)
         replies = load.replies
         wait_for(lambda: len(replies) > 50, "load", timeout=60)
         redis.stop(signal.SIGKILL)
@@ -219,8 +232,8 @@ def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
         # reserved, whether Redis answered or a decided alone (without the
         # hand-over the shared level would lack st["local"] of them)
         level = shared_level(redis, "w@example.net", "messages/1w")
-        assert len(replies) - st["failed"] - 5 <= level <= len(replies), \
-            (level, st)
+        assert load.messages - st["failed"] - 5 <= level <= load.messages, \
+            (level, load.messages, st)
         assert level >= 100 + 50 - 1
         # and the block: the other host refuses
         cb = PolicyClient(b.policy_sock, timeout=20)
@@ -628,3 +641,88 @@ def test_a_block_holds_the_mail_queued_on_every_host(tmp_path, redis):
     finally:
         a.stop()
         b.stop()
+
+
+TWELVE = """
+classes:
+  residential:
+    limits:
+""" + "".join("      - { metric: %s, window: %s, max: 1000000 }\n" % (m, w)
+              for m in ("messages", "recipients", "bytes")
+              for w in ("1m", "1h", "1d", "1w"))
+
+
+def test_long_keys_and_twelve_limits(tmp_path, redis):
+    """The longest keys (a 200-character customer id, a long login) and a
+    class with the most limits (12, every one given back at
+    END-OF-MESSAGE): a decision's command is the largest it can be."""
+    cust = "C" * 200
+    login = "l" * 150 + "@example.net"
+    d = Daemon(tmp_path / "a", classes=TWELVE + "  unauthenticated:\n"
+               "    limits:\n      - { metric: messages, window: 1h, "
+               "max: 100 }\n",
+               customer_map="%s %s\n" % (login, cust), extra={
+                   "store": "checkpoint_interval: 1s\nbackend: redis\n"
+                            "redis: %s\n" % redis.url(),
+                   "daemon": "log_level: info"}).start()
+    try:
+        wait_for(lambda: d.ctl("status")["fleet"]["connected"] == 1,
+                 "fleet connected", timeout=20)
+        c = PolicyClient(d.policy_sock, timeout=20)
+        for i in range(3):
+            # SIZE= at RCPT: bytes are reserved too, so all 12 slots are
+            # given back at END-OF-MESSAGE
+            assert action(c.ask(rcpt_request(user=login, instance="t%d" % i,
+                                             size="5000"))) == "DUNNO"
+            assert action(c.ask(rcpt_request(
+                user=login, instance="t%d" % i, state="END-OF-MESSAGE",
+                queue_id="", recipient_count="1", size="5000",
+                recipient=""))) == "DUNNO"
+        st = d.ctl("status")["fleet"]
+        assert st["answered"] == 6 and st["local"] == 0, st
+        assert redis.cli("EXISTS", "cp:{c:%s}" % cust) == "1"
+        # the login's state: a record of its own, on its customer's slot
+        d.ctl("block", "u:" + login, "--note", "long")
+        assert redis.cli("HGET", "cp:{c:%s}u:%s" % (cust, login), "st") \
+            == "4"  # MANUAL_HOLD
+        assert d.ctl("show", "u:" + login)["state"] == "MANUAL_HOLD"
+        stop_clean(d)
+    finally:
+        d.stop()
+
+
+def test_reload_while_decisions_wait_for_redis(tmp_path, redis):
+    """SIGHUP while a decision waits for a slow Redis: the decision is
+    made and logged under the configuration it began with (kept until
+    then), and the daemon goes on under the new one."""
+    d = Daemon(tmp_path / "a", classes=LIMITED % ("1h", 100), extra={
+        "store": "checkpoint_interval: 1s\nbackend: redis\nredis: %s\n"
+                 "redis_timeout: 5s\n" % redis.url(),
+        "daemon": "log_level: debug"}).start()
+    try:
+        wait_for(lambda: d.ctl("status")["fleet"]["connected"] == 1,
+                 "fleet connected", timeout=20)
+        # asleep for less than store.redis_connect_timeout (1 s): slow,
+        # not taken for dead
+        slow = threading.Thread(target=redis.cli, args=("DEBUG", "SLEEP",
+                                                        "0.8"))
+        slow.start()
+        time.sleep(0.2)  # Redis is asleep
+        got = []
+        t = threading.Thread(target=lambda: got.append(PolicyClient(
+            d.policy_sock, timeout=20).ask(rcpt_request(user="r@example.net",
+                                                        instance="r1"))))
+        t.start()
+        time.sleep(0.2)  # the decision waits
+        d.reload()
+        t.join(timeout=60)
+        slow.join(timeout=60)
+        assert got and action(got[0]) == "DUNNO", got
+        st = d.ctl("status")["fleet"]
+        assert st["answered"] >= 1 and st["local"] == 0, st
+        c = PolicyClient(d.policy_sock, timeout=20)
+        assert action(c.ask(rcpt_request(user="r@example.net",
+                                         instance="r2"))) == "DUNNO"
+        stop_clean(d)
+    finally:
+        d.stop()
