@@ -515,11 +515,24 @@ main(int argc, char **argv)
             cp_config_free(cfg);
             return 1;
         }
-        char where[REDIS_URL_MAX_HOST + 32] = "";
+        char where[REDIS_URL_MAX_HOST + 300] = "";
+        char at[REDIS_URL_MAX_HOST + 16];
 
-        if (cfg->store_redis) {
-            memcpy(where, ", fleet store redis at ", 23);
-            redis_url_where(&cfg->redis, where + 23, sizeof(where) - 23);
+        if (cfg->store_redis && cfg->nredis_sentinels > 0) {
+            redis_url_where(&cfg->redis_sentinels[0], at, sizeof(at));
+            snprintf(where, sizeof(where), ", fleet store redis: primary "
+                                           "'%s' of %zu Sentinels (%s%s)",
+                     cfg->redis_master, cfg->nredis_sentinels, at,
+                     cfg->nredis_sentinels > 1 ? ", ..." : "");
+        } else if (cfg->store_redis && cfg->nredis_seeds > 0) {
+            redis_url_where(&cfg->redis_seeds[0], at, sizeof(at));
+            snprintf(where, sizeof(where), ", fleet store redis: a Cluster "
+                                           "with %zu seeds (%s%s)",
+                     cfg->nredis_seeds, at,
+                     cfg->nredis_seeds > 1 ? ", ..." : "");
+        } else if (cfg->store_redis) {
+            redis_url_where(&cfg->redis, at, sizeof(at));
+            snprintf(where, sizeof(where), ", fleet store redis at %s", at);
         }
         printf("%s: OK: %zu listeners, %zu classes, %zu customers, %zu "
                "counters per account%s%s\n",

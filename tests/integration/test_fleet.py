@@ -333,6 +333,14 @@ def test_password_and_database(tmp_path):
      "port is not a number from 1 to 65535"),
     ("backend: redis\nredis: http://10.0.0.1\n", "expected redis://"),
     ("backend: memcached\n", "memcached"),
+    ("backend: redis\nredis_sentinels: [redis://10.0.0.5:26379]\n",
+     "store.redis_sentinels and store.redis_master go together"),
+    ("backend: redis\nredis_sentinels: [redis://:pw@10.0.0.5:26379]\n"
+     "redis_master: p\n", "a Sentinel with a password of its own"),
+    ("backend: redis\nredis: redis://10.0.0.1\n"
+     "redis_cluster: [redis://10.0.0.1:7000]\n", "give one of"),
+    ("backend: redis\nredis_cluster: [redis://10.0.0.1:7000/2]\n",
+     "no database number"),
 ])
 def test_check_refuses_bad_redis_settings(tmp_path, store, want):
     d = Daemon(tmp_path, extra={"store": store})
@@ -358,6 +366,17 @@ def test_check_names_the_fleet_store_and_guards_the_password_file(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "fleet store redis at 10.1.2.3:6390" in r.stdout
+    for store, says in (
+            ("redis_cluster: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]",
+             "a Cluster with 2 seeds (10.0.0.1:7000, ...)"),
+            ("redis_sentinels: [redis://10.0.0.5:26379]\n"
+             "redis_master: prim", "primary 'prim' of 1 Sentinels "
+             "(10.0.0.5:26379)")):
+        d = Daemon(tmp_path / str(len(says)),
+                   extra={"store": "backend: redis\n" + store})
+        r = subprocess.run([CHOKEPOINTD, "--check", "-c", d.config],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and says in r.stdout, r.stdout + r.stderr
 
 
 def test_fleet_status_and_show_match_their_schemas(two):
