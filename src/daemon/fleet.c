@@ -341,7 +341,7 @@ merge_changes(struct fleet *f)
 
         str_escape(key, sizeof(key), c->id.dkey, c->id.dkeylen, CP_KEY_MAX);
         if (cp_redis_state(f->r, &c->id, c->person ? "set" : "merge", c->to,
-                           c->from, &rem, err) < 0) {
+                           c->from, &rem, NULL, err) < 0) {
             msg_warn("fleet: %s; %zu state changes wait for the next "
                      "connection",
                      err, f->nchanges - i);
@@ -500,7 +500,7 @@ fleet_change(struct fleet *f, const struct cp_decision *dec, bool person)
         char err[CP_ERR_MAX];
 
         if (cp_redis_state(f->r, &dec->id, "set", dec->state,
-                           dec->prev_state, &rem, err) == 0)
+                           dec->prev_state, &rem, NULL, err) == 0)
             return true;
         msg_warn("fleet: %s; the change is handed over when Redis is back",
                  err);
@@ -509,7 +509,7 @@ fleet_change(struct fleet *f, const struct cp_decision *dec, bool person)
         char err[CP_ERR_MAX];
 
         if (cp_redis_state(f->r, &dec->id, "merge", dec->state,
-                           dec->prev_state, &rem, err) == 0) {
+                           dec->prev_state, &rem, NULL, err) == 0) {
             if (!rem.change_refused || rem.own == dec->state)
                 return true;
             /* another host changed it first: the shared state stands */
@@ -525,12 +525,29 @@ fleet_change(struct fleet *f, const struct cp_decision *dec, bool person)
     return true;
 }
 
+/* The shared counters become this host's copy (what show shows). */
+static void
+mirror_counters(const struct cp_config *cfg, struct cp_counters *c,
+                const struct cp_redis_counters *cnt)
+{
+    if (cnt->n == 0)
+        return;
+    for (size_t s = 0; s < cfg->nslots && s < CP_MAX_SLOTS; s++) {
+        c->level[s] = 0.0f;
+        for (size_t i = 0; i < cnt->n; i++)
+            if (strcmp(cnt->name[i], cfg->slots[s].name) == 0)
+                c->level[s] = (float)cnt->level[i];
+    }
+    c->t_ms = cnt->t_ms;
+}
+
 int
 fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
 {
     struct cp_remote rem;
     struct cp_account_ref ref;
     struct cp_counters c;
+    struct cp_redis_counters cnt;
 
     if (!cp_redis_up(f->r)) {
         snprintf(err, CP_ERR_MAX, "fleet store %s unreachable: the state "
@@ -538,7 +555,7 @@ fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
                  cp_redis_where(f->r));
         return -1;
     }
-    if (cp_redis_state(f->r, id, "get", 0, 0, &rem, err) < 0)
+    if (cp_redis_state(f->r, id, "get", 0, 0, &rem, &cnt, err) < 0)
         return -1;
     if (rem.res.created &&
         !f->d->ms->base.ops->peek(&f->d->ms->base, id->dkey, id->dkeylen,
@@ -546,10 +563,12 @@ fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
         return 0; /* unknown to the fleet and here: not made up */
     cp_engine_mirror_state(&f->d->engine, id->dkey, id->dkeylen, rem.own,
                            rem.own_since_s, rem.own_repeat);
-    if (!cp_identity_one_record(id) &&
-        f->d->ms->base.ops->account(&f->d->ms->base, id->key, id->keylen,
-                                    true, false, &ref))
+    if (!f->d->ms->base.ops->account(&f->d->ms->base, id->key, id->keylen,
+                                     true, false, &ref))
+        return 0;
+    if (!cp_identity_one_record(id))
         ref.c->state = rem.cust;
+    mirror_counters(f->d->cfg, ref.c, &cnt);
     return 0;
 }
 

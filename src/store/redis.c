@@ -1380,10 +1380,37 @@ sync_command(struct cp_redis *r, struct args *a, char *err)
     return rep;
 }
 
+/* {slot, level, ...} and the time, as state.lua returns them; what does
+ * not fit or parse is skipped. */
+static void
+read_counters(const redisReply *levels, const redisReply *t,
+              struct cp_redis_counters *c)
+{
+    double v[1];
+    uint64_t ms;
+
+    memset(c, 0, sizeof(*c));
+    if (parse_u64(t->str, t->len, &ms) && ms <= INT64_MAX)
+        c->t_ms = (int64_t)ms;
+    for (size_t i = 0; i + 1 < levels->elements && c->n < CP_MAX_SLOTS;
+         i += 2) {
+        const redisReply *name = levels->element[i];
+        redisReply one = {.type = REDIS_REPLY_ARRAY, .elements = 1,
+                          .element = &levels->element[i + 1]};
+
+        if (name->type != REDIS_REPLY_STRING || name->len == 0 ||
+            name->len >= CP_RULE_NAME_MAX || !rep_reals(&one, 1, v))
+            continue;
+        memcpy(c->name[c->n], name->str, name->len);
+        c->name[c->n][name->len] = '\0';
+        c->level[c->n++] = v[0];
+    }
+}
+
 int
 cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
                const char *mode, int to, int from, struct cp_remote *out,
-               char *err)
+               struct cp_redis_counters *counters, char *err)
 {
     struct args a;
     char kb[KEY_BUF];
@@ -1403,10 +1430,15 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
     if ((rep = sync_command(r, &a, err)) == NULL)
         return -1;
     memset(out, 0, sizeof(*out));
-    ok = rep_states(rep, 6, out) &&
-         rep->element[5]->type == REDIS_REPLY_INTEGER;
+    ok = rep_states(rep, 8, out) &&
+         rep->element[5]->type == REDIS_REPLY_INTEGER &&
+         rep->element[6]->type == REDIS_REPLY_ARRAY &&
+         rep->element[6]->elements % 2 == 0 &&
+         rep->element[7]->type == REDIS_REPLY_STRING;
     if (ok)
         out->res.created = rep->element[5]->integer == 0; /* unknown */
+    if (ok && counters != NULL)
+        read_counters(rep->element[6], rep->element[7], counters);
     if (!ok)
         snprintf(err, CP_ERR_MAX, "fleet store %s: %.*s", r->where,
                  rep->type == REDIS_REPLY_ERROR ? (int)rep->len : 16,

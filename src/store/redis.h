@@ -86,10 +86,18 @@ bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
  * command) or "merge" (a change made while Redis was unreachable; see
  * lua/state.lua). `out` gets own, cust, own_repeat, own_since_s,
  * change_refused (for "merge": not applied) and res.created (the fleet
- * has no record of the account). Returns 0, or -1 with err.
+ * has no record of the account); `counters` (for "get", may be NULL) the
+ * account's counters in Redis (names not in the table are skipped). Returns 0, or -1 with err.
  */
+struct cp_redis_counters {
+    size_t n;
+    char name[CP_MAX_SLOTS][CP_RULE_NAME_MAX]; /* slot names, as stored */
+    double level[CP_MAX_SLOTS];
+    int64_t t_ms;      /* when they were leaked to (Redis's clock) */
+};
+
 int cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
                    const char *mode, int to, int from, struct cp_remote *out,
-                   char *err);
+                   struct cp_redis_counters *counters, char *err);
 
 #endif

@@ -745,3 +745,16 @@ def test_reload_while_decisions_wait_for_redis(tmp_path, redis):
         stop_clean(d)
     finally:
         d.stop()
+
+
+def test_show_on_another_host_shows_the_shared_counters(two):
+    a, b = two
+    ca = PolicyClient(a.policy_sock, timeout=20)
+    for i in range(3):
+        ca.ask(rcpt_request(user="k@example.net", instance="k%d" % i))
+    # b has never seen the account: its counters come from Redis
+    counters = {c["rule"]: c for c in b.ctl("show", "u:k@example.net")[
+        "counters"]}
+    assert 2.9 < counters["messages/1h"]["value"] <= 3.0, counters
+    assert abs(b.counter("u:k@example.net", "messages/1h") -
+               a.counter("u:k@example.net", "messages/1h")) < 0.01

@@ -11,7 +11,9 @@
 --        state here does not: a block is never lost)
 --      2 TO  3 FROM  4 idle expiry (ms)
 -- Returns {own state, customer state, repeat, since (s), applied, known:
---          1 if either record exists (the fleet has seen the account)}
+--          1 if either record exists (the fleet has seen the account),
+--          for "get": the account's counters {slot, level, ...} and the
+--          time (ms) they were leaked to, else {} and "0"}
 local k, kd = KEYS[1], KEYS[2]
 local mode, to, from, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local o = redis.call('HMGET', kd, 'st', 'ss', 'rp')
@@ -32,4 +34,16 @@ if mode == 'set' or (mode == 'merge' and (ost == from or
 end
 local known = redis.call('EXISTS', k, kd)
 if known > 0 then known = 1 end
-return {ost, cst, orp, oss, applied, known}
+local levels, t = {}, '0'
+if mode == 'get' and known == 1 then
+  local h = redis.call('HGETALL', k)
+  for i = 1, #h, 2 do
+    if h[i] == 't' then
+      t = h[i + 1]
+    elseif string.sub(h[i], 1, 2) == 's:' then
+      levels[#levels + 1] = string.sub(h[i], 3)
+      levels[#levels + 1] = h[i + 1]
+    end
+  end
+end
+return {ost, cst, orp, oss, applied, known, levels, t}
