@@ -980,6 +980,25 @@ load_template(struct loader *ld, const char *key, const char *path,
     return 0;
 }
 
+void
+cp_config_redis_where(const struct cp_config *cfg, char *out, size_t n)
+{
+    char at[REDIS_URL_MAX_HOST + 16];
+
+    if (cfg->nredis_sentinels > 0) {
+        redis_url_where(&cfg->redis_sentinels[0], at, sizeof(at));
+        snprintf(out, n, "primary '%s' of %zu Sentinels (%s%s)",
+                 cfg->redis_master, cfg->nredis_sentinels, at,
+                 cfg->nredis_sentinels > 1 ? ", ..." : "");
+    } else if (cfg->nredis_seeds > 0) {
+        redis_url_where(&cfg->redis_seeds[0], at, sizeof(at));
+        snprintf(out, n, "a Cluster with %zu seeds (%s%s)",
+                 cfg->nredis_seeds, at, cfg->nredis_seeds > 1 ? ", ..." : "");
+    } else {
+        redis_url_where(&cfg->redis, out, n);
+    }
+}
+
 #define REDIS_PASSWORD_MAX 255
 
 /*

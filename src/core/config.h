@@ -290,6 +290,7 @@ struct cp_config {
     struct redis_url redis_sentinels[CP_REDIS_MAX_SEEDS];
     size_t nredis_sentinels;  /* > 0: a primary found through Sentinel */
     char redis_master[128];   /* store.redis_master: its name there */
+#define CP_REDIS_WHERE_MAX (REDIS_URL_MAX_HOST + 300)
     char *redis_text;         /* store.redis as written (has no secret
                                  when the password is in a file) */
     char *redis_password_file;
@@ -343,6 +344,14 @@ struct cp_config {
  * Load and validate `file` and the customer map it names. Returns NULL and
  * writes "file:line[:col]: reason" into err (CP_ERR_MAX bytes) on failure.
  */
+/*
+ * Where fleet mode's Redis is, for logs and --check: "HOST:PORT" (or
+ * "unix:PATH"), "a Cluster with N seeds (HOST:PORT, ...)", or "primary
+ * 'NAME' of N Sentinels (HOST:PORT, ...)"; at most CP_REDIS_WHERE_MAX
+ * bytes with the NUL.
+ */
+void cp_config_redis_where(const struct cp_config *cfg, char *out, size_t n);
+
 struct cp_config *cp_config_load(const char *file, char *err);
 /* The same, with identity.customer_map replaced by `map` (NULL: none);
  * for the simulator and replay, which bring their own customers. */

@@ -25,7 +25,6 @@
 #include "core/notice.h"
 #include "daemon/daemon.h"
 #include "daemon/fleet.h"
-#include "util/redisurl.h"
 #include "util/clock.h"
 #include "util/msg.h"
 #include "util/strbuf.h"
@@ -507,7 +506,7 @@ main(int argc, char **argv)
         }
     }
     if (check) {
-        char err[CP_ERR_MAX];
+        char err[CP_ERR_MAX], where[CP_REDIS_WHERE_MAX + 32] = "";
         struct cp_config *cfg = cp_config_load(file, err);
 
         if (cfg == NULL || privs_resolve(cfg, err, sizeof(err)) < 0) {
@@ -515,24 +514,9 @@ main(int argc, char **argv)
             cp_config_free(cfg);
             return 1;
         }
-        char where[REDIS_URL_MAX_HOST + 300] = "";
-        char at[REDIS_URL_MAX_HOST + 16];
-
-        if (cfg->store_redis && cfg->nredis_sentinels > 0) {
-            redis_url_where(&cfg->redis_sentinels[0], at, sizeof(at));
-            snprintf(where, sizeof(where), ", fleet store redis: primary "
-                                           "'%s' of %zu Sentinels (%s%s)",
-                     cfg->redis_master, cfg->nredis_sentinels, at,
-                     cfg->nredis_sentinels > 1 ? ", ..." : "");
-        } else if (cfg->store_redis && cfg->nredis_seeds > 0) {
-            redis_url_where(&cfg->redis_seeds[0], at, sizeof(at));
-            snprintf(where, sizeof(where), ", fleet store redis: a Cluster "
-                                           "with %zu seeds (%s%s)",
-                     cfg->nredis_seeds, at,
-                     cfg->nredis_seeds > 1 ? ", ..." : "");
-        } else if (cfg->store_redis) {
-            redis_url_where(&cfg->redis, at, sizeof(at));
-            snprintf(where, sizeof(where), ", fleet store redis at %s", at);
+        if (cfg->store_redis) {
+            memcpy(where, ", fleet store redis at ", 24);
+            cp_config_redis_where(cfg, where + 23, sizeof(where) - 23);
         }
         printf("%s: OK: %zu listeners, %zu classes, %zu customers, %zu "
                "counters per account%s%s\n",

@@ -195,7 +195,7 @@ struct cp_redis {
     bool resolved;            /* node[0] is the primary Sentinel named */
     redisAsyncContext *sentinel_ac; /* asking one, or NULL */
     uint64_t sentinel_ms;
-    char where[REDIS_URL_MAX_HOST + 32];
+    char where[CP_REDIS_WHERE_MAX];
     uint64_t timeout_ms, connect_timeout_ms;
     struct rnode node[MAX_NODES];
     int nnodes;
@@ -918,6 +918,36 @@ keys(struct args *a, char *kb, const char *key, size_t keylen,
     arg_mem(a, kb + n, n + dkeylen);
 }
 
+/* "CMD SCRIPT 2 KEY DKEY" in a fresh a (kb holds the keys). */
+static void
+script_args(struct args *a, char *kb, const char *cmd, const char *script,
+            size_t scriptlen, const char *key, size_t keylen,
+            const char *dkey, size_t dkeylen)
+{
+    a->n = 0;
+    a->used = 0;
+    arg_mem(a, cmd, strlen(cmd));
+    arg_mem(a, script, scriptlen);
+    arg_mem(a, "2", 1);
+    keys(a, kb, key, keylen, dkey, dkeylen);
+}
+
+/* The start of decide.lua's EVALSHA for an account, and the node that
+ * takes it; NULL if that node is not ready (or the script not loaded). */
+static struct rnode *
+decide_node(struct cp_redis *r, struct args *a, char *kb, const char *key,
+            size_t keylen, const char *dkey, size_t dkeylen)
+{
+    struct rnode *n;
+
+    if (r->sha_decide[0] == '\0')
+        return NULL;
+    script_args(a, kb, "EVALSHA", r->sha_decide, 40, key, keylen, dkey,
+                dkeylen);
+    n = slot_node(r, a->v[3], a->len[3]);
+    return n != NULL && n->ready ? n : NULL;
+}
+
 /* How long an idle NORMAL record is kept: twice the longest window (its
  * levels have drained by then), at least a week (it keeps the account's
  * block count). */
@@ -1098,7 +1128,18 @@ req_free(struct cp_redis_req *q)
     free(q);
 }
 
-/* Send q to n (again: a redirection). False if n is not ready. */
+/* q was written to n: its reply is awaited there. */
+static void
+req_sent(struct cp_redis_req *q, struct rnode *n)
+{
+    q->node = n->idx;
+    if (n->unreplied++ == 0)
+        n->last_reply_ms = uv_now(q->r->loop);
+    q->r->unflushed = true;
+}
+
+/* Send q's kept command to n again (a redirection). False if n is not
+ * ready. */
 static bool
 req_send(struct cp_redis_req *q, struct rnode *n, bool asking)
 {
@@ -1109,11 +1150,44 @@ req_send(struct cp_redis_req *q, struct rnode *n, bool asking)
     if (redisAsyncFormattedCommand(n->ac, on_decide, q, q->cmd, q->cmdlen) !=
         REDIS_OK)
         return false;
-    q->node = n->idx;
-    if (n->unreplied++ == 0)
-        n->last_reply_ms = uv_now(q->r->loop);
-    q->r->unflushed = true;
+    req_sent(q, n);
     return true;
+}
+
+/* Send q (the arguments in a) to n the first time. A Cluster's command is
+ * kept, to send it again where a MOVED or ASK says; a single server never
+ * redirects, and hiredis formats it straight into its buffer. */
+static bool
+req_send_first(struct cp_redis_req *q, struct rnode *n, struct args *a)
+{
+    int len;
+
+    if (!q->r->cluster) {
+        if (redisAsyncCommandArgv(n->ac, on_decide, q, a->n, a->v, a->len) !=
+            REDIS_OK)
+            return false;
+        req_sent(q, n);
+        return true;
+    }
+    if ((len = redisFormatCommandArgv(&q->cmd, a->n, a->v, a->len)) < 0)
+        msg_fatal("out of memory");
+    q->cmdlen = (size_t)len;
+    return req_send(q, n, false);
+}
+
+static void
+fifo_add(struct cp_redis_req *q)
+{
+    struct cp_redis *r = q->r;
+
+    q->queued = true;
+    q->next = NULL;
+    q->prev = r->tail;
+    if (r->tail)
+        r->tail->next = q;
+    else
+        r->head = q;
+    r->tail = q;
 }
 
 static void
@@ -1186,16 +1260,10 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
     char kb[KEY_BUF];
     struct cp_redis_req *q;
     struct rnode *n;
-    int len;
 
-    a.n = 0;
-    a.used = 0;
-    arg_mem(&a, "EVALSHA", 7);
-    arg_mem(&a, r->sha_decide, 40);
-    arg_mem(&a, "2", 1);
-    keys(&a, kb, d->id.key, d->id.keylen, d->id.dkey, d->id.dkeylen);
-    if (r->sha_decide[0] == '\0' ||
-        (n = slot_node(r, a.v[3], a.len[3])) == NULL || !n->ready)
+    n = decide_node(r, &a, kb, d->id.key, d->id.keylen, d->id.dkey,
+                    d->id.dkeylen);
+    if (n == NULL)
         return NULL;
     op_args(&a, &aw->op, aw, d);
     q = xcalloc(1, sizeof(*q));
@@ -1204,21 +1272,11 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
     q->arg = arg;
     q->nrules = aw->op.nrules;
     q->sent_ms = uv_now(r->loop);
-    len = redisFormatCommandArgv(&q->cmd, a.n, a.v, a.len);
-    if (len < 0)
-        msg_fatal("out of memory");
-    q->cmdlen = (size_t)len;
-    if (!req_send(q, n, false)) {
+    if (!req_send_first(q, n, &a)) {
         req_free(q);
         return NULL;
     }
-    q->queued = true;
-    q->prev = r->tail;
-    if (r->tail)
-        r->tail->next = q;
-    else
-        r->head = q;
-    r->tail = q;
+    fifo_add(q);
     r->st.sent++;
     arm(r);
     return q;
@@ -1249,14 +1307,7 @@ cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op)
     char kb[KEY_BUF];
     struct rnode *n;
 
-    a.n = 0;
-    a.used = 0;
-    arg_mem(&a, "EVALSHA", 7);
-    arg_mem(&a, r->sha_decide, 40);
-    arg_mem(&a, "2", 1);
-    keys(&a, kb, op->key, op->keylen, NULL, 0);
-    if (r->sha_decide[0] == '\0' ||
-        (n = slot_node(r, a.v[3], a.len[3])) == NULL || !n->ready)
+    if ((n = decide_node(r, &a, kb, op->key, op->keylen, NULL, 0)) == NULL)
         return false;
     op_args(&a, op, NULL, NULL);
     if (redisAsyncCommandArgv(n->ac, on_share, NULL, a.n, a.v, a.len) !=
@@ -1417,12 +1468,8 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
     redisReply *rep;
     bool ok;
 
-    a.n = 0;
-    a.used = 0;
-    arg_mem(&a, "EVAL", 4);
-    arg_mem(&a, lua_state, strlen(lua_state));
-    arg_mem(&a, "2", 1);
-    keys(&a, kb, id->key, id->keylen, id->dkey, id->dkeylen);
+    script_args(&a, kb, "EVAL", lua_state, strlen(lua_state), id->key,
+                id->keylen, id->dkey, id->dkeylen);
     arg_mem(&a, mode, strlen(mode));
     arg_fmt(&a, "%d", to);
     arg_fmt(&a, "%d", from);
@@ -1436,7 +1483,7 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
          rep->element[6]->elements % 2 == 0 &&
          rep->element[7]->type == REDIS_REPLY_STRING;
     if (ok)
-        out->res.created = rep->element[5]->integer == 0; /* unknown */
+        out->unknown = rep->element[5]->integer == 0;
     if (ok && counters != NULL)
         read_counters(rep->element[6], rep->element[7], counters);
     if (!ok)
@@ -1477,6 +1524,7 @@ set_servers(struct cp_redis *r, const struct cp_config *cfg)
     r->up = false;
     r->map_asked = false;
     r->epoch_asked = false;
+    cp_config_redis_where(cfg, r->where, sizeof(r->where));
     if (!r->cluster) {
         struct rnode *n = &r->node[r->nnodes++];
 
@@ -1486,14 +1534,10 @@ set_servers(struct cp_redis *r, const struct cp_config *cfg)
         snprintf(n->host, sizeof(n->host), "%s", r->url.host);
         n->port = r->url.port;
         snprintf(n->path, sizeof(n->path), "%s", r->url.path);
-        redis_url_where(&r->url, n->where, sizeof(n->where));
-        snprintf(r->where, sizeof(r->where), "%s", n->where);
-        if (r->sentinel) {
+        if (r->sentinel) /* until a Sentinel names it */
             snprintf(n->where, sizeof(n->where), "(%s)", r->master);
-            snprintf(r->where, sizeof(r->where), "sentinel %s:%d, primary "
-                                                 "'%s'",
-                     r->sentinels[0].host, r->sentinels[0].port, r->master);
-        }
+        else
+            redis_url_where(&r->url, n->where, sizeof(n->where));
         return;
     }
     for (size_t i = 0; i < r->nseeds; i++) {
@@ -1504,8 +1548,6 @@ set_servers(struct cp_redis *r, const struct cp_config *cfg)
         if (n != NULL)
             n->used = true; /* until the map says which serve slots */
     }
-    snprintf(r->where, sizeof(r->where), "cluster %s%s", r->node[0].where,
-             r->nseeds > 1 ? "..." : "");
 }
 
 struct cp_redis *

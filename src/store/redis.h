@@ -85,9 +85,9 @@ bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
  * A state, over the blocking connection: mode "get", "set" (a person's
  * command) or "merge" (a change made while Redis was unreachable; see
  * lua/state.lua). `out` gets own, cust, own_repeat, own_since_s,
- * change_refused (for "merge": not applied) and res.created (the fleet
- * has no record of the account); `counters` (for "get", may be NULL) the
- * account's counters in Redis (names not in the table are skipped). Returns 0, or -1 with err.
+ * change_refused (for "merge": not applied) and unknown (the fleet has
+ * no record of the account); `counters` (for "get", may be NULL) the
+ * account's counters in Redis. Returns 0, or -1 with err.
  */
 struct cp_redis_counters {
     size_t n;
