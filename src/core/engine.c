@@ -856,17 +856,22 @@ cp_engine_drop_pending(struct cp_engine *e, struct str instance,
         pending_give_back(e, p, now_ms, false);
 }
 
+static void
+set_state(struct cp_counters *c, int state, uint32_t since_s, int repeat)
+{
+    c->state = (uint8_t)state;
+    c->state_since_s = since_s;
+    c->repeat = (uint8_t)repeat;
+}
+
 void
 cp_engine_mirror_state(struct cp_engine *e, const char *key, size_t len,
                        int state, uint32_t since_s, int repeat)
 {
     struct cp_account_ref ref;
 
-    if (!e->store->ops->account(e->store, key, len, true, false, &ref))
-        return;
-    ref.c->state = (uint8_t)state;
-    ref.c->state_since_s = since_s;
-    ref.c->repeat = (uint8_t)repeat;
+    if (e->store->ops->account(e->store, key, len, true, false, &ref))
+        set_state(ref.c, state, since_s, repeat);
 }
 
 /* The shared states become the local copy's and the decision's; a state
@@ -880,17 +885,16 @@ mirror_states(struct cp_engine *e, struct cp_decision *d,
     if (d->state_changed && r->change_refused)
         d->state_changed = false;
     d->shared = d->state_changed;
-    if (!d->state_changed &&
-        e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, true,
-                               false, &ref) &&
-        ref.c->state != r->own) {
-        d->fleet_moved = true;
-        d->fleet_from = ref.c->state;
-    }
     if (!d->state_changed)
         d->state = d->prev_state = r->own;
-    cp_engine_mirror_state(e, d->id.dkey, d->id.dkeylen, r->own,
-                           r->own_since_s, r->own_repeat);
+    if (e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, true,
+                               false, &ref)) {
+        if (!d->state_changed && ref.c->state != r->own) {
+            d->fleet_moved = true;
+            d->fleet_from = ref.c->state;
+        }
+        set_state(ref.c, r->own, r->own_since_s, r->own_repeat);
+    }
     d->cust_state = CP_ST_NORMAL;
     if (!cp_identity_one_record(&d->id) &&
         e->store->ops->account(e->store, d->id.key, d->id.keylen, true, false,
@@ -913,7 +917,7 @@ cp_engine_resume(struct cp_engine *e, const struct cp_event *ev,
 
     if (r != NULL)
         mirror_states(e, d, r);
-    else
+    else if (!aw->eom) /* (eom_blocked reads it itself) */
         engine_customer_record(e, d, false);
     if (aw->eom) {
         p = eom_pending(e, ev, d);

@@ -169,8 +169,8 @@ struct cp_await {
                                charged (0: states are shadowed) */
     bool eom;
     bool two_phase;
-    /* the state change detection made (d->state_changed): applied in the
-     * shared store only if its state there is still d->prev_state */
+    /* the state change detection made is d's (state_changed): the shared
+     * store applies it only if its state there is still d->prev_state */
 };
 
 /* The shared store's answer. */
@@ -181,6 +181,8 @@ struct cp_remote {
     uint32_t own_since_s;
     bool change_refused;    /* detection's state change lost: another
                                host changed the state first */
+    bool unknown;           /* (a state command) the shared store has no
+                               record of the account */
     struct cp_meter_result res; /* as cp_meter_apply() (not meaningful
                                    when the state refused the mail) */
 };

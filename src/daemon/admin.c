@@ -102,10 +102,9 @@ fleet_rows(struct daemon *d, struct stat_table *t)
 {
     struct fleet_stats fs;
     struct cp_redis_stats rs;
-    const char *where;
     bool up;
 
-    fleet_status(d->fleet, &fs, &up, &where, &rs);
+    fleet_status(d->fleet, &fs, &up, &rs);
     row(t, "fleet", "fleet", "connected", "connected to Redis (1: yes)", up);
     row(t, "fleet", "fleet", "sent", "decisions sent", rs.sent);
     row(t, "fleet", "fleet", "answered", "answered", rs.answered);

@@ -484,8 +484,6 @@ after_requests(struct conn *c, bool completed)
     uv_timer_again(&c->idle);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
 static void
 on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {

@@ -216,10 +216,9 @@ struct outbox_stats {
     size_t queued;
 };
 /* Resumes the jobs left in the store's outbox table (store_path: the
- * worker opens its own connection; NULL: memory only); new jobs are written
- * through loop_db (borrowed, loop thread). */
-/* Resumes the store's jobs and starts the worker, with cfg's webhook key
- * (outbox_set_key) already set. */
+ * worker opens its own connection; NULL: memory only) and starts the
+ * worker, with cfg's webhook key (outbox_set_key) already set; new jobs are
+ * written through loop_db (borrowed, loop thread). */
 struct outbox *outbox_start(const struct cp_config *cfg,
                             const char *store_path, struct cp_sqlite *loop_db);
 /* The webhook's HMAC key from cfg (NULL or none: unsigned), copied; at

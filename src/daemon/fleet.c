@@ -370,7 +370,6 @@ add_known(void *arg, const char *key, size_t keylen,
     struct fleet *f = arg;
     struct cp_identity id;
 
-    cp_identity_lookup(f->d->cfg, key, keylen, &id);
     if (cp_identity_lookup(f->d->cfg, key, keylen, &id) < 0 ||
         id.dkeylen != keylen || memcmp(id.dkey, key, keylen) != 0)
         return; /* not an account an operator could name: skip */
@@ -493,24 +492,18 @@ fleet_decide(struct fleet_wait *w, const struct cp_event *ev, int64_t now,
 bool
 fleet_change(struct fleet *f, const struct cp_decision *dec, bool person)
 {
+    struct cp_remote rem;
+    char err[CP_ERR_MAX];
+
     if (!dec->state_changed || dec->shared)
         return true;
-    if (person) {
-        struct cp_remote rem;
-        char err[CP_ERR_MAX];
-
-        if (cp_redis_state(f->r, &dec->id, "set", dec->state,
-                           dec->prev_state, &rem, NULL, err) == 0)
-            return true;
-        msg_warn("fleet: %s; the change is handed over when Redis is back",
-                 err);
-    } else if (cp_redis_up(f->r)) {
-        struct cp_remote rem;
-        char err[CP_ERR_MAX];
-
-        if (cp_redis_state(f->r, &dec->id, "merge", dec->state,
-                           dec->prev_state, &rem, NULL, err) == 0) {
-            if (!rem.change_refused || rem.own == dec->state)
+    /* a person's is set (and waits for a connection); detection's is
+     * merged, at once only if Redis is up */
+    if (person || cp_redis_up(f->r)) {
+        if (cp_redis_state(f->r, &dec->id, person ? "set" : "merge",
+                           dec->state, dec->prev_state, &rem, NULL,
+                           err) == 0) {
+            if (person || !rem.change_refused || rem.own == dec->state)
                 return true;
             /* another host changed it first: the shared state stands */
             cp_engine_mirror_state(&f->d->engine, dec->id.dkey,
@@ -557,7 +550,7 @@ fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
     }
     if (cp_redis_state(f->r, id, "get", 0, 0, &rem, &cnt, err) < 0)
         return -1;
-    if (rem.res.created &&
+    if (rem.unknown &&
         !f->d->ms->base.ops->peek(&f->d->ms->base, id->dkey, id->dkeylen,
                                   &c))
         return 0; /* unknown to the fleet and here: not made up */
@@ -640,13 +633,12 @@ fleet_free(struct fleet *f)
 
 void
 fleet_status(const struct fleet *f, struct fleet_stats *out, bool *up,
-             const char **where, struct cp_redis_stats *rs)
+             struct cp_redis_stats *rs)
 {
     *out = f->st;
     out->owed = f->owed.count;
     out->changes = f->nchanges;
     *up = f->r != NULL && cp_redis_up(f->r);
-    *where = f->r != NULL ? cp_redis_where(f->r) : "";
     if (f->r != NULL)
         *rs = *cp_redis_stats(f->r);
     else

@@ -68,6 +68,6 @@ bool fleet_change(struct fleet *f, const struct cp_decision *dec, bool person);
 int fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err);
 
 void fleet_status(const struct fleet *f, struct fleet_stats *out, bool *up,
-                  const char **where, struct cp_redis_stats *rs);
+                  struct cp_redis_stats *rs);
 
 #endif
