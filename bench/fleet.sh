@@ -66,18 +66,8 @@ store:
   path: $OUT/$1.db
   checkpoint_interval: 5s
 $store
-classes:
-  residential:
-    limits:
-      - { metric: messages,   window: 1h, max: 1000000 }
-      - { metric: messages,   window: 1d, max: 5000000 }
-      - { metric: recipients, window: 1h, max: 3000000 }
-      - { metric: domains,    window: 1h, max: 500000 }
-      - { metric: bytes,      window: 1d, max: 50G }
-  unauthenticated:
-    limits:
-      - { metric: messages,   window: 1h, max: 1000000 }
 YAML
+    cat bench/classes.yaml >> "$OUT/$1.yaml"
     rm -f "$OUT/$1.db" "$OUT/$1.db-wal" "$OUT/$1.db-shm" "$OUT/$1.db.lock"
 }
 

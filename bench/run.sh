@@ -58,18 +58,8 @@ protocol:
 store:
   path: $1
   checkpoint_interval: 5s
-classes:
-  residential:
-    limits:
-      - { metric: messages,   window: 1h, max: 1000000 }
-      - { metric: messages,   window: 1d, max: 5000000 }
-      - { metric: recipients, window: 1h, max: 3000000 }
-      - { metric: domains,    window: 1h, max: 500000 }
-      - { metric: bytes,      window: 1d, max: 50G }
-  unauthenticated:
-    limits:
-      - { metric: messages,   window: 1h, max: 1000000 }
 YAML
+    cat bench/classes.yaml >> "$OUT/bench.yaml"
 }
 
 # Write `n` accounts u0000000@customers.example.net ... into a fresh db.
