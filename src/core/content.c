@@ -48,6 +48,7 @@ cp_engine_content(struct cp_engine *e, const struct cp_event *ev,
     struct agemap_ent *a = NULL;
     const struct cp_detection *det;
     struct cp_account_ref ref;
+    struct cp_ev_delta mark;
     struct cp_camp_info ci;
     uint64_t h;
     uint32_t acct;
@@ -106,9 +107,10 @@ cp_engine_content(struct cp_engine *e, const struct cp_event *ev,
                                true, &ref)) {
         d->state = d->prev_state = ref.c->state;
         d->detected = true;
+        engine_ev_mark(e, ref.ev, &mark);
         d->score = cp_evidence_content(ref.ev, det, campaign, now_ms,
                                        &d->fired);
-        engine_step(e, det, &ref, d->score, now_ms, d);
+        engine_step(e, det, &ref, &mark, d->score, now_ms, d);
         if (engine_state_verdict(e, d) || d->by_state)
             return 0; /* refused (or, in shadow mode, would be) by it */
     }

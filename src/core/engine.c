@@ -416,15 +416,30 @@ transition(struct cp_counters *c, int to, int64_t now_ms,
         c->repeat++;
 }
 
-/* Gather this RCPT's evidence and move the account's state. */
+void
+engine_ev_mark(const struct cp_engine *e, const struct cp_evidence *ev,
+               struct cp_ev_delta *m)
+{
+    if (e->share_evidence != NULL && ev != NULL)
+        cp_evidence_mark(ev, m);
+}
+
 /* The account's state after new evidence (score): moved if it says so. */
 void
 engine_step(struct cp_engine *e, const struct cp_detection *det,
-     const struct cp_account_ref *ref, double score, int64_t now_ms,
-     struct cp_decision *d)
+            const struct cp_account_ref *ref, const struct cp_ev_delta *m,
+            double score, int64_t now_ms, struct cp_decision *d)
 {
     int next;
 
+    if (e->share_evidence != NULL) {
+        struct cp_ev_delta gain;
+
+        memset(&gain, 0, sizeof(gain));
+        if (cp_evidence_gained(m, ref->ev, det, &gain))
+            e->share_evidence(e->share_arg, d->id.dkey, d->id.dkeylen, det,
+                              &gain);
+    }
     if (e->learning)
         return;
     next = cp_lifecycle_step(det, ref->c->state, ref->c->repeat,
@@ -458,6 +473,7 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
     bool evidence = det->enabled && d->id.cls->detect;
     struct cp_evidence *shared = engine_customer_record(e, d, evidence);
     struct cp_account_ref ref;
+    struct cp_ev_delta mark;
     struct cp_ev_input in;
     struct inet_addr client;
     bool refused;
@@ -497,8 +513,9 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
         inet_parse(ev->client_address.p, ev->client_address.len, &client))
         in.client = &client;
     d->detected = true;
+    engine_ev_mark(e, ref.ev, &mark);
     d->score = cp_evidence_rcpt(ref.ev, det, &in, &d->fired);
-    engine_step(e, det, &ref, d->score, now_ms, d);
+    engine_step(e, det, &ref, &mark, d->score, now_ms, d);
 }
 
 /* The account's state decides the reply (blocked, throttled)? */
@@ -697,6 +714,7 @@ detect_eom(struct cp_engine *e, const struct cp_event *ev,
 {
     const struct cp_detection *det = cp_class_det(e->cfg, d->id.cls);
     struct cp_account_ref ref;
+    struct cp_ev_delta mark;
     uint32_t fired;
     double score;
 
@@ -704,6 +722,7 @@ detect_eom(struct cp_engine *e, const struct cp_event *ev,
         !e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
                                 true, &ref))
         return;
+    engine_ev_mark(e, ref.ev, &mark);
     score = cp_evidence_eom(ref.ev, det, ev->size, now_ms, &fired);
     if (fired == 0)
         return;
@@ -711,7 +730,7 @@ detect_eom(struct cp_engine *e, const struct cp_event *ev,
     d->score = score;
     d->fired = fired;
     d->state = d->prev_state = ref.c->state;
-    engine_step(e, det, &ref, score, now_ms, d);
+    engine_step(e, det, &ref, &mark, score, now_ms, d);
 }
 
 /*

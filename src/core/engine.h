@@ -56,6 +56,8 @@ struct cp_stats {
 struct cp_pending;
 struct cp_decision;
 
+struct cp_ev_delta;
+
 struct cp_engine {
     const struct cp_config *cfg;
     struct cp_store *store;
@@ -79,6 +81,11 @@ struct cp_engine {
      * transaction ended, expired, was evicted) is given back in the shared
      * store too; NULL: no shared store */
     void (*share_release)(void *arg, const struct cp_meter_op *op);
+    /* fleet mode: what an account's evidence gained in an update, signal
+     * by signal, for the fleet's sum; NULL: no shared store */
+    void (*share_evidence)(void *arg, const char *dkey, size_t dkeylen,
+                           const struct cp_detection *det,
+                           const struct cp_ev_delta *gain);
     void *share_arg;
 };
 

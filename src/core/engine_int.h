@@ -27,10 +27,16 @@ struct cp_queued {
 struct cp_evidence *engine_customer_record(struct cp_engine *e,
                                            struct cp_decision *d,
                                            bool evidence);
-/* engine.c: move the account's state after new evidence (d says so) */
+/* engine.c: fleet mode: mark the evidence before an update (*m is
+ * engine_step's; untouched without a shared store) */
+void engine_ev_mark(const struct cp_engine *e, const struct cp_evidence *ev,
+                    struct cp_ev_delta *m);
+/* engine.c: move the account's state after new evidence (d says so); in
+ * fleet mode, what the evidence gained since mark m goes to the fleet */
 void engine_step(struct cp_engine *e, const struct cp_detection *det,
-                 const struct cp_account_ref *ref, double score,
-                 int64_t now_ms, struct cp_decision *d);
+                 const struct cp_account_ref *ref,
+                 const struct cp_ev_delta *m, double score, int64_t now_ms,
+                 struct cp_decision *d);
 /* engine.c: the account's state decides the reply (blocked, throttled)? */
 bool engine_state_verdict(struct cp_engine *e, struct cp_decision *d);
 

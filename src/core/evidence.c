@@ -150,6 +150,128 @@ cp_evidence_score(const struct cp_evidence *ev, const struct cp_detection *det,
     return ev->score * exp2(-dt / (double)det->half_life_ms);
 }
 
+/* ---- fleet mode: the suspicion shared ---- */
+
+static double
+fade_factor(const struct cp_detection *det, int64_t from, int64_t to)
+{
+    if (from == 0 || to <= from)
+        return 1.0;
+    return exp2(-(double)(to - from) / (double)det->half_life_ms);
+}
+
+void
+cp_evidence_mark(const struct cp_evidence *ev, struct cp_ev_delta *m)
+{
+    m->t_ms = ev->t_ms;
+    memcpy(m->sig, ev->sig, sizeof(m->sig));
+    memcpy(m->fired, ev->fired, sizeof(m->fired));
+    memcpy(m->last_s, ev->last_s, sizeof(m->last_s));
+}
+
+static void
+delta_fade(struct cp_ev_delta *d, const struct cp_detection *det, int64_t to)
+{
+    double f = fade_factor(det, d->t_ms, to);
+
+    if (f != 1.0)
+        for (int i = 0; i < CP_SIG_COUNT; i++)
+            d->sig[i] = (float)(d->sig[i] * f);
+    if (to > d->t_ms)
+        d->t_ms = to;
+}
+
+static uint16_t
+sat16(uint32_t v)
+{
+    return v > UINT16_MAX ? UINT16_MAX : (uint16_t)v;
+}
+
+bool
+cp_evidence_gained(const struct cp_ev_delta *m, const struct cp_evidence *ev,
+                   const struct cp_detection *det, struct cp_ev_delta *acc)
+{
+    double f = fade_factor(det, m->t_ms, ev->t_ms);
+    bool any = false;
+
+    delta_fade(acc, det, ev->t_ms);
+    for (int i = 0; i < CP_SIG_COUNT; i++) {
+        double g = ev->sig[i] - m->sig[i] * f;
+        bool fired = ev->fired[i] != m->fired[i] ||
+                     ev->last_s[i] != m->last_s[i];
+
+        if (!fired && fabs(g) < 1e-4)
+            continue; /* fading only (float rounding) */
+        any = true;
+        acc->sig[i] = (float)(acc->sig[i] + g);
+        if (ev->fired[i] > m->fired[i])
+            acc->fired[i] = sat16((uint32_t)acc->fired[i] + ev->fired[i] -
+                                  m->fired[i]);
+        if (ev->last_s[i] > acc->last_s[i])
+            acc->last_s[i] = ev->last_s[i];
+    }
+    return any;
+}
+
+void
+cp_ev_delta_add(struct cp_ev_delta *a, const struct cp_ev_delta *b,
+                const struct cp_detection *det)
+{
+    struct cp_ev_delta x = *b;
+
+    if (a->t_ms < x.t_ms)
+        delta_fade(a, det, x.t_ms);
+    else
+        delta_fade(&x, det, a->t_ms);
+    for (int i = 0; i < CP_SIG_COUNT; i++) {
+        a->sig[i] = a->sig[i] + x.sig[i];
+        a->fired[i] = sat16((uint32_t)a->fired[i] + x.fired[i]);
+        if (x.last_s[i] > a->last_s[i])
+            a->last_s[i] = x.last_s[i];
+    }
+}
+
+double
+cp_ev_delta_size(const struct cp_ev_delta *d)
+{
+    double sum = 0, big = 0;
+
+    for (int i = 0; i < CP_SIG_COUNT; i++) {
+        sum += d->sig[i];
+        if (fabs(d->sig[i]) > big)
+            big = fabs(d->sig[i]);
+    }
+    return fabs(sum) > big ? fabs(sum) : big;
+}
+
+void
+cp_evidence_adopt(struct cp_evidence *ev, const struct cp_detection *det,
+                  const struct cp_ev_shared *sh,
+                  const struct cp_ev_delta *pending, int64_t now_ms)
+{
+    int64_t t = now_ms > ev->t_ms ? now_ms : ev->t_ms;
+    double f = fade_factor(det, sh->t_ms, t), score = sh->score * f;
+    struct cp_ev_delta p;
+
+    if (pending != NULL) {
+        p = *pending;
+        delta_fade(&p, det, t);
+    } else {
+        memset(&p, 0, sizeof(p));
+    }
+    for (int i = 0; i < CP_SIG_COUNT; i++) {
+        ev->sig[i] = (float)(sh->sig[i] * f + p.sig[i]);
+        score += p.sig[i];
+        ev->fired[i] = sat16(sh->fired[i] + p.fired[i]);
+        if (sh->last_s[i] > ev->last_s[i])
+            ev->last_s[i] = sh->last_s[i];
+    }
+    if (score < det->floor)
+        score = det->floor;
+    ev->score = (float)score;
+    ev->t_ms = t;
+}
+
 /* ---- message-level signals ---- */
 
 static bool

@@ -176,6 +176,51 @@ double cp_evidence_score(const struct cp_evidence *ev,
                          const struct cp_detection *det, int64_t now_ms);
 
 /*
+ * Fleet mode (store.backend: redis): hosts share an account's suspicion
+ * (the score and each signal's share, times and last time; not the
+ * habits) through Redis. A host adds up what its evidence gained since it
+ * last told the fleet, signal by signal (cp_evidence_gained: the
+ * difference from a mark taken before an update), sends it with the
+ * account's next decision, and takes the fleet's sum back when it is
+ * suspicious (cp_evidence_adopt). Shares fade like the evidence itself.
+ */
+struct cp_ev_delta {
+    int64_t t_ms;                   /* the fade reference (0: empty) */
+    float sig[CP_SIG_COUNT];        /* shares added */
+    uint16_t fired[CP_SIG_COUNT];   /* times fired (saturates) */
+    uint32_t last_s[CP_SIG_COUNT];  /* when each last fired, s (0: not) */
+};
+
+/* The fleet's sum, as Redis keeps it (at t_ms, Redis's clock). */
+struct cp_ev_shared {
+    int64_t t_ms;
+    double score;
+    float sig[CP_SIG_COUNT];
+    uint32_t fired[CP_SIG_COUNT];
+    uint32_t last_s[CP_SIG_COUNT];
+};
+
+/* The evidence's signals now (before an update), as a mark. */
+void cp_evidence_mark(const struct cp_evidence *ev, struct cp_ev_delta *m);
+/* What ev gained since mark m, added to *acc (faded to ev's time first).
+ * True if it gained anything. */
+bool cp_evidence_gained(const struct cp_ev_delta *m,
+                        const struct cp_evidence *ev,
+                        const struct cp_detection *det,
+                        struct cp_ev_delta *acc);
+/* b added to a (a faded to b's time, or b to a's). */
+void cp_ev_delta_add(struct cp_ev_delta *a, const struct cp_ev_delta *b,
+                     const struct cp_detection *det);
+/* How much a delta would move the score: the larger of its net sum and
+ * its largest share, in absolute value. */
+double cp_ev_delta_size(const struct cp_ev_delta *d);
+/* The local evidence becomes the fleet's sum plus what this host gained
+ * and has not told yet (`pending`, or NULL); the habits stay this host's. */
+void cp_evidence_adopt(struct cp_evidence *ev, const struct cp_detection *det,
+                       const struct cp_ev_shared *sh,
+                       const struct cp_ev_delta *pending, int64_t now_ms);
+
+/*
  * The evidence as stored by checkpoints: a header (magic, CP_EV_FORMAT,
  * the struct's size) and the struct's bytes. Bump CP_EV_FORMAT whenever
  * struct cp_evidence changes meaning; a stored record of another format

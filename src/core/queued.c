@@ -101,6 +101,7 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
 {
     const struct cp_detection *det;
     struct cp_account_ref ref;
+    struct cp_ev_delta mark;
 
     if (!e->cfg->det.enabled ||
         cp_identity_lookup(e->cfg, key, keylen, &d->id) < 0 ||
@@ -111,10 +112,11 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
     det = cp_class_det(e->cfg, d->id.cls);
     d->state = d->prev_state = ref.c->state;
     d->detected = true;
+    engine_ev_mark(e, ref.ev, &mark);
     d->score = l->msg ? cp_evidence_outcome(ref.ev, det, l->sig, l->scale,
                                             l->msg, now_ms, &d->fired)
                       : cp_evidence_listed(ref.ev, det, now_ms, &d->fired);
-    engine_step(e, det, &ref, d->score, now_ms, d);
+    engine_step(e, det, &ref, &mark, d->score, now_ms, d);
 }
 
 /* Remember an accepted recipient, or is a bounced one stale (accepted

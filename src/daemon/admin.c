@@ -126,8 +126,12 @@ fleet_rows(struct daemon *d, struct stat_table *t)
         fs.merged);
     row(t, "fleet", "fleet", "merged_changes", "state changes handed over",
         fs.merged_changes);
+    row(t, "fleet", "fleet", "evidence_waiting", "accounts whose evidence "
+        "gained here is not told yet", fs.gains);
+    row(t, "fleet", "fleet", "evidence_taken", "times the fleet's evidence "
+        "of a suspicious account was taken", fs.ev_adopted);
     row(t, "fleet", "fleet", "dropped", "not kept to hand over (limits)",
-        fs.owed_dropped + fs.changes_dropped);
+        fs.owed_dropped + fs.changes_dropped + fs.gains_dropped);
 }
 
 static void

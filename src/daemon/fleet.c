@@ -24,15 +24,28 @@
  * configuration it started under; a reload while decisions wait keeps
  * the old one until the last of them is answered (fleet_retire).
  *
+ * Evidence: each host detects on the mail it sees, and the suspicion
+ * (score, each signal's share) is summed over the fleet in Redis, so an
+ * account spread over N hosts is not detected N times slower. What an
+ * account's evidence gained here (engine hook share_evidence) waits in
+ * `gains` until it is worth telling (FLEET_EV_PUSH, or the account is
+ * suspicious here) and goes with the account's next decision; the answer
+ * brings the fleet's sum back when it is at least half of watch_at, and
+ * the local evidence takes it (cp_evidence_adopt). The habits stay each
+ * host's. A gain whose decision was answered locally because its
+ * connection was lost is not sent again (the same rule as a late one).
+ *
  * Limits: FLEET_MAX_OWED accounts with unshared charges, FLEET_MAX_CHANGES
- * unshared state changes; beyond them the oldest are not handed over
- * (counted, logged once per outage).
+ * unshared state changes, FLEET_MAX_GAINS accounts with unshared
+ * evidence; beyond them the oldest are not handed over (counted, logged
+ * once per outage).
  */
 #include "daemon/fleet.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/evidence.h"
 #include "core/lifecycle.h"
 #include "daemon/daemon.h"
 #include "store/memstore.h"
@@ -44,6 +57,17 @@
 
 #define FLEET_MAX_OWED 100000
 #define FLEET_MAX_CHANGES 10000
+#define FLEET_MAX_GAINS 100000
+/* an account's evidence gain is told to the fleet once it could move
+ * the score by this much (or at once when the account is suspicious) */
+#define FLEET_EV_PUSH 0.5
+
+/* What an account's evidence gained here, not told to the fleet yet. */
+struct gain {
+    struct cp_ev_delta d;
+    size_t keylen;
+    char key[];
+};
 
 /* Charges made while Redis was down: a leaky bucket per account. */
 struct owed {
@@ -72,6 +96,7 @@ struct fleet {
     struct daemon *d;
     struct cp_redis *r;
     struct hmap owed;     /* key → struct owed */
+    struct hmap gains;    /* dkey → struct gain */
     uint64_t owed_gen;    /* config generation the slots belong to */
     struct change *changes;
     size_t nchanges;
@@ -90,6 +115,7 @@ struct fleet_wait {
     struct cp_redis_req *q;
     fleet_done_fn *done;
     void *arg;
+    struct cp_ev_delta gain; /* sent with the decision */
 };
 
 static bool
@@ -98,6 +124,14 @@ owed_eq(const void *val, const void *key, size_t len)
     const struct owed *o = val;
 
     return o->keylen == len && memcmp(o->key, key, len) == 0;
+}
+
+static bool
+gain_eq(const void *val, const void *key, size_t len)
+{
+    const struct gain *g = val;
+
+    return g->keylen == len && memcmp(g->key, key, len) == 0;
 }
 
 /* Forget every unshared charge. */
@@ -398,10 +432,115 @@ on_up(void *arg)
         merge_changes(f);
 }
 
+/* ---- the evidence summed over the fleet ---- */
+
+/* Engine hook: what an account's evidence gained in an update. */
+static void
+share_evidence(void *arg, const char *dkey, size_t dkeylen,
+               const struct cp_detection *det, const struct cp_ev_delta *gain)
+{
+    struct fleet *f = arg;
+    uint64_t h = hmap_hash(dkey, dkeylen);
+    struct gain *g = hmap_get(&f->gains, h, dkey, dkeylen, gain_eq);
+
+    if (g == NULL) {
+        if (f->gains.count >= FLEET_MAX_GAINS) {
+            f->st.gains_dropped++;
+            return;
+        }
+        g = xcalloc(1, sizeof(*g) + dkeylen);
+        memcpy(g->key, dkey, dkeylen);
+        g->keylen = dkeylen;
+        g->d = *gain;
+        hmap_put(&f->gains, h, g);
+        return;
+    }
+    cp_ev_delta_add(&g->d, gain, det);
+}
+
+/* The detection of the decision's class, if it detects. */
+static const struct cp_detection *
+decision_det(const struct cp_config *cfg, const struct cp_decision *dec)
+{
+    const struct cp_detection *det;
+
+    if (dec->id.cls == NULL || !dec->id.cls->detect)
+        return NULL;
+    det = cp_class_det(cfg, dec->id.cls);
+    return det->enabled ? det : NULL;
+}
+
+/*
+ * The evidence part of w's decision: the fleet's sum comes back from half
+ * of watch_at (where the score starts to matter); this host's gain goes
+ * with it once it is FLEET_EV_PUSH or more, or the account is suspicious
+ * here, or its state changed (taken out of `gains` into w).
+ */
+static void
+ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
+{
+    const struct cp_decision *dec = &w->dec;
+    struct cp_account_ref ref;
+    struct gain *g;
+    uint64_t h;
+
+    memset(rev, 0, sizeof(*rev));
+    if ((rev->det = decision_det(w->cfg, dec)) == NULL)
+        return;
+    rev->want = rev->det->watch_at / 2;
+    h = hmap_hash(dec->id.dkey, dec->id.dkeylen);
+    g = hmap_get(&f->gains, h, dec->id.dkey, dec->id.dkeylen, gain_eq);
+    if (g == NULL)
+        return;
+    if (cp_ev_delta_size(&g->d) < FLEET_EV_PUSH && !dec->state_changed &&
+        !(f->d->engine.store->ops->account(f->d->engine.store, dec->id.dkey,
+                                           dec->id.dkeylen, false, true,
+                                           &ref) &&
+          ref.ev != NULL &&
+          cp_evidence_score(ref.ev, rev->det, w->now) >= rev->want))
+        return; /* small news: it waits for more */
+    w->gain = g->d;
+    rev->gain = &w->gain;
+    hmap_del(&f->gains, h, dec->id.dkey, dec->id.dkeylen, gain_eq);
+    free(g);
+}
+
+/* The gain of a decision that was not sent waits for the next one. */
+static void
+ev_unsent(struct fleet *f, struct fleet_wait *w, const struct cp_redis_ev *rev)
+{
+    if (rev->gain != NULL)
+        share_evidence(f, w->dec.id.dkey, w->dec.id.dkeylen, rev->det,
+                       rev->gain);
+}
+
+/* The fleet's evidence of the account came back: the local copy takes it,
+ * with what was gained here since the decision was sent. */
+static void
+ev_adopt(struct fleet *f, struct fleet_wait *w, const struct cp_ev_shared *ev)
+{
+    const struct cp_decision *dec = &w->dec;
+    const struct cp_detection *det = decision_det(w->cfg, dec);
+    struct cp_account_ref ref;
+    struct gain *g;
+
+    if (det == NULL ||
+        !f->d->engine.store->ops->account(f->d->engine.store, dec->id.dkey,
+                                          dec->id.dkeylen, false, true,
+                                          &ref) ||
+        ref.ev == NULL)
+        return;
+    g = hmap_get(&f->gains, hmap_hash(dec->id.dkey, dec->id.dkeylen),
+                 dec->id.dkey, dec->id.dkeylen, gain_eq);
+    cp_evidence_adopt(ref.ev, det, ev, g ? &g->d : NULL, w->now);
+    f->st.ev_adopted++;
+}
+
 /* ---- decisions ---- */
 
 static void
-on_answer(void *arg, const struct cp_remote *rem)
+on_answer(void *arg, const struct cp_remote *rem,
+          const struct cp_ev_shared *ev)
 {
     struct fleet_wait *w = arg;
     struct fleet *f = w->f;
@@ -412,6 +551,8 @@ on_answer(void *arg, const struct cp_remote *rem)
     if (rem == NULL)
         f->st.local++;
     cp_engine_resume(&d->engine, &w->ev, w->now, &w->dec, &w->aw, rem, NULL);
+    if (ev != NULL)
+        ev_adopt(f, w, ev);
     incident_follow(d, &w->dec);
     /* the decision points into its configuration until it is answered
      * and logged (done may start the next decision on w) */
@@ -465,6 +606,7 @@ fleet_decide(struct fleet_wait *w, const struct cp_event *ev, int64_t now,
     struct fleet *f = w->f;
     struct daemon *d = f->d;
     struct cp_meter_result res;
+    struct cp_redis_ev rev;
     int rc;
 
     w->ev = *ev;
@@ -475,10 +617,12 @@ fleet_decide(struct fleet_wait *w, const struct cp_event *ev, int64_t now,
     w->done = done;
     w->arg = arg;
     hold(f, w);
-    w->q = cp_redis_decide(f->r, &w->dec, &w->aw, on_answer, w);
+    ev_request(f, w, &rev);
+    w->q = cp_redis_decide(f->r, &w->dec, &w->aw, &rev, on_answer, w);
     if (w->q != NULL)
         return CP_DECIDE_AWAIT;
     /* down: from the local copy, and what it charges is owed */
+    ev_unsent(f, w, &rev);
     unhold(f, w);
     f->st.local++;
     if (cp_engine_resume(&d->engine, &w->ev, now, &w->dec, &w->aw, NULL,
@@ -588,8 +732,10 @@ fleet_start(struct daemon *d)
 
     f->d = d;
     hmap_init(&f->owed, 64);
+    hmap_init(&f->gains, 64);
     f->r = cp_redis_new(d->loop, d->cfg, on_up, f);
     d->engine.share_release = share_release;
+    d->engine.share_evidence = share_evidence;
     d->engine.share_arg = f;
     msg_info("fleet mode: accounts are shared in Redis at %s",
              cp_redis_where(f->r));
@@ -609,6 +755,7 @@ fleet_stop(struct fleet *f)
     if (f == NULL)
         return;
     f->d->engine.share_release = NULL;
+    f->d->engine.share_evidence = NULL;
     cp_redis_close(f->r);
     f->r = NULL;
 }
@@ -620,6 +767,9 @@ fleet_free(struct fleet *f)
         return;
     owed_clear(f);
     hmap_fini(&f->owed);
+    HMAP_FOREACH(&f->gains, i)
+        free(f->gains.ents[i].val);
+    hmap_fini(&f->gains);
     while (f->retired != NULL) {
         struct held_cfg *h = f->retired;
 
@@ -637,6 +787,7 @@ fleet_status(const struct fleet *f, struct fleet_stats *out, bool *up,
 {
     *out = f->st;
     out->owed = f->owed.count;
+    out->gains = f->gains.count;
     out->changes = f->nchanges;
     *up = f->r != NULL && cp_redis_up(f->r);
     if (f->r != NULL)

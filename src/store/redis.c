@@ -29,6 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/evidence.h"
 #include "core/lifecycle.h"
 #include "redis_lua.h"
 #include "util/msg.h"
@@ -39,7 +40,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 /* EVALSHA sha 2 k kd, 8 arguments, then releases and rules */
-#define MAX_ARGS (13 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES)
+#define MAX_ARGS (18 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES + 4 * CP_SIG_COUNT)
 /* "cp:{KEY}" twice, then LOGIN: each key < CP_KEY_MAX */
 #define KEY_BUF (3 * CP_KEY_MAX + 16)
 
@@ -154,6 +155,8 @@ struct cp_redis_req {
     int redirects;                    /* MOVED/ASK followed */
     char *cmd;                        /* formatted, to send it again */
     size_t cmdlen;
+    bool has_ev;                      /* the answer carried ev */
+    struct cp_ev_shared ev;
 };
 
 #define MAX_NODES 64
@@ -257,7 +260,7 @@ answer(struct cp_redis_req *q, const struct cp_remote *rem)
     fifo_del(q);
     q->cb = NULL;
     if (cb != NULL)
-        cb(q->arg, rem);
+        cb(q->arg, rem, rem != NULL && q->has_ev ? &q->ev : NULL);
 }
 
 static void
@@ -962,10 +965,43 @@ idle_ttl(const struct cp_meter_op *op)
     return w;
 }
 
+/* decide.lua's evidence arguments: the score from which the fleet's
+ * evidence comes back, half-life, floor, signals, and the gain. */
+static void
+ev_args(struct args *a, const struct cp_redis_ev *ev)
+{
+    const struct cp_ev_delta *g = ev ? ev->gain : NULL;
+    size_t ng = 0;
+
+    if (ev == NULL || ev->det == NULL) {
+        arg_mem(a, "1e308", 5); /* never */
+        arg_mem(a, "1", 1);
+        arg_mem(a, "0", 1);
+        arg_fmt(a, "%d", CP_SIG_COUNT);
+        arg_mem(a, "0", 1);
+        return;
+    }
+    arg_fmt(a, "%.17g", ev->want);
+    arg_fmt(a, "%llu", (unsigned long long)ev->det->half_life_ms);
+    arg_fmt(a, "%.17g", ev->det->floor);
+    arg_fmt(a, "%d", CP_SIG_COUNT);
+    for (int i = 0; g != NULL && i < CP_SIG_COUNT; i++)
+        ng += g->sig[i] != 0 || g->fired[i] != 0;
+    arg_fmt(a, "%zu", ng);
+    for (int i = 0; ng > 0 && i < CP_SIG_COUNT; i++) {
+        if (g->sig[i] == 0 && g->fired[i] == 0)
+            continue;
+        arg_fmt(a, "%d", i);
+        arg_fmt(a, "%.9g", g->sig[i]);
+        arg_fmt(a, "%u", g->fired[i]);
+        arg_fmt(a, "%u", g->last_s[i]);
+    }
+}
+
 /* ARGV of lua/decide.lua from an operation. */
 static void
 op_args(struct args *a, const struct cp_meter_op *op, const struct cp_await *aw,
-        const struct cp_decision *d)
+        const struct cp_decision *d, const struct cp_redis_ev *ev)
 {
     size_t nrel = 0;
 
@@ -1001,6 +1037,7 @@ op_args(struct args *a, const struct cp_meter_op *op, const struct cp_await *aw,
         arg_fmt(a, "%d", (m->enforce ? 1 : 0) | (m->domain ? 2 : 0) |
                              (m->nocheck ? 4 : 0));
     }
+    ev_args(a, ev);
 }
 
 /* ---- replies ---- */
@@ -1057,15 +1094,53 @@ rep_states(const redisReply *rep, size_t n, struct cp_remote *out)
     return true;
 }
 
+/* decide.lua's evidence: "" (none), or "SCORE TIME share times last ..."
+ * for each of CP_SIG_COUNT signals. */
+static bool
+parse_ev(const redisReply *x, bool *has, struct cp_ev_shared *ev)
+{
+    char buf[64 * (1 + 3 * CP_SIG_COUNT)], *p, *end;
+    double v[2 + 3 * CP_SIG_COUNT];
+
+    *has = false;
+    if (x->type != REDIS_REPLY_STRING || x->len >= sizeof(buf))
+        return false;
+    if (x->len == 0)
+        return true;
+    memcpy(buf, x->str, x->len);
+    buf[x->len] = '\0';
+    p = buf;
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        v[i] = strtod(p, &end);
+        if (end == p || !isfinite(v[i]) || (*end != ' ' && *end != '\0'))
+            return false;
+        p = end;
+    }
+    if (*p != '\0' || v[1] < 0 || v[1] > 1e15)
+        return false;
+    ev->score = v[0];
+    ev->t_ms = (int64_t)v[1];
+    for (int i = 0; i < CP_SIG_COUNT; i++) {
+        double t = v[3 + 3 * i], l = v[4 + 3 * i];
+
+        ev->sig[i] = (float)v[2 + 3 * i];
+        ev->fired[i] = t < 0 ? 0 : t > UINT32_MAX ? UINT32_MAX : (uint32_t)t;
+        ev->last_s[i] = l < 0 ? 0 : l > UINT32_MAX ? UINT32_MAX : (uint32_t)l;
+    }
+    *has = true;
+    return true;
+}
+
 /* lua/decide.lua's reply (see its header). */
 static bool
-parse_decide(const redisReply *rep, size_t nrules, struct cp_remote *out)
+parse_decide(const redisReply *rep, size_t nrules, struct cp_remote *out,
+             bool *has_ev, struct cp_ev_shared *ev)
 {
     long long denied, over, newdom, created;
     size_t n;
 
     memset(out, 0, sizeof(*out));
-    if (!rep_states(rep, 11, out) ||
+    if (!rep_states(rep, 12, out) || !parse_ev(rep->element[11], has_ev, ev) ||
         !rep_int(rep->element[5], -1, (long long)nrules - 1, &denied) ||
         !rep_int(rep->element[6], 0, (1LL << CP_MAX_RULES) - 1, &over) ||
         !rep_int(rep->element[7], 0, 1, &newdom) ||
@@ -1228,7 +1303,7 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     if (rep != NULL && q->cb != NULL) {
-        if (parse_decide(rep, q->nrules, &rem)) {
+        if (parse_decide(rep, q->nrules, &rem, &q->has_ev, &q->ev)) {
             r->st.answered++;
             answer(q, &rem);
         } else {
@@ -1254,7 +1329,8 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
 
 struct cp_redis_req *
 cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
-                const struct cp_await *aw, cp_redis_cb *cb, void *arg)
+                const struct cp_await *aw, const struct cp_redis_ev *ev,
+                cp_redis_cb *cb, void *arg)
 {
     struct args a;
     char kb[KEY_BUF];
@@ -1265,7 +1341,7 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
                     d->id.dkeylen);
     if (n == NULL)
         return NULL;
-    op_args(&a, &aw->op, aw, d);
+    op_args(&a, &aw->op, aw, d, ev);
     q = xcalloc(1, sizeof(*q));
     q->r = r;
     q->cb = cb;
@@ -1309,7 +1385,7 @@ cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op)
 
     if ((n = decide_node(r, &a, kb, op->key, op->keylen, NULL, 0)) == NULL)
         return false;
-    op_args(&a, op, NULL, NULL);
+    op_args(&a, op, NULL, NULL, NULL);
     if (redisAsyncCommandArgv(n->ac, on_share, NULL, a.n, a.v, a.len) !=
         REDIS_OK)
         return false;

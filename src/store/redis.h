@@ -36,7 +36,22 @@
 struct cp_redis;
 struct cp_redis_req;
 
-typedef void cp_redis_cb(void *arg, const struct cp_remote *r);
+struct cp_ev_delta;
+struct cp_ev_shared;
+
+/* A decision's answer: r NULL when it is to be made locally; ev the
+ * fleet's evidence of the login when it came back (NULL: not asked for,
+ * or below the score asked). */
+typedef void cp_redis_cb(void *arg, const struct cp_remote *r,
+                         const struct cp_ev_shared *ev);
+
+/* The evidence part of a decision: this host's gain to add to the fleet's
+ * sum (NULL: none), and the score from which that sum comes back. */
+struct cp_redis_ev {
+    const struct cp_detection *det; /* NULL: the class detects nothing */
+    const struct cp_ev_delta *gain;
+    double want;
+};
 
 struct cp_redis_stats {
     uint64_t sent;        /* decisions sent */
@@ -74,6 +89,7 @@ const char *cp_redis_where(const struct cp_redis *r);
 struct cp_redis_req *cp_redis_decide(struct cp_redis *r,
                                      const struct cp_decision *d,
                                      const struct cp_await *aw,
+                                     const struct cp_redis_ev *ev,
                                      cp_redis_cb *cb, void *arg);
 void cp_redis_cancel(struct cp_redis_req *q);
 

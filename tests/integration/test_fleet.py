@@ -758,3 +758,78 @@ def test_show_on_another_host_shows_the_shared_counters(two):
     assert 2.9 < counters["messages/1h"]["value"] <= 3.0, counters
     assert abs(b.counter("u:k@example.net", "messages/1h") -
                a.counter("u:k@example.net", "messages/1h")) < 0.01
+
+
+def _zombie_message(c, user, i):
+    """One spam message as Postfix asks: a forged sender, six fresh
+    recipients, then END-OF-MESSAGE. Returns the replies."""
+    inst = "z%s%d" % (user, i)
+    sender = "x%d@forged%d.example" % (i, i)
+    out = []
+    for r in range(6):
+        out.append(c.ask(rcpt_request(
+            user=user, sender=sender, instance=inst,
+            recipient="v%d.%d@free%d.example" % (i, r, r))))
+        if action(out[-1]) != "DUNNO":
+            return out
+    out.append(c.ask(rcpt_request(user=user, sender=sender, instance=inst,
+                                  state="END-OF-MESSAGE", recipient="",
+                                  recipient_count="6")))
+    return out
+
+
+def _messages_until_blocked(clients, user, limit=40):
+    """Spam messages of `user` spread over `clients` in turn (the
+    balancer), until one is refused by the account's block: how many."""
+    for i in range(limit):
+        replies = _zombie_message(clients[i % len(clients)], user, i)
+        if any("5.7.1" in r and "blocked" in r for r in replies):
+            return i + 1
+    return None
+
+
+def test_evidence_is_summed_over_the_fleet(tmp_path, redis):
+    """A zombie whose mail the balancer spreads over two hosts is blocked
+    after as many messages as on one host: the suspicion each host sees
+    adds up in Redis (without it each host had half the evidence and
+    needed about twice the messages). Its shared evidence is in Redis, a
+    release on either host spends it there too, and `status` counts it."""
+    a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=100000).start()
+    b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000).start()
+    try:
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected", timeout=20)
+        ca = PolicyClient(a.policy_sock, timeout=20)
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        one = _messages_until_blocked([ca], "solo@example.net")
+        assert one is not None and one >= 3, one
+        two_hosts = _messages_until_blocked([ca, cb], "spread@example.net")
+        print("blocked after %d messages on one host, %d over two" %
+              (one, two_hosts))
+        assert two_hosts is not None and two_hosts <= one + 1, \
+            (one, two_hosts)
+        # both hosts know the block, and both hold the fleet's evidence
+        for d in (a, b):
+            acct = d.ctl("show", "u:spread@example.net")
+            assert acct["state"] == "BLOCKED", acct["state"]
+        sa = {s["signal"]: s for s in a.ctl("show", "u:spread@example.net")
+              ["signals"]}
+        sb = {s["signal"]: s for s in b.ctl("show", "u:spread@example.net")
+              ["signals"]}
+        # forged_sender fired on both hosts: each counts the fleet's times
+        assert sa["forged_sender"]["times"] >= two_hosts - 1, sa
+        assert sb["forged_sender"]["times"] >= two_hosts - 1, sb
+        es = float(redis.cli("HGET", "cp:{u:spread@example.net}", "es"))
+        assert es >= 8, es
+        st = a.ctl("status")["fleet"]
+        assert st["evidence_taken"] >= 1 and st["dropped"] == 0, st
+        # a release is a fresh start everywhere: the fleet's evidence too
+        b.ctl("release", "u:spread@example.net", "--note", "cleaned")
+        assert redis.cli("HGET", "cp:{u:spread@example.net}", "es") == ""
+        r = ca.ask(rcpt_request(user="spread@example.net", instance="ok1",
+                                sender="spread@example.net",
+                                recipient="friend@example.org"))
+        assert action(r) == "DUNNO", r
+    finally:
+        stop_clean(a, b)

@@ -399,6 +399,95 @@ test_zombie_corroborated_within_ten_messages(void **state)
     assert_true(cp_evidence_corroboration(&ev) >= 2);
 }
 
+/* One spam message of the zombie above (forged sender, nine new
+ * recipients) at second i. */
+static double
+zombie_message(struct cp_evidence *ev, int i)
+{
+    char rcpt[64], from[64];
+    double s;
+
+    snprintf(rcpt, sizeof(rcpt), "victim%d@freemail.example", i);
+    snprintf(from, sizeof(from), "x%d@forged.example", i);
+    s = send(ev, i * 1000, "ann@isp.example", from, rcpt, "10.0.0.1", NULL);
+    for (int r = 0; r < 8; r++) {
+        struct cp_ev_input in;
+        uint32_t f;
+
+        memset(&in, 0, sizeof(in));
+        in.now_ms = i * 1000;
+        in.sasl = true;
+        in.login = str_c("ann@isp.example");
+        snprintf(rcpt, sizeof(rcpt), "v%d.%d@freemail.example", i, r);
+        in.recipient = str_c(rcpt);
+        s = cp_evidence_rcpt(ev, &det, &in, &f);
+    }
+    return s;
+}
+
+/*
+ * Fleet mode: a zombie's messages spread over two hosts. Each host's gains
+ * (mark before an update, gained after), summed as Redis sums them, give
+ * each host back the score one host alone would have: not half of it.
+ */
+static void
+test_fleet_sum_of_gains(void **state)
+{
+    struct cp_evidence one, host[2];
+    struct cp_ev_delta sum, gain, mark;
+    struct cp_ev_shared sh;
+    double s1 = 0;
+
+    (void)state;
+    memset(&one, 0, sizeof(one));
+    memset(host, 0, sizeof(host));
+    memset(&sum, 0, sizeof(sum));
+    for (int i = 0; i < 8; i++) {
+        struct cp_evidence *ev = &host[i % 2];
+
+        s1 = zombie_message(&one, i);
+        cp_evidence_mark(ev, &mark);
+        zombie_message(ev, i);
+        memset(&gain, 0, sizeof(gain));
+        assert_true(cp_evidence_gained(&mark, ev, &det, &gain));
+        cp_ev_delta_add(&sum, &gain, &det);
+    }
+    /* each host alone has about half the score */
+    assert_true(host[0].score < 0.7 * s1);
+    memset(&sh, 0, sizeof(sh));
+    sh.t_ms = sum.t_ms;
+    for (int i = 0; i < CP_SIG_COUNT; i++) {
+        sh.sig[i] = sum.sig[i];
+        sh.score += sum.sig[i];
+        sh.fired[i] = sum.fired[i];
+        sh.last_s[i] = sum.last_s[i];
+    }
+    cp_evidence_adopt(&host[0], &det, &sh, NULL, 7000);
+    /* within 10 %: the habits a signal's weight depends on (the share of
+     * new recipients learned) are each host's own */
+    assert_float_equal(host[0].score, s1, 0.1 * s1);
+    assert_int_equal(host[0].fired[CP_SIG_FORGED_SENDER],
+                     one.fired[CP_SIG_FORGED_SENDER]);
+    assert_true(cp_evidence_corroboration(&host[0]) >= 2);
+    /* what was gained here and not told yet is kept on top */
+    memset(&gain, 0, sizeof(gain));
+    gain.t_ms = 7000;
+    gain.sig[CP_SIG_NETWORKS] = 2;
+    gain.fired[CP_SIG_NETWORKS] = 1;
+    cp_evidence_adopt(&host[1], &det, &sh, &gain, 7000);
+    assert_float_equal(host[1].score, s1 + 2, 0.1 * s1);
+    /* a gain fades like the evidence: half after a half-life */
+    memset(&mark, 0, sizeof(mark));
+    mark.t_ms = 6 * HOUR + 7000;
+    cp_ev_delta_add(&gain, &mark, &det);
+    assert_float_equal(gain.sig[CP_SIG_NETWORKS], 1.0, 1e-4);
+    assert_float_equal(cp_ev_delta_size(&gain), 1.0, 1e-4);
+    /* the fleet's sum an hour later: faded, and never under the floor */
+    sh.score = -50;
+    cp_evidence_adopt(&host[1], &det, &sh, NULL, HOUR);
+    assert_float_equal(host[1].score, det.floor, 1e-6);
+}
+
 static void
 test_alias_is_learned(void **state)
 {
@@ -776,6 +865,7 @@ main(void)
         cmocka_unit_test_setup(test_new_recipients_against_the_owners_share,
                                setup),
         cmocka_unit_test_setup(test_lifecycle, setup),
+        cmocka_unit_test_setup(test_fleet_sum_of_gains, setup),
         cmocka_unit_test_setup(test_explain_adds_up, setup),
     };
 

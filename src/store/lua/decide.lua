@@ -11,10 +11,15 @@
 --       4 watch factor  5 recipient domain hash (0: none)
 --       6 state change "FROM,TO" or ""  7 idle expiry (ms)  8 nrelease
 --       then nrelease × (slot, units), then nrules × (slot, cap per ms
---       window, rate per ms, cost, flags: 1 enforce, 2 domain, 4 nocheck)
+--       window, rate per ms, cost, flags: 1 enforce, 2 domain, 4 nocheck),
+--       then the evidence: the score from which the fleet's is returned,
+--       half-life (ms), floor, signals, ngain, then ngain × (signal,
+--       share, times, last (s)) this host's evidence gained
 -- Returns {own state, customer state, repeat, since (s), change refused,
 --          denied rule (-1), over mask, new domain, created,
---          {level before cost...}, {cost...}}
+--          {level before cost...}, {cost...}, evidence}: evidence is ""
+--          or, when the fleet's score is at least the one asked for,
+--          "SCORE TIME(ms) share times last ..." (each signal's)
 local k, kd = KEYS[1], KEYS[2]
 local band, tonumber = bit.band, tonumber
 local nr, refuse, scalem = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -24,7 +29,7 @@ local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 
 -- the states, and detection's change (compare and set)
-local o = redis.call('HMGET', kd, 'st', 'ss', 'rp')
+local o = redis.call('HMGET', kd, 'st', 'ss', 'rp', 'es', 'et')
 local ost, oss, orp = tonumber(o[1]) or 0, tonumber(o[2]) or 0, tonumber(o[3]) or 0
 local lost = 0
 if tr ~= '' then
@@ -63,6 +68,39 @@ for j = 1, nr do
   rcost[j], rfl[j] = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
   i = i + 5
 end
+
+-- the login's evidence: the fleet's score es at et (ms), and in eg each
+-- signal's share (at et), times and last time (s); this host's gain added
+local T, hl, efl = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+local nsig, ng = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+i = i + 5
+local es, et, evr = tonumber(o[4]), tonumber(o[5]) or now, ''
+if es and now > et then es = es * 2 ^ ((et - now) / hl) end
+if ng > 0 or (es and es >= T) then
+  local g, f = {}, 1
+  local eg = redis.call('HGET', kd, 'eg')
+  if eg then for x in string.gmatch(eg, '%S+') do g[#g + 1] = tonumber(x) end end
+  for j = #g + 1, 3 * nsig do g[j] = 0 end
+  if now > et then f = 2 ^ ((et - now) / hl) end
+  for j = 1, nsig do g[3 * j - 2] = g[3 * j - 2] * f end
+  es = es or 0
+  if ng > 0 then
+    for _ = 1, ng do
+      local s = 3 * tonumber(ARGV[i])
+      local d, l = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
+      es = es + d
+      g[s + 1] = g[s + 1] + d
+      g[s + 2] = g[s + 2] + tonumber(ARGV[i + 2])
+      if l > g[s + 3] then g[s + 3] = l end
+      i = i + 4
+    end
+    if es < efl then es = efl end
+    redis.call('HSET', kd, 'es', string.format('%.17g', es), 'et', now,
+               'eg', table.concat(g, ' ', 1, 3 * nsig))
+  end
+  if es >= T then evr = string.format('%.17g', es) .. ' ' .. now .. ' ' .. table.concat(g, ' ', 1, 3 * nsig) end
+end
+
 local got = redis.call('HMGET', k, unpack(f))
 local created = 0
 if not got[1] then created = 1 end
@@ -91,7 +129,7 @@ end
 
 if nr == 0 or band(refuse, effbit) ~= 0 then
   save({})
-  return {ost, cst, orp, oss, lost, -1, 0, 0, created, {}, {}}
+  return {ost, cst, orp, oss, lost, -1, 0, 0, created, {}, {}, evr}
 end
 local scale = 1
 if band(scalem, effbit) ~= 0 then scale = wf end
@@ -155,4 +193,4 @@ local slv, sc = {}, {}
 for j = 1, nr do
   slv[j] = string.format('%.17g', lv[j]); sc[j] = string.format('%.17g', cost[j])
 end
-return {ost, cst, orp, oss, lost, denied, over, newdom, created, slv, sc}
+return {ost, cst, orp, oss, lost, denied, over, newdom, created, slv, sc, evr}

@@ -28,6 +28,9 @@ if mode == 'set' or (mode == 'merge' and (ost == from or
     ost, oss = to, tonumber(tm[1])
     if to == 3 and orp < 255 then orp = orp + 1 end
     redis.call('HSET', kd, 'st', ost, 'ss', oss, 'rp', orp)
+    -- a release (PROBATION) is a fresh start: the fleet's evidence that
+    -- led to the block is spent, as it is here (cp_engine_set_state)
+    if to == 5 then redis.call('HDEL', kd, 'es', 'et', 'eg') end
     if ost == 0 then redis.call('PEXPIRE', kd, ttl) else redis.call('PERSIST', kd) end
     applied = 1
   end
