@@ -427,6 +427,7 @@ static const struct yw_field store_fields[] = {
     {"redis_connect_timeout", yw_duration, OFF(redis_connect_timeout_ms), 10,
      60000, NULL},
     {"redis_timeout", yw_duration, OFF(redis_timeout_ms), 1, 10000, NULL},
+    {"fleet_host", yw_u32, OFF(fleet_host), 1, 8, NULL},
     {"path", yw_strdup, OFF(store_path), 0, 0, NULL},
     {"checkpoint_interval", yw_duration, OFF(checkpoint_ms), 100, 3600000,
      NULL},

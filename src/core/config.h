@@ -298,6 +298,8 @@ struct cp_config {
     uint64_t redis_timeout_ms;  /* store.redis_timeout: a decision waits
                                    this long for Redis, then is made from
                                    the local copy */
+    uint32_t fleet_host;      /* store.fleet_host: this host's number, 1-8
+                                 (0: from the host name) */
     char *store_path;
     uint64_t checkpoint_ms;
     uint32_t max_accounts; /* idle, clean ones are evicted above it */

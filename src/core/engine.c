@@ -492,6 +492,7 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
     memset(&in, 0, sizeof(in));
     in.cust = d->id.cust;
     in.shared = shared;
+    in.host_bit = e->host_bit;
     if (e->delivered.used > 0 && ev->recipient.len > 0)
         in.rcpt_seen = tagset_has(&e->delivered,
                                   engine_pair_hash(d->id.dkey, d->id.dkeylen,

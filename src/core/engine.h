@@ -77,6 +77,8 @@ struct cp_engine {
      * changes, every answer is DUNNO */
     bool learning;
     bool eom_seen; /* an END-OF-MESSAGE request was decided (cp_session) */
+    uint8_t host_bit; /* fleet mode: this host's bit in the hosts of a
+                         remembered habit (struct cp_ev_input); 0: 1 */
     /* fleet mode: a reservation given back outside a decision (the
      * transaction ended, expired, was evicted) is given back in the shared
      * store too; NULL: no shared store */

@@ -54,6 +54,7 @@
 #include "core/custmap.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -272,13 +273,133 @@ cp_evidence_adopt(struct cp_evidence *ev, const struct cp_detection *det,
     ev->t_ms = t;
 }
 
+/* A remembered set (hash, count) of o joined to ev's: the larger count
+ * of each, a new one in place of the least used if it is used more. */
+static void
+merge_set(uint32_t *hash, uint8_t *count, uint8_t *hosts,
+          const uint32_t *ohash, const uint8_t *ocount, const uint8_t *ohosts,
+          int k)
+{
+    for (int j = 0; j < k; j++) {
+        int low = 0, i;
+
+        if (ocount[j] == 0)
+            continue;
+        for (i = 0; i < k && hash[i] != ohash[j]; i++)
+            if (count[i] < count[low])
+                low = i;
+        if (i < k) {
+            if (ocount[j] > count[i])
+                count[i] = ocount[j];
+            hosts[i] |= ohosts[j];
+        } else if (count[low] < ocount[j]) {
+            hash[low] = ohash[j];
+            count[low] = ocount[j];
+            hosts[low] = ohosts[j];
+        }
+    }
+}
+
+static void
+merge_nets(struct cp_evidence *ev, const struct cp_evidence *o)
+{
+    for (int j = 0; j < CP_EV_NETS; j++) {
+        int low = 0, i;
+        unsigned w = o->nets_n[j] + 8u * o->nets_days[j];
+
+        if (w == 0)
+            continue;
+        for (i = 0; i < CP_EV_NETS && ev->nets[i] != o->nets[j]; i++)
+            if (ev->nets_n[i] + 8u * ev->nets_days[i] <
+                ev->nets_n[low] + 8u * ev->nets_days[low])
+                low = i;
+        if (i == CP_EV_NETS) {
+            if (ev->nets_n[low] + 8u * ev->nets_days[low] >= w)
+                continue;
+            i = low;
+            ev->nets[i] = o->nets[j];
+            ev->nets_n[i] = ev->nets_days[i] = 0;
+            ev->nets_day[i] = o->nets_day[j];
+        }
+        if (o->nets_n[j] > ev->nets_n[i])
+            ev->nets_n[i] = o->nets_n[j];
+        if (o->nets_days[j] > ev->nets_days[i])
+            ev->nets_days[i] = o->nets_days[j];
+        if ((int16_t)(o->nets_day[j] - ev->nets_day[i]) > 0)
+            ev->nets_day[i] = o->nets_day[j];
+    }
+}
+
+static void
+merge_fresh(struct cp_evidence *ev, const struct cp_evidence *o)
+{
+    for (int j = 0; j < CP_EV_FRESH; j++) {
+        int old = 0, i;
+
+        if (o->fresh[j] == 0)
+            continue;
+        for (i = 0; i < CP_EV_FRESH && ev->fresh[i] != o->fresh[j]; i++)
+            if (ev->fresh[old] != 0 &&
+                (ev->fresh[i] == 0 || ev->fresh_s[i] < ev->fresh_s[old]))
+                old = i;
+        if (i == CP_EV_FRESH) {
+            if (ev->fresh[old] != 0 && ev->fresh_s[old] >= o->fresh_s[j])
+                continue;
+            i = old;
+            ev->fresh[i] = o->fresh[j];
+            ev->fresh_s[i] = 0;
+        }
+        if (o->fresh_s[j] > ev->fresh_s[i]) {
+            ev->fresh_s[i] = o->fresh_s[j];
+            ev->fresh_who[i] = o->fresh_who[j];
+        }
+    }
+}
+
+void
+cp_evidence_merge_habits(struct cp_evidence *ev, const struct cp_evidence *o)
+{
+    merge_set(ev->owned, ev->owned_n, ev->owned_h, o->owned, o->owned_n,
+              o->owned_h, CP_EV_OWNED);
+    merge_set(ev->odom, ev->odom_n, ev->odom_h, o->odom, o->odom_n, o->odom_h,
+              CP_EV_DOMS);
+    merge_set(ev->helo, ev->helo_n, ev->helo_h, o->helo, o->helo_n, o->helo_h,
+              CP_EV_HELOS);
+    merge_set(ev->tls, ev->tls_n, ev->tls_h, o->tls, o->tls_n, o->tls_h,
+              CP_EV_TLS);
+    merge_nets(ev, o);
+    merge_fresh(ev, o);
+    for (int i = 0; i < CP_EV_BLOOM; i++)
+        ev->bloom[i] |= o->bloom[i];
+    for (int i = 0; i < 2; i++)
+        ev->local_seen[i] |= o->local_seen[i];
+    ev->helo_seen |= o->helo_seen;
+    ev->tls_seen |= o->tls_seen;
+    ev->hours_used |= o->hours_used;
+    if (o->rcpt_n > ev->rcpt_n) {
+        ev->rcpt_n = o->rcpt_n;
+        ev->rcpt_new = o->rcpt_new;
+    }
+    if (o->msgs_learned > ev->msgs_learned)
+        ev->msgs_learned = o->msgs_learned;
+    if (o->listed_s > ev->listed_s)
+        ev->listed_s = o->listed_s;
+}
+
 /* ---- message-level signals ---- */
+
+/* A remembered entry used twice, or on two hosts of a fleet. */
+static bool
+used_twice(uint8_t count, uint8_t hosts)
+{
+    return count >= 2 || (hosts & (hosts - 1)) != 0;
+}
 
 static bool
 learned(const struct cp_evidence *ev, uint32_t h)
 {
     for (int i = 0; ev != NULL && i < CP_EV_OWNED; i++)
-        if (ev->owned[i] == h && ev->owned_n[i] >= 2)
+        if (ev->owned[i] == h && used_twice(ev->owned_n[i], ev->owned_h[i]))
             return true;
     return false;
 }
@@ -360,7 +481,7 @@ colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
         return true;
     h = hash_ci(d);
     for (int i = 0; i < CP_EV_DOMS; i++)
-        if (ev->odom[i] == h && ev->odom_n[i] >= 2)
+        if (ev->odom[i] == h && used_twice(ev->odom_n[i], ev->odom_h[i]))
             return true;
     /* a person of this login at another of the company's domains
      * (anna@acme.example, anna@acme-shop.example) */
@@ -369,12 +490,13 @@ colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
 
 /*
  * The small remembered sets (senders, HELOs, TLS stacks): k hashes with a
- * use count each. remember() counts one use of x, replacing the least
- * used entry when x is new; callers learn only while the account looks
- * clean.
+ * use count each, and the hosts that used it. remember() counts one use
+ * of x on host `bit`, replacing the least used entry when x is new;
+ * callers learn only while the account looks clean.
  */
 static void
-remember(uint32_t *hash, uint8_t *count, int k, uint32_t x)
+remember(uint32_t *hash, uint8_t *count, uint8_t *hosts, int k, uint32_t x,
+         uint8_t bit)
 {
     int low = 0;
 
@@ -382,6 +504,7 @@ remember(uint32_t *hash, uint8_t *count, int k, uint32_t x)
         if (hash[i] == x) {
             if (count[i] < 255)
                 count[i]++;
+            hosts[i] |= bit;
             return;
         }
         if (count[i] < count[low])
@@ -389,6 +512,13 @@ remember(uint32_t *hash, uint8_t *count, int k, uint32_t x)
     }
     hash[low] = x;
     count[low] = 1;
+    hosts[low] = bit;
+}
+
+static uint8_t
+host_bit(const struct cp_ev_input *in)
+{
+    return in->host_bit != 0 ? in->host_bit : 1;
 }
 
 /* A small filter of every value learned (2 bits of `bits` per value): a
@@ -415,14 +545,14 @@ seen(uint64_t filter, uint32_t x, unsigned bits)
  * often as all the others together (one person's device; a shared
  * login's many devices are no habit a new one departs from)? */
 static bool
-remembered(const uint32_t *hash, const uint8_t *count, int k, uint32_t x,
-           bool *regular)
+remembered(const uint32_t *hash, const uint8_t *count, const uint8_t *hosts,
+           int k, uint32_t x, bool *regular)
 {
     bool known = false;
     unsigned top = 0, all = 0;
 
     for (int i = 0; i < k; i++) {
-        known |= hash[i] == x && count[i] >= 2;
+        known |= hash[i] == x && used_twice(count[i], hosts[i]);
         /* the address literal stands for all phones: no device's habit */
         if (hash[i] != 1 && count[i] > top)
             top = count[i];
@@ -446,7 +576,7 @@ sender_expected(const struct cp_evidence *ev, const struct cp_ev_input *in)
     if (in->sasl && memchr(in->login.p, '@', in->login.len) != NULL)
         return true;
     for (int i = 0; i < CP_EV_OWNED; i++) {
-        if (ev->owned_n[i] >= 2)
+        if (used_twice(ev->owned_n[i], ev->owned_h[i]))
             return true;
         once += ev->owned_n[i] == 1;
     }
@@ -545,17 +675,19 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
     /* learn while the account looks clean (before this message counts);
      * a customer's logins learn into its shared set too */
     if (ev->score < det->watch_at) {
-        remember(ev->owned, ev->owned_n, CP_EV_OWNED, h);
+        remember(ev->owned, ev->owned_n, ev->owned_h, CP_EV_OWNED, h,
+                 host_bit(in));
         if (in->shared != NULL)
-            remember(in->shared->owned, in->shared->owned_n, CP_EV_OWNED, h);
+            remember(in->shared->owned, in->shared->owned_n,
+                     in->shared->owned_h, CP_EV_OWNED, h, host_bit(in));
     }
     /* the domains of its own senders: their other addresses there are
      * colleagues' (learned from owned senders only: a bot forging one
      * domain again and again must not teach it) */
     if (k == SENDER_OWN && ev->score < det->watch_at &&
         domain_of(in->sender).len > 0)
-        remember(ev->odom, ev->odom_n, CP_EV_DOMS,
-                 hash_ci(domain_of(in->sender)));
+        remember(ev->odom, ev->odom_n, ev->odom_h, CP_EV_DOMS,
+                 hash_ci(domain_of(in->sender)), host_bit(in));
     if (k == SENDER_OWN || k == SENDER_COLLEAGUE) {
         *who = h | 1;
         if (ev->score < det->watch_at)
@@ -734,11 +866,13 @@ helo_signal(struct cp_evidence *ev, const struct cp_detection *det,
         return;
     }
     h = helo_hash(in->helo);
-    if (!remembered(ev->helo, ev->helo_n, CP_EV_HELOS, h, &regular) &&
+    if (!remembered(ev->helo, ev->helo_n, ev->helo_h, CP_EV_HELOS, h,
+                    &regular) &&
         regular && !seen(ev->helo_seen, h, 64))
         fire(ev, det, CP_SIG_HELO_NEW, 1, fired);
     if (ev->score < det->watch_at / 2) {
-        remember(ev->helo, ev->helo_n, CP_EV_HELOS, h);
+        remember(ev->helo, ev->helo_n, ev->helo_h, CP_EV_HELOS, h,
+                 host_bit(in));
         ev->helo_seen |= seen_bits(h, 64);
     }
 }
@@ -768,7 +902,8 @@ tls_signal(struct cp_evidence *ev, const struct cp_detection *det,
 
     /* a new HELO and a new stack are often one new program: together
      * they count 1.5 times one, not twice */
-    if (!remembered(ev->tls, ev->tls_n, CP_EV_TLS, h, &regular) && regular &&
+    if (!remembered(ev->tls, ev->tls_n, ev->tls_h, CP_EV_TLS, h, &regular) &&
+        regular &&
         !seen(ev->tls_seen, h, 32)) {
         fire(ev, det, CP_SIG_TLS_NEW,
              *fired & (1u << CP_SIG_HELO_NEW) ? 0.5 : 1, fired);
@@ -778,7 +913,7 @@ tls_signal(struct cp_evidence *ev, const struct cp_detection *det,
         ev->tls_seen |= (uint32_t)seen_bits(h, 32);
     }
     if (ev->score < det->watch_at / 2) {
-        remember(ev->tls, ev->tls_n, CP_EV_TLS, h);
+        remember(ev->tls, ev->tls_n, ev->tls_h, CP_EV_TLS, h, host_bit(in));
         ev->tls_seen |= (uint32_t)seen_bits(h, 32);
     }
 }
@@ -995,19 +1130,41 @@ sane(float x)
     return isfinite(x) && fabsf(x) <= 1e7f;
 }
 
+/* struct cp_evidence of format 3: up to the hosts of format 4 (its last
+ * member, run_last_s, ended on a multiple of 8: no tail padding) */
+#define CP_EV_V3_SIZE 528
+_Static_assert(offsetof(struct cp_evidence, owned_h) == CP_EV_V3_SIZE,
+               "format 3 is a prefix of format 4");
+
 bool
 cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len)
 {
     const unsigned char *p = in;
     uint16_t fmt, size;
 
-    if (len != CP_EV_PACKED || memcmp(p, ev_magic, 4) != 0)
+    if (len < 8 || memcmp(p, ev_magic, 4) != 0)
         return false;
     memcpy(&fmt, p + 4, 2);
     memcpy(&size, p + 6, 2);
-    if (fmt != CP_EV_FORMAT || size != sizeof(*ev))
+    if (fmt == 3 && size == CP_EV_V3_SIZE && len == 8 + CP_EV_V3_SIZE) {
+        /* format 3: the same, without the hosts of the entries (a
+         * single host's: its own) */
+        memset(ev, 0, sizeof(*ev));
+        memcpy(ev, p + 8, CP_EV_V3_SIZE);
+        for (int i = 0; i < CP_EV_OWNED; i++)
+            ev->owned_h[i] = ev->owned_n[i] ? 1 : 0;
+        for (int i = 0; i < CP_EV_DOMS; i++)
+            ev->odom_h[i] = ev->odom_n[i] ? 1 : 0;
+        for (int i = 0; i < CP_EV_HELOS; i++)
+            ev->helo_h[i] = ev->helo_n[i] ? 1 : 0;
+        for (int i = 0; i < CP_EV_TLS; i++)
+            ev->tls_h[i] = ev->tls_n[i] ? 1 : 0;
+    } else if (fmt == CP_EV_FORMAT && size == sizeof(*ev) &&
+               len == CP_EV_PACKED) {
+        memcpy(ev, p + 8, sizeof(*ev));
+    } else {
         return false;
-    memcpy(ev, p + 8, sizeof(*ev));
+    }
     /* no value the evidence code produces is beyond these */
     if (!sane(ev->score) || !sane(ev->hourly_mean) || !sane(ev->msg_rcpt) ||
         ev->t_ms < 0 || ev->t_ms > (int64_t)1 << 50 /* year 37648 */)
@@ -1085,9 +1242,9 @@ cp_evidence_detail(const struct cp_evidence *ev,
     char t[32];
 
     for (int i = 0; i < CP_EV_OWNED; i++)
-        senders += ev->owned_n[i] >= 2;
+        senders += used_twice(ev->owned_n[i], ev->owned_h[i]);
     for (int i = 0; i < CP_EV_HELOS; i++)
-        helos += ev->helo_n[i] >= 2;
+        helos += used_twice(ev->helo_n[i], ev->helo_h[i]);
     sb_puts(o, json ? ",\"signals\":[" : "  signals (weight, times, share of the "
                                          "score now, last):\n");
     for (int i = 0; i < CP_SIG_COUNT; i++) {

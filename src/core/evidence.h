@@ -86,6 +86,14 @@ struct cp_evidence {
     uint32_t run_start_s;         /* when the size run started, seconds */
     uint32_t run_rcpts;           /* recipients of the run: a bit per hash */
     uint32_t run_last_s;          /* the run's latest message, seconds */
+    /* format 4: the hosts (a bit each, struct cp_ev_input's host_bit)
+     * that used each remembered entry: one used on two hosts of a fleet
+     * counts as used twice (each host learns from its share of the mail,
+     * and a merge of counts takes the larger, never the sum) */
+    uint8_t owned_h[CP_EV_OWNED];
+    uint8_t odom_h[CP_EV_DOMS];
+    uint8_t helo_h[CP_EV_HELOS];
+    uint8_t tls_h[CP_EV_TLS];
 };
 
 /* Was the recipient delivered to by this account before (the engine's
@@ -107,6 +115,7 @@ struct cp_ev_input {
                                      senders its logins learned, shared */
     enum cp_rcpt_seen rcpt_seen;  /* from the engine's table of
                                      recipients delivered to */
+    uint8_t host_bit;             /* fleet mode: this host's (0: 1) */
 };
 
 /*
@@ -219,6 +228,19 @@ double cp_ev_delta_size(const struct cp_ev_delta *d);
 void cp_evidence_adopt(struct cp_evidence *ev, const struct cp_detection *det,
                        const struct cp_ev_shared *sh,
                        const struct cp_ev_delta *pending, int64_t now_ms);
+/*
+ * Fleet mode: the habits another host learned of the account (its
+ * evidence record `o`) added to this host's: senders, domains, networks,
+ * HELOs and TLS stacks by their use counts (the larger count of each,
+ * the most used kept), the filters (recipients, local parts, HELOs, TLS
+ * stacks, hours of day) joined, the owner's share of new recipients and
+ * the messages learned from taken from the record that learned more.
+ * Idempotent: merging a record twice changes nothing more. Not merged:
+ * the suspicion (cp_evidence_adopt), this host's hour and usual rate
+ * (compared with its own share of the mail), the size run.
+ */
+void cp_evidence_merge_habits(struct cp_evidence *ev,
+                              const struct cp_evidence *o);
 
 /*
  * The evidence as stored by checkpoints: a header (magic, CP_EV_FORMAT,
@@ -227,8 +249,10 @@ void cp_evidence_adopt(struct cp_evidence *ev, const struct cp_detection *det,
  * or size is not read back (the account starts with clean evidence, as
  * before evidence was stored). unpack also refuses non-finite numbers.
  */
-#define CP_EV_FORMAT 3 /* 2: signal campaign; 3: networks learned, sender
-                          domains, stale_recipient */
+#define CP_EV_FORMAT 4 /* 2: signal campaign; 3: networks learned, sender
+                          domains, stale_recipient; 4: the hosts of each
+                          remembered entry (a record of format 3 is read,
+                          with none) */
 #define CP_EV_PACKED (8 + sizeof(struct cp_evidence))
 void cp_evidence_pack(const struct cp_evidence *ev, unsigned char *out);
 bool cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len);

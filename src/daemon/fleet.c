@@ -44,6 +44,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/evidence.h"
 #include "core/lifecycle.h"
@@ -61,6 +62,9 @@
 /* an account's evidence gain is told to the fleet once it could move
  * the score by this much (or at once when the account is suspicious) */
 #define FLEET_EV_PUSH 0.5
+/* an established, unsuspected account's habits go with one decision in
+ * this many (16) */
+#define FLEET_HABITS_EVERY 16
 
 /* What an account's evidence gained here, not told to the fleet yet. */
 struct gain {
@@ -98,6 +102,7 @@ struct fleet {
     struct hmap owed;     /* key → struct owed */
     struct hmap gains;    /* dkey → struct gain */
     uint64_t owed_gen;    /* config generation the slots belong to */
+    uint64_t rnd;         /* which decisions carry the habits */
     struct change *changes;
     size_t nchanges;
     size_t cur_held;      /* waiting decisions under d->cfg */
@@ -116,6 +121,7 @@ struct fleet_wait {
     fleet_done_fn *done;
     void *arg;
     struct cp_ev_delta gain; /* sent with the decision */
+    unsigned char habits[CP_EV_PACKED]; /* likewise */
 };
 
 static bool
@@ -474,31 +480,39 @@ decision_det(const struct cp_config *cfg, const struct cp_decision *dec)
  * The evidence part of w's decision: the fleet's sum comes back from half
  * of watch_at (where the score starts to matter); this host's gain goes
  * with it once it is FLEET_EV_PUSH or more, or the account is suspicious
- * here, or its state changed (taken out of `gains` into w).
+ * here, or its state changed (taken out of `gains` into w). The habits
+ * go with every decision while the account is learning or suspicious,
+ * else with one in FLEET_HABITS_EVERY (at random: no memory per account).
  */
 static void
 ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
 {
     const struct cp_decision *dec = &w->dec;
+    struct cp_store *st = f->d->engine.store;
     struct cp_account_ref ref;
+    bool suspect;
     struct gain *g;
     uint64_t h;
 
     memset(rev, 0, sizeof(*rev));
-    if ((rev->det = decision_det(w->cfg, dec)) == NULL)
+    if ((rev->det = decision_det(w->cfg, dec)) == NULL ||
+        !st->ops->account(st, dec->id.dkey, dec->id.dkeylen, false, true,
+                          &ref) ||
+        ref.ev == NULL)
         return;
     rev->want = rev->det->watch_at / 2;
+    suspect = cp_evidence_score(ref.ev, rev->det, w->now) >= rev->want;
+    if (suspect || ref.ev->msgs_learned < rev->det->learning ||
+        ((f->rnd = f->rnd * 6364136223846793005ULL + 1442695040888963407ULL) >>
+         33) % FLEET_HABITS_EVERY == 0) {
+        cp_evidence_pack(ref.ev, w->habits);
+        rev->habits = w->habits;
+    }
     h = hmap_hash(dec->id.dkey, dec->id.dkeylen);
     g = hmap_get(&f->gains, h, dec->id.dkey, dec->id.dkeylen, gain_eq);
-    if (g == NULL)
-        return;
-    if (cp_ev_delta_size(&g->d) < FLEET_EV_PUSH && !dec->state_changed &&
-        !(f->d->engine.store->ops->account(f->d->engine.store, dec->id.dkey,
-                                           dec->id.dkeylen, false, true,
-                                           &ref) &&
-          ref.ev != NULL &&
-          cp_evidence_score(ref.ev, rev->det, w->now) >= rev->want))
-        return; /* small news: it waits for more */
+    if (g == NULL || (cp_ev_delta_size(&g->d) < FLEET_EV_PUSH &&
+                      !dec->state_changed && !suspect))
+        return; /* nothing, or small news: it waits for more */
     w->gain = g->d;
     rev->gain = &w->gain;
     hmap_del(&f->gains, h, dec->id.dkey, dec->id.dkeylen, gain_eq);
@@ -514,10 +528,12 @@ ev_unsent(struct fleet *f, struct fleet_wait *w, const struct cp_redis_ev *rev)
                        rev->gain);
 }
 
-/* The fleet's evidence of the account came back: the local copy takes it,
- * with what was gained here since the decision was sent. */
+/* The fleet's evidence of the account came back: the local copy takes the
+ * suspicion, with what was gained here since the decision was sent, and
+ * the habits another host knew. */
 static void
-ev_adopt(struct fleet *f, struct fleet_wait *w, const struct cp_ev_shared *ev)
+ev_adopt(struct fleet *f, struct fleet_wait *w,
+         const struct cp_redis_evans *ev)
 {
     const struct cp_decision *dec = &w->dec;
     const struct cp_detection *det = decision_det(w->cfg, dec);
@@ -530,9 +546,17 @@ ev_adopt(struct fleet *f, struct fleet_wait *w, const struct cp_ev_shared *ev)
                                           &ref) ||
         ref.ev == NULL)
         return;
+    if (ev->habits_len > 0) {
+        struct cp_evidence o;
+
+        if (cp_evidence_unpack(&o, ev->habits, ev->habits_len))
+            cp_evidence_merge_habits(ref.ev, &o);
+    }
+    if (!ev->has_sum)
+        return;
     g = hmap_get(&f->gains, hmap_hash(dec->id.dkey, dec->id.dkeylen),
                  dec->id.dkey, dec->id.dkeylen, gain_eq);
-    cp_evidence_adopt(ref.ev, det, ev, g ? &g->d : NULL, w->now);
+    cp_evidence_adopt(ref.ev, det, &ev->sum, g ? &g->d : NULL, w->now);
     f->st.ev_adopted++;
 }
 
@@ -540,7 +564,7 @@ ev_adopt(struct fleet *f, struct fleet_wait *w, const struct cp_ev_shared *ev)
 
 static void
 on_answer(void *arg, const struct cp_remote *rem,
-          const struct cp_ev_shared *ev)
+          const struct cp_redis_evans *ev)
 {
     struct fleet_wait *w = arg;
     struct fleet *f = w->f;
@@ -641,6 +665,14 @@ fleet_change(struct fleet *f, const struct cp_decision *dec, bool person)
 
     if (!dec->state_changed || dec->shared)
         return true;
+    if (person && dec->state == CP_ST_PROBATION) {
+        /* a release: the evidence gained here is spent with the rest */
+        struct gain *g = hmap_del(&f->gains,
+                                  hmap_hash(dec->id.dkey, dec->id.dkeylen),
+                                  dec->id.dkey, dec->id.dkeylen, gain_eq);
+
+        free(g);
+    }
     /* a person's is set (and waits for a connection); detection's is
      * merged, at once only if Redis is up */
     if (person || cp_redis_up(f->r)) {
@@ -725,6 +757,19 @@ share_release(void *arg, const struct cp_meter_op *op)
         owe_release(o, op);
 }
 
+/* This host's bit: store.fleet_host, or one from its name. */
+static uint8_t
+host_bit(const struct cp_config *cfg)
+{
+    char name[256] = "";
+
+    if (cfg->fleet_host > 0)
+        return (uint8_t)(1u << (cfg->fleet_host - 1));
+    if (gethostname(name, sizeof(name) - 1) < 0)
+        name[0] = '\0';
+    return (uint8_t)(1u << (hmap_hash(name, strlen(name)) % 8));
+}
+
 struct fleet *
 fleet_start(struct daemon *d)
 {
@@ -736,6 +781,7 @@ fleet_start(struct daemon *d)
     f->r = cp_redis_new(d->loop, d->cfg, on_up, f);
     d->engine.share_release = share_release;
     d->engine.share_evidence = share_evidence;
+    d->engine.host_bit = host_bit(d->cfg);
     d->engine.share_arg = f;
     msg_info("fleet mode: accounts are shared in Redis at %s",
              cp_redis_where(f->r));
@@ -747,6 +793,7 @@ void
 fleet_reload(struct fleet *f)
 {
     cp_redis_set_config(f->r, f->d->cfg);
+    f->d->engine.host_bit = host_bit(f->d->cfg);
 }
 
 void

@@ -155,8 +155,7 @@ struct cp_redis_req {
     int redirects;                    /* MOVED/ASK followed */
     char *cmd;                        /* formatted, to send it again */
     size_t cmdlen;
-    bool has_ev;                      /* the answer carried ev */
-    struct cp_ev_shared ev;
+    struct cp_redis_evans ev;         /* the answer's evidence */
 };
 
 #define MAX_NODES 64
@@ -260,7 +259,7 @@ answer(struct cp_redis_req *q, const struct cp_remote *rem)
     fifo_del(q);
     q->cb = NULL;
     if (cb != NULL)
-        cb(q->arg, rem, rem != NULL && q->has_ev ? &q->ev : NULL);
+        cb(q->arg, rem, rem != NULL ? &q->ev : NULL);
 }
 
 static void
@@ -979,6 +978,7 @@ ev_args(struct args *a, const struct cp_redis_ev *ev)
         arg_mem(a, "0", 1);
         arg_fmt(a, "%d", CP_SIG_COUNT);
         arg_mem(a, "0", 1);
+        arg_mem(a, "", 0);
         return;
     }
     arg_fmt(a, "%.17g", ev->want);
@@ -996,6 +996,10 @@ ev_args(struct args *a, const struct cp_redis_ev *ev)
         arg_fmt(a, "%u", g->fired[i]);
         arg_fmt(a, "%u", g->last_s[i]);
     }
+    if (ev->habits != NULL)
+        arg_mem(a, (const char *)ev->habits, CP_EV_PACKED);
+    else
+        arg_mem(a, "", 0);
 }
 
 /* ARGV of lua/decide.lua from an operation. */
@@ -1134,13 +1138,16 @@ parse_ev(const redisReply *x, bool *has, struct cp_ev_shared *ev)
 /* lua/decide.lua's reply (see its header). */
 static bool
 parse_decide(const redisReply *rep, size_t nrules, struct cp_remote *out,
-             bool *has_ev, struct cp_ev_shared *ev)
+             struct cp_redis_evans *ev)
 {
     long long denied, over, newdom, created;
+    const redisReply *hab;
     size_t n;
 
     memset(out, 0, sizeof(*out));
-    if (!rep_states(rep, 12, out) || !parse_ev(rep->element[11], has_ev, ev) ||
+    if (!rep_states(rep, 13, out) ||
+        !parse_ev(rep->element[11], &ev->has_sum, &ev->sum) ||
+        (hab = rep->element[12])->type != REDIS_REPLY_STRING ||
         !rep_int(rep->element[5], -1, (long long)nrules - 1, &denied) ||
         !rep_int(rep->element[6], 0, (1LL << CP_MAX_RULES) - 1, &over) ||
         !rep_int(rep->element[7], 0, 1, &newdom) ||
@@ -1158,6 +1165,9 @@ parse_decide(const redisReply *rep, size_t nrules, struct cp_remote *out,
     out->res.over = (uint32_t)over;
     out->res.new_domain = newdom != 0;
     out->res.created = created != 0;
+    /* a record of another size is another version's: not merged */
+    ev->habits_len = hab->len == CP_EV_PACKED ? CP_EV_PACKED : 0;
+    memcpy(ev->habits, hab->str, ev->habits_len);
     return true;
 }
 
@@ -1303,7 +1313,7 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     if (rep != NULL && q->cb != NULL) {
-        if (parse_decide(rep, q->nrules, &rem, &q->has_ev, &q->ev)) {
+        if (parse_decide(rep, q->nrules, &rem, &q->ev)) {
             r->st.answered++;
             answer(q, &rem);
         } else {

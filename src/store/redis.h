@@ -32,25 +32,34 @@
 
 #include "core/config.h"
 #include "core/engine.h"
+#include "core/evidence.h"
 
 struct cp_redis;
 struct cp_redis_req;
 
-struct cp_ev_delta;
-struct cp_ev_shared;
+/* What came back of the login's evidence with a decision. */
+struct cp_redis_evans {
+    bool has_sum;
+    struct cp_ev_shared sum;  /* the fleet's suspicion (has_sum: it was at
+                                 least the score asked for) */
+    size_t habits_len;        /* 0, or CP_EV_PACKED: the record the habits
+                                 given replaced, to merge */
+    unsigned char habits[CP_EV_PACKED];
+};
 
-/* A decision's answer: r NULL when it is to be made locally; ev the
- * fleet's evidence of the login when it came back (NULL: not asked for,
- * or below the score asked). */
+/* A decision's answer: r NULL when it is to be made locally (ev NULL
+ * then too). */
 typedef void cp_redis_cb(void *arg, const struct cp_remote *r,
-                         const struct cp_ev_shared *ev);
+                         const struct cp_redis_evans *ev);
 
 /* The evidence part of a decision: this host's gain to add to the fleet's
- * sum (NULL: none), and the score from which that sum comes back. */
+ * sum (NULL: none), the score from which that sum comes back, and the
+ * habits this host knows (a packed record, or NULL). */
 struct cp_redis_ev {
     const struct cp_detection *det; /* NULL: the class detects nothing */
     const struct cp_ev_delta *gain;
     double want;
+    const unsigned char *habits;    /* CP_EV_PACKED bytes */
 };
 
 struct cp_redis_stats {

@@ -64,8 +64,9 @@ class Redis:
         cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
         if self.password:
             cmd += ["-a", self.password]
+        # (errors: the habits are a binary record, "eh")
         r = subprocess.run(cmd + list(args), capture_output=True, text=True,
-                           timeout=20)
+                           errors="replace", timeout=20)
         return r.stdout.strip()
 
     def stop(self, sig=signal.SIGTERM):
@@ -794,8 +795,10 @@ def test_evidence_is_summed_over_the_fleet(tmp_path, redis):
     adds up in Redis (without it each host had half the evidence and
     needed about twice the messages). Its shared evidence is in Redis, a
     release on either host spends it there too, and `status` counts it."""
-    a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=100000).start()
-    b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000).start()
+    a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=100000,
+                     extra_store="fleet_host: 1\n").start()
+    b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000,
+                     extra_store="fleet_host: 2\n").start()
     try:
         for d in (a, b):
             wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
@@ -831,5 +834,81 @@ def test_evidence_is_summed_over_the_fleet(tmp_path, redis):
                                 sender="spread@example.net",
                                 recipient="friend@example.org"))
         assert action(r) == "DUNNO", r
+    finally:
+        stop_clean(a, b)
+
+
+def _office_mail(clients, user, n=60, contacts=400):
+    """A small office's shared login: three people (each with a PC of
+    its own, one at home), each sending as themselves, one to three
+    recipients of the office's address book of `contacts` (each new the
+    first time), spread over `clients` in turn. Returns every reply."""
+    people = [("anna@", "anna-pc", "198.51.100.7"),
+              ("ben.home@freemail.example", "ben-laptop", "203.0.113.40"),
+              ("cleo@", "cleo-pc", "198.51.100.7")]
+    dom = user.split("@")[1]
+    replies = []
+    for i in range(n):
+        c = clients[i % len(clients)]
+        who, helo, ip = people[(i // 2) % 3]
+        sender = who + dom if who.endswith("@") else who
+        inst = "o%s%d" % (user, i)
+        rcpts = ["contact%d@partner%d.example" % ((i * 7 + k) % contacts,
+                                                  ((i * 7 + k) % contacts) % 5)
+                 for k in range(1 + i % 3)]
+        for r in rcpts:
+            replies.append(c.ask(rcpt_request(
+                user=user, sender=sender, instance=inst, recipient=r,
+                helo_name=helo, client=ip)))
+        replies.append(c.ask(rcpt_request(
+            user=user, sender=sender, instance=inst, state="END-OF-MESSAGE",
+            recipient="", recipient_count=str(len(rcpts)), helo_name=helo,
+            client=ip)))
+    return replies
+
+
+def test_an_office_spread_over_the_fleet_is_not_suspected(tmp_path, redis):
+    """The other side of summing evidence: each host learns an account's
+    habits from its share of the mail, so a recipient known on one host is
+    new on the other. An office's ordinary mail spread over two hosts must
+    stay as unsuspicious as on one host: every reply DUNNO, the state
+    NORMAL, and the fleet's score not above one host's by more than the
+    summed learning noise (1 point). The hosts exchange the habits they
+    learned through Redis, so a recipient, a sender or a PC known on one
+    host is known on the other."""
+    a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=100000,
+                     extra_store="fleet_host: 1\n").start()
+    b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000,
+                     extra_store="fleet_host: 2\n").start()
+    try:
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected", timeout=20)
+        ca = PolicyClient(a.policy_sock, timeout=20)
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        one = _office_mail([ca], "one@office.example")
+        two_hosts = _office_mail([ca, cb], "two@office.example")
+        assert all(action(r) == "DUNNO" for r in one + two_hosts)
+        def top(d, key):
+            return [x for x in d.ctl("top", "10")["accounts"]
+                    if x["key"] == key][0]
+        s1 = top(a, "u:one@office.example")
+        sa = top(a, "u:two@office.example")
+        sb = top(b, "u:two@office.example")
+        print("office: one host %s %.2f, two hosts %s %.2f / %s %.2f" %
+              (s1["state"], s1["score"], sa["state"], sa["score"],
+               sb["state"], sb["score"]))
+        for s in (s1, sa, sb):
+            assert s["state"] == "NORMAL", s["state"]
+        assert max(sa["score"], sb["score"]) <= s1["score"] + 1.0, \
+            (s1["score"], sa["score"], sb["score"])
+        # ben's own address (not the login's) fired forged_sender until it
+        # was learned: twice on one host, and no more over the fleet (a
+        # sender used on two hosts counts as used twice)
+        one_host = {g["signal"]: g["times"] for g in
+                    a.ctl("show", "u:one@office.example")["signals"]}
+        eg = redis.cli("HGET", "cp:{u:two@office.example}", "eg").split()
+        assert int(float(eg[1])) <= one_host["forged_sender"], \
+            (eg[:3], one_host)
     finally:
         stop_clean(a, b)

@@ -488,6 +488,93 @@ test_fleet_sum_of_gains(void **state)
     assert_float_equal(host[1].score, det.floor, 1e-6);
 }
 
+/*
+ * Fleet mode: habits learned on two hosts, merged. A sender used once on
+ * each host is learned (two hosts: two uses), where a merge of counts
+ * alone (the larger) would not; merging again changes nothing; the
+ * recipients either host mailed are known to both.
+ */
+static void
+test_fleet_habits_merge(void **state)
+{
+    struct cp_evidence a, b, before;
+    struct cp_ev_input in;
+    struct inet_addr ad;
+    uint32_t f;
+    uint8_t bit[2] = {1, 2};
+    struct cp_evidence *host[2] = {&a, &b};
+
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    /* ann's own address on both hosts, a while (so a sender habit) */
+    for (int i = 0; i < 6; i++) {
+        msg_input(&in, &ad, i * MIN, "ann@isp.example", "ann@isp.example",
+                  "mum@home.example", "10.0.0.1");
+        in.host_bit = bit[i % 2];
+        cp_evidence_rcpt(host[i % 2], &det, &in, &f);
+    }
+    /* her other address, once on each host: forged both times */
+    for (int i = 0; i < 2; i++) {
+        msg_input(&in, &ad, (10 + i) * MIN, "ann@isp.example",
+                  "ann.home@freemail.example", "bob@work.example",
+                  "10.0.0.1");
+        in.host_bit = bit[i];
+        cp_evidence_rcpt(host[i], &det, &in, &f);
+        assert_true(f & (1u << CP_SIG_FORGED_SENDER));
+    }
+    cp_evidence_merge_habits(&a, &b);
+    before = a;
+    cp_evidence_merge_habits(&a, &b);
+    assert_memory_equal(&a, &before, sizeof(a));
+    /* bob, mailed on b only, is known on a */
+    for (int i = 0; i < CP_EV_BLOOM; i++)
+        assert_int_equal(a.bloom[i] & b.bloom[i], b.bloom[i]);
+    /* the third use, on either host, is hers */
+    msg_input(&in, &ad, 20 * MIN, "ann@isp.example",
+              "ann.home@freemail.example", "carl@work.example", "10.0.0.1");
+    in.host_bit = 1;
+    cp_evidence_rcpt(&a, &det, &in, &f);
+    assert_false(f & (1u << CP_SIG_FORGED_SENDER));
+    assert_true(f & (1u << CP_SIG_OWNED_SENDER));
+    /* the same on one host with a count-only merge: still forged */
+    memset(b.owned_h, 0, sizeof(b.owned_h));
+    for (int i = 0; i < CP_EV_OWNED; i++)
+        b.owned_h[i] = b.owned_n[i] ? 1 : 0;
+    msg_input(&in, &ad, 21 * MIN, "ann@isp.example",
+              "ann.home@freemail.example", "dora@work.example", "10.0.0.1");
+    in.host_bit = 1;
+    cp_evidence_rcpt(&b, &det, &in, &f);
+    assert_true(f & (1u << CP_SIG_FORGED_SENDER));
+}
+
+/* A record of format 3 (before the hosts of habits) is read: the same
+ * evidence, each remembered entry this host's. */
+static void
+test_evidence_format3_read(void **state)
+{
+    struct cp_evidence ev, back;
+    unsigned char buf[CP_EV_PACKED];
+    uint16_t fmt = 3, size = 528;
+    char from[64];
+
+    (void)state;
+    memset(&ev, 0, sizeof(ev));
+    for (int i = 0; i < 5; i++) {
+        snprintf(from, sizeof(from), "x%d@isp.example", i % 2);
+        send(&ev, i * MIN, "ann@isp.example", from, "mum@home.example",
+             "10.0.0.1", NULL);
+    }
+    cp_evidence_pack(&ev, buf);
+    memcpy(buf + 4, &fmt, 2);
+    memcpy(buf + 6, &size, 2);
+    assert_false(cp_evidence_unpack(&back, buf, CP_EV_PACKED));
+    assert_true(cp_evidence_unpack(&back, buf, 8 + 528));
+    assert_memory_equal(&back, &ev, 528);
+    for (int i = 0; i < CP_EV_OWNED; i++)
+        assert_int_equal(back.owned_h[i], back.owned_n[i] ? 1 : 0);
+}
+
 static void
 test_alias_is_learned(void **state)
 {
@@ -866,6 +953,8 @@ main(void)
                                setup),
         cmocka_unit_test_setup(test_lifecycle, setup),
         cmocka_unit_test_setup(test_fleet_sum_of_gains, setup),
+        cmocka_unit_test_setup(test_fleet_habits_merge, setup),
+        cmocka_unit_test_setup(test_evidence_format3_read, setup),
         cmocka_unit_test_setup(test_explain_adds_up, setup),
     };
 

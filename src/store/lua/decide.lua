@@ -14,12 +14,15 @@
 --       window, rate per ms, cost, flags: 1 enforce, 2 domain, 4 nocheck),
 --       then the evidence: the score from which the fleet's is returned,
 --       half-life (ms), floor, signals, ngain, then ngain × (signal,
---       share, times, last (s)) this host's evidence gained
+--       share, times, last (s)) this host's evidence gained, then the
+--       habits this host knows (its evidence record, packed) or ""
 -- Returns {own state, customer state, repeat, since (s), change refused,
 --          denied rule (-1), over mask, new domain, created,
---          {level before cost...}, {cost...}, evidence}: evidence is ""
---          or, when the fleet's score is at least the one asked for,
---          "SCORE TIME(ms) share times last ..." (each signal's)
+--          {level before cost...}, {cost...}, evidence, habits}: evidence
+--          is "" or, when the fleet's score is at least the one asked for,
+--          "SCORE TIME(ms) share times last ..." (each signal's); habits
+--          "" or, when habits were given, the record they replace (the
+--          last host's), for this host to merge
 local k, kd = KEYS[1], KEYS[2]
 local band, tonumber = bit.band, tonumber
 local nr, refuse, scalem = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -100,6 +103,13 @@ if ng > 0 or (es and es >= T) then
   end
   if es >= T then evr = string.format('%.17g', es) .. ' ' .. now .. ' ' .. table.concat(g, ' ', 1, 3 * nsig) end
 end
+-- the habits: each host's record replaces the last host's, which goes
+-- back to it to merge (so they converge; the merge is the host's)
+local hab = ARGV[i]
+if hab ~= '' then
+  hab = redis.call('HGET', kd, 'eh') or ''
+  redis.call('HSET', kd, 'eh', ARGV[i])
+end
 
 local got = redis.call('HMGET', k, unpack(f))
 local created = 0
@@ -129,7 +139,7 @@ end
 
 if nr == 0 or band(refuse, effbit) ~= 0 then
   save({})
-  return {ost, cst, orp, oss, lost, -1, 0, 0, created, {}, {}, evr}
+  return {ost, cst, orp, oss, lost, -1, 0, 0, created, {}, {}, evr, hab}
 end
 local scale = 1
 if band(scalem, effbit) ~= 0 then scale = wf end
@@ -193,4 +203,4 @@ local slv, sc = {}, {}
 for j = 1, nr do
   slv[j] = string.format('%.17g', lv[j]); sc[j] = string.format('%.17g', cost[j])
 end
-return {ost, cst, orp, oss, lost, denied, over, newdom, created, slv, sc, evr}
+return {ost, cst, orp, oss, lost, denied, over, newdom, created, slv, sc, evr, hab}
