@@ -4,7 +4,8 @@
  * a record's struct bytes under a valid header, so the fuzzer explores the
  * contents rather than the header. What unpack accepts is then used the
  * way the daemon uses an account's evidence — a message, END-OF-MESSAGE,
- * a delivery outcome, `chokepoint show` — which must neither crash nor
+ * a delivery outcome, `chokepoint show`, and in fleet mode another host's
+ * record merged into this host's and back — which must neither crash nor
  * trip the sanitizers, whatever the bytes said.
  */
 #include <stddef.h>
@@ -66,6 +67,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     inet_parse("192.0.2.1", 9, &a);
     in.client = &a;
     cp_evidence_rcpt(&ev, &det, &in, &fired);
+    {   /* fleet mode: habits merged both ways (idempotent), the suspicion
+         * of the record adopted as the fleet's */
+        struct cp_evidence mine;
+        struct cp_ev_shared sh;
+
+        memset(&mine, 0, sizeof(mine));
+        in.host_bit = 2;
+        cp_evidence_rcpt(&mine, &det, &in, &fired);
+        cp_evidence_merge_habits(&mine, &ev);
+        cp_evidence_merge_habits(&ev, &mine);
+        memset(&sh, 0, sizeof(sh));
+        sh.t_ms = ev.t_ms;
+        sh.score = ev.score;
+        for (int i = 0; i < CP_SIG_COUNT; i++) {
+            sh.sig[i] = ev.sig[i];
+            sh.fired[i] = ev.fired[i];
+            sh.last_s[i] = ev.last_s[i];
+        }
+        cp_evidence_adopt(&mine, &det, &sh, NULL, now);
+        in.host_bit = 0;
+    }
     in.refused = true;
     in.now_ms = now + 1000;
     cp_evidence_rcpt(&ev, &det, &in, &fired);
