@@ -150,8 +150,7 @@ class Load:
 
 def shared_level(r, user, slot):
     """The level of counter `slot` of `user`'s account in Redis `r`."""
-    fields = r.cli("HGETALL", "cp:{u:%s}" % user).split("\n")
-    return float(dict(zip(fields[::2], fields[1::2])).get("s:" + slot, "0"))
+    return float(r.cli("HGET", "cp:{u:%s}" % user, "s:" + slot) or "0")
 
 
 def action(reply):
