@@ -386,6 +386,48 @@ cp_evidence_merge_habits(struct cp_evidence *ev, const struct cp_evidence *o)
         ev->listed_s = o->listed_s;
 }
 
+static uint64_t
+sig_mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    return h;
+}
+
+static uint64_t
+sig_set(uint64_t h, const uint32_t *hash, const uint8_t *count,
+        const uint8_t *hosts, int k)
+{
+    for (int i = 0; i < k; i++)
+        h = sig_mix(h, (uint64_t)hash[i] << 16 | (uint64_t)hosts[i] << 8 |
+                           (count[i] == 0     ? 0
+                            : count[i] < 2    ? 1
+                            : count[i] < 3    ? 2
+                                              : 3));
+    return h;
+}
+
+uint32_t
+cp_evidence_habits_sig(const struct cp_evidence *ev)
+{
+    uint64_t h = 0;
+
+    h = sig_set(h, ev->owned, ev->owned_n, ev->owned_h, CP_EV_OWNED);
+    h = sig_set(h, ev->odom, ev->odom_n, ev->odom_h, CP_EV_DOMS);
+    h = sig_set(h, ev->helo, ev->helo_n, ev->helo_h, CP_EV_HELOS);
+    h = sig_set(h, ev->tls, ev->tls_n, ev->tls_h, CP_EV_TLS);
+    for (int i = 0; i < CP_EV_NETS; i++)
+        h = sig_mix(h, (uint64_t)ev->nets[i] << 1 |
+                           (ev->nets_days[i] >= 2 || ev->nets_n[i] >= 5));
+    for (int i = 0; i < CP_EV_BLOOM; i++)
+        h = sig_mix(h, ev->bloom[i]);
+    h = sig_mix(h, ev->local_seen[0]);
+    h = sig_mix(h, ev->local_seen[1]);
+    h = sig_mix(h, ev->helo_seen);
+    h = sig_mix(h, (uint64_t)ev->tls_seen << 32 | ev->hours_used);
+    h = sig_mix(h, ev->msgs_learned >= 30);
+    return (uint32_t)(h ^ h >> 32);
+}
+
 /* ---- message-level signals ---- */
 
 /* A remembered entry used twice, or on two hosts of a fleet. */

@@ -94,6 +94,8 @@ struct cp_evidence {
     uint8_t odom_h[CP_EV_DOMS];
     uint8_t helo_h[CP_EV_HELOS];
     uint8_t tls_h[CP_EV_TLS];
+    uint32_t fleet_sig;           /* fleet mode: cp_evidence_habits_sig()
+                                     when this host last gave its habits */
 };
 
 /* Was the recipient delivered to by this account before (the engine's
@@ -241,6 +243,11 @@ void cp_evidence_adopt(struct cp_evidence *ev, const struct cp_detection *det,
  */
 void cp_evidence_merge_habits(struct cp_evidence *ev,
                               const struct cp_evidence *o);
+/* What the habits know, as a hash: the entries remembered (with whether
+ * they count as used twice, and their hosts), the filters, the hours; not
+ * the use counts beyond that. It changes when a habit is learned, so a
+ * host gives its habits to the fleet when they have news. */
+uint32_t cp_evidence_habits_sig(const struct cp_evidence *ev);
 
 /*
  * The evidence as stored by checkpoints: a header (magic, CP_EV_FORMAT,

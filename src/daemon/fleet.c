@@ -62,8 +62,8 @@
 /* an account's evidence gain is told to the fleet once it could move
  * the score by this much (or at once when the account is suspicious) */
 #define FLEET_EV_PUSH 0.5
-/* an established, unsuspected account's habits go with one decision in
- * this many (16) */
+/* an account's habits go with one decision in this many even without
+ * news (to bring the other hosts') */
 #define FLEET_HABITS_EVERY 16
 
 /* What an account's evidence gained here, not told to the fleet yet. */
@@ -481,8 +481,9 @@ decision_det(const struct cp_config *cfg, const struct cp_decision *dec)
  * of watch_at (where the score starts to matter); this host's gain goes
  * with it once it is FLEET_EV_PUSH or more, or the account is suspicious
  * here, or its state changed (taken out of `gains` into w). The habits
- * go with every decision while the account is learning or suspicious,
- * else with one in FLEET_HABITS_EVERY (at random: no memory per account).
+ * go with it when they have news since this host last gave them (a habit
+ * learned here, or merged from another host's), and with one decision in
+ * FLEET_HABITS_EVERY anyway (at random), which brings the other hosts'.
  */
 static void
 ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
@@ -492,6 +493,7 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
     struct cp_account_ref ref;
     bool suspect;
     struct gain *g;
+    uint32_t sig;
     uint64_t h;
 
     memset(rev, 0, sizeof(*rev));
@@ -502,9 +504,11 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
         return;
     rev->want = rev->det->watch_at / 2;
     suspect = cp_evidence_score(ref.ev, rev->det, w->now) >= rev->want;
-    if (suspect || ref.ev->msgs_learned < rev->det->learning ||
+    sig = cp_evidence_habits_sig(ref.ev);
+    if (sig != ref.ev->fleet_sig ||
         ((f->rnd = f->rnd * 6364136223846793005ULL + 1442695040888963407ULL) >>
          33) % FLEET_HABITS_EVERY == 0) {
+        ref.ev->fleet_sig = sig;
         cp_evidence_pack(ref.ev, w->habits);
         rev->habits = w->habits;
     }
@@ -519,10 +523,19 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
     free(g);
 }
 
-/* The gain of a decision that was not sent waits for the next one. */
+/* The gain and the habits of a decision that was not sent wait for the
+ * next one. */
 static void
 ev_unsent(struct fleet *f, struct fleet_wait *w, const struct cp_redis_ev *rev)
 {
+    struct cp_store *st = f->d->engine.store;
+    struct cp_account_ref ref;
+
+    if (rev->habits != NULL &&
+        st->ops->account(st, w->dec.id.dkey, w->dec.id.dkeylen, false, true,
+                         &ref) &&
+        ref.ev != NULL)
+        ref.ev->fleet_sig = 0;
     if (rev->gain != NULL)
         share_evidence(f, w->dec.id.dkey, w->dec.id.dkeylen, rev->det,
                        rev->gain);
