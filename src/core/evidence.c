@@ -232,17 +232,17 @@ cp_ev_delta_add(struct cp_ev_delta *a, const struct cp_ev_delta *b,
     }
 }
 
-double
-cp_ev_delta_size(const struct cp_ev_delta *d)
+bool
+cp_ev_delta_news(const struct cp_ev_delta *d, double up, double down)
 {
-    double sum = 0, big = 0;
+    double sum = 0;
 
     for (int i = 0; i < CP_SIG_COUNT; i++) {
+        if (d->sig[i] >= up)
+            return true;
         sum += d->sig[i];
-        if (fabs(d->sig[i]) > big)
-            big = fabs(d->sig[i]);
     }
-    return fabs(sum) > big ? fabs(sum) : big;
+    return sum >= up || sum <= -down;
 }
 
 void

@@ -222,9 +222,9 @@ bool cp_evidence_gained(const struct cp_ev_delta *m,
 /* b added to a (a faded to b's time, or b to a's). */
 void cp_ev_delta_add(struct cp_ev_delta *a, const struct cp_ev_delta *b,
                      const struct cp_detection *det);
-/* How much a delta would move the score: the larger of its net sum and
- * its largest share, in absolute value. */
-double cp_ev_delta_size(const struct cp_ev_delta *d);
+/* Is a delta worth telling: does it raise the score, or a signal's share,
+ * by `up` or more, or lower the score by `down` or more? */
+bool cp_ev_delta_news(const struct cp_ev_delta *d, double up, double down);
 /* The local evidence becomes the fleet's sum plus what this host gained
  * and has not told yet (`pending`, or NULL); the habits stay this host's. */
 void cp_evidence_adopt(struct cp_evidence *ev, const struct cp_detection *det,

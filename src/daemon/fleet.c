@@ -28,8 +28,8 @@
  * (score, each signal's share) is summed over the fleet in Redis, so an
  * account spread over N hosts is not detected N times slower. What an
  * account's evidence gained here (engine hook share_evidence) waits in
- * `gains` until it is worth telling (FLEET_EV_PUSH, or the account is
- * suspicious here) and goes with the account's next decision; the answer
+ * `gains` until it is worth telling (FLEET_EV_UP, FLEET_EV_DOWN, or the
+ * account is suspicious here) and goes with the account's next decision; the answer
  * brings the fleet's sum back when it is at least half of watch_at, and
  * the local evidence takes it (cp_evidence_adopt). The habits stay each
  * host's. A gain whose decision was answered locally because its
@@ -59,9 +59,13 @@
 #define FLEET_MAX_OWED 100000
 #define FLEET_MAX_CHANGES 10000
 #define FLEET_MAX_GAINS 100000
-/* an account's evidence gain is told to the fleet once it could move
- * the score by this much (or at once when the account is suspicious) */
-#define FLEET_EV_PUSH 0.5
+/* an account's evidence gain is told to the fleet once it raises the
+ * score or a signal's share by FLEET_EV_UP, or lowers the score by
+ * FLEET_EV_DOWN (an owner's credit, every message: it matters less
+ * often, the score being floored), or at once when the account is
+ * suspicious here */
+#define FLEET_EV_UP 0.5
+#define FLEET_EV_DOWN 2.0
 /* an account's habits go with one decision in this many even without
  * news (to bring the other hosts') */
 #define FLEET_HABITS_EVERY 16
@@ -479,7 +483,7 @@ decision_det(const struct cp_config *cfg, const struct cp_decision *dec)
 /*
  * The evidence part of w's decision: the fleet's sum comes back from half
  * of watch_at (where the score starts to matter); this host's gain goes
- * with it once it is FLEET_EV_PUSH or more, or the account is suspicious
+ * with it once it is news (FLEET_EV_UP, FLEET_EV_DOWN), or the account is suspicious
  * here, or its state changed (taken out of `gains` into w). The habits
  * go with it when they have news since this host last gave them (a habit
  * learned here, or merged from another host's), and with one decision in
@@ -514,7 +518,7 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
     }
     h = hmap_hash(dec->id.dkey, dec->id.dkeylen);
     g = hmap_get(&f->gains, h, dec->id.dkey, dec->id.dkeylen, gain_eq);
-    if (g == NULL || (cp_ev_delta_size(&g->d) < FLEET_EV_PUSH &&
+    if (g == NULL || (!cp_ev_delta_news(&g->d, FLEET_EV_UP, FLEET_EV_DOWN) &&
                       !dec->state_changed && !suspect))
         return; /* nothing, or small news: it waits for more */
     w->gain = g->d;

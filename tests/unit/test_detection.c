@@ -481,7 +481,11 @@ test_fleet_sum_of_gains(void **state)
     mark.t_ms = 6 * HOUR + 7000;
     cp_ev_delta_add(&gain, &mark, &det);
     assert_float_equal(gain.sig[CP_SIG_NETWORKS], 1.0, 1e-4);
-    assert_float_equal(cp_ev_delta_size(&gain), 1.0, 1e-4);
+    assert_true(cp_ev_delta_news(&gain, 1.0, 2.0));
+    assert_false(cp_ev_delta_news(&gain, 1.5, 2.0));
+    gain.sig[CP_SIG_OWNED_SENDER] = -2.5;
+    assert_false(cp_ev_delta_news(&gain, 1.5, 2.0));
+    assert_true(cp_ev_delta_news(&gain, 1.5, 1.0));
     /* the fleet's sum an hour later: faded, and never under the floor */
     sh.score = -50;
     cp_evidence_adopt(&host[1], &det, &sh, NULL, HOUR);

@@ -72,36 +72,54 @@ for j = 1, nr do
   i = i + 5
 end
 
--- the login's evidence: the fleet's score es at et (ms), and in eg each
--- signal's share (at et), times and last time (s); this host's gain added
+-- the login's evidence: the fleet's score es at et (ms), and per signal
+-- N a field gN "share time(ms) times last(s)"; this host's gain added
 local T, hl, efl = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
 local nsig, ng = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
 i = i + 5
 local es, et, evr = tonumber(o[4]), tonumber(o[5]) or now, ''
 if es and now > et then es = es * 2 ^ ((et - now) / hl) end
-if ng > 0 or (es and es >= T) then
-  local g, f = {}, 1
-  local eg = redis.call('HGET', kd, 'eg')
-  if eg then for x in string.gmatch(eg, '%S+') do g[#g + 1] = tonumber(x) end end
-  for j = #g + 1, 3 * nsig do g[j] = 0 end
-  if now > et then f = 2 ^ ((et - now) / hl) end
-  for j = 1, nsig do g[3 * j - 2] = g[3 * j - 2] * f end
+-- signal field x read as {share now, times, last}
+local function sig(x)
+  if not x then return {0, 0, 0} end
+  local a, t, n, l = string.match(x, '^(%S+) (%S+) (%S+) (%S+)$')
+  a, t = tonumber(a) or 0, tonumber(t) or now
+  if now > t then a = a * 2 ^ ((t - now) / hl) end
+  return {a, tonumber(n) or 0, tonumber(l) or 0}
+end
+if ng > 0 then
+  local names, add = {}, {}
+  for j = 1, ng do names[j] = 'g' .. ARGV[i + 4 * (j - 1)] end
+  local cur = redis.call('HMGET', kd, unpack(names))
+  local h = {}
   es = es or 0
-  if ng > 0 then
-    for _ = 1, ng do
-      local s = 3 * tonumber(ARGV[i])
-      local d, l = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
-      es = es + d
-      g[s + 1] = g[s + 1] + d
-      g[s + 2] = g[s + 2] + tonumber(ARGV[i + 2])
-      if l > g[s + 3] then g[s + 3] = l end
-      i = i + 4
-    end
-    if es < efl then es = efl end
-    redis.call('HSET', kd, 'es', string.format('%.17g', es), 'et', now,
-               'eg', table.concat(g, ' ', 1, 3 * nsig))
+  for j = 1, ng do
+    local v = sig(cur[j])
+    local d, l = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
+    es = es + d
+    v[1] = v[1] + d
+    v[2] = v[2] + tonumber(ARGV[i + 2])
+    if l > v[3] then v[3] = l end
+    h[2 * j - 1] = names[j]
+    h[2 * j] = string.format('%.17g', v[1]) .. ' ' .. now .. ' ' .. v[2] .. ' ' .. v[3]
+    i = i + 4
   end
-  if es >= T then evr = string.format('%.17g', es) .. ' ' .. now .. ' ' .. table.concat(g, ' ', 1, 3 * nsig) end
+  if es < efl then es = efl end
+  h[2 * ng + 1], h[2 * ng + 2] = 'es', string.format('%.17g', es)
+  h[2 * ng + 3], h[2 * ng + 4] = 'et', now
+  redis.call('HSET', kd, unpack(h))
+end
+if es and es >= T then
+  local names, out = {}, {string.format('%.17g', es), now}
+  for j = 1, nsig do names[j] = 'g' .. (j - 1) end
+  local cur = redis.call('HMGET', kd, unpack(names))
+  for j = 1, nsig do
+    local v = sig(cur[j])
+    out[#out + 1] = string.format('%.9g', v[1])
+    out[#out + 1] = v[2]
+    out[#out + 1] = v[3]
+  end
+  evr = table.concat(out, ' ')
 end
 -- the habits: each host's record replaces the last host's, which goes
 -- back to it to merge (so they converge; the merge is the host's)

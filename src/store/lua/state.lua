@@ -30,7 +30,11 @@ if mode == 'set' or (mode == 'merge' and (ost == from or
     redis.call('HSET', kd, 'st', ost, 'ss', oss, 'rp', orp)
     -- a release (PROBATION) is a fresh start: the fleet's evidence that
     -- led to the block is spent, as it is here (cp_engine_set_state)
-    if to == 5 then redis.call('HDEL', kd, 'es', 'et', 'eg') end
+    if to == 5 then
+      local f = {'es', 'et'}
+      for j = 0, 31 do f[#f + 1] = 'g' .. j end
+      redis.call('HDEL', kd, unpack(f))
+    end
     if ost == 0 then redis.call('PEXPIRE', kd, ttl) else redis.call('PERSIST', kd) end
     applied = 1
   end
