@@ -822,6 +822,21 @@ eom_pending(struct cp_engine *e, const struct cp_event *ev,
     return p;
 }
 
+/* Fleet mode: can this END-OF-MESSAGE be settled here? Its reservation
+ * covers every final cost (nothing to check) and detection did not move
+ * the account's state (a change goes through the shared store). */
+static bool
+settles_here(const struct cp_engine *e, const struct cp_decision *d,
+             const struct cp_pending *p, const struct costs *c)
+{
+    if (e->share_settle == NULL || p == NULL || d->state_changed)
+        return false;
+    for (int m = 0; m < CP_METRIC_COUNT; m++)
+        if (c->v[m] > p->reserved[m])
+            return false;
+    return true;
+}
+
 static int
 decide_eom(struct cp_engine *e, const struct cp_event *ev,
            int64_t now_ms, struct cp_decision *d, struct cp_await *aw)
@@ -847,7 +862,8 @@ decide_eom(struct cp_engine *e, const struct cp_event *ev,
     c.v[CP_METRIC_MESSAGES] = 1;
     c.v[CP_METRIC_RECIPIENTS] = (double)ev->recipient_count;
     c.v[CP_METRIC_BYTES] = (double)ev->size;
-    if (aw != NULL) { /* the shared store decides the rest */
+    if (aw != NULL && !settles_here(e, d, p, &c)) {
+        /* the shared store decides the rest */
         memset(aw, 0, sizeof(*aw));
         eom_op(e, d, p, &c, now_ms, 1.0, &aw->op);
         await_fill(e, d, &c, true, aw);
@@ -860,6 +876,8 @@ decide_eom(struct cp_engine *e, const struct cp_event *ev,
     }
     eom_op(e, d, p, &c, now_ms, limit_scale(e, d), &op);
     e->store->ops->meter(e->store, &op, &res);
+    if (aw != NULL)
+        e->share_settle(e->share_arg, &op);
     eom_tail(e, ev, now_ms, d, &op, &res, p);
     return 0;
 }

@@ -83,6 +83,13 @@ struct cp_engine {
      * transaction ended, expired, was evicted) is given back in the shared
      * store too; NULL: no shared store */
     void (*share_release)(void *arg, const struct cp_meter_op *op);
+    /* fleet mode: an END-OF-MESSAGE settled within its reservation was
+     * decided here (nothing in it is checked: only a state could refuse
+     * it, and this host's copy of the state is the one its RCPT brought);
+     * the operation (its reservation given back, its final costs) goes to
+     * the shared store with no answer awaited; NULL: the shared store
+     * decides every END-OF-MESSAGE */
+    void (*share_settle)(void *arg, const struct cp_meter_op *op);
     /* fleet mode: what an account's evidence gained in an update, signal
      * by signal, for the fleet's sum; NULL: no shared store */
     void (*share_evidence)(void *arg, const char *dkey, size_t dkeylen,

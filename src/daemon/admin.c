@@ -108,6 +108,8 @@ fleet_rows(struct daemon *d, struct stat_table *t)
     row(t, "fleet", "fleet", "connected", "connected to Redis (1: yes)", up);
     row(t, "fleet", "fleet", "sent", "decisions sent", rs.sent);
     row(t, "fleet", "fleet", "answered", "answered", rs.answered);
+    row(t, "fleet", "fleet", "settled", "END-OF-MESSAGEs settled here within "
+        "their reservation (not sent)", fs.settled);
     row(t, "fleet", "fleet", "local", "decided from the local copy",
         fs.local);
     row(t, "fleet", "fleet", "late", "of them for a late answer", rs.late);

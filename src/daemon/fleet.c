@@ -269,22 +269,14 @@ owe_release(struct owed *o, const struct cp_meter_op *op)
     }
 }
 
-/* A decision made while Redis was down: what it gave back and charged. */
+/* Charges (cost[i] of op's rule i) made here: a bucket of this host's
+ * charges, the same rules checking nothing. */
 static void
-owe(struct fleet *f, const struct cp_await *aw,
-    const struct cp_meter_result *res)
+owe_charges(struct owed *o, const struct cp_meter_op *op, const double *cost)
 {
-    const struct cp_meter_op *op = &aw->op;
     struct cp_meter_op add;
     struct cp_meter_result r2;
-    struct owed *o = owed_get(f, op->key, op->keylen, op->now_ms);
 
-    if (o == NULL)
-        return;
-    owe_release(o, op);
-    if (res->denied >= 0)
-        return; /* nothing was charged */
-    /* the same rules, checking nothing: a bucket of this host's charges */
     add = *op;
     memset(add.release, 0, sizeof(add.release));
     add.domain_hash = 0;
@@ -292,11 +284,27 @@ owe(struct fleet *f, const struct cp_await *aw,
         add.rule[i].enforce = false;
         add.rule[i].nocheck = true;
         add.rule[i].domain = false;
-        add.rule[i].cost = res->cost[i];
+        add.rule[i].cost = cost[i];
         o->rate[add.rule[i].slot] = add.rule[i].rate;
         o->used |= 1u << add.rule[i].slot;
     }
     cp_meter_apply(&o->c, &add, &r2);
+}
+
+/* A decision made while Redis was down: what it gave back and charged. */
+static void
+owe(struct fleet *f, const struct cp_await *aw,
+    const struct cp_meter_result *res)
+{
+    const struct cp_meter_op *op = &aw->op;
+    struct owed *o = owed_get(f, op->key, op->keylen, op->now_ms);
+
+    if (o == NULL)
+        return;
+    owe_release(o, op);
+    if (res->denied >= 0)
+        return; /* nothing was charged */
+    owe_charges(o, op, res->cost);
 }
 
 /* Redis is back: add what was charged meanwhile, leaked to now. */
@@ -787,6 +795,50 @@ host_bit(const struct cp_config *cfg)
     return (uint8_t)(1u << (hmap_hash(name, strlen(name)) % 8));
 }
 
+/*
+ * An END-OF-MESSAGE settled here within its reservation: in Redis, each
+ * counter moves by the message's final cost less what was reserved (as
+ * decide.lua would give back and charge, without a script: the level
+ * was written when the reservation was, and the next decision leaks it
+ * from there), or it is owed to Redis.
+ */
+static void
+share_settle(void *arg, const struct cp_meter_op *op)
+{
+    struct fleet *f = arg;
+    const char *slot[CP_MAX_SLOTS];
+    double delta[CP_MAX_SLOTS];
+    size_t n = 0;
+    struct owed *o;
+
+    f->st.settled++;
+    for (size_t s = 0; s < op->nslots && s < CP_MAX_SLOTS; s++) {
+        double v = -op->release[op->slots[s].metric];
+        bool used = v != 0;
+
+        for (size_t i = 0; i < op->nrules; i++)
+            if (op->rule[i].slot == s) {
+                v += op->rule[i].cost;
+                used = true;
+            }
+        if (used && v != 0) {
+            slot[n] = op->slots[s].name;
+            delta[n++] = v;
+        }
+    }
+    if (cp_redis_up(f->r) &&
+        cp_redis_settle(f->r, op->key, op->keylen, slot, delta, n))
+        return;
+    if ((o = owed_get(f, op->key, op->keylen, op->now_ms)) != NULL) {
+        double cost[CP_MAX_RULES];
+
+        owe_release(o, op);
+        for (size_t i = 0; i < op->nrules; i++)
+            cost[i] = op->rule[i].cost;
+        owe_charges(o, op, cost);
+    }
+}
+
 struct fleet *
 fleet_start(struct daemon *d)
 {
@@ -798,6 +850,7 @@ fleet_start(struct daemon *d)
     f->r = cp_redis_new(d->loop, d->cfg, on_up, f);
     d->engine.share_release = share_release;
     d->engine.share_evidence = share_evidence;
+    d->engine.share_settle = share_settle;
     d->engine.host_bit = host_bit(d->cfg);
     d->engine.share_arg = f;
     msg_info("fleet mode: accounts are shared in Redis at %s",
@@ -820,6 +873,7 @@ fleet_stop(struct fleet *f)
         return;
     f->d->engine.share_release = NULL;
     f->d->engine.share_evidence = NULL;
+    f->d->engine.share_settle = NULL;
     cp_redis_close(f->r);
     f->r = NULL;
 }

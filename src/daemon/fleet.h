@@ -25,6 +25,7 @@ struct fleet_stats {
     uint64_t changes_dropped; /* changes not kept: FLEET_MAX_CHANGES */
     uint64_t gains_dropped;   /* evidence gains not kept: FLEET_MAX_GAINS */
     uint64_t ev_adopted;      /* times the fleet's evidence was taken */
+    uint64_t settled;         /* END-OF-MESSAGEs settled here */
     uint64_t owed, changes;   /* waiting for Redis now */
     uint64_t gains;           /* accounts with evidence not told yet */
 };

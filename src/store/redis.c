@@ -1404,6 +1404,35 @@ cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op)
     return true;
 }
 
+bool
+cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
+                const char *const *slot, const double *delta, size_t n)
+{
+    struct args a;
+    char kb[KEY_BUF];
+    struct rnode *n_;
+
+    if (n == 0)
+        return true;
+    if ((n_ = decide_node(r, &a, kb, key, keylen, NULL, 0)) == NULL)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char field[4 + CP_RULE_NAME_MAX], num[32];
+        const char *v[4] = {"HINCRBYFLOAT", a.v[3], field, num};
+        size_t len[4] = {12, a.len[3], 0, 0};
+
+        len[2] = (size_t)snprintf(field, sizeof(field), "s:%s", slot[i]);
+        len[3] = (size_t)snprintf(num, sizeof(num), "%.17g", delta[i]);
+        if (len[2] >= sizeof(field) ||
+            redisAsyncCommandArgv(n_->ac, on_share, NULL, 4, v, len) !=
+                REDIS_OK)
+            return false;
+    }
+    r->st.shares++;
+    r->unflushed = true;
+    return true;
+}
+
 /* ---- a person's commands: the blocking connection ---- */
 
 static void

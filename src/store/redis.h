@@ -106,6 +106,12 @@ void cp_redis_cancel(struct cp_redis_req *q);
  * or charges made while the server was unreachable (false: not sent). */
 bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
 
+/* Add delta[i] to counter slot[i] of an account (HINCRBYFLOAT, no script,
+ * no answer awaited): an END-OF-MESSAGE settled within its reservation,
+ * its difference from the reservation. False: not sent. */
+bool cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
+                     const char *const *slot, const double *delta, size_t n);
+
 /*
  * A state, over the blocking connection: mode "get", "set" (a person's
  * command) or "merge" (a change made while Redis was unreachable; see
