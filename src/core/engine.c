@@ -902,6 +902,27 @@ set_state(struct cp_counters *c, int state, uint32_t since_s, int repeat)
     c->repeat = (uint8_t)repeat;
 }
 
+/* An account's local copy takes the shared state. A release made on
+ * another host (to PROBATION) spends this host's suspicion too, as
+ * cp_engine_set_state() did where it was made: else the evidence that
+ * led to the block would block it again here at its next message. */
+static void
+take_state(struct cp_engine *e, const char *key, size_t len,
+           struct cp_counters *c, int state, uint32_t since_s, int repeat)
+{
+    struct cp_account_ref ref;
+
+    if (state == CP_ST_PROBATION && c->state != CP_ST_PROBATION &&
+        e->store->ops->account(e->store, key, len, false, true, &ref)) {
+        c = ref.c; /* (the store's pointers last until its next call) */
+        if (ref.ev != NULL) {
+            ref.ev->score = 0;
+            memset(ref.ev->sig, 0, sizeof(ref.ev->sig));
+        }
+    }
+    set_state(c, state, since_s, repeat);
+}
+
 void
 cp_engine_mirror_state(struct cp_engine *e, const char *key, size_t len,
                        int state, uint32_t since_s, int repeat)
@@ -909,7 +930,7 @@ cp_engine_mirror_state(struct cp_engine *e, const char *key, size_t len,
     struct cp_account_ref ref;
 
     if (e->store->ops->account(e->store, key, len, true, false, &ref))
-        set_state(ref.c, state, since_s, repeat);
+        take_state(e, key, len, ref.c, state, since_s, repeat);
 }
 
 /* The shared states become the local copy's and the decision's; a state
@@ -931,7 +952,8 @@ mirror_states(struct cp_engine *e, struct cp_decision *d,
             d->fleet_moved = true;
             d->fleet_from = ref.c->state;
         }
-        set_state(ref.c, r->own, r->own_since_s, r->own_repeat);
+        take_state(e, d->id.dkey, d->id.dkeylen, ref.c, r->own,
+                   r->own_since_s, r->own_repeat);
     }
     d->cust_state = CP_ST_NORMAL;
     if (!cp_identity_one_record(&d->id) &&
