@@ -96,6 +96,8 @@ struct cp_evidence {
     uint8_t tls_h[CP_EV_TLS];
     uint32_t fleet_sig;           /* fleet mode: cp_evidence_habits_sig()
                                      when this host last gave its habits */
+    uint32_t fleet_ver;           /* fleet mode: the version of the fleet's
+                                     suspicion this host has */
 };
 
 /* Was the recipient delivered to by this account before (the engine's

@@ -515,6 +515,7 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
         ref.ev == NULL)
         return;
     rev->want = rev->det->watch_at / 2;
+    rev->ver = ref.ev->fleet_ver;
     suspect = cp_evidence_score(ref.ev, rev->det, w->now) >= rev->want;
     sig = cp_evidence_habits_sig(ref.ev);
     if (sig != ref.ev->fleet_sig ||
@@ -577,6 +578,8 @@ ev_adopt(struct fleet *f, struct fleet_wait *w,
         if (cp_evidence_unpack(&o, ev->habits, ev->habits_len))
             cp_evidence_merge_habits(ref.ev, &o);
     }
+    if (ev->has_ver)
+        ref.ev->fleet_ver = ev->ver;
     if (!ev->has_sum)
         return;
     g = hmap_get(&f->gains, hmap_hash(dec->id.dkey, dec->id.dkeylen),

@@ -976,6 +976,7 @@ ev_args(struct args *a, const struct cp_redis_ev *ev)
         arg_mem(a, "1e308", 5); /* never */
         arg_mem(a, "1", 1);
         arg_mem(a, "0", 1);
+        arg_mem(a, "0", 1);
         arg_fmt(a, "%d", CP_SIG_COUNT);
         arg_mem(a, "0", 1);
         arg_mem(a, "", 0);
@@ -984,6 +985,7 @@ ev_args(struct args *a, const struct cp_redis_ev *ev)
     arg_fmt(a, "%.17g", ev->want);
     arg_fmt(a, "%llu", (unsigned long long)ev->det->half_life_ms);
     arg_fmt(a, "%.17g", ev->det->floor);
+    arg_fmt(a, "%u", ev->ver);
     arg_fmt(a, "%d", CP_SIG_COUNT);
     for (int i = 0; g != NULL && i < CP_SIG_COUNT; i++)
         ng += g->sig[i] != 0 || g->fired[i] != 0;
@@ -1098,40 +1100,51 @@ rep_states(const redisReply *rep, size_t n, struct cp_remote *out)
     return true;
 }
 
-/* decide.lua's evidence: "" (none), or "SCORE TIME share times last ..."
- * for each of CP_SIG_COUNT signals. */
+/* decide.lua's evidence: "" (none), "VERSION", or "VERSION SCORE TIME
+ * share times last ..." for each of CP_SIG_COUNT signals. */
 static bool
-parse_ev(const redisReply *x, bool *has, struct cp_ev_shared *ev)
+parse_ev(const redisReply *x, struct cp_redis_evans *ev)
 {
-    char buf[64 * (1 + 3 * CP_SIG_COUNT)], *p, *end;
-    double v[2 + 3 * CP_SIG_COUNT];
+    char buf[64 * (2 + 3 * CP_SIG_COUNT)], *p, *end;
+    double v[3 + 3 * CP_SIG_COUNT];
+    size_t n = 0;
 
-    *has = false;
+    ev->has_ver = ev->has_sum = false;
     if (x->type != REDIS_REPLY_STRING || x->len >= sizeof(buf))
         return false;
     if (x->len == 0)
         return true;
     memcpy(buf, x->str, x->len);
     buf[x->len] = '\0';
-    p = buf;
-    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-        v[i] = strtod(p, &end);
-        if (end == p || !isfinite(v[i]) || (*end != ' ' && *end != '\0'))
+    for (p = buf; *p != '\0' && n < sizeof(v) / sizeof(v[0]); n++) {
+        v[n] = strtod(p, &end);
+        if (end == p || !isfinite(v[n]) || (*end != ' ' && *end != '\0'))
             return false;
         p = end;
     }
-    if (*p != '\0' || v[1] < 0 || v[1] > 1e15)
+    if (*p != '\0' || (n != 1 && n != sizeof(v) / sizeof(v[0])) ||
+        v[0] < 0 || v[0] > UINT32_MAX)
         return false;
-    ev->score = v[0];
-    ev->t_ms = (int64_t)v[1];
+    ev->has_ver = true;
+    ev->ver = (uint32_t)v[0];
+    if (n == 1)
+        return true;
+    if (v[2] < 0 || v[2] > 1e15)
+        return false;
+    ev->sum.score = v[1];
+    ev->sum.t_ms = (int64_t)v[2];
     for (int i = 0; i < CP_SIG_COUNT; i++) {
-        double t = v[3 + 3 * i], l = v[4 + 3 * i];
+        double t = v[4 + 3 * i], l = v[5 + 3 * i];
 
-        ev->sig[i] = (float)v[2 + 3 * i];
-        ev->fired[i] = t < 0 ? 0 : t > UINT32_MAX ? UINT32_MAX : (uint32_t)t;
-        ev->last_s[i] = l < 0 ? 0 : l > UINT32_MAX ? UINT32_MAX : (uint32_t)l;
+        ev->sum.sig[i] = (float)v[3 + 3 * i];
+        ev->sum.fired[i] = t < 0           ? 0
+                           : t > UINT32_MAX ? UINT32_MAX
+                                            : (uint32_t)t;
+        ev->sum.last_s[i] = l < 0           ? 0
+                            : l > UINT32_MAX ? UINT32_MAX
+                                             : (uint32_t)l;
     }
-    *has = true;
+    ev->has_sum = true;
     return true;
 }
 
@@ -1146,7 +1159,7 @@ parse_decide(const redisReply *rep, size_t nrules, struct cp_remote *out,
 
     memset(out, 0, sizeof(*out));
     if (!rep_states(rep, 13, out) ||
-        !parse_ev(rep->element[11], &ev->has_sum, &ev->sum) ||
+        !parse_ev(rep->element[11], ev) ||
         (hab = rep->element[12])->type != REDIS_REPLY_STRING ||
         !rep_int(rep->element[5], -1, (long long)nrules - 1, &denied) ||
         !rep_int(rep->element[6], 0, (1LL << CP_MAX_RULES) - 1, &over) ||

@@ -39,6 +39,9 @@ struct cp_redis_req;
 
 /* What came back of the login's evidence with a decision. */
 struct cp_redis_evans {
+    bool has_ver;
+    uint32_t ver;             /* the fleet's version of the suspicion, when
+                                 it was at least the score asked for */
     bool has_sum;
     struct cp_ev_shared sum;  /* the fleet's suspicion (has_sum: it was at
                                  least the score asked for) */
@@ -60,6 +63,9 @@ struct cp_redis_ev {
     const struct cp_ev_delta *gain;
     double want;
     const unsigned char *habits;    /* CP_EV_PACKED bytes */
+    uint32_t ver;                   /* the version of the fleet's suspicion
+                                       the host has (its sum comes back only
+                                       if Redis has another) */
 };
 
 struct cp_redis_stats {

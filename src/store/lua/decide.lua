@@ -13,14 +13,16 @@
 --       then nrelease × (slot, units), then nrules × (slot, cap per ms
 --       window, rate per ms, cost, flags: 1 enforce, 2 domain, 4 nocheck),
 --       then the evidence: the score from which the fleet's is returned,
---       half-life (ms), floor, signals, ngain, then ngain × (signal,
+--       half-life (ms), floor, the version of it the host has, signals,
+--       ngain, then ngain × (signal,
 --       share, times, last (s)) this host's evidence gained, then the
 --       habits this host knows (its evidence record, packed) or ""
 -- Returns {own state, customer state, repeat, since (s), change refused,
 --          denied rule (-1), over mask, new domain, created,
 --          {level before cost...}, {cost...}, evidence, habits}: evidence
 --          is "" or, when the fleet's score is at least the one asked for,
---          "SCORE TIME(ms) share times last ..." (each signal's); habits
+--          "VERSION", or "VERSION SCORE TIME(ms) share times last ..." (each
+--          signal's) when the host's version was not the fleet's; habits
 --          "" or, when habits were given, the record they replace (the
 --          last host's), for this host to merge
 local k, kd = KEYS[1], KEYS[2]
@@ -32,7 +34,7 @@ local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 
 -- the states, and detection's change (compare and set)
-local o = redis.call('HMGET', kd, 'st', 'ss', 'rp', 'es', 'et')
+local o = redis.call('HMGET', kd, 'st', 'ss', 'rp', 'es', 'et', 'ev')
 local ost, oss, orp = tonumber(o[1]) or 0, tonumber(o[2]) or 0, tonumber(o[3]) or 0
 local lost = 0
 if tr ~= '' then
@@ -72,12 +74,15 @@ for j = 1, nr do
   i = i + 5
 end
 
--- the login's evidence: the fleet's score es at et (ms), and per signal
--- N a field gN "share time(ms) times last(s)"; this host's gain added
+-- the login's evidence: the fleet's score es at et (ms), its version ev
+-- (each gain adds one), and per signal N a field gN "share time(ms) times
+-- last(s)"; this host's gain added
 local T, hl, efl = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-local nsig, ng = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-i = i + 5
+local hv, nsig, ng = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+i = i + 6
 local es, et, evr = tonumber(o[4]), tonumber(o[5]) or now, ''
+local ver = tonumber(o[6]) or 0
+local knew = ver == hv -- the host had the fleet's evidence before its gain
 if es and now > et then es = es * 2 ^ ((et - now) / hl) end
 -- signal field x read as {share now, times, last}
 local function sig(x)
@@ -105,12 +110,16 @@ if ng > 0 then
     i = i + 4
   end
   if es < efl then es = efl end
+  ver = ver + 1
   h[2 * ng + 1], h[2 * ng + 2] = 'es', string.format('%.17g', es)
   h[2 * ng + 3], h[2 * ng + 4] = 'et', now
+  h[2 * ng + 5], h[2 * ng + 6] = 'ev', ver
   redis.call('HSET', kd, unpack(h))
 end
-if es and es >= T then
-  local names, out = {}, {string.format('%.17g', es), now}
+if es and es >= T and knew then
+  evr = tostring(ver)
+elseif es and es >= T then
+  local names, out = {}, {ver, string.format('%.17g', es), now}
   for j = 1, nsig do names[j] = 'g' .. (j - 1) end
   local cur = redis.call('HMGET', kd, unpack(names))
   for j = 1, nsig do

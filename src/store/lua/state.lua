@@ -34,6 +34,7 @@ if mode == 'set' or (mode == 'merge' and (ost == from or
       local f = {'es', 'et'}
       for j = 0, 31 do f[#f + 1] = 'g' .. j end
       redis.call('HDEL', kd, unpack(f))
+      redis.call('HINCRBY', kd, 'ev', 1) -- what the hosts had is stale
     end
     if ost == 0 then redis.call('PEXPIRE', kd, ttl) else redis.call('PERSIST', kd) end
     applied = 1
