@@ -40,9 +40,11 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 /* EVALSHA sha 2 k kd, 8 arguments, then releases and rules */
-#define MAX_ARGS (18 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES + 4 * CP_SIG_COUNT)
+/* EVALSHA SHA 3 K KD KH, decide.lua's 8 fixed arguments, a release per
+ * slot, 5 per rule, the evidence's 7 and 4 per signal gained */
+#define MAX_ARGS (21 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES + 4 * CP_SIG_COUNT)
 /* "cp:{KEY}" twice, then LOGIN: each key < CP_KEY_MAX */
-#define KEY_BUF (3 * CP_KEY_MAX + 16)
+#define KEY_BUF (5 * CP_KEY_MAX + 32)
 
 /*
  * hiredis on the libuv loop. Debian 12's adapter (hiredis/adapters/libuv.h)
@@ -896,12 +898,15 @@ arg_fmt(struct args *a, const char *fmt, ...)
     a->used += (size_t)n + 1;
 }
 
-/* "cp:{KEY}" and the state's record: the same, or "cp:{KEY}LOGIN". */
+/* "cp:{KEY}", the state's record: the same, or "cp:{KEY}LOGIN", and the
+ * login's habits (a string of their own, so that the records stay small
+ * hashes): "cph:{KEY}" or "cph:{KEY}LOGIN". */
 static void
 keys(struct args *a, char *kb, const char *key, size_t keylen,
      const char *dkey, size_t dkeylen)
 {
-    size_t n = 0;
+    size_t n, dn;
+    char *kd, *kh;
 
     if (keylen >= CP_KEY_MAX || dkeylen >= CP_KEY_MAX)
         msg_panic("redis: a key of %zu bytes", keylen > dkeylen ? keylen
@@ -911,13 +916,17 @@ keys(struct args *a, char *kb, const char *key, size_t keylen,
     kb[4 + keylen] = '}';
     n = 5 + keylen;
     arg_mem(a, kb, n);
-    if (dkey == NULL || (dkeylen == keylen && memcmp(dkey, key, keylen) == 0)) {
-        arg_mem(a, kb, n);
-        return;
-    }
-    memcpy(kb + n, kb, n);
-    memcpy(kb + 2 * n, dkey, dkeylen);
-    arg_mem(a, kb + n, n + dkeylen);
+    if (dkey == NULL || (dkeylen == keylen && memcmp(dkey, key, keylen) == 0))
+        dkeylen = 0;
+    kd = kb + n;
+    memcpy(kd, kb, n);
+    memcpy(kd + n, dkey, dkeylen);
+    dn = n + dkeylen;
+    arg_mem(a, kd, dn);
+    kh = kd + dn;
+    memcpy(kh, "cph:", 4);
+    memcpy(kh + 4, kd + 3, dn - 3);
+    arg_mem(a, kh, dn + 1);
 }
 
 /* "CMD SCRIPT 2 KEY DKEY" in a fresh a (kb holds the keys). */
@@ -930,7 +939,7 @@ script_args(struct args *a, char *kb, const char *cmd, const char *script,
     a->used = 0;
     arg_mem(a, cmd, strlen(cmd));
     arg_mem(a, script, scriptlen);
-    arg_mem(a, "2", 1);
+    arg_mem(a, "3", 1);
     keys(a, kb, key, keylen, dkey, dkeylen);
 }
 

@@ -64,7 +64,7 @@ class Redis:
         cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
         if self.password:
             cmd += ["-a", self.password]
-        # (errors: the habits are a binary record, "eh")
+        # (errors: the habits are binary records, "cph:{...}")
         r = subprocess.run(cmd + list(args), capture_output=True, text=True,
                            errors="replace", timeout=20)
         return r.stdout.strip()

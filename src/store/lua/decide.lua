@@ -7,6 +7,7 @@
 --
 -- KEYS[1] the account's record (counters, the customer's state)
 -- KEYS[2] the record of the state (the login), may equal KEYS[1]
+-- KEYS[3] the login's habits (a string)
 -- ARGV  1 nrules  2 refuse-states mask  3 scale-states mask
 --       4 watch factor  5 recipient domain hash (0: none)
 --       6 state change "FROM,TO" or ""  7 idle expiry (ms)  8 nrelease
@@ -134,8 +135,8 @@ end
 -- back to it to merge (so they converge; the merge is the host's)
 local hab = ARGV[i]
 if hab ~= '' then
-  hab = redis.call('HGET', kd, 'eh') or ''
-  redis.call('HSET', kd, 'eh', ARGV[i])
+  hab = redis.call('GET', KEYS[3]) or ''
+  redis.call('SET', KEYS[3], ARGV[i], 'PX', ttl)
 end
 
 local got = redis.call('HMGET', k, unpack(f))
