@@ -491,11 +491,57 @@ incident(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     }
 }
 
+/* A row of the fleet's history: a change and the host that made it. */
+static void
+fleet_hist_row(void *arg, const struct fleet_history_row *r)
+{
+    struct hist_ctx *h = arg;
+    char ts[32], eh[400];
+
+    if (h->json) {
+        hist_row(h, &r->row);
+        h->o->len--; /* reopen the object: its host */
+        sb_json_kcstr(h->o, "host", shown(eh, sizeof(eh), r->host), false);
+        sb_puts(h->o, "}");
+        return;
+    }
+    cp_format_time(ts, sizeof(ts), r->row.t_ms);
+    {
+        char ea[200], er[1100];
+
+        sb_printf(h->o, "  #%lld@%s  %s  %s -> %s  by %s: %s\n",
+                  (long long)r->row.id, shown(eh, sizeof(eh), r->host), ts,
+                  r->row.from, r->row.to,
+                  shown(ea, sizeof(ea), r->row.actor),
+                  shown(er, sizeof(er), r->row.reason));
+    }
+}
+
 static void
 show_history(struct daemon *d, const struct cp_identity *id, int limit,
              struct strbuf *o, bool json)
 {
     struct hist_ctx h = {.o = o, .json = json};
+    char err[CP_ERR_MAX];
+    int rc;
+
+    if (d->fleet != NULL) {
+        /* the fleet's: every host's changes, each with its host and its
+         * incident number there */
+        size_t mark = o->len;
+
+        if (!json)
+            sb_puts(o, "  history of the fleet (newest first; #incident@host):\n");
+        rc = fleet_history(d->fleet, id, limit, fleet_hist_row, &h, err);
+        if (rc > 0)
+            return;
+        /* none (changes from before fleet mode are this host's), or
+         * Redis unreachable: this host's history */
+        o->len = mark;
+        h.n = 0;
+        if (rc < 0 && !json)
+            sb_printf(o, "  (%s: this host's history)\n", err);
+    }
 
     if (!json)
         sb_puts(o, "  history (newest first):\n");

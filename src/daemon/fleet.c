@@ -107,6 +107,7 @@ struct fleet {
     struct hmap gains;    /* dkey → struct gain */
     uint64_t owed_gen;    /* config generation the slots belong to */
     uint64_t rnd;         /* which decisions carry the habits */
+    char host[300];       /* this host in the fleet's history */
     struct change *changes;
     size_t nchanges;
     size_t cur_held;      /* waiting decisions under d->cfg */
@@ -769,6 +770,85 @@ fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
     return 0;
 }
 
+/* ---- the fleet's history ---- */
+
+/* Text of the history with its tabs and line ends as spaces. */
+static void
+row_put(struct strbuf *b, const char *s)
+{
+    for (; *s != '\0'; s++)
+        sb_append(b, *s == '\t' || *s == '\n' || *s == '\r' ? " " : s, 1);
+}
+
+void
+fleet_history_add(struct fleet *f, const struct cp_decision *dec,
+                  int64_t now_ms, const char *actor, const char *reason,
+                  uint64_t incident)
+{
+    struct strbuf b;
+
+    sb_init(&b);
+    sb_printf(&b, "%lld\t%s\t%llu\t%s\t%s\t", (long long)now_ms, f->host,
+              (unsigned long long)incident,
+              cp_state_name((enum cp_state)dec->prev_state),
+              cp_state_name((enum cp_state)dec->state));
+    row_put(&b, actor);
+    sb_append(&b, "\t", 1);
+    row_put(&b, reason);
+    if (!cp_redis_history_add(f->r, &dec->id, b.data, b.len)) {
+        f->st.history_unshared++;
+        msg_warn("fleet: Redis is unreachable: the change of incident %llu "
+                 "is in this host's history only",
+                 (unsigned long long)incident);
+    }
+    sb_fini(&b);
+}
+
+struct hrow_ctx {
+    fleet_history_fn *fn;
+    void *arg;
+};
+
+/* "T\tHOST\tINCIDENT\tFROM\tTO\tACTOR\tREASON" */
+static void
+hrow(void *arg, const char *row, size_t len)
+{
+    struct hrow_ctx *c = arg;
+    char buf[2048], *f[7], *p = buf;
+    struct fleet_history_row r;
+    int n = 0;
+
+    if (len >= sizeof(buf))
+        len = sizeof(buf) - 1;
+    memcpy(buf, row, len);
+    buf[len] = '\0';
+    f[n++] = p;
+    while (n < 7 && (p = strchr(p, '\t')) != NULL) {
+        *p++ = '\0';
+        f[n++] = p;
+    }
+    if (n < 7)
+        return; /* not a row this version writes */
+    memset(&r, 0, sizeof(r));
+    r.row.t_ms = strtoll(f[0], NULL, 10);
+    r.host = f[1];
+    r.row.id = strtoll(f[2], NULL, 10);
+    r.row.from = f[3];
+    r.row.to = f[4];
+    r.row.actor = f[5];
+    r.row.reason = f[6];
+    c->fn(c->arg, &r);
+}
+
+int
+fleet_history(struct fleet *f, const struct cp_identity *id, int limit,
+              fleet_history_fn *fn, void *arg, char *err)
+{
+    struct hrow_ctx c = {fn, arg};
+
+    return cp_redis_history(f->r, id, limit, hrow, &c, err);
+}
+
 /* ---- life ---- */
 
 /* A reservation given back outside a decision (the transaction ended,
@@ -842,12 +922,32 @@ share_settle(void *arg, const struct cp_meter_op *op)
     }
 }
 
+/* The name this host's changes carry in the fleet's history: the host
+ * name, and its number when store.fleet_host gives one. */
+static void
+host_name(struct fleet *f)
+{
+    char name[256] = "";
+
+    if (gethostname(name, sizeof(name) - 1) < 0 || name[0] == '\0')
+        snprintf(name, sizeof(name), "unknown");
+    for (char *p = name; *p != '\0'; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    if (f->d->cfg->fleet_host > 0)
+        snprintf(f->host, sizeof(f->host), "%s/%u", name,
+                 f->d->cfg->fleet_host);
+    else
+        snprintf(f->host, sizeof(f->host), "%s", name);
+}
+
 struct fleet *
 fleet_start(struct daemon *d)
 {
     struct fleet *f = xcalloc(1, sizeof(*f));
 
     f->d = d;
+    host_name(f);
     hmap_init(&f->owed, 64);
     hmap_init(&f->gains, 64);
     f->r = cp_redis_new(d->loop, d->cfg, on_up, f);
@@ -867,6 +967,7 @@ fleet_reload(struct fleet *f)
 {
     cp_redis_set_config(f->r, f->d->cfg);
     f->d->engine.host_bit = host_bit(f->d->cfg);
+    host_name(f);
 }
 
 void

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/engine.h"
+#include "store/sqlite.h"
 
 struct daemon;
 struct fleet;
@@ -26,6 +27,7 @@ struct fleet_stats {
     uint64_t gains_dropped;   /* evidence gains not kept: FLEET_MAX_GAINS */
     uint64_t ev_adopted;      /* times the fleet's evidence was taken */
     uint64_t settled;         /* END-OF-MESSAGEs settled here */
+    uint64_t history_unshared; /* state changes not in the fleet's history */
     uint64_t owed, changes;   /* waiting for Redis now */
     uint64_t gains;           /* accounts with evidence not told yet */
 };
@@ -73,5 +75,19 @@ int fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err);
 
 void fleet_status(const struct fleet *f, struct fleet_stats *out, bool *up,
                   struct cp_redis_stats *rs);
+
+/* The fleet's history of accounts: a state change this host recorded
+ * (incident: its number here) goes into it; a person's `history` reads
+ * it, with the host of each row (-1 and err: Redis unreachable). */
+void fleet_history_add(struct fleet *f, const struct cp_decision *dec,
+                       int64_t now_ms, const char *actor, const char *reason,
+                       uint64_t incident);
+struct fleet_history_row {
+    struct cp_history_row row;
+    const char *host;
+};
+typedef void fleet_history_fn(void *arg, const struct fleet_history_row *r);
+int fleet_history(struct fleet *f, const struct cp_identity *id, int limit,
+                  fleet_history_fn *fn, void *arg, char *err);
 
 #endif

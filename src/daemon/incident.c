@@ -343,6 +343,8 @@ incident_apply(struct daemon *d, const struct cp_decision *dec,
         msg_warn("account %s: %s -> %s by %s%s: %s", key, from, to,
                  who ? who : "evidence", num, reason);
     }
+    if (d->fleet != NULL) /* the fleet's history, for `history` anywhere */
+        fleet_history_add(d->fleet, dec, now_ms, actor, reason, incident);
     if (by != NULL && by->tell != NULL && by->tell[0] != '\0') {
         char tell[ADMIN_TELL_MAX * 4 + 4];
 

@@ -1634,6 +1634,89 @@ cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
     return ok ? 0 : -1;
 }
 
+/* ---- the fleet's history ---- */
+
+#define HISTORY_ROWS 100                     /* kept per account */
+#define HISTORY_TTL_MS (400ULL * 86400000)   /* a year and a bit */
+
+/* "EVAL history.lua 1 cpx:{KEY}LOGIN MODE" in a fresh a. */
+static void
+history_args(struct args *a, char *kb, const struct cp_identity *id,
+             const char *mode)
+{
+    size_t n = 0, dl = id->dkeylen;
+
+    if (id->keylen >= CP_KEY_MAX || id->dkeylen >= CP_KEY_MAX)
+        msg_panic("redis: a key of %zu bytes", id->keylen);
+    if (dl == id->keylen && memcmp(id->dkey, id->key, dl) == 0)
+        dl = 0;
+    memcpy(kb, "cpx:{", 5);
+    memcpy(kb + 5, id->key, id->keylen);
+    n = 5 + id->keylen;
+    kb[n++] = '}';
+    memcpy(kb + n, id->dkey, dl);
+    n += dl;
+    a->n = 0;
+    a->used = 0;
+    arg_mem(a, "EVAL", 4);
+    arg_mem(a, lua_history, strlen(lua_history));
+    arg_mem(a, "1", 1);
+    arg_mem(a, kb, n);
+    arg_mem(a, mode, strlen(mode));
+}
+
+bool
+cp_redis_history_add(struct cp_redis *r, const struct cp_identity *id,
+                     const char *row, size_t len)
+{
+    struct args a;
+    char kb[KEY_BUF];
+    struct rnode *n;
+
+    history_args(&a, kb, id, "add");
+    arg_mem(&a, row, len);
+    arg_fmt(&a, "%d", HISTORY_ROWS);
+    arg_fmt(&a, "%llu", HISTORY_TTL_MS);
+    n = slot_node(r, a.v[3], a.len[3]);
+    if (n == NULL || !n->ready ||
+        redisAsyncCommandArgv(n->ac, on_share, NULL, a.n, a.v, a.len) !=
+            REDIS_OK)
+        return false;
+    r->unflushed = true;
+    return true;
+}
+
+int
+cp_redis_history(struct cp_redis *r, const struct cp_identity *id, int limit,
+                 void (*fn)(void *arg, const char *row, size_t len),
+                 void *arg, char *err)
+{
+    struct args a;
+    char kb[KEY_BUF];
+    redisReply *rep;
+    int n = 0;
+
+    history_args(&a, kb, id, "get");
+    arg_fmt(&a, "%d", limit);
+    if ((rep = sync_command(r, &a, err)) == NULL)
+        return -1;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        snprintf(err, CP_ERR_MAX, "fleet store %s: %.*s", r->where,
+                 rep->type == REDIS_REPLY_ERROR ? (int)rep->len : 16,
+                 rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                : "unexpected reply");
+        freeReplyObject(rep);
+        return -1;
+    }
+    for (size_t i = 0; i < rep->elements; i++)
+        if (rep->element[i]->type == REDIS_REPLY_STRING) {
+            fn(arg, rep->element[i]->str, rep->element[i]->len);
+            n++;
+        }
+    freeReplyObject(rep);
+    return n;
+}
+
 /* ---- life ---- */
 
 /* The server (alone), or the seeds (a Cluster), as the configuration

@@ -133,6 +133,19 @@ struct cp_redis_counters {
     int64_t t_ms;      /* when they were leaked to (Redis's clock) */
 };
 
+/*
+ * The fleet's history of an account (its state changes, each recorded by
+ * the host that made it): add one row (no answer awaited; false: not
+ * sent), or read the newest `limit` rows over the blocking connection
+ * (fn for each, newest first; their number, or -1 with err).
+ */
+bool cp_redis_history_add(struct cp_redis *r, const struct cp_identity *id,
+                          const char *row, size_t len);
+int cp_redis_history(struct cp_redis *r, const struct cp_identity *id,
+                     int limit,
+                     void (*fn)(void *arg, const char *row, size_t len),
+                     void *arg, char *err);
+
 int cp_redis_state(struct cp_redis *r, const struct cp_identity *id,
                    const char *mode, int to, int from, struct cp_remote *out,
                    struct cp_redis_counters *counters, char *err);

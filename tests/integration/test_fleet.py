@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from cpd import CHOKEPOINTD, Daemon, PolicyClient, rcpt_request, wait_for
+from cpd import (CHOKEPOINT, CHOKEPOINTD, Daemon, PolicyClient, rcpt_request,
+                 wait_for)
 from postfix import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -974,3 +975,51 @@ classes:
         stop_clean(d)
     finally:
         d.stop()
+
+
+def test_history_is_the_fleets(tmp_path, redis):
+    """The abuse desk asks any host: `history` lists the account's state
+    changes made on every host of the fleet, newest first, each with the
+    host that made it and its incident number there; in its schema."""
+    from test_json_schema import ctl_raw, validate
+    a = fleet_daemon(tmp_path, "a", redis.url(),
+                     extra_store="fleet_host: 1\n").start()
+    b = fleet_daemon(tmp_path, "b", redis.url(),
+                     extra_store="fleet_host: 2\n").start()
+    try:
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected", timeout=20)
+        PolicyClient(a.policy_sock, timeout=20).ask(
+            rcpt_request(user="h@example.net", instance="h1"))
+        blk = a.ctl("block", "u:h@example.net", "--note", "complaint 17")
+        rel = b.ctl("release", "u:h@example.net", "--note", "cleaned up")
+        for d in (a, b):
+            hist = d.ctl("history", "u:h@example.net")["history"]
+            assert [(x["from"], x["to"]) for x in hist] == [
+                ("MANUAL_HOLD", "PROBATION"), ("NORMAL", "MANUAL_HOLD")], hist
+            assert hist[0]["host"].endswith("/2") and \
+                hist[0]["incident"] == rel["incident"], hist
+            assert hist[1]["host"].endswith("/1") and \
+                hist[1]["incident"] == blk["incident"], hist
+            assert "cleaned up" in hist[0]["reason"], hist
+            rc, raw = ctl_raw(d, "history", "u:h@example.net")
+            assert rc == 0, raw
+            validate(raw, "history u:h@example.net")
+            rc, raw = ctl_raw(d, "show", "u:h@example.net")
+            assert rc == 0, raw
+            validate(raw, "show u:h@example.net")
+        text = subprocess.run([CHOKEPOINT, "-s", b.admin_sock, "history",
+                               "u:h@example.net"], capture_output=True,
+                              text=True, timeout=20).stdout
+        assert "history of the fleet" in text and "@" in text, text
+        # Redis gone: this host's own history, and says so
+        redis.stop()
+        text = subprocess.run([CHOKEPOINT, "-s", b.admin_sock, "history",
+                               "u:h@example.net"], capture_output=True,
+                              text=True, timeout=20).stdout
+        assert "this host's history" in text and "PROBATION" in text, text
+        stop_clean(a, b)
+    finally:
+        a.stop()
+        b.stop()
