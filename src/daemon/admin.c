@@ -133,7 +133,8 @@ fleet_rows(struct daemon *d, struct stat_table *t)
     row(t, "fleet", "fleet", "evidence_taken", "times the fleet's evidence "
         "of a suspicious account was taken", fs.ev_adopted);
     row(t, "fleet", "fleet", "dropped", "not kept to hand over (limits)",
-        fs.owed_dropped + fs.changes_dropped + fs.gains_dropped);
+        fs.owed_dropped + fs.changes_dropped + fs.gains_dropped +
+            fs.history_unshared);
 }
 
 static void
