@@ -106,6 +106,19 @@ def two(tmp_path, redis):
     stop_clean(a, b)
 
 
+def numbered_hosts(tmp_path, redis, max_msgs=10):
+    """Two daemons on one Redis, hosts 1 and 2 of the fleet
+    (store.fleet_host), connected."""
+    a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=max_msgs,
+                     extra_store="fleet_host: 1\n").start()
+    b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=max_msgs,
+                     extra_store="fleet_host: 2\n").start()
+    for d in (a, b):
+        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                 "fleet connected", timeout=20)
+    return a, b
+
+
 def stop_clean(*daemons):
     """Stop each daemon; each must exit 0 (under the sanitizers: no leak,
     no error at exit)."""
@@ -796,14 +809,8 @@ def test_evidence_is_summed_over_the_fleet(tmp_path, redis):
     adds up in Redis (without it each host had half the evidence and
     needed about twice the messages). Its shared evidence is in Redis, a
     release on either host spends it there too, and `status` counts it."""
-    a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=100000,
-                     extra_store="fleet_host: 1\n").start()
-    b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000,
-                     extra_store="fleet_host: 2\n").start()
+    a, b = numbered_hosts(tmp_path, redis, max_msgs=100000)
     try:
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=20)
         ca = PolicyClient(a.policy_sock, timeout=20)
         cb = PolicyClient(b.policy_sock, timeout=20)
         one = _messages_until_blocked([ca], "solo@example.net")
@@ -884,14 +891,8 @@ def test_an_office_spread_over_the_fleet_is_not_suspected(tmp_path, redis):
     summed learning noise (1 point). The hosts exchange the habits they
     learned through Redis, so a recipient, a sender or a PC known on one
     host is known on the other."""
-    a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=100000,
-                     extra_store="fleet_host: 1\n").start()
-    b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000,
-                     extra_store="fleet_host: 2\n").start()
+    a, b = numbered_hosts(tmp_path, redis, max_msgs=100000)
     try:
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=20)
         ca = PolicyClient(a.policy_sock, timeout=20)
         cb = PolicyClient(b.policy_sock, timeout=20)
         one = _office_mail([ca], "one@office.example")
@@ -947,14 +948,21 @@ classes:
                  "fleet connected", timeout=20)
         c = PolicyClient(d.policy_sock, timeout=20)
         user = "s@example.net"
-        for r in ("a@x.example", "b@y.example"):
-            assert action(c.ask(rcpt_request(user=user, instance="m1",
-                                             recipient=r,
-                                             size="5000"))) == "DUNNO"
+
+        def message(inst, rcpts, said, count, size):
+            """RCPTs declaring `said` bytes; END-OF-MESSAGE with `count`
+            recipients and `size` bytes: every answer DUNNO."""
+            for r in rcpts:
+                assert action(c.ask(rcpt_request(
+                    user=user, instance=inst, recipient=r,
+                    size=said))) == "DUNNO"
+            assert action(c.ask(rcpt_request(
+                user=user, instance=inst, state="END-OF-MESSAGE",
+                queue_id="", recipient_count=count, size=size,
+                recipient=""))) == "DUNNO"
+
         # one recipient went, and 3000 bytes: within the reservation
-        assert action(c.ask(rcpt_request(
-            user=user, instance="m1", state="END-OF-MESSAGE", queue_id="",
-            recipient_count="1", size="3000", recipient=""))) == "DUNNO"
+        message("m1", ["a@x.example", "b@y.example"], "5000", "1", "3000")
         st = d.ctl("status")["fleet"]
         assert st["answered"] == 2 and st["settled"] == 1, st
         wait_for(lambda: abs(shared_level(redis, user, "bytes/1d") -
@@ -964,11 +972,7 @@ classes:
         # this host's copy agrees (leaked to now: 116 bytes a second)
         assert abs(d.counter("u:" + user, "bytes/1d") - 3000) < 100
         # larger than said: Redis checks it
-        assert action(c.ask(rcpt_request(user=user, instance="m2",
-                                         size="100"))) == "DUNNO"
-        assert action(c.ask(rcpt_request(
-            user=user, instance="m2", state="END-OF-MESSAGE", queue_id="",
-            recipient_count="1", size="900", recipient=""))) == "DUNNO"
+        message("m2", ["a@x.example"], "100", "1", "900")
         st = d.ctl("status")["fleet"]
         assert st["answered"] == 4 and st["settled"] == 1, st
         assert abs(shared_level(redis, user, "bytes/1d") - 3900) < 100
@@ -982,14 +986,8 @@ def test_history_is_the_fleets(tmp_path, redis):
     changes made on every host of the fleet, newest first, each with the
     host that made it and its incident number there; in its schema."""
     from test_json_schema import ctl_raw, validate
-    a = fleet_daemon(tmp_path, "a", redis.url(),
-                     extra_store="fleet_host: 1\n").start()
-    b = fleet_daemon(tmp_path, "b", redis.url(),
-                     extra_store="fleet_host: 2\n").start()
+    a, b = numbered_hosts(tmp_path, redis)
     try:
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=20)
         PolicyClient(a.policy_sock, timeout=20).ask(
             rcpt_request(user="h@example.net", instance="h1"))
         blk = a.ctl("block", "u:h@example.net", "--note", "complaint 17")
