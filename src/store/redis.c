@@ -920,7 +920,8 @@ keys(struct args *a, char *kb, const char *key, size_t keylen,
         dkeylen = 0;
     kd = kb + n;
     memcpy(kd, kb, n);
-    memcpy(kd + n, dkey, dkeylen);
+    if (dkeylen > 0)
+        memcpy(kd + n, dkey, dkeylen);
     dn = n + dkeylen;
     arg_mem(a, kd, dn);
     kh = kd + dn;
@@ -1654,7 +1655,8 @@ history_args(struct args *a, char *kb, const struct cp_identity *id,
     memcpy(kb + 5, id->key, id->keylen);
     n = 5 + id->keylen;
     kb[n++] = '}';
-    memcpy(kb + n, id->dkey, dl);
+    if (dl > 0)
+        memcpy(kb + n, id->dkey, dl);
     n += dl;
     a->n = 0;
     a->used = 0;
