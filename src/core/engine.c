@@ -912,7 +912,8 @@ take_state(struct cp_engine *e, const char *key, size_t len,
 {
     struct cp_account_ref ref;
 
-    if (state == CP_ST_PROBATION && c->state != CP_ST_PROBATION &&
+    if (state == CP_ST_PROBATION &&
+        (c->state != CP_ST_PROBATION || c->state_since_s != since_s) &&
         e->store->ops->account(e->store, key, len, false, true, &ref)) {
         c = ref.c; /* (the store's pointers last until its next call) */
         if (ref.ev != NULL) {

@@ -170,8 +170,9 @@ cp_evidence_mark(const struct cp_evidence *ev, struct cp_ev_delta *m)
     memcpy(m->last_s, ev->last_s, sizeof(m->last_s));
 }
 
-static void
-delta_fade(struct cp_ev_delta *d, const struct cp_detection *det, int64_t to)
+void
+cp_ev_delta_fade(struct cp_ev_delta *d, const struct cp_detection *det,
+                 int64_t to)
 {
     double f = fade_factor(det, d->t_ms, to);
 
@@ -183,7 +184,7 @@ delta_fade(struct cp_ev_delta *d, const struct cp_detection *det, int64_t to)
 }
 
 static uint16_t
-sat16(uint32_t v)
+sat16(uint64_t v)
 {
     return v > UINT16_MAX ? UINT16_MAX : (uint16_t)v;
 }
@@ -195,7 +196,7 @@ cp_evidence_gained(const struct cp_ev_delta *m, const struct cp_evidence *ev,
     double f = fade_factor(det, m->t_ms, ev->t_ms);
     bool any = false;
 
-    delta_fade(acc, det, ev->t_ms);
+    cp_ev_delta_fade(acc, det, ev->t_ms);
     for (int i = 0; i < CP_SIG_COUNT; i++) {
         double g = ev->sig[i] - m->sig[i] * f;
         bool fired = ev->fired[i] != m->fired[i] ||
@@ -206,7 +207,7 @@ cp_evidence_gained(const struct cp_ev_delta *m, const struct cp_evidence *ev,
         any = true;
         acc->sig[i] = (float)(acc->sig[i] + g);
         if (ev->fired[i] > m->fired[i])
-            acc->fired[i] = sat16((uint32_t)acc->fired[i] + ev->fired[i] -
+            acc->fired[i] = sat16((uint64_t)acc->fired[i] + ev->fired[i] -
                                   m->fired[i]);
         if (ev->last_s[i] > acc->last_s[i])
             acc->last_s[i] = ev->last_s[i];
@@ -221,12 +222,12 @@ cp_ev_delta_add(struct cp_ev_delta *a, const struct cp_ev_delta *b,
     struct cp_ev_delta x = *b;
 
     if (a->t_ms < x.t_ms)
-        delta_fade(a, det, x.t_ms);
+        cp_ev_delta_fade(a, det, x.t_ms);
     else
-        delta_fade(&x, det, a->t_ms);
+        cp_ev_delta_fade(&x, det, a->t_ms);
     for (int i = 0; i < CP_SIG_COUNT; i++) {
         a->sig[i] = a->sig[i] + x.sig[i];
-        a->fired[i] = sat16((uint32_t)a->fired[i] + x.fired[i]);
+        a->fired[i] = sat16((uint64_t)a->fired[i] + x.fired[i]);
         if (x.last_s[i] > a->last_s[i])
             a->last_s[i] = x.last_s[i];
     }
@@ -256,14 +257,14 @@ cp_evidence_adopt(struct cp_evidence *ev, const struct cp_detection *det,
 
     if (pending != NULL) {
         p = *pending;
-        delta_fade(&p, det, t);
+        cp_ev_delta_fade(&p, det, t);
     } else {
         memset(&p, 0, sizeof(p));
     }
     for (int i = 0; i < CP_SIG_COUNT; i++) {
         ev->sig[i] = (float)(sh->sig[i] * f + p.sig[i]);
         score += p.sig[i];
-        ev->fired[i] = sat16(sh->fired[i] + p.fired[i]);
+        ev->fired[i] = sat16((uint64_t)sh->fired[i] + p.fired[i]);
         if (sh->last_s[i] > ev->last_s[i])
             ev->last_s[i] = sh->last_s[i];
     }
@@ -1209,6 +1210,8 @@ cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len)
     }
     /* no value the evidence code produces is beyond these */
     if (!sane(ev->score) || !sane(ev->hourly_mean) || !sane(ev->msg_rcpt) ||
+        !sane(ev->rcpt_n) || !sane(ev->rcpt_new) || ev->rcpt_n < 0 ||
+        ev->rcpt_new < 0 ||
         ev->t_ms < 0 || ev->t_ms > (int64_t)1 << 50 /* year 37648 */)
         return false;
     for (int i = 0; i < CP_SIG_COUNT; i++)

@@ -221,6 +221,9 @@ bool cp_evidence_gained(const struct cp_ev_delta *m,
                         const struct cp_evidence *ev,
                         const struct cp_detection *det,
                         struct cp_ev_delta *acc);
+/* d faded to time `to` (its reference becomes `to` if later). */
+void cp_ev_delta_fade(struct cp_ev_delta *d, const struct cp_detection *det,
+                      int64_t to);
 /* b added to a (a faded to b's time, or b to a's). */
 void cp_ev_delta_add(struct cp_ev_delta *a, const struct cp_ev_delta *b,
                      const struct cp_detection *det);

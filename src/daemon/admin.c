@@ -510,9 +510,12 @@ fleet_hist_row(void *arg, const struct fleet_history_row *r)
     {
         char ea[200], er[1100];
 
+        char ef[100], et[100];
+
         sb_printf(h->o, "  #%lld@%s  %s  %s -> %s  by %s: %s\n",
                   (long long)r->row.id, shown(eh, sizeof(eh), r->host), ts,
-                  r->row.from, r->row.to,
+                  shown(ef, sizeof(ef), r->row.from),
+                  shown(et, sizeof(et), r->row.to),
                   shown(ea, sizeof(ea), r->row.actor),
                   shown(er, sizeof(er), r->row.reason));
     }

@@ -36,12 +36,16 @@
  * connection was lost is not sent again (the same rule as a late one).
  *
  * Limits: FLEET_MAX_OWED accounts with unshared charges, FLEET_MAX_CHANGES
- * unshared state changes, FLEET_MAX_GAINS accounts with unshared
- * evidence; beyond them the oldest are not handed over (counted, logged
- * once per outage).
+ * unshared state changes (beyond them the newest are not handed over:
+ * counted, logged once per outage); FLEET_MAX_GAINS accounts with
+ * evidence not told (a gain waits FLEET_GAIN_AGE_MS at most, then counts
+ * on this host only; beyond the cap new ones are not kept: counted);
+ * FLEET_MAX_HISTORY rows of the fleet's history waiting for Redis (the
+ * oldest go: counted).
  */
 #include "daemon/fleet.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -59,6 +63,16 @@
 #define FLEET_MAX_OWED 100000
 #define FLEET_MAX_CHANGES 10000
 #define FLEET_MAX_GAINS 100000
+#define FLEET_GAIN_AGE_MS 600000 /* a gain waits 10 minutes at most */
+#define FLEET_GAIN_SWEEP 4096
+#define FLEET_MAX_HISTORY 1000 /* history rows waiting for Redis */
+
+/* A row of the fleet's history that could not be added yet. */
+struct hist_wait {
+    struct cp_identity id;
+    char *row;
+    size_t len;
+};
 /* an account's evidence gain is told to the fleet once it raises the
  * score or a signal's share by FLEET_EV_UP, or lowers the score by
  * FLEET_EV_DOWN (an owner's credit, every message: it matters less
@@ -107,7 +121,10 @@ struct fleet {
     struct hmap gains;    /* dkey → struct gain */
     uint64_t owed_gen;    /* config generation the slots belong to */
     uint64_t rnd;         /* which decisions carry the habits */
+    uint64_t gain_adds;   /* accounts added to `gains` */
     char host[300];       /* this host in the fleet's history */
+    struct hist_wait *hq; /* rows for the fleet's history, waiting */
+    size_t nhq;
     struct change *changes;
     size_t nchanges;
     size_t cur_held;      /* waiting decisions under d->cfg */
@@ -143,6 +160,33 @@ gain_eq(const void *val, const void *key, size_t len)
     const struct gain *g = val;
 
     return g->keylen == len && memcmp(g->key, key, len) == 0;
+}
+
+/* Forget what an account gained here and did not tell (it was released:
+ * the evidence before is spent). */
+static void
+gain_drop(struct fleet *f, const char *dkey, size_t dkeylen)
+{
+    free(hmap_del(&f->gains, hmap_hash(dkey, dkeylen), dkey, dkeylen,
+                  gain_eq));
+}
+
+/* The local copy takes an account's shared state (cp_engine_mirror_state);
+ * a release made elsewhere spends what was gained here too. */
+static void
+mirror(struct fleet *f, const struct cp_identity *id,
+       const struct cp_remote *rem)
+{
+    struct cp_store *st = f->d->engine.store;
+    struct cp_account_ref ref;
+
+    if (rem->own == CP_ST_PROBATION &&
+        (!st->ops->account(st, id->dkey, id->dkeylen, false, false, &ref) ||
+         ref.c->state != CP_ST_PROBATION ||
+         ref.c->state_since_s != rem->own_since_s))
+        gain_drop(f, id->dkey, id->dkeylen);
+    cp_engine_mirror_state(&f->d->engine, id->dkey, id->dkeylen, rem->own,
+                           rem->own_since_s, rem->own_repeat);
 }
 
 /* Forget every unshared charge. */
@@ -384,7 +428,6 @@ change_add(struct fleet *f, const struct cp_identity *id, int from, int to,
 static void
 merge_changes(struct fleet *f)
 {
-    struct daemon *d = f->d;
     size_t i;
 
     for (i = 0; i < f->nchanges; i++) {
@@ -409,8 +452,7 @@ merge_changes(struct fleet *f)
                      "was unreachable gives way to the shared state %s",
                      key, cp_state_name((enum cp_state)c->to),
                      cp_state_name((enum cp_state)rem.own));
-        cp_engine_mirror_state(&d->engine, c->id.dkey, c->id.dkeylen, rem.own,
-                               rem.own_since_s, rem.own_repeat);
+        mirror(f, &c->id, &rem);
     }
     f->nchanges = 0;
 }
@@ -428,6 +470,8 @@ add_known(void *arg, const char *key, size_t keylen,
         return; /* not an account an operator could name: skip */
     change_add(f, &id, CP_ST_NORMAL, c->state, false);
 }
+
+static void history_flush(struct fleet *f);
 
 static void
 on_up(void *arg)
@@ -449,9 +493,34 @@ on_up(void *arg)
     merge_owed(f, daemon_now_ms());
     if (f->nchanges > 0)
         merge_changes(f);
+    history_flush(f);
 }
 
 /* ---- the evidence summed over the fleet ---- */
+
+/*
+ * Gains that waited FLEET_GAIN_AGE_MS for a decision of their account are
+ * forgotten (small news of an account that stopped sending here, or what
+ * came after its last message: delivery outcomes, which then count on
+ * this host only). Run every FLEET_GAIN_SWEEP additions, and when full.
+ */
+static void
+gains_sweep(struct fleet *f, int64_t now_ms)
+{
+    struct gain **old;
+    size_t n = 0;
+
+    old = xcalloc(f->gains.count + 1, sizeof(*old));
+    HMAP_FOREACH(&f->gains, i) {
+        struct gain *g = f->gains.ents[i].val;
+
+        if (now_ms - g->d.t_ms > FLEET_GAIN_AGE_MS)
+            old[n++] = g;
+    }
+    for (size_t i = 0; i < n; i++)
+        gain_drop(f, old[i]->key, old[i]->keylen);
+    free(old);
+}
 
 /* Engine hook: what an account's evidence gained in an update. */
 static void
@@ -463,6 +532,9 @@ share_evidence(void *arg, const char *dkey, size_t dkeylen,
     struct gain *g = hmap_get(&f->gains, h, dkey, dkeylen, gain_eq);
 
     if (g == NULL) {
+        if (++f->gain_adds % FLEET_GAIN_SWEEP == 0 ||
+            f->gains.count >= FLEET_MAX_GAINS)
+            gains_sweep(f, gain->t_ms);
         if (f->gains.count >= FLEET_MAX_GAINS) {
             f->st.gains_dropped++;
             return;
@@ -503,6 +575,7 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
 {
     const struct cp_decision *dec = &w->dec;
     struct cp_store *st = f->d->engine.store;
+    const struct cp_detection *det;
     struct cp_account_ref ref;
     bool suspect;
     struct gain *g;
@@ -510,11 +583,12 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
     uint64_t h;
 
     memset(rev, 0, sizeof(*rev));
-    if ((rev->det = decision_det(w->cfg, dec)) == NULL ||
+    if ((det = decision_det(w->cfg, dec)) == NULL ||
         !st->ops->account(st, dec->id.dkey, dec->id.dkeylen, false, true,
                           &ref) ||
         ref.ev == NULL)
         return;
+    rev->det = det;
     rev->want = rev->det->watch_at / 2;
     rev->ver = ref.ev->fleet_ver;
     suspect = cp_evidence_score(ref.ev, rev->det, w->now) >= rev->want;
@@ -532,6 +606,7 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
                       !dec->state_changed && !suspect))
         return; /* nothing, or small news: it waits for more */
     w->gain = g->d;
+    cp_ev_delta_fade(&w->gain, det, w->now); /* as of this decision */
     rev->gain = &w->gain;
     hmap_del(&f->gains, h, dec->id.dkey, dec->id.dkeylen, gain_eq);
     free(g);
@@ -604,6 +679,8 @@ on_answer(void *arg, const struct cp_remote *rem,
     if (rem == NULL)
         f->st.local++;
     cp_engine_resume(&d->engine, &w->ev, w->now, &w->dec, &w->aw, rem, NULL);
+    if (w->dec.fleet_moved && w->dec.state == CP_ST_PROBATION)
+        gain_drop(f, w->dec.id.dkey, w->dec.id.dkeylen); /* released there */
     if (ev != NULL)
         ev_adopt(f, w, ev);
     incident_follow(d, &w->dec);
@@ -694,14 +771,8 @@ fleet_change(struct fleet *f, const struct cp_decision *dec, bool person)
 
     if (!dec->state_changed || dec->shared)
         return true;
-    if (person && dec->state == CP_ST_PROBATION) {
-        /* a release: the evidence gained here is spent with the rest */
-        struct gain *g = hmap_del(&f->gains,
-                                  hmap_hash(dec->id.dkey, dec->id.dkeylen),
-                                  dec->id.dkey, dec->id.dkeylen, gain_eq);
-
-        free(g);
-    }
+    if (person && dec->state == CP_ST_PROBATION) /* a release: the */
+        gain_drop(f, dec->id.dkey, dec->id.dkeylen); /* evidence is spent */
     /* a person's is set (and waits for a connection); detection's is
      * merged, at once only if Redis is up */
     if (person || cp_redis_up(f->r)) {
@@ -711,9 +782,7 @@ fleet_change(struct fleet *f, const struct cp_decision *dec, bool person)
             if (person || !rem.change_refused || rem.own == dec->state)
                 return true;
             /* another host changed it first: the shared state stands */
-            cp_engine_mirror_state(&f->d->engine, dec->id.dkey,
-                                   dec->id.dkeylen, rem.own,
-                                   rem.own_since_s, rem.own_repeat);
+            mirror(f, &dec->id, &rem);
             return false;
         }
         msg_warn("fleet: %s; the change is handed over when Redis is back",
@@ -759,8 +828,7 @@ fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
         !f->d->ms->base.ops->peek(&f->d->ms->base, id->dkey, id->dkeylen,
                                   &c))
         return 0; /* unknown to the fleet and here: not made up */
-    cp_engine_mirror_state(&f->d->engine, id->dkey, id->dkeylen, rem.own,
-                           rem.own_since_s, rem.own_repeat);
+    mirror(f, id, &rem);
     if (!f->d->ms->base.ops->account(&f->d->ms->base, id->key, id->keylen,
                                      true, false, &ref))
         return 0;
@@ -771,6 +839,47 @@ fleet_refresh(struct fleet *f, const struct cp_identity *id, char *err)
 }
 
 /* ---- the fleet's history ---- */
+
+/* A row Redis could not take yet: added when it is back (the oldest go
+ * beyond FLEET_MAX_HISTORY: counted, and in this host's history only). */
+static void
+history_wait(struct fleet *f, const struct cp_identity *id,
+             const struct strbuf *b)
+{
+    struct hist_wait *h;
+
+    if (f->hq == NULL)
+        f->hq = xcalloc(FLEET_MAX_HISTORY, sizeof(*f->hq));
+    if (f->nhq == FLEET_MAX_HISTORY) {
+        free(f->hq[0].row);
+        memmove(f->hq, f->hq + 1, (f->nhq - 1) * sizeof(*f->hq));
+        f->nhq--;
+        f->st.history_unshared++;
+    }
+    h = &f->hq[f->nhq++];
+    h->id = *id;
+    h->row = xmalloc(b->len);
+    memcpy(h->row, b->data, b->len);
+    h->len = b->len;
+}
+
+/* Redis is back: the rows that waited. */
+static void
+history_flush(struct fleet *f)
+{
+    size_t i;
+
+    if (f->nhq == 0)
+        return;
+    for (i = 0; i < f->nhq; i++) {
+        if (!cp_redis_history_add(f->r, &f->hq[i].id, f->hq[i].row,
+                                  f->hq[i].len))
+            break;
+        free(f->hq[i].row);
+    }
+    memmove(f->hq, f->hq + i, (f->nhq - i) * sizeof(*f->hq));
+    f->nhq -= i;
+}
 
 /* Text of the history with its tabs and line ends as spaces. */
 static void
@@ -795,18 +904,15 @@ fleet_history_add(struct fleet *f, const struct cp_decision *dec,
     row_put(&b, actor);
     sb_append(&b, "\t", 1);
     row_put(&b, reason);
-    if (!cp_redis_history_add(f->r, &dec->id, b.data, b.len)) {
-        f->st.history_unshared++;
-        msg_warn("fleet: Redis is unreachable: the change of incident %llu "
-                 "is in this host's history only",
-                 (unsigned long long)incident);
-    }
+    if (f->nhq > 0 || !cp_redis_history_add(f->r, &dec->id, b.data, b.len))
+        history_wait(f, &dec->id, &b);
     sb_fini(&b);
 }
 
 struct hrow_ctx {
     fleet_history_fn *fn;
     void *arg;
+    int n;      /* rows given to fn */
 };
 
 /* "T\tHOST\tINCIDENT\tFROM\tTO\tACTOR\tREASON" */
@@ -827,26 +933,34 @@ hrow(void *arg, const char *row, size_t len)
         *p++ = '\0';
         f[n++] = p;
     }
-    if (n < 7)
+    if (n < 7 || !isdigit((unsigned char)f[0][0]) ||
+        !isdigit((unsigned char)f[2][0]))
         return; /* not a row this version writes */
     memset(&r, 0, sizeof(r));
     r.row.t_ms = strtoll(f[0], NULL, 10);
+    if (r.row.t_ms < 0 || r.row.t_ms > (int64_t)1 << 50)
+        return;
     r.host = f[1];
     r.row.id = strtoll(f[2], NULL, 10);
+    if (r.row.id < 0)
+        return;
     r.row.from = f[3];
     r.row.to = f[4];
     r.row.actor = f[5];
     r.row.reason = f[6];
     c->fn(c->arg, &r);
+    c->n++;
 }
 
 int
 fleet_history(struct fleet *f, const struct cp_identity *id, int limit,
               fleet_history_fn *fn, void *arg, char *err)
 {
-    struct hrow_ctx c = {fn, arg};
+    struct hrow_ctx c = {fn, arg, 0};
 
-    return cp_redis_history(f->r, id, limit, hrow, &c, err);
+    if (cp_redis_history(f->r, id, limit, hrow, &c, err) < 0)
+        return -1;
+    return c.n;
 }
 
 /* ---- life ---- */
@@ -958,6 +1072,12 @@ fleet_start(struct daemon *d)
     d->engine.share_arg = f;
     msg_info("fleet mode: accounts are shared in Redis at %s",
              cp_redis_where(f->r));
+    if (d->cfg->fleet_host == 0)
+        msg_warn("fleet mode: store.fleet_host is not set: this host is "
+                 "number %d of the fleet by its name (%s); give each host "
+                 "its own, or two hosts with one number learn habits as one "
+                 "host would",
+                 __builtin_ctz(d->engine.host_bit) + 1, f->host);
     cp_redis_start(f->r);
     return f;
 }
@@ -1000,6 +1120,9 @@ fleet_free(struct fleet *f)
         free(h);
     }
     free(f->changes);
+    for (size_t i = 0; i < f->nhq; i++)
+        free(f->hq[i].row);
+    free(f->hq);
     free(f);
 }
 

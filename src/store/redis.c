@@ -1003,6 +1003,13 @@ ev_args(struct args *a, const struct cp_redis_ev *ev)
     for (int i = 0; ng > 0 && i < CP_SIG_COUNT; i++) {
         if (g->sig[i] == 0 && g->fired[i] == 0)
             continue;
+        if (!isfinite(g->sig[i])) { /* (never made): sent as nothing */
+            arg_mem(a, "0", 1);
+            arg_mem(a, "0", 1);
+            arg_mem(a, "0", 1);
+            arg_mem(a, "0", 1);
+            continue;
+        }
         arg_fmt(a, "%d", i);
         arg_fmt(a, "%.9g", g->sig[i]);
         arg_fmt(a, "%u", g->fired[i]);
@@ -1135,6 +1142,14 @@ parse_ev(const redisReply *x, struct cp_redis_evans *ev)
     if (*p != '\0' || (n != 1 && n != sizeof(v) / sizeof(v[0])) ||
         v[0] < 0 || v[0] > UINT32_MAX)
         return false;
+    /* shares and the score as the evidence bounds them (cp_evidence_unpack
+     * refuses beyond 1e7): what Redis holds may have been written by
+     * anyone */
+    if (n > 1 && fabs(v[1]) > 1e7)
+        return false;
+    for (int i = 0; n > 1 && i < CP_SIG_COUNT; i++)
+        if (fabs(v[3 + 3 * i]) > 1e7)
+            return false;
     ev->has_ver = true;
     ev->ver = (uint32_t)v[0];
     if (n == 1)
@@ -1448,8 +1463,13 @@ cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
         len[3] = (size_t)snprintf(num, sizeof(num), "%.17g", delta[i]);
         if (len[2] >= sizeof(field) ||
             redisAsyncCommandArgv(n_->ac, on_share, NULL, 4, v, len) !=
-                REDIS_OK)
-            return false;
+                REDIS_OK) {
+            if (i == 0)
+                return false; /* nothing sent: the caller owes it all */
+            /* (the context went away between two: not seen happen) */
+            r->st.errors++;
+            break;
+        }
     }
     r->st.shares++;
     r->unflushed = true;

@@ -1017,6 +1017,43 @@ def test_history_is_the_fleets(tmp_path, redis):
                                "u:h@example.net"], capture_output=True,
                               text=True, timeout=20).stdout
         assert "this host's history" in text and "PROBATION" in text, text
+        # a change made meanwhile waits, and joins the fleet's history when
+        # Redis is back (here empty: a restart without persistence)
+        b.ctl("block", "u:h@example.net", "--note", "second complaint")
+        redis.start()
+        wait_for(lambda: [x["to"] for x in a.ctl(
+            "history", "u:h@example.net")["history"]][:1] == ["MANUAL_HOLD"],
+            "the waiting row added", timeout=30)
+        hist = a.ctl("history", "u:h@example.net")["history"]
+        assert hist[0]["host"].endswith("/2") and \
+            "second complaint" in hist[0]["reason"], hist
+        stop_clean(a, b)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_evidence_written_by_anyone_in_redis_is_harmless(tmp_path, redis):
+    """Redis is shared: what its keys hold may have been written by anything.
+    A login whose fleet evidence says "nan", "inf" or 1e999 and whose
+    habits record is garbage is decided as usual: every reply DUNNO, no
+    error reply, and the daemon exits cleanly."""
+    a, b = numbered_hosts(tmp_path, redis, max_msgs=100000)
+    try:
+        ca = PolicyClient(a.policy_sock, timeout=20)
+        k = "cp:{u:t@example.net}"
+        ca.ask(rcpt_request(user="t@example.net", instance="t0"))
+        redis.cli("HSET", k, "es", "inf", "et", "nan", "ev", "7",
+                  "g0", "nan 1 2 3", "g2", "1e999 x -5 9e99", "g5", "junk")
+        redis.cli("SET", "cph:{u:t@example.net}", "x" * 560)
+        for i in range(12):
+            r = _zombie_message(ca, "t@example.net", i)
+            assert all(action(x) in ("DUNNO", "DEFER_IF_PERMIT", "REJECT",
+                                     "HOLD") for x in r), r
+        st = a.ctl("status")["fleet"]
+        assert st["errors"] == 0 and st["failed"] == 0, st
+        es = redis.cli("HGET", k, "es")
+        assert es not in ("nan", "inf", "-nan") and float(es) < 1e7, es
         stop_clean(a, b)
     finally:
         a.stop()

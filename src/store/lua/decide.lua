@@ -81,7 +81,15 @@ end
 local T, hl, efl = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
 local hv, nsig, ng = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
 i = i + 6
-local es, et, evr = tonumber(o[4]), tonumber(o[5]) or now, ''
+-- a number of the evidence, finite and bounded (what Redis holds may have
+-- been written by anyone: "nan", "inf", 1e999 become 0)
+local function fin(x, lim)
+  x, lim = tonumber(x), lim or 1e7
+  if x == nil or x ~= x or x > lim or x < -lim then return nil end
+  return x
+end
+local es, et, evr = fin(o[4]), tonumber(o[5]) or now, ''
+if et ~= et or et > now + 86400000 then et = now end
 local ver = tonumber(o[6]) or 0
 local knew = ver == hv -- the host had the fleet's evidence before its gain
 if es and now > et then es = es * 2 ^ ((et - now) / hl) end
@@ -89,9 +97,11 @@ if es and now > et then es = es * 2 ^ ((et - now) / hl) end
 local function sig(x)
   if not x then return {0, 0, 0} end
   local a, t, n, l = string.match(x, '^(%S+) (%S+) (%S+) (%S+)$')
-  a, t = tonumber(a) or 0, tonumber(t) or now
+  a, t = fin(a) or 0, tonumber(t) or now
+  if t ~= t or t > now then t = now end
   if now > t then a = a * 2 ^ ((t - now) / hl) end
-  return {a, tonumber(n) or 0, tonumber(l) or 0}
+  n, l = fin(n, 4e9) or 0, fin(l, 4e9) or 0
+  return {a, math.max(n, 0), math.max(l, 0)}
 end
 if ng > 0 then
   local names, add = {}, {}
@@ -101,10 +111,10 @@ if ng > 0 then
   es = es or 0
   for j = 1, ng do
     local v = sig(cur[j])
-    local d, l = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
+    local d, l = fin(ARGV[i + 1]) or 0, fin(ARGV[i + 3], 4e9) or 0
     es = es + d
     v[1] = v[1] + d
-    v[2] = v[2] + tonumber(ARGV[i + 2])
+    v[2] = math.min(v[2] + (fin(ARGV[i + 2], 65535) or 0), 4e9)
     if l > v[3] then v[3] = l end
     h[2 * j - 1] = names[j]
     h[2 * j] = string.format('%.17g', v[1]) .. ' ' .. now .. ' ' .. v[2] .. ' ' .. v[3]
