@@ -65,6 +65,7 @@ struct conn {
      * (rest_off, rest_len) wait too */
     struct fleet_wait *fw;
     bool waiting;
+    bool read_stopped;        /* reading stopped while a decision waits */
     size_t rest_off, rest_len;
 };
 
@@ -422,6 +423,13 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
 }
 
+static void
+read_stop(struct conn *c)
+{
+    uv_read_stop(&c->h.stream);
+    c->read_stopped = true;
+}
+
 /* Decide the policy requests in p[0..n); *completed is set once one is
  * complete. -1 after a protocol error (the connection closes). */
 static int
@@ -453,10 +461,15 @@ feed_policy(struct conn *c, const char *p, size_t n, bool *completed)
             return -1;
         }
         off += used;
-        if (c->waiting) { /* the rest waits for the decision */
+        if (c->waiting) {
+            /* the rest waits for the decision: reading stops if there is
+             * one (a client that sends before its answer), else goes on
+             * (Postfix sends nothing before its answer: stopping and
+             * starting again would cost two system calls a request) */
             c->rest_off = (size_t)(p + off - c->rbuf);
             c->rest_len = n - off;
-            uv_read_stop(&c->h.stream);
+            if (c->rest_len > 0)
+                read_stop(c);
             return 0;
         }
     }
@@ -500,6 +513,14 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (nread == 0)
+        return; /* (EAGAIN) */
+    if (c->waiting) { /* sent before its answer: it waits (in rbuf) */
+        c->rest_off = (size_t)(buf->base - c->rbuf);
+        c->rest_len = (size_t)nread;
+        read_stop(c);
+        return;
+    }
     if (c->milter != NULL) {
         int rc = milter_feed(c->d, c->milter, c->peer, buf->base,
                              (size_t)nread, &c->out);
@@ -534,10 +555,12 @@ on_decided(void *arg)
         if (feed_policy(c, c->rbuf + off, len, &completed) < 0)
             return;
     }
-    if (!c->waiting && !c->closing &&
-        uv_read_start(&c->h.stream, on_alloc, on_read) < 0) {
-        conn_close(c);
-        return;
+    if (!c->waiting && !c->closing && c->read_stopped) {
+        c->read_stopped = false;
+        if (uv_read_start(&c->h.stream, on_alloc, on_read) < 0) {
+            conn_close(c);
+            return;
+        }
     }
     after_requests(c, completed);
 }

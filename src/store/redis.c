@@ -52,13 +52,22 @@
  * socket error (a reset: Redis killed with replies unread) that way, not
  * as an event: the connection would go dead unnoticed. This one, written
  * along the same lines, hands an error to hiredis as a read, which then
- * fails and disconnects.
+ * fails and disconnects. And a node's connection does not poll for
+ * writability to send a command: the commands of a loop iteration are
+ * written at its end (on_flush), and only output that did not fit waits
+ * for writability (two epoll_ctl calls less per loop iteration).
  */
+struct cp_redis;
+
 struct uvev {
     redisAsyncContext *ac;
     uv_poll_t h;
     int events;
+    struct cp_redis *r; /* a node's (flushed by on_flush), else NULL */
 };
+
+static void uvev_defer_write(struct cp_redis *r);
+static bool uvev_flushing(const struct cp_redis *r);
 
 static void
 uvev_poll(uv_poll_t *h, int status, int events)
@@ -76,7 +85,11 @@ uvev_poll(uv_poll_t *h, int status, int events)
 static void
 uvev_update(struct uvev *p, int add, int del)
 {
-    p->events = (p->events | add) & ~del;
+    int ev = (p->events | add) & ~del;
+
+    if (ev == p->events)
+        return;
+    p->events = ev;
     if (p->events)
         uv_poll_start(&p->h, p->events, uvev_poll);
     else
@@ -98,7 +111,15 @@ uvev_del_read(void *priv)
 static void
 uvev_add_write(void *priv)
 {
-    uvev_update(priv, UV_WRITABLE, 0);
+    struct uvev *p = priv;
+
+    /* (connecting: writability says the connection is made) */
+    if (p->r != NULL && !uvev_flushing(p->r) &&
+        (p->ac->c.flags & REDIS_CONNECTED)) {
+        uvev_defer_write(p->r); /* written at the iteration's end */
+        return;
+    }
+    uvev_update(p, UV_WRITABLE, 0); /* what did not fit */
 }
 
 static void
@@ -123,7 +144,7 @@ uvev_cleanup(void *priv)
 }
 
 static int
-uvev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+uvev_attach(redisAsyncContext *ac, uv_loop_t *loop, struct cp_redis *r)
 {
     struct uvev *p;
 
@@ -135,6 +156,7 @@ uvev_attach(redisAsyncContext *ac, uv_loop_t *loop)
         return REDIS_ERR;
     }
     p->ac = ac;
+    p->r = r;
     p->h.data = p;
     ac->ev.addRead = uvev_add_read;
     ac->ev.delRead = uvev_del_read;
@@ -213,8 +235,10 @@ struct cp_redis {
     char sha_decide[41], sha_state[41];
     uv_timer_t timer; /* request deadlines, connecting, reconnecting */
     uv_check_t flush; /* writes this loop iteration's commands at its end */
+    uv_idle_t wake;   /* ...without blocking in the poll before it */
+    bool flushing;
     bool unflushed;
-    int open_handles; /* freed when both have closed */
+    int open_handles; /* freed when all three have closed */
     struct cp_redis_req *head, *tail;
     redisContext *sync; /* a person's commands */
     int sync_node;
@@ -472,7 +496,7 @@ node_connect(struct rnode *n)
         return;
     }
     ac->data = n;
-    if (uvev_attach(ac, r->loop) != REDIS_OK) {
+    if (uvev_attach(ac, r->loop, r) != REDIS_OK) {
         ac->data = NULL;
         redisAsyncFree(ac);
         node_lost_log(n, "cannot watch the connection on the loop");
@@ -770,7 +794,7 @@ sentinel_ask(struct cp_redis *r)
     if (ac == NULL)
         msg_fatal("out of memory");
     r->sentinel_ms = uv_now(r->loop);
-    if (ac->err || uvev_attach(ac, r->loop) != REDIS_OK) {
+    if (ac->err || uvev_attach(ac, r->loop, NULL) != REDIS_OK) {
         redisAsyncFree(ac);
         node_backoff(&r->node[0]);
         return;
@@ -1808,7 +1832,9 @@ cp_redis_new(uv_loop_t *loop, const struct cp_config *cfg,
     uv_check_init(loop, &r->flush);
     r->flush.data = r;
     uv_check_start(&r->flush, on_flush);
-    r->open_handles = 2;
+    r->open_handles = 3;
+    uv_idle_init(loop, &r->wake);
+    r->wake.data = r;
     r->timeout_ms = cfg->redis_timeout_ms;
     r->connect_timeout_ms = cfg->redis_connect_timeout_ms;
     set_servers(r, cfg);
@@ -1880,12 +1906,38 @@ on_flush(uv_check_t *h)
 {
     struct cp_redis *r = h->data;
 
+    uv_idle_stop(&r->wake);
     if (!r->unflushed || r->closing)
         return;
     r->unflushed = false;
+    r->flushing = true;
     for (int i = 0; i < r->nnodes; i++)
-        if (r->node[i].ac != NULL)
+        if (r->node[i].ac != NULL &&
+            (r->node[i].ac->c.flags & REDIS_CONNECTED))
             redisAsyncHandleWrite(r->node[i].ac);
+    r->flushing = false;
+}
+
+static void
+on_wake(uv_idle_t *h)
+{
+    (void)h; /* (it only keeps the poll from blocking) */
+}
+
+/* A command to send was buffered: on_flush writes it at the end of this
+ * loop iteration, which must not block in its poll meanwhile. */
+static void
+uvev_defer_write(struct cp_redis *r)
+{
+    r->unflushed = true;
+    if (!r->closing)
+        uv_idle_start(&r->wake, on_wake);
+}
+
+static bool
+uvev_flushing(const struct cp_redis *r)
+{
+    return r->flushing;
 }
 
 static void
@@ -1921,4 +1973,5 @@ cp_redis_close(struct cp_redis *r)
     sentinel_drop(r);
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->flush, on_handle_closed);
+    uv_close((uv_handle_t *)&r->wake, on_handle_closed);
 }
