@@ -320,10 +320,12 @@ merge_nets(struct cp_evidence *ev, const struct cp_evidence *o)
             i = low;
             ev->nets[i] = o->nets[j];
             ev->nets_n[i] = ev->nets_days[i] = 0;
+            ev->nets_h[i] = 0;
             ev->nets_day[i] = o->nets_day[j];
         }
         if (o->nets_n[j] > ev->nets_n[i])
             ev->nets_n[i] = o->nets_n[j];
+        ev->nets_h[i] |= o->nets_h[j];
         if (o->nets_days[j] > ev->nets_days[i])
             ev->nets_days[i] = o->nets_days[j];
         if ((int16_t)(o->nets_day[j] - ev->nets_day[i]) > 0)
@@ -417,8 +419,14 @@ cp_evidence_habits_sig(const struct cp_evidence *ev)
     h = sig_set(h, ev->helo, ev->helo_n, ev->helo_h, CP_EV_HELOS);
     h = sig_set(h, ev->tls, ev->tls_n, ev->tls_h, CP_EV_TLS);
     for (int i = 0; i < CP_EV_NETS; i++)
-        h = sig_mix(h, (uint64_t)ev->nets[i] << 1 |
-                           (ev->nets_days[i] >= 2 || ev->nets_n[i] >= 5));
+        h = sig_mix(h, (uint64_t)ev->nets[i] << 16 |
+                           (uint64_t)ev->nets_h[i] << 8 |
+                           (ev->nets_days[i] >= 2) << 3 |
+                           (ev->nets_n[i] >= 5 ? 2 : ev->nets_n[i] >= 3));
+    /* the unfamiliar networks of the last hour: the `networks` signal
+     * counts them over the fleet */
+    for (int i = 0; i < CP_EV_FRESH; i++)
+        h = sig_mix(h, ev->fresh[i]);
     for (int i = 0; i < CP_EV_BLOOM; i++)
         h = sig_mix(h, ev->bloom[i]);
     h = sig_mix(h, ev->local_seen[0]);
@@ -672,7 +680,12 @@ static bool
 familiar(const struct cp_evidence *ev, uint32_t h)
 {
     for (int i = 0; i < CP_EV_NETS; i++)
-        if (ev->nets[i] == h && (ev->nets_days[i] >= 2 || ev->nets_n[i] >= 5))
+        if (ev->nets[i] == h &&
+            (ev->nets_days[i] >= 2 || ev->nets_n[i] >= 5 ||
+             /* a fleet's hosts each learn from their share, and a merge
+              * keeps the larger count: as many again on each host that
+              * saw it (the balancer spreads evenly) */
+             ev->nets_n[i] * __builtin_popcount(ev->nets_h[i]) >= 5))
             return true;
     return false;
 }
@@ -772,7 +785,7 @@ rate_signal(struct cp_evidence *ev, const struct cp_detection *det,
 
 /* Count one message from network h (least used replaced when new). */
 static void
-learn_net(struct cp_evidence *ev, uint32_t h, uint32_t now_s)
+learn_net(struct cp_evidence *ev, uint32_t h, uint32_t now_s, uint8_t bit)
 {
     uint16_t day = (uint16_t)(now_s / 86400);
     int i, low = 0;
@@ -785,10 +798,12 @@ learn_net(struct cp_evidence *ev, uint32_t h, uint32_t now_s)
         i = low;
         ev->nets[i] = h;
         ev->nets_n[i] = ev->nets_days[i] = 0;
+        ev->nets_h[i] = 0;
         ev->nets_day[i] = (uint16_t)(day - 1);
     }
     if (ev->nets_n[i] < 255)
         ev->nets_n[i]++;
+    ev->nets_h[i] |= bit;
     if (ev->nets_day[i] != day && ev->nets_days[i] < 255)
         ev->nets_days[i]++;
     ev->nets_day[i] = day;
@@ -853,7 +868,7 @@ network_signal(struct cp_evidence *ev, const struct cp_detection *det,
             fire(ev, det, CP_SIG_NETWORKS, 1, fired);
     }
     if (ev->score < det->watch_at / 2)
-        learn_net(ev, h, now_s);
+        learn_net(ev, h, now_s, host_bit(in));
 }
 
 static void
@@ -1202,6 +1217,8 @@ cp_evidence_unpack(struct cp_evidence *ev, const void *in, size_t len)
             ev->helo_h[i] = ev->helo_n[i] ? 1 : 0;
         for (int i = 0; i < CP_EV_TLS; i++)
             ev->tls_h[i] = ev->tls_n[i] ? 1 : 0;
+        for (int i = 0; i < CP_EV_NETS; i++)
+            ev->nets_h[i] = ev->nets_n[i] ? 1 : 0;
     } else if (fmt == CP_EV_FORMAT && size == sizeof(*ev) &&
                len == CP_EV_PACKED) {
         memcpy(ev, p + 8, sizeof(*ev));

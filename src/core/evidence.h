@@ -98,6 +98,7 @@ struct cp_evidence {
                                      when this host last gave its habits */
     uint32_t fleet_ver;           /* fleet mode: the version of the fleet's
                                      suspicion this host has */
+    uint8_t nets_h[CP_EV_NETS];   /* the hosts that saw each network */
 };
 
 /* Was the recipient delivered to by this account before (the engine's

@@ -1059,3 +1059,56 @@ def test_evidence_written_by_anyone_in_redis_is_harmless(tmp_path, redis):
     finally:
         a.stop()
         b.stop()
+
+
+def _roaming_mail(clients, user, n=48):
+    """A customer on the move: his phone's carrier, a hotel, a café, the
+    office and home (five networks), his own address, a few recurring
+    correspondents, spread over `clients` in turn."""
+    nets = ["198.51.100.20", "203.0.113.77", "192.0.2.200", "100.64.3.9",
+            "172.20.5.5"]
+    replies = []
+    for i in range(n):
+        c = clients[i % len(clients)]
+        inst = "r%s%d" % (user, i)
+        ip = nets[(i // 3) % len(nets)]
+        rcpt = "friend%d@mail%d.example" % (i % 6, i % 3)
+        replies.append(c.ask(rcpt_request(
+            user=user, sender=user, instance=inst, recipient=rcpt,
+            helo_name="phone", client=ip)))
+        replies.append(c.ask(rcpt_request(
+            user=user, sender=user, instance=inst, state="END-OF-MESSAGE",
+            recipient="", recipient_count="1", helo_name="phone",
+            client=ip)))
+    return replies
+
+
+def test_a_roaming_customer_spread_over_the_fleet_is_not_suspected(
+        tmp_path, redis):
+    """Networks are habits too: a customer sending from five networks in
+    turn (phone, hotel, office, home) over two hosts stays NORMAL, every
+    message accepted. Known, and bounded here: `networks` fires up to once
+    per host for one new network when his messages alternate hosts within
+    seconds (a host judges a message before its answer brings the other
+    host's networks: the exchange lags one message), so twice as often as
+    on one host at most; his own sender's credit outweighs it."""
+    a, b = numbered_hosts(tmp_path, redis, max_msgs=100000)
+    try:
+        ca = PolicyClient(a.policy_sock, timeout=20)
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        one = _roaming_mail([ca], "one@isp.example")
+        two_hosts = _roaming_mail([ca, cb], "two@isp.example")
+        assert all(action(r) == "DUNNO" for r in one + two_hosts)
+        s1 = {g["signal"]: g["times"] for g in
+              a.ctl("show", "u:one@isp.example")["signals"]}
+        g = redis.cli("HGET", "cp:{u:two@isp.example}", "g5").split()
+        fleet = int(g[2]) if g else 0  # networks: signal 5
+        print("networks fired: one host %s, two hosts %s" %
+              (s1.get("networks", 0), fleet))
+        assert fleet <= 2 * s1.get("networks", 0), (fleet, s1)
+        for d in (a, b):
+            assert d.ctl("show", "u:two@isp.example")["state"] == "NORMAL"
+        stop_clean(a, b)
+    finally:
+        a.stop()
+        b.stop()
