@@ -882,6 +882,15 @@ def _office_mail(clients, user, n=60, contacts=400):
     return replies
 
 
+def one_and_two_hosts(a, b, mail, one, two):
+    """The same mail of account `one` through host a alone, and of `two`
+    spread over a and b in turn: every reply accepted."""
+    ca = PolicyClient(a.policy_sock, timeout=20)
+    cb = PolicyClient(b.policy_sock, timeout=20)
+    replies = mail([ca], one) + mail([ca, cb], two)
+    assert all(action(r) == "DUNNO" for r in replies)
+
+
 def test_an_office_spread_over_the_fleet_is_not_suspected(tmp_path, redis):
     """The other side of summing evidence: each host learns an account's
     habits from its share of the mail, so a recipient known on one host is
@@ -893,11 +902,7 @@ def test_an_office_spread_over_the_fleet_is_not_suspected(tmp_path, redis):
     host is known on the other."""
     a, b = numbered_hosts(tmp_path, redis, max_msgs=100000)
     try:
-        ca = PolicyClient(a.policy_sock, timeout=20)
-        cb = PolicyClient(b.policy_sock, timeout=20)
-        one = _office_mail([ca], "one@office.example")
-        two_hosts = _office_mail([ca, cb], "two@office.example")
-        assert all(action(r) == "DUNNO" for r in one + two_hosts)
+        one_and_two_hosts(a, b, _office_mail, "one@office.example", "two@office.example")
         def top(d, key):
             return [x for x in d.ctl("top", "10")["accounts"]
                     if x["key"] == key][0]
@@ -1094,11 +1099,7 @@ def test_a_roaming_customer_spread_over_the_fleet_is_not_suspected(
     on one host at most; his own sender's credit outweighs it."""
     a, b = numbered_hosts(tmp_path, redis, max_msgs=100000)
     try:
-        ca = PolicyClient(a.policy_sock, timeout=20)
-        cb = PolicyClient(b.policy_sock, timeout=20)
-        one = _roaming_mail([ca], "one@isp.example")
-        two_hosts = _roaming_mail([ca, cb], "two@isp.example")
-        assert all(action(r) == "DUNNO" for r in one + two_hosts)
+        one_and_two_hosts(a, b, _roaming_mail, "one@isp.example", "two@isp.example")
         s1 = {g["signal"]: g["times"] for g in
               a.ctl("show", "u:one@isp.example")["signals"]}
         g = redis.cli("HGET", "cp:{u:two@isp.example}", "g5").split()
