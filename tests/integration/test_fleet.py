@@ -89,8 +89,10 @@ def redis(tmp_path):
 
 def fleet_daemon(tmp_path, name, redis_url, max_msgs=10, extra_store="",
                  window="1h"):
-    store = ("checkpoint_interval: 1s\nbackend: redis\nredis: %s\n" %
-             redis_url) + extra_store
+    # (a decision waits up to 1 s for Redis, not 50 ms: on a busy test
+    # machine a stall would make it local, and the counts inexact)
+    store = ("checkpoint_interval: 1s\nbackend: redis\nredis: %s\n"
+             "redis_timeout: 1s\n" % redis_url) + extra_store
     return Daemon(tmp_path / name, classes=LIMITED % (window, max_msgs),
                   extra={"store": store, "daemon": "log_level: info"})
 
@@ -946,8 +948,9 @@ classes:
       - { metric: messages, window: 1h, max: 100 }
 """
     d = Daemon(tmp_path / "a", classes=classes, extra={
-        "store": "checkpoint_interval: 1s\nbackend: redis\nredis: %s\n" %
-                 redis.url(), "daemon": "log_level: info"}).start()
+        "store": "checkpoint_interval: 1s\nbackend: redis\nredis: %s\n"
+                 "redis_timeout: 1s\n" % redis.url(),
+        "daemon": "log_level: info"}).start()
     try:
         wait_for(lambda: d.ctl("status")["fleet"]["connected"] == 1,
                  "fleet connected", timeout=20)
