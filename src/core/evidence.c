@@ -665,8 +665,8 @@ fire_repeat(struct cp_evidence *ev, const struct cp_detection *det,
 /* The network a client is in, as a person's habits go: its /16 (IPv6
  * /32) — an office, a home line and a phone's carrier are one each, a
  * botnet's or a spammer's proxies are many. */
-static uint32_t
-net_hash(const struct inet_addr *a)
+uint32_t
+cp_evidence_net(const struct inet_addr *a)
 {
     struct inet_addr n = *a;
 
@@ -701,7 +701,7 @@ spread(const struct cp_evidence *ev, const struct cp_ev_input *in)
     return in->sasl && in->client != NULL &&
            fired_within(ev, CP_SIG_NETWORKS, (uint32_t)(in->now_ms / 1000),
                         3600) &&
-           !familiar(ev, net_hash(in->client));
+           !familiar(ev, cp_evidence_net(in->client));
 }
 
 /* Whose the sender is: the account's own, a colleague's (a person who
@@ -840,7 +840,7 @@ static void
 network_signal(struct cp_evidence *ev, const struct cp_detection *det,
                const struct cp_ev_input *in, uint32_t who, uint32_t *fired)
 {
-    uint32_t h = net_hash(in->client), now_s = (uint32_t)(in->now_ms / 1000);
+    uint32_t h = cp_evidence_net(in->client), now_s = (uint32_t)(in->now_ms / 1000);
     int slot = -1, oldest = 0;
     uint32_t recent = 0;
 

@@ -214,6 +214,9 @@ struct cp_ev_shared {
     uint32_t last_s[CP_SIG_COUNT];
 };
 
+/* The network (/16, IPv6 /32) of a client address, as the evidence
+ * remembers it (never 0). */
+uint32_t cp_evidence_net(const struct inet_addr *a);
 /* The evidence's signals now (before an update), as a mark. */
 void cp_evidence_mark(const struct cp_evidence *ev, struct cp_ev_delta *m);
 /* What ev gained since mark m, added to *acc (faded to ev's time first).

@@ -577,6 +577,7 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
     struct cp_store *st = f->d->engine.store;
     const struct cp_detection *det;
     struct cp_account_ref ref;
+    struct inet_addr ca;
     bool suspect;
     struct gain *g;
     uint32_t sig;
@@ -591,6 +592,9 @@ ev_request(struct fleet *f, struct fleet_wait *w, struct cp_redis_ev *rev)
     rev->det = det;
     rev->want = rev->det->watch_at / 2;
     rev->ver = ref.ev->fleet_ver;
+    if (w->ev.client_address.p != NULL &&
+        inet_parse(w->ev.client_address.p, w->ev.client_address.len, &ca))
+        rev->net = cp_evidence_net(&ca);
     suspect = cp_evidence_score(ref.ev, rev->det, w->now) >= rev->want;
     sig = cp_evidence_habits_sig(ref.ev);
     if (sig != ref.ev->fleet_sig ||

@@ -41,8 +41,8 @@
 #define BACKOFF_MAX_MS 2000
 /* EVALSHA sha 2 k kd, 8 arguments, then releases and rules */
 /* EVALSHA SHA 3 K KD KH, decide.lua's 8 fixed arguments, a release per
- * slot, 5 per rule, the evidence's 7 and 4 per signal gained */
-#define MAX_ARGS (21 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES + 4 * CP_SIG_COUNT)
+ * slot, 5 per rule, the evidence's 9 and 4 per signal gained */
+#define MAX_ARGS (23 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES + 4 * CP_SIG_COUNT)
 /* "cp:{KEY}" twice, then LOGIN: each key < CP_KEY_MAX */
 #define KEY_BUF (5 * CP_KEY_MAX + 32)
 
@@ -1013,6 +1013,8 @@ ev_args(struct args *a, const struct cp_redis_ev *ev)
         arg_mem(a, "0", 1);
         arg_fmt(a, "%d", CP_SIG_COUNT);
         arg_mem(a, "0", 1);
+        arg_mem(a, "0", 1);
+        arg_mem(a, "0", 1);
         arg_mem(a, "", 0);
         return;
     }
@@ -1021,6 +1023,8 @@ ev_args(struct args *a, const struct cp_redis_ev *ev)
     arg_fmt(a, "%.17g", ev->det->floor);
     arg_fmt(a, "%u", ev->ver);
     arg_fmt(a, "%d", CP_SIG_COUNT);
+    arg_fmt(a, "%d", CP_SIG_NETWORKS);
+    arg_fmt(a, "%u", ev->net);
     for (int i = 0; g != NULL && i < CP_SIG_COUNT; i++)
         ng += g->sig[i] != 0 || g->fired[i] != 0;
     arg_fmt(a, "%zu", ng);

@@ -66,6 +66,9 @@ struct cp_redis_ev {
     uint32_t ver;                   /* the version of the fleet's suspicion
                                        the host has (its sum comes back only
                                        if Redis has another) */
+    uint32_t net;                   /* the request's network (0: none): a
+                                       `networks` gain for a network another
+                                       host counted this hour is not added */
 };
 
 struct cp_redis_stats {

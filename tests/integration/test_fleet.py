@@ -1095,11 +1095,11 @@ def test_a_roaming_customer_spread_over_the_fleet_is_not_suspected(
         tmp_path, redis):
     """Networks are habits too: a customer sending from five networks in
     turn (phone, hotel, office, home) over two hosts stays NORMAL, every
-    message accepted. Known, and bounded here: `networks` fires up to once
-    per host for one new network when his messages alternate hosts within
-    seconds (a host judges a message before its answer brings the other
-    host's networks: the exchange lags one message), so twice as often as
-    on one host at most; his own sender's credit outweighs it."""
+    message accepted, and the fleet counts `networks` as often as one host
+    does. (Each host judges a message before its answer brings the other
+    host's networks, so both fire for one new network when his messages
+    alternate within seconds; Redis counts a network once an hour over the
+    fleet. Without that: 4 times against 2.)"""
     a, b = numbered_hosts(tmp_path, redis, max_msgs=100000)
     try:
         one_and_two_hosts(a, b, _roaming_mail, "one@isp.example", "two@isp.example")
@@ -1109,7 +1109,7 @@ def test_a_roaming_customer_spread_over_the_fleet_is_not_suspected(
         fleet = int(g[2]) if g else 0  # networks: signal 5
         print("networks fired: one host %s, two hosts %s" %
               (s1.get("networks", 0), fleet))
-        assert fleet <= 2 * s1.get("networks", 0), (fleet, s1)
+        assert fleet <= s1.get("networks", 0), (fleet, s1)
         for d in (a, b):
             assert d.ctl("show", "u:two@isp.example")["state"] == "NORMAL"
         stop_clean(a, b)

@@ -15,6 +15,7 @@
 --       window, rate per ms, cost, flags: 1 enforce, 2 domain, 4 nocheck),
 --       then the evidence: the score from which the fleet's is returned,
 --       half-life (ms), floor, the version of it the host has, signals,
+--       the index of signal `networks`, the request's network (0: none),
 --       ngain, then ngain × (signal,
 --       share, times, last (s)) this host's evidence gained, then the
 --       habits this host knows (its evidence record, packed) or ""
@@ -35,7 +36,7 @@ local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 
 -- the states, and detection's change (compare and set)
-local o = redis.call('HMGET', kd, 'st', 'ss', 'rp', 'es', 'et', 'ev')
+local o = redis.call('HMGET', kd, 'st', 'ss', 'rp', 'es', 'et', 'ev', 'nw')
 local ost, oss, orp = tonumber(o[1]) or 0, tonumber(o[2]) or 0, tonumber(o[3]) or 0
 local lost = 0
 if tr ~= '' then
@@ -79,8 +80,9 @@ end
 -- (each gain adds one), and per signal N a field gN "share time(ms) times
 -- last(s)"; this host's gain added
 local T, hl, efl = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-local hv, nsig, ng = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-i = i + 6
+local hv, nsig = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+local netsig, net, ng = tonumber(ARGV[i + 5]), ARGV[i + 6], tonumber(ARGV[i + 7])
+i = i + 8
 -- a number of the evidence, finite and bounded (what Redis holds may have
 -- been written by anyone: "nan", "inf", 1e999 become 0)
 local function fin(x, lim)
@@ -103,6 +105,29 @@ local function sig(x)
   n, l = fin(n, 4e9) or 0, fin(l, 4e9) or 0
   return {a, math.max(n, 0), math.max(l, 0)}
 end
+-- `networks` counts a network once an hour over the fleet: a host that
+-- had not heard of it yet (the exchange lags a message) does not add it
+-- again (nw: "network:ms ..." of the last hour's, eight at most)
+local netdup, nw = false, nil
+if ng > 0 and net ~= '0' then
+  for j = 0, ng - 1 do
+    if tonumber(ARGV[i + 4 * j]) == netsig then
+      local kept = {}
+      for e in string.gmatch(o[7] or '', '%S+') do
+        local h, t = string.match(e, '^(%d+):(%d+)$')
+        if h and now - tonumber(t) < 3600000 then
+          if h == net then netdup = true end
+          kept[#kept + 1] = e
+        end
+      end
+      if not netdup then
+        kept[#kept + 1] = net .. ':' .. now
+        if #kept > 8 then table.remove(kept, 1) end
+      end
+      nw = table.concat(kept, ' ')
+    end
+  end
+end
 if ng > 0 then
   local names, add = {}, {}
   for j = 1, ng do names[j] = 'g' .. ARGV[i + 4 * (j - 1)] end
@@ -112,9 +137,11 @@ if ng > 0 then
   for j = 1, ng do
     local v = sig(cur[j])
     local d, l = fin(ARGV[i + 1]) or 0, fin(ARGV[i + 3], 4e9) or 0
+    local n = fin(ARGV[i + 2], 65535) or 0
+    if netdup and tonumber(ARGV[i]) == netsig then d, n = 0, 0 end
     es = es + d
     v[1] = v[1] + d
-    v[2] = math.min(v[2] + (fin(ARGV[i + 2], 65535) or 0), 4e9)
+    v[2] = math.min(v[2] + n, 4e9)
     if l > v[3] then v[3] = l end
     h[2 * j - 1] = names[j]
     h[2 * j] = string.format('%.17g', v[1]) .. ' ' .. now .. ' ' .. v[2] .. ' ' .. v[3]
@@ -125,6 +152,7 @@ if ng > 0 then
   h[2 * ng + 1], h[2 * ng + 2] = 'es', string.format('%.17g', es)
   h[2 * ng + 3], h[2 * ng + 4] = 'et', now
   h[2 * ng + 5], h[2 * ng + 6] = 'ev', ver
+  if nw then h[2 * ng + 7], h[2 * ng + 8] = 'nw', nw end
   redis.call('HSET', kd, unpack(h))
 end
 if es and es >= T and knew then
