@@ -92,7 +92,9 @@ local function fin(x, lim)
 end
 local es, et, evr = fin(o[4]), tonumber(o[5]) or now, ''
 if et ~= et or et > now + 86400000 then et = now end
-local ver = tonumber(o[6]) or 0
+-- (a record made anew starts at a version of its time, not at 0: a host
+-- that knew the lost one's does not take the new one for it)
+local ver = tonumber(o[6]) or (now % 1000000007)
 local knew = ver == hv -- the host had the fleet's evidence before its gain
 if es and now > et then es = es * 2 ^ ((et - now) / hl) end
 -- signal field x read as {share now, times, last}
@@ -173,7 +175,8 @@ end
 -- back to it to merge (so they converge; the merge is the host's)
 local hab = ARGV[i]
 if hab ~= '' then
-  hab = redis.call('GET', KEYS[3]) or ''
+  hab = redis.pcall('GET', KEYS[3]) -- (a key of another type: none)
+  if type(hab) ~= 'string' then hab = '' end
   redis.call('SET', KEYS[3], ARGV[i], 'PX', ttl)
 end
 
