@@ -922,6 +922,29 @@ arg_fmt(struct args *a, const char *fmt, ...)
     a->used += (size_t)n + 1;
 }
 
+/* An account's key: PREFIX{KEY}, then LOGIN when the record is a login's
+ * other than the customer's own (dkey NULL: the customer's); its length. */
+static size_t
+acct_key(char *out, const char *prefix, const char *key, size_t keylen,
+         const char *dkey, size_t dkeylen)
+{
+    size_t n = strlen(prefix);
+
+    if (keylen >= CP_KEY_MAX || dkeylen >= CP_KEY_MAX)
+        msg_panic("redis: a key of %zu bytes", keylen > dkeylen ? keylen
+                                                                : dkeylen);
+    if (dkey == NULL || (dkeylen == keylen && memcmp(dkey, key, keylen) == 0))
+        dkeylen = 0;
+    memcpy(out, prefix, n);
+    out[n++] = '{';
+    memcpy(out + n, key, keylen);
+    n += keylen;
+    out[n++] = '}';
+    if (dkeylen > 0)
+        memcpy(out + n, dkey, dkeylen);
+    return n + dkeylen;
+}
+
 /* "cp:{KEY}", the state's record: the same, or "cp:{KEY}LOGIN", and the
  * login's habits (a string of their own, so that the records stay small
  * hashes): "cph:{KEY}" or "cph:{KEY}LOGIN". */
@@ -929,29 +952,13 @@ static void
 keys(struct args *a, char *kb, const char *key, size_t keylen,
      const char *dkey, size_t dkeylen)
 {
-    size_t n, dn;
-    char *kd, *kh;
+    size_t n = acct_key(kb, "cp:", key, keylen, NULL, 0), dn;
 
-    if (keylen >= CP_KEY_MAX || dkeylen >= CP_KEY_MAX)
-        msg_panic("redis: a key of %zu bytes", keylen > dkeylen ? keylen
-                                                                : dkeylen);
-    memcpy(kb, "cp:{", 4);
-    memcpy(kb + 4, key, keylen);
-    kb[4 + keylen] = '}';
-    n = 5 + keylen;
     arg_mem(a, kb, n);
-    if (dkey == NULL || (dkeylen == keylen && memcmp(dkey, key, keylen) == 0))
-        dkeylen = 0;
-    kd = kb + n;
-    memcpy(kd, kb, n);
-    if (dkeylen > 0)
-        memcpy(kd + n, dkey, dkeylen);
-    dn = n + dkeylen;
-    arg_mem(a, kd, dn);
-    kh = kd + dn;
-    memcpy(kh, "cph:", 4);
-    memcpy(kh + 4, kd + 3, dn - 3);
-    arg_mem(a, kh, dn + 1);
+    dn = acct_key(kb + n, "cp:", key, keylen, dkey, dkeylen);
+    arg_mem(a, kb + n, dn);
+    arg_mem(a, kb + n + dn,
+            acct_key(kb + n + dn, "cph:", key, keylen, dkey, dkeylen));
 }
 
 /* "CMD SCRIPT 2 KEY DKEY" in a fresh a (kb holds the keys). */
@@ -1693,19 +1700,9 @@ static void
 history_args(struct args *a, char *kb, const struct cp_identity *id,
              const char *mode)
 {
-    size_t n = 0, dl = id->dkeylen;
+    size_t n = acct_key(kb, "cpx:", id->key, id->keylen, id->dkey,
+                        id->dkeylen);
 
-    if (id->keylen >= CP_KEY_MAX || id->dkeylen >= CP_KEY_MAX)
-        msg_panic("redis: a key of %zu bytes", id->keylen);
-    if (dl == id->keylen && memcmp(id->dkey, id->key, dl) == 0)
-        dl = 0;
-    memcpy(kb, "cpx:{", 5);
-    memcpy(kb + 5, id->key, id->keylen);
-    n = 5 + id->keylen;
-    kb[n++] = '}';
-    if (dl > 0)
-        memcpy(kb + n, id->dkey, dl);
-    n += dl;
     a->n = 0;
     a->used = 0;
     arg_mem(a, "EVAL", 4);
