@@ -646,6 +646,8 @@ ev_adopt(struct fleet *f, struct fleet_wait *w,
     struct cp_account_ref ref;
     struct gain *g;
 
+    if (!ev->has_ver && !ev->has_sum && ev->habits_len == 0)
+        return; /* (most answers: no lookup) */
     if (det == NULL ||
         !f->d->engine.store->ops->account(f->d->engine.store, dec->id.dkey,
                                           dec->id.dkeylen, false, true,
