@@ -163,6 +163,16 @@ class Load:
         self.t.join(timeout=60)
         return self.replies
 
+    def finish(self, more=50):
+        """Wait for `more` answers, stop, and check Postfix saw no error:
+        every request answered, and accepted."""
+        n = len(self.replies)
+        wait_for(lambda: len(self.replies) > n + more, "answers after",
+                 timeout=60)
+        self.stop()
+        assert all(action(r) == "DUNNO" for r in self.replies), \
+            [r for r in self.replies if action(r) != "DUNNO"][:3]
+
 
 def shared_level(r, user, slot):
     """The level of counter `slot` of `user`'s account in Redis `r`."""
@@ -235,12 +245,7 @@ def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
         redis.start()
         wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
                  "reconnected", timeout=60)
-        n1 = len(replies)
-        wait_for(lambda: len(replies) > n1 + 50, "answers after", timeout=60)
-        load.stop()
-        # 0 errors to Postfix: every request answered, and accepted
-        assert all(action(r) == "DUNNO" for r in replies), \
-            [r for r in replies if action(r) != "DUNNO"][:3]
+        load.finish()  # 0 errors to Postfix
         st = a.ctl("status")["fleet"]
         assert st["local"] >= 100 and st["disconnects"] >= 1, st
         assert st["merged"] >= 1 and st["merged_changes"] >= 1
@@ -610,11 +615,7 @@ def _failover(tmp_path, master, replica):
         wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1 and
                  a.ctl("status")["fleet"]["connects"] >= 2,
                  "connected to the new primary", timeout=60)
-        n = len(replies)
-        wait_for(lambda: len(replies) > n + 50, "answers after", timeout=60)
-        load.stop()
-        assert all(action(r) == "DUNNO" for r in replies), \
-            [r for r in replies if action(r) != "DUNNO"][:3]
+        load.finish()
         st = a.ctl("status")["fleet"]
         assert st["local"] >= 1 and st["disconnects"] >= 1, st
         # the new primary holds every message: replicated, answered after
