@@ -381,6 +381,7 @@ struct hist_ctx {
     bool json;
     int n;
     char key[CP_KEY_MAX * 4 + 4]; /* incident N: its account, escaped */
+    const char *host;             /* fleet mode: the row's host */
 };
 
 static void list_notices(struct daemon *d, const char *key,
@@ -432,10 +433,13 @@ hist_row(void *arg, const struct cp_history_row *r)
 
     cp_format_time(ts, sizeof(ts), r->t_ms);
     if (!h->json) {
-        char ea[200], er[1100];
+        char ea[200], er[1100], ef[100], et[100], eh[400];
 
-        sb_printf(h->o, "  #%lld  %s  %s -> %s  by %s: %s\n",
-                  (long long)r->id, ts, r->from, r->to,
+        sb_printf(h->o, "  #%lld%s%s  %s  %s -> %s  by %s: %s\n",
+                  (long long)r->id, h->host ? "@" : "",
+                  h->host ? shown(eh, sizeof(eh), h->host) : "", ts,
+                  shown(ef, sizeof(ef), r->from),
+                  shown(et, sizeof(et), r->to),
                   shown(ea, sizeof(ea), r->actor),
                   shown(er, sizeof(er), r->reason));
         return;
@@ -447,6 +451,11 @@ hist_row(void *arg, const struct cp_history_row *r)
     sb_json_kcstr(h->o, "to", r->to, false);
     sb_json_kcstr(h->o, "actor", r->actor, false);
     sb_json_kcstr(h->o, "reason", r->reason, false);
+    if (h->host != NULL) {
+        char eh[400];
+
+        sb_json_kcstr(h->o, "host", shown(eh, sizeof(eh), h->host), false);
+    }
     sb_puts(h->o, "}");
 }
 
@@ -497,28 +506,10 @@ static void
 fleet_hist_row(void *arg, const struct fleet_history_row *r)
 {
     struct hist_ctx *h = arg;
-    char ts[32], eh[400];
 
-    if (h->json) {
-        hist_row(h, &r->row);
-        h->o->len--; /* reopen the object: its host */
-        sb_json_kcstr(h->o, "host", shown(eh, sizeof(eh), r->host), false);
-        sb_puts(h->o, "}");
-        return;
-    }
-    cp_format_time(ts, sizeof(ts), r->row.t_ms);
-    {
-        char ea[200], er[1100];
-
-        char ef[100], et[100];
-
-        sb_printf(h->o, "  #%lld@%s  %s  %s -> %s  by %s: %s\n",
-                  (long long)r->row.id, shown(eh, sizeof(eh), r->host), ts,
-                  shown(ef, sizeof(ef), r->row.from),
-                  shown(et, sizeof(et), r->row.to),
-                  shown(ea, sizeof(ea), r->row.actor),
-                  shown(er, sizeof(er), r->row.reason));
-    }
+    h->host = r->host;
+    hist_row(h, &r->row);
+    h->host = NULL;
 }
 
 static void
