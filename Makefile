@@ -127,10 +127,12 @@ $(FUZZ_BUILD)/fuzz_restore: $(FUZZ_DEPS)
 	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lm
 # the Redis store's Lua scripts, as meson embeds them
 $(FUZZ_BUILD)/redis_lua.h: src/store/lua/decide.lua src/store/lua/state.lua \
-		src/store/lua/history.lua scripts/embed.py | $(FUZZ_BUILD)
+		src/store/lua/history.lua src/store/lua/campaign.lua \
+		scripts/embed.py | $(FUZZ_BUILD)
 	python3 scripts/embed.py $@ lua_decide=src/store/lua/decide.lua \
 	    lua_state=src/store/lua/state.lua \
-	    lua_history=src/store/lua/history.lua
+	    lua_history=src/store/lua/history.lua \
+	    lua_campaign=src/store/lua/campaign.lua
 # fuzz_daemon_{conn,milter,admin,logfollow}: FUZZ_TARGET=FUZZ_CONN, ...
 $(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS) $(FUZZ_BUILD)/redis_lua.h
 	clang $(FUZZ_CFLAGS) -I$(FUZZ_BUILD) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \

@@ -86,6 +86,8 @@ cp_engine_content(struct cp_engine *e, const struct cp_event *ev,
     /* a campaign: several accounts sending one text again and again, and
      * its copies bounce or are refused as spam */
     cp_campaigns_add(e->camp, fp, acct, (uint32_t)(now_ms / 1000), &ci);
+    if (e->share_campaign != NULL)
+        e->share_campaign(e->share_arg, fp, ci.bit, 0, 0);
     if (a != NULL) { /* its delivery outcomes will tell about it */
         QUEUED(a)->fp = *fp;
         QUEUED(a)->fp.words = fp->words > 0 ? fp->words : 1;

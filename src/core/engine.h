@@ -95,6 +95,12 @@ struct cp_engine {
     void (*share_evidence)(void *arg, const char *dkey, size_t dkeylen,
                            const struct cp_detection *det,
                            const struct cp_ev_delta *gain);
+    /* fleet mode: a fingerprinted message went into the campaign table
+     * (bit: the account's bit in its bands' senders' sketches, 0 if this
+     * copy did not count it; sent, bad 0), or a delivery outcome of one
+     * (bit 0, sent 1, bad 1 if refused); NULL: the table is this host's */
+    void (*share_campaign)(void *arg, const struct cp_fp *fp, uint64_t bit,
+                           unsigned sent, unsigned bad);
     void *share_arg;
 };
 

@@ -337,7 +337,7 @@ cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
         }
         s->last_s = now_s;
         if (out->copies >= c->repeat)
-            s->accounts |= bit;
+            s->accounts |= out->bit = bit;
         n = estimate(s->accounts);
         spam = s->spam || c->min_bad == 0;
         out->accounts = n > out->accounts ? n : out->accounts;
@@ -347,6 +347,36 @@ cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
             out->spam_accounts = n;
         out->spam |= spam;
     }
+}
+
+/* A band's outcomes: spam with min_bad refused copies and bad_share of
+ * all. */
+static void
+judge(const struct cp_campaigns *c, struct cp_camp_slot *s)
+{
+    if (s->bad >= c->min_bad && s->bad >= c->bad_share * s->sent)
+        s->spam = true;
+}
+
+bool
+cp_campaigns_merge(struct cp_campaigns *c, uint32_t band, uint64_t accounts,
+                   uint32_t sent, uint32_t bad, uint32_t now_s)
+{
+    struct cp_camp_slot *s = find(c, band, NULL);
+
+    if (s == NULL || stale(c, s, now_s))
+        return false;
+    s->accounts |= accounts;
+    if (sent > UINT16_MAX || bad > sent) /* (Redis halves at 65,535) */
+        return true;
+    if (sent > s->sent)
+        s->sent = (uint16_t)sent;
+    if (bad > s->bad)
+        s->bad = (uint16_t)bad;
+    if (s->bad > s->sent)
+        s->bad = s->sent;
+    judge(c, s);
+    return true;
 }
 
 void
@@ -363,7 +393,6 @@ cp_campaigns_outcome(struct cp_campaigns *c, const struct cp_fp *fp, bool bad)
         }
         s->sent++;
         s->bad += bad;
-        if (s->bad >= c->min_bad && s->bad >= c->bad_share * s->sent)
-            s->spam = true;
+        judge(c, s);
     }
 }

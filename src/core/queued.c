@@ -167,9 +167,13 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
     e->stats.outcomes++;
     if (o == CP_OUT_NONE)
         return 1;
-    if (q->fp.words != 0 && e->camp != NULL)
-        cp_campaigns_outcome(e->camp, &q->fp,
-                             o == CP_OUT_BAD_RECIPIENT || o == CP_OUT_REJECTED);
+    if (q->fp.words != 0 && e->camp != NULL) {
+        bool bad = o == CP_OUT_BAD_RECIPIENT || o == CP_OUT_REJECTED;
+
+        cp_campaigns_outcome(e->camp, &q->fp, bad);
+        if (e->share_campaign != NULL)
+            e->share_campaign(e->share_arg, &q->fp, 0, 1, bad);
+    }
     l.sig = map[o].sig;
     l.scale = map[o].scale;
     if (delivered_before(e, q, qlen, rcpt, rlen, o)) {

@@ -132,6 +132,10 @@ fleet_rows(struct daemon *d, struct stat_table *t)
         "gained here is not told yet", fs.gains);
     row(t, "fleet", "fleet", "evidence_taken", "times the fleet's evidence "
         "of a suspicious account was taken", fs.ev_adopted);
+    row(t, "fleet", "fleet", "campaign", "bands of the campaign table told",
+        rs.campaign);
+    row(t, "fleet", "fleet", "campaign_back", "... whose fleet's band came "
+        "back", rs.campaign_back);
     row(t, "fleet", "fleet", "dropped", "not kept to hand over (limits)",
         fs.owed_dropped + fs.changes_dropped + fs.gains_dropped +
             fs.history_unshared);

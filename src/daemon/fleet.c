@@ -1042,6 +1042,42 @@ share_settle(void *arg, const struct cp_meter_op *op)
     }
 }
 
+/*
+ * The campaign table is the fleet's: each band of a fingerprinted message
+ * (with the account's bit, if this copy counted it) and of a delivery
+ * outcome of one goes to Redis, which ORs the senders and adds the
+ * outcomes; what comes back joins this host's band (on_campaign). No
+ * decision waits for it: this host's next message of the text sees the
+ * other hosts' senders. While Redis is unreachable the bands are this
+ * host's, and what they gained here is not told later.
+ */
+static void
+share_campaign(void *arg, const struct cp_fp *fp, uint64_t bit,
+               unsigned sent, unsigned bad)
+{
+    struct fleet *f = arg;
+    uint64_t window = f->d->engine.cfg->content.window_ms;
+
+    if (!cp_redis_up(f->r))
+        return;
+    for (int j = 0; j < CP_FP_BANDS; j++)
+        if (!cp_redis_campaign(f->r, fp->band[j],
+                               bit != 0 ? __builtin_ctzll(bit) : -1, sent, bad,
+                               window))
+            break;
+}
+
+static void
+on_campaign(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
+            uint32_t bad)
+{
+    struct fleet *f = arg;
+
+    if (f->d->engine.camp != NULL)
+        cp_campaigns_merge(f->d->engine.camp, band, sketch, sent, bad,
+                           (uint32_t)(daemon_now_ms() / 1000));
+}
+
 /* The name this host's changes carry in the fleet's history: the host
  * name, and its number when store.fleet_host gives one. */
 static void
@@ -1074,6 +1110,8 @@ fleet_start(struct daemon *d)
     d->engine.share_release = share_release;
     d->engine.share_evidence = share_evidence;
     d->engine.share_settle = share_settle;
+    d->engine.share_campaign = share_campaign;
+    cp_redis_on_campaign(f->r, on_campaign, f);
     d->engine.host_bit = host_bit(d->cfg);
     d->engine.share_arg = f;
     msg_info("fleet mode: accounts are shared in Redis at %s",
@@ -1104,6 +1142,7 @@ fleet_stop(struct fleet *f)
     f->d->engine.share_release = NULL;
     f->d->engine.share_evidence = NULL;
     f->d->engine.share_settle = NULL;
+    f->d->engine.share_campaign = NULL;
     cp_redis_close(f->r);
     f->r = NULL;
 }

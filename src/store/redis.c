@@ -232,7 +232,10 @@ struct cp_redis {
     bool up;                  /* every used node ready: on_up was called */
     bool epoch_asked;
     bool closing;
-    char sha_decide[41], sha_state[41];
+    char sha_decide[41], sha_state[41], sha_campaign[41];
+    void (*on_camp)(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
+                    uint32_t bad);
+    void *camp_arg;
     uv_timer_t timer; /* request deadlines, connecting, reconnecting */
     uv_check_t flush; /* writes this loop iteration's commands at its end */
     uv_idle_t wake;   /* ...without blocking in the poll before it */
@@ -439,11 +442,13 @@ on_role(redisAsyncContext *ac, void *reply, void *priv)
 static void
 load_scripts(struct rnode *n)
 {
-    n->setup_left += 2;
+    n->setup_left += 3;
     redisAsyncCommand(n->ac, on_setup, n->r->sha_decide, "SCRIPT LOAD %s",
                       lua_decide);
     redisAsyncCommand(n->ac, on_setup, n->r->sha_state, "SCRIPT LOAD %s",
                       lua_state);
+    redisAsyncCommand(n->ac, on_setup, n->r->sha_campaign, "SCRIPT LOAD %s",
+                      lua_campaign);
 }
 
 static void
@@ -1507,6 +1512,93 @@ cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
         }
     }
     r->st.shares++;
+    r->unflushed = true;
+    return true;
+}
+
+/* ---- the campaign table ---- */
+
+void
+cp_redis_on_campaign(struct cp_redis *r,
+                     void (*fn)(void *arg, uint32_t band, uint64_t sketch,
+                                uint32_t sent, uint32_t bad),
+                     void *arg)
+{
+    r->on_camp = fn;
+    r->camp_arg = arg;
+}
+
+/* An integer element of a reply, 0 to max; false if it is not one. */
+static bool
+reply_uint(const redisReply *rep, long long max, uint64_t *v)
+{
+    if (rep->type != REDIS_REPLY_INTEGER || rep->integer < 0 ||
+        rep->integer > max)
+        return false;
+    *v = (uint64_t)rep->integer;
+    return true;
+}
+
+/* campaign.lua's {sketch low, high, sent, refused} for the band in priv. */
+static void
+on_campaign(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rnode *n = ac_node(ac);
+    redisReply *rep = reply;
+    uint64_t v[4];
+
+    if (n == NULL || rep == NULL)
+        return; /* (the connection went: the band stays this host's) */
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
+        reply_uint(rep->element[0], UINT32_MAX, &v[0]) &&
+        reply_uint(rep->element[1], UINT32_MAX, &v[1]) &&
+        reply_uint(rep->element[2], UINT16_MAX, &v[2]) &&
+        reply_uint(rep->element[3], UINT16_MAX, &v[3])) {
+        n->r->st.campaign_back++;
+        if (n->r->on_camp != NULL)
+            n->r->on_camp(n->r->camp_arg, (uint32_t)(uintptr_t)priv,
+                          v[1] << 32 | v[0], (uint32_t)v[2], (uint32_t)v[3]);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        if (strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+            n->r->st.noscript++;
+            if (n->ready)
+                load_scripts(n);
+        } else if (strncmp(rep->str, "MOVED", 5) == 0 ||
+                   strncmp(rep->str, "ASK", 3) == 0) {
+            n->r->want_map = true; /* (this band stays this host's) */
+            arm(n->r);
+        }
+    }
+    warn_reply(n->r, "a band of the campaign table", rep);
+}
+
+bool
+cp_redis_campaign(struct cp_redis *r, uint32_t band, int bit, unsigned sent,
+                  unsigned bad, uint64_t window_ms)
+{
+    char key[16];
+    int klen = snprintf(key, sizeof(key), "cpc:{%08x}", band);
+    struct rnode *n = slot_node(r, key, (size_t)klen);
+    struct args a;
+
+    if (n == NULL || !n->ready || r->sha_campaign[0] == '\0')
+        return false;
+    a.n = 0;
+    a.used = 0;
+    arg_mem(&a, "EVALSHA", 7);
+    arg_mem(&a, r->sha_campaign, 40);
+    arg_mem(&a, "1", 1);
+    arg_mem(&a, key, (size_t)klen);
+    arg_fmt(&a, "%d", bit);
+    arg_fmt(&a, "%u", sent);
+    arg_fmt(&a, "%u", bad);
+    arg_fmt(&a, "%llu", (unsigned long long)(window_ms > 0 ? window_ms : 1));
+    if (redisAsyncCommandArgv(n->ac, on_campaign, (void *)(uintptr_t)band,
+                              a.n, a.v, a.len) != REDIS_OK)
+        return false;
+    r->st.campaign++;
     r->unflushed = true;
     return true;
 }

@@ -83,6 +83,8 @@ struct cp_redis_stats {
     uint64_t shares;      /* reservations given back, merges (no answer
                              awaited) */
     uint64_t redirects;   /* Cluster: MOVED and ASK followed */
+    uint64_t campaign;    /* bands of the campaign table sent */
+    uint64_t campaign_back; /* ... whose answer came back */
 };
 
 /* Nothing connects before cp_redis_start(). */
@@ -118,6 +120,21 @@ bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
 /* Add delta[i] to counter slot[i] of an account (HINCRBYFLOAT, no script,
  * no answer awaited): an END-OF-MESSAGE settled within its reservation,
  * its difference from the reservation. False: not sent. */
+/*
+ * The campaign table (src/store/lua/campaign.lua): band `band` of a
+ * fingerprinted message from an account (its sketch bit 0-63; -1: not
+ * counted), or of a delivery outcome (sent 1, bad 0/1); the window keeps
+ * the band while it is not quiet. No decision waits for it: the fleet's
+ * band comes back to the function of cp_redis_on_campaign. False if not
+ * sent (Redis unreachable: the band stays this host's).
+ */
+bool cp_redis_campaign(struct cp_redis *r, uint32_t band, int bit,
+                       unsigned sent, unsigned bad, uint64_t window_ms);
+void cp_redis_on_campaign(struct cp_redis *r,
+                          void (*fn)(void *arg, uint32_t band,
+                                     uint64_t sketch, uint32_t sent,
+                                     uint32_t bad),
+                          void *arg);
 bool cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
                      const char *const *slot, const double *delta, size_t n);
 

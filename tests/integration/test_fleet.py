@@ -20,6 +20,7 @@ import pytest
 from cpd import (CHOKEPOINT, CHOKEPOINTD, Daemon, PolicyClient, rcpt_request,
                  wait_for)
 from postfix import free_port
+from test_postfix import DETECTION_CLASSES, content_section
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed "
@@ -1116,6 +1117,99 @@ def test_a_roaming_customer_spread_over_the_fleet_is_not_suspected(
         assert fleet <= s1.get("networks", 0), (fleet, s1)
         for d in (a, b):
             assert d.ctl("show", "u:two@isp.example")["state"] == "NORMAL"
+        stop_clean(a, b)
+    finally:
+        a.stop()
+        b.stop()
+
+
+# one message through the milter (miltertest, the MTA's side) from LOGIN
+# with queue id QID: prints "continue" or "refused" (the end of message)
+MT_ONE = """
+conn = mt.connect("unix:" .. sock)
+assert(conn, "could not open connection")
+assert(mt.conninfo(conn, "pc.example", "192.0.2.7") == nil)
+assert(mt.getreply(conn) == SMFIR_CONTINUE)
+assert(mt.macro(conn, string.byte("M"), "{auth_authen}", login, "i",
+                qid) == nil)
+assert(mt.mailfrom(conn, "<" .. login .. ">") == nil)
+assert(mt.getreply(conn) == SMFIR_CONTINUE)
+assert(mt.bodystring(conn, body) == nil)
+assert(mt.getreply(conn) == SMFIR_CONTINUE)
+assert(mt.eom(conn) == nil)
+if mt.getreply(conn) == SMFIR_CONTINUE then print("continue")
+else print("refused") end
+assert(mt.disconnect(conn) == nil)
+"""
+
+FLEET_SPAM = ("Dear customer, your parcel could not be delivered today "
+              "because the address on it was incomplete. Please confirm your "
+              "details at the link below within 48 hours, or the parcel goes "
+              "back to the sender and a fee of 2.99 applies. Reference "
+              "number {n}. http://parcel-confirm.example/track Thank you.")
+
+
+def test_the_campaign_table_is_the_fleets(tmp_path, redis):
+    """A spam text spread over two hosts by the balancer: each host sees
+    some of its senders, the fleet sees them all. Three logins send it
+    (refuse_accounts: 3): the first on host A, the second and third on
+    host B. B refuses the third copy at end of DATA, where B alone knows
+    two senders (A's came back from Redis with B's first copy). The
+    bands live in Redis for the content window; a host whose Redis is
+    gone keeps answering from its own table."""
+    content = ("campaign_accounts: 2\nrefuse_accounts: 3\nrepeat: 1\n"
+               "min_bad: 0\nwindow: 10m\n")
+    hosts = []
+    for name, n in (("a", 1), ("b", 2)):
+        sock = str(tmp_path / ("%s-milter.sock" % name))
+        store = ("backend: redis\nredis: %s\nredis_timeout: 1s\n"
+                 "fleet_host: %d\n" % (redis.url(), n))
+        d = Daemon(tmp_path / name, classes=DETECTION_CLASSES +
+                   content_section(sock, content),
+                   extra={"store": store, "daemon": "log_level: info"})
+        hosts.append((d.start(), sock))
+    (a, sock_a), (b, sock_b) = hosts
+    script = tmp_path / "one.lua"
+    script.write_text(MT_ONE)
+
+    def send(sock, login, qid):
+        r = subprocess.run(["miltertest", "-D", "sock=" + sock, "-D",
+                            "login=" + login, "-D", "qid=" + qid, "-D",
+                            "body=" + FLEET_SPAM.format(n=qid), "-s",
+                            str(script)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout.strip().splitlines()[-1]
+
+    def told(d, n):
+        wait_for(lambda: d.ctl("status")["fleet"]["campaign_back"] >= n,
+                 "the fleet's bands back", timeout=20)
+
+    try:
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected", timeout=20)
+        assert send(sock_a, "sp1@isp.example", "QA1") == "continue"
+        told(a, 8)
+        assert send(sock_b, "sp2@isp.example", "QB1") == "continue"
+        told(b, 8)
+        # B alone has seen sp2 and sp3: two senders; the fleet three
+        assert send(sock_b, "sp3@isp.example", "QB2") == "refused", \
+            b.read_log()[-2000:]
+        keys = redis.cli("KEYS", "cpc:*").split()
+        assert len(keys) >= 8, keys  # (the reference numbers differ)
+        ttl = int(redis.cli("PTTL", keys[0]))
+        assert 0 < ttl <= 600000, ttl
+        st = b.ctl("status")
+        assert st["content"]["refused"] == 1, st["content"]
+        assert st["fleet"]["campaign"] == 16 and \
+            st["fleet"]["errors"] == 0, st["fleet"]
+        # Redis gone: A answers from its own table (sp1 and sp4: two
+        # senders, below refusal), never an error
+        redis.stop()
+        wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 0,
+                 "disconnected", timeout=20)
+        assert send(sock_a, "sp4@isp.example", "QA2") == "continue"
         stop_clean(a, b)
     finally:
         a.stop()

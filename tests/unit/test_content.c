@@ -209,6 +209,52 @@ test_campaign_table(void **state)
     cp_campaigns_fini(&c);
 }
 
+/* Fleet mode: two hosts' tables, each told what the other saw (as
+ * campaign.lua sums them: the sketches ORed, the outcomes added). */
+static void
+test_campaign_merge(void **state)
+{
+    struct cp_campaigns a, b;
+    struct cp_camp_info ci;
+    struct cp_fp spam = fp_of_seed(7), other = fp_of_seed(8);
+    uint64_t sk = 0;
+
+    (void)state;
+    cp_campaigns_init(&a, 1024, 3600, 1, 5, 0.2);
+    cp_campaigns_init(&b, 1024, 3600, 1, 5, 0.2);
+    for (uint32_t k = 1; k <= 3; k++) { /* three senders on host b */
+        cp_campaigns_add(&b, &spam, k * 0x9e3779b9u, 1000, &ci);
+        assert_int_not_equal(ci.bit, 0);
+        sk |= ci.bit;
+    }
+    assert_int_equal(ci.accounts, 3);
+    cp_campaigns_add(&a, &spam, 9 * 0x9e3779b9u, 1000, &ci);
+    assert_int_equal(ci.accounts, 1);
+    sk |= ci.bit;
+    /* a band a has not seen is not taken */
+    assert_false(cp_campaigns_merge(&a, other.band[0], sk, 0, 0, 1001));
+    for (int j = 0; j < CP_FP_BANDS; j++)
+        assert_true(cp_campaigns_merge(&a, spam.band[j], sk, 10, 4, 1001));
+    cp_campaigns_add(&a, &spam, 9 * 0x9e3779b9u, 1002, &ci);
+    assert_int_equal(ci.accounts, 4);
+    assert_false(ci.spam); /* 4 refused of 10: below min_bad */
+    /* the fleet's outcomes are the larger: a's own first */
+    for (int i = 0; i < 12; i++)
+        cp_campaigns_outcome(&a, &spam, i < 2);
+    for (int j = 0; j < CP_FP_BANDS; j++)
+        assert_true(cp_campaigns_merge(&a, spam.band[j], 0, 20, 6, 1003));
+    cp_campaigns_add(&a, &spam, 9 * 0x9e3779b9u, 1004, &ci);
+    assert_true(ci.spam); /* 6 refused of 22 */
+    /* nonsense (more refused than sent) changes no outcome */
+    assert_true(cp_campaigns_merge(&b, spam.band[0], 0, 1, 9, 1005));
+    cp_campaigns_add(&b, &spam, 1 * 0x9e3779b9u, 1006, &ci);
+    assert_false(ci.spam);
+    /* quiet for the window: the band is gone, nothing merges into it */
+    assert_false(cp_campaigns_merge(&a, spam.band[0], sk, 0, 0, 1004 + 3601));
+    cp_campaigns_fini(&a);
+    cp_campaigns_fini(&b);
+}
+
 /* ---- the engine ---- */
 
 static const char yaml[] =
@@ -382,6 +428,7 @@ main(void)
         cmocka_unit_test(test_what_is_ignored),
         cmocka_unit_test(test_fed_in_pieces_is_the_same),
         cmocka_unit_test(test_campaign_table),
+        cmocka_unit_test(test_campaign_merge),
         cmocka_unit_test(test_campaign_is_no_corroboration),
         cmocka_unit_test_setup_teardown(test_engine_campaign, setup,
                                         teardown),
