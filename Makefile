@@ -58,7 +58,8 @@ asan: $(ASAN_BUILD)/build.ninja
 FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -D_GNU_SOURCE -std=c17 -Isrc
 FUZZ_UTIL = src/util/msg.c src/util/xalloc.c src/util/strbuf.c \
-	src/util/parse.c src/util/inet.c src/util/hmap.c src/util/redisurl.c
+	src/util/parse.c src/util/inet.c src/util/hmap.c src/util/redisurl.c \
+	src/util/tlspem.c
 # every target: build-fuzz/fuzz_NAME replays tests/fuzz/corpus/NAME
 FUZZ_NAMES = policy milter fingerprint config maillog notice evidence engine \
 	restore redisurl daemon_conn daemon_milter daemon_admin daemon_logfollow
@@ -88,43 +89,43 @@ $(FUZZ_BUILD):
 
 $(FUZZ_BUILD)/fuzz_policy: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_policy.c src/core/policy.c $(FUZZ_UTIL) -lxxhash -lm
+	    tests/fuzz/fuzz_policy.c src/core/policy.c $(FUZZ_UTIL) -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_milter: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_milter.c src/core/milter.c $(FUZZ_UTIL) -lxxhash -lm
+	    tests/fuzz/fuzz_milter.c src/core/milter.c $(FUZZ_UTIL) -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_fingerprint: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_fingerprint.c src/core/fingerprint.c $(FUZZ_UTIL) \
-	    -lxxhash -lm
+	    -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_custmap.c src/core/config.c src/core/custmap.c \
 	    src/core/policy.c src/core/notice.c src/util/yamlwalk.c $(FUZZ_UTIL) \
-	    -lfyaml -lxxhash -lm
+	    -lfyaml -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_redisurl: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_redisurl.c $(FUZZ_UTIL) -lxxhash -lm
+	    tests/fuzz/fuzz_redisurl.c $(FUZZ_UTIL) -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_maillog: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lm
+	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_notice: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_notice.c src/core/notice.c src/core/config.c \
 	    src/core/custmap.c src/core/policy.c src/util/yamlwalk.c \
-	    $(FUZZ_UTIL) -lfyaml -lxxhash -lm
+	    $(FUZZ_UTIL) -lfyaml -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_evidence: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_evidence.c src/core/evidence.c src/core/config.c \
 	    src/core/custmap.c src/core/policy.c src/core/notice.c \
-	    src/util/yamlwalk.c $(FUZZ_UTIL) -lfyaml -lxxhash -lm
+	    src/util/yamlwalk.c $(FUZZ_UTIL) -lfyaml -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_engine: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_engine.c $(FUZZ_ENGINE) $(FUZZ_UTIL) \
-	    -lfyaml -lxxhash -lm
+	    -lfyaml -lxxhash -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_restore: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_restore.c $(FUZZ_SQLITE) $(FUZZ_ENGINE) \
-	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lm
+	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lcrypto -lm
 # the Redis store's Lua scripts, as meson embeds them
 $(FUZZ_BUILD)/redis_lua.h: src/store/lua/decide.lua src/store/lua/state.lua \
 		src/store/lua/history.lua src/store/lua/campaign.lua \
@@ -138,9 +139,9 @@ $(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS) $(FUZZ_BUILD)/redis_lua.h
 	clang $(FUZZ_CFLAGS) -I$(FUZZ_BUILD) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \
 	    -DFUZZ_TARGET=FUZZ_$$(echo $* | tr a-z A-Z) -o $@ \
 	    tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) $(FUZZ_SQLITE) \
-	    src/store/redis.c $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
+	    src/store/redis.c src/store/tlsrelay.c $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
 	    src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcrypto -lcares -lsqlite3 \
-	    -lhiredis -lfyaml -lxxhash -lm -lpthread
+	    -lhiredis -lssl -lfyaml -lxxhash -lm -lpthread
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0

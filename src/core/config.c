@@ -34,6 +34,7 @@
 #include "core/notice.h"
 #include "util/inet.h"
 #include "util/parse.h"
+#include "util/tlspem.h"
 #include "util/yamlwalk.h"
 #include "util/xalloc.h"
 
@@ -424,6 +425,11 @@ static const struct yw_field store_fields[] = {
     {"redis_master", yw_str, OFF(redis_master),
      sizeof(((struct cp_config *)0)->redis_master), 0, NULL},
     {"redis_password_file", yw_strdup, OFF(redis_password_file), 0, 0, NULL},
+    {"redis_tls_ca", yw_strdup, OFF(redis_tls_ca), 0, 0, NULL},
+    {"redis_tls_cert", yw_strdup, OFF(redis_tls_cert), 0, 0, NULL},
+    {"redis_tls_key", yw_strdup, OFF(redis_tls_key), 0, 0, NULL},
+    {"redis_tls_name", yw_str, OFF(redis_tls_name),
+     sizeof(((struct cp_config *)0)->redis_tls_name), 0, NULL},
     {"redis_connect_timeout", yw_duration, OFF(redis_connect_timeout_ms), 10,
      60000, NULL},
     {"redis_timeout", yw_duration, OFF(redis_timeout_ms), 1, 10000, NULL},
@@ -998,6 +1004,8 @@ cp_config_redis_where(const struct cp_config *cfg, char *out, size_t n)
     } else {
         redis_url_where(&cfg->redis, out, n);
     }
+    if (cfg->redis_tls && strlen(out) + 10 < n)
+        memcpy(out + strlen(out), " over TLS", 10);
 }
 
 #define REDIS_PASSWORD_MAX 255
@@ -1022,6 +1030,79 @@ read_secret_file(struct loader *ld, const char *key, const char *path,
     if ((text = read_small_file(path, max, len, err)) == NULL)
         fail(ld, key, "%s", err);
     return text;
+}
+
+#define TLS_PEM_MAX (1024 * 1024)
+#define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
+
+/*
+ * rediss://: every server of the store is reached over TLS, or none; the
+ * CA bundle (default the system's), and a client certificate with its
+ * key (guarded as the password file is), read and checked at each load.
+ */
+static int
+finish_store_tls(struct loader *ld)
+{
+    struct cp_config *cfg = ld->cfg;
+    char err[CP_ERR_MAX];
+    const char *ca = cfg->redis_tls_ca ? cfg->redis_tls_ca : TLS_SYSTEM_CA;
+    const char *why;
+    size_t n = 0, tls = 0;
+
+    for (size_t i = 0; i < cfg->nredis_seeds; i++, n++)
+        tls += cfg->redis_seeds[i].tls;
+    for (size_t i = 0; i < cfg->nredis_sentinels; i++, n++)
+        tls += cfg->redis_sentinels[i].tls;
+    if (cfg->redis_text != NULL) {
+        tls += cfg->redis.tls;
+        n++;
+    }
+    if (tls != 0 && tls != n)
+        return fail(ld, cfg->redis_text ? "store.redis"
+                        : cfg->nredis_seeds ? "store.redis_cluster"
+                                            : "store.redis_sentinels",
+                    "give every server as rediss:// (TLS) or none");
+    cfg->redis_tls = cfg->store_redis && tls > 0;
+    if (!cfg->redis_tls) {
+        if (cfg->redis_tls_ca || cfg->redis_tls_cert || cfg->redis_tls_key ||
+            cfg->redis_tls_name[0])
+            return fail(ld, cfg->redis_tls_ca     ? "store.redis_tls_ca"
+                            : cfg->redis_tls_cert ? "store.redis_tls_cert"
+                            : cfg->redis_tls_key  ? "store.redis_tls_key"
+                                                  : "store.redis_tls_name",
+                        "only for a Redis reached over TLS (rediss://)");
+        return 0;
+    }
+    if ((cfg->redis_tls_cert == NULL) != (cfg->redis_tls_key == NULL))
+        return fail(ld, cfg->redis_tls_cert ? "store.redis_tls_key"
+                                            : "store.redis_tls_cert",
+                    "store.redis_tls_cert and store.redis_tls_key go "
+                    "together: the client certificate and its key");
+    cfg->redis_tls_ca_pem = read_small_file(ca, TLS_PEM_MAX,
+                                            &cfg->redis_tls_ca_len, err);
+    if (cfg->redis_tls_ca_pem == NULL)
+        return fail(ld, "store.redis_tls_ca", "%s", err);
+    if (tls_pem_certs(cfg->redis_tls_ca_pem, cfg->redis_tls_ca_len) == 0)
+        return fail(ld, "store.redis_tls_ca", "%s: no certificate in it "
+                    "(PEM)", ca);
+    if (cfg->redis_tls_cert == NULL)
+        return 0;
+    cfg->redis_tls_cert_pem = read_small_file(
+        cfg->redis_tls_cert, TLS_PEM_MAX, &cfg->redis_tls_cert_len, err);
+    if (cfg->redis_tls_cert_pem == NULL)
+        return fail(ld, "store.redis_tls_cert", "%s", err);
+    cfg->redis_tls_key_pem = read_secret_file(
+        ld, "store.redis_tls_key", cfg->redis_tls_key, TLS_PEM_MAX,
+        &cfg->redis_tls_key_len);
+    if (cfg->redis_tls_key_pem == NULL)
+        return -1;
+    if ((why = tls_pem_key_check(cfg->redis_tls_cert_pem,
+                                 cfg->redis_tls_cert_len,
+                                 cfg->redis_tls_key_pem,
+                                 cfg->redis_tls_key_len)) != NULL)
+        return fail(ld, "store.redis_tls_key", "%s (certificate %s): %s",
+                    cfg->redis_tls_key, cfg->redis_tls_cert, why);
+    return 0;
 }
 
 /*
@@ -1067,6 +1148,8 @@ finish_store(struct loader *ld)
                             "a cluster has one");
         cfg->redis = *s0;
     }
+    if (finish_store_tls(ld) < 0)
+        return -1;
     if (cfg->redis_password_file == NULL)
         return 0;
     if (cfg->redis.has_password)
@@ -1439,6 +1522,14 @@ cp_config_free(struct cp_config *cfg)
     free(cfg->store_path);
     free(cfg->redis_text);
     free(cfg->redis_password_file);
+    free(cfg->redis_tls_ca);
+    free(cfg->redis_tls_cert);
+    free(cfg->redis_tls_key);
+    free(cfg->redis_tls_ca_pem);
+    free(cfg->redis_tls_cert_pem);
+    if (cfg->redis_tls_key_pem != NULL)
+        explicit_bzero(cfg->redis_tls_key_pem, cfg->redis_tls_key_len);
+    free(cfg->redis_tls_key_pem);
     explicit_bzero(&cfg->redis, sizeof(cfg->redis));
     explicit_bzero(cfg->redis_seeds, sizeof(cfg->redis_seeds));
     free(cfg->customer_map);

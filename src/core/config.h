@@ -294,6 +294,16 @@ struct cp_config {
     char *redis_text;         /* store.redis as written (has no secret
                                  when the password is in a file) */
     char *redis_password_file;
+    /* rediss:// (store/tlsrelay.h): the files of store.redis_tls_ca (the
+     * CA bundle; default the system's), _cert and _key (a client
+     * certificate, if Redis asks for one), read at every load, and the
+     * name the server's certificate must carry (store.redis_tls_name;
+     * "": each node's host) */
+    bool redis_tls;
+    char *redis_tls_ca, *redis_tls_cert, *redis_tls_key;
+    char redis_tls_name[256];
+    char *redis_tls_ca_pem, *redis_tls_cert_pem, *redis_tls_key_pem;
+    size_t redis_tls_ca_len, redis_tls_cert_len, redis_tls_key_len;
     uint64_t redis_connect_timeout_ms; /* store.redis_connect_timeout */
     uint64_t redis_timeout_ms;  /* store.redis_timeout: a decision waits
                                    this long for Redis, then is made from

@@ -19,6 +19,7 @@
  * does not fit is an error, logged (rate-limited) and answered locally.
  */
 #include "store/redis.h"
+#include "store/tlsrelay.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -233,6 +234,7 @@ struct cp_redis {
     bool epoch_asked;
     bool closing;
     char sha_decide[41], sha_state[41], sha_campaign[41];
+    struct tls_relay *tls; /* rediss://: every connection goes through it */
     void (*on_camp)(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
                     uint32_t bad);
     void *camp_arg;
@@ -254,6 +256,31 @@ struct cp_redis {
 };
 
 static void node_connect(struct rnode *n);
+
+/* rediss://: the local socket that reaches host:port over TLS (the path
+ * of n for a unix socket, else NULL: host:port itself). */
+static const char *
+tls_path(struct cp_redis *r, const char *host, int port, const char *path)
+{
+    char err[CP_ERR_MAX];
+    const char *p;
+
+    if (r->tls == NULL || path[0] != '\0')
+        return path[0] != '\0' ? path : NULL;
+    if ((p = tls_relay_path(r->tls, host, port, err)) == NULL &&
+        ratelog_allow(&r->rl))
+        msg_warn("%s", err);
+    return p != NULL ? p : "/nonexistent/chokepoint-tls-relay";
+}
+
+static redisAsyncContext *
+async_connect(struct cp_redis *r, const char *host, int port,
+              const char *path)
+{
+    const char *p = tls_path(r, host, port, path);
+
+    return p != NULL ? redisAsyncConnectUnix(p) : redisAsyncConnect(host, port);
+}
 static void on_flush(uv_check_t *h);
 static void on_handle_closed(uv_handle_t *h);
 static void arm(struct cp_redis *r);
@@ -321,16 +348,21 @@ static void
 node_lost_log(struct rnode *n, const char *why)
 {
     struct cp_redis *r = n->r;
+    char tls[300] = "", why_tls[256] = "";
 
+    if (r->tls != NULL && n->path[0] == '\0') /* why the relay failed */
+        tls_relay_why(r->tls, n->host, n->port, why_tls, sizeof(why_tls));
+    if (why_tls[0] != '\0')
+        snprintf(tls, sizeof(tls), " (TLS: %s)", why_tls);
     if (n->was_up) {
         r->st.disconnects++;
-        msg_warn("fleet store %s: %s; deciding from the local copy until it "
-                 "is back",
-                 n->where, why);
+        msg_warn("fleet store %s: %s%s; deciding from the local copy until "
+                 "it is back",
+                 n->where, why, tls);
         n->was_up = false;
     } else if (ratelog_allow(&r->rl)) {
-        msg_warn("fleet store %s: %s; deciding from the local copy",
-                 n->where, why);
+        msg_warn("fleet store %s: %s%s; deciding from the local copy",
+                 n->where, why, tls);
     }
 }
 
@@ -486,8 +518,7 @@ node_connect(struct rnode *n)
     struct cp_redis *r = n->r;
     redisAsyncContext *ac;
 
-    ac = n->path[0] != '\0' ? redisAsyncConnectUnix(n->path)
-                            : redisAsyncConnect(n->host, n->port);
+    ac = async_connect(r, n->host, n->port, n->path);
     if (ac == NULL)
         msg_fatal("out of memory");
     n->attempt_ms = uv_now(r->loop);
@@ -794,7 +825,7 @@ sentinel_ask(struct cp_redis *r)
 {
     const struct redis_url *u =
         &r->sentinels[r->sentinel_next++ % r->nsentinels];
-    redisAsyncContext *ac = redisAsyncConnect(u->host, u->port);
+    redisAsyncContext *ac = async_connect(r, u->host, u->port, "");
 
     if (ac == NULL)
         msg_fatal("out of memory");
@@ -1625,8 +1656,10 @@ sync_open(struct cp_redis *r, const struct rnode *n, char *err)
         return 0;
     sync_drop(r);
     r->sync_node = n->idx;
-    r->sync = n->path[0] ? redisConnectUnixWithTimeout(n->path, tv)
-                         : redisConnectWithTimeout(n->host, n->port, tv);
+    const char *p = tls_path(r, n->host, n->port, n->path);
+
+    r->sync = p != NULL ? redisConnectUnixWithTimeout(p, tv)
+                        : redisConnectWithTimeout(n->host, n->port, tv);
     if (r->sync == NULL || r->sync->err) {
         snprintf(err, CP_ERR_MAX, "fleet store %s: cannot connect: %s",
                  n->where, r->sync ? r->sync->errstr : "out of memory");
@@ -1930,6 +1963,12 @@ cp_redis_new(uv_loop_t *loop, const struct cp_config *cfg,
     r->wake.data = r;
     r->timeout_ms = cfg->redis_timeout_ms;
     r->connect_timeout_ms = cfg->redis_connect_timeout_ms;
+    if (cfg->redis_tls) {
+        char err[CP_ERR_MAX];
+
+        if ((r->tls = tls_relay_new(cfg, err)) == NULL)
+            msg_fatal("%s", err);
+    }
     set_servers(r, cfg);
     return r;
 }
@@ -1949,6 +1988,11 @@ cp_redis_set_config(struct cp_redis *r, const struct cp_config *cfg)
     r->connect_timeout_ms = cfg->redis_connect_timeout_ms;
     if (!moved)
         return;
+    if (cfg->redis_tls != (r->tls != NULL)) {
+        msg_warn("reload: the fleet store's servers changed to or from TLS "
+                 "(rediss://); restart to apply it");
+        return;
+    }
     set_servers(r, cfg);
     cp_redis_start(r);
 }
@@ -2064,6 +2108,8 @@ cp_redis_close(struct cp_redis *r)
     }
     sync_drop(r);
     sentinel_drop(r);
+    tls_relay_free(r->tls); /* (its connections' other ends are closed) */
+    r->tls = NULL;
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->flush, on_handle_closed);
     uv_close((uv_handle_t *)&r->wake, on_handle_closed);

@@ -149,13 +149,14 @@ redis_url_parse(const char *s, size_t len, struct redis_url *u)
     memset(u, 0, sizeof(*u));
     if (len >= 5 && memcmp(s, "unix:", 5) == 0)
         return parse_unix(s + 5, len - 5, u);
-    if (len >= 9 && memcmp(s, "rediss://", 9) == 0)
-        return "rediss:// (TLS) is not supported yet: the hiredis of "
-               "Debian 12 has no TLS; reach Redis on loopback or a private "
-               "network (or a local TLS tunnel) with redis://";
-    if (len < 8 || memcmp(s, "redis://", 8) != 0)
-        return "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB] or "
-               "unix:/PATH";
+    if (len >= 9 && memcmp(s, "rediss://", 9) == 0) {
+        u->tls = true;
+        s++;
+        len--;
+    } else if (len < 8 || memcmp(s, "redis://", 8) != 0) {
+        return "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], "
+               "rediss://... (TLS) or unix:/PATH";
+    }
     s += 8;
     len -= 8;
     slash = memchr(s, '/', len);

@@ -6,8 +6,8 @@
  *                                                 address or [IPv6]
  *   unix:/PATH[?db=DB]                            a local socket
  *
- * USER and PASSWORD may be %XX-escaped. `rediss://` (TLS) is refused with
- * the reason: the hiredis of Debian 12 (0.14) cannot speak TLS.
+ * USER and PASSWORD may be %XX-escaped. `rediss://` is the same over TLS
+ * (store/tlsrelay.h: the hiredis of Debian 12, 0.14, has no TLS).
  */
 #ifndef CP_UTIL_REDISURL_H
 #define CP_UTIL_REDISURL_H
@@ -26,6 +26,7 @@ struct redis_url {
     char user[REDIS_URL_MAX_CRED];     /* "" : none (AUTH with password) */
     char password[REDIS_URL_MAX_CRED]; /* "" : none */
     bool has_password;
+    bool tls;                          /* rediss:// */
     unsigned db;
 };
 

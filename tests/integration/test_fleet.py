@@ -350,7 +350,17 @@ def test_password_and_database(tmp_path):
 
 @pytest.mark.parametrize("store,want", [
     ("backend: redis\n", "store.backend: redis needs store.redis"),
-    ("backend: redis\nredis: rediss://10.0.0.1:6380\n", "TLS"),
+    ("backend: redis\nredis: rediss://10.0.0.1:6380\n"
+     "redis_tls_ca: /nonexistent/ca.pem\n",
+     "store.redis_tls_ca: /nonexistent/ca.pem: cannot open"),
+    ("backend: redis\nredis: redis://10.0.0.1:6380\n"
+     "redis_tls_ca: /etc/ssl/certs/ca-certificates.crt\n",
+     "only for a Redis reached over TLS"),
+    ("backend: redis\nredis_cluster: [rediss://10.0.0.1:7000, "
+     "redis://10.0.0.2:7000]\n", "give every server as rediss://"),
+    ("backend: redis\nredis: rediss://10.0.0.1:6380\n"
+     "redis_tls_cert: /etc/ssl/certs/ca-certificates.crt\n",
+     "go together"),
     ("backend: redis\nredis: redis://10.0.0.1:99999\n",
      "port is not a number from 1 to 65535"),
     ("backend: redis\nredis: http://10.0.0.1\n", "expected redis://"),
@@ -1214,3 +1224,137 @@ def test_the_campaign_table_is_the_fleets(tmp_path, redis):
     finally:
         a.stop()
         b.stop()
+
+
+def make_tls(d):
+    """A CA, a certificate for Redis on 127.0.0.1 (and localhost), one for
+    a client, and a CA nobody uses, with Debian's openssl: {name: path}."""
+    d.mkdir(exist_ok=True)
+    p = {k: str(d / k) for k in ("ca.crt", "ca.key", "redis.crt",
+                                "redis.key", "client.crt", "client.key",
+                                "other.crt", "other.key", "ext.cnf")}
+
+    def ssl(*args):
+        subprocess.run(["openssl"] + list(args), check=True,
+                       capture_output=True, timeout=60)
+
+    for ca in ("ca", "other"):
+        ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=test %s" % ca, "-keyout", p[ca + ".key"],
+            "-out", p[ca + ".crt"])
+    with open(p["ext.cnf"], "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for who in ("redis", "client"):
+        csr = str(d / (who + ".csr"))
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + who,
+            "-keyout", p[who + ".key"], "-out", csr)
+        ssl("x509", "-req", "-in", csr, "-CA", p["ca.crt"], "-CAkey",
+            p["ca.key"], "-CAcreateserial", "-days", "2", "-out",
+            p[who + ".crt"], "-extfile", p["ext.cnf"])
+    for k in p:
+        if k.endswith(".key"):
+            os.chmod(p[k], 0o640)
+    return p
+
+
+class TlsRedis(Redis):
+    """redis-server speaking TLS only, asking clients for a certificate."""
+
+    def __init__(self, tmpdir, tls):
+        super().__init__(tmpdir)
+        self.tls = tls
+
+    def start(self):
+        args = ["redis-server", "--port", "0", "--tls-port", str(self.port),
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.dir, "--logfile",
+                os.path.join(self.dir, "redis.log"),
+                "--tls-cert-file", self.tls["redis.crt"],
+                "--tls-key-file", self.tls["redis.key"],
+                "--tls-ca-cert-file", self.tls["ca.crt"],
+                "--tls-auth-clients", "yes"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.cli("PING") == "PONG", "redis-server (TLS)",
+                 timeout=20)
+        return self
+
+    def cli(self, *args):
+        t = self.tls
+        r = subprocess.run(["redis-cli", "--tls", "--cacert", t["ca.crt"],
+                            "--cert", t["client.crt"], "--key",
+                            t["client.key"], "-p", str(self.port)] +
+                           list(args), capture_output=True, text=True,
+                           errors="replace", timeout=20)
+        return r.stdout.strip()
+
+
+def tls_daemon(tmp_path, name, port, tls, extra=""):
+    store = ("backend: redis\nredis: rediss://127.0.0.1:%d\n"
+             "redis_timeout: 1s\nredis_tls_ca: %s\nredis_tls_cert: %s\n"
+             "redis_tls_key: %s\n" % (port, tls["ca.crt"], tls["client.crt"],
+                                      tls["client.key"])) + extra
+    return Daemon(tmp_path / name, classes=LIMITED % ("1h", 10),
+                  extra={"store": store, "daemon": "log_level: info"})
+
+
+def test_redis_over_tls(tmp_path):
+    """rediss://: two hosts share one limit to the message through a Redis
+    that speaks TLS only and asks for a client certificate; the server's
+    certificate is checked (its CA, its name or address): a daemon given
+    another CA, or another name, is refused by the handshake, says why,
+    and answers Postfix from its local copy. A key that is not the
+    certificate's is refused by --check."""
+    tls = make_tls(tmp_path / "tls")
+    r = TlsRedis(tmp_path, tls).start()
+    a = tls_daemon(tmp_path, "a", r.port, tls, "fleet_host: 1\n")
+    b = tls_daemon(tmp_path, "b", r.port, tls, "fleet_host: 2\n")
+    bad_ca = tls_daemon(tmp_path, "c", r.port,
+                        dict(tls, **{"ca.crt": tls["other.crt"]}))
+    bad_name = tls_daemon(tmp_path, "d", r.port, tls,
+                          "redis_tls_name: redis.isp.example\n")
+    try:
+        chk = subprocess.run([CHOKEPOINTD, "--check", "-c", a.config],
+                             capture_output=True, text=True, timeout=60)
+        assert chk.returncode == 0 and "over TLS" in chk.stdout, chk
+        for d in (a, b, bad_ca, bad_name):
+            d.start()
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected over TLS", timeout=20)
+        ca = PolicyClient(a.policy_sock, timeout=20)
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        got = [action((ca if i % 2 == 0 else cb).ask(
+            rcpt_request(user="t@example.net", instance="t%d" % i)))
+            for i in range(12)]
+        assert got == ["DUNNO"] * 10 + ["DEFER_IF_PERMIT"] * 2, got
+        assert float(r.cli("HGET", "cp:{u:t@example.net}",
+                           "s:messages/1h")) > 9.9  # (leaking since)
+        # the wrong CA, the wrong name: refused, said, answered locally
+        for d, why in ((bad_ca, "self-signed certificate"),
+                       (bad_name, "hostname mismatch")):
+            wait_for(lambda d=d, why=why: why in d.read_log(),
+                     "the handshake refused: " + why, timeout=20)
+            c = PolicyClient(d.policy_sock, timeout=20)
+            assert action(c.ask(rcpt_request(user="u@example.net",
+                                             instance="u"))) == "DUNNO"
+            assert d.ctl("status")["fleet"]["connected"] == 0
+        # a person's command (the blocking connection) goes over TLS too
+        a.ctl("block", "u:t@example.net", "--note", "over TLS")
+        assert b.ctl("show", "u:t@example.net")["state"] == "MANUAL_HOLD"
+        stop_clean(a, b, bad_ca, bad_name)
+        for d in (a, b):
+            left = [f for f in os.listdir(d.dir) if f.startswith("redis-tls")]
+            assert left == [], left  # the relay's sockets are removed
+        # --check: a key that is not the certificate's
+        wrong = tls_daemon(tmp_path, "e", r.port,
+                           dict(tls, **{"client.key": tls["redis.key"]}))
+        chk = subprocess.run([CHOKEPOINTD, "--check", "-c", wrong.config],
+                             capture_output=True, text=True, timeout=60)
+        assert chk.returncode == 1 and \
+            "does not belong to the certificate" in chk.stderr and \
+            wrong.config in chk.stderr, chk.stderr
+    finally:
+        for d in (a, b, bad_ca, bad_name):
+            d.stop()
+        r.stop()

@@ -203,7 +203,8 @@ test_redis_url(void **state)
         {"unix:/run/redis/redis.sock", "", "/run/redis/redis.sock", "", "",
          0, 0, NULL},
         {"unix:/s?db=9", "", "/s", "", "", 0, 9, NULL},
-        {"rediss://h", NULL, NULL, NULL, NULL, 0, 0, "TLS"},
+        {"rediss://u:pw@h:6380/1", "h", "", "u", "pw", 6380, 1, NULL},
+        {"rediss:/h", NULL, NULL, NULL, NULL, 0, 0, "expected redis://"},
         {"http://h", NULL, NULL, NULL, NULL, 0, 0, "expected redis://"},
         {"redis://", NULL, NULL, NULL, NULL, 0, 0, "no host"},
         {"redis://h:0", NULL, NULL, NULL, NULL, 0, 0, "port"},
@@ -240,6 +241,7 @@ test_redis_url(void **state)
         assert_int_equal(u.has_password, cases[i].pass[0] != '\0');
         assert_int_equal(u.port, cases[i].port);
         assert_int_equal(u.db, cases[i].db);
+        assert_int_equal(u.tls, strncmp(cases[i].in, "rediss:", 7) == 0);
     }
     /* a length, not a NUL, ends the input; logs never show the password */
     assert_null(redis_url_parse("redis://:secret@h:1XYZ", 19, &u));
