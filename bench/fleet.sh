@@ -8,6 +8,8 @@
 #   redis        chokepointd, accounts in a redis-server on loopback TCP
 #   redis-2      two chokepointd sharing that redis-server, each with half
 #                the connections (two load generators at once; rps summed)
+#   redis-tls    one chokepointd, the same redis-server over TLS
+#                (rediss://, its TLS port; a CA made here with openssl)
 # Redis is filled with ACCOUNTS accounts first (as the decisions write
 # them), so bytes per account is measured on a full population.
 #
@@ -17,7 +19,7 @@
 #   fleet conns=C bound=B embedded=E redis=R redis2=R2 ratio=R/B ...
 #
 # Knobs: CONNS="8 32" ACCOUNTS=1000000 DURATION=10 WARMUP=2 DIST=zipf:1.0
-# REPEAT=1 (runs per case, median kept) REDIS_PORT=16379
+# REPEAT=1 (runs per case, median kept) REDIS_PORT=16379 (TLS: +1)
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -51,6 +53,10 @@ write_config() { # name backend
     if [ "$2" = redis ]; then
         store="  backend: redis
   redis: redis://127.0.0.1:$REDIS_PORT"
+    elif [ "$2" = redis-tls ]; then
+        store="  backend: redis
+  redis: rediss://127.0.0.1:$((REDIS_PORT + 1))
+  redis_tls_ca: $OUT/tls/ca.crt"
     else
         store=""
     fi
@@ -98,8 +104,22 @@ start_cp() { # name -> pid in CP
 # ---- the Redis server, filled with ACCOUNTS accounts as decide.lua
 # writes them (a hash of levels, the time, the domain ring) ----
 rm -f "$OUT/dump.rdb"
+# a CA and a certificate for 127.0.0.1: the TLS port of the same server
+mkdir -p "$OUT/tls"
+( cd "$OUT/tls" &&
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
+      -keyout ca.key -out ca.crt &&
+  openssl req -newkey rsa:2048 -nodes -subj /CN=redis -keyout redis.key \
+      -out redis.csr &&
+  echo "subjectAltName=IP:127.0.0.1" > ext.cnf &&
+  openssl x509 -req -in redis.csr -CA ca.crt -CAkey ca.key \
+      -CAcreateserial -days 2 -out redis.crt -extfile ext.cnf
+) >/dev/null 2>&1
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
-    --appendonly no --dir "$OUT" --logfile "$OUT/redis-server.log" &
+    --appendonly no --dir "$OUT" --logfile "$OUT/redis-server.log" \
+    --tls-port $((REDIS_PORT + 1)) --tls-cert-file "$OUT/tls/redis.crt" \
+    --tls-key-file "$OUT/tls/redis.key" --tls-ca-cert-file "$OUT/tls/ca.crt" \
+    --tls-auth-clients no &
 REDIS=$!
 PIDS="$REDIS"
 i=0
@@ -119,9 +139,11 @@ echo "redis: $(rcli dbsize) keys, $bpa bytes per account (used_memory)"
 write_config embedded sqlite
 write_config redis redis
 write_config redis2 redis
+write_config redis-tls redis-tls
 
 for c in $CONNS; do
     ub_all="" em_all="" re_all="" r2_all="" p99e="" p99r="" p99r2="" cpu=""
+    tl_all="" p99t=""
     r=0
     while [ $r -lt "$REPEAT" ]; do
         r=$((r + 1))
@@ -168,11 +190,20 @@ for c in $CONNS; do
         rb=$(field rps "$(cat "$OUT/lb.out")")
         r2_all="$r2_all $(awk -v a="$ra" -v b="$rb" 'BEGIN { printf "%.1f", a + b }')"
         p99r2="$p99r2 $(field p99_us "$(cat "$OUT/la.out")")"
+
+        start_cp redis-tls
+        line=$(load "$OUT/redis-tls.sock" "$c")
+        kill "$CP"; wait "$CP" 2>/dev/null || true
+        [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
+        grep -h "local copy" "$OUT/redis-tls.log" | head -2 | sed 's/^/  /' || true
+        tl_all="$tl_all $(field rps "$line")"
+        p99t="$p99t $(field p99_us "$line")"
     done
     m() { echo $1 | tr ' ' '\n' | median; }
     ub=$(m "$ub_all"); em=$(m "$em_all"); re=$(m "$re_all"); r2=$(m "$r2_all")
+    tl=$(m "$tl_all")
     ratio() { awk -v a="$1" -v b="$ub" 'BEGIN { printf "%.2f", a / b }'; }
-    echo "fleet conns=$c bound=$ub embedded=$em ratio_embedded=$(ratio "$em") p99_embedded_us=$(m "$p99e") redis=$re ratio_redis=$(ratio "$re") p99_redis_us=$(m "$p99r") redis_cpu_ms_per_1000=$(m "$cpu") redis2=$r2 ratio_redis2=$(ratio "$r2") p99_redis2_us=$(m "$p99r2") redis_bytes_per_account=$bpa"
+    echo "fleet conns=$c bound=$ub embedded=$em ratio_embedded=$(ratio "$em") p99_embedded_us=$(m "$p99e") redis=$re ratio_redis=$(ratio "$re") p99_redis_us=$(m "$p99r") redis_cpu_ms_per_1000=$(m "$cpu") redis2=$r2 ratio_redis2=$(ratio "$r2") p99_redis2_us=$(m "$p99r2") redis_tls=$tl ratio_redis_tls=$(ratio "$tl") p99_redis_tls_us=$(m "$p99t") redis_bytes_per_account=$bpa"
 done
 mem2=$(rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
 echo "redis after the runs: $(rcli dbsize) keys, $(( (mem2 - mem0) / $(rcli dbsize) )) bytes per key"

@@ -1051,6 +1051,8 @@ share_settle(void *arg, const struct cp_meter_op *op)
  * other hosts' senders. While Redis is unreachable the bands are this
  * host's, and what they gained here is not told later.
  */
+_Static_assert(CP_FP_BANDS <= CP_REDIS_MAX_BANDS, "a fingerprint's bands");
+
 static void
 share_campaign(void *arg, const struct cp_fp *fp, uint64_t bit,
                unsigned sent, unsigned bad)
@@ -1060,11 +1062,8 @@ share_campaign(void *arg, const struct cp_fp *fp, uint64_t bit,
 
     if (!cp_redis_up(f->r))
         return;
-    for (int j = 0; j < CP_FP_BANDS; j++)
-        if (!cp_redis_campaign(f->r, fp->band[j],
-                               bit != 0 ? __builtin_ctzll(bit) : -1, sent, bad,
-                               window))
-            break;
+    cp_redis_campaign(f->r, fp->band, CP_FP_BANDS,
+                      bit != 0 ? __builtin_ctzll(bit) : -1, sent, bad, window);
 }
 
 static void

@@ -1570,67 +1570,107 @@ reply_uint(const redisReply *rep, long long max, uint64_t *v)
     return true;
 }
 
-/* campaign.lua's {sketch low, high, sent, refused} for the band in priv. */
+/* the bands of one campaign.lua call, for its reply */
+struct camp_call {
+    size_t n;
+    uint32_t band[CP_REDIS_MAX_BANDS];
+};
+
+/* campaign.lua's {sketch low, high, sent, refused} per band of priv. */
 static void
 on_campaign(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rnode *n = ac_node(ac);
     redisReply *rep = reply;
+    struct camp_call *c = priv;
     uint64_t v[4];
 
-    if (n == NULL || rep == NULL)
-        return; /* (the connection went: the band stays this host's) */
-    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
-        reply_uint(rep->element[0], UINT32_MAX, &v[0]) &&
-        reply_uint(rep->element[1], UINT32_MAX, &v[1]) &&
-        reply_uint(rep->element[2], UINT16_MAX, &v[2]) &&
-        reply_uint(rep->element[3], UINT16_MAX, &v[3])) {
-        n->r->st.campaign_back++;
-        if (n->r->on_camp != NULL)
-            n->r->on_camp(n->r->camp_arg, (uint32_t)(uintptr_t)priv,
-                          v[1] << 32 | v[0], (uint32_t)v[2], (uint32_t)v[3]);
+    if (n == NULL || rep == NULL) {
+        free(c); /* (the connection went: the bands stay this host's) */
         return;
     }
-    if (rep->type == REDIS_REPLY_ERROR) {
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 * c->n) {
+        for (size_t i = 0; i < c->n; i++) {
+            redisReply **e = rep->element + 4 * i;
+
+            if (!reply_uint(e[0], UINT32_MAX, &v[0]) ||
+                !reply_uint(e[1], UINT32_MAX, &v[1]) ||
+                !reply_uint(e[2], UINT16_MAX, &v[2]) ||
+                !reply_uint(e[3], UINT16_MAX, &v[3]))
+                break;
+            n->r->st.campaign_back++;
+            if (n->r->on_camp != NULL)
+                n->r->on_camp(n->r->camp_arg, c->band[i], v[1] << 32 | v[0],
+                              (uint32_t)v[2], (uint32_t)v[3]);
+            if (i + 1 == c->n) {
+                free(c);
+                return;
+            }
+        }
+    } else if (rep->type == REDIS_REPLY_ERROR) {
         if (strncmp(rep->str, "NOSCRIPT", 8) == 0) {
             n->r->st.noscript++;
             if (n->ready)
                 load_scripts(n);
         } else if (strncmp(rep->str, "MOVED", 5) == 0 ||
                    strncmp(rep->str, "ASK", 3) == 0) {
-            n->r->want_map = true; /* (this band stays this host's) */
+            n->r->want_map = true; /* (these bands stay this host's) */
             arm(n->r);
         }
     }
-    warn_reply(n->r, "a band of the campaign table", rep);
+    free(c);
+    warn_reply(n->r, "bands of the campaign table", rep);
 }
 
-bool
-cp_redis_campaign(struct cp_redis *r, uint32_t band, int bit, unsigned sent,
-                  unsigned bad, uint64_t window_ms)
+/* One campaign.lua call for bands[0..nb), on the node of the first. */
+static bool
+campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb, int bit,
+              unsigned sent, unsigned bad, uint64_t window_ms)
 {
-    char key[16];
-    int klen = snprintf(key, sizeof(key), "cpc:{%08x}", band);
-    struct rnode *n = slot_node(r, key, (size_t)klen);
+    char keys[CP_REDIS_MAX_BANDS][16];
+    struct camp_call *c;
+    struct rnode *n;
     struct args a;
 
-    if (n == NULL || !n->ready || r->sha_campaign[0] == '\0')
-        return false;
     a.n = 0;
     a.used = 0;
     arg_mem(&a, "EVALSHA", 7);
     arg_mem(&a, r->sha_campaign, 40);
-    arg_mem(&a, "1", 1);
-    arg_mem(&a, key, (size_t)klen);
+    arg_fmt(&a, "%zu", nb);
+    for (size_t i = 0; i < nb; i++)
+        arg_mem(&a, keys[i], (size_t)snprintf(keys[i], sizeof(keys[i]),
+                                              "cpc:{%08x}", bands[i]));
     arg_fmt(&a, "%d", bit);
     arg_fmt(&a, "%u", sent);
     arg_fmt(&a, "%u", bad);
     arg_fmt(&a, "%llu", (unsigned long long)(window_ms > 0 ? window_ms : 1));
-    if (redisAsyncCommandArgv(n->ac, on_campaign, (void *)(uintptr_t)band,
-                              a.n, a.v, a.len) != REDIS_OK)
+    n = slot_node(r, a.v[3], a.len[3]);
+    if (n == NULL || !n->ready)
         return false;
-    r->st.campaign++;
+    c = xmalloc(sizeof(*c));
+    c->n = nb;
+    memcpy(c->band, bands, nb * sizeof(*bands));
+    if (redisAsyncCommandArgv(n->ac, on_campaign, c, a.n, a.v, a.len) !=
+        REDIS_OK) {
+        free(c);
+        return false;
+    }
+    r->st.campaign += nb;
     r->unflushed = true;
+    return true;
+}
+
+bool
+cp_redis_campaign(struct cp_redis *r, const uint32_t *bands, size_t nb,
+                  int bit, unsigned sent, unsigned bad, uint64_t window_ms)
+{
+    if (r->sha_campaign[0] == '\0' || nb == 0 || nb > CP_REDIS_MAX_BANDS)
+        return false;
+    if (!r->cluster) /* one server: all together */
+        return campaign_call(r, bands, nb, bit, sent, bad, window_ms);
+    for (size_t i = 0; i < nb; i++) /* a Cluster: a slot each */
+        if (!campaign_call(r, bands + i, 1, bit, sent, bad, window_ms))
+            return false;
     return true;
 }
 

@@ -121,15 +121,18 @@ bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
  * no answer awaited): an END-OF-MESSAGE settled within its reservation,
  * its difference from the reservation. False: not sent. */
 /*
- * The campaign table (src/store/lua/campaign.lua): band `band` of a
+ * The campaign table (src/store/lua/campaign.lua): the bands of a
  * fingerprinted message from an account (its sketch bit 0-63; -1: not
  * counted), or of a delivery outcome (sent 1, bad 0/1); the window keeps
- * the band while it is not quiet. No decision waits for it: the fleet's
- * band comes back to the function of cp_redis_on_campaign. False if not
- * sent (Redis unreachable: the band stays this host's).
+ * a band while it is not quiet. One script for them all on one server, a
+ * script per band in a Cluster. No decision waits for it: the fleet's
+ * bands come back to the function of cp_redis_on_campaign. False if not
+ * (all) sent (Redis unreachable: the bands stay this host's).
  */
-bool cp_redis_campaign(struct cp_redis *r, uint32_t band, int bit,
-                       unsigned sent, unsigned bad, uint64_t window_ms);
+#define CP_REDIS_MAX_BANDS 16
+bool cp_redis_campaign(struct cp_redis *r, const uint32_t *bands, size_t nb,
+                       int bit, unsigned sent, unsigned bad,
+                       uint64_t window_ms);
 void cp_redis_on_campaign(struct cp_redis *r,
                           void (*fn)(void *arg, uint32_t band,
                                      uint64_t sketch, uint32_t sent,

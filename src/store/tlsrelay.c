@@ -628,18 +628,19 @@ tls_relay_free(struct tls_relay *r)
             shutdown(c->tfd, SHUT_RDWR);
     }
     pthread_mutex_unlock(&r->mu);
-    for (int i = 0; i < r->nt; i++) {
+    for (int i = 0; i < r->nt; i++) /* (no connection starts after) */
         pthread_join(r->t[i]->th, NULL);
-        close(r->t[i]->lfd);
-        unlink(r->t[i]->path);
-        free(r->t[i]);
-    }
-    while (r->conns != NULL) {
+    while (r->conns != NULL) { /* (they use their target to the end) */
         struct relayed *c = r->conns;
 
         r->conns = c->next;
         pthread_join(c->th, NULL);
         free(c);
+    }
+    for (int i = 0; i < r->nt; i++) {
+        close(r->t[i]->lfd);
+        unlink(r->t[i]->path);
+        free(r->t[i]);
     }
     rmdir(r->dir);
     SSL_CTX_free(r->ctx);

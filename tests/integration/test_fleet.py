@@ -1159,37 +1159,27 @@ FLEET_SPAM = ("Dear customer, your parcel could not be delivered today "
               "number {n}. http://parcel-confirm.example/track Thank you.")
 
 
-def test_the_campaign_table_is_the_fleets(tmp_path, redis):
-    """A spam text spread over two hosts by the balancer: each host sees
-    some of its senders, the fleet sees them all. Three logins send it
-    (refuse_accounts: 3): the first on host A, the second and third on
+def campaign_over_two_hosts(tmp_path, store, keys):
+    """A spam text spread over two hosts by the balancer (min_bad 0: a
+    text many send is spam without outcomes): three logins send it
+    (refuse_accounts: 3), the first on host A, the second and third on
     host B. B refuses the third copy at end of DATA, where B alone knows
-    two senders (A's came back from Redis with B's first copy). The
-    bands live in Redis for the content window; a host whose Redis is
-    gone keeps answering from its own table."""
+    two senders (A's came back from Redis with B's first copy). `store`:
+    the fleet store's settings; keys(): the bands' keys in Redis. Returns
+    the two daemons, running."""
     content = ("campaign_accounts: 2\nrefuse_accounts: 3\nrepeat: 1\n"
                "min_bad: 0\nwindow: 10m\n")
     hosts = []
     for name, n in (("a", 1), ("b", 2)):
         sock = str(tmp_path / ("%s-milter.sock" % name))
-        store = ("backend: redis\nredis: %s\nredis_timeout: 1s\n"
-                 "fleet_host: %d\n" % (redis.url(), n))
         d = Daemon(tmp_path / name, classes=DETECTION_CLASSES +
                    content_section(sock, content),
-                   extra={"store": store, "daemon": "log_level: info"})
+                   extra={"store": store + "fleet_host: %d\n" % n,
+                          "daemon": "log_level: info"})
         hosts.append((d.start(), sock))
     (a, sock_a), (b, sock_b) = hosts
     script = tmp_path / "one.lua"
     script.write_text(MT_ONE)
-
-    def send(sock, login, qid):
-        r = subprocess.run(["miltertest", "-D", "sock=" + sock, "-D",
-                            "login=" + login, "-D", "qid=" + qid, "-D",
-                            "body=" + FLEET_SPAM.format(n=qid), "-s",
-                            str(script)],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return r.stdout.strip().splitlines()[-1]
 
     def told(d, n):
         wait_for(lambda: d.ctl("status")["fleet"]["campaign_back"] >= n,
@@ -1198,28 +1188,75 @@ def test_the_campaign_table_is_the_fleets(tmp_path, redis):
     try:
         for d in (a, b):
             wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=20)
-        assert send(sock_a, "sp1@isp.example", "QA1") == "continue"
+                     "fleet connected", timeout=30)
+        assert milter_send(script, sock_a, "sp1@isp.example", "QA1") == \
+            "continue"
         told(a, 8)
-        assert send(sock_b, "sp2@isp.example", "QB1") == "continue"
+        assert milter_send(script, sock_b, "sp2@isp.example", "QB1") == \
+            "continue"
         told(b, 8)
         # B alone has seen sp2 and sp3: two senders; the fleet three
-        assert send(sock_b, "sp3@isp.example", "QB2") == "refused", \
-            b.read_log()[-2000:]
-        keys = redis.cli("KEYS", "cpc:*").split()
-        assert len(keys) >= 8, keys  # (the reference numbers differ)
-        ttl = int(redis.cli("PTTL", keys[0]))
-        assert 0 < ttl <= 600000, ttl
+        assert milter_send(script, sock_b, "sp3@isp.example", "QB2") == \
+            "refused", b.read_log()[-2000:]
+        k = keys()
+        assert len(k) >= 8, k  # (the reference numbers differ)
         st = b.ctl("status")
         assert st["content"]["refused"] == 1, st["content"]
         assert st["fleet"]["campaign"] == 16 and \
             st["fleet"]["errors"] == 0, st["fleet"]
+    except BaseException:
+        a.stop()
+        b.stop()
+        raise
+    return a, b, sock_a, script
+
+
+def milter_send(script, sock, login, qid):
+    """One message through the milter (miltertest): its answer."""
+    r = subprocess.run(["miltertest", "-D", "sock=" + sock, "-D",
+                        "login=" + login, "-D", "qid=" + qid, "-D",
+                        "body=" + FLEET_SPAM.format(n=qid), "-s",
+                        str(script)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_the_campaign_table_is_the_fleets(tmp_path, redis):
+    """The campaign table is the fleet's (campaign_over_two_hosts); its
+    bands live in Redis for the content window; a host whose Redis is
+    gone keeps answering from its own table."""
+    a, b, sock_a, script = campaign_over_two_hosts(
+        tmp_path, "backend: redis\nredis: %s\nredis_timeout: 1s\n" %
+        redis.url(), lambda: redis.cli("KEYS", "cpc:*").split())
+    try:
+        ttl = int(redis.cli("PTTL", redis.cli("KEYS", "cpc:*").split()[0]))
+        assert 0 < ttl <= 600000, ttl
         # Redis gone: A answers from its own table (sp1 and sp4: two
         # senders, below refusal), never an error
         redis.stop()
         wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 0,
                  "disconnected", timeout=20)
-        assert send(sock_a, "sp4@isp.example", "QA2") == "continue"
+        assert milter_send(script, sock_a, "sp4@isp.example", "QA2") == \
+            "continue"
+        stop_clean(a, b)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_the_campaign_table_in_a_cluster(tmp_path, cluster):
+    """The same in a Redis Cluster: a band per script, each on the node
+    of its slot."""
+    def keys():
+        return [k for r in cluster.nodes
+                for k in r.cli("KEYS", "cpc:*").split()]
+
+    a, b, _, _ = campaign_over_two_hosts(
+        tmp_path, "backend: redis\nredis_cluster: %s\nredis_timeout: 1s\n"
+        % cluster.seeds(), keys)
+    try:
+        assert len({cluster.node_of(k)[0].port for k in keys()}) >= 2
         stop_clean(a, b)
     finally:
         a.stop()

@@ -1,37 +1,43 @@
--- campaign.lua — one band of a message's fingerprint in the fleet's
--- campaign table (core/fingerprint.h's slot, summed over the hosts): the
--- senders' sketch (64 bits, one per account, ORed), and the delivery
--- outcomes of its copies (all and refused, added). The band is forgotten
--- once it is quiet for the window, as on a host. Called with EVALSHA by
--- src/store/redis.c, once per band of a fingerprinted message and of a
--- delivery outcome of one, with no answer awaited by the decision: the
--- host merges the reply into its own table (cp_campaigns_merge).
+-- campaign.lua — bands of a message's fingerprint in the fleet's
+-- campaign table (core/fingerprint.h's slots, summed over the hosts): each
+-- band's senders' sketch (64 bits, one per account, ORed), and the
+-- delivery outcomes of its copies (all and refused, added). A band is
+-- forgotten once it is quiet for the window, as on a host. Called with
+-- EVALSHA by src/store/redis.c for a fingerprinted message and for a
+-- delivery outcome of one: its bands together on one server, one at a
+-- time in a Cluster (a slot each). No decision waits for it: the host
+-- merges the reply into its own table (cp_campaigns_merge).
 --
--- KEYS[1] the band ("cpc:{BAND}": a slot of its own in a Cluster)
+-- KEYS    the bands ("cpc:{BAND}")
 -- ARGV 1 the sender's bit (0-63; -1: none), 2 copies delivered, 3 of
 --      them refused, 4 the window (ms)
--- Returns {sketch low 32 bits, high 32 bits, sent, refused}.
-local k = KEYS[1]
+-- Returns {sketch low 32 bits, high 32 bits, sent, refused} per band,
+-- one after the other.
 local b, ds, db = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local v = redis.call('HMGET', k, 'lo', 'hi', 's', 'b')
+local ttl = tonumber(ARGV[4])
 -- (what Redis holds may have been written by anyone: bounded)
 local function num(x, lim)
   x = tonumber(x)
   if x == nil or x ~= x or x < 0 or x > lim then return 0 end
   return math.floor(x)
 end
-local lo, hi = bit.tobit(num(v[1], 4294967295)), bit.tobit(num(v[2], 4294967295))
-if b >= 32 then
-  hi = bit.bor(hi, bit.lshift(1, b - 32))
-elseif b >= 0 then
-  lo = bit.bor(lo, bit.lshift(1, b))
+local out = {}
+for j, k in ipairs(KEYS) do
+  local v = redis.call('HMGET', k, 'lo', 'hi', 's', 'b')
+  local lo, hi = bit.tobit(num(v[1], 4294967295)), bit.tobit(num(v[2], 4294967295))
+  if b >= 32 then
+    hi = bit.bor(hi, bit.lshift(1, b - 32))
+  elseif b >= 0 then
+    lo = bit.bor(lo, bit.lshift(1, b))
+  end
+  local s, r = num(v[3], 1e9) + ds, num(v[4], 1e9) + db
+  if r > s then r = s end
+  if s > 65535 then s, r = math.floor(s / 2), math.floor(r / 2) end
+  -- (stored unsigned, as the host reads them)
+  if lo < 0 then lo = lo + 4294967296 end
+  if hi < 0 then hi = hi + 4294967296 end
+  redis.call('HSET', k, 'lo', lo, 'hi', hi, 's', s, 'b', r)
+  redis.call('PEXPIRE', k, ttl)
+  out[4 * j - 3], out[4 * j - 2], out[4 * j - 1], out[4 * j] = lo, hi, s, r
 end
-local s, r = num(v[3], 1e9) + ds, num(v[4], 1e9) + db
-if r > s then r = s end
-if s > 65535 then s, r = math.floor(s / 2), math.floor(r / 2) end
--- (stored unsigned, as the host reads them)
-if lo < 0 then lo = lo + 4294967296 end
-if hi < 0 then hi = hi + 4294967296 end
-redis.call('HSET', k, 'lo', lo, 'hi', hi, 's', s, 'b', r)
-redis.call('PEXPIRE', k, tonumber(ARGV[4]))
-return {lo, hi, s, r}
+return out
