@@ -89,43 +89,43 @@ $(FUZZ_BUILD):
 
 $(FUZZ_BUILD)/fuzz_policy: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_policy.c src/core/policy.c $(FUZZ_UTIL) -lxxhash -lcrypto -lm
+	    tests/fuzz/fuzz_policy.c src/core/policy.c $(FUZZ_UTIL) -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_milter: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_milter.c src/core/milter.c $(FUZZ_UTIL) -lxxhash -lcrypto -lm
+	    tests/fuzz/fuzz_milter.c src/core/milter.c $(FUZZ_UTIL) -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_fingerprint: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_fingerprint.c src/core/fingerprint.c $(FUZZ_UTIL) \
-	    -lxxhash -lcrypto -lm
+	    -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_custmap.c src/core/config.c src/core/custmap.c \
 	    src/core/policy.c src/core/notice.c src/util/yamlwalk.c $(FUZZ_UTIL) \
-	    -lfyaml -lxxhash -lcrypto -lm
+	    -lfyaml -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_redisurl: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_redisurl.c $(FUZZ_UTIL) -lxxhash -lcrypto -lm
+	    tests/fuzz/fuzz_redisurl.c $(FUZZ_UTIL) -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_maillog: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
-	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lcrypto -lm
+	    tests/fuzz/fuzz_maillog.c src/core/maillog.c $(FUZZ_UTIL) -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_notice: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_notice.c src/core/notice.c src/core/config.c \
 	    src/core/custmap.c src/core/policy.c src/util/yamlwalk.c \
-	    $(FUZZ_UTIL) -lfyaml -lxxhash -lcrypto -lm
+	    $(FUZZ_UTIL) -lfyaml -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_evidence: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_evidence.c src/core/evidence.c src/core/config.c \
 	    src/core/custmap.c src/core/policy.c src/core/notice.c \
-	    src/util/yamlwalk.c $(FUZZ_UTIL) -lfyaml -lxxhash -lcrypto -lm
+	    src/util/yamlwalk.c $(FUZZ_UTIL) -lfyaml -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_engine: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_engine.c $(FUZZ_ENGINE) $(FUZZ_UTIL) \
-	    -lfyaml -lxxhash -lcrypto -lm
+	    -lfyaml -lxxhash -lssl -lcrypto -lm
 $(FUZZ_BUILD)/fuzz_restore: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_restore.c $(FUZZ_SQLITE) $(FUZZ_ENGINE) \
-	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lcrypto -lm
+	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lssl -lcrypto -lm
 # the Redis store's Lua scripts, as meson embeds them
 $(FUZZ_BUILD)/redis_lua.h: src/store/lua/decide.lua src/store/lua/state.lua \
 		src/store/lua/history.lua src/store/lua/campaign.lua \
@@ -141,7 +141,7 @@ $(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS) $(FUZZ_BUILD)/redis_lua.h
 	    tests/fuzz/fuzz_daemon.c $(FUZZ_DAEMON) $(FUZZ_SQLITE) \
 	    src/store/redis.c src/store/tlsrelay.c $(FUZZ_ENGINE) src/core/maillog.c src/core/milter.c \
 	    src/util/ratelog.c $(FUZZ_UTIL) -luv -lcurl -lcrypto -lcares -lsqlite3 \
-	    -lhiredis -lssl -lfyaml -lxxhash -lm -lpthread
+	    -lhiredis -lssl -lfyaml -lxxhash -lcrypto -lm -lpthread
 
 # libFuzzer targets abort on leaks; third-party leaks are suppressed there
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0

@@ -1035,6 +1035,32 @@ read_secret_file(struct loader *ld, const char *key, const char *path,
 #define TLS_PEM_MAX (1024 * 1024)
 #define TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
 
+/* The context the store will make of them, made and dropped: OpenSSL may
+ * refuse what parses (a key too weak for its security level). */
+static int
+tls_ctx_check(struct loader *ld, const char *ca)
+{
+    struct cp_config *cfg = ld->cfg;
+    const char *which = "ca";
+    char err[CP_ERR_MAX];
+    SSL_CTX *ctx = tls_pem_ctx(
+        cfg->redis_tls_ca_pem, cfg->redis_tls_ca_len, cfg->redis_tls_cert_pem,
+        cfg->redis_tls_cert_len, cfg->redis_tls_key_pem,
+        cfg->redis_tls_key_len, &which, err, sizeof(err));
+
+    if (ctx != NULL) {
+        SSL_CTX_free(ctx);
+        return 0;
+    }
+    return fail(ld, which[0] == 'c' && which[1] == 'a' ? "store.redis_tls_ca"
+                    : which[0] == 'c' ? "store.redis_tls_cert"
+                                      : "store.redis_tls_key",
+                "%s: %s",
+                which[1] == 'a' ? ca : which[0] == 'c' ? cfg->redis_tls_cert
+                                                       : cfg->redis_tls_key,
+                err);
+}
+
 /*
  * rediss://: every server of the store is reached over TLS, or none; the
  * CA bundle (default the system's), and a client certificate with its
@@ -1082,11 +1108,11 @@ finish_store_tls(struct loader *ld)
                                             &cfg->redis_tls_ca_len, err);
     if (cfg->redis_tls_ca_pem == NULL)
         return fail(ld, "store.redis_tls_ca", "%s", err);
-    if (tls_pem_certs(cfg->redis_tls_ca_pem, cfg->redis_tls_ca_len) == 0)
-        return fail(ld, "store.redis_tls_ca", "%s: no certificate in it "
-                    "(PEM)", ca);
+    if (tls_pem_certs(cfg->redis_tls_ca_pem, cfg->redis_tls_ca_len) <= 0)
+        return fail(ld, "store.redis_tls_ca", "%s: no certificate in it, "
+                    "or one that does not parse (PEM)", ca);
     if (cfg->redis_tls_cert == NULL)
-        return 0;
+        return tls_ctx_check(ld, ca);
     cfg->redis_tls_cert_pem = read_small_file(
         cfg->redis_tls_cert, TLS_PEM_MAX, &cfg->redis_tls_cert_len, err);
     if (cfg->redis_tls_cert_pem == NULL)
@@ -1102,7 +1128,7 @@ finish_store_tls(struct loader *ld)
                                  cfg->redis_tls_key_len)) != NULL)
         return fail(ld, "store.redis_tls_key", "%s (certificate %s): %s",
                     cfg->redis_tls_key, cfg->redis_tls_cert, why);
-    return 0;
+    return tls_ctx_check(ld, ca);
 }
 
 /*

@@ -98,9 +98,10 @@ struct cp_engine {
     /* fleet mode: a fingerprinted message went into the campaign table
      * (bit: the account's bit in its bands' senders' sketches, 0 if this
      * copy did not count it; sent, bad 0), or a delivery outcome of one
-     * (bit 0, sent 1, bad 1 if refused); NULL: the table is this host's */
+     * (bit 0, sent 1, bad 1 if refused), at now_ms; NULL: the table is
+     * this host's */
     void (*share_campaign)(void *arg, const struct cp_fp *fp, uint64_t bit,
-                           unsigned sent, unsigned bad);
+                           unsigned sent, unsigned bad, int64_t now_ms);
     void *share_arg;
 };
 

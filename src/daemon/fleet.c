@@ -1055,7 +1055,7 @@ _Static_assert(CP_FP_BANDS <= CP_REDIS_MAX_BANDS, "a fingerprint's bands");
 
 static void
 share_campaign(void *arg, const struct cp_fp *fp, uint64_t bit,
-               unsigned sent, unsigned bad)
+               unsigned sent, unsigned bad, int64_t now_ms)
 {
     struct fleet *f = arg;
     uint64_t window = f->d->engine.cfg->content.window_ms;
@@ -1063,18 +1063,18 @@ share_campaign(void *arg, const struct cp_fp *fp, uint64_t bit,
     if (!cp_redis_up(f->r))
         return;
     cp_redis_campaign(f->r, fp->band, CP_FP_BANDS,
-                      bit != 0 ? __builtin_ctzll(bit) : -1, sent, bad, window);
+                      bit != 0 ? __builtin_ctzll(bit) : -1, sent, bad, window,
+                      (uint32_t)(now_ms / 1000));
 }
 
 static void
 on_campaign(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
-            uint32_t bad)
+            uint32_t bad, uint32_t now_s)
 {
     struct fleet *f = arg;
 
     if (f->d->engine.camp != NULL)
-        cp_campaigns_merge(f->d->engine.camp, band, sketch, sent, bad,
-                           (uint32_t)(daemon_now_ms() / 1000));
+        cp_campaigns_merge(f->d->engine.camp, band, sketch, sent, bad, now_s);
 }
 
 /* The name this host's changes carry in the fleet's history: the host

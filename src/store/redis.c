@@ -236,7 +236,7 @@ struct cp_redis {
     char sha_decide[41], sha_state[41], sha_campaign[41];
     struct tls_relay *tls; /* rediss://: every connection goes through it */
     void (*on_camp)(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
-                    uint32_t bad);
+                    uint32_t bad, uint32_t now_s);
     void *camp_arg;
     uv_timer_t timer; /* request deadlines, connecting, reconnecting */
     uv_check_t flush; /* writes this loop iteration's commands at its end */
@@ -1552,7 +1552,7 @@ cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
 void
 cp_redis_on_campaign(struct cp_redis *r,
                      void (*fn)(void *arg, uint32_t band, uint64_t sketch,
-                                uint32_t sent, uint32_t bad),
+                                uint32_t sent, uint32_t bad, uint32_t now_s),
                      void *arg)
 {
     r->on_camp = fn;
@@ -1573,6 +1573,7 @@ reply_uint(const redisReply *rep, long long max, uint64_t *v)
 /* the bands of one campaign.lua call, for its reply */
 struct camp_call {
     size_t n;
+    uint32_t now_s;
     uint32_t band[CP_REDIS_MAX_BANDS];
 };
 
@@ -1601,7 +1602,7 @@ on_campaign(redisAsyncContext *ac, void *reply, void *priv)
             n->r->st.campaign_back++;
             if (n->r->on_camp != NULL)
                 n->r->on_camp(n->r->camp_arg, c->band[i], v[1] << 32 | v[0],
-                              (uint32_t)v[2], (uint32_t)v[3]);
+                              (uint32_t)v[2], (uint32_t)v[3], c->now_s);
             if (i + 1 == c->n) {
                 free(c);
                 return;
@@ -1625,7 +1626,7 @@ on_campaign(redisAsyncContext *ac, void *reply, void *priv)
 /* One campaign.lua call for bands[0..nb), on the node of the first. */
 static bool
 campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb, int bit,
-              unsigned sent, unsigned bad, uint64_t window_ms)
+              unsigned sent, unsigned bad, uint64_t window_ms, uint32_t now_s)
 {
     char keys[CP_REDIS_MAX_BANDS][16];
     struct camp_call *c;
@@ -1649,6 +1650,7 @@ campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb, int bit,
         return false;
     c = xmalloc(sizeof(*c));
     c->n = nb;
+    c->now_s = now_s;
     memcpy(c->band, bands, nb * sizeof(*bands));
     if (redisAsyncCommandArgv(n->ac, on_campaign, c, a.n, a.v, a.len) !=
         REDIS_OK) {
@@ -1662,14 +1664,15 @@ campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb, int bit,
 
 bool
 cp_redis_campaign(struct cp_redis *r, const uint32_t *bands, size_t nb,
-                  int bit, unsigned sent, unsigned bad, uint64_t window_ms)
+                  int bit, unsigned sent, unsigned bad, uint64_t window_ms,
+                  uint32_t now_s)
 {
     if (r->sha_campaign[0] == '\0' || nb == 0 || nb > CP_REDIS_MAX_BANDS)
         return false;
     if (!r->cluster) /* one server: all together */
-        return campaign_call(r, bands, nb, bit, sent, bad, window_ms);
+        return campaign_call(r, bands, nb, bit, sent, bad, window_ms, now_s);
     for (size_t i = 0; i < nb; i++) /* a Cluster: a slot each */
-        if (!campaign_call(r, bands + i, 1, bit, sent, bad, window_ms))
+        if (!campaign_call(r, bands + i, 1, bit, sent, bad, window_ms, now_s))
             return false;
     return true;
 }

@@ -117,27 +117,28 @@ void cp_redis_cancel(struct cp_redis_req *q);
  * or charges made while the server was unreachable (false: not sent). */
 bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
 
-/* Add delta[i] to counter slot[i] of an account (HINCRBYFLOAT, no script,
- * no answer awaited): an END-OF-MESSAGE settled within its reservation,
- * its difference from the reservation. False: not sent. */
 /*
  * The campaign table (src/store/lua/campaign.lua): the bands of a
  * fingerprinted message from an account (its sketch bit 0-63; -1: not
  * counted), or of a delivery outcome (sent 1, bad 0/1); the window keeps
  * a band while it is not quiet. One script for them all on one server, a
  * script per band in a Cluster. No decision waits for it: the fleet's
- * bands come back to the function of cp_redis_on_campaign. False if not
- * (all) sent (Redis unreachable: the bands stay this host's).
+ * bands come back to the function of cp_redis_on_campaign, with now_s
+ * (the engine's clock when they were sent). False if not (all) sent
+ * (Redis unreachable: the bands stay this host's).
  */
 #define CP_REDIS_MAX_BANDS 16
 bool cp_redis_campaign(struct cp_redis *r, const uint32_t *bands, size_t nb,
                        int bit, unsigned sent, unsigned bad,
-                       uint64_t window_ms);
+                       uint64_t window_ms, uint32_t now_s);
 void cp_redis_on_campaign(struct cp_redis *r,
                           void (*fn)(void *arg, uint32_t band,
                                      uint64_t sketch, uint32_t sent,
-                                     uint32_t bad),
+                                     uint32_t bad, uint32_t now_s),
                           void *arg);
+/* Add delta[i] to counter slot[i] of an account (HINCRBYFLOAT, no script,
+ * no answer awaited): an END-OF-MESSAGE settled within its reservation,
+ * its difference from the reservation. False: not sent. */
 bool cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
                      const char *const *slot, const double *delta, size_t n);
 

@@ -4,6 +4,7 @@
  * the connections and moves bytes between the two sockets of each.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -30,9 +31,12 @@
 
 #include "store/tlsrelay.h"
 #include "util/msg.h"
+#include "util/tlspem.h"
 #include "util/xalloc.h"
 
-#define MAX_TARGETS 32   /* servers (a Cluster's nodes, Sentinels) */
+/* servers (a Cluster's nodes, Sentinels, and the addresses a failover
+ * moved them to: a target is kept for the daemon's life) */
+#define MAX_TARGETS 256
 #define RELAY_BUF 16384
 #define WHY_MAX 256
 
@@ -70,105 +74,45 @@ struct tls_relay {
     bool stopping;
 };
 
-/* ---- the TLS context ---- */
-
+/* Directories a daemon killed before its exit left next to the store
+ * (this one holds the store's lock: none is in use), with their
+ * sockets: those named like `pattern` ("DIR/redis-tls.XXXXXX"). */
 static void
-ssl_why(char *err, const char *what)
+clean_stale(const char *pattern)
 {
-    unsigned long e = ERR_get_error();
-    char buf[200];
+    char dir[PATH_MAX], sub[PATH_MAX + 256];
+    const char *slash = strrchr(pattern, '/'), *base;
+    size_t bl;
+    DIR *d, *in;
+    struct dirent *e, *f;
 
-    ERR_error_string_n(e, buf, sizeof(buf));
-    snprintf(err, CP_ERR_MAX, "fleet store TLS: %s: %s", what,
-             e ? buf : "unknown error");
-    ERR_clear_error();
-}
+    if (slash == NULL || (size_t)(slash - pattern) >= sizeof(dir))
+        return;
+    snprintf(dir, sizeof(dir), "%.*s", (int)(slash - pattern), pattern);
+    base = slash + 1;
+    bl = strlen(base) - 6; /* "redis-tls." without the XXXXXX */
+    if (strncmp(dir, "/tmp", 5) == 0 || (d = opendir(dir)) == NULL)
+        return; /* (in /tmp the names are not ours alone) */
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, base, bl) != 0 ||
+            strlen(e->d_name) != bl + 6)
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+        if ((in = opendir(sub)) != NULL) {
+            while ((f = readdir(in)) != NULL) {
+                char sock[PATH_MAX + 512];
+                size_t n = strlen(f->d_name);
 
-/* Every certificate of a PEM text into fn; how many. */
-static int
-each_cert(const char *pem, size_t len, SSL_CTX *ctx,
-          int (*fn)(SSL_CTX *ctx, X509 *x, int i))
-{
-    BIO *b = BIO_new_mem_buf(pem, (int)len);
-    X509 *x;
-    int n = 0;
-
-    if (b == NULL)
-        return -1;
-    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-        if (fn(ctx, x, n++) != 1) {
-            BIO_free(b);
-            return -1;
+                if (n > 5 && strcmp(f->d_name + n - 5, ".sock") == 0) {
+                    snprintf(sock, sizeof(sock), "%s/%s", sub, f->d_name);
+                    unlink(sock);
+                }
+            }
+            closedir(in);
         }
+        rmdir(sub);
     }
-    ERR_clear_error(); /* (the end of the text) */
-    BIO_free(b);
-    return n;
-}
-
-static int
-add_ca(SSL_CTX *ctx, X509 *x, int i)
-{
-    (void)i;
-    if (X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), x) != 1)
-        ERR_clear_error(); /* (a duplicate in the bundle: fine) */
-    X509_free(x);
-    return 1;
-}
-
-static int
-add_own(SSL_CTX *ctx, X509 *x, int i)
-{
-    int ok;
-
-    if (i > 0) /* the chain after it: kept by the context */
-        return SSL_CTX_add_extra_chain_cert(ctx, x) == 1 ? 1
-                                                         : (X509_free(x), 0);
-    ok = SSL_CTX_use_certificate(ctx, x);
-    X509_free(x);
-    return ok;
-}
-
-static SSL_CTX *
-make_ctx(const struct cp_config *cfg, char *err)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    BIO *kb = NULL;
-    EVP_PKEY *k = NULL;
-
-    if (ctx == NULL) {
-        ssl_why(err, "cannot make a context");
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
-    if (each_cert(cfg->redis_tls_ca_pem, cfg->redis_tls_ca_len, ctx,
-                  add_ca) <= 0) {
-        ssl_why(err, "the CA bundle (store.redis_tls_ca)");
-        goto fail;
-    }
-    if (cfg->redis_tls_cert_pem == NULL)
-        return ctx;
-    if (each_cert(cfg->redis_tls_cert_pem, cfg->redis_tls_cert_len, ctx,
-                  add_own) <= 0) {
-        ssl_why(err, "the client certificate (store.redis_tls_cert)");
-        goto fail;
-    }
-    kb = BIO_new_mem_buf(cfg->redis_tls_key_pem, (int)cfg->redis_tls_key_len);
-    k = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, (void *)"") : NULL;
-    BIO_free(kb);
-    if (k == NULL || SSL_CTX_use_PrivateKey(ctx, k) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        EVP_PKEY_free(k);
-        ssl_why(err, "the client key (store.redis_tls_key)");
-        goto fail;
-    }
-    EVP_PKEY_free(k);
-    return ctx;
-fail:
-    SSL_CTX_free(ctx);
-    return NULL;
+    closedir(d);
 }
 
 struct tls_relay *
@@ -179,7 +123,10 @@ tls_relay_new(const struct cp_config *cfg, char *err)
                                         : NULL;
     size_t dl = slash ? (size_t)(slash - cfg->store_path) : 0;
 
-    if ((t->ctx = make_ctx(cfg, err)) == NULL) {
+    if ((t->ctx = tls_pem_ctx(cfg->redis_tls_ca_pem, cfg->redis_tls_ca_len,
+                              cfg->redis_tls_cert_pem, cfg->redis_tls_cert_len,
+                              cfg->redis_tls_key_pem, cfg->redis_tls_key_len,
+                              NULL, err, CP_ERR_MAX)) == NULL) {
         free(t);
         return NULL;
     }
@@ -194,6 +141,7 @@ tls_relay_new(const struct cp_config *cfg, char *err)
                  cfg->store_path);
     else
         snprintf(t->dir, sizeof(t->dir), "/tmp/chokepoint-tls.XXXXXX");
+    clean_stale(t->dir);
     if (mkdtemp(t->dir) == NULL) { /* (mode 0700) */
         snprintf(err, CP_ERR_MAX, "fleet store TLS: cannot make %s: %s",
                  t->dir, strerror(errno));
@@ -296,6 +244,13 @@ tcp_connect(struct relayed *c, int64_t deadline)
             continue;
         pthread_mutex_lock(&t->r->mu);
         c->tfd = fd; /* (so that stopping wakes the wait) */
+        if (t->r->stopping) {
+            c->tfd = -1;
+            pthread_mutex_unlock(&t->r->mu);
+            close(fd);
+            freeaddrinfo(ai);
+            return -1;
+        }
         pthread_mutex_unlock(&t->r->mu);
         if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 ||
             (errno == EINPROGRESS && wait_fd(fd, POLLOUT, deadline) > 0 &&
@@ -311,8 +266,16 @@ tcp_connect(struct relayed *c, int64_t deadline)
         fd = -1;
     }
     freeaddrinfo(ai);
-    if (fd >= 0)
+    if (fd >= 0) {
+        /* a server that stops reading or answering: the connection is
+         * given up (and made again) instead of holding its thread */
+        unsigned user_timeout = 30000;
+
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
+                   sizeof(user_timeout));
+    }
     return fd;
 }
 
@@ -366,12 +329,17 @@ tls_open(struct relayed *c, int64_t deadline)
         SSL_free(s);
         return NULL;
     }
-    if (inet_pton(AF_INET, name, addr) == 1 ||
-        inet_pton(AF_INET6, name, addr) == 1) {
-        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), name);
-    } else {
-        SSL_set_tlsext_host_name(s, name);
-        SSL_set1_host(s, name);
+    /* the name or address the certificate must carry: if it cannot be
+     * set, no connection (never the chain alone) */
+    if ((inet_pton(AF_INET, name, addr) == 1 ||
+         inet_pton(AF_INET6, name, addr) == 1)
+            ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), name) != 1
+            : SSL_set_tlsext_host_name(s, name) != 1 ||
+                  SSL_set1_host(s, name) != 1) {
+        set_why(c->t, "cannot check the name %s", name);
+        ERR_clear_error();
+        SSL_free(s);
+        return NULL;
     }
     while ((rc = SSL_connect(s)) != 1)
         if (!ssl_wait(c, s, rc, deadline, "handshake")) {
@@ -585,7 +553,8 @@ tls_relay_path(struct tls_relay *r, const char *host, int port, char *err)
     memcpy(sa.sun_path, t->path, sizeof(sa.sun_path));
     t->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (t->lfd < 0 || bind(t->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        listen(t->lfd, 16) < 0 || start_thread(&t->th, accept_main, t) != 0) {
+        listen(t->lfd, 16) < 0 ||
+        (errno = start_thread(&t->th, accept_main, t)) != 0) {
         snprintf(err, CP_ERR_MAX, "fleet store TLS: cannot listen on %s: %s",
                  t->path, strerror(errno));
         if (t->lfd >= 0)

@@ -1354,8 +1354,13 @@ def test_redis_over_tls(tmp_path):
         chk = subprocess.run([CHOKEPOINTD, "--check", "-c", a.config],
                              capture_output=True, text=True, timeout=60)
         assert chk.returncode == 0 and "over TLS" in chk.stdout, chk
+        # what a daemon killed before its exit left next to the store
+        stale = os.path.join(a.dir, "redis-tls.AbC123")
+        os.makedirs(stale)
+        open(os.path.join(stale, "0.sock"), "w").close()
         for d in (a, b, bad_ca, bad_name):
             d.start()
+        assert not os.path.exists(stale)
         for d in (a, b):
             wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
                      "fleet connected over TLS", timeout=20)
@@ -1391,6 +1396,18 @@ def test_redis_over_tls(tmp_path):
         assert chk.returncode == 1 and \
             "does not belong to the certificate" in chk.stderr and \
             wrong.config in chk.stderr, chk.stderr
+        # a CA bundle whose second certificate does not parse
+        broken = str(tmp_path / "broken-ca.crt")
+        with open(broken, "w") as f:
+            f.write(open(tls["ca.crt"]).read() +
+                    "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
+                    "-----END CERTIFICATE-----\n")
+        wrong = tls_daemon(tmp_path, "f", r.port,
+                           dict(tls, **{"ca.crt": broken}))
+        chk = subprocess.run([CHOKEPOINTD, "--check", "-c", wrong.config],
+                             capture_output=True, text=True, timeout=60)
+        assert chk.returncode == 1 and "store.redis_tls_ca" in chk.stderr \
+            and "does not parse" in chk.stderr, chk.stderr
     finally:
         for d in (a, b, bad_ca, bad_name):
             d.stop()

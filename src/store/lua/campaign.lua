@@ -23,14 +23,18 @@ local function num(x, lim)
 end
 local out = {}
 for j, k in ipairs(KEYS) do
-  local v = redis.call('HMGET', k, 'lo', 'hi', 's', 'b')
+  local v = redis.pcall('HMGET', k, 'lo', 'hi', 's', 'b')
+  if v.err then -- (a key of another type, written by anyone: replaced)
+    redis.call('DEL', k)
+    v = {}
+  end
   local lo, hi = bit.tobit(num(v[1], 4294967295)), bit.tobit(num(v[2], 4294967295))
   if b >= 32 then
     hi = bit.bor(hi, bit.lshift(1, b - 32))
   elseif b >= 0 then
     lo = bit.bor(lo, bit.lshift(1, b))
   end
-  local s, r = num(v[3], 1e9) + ds, num(v[4], 1e9) + db
+  local s, r = num(v[3], 65535) + ds, num(v[4], 65535) + db
   if r > s then r = s end
   if s > 65535 then s, r = math.floor(s / 2), math.floor(r / 2) end
   -- (stored unsigned, as the host reads them)
