@@ -427,17 +427,25 @@ class Cluster:
     """A local Redis Cluster: `n` redis-server in cluster mode on loopback
     ports, no replicas, created with redis-cli --cluster create."""
 
-    def __init__(self, tmpdir, n=3):
+    def __init__(self, tmpdir, n=3, tls=None):
         self.nodes = []
+        self.tls = tls  # make_tls(): every node and the bus over TLS
         for i in range(n):
             d = os.path.join(str(tmpdir), "node%d" % i)
             os.makedirs(d)
-            self.nodes.append(Redis(d))
+            self.nodes.append(TlsRedis(d, tls) if tls else Redis(d))
 
     def start(self):
         for r in self.nodes:
+            port = ["--port", str(r.port)]
+            if self.tls:
+                t = self.tls
+                port = ["--port", "0", "--tls-port", str(r.port),
+                        "--tls-cluster", "yes", "--tls-cert-file",
+                        t["redis.crt"], "--tls-key-file", t["redis.key"],
+                        "--tls-ca-cert-file", t["ca.crt"]]
             r.proc = subprocess.Popen(
-                ["redis-server", "--port", str(r.port), "--bind",
+                ["redis-server"] + port + ["--bind",
                  "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--cluster-enabled", "yes",
                  "--cluster-port", str(free_port()), "--cluster-config-file",
@@ -447,8 +455,12 @@ class Cluster:
         for r in self.nodes:
             wait_for(lambda r=r: r.cli("PING") == "PONG", "cluster node",
                      timeout=20)
+        tls = []
+        if self.tls:
+            tls = ["--tls", "--cacert", self.tls["ca.crt"], "--cert",
+                   self.tls["client.crt"], "--key", self.tls["client.key"]]
         out = subprocess.run(
-            ["redis-cli", "--cluster", "create"] +
+            ["redis-cli"] + tls + ["--cluster", "create"] +
             ["127.0.0.1:%d" % r.port for r in self.nodes] +
             ["--cluster-replicas", "0", "--cluster-yes"],
             capture_output=True, text=True, timeout=60)
@@ -464,8 +476,9 @@ class Cluster:
             r.stop()
 
     def seeds(self):
-        return "[%s]" % ", ".join("redis://127.0.0.1:%d" % r.port
-                                  for r in self.nodes[:2])
+        return "[%s]" % ", ".join(
+            "%s://127.0.0.1:%d" % ("rediss" if self.tls else "redis", r.port)
+            for r in self.nodes[:2])
 
     def node_of(self, key):
         """The node that serves `key`'s slot, and the slot."""
@@ -1412,3 +1425,48 @@ def test_redis_over_tls(tmp_path):
         for d in (a, b, bad_ca, bad_name):
             d.stop()
         r.stop()
+
+
+def test_a_cluster_over_tls(tmp_path):
+    """A Redis Cluster whose nodes, and their bus, speak TLS only: the
+    daemon reaches each node the slot map names through its relay, two
+    hosts share one limit for accounts on several nodes, and a block on
+    one refuses on the other."""
+    tls = make_tls(tmp_path / "tls")
+    c = Cluster(tmp_path, tls=tls)
+    try:
+        c.start()
+        store = ("checkpoint_interval: 1s\nbackend: redis\n"
+                 "redis_cluster: %s\nredis_timeout: 1s\nredis_tls_ca: %s\n"
+                 "redis_tls_cert: %s\nredis_tls_key: %s\n" %
+                 (c.seeds(), tls["ca.crt"], tls["client.crt"],
+                  tls["client.key"]))
+        a, b = (Daemon(tmp_path / n, classes=LIMITED % ("1h", 10),
+                       extra={"store": store + "fleet_host: %d\n" % i,
+                              "daemon": "log_level: info"}).start()
+                for n, i in (("a", 1), ("b", 2)))
+        try:
+            for d in (a, b):
+                wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"]
+                         == 1, "cluster connected over TLS", timeout=30)
+            users = ["c%d@example.net" % i for i in range(6)]
+            assert len({c.node_of("cp:{u:%s}" % u)[0].port
+                        for u in users}) >= 2
+            ca = PolicyClient(a.policy_sock, timeout=20)
+            cb = PolicyClient(b.policy_sock, timeout=20)
+            for u in users:
+                got = [action((ca if i % 2 == 0 else cb).ask(
+                    rcpt_request(user=u, instance="%s-%d" % (u, i))))
+                    for i in range(11)]
+                assert got == ["DUNNO"] * 10 + ["DEFER_IF_PERMIT"], (u, got)
+            a.ctl("block", "u:%s" % users[1], "--note", "zombie")
+            r = cb.ask(rcpt_request(user=users[1], instance="x"))
+            assert action(r) in ("REJECT", "HOLD"), r
+            st = a.ctl("status")["fleet"]
+            assert st["local"] == 0 and st["failed"] == 0, st
+            stop_clean(a, b)
+        finally:
+            a.stop()
+            b.stop()
+    finally:
+        c.stop()
