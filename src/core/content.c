@@ -87,7 +87,7 @@ cp_engine_content(struct cp_engine *e, const struct cp_event *ev,
      * its copies bounce or are refused as spam */
     cp_campaigns_add(e->camp, fp, acct, (uint32_t)(now_ms / 1000), &ci);
     if (e->share_campaign != NULL)
-        e->share_campaign(e->share_arg, fp, ci.bit, 0, 0, now_ms);
+        e->share_campaign(e->share_arg, fp, ci.bit, acct, 0, 0, now_ms);
     if (a != NULL) { /* its delivery outcomes will tell about it */
         QUEUED(a)->fp = *fp;
         QUEUED(a)->fp.words = fp->words > 0 ? fp->words : 1;

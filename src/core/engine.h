@@ -95,13 +95,14 @@ struct cp_engine {
     void (*share_evidence)(void *arg, const char *dkey, size_t dkeylen,
                            const struct cp_detection *det,
                            const struct cp_ev_delta *gain);
-    /* fleet mode: a fingerprinted message went into the campaign table
-     * (bit: the account's bit in its bands' senders' sketches, 0 if this
-     * copy did not count it; sent, bad 0), or a delivery outcome of one
-     * (bit 0, sent 1, bad 1 if refused), at now_ms; NULL: the table is
-     * this host's */
+    /* fleet mode: a fingerprinted message of account acct went into the
+     * campaign table (bit: the account's bit in its bands' senders'
+     * sketches; sent, bad 0), or a delivery outcome of one (bit 0, acct
+     * 0, sent 1, bad 1 if refused), at now_ms; NULL: the table is this
+     * host's */
     void (*share_campaign)(void *arg, const struct cp_fp *fp, uint64_t bit,
-                           unsigned sent, unsigned bad, int64_t now_ms);
+                           uint32_t acct, unsigned sent, unsigned bad,
+                           int64_t now_ms);
     void *share_arg;
 };
 

@@ -336,8 +336,9 @@ cp_campaigns_add(struct cp_campaigns *c, const struct cp_fp *fp, uint32_t acct,
             s->spam = false;
         }
         s->last_s = now_s;
+        out->bit = bit;
         if (out->copies >= c->repeat)
-            s->accounts |= out->bit = bit;
+            s->accounts |= bit;
         n = estimate(s->accounts);
         spam = s->spam || c->min_bad == 0;
         out->accounts = n > out->accounts ? n : out->accounts;
@@ -360,13 +361,23 @@ judge(const struct cp_campaigns *c, struct cp_camp_slot *s)
 
 bool
 cp_campaigns_merge(struct cp_campaigns *c, uint32_t band, uint64_t accounts,
-                   uint32_t sent, uint32_t bad, uint32_t now_s)
+                   uint32_t sent, uint32_t bad, uint32_t acct,
+                   uint32_t copies, uint32_t now_s)
 {
     struct cp_camp_slot *s = find(c, band, NULL);
 
     if (s == NULL || stale(c, s, now_s))
         return false;
     s->accounts |= accounts;
+    if (copies > 0) { /* the account's copies over the fleet */
+        uint32_t key = copy_key(band, acct), i = key & c->mask;
+        struct cp_copy_slot *k = c->copy[i].key == key       ? &c->copy[i]
+                                 : c->copy[i ^ 1].key == key ? &c->copy[i ^ 1]
+                                                             : NULL;
+
+        if (k != NULL && now_s - k->last_s <= c->window_s && copies > k->n)
+            k->n = copies;
+    }
     if (sent > UINT16_MAX || bad > sent) /* (Redis halves at 65,535) */
         return true;
     if (sent > s->sent)

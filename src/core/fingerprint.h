@@ -122,8 +122,8 @@ struct cp_camp_info {
                                spam (0: none did) */
     uint32_t copies;    /* copies this account sent */
     bool spam;          /* a band's outcomes said spam */
-    uint64_t bit;       /* the account's bit in the senders' sketches,
-                           if this copy counted it (else 0) */
+    uint64_t bit;       /* the account's bit in the senders' sketches
+                           (set there from its `repeat`-th copy) */
 };
 
 /*
@@ -155,11 +155,13 @@ void cp_campaigns_outcome(struct cp_campaigns *c, const struct cp_fp *fp,
  * Fleet mode: what the fleet knows of band `band` (every host's senders'
  * sketch, and the outcomes of every host's copies, which include this
  * host's as far as it has told them) joins this host's slot of it, if the
- * band is live here: the sketch ORed, the outcomes the larger. False if
- * the band is not (or no longer) in the table.
+ * band is live here: the sketch ORed, the outcomes the larger; and, with
+ * copies > 0, the copies of it account `acct` sent over the fleet join
+ * this host's count of them (the larger). False if the band is not (or
+ * no longer) in the table.
  */
 bool cp_campaigns_merge(struct cp_campaigns *c, uint32_t band,
                         uint64_t accounts, uint32_t sent, uint32_t bad,
-                        uint32_t now_s);
+                        uint32_t acct, uint32_t copies, uint32_t now_s);
 
 #endif

@@ -172,7 +172,7 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
 
         cp_campaigns_outcome(e->camp, &q->fp, bad);
         if (e->share_campaign != NULL)
-            e->share_campaign(e->share_arg, &q->fp, 0, 1, bad, now_ms);
+            e->share_campaign(e->share_arg, &q->fp, 0, 0, 1, bad, now_ms);
     }
     l.sig = map[o].sig;
     l.scale = map[o].scale;

@@ -1044,37 +1044,45 @@ share_settle(void *arg, const struct cp_meter_op *op)
 
 /*
  * The campaign table is the fleet's: each band of a fingerprinted message
- * (with the account's bit, if this copy counted it) and of a delivery
- * outcome of one goes to Redis, which ORs the senders and adds the
- * outcomes; what comes back joins this host's band (on_campaign). No
- * decision waits for it: this host's next message of the text sees the
- * other hosts' senders. While Redis is unreachable the bands are this
+ * (with its sender, whose copies Redis counts over the fleet: it is one
+ * of the text's senders from its `repeat`-th) and of a delivery outcome
+ * of one goes to Redis, which ORs the senders and adds the outcomes; what
+ * comes back joins this host's band and the sender's count of copies
+ * (on_campaign). No decision waits for it: this host's next message of
+ * the text sees the other hosts' senders and copies. While Redis is unreachable the bands are this
  * host's, and what they gained here is not told later.
  */
 _Static_assert(CP_FP_BANDS <= CP_REDIS_MAX_BANDS, "a fingerprint's bands");
 
 static void
-share_campaign(void *arg, const struct cp_fp *fp, uint64_t bit,
+share_campaign(void *arg, const struct cp_fp *fp, uint64_t bit, uint32_t acct,
                unsigned sent, unsigned bad, int64_t now_ms)
 {
     struct fleet *f = arg;
-    uint64_t window = f->d->engine.cfg->content.window_ms;
+    const struct cp_content *ct = &f->d->engine.cfg->content;
+    struct cp_redis_camp cm = {
+        .bit = bit != 0 ? __builtin_ctzll(bit) : -1,
+        .acct = acct,
+        .repeat = ct->repeat,
+        .sent = sent,
+        .bad = bad,
+        .window_ms = ct->window_ms,
+        .now_s = (uint32_t)(now_ms / 1000),
+    };
 
-    if (!cp_redis_up(f->r))
-        return;
-    cp_redis_campaign(f->r, fp->band, CP_FP_BANDS,
-                      bit != 0 ? __builtin_ctzll(bit) : -1, sent, bad, window,
-                      (uint32_t)(now_ms / 1000));
+    if (cp_redis_up(f->r))
+        cp_redis_campaign(f->r, fp->band, CP_FP_BANDS, &cm);
 }
 
 static void
 on_campaign(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
-            uint32_t bad, uint32_t now_s)
+            uint32_t bad, uint32_t acct, uint32_t copies, uint32_t now_s)
 {
     struct fleet *f = arg;
 
     if (f->d->engine.camp != NULL)
-        cp_campaigns_merge(f->d->engine.camp, band, sketch, sent, bad, now_s);
+        cp_campaigns_merge(f->d->engine.camp, band, sketch, sent, bad, acct,
+                           copies, now_s);
 }
 
 /* The name this host's changes carry in the fleet's history: the host

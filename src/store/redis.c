@@ -236,7 +236,8 @@ struct cp_redis {
     char sha_decide[41], sha_state[41], sha_campaign[41];
     struct tls_relay *tls; /* rediss://: every connection goes through it */
     void (*on_camp)(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
-                    uint32_t bad, uint32_t now_s);
+                    uint32_t bad, uint32_t acct, uint32_t copies,
+                    uint32_t now_s);
     void *camp_arg;
     uv_timer_t timer; /* request deadlines, connecting, reconnecting */
     uv_check_t flush; /* writes this loop iteration's commands at its end */
@@ -1552,7 +1553,8 @@ cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
 void
 cp_redis_on_campaign(struct cp_redis *r,
                      void (*fn)(void *arg, uint32_t band, uint64_t sketch,
-                                uint32_t sent, uint32_t bad, uint32_t now_s),
+                                uint32_t sent, uint32_t bad, uint32_t acct,
+                                uint32_t copies, uint32_t now_s),
                      void *arg)
 {
     r->on_camp = fn;
@@ -1573,36 +1575,39 @@ reply_uint(const redisReply *rep, long long max, uint64_t *v)
 /* the bands of one campaign.lua call, for its reply */
 struct camp_call {
     size_t n;
-    uint32_t now_s;
+    uint32_t acct, now_s;
     uint32_t band[CP_REDIS_MAX_BANDS];
 };
 
-/* campaign.lua's {sketch low, high, sent, refused} per band of priv. */
+/* campaign.lua's {sketch low, high, sent, refused, copies} per band of
+ * priv. */
 static void
 on_campaign(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rnode *n = ac_node(ac);
     redisReply *rep = reply;
     struct camp_call *c = priv;
-    uint64_t v[4];
+    uint64_t v[5];
 
     if (n == NULL || rep == NULL) {
         free(c); /* (the connection went: the bands stay this host's) */
         return;
     }
-    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 * c->n) {
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 5 * c->n) {
         for (size_t i = 0; i < c->n; i++) {
-            redisReply **e = rep->element + 4 * i;
+            redisReply **e = rep->element + 5 * i;
 
             if (!reply_uint(e[0], UINT32_MAX, &v[0]) ||
                 !reply_uint(e[1], UINT32_MAX, &v[1]) ||
                 !reply_uint(e[2], UINT16_MAX, &v[2]) ||
-                !reply_uint(e[3], UINT16_MAX, &v[3]))
+                !reply_uint(e[3], UINT16_MAX, &v[3]) ||
+                !reply_uint(e[4], 1000000, &v[4]))
                 break;
             n->r->st.campaign_back++;
             if (n->r->on_camp != NULL)
                 n->r->on_camp(n->r->camp_arg, c->band[i], v[1] << 32 | v[0],
-                              (uint32_t)v[2], (uint32_t)v[3], c->now_s);
+                              (uint32_t)v[2], (uint32_t)v[3], c->acct,
+                              (uint32_t)v[4], c->now_s);
             if (i + 1 == c->n) {
                 free(c);
                 return;
@@ -1625,8 +1630,8 @@ on_campaign(redisAsyncContext *ac, void *reply, void *priv)
 
 /* One campaign.lua call for bands[0..nb), on the node of the first. */
 static bool
-campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb, int bit,
-              unsigned sent, unsigned bad, uint64_t window_ms, uint32_t now_s)
+campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb,
+              const struct cp_redis_camp *cm)
 {
     char keys[CP_REDIS_MAX_BANDS][16];
     struct camp_call *c;
@@ -1641,16 +1646,20 @@ campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb, int bit,
     for (size_t i = 0; i < nb; i++)
         arg_mem(&a, keys[i], (size_t)snprintf(keys[i], sizeof(keys[i]),
                                               "cpc:{%08x}", bands[i]));
-    arg_fmt(&a, "%d", bit);
-    arg_fmt(&a, "%u", sent);
-    arg_fmt(&a, "%u", bad);
-    arg_fmt(&a, "%llu", (unsigned long long)(window_ms > 0 ? window_ms : 1));
+    arg_fmt(&a, "%d", cm->bit);
+    arg_fmt(&a, "%u", cm->sent);
+    arg_fmt(&a, "%u", cm->bad);
+    arg_fmt(&a, "%llu",
+            (unsigned long long)(cm->window_ms > 0 ? cm->window_ms : 1));
+    arg_fmt(&a, "%08x", cm->acct);
+    arg_fmt(&a, "%u", cm->repeat);
     n = slot_node(r, a.v[3], a.len[3]);
     if (n == NULL || !n->ready)
         return false;
     c = xmalloc(sizeof(*c));
     c->n = nb;
-    c->now_s = now_s;
+    c->acct = cm->acct;
+    c->now_s = cm->now_s;
     memcpy(c->band, bands, nb * sizeof(*bands));
     if (redisAsyncCommandArgv(n->ac, on_campaign, c, a.n, a.v, a.len) !=
         REDIS_OK) {
@@ -1664,15 +1673,14 @@ campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb, int bit,
 
 bool
 cp_redis_campaign(struct cp_redis *r, const uint32_t *bands, size_t nb,
-                  int bit, unsigned sent, unsigned bad, uint64_t window_ms,
-                  uint32_t now_s)
+                  const struct cp_redis_camp *cm)
 {
     if (r->sha_campaign[0] == '\0' || nb == 0 || nb > CP_REDIS_MAX_BANDS)
         return false;
     if (!r->cluster) /* one server: all together */
-        return campaign_call(r, bands, nb, bit, sent, bad, window_ms, now_s);
+        return campaign_call(r, bands, nb, cm);
     for (size_t i = 0; i < nb; i++) /* a Cluster: a slot each */
-        if (!campaign_call(r, bands + i, 1, bit, sent, bad, window_ms, now_s))
+        if (!campaign_call(r, bands + i, 1, cm))
             return false;
     return true;
 }

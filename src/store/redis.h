@@ -128,13 +128,22 @@ bool cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op);
  * (Redis unreachable: the bands stay this host's).
  */
 #define CP_REDIS_MAX_BANDS 16
+struct cp_redis_camp {
+    int bit;          /* the sender's bit (0-63), -1: an outcome */
+    uint32_t acct;    /* the sender (an account's hash) */
+    unsigned repeat;  /* the copies from which a sender counts */
+    unsigned sent, bad;
+    uint64_t window_ms;
+    uint32_t now_s;
+};
 bool cp_redis_campaign(struct cp_redis *r, const uint32_t *bands, size_t nb,
-                       int bit, unsigned sent, unsigned bad,
-                       uint64_t window_ms, uint32_t now_s);
+                       const struct cp_redis_camp *cm);
+/* with the sender's copies over the fleet (0: an outcome) */
 void cp_redis_on_campaign(struct cp_redis *r,
                           void (*fn)(void *arg, uint32_t band,
                                      uint64_t sketch, uint32_t sent,
-                                     uint32_t bad, uint32_t now_s),
+                                     uint32_t bad, uint32_t acct,
+                                     uint32_t copies, uint32_t now_s),
                           void *arg);
 /* Add delta[i] to counter slot[i] of an account (HINCRBYFLOAT, no script,
  * no answer awaited): an END-OF-MESSAGE settled within its reservation,

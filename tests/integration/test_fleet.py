@@ -1172,16 +1172,10 @@ FLEET_SPAM = ("Dear customer, your parcel could not be delivered today "
               "number {n}. http://parcel-confirm.example/track Thank you.")
 
 
-def campaign_over_two_hosts(tmp_path, store, keys):
-    """A spam text spread over two hosts by the balancer (min_bad 0: a
-    text many send is spam without outcomes): three logins send it
-    (refuse_accounts: 3), the first on host A, the second and third on
-    host B. B refuses the third copy at end of DATA, where B alone knows
-    two senders (A's came back from Redis with B's first copy). `store`:
-    the fleet store's settings; keys(): the bands' keys in Redis. Returns
-    the two daemons, running."""
-    content = ("campaign_accounts: 2\nrefuse_accounts: 3\nrepeat: 1\n"
-               "min_bad: 0\nwindow: 10m\n")
+def milter_hosts(tmp_path, store, content):
+    """Two daemons with milters on one fleet store (`store`'s settings),
+    hosts 1 and 2, connected: ((a, its milter), (b, its milter), the
+    miltertest script of one message)."""
     hosts = []
     for name, n in (("a", 1), ("b", 2)):
         sock = str(tmp_path / ("%s-milter.sock" % name))
@@ -1190,18 +1184,32 @@ def campaign_over_two_hosts(tmp_path, store, keys):
                    extra={"store": store + "fleet_host: %d\n" % n,
                           "daemon": "log_level: info"})
         hosts.append((d.start(), sock))
-    (a, sock_a), (b, sock_b) = hosts
     script = tmp_path / "one.lua"
     script.write_text(MT_ONE)
+    for d, _ in hosts:
+        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                 "fleet connected", timeout=30)
+    return hosts[0], hosts[1], script
 
-    def told(d, n):
-        wait_for(lambda: d.ctl("status")["fleet"]["campaign_back"] >= n,
-                 "the fleet's bands back", timeout=20)
 
+def told(d, n):
+    """Wait until n bands of d's campaign table came back from Redis."""
+    wait_for(lambda: d.ctl("status")["fleet"]["campaign_back"] >= n,
+             "the fleet's bands back", timeout=20)
+
+
+def campaign_over_two_hosts(tmp_path, store, keys):
+    """A spam text spread over two hosts by the balancer (min_bad 0: a
+    text many send is spam without outcomes): three logins send it
+    (refuse_accounts: 3), the first on host A, the second and third on
+    host B. B refuses the third copy at end of DATA, where B alone knows
+    two senders (A's came back from Redis with B's first copy). `store`:
+    the fleet store's settings; keys(): the bands' keys in Redis. Returns
+    the two daemons, running."""
+    (a, sock_a), (b, sock_b), script = milter_hosts(
+        tmp_path, store, "campaign_accounts: 2\nrefuse_accounts: 3\n"
+        "repeat: 1\nmin_bad: 0\nwindow: 10m\n")
     try:
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=30)
         assert milter_send(script, sock_a, "sp1@isp.example", "QA1") == \
             "continue"
         told(a, 8)
@@ -1252,6 +1260,34 @@ def test_the_campaign_table_is_the_fleets(tmp_path, redis):
                  "disconnected", timeout=20)
         assert milter_send(script, sock_a, "sp4@isp.example", "QA2") == \
             "continue"
+        stop_clean(a, b)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_copies_of_a_text_are_counted_over_the_fleet(tmp_path, redis):
+    """An account counts among a text's senders from its second copy
+    (repeat: 2), wherever the balancer sent its copies: sp1 and sp2 each
+    send one copy to host A and one to host B. Each host saw one copy of
+    each, but the fleet two: both count, and the next copy, from sp3, is
+    refused (refuse_accounts: 2). Counted per host, nobody would count."""
+    (a, sock_a), (b, sock_b), script = milter_hosts(
+        tmp_path, "backend: redis\nredis: %s\nredis_timeout: 1s\n" %
+        redis.url(), "campaign_accounts: 2\nrefuse_accounts: 2\n"
+        "repeat: 2\nmin_bad: 0\nwindow: 10m\n")
+    try:
+        n = {a: 0, b: 0}
+        for who, d, sock, qid in (("sp1", a, sock_a, "QA1"),
+                                  ("sp1", b, sock_b, "QB1"),
+                                  ("sp2", a, sock_a, "QA2"),
+                                  ("sp2", b, sock_b, "QB2")):
+            assert milter_send(script, sock, who + "@isp.example", qid) == \
+                "continue"
+            n[d] += 8
+            told(d, n[d])
+        assert milter_send(script, sock_b, "sp3@isp.example", "QB3") == \
+            "refused", b.read_log()[-2000:]
         stop_clean(a, b)
     finally:
         a.stop()

@@ -232,9 +232,9 @@ test_campaign_merge(void **state)
     assert_int_equal(ci.accounts, 1);
     sk |= ci.bit;
     /* a band a has not seen is not taken */
-    assert_false(cp_campaigns_merge(&a, other.band[0], sk, 0, 0, 1001));
+    assert_false(cp_campaigns_merge(&a, other.band[0], sk, 0, 0, 0, 0, 1001));
     for (int j = 0; j < CP_FP_BANDS; j++)
-        assert_true(cp_campaigns_merge(&a, spam.band[j], sk, 10, 4, 1001));
+        assert_true(cp_campaigns_merge(&a, spam.band[j], sk, 10, 4, 0, 0, 1001));
     cp_campaigns_add(&a, &spam, 9 * 0x9e3779b9u, 1002, &ci);
     assert_int_equal(ci.accounts, 4);
     assert_false(ci.spam); /* 4 refused of 10: below min_bad */
@@ -242,15 +242,31 @@ test_campaign_merge(void **state)
     for (int i = 0; i < 12; i++)
         cp_campaigns_outcome(&a, &spam, i < 2);
     for (int j = 0; j < CP_FP_BANDS; j++)
-        assert_true(cp_campaigns_merge(&a, spam.band[j], 0, 20, 6, 1003));
+        assert_true(cp_campaigns_merge(&a, spam.band[j], 0, 20, 6, 0, 0, 1003));
     cp_campaigns_add(&a, &spam, 9 * 0x9e3779b9u, 1004, &ci);
     assert_true(ci.spam); /* 6 refused of 22 */
     /* nonsense (more refused than sent) changes no outcome */
-    assert_true(cp_campaigns_merge(&b, spam.band[0], 0, 1, 9, 1005));
+    assert_true(cp_campaigns_merge(&b, spam.band[0], 0, 1, 9, 0, 0, 1005));
     cp_campaigns_add(&b, &spam, 1 * 0x9e3779b9u, 1006, &ci);
     assert_false(ci.spam);
+    /* copies over the fleet: an account counts from its second copy
+     * (repeat 2); its first here, its first on another host: two */
+    {
+        struct cp_campaigns r2;
+
+        cp_campaigns_init(&r2, 1024, 3600, 2, 5, 0.2);
+        cp_campaigns_add(&r2, &other, 5 * 0x9e3779b9u, 1000, &ci);
+        assert_int_equal(ci.accounts, 0);
+        for (int j = 0; j < CP_FP_BANDS; j++)
+            assert_true(cp_campaigns_merge(&r2, other.band[j], 0, 0, 0,
+                                           5 * 0x9e3779b9u, 2, 1001));
+        cp_campaigns_add(&r2, &other, 5 * 0x9e3779b9u, 1002, &ci);
+        assert_int_equal(ci.copies, 3);
+        assert_int_equal(ci.accounts, 1);
+        cp_campaigns_fini(&r2);
+    }
     /* quiet for the window: the band is gone, nothing merges into it */
-    assert_false(cp_campaigns_merge(&a, spam.band[0], sk, 0, 0, 1004 + 3601));
+    assert_false(cp_campaigns_merge(&a, spam.band[0], sk, 0, 0, 0, 0, 1004 + 3601));
     cp_campaigns_fini(&a);
     cp_campaigns_fini(&b);
 }

@@ -1,7 +1,9 @@
 -- campaign.lua — bands of a message's fingerprint in the fleet's
 -- campaign table (core/fingerprint.h's slots, summed over the hosts): each
--- band's senders' sketch (64 bits, one per account, ORed), and the
--- delivery outcomes of its copies (all and refused, added). A band is
+-- band's senders' sketch (64 bits, one per account, ORed; an account's
+-- bit from its `repeat`-th copy over the fleet, each account's copies
+-- counted in field "a:ACCOUNT"), and the delivery outcomes of its copies
+-- (all and refused, added). A band is
 -- forgotten once it is quiet for the window, as on a host. Called with
 -- EVALSHA by src/store/redis.c for a fingerprinted message and for a
 -- delivery outcome of one: its bands together on one server, one at a
@@ -9,12 +11,13 @@
 -- merges the reply into its own table (cp_campaigns_merge).
 --
 -- KEYS    the bands ("cpc:{BAND}")
--- ARGV 1 the sender's bit (0-63; -1: none), 2 copies delivered, 3 of
---      them refused, 4 the window (ms)
--- Returns {sketch low 32 bits, high 32 bits, sent, refused} per band,
--- one after the other.
+-- ARGV 1 the sender's bit (0-63; -1: an outcome, no sender), 2 copies
+--      delivered, 3 of them refused, 4 the window (ms), 5 the sender
+--      (an account's hash, hex), 6 the copies from which it counts
+-- Returns {sketch low 32 bits, high 32 bits, sent, refused, the sender's
+-- copies (0: none)} per band, one after the other.
 local b, ds, db = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
+local ttl, who, rep = tonumber(ARGV[4]), 'a:' .. ARGV[5], tonumber(ARGV[6])
 -- (what Redis holds may have been written by anyone: bounded)
 local function num(x, lim)
   x = tonumber(x)
@@ -23,16 +26,21 @@ local function num(x, lim)
 end
 local out = {}
 for j, k in ipairs(KEYS) do
-  local v = redis.pcall('HMGET', k, 'lo', 'hi', 's', 'b')
+  local v = redis.pcall('HMGET', k, 'lo', 'hi', 's', 'b', who)
   if v.err then -- (a key of another type, written by anyone: replaced)
     redis.call('DEL', k)
     v = {}
   end
   local lo, hi = bit.tobit(num(v[1], 4294967295)), bit.tobit(num(v[2], 4294967295))
-  if b >= 32 then
-    hi = bit.bor(hi, bit.lshift(1, b - 32))
-  elseif b >= 0 then
-    lo = bit.bor(lo, bit.lshift(1, b))
+  local n = 0
+  if b >= 0 then -- a copy: the sender counts from its rep-th
+    n = math.min(num(v[5], 1e9) + 1, 1000000)
+    if n < rep then
+    elseif b >= 32 then
+      hi = bit.bor(hi, bit.lshift(1, b - 32))
+    else
+      lo = bit.bor(lo, bit.lshift(1, b))
+    end
   end
   local s, r = num(v[3], 65535) + ds, num(v[4], 65535) + db
   if r > s then r = s end
@@ -40,8 +48,13 @@ for j, k in ipairs(KEYS) do
   -- (stored unsigned, as the host reads them)
   if lo < 0 then lo = lo + 4294967296 end
   if hi < 0 then hi = hi + 4294967296 end
-  redis.call('HSET', k, 'lo', lo, 'hi', hi, 's', s, 'b', r)
+  if b >= 0 then
+    redis.call('HSET', k, 'lo', lo, 'hi', hi, 's', s, 'b', r, who, n)
+  else
+    redis.call('HSET', k, 'lo', lo, 'hi', hi, 's', s, 'b', r)
+  end
   redis.call('PEXPIRE', k, ttl)
-  out[4 * j - 3], out[4 * j - 2], out[4 * j - 1], out[4 * j] = lo, hi, s, r
+  local o = 5 * j
+  out[o - 4], out[o - 3], out[o - 2], out[o - 1], out[o] = lo, hi, s, r, n
 end
 return out
