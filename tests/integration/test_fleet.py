@@ -1506,3 +1506,56 @@ def test_a_cluster_over_tls(tmp_path):
             b.stop()
     finally:
         c.stop()
+
+
+def test_sentinel_over_tls(tmp_path):
+    """A primary and its Sentinel speaking TLS only: the daemon asks the
+    Sentinel where the primary is, through the relay, reaches the primary
+    through another, and its decisions are counted there."""
+    tls = make_tls(tmp_path / "tls")
+    os.makedirs(tmp_path / "m")
+    master = TlsRedis(tmp_path / "m", tls).start()
+    sport = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        "port 0\ntls-port %d\nbind 127.0.0.1\ndir %s\n"
+        "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n"
+        "tls-replication yes\n"
+        "sentinel monitor prim 127.0.0.1 %d 1\n" %
+        (sport, tmp_path, tls["redis.crt"], tls["redis.key"], tls["ca.crt"],
+         master.port))
+    sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    a = None
+    try:
+        probe = TlsRedis(tmp_path / "m", tls)
+        probe.port = sport
+        wait_for(lambda: probe.cli("SENTINEL", "get-master-addr-by-name",
+                                   "prim").split() ==
+                 ["127.0.0.1", str(master.port)], "sentinel watching",
+                 timeout=30)
+        a = Daemon(tmp_path / "a", classes=LIMITED % ("1h", 10), extra={
+            "store": "backend: redis\nredis_sentinels: [rediss://127.0.0.1:%d]"
+                     "\nredis_master: prim\nredis_timeout: 1s\n"
+                     "redis_tls_ca: %s\nredis_tls_cert: %s\n"
+                     "redis_tls_key: %s\n" % (sport, tls["ca.crt"],
+                                              tls["client.crt"],
+                                              tls["client.key"]),
+            "daemon": "log_level: info"}).start()
+        wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
+                 "connected to the primary over TLS", timeout=30)
+        c = PolicyClient(a.policy_sock, timeout=20)
+        got = [action(c.ask(rcpt_request(user="s@example.net",
+                                         instance="s%d" % i)))
+               for i in range(11)]
+        assert got == ["DUNNO"] * 10 + ["DEFER_IF_PERMIT"], got
+        assert float(master.cli("HGET", "cp:{u:s@example.net}",
+                                "s:messages/1h")) > 9.9
+        stop_clean(a)
+    finally:
+        if a is not None:
+            a.stop()
+        sentinel.terminate()
+        sentinel.wait(timeout=20)
+        master.stop()
