@@ -40,16 +40,26 @@ classes:
 class Redis:
     """A private redis-server on 127.0.0.1, no persistence."""
 
-    def __init__(self, tmpdir, port=None, password=None, persist=False):
+    def __init__(self, tmpdir, port=None, password=None, persist=False,
+                 tls=None):
         self.dir = str(tmpdir)
         self.port = port or free_port()
         self.password = password
         self.persist = persist  # an append-only file, fsync'd every write
+        self.tls = tls  # make_tls(): TLS only, a client certificate asked
         self.proc = None
 
+    def port_args(self):
+        if not self.tls:
+            return ["--port", str(self.port)]
+        return ["--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", self.tls["redis.crt"],
+                "--tls-key-file", self.tls["redis.key"],
+                "--tls-ca-cert-file", self.tls["ca.crt"]]
+
     def start(self):
-        args = ["redis-server", "--port", str(self.port), "--bind",
-                "127.0.0.1", "--save", "", "--dir", self.dir,
+        args = ["redis-server"] + self.port_args() + [
+                "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
                 "--logfile", os.path.join(self.dir, "redis.log")]
         args += (["--appendonly", "yes", "--appendfsync", "always"]
                  if self.persist else ["--appendonly", "no"])
@@ -64,6 +74,9 @@ class Redis:
 
     def cli(self, *args):
         cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
+        if self.tls:
+            cmd += ["--tls", "--cacert", self.tls["ca.crt"], "--cert",
+                    self.tls["client.crt"], "--key", self.tls["client.key"]]
         if self.password:
             cmd += ["-a", self.password]
         # (errors: the habits are binary records, "cph:{...}")
@@ -433,19 +446,13 @@ class Cluster:
         for i in range(n):
             d = os.path.join(str(tmpdir), "node%d" % i)
             os.makedirs(d)
-            self.nodes.append(TlsRedis(d, tls) if tls else Redis(d))
+            self.nodes.append(Redis(d, tls=tls))
 
     def start(self):
         for r in self.nodes:
-            port = ["--port", str(r.port)]
-            if self.tls:
-                t = self.tls
-                port = ["--port", "0", "--tls-port", str(r.port),
-                        "--tls-cluster", "yes", "--tls-cert-file",
-                        t["redis.crt"], "--tls-key-file", t["redis.key"],
-                        "--tls-ca-cert-file", t["ca.crt"]]
+            tls = ["--tls-cluster", "yes"] if self.tls else []
             r.proc = subprocess.Popen(
-                ["redis-server"] + port + ["--bind",
+                ["redis-server"] + r.port_args() + tls + ["--bind",
                  "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--cluster-enabled", "yes",
                  "--cluster-port", str(free_port()), "--cluster-config-file",
@@ -457,8 +464,9 @@ class Cluster:
                      timeout=20)
         tls = []
         if self.tls:
-            tls = ["--tls", "--cacert", self.tls["ca.crt"], "--cert",
-                   self.tls["client.crt"], "--key", self.tls["client.key"]]
+            t = self.tls
+            tls = ["--tls", "--cacert", t["ca.crt"], "--cert",
+                   t["client.crt"], "--key", t["client.key"]]
         out = subprocess.run(
             ["redis-cli"] + tls + ["--cluster", "create"] +
             ["127.0.0.1:%d" % r.port for r in self.nodes] +
@@ -526,27 +534,35 @@ def cluster_daemon(tmp_path, name, cluster, max_msgs=10):
                          "accounting": "reservation_timeout: 10m"})
 
 
+def cluster_shares_limits(a, b, cluster):
+    """Daemons a and b on `cluster`, connected: accounts on several of its
+    nodes, their messages alternating between the hosts, meet one limit
+    (10) to the message; a block on a refuses on b at once. The users."""
+    for d in (a, b):
+        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                 "cluster connected", timeout=30)
+    users = ["c%d@example.net" % i for i in range(6)]
+    # the accounts live on more than one node
+    assert len({cluster.node_of("cp:{u:%s}" % u)[0].port
+                for u in users}) >= 2
+    ca = PolicyClient(a.policy_sock, timeout=20)
+    cb = PolicyClient(b.policy_sock, timeout=20)
+    for u in users:
+        got = [action((ca if i % 2 == 0 else cb).ask(
+            rcpt_request(user=u, instance="%s-%d" % (u, i))))
+            for i in range(12)]
+        assert got == ["DUNNO"] * 10 + ["DEFER_IF_PERMIT"] * 2, (u, got)
+    a.ctl("block", "u:%s" % users[0], "--note", "zombie")
+    r = cb.ask(rcpt_request(user=users[0], instance="x"))
+    assert action(r) in ("REJECT", "HOLD"), r
+    return users
+
+
 def test_a_cluster_answers_as_one_server(tmp_path, cluster):
     a = cluster_daemon(tmp_path, "a", cluster).start()
     b = cluster_daemon(tmp_path, "b", cluster).start()
     try:
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "cluster connected", timeout=30)
-        users = ["c%d@example.net" % i for i in range(6)]
-        # the accounts live on more than one node
-        assert len({cluster.node_of("cp:{u:%s}" % u)[0].port
-                    for u in users}) >= 2
-        ca = PolicyClient(a.policy_sock, timeout=20)
-        cb = PolicyClient(b.policy_sock, timeout=20)
-        for u in users:
-            got = [action((ca if i % 2 == 0 else cb).ask(
-                rcpt_request(user=u, instance="%s-%d" % (u, i))))
-                for i in range(12)]
-            assert got == ["DUNNO"] * 10 + ["DEFER_IF_PERMIT"] * 2, (u, got)
-        a.ctl("block", "u:%s" % users[0], "--note", "zombie")
-        r = cb.ask(rcpt_request(user=users[0], instance="x"))
-        assert action(r) in ("REJECT", "HOLD"), r
+        users = cluster_shares_limits(a, b, cluster)
         assert b.ctl("show", "u:%s" % users[0])["state"] == "MANUAL_HOLD"
         sa = a.ctl("status")["fleet"]
         assert sa["local"] == 0 and sa["failed"] == 0, sa
@@ -1343,36 +1359,9 @@ def make_tls(d):
     return p
 
 
-class TlsRedis(Redis):
+def TlsRedis(tmpdir, tls):
     """redis-server speaking TLS only, asking clients for a certificate."""
-
-    def __init__(self, tmpdir, tls):
-        super().__init__(tmpdir)
-        self.tls = tls
-
-    def start(self):
-        args = ["redis-server", "--port", "0", "--tls-port", str(self.port),
-                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", self.dir, "--logfile",
-                os.path.join(self.dir, "redis.log"),
-                "--tls-cert-file", self.tls["redis.crt"],
-                "--tls-key-file", self.tls["redis.key"],
-                "--tls-ca-cert-file", self.tls["ca.crt"],
-                "--tls-auth-clients", "yes"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.cli("PING") == "PONG", "redis-server (TLS)",
-                 timeout=20)
-        return self
-
-    def cli(self, *args):
-        t = self.tls
-        r = subprocess.run(["redis-cli", "--tls", "--cacert", t["ca.crt"],
-                            "--cert", t["client.crt"], "--key",
-                            t["client.key"], "-p", str(self.port)] +
-                           list(args), capture_output=True, text=True,
-                           errors="replace", timeout=20)
-        return r.stdout.strip()
+    return Redis(tmpdir, tls=tls)
 
 
 def tls_daemon(tmp_path, name, port, tls, extra=""):
@@ -1482,22 +1471,7 @@ def test_a_cluster_over_tls(tmp_path):
                               "daemon": "log_level: info"}).start()
                 for n, i in (("a", 1), ("b", 2)))
         try:
-            for d in (a, b):
-                wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"]
-                         == 1, "cluster connected over TLS", timeout=30)
-            users = ["c%d@example.net" % i for i in range(6)]
-            assert len({c.node_of("cp:{u:%s}" % u)[0].port
-                        for u in users}) >= 2
-            ca = PolicyClient(a.policy_sock, timeout=20)
-            cb = PolicyClient(b.policy_sock, timeout=20)
-            for u in users:
-                got = [action((ca if i % 2 == 0 else cb).ask(
-                    rcpt_request(user=u, instance="%s-%d" % (u, i))))
-                    for i in range(11)]
-                assert got == ["DUNNO"] * 10 + ["DEFER_IF_PERMIT"], (u, got)
-            a.ctl("block", "u:%s" % users[1], "--note", "zombie")
-            r = cb.ask(rcpt_request(user=users[1], instance="x"))
-            assert action(r) in ("REJECT", "HOLD"), r
+            cluster_shares_limits(a, b, c)
             st = a.ctl("status")["fleet"]
             assert st["local"] == 0 and st["failed"] == 0, st
             stop_clean(a, b)
