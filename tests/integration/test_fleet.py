@@ -1533,3 +1533,48 @@ def test_sentinel_over_tls(tmp_path):
         sentinel.terminate()
         sentinel.wait(timeout=20)
         master.stop()
+
+
+def test_the_campaign_script_on_hostile_and_popular_bands(redis):
+    """src/store/lua/campaign.lua run by the real server as the daemon
+    calls it: a sender counts from its `repeat`-th copy; what anyone wrote
+    at a band (another type, nonsense numbers) is replaced or bounded; a
+    band many send (a footer) counts the copies of 4,096 senders at most,
+    not a field more."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                       "..", "src", "store", "lua", "campaign.lua")
+    script = open(src).read()
+
+    def call(keys, bit, acct, sent=0, bad=0, repeat=2):
+        out = redis.cli("EVAL", script, str(len(keys)), *keys, str(bit),
+                        str(sent), str(bad), "600000", acct, str(repeat))
+        v = [int(x) for x in out.split()]
+        return [v[i:i + 5] for i in range(0, len(v), 5)]
+
+    # a copy, then another: the sender's bit (40: the high word) from
+    # the second
+    assert call(["cpc:{00000001}"], 40, "0000aaaa") == [[0, 0, 0, 0, 1]]
+    assert call(["cpc:{00000001}"], 40, "0000aaaa") == [[0, 256, 0, 0, 2]]
+    # an outcome: no sender, counts added
+    assert call(["cpc:{00000001}"], -1, "00000000", 1, 1) == \
+        [[0, 256, 1, 1, 0]]
+    # written by anyone: a string, nonsense numbers
+    redis.cli("SET", "cpc:{00000002}", "junk")
+    redis.cli("HSET", "cpc:{00000003}", "lo", "1e30", "s", "nan", "b",
+              "99999999")
+    got = call(["cpc:{00000002}", "cpc:{00000003}"], 3, "0000bbbb",
+               repeat=1)
+    assert got == [[8, 0, 0, 0, 1], [8, 0, 0, 0, 1]], got
+    assert redis.cli("TYPE", "cpc:{00000002}") == "hash"
+    # a popular band: 4,096 senders' copies, then no more fields
+    args = []
+    for i in range(4096):
+        args += ["a:%08x" % i, "1"]
+    redis.cli("HSET", "cpc:{00000004}", "lo", "0", "hi", "0", "s", "0",
+              "b", "0", *args)
+    assert call(["cpc:{00000004}"], 5, "0000cccc", repeat=1) == \
+        [[0, 0, 0, 0, 0]]
+    assert int(redis.cli("HLEN", "cpc:{00000004}")) == 4100
+    # ...but a sender it counts already goes on counting
+    assert call(["cpc:{00000004}"], 5, "00000007", repeat=1) == \
+        [[32, 0, 0, 0, 2]]

@@ -3,7 +3,9 @@
 -- band's senders' sketch (64 bits, one per account, ORed; an account's
 -- bit from its `repeat`-th copy over the fleet, each account's copies
 -- counted in field "a:ACCOUNT"), and the delivery outcomes of its copies
--- (all and refused, added). A band is
+-- (all and refused, added); a band counts the copies of 4,096 senders at
+-- most (a band many send, a footer, is not one campaign; its sketch is
+-- full long before). A band is
 -- forgotten once it is quiet for the window, as on a host. Called with
 -- EVALSHA by src/store/redis.c for a fingerprinted message and for a
 -- delivery outcome of one: its bands together on one server, one at a
@@ -32,14 +34,17 @@ for j, k in ipairs(KEYS) do
     v = {}
   end
   local lo, hi = bit.tobit(num(v[1], 4294967295)), bit.tobit(num(v[2], 4294967295))
-  local n = 0
-  if b >= 0 then -- a copy: the sender counts from its rep-th
+  local n, sb = 0, b -- (the sender's bit, for this band)
+  if sb >= 0 and not v[5] and redis.call('HLEN', k) >= 4100 then
+    sb = -1 -- (a sender more than the band counts: not counted)
+  end
+  if sb >= 0 then -- a copy: the sender counts from its rep-th
     n = math.min(num(v[5], 1e9) + 1, 1000000)
     if n < rep then
-    elseif b >= 32 then
-      hi = bit.bor(hi, bit.lshift(1, b - 32))
+    elseif sb >= 32 then
+      hi = bit.bor(hi, bit.lshift(1, sb - 32))
     else
-      lo = bit.bor(lo, bit.lshift(1, b))
+      lo = bit.bor(lo, bit.lshift(1, sb))
     end
   end
   local s, r = num(v[3], 65535) + ds, num(v[4], 65535) + db
@@ -48,7 +53,7 @@ for j, k in ipairs(KEYS) do
   -- (stored unsigned, as the host reads them)
   if lo < 0 then lo = lo + 4294967296 end
   if hi < 0 then hi = hi + 4294967296 end
-  if b >= 0 then
+  if sb >= 0 then
     redis.call('HSET', k, 'lo', lo, 'hi', hi, 's', s, 'b', r, who, n)
   else
     redis.call('HSET', k, 'lo', lo, 'hi', hi, 's', s, 'b', r)
