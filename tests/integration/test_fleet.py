@@ -8,6 +8,7 @@ refusing on the other at once, a person's command working from either
 host, and Postfix never seeing an error when Redis goes away (decisions
 from the local copy, handed over when it is back).
 """
+import json
 import os
 import shutil
 import signal
@@ -1578,3 +1579,48 @@ def test_the_campaign_script_on_hostile_and_popular_bands(redis):
     # ...but a sender it counts already goes on counting
     assert call(["cpc:{00000004}"], 5, "00000007", repeat=1) == \
         [[32, 0, 0, 0, 2]]
+
+
+def test_a_block_is_notified_once_over_the_fleet(tmp_path, redis):
+    """A zombie spread over two hosts is blocked once, and notified once:
+    one webhook event for the incident, from the host whose decision made
+    the change (the compare-and-set in Redis: the other host only learns
+    the state), however many of its messages each host then refuses."""
+    from test_containment import Webhook
+    hook = Webhook()
+    notify = ("notify:\n  sendmail: /bin/true\n  from: abuse@isp.example\n"
+              "  webhook: %s\n  retry: 300ms\n  attempts: 3\n" % hook.url)
+    hosts = []
+    try:
+        for name, n in (("a", 1), ("b", 2)):
+            store = ("checkpoint_interval: 1s\nbackend: redis\nredis: %s\n"
+                     "redis_timeout: 1s\nfleet_host: %d\n" % (redis.url(), n))
+            hosts.append(Daemon(tmp_path / name,
+                                classes=LIMITED % ("1h", 100000) + notify,
+                                extra={"store": store,
+                                       "daemon": "log_level: info"}).start())
+        a, b = hosts
+        for d in (a, b):
+            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                     "fleet connected", timeout=20)
+        clients = [PolicyClient(d.policy_sock, timeout=20) for d in (a, b)]
+        n = _messages_until_blocked(clients, "zz@example.net")
+        assert n is not None, "not blocked"
+        # both hosts refuse it now, a few more times each
+        for i in range(4):
+            r = _zombie_message(clients[i % 2], "zz@example.net", 100 + i)
+            assert action(r[0]) != "DUNNO", r
+        wait_for(lambda: any(json.loads(p[2]).get("state") == "BLOCKED"
+                             for p in hook.posts), "the webhook", timeout=20)
+        time.sleep(1.5)  # (a second one would have come by now)
+        events = [json.loads(p[2]) for p in hook.posts]
+        blocked = [e for e in events if e.get("event") == "incident" and
+                   e.get("state") == "BLOCKED"]
+        assert len(blocked) == 1, events
+        for d in (a, b):
+            assert d.ctl("show", "u:zz@example.net")["state"] == "BLOCKED"
+        stop_clean(a, b)
+    finally:
+        for d in hosts:
+            d.stop()
+        hook.close()
