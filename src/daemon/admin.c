@@ -497,7 +497,14 @@ incident(struct daemon *d, const char *arg, size_t len, struct strbuf *o,
     if (rc < 0) {
         reply_error(o, json, "the history cannot be read");
     } else if (rc == 0) {
-        reply_error(o, json, "no such incident");
+        /* in fleet mode each host numbers its own (`history` shows the
+         * host of each change: "#N@host") */
+        reply_error(o, json, d->fleet != NULL
+                                 ? "no such incident on this host (in fleet "
+                                   "mode each host numbers its own: "
+                                   "`history LOGIN` shows each change's "
+                                   "host; ask that one)"
+                                 : "no such incident");
     } else {
         list_notices(d, h.key, id, 100, o, json);
         if (json)

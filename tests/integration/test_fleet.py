@@ -1061,6 +1061,12 @@ def test_history_is_the_fleets(tmp_path, redis):
                                "u:h@example.net"], capture_output=True,
                               text=True, timeout=20).stdout
         assert "history of the fleet" in text and "@" in text, text
+        # incident numbers are each host's: a number b never gave says so
+        r = subprocess.run([CHOKEPOINT, "-s", b.admin_sock, "incident",
+                            "999"], capture_output=True, text=True,
+                           timeout=20)
+        assert r.returncode == 1 and "each host numbers its own" in \
+            r.stdout + r.stderr, r
         # Redis gone: this host's own history, and says so
         redis.stop()
         text = subprocess.run([CHOKEPOINT, "-s", b.admin_sock, "history",
