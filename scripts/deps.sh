@@ -17,6 +17,7 @@ BUILD="meson ninja-build pkg-config gcc
 # the package test (dpkg-buildpackage, debhelper, lintian, mandoc)
 RUNTEST="libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist python3-jsonschema sqlite3 postfix swaks sasl2-bin
          libsasl2-modules procps rbldnsd miltertest redis-server redis-tools
+         openssl
          build-essential dpkg-dev debhelper fakeroot lintian mandoc man-db"
 
 missing=""
