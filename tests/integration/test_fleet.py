@@ -92,7 +92,16 @@ class Redis:
         self.proc = None
 
     def url(self):
-        return "redis://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("rediss" if self.tls else "redis",
+                                      self.port)
+
+    def tls_store(self):
+        """The store settings a daemon needs for this server's TLS."""
+        if not self.tls:
+            return ""
+        return ("redis_tls_ca: %s\nredis_tls_cert: %s\nredis_tls_key: %s\n" %
+                (self.tls["ca.crt"], self.tls["client.crt"],
+                 self.tls["client.key"]))
 
 
 @pytest.fixture
@@ -233,15 +242,19 @@ def test_a_block_on_one_host_refuses_on_the_other(two):
                                       instance="v3"))) != "REJECT"
 
 
-def test_redis_restart_under_load_no_error_to_postfix(tmp_path):
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_redis_restart_under_load_no_error_to_postfix(tmp_path, tls):
+    """(tls: the same through the TLS relay, whose connections end with
+    the server's and are made again through it)"""
     # as Redis runs in production: it keeps its data across a restart
-    redis = Redis(tmp_path, persist=True).start()
+    redis = Redis(tmp_path, persist=True,
+                  tls=make_tls(tmp_path / "tls") if tls else None).start()
     # a week's window: the level leaks 0.17 a second, so the shared level
     # is the count of messages reserved, give or take one
     a = fleet_daemon(tmp_path, "a", redis.url(), max_msgs=100000,
-                     window="1w").start()
+                     window="1w", extra_store=redis.tls_store()).start()
     b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000,
-                     window="1w").start()
+                     window="1w", extra_store=redis.tls_store()).start()
     try:
         for d in (a, b):
             wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
@@ -1372,10 +1385,9 @@ def TlsRedis(tmpdir, tls):
 
 
 def tls_daemon(tmp_path, name, port, tls, extra=""):
-    store = ("backend: redis\nredis: rediss://127.0.0.1:%d\n"
-             "redis_timeout: 1s\nredis_tls_ca: %s\nredis_tls_cert: %s\n"
-             "redis_tls_key: %s\n" % (port, tls["ca.crt"], tls["client.crt"],
-                                      tls["client.key"])) + extra
+    r = Redis(tmp_path, port=port, tls=tls)
+    store = ("backend: redis\nredis: %s\nredis_timeout: 1s\n" % r.url() +
+             r.tls_store() + extra)
     return Daemon(tmp_path / name, classes=LIMITED % ("1h", 10),
                   extra={"store": store, "daemon": "log_level: info"})
 
