@@ -1052,13 +1052,12 @@ tls_ctx_check(struct loader *ld, const char *ca)
         SSL_CTX_free(ctx);
         return 0;
     }
-    return fail(ld, which[0] == 'c' && which[1] == 'a' ? "store.redis_tls_ca"
-                    : which[0] == 'c' ? "store.redis_tls_cert"
-                                      : "store.redis_tls_key",
-                "%s: %s",
-                which[1] == 'a' ? ca : which[0] == 'c' ? cfg->redis_tls_cert
-                                                       : cfg->redis_tls_key,
-                err);
+    if (strcmp(which, "ca") == 0)
+        return fail(ld, "store.redis_tls_ca", "%s: %s", ca, err);
+    if (strcmp(which, "cert") == 0)
+        return fail(ld, "store.redis_tls_cert", "%s: %s", cfg->redis_tls_cert,
+                    err);
+    return fail(ld, "store.redis_tls_key", "%s: %s", cfg->redis_tls_key, err);
 }
 
 /*

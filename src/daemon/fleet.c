@@ -29,11 +29,13 @@
  * account spread over N hosts is not detected N times slower. What an
  * account's evidence gained here (engine hook share_evidence) waits in
  * `gains` until it is worth telling (FLEET_EV_UP, FLEET_EV_DOWN, or the
- * account is suspicious here) and goes with the account's next decision; the answer
- * brings the fleet's sum back when it is at least half of watch_at, and
- * the local evidence takes it (cp_evidence_adopt). The habits stay each
- * host's. A gain whose decision was answered locally because its
- * connection was lost is not sent again (the same rule as a late one).
+ * account is suspicious here) and goes with the account's next decision;
+ * the answer brings the fleet's sum back when it is at least half of
+ * watch_at, and the local evidence takes it (cp_evidence_adopt). The
+ * habits are exchanged (ev_request, ev_adopt); the history and the
+ * campaign table are the fleet's (below). A gain whose decision was
+ * answered locally because its connection was lost is not sent again
+ * (the same rule as a late one).
  *
  * Limits: FLEET_MAX_OWED accounts with unshared charges, FLEET_MAX_CHANGES
  * unshared state changes (beyond them the newest are not handed over:
@@ -1049,8 +1051,9 @@ share_settle(void *arg, const struct cp_meter_op *op)
  * of one goes to Redis, which ORs the senders and adds the outcomes; what
  * comes back joins this host's band and the sender's count of copies
  * (on_campaign). No decision waits for it: this host's next message of
- * the text sees the other hosts' senders and copies. While Redis is unreachable the bands are this
- * host's, and what they gained here is not told later.
+ * the text sees the other hosts' senders and copies. While Redis is
+ * unreachable the bands are this host's, and what they gained here is
+ * not told later.
  */
 _Static_assert(CP_FP_BANDS <= CP_REDIS_MAX_BANDS, "a fingerprint's bands");
 

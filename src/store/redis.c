@@ -701,7 +701,6 @@ ask_map(struct cp_redis *r)
         if (r->node[i].ready) {
             redisAsyncCommand(r->node[i].ac, on_slots, NULL, "CLUSTER SLOTS");
             r->map_asked = true;
-            r->unflushed = true;
         }
 }
 
@@ -756,7 +755,6 @@ ask_epoch(struct cp_redis *r)
     redisAsyncCommand(n->ac, NULL, NULL, "GET cp:fleet");
     redisAsyncCommand(n->ac, on_epoch, NULL, "EXEC");
     r->epoch_asked = true;
-    r->unflushed = true;
 }
 
 /* Up: mapped, and every node that serves slots ready. On the way up the
@@ -840,7 +838,6 @@ sentinel_ask(struct cp_redis *r)
     r->sentinel_ac = ac;
     redisAsyncCommand(ac, on_sentinel, NULL,
                       "SENTINEL get-master-addr-by-name %s", r->master);
-    r->unflushed = true;
 }
 
 static void
@@ -1330,7 +1327,6 @@ req_sent(struct cp_redis_req *q, struct rnode *n)
     q->node = n->idx;
     if (n->unreplied++ == 0)
         n->last_reply_ms = uv_now(q->r->loop);
-    q->r->unflushed = true;
 }
 
 /* Send q's kept command to n again (a redirection). False if n is not
@@ -1510,7 +1506,6 @@ cp_redis_share(struct cp_redis *r, const struct cp_meter_op *op)
         REDIS_OK)
         return false;
     r->st.shares++;
-    r->unflushed = true;
     return true;
 }
 
@@ -1544,7 +1539,6 @@ cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
         }
     }
     r->st.shares++;
-    r->unflushed = true;
     return true;
 }
 
@@ -1594,7 +1588,9 @@ on_campaign(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 5 * c->n) {
-        for (size_t i = 0; i < c->n; i++) {
+        size_t i;
+
+        for (i = 0; i < c->n; i++) {
             redisReply **e = rep->element + 5 * i;
 
             if (!reply_uint(e[0], UINT32_MAX, &v[0]) ||
@@ -1608,10 +1604,10 @@ on_campaign(redisAsyncContext *ac, void *reply, void *priv)
                 n->r->on_camp(n->r->camp_arg, c->band[i], v[1] << 32 | v[0],
                               (uint32_t)v[2], (uint32_t)v[3], c->acct,
                               (uint32_t)v[4], c->now_s);
-            if (i + 1 == c->n) {
-                free(c);
-                return;
-            }
+        }
+        if (i == c->n) {
+            free(c);
+            return;
         }
     } else if (rep->type == REDIS_REPLY_ERROR) {
         if (strncmp(rep->str, "NOSCRIPT", 8) == 0) {
@@ -1667,7 +1663,6 @@ campaign_call(struct cp_redis *r, const uint32_t *bands, size_t nb,
         return false;
     }
     r->st.campaign += nb;
-    r->unflushed = true;
     return true;
 }
 
@@ -1702,13 +1697,13 @@ sync_open(struct cp_redis *r, const struct rnode *n, char *err)
     struct timeval tv = {(time_t)(r->connect_timeout_ms / 1000),
                          (suseconds_t)(r->connect_timeout_ms % 1000) * 1000};
     redisReply *rep = NULL;
+    const char *p;
 
     if (r->sync != NULL && r->sync_node == n->idx)
         return 0;
     sync_drop(r);
     r->sync_node = n->idx;
-    const char *p = tls_path(r, n->host, n->port, n->path);
-
+    p = tls_path(r, n->host, n->port, n->path);
     r->sync = p != NULL ? redisConnectUnixWithTimeout(p, tv)
                         : redisConnectWithTimeout(n->host, n->port, tv);
     if (r->sync == NULL || r->sync->err) {
@@ -1905,7 +1900,6 @@ cp_redis_history_add(struct cp_redis *r, const struct cp_identity *id,
         redisAsyncCommandArgv(n->ac, on_share, NULL, a.n, a.v, a.len) !=
             REDIS_OK)
         return false;
-    r->unflushed = true;
     return true;
 }
 
