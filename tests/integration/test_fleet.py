@@ -125,9 +125,7 @@ def fleet_daemon(tmp_path, name, redis_url, max_msgs=10, extra_store="",
 def two(tmp_path, redis):
     a = fleet_daemon(tmp_path, "a", redis.url()).start()
     b = fleet_daemon(tmp_path, "b", redis.url()).start()
-    for d in (a, b):
-        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                 "fleet connected", timeout=20)
+    connected(a, b)
     yield a, b
     stop_clean(a, b)
 
@@ -139,10 +137,15 @@ def numbered_hosts(tmp_path, redis, max_msgs=10):
                      extra_store="fleet_host: 1\n").start()
     b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=max_msgs,
                      extra_store="fleet_host: 2\n").start()
-    for d in (a, b):
-        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                 "fleet connected", timeout=20)
+    connected(a, b)
     return a, b
+
+
+def connected(*daemons):
+    """Wait until each daemon is connected to its fleet store."""
+    for d in daemons:
+        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
+                 "fleet connected", timeout=30)
 
 
 def stop_clean(*daemons):
@@ -256,9 +259,7 @@ def test_redis_restart_under_load_no_error_to_postfix(tmp_path, tls):
     b = fleet_daemon(tmp_path, "b", redis.url(), max_msgs=100000,
                      window="1w", extra_store=redis.tls_store()).start()
     try:
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=20)
+        connected(a, b)
         # whole messages: a reservation made in Redis and settled while it
         # is down, or made and settled while it is down, counts once
         load = Load(a, "w@example.net", eom=True)
@@ -300,9 +301,7 @@ def test_redis_restarted_empty_gets_the_blocks_back(tmp_path, redis):
     a = fleet_daemon(tmp_path, "a", redis.url()).start()
     b = fleet_daemon(tmp_path, "b", redis.url()).start()
     try:
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=20)
+        connected(a, b)
         a.ctl("block", "u:e@example.net", "--create", "--note", "zombie")
         redis.stop(signal.SIGKILL)  # no persistence: its data is gone
         redis.start()
@@ -349,8 +348,7 @@ def test_password_and_database(tmp_path):
         url = "redis://:s3cret-pass%%25word@127.0.0.1:%d/5" % r.port
         a = fleet_daemon(tmp_path, "a", url).start()
         try:
-            wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
-                     "connected with AUTH", timeout=20)
+            connected(a)  # (with AUTH)
             c = PolicyClient(a.policy_sock, timeout=20)
             assert action(c.ask(rcpt_request(user="p@example.net",
                                              instance="p1"))) == "DUNNO"
@@ -552,9 +550,7 @@ def cluster_shares_limits(a, b, cluster):
     """Daemons a and b on `cluster`, connected: accounts on several of its
     nodes, their messages alternating between the hosts, meet one limit
     (10) to the message; a block on a refuses on b at once. The users."""
-    for d in (a, b):
-        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                 "cluster connected", timeout=30)
+    connected(a, b)
     users = ["c%d@example.net" % i for i in range(6)]
     # the accounts live on more than one node
     assert len({cluster.node_of("cp:{u:%s}" % u)[0].port
@@ -589,8 +585,7 @@ def test_a_cluster_answers_as_one_server(tmp_path, cluster):
 def test_a_cluster_slot_moved_under_the_daemon(tmp_path, cluster):
     a = cluster_daemon(tmp_path, "a", cluster, max_msgs=6).start()
     try:
-        wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
-                 "cluster connected", timeout=30)
+        connected(a)
         c = PolicyClient(a.policy_sock, timeout=20)
         user = "mover@example.net"
         got = [action(c.ask(rcpt_request(user=user, instance="m%d" % i)))
@@ -607,6 +602,46 @@ def test_a_cluster_slot_moved_under_the_daemon(tmp_path, cluster):
         stop_clean(a)
     finally:
         a.stop()
+
+
+class Sentinel:
+    """One Sentinel (redis-server --sentinel) on loopback watching
+    `master` as "prim", over TLS if the master speaks it; with `failover`,
+    one that gives up on a silent primary within a second. Started at
+    once, stopped by its PID."""
+
+    def __init__(self, tmp_path, master, failover=False):
+        self.master = master
+        self.probe = Redis(tmp_path, tls=master.tls)  # (its cli)
+        self.port = self.probe.port
+        t = master.tls
+        conf = tmp_path / "sentinel.conf"
+        conf.write_text(
+            ("port 0\ntls-port %d\ntls-cert-file %s\ntls-key-file %s\n"
+             "tls-ca-cert-file %s\ntls-replication yes\n" %
+             (self.port, t["redis.crt"], t["redis.key"], t["ca.crt"])
+             if t else "port %d\n" % self.port) +
+            "bind 127.0.0.1\ndir %s\nsentinel monitor prim 127.0.0.1 %d 1\n"
+            % (tmp_path, master.port) +
+            ("sentinel down-after-milliseconds prim 1000\n"
+             "sentinel failover-timeout prim 10000\n" if failover else ""))
+        self.proc = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def watching(self):
+        """Wait until it names the primary."""
+        wait_for(lambda: self.probe.cli(
+            "SENTINEL", "get-master-addr-by-name", "prim").split() ==
+            ["127.0.0.1", str(self.master.port)], "sentinel watching",
+            timeout=30)
+
+    def url(self):
+        return self.probe.url()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
 
 
 def test_sentinel_failover_under_load(tmp_path):
@@ -634,32 +669,17 @@ def _failover(tmp_path, master, replica):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: "master_link_status:up" in replica.cli(
         "INFO", "replication"), "replica in sync", timeout=30)
-    sport = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        "port %d\nbind 127.0.0.1\ndir %s\n"
-        "sentinel monitor prim 127.0.0.1 %d 1\n"
-        "sentinel down-after-milliseconds prim 1000\n"
-        "sentinel failover-timeout prim 10000\n" % (sport, tmp_path,
-                                                     master.port))
-    sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
-                                stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    sentinel = Sentinel(tmp_path, master, failover=True)
     a = None
     try:
-        wait_for(lambda: subprocess.run(
-            ["redis-cli", "-p", str(sport), "SENTINEL",
-             "get-master-addr-by-name", "prim"], capture_output=True,
-            text=True).stdout.split() == ["127.0.0.1", str(master.port)],
-            "sentinel watching", timeout=30)
+        sentinel.watching()
         a = Daemon(tmp_path / "a", classes=LIMITED % ("1w", 100000), extra={
             "store": "checkpoint_interval: 1s\nbackend: redis\n"
-                     "redis_sentinels: [redis://127.0.0.1:%d]\n"
-                     "redis_master: prim\n" % sport,
+                     "redis_sentinels: [%s]\n"
+                     "redis_master: prim\n" % sentinel.url(),
             "daemon": "log_level: info",
             "accounting": "reservation_timeout: 10m"}).start()
-        wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
-                 "connected to the primary", timeout=30)
+        connected(a)
         load = Load(a, "f@example.net", pause=0.002)
         replies = load.replies
         wait_for(lambda: len(replies) > 50, "load", timeout=60)
@@ -683,8 +703,7 @@ def _failover(tmp_path, master, replica):
     finally:
         if a is not None:
             a.stop()
-        sentinel.terminate()
-        sentinel.wait(timeout=20)
+        sentinel.stop()
         replica.stop()
         master.stop()
 
@@ -707,9 +726,7 @@ def test_a_block_holds_the_mail_queued_on_every_host(tmp_path, redis):
         daemons.append(d.start())
     a, b = daemons
     try:
-        for d in daemons:
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=20)
+        connected(*daemons)
         cb = PolicyClient(b.policy_sock, timeout=20)
         user = "h@example.net"
         assert action(cb.ask(rcpt_request(user=user, instance="h1"))) == \
@@ -756,8 +773,7 @@ def test_long_keys_and_twelve_limits(tmp_path, redis):
                             "redis: %s\n" % redis.url(),
                    "daemon": "log_level: info"}).start()
     try:
-        wait_for(lambda: d.ctl("status")["fleet"]["connected"] == 1,
-                 "fleet connected", timeout=20)
+        connected(d)
         c = PolicyClient(d.policy_sock, timeout=20)
         for i in range(3):
             # SIZE= at RCPT: bytes are reserved too, so all 12 slots are
@@ -791,8 +807,7 @@ def test_reload_while_decisions_wait_for_redis(tmp_path, redis):
                  "redis_timeout: 5s\n" % redis.url(),
         "daemon": "log_level: debug"}).start()
     try:
-        wait_for(lambda: d.ctl("status")["fleet"]["connected"] == 1,
-                 "fleet connected", timeout=20)
+        connected(d)
         # asleep for less than store.redis_connect_timeout (1 s): slow,
         # not taken for dead
         slow = threading.Thread(target=redis.cli, args=("DEBUG", "SLEEP",
@@ -1007,8 +1022,7 @@ classes:
                  "redis_timeout: 1s\n" % redis.url(),
         "daemon": "log_level: info"}).start()
     try:
-        wait_for(lambda: d.ctl("status")["fleet"]["connected"] == 1,
-                 "fleet connected", timeout=20)
+        connected(d)
         c = PolicyClient(d.policy_sock, timeout=20)
         user = "s@example.net"
 
@@ -1222,9 +1236,7 @@ def milter_hosts(tmp_path, store, content):
         hosts.append((d.start(), sock))
     script = tmp_path / "one.lua"
     script.write_text(MT_ONE)
-    for d, _ in hosts:
-        wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                 "fleet connected", timeout=30)
+    connected(*(d for d, _ in hosts))
     return hosts[0], hosts[1], script
 
 
@@ -1418,9 +1430,7 @@ def test_redis_over_tls(tmp_path):
         for d in (a, b, bad_ca, bad_name):
             d.start()
         assert not os.path.exists(stale)
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected over TLS", timeout=20)
+        connected(a, b)
         ca = PolicyClient(a.policy_sock, timeout=20)
         cb = PolicyClient(b.policy_sock, timeout=20)
         got = [action((ca if i % 2 == 0 else cb).ask(
@@ -1508,36 +1518,16 @@ def test_sentinel_over_tls(tmp_path):
     tls = make_tls(tmp_path / "tls")
     os.makedirs(tmp_path / "m")
     master = TlsRedis(tmp_path / "m", tls).start()
-    sport = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        "port 0\ntls-port %d\nbind 127.0.0.1\ndir %s\n"
-        "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n"
-        "tls-replication yes\n"
-        "sentinel monitor prim 127.0.0.1 %d 1\n" %
-        (sport, tmp_path, tls["redis.crt"], tls["redis.key"], tls["ca.crt"],
-         master.port))
-    sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
-                                stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    sentinel = Sentinel(tmp_path, master)
     a = None
     try:
-        probe = TlsRedis(tmp_path / "m", tls)
-        probe.port = sport
-        wait_for(lambda: probe.cli("SENTINEL", "get-master-addr-by-name",
-                                   "prim").split() ==
-                 ["127.0.0.1", str(master.port)], "sentinel watching",
-                 timeout=30)
+        sentinel.watching()
         a = Daemon(tmp_path / "a", classes=LIMITED % ("1h", 10), extra={
-            "store": "backend: redis\nredis_sentinels: [rediss://127.0.0.1:%d]"
-                     "\nredis_master: prim\nredis_timeout: 1s\n"
-                     "redis_tls_ca: %s\nredis_tls_cert: %s\n"
-                     "redis_tls_key: %s\n" % (sport, tls["ca.crt"],
-                                              tls["client.crt"],
-                                              tls["client.key"]),
+            "store": "backend: redis\nredis_sentinels: [%s]\n"
+                     "redis_master: prim\nredis_timeout: 1s\n" %
+                     sentinel.url() + master.tls_store(),
             "daemon": "log_level: info"}).start()
-        wait_for(lambda: a.ctl("status")["fleet"]["connected"] == 1,
-                 "connected to the primary over TLS", timeout=30)
+        connected(a)
         c = PolicyClient(a.policy_sock, timeout=20)
         got = [action(c.ask(rcpt_request(user="s@example.net",
                                          instance="s%d" % i)))
@@ -1549,8 +1539,7 @@ def test_sentinel_over_tls(tmp_path):
     finally:
         if a is not None:
             a.stop()
-        sentinel.terminate()
-        sentinel.wait(timeout=20)
+        sentinel.stop()
         master.stop()
 
 
@@ -1618,9 +1607,7 @@ def test_a_block_is_notified_once_over_the_fleet(tmp_path, redis):
                                 extra={"store": store,
                                        "daemon": "log_level: info"}).start())
         a, b = hosts
-        for d in (a, b):
-            wait_for(lambda d=d: d.ctl("status")["fleet"]["connected"] == 1,
-                     "fleet connected", timeout=20)
+        connected(a, b)
         clients = [PolicyClient(d.policy_sock, timeout=20) for d in (a, b)]
         n = _messages_until_blocked(clients, "zz@example.net")
         assert n is not None, "not blocked"
