@@ -23,6 +23,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -175,6 +176,8 @@ struct cp_redis_req {
     void *arg;
     uint64_t sent_ms;                 /* uv_now() */
     size_t nrules;
+    double cost[CP_MAX_RULES]; /* each rule's, as sent */
+    uint32_t domain;           /* the rules whose cost is a new domain's */
     bool queued;
     int node;                         /* where it was sent */
     int redirects;                    /* MOVED/ASK followed */
@@ -1164,6 +1167,23 @@ rep_reals(const redisReply *e, size_t n, double *out)
     return true;
 }
 
+/* decide.lua's levels: n integers, fixed point in 2^-20 units (a number
+ * made a string costs the script more than a step; see the script) */
+static bool
+rep_levels(const redisReply *e, size_t n, double *out)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        long long v;
+
+        if (!rep_int(e->element[i], 0, LLONG_MAX, &v))
+            return false;
+        out[i] = (double)v / 1048576.0;
+    }
+    return true;
+}
+
 /* The head of both scripts' replies: own, cust, repeat, since, lost. */
 static bool
 rep_states(const redisReply *rep, size_t n, struct cp_remote *out)
@@ -1242,19 +1262,19 @@ parse_ev(const redisReply *x, struct cp_redis_evans *ev)
     return true;
 }
 
-/* lua/decide.lua's reply (see its header). */
+/* lua/decide.lua's reply (see its header) to q. */
 static bool
-parse_decide(const redisReply *rep, size_t nrules, struct cp_remote *out,
-             struct cp_redis_evans *ev)
+parse_decide(const redisReply *rep, const struct cp_redis_req *q,
+             struct cp_remote *out, struct cp_redis_evans *ev)
 {
     long long denied, over, newdom, created;
     const redisReply *hab;
-    size_t n;
+    size_t n, nrules = q->nrules;
 
     memset(out, 0, sizeof(*out));
-    if (!rep_states(rep, 13, out) ||
-        !parse_ev(rep->element[11], ev) ||
-        (hab = rep->element[12])->type != REDIS_REPLY_STRING ||
+    if (!rep_states(rep, 12, out) ||
+        !parse_ev(rep->element[10], ev) ||
+        (hab = rep->element[11])->type != REDIS_REPLY_STRING ||
         !rep_int(rep->element[5], -1, (long long)nrules - 1, &denied) ||
         !rep_int(rep->element[6], 0, (1LL << CP_MAX_RULES) - 1, &over) ||
         !rep_int(rep->element[7], 0, 1, &newdom) ||
@@ -1265,9 +1285,10 @@ parse_decide(const redisReply *rep, size_t nrules, struct cp_remote *out,
             : SIZE_MAX;
     if (n != 0 && n != nrules)
         return false;
-    if (!rep_reals(rep->element[9], n, out->res.level) ||
-        !rep_reals(rep->element[10], n, out->res.cost))
+    if (!rep_levels(rep->element[9], n, out->res.level))
         return false;
+    for (size_t i = 0; i < n; i++)
+        out->res.cost[i] = (q->domain >> i & 1) ? (double)newdom : q->cost[i];
     out->res.denied = (int)denied;
     out->res.over = (uint32_t)over;
     out->res.new_domain = newdom != 0;
@@ -1419,7 +1440,7 @@ on_decide(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     if (rep != NULL && q->cb != NULL) {
-        if (parse_decide(rep, q->nrules, &rem, &q->ev)) {
+        if (parse_decide(rep, q, &rem, &q->ev)) {
             r->st.answered++;
             answer(q, &rem);
         } else {
@@ -1463,6 +1484,10 @@ cp_redis_decide(struct cp_redis *r, const struct cp_decision *d,
     q->cb = cb;
     q->arg = arg;
     q->nrules = aw->op.nrules;
+    for (size_t i = 0; i < q->nrules && i < CP_MAX_RULES; i++) {
+        q->cost[i] = aw->op.rule[i].cost;
+        q->domain |= (uint32_t)aw->op.rule[i].domain << i;
+    }
     q->sent_ms = uv_now(r->loop);
     if (!req_send_first(q, n, &a)) {
         req_free(q);

@@ -21,40 +21,27 @@
 --       habits this host knows (its evidence record, packed) or ""
 -- Returns {own state, customer state, repeat, since (s), change refused,
 --          denied rule (-1), over mask, new domain, created,
---          {level before cost...}, {cost...}, evidence, habits}: evidence
+--          {level before cost...}, evidence, habits}: levels in fixed
+--          point, 2^-20 units (integers; the host's copies are floats),
+--          the costs being the host's own (a domain rule's: new domain);
+--          evidence
 --          is "" or, when the fleet's score is at least the one asked for,
 --          "VERSION", or "VERSION SCORE TIME(ms) share times last ..." (each
 --          signal's) when the host's version was not the fleet's; habits
 --          "" or, when habits were given, the record they replace (the
 --          last host's), for this host to merge
+-- (Numbers are made into strings as little as possible: each costs more
+-- than the rest of a step; doc/performance.md.)
 local k, kd = KEYS[1], KEYS[2]
-local band, tonumber = bit.band, tonumber
+local band, tonumber, fmt = bit.band, tonumber, string.format
 local nr, refuse, scalem = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local wf, dh, tr = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local ttl, nrel = tonumber(ARGV[7]), tonumber(ARGV[8])
+local ttl, nrel = ARGV[7], tonumber(ARGV[8]) -- (ttl: as given, a string)
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
-
--- the states, and detection's change (compare and set)
-local o = redis.call('HMGET', kd, 'st', 'ss', 'rp', 'es', 'et', 'ev', 'nw')
-local ost, oss, orp = tonumber(o[1]) or 0, tonumber(o[2]) or 0, tonumber(o[3]) or 0
-local lost = 0
-if tr ~= '' then
-  local from, to = string.match(tr, '^(%d+),(%d+)$')
-  from, to = tonumber(from), tonumber(to)
-  if ost == from then
-    ost, oss = to, math.floor(now / 1000)
-    if to == 3 and orp < 255 then orp = orp + 1 end
-    redis.call('HSET', kd, 'st', ost, 'ss', oss, 'rp', orp)
-  else
-    lost = 1
-  end
-end
-local cst = 0
-if k ~= kd then cst = tonumber(redis.call('HGET', k, 'st')) or 0 end
-local eff = ost -- core/engine.c cp_state_deciding
-if cst == 3 or cst == 4 then eff = cst elseif cst == 6 and ost ~= 4 then eff = 6 end
-local effbit = 2 ^ eff
+local us = tm[2] -- now as a string, from TIME's own
+if #us < 6 then us = string.rep('0', 6 - #us) .. us end
+local nows = tm[1] .. string.sub(us, 1, 3)
 
 -- the counters: f[3..] the fields of the slots named (releases first)
 local f, slot = {'t', 'dm'}, {}
@@ -75,6 +62,37 @@ for j = 1, nr do
   rcost[j], rfl[j] = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
   i = i + 5
 end
+
+-- the states and the counters, read at once (one HMGET when the account
+-- is the login): o the state record's, got the account record's counters
+local o, got, cst = nil, {}, 0
+if k == kd then
+  o = redis.call('HMGET', kd, 'st', 'ss', 'rp', 'es', 'et', 'ev', 'nw', unpack(f))
+  for j = 1, nf do got[j] = o[7 + j] end
+else
+  o = redis.call('HMGET', kd, 'st', 'ss', 'rp', 'es', 'et', 'ev', 'nw')
+  local a = redis.call('HMGET', k, 'st', unpack(f))
+  cst = tonumber(a[1]) or 0
+  for j = 1, nf do got[j] = a[1 + j] end
+end
+
+-- detection's change of the state (compare and set)
+local ost, oss, orp = tonumber(o[1]) or 0, tonumber(o[2]) or 0, tonumber(o[3]) or 0
+local lost = 0
+if tr ~= '' then
+  local from, to = string.match(tr, '^(%d+),(%d+)$')
+  from, to = tonumber(from), tonumber(to)
+  if ost == from then
+    ost, oss = to, math.floor(now / 1000)
+    if to == 3 and orp < 255 then orp = orp + 1 end
+    redis.call('HSET', kd, 'st', ost, 'ss', tm[1], 'rp', orp)
+  else
+    lost = 1
+  end
+end
+local eff = ost -- core/engine.c cp_state_deciding
+if cst == 3 or cst == 4 then eff = cst elseif cst == 6 and ost ~= 4 then eff = 6 end
+local effbit = 2 ^ eff
 
 -- the login's evidence: the fleet's score es at et (ms), its version ev
 -- (each gain adds one), and per signal N a field gN "share time(ms) times
@@ -123,7 +141,7 @@ if ng > 0 and net ~= '0' then
         end
       end
       if not netdup then
-        kept[#kept + 1] = net .. ':' .. now
+        kept[#kept + 1] = net .. ':' .. nows
         if #kept > 8 then table.remove(kept, 1) end
       end
       nw = table.concat(kept, ' ')
@@ -131,7 +149,7 @@ if ng > 0 and net ~= '0' then
   end
 end
 if ng > 0 then
-  local names, add = {}, {}
+  local names = {}
   for j = 1, ng do names[j] = 'g' .. ARGV[i + 4 * (j - 1)] end
   local cur = redis.call('HMGET', kd, unpack(names))
   local h = {}
@@ -146,13 +164,13 @@ if ng > 0 then
     v[2] = math.min(v[2] + n, 4e9)
     if l > v[3] then v[3] = l end
     h[2 * j - 1] = names[j]
-    h[2 * j] = string.format('%.17g', v[1]) .. ' ' .. now .. ' ' .. v[2] .. ' ' .. v[3]
+    h[2 * j] = fmt('%.17g %s %d %d', v[1], nows, v[2], v[3])
     i = i + 4
   end
   if es < efl then es = efl end
   ver = ver + 1
-  h[2 * ng + 1], h[2 * ng + 2] = 'es', string.format('%.17g', es)
-  h[2 * ng + 3], h[2 * ng + 4] = 'et', now
+  h[2 * ng + 1], h[2 * ng + 2] = 'es', fmt('%.17g', es)
+  h[2 * ng + 3], h[2 * ng + 4] = 'et', nows
   h[2 * ng + 5], h[2 * ng + 6] = 'ev', ver
   if nw then h[2 * ng + 7], h[2 * ng + 8] = 'nw', nw end
   redis.call('HSET', kd, unpack(h))
@@ -160,14 +178,12 @@ end
 if es and es >= T and knew then
   evr = tostring(ver)
 elseif es and es >= T then
-  local names, out = {}, {ver, string.format('%.17g', es), now}
+  local names, out = {}, {ver, fmt('%.17g', es), nows}
   for j = 1, nsig do names[j] = 'g' .. (j - 1) end
   local cur = redis.call('HMGET', kd, unpack(names))
   for j = 1, nsig do
     local v = sig(cur[j])
-    out[#out + 1] = string.format('%.9g', v[1])
-    out[#out + 1] = v[2]
-    out[#out + 1] = v[3]
+    out[#out + 1] = fmt('%.9g %d %d', v[1], v[2], v[3])
   end
   evr = table.concat(out, ' ')
 end
@@ -180,12 +196,11 @@ if hab ~= '' then
   redis.call('SET', KEYS[3], ARGV[i], 'PX', ttl)
 end
 
-local got = redis.call('HMGET', k, unpack(f))
 local created = 0
 if not got[1] then created = 1 end
 local t0 = tonumber(got[1]) or now
-local L = {}
-for j = 3, nf do L[j] = tonumber(got[j]) or 0 end
+local L, L0 = {}, {}
+for j = 3, nf do L[j] = tonumber(got[j]) or 0; L0[j] = L[j] end
 for j, r in pairs(relv) do
   if r > 0 then L[j] = L[j] - r; if L[j] < 0 then L[j] = 0 end end
 end
@@ -199,27 +214,37 @@ local function keep()
     if k ~= kd then redis.call('PERSIST', kd) end
   end
 end
+-- the levels written back: as read when they did not change
 local function save(h)
   local m = #h
-  for j = 3, nf do m = m + 2; h[m - 1] = f[j]; h[m] = string.format('%.17g', L[j]) end
+  for j = 3, nf do
+    local v = L[j]
+    m = m + 2
+    h[m - 1] = f[j]
+    if v == L0[j] and got[j] then h[m] = got[j]
+    elseif v == 0 then h[m] = '0'
+    else h[m] = fmt('%.17g', v) end
+  end
   if m > 0 then redis.call('HSET', k, unpack(h)) end
   keep()
 end
 
 if nr == 0 or band(refuse, effbit) ~= 0 then
   save({})
-  return {ost, cst, orp, oss, lost, -1, 0, 0, created, {}, {}, evr, hab}
+  return {ost, cst, orp, oss, lost, -1, 0, 0, created, {}, evr, hab}
 end
 local scale = 1
 if band(scalem, effbit) ~= 0 then scale = wf end
 
--- recipient domains: 8 entries of a hash's high bits and a 4-bit count
-local dom, dnext = {0, 0, 0, 0, 0, 0, 0, 0}, 0
+-- recipient domains: 8 entries of a hash's high bits and a 4-bit count,
+-- then the next to replace; ds the entries as stored (kept when the same)
+local dom, ds, dnext = {0, 0, 0, 0, 0, 0, 0, 0}, {}, 0
 if got[2] then
-  local w = {}
-  for x in string.gmatch(got[2], '%d+') do w[#w + 1] = tonumber(x) end
-  if #w == 9 then dom = w; dnext = w[9]; dom[9] = nil end
+  local w, s = {}, {}
+  for x in string.gmatch(got[2], '%d+') do s[#s + 1] = x; w[#w + 1] = tonumber(x) end
+  if #w == 9 then dom = w; ds = s; dnext = w[9]; dom[9] = nil end
 end
+local d0, n0 = {unpack(dom)}, dnext
 local at, dhi = -1, dh - dh % 16
 if dh ~= 0 then
   for j = 1, 8 do
@@ -266,10 +291,21 @@ if denied < 0 then
     end
   end
 end
-dom[9] = dnext
-save({'t', now, 'dm', table.concat(dom, ' ')})
-local slv, sc = {}, {}
-for j = 1, nr do
-  slv[j] = string.format('%.17g', lv[j]); sc[j] = string.format('%.17g', cost[j])
+local h = {'t', nows}
+if #ds ~= 9 or dnext ~= n0 or at > 0 or newdom == 1 then
+  local out = {}
+  for j = 1, 8 do
+    if dom[j] == d0[j] and ds[j] then out[j] = ds[j] else out[j] = fmt('%d', dom[j]) end
+  end
+  if dnext == n0 and ds[9] then out[9] = ds[9] else out[9] = fmt('%d', dnext) end
+  h[3], h[4] = 'dm', table.concat(out, ' ')
 end
-return {ost, cst, orp, oss, lost, denied, over, newdom, created, slv, sc, evr, hab}
+save(h)
+-- the levels before the cost, in fixed point (2^-20 units)
+local slv = {}
+for j = 1, nr do
+  local x = math.floor(lv[j] * 1048576 + 0.5)
+  if x > 4e18 then x = 4e18 end
+  slv[j] = x
+end
+return {ost, cst, orp, oss, lost, denied, over, newdom, created, slv, evr, hab}
