@@ -959,6 +959,29 @@ arg_fmt(struct args *a, const char *fmt, ...)
     a->used += (size_t)n + 1;
 }
 
+/* A rule's numbers for decide.lua as struct.unpack("<dddB") reads them:
+ * cap, rate and cost as little-endian IEEE doubles, then the flags (no
+ * number made a string and read back: exact, and cheaper on both
+ * sides). */
+static void
+arg_rule(struct args *a, const double v[3], unsigned flags)
+{
+    unsigned char *p = (unsigned char *)a->buf + a->used;
+
+    if (sizeof(a->buf) - a->used < 25)
+        msg_panic("redis: argument buffer too small");
+    for (int i = 0; i < 3; i++) {
+        uint64_t u;
+
+        memcpy(&u, &v[i], sizeof(u));
+        for (int b = 0; b < 8; b++)
+            p[8 * i + b] = (unsigned char)(u >> (8 * b));
+    }
+    p[24] = (unsigned char)flags;
+    arg_mem(a, (const char *)p, 25);
+    a->used += 25;
+}
+
 /* An account's key: PREFIX{KEY}, then LOGIN when the record is a login's
  * other than the customer's own (dkey NULL: the customer's); its length. */
 static size_t
@@ -1126,11 +1149,9 @@ op_args(struct args *a, const struct cp_meter_op *op, const struct cp_await *aw,
         const char *nm = op->slots[m->slot].name;
 
         arg_mem(a, nm, strlen(nm));
-        arg_fmt(a, "%.17g", m->cap);
-        arg_fmt(a, "%.17g", m->rate);
-        arg_fmt(a, "%.17g", m->cost);
-        arg_fmt(a, "%d", (m->enforce ? 1 : 0) | (m->domain ? 2 : 0) |
-                             (m->nocheck ? 4 : 0));
+        arg_rule(a, (const double[3]){m->cap, m->rate, m->cost},
+                 (m->enforce ? 1 : 0) | (m->domain ? 2 : 0) |
+                     (m->nocheck ? 4 : 0));
     }
     ev_args(a, ev);
 }

@@ -11,8 +11,9 @@
 -- ARGV  1 nrules  2 refuse-states mask  3 scale-states mask
 --       4 watch factor  5 recipient domain hash (0: none)
 --       6 state change "FROM,TO" or ""  7 idle expiry (ms)  8 nrelease
---       then nrelease × (slot, units), then nrules × (slot, cap per ms
---       window, rate per ms, cost, flags: 1 enforce, 2 domain, 4 nocheck),
+--       then nrelease × (slot, units), then nrules × (slot, its numbers
+--       packed as struct.unpack('<dddB') reads them: cap per ms window,
+--       rate per ms, cost, flags: 1 enforce, 2 domain, 4 nocheck),
 --       then the evidence: the score from which the fleet's is returned,
 --       half-life (ms), floor, the version of it the host has, signals,
 --       the index of signal `networks`, the request's network (0: none),
@@ -33,7 +34,7 @@
 -- (Numbers are made into strings as little as possible: each costs more
 -- than the rest of a step; doc/performance.md.)
 local k, kd = KEYS[1], KEYS[2]
-local band, tonumber, fmt = bit.band, tonumber, string.format
+local band, tonumber, fmt, unpk = bit.band, tonumber, string.format, struct.unpack
 local nr, refuse, scalem = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local wf, dh, tr = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local ttl, nrel = ARGV[7], tonumber(ARGV[8]) -- (ttl: as given, a string)
@@ -58,9 +59,9 @@ local rs, rcap, rrate, rcost, rfl = {}, {}, {}, {}, {}
 for j = 1, nr do
   local n = 's:' .. ARGV[i]
   if not slot[n] then nf = nf + 1; f[nf] = n; slot[n] = nf end
-  rs[j], rcap[j], rrate[j] = slot[n], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  rcost[j], rfl[j] = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-  i = i + 5
+  rs[j] = slot[n]
+  rcap[j], rrate[j], rcost[j], rfl[j] = unpk('<dddB', ARGV[i + 1])
+  i = i + 2
 end
 
 -- the states and the counters, read at once (one HMGET when the account
