@@ -1003,9 +1003,10 @@ host_bit(const struct cp_config *cfg)
 /*
  * An END-OF-MESSAGE settled here within its reservation: in Redis, each
  * counter moves by the message's final cost less what was reserved (as
- * decide.lua would give back and charge, without a script: the level
- * was written when the reservation was, and the next decision leaks it
- * from there), or it is owed to Redis.
+ * decide.lua would give back and charge, with no check: the level was
+ * written when the reservation was, and the next decision leaks it from
+ * there; lua/settle.lua, in a record that is there), or it is owed to
+ * Redis.
  */
 static void
 share_settle(void *arg, const struct cp_meter_op *op)

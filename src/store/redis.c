@@ -236,7 +236,7 @@ struct cp_redis {
     bool up;                  /* every used node ready: on_up was called */
     bool epoch_asked;
     bool closing;
-    char sha_decide[41], sha_state[41], sha_campaign[41];
+    char sha_decide[41], sha_state[41], sha_campaign[41], sha_settle[41];
     struct tls_relay *tls; /* rediss://: every connection goes through it */
     void (*on_camp)(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
                     uint32_t bad, uint32_t acct, uint32_t copies,
@@ -478,13 +478,15 @@ on_role(redisAsyncContext *ac, void *reply, void *priv)
 static void
 load_scripts(struct rnode *n)
 {
-    n->setup_left += 3;
+    n->setup_left += 4;
     redisAsyncCommand(n->ac, on_setup, n->r->sha_decide, "SCRIPT LOAD %s",
                       lua_decide);
     redisAsyncCommand(n->ac, on_setup, n->r->sha_state, "SCRIPT LOAD %s",
                       lua_state);
     redisAsyncCommand(n->ac, on_setup, n->r->sha_campaign, "SCRIPT LOAD %s",
                       lua_campaign);
+    redisAsyncCommand(n->ac, on_setup, n->r->sha_settle, "SCRIPT LOAD %s",
+                      lua_settle);
 }
 
 static void
@@ -1565,25 +1567,21 @@ cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
 
     if (n == 0)
         return true;
-    if ((n_ = decide_node(r, &a, kb, key, keylen, NULL, 0)) == NULL)
+    if (r->sha_settle[0] == '\0' ||
+        (n_ = decide_node(r, &a, kb, key, keylen, NULL, 0)) == NULL)
         return false;
+    /* "EVALSHA settle.lua 1 KEY", KEY the record decide.lua's keys begin
+     * with, then (slot, units) pairs */
+    a.v[1] = r->sha_settle;
+    a.v[2] = "1";
+    a.n = 4;
     for (size_t i = 0; i < n; i++) {
-        char field[4 + CP_RULE_NAME_MAX], num[32];
-        const char *v[4] = {"HINCRBYFLOAT", a.v[3], field, num};
-        size_t len[4] = {12, a.len[3], 0, 0};
-
-        len[2] = (size_t)snprintf(field, sizeof(field), "s:%s", slot[i]);
-        len[3] = (size_t)snprintf(num, sizeof(num), "%.17g", delta[i]);
-        if (len[2] >= sizeof(field) ||
-            redisAsyncCommandArgv(n_->ac, on_share, NULL, 4, v, len) !=
-                REDIS_OK) {
-            if (i == 0)
-                return false; /* nothing sent: the caller owes it all */
-            /* (the context went away between two: not seen happen) */
-            r->st.errors++;
-            break;
-        }
+        arg_mem(&a, slot[i], strlen(slot[i]));
+        arg_fmt(&a, "%.17g", delta[i]);
     }
+    if (redisAsyncCommandArgv(n_->ac, on_share, NULL, a.n, a.v, a.len) !=
+        REDIS_OK)
+        return false; /* nothing sent: the caller owes it all */
     r->st.shares++;
     return true;
 }

@@ -145,9 +145,10 @@ void cp_redis_on_campaign(struct cp_redis *r,
                                      uint32_t bad, uint32_t acct,
                                      uint32_t copies, uint32_t now_s),
                           void *arg);
-/* Add delta[i] to counter slot[i] of an account (HINCRBYFLOAT, no script,
- * no answer awaited): an END-OF-MESSAGE settled within its reservation,
- * its difference from the reservation. False: not sent. */
+/* Add delta[i] to counter slot[i] of an account, if its record is there
+ * (lua/settle.lua; no answer awaited): an END-OF-MESSAGE settled within
+ * its reservation, its difference from the reservation. False: not
+ * sent. */
 bool cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
                      const char *const *slot, const double *delta, size_t n);
 

@@ -1053,6 +1053,29 @@ classes:
         st = d.ctl("status")["fleet"]
         assert st["answered"] == 4 and st["settled"] == 1, st
         assert abs(shared_level(redis, user, "bytes/1d") - 3900) < 100
+        # the record gone between the RCPT and the END-OF-MESSAGE (evicted
+        # by maxmemory, deleted): the settle does not make one that would
+        # never expire; the next decision starts the account anew
+        key = "cp:{u:%s}" % user
+        for r in ["a@x.example", "b@y.example"]:
+            assert action(c.ask(rcpt_request(
+                user=user, instance="m3", recipient=r,
+                size="5000"))) == "DUNNO"
+        assert redis.cli("TTL", key) not in ("-1", "-2")
+        redis.cli("DEL", key)
+        assert action(c.ask(rcpt_request(
+            user=user, instance="m3", state="END-OF-MESSAGE", queue_id="",
+            recipient_count="1", size="3000", recipient=""))) == "DUNNO"
+        wait_for(lambda: d.ctl("status")["fleet"]["settled"] == 2,
+                 "the third message settled here", timeout=10)
+        # (another account's RCPT, sent after the settle on the same
+        # connection and answered: the settle has run)
+        assert action(c.ask(rcpt_request(
+            user="other@example.net", instance="o1",
+            recipient="a@x.example"))) == "DUNNO"
+        assert redis.cli("EXISTS", key) == "0", redis.cli("HGETALL", key)
+        message("m4", ["a@x.example"], "100", "1", "100")
+        assert redis.cli("TTL", key) not in ("-1", "-2")
         stop_clean(d)
     finally:
         d.stop()
