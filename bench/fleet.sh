@@ -18,8 +18,15 @@
 # line per connection count
 #   fleet conns=C bound=B embedded=E redis=R redis2=R2 ratio=R/B ...
 #
+#   redis-null   (NULL_DECIDE=1) one chokepointd built once more with a
+#                decide.lua that reads Redis's clock and returns a constant
+#                answer (every account empty, nothing learned): the same
+#                daemon, connection and round trip with no work in Redis,
+#                the most one daemon that waits on Redis for each decision
+#                can reach on this machine, whatever the script does
 # Knobs: CONNS="8 32" ACCOUNTS=1000000 DURATION=10 WARMUP=2 DIST=zipf:1.0
 # REPEAT=1 (runs per case, median kept) REDIS_PORT=16379 (TLS: +1)
+# NULL_DECIDE=0
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -42,6 +49,22 @@ CHOKEPOINTD=${CHOKEPOINTD:-build/chokepointd}
 [ -x build/chokepointd ] || ninja -C build
 command -v redis-server >/dev/null ||
     { echo "fleet.sh: redis-server is not installed (sh scripts/deps.sh)" >&2; exit 1; }
+
+NULLD=""
+if [ "${NULL_DECIDE:-0}" = 1 ]; then
+    NS=$ROOT/bench/out/null-src
+    rm -rf "$NS"
+    mkdir -p "$NS"
+    tar --exclude=./build --exclude='./build-*' --exclude=./bench/out \
+        --exclude=./.git -cf - . | tar -C "$NS" -xf -
+    cat > "$NS/src/store/lua/decide.lua" <<'LUA'
+-- bench/fleet.sh's null decision: Redis's clock read, a constant answer
+redis.call('TIME')
+return {0, 0, 0, 0, 0, -1, 0, 0, 0, {}, '', ''}
+LUA
+    ( cd "$NS" && meson setup build >/dev/null && ninja -C build chokepointd >/dev/null )
+    NULLD=$NS/build/chokepointd
+fi
 
 PIDS=""
 cleanup() {
@@ -93,9 +116,9 @@ load() { # sock conns
         -d "$DURATION" -w "$WARMUP" -m 2>/dev/null | tail -1
 }
 
-start_cp() { # name -> pid in CP
+start_cp() { # name [binary] -> pid in CP
     rm -f "$OUT/$1.log"
-    "$CHOKEPOINTD" -c "$OUT/$1.yaml" 2>"$OUT/$1.log" &
+    "${2:-$CHOKEPOINTD}" -c "$OUT/$1.yaml" 2>"$OUT/$1.log" &
     CP=$!
     PIDS="$PIDS $CP"
     wait_started "$OUT/$1.log" "$OUT/$1.sock"
@@ -140,10 +163,11 @@ write_config embedded sqlite
 write_config redis redis
 write_config redis2 redis
 write_config redis-tls redis-tls
+write_config redis-null redis
 
 for c in $CONNS; do
     ub_all="" em_all="" re_all="" r2_all="" p99e="" p99r="" p99r2="" cpu=""
-    tl_all="" p99t=""
+    tl_all="" p99t="" nu_all="" p99n=""
     r=0
     while [ $r -lt "$REPEAT" ]; do
         r=$((r + 1))
@@ -198,12 +222,23 @@ for c in $CONNS; do
         grep -h "local copy" "$OUT/redis-tls.log" | head -2 | sed 's/^/  /' || true
         tl_all="$tl_all $(field rps "$line")"
         p99t="$p99t $(field p99_us "$line")"
+
+        if [ -n "$NULLD" ]; then
+            start_cp redis-null "$NULLD"
+            line=$(load "$OUT/redis-null.sock" "$c")
+            kill "$CP"; wait "$CP" 2>/dev/null || true
+            [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
+            nu_all="$nu_all $(field rps "$line")"
+            p99n="$p99n $(field p99_us "$line")"
+        fi
     done
     m() { echo $1 | tr ' ' '\n' | median; }
     ub=$(m "$ub_all"); em=$(m "$em_all"); re=$(m "$re_all"); r2=$(m "$r2_all")
     tl=$(m "$tl_all")
     ratio() { awk -v a="$1" -v b="$ub" 'BEGIN { printf "%.2f", a / b }'; }
-    echo "fleet conns=$c bound=$ub embedded=$em ratio_embedded=$(ratio "$em") p99_embedded_us=$(m "$p99e") redis=$re ratio_redis=$(ratio "$re") p99_redis_us=$(m "$p99r") redis_cpu_ms_per_1000=$(m "$cpu") redis2=$r2 ratio_redis2=$(ratio "$r2") p99_redis2_us=$(m "$p99r2") redis_tls=$tl ratio_redis_tls=$(ratio "$tl") p99_redis_tls_us=$(m "$p99t") redis_bytes_per_account=$bpa"
+    nul=""
+    [ -z "$NULLD" ] || nul=" redis_null=$(m "$nu_all") ratio_redis_null=$(ratio "$(m "$nu_all")") p99_redis_null_us=$(m "$p99n")"
+    echo "fleet conns=$c bound=$ub embedded=$em ratio_embedded=$(ratio "$em") p99_embedded_us=$(m "$p99e") redis=$re ratio_redis=$(ratio "$re") p99_redis_us=$(m "$p99r") redis_cpu_ms_per_1000=$(m "$cpu") redis2=$r2 ratio_redis2=$(ratio "$r2") p99_redis2_us=$(m "$p99r2") redis_tls=$tl ratio_redis_tls=$(ratio "$tl") p99_redis_tls_us=$(m "$p99t")$nul redis_bytes_per_account=$bpa"
 done
 mem2=$(rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
 echo "redis after the runs: $(rcli dbsize) keys, $(( (mem2 - mem0) / $(rcli dbsize) )) bytes per key"
