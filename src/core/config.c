@@ -406,15 +406,8 @@ set_redis_sentinels(struct yw *w, struct fy_node *v, void *base,
 {
     struct cp_config *cfg = base;
 
-    if (set_redis_list(w, v, cfg->redis_sentinels, &cfg->nredis_sentinels,
-                       "sentinels") < 0)
-        return -1;
-    for (size_t i = 0; i < cfg->nredis_sentinels; i++)
-        if (cfg->redis_sentinels[i].has_password)
-            return yw_fail(w, v, "a Sentinel with a password of its own is "
-                                 "not supported yet (the primary's password "
-                                 "goes in store.redis_password_file)");
-    return 0;
+    return set_redis_list(w, v, cfg->redis_sentinels, &cfg->nredis_sentinels,
+                          "sentinels");
 }
 
 static const struct yw_field store_fields[] = {
@@ -425,6 +418,8 @@ static const struct yw_field store_fields[] = {
     {"redis_master", yw_str, OFF(redis_master),
      sizeof(((struct cp_config *)0)->redis_master), 0, NULL},
     {"redis_password_file", yw_strdup, OFF(redis_password_file), 0, 0, NULL},
+    {"redis_sentinel_password_file", yw_strdup,
+     OFF(redis_sentinel_password_file), 0, 0, NULL},
     {"redis_tls_ca", yw_strdup, OFF(redis_tls_ca), 0, 0, NULL},
     {"redis_tls_cert", yw_strdup, OFF(redis_tls_cert), 0, 0, NULL},
     {"redis_tls_key", yw_strdup, OFF(redis_tls_key), 0, 0, NULL},
@@ -1130,18 +1125,69 @@ finish_store_tls(struct loader *ld)
     return tls_ctx_check(ld, ca);
 }
 
+/* A password from the first line of file (store.KEY) into out. */
+static int
+password_file(struct loader *ld, const char *key, const char *file,
+              char *out)
+{
+    char *text;
+    size_t len;
+
+    text = read_secret_file(ld, key, file, 4096, &len);
+    if (text == NULL)
+        return -1;
+    len = strcspn(text, "\r\n");
+    if (len == 0 || len > REDIS_PASSWORD_MAX) {
+        explicit_bzero(text, strlen(text));
+        free(text);
+        return fail(ld, key, "the first line must be the password "
+                             "(1 to %d bytes)", REDIS_PASSWORD_MAX);
+    }
+    memcpy(out, text, len);
+    out[len] = '\0';
+    explicit_bzero(text, strlen(text));
+    free(text);
+    return 0;
+}
+
+/* store.redis_sentinel_password_file: the Sentinels' password (their
+ * requirepass), for those whose URL has none. */
+static int
+finish_sentinels(struct loader *ld)
+{
+    struct cp_config *cfg = ld->cfg;
+    const char *key = "store.redis_sentinel_password_file";
+    char pw[REDIS_URL_MAX_CRED];
+
+    if (cfg->redis_sentinel_password_file == NULL)
+        return 0;
+    if (cfg->nredis_sentinels == 0)
+        return fail(ld, key, "there are no store.redis_sentinels");
+    for (size_t i = 0; i < cfg->nredis_sentinels; i++)
+        if (cfg->redis_sentinels[i].has_password)
+            return fail(ld, key, "the URL of a Sentinel has a password "
+                                 "already; give one or the other");
+    if (password_file(ld, key, cfg->redis_sentinel_password_file, pw) < 0)
+        return -1;
+    for (size_t i = 0; i < cfg->nredis_sentinels; i++) {
+        memcpy(cfg->redis_sentinels[i].password, pw, sizeof(pw));
+        cfg->redis_sentinels[i].has_password = true;
+    }
+    explicit_bzero(pw, sizeof(pw));
+    return 0;
+}
+
 /*
  * store: fleet mode needs its server; the password may be in a file
  * (store.redis_password_file, first line, refused if every user may read
- * it) instead of the URL, since the config is often readable by all.
+ * it) instead of the URL, since the config is often readable by all; so
+ * may the Sentinels'.
  */
 static int
 finish_store(struct loader *ld)
 {
     struct cp_config *cfg = ld->cfg;
     const char *key = "store.redis_password_file";
-    char *text;
-    size_t len;
 
     if (cfg->store_redis && cfg->redis_text == NULL &&
         cfg->nredis_seeds == 0 && cfg->nredis_sentinels == 0)
@@ -1173,27 +1219,17 @@ finish_store(struct loader *ld)
                             "a cluster has one");
         cfg->redis = *s0;
     }
-    if (finish_store_tls(ld) < 0)
+    if (finish_store_tls(ld) < 0 || finish_sentinels(ld) < 0)
         return -1;
     if (cfg->redis_password_file == NULL)
         return 0;
     if (cfg->redis.has_password)
         return fail(ld, key, "the URL in store.redis has a password already; "
                              "give one or the other");
-    text = read_secret_file(ld, key, cfg->redis_password_file, 4096, &len);
-    if (text == NULL)
+    if (password_file(ld, key, cfg->redis_password_file,
+                      cfg->redis.password) < 0)
         return -1;
-    len = strcspn(text, "\r\n");
-    if (len == 0 || len > REDIS_PASSWORD_MAX) {
-        free(text);
-        return fail(ld, key, "the first line must be the password "
-                             "(1 to %d bytes)", REDIS_PASSWORD_MAX);
-    }
-    memcpy(cfg->redis.password, text, len);
-    cfg->redis.password[len] = '\0';
     cfg->redis.has_password = true;
-    explicit_bzero(text, len);
-    free(text);
     return 0;
 }
 
@@ -1547,6 +1583,7 @@ cp_config_free(struct cp_config *cfg)
     free(cfg->store_path);
     free(cfg->redis_text);
     free(cfg->redis_password_file);
+    free(cfg->redis_sentinel_password_file);
     free(cfg->redis_tls_ca);
     free(cfg->redis_tls_cert);
     free(cfg->redis_tls_key);

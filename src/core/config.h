@@ -294,6 +294,7 @@ struct cp_config {
     char *redis_text;         /* store.redis as written (has no secret
                                  when the password is in a file) */
     char *redis_password_file;
+    char *redis_sentinel_password_file; /* the Sentinels' (requirepass) */
     /* rediss:// (store/tlsrelay.h): the files of store.redis_tls_ca (the
      * CA bundle; default the system's), _cert and _key (a client
      * certificate, if Redis asks for one), read at every load, and the

@@ -805,10 +805,19 @@ on_sentinel(redisAsyncContext *ac, void *reply, void *priv)
         port == 0 || port > 65535) {
         if (ratelog_allow(&r->rl))
             msg_warn("fleet store: Sentinel %s:%d does not name the primary "
-                     "'%s'%s; trying the next",
+                     "'%s' (%s%.*s); trying the next",
                      r->sentinels[(r->sentinel_next - 1) % r->nsentinels].host,
                      r->sentinels[(r->sentinel_next - 1) % r->nsentinels].port,
-                     r->master, rep == NULL ? " (no answer)" : "");
+                     r->master,
+                     rep == NULL                       ? "no answer"
+                     : rep->type == REDIS_REPLY_ERROR ? "it said: "
+                                                       : "an answer of "
+                                                         "another shape",
+                     rep != NULL && rep->type == REDIS_REPLY_ERROR
+                         ? (int)(rep->len > 200 ? 200 : rep->len)
+                         : 0,
+                     rep != NULL && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                                   : "");
         node_backoff(n);
         return;
     }
@@ -841,6 +850,11 @@ sentinel_ask(struct cp_redis *r)
     }
     ac->data = r;
     r->sentinel_ac = ac;
+    /* (a refused password: the question's answer says so, NOAUTH) */
+    if (u->has_password && u->user[0] != '\0')
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", u->user, u->password);
+    else if (u->has_password)
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", u->password);
     redisAsyncCommand(ac, on_sentinel, NULL,
                       "SENTINEL get-master-addr-by-name %s", r->master);
 }

@@ -393,7 +393,11 @@ def test_password_and_database(tmp_path):
     ("backend: redis\nredis_sentinels: [redis://10.0.0.5:26379]\n",
      "store.redis_sentinels and store.redis_master go together"),
     ("backend: redis\nredis_sentinels: [redis://:pw@10.0.0.5:26379]\n"
-     "redis_master: p\n", "a Sentinel with a password of its own"),
+     "redis_master: p\nredis_sentinel_password_file: /etc/hostname\n",
+     "has a password already"),
+    ("backend: redis\nredis: redis://10.0.0.1\n"
+     "redis_sentinel_password_file: /etc/hostname\n",
+     "there are no store.redis_sentinels"),
     ("backend: redis\nredis: redis://10.0.0.1\n"
      "redis_cluster: [redis://10.0.0.1:7000]\n", "give one of"),
     ("backend: redis\nredis_cluster: [redis://10.0.0.1:7000/2]\n",
@@ -610,9 +614,10 @@ class Sentinel:
     one that gives up on a silent primary within a second. Started at
     once, stopped by its PID."""
 
-    def __init__(self, tmp_path, master, failover=False):
+    def __init__(self, tmp_path, master, failover=False, password=None):
         self.master = master
-        self.probe = Redis(tmp_path, tls=master.tls)  # (its cli)
+        self.probe = Redis(tmp_path, tls=master.tls,
+                           password=password)  # (its cli)
         self.port = self.probe.port
         t = master.tls
         conf = tmp_path / "sentinel.conf"
@@ -624,7 +629,10 @@ class Sentinel:
             "bind 127.0.0.1\ndir %s\nsentinel monitor prim 127.0.0.1 %d 1\n"
             % (tmp_path, master.port) +
             ("sentinel down-after-milliseconds prim 1000\n"
-             "sentinel failover-timeout prim 10000\n" if failover else ""))
+             "sentinel failover-timeout prim 10000\n" if failover else "") +
+            ("sentinel auth-pass prim %s\n" % master.password
+             if master.password else "") +
+            ("requirepass %s\n" % password if password else ""))
         self.proc = subprocess.Popen(
             ["redis-server", str(conf), "--sentinel"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -1562,6 +1570,66 @@ def test_sentinel_over_tls(tmp_path):
     finally:
         if a is not None:
             a.stop()
+        sentinel.stop()
+        master.stop()
+
+
+def test_a_sentinel_with_a_password(tmp_path):
+    """Sentinels that ask for a password (their requirepass), in front of
+    a primary that asks for its own: given in the Sentinel's URL or in
+    store.redis_sentinel_password_file, the daemon finds the primary and
+    shares its decisions there; a wrong one is said in the log, naming the
+    Sentinel and what it answered, and Postfix is answered locally."""
+    os.makedirs(tmp_path / "m")
+    master = Redis(tmp_path / "m", password="prim-secret").start()
+    sentinel = Sentinel(tmp_path, master, password="sent-secret")
+    pw = tmp_path / "primary.pass"
+    pw.write_text("prim-secret\n")
+    os.chmod(pw, 0o600)
+    spw = tmp_path / "sentinel.pass"
+    spw.write_text("sent-secret\n")
+    os.chmod(spw, 0o600)
+    daemons = []
+
+    def daemon(name, sentinel, more=""):
+        d = Daemon(tmp_path / name, classes=LIMITED % ("1h", 10), extra={
+            "store": "backend: redis\nredis_sentinels: [%s]\n"
+                     "redis_master: prim\nredis_timeout: 1s\n"
+                     "redis_password_file: %s\n%s" % (sentinel, pw, more),
+            "daemon": "log_level: info"}).start()
+        daemons.append(d)
+        return d
+
+    try:
+        sentinel.watching()
+        a = daemon("a", "redis://:sent-secret@127.0.0.1:%d" % sentinel.port)
+        b = daemon("b", "redis://127.0.0.1:%d" % sentinel.port,
+                   "redis_sentinel_password_file: %s\n" % spw)
+        connected(a, b)
+        ca = PolicyClient(a.policy_sock, timeout=20)
+        got = [action(ca.ask(rcpt_request(user="s@example.net",
+                                          instance="s%d" % i)))
+               for i in range(10)]
+        assert got == ["DUNNO"] * 10, got
+        assert float(master.cli("HGET", "cp:{u:s@example.net}",
+                                "s:messages/1h")) > 9.9
+        # the other host, through the file's password: the same limit
+        cb = PolicyClient(b.policy_sock, timeout=20)
+        assert action(cb.ask(rcpt_request(
+            user="s@example.net", instance="s10"))) == "DEFER_IF_PERMIT"
+        # a wrong password: said, and Postfix answered from the local copy
+        c = daemon("c", "redis://:wrong@127.0.0.1:%d" % sentinel.port)
+        wait_for(lambda: "does not name the primary 'prim' (it said: "
+                 in c.read_log(), "the refusal logged", timeout=20)
+        assert "sent-secret" not in c.read_log()
+        cc = PolicyClient(c.policy_sock, timeout=20)
+        assert action(cc.ask(rcpt_request(user="s@example.net",
+                                          instance="c1"))) == "DUNNO"
+        assert c.ctl("status")["fleet"]["connected"] == 0
+        stop_clean(a, b)
+    finally:
+        for d in daemons:
+            d.stop()
         sentinel.stop()
         master.stop()
 
