@@ -18,15 +18,19 @@
 # line per connection count
 #   fleet conns=C bound=B embedded=E redis=R redis2=R2 ratio=R/B ...
 #
-#   redis-null   (NULL_DECIDE=1) one chokepointd built once more with a
+#   redis-null   (CEILING=1) one chokepointd built once more with a
 #                decide.lua that reads Redis's clock and returns a constant
 #                answer (every account empty, nothing learned): the same
 #                daemon, connection and round trip with no work in Redis,
 #                the most one daemon that waits on Redis for each decision
 #                can reach on this machine, whatever the script does
+#   redis-min    (CEILING=1) the same with a decide.lua that also reads
+#                the account's record, writes its counters and sets its
+#                expiry (HMGET, HSET, PEXPIRE), and decides nothing: the
+#                least any script that meters an account costs
 # Knobs: CONNS="8 32" ACCOUNTS=1000000 DURATION=10 WARMUP=2 DIST=zipf:1.0
 # REPEAT=1 (runs per case, median kept) REDIS_PORT=16379 (TLS: +1)
-# NULL_DECIDE=0
+# CEILING=0
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -50,20 +54,42 @@ CHOKEPOINTD=${CHOKEPOINTD:-build/chokepointd}
 command -v redis-server >/dev/null ||
     { echo "fleet.sh: redis-server is not installed (sh scripts/deps.sh)" >&2; exit 1; }
 
-NULLD=""
-if [ "${NULL_DECIDE:-0}" = 1 ]; then
-    NS=$ROOT/bench/out/null-src
-    rm -rf "$NS"
-    mkdir -p "$NS"
+# the ceiling cases' daemons: this tree with another decide.lua
+variant() { # name -> the binary in VARIANT; decide.lua on stdin
+    vs=$ROOT/bench/out/$1-src
+    rm -rf "$vs"
+    mkdir -p "$vs"
     tar --exclude=./build --exclude='./build-*' --exclude=./bench/out \
-        --exclude=./.git -cf - . | tar -C "$NS" -xf -
-    cat > "$NS/src/store/lua/decide.lua" <<'LUA'
+        --exclude=./.git -cf - . | tar -C "$vs" -xf -
+    cat > "$vs/src/store/lua/decide.lua"
+    ( cd "$vs" && meson setup build >/dev/null &&
+      ninja -C build chokepointd >/dev/null )
+    VARIANT=$vs/build/chokepointd
+}
+NULLD="" MIND=""
+if [ "${CEILING:-0}" = 1 ]; then
+    variant null <<'LUA'
 -- bench/fleet.sh's null decision: Redis's clock read, a constant answer
 redis.call('TIME')
 return {0, 0, 0, 0, 0, -1, 0, 0, 0, {}, '', ''}
 LUA
-    ( cd "$NS" && meson setup build >/dev/null && ninja -C build chokepointd >/dev/null )
-    NULLD=$NS/build/chokepointd
+    NULLD=$VARIANT
+    variant min <<'LUA'
+-- bench/fleet.sh's least metering: the clock, the account's record read
+-- (its states and bench/classes.yaml's counters), its counters written,
+-- its expiry set; a constant answer
+redis.call('TIME')
+local k = KEYS[1]
+redis.call('HMGET', k, 'st', 'ss', 'rp', 'es', 'et', 'ev', 'nw', 't', 'dm',
+  's:messages/1h', 's:messages/1d', 's:recipients/1h', 's:domains/1h',
+  's:bytes/1d')
+redis.call('HSET', k, 't', '1', 'dm', '0 0 0 0 0 0 0 0 0', 's:messages/1h',
+  '1', 's:messages/1d', '1', 's:recipients/1h', '1', 's:domains/1h', '1',
+  's:bytes/1d', '1')
+redis.call('PEXPIRE', k, ARGV[7])
+return {0, 0, 0, 0, 0, -1, 0, 0, 0, {}, '', ''}
+LUA
+    MIND=$VARIANT
 fi
 
 PIDS=""
@@ -164,10 +190,11 @@ write_config redis redis
 write_config redis2 redis
 write_config redis-tls redis-tls
 write_config redis-null redis
+write_config redis-min redis
 
 for c in $CONNS; do
     ub_all="" em_all="" re_all="" r2_all="" p99e="" p99r="" p99r2="" cpu=""
-    tl_all="" p99t="" nu_all="" p99n=""
+    tl_all="" p99t="" nu_all="" p99n="" mi_all="" p99m=""
     r=0
     while [ $r -lt "$REPEAT" ]; do
         r=$((r + 1))
@@ -230,6 +257,12 @@ for c in $CONNS; do
             [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
             nu_all="$nu_all $(field rps "$line")"
             p99n="$p99n $(field p99_us "$line")"
+            start_cp redis-min "$MIND"
+            line=$(load "$OUT/redis-min.sock" "$c")
+            kill "$CP"; wait "$CP" 2>/dev/null || true
+            [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
+            mi_all="$mi_all $(field rps "$line")"
+            p99m="$p99m $(field p99_us "$line")"
         fi
     done
     m() { echo $1 | tr ' ' '\n' | median; }
@@ -237,7 +270,7 @@ for c in $CONNS; do
     tl=$(m "$tl_all")
     ratio() { awk -v a="$1" -v b="$ub" 'BEGIN { printf "%.2f", a / b }'; }
     nul=""
-    [ -z "$NULLD" ] || nul=" redis_null=$(m "$nu_all") ratio_redis_null=$(ratio "$(m "$nu_all")") p99_redis_null_us=$(m "$p99n")"
+    [ -z "$NULLD" ] || nul=" redis_null=$(m "$nu_all") ratio_redis_null=$(ratio "$(m "$nu_all")") p99_redis_null_us=$(m "$p99n") redis_min=$(m "$mi_all") ratio_redis_min=$(ratio "$(m "$mi_all")") p99_redis_min_us=$(m "$p99m")"
     echo "fleet conns=$c bound=$ub embedded=$em ratio_embedded=$(ratio "$em") p99_embedded_us=$(m "$p99e") redis=$re ratio_redis=$(ratio "$re") p99_redis_us=$(m "$p99r") redis_cpu_ms_per_1000=$(m "$cpu") redis2=$r2 ratio_redis2=$(ratio "$r2") p99_redis2_us=$(m "$p99r2") redis_tls=$tl ratio_redis_tls=$(ratio "$tl") p99_redis_tls_us=$(m "$p99t")$nul redis_bytes_per_account=$bpa"
 done
 mem2=$(rcli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
