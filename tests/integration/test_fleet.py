@@ -1008,6 +1008,68 @@ def test_an_office_spread_over_the_fleet_is_not_suspected(tmp_path, redis):
         stop_clean(a, b)
 
 
+def test_two_hosts_share_the_new_recipient_domains(tmp_path, redis):
+    """The `domains` metric (new recipient domains an hour) is the
+    fleet's: the ring of an account's recent domains lives in Redis, so a
+    domain seen on one host is not new on the other, and the fourth new
+    one over both is deferred on either. A ring left by an earlier version
+    (text) is read as it was."""
+    classes = """
+classes:
+  residential:
+    limits:
+      - { metric: domains, window: 1h, max: 3 }
+  unauthenticated:
+    limits:
+      - { metric: messages, window: 1h, max: 100 }
+"""
+    ds = []
+    for name in ("a", "b"):
+        ds.append(Daemon(tmp_path / name, classes=classes, extra={
+            "store": "backend: redis\nredis: %s\nredis_timeout: 1s\n"
+                     % redis.url(), "daemon": "log_level: info"}).start())
+    a, b = ds
+    try:
+        connected(a, b)
+        ca = PolicyClient(a.policy_sock, timeout=20)
+        cb = PolicyClient(b.policy_sock, timeout=20)
+
+        def send(c, inst, rcpt, user="d@example.net"):
+            return action(c.ask(rcpt_request(user=user, instance=inst,
+                                              recipient=rcpt)))
+
+        assert send(ca, "m1", "x@one.example") == "DUNNO"
+        assert send(cb, "m2", "x@two.example") == "DUNNO"
+        # known on the other host: not new, as often as it goes
+        for i in range(5):
+            assert send(cb if i % 2 else ca, "k%d" % i,
+                        "y@one.example") == "DUNNO"
+        assert send(ca, "m3", "x@three.example") == "DUNNO"
+        assert send(cb, "m4", "x@four.example") == "DEFER_IF_PERMIT"
+        assert send(ca, "m5", "x@five.example") == "DEFER_IF_PERMIT"
+        assert send(cb, "m6", "z@two.example") == "DUNNO"
+        # a ring written as text (before the packed one): read, and the
+        # domains in it are known
+        key, user = "cp:{u:t@example.net}", "t@example.net"
+        assert send(ca, "t1", "x@one.example", user) == "DUNNO"
+        assert redis.cli("HGET", key, "dm").startswith("D")
+        text = redis.cli("EVAL", """
+local t = {struct.unpack('<IIIIIIIIB', redis.call('HGET', KEYS[1], 'dm'), 2)}
+t[10] = nil
+redis.call('HSET', KEYS[1], 'dm', table.concat(t, ' '))
+return table.concat(t, ' ')""", "1", key)
+        assert len(text.split()) == 9 and text.split()[1:8] == ["0"] * 7, text
+        assert send(cb, "t2", "w@one.example", user) == "DUNNO"
+        assert abs(shared_level(redis, user, "domains/1h") - 1) < 0.01
+        assert redis.cli("HGET", key, "dm").startswith("D")  # packed again
+        assert send(ca, "t3", "w@six.example", user) == "DUNNO"
+        assert abs(shared_level(redis, user, "domains/1h") - 2) < 0.01
+        stop_clean(a, b)
+    finally:
+        for d in ds:
+            d.stop()
+
+
 def test_an_end_of_message_within_its_reservation_is_settled_here(
         tmp_path, redis):
     """An END-OF-MESSAGE whose final costs are within what its RCPTs
