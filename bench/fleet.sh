@@ -151,7 +151,9 @@ start_cp() { # name [binary] -> pid in CP
 }
 
 # ---- the Redis server, filled with ACCOUNTS accounts as decide.lua
-# writes them (a hash of levels, the time, the domain ring) ----
+# writes them (a hash of levels, the time, the domain ring; the ring as
+# the text of earlier versions, which it reads: redis-cli's inline
+# commands carry no NUL, and the packed ring is 17 bytes longer) ----
 rm -f "$OUT/dump.rdb"
 # a CA and a certificate for 127.0.0.1: the TLS port of the same server
 mkdir -p "$OUT/tls"
