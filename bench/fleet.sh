@@ -150,6 +150,15 @@ start_cp() { # name [binary] -> pid in CP
     wait_started "$OUT/$1.log" "$OUT/$1.sock"
 }
 
+run_one() { # name [binary]: one daemon under the load of $c connections;
+    # the load's last line in `line`
+    start_cp "$1" "${2:-}"
+    line=$(load "$OUT/$1.sock" "$c")
+    kill "$CP"; wait "$CP" 2>/dev/null || true
+    [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
+    grep -h "local copy" "$OUT/$1.log" | head -2 | sed 's/^/  /' || true
+}
+
 # ---- the Redis server, filled with ACCOUNTS accounts as decide.lua
 # writes them (a hash of levels, the time, the domain ring; the ring as
 # the text of earlier versions, which it reads: redis-cli's inline
@@ -209,9 +218,7 @@ for c in $CONNS; do
         kill "$ub"; wait "$ub" 2>/dev/null || true
         ub_all="$ub_all $(field rps "$line")"
 
-        start_cp embedded
-        line=$(load "$OUT/embedded.sock" "$c")
-        kill "$CP"; wait "$CP" 2>/dev/null || true
+        run_one embedded
         em_all="$em_all $(field rps "$line")"
         p99e="$p99e $(field p99_us "$line")"
 
@@ -244,25 +251,15 @@ for c in $CONNS; do
         r2_all="$r2_all $(awk -v a="$ra" -v b="$rb" 'BEGIN { printf "%.1f", a + b }')"
         p99r2="$p99r2 $(field p99_us "$(cat "$OUT/la.out")")"
 
-        start_cp redis-tls
-        line=$(load "$OUT/redis-tls.sock" "$c")
-        kill "$CP"; wait "$CP" 2>/dev/null || true
-        [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
-        grep -h "local copy" "$OUT/redis-tls.log" | head -2 | sed 's/^/  /' || true
+        run_one redis-tls
         tl_all="$tl_all $(field rps "$line")"
         p99t="$p99t $(field p99_us "$line")"
 
         if [ -n "$NULLD" ]; then
-            start_cp redis-null "$NULLD"
-            line=$(load "$OUT/redis-null.sock" "$c")
-            kill "$CP"; wait "$CP" 2>/dev/null || true
-            [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
+            run_one redis-null "$NULLD"
             nu_all="$nu_all $(field rps "$line")"
             p99n="$p99n $(field p99_us "$line")"
-            start_cp redis-min "$MIND"
-            line=$(load "$OUT/redis-min.sock" "$c")
-            kill "$CP"; wait "$CP" 2>/dev/null || true
-            [ "$(field errors "$line")" = 0 ] || echo "WARNING: errors: $line"
+            run_one redis-min "$MIND"
             mi_all="$mi_all $(field rps "$line")"
             p99m="$p99m $(field p99_us "$line")"
         fi
