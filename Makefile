@@ -126,14 +126,12 @@ $(FUZZ_BUILD)/fuzz_restore: $(FUZZ_DEPS)
 	clang $(FUZZ_CFLAGS) -o $@ \
 	    tests/fuzz/fuzz_restore.c $(FUZZ_SQLITE) $(FUZZ_ENGINE) \
 	    $(FUZZ_UTIL) -lsqlite3 -lfyaml -lxxhash -lssl -lcrypto -lm
-# the Redis store's Lua scripts, as meson embeds them
-$(FUZZ_BUILD)/redis_lua.h: src/store/lua/decide.lua src/store/lua/state.lua \
-		src/store/lua/history.lua src/store/lua/campaign.lua \
-		scripts/embed.py | $(FUZZ_BUILD)
-	python3 scripts/embed.py $@ lua_decide=src/store/lua/decide.lua \
-	    lua_state=src/store/lua/state.lua \
-	    lua_history=src/store/lua/history.lua \
-	    lua_campaign=src/store/lua/campaign.lua
+# the Redis store's Lua scripts, as meson embeds them (lua_NAME, each
+# src/store/lua/NAME.lua)
+REDIS_LUA := $(wildcard src/store/lua/*.lua)
+$(FUZZ_BUILD)/redis_lua.h: $(REDIS_LUA) scripts/embed.py | $(FUZZ_BUILD)
+	python3 scripts/embed.py $@ \
+	    $(foreach f,$(REDIS_LUA),lua_$(basename $(notdir $(f)))=$(f))
 # fuzz_daemon_{conn,milter,admin,logfollow}: FUZZ_TARGET=FUZZ_CONN, ...
 $(FUZZ_BUILD)/fuzz_daemon_%: $(FUZZ_DEPS) $(FUZZ_BUILD)/redis_lua.h
 	clang $(FUZZ_CFLAGS) -I$(FUZZ_BUILD) -DCP_NO_MAIN -DCP_VERSION='"fuzz"' \
