@@ -652,15 +652,19 @@ class Sentinel:
         self.proc.wait(timeout=20)
 
 
-def test_sentinel_failover_under_load(tmp_path):
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_sentinel_failover_under_load(tmp_path, tls):
     """A primary, its replica and one Sentinel on loopback: the primary is
     killed under load; the Sentinel promotes the replica, chokepointd asks
     it where the primary is now and goes on: no error to Postfix, and the
-    counts made before the failover are still there."""
+    counts made before the failover are still there. (tls: all three
+    speak TLS only, the replication too; the daemon reaches each through
+    its relay.)"""
     os.makedirs(tmp_path / "m")
     os.makedirs(tmp_path / "r")
-    master = Redis(tmp_path / "m").start()
-    replica = Redis(tmp_path / "r")
+    t = make_tls(tmp_path / "tls") if tls else None
+    master = Redis(tmp_path / "m", tls=t).start()
+    replica = Redis(tmp_path / "r", tls=t)
     try:
         _failover(tmp_path, master, replica)
     finally:
@@ -671,9 +675,10 @@ def test_sentinel_failover_under_load(tmp_path):
 def _failover(tmp_path, master, replica):
     """test_sentinel_failover_under_load's body."""
     replica.proc = subprocess.Popen(
-        ["redis-server", "--port", str(replica.port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", replica.dir,
-         "--replicaof", "127.0.0.1", str(master.port)],
+        ["redis-server"] + replica.port_args() + [
+         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", replica.dir, "--replicaof", "127.0.0.1", str(master.port)] +
+        (["--tls-replication", "yes"] if replica.tls else []),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: "master_link_status:up" in replica.cli(
         "INFO", "replication"), "replica in sync", timeout=30)
@@ -684,7 +689,8 @@ def _failover(tmp_path, master, replica):
         a = Daemon(tmp_path / "a", classes=LIMITED % ("1w", 100000), extra={
             "store": "checkpoint_interval: 1s\nbackend: redis\n"
                      "redis_sentinels: [%s]\n"
-                     "redis_master: prim\n" % sentinel.url(),
+                     "redis_master: prim\n" % sentinel.url() +
+                     master.tls_store(),
             "daemon": "log_level: info",
             "accounting": "reservation_timeout: 10m"}).start()
         connected(a)
