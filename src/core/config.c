@@ -1131,33 +1131,33 @@ password_file(struct loader *ld, const char *key, const char *file,
               char *out)
 {
     char *text;
-    size_t len;
+    size_t size, len;
 
-    text = read_secret_file(ld, key, file, 4096, &len);
+    text = read_secret_file(ld, key, file, 4096, &size);
     if (text == NULL)
         return -1;
     len = strcspn(text, "\r\n");
     if (len == 0 || len > REDIS_PASSWORD_MAX) {
-        explicit_bzero(text, strlen(text));
+        explicit_bzero(text, size);
         free(text);
         return fail(ld, key, "the first line must be the password "
                              "(1 to %d bytes)", REDIS_PASSWORD_MAX);
     }
     memcpy(out, text, len);
     out[len] = '\0';
-    explicit_bzero(text, strlen(text));
+    explicit_bzero(text, size);
     free(text);
     return 0;
 }
 
 /* store.redis_sentinel_password_file: the Sentinels' password (their
- * requirepass), for those whose URL has none. */
+ * requirepass), for all of them (then no URL of theirs may carry one). */
 static int
 finish_sentinels(struct loader *ld)
 {
     struct cp_config *cfg = ld->cfg;
     const char *key = "store.redis_sentinel_password_file";
-    char pw[REDIS_URL_MAX_CRED];
+    char pw[REDIS_URL_MAX_CRED] = {0}; /* (copied whole: compared whole) */
 
     if (cfg->redis_sentinel_password_file == NULL)
         return 0;
@@ -1594,6 +1594,7 @@ cp_config_free(struct cp_config *cfg)
     free(cfg->redis_tls_key_pem);
     explicit_bzero(&cfg->redis, sizeof(cfg->redis));
     explicit_bzero(cfg->redis_seeds, sizeof(cfg->redis_seeds));
+    explicit_bzero(cfg->redis_sentinels, sizeof(cfg->redis_sentinels));
     free(cfg->customer_map);
     free(cfg->default_class_name);
     free(cfg->unauth_class_name);

@@ -41,9 +41,9 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
-/* EVALSHA sha 2 k kd, 8 arguments, then releases and rules */
 /* EVALSHA SHA 3 K KD KH, decide.lua's 8 fixed arguments, a release per
- * slot, 5 per rule, the evidence's 9 and 4 per signal gained */
+ * slot, 2 per rule (its slot, its numbers packed; room for 5 is kept), the
+ * evidence's 9 and 4 per signal gained */
 #define MAX_ARGS (23 + 2 * CP_MAX_SLOTS + 5 * CP_MAX_RULES + 4 * CP_SIG_COUNT)
 /* "cp:{KEY}" twice, then LOGIN: each key < CP_KEY_MAX */
 #define KEY_BUF (5 * CP_KEY_MAX + 32)
@@ -236,7 +236,7 @@ struct cp_redis {
     bool up;                  /* every used node ready: on_up was called */
     bool epoch_asked;
     bool closing;
-    char sha_decide[41], sha_state[41], sha_campaign[41], sha_settle[41];
+    char sha_decide[41], sha_state[41], sha_campaign[41];
     struct tls_relay *tls; /* rediss://: every connection goes through it */
     void (*on_camp)(void *arg, uint32_t band, uint64_t sketch, uint32_t sent,
                     uint32_t bad, uint32_t acct, uint32_t copies,
@@ -478,15 +478,13 @@ on_role(redisAsyncContext *ac, void *reply, void *priv)
 static void
 load_scripts(struct rnode *n)
 {
-    n->setup_left += 4;
+    n->setup_left += 3;
     redisAsyncCommand(n->ac, on_setup, n->r->sha_decide, "SCRIPT LOAD %s",
                       lua_decide);
     redisAsyncCommand(n->ac, on_setup, n->r->sha_state, "SCRIPT LOAD %s",
                       lua_state);
     redisAsyncCommand(n->ac, on_setup, n->r->sha_campaign, "SCRIPT LOAD %s",
                       lua_campaign);
-    redisAsyncCommand(n->ac, on_setup, n->r->sha_settle, "SCRIPT LOAD %s",
-                      lua_settle);
 }
 
 static void
@@ -811,6 +809,9 @@ on_sentinel(redisAsyncContext *ac, void *reply, void *priv)
                      r->master,
                      rep == NULL                       ? "no answer"
                      : rep->type == REDIS_REPLY_ERROR ? "it said: "
+                     : rep->type == REDIS_REPLY_NIL   ? "it knows no "
+                                                         "primary of that "
+                                                         "name"
                                                        : "an answer of "
                                                          "another shape",
                      rep != NULL && rep->type == REDIS_REPLY_ERROR
@@ -1183,40 +1184,51 @@ rep_int(const redisReply *e, long long lo, long long hi, long long *out)
     return true;
 }
 
+/* A finite number written as text. */
+static bool
+rep_real(const redisReply *x, double *out)
+{
+    char buf[64], *end;
+
+    if (x->type != REDIS_REPLY_STRING || x->len == 0 || x->len >= sizeof(buf))
+        return false;
+    memcpy(buf, x->str, x->len);
+    buf[x->len] = '\0';
+    *out = strtod(buf, &end);
+    return *end == '\0' && isfinite(*out);
+}
+
 static bool
 rep_reals(const redisReply *e, size_t n, double *out)
 {
     if (e->type != REDIS_REPLY_ARRAY || e->elements != n)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *x = e->element[i];
-        char buf[64], *end;
-
-        if (x->type != REDIS_REPLY_STRING || x->len == 0 ||
-            x->len >= sizeof(buf))
+    for (size_t i = 0; i < n; i++)
+        if (!rep_real(e->element[i], &out[i]))
             return false;
-        memcpy(buf, x->str, x->len);
-        buf[x->len] = '\0';
-        out[i] = strtod(buf, &end);
-        if (*end != '\0' || !isfinite(out[i]))
-            return false;
-    }
     return true;
 }
 
 /* decide.lua's levels: n integers, fixed point in 2^-20 units (a number
- * made a string costs the script more than a step; see the script) */
+ * made a string costs the script more than a step; see the script), or
+ * for a level too large for that, its text */
 static bool
 rep_levels(const redisReply *e, size_t n, double *out)
 {
     if (e->type != REDIS_REPLY_ARRAY || e->elements != n)
         return false;
     for (size_t i = 0; i < n; i++) {
+        const redisReply *x = e->element[i];
         long long v;
 
-        if (!rep_int(e->element[i], 0, LLONG_MAX, &v))
+        if (x->type == REDIS_REPLY_STRING) {
+            if (!rep_real(x, &out[i]) || out[i] < 0)
+                return false;
+        } else if (rep_int(x, 0, LLONG_MAX, &v)) {
+            out[i] = (double)v / 1048576.0;
+        } else {
             return false;
-        out[i] = (double)v / 1048576.0;
+        }
     }
     return true;
 }
@@ -1581,12 +1593,15 @@ cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
 
     if (n == 0)
         return true;
-    if (r->sha_settle[0] == '\0' ||
-        (n_ = decide_node(r, &a, kb, key, keylen, NULL, 0)) == NULL)
+    if ((n_ = decide_node(r, &a, kb, key, keylen, NULL, 0)) == NULL)
         return false;
-    /* "EVALSHA settle.lua 1 KEY", KEY the record decide.lua's keys begin
-     * with, then (slot, units) pairs */
-    a.v[1] = r->sha_settle;
+    /* "EVAL settle.lua 1 KEY", KEY the record decide.lua's keys begin
+     * with, then (slot, units) pairs: the script's text, not its SHA1,
+     * since no answer is awaited (a NOSCRIPT would lose the units) */
+    a.v[0] = "EVAL";
+    a.len[0] = 4;
+    a.v[1] = lua_settle;
+    a.len[1] = strlen(lua_settle);
     a.v[2] = "1";
     a.n = 4;
     for (size_t i = 0; i < n; i++) {
@@ -2189,6 +2204,7 @@ on_handle_closed(uv_handle_t *h)
         return;
     explicit_bzero(&r->url, sizeof(r->url));
     explicit_bzero(r->seeds, sizeof(r->seeds));
+    explicit_bzero(r->sentinels, sizeof(r->sentinels));
     free(r);
 }
 

@@ -23,7 +23,8 @@
 -- Returns {own state, customer state, repeat, since (s), change refused,
 --          denied rule (-1), over mask, new domain, created,
 --          {level before cost...}, evidence, habits}: levels in fixed
---          point, 2^-20 units (integers; the host's copies are floats),
+--          point, 2^-20 units (integers; the host's copies are floats;
+--          text from 4e12 units),
 --          the costs being the host's own (a domain rule's: new domain);
 --          evidence
 --          is "" or, when the fleet's score is at least the one asked for,
@@ -199,9 +200,17 @@ end
 
 local created = 0
 if not got[1] then created = 1 end
+-- (what Redis holds may have been written by anyone: a time that is not
+-- a number is now, a level that is not a finite number from 0 is 0 and
+-- is not written back as it was read: L0[j] -1)
 local t0 = tonumber(got[1]) or now
+if t0 ~= t0 then t0 = now end
 local L, L0 = {}, {}
-for j = 3, nf do L[j] = tonumber(got[j]) or 0; L0[j] = L[j] end
+for j = 3, nf do
+  local v = tonumber(got[j])
+  if v == nil or v ~= v or v < 0 or v > 1e300 then v, L0[j] = 0, -1 else L0[j] = v end
+  L[j] = v
+end
 for j, r in pairs(relv) do
   if r > 0 then L[j] = L[j] - r; if L[j] < 0 then L[j] = 0 end end
 end
@@ -238,19 +247,14 @@ local scale = 1
 if band(scalem, effbit) ~= 0 then scale = wf end
 
 -- recipient domains: 8 entries of a hash's high bits and a 4-bit count,
--- then the next to replace; packed ("D", 8 unsigned 32-bit, a byte), or
--- the text of earlier versions ("E1 ... E8 NEXT")
-local dom, dnext, draw = {0, 0, 0, 0, 0, 0, 0, 0}, 0, got[2]
-if draw and #draw == 34 and string.byte(draw) == 68 then
-  dom[1], dom[2], dom[3], dom[4], dom[5], dom[6], dom[7], dom[8], dnext =
-    unpk('<IIIIIIIIB', draw, 2)
-  dnext = dnext % 8
-elseif draw then
-  local w = {}
-  for x in string.gmatch(draw, '%d+') do w[#w + 1] = tonumber(x) end
-  if #w == 9 then dom = w; dnext = w[9]; dom[9] = nil end
+-- then the next to replace; ds the entries as stored (kept when the same)
+local dom, ds, dnext = {0, 0, 0, 0, 0, 0, 0, 0}, {}, 0
+if got[2] then
+  local w, s = {}, {}
+  for x in string.gmatch(got[2], '%d+') do s[#s + 1] = x; w[#w + 1] = tonumber(x) end
+  if #w == 9 then dom = w; ds = s; dnext = w[9]; dom[9] = nil end
 end
-local dmod = not draw -- (the ring changed: written back)
+local d0, n0 = {unpack(dom)}, dnext
 local at, dhi = -1, dh - dh % 16
 if dh ~= 0 then
   for j = 1, 8 do
@@ -286,7 +290,6 @@ if denied < 0 then
         for j = 1, 8 do dom[j] = dom[j] - dom[j] % 16 + math.floor((dom[j] % 16) / 2) end
       end
       dom[at] = dom[at] + 1
-      dmod = true
     else
       local low = dnext % 8
       for q = 1, 7 do
@@ -295,24 +298,25 @@ if denied < 0 then
       end
       dom[low + 1] = dhi + 1
       dnext = (low + 1) % 8
-      dmod = true
     end
   end
 end
 local h = {'t', nows}
-if dmod then
-  h[3] = 'dm'
-  h[4] = 'D' .. struct.pack('<IIIIIIIIB', dom[1] % 4294967296,
-    dom[2] % 4294967296, dom[3] % 4294967296, dom[4] % 4294967296,
-    dom[5] % 4294967296, dom[6] % 4294967296, dom[7] % 4294967296,
-    dom[8] % 4294967296, dnext % 8)
+if #ds ~= 9 or dnext ~= n0 or at > 0 or newdom == 1 then
+  local out = {}
+  for j = 1, 8 do
+    if dom[j] == d0[j] and ds[j] then out[j] = ds[j] else out[j] = fmt('%d', dom[j]) end
+  end
+  if dnext == n0 and ds[9] then out[9] = ds[9] else out[9] = fmt('%d', dnext) end
+  h[3], h[4] = 'dm', table.concat(out, ' ')
 end
 save(h)
--- the levels before the cost, in fixed point (2^-20 units)
+-- the levels before the cost, in fixed point (2^-20 units); one too
+-- large for that (4e12 units and more: a bytes limit of terabytes) as
+-- text
 local slv = {}
 for j = 1, nr do
-  local x = math.floor(lv[j] * 1048576 + 0.5)
-  if x > 4e18 then x = 4e18 end
-  slv[j] = x
+  local x = lv[j]
+  if x < 4e12 then slv[j] = math.floor(x * 1048576 + 0.5) else slv[j] = fmt('%.17g', x) end
 end
 return {ost, cst, orp, oss, lost, denied, over, newdom, created, slv, evr, hab}
