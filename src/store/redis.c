@@ -1052,6 +1052,20 @@ script_args(struct args *a, char *kb, const char *cmd, const char *script,
     keys(a, kb, key, keylen, dkey, dkeylen);
 }
 
+/* "EVAL SCRIPT 1 KEY" in a fresh a: a script sent as its text (one
+ * whose answer no one awaits, or rare: a NOSCRIPT cannot lose it). */
+static void
+eval_args(struct args *a, const char *script, const char *key,
+          size_t keylen)
+{
+    a->n = 0;
+    a->used = 0;
+    arg_mem(a, "EVAL", 4);
+    arg_mem(a, script, strlen(script));
+    arg_mem(a, "1", 1);
+    arg_mem(a, key, keylen);
+}
+
 /* The start of decide.lua's EVALSHA for an account, and the node that
  * takes it; NULL if that node is not ready (or the script not loaded). */
 static struct rnode *
@@ -1593,17 +1607,11 @@ cp_redis_settle(struct cp_redis *r, const char *key, size_t keylen,
 
     if (n == 0)
         return true;
-    if ((n_ = decide_node(r, &a, kb, key, keylen, NULL, 0)) == NULL)
+    /* "EVAL settle.lua 1 cp:{KEY}" (the account's record), then (slot,
+     * units) pairs */
+    eval_args(&a, lua_settle, kb, acct_key(kb, "cp:", key, keylen, NULL, 0));
+    if ((n_ = slot_node(r, kb, a.len[3])) == NULL || !n_->ready)
         return false;
-    /* "EVAL settle.lua 1 KEY", KEY the record decide.lua's keys begin
-     * with, then (slot, units) pairs: the script's text, not its SHA1,
-     * since no answer is awaited (a NOSCRIPT would lose the units) */
-    a.v[0] = "EVAL";
-    a.len[0] = 4;
-    a.v[1] = lua_settle;
-    a.len[1] = strlen(lua_settle);
-    a.v[2] = "1";
-    a.n = 4;
     for (size_t i = 0; i < n; i++) {
         arg_mem(&a, slot[i], strlen(slot[i]));
         arg_fmt(&a, "%.17g", delta[i]);
@@ -1944,15 +1952,9 @@ static void
 history_args(struct args *a, char *kb, const struct cp_identity *id,
              const char *mode)
 {
-    size_t n = acct_key(kb, "cpx:", id->key, id->keylen, id->dkey,
-                        id->dkeylen);
-
-    a->n = 0;
-    a->used = 0;
-    arg_mem(a, "EVAL", 4);
-    arg_mem(a, lua_history, strlen(lua_history));
-    arg_mem(a, "1", 1);
-    arg_mem(a, kb, n);
+    eval_args(a, lua_history, kb,
+              acct_key(kb, "cpx:", id->key, id->keylen, id->dkey,
+                       id->dkeylen));
     arg_mem(a, mode, strlen(mode));
 }
 
