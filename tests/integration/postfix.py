@@ -59,13 +59,59 @@ BOUNCE_DOMAIN = "nosuch.example"  # next hop: 550 5.1.1 for every recipient
 STUCK_DOMAIN = "stuck.example"    # next hop: connection refused
 
 
+def _port_slice():
+    """The ports this process hands out: a slice of those below the
+    kernel's ephemeral range (ip_local_port_range), one slice per xdist
+    worker. A port from bind(("", 0)) is an ephemeral one: between the
+    test closing it and a server binding it, any outgoing connection on
+    the machine (a redis-cli, a daemon's client socket, Postfix's smtp)
+    may take it as its source port, and the server then fails to start.
+    Below the range only listeners compete, and the bind check sees
+    them; the slices keep parallel workers off each other's ports."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = 10000
+    if low - first < 4000:
+        return None  # no room below the range: ask the kernel
+    w = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(w[2:]) if w[2:].isdigit() else 0
+    size = (low - first) // 8
+    a = first + (n % 8) * size
+    return a, a + size
+
+
+_slice = _port_slice()
+_next_port = [None]
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A TCP port on 127.0.0.1 that nothing uses right now, outside the
+    ephemeral range (_port_slice()); each call in this process a new one
+    until the slice wraps around."""
+    if _slice is None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+    a, b = _slice
+    if _next_port[0] is None:
+        _next_port[0] = a + (os.getpid() * 7919) % (b - a)
+    for _ in range(b - a):
+        port = _next_port[0]
+        _next_port[0] = a + (port + 1 - a) % (b - a)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise AssertionError("no free port in %d-%d" % (a, b))
 
 
 def _postconf_default(*args):

@@ -69,9 +69,23 @@ class Redis:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.cli("PING") == "PONG", "redis-server",
-                 timeout=20)
+        self.up("redis-server")
         return self
+
+    def up(self, what):
+        """Wait until it answers PING; if it exits first, fail at once
+        with the end of its log (a port taken, a bad argument)."""
+        def pong():
+            if self.proc.poll() is not None:
+                try:
+                    with open(os.path.join(self.dir, "redis.log")) as f:
+                        tail = f.read()[-600:]
+                except OSError:
+                    tail = "(no log)"
+                raise AssertionError("%s on port %d exited %d:\n%s" % (
+                    what, self.port, self.proc.returncode, tail))
+            return self.cli("PING") == "PONG"
+        wait_for(pong, what, timeout=20)
 
     def cli(self, *args):
         cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
@@ -476,8 +490,7 @@ class Cluster:
                  "--logfile", os.path.join(r.dir, "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for r in self.nodes:
-            wait_for(lambda r=r: r.cli("PING") == "PONG", "cluster node",
-                     timeout=20)
+            r.up("cluster node")
         tls = []
         if self.tls:
             t = self.tls
