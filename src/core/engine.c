@@ -14,7 +14,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "core/custmap.h"
 #include "core/engine_int.h"
 #include "core/evidence.h"
 #include "core/lifecycle.h"
@@ -754,6 +756,39 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
     return engine_state_verdict(e, d);
 }
 
+/* The domain of an address (after its last '@'), or an empty string. */
+static struct str
+domain_part(struct str a)
+{
+    const char *at = a.p ? memrchr(a.p, '@', a.len) : NULL;
+
+    return at ? (struct str){at + 1, a.len - (size_t)(at + 1 - a.p)}
+              : (struct str){NULL, 0};
+}
+
+/* What the message is, for the weight of its delivery outcomes
+ * (CP_QUEUED_*): to one recipient, from the null sender (a bounce, an
+ * automatic reply) or from another's address (neither at the login's
+ * domain nor at one of the customer's: a forward, once the account has
+ * delivered to that recipient). A learned alias counts as another's:
+ * its owner's mail to a known person is no zombie's either. */
+static unsigned
+queued_how(const struct cp_event *ev, const struct cp_decision *d)
+{
+    struct str s = domain_part(ev->sender), l;
+
+    if (ev->recipient_count != 1)
+        return 0;
+    if (ev->sender.len == 0)
+        return CP_QUEUED_REPLY;
+    l = d->id.kind == CP_ID_SASL ? domain_part(ev->sasl_username)
+                                 : (struct str){NULL, 0};
+    if (s.len == 0 || (l.len == s.len && strncasecmp(l.p, s.p, s.len) == 0) ||
+        cp_customer_owns(d->id.cust, ev->sender.p, ev->sender.len))
+        return 0;
+    return CP_QUEUED_OTHERS;
+}
+
 /* A message refused at END-OF-MESSAGE by its account's state: its
  * reservation goes back (already in the shared store when `shared`); a
  * held one is remembered, for a release frees it. */
@@ -764,7 +799,8 @@ eom_refused(struct cp_engine *e, const struct cp_event *ev, int64_t now_ms,
     if (p != NULL)
         pending_give_back(e, p, now_ms, !shared);
     if (d->action == CP_ACT_HOLD) /* held: a release frees it */
-        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen,
+                          queued_how(ev, d), now_ms);
 }
 
 /* The settled message's operation: its final costs, its reservation given
@@ -805,7 +841,8 @@ eom_tail(struct cp_engine *e, const struct cp_event *ev, int64_t now_ms,
     if (d->action == CP_ACT_DUNNO || d->action == CP_ACT_WARN ||
         d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD ||
         d->action == CP_ACT_FILTER)
-        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen,
+                          queued_how(ev, d), now_ms);
 }
 
 /* This message's reservation, if it is this account's. */
@@ -855,7 +892,8 @@ decide_eom(struct cp_engine *e, const struct cp_event *ev,
             pending_unlink(e, p);
             pending_free(p);
         }
-        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen, now_ms);
+        engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen,
+                          queued_how(ev, d), now_ms);
         return 0;
     }
     memset(&c, 0, sizeof(c));

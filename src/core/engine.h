@@ -48,6 +48,8 @@ struct cp_stats {
     uint64_t outcomes_unknown;            /* for a queue id not recorded */
     uint64_t outcomes_stale;              /* bounces to an address the
                                              account had delivered to */
+    uint64_t outcomes_relayed;            /* of a reply or a forward
+                                             (CP_QUEUED_*) */
     uint64_t content;                     /* fingerprints from the milter */
     uint64_t campaign;                    /* of them part of a campaign */
     uint64_t campaign_refused;            /* refused for it (a spam run) */
@@ -295,12 +297,25 @@ enum cp_outcome {
 enum cp_outcome cp_outcome_of(const char *status, size_t slen,
                               const char *dsn, size_t dlen);
 /*
+ * What a queued message is, recorded with its queue id (`how`): mail an
+ * account passes on for others rather than writes, whose recipient was
+ * chosen by whoever wrote in. Its outcomes say what that mail was, not
+ * what the account is: they count a quarter (cp_engine_outcome).
+ */
+#define CP_QUEUED_REPLY 1u  /* null sender, one recipient: a bounce or an
+                               automatic reply (an out-of-office) */
+#define CP_QUEUED_OTHERS 2u /* one recipient, another's address as sender
+                               (not at the login's domain nor at the
+                               customer's): a forward, when the account
+                               has delivered to that recipient before */
+/*
  * One recipient's outcome for queue id `qid`: evidence for its account,
  * and maybe a state change (d says what). `rcpt`
  * (may be NULL) is the recipient: an accepted one is remembered with the
  * account, and a bounce to an address it had delivered to counts as
- * stale_recipient, not bad_recipient. Returns 1 if the queue id was
- * known, 0 if not.
+ * stale_recipient, not bad_recipient. A reply's or a forward's outcomes
+ * (CP_QUEUED_*) count a quarter. Returns 1 if the queue id was known, 0
+ * if not.
  */
 int cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
                       const char *rcpt, size_t rlen, enum cp_outcome o,
@@ -332,14 +347,15 @@ size_t cp_engine_queued_count(const struct cp_engine *e);
  * first; ids past delivery.queue_id_ttl are skipped). Loop thread.
  */
 typedef void (*cp_qid_add_fn)(void *arg, const char *qid, size_t qlen,
-                              const char *key, size_t klen, int64_t t_ms);
+                              const char *key, size_t klen, int64_t t_ms,
+                              unsigned how);
 bool cp_engine_queued_dirty(const struct cp_engine *e);
 uint64_t cp_engine_queued_journal(const struct cp_engine *e,
                                   cp_qid_add_fn add, void *arg);
 void cp_engine_queued_stored(struct cp_engine *e, uint64_t mark);
 void cp_engine_queued_restore(struct cp_engine *e, const char *qid,
                               size_t qlen, const char *key, size_t klen,
-                              int64_t t_ms, int64_t now_ms);
+                              int64_t t_ms, unsigned how, int64_t now_ms);
 
 /*
  * A message's content, from the milter after END-OF-MESSAGE: `fp` is its

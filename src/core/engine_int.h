@@ -17,6 +17,7 @@ struct cp_queued {
     struct cp_fp fp;       /* its text (campaign table); words 0: none */
     uint64_t seq;          /* journal: order of recording */
     uint16_t keylen;       /* the account, after the queue id in buf */
+    uint8_t how;           /* CP_QUEUED_*: a reply, another's mail */
     char buf[];
 };
 
@@ -42,7 +43,7 @@ bool engine_state_verdict(struct cp_engine *e, struct cp_decision *d);
 
 /* queued.c: remember / forget which account a queued message is from */
 void engine_queued_add(struct cp_engine *e, struct str qid, const char *key,
-                       size_t keylen, int64_t now_ms);
+                       size_t keylen, unsigned how, int64_t now_ms);
 void engine_queued_del(struct cp_engine *e, struct cp_queued *q);
 /* queued.c: an (account, recipient) pair's hash for the delivered table */
 uint64_t engine_pair_hash(const char *key, size_t klen, const char *rcpt,

@@ -726,7 +726,8 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
                                 : SENDER_OTHER;
     if (k == SENDER_OWN && !spread(ev, in))
         fire_repeat(ev, det, CP_SIG_OWNED_SENDER, fired);
-    else if (k == SENDER_OTHER && sender_expected(ev, in))
+    else if (k == SENDER_OTHER && sender_expected(ev, in) &&
+             in->rcpt_seen != CP_RCPT_DELIVERED)
         fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
     /* learn while the account looks clean (before this message counts);
      * a customer's logins learn into its shared set too */

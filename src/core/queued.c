@@ -25,7 +25,7 @@ engine_queued_del(struct cp_engine *e, struct cp_queued *q)
 /* Remember which account a queued message belongs to. */
 void
 engine_queued_add(struct cp_engine *e, struct str qid, const char *key,
-           size_t keylen, int64_t now_ms)
+                  size_t keylen, unsigned how, int64_t now_ms)
 {
     struct cp_queued *q;
     struct agemap_ent *old;
@@ -47,6 +47,7 @@ engine_queued_add(struct cp_engine *e, struct str qid, const char *key,
     q->fp.words = 0;
     q->seq = ++e->q_seq;
     q->keylen = (uint16_t)keylen; /* < CP_KEY_MAX */
+    q->how = (uint8_t)(how & (CP_QUEUED_REPLY | CP_QUEUED_OTHERS));
     agemap_put(&e->queued, &q->age);
 }
 
@@ -119,24 +120,25 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
     engine_step(e, det, &ref, &mark, d->score, now_ms, d);
 }
 
-/* Remember an accepted recipient, or is a bounced one stale (accepted
- * before)? */
+/* Had the account delivered to this recipient before? An accepted one
+ * is remembered. */
 static bool
 delivered_before(struct cp_engine *e, const struct cp_queued *q, size_t qlen,
                  const char *rcpt, size_t rlen, enum cp_outcome o)
 {
     uint64_t h;
+    bool before;
 
     if (rcpt == NULL || rlen == 0 || e->cfg->delivery.max_recipients == 0)
         return false;
     h = engine_pair_hash(q->buf + qlen, q->keylen, rcpt, rlen);
-    if (o == CP_OUT_DELIVERED) {
+    before = e->delivered.slot != NULL && tagset_has(&e->delivered, h);
+    if (o == CP_OUT_DELIVERED && !before) {
         if (e->delivered.slot == NULL)
             tagset_init(&e->delivered, e->cfg->delivery.max_recipients);
         tagset_add(&e->delivered, h);
-        return false;
     }
-    return o == CP_OUT_BAD_RECIPIENT && tagset_has(&e->delivered, h);
+    return before;
 }
 
 int
@@ -156,6 +158,7 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
     struct agemap_ent *a = agemap_get(&e->queued, qid, qlen);
     struct cp_queued *q;
     struct late l;
+    bool before;
 
     memset(d, 0, sizeof(*d));
     d->stage = CP_STAGE_OTHER;
@@ -176,9 +179,20 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
     }
     l.sig = map[o].sig;
     l.scale = map[o].scale;
-    if (delivered_before(e, q, qlen, rcpt, rlen, o)) {
+    before = delivered_before(e, q, qlen, rcpt, rlen, o);
+    if (before && o == CP_OUT_BAD_RECIPIENT) {
         l.sig = CP_SIG_STALE_RECIPIENT; /* it existed: a list gone stale */
         e->stats.outcomes_stale++;
+    }
+    /* a bounce or an automatic reply goes where the mail it answers came
+     * from, a forward where its owner reads mail: the recipient was
+     * chosen by whoever wrote in, and what becomes of it says what that
+     * mail was (spam with a forged sender, refused where it is
+     * forwarded), not what the account is */
+    if ((q->how & CP_QUEUED_REPLY) ||
+        ((q->how & CP_QUEUED_OTHERS) && before)) {
+        l.scale *= 0.25;
+        e->stats.outcomes_relayed++;
     }
     l.msg = &q->ev;
     late_evidence(e, q->buf + qlen, q->keylen, &l, now_ms, d);
@@ -261,7 +275,8 @@ cp_engine_queued_journal(const struct cp_engine *e, cp_qid_add_fn add,
     for (a = a ? a->newer : e->queued.oldest; a != NULL; a = a->newer) {
         const struct cp_queued *q = QUEUED(a);
 
-        add(arg, a->key, a->klen, q->buf + a->klen, q->keylen, a->t_ms);
+        add(arg, a->key, a->klen, q->buf + a->klen, q->keylen, a->t_ms,
+            q->how);
     }
     return e->q_seq;
 }
@@ -275,7 +290,7 @@ cp_engine_queued_stored(struct cp_engine *e, uint64_t mark)
 void
 cp_engine_queued_restore(struct cp_engine *e, const char *qid, size_t qlen,
                          const char *key, size_t klen, int64_t t_ms,
-                         int64_t now_ms)
+                         unsigned how, int64_t now_ms)
 {
     /* a stored time from before the ttl, or from the future (a damaged
      * row: also no overflow below), is skipped */
@@ -283,6 +298,6 @@ cp_engine_queued_restore(struct cp_engine *e, const char *qid, size_t qlen,
         t_ms <= now_ms - (int64_t)e->cfg->delivery.queue_id_ttl_ms ||
         (e->queued.newest != NULL && t_ms < e->queued.newest->t_ms))
         return;
-    engine_queued_add(e, (struct str){qid, qlen}, key, klen, t_ms);
+    engine_queued_add(e, (struct str){qid, qlen}, key, klen, how, t_ms);
     e->q_seq_written = e->q_seq; /* stored already */
 }

@@ -312,11 +312,11 @@ restore_state(struct daemon *d)
 
 static void
 restore_qid(void *arg, const char *qid, size_t qlen, const char *key,
-            size_t klen, int64_t t_ms)
+            size_t klen, int64_t t_ms, unsigned how)
 {
     struct daemon *d = arg;
 
-    cp_engine_queued_restore(&d->engine, qid, qlen, key, klen, t_ms,
+    cp_engine_queued_restore(&d->engine, qid, qlen, key, klen, t_ms, how,
                              daemon_now_ms());
 }
 

@@ -65,9 +65,11 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS outbox_done_account ON"
     " outbox_done(account, id);"
     /* queue ids of accepted mail → account (delivery outcomes, hold),
-     * appended in time order; pruned by count and age, never by qid */
+     * appended in time order; pruned by count and age, never by qid;
+     * how: CP_QUEUED_* (a reply, another's mail to one recipient) */
     "CREATE TABLE IF NOT EXISTS queue_ids(id INTEGER PRIMARY KEY,"
-    " qid TEXT NOT NULL, key TEXT NOT NULL, t INTEGER NOT NULL);"
+    " qid TEXT NOT NULL, key TEXT NOT NULL, t INTEGER NOT NULL,"
+    " how INTEGER NOT NULL DEFAULT 0);"
     /* evidence (cp_evidence_pack): of accounts mid-detection at every
      * checkpoint, of all at a clean shutdown */
     "CREATE TABLE IF NOT EXISTS evidence(key TEXT PRIMARY KEY,"
@@ -75,6 +77,25 @@ static const char schema[] =
     /* named blobs: the engine's delivered-recipients table */
     "CREATE TABLE IF NOT EXISTS blobs(k TEXT PRIMARY KEY,"
     " t INTEGER NOT NULL, data BLOB NOT NULL);";
+
+/* A column that a database of an earlier version lacks: added (its rows
+ * get the default). An earlier version still writes the table: it names
+ * its columns. */
+static int
+add_column(sqlite3 *db, const char *table, const char *column,
+           const char *def, char **msg)
+{
+    char sql[256];
+    sqlite3_stmt *st = NULL;
+
+    snprintf(sql, sizeof(sql), "SELECT %s FROM %s LIMIT 0", column, table);
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_finalize(st);
+        return SQLITE_OK;
+    }
+    snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s", table, def);
+    return sqlite3_exec(db, sql, NULL, NULL, msg);
+}
 
 struct cp_sqlite *
 cp_sqlite_open(const char *path, char *err)
@@ -92,7 +113,9 @@ cp_sqlite_open(const char *path, char *err)
         return NULL;
     }
     sqlite3_busy_timeout(db->db, 5000);
-    if (sqlite3_exec(db->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(db->db, schema, NULL, NULL, &msg) != SQLITE_OK ||
+        add_column(db->db, "queue_ids", "how",
+                   "how INTEGER NOT NULL DEFAULT 0", &msg) != SQLITE_OK) {
         snprintf(err, CP_ERR_MAX, "%s: cannot set up database: %s", path,
                  msg ? msg : "?");
         sqlite3_free(msg);

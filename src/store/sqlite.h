@@ -182,13 +182,15 @@ void cp_qid_batch_init(struct cp_qid_batch *b);
 void cp_qid_batch_fini(struct cp_qid_batch *b);
 void cp_qid_batch_reset(struct cp_qid_batch *b);
 void cp_qid_batch_add(void *arg, const char *qid, size_t qlen,
-                      const char *key, size_t klen, int64_t t_ms);
+                      const char *key, size_t klen, int64_t t_ms,
+                      unsigned how);
 /* One transaction: append, then prune. 0, or -1 with `err` (nothing
  * written). */
 int cp_sqlite_write_queued(struct cp_sqlite *db, const struct cp_qid_batch *b,
                            uint64_t keep, int64_t since_ms, char *err);
 typedef void (*cp_qid_fn)(void *arg, const char *qid, size_t qlen,
-                          const char *key, size_t klen, int64_t t_ms);
+                          const char *key, size_t klen, int64_t t_ms,
+                          unsigned how);
 /* Prune as above, then call fn for each stored id, oldest first. Their
  * number, or -1 with `err`. */
 long cp_sqlite_load_queued(struct cp_sqlite *db, uint64_t keep,

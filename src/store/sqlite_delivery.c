@@ -39,14 +39,14 @@ cp_qid_batch_reset(struct cp_qid_batch *b)
     sb_reset(&b->add);
 }
 
-/* A record: [u8 qlen][qid][u16 klen][key][i64 t] (lengths are checked by
- * the engine: qid <= 32, key < CP_KEY_MAX). */
+/* A record: [u8 qlen][qid][u16 klen][key][i64 t][u8 how] (lengths are
+ * checked by the engine: qid <= 32, key < CP_KEY_MAX). */
 void
 cp_qid_batch_add(void *arg, const char *qid, size_t qlen, const char *key,
-                 size_t klen, int64_t t_ms)
+                 size_t klen, int64_t t_ms, unsigned how)
 {
     struct cp_qid_batch *b = arg;
-    uint8_t q = (uint8_t)qlen;
+    uint8_t q = (uint8_t)qlen, h = (uint8_t)how;
     uint16_t k = (uint16_t)klen;
 
     sb_append(&b->add, (const char *)&q, 1);
@@ -54,6 +54,7 @@ cp_qid_batch_add(void *arg, const char *qid, size_t qlen, const char *key,
     sb_append(&b->add, (const char *)&k, 2);
     sb_append(&b->add, key, klen);
     sb_append(&b->add, (const char *)&t_ms, 8);
+    sb_append(&b->add, (const char *)&h, 1);
     b->nadd++;
 }
 
@@ -64,7 +65,8 @@ qid_rows(struct cp_sqlite *db, const struct cp_qid_batch *b, char *err)
     int ok;
 
     ok = sqlite3_prepare_v2(db->db,
-                            "INSERT INTO queue_ids(qid,key,t) VALUES(?,?,?)",
+                            "INSERT INTO queue_ids(qid,key,t,how) "
+                            "VALUES(?,?,?,?)",
                             -1, &ins, NULL) == SQLITE_OK;
     for (size_t i = 0; ok && i < b->add.len;) {
         const char *p = b->add.data + i;
@@ -78,8 +80,9 @@ qid_rows(struct cp_sqlite *db, const struct cp_qid_batch *b, char *err)
         sqlite3_bind_text(ins, 1, p + 1, q, SQLITE_STATIC);
         sqlite3_bind_text(ins, 2, p + 3 + q, k, SQLITE_STATIC);
         sqlite3_bind_int64(ins, 3, t);
+        sqlite3_bind_int(ins, 4, (uint8_t)p[11 + q + k]);
         ok = sqlite3_step(ins) == SQLITE_DONE;
-        i += 11 + (size_t)q + k;
+        i += 12 + (size_t)q + k;
     }
     sqlite3_finalize(ins);
     return ok ? 0 : db_fail(db, "queue ids", err);
@@ -130,14 +133,16 @@ cp_sqlite_load_queued(struct cp_sqlite *db, uint64_t keep, int64_t since_ms,
     if (qid_prune(db, keep, since_ms, err) < 0)
         return -1;
     if (sqlite3_prepare_v2(db->db,
-                           "SELECT qid,key,t FROM queue_ids ORDER BY id", -1,
+                           "SELECT qid,key,t,how FROM queue_ids ORDER BY id",
+                           -1,
                            &st, NULL) != SQLITE_OK)
         return db_fail(db, "prepare", err);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         fn(arg, (const char *)sqlite3_column_text(st, 0),
            (size_t)sqlite3_column_bytes(st, 0),
            (const char *)sqlite3_column_text(st, 1),
-           (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_int64(st, 2));
+           (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_int64(st, 2),
+           (unsigned)sqlite3_column_int(st, 3));
         n++;
     }
     sqlite3_finalize(st);

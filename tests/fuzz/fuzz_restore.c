@@ -115,9 +115,9 @@ load_rows(sqlite3 *db, const uint8_t *p, size_t n)
 
 static void
 restore_qid(void *arg, const char *qid, size_t qlen, const char *key,
-            size_t klen, int64_t t_ms)
+            size_t klen, int64_t t_ms, unsigned how)
 {
-    cp_engine_queued_restore(arg, qid, qlen, key, klen, t_ms,
+    cp_engine_queued_restore(arg, qid, qlen, key, klen, t_ms, how,
                              1800000000000LL);
 }
 

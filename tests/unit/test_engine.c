@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "core/engine.h"
+#include "core/evidence.h"
 #include "core/lifecycle.h"
 #include "core/policy.h"
 #include "engine_fixture.h"
@@ -110,28 +111,121 @@ ask(struct fixture *f, int64_t now, const char *stage, const char *user,
     return (d ? d : &local)->action;
 }
 
-/* END-OF-MESSAGE with a queue id, after one RCPT. */
+/* A message from `sender` ("": the null sender) to `rcpt`: its RCPT
+ * (the decision in *d) and END-OF-MESSAGE with a queue id. */
 static void
-queue_msg(struct fixture *f, int64_t now, const char *user, const char *inst,
-          const char *qid)
+queue_from(struct fixture *f, int64_t now, const char *user,
+           const char *sender, const char *rcpt, const char *inst,
+           const char *qid, struct cp_decision *d)
 {
     struct policy_request r;
     struct cp_event ev;
     struct str bad;
-    struct cp_decision d;
+    struct cp_decision eom;
 
-    ask(f, now, "RCPT", user, "10.0.0.1", inst, "r@y", NULL, NULL, NULL);
     memset(&r, 0, sizeof(r));
     r.request = S("smtpd_access_policy");
-    r.protocol_state = S("END-OF-MESSAGE");
+    r.protocol_state = S("RCPT");
     r.sasl_username = S(user);
     r.client_address = S("10.0.0.1");
     r.instance = S(inst);
+    r.sender = S(sender);
+    r.recipient = S(rcpt);
+    assert_null(policy_event(&r, &ev, &bad));
+    cp_engine_decide(&f->e, &ev, now, d);
+    r.protocol_state = S("END-OF-MESSAGE");
+    r.recipient = S(NULL);
     r.recipient_count = S("1");
     r.size = S("10");
     r.queue_id = S(qid);
     assert_null(policy_event(&r, &ev, &bad));
-    cp_engine_decide(&f->e, &ev, now, &d);
+    cp_engine_decide(&f->e, &ev, now, &eom);
+}
+
+/* The login's own message to r@y, with a queue id. */
+static void
+queue_msg(struct fixture *f, int64_t now, const char *user, const char *inst,
+          const char *qid)
+{
+    struct cp_decision d;
+
+    queue_from(f, now, user, user, "r@y", inst, qid, &d);
+}
+
+/* Login `user`'s evidence record. */
+static struct cp_evidence *
+evidence_of(struct fixture *f, const char *user)
+{
+    struct cp_account_ref ref;
+    char key[64];
+
+    snprintf(key, sizeof(key), "u:%s", user);
+    assert_true(f->e.store->ops->account(f->e.store, key, strlen(key), false,
+                                         true, &ref));
+    assert_non_null(ref.ev);
+    return ref.ev;
+}
+
+/* What one outcome adds to signal s of login `user`'s evidence. */
+static double
+outcome_adds(struct fixture *f, const char *user, const char *qid,
+             const char *rcpt, enum cp_outcome o, enum cp_signal s,
+             int64_t now)
+{
+    struct cp_decision d;
+    double before = evidence_of(f, user)->sig[s];
+
+    assert_int_equal(cp_engine_outcome(&f->e, qid, strlen(qid), rcpt,
+                                       strlen(rcpt), o, now, &d),
+                     1);
+    return evidence_of(f, user)->sig[s] - before;
+}
+
+/* Mail an account passes on for others: a bounce or automatic reply
+ * (null sender, one recipient) and a forward (another's sender, to the
+ * one address it delivers to) go where whoever wrote in decides; their
+ * outcomes count a quarter, and a forward to an address the account has
+ * delivered to is no forgery. The login's own mail counts in full. */
+static void
+test_replies_and_forwards_count_a_quarter(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_decision d;
+    const int64_t H = 3600000;
+
+    queue_from(f, 0, "a@x", "", "gone@y", "i1", "Q1", &d);
+    queue_from(f, 0, "b@x", "b@x", "gone@y", "i2", "Q2", &d);
+    assert_float_equal(outcome_adds(f, "a@x", "Q1", "gone@y",
+                                    CP_OUT_BAD_RECIPIENT,
+                                    CP_SIG_BAD_RECIPIENT, 1000),
+                       0.5, 1e-3);
+    assert_float_equal(outcome_adds(f, "b@x", "Q2", "gone@y",
+                                    CP_OUT_BAD_RECIPIENT,
+                                    CP_SIG_BAD_RECIPIENT, 1000),
+                       2.0, 1e-3);
+    /* the first forward: the address is new, the sender a forgery */
+    queue_from(f, 2 * H, "a@x", "z@elsewhere.example", "me@mailbox.example",
+               "i3", "Q3", &d);
+    assert_true(d.fired & (1u << CP_SIG_FORGED_SENDER));
+    assert_float_equal(outcome_adds(f, "a@x", "Q3", "me@mailbox.example",
+                                    CP_OUT_DELIVERED, CP_SIG_DELIVERED,
+                                    2 * H + 1000),
+                       -0.25, 1e-3);
+    /* delivered there before: a forward; refused as spam, a quarter */
+    queue_from(f, 3 * H, "a@x", "w@other.example", "me@mailbox.example",
+               "i4", "Q4", &d);
+    assert_false(d.fired & (1u << CP_SIG_FORGED_SENDER));
+    assert_float_equal(outcome_adds(f, "a@x", "Q4", "me@mailbox.example",
+                                    CP_OUT_REJECTED, CP_SIG_REMOTE_REJECT,
+                                    3 * H + 1000),
+                       0.375, 1e-3);
+    /* the login's own mail to that address, refused: in full */
+    queue_from(f, 4 * H, "a@x", "a@x", "me@mailbox.example", "i5", "Q5", &d);
+    assert_float_equal(outcome_adds(f, "a@x", "Q5", "me@mailbox.example",
+                                    CP_OUT_REJECTED, CP_SIG_REMOTE_REJECT,
+                                    4 * H + 1000),
+                       1.5, 1e-3);
+    assert_int_equal(f->e.stats.outcomes_relayed, 2);
 }
 
 static void
@@ -183,13 +277,13 @@ struct journal {
 
 static void
 j_add(void *arg, const char *qid, size_t qlen, const char *key, size_t klen,
-      int64_t t_ms)
+      int64_t t_ms, unsigned how)
 {
     struct journal *j = arg;
     size_t n = strlen(j->add);
 
-    snprintf(j->add + n, sizeof(j->add) - n, "%.*s=%.*s@%lld ", (int)qlen,
-             qid, (int)klen, key, (long long)t_ms);
+    snprintf(j->add + n, sizeof(j->add) - n, "%.*s=%.*s@%lld%s ", (int)qlen,
+             qid, (int)klen, key, (long long)t_ms, how ? "/relayed" : "");
 }
 
 /* The queue-id journal a checkpoint writes: the ids recorded since the
@@ -200,15 +294,16 @@ test_queue_id_journal(void **state)
 {
     struct fixture *f = *state;
     struct journal j = {""};
+    struct cp_decision d;
     uint64_t mark;
 
     f->e.q_journal = true;
     queue_msg(f, 0, "a@x", "i1", "Q1");
-    queue_msg(f, 1000, "b@x", "i2", "Q2");
+    queue_from(f, 1000, "b@x", "", "r@y", "i2", "Q2", &d); /* a bounce */
     assert_true(cp_engine_queued_dirty(&f->e));
     mark = cp_engine_queued_journal(&f->e, j_add, &j);
     /* by login: delivery outcomes are evidence for the login that sent */
-    assert_string_equal(j.add, "Q1=u:a@x@0 Q2=u:b@x@1000 ");
+    assert_string_equal(j.add, "Q1=u:a@x@0 Q2=u:b@x@1000/relayed ");
     cp_engine_queued_stored(&f->e, mark);
     assert_false(cp_engine_queued_dirty(&f->e));
     queue_msg(f, 2000, "a@x", "i3", "Q3");
@@ -224,9 +319,9 @@ test_queue_id_journal(void **state)
     assert_string_equal(j.add, "Q3=u:a@x@2000 Q5=u:a@x@10800000 ");
     cp_engine_queued_stored(&f->e, mark);
     /* restore: kept unless older than queue_id_ttl, not reported again */
-    cp_engine_queued_restore(&f->e, "R1", 2, "c:c2", 4, 4 * 3600000LL,
+    cp_engine_queued_restore(&f->e, "R1", 2, "c:c2", 4, 4 * 3600000LL, 0,
                              5 * 3600000LL);
-    cp_engine_queued_restore(&f->e, "R0", 2, "c:c2", 4, 0,
+    cp_engine_queued_restore(&f->e, "R0", 2, "c:c2", 4, 0, 0,
                              6 * 86400000LL);
     assert_int_equal(cp_engine_queued_count(&f->e), 5);
     assert_false(cp_engine_queued_dirty(&f->e));
@@ -629,6 +724,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_queue_ids_and_outcomes, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_replies_and_forwards_count_a_quarter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_id_journal, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_suspect_pool, setup, teardown),

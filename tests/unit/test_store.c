@@ -1,7 +1,9 @@
 /* test_store.c — the store's questions about an account's history:
  * which block a release ends, and whether its customer was told of it
- * (cp_sqlite_last_block, src/store/sqlite_states.c). A real SQLite file
- * under /tmp, removed at the end. */
+ * (cp_sqlite_last_block, src/store/sqlite_states.c); the queue ids kept
+ * across a restart, with what each message was, also in a database of an
+ * earlier version (src/store/sqlite_delivery.c). A real SQLite file under
+ * /tmp, removed at the end. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -13,7 +15,9 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
+#include "core/engine.h"
 #include "store/sqlite.h"
 
 #define KEY "u:vera@isp.example"
@@ -147,11 +151,67 @@ test_last_block(void **state)
     close_db(db, path);
 }
 
+static void
+collect_qid(void *arg, const char *qid, size_t qlen, const char *key,
+            size_t klen, int64_t t_ms, unsigned how)
+{
+    char *out = arg;
+    size_t n = strlen(out);
+
+    snprintf(out + n, 256 - n, "%.*s=%.*s@%lld/%u ", (int)qlen, qid,
+             (int)klen, key, (long long)t_ms, how);
+}
+
+/* Queue ids written at a checkpoint come back with what each message
+ * was (a reply, another's mail); a database of an earlier version, whose
+ * table has no such column, gets it, and its rows read as ordinary mail. */
+static void
+test_queue_ids_keep_what_the_message_was(void **state)
+{
+    char path[64], err[CP_ERR_MAX], got[256] = "";
+    struct cp_qid_batch b;
+    struct cp_sqlite *db = open_db(path, sizeof(path));
+    sqlite3 *old;
+
+    cp_qid_batch_init(&b);
+    cp_qid_batch_add(&b, "Q1", 2, KEY, strlen(KEY), 1000, 0);
+    cp_qid_batch_add(&b, "Q2", 2, KEY, strlen(KEY), 2000, CP_QUEUED_REPLY);
+    cp_qid_batch_add(&b, "Q3", 2, KEY, strlen(KEY), 3000, CP_QUEUED_OTHERS);
+    assert_int_equal(cp_sqlite_write_queued(db, &b, 100, 0, err), 0);
+    assert_int_equal(cp_sqlite_load_queued(db, 100, 0, collect_qid, got, err),
+                     3);
+    assert_string_equal(got, "Q1=" KEY "@1000/0 Q2=" KEY "@2000/1 Q3=" KEY
+                             "@3000/2 ");
+    cp_qid_batch_fini(&b);
+    close_db(db, path);
+
+    /* the table as an earlier version made it, with a row */
+    assert_int_equal(sqlite3_open(path, &old), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(old,
+                     "CREATE TABLE queue_ids(id INTEGER PRIMARY KEY,"
+                     " qid TEXT NOT NULL, key TEXT NOT NULL,"
+                     " t INTEGER NOT NULL);"
+                     "INSERT INTO queue_ids(qid,key,t) VALUES('Q9','" KEY
+                     "',9000);",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(old);
+    db = cp_sqlite_open(path, err);
+    assert_non_null(db);
+    got[0] = '\0';
+    assert_int_equal(cp_sqlite_load_queued(db, 100, 0, collect_qid, got, err),
+                     1);
+    assert_string_equal(got, "Q9=" KEY "@9000/0 ");
+    close_db(db, path);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_last_block),
+        cmocka_unit_test(test_queue_ids_keep_what_the_message_was),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
