@@ -5,6 +5,10 @@ simulator writes, against its ground truth (doc/efficacy.md).
     python3 sim/replay-efficacy.py [--json] [--keep DIR] SCENARIO.yaml...
                                    [--build DIR] [--config FILE]
 
+A SCENARIO that is a directory holds a week already written, as
+sim/mailserver-log.py writes it (week.log, map, truth.tsv; a cold start):
+it is replayed as it is.
+
 For each scenario: `chokepoint sim --maillog` writes the week as a Postfix
 smarthost without chokepoint logs it (every message accepted), with the
 history of a warm start in a log of its own and the truth (which queue
@@ -81,7 +85,21 @@ def quantile(v, q):
     return v[int(q * (len(v) - 1) + 0.5)]
 
 
+def measure_written(scenario, build, config):
+    """A week written by another generator (sim/mailserver-log.py)."""
+    cp = os.path.join(build, "chokepoint")
+    rep = json.loads(run(cp, "replay", os.path.join(scenario, "week.log"),
+                         "--config", config, "--map",
+                         os.path.join(scenario, "map"), "--json", "--list",
+                         "100000000"))
+    name = os.path.basename(os.path.normpath(scenario))
+    return figures(name, rep, *read_truth(os.path.join(scenario,
+                                                       "truth.tsv")), False)
+
+
 def measure(scenario, build, config, keep):
+    if os.path.isdir(scenario):
+        return measure_written(scenario, build, config)
     work = keep or tempfile.mkdtemp(prefix="chokepoint-replay-eff-")
     os.makedirs(work, exist_ok=True)
     cp = os.path.join(build, "chokepoint")
@@ -135,13 +153,13 @@ def figures(scenario, rep, spam, zombies, logins, legit_days, warm):
                    any(q in stopped for q in qs))
         acct = z["account"]
         since[acct] = min(since.get(acct, z["start"]), z["start"])
-    # legit logins
+    # legit logins (and customers who relay by address: their address)
     legit = [l for l, t in logins.items() if t == "legit"]
-    seen = [l for l in legit if "u:" + l in accounts]
+    seen = [l for l in legit if key_of(l) in accounts]
     thr = [l for l in seen
-           if RANK.get(accounts["u:" + l]["worst_state"], 0) >= 2]
+           if RANK.get(accounts[key_of(l)]["worst_state"], 0) >= 2]
     blk = [l for l in seen
-           if RANK.get(accounts["u:" + l]["worst_state"], 0) >= 3]
+           if RANK.get(accounts[key_of(l)]["worst_state"], 0) >= 3]
     # legit login-days with a would-be deferral
     days = set()
     for q, d in stopped.items():

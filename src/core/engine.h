@@ -300,7 +300,8 @@ enum cp_outcome cp_outcome_of(const char *status, size_t slen,
  * What a queued message is, recorded with its queue id (`how`): mail an
  * account passes on for others rather than writes, whose recipient was
  * chosen by whoever wrote in. Its outcomes say what that mail was, not
- * what the account is: they count a quarter (cp_engine_outcome).
+ * what the account is: a reply's are no evidence, a forward's count a
+ * quarter (cp_engine_outcome).
  */
 #define CP_QUEUED_REPLY 1u  /* null sender, one recipient: a bounce or an
                                automatic reply (an out-of-office) */
@@ -313,9 +314,9 @@ enum cp_outcome cp_outcome_of(const char *status, size_t slen,
  * and maybe a state change (d says what). `rcpt`
  * (may be NULL) is the recipient: an accepted one is remembered with the
  * account, and a bounce to an address it had delivered to counts as
- * stale_recipient, not bad_recipient. A reply's or a forward's outcomes
- * (CP_QUEUED_*) count a quarter. Returns 1 if the queue id was known, 0
- * if not.
+ * stale_recipient, not bad_recipient. A reply's outcomes are no evidence,
+ * a forward's count a quarter (CP_QUEUED_*). Returns 1 if the queue id was
+ * known, 0 if not.
  */
 int cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
                       const char *rcpt, size_t rlen, enum cp_outcome o,

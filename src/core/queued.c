@@ -121,7 +121,8 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
 }
 
 /* Had the account delivered to this recipient before? An accepted one
- * is remembered. */
+ * is remembered, and so is the address a forward was refused at for what
+ * it forwards (it exists, and the account's mail goes there). */
 static bool
 delivered_before(struct cp_engine *e, const struct cp_queued *q, size_t qlen,
                  const char *rcpt, size_t rlen, enum cp_outcome o)
@@ -133,7 +134,10 @@ delivered_before(struct cp_engine *e, const struct cp_queued *q, size_t qlen,
         return false;
     h = engine_pair_hash(q->buf + qlen, q->keylen, rcpt, rlen);
     before = e->delivered.slot != NULL && tagset_has(&e->delivered, h);
-    if (o == CP_OUT_DELIVERED && !before) {
+    if (!before && (o == CP_OUT_DELIVERED ||
+                    ((q->how & CP_QUEUED_OTHERS) &&
+                     (o == CP_OUT_REJECTED ||
+                      o == CP_OUT_DEFERRED_POLICY)))) {
         if (e->delivered.slot == NULL)
             tagset_init(&e->delivered, e->cfg->delivery.max_recipients);
         tagset_add(&e->delivered, h);
@@ -185,12 +189,16 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
         e->stats.outcomes_stale++;
     }
     /* a bounce or an automatic reply goes where the mail it answers came
-     * from, a forward where its owner reads mail: the recipient was
-     * chosen by whoever wrote in, and what becomes of it says what that
-     * mail was (spam with a forged sender, refused where it is
-     * forwarded), not what the account is */
-    if ((q->how & CP_QUEUED_REPLY) ||
-        ((q->how & CP_QUEUED_OTHERS) && before)) {
+     * from (the forged sender of spam, for a server's backscatter): the
+     * recipient was chosen by whoever wrote in, and what becomes of it
+     * is no evidence either way. A forward goes where its owner reads
+     * mail, and is refused there for what it forwards: a quarter (the
+     * same shape, another's sender to a known person, is also a bot's
+     * mail to the owner's contacts) */
+    if (q->how & CP_QUEUED_REPLY) {
+        l.scale = 0;
+        e->stats.outcomes_relayed++;
+    } else if ((q->how & CP_QUEUED_OTHERS) && before) {
         l.scale *= 0.25;
         e->stats.outcomes_relayed++;
     }

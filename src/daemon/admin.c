@@ -198,7 +198,7 @@ status_rows(struct daemon *d, struct stat_table *t)
     row(t, "delivery", "delivery", "outcomes_unknown",
         "for untracked queue ids", s->outcomes_unknown);
     row(t, "delivery", "delivery", "outcomes_relayed",
-        "of replies and forwards (a quarter)", s->outcomes_relayed);
+        "of replies (none) and forwards (a quarter)", s->outcomes_relayed);
     row(t, "content", "content", "fingerprinted", "messages fingerprinted",
         s->content);
     row(t, "content", "content", "campaign", "of a campaign", s->campaign);

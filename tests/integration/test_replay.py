@@ -476,3 +476,31 @@ def test_replay_reports_state_changes_of_logins(tmp_path):
     assert eff["zombie_accounts_caught"] == eff["zombie_accounts"] == 2
     assert eff["legit_logins_blocked"] == 0
     assert eff["spam_share_after"] < 0.1 * eff["spam_share_before"]
+
+
+def test_companies_own_mail_servers_through_replay(tmp_path):
+    """Companies whose own mail servers relay through the smarthost
+    (sim/mailserver-log.py: staff mail, out-of-office replies and
+    backscatter with the null sender, forwards of incoming mail and its
+    spam, without SRS), replayed with the shipped config and a map that
+    names each server's company and domain: no server is throttled or
+    blocked, and the servers that relay an infected office PC's spam are
+    caught. Before replies and forwards were told apart, 38 of 50 such
+    servers were blocked on their first day."""
+    out = tmp_path / "servers"
+    subprocess.run([sys.executable,
+                    os.path.join(ROOT, "sim", "mailserver-log.py"), str(out),
+                    "--servers", "60", "--days", "3", "--infected", "2"],
+                   check=True, capture_output=True, timeout=HANG)
+    r = subprocess.run([sys.executable,
+                        os.path.join(ROOT, "sim", "replay-efficacy.py"),
+                        "--json", "--build", os.path.dirname(CHOKEPOINT),
+                        str(out)], capture_output=True, text=True,
+                       timeout=HANG)
+    assert r.returncode == 0, r.stderr
+    eff = json.loads(r.stdout)[0]
+    assert eff["legit_logins"] == 58, eff
+    assert eff["legit_logins_throttled"] == 0, eff
+    assert eff["legit_logins_blocked"] == 0, eff
+    assert eff["legit_login_days_deferred"] == 0, eff
+    assert eff["zombie_accounts_caught"] == eff["zombie_accounts"] == 2, eff

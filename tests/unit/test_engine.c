@@ -182,12 +182,13 @@ outcome_adds(struct fixture *f, const char *user, const char *qid,
 }
 
 /* Mail an account passes on for others: a bounce or automatic reply
- * (null sender, one recipient) and a forward (another's sender, to the
- * one address it delivers to) go where whoever wrote in decides; their
- * outcomes count a quarter, and a forward to an address the account has
+ * (null sender, one recipient) goes where whoever wrote in decides, and
+ * its outcomes are no evidence; a forward (another's sender, to the one
+ * address it delivers to) is refused there for what it forwards, and its
+ * outcomes count a quarter; a forward to an address the account has
  * delivered to is no forgery. The login's own mail counts in full. */
 static void
-test_replies_and_forwards_count_a_quarter(void **state)
+test_replies_and_forwards_count_less(void **state)
 {
     struct fixture *f = *state;
     struct cp_decision d;
@@ -198,7 +199,7 @@ test_replies_and_forwards_count_a_quarter(void **state)
     assert_float_equal(outcome_adds(f, "a@x", "Q1", "gone@y",
                                     CP_OUT_BAD_RECIPIENT,
                                     CP_SIG_BAD_RECIPIENT, 1000),
-                       0.5, 1e-3);
+                       0.0, 1e-6);
     assert_float_equal(outcome_adds(f, "b@x", "Q2", "gone@y",
                                     CP_OUT_BAD_RECIPIENT,
                                     CP_SIG_BAD_RECIPIENT, 1000),
@@ -219,13 +220,28 @@ test_replies_and_forwards_count_a_quarter(void **state)
                                     CP_OUT_REJECTED, CP_SIG_REMOTE_REJECT,
                                     3 * H + 1000),
                        0.375, 1e-3);
-    /* the login's own mail to that address, refused: in full */
-    queue_from(f, 4 * H, "a@x", "a@x", "me@mailbox.example", "i5", "Q5", &d);
-    assert_float_equal(outcome_adds(f, "a@x", "Q5", "me@mailbox.example",
+    /* a forward refused at a new address: in full, but the address
+     * exists and the account's mail goes there: the next is a forward */
+    queue_from(f, 4 * H, "a@x", "v@third.example", "me2@mailbox.example",
+               "i6", "Q6", &d);
+    assert_float_equal(outcome_adds(f, "a@x", "Q6", "me2@mailbox.example",
                                     CP_OUT_REJECTED, CP_SIG_REMOTE_REJECT,
                                     4 * H + 1000),
                        1.5, 1e-3);
-    assert_int_equal(f->e.stats.outcomes_relayed, 2);
+    queue_from(f, 4 * H + 2000, "a@x", "u@fourth.example",
+               "me2@mailbox.example", "i7", "Q7", &d);
+    assert_false(d.fired & (1u << CP_SIG_FORGED_SENDER));
+    assert_float_equal(outcome_adds(f, "a@x", "Q7", "me2@mailbox.example",
+                                    CP_OUT_REJECTED, CP_SIG_REMOTE_REJECT,
+                                    4 * H + 3000),
+                       0.375, 1e-3);
+    /* the login's own mail to that address, refused: in full */
+    queue_from(f, 6 * H, "a@x", "a@x", "me@mailbox.example", "i5", "Q5", &d);
+    assert_float_equal(outcome_adds(f, "a@x", "Q5", "me@mailbox.example",
+                                    CP_OUT_REJECTED, CP_SIG_REMOTE_REJECT,
+                                    6 * H + 1000),
+                       1.5, 1e-3);
+    assert_int_equal(f->e.stats.outcomes_relayed, 3);
 }
 
 static void
@@ -725,7 +741,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_queue_ids_and_outcomes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
-            test_replies_and_forwards_count_a_quarter, setup, teardown),
+            test_replies_and_forwards_count_less, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_id_journal, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_suspect_pool, setup, teardown),
