@@ -26,8 +26,9 @@ worst state was THROTTLED or worse / BLOCKED; legit login-days with a
 would-be deferral (a zombie login's days from its infection on are not
 counted, as in the simulator).
 
-Accounts: a zombie's login is `u:LOGIN`; an unauth_relay zombie's account
-is its client address, `ip:ADDR/32` (the shipped identity.ipv4_prefix).
+Accounts: a login's account is found by its login, one relaying by
+address (an unauth_relay zombie, a customer without SASL) by the address
+its account key names (`ip:ADDR/PREFIX`, whatever the prefix).
 """
 import json
 import os
@@ -72,10 +73,6 @@ def read_truth(path):
             elif p[0] == "legit_login_days":
                 days = int(p[1])
     return spam, zombies, logins, days
-
-
-def key_of(account):
-    return "u:" + account if "@" in account else "ip:%s/32" % account
 
 
 def quantile(v, q):
@@ -131,7 +128,12 @@ def measure(scenario, build, config, keep):
 def figures(scenario, rep, spam, zombies, logins, legit_days, warm):
     stopped = {d["queue_id"]: d for d in rep["decisions"]
                if d["verdict"] in STOPS}
-    accounts = {a["key"]: a for a in rep["accounts"]}
+    # accounts by login, or by address for those who relay by address
+    # (whatever prefix their account has)
+    by_who = {}
+    for a in rep["accounts"]:
+        by_who.setdefault(a.get("login") or
+                          a["key"].split(":", 1)[-1].split("/")[0], a)
     total, spam_total = rep["messages"], len(spam)
     spam_stopped = sum(1 for q in spam if q in stopped)
     after = total - len(stopped)
@@ -145,7 +147,7 @@ def figures(scenario, rep, spam, zombies, logins, legit_days, warm):
     caught, accepted = 0, []
     since = {}
     for z in zombies:
-        a = accounts.get(key_of(z["account"]), {})
+        a = by_who.get(z["account"], {})
         qs = per_zombie.get(z["index"], [])
         ok = sum(1 for q in qs if q not in stopped)
         accepted.append(ok)
@@ -155,11 +157,9 @@ def figures(scenario, rep, spam, zombies, logins, legit_days, warm):
         since[acct] = min(since.get(acct, z["start"]), z["start"])
     # legit logins (and customers who relay by address: their address)
     legit = [l for l, t in logins.items() if t == "legit"]
-    seen = [l for l in legit if key_of(l) in accounts]
-    thr = [l for l in seen
-           if RANK.get(accounts[key_of(l)]["worst_state"], 0) >= 2]
-    blk = [l for l in seen
-           if RANK.get(accounts[key_of(l)]["worst_state"], 0) >= 3]
+    seen = [l for l in legit if l in by_who]
+    thr = [l for l in seen if RANK.get(by_who[l]["worst_state"], 0) >= 2]
+    blk = [l for l in seen if RANK.get(by_who[l]["worst_state"], 0) >= 3]
     # legit login-days with a would-be deferral
     days = set()
     for q, d in stopped.items():

@@ -74,6 +74,7 @@ cp_engine_fini(struct cp_engine *e)
         free(e->camp);
     }
     tagset_fini(&e->delivered);
+    tagset_fini(&e->forwards);
     memset(e, 0, sizeof(*e));
 }
 
@@ -502,6 +503,11 @@ detect(struct cp_engine *e, const struct cp_event *ev, bool new_msg,
                                             ev->recipient.len))
                            ? CP_RCPT_DELIVERED
                            : CP_RCPT_NEW;
+    if (e->forwards.used > 0 && ev->recipient.len > 0)
+        in.rcpt_forwarded = tagset_has(
+            &e->forwards, engine_pair_hash(d->id.dkey, d->id.dkeylen,
+                                           ev->recipient.p,
+                                           ev->recipient.len));
     in.now_ms = now_ms;
     in.new_message = new_msg;
     in.sasl = d->id.kind == CP_ID_SASL;
@@ -766,14 +772,28 @@ domain_part(struct str a)
               : (struct str){NULL, 0};
 }
 
+/* Does the login (or its customer's logins) use `sender` as its own (the
+ * evidence's learned senders)? */
+static bool
+knows_sender(struct cp_engine *e, struct cp_decision *d, struct str sender)
+{
+    struct cp_evidence *shared = engine_customer_record(e, d, true);
+    struct cp_account_ref ref;
+
+    return e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
+                                  true, &ref) &&
+           cp_evidence_knows_sender(ref.ev, shared, sender);
+}
+
 /* What the message is, for the weight of its delivery outcomes
  * (CP_QUEUED_*): to one recipient, from the null sender (a bounce, an
- * automatic reply) or from another's address (neither at the login's
- * domain nor at one of the customer's: a forward, once the account has
- * delivered to that recipient). A learned alias counts as another's:
- * its owner's mail to a known person is no zombie's either. */
+ * automatic reply) or from another's address (not at the login's domain,
+ * not at one of the customer's, not one the login or its customer uses
+ * as its own: a forward, once the account's mail went to that
+ * recipient). */
 static unsigned
-queued_how(const struct cp_event *ev, const struct cp_decision *d)
+queued_how(struct cp_engine *e, const struct cp_event *ev,
+           struct cp_decision *d)
 {
     struct str s = domain_part(ev->sender), l;
 
@@ -784,7 +804,8 @@ queued_how(const struct cp_event *ev, const struct cp_decision *d)
     l = d->id.kind == CP_ID_SASL ? domain_part(ev->sasl_username)
                                  : (struct str){NULL, 0};
     if (s.len == 0 || (l.len == s.len && strncasecmp(l.p, s.p, s.len) == 0) ||
-        cp_customer_owns(d->id.cust, ev->sender.p, ev->sender.len))
+        cp_customer_owns(d->id.cust, ev->sender.p, ev->sender.len) ||
+        knows_sender(e, d, ev->sender))
         return 0;
     return CP_QUEUED_OTHERS;
 }
@@ -800,7 +821,7 @@ eom_refused(struct cp_engine *e, const struct cp_event *ev, int64_t now_ms,
         pending_give_back(e, p, now_ms, !shared);
     if (d->action == CP_ACT_HOLD) /* held: a release frees it */
         engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen,
-                          queued_how(ev, d), now_ms);
+                          queued_how(e, ev, d), now_ms);
 }
 
 /* The settled message's operation: its final costs, its reservation given
@@ -842,7 +863,7 @@ eom_tail(struct cp_engine *e, const struct cp_event *ev, int64_t now_ms,
         d->action == CP_ACT_PREPEND || d->action == CP_ACT_HOLD ||
         d->action == CP_ACT_FILTER)
         engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen,
-                          queued_how(ev, d), now_ms);
+                          queued_how(e, ev, d), now_ms);
 }
 
 /* This message's reservation, if it is this account's. */
@@ -893,7 +914,7 @@ decide_eom(struct cp_engine *e, const struct cp_event *ev,
             pending_free(p);
         }
         engine_queued_add(e, ev->queue_id, d->id.dkey, d->id.dkeylen,
-                          queued_how(ev, d), now_ms);
+                          queued_how(e, ev, d), now_ms);
         return 0;
     }
     memset(&c, 0, sizeof(c));

@@ -73,6 +73,11 @@ struct cp_engine {
     /* (account, recipient) pairs the next hop accepted: a later bounce
      * to one is a list going stale (delivery.max_recipients; first use) */
     struct tagset delivered;
+    /* (account, recipient) pairs an earlier forward (CP_QUEUED_OTHERS)
+     * was delivered to or refused at for its content: where the
+     * account's forwards go (delivery.max_recipients / 16; first use;
+     * not stored) */
+    struct tagset forwards;
     /* learning (chokepoint learn, a warm start): requests add evidence
      * (the habits: senders, recipients, networks, hours, ...) and record
      * queue ids for delivery outcomes; nothing is charged, no state

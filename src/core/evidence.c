@@ -455,6 +455,18 @@ learned(const struct cp_evidence *ev, uint32_t h)
     return false;
 }
 
+bool
+cp_evidence_knows_sender(const struct cp_evidence *ev,
+                         const struct cp_evidence *shared, struct str sender)
+{
+    uint32_t h;
+
+    if (sender.p == NULL || sender.len == 0)
+        return false;
+    h = hash_ci(sender);
+    return learned(ev, h) || learned(shared, h);
+}
+
 /* The sender is the account's: its login, an address it (or, for a
  * customer's login, any of the customer's logins) used at least twice
  * while clean, or an address at one of the customer's domains. */
@@ -709,15 +721,19 @@ spread(const struct cp_evidence *ev, const struct cp_ev_input *in)
 enum sender { SENDER_NONE, SENDER_OWN, SENDER_COLLEAGUE, SENDER_OTHER };
 
 /* *who gets the sender's hash if it is the account's own or a
- * colleague's, else 0. */
+ * colleague's, else 0. Another's sender to an address the account
+ * delivers or forwards to (the first recipient) may be a forward: *forward
+ * is set, and forged_sender waits for a second recipient. */
 static enum sender
 sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
-              const struct cp_ev_input *in, uint32_t *who, uint32_t *fired)
+              const struct cp_ev_input *in, uint32_t *who, bool *forward,
+              uint32_t *fired)
 {
     enum sender k;
     uint32_t h;
 
     *who = 0;
+    *forward = false;
     if (in->sender.p == NULL || in->sender.len == 0)
         return SENDER_NONE; /* null sender (bounces): no evidence either way */
     h = hash_ci(in->sender);
@@ -726,9 +742,12 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
                                 : SENDER_OTHER;
     if (k == SENDER_OWN && !spread(ev, in))
         fire_repeat(ev, det, CP_SIG_OWNED_SENDER, fired);
-    else if (k == SENDER_OTHER && sender_expected(ev, in) &&
-             in->rcpt_seen != CP_RCPT_DELIVERED)
-        fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
+    else if (k == SENDER_OTHER && sender_expected(ev, in)) {
+        if (in->rcpt_seen == CP_RCPT_DELIVERED || in->rcpt_forwarded)
+            *forward = true;
+        else
+            fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
+    }
     /* learn while the account looks clean (before this message counts);
      * a customer's logins learn into its shared set too */
     if (ev->score < det->watch_at) {
@@ -1018,7 +1037,7 @@ recipient_signal(struct cp_evidence *ev, const struct cp_detection *det,
     /* learn the owner's share: from its own (or colleagues') mail while
      * it looks clean; a bot's forged mail must not teach it that every
      * recipient is new */
-    if (ev->score < det->watch_at / 2 && ev->msg_own) {
+    if (ev->score < det->watch_at / 2 && (ev->msg_flags & CP_EV_MSG_OWN)) {
         ev->rcpt_n = (float)(ev->rcpt_n * (1 - CP_EV_RCPT_RATE) + 1);
         ev->rcpt_new = (float)(ev->rcpt_new * (1 - CP_EV_RCPT_RATE) + !known);
     }
@@ -1040,10 +1059,14 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
     decay(ev, det, in->now_ms);
     if (in->new_message) {
         uint32_t who;
-        enum sender k = sender_signal(ev, det, in, &who, fired);
+        bool forward;
+        enum sender k = sender_signal(ev, det, in, &who, &forward, fired);
 
         ev->msg_rcpt = 0;
-        ev->msg_own = k == SENDER_OWN || k == SENDER_COLLEAGUE;
+        ev->msg_flags = (k == SENDER_OWN || k == SENDER_COLLEAGUE
+                             ? CP_EV_MSG_OWN
+                             : 0) |
+                        (forward ? CP_EV_MSG_FORWARD : 0);
         rate_signal(ev, det, in->now_ms, k != SENDER_COLLEAGUE, fired);
         helo_signal(ev, det, in, fired);
         hour_signal(ev, det, in->now_ms, fired);
@@ -1053,6 +1076,10 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
          * again */
         if (in->sasl && in->client != NULL && k != SENDER_OTHER)
             network_signal(ev, det, in, who, fired);
+    } else if (ev->msg_flags & CP_EV_MSG_FORWARD) {
+        /* a second recipient: no forward, the sender was forged */
+        ev->msg_flags &= (uint8_t)~CP_EV_MSG_FORWARD;
+        fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
     }
     if (in->recipient.p != NULL && in->recipient.len > 0)
         recipient_signal(ev, det, in, fired);

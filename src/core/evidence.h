@@ -40,12 +40,18 @@
 #define CP_EV_RCPT_RATE 0.005
 #define CP_EV_RATE_NEW 20
 
+/* struct cp_evidence's msg_flags: the message whose recipients come in */
+#define CP_EV_MSG_OWN 1u     /* from its own (or a colleague's) sender */
+#define CP_EV_MSG_FORWARD 2u /* another's sender to an address it mails:
+                                a forward, unless another recipient
+                                follows (then a forged_sender after all) */
+
 struct cp_evidence {
     int64_t t_ms;                 /* last update (decay reference) */
     float score;
     float hourly_mean;            /* messages per active hour, EWMA */
     float msg_rcpt;               /* recipient evidence in this message */
-    uint8_t msg_own;              /* this message is from its own sender */
+    uint8_t msg_flags;            /* this message: CP_EV_MSG_* */
     uint32_t hour;                /* hour index of hour_count */
     uint16_t hour_count;
     uint8_t owned_n[CP_EV_OWNED];
@@ -118,10 +124,18 @@ struct cp_ev_input {
                                        its domains are owned */
     struct cp_evidence *shared;   /* the customer's record (or NULL): the
                                      senders its logins learned, shared */
+    bool rcpt_forwarded;          /* an earlier forward went to it (the
+                                     engine's table of forwards) */
     enum cp_rcpt_seen rcpt_seen;  /* from the engine's table of
                                      recipients delivered to */
     uint8_t host_bit;             /* fleet mode: this host's (0: 1) */
 };
+
+/* Is `sender` one the account (ev), or its customer's logins (shared, may
+ * be NULL), learned as their own: used at least twice while clean? */
+bool cp_evidence_knows_sender(const struct cp_evidence *ev,
+                              const struct cp_evidence *shared,
+                              struct str sender);
 
 /*
  * Add one RCPT's evidence. Returns the score after it; *fired gets a bit

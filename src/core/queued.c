@@ -120,29 +120,41 @@ late_evidence(struct cp_engine *e, const char *key, size_t keylen,
     engine_step(e, det, &ref, &mark, d->score, now_ms, d);
 }
 
-/* Had the account delivered to this recipient before? An accepted one
- * is remembered, and so is the address a forward was refused at for what
- * it forwards (it exists, and the account's mail goes there). */
-static bool
-delivered_before(struct cp_engine *e, const struct cp_queued *q, size_t qlen,
-                 const char *rcpt, size_t rlen, enum cp_outcome o)
+static void
+pair_add(struct tagset *t, size_t slots, uint64_t h)
 {
-    uint64_t h;
-    bool before;
+    if (t->slot == NULL)
+        tagset_init(t, slots);
+    tagset_add(t, h);
+}
 
-    if (rcpt == NULL || rlen == 0 || e->cfg->delivery.max_recipients == 0)
-        return false;
+/* What the account's mail to this recipient did before: was it
+ * delivered there (*delivered), did a forward go there (*forwarded)?
+ * An accepted recipient is remembered; so is the address a forward was
+ * delivered to or refused at for what it forwards (a table of its own:
+ * it makes no recipient known). A reply remembers nothing: its recipient
+ * is whoever wrote in. */
+static void
+mailed_before(struct cp_engine *e, const struct cp_queued *q, size_t qlen,
+              const char *rcpt, size_t rlen, enum cp_outcome o,
+              bool *delivered, bool *forwarded)
+{
+    size_t max = e->cfg->delivery.max_recipients;
+    uint64_t h;
+
+    *delivered = *forwarded = false;
+    if (rcpt == NULL || rlen == 0 || max == 0)
+        return;
     h = engine_pair_hash(q->buf + qlen, q->keylen, rcpt, rlen);
-    before = e->delivered.slot != NULL && tagset_has(&e->delivered, h);
-    if (!before && (o == CP_OUT_DELIVERED ||
-                    ((q->how & CP_QUEUED_OTHERS) &&
-                     (o == CP_OUT_REJECTED ||
-                      o == CP_OUT_DEFERRED_POLICY)))) {
-        if (e->delivered.slot == NULL)
-            tagset_init(&e->delivered, e->cfg->delivery.max_recipients);
-        tagset_add(&e->delivered, h);
-    }
-    return before;
+    *delivered = e->delivered.slot != NULL && tagset_has(&e->delivered, h);
+    *forwarded = e->forwards.slot != NULL && tagset_has(&e->forwards, h);
+    if (q->how & CP_QUEUED_REPLY)
+        return;
+    if (o == CP_OUT_DELIVERED && !*delivered)
+        pair_add(&e->delivered, max, h);
+    if ((q->how & CP_QUEUED_OTHERS) && !*forwarded &&
+        (o == CP_OUT_DELIVERED || o == CP_OUT_REJECTED))
+        pair_add(&e->forwards, max / 16 > 1024 ? max / 16 : 1024, h);
 }
 
 int
@@ -162,7 +174,7 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
     struct agemap_ent *a = agemap_get(&e->queued, qid, qlen);
     struct cp_queued *q;
     struct late l;
-    bool before;
+    bool delivered, forwarded;
 
     memset(d, 0, sizeof(*d));
     d->stage = CP_STAGE_OTHER;
@@ -183,8 +195,9 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
     }
     l.sig = map[o].sig;
     l.scale = map[o].scale;
-    before = delivered_before(e, q, qlen, rcpt, rlen, o);
-    if (before && o == CP_OUT_BAD_RECIPIENT) {
+    mailed_before(e, q, qlen, rcpt, rlen, o, &delivered, &forwarded);
+    if (delivered && o == CP_OUT_BAD_RECIPIENT &&
+        !(q->how & CP_QUEUED_REPLY)) {
         l.sig = CP_SIG_STALE_RECIPIENT; /* it existed: a list gone stale */
         e->stats.outcomes_stale++;
     }
@@ -198,7 +211,7 @@ cp_engine_outcome(struct cp_engine *e, const char *qid, size_t qlen,
     if (q->how & CP_QUEUED_REPLY) {
         l.scale = 0;
         e->stats.outcomes_relayed++;
-    } else if ((q->how & CP_QUEUED_OTHERS) && before) {
+    } else if ((q->how & CP_QUEUED_OTHERS) && (delivered || forwarded)) {
         l.scale *= 0.25;
         e->stats.outcomes_relayed++;
     }

@@ -258,6 +258,9 @@ migrate(struct daemon *d)
 
     if (rc < 0)
         msg_fatal("store %s: upgrade failed: %s", d->cfg->store_path, err);
+    if (m.columns_added > 0)
+        msg_info("store %s: upgraded: the queue ids keep what each message "
+                 "was (a reply, a forward)", d->cfg->store_path);
     if (rc > 0)
         msg_warn("store %s: upgraded from format %d: evidence and states "
                  "are kept per login now; %ld customers' automatic states "

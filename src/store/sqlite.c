@@ -78,25 +78,6 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS blobs(k TEXT PRIMARY KEY,"
     " t INTEGER NOT NULL, data BLOB NOT NULL);";
 
-/* A column that a database of an earlier version lacks: added (its rows
- * get the default). An earlier version still writes the table: it names
- * its columns. */
-static int
-add_column(sqlite3 *db, const char *table, const char *column,
-           const char *def, char **msg)
-{
-    char sql[256];
-    sqlite3_stmt *st = NULL;
-
-    snprintf(sql, sizeof(sql), "SELECT %s FROM %s LIMIT 0", column, table);
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_finalize(st);
-        return SQLITE_OK;
-    }
-    snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s", table, def);
-    return sqlite3_exec(db, sql, NULL, NULL, msg);
-}
-
 struct cp_sqlite *
 cp_sqlite_open(const char *path, char *err)
 {
@@ -113,9 +94,7 @@ cp_sqlite_open(const char *path, char *err)
         return NULL;
     }
     sqlite3_busy_timeout(db->db, 5000);
-    if (sqlite3_exec(db->db, schema, NULL, NULL, &msg) != SQLITE_OK ||
-        add_column(db->db, "queue_ids", "how",
-                   "how INTEGER NOT NULL DEFAULT 0", &msg) != SQLITE_OK) {
+    if (sqlite3_exec(db->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, CP_ERR_MAX, "%s: cannot set up database: %s", path,
                  msg ? msg : "?");
         sqlite3_free(msg);
@@ -221,6 +200,42 @@ stored_format(struct cp_sqlite *db, char *err)
                                                  : db_fail(db, "read", err);
 }
 
+static bool
+has_column(struct cp_sqlite *db, const char *table, const char *column)
+{
+    char sql[128];
+    sqlite3_stmt *st = NULL;
+    bool has;
+
+    snprintf(sql, sizeof(sql), "SELECT %s FROM %s LIMIT 0", column, table);
+    has = sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) == SQLITE_OK;
+    sqlite3_finalize(st);
+    return has;
+}
+
+/* Columns a database of an earlier version lacks, added (its rows get the
+ * default) in one IMMEDIATE transaction, so that two processes upgrading
+ * one file at once do not both add them. An earlier version still writes
+ * the tables: it names its columns. Only writers upgrade (the daemon,
+ * learn): a replay reads a copy as it is. */
+static int
+add_columns(struct cp_sqlite *db, int *added, char *err)
+{
+    bool ok = true;
+
+    if (has_column(db, "queue_ids", "how"))
+        return 0;
+    if (tx_begin(db, err) < 0)
+        return -1;
+    if (!has_column(db, "queue_ids", "how")) {
+        ok = exec_all(db, "ALTER TABLE queue_ids ADD COLUMN how INTEGER NOT "
+                          "NULL DEFAULT 0",
+                      err) == 0;
+        *added += ok;
+    }
+    return tx_end(db, ok, err);
+}
+
 long
 cp_sqlite_migrate(struct cp_sqlite *db, int64_t now_ms,
                   struct cp_sqlite_migration *m, char *err)
@@ -231,7 +246,8 @@ cp_sqlite_migrate(struct cp_sqlite *db, int64_t now_ms,
     int fmt;
 
     memset(m, 0, sizeof(*m));
-    if ((fmt = stored_format(db, err)) < 0)
+    if (add_columns(db, &m->columns_added, err) < 0 ||
+        (fmt = stored_format(db, err)) < 0)
         return -1;
     m->from = fmt;
     if (fmt >= STATE_FORMAT)

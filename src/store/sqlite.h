@@ -242,6 +242,7 @@ struct cp_sqlite_migration {
     int from;               /* the stored format */
     long states_reset;      /* customers' automatic states reset */
     long evidence_dropped;  /* customers' evidence records dropped */
+    int columns_added;      /* columns an earlier version lacked */
 };
 long cp_sqlite_migrate(struct cp_sqlite *db, int64_t now_ms,
                        struct cp_sqlite_migration *m, char *err);

@@ -76,7 +76,7 @@ static const char *const inserts[] = {
     "INSERT OR REPLACE INTO account_states(key,state,repeat,since) "
     "VALUES(?1,?2,?2 & 255,?2 >> 8)",
     "INSERT OR REPLACE INTO evidence(key,t,data) VALUES(?1,?2,?3)",
-    "INSERT INTO queue_ids(qid,key,t) VALUES(?3,?1,?2)",
+    "INSERT INTO queue_ids(qid,key,t,how) VALUES(?3,?1,?2,?2 & 255)",
     "INSERT OR REPLACE INTO blobs(k,t,data) VALUES(?1,?2,?3)",
     "INSERT OR REPLACE INTO meta(k,v) VALUES(?1,CAST(?3 AS TEXT))",
 };

@@ -302,11 +302,13 @@ teardown(void **state)
     return fixture_teardown(state);
 }
 
-/* One message of account `login`, queued as `qid` (the policy service's
- * END-OF-MESSAGE records it), then its content. */
+/* One message of account `login` from `sender` to one recipient, queued
+ * as `qid` (the policy service's END-OF-MESSAGE records it), then its
+ * content. */
 static void
-send_text(struct fixture *f, const char *login, const char *qid,
-          const struct cp_fp *fp, int64_t t, struct cp_decision *d)
+send_from(struct fixture *f, const char *login, const char *sender,
+          const char *qid, const struct cp_fp *fp, int64_t t,
+          struct cp_decision *d)
 {
     struct cp_event r;
     struct cp_decision eom;
@@ -314,7 +316,7 @@ send_text(struct fixture *f, const char *login, const char *qid,
     memset(&r, 0, sizeof(r));
     r.stage = CP_STAGE_EOM;
     r.sasl_username = str_c(login);
-    r.sender = str_c(login);
+    r.sender = str_c(sender);
     r.client_address = str_c("192.0.2.9");
     r.queue_id = str_c(qid);
     r.recipient_count = 1;
@@ -322,6 +324,61 @@ send_text(struct fixture *f, const char *login, const char *qid,
     assert_int_equal(cp_engine_decide(&f->e, &r, t, &eom), 0);
     r.stage = CP_STAGE_CONTENT;
     assert_int_equal(cp_engine_content(&f->e, &r, fp, t, d), 0);
+}
+
+/* The login's own message. */
+static void
+send_text(struct fixture *f, const char *login, const char *qid,
+          const struct cp_fp *fp, int64_t t, struct cp_decision *d)
+{
+    send_from(f, login, login, qid, fp, t, d);
+}
+
+/* Mail servers of five companies bounce one spam run they received to
+ * its forged senders (the null sender, one recipient, the spam's text
+ * in the bounce), and the bounces bounce: another's text, no campaign.
+ * The same text sent as themselves is one (test_engine_campaign). */
+static void
+test_bounces_of_a_spam_run_are_no_campaign(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_fp spam = fp_of_seed(13);
+    struct cp_decision d;
+    char login[32], qid[32];
+    int64_t t = 1800000000000LL;
+    int seq = 0;
+
+    for (int k = 0; k < 3; k++)
+        for (int a = 0; a < 5; a++) {
+            snprintf(login, sizeof(login), "mx%d@isp.example", a);
+            snprintf(qid, sizeof(qid), "B%d", seq++);
+            send_from(f, login, "", qid, &spam, t += 1000, &d);
+        }
+    for (int i = 0; i < seq; i++) {
+        struct cp_decision o;
+
+        snprintf(qid, sizeof(qid), "B%d", i);
+        cp_engine_outcome(&f->e, qid, strlen(qid), NULL, 0,
+                          CP_OUT_BAD_RECIPIENT, t += 10, &o);
+    }
+    send_from(f, "mx0@isp.example", "", "B100", &spam, t += 1000, &d);
+    assert_false(d.fired & (1u << CP_SIG_CAMPAIGN));
+    assert_int_equal(d.action, CP_ACT_DUNNO);
+    assert_int_equal(d.value, 0);
+    assert_int_equal(f->e.stats.content, 0);
+    /* the milter's message whose queue id the policy service never saw:
+     * its null sender says it */
+    {
+        struct cp_event r;
+
+        memset(&r, 0, sizeof(r));
+        r.stage = CP_STAGE_CONTENT;
+        r.sasl_username = str_c("mx1@isp.example");
+        r.sender = str_c("");
+        r.queue_id = str_c("UNSEEN");
+        assert_int_equal(cp_engine_content(&f->e, &r, &spam, t, &d), 0);
+        assert_int_equal(f->e.stats.content, 0);
+    }
 }
 
 static void
@@ -446,6 +503,8 @@ main(void)
         cmocka_unit_test(test_campaign_table),
         cmocka_unit_test(test_campaign_merge),
         cmocka_unit_test(test_campaign_is_no_corroboration),
+        cmocka_unit_test_setup_teardown(
+            test_bounces_of_a_spam_run_are_no_campaign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_campaign, setup,
                                         teardown),
     };

@@ -111,6 +111,35 @@ ask(struct fixture *f, int64_t now, const char *stage, const char *user,
     return (d ? d : &local)->action;
 }
 
+static void
+sender_request(struct policy_request *r, const char *stage, const char *user,
+               const char *sender, const char *rcpt, const char *inst)
+{
+    memset(r, 0, sizeof(*r));
+    r->request = S("smtpd_access_policy");
+    r->protocol_state = S(stage);
+    r->sasl_username = S(user);
+    r->client_address = S("10.0.0.1");
+    r->instance = S(inst);
+    r->sender = S(sender);
+    r->recipient = S(rcpt);
+}
+
+/* One RCPT of a message from `sender` ("": the null sender). */
+static void
+rcpt_from(struct fixture *f, int64_t now, const char *user,
+          const char *sender, const char *rcpt, const char *inst,
+          struct cp_decision *d)
+{
+    struct policy_request r;
+    struct cp_event ev;
+    struct str bad;
+
+    sender_request(&r, "RCPT", user, sender, rcpt, inst);
+    assert_null(policy_event(&r, &ev, &bad));
+    cp_engine_decide(&f->e, &ev, now, d);
+}
+
 /* A message from `sender` ("": the null sender) to `rcpt`: its RCPT
  * (the decision in *d) and END-OF-MESSAGE with a queue id. */
 static void
@@ -123,18 +152,8 @@ queue_from(struct fixture *f, int64_t now, const char *user,
     struct str bad;
     struct cp_decision eom;
 
-    memset(&r, 0, sizeof(r));
-    r.request = S("smtpd_access_policy");
-    r.protocol_state = S("RCPT");
-    r.sasl_username = S(user);
-    r.client_address = S("10.0.0.1");
-    r.instance = S(inst);
-    r.sender = S(sender);
-    r.recipient = S(rcpt);
-    assert_null(policy_event(&r, &ev, &bad));
-    cp_engine_decide(&f->e, &ev, now, d);
-    r.protocol_state = S("END-OF-MESSAGE");
-    r.recipient = S(NULL);
+    rcpt_from(f, now, user, sender, rcpt, inst, d);
+    sender_request(&r, "END-OF-MESSAGE", user, sender, NULL, inst);
     r.recipient_count = S("1");
     r.size = S("10");
     r.queue_id = S(qid);
@@ -242,6 +261,62 @@ test_replies_and_forwards_count_less(void **state)
                                     6 * H + 1000),
                        1.5, 1e-3);
     assert_int_equal(f->e.stats.outcomes_relayed, 3);
+}
+
+/* What a reply or a forward leaves behind: a delivered reply makes its
+ * recipient no known one (another's mail to it is forged), a refused
+ * forward makes its address no delivered one (a bounce there is a bad
+ * recipient, not a stale one); and a message whose first recipient is
+ * a forward's address but which has another is forged after all. A
+ * bounce to an address the login's own mail was delivered to is a list
+ * gone stale. */
+static void
+test_what_replies_and_forwards_leave(void **state)
+{
+    struct fixture *f = *state;
+    struct cp_decision d;
+    const int64_t H = 3600000;
+
+    queue_from(f, 0, "a@x", "", "asked@y", "i1", "Q1", &d);
+    outcome_adds(f, "a@x", "Q1", "asked@y", CP_OUT_DELIVERED,
+                 CP_SIG_DELIVERED, 1000);
+    queue_from(f, H, "a@x", "z@elsewhere.example", "asked@y", "i2", "Q2",
+               &d);
+    assert_true(d.fired & (1u << CP_SIG_FORGED_SENDER));
+    /* a forward refused: the address is a forward's, not a delivered one */
+    queue_from(f, 2 * H, "b@x", "y@third.example", "box@y", "i3", "Q3",
+               &d);
+    outcome_adds(f, "b@x", "Q3", "box@y", CP_OUT_REJECTED,
+                 CP_SIG_REMOTE_REJECT, 2 * H + 1000);
+    queue_from(f, 3 * H, "b@x", "b@x", "box@y", "i4", "Q4", &d);
+    assert_float_equal(outcome_adds(f, "b@x", "Q4", "box@y",
+                                    CP_OUT_BAD_RECIPIENT,
+                                    CP_SIG_BAD_RECIPIENT, 3 * H + 1000),
+                       2.0, 1e-3);
+    /* another's sender to the forward's address, then to a new one */
+    rcpt_from(f, 4 * H, "b@x", "w@other.example", "box@y", "i5", &d);
+    assert_false(d.fired & (1u << CP_SIG_FORGED_SENDER));
+    rcpt_from(f, 4 * H, "b@x", "w@other.example", "new@y", "i5", &d);
+    assert_true(d.fired & (1u << CP_SIG_FORGED_SENDER));
+    /* the login's own mail delivered, then bounced: stale */
+    queue_from(f, 5 * H, "a@x", "a@x", "old@y", "i6", "Q6", &d);
+    outcome_adds(f, "a@x", "Q6", "old@y", CP_OUT_DELIVERED, CP_SIG_DELIVERED,
+                 5 * H + 1000);
+    queue_from(f, 6 * H, "a@x", "a@x", "old@y", "i7", "Q7", &d);
+    assert_float_equal(outcome_adds(f, "a@x", "Q7", "old@y",
+                                    CP_OUT_BAD_RECIPIENT,
+                                    CP_SIG_STALE_RECIPIENT, 6 * H + 1000),
+                       0.2, 1e-3);
+    assert_int_equal(f->e.stats.outcomes_stale, 1);
+    /* an alias the login uses as its own is its own mail, not a forward:
+     * refused at an address it delivered to, in full */
+    queue_from(f, 7 * H, "c@x", "c@home.example", "pal@y", "i8", "Q8", &d);
+    outcome_adds(f, "c@x", "Q8", "pal@y", CP_OUT_DELIVERED, CP_SIG_DELIVERED,
+                 7 * H + 1000);
+    queue_from(f, 8 * H, "c@x", "c@home.example", "pal@y", "i9", "Q9", &d);
+    assert_float_equal(outcome_adds(f, "c@x", "Q9", "pal@y", CP_OUT_REJECTED,
+                                    CP_SIG_REMOTE_REJECT, 8 * H + 1000),
+                       1.5, 1e-3);
 }
 
 static void
@@ -742,6 +817,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_replies_and_forwards_count_less, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_what_replies_and_forwards_leave, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_id_journal, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_suspect_pool, setup, teardown),
