@@ -68,10 +68,11 @@ cp_engine_content(struct cp_engine *e, const struct cp_event *ev,
         }
     }
     engine_customer_record(e, d, false);
-    /* a bounce or an automatic reply carries or answers another's text
-     * (a server bouncing a spam run it received): not the account's, and
-     * no copy of a campaign; as too short a text, the state decides */
-    if (a != NULL ? (QUEUED(a)->how & CP_QUEUED_REPLY) != 0
+    /* a bounce or an automatic reply carries or answers another's text,
+     * a forward is another's (servers bouncing or forwarding a spam run
+     * they received): not the account's, and no copy of a campaign; as
+     * too short a text, the state decides */
+    if (a != NULL ? (QUEUED(a)->how & (CP_QUEUED_REPLY | CP_QUEUED_FORWARD))
                   : ev->sender.len == 0)
         fp = NULL;
     if (fp == NULL) { /* too short to tell: the account's state decides */

@@ -772,30 +772,19 @@ domain_part(struct str a)
               : (struct str){NULL, 0};
 }
 
-/* Does the login (or its customer's logins) use `sender` as its own (the
- * evidence's learned senders)? */
-static bool
-knows_sender(struct cp_engine *e, struct cp_decision *d, struct str sender)
-{
-    struct cp_evidence *shared = engine_customer_record(e, d, true);
-    struct cp_account_ref ref;
-
-    return e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
-                                  true, &ref) &&
-           cp_evidence_knows_sender(ref.ev, shared, sender);
-}
-
 /* What the message is, for the weight of its delivery outcomes
  * (CP_QUEUED_*): to one recipient, from the null sender (a bounce, an
  * automatic reply) or from another's address (not at the login's domain,
  * not at one of the customer's, not one the login or its customer uses
- * as its own: a forward, once the account's mail went to that
- * recipient). */
+ * as its own, learned: a forward, once the account's mail went to that
+ * recipient, which its RCPT saw). */
 static unsigned
 queued_how(struct cp_engine *e, const struct cp_event *ev,
            struct cp_decision *d)
 {
     struct str s = domain_part(ev->sender), l;
+    struct cp_evidence *shared;
+    struct cp_account_ref ref;
 
     if (ev->recipient_count != 1)
         return 0;
@@ -804,10 +793,18 @@ queued_how(struct cp_engine *e, const struct cp_event *ev,
     l = d->id.kind == CP_ID_SASL ? domain_part(ev->sasl_username)
                                  : (struct str){NULL, 0};
     if (s.len == 0 || (l.len == s.len && strncasecmp(l.p, s.p, s.len) == 0) ||
-        cp_customer_owns(d->id.cust, ev->sender.p, ev->sender.len) ||
-        knows_sender(e, d, ev->sender))
+        cp_customer_owns(d->id.cust, ev->sender.p, ev->sender.len))
         return 0;
-    return CP_QUEUED_OTHERS;
+    shared = engine_customer_record(e, d, true);
+    if (!e->store->ops->account(e->store, d->id.dkey, d->id.dkeylen, false,
+                                true, &ref) ||
+        ref.ev == NULL)
+        return CP_QUEUED_OTHERS; /* no evidence kept: nothing learned */
+    if (cp_evidence_knows_sender(ref.ev, shared, ev->sender))
+        return 0;
+    return CP_QUEUED_OTHERS | ((ref.ev->msg_flags & CP_EV_MSG_FORWARD)
+                                   ? CP_QUEUED_FORWARD
+                                   : 0);
 }
 
 /* A message refused at END-OF-MESSAGE by its account's state: its

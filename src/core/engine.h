@@ -312,8 +312,11 @@ enum cp_outcome cp_outcome_of(const char *status, size_t slen,
                                automatic reply (an out-of-office) */
 #define CP_QUEUED_OTHERS 2u /* one recipient, another's address as sender
                                (not at the login's domain nor at the
-                               customer's): a forward, when the account
-                               has delivered to that recipient before */
+                               customer's, nor one it uses as its own): a
+                               forward, when the account's mail has gone
+                               to that recipient before */
+#define CP_QUEUED_FORWARD 4u /* and its RCPT found that it had (its text
+                               is the forwarded mail's: no campaign) */
 /*
  * One recipient's outcome for queue id `qid`: evidence for its account,
  * and maybe a state change (d says what). `rcpt`

@@ -47,7 +47,8 @@ engine_queued_add(struct cp_engine *e, struct str qid, const char *key,
     q->fp.words = 0;
     q->seq = ++e->q_seq;
     q->keylen = (uint16_t)keylen; /* < CP_KEY_MAX */
-    q->how = (uint8_t)(how & (CP_QUEUED_REPLY | CP_QUEUED_OTHERS));
+    q->how = (uint8_t)(how & (CP_QUEUED_REPLY | CP_QUEUED_OTHERS |
+                              CP_QUEUED_FORWARD));
     agemap_put(&e->queued, &q->age);
 }
 

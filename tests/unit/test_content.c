@@ -326,6 +326,75 @@ send_from(struct fixture *f, const char *login, const char *sender,
     assert_int_equal(cp_engine_content(&f->e, &r, fp, t, d), 0);
 }
 
+/* A message forwarded by mail server `login` to its user's mailbox
+ * `box`, with the original sender `sender`: RCPT, END-OF-MESSAGE with
+ * queue id `qid`, then its content; `delivered`: the next hop accepted
+ * it (the mail log). */
+static void
+forward_text(struct fixture *f, const char *login, const char *sender,
+             const char *box, const char *qid, const struct cp_fp *fp,
+             bool delivered, int64_t t, struct cp_decision *d)
+{
+    struct cp_event r;
+    struct cp_decision o;
+
+    memset(&r, 0, sizeof(r));
+    r.stage = CP_STAGE_RCPT;
+    r.sasl_username = str_c(login);
+    r.sender = str_c(sender);
+    r.recipient = str_c(box);
+    r.client_address = str_c("192.0.2.9");
+    r.instance = str_c(qid);
+    assert_int_equal(cp_engine_decide(&f->e, &r, t, &o), 0);
+    r.stage = CP_STAGE_EOM;
+    r.recipient = str_c(NULL);
+    r.queue_id = str_c(qid);
+    r.recipient_count = 1;
+    r.size = 2000;
+    assert_int_equal(cp_engine_decide(&f->e, &r, t, &o), 0);
+    r.stage = CP_STAGE_CONTENT;
+    assert_int_equal(cp_engine_content(&f->e, &r, fp, t, d), 0);
+    cp_engine_outcome(&f->e, qid, strlen(qid), box, strlen(box),
+                      delivered ? CP_OUT_DELIVERED : CP_OUT_REJECTED, t + 10,
+                      &o);
+}
+
+/* Five companies' mail servers forward one spam run their users
+ * received to the users' mailboxes, which refuse it: once the mailbox
+ * is where the server's forwards go, the text is another's, no copy of
+ * the server's campaign. (The first forward to a new mailbox counts.) */
+static void
+test_forwards_of_a_spam_run_are_no_campaign(void **state)
+{
+    struct cp_fp spam = fp_of_seed(14), ham = fp_of_seed(15);
+    struct fixture *f = *state;
+    struct cp_decision d;
+    char login[32], box[48], qid[32], from[48];
+    int64_t t = 1800000000000LL;
+    int seq = 0;
+
+    for (int a = 0; a < 5; a++) { /* each forwarded mail before */
+        snprintf(login, sizeof(login), "mx%d@isp.example", a);
+        snprintf(box, sizeof(box), "user%d@mailbox.example", a);
+        snprintf(qid, sizeof(qid), "F%d", seq++);
+        forward_text(f, login, "friend@elsewhere.example", box, qid, &ham,
+                     true, t += 1000, &d);
+    }
+    assert_int_equal(f->e.stats.content, 5);
+    for (int k = 0; k < 3; k++)
+        for (int a = 0; a < 5; a++) {
+            snprintf(login, sizeof(login), "mx%d@isp.example", a);
+            snprintf(box, sizeof(box), "user%d@mailbox.example", a);
+            snprintf(from, sizeof(from), "s%d.%d@spam.example", k, a);
+            snprintf(qid, sizeof(qid), "F%d", seq++);
+            forward_text(f, login, from, box, qid, &spam, false, t += 1000,
+                         &d);
+            assert_false(d.fired & (1u << CP_SIG_CAMPAIGN));
+        }
+    assert_int_equal(f->e.stats.content, 5); /* none of the forwards */
+    assert_int_equal(d.action, CP_ACT_DUNNO);
+}
+
 /* The login's own message. */
 static void
 send_text(struct fixture *f, const char *login, const char *qid,
@@ -505,6 +574,8 @@ main(void)
         cmocka_unit_test(test_campaign_is_no_corroboration),
         cmocka_unit_test_setup_teardown(
             test_bounces_of_a_spam_run_are_no_campaign, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_forwards_of_a_spam_run_are_no_campaign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_campaign, setup,
                                         teardown),
     };
