@@ -19,7 +19,7 @@ SCENARIOS = os.environ.get("SCENARIOS", "").split() or [
     "isp-week", "isp-week-cold", "blaster", "low-and-slow", "campaign",
     "stolen-credentials", "unauth-relay", "quiet-template",
     "business-staff", "shared-office", "stale-newsletter",
-    "stale-newsletter-cold", "newsletter-spike", "slow-merge",
+    "stale-newsletter-cold", "mail-servers", "newsletter-spike", "slow-merge",
     "chain-letter", "holiday-burst", "cgnat-roaming"]
 EXTRA = os.environ.get("SIM_ARGS", "").split()
 

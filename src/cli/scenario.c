@@ -83,6 +83,19 @@ static const struct yw_field staff_f[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 
+static const struct yw_field server_f[] = {
+    {"share", yw_double, LN(struct sim_server, share), 0, 1, NULL},
+    {"replies", yw_double, LN(struct sim_server, replies), 0, 1e5, NULL},
+    {"backscatter", yw_double, LN(struct sim_server, backscatter), 0, 1e5,
+     NULL},
+    {"heavy_share", yw_double, LN(struct sim_server, heavy_share), 0, 1, NULL},
+    {"forwarders", yw_double, LN(struct sim_server, forwarders), 0, 100, NULL},
+    {"forwards", yw_double, LN(struct sim_server, forwards), 0, 1e5, NULL},
+    {"forward_spam", yw_double, LN(struct sim_server, forward_spam), 0, 1,
+     NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
 #define C(m) offsetof(struct sim_class, m)
 static const struct yw_field class_f[] = {
     {"class", yw_str, C(name), SIM_NAME_MAX, 0, NULL},
@@ -102,6 +115,7 @@ static const struct yw_field class_f[] = {
     {"tls_share", yw_double, C(tls_share), 0, 1, NULL},
     {"sasl", yw_bool, C(sasl), 0, 0, NULL},
     {"staff", yw_map, C(staff), 0, 0, staff_f},
+    {"server", yw_map, C(server), 0, 0, server_f},
     {"burst", yw_map, C(burst), 0, 0, burst_f},
     {"newsletter", yw_map, C(newsletter), 0, 0, newsletter_f},
     {"retry", yw_map, C(retry), 0, 0, retry_f},
@@ -182,6 +196,7 @@ class_defaults(struct sim_class *c)
     c->newsletter = (struct sim_newsletter){1, 0, 50, 1, 10, 300, 0.01, 0,
                                             0.005};
     c->staff = (struct sim_staff){{1, 1}, 0, {4, 20}, 1, 0.1, 0.1, 0.1};
+    c->server = (struct sim_server){0, 5, 10, 0.1, 1.5, 30, 0.3};
     c->retry = (struct sim_retry){15 * 60000, 8};
 }
 

@@ -101,6 +101,28 @@ struct sim_staff {
                                  or at the customer's second domain */
 };
 
+/*
+ * A company's own mail server relaying all its mail through the
+ * smarthost: one login (mx@ its domain) or, for a class without SASL, its
+ * address. Its people's mail goes through it (as a shared login's, the
+ * staff model's `people`), at any hour, and so does what it passes on for
+ * others: out-of-office replies (the null sender, to whoever wrote in),
+ * backscatter (bounces of the spam it received for users who left, to
+ * the spam's forged senders) and forwards of its users' incoming mail to
+ * their freemail mailboxes (the original sender, no SRS; some of it the
+ * day's spam runs, which the mailbox refuses).
+ */
+struct sim_server {
+    double share;           /* of the class's customers: run their own */
+    double replies;         /* out-of-office replies a day (mean) */
+    double backscatter;     /* bounces of received spam a day (mean) */
+    double heavy_share;     /* servers with ten times that */
+    double forwarders;      /* people whose mail is forwarded (Poisson
+                               mean, at most the server's people) */
+    double forwards;        /* forwarded messages a day per forwarder */
+    double forward_spam;    /* of them the day's spam runs */
+};
+
 struct sim_retry {
     uint64_t after_ms;      /* 0: no retry */
     uint32_t attempts;      /* retries after the first try */
@@ -126,6 +148,7 @@ struct sim_class {
                                    address of theirs (family, alias) */
     bool sasl;                  /* false: relayed by client address */
     struct sim_staff staff;
+    struct sim_server server;
     struct sim_burst burst;
     struct sim_newsletter newsletter;
     struct sim_retry retry;

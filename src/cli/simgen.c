@@ -60,7 +60,9 @@ sim_login(const struct sim *s, char *out, size_t n, uint32_t sender)
         return;
     }
     sim_domain(dom, sizeof(dom), p->cust, 0);
-    if (p->flags & SIM_SHARED)
+    if (p->flags & SIM_SERVER)
+        snprintf(out, n, "mx@%s", dom);
+    else if (p->flags & SIM_SHARED)
         snprintf(out, n, "office@%s", dom);
     else
         snprintf(out, n, "p%u@%s", p->slot, dom);
@@ -184,7 +186,11 @@ make_customers(struct sim *s)
         s->class_first[c] = n;
         for (uint32_t i = 0; i < k->customers; i++) {
             bool shared;
-            uint32_t logins = logins_of(s, k, &shared);
+            /* (no draw without servers: the other scenarios' worlds stay
+             * as they were) */
+            bool server = k->server.share > 0 &&
+                          rng_unit(&s->rng) < k->server.share;
+            uint32_t logins = server ? 1 : logins_of(s, k, &shared);
 
             grow_senders(s, n + logins, &cap);
             for (uint32_t j = 0; j < logins; j++, n++) {
@@ -195,6 +201,16 @@ make_customers(struct sim *s)
                 p->cust = s->ncust;
                 p->slot = (uint16_t)j;
                 draw_sender(s, k, p, n, &cgnat);
+                if (server) { /* its people's mail and the relayed */
+                    p->flags |= SIM_STAFF | SIM_SHARED | SIM_SERVER;
+                    p->ip = OFFICE_BASE + s->ncust * 256u + 10;
+                    p->people = (uint8_t)rng_count(
+                        &s->rng, k->staff.people.mean,
+                        k->staff.people.max > 255 ? 255
+                                                  : k->staff.people.max);
+                    p->per_day *= p->people;
+                    continue;
+                }
                 if (!has_staff(k))
                     continue;
                 /* a business: its office network, one per customer */
@@ -321,6 +337,69 @@ newsletter_events(struct sim *s, int64_t first, int64_t days, bool count)
     }
 }
 
+/* How many of mail server i's people have their mail forwarded, and
+ * whether it is one of the heavy backscatterers: drawn from its number
+ * (not the world's generator), so the history and the period agree. */
+static void
+server_traits(const struct sim *s, uint32_t i, uint32_t *forwarders,
+              bool *heavy)
+{
+    const struct sim_sender *p = &s->senders[i];
+    const struct sim_server *sv = &s->sc.cls[p->cls].server;
+    struct rng r;
+    uint64_t n;
+
+    rng_seed(&r, ((uint64_t)s->sc.seed << 32) ^ 0x7365727665ULL ^
+                     ((uint64_t)i * 0x9e3779b97f4a7c15ULL));
+    n = rng_poisson(&r, sv->forwarders);
+    *forwarders = (uint32_t)(n < p->people ? n : p->people);
+    *heavy = rng_unit(&r) < sv->heavy_share;
+}
+
+/* Mail server i's day d of mail passed on for others: replies,
+ * backscatter, forwards, at any hour (negative d: history). */
+static void
+relay_day(struct sim *s, uint32_t i, int64_t d, bool count)
+{
+    const struct sim_server *sv = &s->sc.cls[s->senders[i].cls].server;
+    uint32_t fwd;
+    bool heavy;
+    struct {
+        double mean;
+        uint32_t part;
+    } kinds[2] = {{sv->replies, RELAY_REPLY},
+                  {sv->backscatter, RELAY_BOUNCE}};
+
+    server_traits(s, i, &fwd, &heavy);
+    if (heavy)
+        kinds[1].mean *= 10;
+    for (uint32_t f = 0; f < 2 + fwd; f++) { /* replies, bounces, each
+                                                forwarder's forwards */
+        double mean = f < 2 ? kinds[f].mean : sv->forwards;
+        uint32_t part = f < 2 ? kinds[f].part
+                              : RELAY_FORWARD | (f - 2) << 2;
+        uint64_t m = rng_poisson(&s->rng, mean);
+
+        if (count)
+            s->legit_expected += mean;
+        for (uint64_t j = 0; j < m; j++) {
+            add_event(s, s->sc.start_ms + d * SIM_DAY +
+                             (int64_t)rng_below(&s->rng, SIM_DAY),
+                      i, EV_RELAY);
+            s->ev[s->nev - 1].part = part;
+        }
+    }
+}
+
+static void
+relay_events(struct sim *s, int64_t first, int64_t days, bool count)
+{
+    for (uint32_t i = 0; i < s->nsenders; i++)
+        if (s->senders[i].flags & SIM_SERVER)
+            for (int64_t d = first; d < days; d++)
+                relay_day(s, i, d, count);
+}
+
 /*
  * A warm start: the customers' legitimate mail (and newsletters) of the
  * `history` before the period, which the engine learns from first, as
@@ -342,6 +421,7 @@ history_events(struct sim *s)
             for (int64_t d = -days; d < 0; d++)
                 legit_day(s, i, d, false);
     newsletter_events(s, -days, 0, false);
+    relay_events(s, -days, 0, false);
     s->rng = saved;
 }
 
@@ -510,6 +590,7 @@ sim_generate(struct sim *s)
     legit_events(s);
     burst_events(s);
     newsletter_events(s, 0, s->sc.days, true);
+    relay_events(s, 0, s->sc.days, true);
     make_zombies(s);
     history_events(s);
     qsort(s->ev, s->nev, sizeof(*s->ev), event_cmp);

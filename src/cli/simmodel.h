@@ -27,6 +27,9 @@ enum sim_sender_flags {
     SIM_ALIAS = 32,     /* also sends as an alias address */
     SIM_STAFF = 64,     /* a login of a business with the staff model */
     SIM_SHARED = 128,   /* a shared office login (office@) */
+    SIM_SERVER = 256,   /* a company's own mail server (scenario `server:`):
+                           one login or address relays its people's mail
+                           and what it passes on for others */
 };
 
 /* One login (one credential), or for mail relayed by client address one
@@ -37,7 +40,7 @@ struct sim_sender {
     uint32_t ip;             /* home IPv4 (business: the office), host order */
     uint32_t cust;           /* the customer it belongs to */
     float per_day;           /* legitimate messages per weekday */
-    uint8_t flags;
+    uint16_t flags;
     uint8_t people;          /* people who use it (a shared login: > 1) */
     uint16_t slot;           /* its number among the customer's logins */
 };
@@ -58,13 +61,19 @@ struct sim_zombie {          /* one infection of one account */
 enum sim_rank { SIM_RANK_NORMAL, SIM_RANK_WATCH, SIM_RANK_THROTTLED,
                 SIM_RANK_BLOCKED };
 
-enum sim_event_type { EV_LEGIT, EV_BURST, EV_NEWSLETTER, EV_SPAM };
+enum sim_event_type { EV_LEGIT, EV_BURST, EV_NEWSLETTER, EV_SPAM, EV_RELAY };
+
+/* EV_RELAY: what a mail server passes on for others (its event's `part`:
+ * the kind, and for a forward the forwarding person << 2) */
+enum sim_relay { RELAY_REPLY, RELAY_BOUNCE, RELAY_FORWARD };
 
 struct sim_event {
     int64_t t_ms;
     uint32_t who;            /* sender (legit) or zombie (spam) */
     uint32_t id;             /* the message: seeds its content */
-    uint32_t part;           /* newsletter: its message number in the issue */
+    uint32_t part;           /* newsletter: its message number in the
+                                issue; EV_RELAY: enum sim_relay, and the
+                                forwarder << 2 */
     uint8_t type;
     uint8_t attempt;         /* 0: first try */
 };

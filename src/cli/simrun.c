@@ -43,6 +43,7 @@ struct sim_msg {
     struct rng r;             /* content generator, seeded by the message */
     const struct sim_event *e;
     bool spam, sasl;
+    bool relay_spam;          /* EV_RELAY: it passes on the day's spam */
     uint32_t sender;          /* customer charged (or infected) */
     uint32_t nrcpt;
     uint64_t size;
@@ -105,7 +106,7 @@ set_tls(struct sim_msg *m, int stack)
 /* ---- the content of one message ---- */
 
 /* What a recipient is, for whether it exists (delivery outcomes). */
-enum rtype { R_BOOK, R_NEW, R_LIST, R_DEAD, R_SPAM };
+enum rtype { R_BOOK, R_NEW, R_LIST, R_DEAD, R_SPAM, R_FORGED, R_MAILBOX };
 
 /*
  * A newsletter's subscriber j of sender `who`: the list is fixed, and an
@@ -164,6 +165,21 @@ recipient(struct sim *s, struct sim_msg *m, uint32_t i, char *out, size_t n)
                      (unsigned long long)(x >> 20) % 10000000,
                      (unsigned long long)(x >> 4) % 5000);
         return R_SPAM;
+    }
+    if (m->e->type == EV_RELAY && (m->e->part & 3) == RELAY_BOUNCE) {
+        uint64_t x = rng_next(&m->r); /* the spam's forged sender */
+
+        snprintf(out, n, "b%llu@spam%llu.example",
+                 (unsigned long long)(x >> 20) % 10000000,
+                 (unsigned long long)(x >> 4) % 10000);
+        return R_FORGED;
+    }
+    if (m->e->type == EV_RELAY && (m->e->part & 3) == RELAY_FORWARD) {
+        uint32_t who = m->e->part >> 2; /* the person's own mailbox */
+
+        snprintf(out, n, "fw%u.%u@%s", m->sender, who,
+                 freemail[(m->sender + who) % 2]);
+        return R_MAILBOX;
     }
     if (m->e->type == EV_NEWSLETTER) {
         uint32_t j = m->e->part * k->newsletter.per_message + i;
@@ -224,6 +240,13 @@ fate_of(struct sim *s, const struct sim_msg *m, enum rtype t,
         bad = s->sc.inf[s->zombies[m->e->who].inf].invalid_share;
         rej = s->sc.inf[s->zombies[m->e->who].inf].rejected_share;
         break;
+    case R_FORGED: /* a bounce to a spammer's made-up sender */
+        bad = 0.6;
+        rej = 0.1;
+        break;
+    case R_MAILBOX: /* the forward's mailbox refuses the spam in it */
+        rej = m->relay_spam ? 0.3 : 0;
+        break;
     }
     char o = u < bad         ? CP_OUT_BAD_RECIPIENT
              : u < bad + rej ? CP_OUT_REJECTED
@@ -264,8 +287,8 @@ staff_origin(struct sim *s, const struct sim_event *e, struct sim_msg *m)
     bool phone = false;
     char d[48];
 
-    if (office_hours && u >= away) {
-        ip = p->ip; /* the office */
+    if ((p->flags & SIM_SERVER) || (office_hours && u >= away)) {
+        ip = p->ip; /* the office (a server: always) */
     } else {
         double v = office_hours ? u : rng_unit(&m->r) * away;
 
@@ -283,6 +306,9 @@ staff_origin(struct sim *s, const struct sim_event *e, struct sim_msg *m)
                  (unsigned)rng_below(&m->r, 256),
                  (unsigned)rng_below(&m->r, 256),
                  (unsigned)rng_below(&m->r, 256));
+    } else if (p->flags & SIM_SERVER) {
+        set_tls(m, computer_stack(s, p->cls, p->cust));
+        snprintf(m->helo, sizeof(m->helo), "mx.co%u.example", p->cust);
     } else {
         set_tls(m, computer_stack(s, p->cls, (uint32_t)ph));
         snprintf(m->helo, sizeof(m->helo), "nb-%u-%u", p->cust, person);
@@ -297,6 +323,32 @@ staff_origin(struct sim *s, const struct sim_event *e, struct sim_msg *m)
         snprintf(m->from, sizeof(m->from), "q%u@%s", person - 1000u, d);
     else
         snprintf(m->from, sizeof(m->from), "p%u@%s", person, d);
+}
+
+/* A mail server's message passed on for others: from the server (its
+ * address, name and TLS stack), to one recipient; a reply or a bounce
+ * with the null sender, a forward with its original sender (a
+ * correspondent's, or the day's spam's). */
+static void
+relay_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
+{
+    const struct sim_server *sv = &s->sc.cls[s->senders[e->who].cls].server;
+    uint32_t kind = e->part & 3;
+
+    m->nrcpt = 1;
+    staff_origin(s, e, m);
+    m->size = (uint64_t)rng_lognormal(&m->r, kind == RELAY_FORWARD ? 20000
+                                                                   : 4000,
+                                      0.5);
+    if (kind != RELAY_FORWARD) {
+        m->from[0] = '\0';
+        return;
+    }
+    m->relay_spam = rng_unit(&m->r) < sv->forward_spam;
+    snprintf(m->from, sizeof(m->from), "%s%llu@sender%llu.example",
+             m->relay_spam ? "offer" : "n",
+             (unsigned long long)rng_below(&m->r, 1000000),
+             (unsigned long long)rng_below(&m->r, 100000));
 }
 
 static void
@@ -352,6 +404,10 @@ build_msg(struct sim *s, const struct sim_event *e, struct sim_msg *m)
 
         m->sender = e->who;
         m->sasl = k->sasl;
+        if (e->type == EV_RELAY) {
+            relay_msg(s, e, m);
+            goto login;
+        }
         if (e->type == EV_NEWSLETTER)
             m->nrcpt = k->newsletter.per_message;
         else if (e->type == EV_BURST)
@@ -483,6 +539,7 @@ ask_inproc(struct sim_driver *d, struct sim_msg *m, const struct ask *a,
     r.tls_cipher = str_c(m->tls_cipher);
     d->truth.cause = m->e->type == EV_BURST        ? "burst message"
                      : m->e->type == EV_NEWSLETTER ? "newsletter message"
+                     : m->e->type == EV_RELAY      ? "relayed message"
                      : m->spam                     ? "spam"
                                                    : "ordinary message";
     inproc_decide(&d->ip, &r, now, &dec);
@@ -609,6 +666,14 @@ content(struct sim *s, struct sim_driver *d, struct sim_msg *m,
         text = ((uint64_t)z->inf << 48) ^ ((uint64_t)(e->who % f->campaigns)
                                            << 20) ^ epoch;
         p = pow(f->similarity, 4);
+    } else if (e->type == EV_RELAY &&
+               ((e->part & 3) == RELAY_BOUNCE || m->relay_spam)) {
+        /* a bounce carries the spam it bounces, a forward passes it on:
+         * one of the day's five spam runs, which every server receives */
+        int64_t day = (e->t_ms - s->sc.start_ms) / SIM_DAY;
+
+        text = (1ULL << 61) ^ ((uint64_t)(day + 1000) << 8) ^ (e->id % 5);
+        p = 0.9 * 0.9 * 0.9 * 0.9;
     } else if (e->type == EV_BURST || e->type == EV_NEWSLETTER) {
         const struct sim_class *k = &s->sc.cls[s->senders[m->sender].cls];
         bool shared = e->type == EV_BURST &&

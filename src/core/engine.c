@@ -802,7 +802,7 @@ queued_how(struct cp_engine *e, const struct cp_event *ev,
         return CP_QUEUED_OTHERS; /* no evidence kept: nothing learned */
     if (cp_evidence_knows_sender(ref.ev, shared, ev->sender))
         return 0;
-    return CP_QUEUED_OTHERS | ((ref.ev->msg_flags & CP_EV_MSG_FORWARD)
+    return CP_QUEUED_OTHERS | ((ref.ev->msg_flags & CP_EV_MSG_KNOWN_ONE)
                                    ? CP_QUEUED_FORWARD
                                    : 0);
 }

@@ -893,12 +893,12 @@ network_signal(struct cp_evidence *ev, const struct cp_detection *det,
 
 static void
 hour_signal(struct cp_evidence *ev, const struct cp_detection *det,
-            int64_t now, uint32_t *fired)
+            int64_t now, bool relayed, uint32_t *fired)
 {
     uint32_t bit = 1u << (uint32_t)((now / HOUR_MS) % 24);
 
     /* one fact per clock hour, however many messages it has */
-    if (ev->msgs_learned >= 30 && !(ev->hours_used & bit) &&
+    if (!relayed && ev->msgs_learned >= 30 && !(ev->hours_used & bit) &&
         (ev->last_s[CP_SIG_ODD_HOUR] == 0 ||
          ev->last_s[CP_SIG_ODD_HOUR] / 3600 != (uint32_t)(now / HOUR_MS)))
         fire(ev, det, CP_SIG_ODD_HOUR, 1, fired);
@@ -1066,20 +1066,30 @@ cp_evidence_rcpt(struct cp_evidence *ev, const struct cp_detection *det,
         ev->msg_flags = (k == SENDER_OWN || k == SENDER_COLLEAGUE
                              ? CP_EV_MSG_OWN
                              : 0) |
-                        (forward ? CP_EV_MSG_FORWARD : 0);
+                        (in->rcpt_seen == CP_RCPT_DELIVERED ||
+                                 in->rcpt_forwarded
+                             ? CP_EV_MSG_KNOWN_ONE
+                             : 0) |
+                        (forward ? CP_EV_MSG_FORGED : 0);
         rate_signal(ev, det, in->now_ms, k != SENDER_COLLEAGUE, fired);
         helo_signal(ev, det, in, fired);
-        hour_signal(ev, det, in->now_ms, fired);
+        /* a bounce or a reply goes when the mail it answers came, a
+         * forward when the mail it forwards came: their hour is no habit
+         * of a person's (it is learned, never odd) */
+        hour_signal(ev, det, in->now_ms,
+                    k == SENDER_NONE || (forward && k == SENDER_OTHER),
+                    fired);
         tls_signal(ev, det, in, fired);
         /* where the login's people are: a forged sender's message is
          * evidence of its own (forged_sender), its network is not counted
          * again */
         if (in->sasl && in->client != NULL && k != SENDER_OTHER)
             network_signal(ev, det, in, who, fired);
-    } else if (ev->msg_flags & CP_EV_MSG_FORWARD) {
+    } else {
         /* a second recipient: no forward, the sender was forged */
-        ev->msg_flags &= (uint8_t)~CP_EV_MSG_FORWARD;
-        fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
+        if (ev->msg_flags & CP_EV_MSG_FORGED)
+            fire(ev, det, CP_SIG_FORGED_SENDER, 1, fired);
+        ev->msg_flags &= (uint8_t)~(CP_EV_MSG_KNOWN_ONE | CP_EV_MSG_FORGED);
     }
     if (in->recipient.p != NULL && in->recipient.len > 0)
         recipient_signal(ev, det, in, fired);

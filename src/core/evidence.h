@@ -42,9 +42,12 @@
 
 /* struct cp_evidence's msg_flags: the message whose recipients come in */
 #define CP_EV_MSG_OWN 1u     /* from its own (or a colleague's) sender */
-#define CP_EV_MSG_FORWARD 2u /* another's sender to an address it mails:
-                                a forward, unless another recipient
-                                follows (then a forged_sender after all) */
+#define CP_EV_MSG_KNOWN_ONE 2u /* its first recipient is an address its
+                                  mail or forwards went to, and no other
+                                  came (yet) */
+#define CP_EV_MSG_FORGED 4u  /* another's sender to that address: a
+                                forward, unless another recipient follows
+                                (then a forged_sender after all) */
 
 struct cp_evidence {
     int64_t t_ms;                 /* last update (decay reference) */

@@ -308,6 +308,30 @@ def test_business_customers_and_stale_lists(scenario, stale, history_days):
     assert rep["history_days"] == history_days
 
 
+@pytest.mark.parametrize("scenario", [
+    week("mail-servers.yaml"),
+    small(os.path.join(SMALL, "mail-servers-small.yaml"))])
+def test_companies_own_mail_servers(scenario):
+    """Companies whose own mail servers relay all their mail through the
+    smarthost: their people's mail at any hour, out-of-office replies and
+    backscatter with the null sender, their users' forwards without SRS,
+    some of them the day's spam runs that every server receives (with the
+    milter: the same text from every server). No server throttled or
+    blocked, none of their days deferred; the infected office PCs behind
+    some of them caught."""
+    rep = sim_json(scenario)
+    assert_consistent(rep)
+    assert_precision(rep)
+    assert rep["legit_logins_throttled"] == 0
+    assert rep["legit_accounts_blocked"] == 0
+    assert rep["zombie_accounts_caught"] == rep["zombie_accounts"] > 0
+    assert rep["spam_accepted_per_zombie_median"] <= 10
+    # what the servers passed on was there: backscatter that bounced,
+    # forwarded spam that the mailboxes refused
+    assert rep["outcomes_bad_recipient"] > 0.02 * rep["outcomes_delivered"]
+    assert rep["outcomes_rejected"] > 0.01 * rep["outcomes_delivered"]
+
+
 def test_svg_charts(tmp_path):
     out = tmp_path / "charts"
     sim("small-live.yaml", "--svg", str(out))
