@@ -346,6 +346,15 @@ test_odd_hour(void **state)
          "ann@isp.example", "mum@home.example", NULL, &f);
     assert_true(f & (1u << CP_SIG_ODD_HOUR));
     assert_int_equal(ev.fired[CP_SIG_ODD_HOUR], 2);
+    /* a bounce or an automatic reply (the null sender) goes when the mail
+     * it answers came: its hour is learned, never odd */
+    send(&ev, 5 * 24 * HOUR + 1 * HOUR, "ann@isp.example", "",
+         "someone@else.example", NULL, &f);
+    assert_false(f & (1u << CP_SIG_ODD_HOUR));
+    send(&ev, 6 * 24 * HOUR + 1 * HOUR + 5 * MIN, "ann@isp.example",
+         "ann@isp.example", "mum@home.example", NULL, &f);
+    assert_false(f & (1u << CP_SIG_ODD_HOUR));
+    assert_int_equal(ev.fired[CP_SIG_ODD_HOUR], 2);
 }
 
 static void
