@@ -356,6 +356,23 @@ server_traits(const struct sim *s, uint32_t i, uint32_t *forwarders,
     *heavy = rng_unit(&r) < sv->heavy_share;
 }
 
+/* `mean` (Poisson) messages of one kind (`part`) on day d, at any hour. */
+static void
+relay_some(struct sim *s, uint32_t i, int64_t d, double mean, uint32_t part,
+           bool count)
+{
+    uint64_t m = rng_poisson(&s->rng, mean);
+
+    if (count)
+        s->legit_expected += mean;
+    for (uint64_t j = 0; j < m; j++) {
+        add_event(s, s->sc.start_ms + d * SIM_DAY +
+                         (int64_t)rng_below(&s->rng, SIM_DAY),
+                  i, EV_RELAY);
+        s->ev[s->nev - 1].part = part;
+    }
+}
+
 /* Mail server i's day d of mail passed on for others: replies,
  * backscatter, forwards, at any hour (negative d: history). */
 static void
@@ -364,31 +381,13 @@ relay_day(struct sim *s, uint32_t i, int64_t d, bool count)
     const struct sim_server *sv = &s->sc.cls[s->senders[i].cls].server;
     uint32_t fwd;
     bool heavy;
-    struct {
-        double mean;
-        uint32_t part;
-    } kinds[2] = {{sv->replies, RELAY_REPLY},
-                  {sv->backscatter, RELAY_BOUNCE}};
 
     server_traits(s, i, &fwd, &heavy);
-    if (heavy)
-        kinds[1].mean *= 10;
-    for (uint32_t f = 0; f < 2 + fwd; f++) { /* replies, bounces, each
-                                                forwarder's forwards */
-        double mean = f < 2 ? kinds[f].mean : sv->forwards;
-        uint32_t part = f < 2 ? kinds[f].part
-                              : RELAY_FORWARD | (f - 2) << 2;
-        uint64_t m = rng_poisson(&s->rng, mean);
-
-        if (count)
-            s->legit_expected += mean;
-        for (uint64_t j = 0; j < m; j++) {
-            add_event(s, s->sc.start_ms + d * SIM_DAY +
-                             (int64_t)rng_below(&s->rng, SIM_DAY),
-                      i, EV_RELAY);
-            s->ev[s->nev - 1].part = part;
-        }
-    }
+    relay_some(s, i, d, sv->replies, RELAY_REPLY, count);
+    relay_some(s, i, d, sv->backscatter * (heavy ? 10 : 1), RELAY_BOUNCE,
+               count);
+    for (uint32_t f = 0; f < fwd; f++)
+        relay_some(s, i, d, sv->forwards, RELAY_FORWARD | f << 2, count);
 }
 
 static void

@@ -462,13 +462,12 @@ cp_custmap_customer(const struct cp_config *cfg, const char *id, size_t len)
 bool
 cp_customer_owns(const struct cp_customer *c, const char *addr, size_t len)
 {
-    const char *at;
+    struct str d = str_domain((struct str){addr, addr ? len : 0});
     uint64_t h;
 
-    if (c == NULL || c->ndomains == 0 || addr == NULL ||
-        (at = memrchr(addr, '@', len)) == NULL || at == addr + len - 1)
+    if (c == NULL || c->ndomains == 0 || d.len == 0)
         return false;
-    h = hmap_hash_lower(at + 1, len - (size_t)(at + 1 - addr));
+    h = hmap_hash_lower(d.p, d.len);
     for (size_t i = 0; i < c->ndomains; i++)
         if (c->domain[i] == h)
             return true;

@@ -14,7 +14,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "core/custmap.h"
 #include "core/engine_int.h"
@@ -253,13 +252,9 @@ cp_session_step(struct cp_engine *e, struct cp_session *s,
 static uint32_t
 domain_hash(struct str rcpt)
 {
-    const char *at;
-    size_t n;
+    struct str d = str_domain(rcpt);
 
-    if (rcpt.p == NULL || (at = memrchr(rcpt.p, '@', rcpt.len)) == NULL)
-        return 0;
-    n = rcpt.len - (size_t)(at + 1 - rcpt.p);
-    return n == 0 ? 0 : hmap_hash_lower32(at + 1, n);
+    return d.len == 0 ? 0 : hmap_hash_lower32(d.p, d.len);
 }
 
 /* Per-metric costs of this request. */
@@ -762,16 +757,6 @@ eom_blocked(struct cp_engine *e, struct cp_decision *d)
     return engine_state_verdict(e, d);
 }
 
-/* The domain of an address (after its last '@'), or an empty string. */
-static struct str
-domain_part(struct str a)
-{
-    const char *at = a.p ? memrchr(a.p, '@', a.len) : NULL;
-
-    return at ? (struct str){at + 1, a.len - (size_t)(at + 1 - a.p)}
-              : (struct str){NULL, 0};
-}
-
 /* What the message is, for the weight of its delivery outcomes
  * (CP_QUEUED_*): to one recipient, from the null sender (a bounce, an
  * automatic reply) or from another's address (not at the login's domain,
@@ -782,7 +767,7 @@ static unsigned
 queued_how(struct cp_engine *e, const struct cp_event *ev,
            struct cp_decision *d)
 {
-    struct str s = domain_part(ev->sender), l;
+    struct str s = str_domain(ev->sender), l;
     struct cp_evidence *shared;
     struct cp_account_ref ref;
 
@@ -790,9 +775,9 @@ queued_how(struct cp_engine *e, const struct cp_event *ev,
         return 0;
     if (ev->sender.len == 0)
         return CP_QUEUED_REPLY;
-    l = d->id.kind == CP_ID_SASL ? domain_part(ev->sasl_username)
+    l = d->id.kind == CP_ID_SASL ? str_domain(ev->sasl_username)
                                  : (struct str){NULL, 0};
-    if (s.len == 0 || (l.len == s.len && strncasecmp(l.p, s.p, s.len) == 0) ||
+    if (s.len == 0 || str_eq_ci(l, s) ||
         cp_customer_owns(d->id.cust, ev->sender.p, ev->sender.len))
         return 0;
     shared = engine_customer_record(e, d, true);

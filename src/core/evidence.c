@@ -461,7 +461,7 @@ cp_evidence_knows_sender(const struct cp_evidence *ev,
 {
     uint32_t h;
 
-    if (sender.p == NULL || sender.len == 0)
+    if (!str_set(sender))
         return false;
     h = hash_ci(sender);
     return learned(ev, h) || learned(shared, h);
@@ -480,22 +480,11 @@ owned(struct cp_evidence *ev, const struct cp_ev_input *in, uint32_t h)
            cp_customer_owns(in->cust, in->sender.p, in->sender.len);
 }
 
-/* The domain of address s (after the last '@'), or an empty string. */
-static struct str
-domain_of(struct str s)
-{
-    const char *at = s.p ? memrchr(s.p, '@', s.len) : NULL;
-
-    if (at == NULL)
-        return (struct str){NULL, 0};
-    return (struct str){at + 1, s.len - (size_t)(at + 1 - s.p)};
-}
-
 /* The local part of an address (before the last '@'). */
 static uint32_t
 local_hash(struct str s)
 {
-    struct str d = domain_of(s);
+    struct str d = str_domain(s);
 
     return d.len == 0 ? 0 : hash_ci((struct str){s.p, s.len - d.len - 1});
 }
@@ -535,12 +524,12 @@ learn_local(struct cp_evidence *ev, struct str addr)
 static bool
 colleague(const struct cp_evidence *ev, const struct cp_ev_input *in)
 {
-    struct str d = domain_of(in->sender), l = domain_of(in->login);
+    struct str d = str_domain(in->sender), l = str_domain(in->login);
     uint32_t h;
 
     if (d.len == 0)
         return false;
-    if (in->sasl && l.len == d.len && strncasecmp(l.p, d.p, d.len) == 0)
+    if (in->sasl && str_eq_ci(l, d))
         return true;
     h = hash_ci(d);
     for (int i = 0; i < CP_EV_DOMS; i++)
@@ -761,9 +750,9 @@ sender_signal(struct cp_evidence *ev, const struct cp_detection *det,
      * colleagues' (learned from owned senders only: a bot forging one
      * domain again and again must not teach it) */
     if (k == SENDER_OWN && ev->score < det->watch_at &&
-        domain_of(in->sender).len > 0)
+        str_domain(in->sender).len > 0)
         remember(ev->odom, ev->odom_n, ev->odom_h, CP_EV_DOMS,
-                 hash_ci(domain_of(in->sender)), host_bit(in));
+                 hash_ci(str_domain(in->sender)), host_bit(in));
     if (k == SENDER_OWN || k == SENDER_COLLEAGUE) {
         *who = h | 1;
         if (ev->score < det->watch_at)
@@ -918,16 +907,14 @@ helo_hash(struct str h)
 }
 
 static bool
-helo_is_domain_of(struct str helo, struct str rcpt)
+helo_is_str_domain(struct str helo, struct str rcpt)
 {
     const char *at = rcpt.p ? memchr(rcpt.p, '@', rcpt.len) : NULL;
-    size_t dlen;
 
     if (at == NULL || helo.len == 0)
         return false;
-    dlen = rcpt.len - (size_t)(at + 1 - rcpt.p);
-    return dlen == helo.len && dlen > 0 &&
-           strncasecmp(at + 1, helo.p, dlen) == 0;
+    return str_eq_ci(helo, (struct str){at + 1, rcpt.len - (size_t)(
+                                                    at + 1 - rcpt.p)});
 }
 
 static void
@@ -939,7 +926,7 @@ helo_signal(struct cp_evidence *ev, const struct cp_detection *det,
 
     if (in->helo.p == NULL || in->helo.len == 0)
         return;
-    if (helo_is_domain_of(in->helo, in->recipient)) {
+    if (helo_is_str_domain(in->helo, in->recipient)) {
         fire(ev, det, CP_SIG_HELO_FORGED, 1, fired);
         return;
     }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 struct str {
     const char *p;
@@ -40,6 +41,28 @@ static inline bool
 str_set(struct str s)
 {
     return s.p != NULL && s.len > 0;
+}
+
+/* a and b have the same bytes but for ASCII case (absent equals empty). */
+static inline bool
+str_eq_ci(struct str a, struct str b)
+{
+    return a.len == b.len && (a.len == 0 || strncasecmp(a.p, b.p, a.len) == 0);
+}
+
+/* The domain of address a (after its last '@'; may be empty), or absent
+ * if a has no '@'. (memrchr: _GNU_SOURCE, as the build defines.) */
+static inline struct str
+str_domain(struct str a)
+{
+    const char *at = a.p ? (const char *)memrchr(a.p, '@', a.len) : NULL;
+    struct str r = {NULL, 0};
+
+    if (at != NULL) {
+        r.p = at + 1;
+        r.len = a.len - (size_t)(at + 1 - a.p);
+    }
+    return r;
 }
 
 #endif
